@@ -1,0 +1,120 @@
+"""Per-operation rate limiting with every published window enforced at once.
+
+Klaviyo limits each endpoint per account with a burst window (per second), a
+steady window (per minute) and sometimes a daily cap (``x-klaviyo-ratelimit``).
+``WindowLimiter`` keeps a sliding log of granted slots per window and hands out
+*reservations*: the earliest time at which one more request satisfies all
+windows. Reservations are FIFO, so concurrent callers queue fairly instead of
+stampeding. The same class serves both sides:
+
+* the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot);
+* the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
+
+Time comes from an injectable clock so tests use a fake one, never real sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from .spec import Operation, RateLimit, operation
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class WindowLimiter:
+    """Sliding-window log for one operation: N requests per T seconds, for each window."""
+
+    def __init__(self, windows: tuple[tuple[int, float], ...]) -> None:
+        if not windows:
+            raise ValueError("a limiter needs at least one window")
+        self.windows = tuple((int(n), float(t)) for n, t in windows)
+        # Granted slot times, non-decreasing; long enough for the largest count.
+        self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
+        self._blocked_until = float("-inf")
+
+    @classmethod
+    def for_ratelimit(cls, limit: RateLimit) -> "WindowLimiter":
+        return cls(limit.windows())
+
+    def earliest(self, now: float) -> float:
+        """Earliest time >= now (and >= the last reservation) when a slot is free."""
+        log = self._log
+        at = max(now, self._blocked_until, log[-1] if log else now)
+        for count, seconds in self.windows:
+            if len(log) >= count:
+                # The count-th most recent slot must have left the window.
+                at = max(at, log[-count] + seconds)
+        return at
+
+    def reserve(self, now: float) -> float:
+        """Book the earliest slot and return how long the caller must wait for it."""
+        at = self.earliest(now)
+        self._log.append(at)
+        return at - now
+
+    def try_acquire(self, now: float) -> float | None:
+        """Take a slot now if one is free; else return seconds until one is (and book nothing)."""
+        at = self.earliest(now)
+        if at <= now:
+            self._log.append(now)
+            return None
+        return at - now
+
+    def penalise(self, now: float, seconds: float) -> None:
+        """After a server 429, block this operation for ``seconds`` (fill the burst window)."""
+        self._blocked_until = max(self._blocked_until, now + seconds)
+
+
+class RateLimiter:
+    """All operations' limiters for one account, shared by every concurrent request."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limits: dict[str, RateLimit] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self.enabled = enabled
+        self._overrides = limits or {}
+        self._limiters: dict[str, WindowLimiter] = {}
+
+    def limit_for(self, operation_id: str) -> RateLimit:
+        return self._overrides.get(operation_id) or operation(operation_id).ratelimit
+
+    def limiter(self, operation_id: str) -> WindowLimiter:
+        lim = self._limiters.get(operation_id)
+        if lim is None:
+            lim = self._limiters[operation_id] = WindowLimiter.for_ratelimit(self.limit_for(operation_id))
+        return lim
+
+    async def acquire(self, op: Operation | str) -> float:
+        """Wait for a slot of ``op``; returns the seconds waited."""
+        if not self.enabled:
+            return 0.0
+        op_id = op if isinstance(op, str) else op.operation_id
+        delay = self.limiter(op_id).reserve(self.clock())
+        if delay > 0:
+            await self.sleep(delay)
+        return delay
+
+    def try_acquire(self, operation_id: str) -> float | None:
+        """Non-blocking: None when granted, else seconds until a slot frees (server side)."""
+        if not self.enabled:
+            return None
+        return self.limiter(operation_id).try_acquire(self.clock())
+
+    def penalise(self, operation_id: str, seconds: float) -> None:
+        """Record a server-side 429 so other concurrent requests hold back too."""
+        if self.enabled and seconds > 0:
+            self.limiter(operation_id).penalise(self.clock(), seconds)

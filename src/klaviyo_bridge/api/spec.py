@@ -1,0 +1,141 @@
+"""Typed, read-only view of ``spec_data.json`` (derived from Klaviyo's OpenAPI spec).
+
+Everything that Klaviyo publishes per operation (rate limits, page sizes, allowed
+filters and sorts, sparse fieldsets, response schemas) is read from here, never
+retyped by hand. Regenerate with ``python scripts/derive_spec.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+SPEC_DATA_PATH = Path(__file__).with_name("spec_data.json")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Klaviyo's published limits for one operation (per account)."""
+
+    burst_per_second: int
+    steady_per_minute: int
+    daily: int | None = None
+
+    def windows(self) -> tuple[tuple[int, float], ...]:
+        """(count, seconds) pairs, every one of which must hold."""
+        out: list[tuple[int, float]] = [(self.burst_per_second, 1.0), (self.steady_per_minute, 60.0)]
+        if self.daily:
+            out.append((self.daily, 86400.0))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One API operation as the spec describes it."""
+
+    operation_id: str
+    method: str
+    path: str
+    ratelimit: RateLimit
+    scopes: tuple[str, ...]
+    path_params: tuple[str, ...]
+    fields: dict[str, tuple[str, ...]]
+    additional_fields: dict[str, tuple[str, ...]]
+    include: tuple[str, ...]
+    filters: dict[str, tuple[str, ...]]
+    filter_required: bool
+    sorts: tuple[str, ...]
+    page_size_default: int | None
+    page_size_max: int | None
+    success_status: int | None
+    response_schema: str | None
+    request_schema: str | None
+
+    def url_path(self, **path_params: str) -> str:
+        """Fill ``{id}``-style placeholders (values are URL-quoted)."""
+        from urllib.parse import quote
+
+        path = self.path
+        for name in self.path_params:
+            if name not in path_params:
+                raise KeyError(f"{self.operation_id} needs path parameter {name!r}")
+            path = path.replace("{" + name + "}", quote(str(path_params[name]), safe=""))
+        return path
+
+    @property
+    def path_regex(self) -> re.Pattern[str]:
+        pattern = re.sub(r"\{([^}]+)\}", r"(?P<\1>[^/]+)", self.path)
+        return re.compile("^" + pattern + "/?$")
+
+
+@cache
+def _raw() -> dict[str, Any]:
+    return json.loads(SPEC_DATA_PATH.read_text())
+
+
+def _build(entry: dict[str, Any]) -> Operation:
+    rl = entry["ratelimit"]
+    page = entry.get("page_size") or {}
+    status = entry.get("success_status")
+    return Operation(
+        operation_id=entry["operation_id"],
+        method=entry["method"],
+        path=entry["path"],
+        ratelimit=RateLimit(rl["burst_per_second"], rl["steady_per_minute"], rl.get("daily")),
+        scopes=tuple(entry.get("scopes", ())),
+        path_params=tuple(entry.get("path_params", ())),
+        fields={k: tuple(v) for k, v in entry.get("fields", {}).items()},
+        additional_fields={k: tuple(v) for k, v in entry.get("additional_fields", {}).items()},
+        include=tuple(entry.get("include", ())),
+        filters={k: tuple(v) for k, v in entry.get("filters", {}).items()},
+        filter_required=bool(entry.get("filter_required")),
+        sorts=tuple(entry.get("sorts", ())),
+        page_size_default=page.get("default"),
+        page_size_max=page.get("maximum"),
+        success_status=int(status) if status else None,
+        response_schema=entry.get("response_schema"),
+        request_schema=entry.get("request_schema"),
+    )
+
+
+@cache
+def operations() -> dict[str, Operation]:
+    """All operations of the spec, by operationId."""
+    return {op_id: _build(entry) for op_id, entry in _raw()["operations"].items()}
+
+
+def operation(operation_id: str) -> Operation:
+    try:
+        return operations()[operation_id]
+    except KeyError:
+        raise KeyError(f"unknown Klaviyo operation {operation_id!r}") from None
+
+
+def emulated_operations() -> tuple[str, ...]:
+    return tuple(_raw()["emulated_operations"])
+
+
+def spec_revision() -> str:
+    """The API revision the derived data was taken from (e.g. '2026-07-15')."""
+    return _raw()["revision"]
+
+
+def default_base_url() -> str:
+    return _raw()["base_url"]
+
+
+def response_json_schema(operation_id: str) -> dict[str, Any]:
+    """Self-contained JSON Schema (with $defs) of an emulated operation's success body."""
+    name = operation(operation_id).response_schema
+    if name is None or name not in _raw()["schemas"]:
+        raise KeyError(f"no response schema derived for {operation_id!r}")
+    return {"$ref": f"#/$defs/{name}", "$defs": _raw()["schemas"]}
+
+
+def error_json_schema() -> dict[str, Any]:
+    """JSON Schema of Klaviyo's JSON:API error document."""
+    return _raw()["error_schema"]

@@ -1,0 +1,257 @@
+"""Derive what the code needs from Klaviyo's official OpenAPI spec.
+
+The official ``stable.json`` is 3 MB and lives outside the repo; the client and
+the emulator need only a slice of it: per operation the rate limits
+(``x-klaviyo-ratelimit``), page-size limits, allowed filter fields/operators,
+sorts, sparse fieldsets, includes, and, for the operations the emulator serves,
+their response schemas converted to plain JSON Schema. This module produces
+``spec_data.json`` (committed in the package) so a clean clone works without the
+spec; ``tests/contract/test_spec_data.py`` fails when the committed file is stale.
+
+Run: ``python scripts/derive_spec.py [path/to/stable.json]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+HTTP_METHODS = ("get", "post", "patch", "put", "delete")
+
+#: Operations the emulator serves; their response schemas are embedded.
+EMULATED_OPERATIONS = (
+    "get_accounts",
+    "get_account",
+    "get_lists",
+    "get_list",
+    "get_profiles_for_list",
+    "get_profiles",
+    "get_profile",
+    "get_segments",
+    "get_segment",
+    "get_profiles_for_segment",
+    "get_metrics",
+    "get_metric",
+    "get_events",
+    "get_event",
+    "get_metric_for_event",
+    "get_profile_for_event",
+    "get_campaigns",
+    "get_campaign",
+    "get_templates",
+    "get_template",
+    "get_flows",
+    "get_flow",
+)
+
+DEFAULT_SPEC_LOCATIONS = (
+    Path(__file__).resolve().parents[3] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
+)
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smd])\s*$")
+_FILTER_LINE_RE = re.compile(r"`([^`]+)`:\s*((?:`[^`]+`(?:,\s*)?)+)")
+
+
+def parse_rate(text: str) -> tuple[int, str]:
+    """'10/s' -> (10, 's')."""
+    m = _RATE_RE.match(text)
+    if not m:
+        raise ValueError(f"unrecognised rate limit {text!r}")
+    return int(m.group(1)), m.group(2)
+
+
+def parse_ratelimit(raw: dict[str, str]) -> dict[str, int]:
+    """Spec's {'burst': '10/s', 'steady': '150/m', 'daily': '150/d'} -> counts per window."""
+    out: dict[str, int] = {}
+    unit_for = {"burst": "s", "steady": "m", "daily": "d"}
+    for key, text in raw.items():
+        count, unit = parse_rate(text)
+        if unit_for.get(key) != unit:
+            raise ValueError(f"rate limit {key}={text!r}: unexpected unit")
+        out[{"burst": "burst_per_second", "steady": "steady_per_minute", "daily": "daily"}[key]] = count
+    return out
+
+
+def parse_filter_description(description: str) -> dict[str, list[str]]:
+    """Pull 'Allowed field(s)/operator(s)' out of a filter parameter's description."""
+    _, _, tail = description.partition("Allowed field(s)/operator(s):")
+    allowed: dict[str, list[str]] = {}
+    for segment in tail.split("<br>"):
+        m = _FILTER_LINE_RE.search(segment)
+        if m:
+            allowed[m.group(1)] = re.findall(r"`([^`]+)`", m.group(2))
+    return allowed
+
+
+def _resolve_param(spec: dict, prm: dict) -> dict:
+    if "$ref" in prm:
+        name = prm["$ref"].rsplit("/", 1)[-1]
+        return spec["components"]["parameters"][name]
+    return prm
+
+
+def _response_ref(op: dict) -> tuple[str | None, str | None]:
+    for status in ("200", "201", "202", "204"):
+        resp = op.get("responses", {}).get(status)
+        if resp is None:
+            continue
+        content = resp.get("content") or {}
+        for media in content.values():
+            ref = media.get("schema", {}).get("$ref")
+            if ref:
+                return status, ref.rsplit("/", 1)[-1]
+        return status, None
+    return None, None
+
+
+def _request_ref(op: dict) -> str | None:
+    body = op.get("requestBody") or {}
+    for media in (body.get("content") or {}).values():
+        ref = media.get("schema", {}).get("$ref")
+        if ref:
+            return ref.rsplit("/", 1)[-1]
+    return None
+
+
+def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, Any]:
+    """Summarise one operation: limits, paging, filters, sorts, fieldsets."""
+    entry: dict[str, Any] = {
+        "operation_id": op["operationId"],
+        "method": method.upper(),
+        "path": path,
+        "ratelimit": parse_ratelimit(op.get("x-klaviyo-ratelimit", {})),
+        "scopes": op.get("x-klaviyo-scopes", []),
+        "path_params": [],
+        "fields": {},
+        "additional_fields": {},
+        "include": [],
+        "filters": {},
+        "filter_required": False,
+        "sorts": [],
+        "page_size": None,
+    }
+    for raw in op.get("parameters", []):
+        prm = _resolve_param(spec, raw)
+        name, where = prm["name"], prm["in"]
+        schema = prm.get("schema", {})
+        if where == "path":
+            entry["path_params"].append(name)
+        elif name.startswith("fields["):
+            entry["fields"][name[7:-1]] = schema.get("items", {}).get("enum", [])
+        elif name.startswith("additional-fields["):
+            entry["additional_fields"][name[18:-1]] = schema.get("items", {}).get("enum", [])
+        elif name == "include":
+            entry["include"] = schema.get("items", {}).get("enum", [])
+        elif name == "filter":
+            entry["filters"] = parse_filter_description(prm.get("description", ""))
+            entry["filter_required"] = bool(prm.get("required"))
+        elif name == "sort":
+            entry["sorts"] = schema.get("enum", [])
+        elif name == "page[size]":
+            entry["page_size"] = {
+                "default": schema.get("default"),
+                "minimum": schema.get("minimum", 1),
+                "maximum": schema.get("maximum"),
+            }
+    entry["success_status"], entry["response_schema"] = _response_ref(op)
+    entry["request_schema"] = _request_ref(op)
+    return entry
+
+
+def to_json_schema(node: Any) -> Any:
+    """OpenAPI 3.0 schema -> JSON Schema (nullable -> null type, refs -> $defs, docs dropped)."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("description", "example", "examples", "nullable", "title", "deprecated", "xml"):
+            continue
+        if key == "$ref" and isinstance(value, str):
+            out[key] = "#/$defs/" + value.rsplit("/", 1)[-1]
+        elif key in ("properties", "patternProperties"):
+            out[key] = {k: to_json_schema(v) for k, v in value.items()}
+        else:
+            out[key] = to_json_schema(value)
+    if node.get("nullable"):
+        if "type" in out:
+            t = out["type"]
+            out["type"] = (t if isinstance(t, list) else [t]) + ["null"]
+            if "enum" in out and None not in out["enum"]:
+                out["enum"] = list(out["enum"]) + [None]
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _collect_refs(node: Any, found: set[str], schemas: dict) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in found:
+                found.add(name)
+                _collect_refs(schemas[name], found, schemas)
+        for value in node.values():
+            _collect_refs(value, found, schemas)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_refs(value, found, schemas)
+
+
+def error_schema(spec: dict) -> dict:
+    """JSON:API error document schema as the spec's ClientError response gives it."""
+    resp = spec["components"]["responses"]["ClientError"]
+    media = next(iter(resp["content"].values()))
+    return to_json_schema(copy.deepcopy(media["schema"]))
+
+
+def derive(spec: dict) -> dict[str, Any]:
+    """The full derived document written to ``spec_data.json``."""
+    operations: dict[str, Any] = {}
+    for path, item in spec["paths"].items():
+        for method in HTTP_METHODS:
+            op = item.get(method)
+            if op and "operationId" in op:
+                operations[op["operationId"]] = derive_operation(spec, path, method, op)
+    missing = [o for o in EMULATED_OPERATIONS if o not in operations]
+    if missing:
+        raise ValueError(f"spec lacks emulated operations: {missing}")
+    schemas = spec["components"]["schemas"]
+    needed: set[str] = set()
+    for op_id in EMULATED_OPERATIONS:
+        name = operations[op_id]["response_schema"]
+        if name:
+            needed.add(name)
+            _collect_refs(schemas[name], needed, schemas)
+    return {
+        "revision": spec["info"]["version"],
+        "base_url": spec["servers"][0]["url"],
+        "emulated_operations": list(EMULATED_OPERATIONS),
+        "operations": dict(sorted(operations.items())),
+        "error_schema": error_schema(spec),
+        "schemas": {name: to_json_schema(schemas[name]) for name in sorted(needed)},
+    }
+
+
+def render(spec: dict) -> str:
+    """Canonical text of the derived file (stable key order, trailing newline)."""
+    return json.dumps(derive(spec), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def find_spec(explicit: str | Path | None = None) -> Path | None:
+    """Locate stable.json: an explicit path, $KLAVIYO_OPENAPI_SPEC, or ../shared next to the repo."""
+    import os
+
+    candidates = [explicit, os.environ.get("KLAVIYO_OPENAPI_SPEC"), *DEFAULT_SPEC_LOCATIONS]
+    for cand in candidates:
+        if cand and Path(cand).is_file():
+            return Path(cand).resolve()
+    return None
+
+
+OUTPUT = Path(__file__).with_name("spec_data.json")

@@ -1,0 +1,168 @@
+"""One exception root for everything klaviyo-bridge raises on purpose.
+
+The branches are named for what the caller should do about them::
+
+    BridgeError                      anything we raise deliberately (CLI: one line, exit 1)
+    ├── ConfigError                  fix the settings / command line, then rerun
+    ├── ApiError                     Klaviyo (or the emulator) answered badly
+    │   ├── RetryableApiError        worth trying again later
+    │   │   ├── RateLimited          429; carries retry_after (seconds)
+    │   │   ├── ServerError          500/502/503/504/524
+    │   │   └── TransportError       connection refused/reset, timeouts, cut-off bodies
+    │   └── FatalApiError            retrying cannot help
+    │       ├── AuthError            401/403: the API key was rejected
+    │       ├── NotFound             404
+    │       ├── Conflict             409
+    │       └── InvalidRequest       other 4xx (bad filter, bad field, ...)
+    ├── RetriesExhausted             a retryable error persisted past retry_limit
+    ├── StoreError                   the warehouse or state store failed
+    ├── ExportError                  an export cannot go on (missing column, ...)
+    └── ScheduleError                bad cron, unknown time zone, ...
+
+Errors carry their context as attributes (status, code, detail, pointer, ...),
+and the message never contains an API key: the client redacts before raising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Root of all deliberate klaviyo-bridge errors."""
+
+    exit_code = 1
+
+
+class ConfigError(BridgeError):
+    """Settings are invalid; carries the offending key when known."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ErrorItem:
+    """One entry of a JSON:API ``errors`` array."""
+
+    status: int
+    code: str = ""
+    title: str = ""
+    detail: str = ""
+    pointer: str | None = None
+    parameter: str | None = None
+
+    @classmethod
+    def from_json(cls, status: int, item: dict[str, Any]) -> "ErrorItem":
+        source = item.get("source") or {}
+        return cls(
+            status=status,
+            code=str(item.get("code") or ""),
+            title=str(item.get("title") or ""),
+            detail=str(item.get("detail") or ""),
+            pointer=source.get("pointer"),
+            parameter=source.get("parameter"),
+        )
+
+
+class ApiError(BridgeError):
+    """An HTTP exchange with Klaviyo failed; ``errors`` holds the JSON:API items."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: tuple[ErrorItem, ...] = (),
+        method: str | None = None,
+        url: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors
+        self.method = method
+        self.url = url
+        self.operation = operation
+
+    @property
+    def code(self) -> str:
+        return self.errors[0].code if self.errors else ""
+
+    @property
+    def detail(self) -> str:
+        return self.errors[0].detail if self.errors else ""
+
+    @property
+    def pointer(self) -> str | None:
+        return self.errors[0].pointer if self.errors else None
+
+
+class RetryableApiError(ApiError):
+    """Transient: the retry policy may try again."""
+
+
+class RateLimited(RetryableApiError):
+    """HTTP 429. ``retry_after`` is the server's hint in seconds (None if absent)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(RetryableApiError):
+    """HTTP 5xx that Klaviyo documents as transient."""
+
+
+class TransportError(RetryableApiError):
+    """No usable HTTP response: connection error, timeout, truncated body."""
+
+
+class FatalApiError(ApiError):
+    """Retrying the same request cannot succeed."""
+
+
+class AuthError(FatalApiError):
+    """401/403: the API key was rejected or lacks a scope."""
+
+
+class NotFound(FatalApiError):
+    """404."""
+
+
+class Conflict(FatalApiError):
+    """409."""
+
+
+class InvalidRequest(FatalApiError):
+    """Any other 4xx: the request itself is wrong (bad filter, sort, field...)."""
+
+
+class RetriesExhausted(BridgeError):
+    """A retryable failure persisted through every allowed attempt."""
+
+    def __init__(self, message: str, *, attempts: int, last_error: BaseException) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class StoreError(BridgeError):
+    """The warehouse or the state store failed."""
+
+
+class ExportError(BridgeError):
+    """An export cannot proceed (missing column, ambiguous list name, ...)."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+
+
+class ScheduleError(BridgeError):
+    """Invalid cron expression, time zone or schedule state."""
