@@ -1,0 +1,309 @@
+"""The one async HTTP client every import and export goes through.
+
+It adds auth and the ``revision`` header, waits for the operation's rate-limit
+slot, sends, turns the answer into data or into one of our exceptions, and
+retries what is worth retrying. Give it ``transport=httpx.ASGITransport(app)``
+to talk to the emulator in-process, or a base URL to talk over real sockets.
+
+The API key only ever travels in the Authorization header: it is not in URLs,
+log lines, exception messages or reprs (messages are scrubbed as a last guard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from ..errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    ErrorItem,
+    FatalApiError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    RetriesExhausted,
+    ServerError,
+    TransportError,
+)
+from .query import Query
+from .ratelimit import RateLimiter
+from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
+from .settings import ClientSettings
+from .spec import Operation, operation
+
+log = logging.getLogger("klaviyo_bridge.api")
+
+JSON_API = "application/vnd.api+json"
+USER_AGENT = "klaviyo-bridge/0.1"
+
+
+@dataclass
+class Page:
+    """One page of a collection: its resources, included resources and the next link."""
+
+    data: list[dict[str, Any]]
+    included: list[dict[str, Any]]
+    next_url: str | None
+    number: int
+
+
+@dataclass
+class ClientStats:
+    """Counters for progress output and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    rate_wait_seconds: float = 0.0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class KlaviyoClient:
+    """Async Klaviyo API client for one account (one key, one shared rate limiter)."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self._key = settings.api_key.get_secret_value()
+        self.limiter = limiter or RateLimiter(sleep=sleep)
+        self.retry = retry or RetryPolicy(
+            retry_limit=settings.retry_limit,
+            initial_wait=settings.initial_retry_wait,
+            max_wait=settings.max_retry_wait,
+        )
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self.stats = ClientStats()
+        self._origin = _origin(settings.base_url)
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            transport=transport,
+            headers={
+                "Authorization": f"Klaviyo-API-Key {self._key}",
+                "revision": settings.revision,
+                "Accept": JSON_API,
+                "User-Agent": USER_AGENT,
+            },
+            timeout=httpx.Timeout(
+                connect=settings.connection_timeout,
+                read=settings.read_timeout,
+                write=settings.write_timeout,
+                pool=None,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_concurrency,
+                max_keepalive_connections=settings.max_concurrency,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"KlaviyoClient(base_url={self.settings.base_url!r}, revision={self.settings.revision!r})"
+
+    async def __aenter__(self) -> "KlaviyoClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        operation_id: str,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        query: Query | None = None,
+        params: list[tuple[str, str]] | None = None,
+        json: Any = None,
+        url: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Send one operation (retrying as the policy allows); return the decoded body or None."""
+        op = operation(operation_id)
+        if url is None:
+            url = op.url_path(**(path_params or {}))
+            if query is not None:
+                query.validate(op)
+                params = [*query.params(), *(params or [])]
+        else:
+            self._check_same_origin(url)
+            params = None
+        body = orjson.dumps(json) if json is not None else None
+        return await self._send_with_retries(op, url, params, body)
+
+    async def get_resource(
+        self, operation_id: str, resource_id: str, *, query: Query | None = None
+    ) -> dict[str, Any]:
+        """GET one resource by id; returns the whole document (data + included)."""
+        doc = await self.request(operation_id, path_params={"id": resource_id}, query=query)
+        assert doc is not None
+        return doc
+
+    async def pages(
+        self,
+        operation_id: str,
+        *,
+        query: Query | None = None,
+        path_params: Mapping[str, str] | None = None,
+        start_url: str | None = None,
+    ) -> AsyncIterator[Page]:
+        """Follow ``links.next`` until the collection is exhausted (or resume from ``start_url``)."""
+        doc = await self.request(operation_id, path_params=path_params, query=query, url=start_url)
+        number = 1
+        while doc is not None:
+            next_url = (doc.get("links") or {}).get("next")
+            yield Page(doc.get("data") or [], doc.get("included") or [], next_url, number)
+            if not next_url:
+                return
+            doc = await self.request(operation_id, url=next_url)
+            number += 1
+
+    async def records(
+        self,
+        operation_id: str,
+        *,
+        query: Query | None = None,
+        path_params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every resource of a collection, page after page."""
+        async for page in self.pages(operation_id, query=query, path_params=path_params):
+            for item in page.data:
+                yield item
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_same_origin(self, url: str) -> None:
+        if url.startswith("/"):
+            return
+        if _origin(url) != self._origin:
+            # Never send the key to a host the user did not configure.
+            raise InvalidRequest(f"refusing to follow a link to another host: {_origin(url)}")
+
+    async def _send_with_retries(
+        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None
+    ) -> dict[str, Any] | None:
+        retries = 0
+        while True:
+            try:
+                return await self._send_once(op, url, params, body)
+            except (RateLimited, ServerError, TransportError) as err:
+                if isinstance(err, RateLimited):
+                    self.stats.throttled += 1
+                    if err.retry_after:
+                        self.limiter.penalise(op.operation_id, err.retry_after)
+                if not self.retry.should_retry(err, retries):
+                    raise RetriesExhausted(
+                        f"{op.operation_id} failed after {retries + 1} attempts "
+                        f"(retry_limit={self.retry.retry_limit}): {err}",
+                        attempts=retries + 1,
+                        last_error=err,
+                    ) from err
+                wait = self.retry.wait_for(err, retries)
+                retries += 1
+                self.stats.retries += 1
+                log.warning(
+                    "%s: %s; retry %d/%d in %.1fs", op.operation_id, err, retries, self.retry.retry_limit, wait
+                )
+                await self._sleep(wait)
+
+    async def _send_once(
+        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None
+    ) -> dict[str, Any] | None:
+        self.stats.rate_wait_seconds += await self.limiter.acquire(op)
+        headers = {"Content-Type": JSON_API} if body is not None else None
+        started = time.perf_counter()
+        try:
+            async with self._slots:
+                response = await self._http.request(op.method, url, params=params, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TransportError(
+                f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
+                method=op.method,
+                operation=op.operation_id,
+            ) from None
+        self.stats.requests += 1
+        self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
+        log.debug(
+            "%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000
+        )
+        if response.status_code < 300:
+            if response.status_code == 204 or not response.content:
+                return None
+            try:
+                return orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise TransportError(
+                    f"{op.method} {op.path}: response body was cut off or not JSON",
+                    status=response.status_code,
+                    operation=op.operation_id,
+                ) from None
+        raise self._error_for(op, response)
+
+    def _error_for(self, op: Operation, response: httpx.Response) -> ApiError:
+        status = response.status_code
+        items = _error_items(status, response.content)
+        first = items[0] if items else ErrorItem(status=status)
+        what = first.detail or first.title or response.reason_phrase
+        where = f"{op.method} {op.path}"
+        kw = dict(status=status, errors=items, method=op.method, url=op.path, operation=op.operation_id)
+        if first.pointer or first.parameter:
+            what += f" (at {first.pointer or first.parameter})"
+        what = self._scrub(what)
+        if status == 429:
+            wait = retry_after_seconds(response.headers.get("Retry-After"), first.detail)
+            return RateLimited(f"{where}: throttled (429): {what}", retry_after=wait, **kw)
+        if status in RETRYABLE_STATUSES:
+            return ServerError(f"{where}: server error {status}: {what}", **kw)
+        if status == 401:
+            return AuthError(f"{where}: the API key was rejected (401): {what}", **kw)
+        if status == 403:
+            return AuthError(f"{where}: the API key is not allowed here (403): {what}", **kw)
+        if status == 404:
+            return NotFound(f"{where}: not found (404): {what}", **kw)
+        if status == 409:
+            return Conflict(f"{where}: conflict (409): {what}", **kw)
+        if status >= 500:
+            return FatalApiError(f"{where}: server error {status}: {what}", **kw)
+        return InvalidRequest(f"{where}: invalid request ({status}): {what}", **kw)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "[redacted]") if self._key else text
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _error_items(status: int, content: bytes) -> tuple[ErrorItem, ...]:
+    try:
+        doc = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return ()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ()
+    return tuple(ErrorItem.from_json(status, e) for e in errors if isinstance(e, dict))

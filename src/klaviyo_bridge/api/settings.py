@@ -1,0 +1,109 @@
+"""Connection settings of the API client, with the seed's names, defaults and ranges.
+
+Keys match the vendor documents so a pasted config works: ``api_token`` (alias
+``api_key``), ``base_url``, ``revision`` (alias ``revision_time``), ``retry_limit``,
+``initial_retry_wait``, ``max_retry_wait``, ``connection_timeout``,
+``read_timeout``, ``write_timeout``. The key is a ``SecretStr``: its repr, str and
+any error message show ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from ..errors import ConfigError
+from .spec import default_base_url, spec_revision
+
+BASE_URL_ENV = "KLAVIYO_BASE_URL"
+API_KEY_ENV = "KLAVIYO_API_KEY"
+_REVISION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+def _env_base_url() -> str:
+    return os.environ.get(BASE_URL_ENV) or default_base_url()
+
+
+class ClientSettings(BaseModel):
+    """Everything the HTTP client needs; validated once, with every error reported."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
+
+    api_key: SecretStr = Field(validation_alias=AliasChoices("api_key", "api_token"))
+    base_url: str = Field(default_factory=_env_base_url)
+    revision: str = Field(
+        default_factory=spec_revision, validation_alias=AliasChoices("revision", "revision_time")
+    )
+    retry_limit: int = Field(5, ge=1, le=7)
+    initial_retry_wait: float = Field(1, ge=1, le=10)
+    max_retry_wait: float = Field(300, ge=30, le=1800)
+    connection_timeout: float = Field(300, ge=30, le=1800)
+    read_timeout: float = Field(300, ge=30, le=1800)
+    write_timeout: float = Field(300, ge=30, le=1800)
+    max_concurrency: int = Field(16, ge=1, le=256)
+
+    @field_validator("revision", mode="before")
+    @classmethod
+    def _revision_format(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return spec_revision()
+        text = str(value)
+        if not _REVISION_RE.match(text):
+            raise ValueError("must be a date YYYY-MM-DD (optionally with a suffix like .pre)")
+        return text
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_shape(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> "ClientSettings":
+        """Validate a config mapping; raise one ConfigError listing every bad key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise config_error_from(exc, cls) from None
+
+
+def known_keys(model: type[BaseModel]) -> list[str]:
+    """Field names and their aliases: what a config may say."""
+    keys = []
+    for name, info in model.model_fields.items():
+        keys.append(name)
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            keys.extend(str(choice) for choice in alias.choices)
+    return keys
+
+
+def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
+    """Turn pydantic's report into one readable ConfigError (values never echoed)."""
+    import difflib
+
+    candidates = known_keys(model or ClientSettings)
+    lines = []
+    first_key = None
+    for err in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        first_key = first_key or key
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            close = difflib.get_close_matches(str(err["loc"][-1]), candidates, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+        lines.append(f"{key}: {msg}")
+    return ConfigError("invalid settings: " + "; ".join(lines), key=first_key)

@@ -1,0 +1,89 @@
+"""The limiter keeps every published window, under concurrency, on a fake clock."""
+
+import asyncio
+import bisect
+
+import pytest
+
+from klaviyo_bridge.api.ratelimit import RateLimiter, WindowLimiter
+from klaviyo_bridge.api.spec import RateLimit, operation
+
+
+class FakeClock:
+    """Time that only moves when a sleeper asks it to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def max_in_window(times: list[float], seconds: float) -> int:
+    times = sorted(times)
+    best = 0
+    for i, t in enumerate(times):
+        j = bisect.bisect_left(times, t + seconds - 1e-9)
+        best = max(best, j - i)
+    return best
+
+
+async def test_concurrent_acquires_respect_burst_and_steady_windows():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    op = operation("get_events")  # 350/s burst, 3500/m steady, from the spec
+    n = 7200
+    await asyncio.gather(*(limiter.acquire(op) for _ in range(n)))
+    granted = [clock.now + s for s in clock.sleeps] + [0.0] * (n - len(clock.sleeps))
+    assert len(granted) == n
+    assert max_in_window(granted, 1.0) <= op.ratelimit.burst_per_second
+    assert max_in_window(granted, 60.0) <= op.ratelimit.steady_per_minute
+    # ...and it is not needlessly slow: 7200 requests need just over two steady windows.
+    assert max(granted) == pytest.approx(120.0, abs=1.0)
+
+
+async def test_burst_window_paces_within_a_minute():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(3, 100)})
+    await asyncio.gather(*(limiter.acquire("get_lists") for _ in range(10)))
+    granted = sorted([0.0] * (10 - len(clock.sleeps)) + clock.sleeps)
+    assert granted == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+
+
+async def test_daily_limit_is_enforced_where_the_spec_gives_one():
+    op = operation("create_list")
+    assert op.ratelimit.daily == 150  # Klaviyo: 150 list creations a day
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    for _ in range(151):
+        await limiter.acquire(op)
+    assert clock.sleeps[-1] == pytest.approx(86400.0)
+
+
+def test_try_acquire_refuses_without_booking_and_reports_wait():
+    lim = WindowLimiter(((2, 1.0), (3, 60.0)))
+    assert lim.try_acquire(0.0) is None
+    assert lim.try_acquire(0.1) is None
+    assert lim.try_acquire(0.2) == pytest.approx(0.8)
+    assert lim.try_acquire(1.0) is None
+    assert lim.try_acquire(1.5) == pytest.approx(58.5)  # steady window is full now
+    assert lim.try_acquire(60.0) is None
+
+
+async def test_penalty_after_server_429_holds_back_other_requests():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.penalise("get_profiles", 7)
+    waited = await limiter.acquire("get_profiles")
+    assert waited == pytest.approx(7)
+
+
+async def test_disabled_limiter_never_waits():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, enabled=False)
+    for _ in range(1000):
+        assert await limiter.acquire("get_accounts") == 0

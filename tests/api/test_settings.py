@@ -1,0 +1,56 @@
+"""Client settings use the seed's keys, defaults and ranges."""
+
+import pytest
+
+from klaviyo_bridge.api.settings import ClientSettings
+from klaviyo_bridge.errors import ConfigError
+
+
+def test_defaults_follow_the_seed():
+    s = ClientSettings(api_key="k")
+    assert (s.retry_limit, s.initial_retry_wait, s.max_retry_wait) == (5, 1, 300)
+    assert (s.connection_timeout, s.read_timeout, s.write_timeout) == (300, 300, 300)
+    assert s.revision == "2026-07-15"
+    assert s.base_url == "https://a.klaviyo.com"
+
+
+def test_seed_aliases_and_env_base_url(monkeypatch):
+    monkeypatch.setenv("KLAVIYO_BASE_URL", "http://127.0.0.1:9/")
+    s = ClientSettings.from_mapping({"api_token": "k", "revision_time": "2023-02-22"})
+    assert s.revision == "2023-02-22"
+    assert s.base_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("retry_limit", 0, "greater than or equal to 1"),
+        ("retry_limit", 8, "less than or equal to 7"),
+        ("initial_retry_wait", 11, "less than or equal to 10"),
+        ("max_retry_wait", 29, "greater than or equal to 30"),
+        ("connection_timeout", 1801, "less than or equal to 1800"),
+        ("read_timeout", 10, "greater than or equal to 30"),
+        ("write_timeout", 2000, "less than or equal to 1800"),
+        ("revision", "2023/02/22", "YYYY-MM-DD"),
+        ("base_url", "a.klaviyo.com", "http"),
+    ],
+)
+def test_out_of_range_values_name_the_key(key, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        ClientSettings.from_mapping({"api_key": "k", key: value})
+    assert key in str(info.value) and fragment in str(info.value)
+
+
+def test_typo_gets_did_you_mean_and_all_errors_at_once():
+    with pytest.raises(ConfigError) as info:
+        ClientSettings.from_mapping({"api_key": "k", "retry_limt": 3, "read_timeout": 1})
+    text = str(info.value)
+    assert "did you mean 'retry_limit'" in text and "read_timeout" in text
+
+
+def test_key_is_hidden_in_repr_and_errors():
+    secret = "pk_settings_secret_value"
+    assert secret not in repr(ClientSettings(api_key=secret))
+    with pytest.raises(ConfigError) as info:
+        ClientSettings.from_mapping({"api_key": secret, "retry_limit": 99})
+    assert secret not in str(info.value)
