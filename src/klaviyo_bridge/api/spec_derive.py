@@ -6,7 +6,7 @@ the emulator need only a slice of it: per operation the rate limits
 sorts, sparse fieldsets, includes, and, for the operations the emulator serves,
 their response schemas converted to plain JSON Schema. This module produces
 ``spec_data.json`` (committed in the package) so a clean clone works without the
-spec; ``tests/contract/test_spec_data.py`` fails when the committed file is stale.
+spec; ``tests/api/test_spec_data.py`` fails when the committed file is stale.
 
 Run: ``python scripts/derive_spec.py [path/to/stable.json]``.
 """

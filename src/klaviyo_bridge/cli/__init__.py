@@ -1,0 +1,65 @@
+"""Command line: parses arguments, calls the library, prints. No logic of its own.
+
+One handler maps any ``BridgeError`` to a one-line message on stderr and a
+non-zero exit code (2 for configuration errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import BridgeError
+from ..home import HOME_ENV, Home
+from .api_cmd import api_command
+from .demo_cmd import demo_command
+from .emulator_cmd import emulator_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="klaviyo-bridge")
+@click.option(
+    "--home",
+    "home",
+    envvar=HOME_ENV,
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default ./.klaviyo-bridge).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
+    """klaviyo-bridge: move data between your tables and Klaviyo, both ways."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    ctx.obj = Home.resolve(home)
+
+
+cli.add_command(emulator_command)
+cli.add_command(demo_command)
+cli.add_command(api_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point with the single error handler."""
+    try:
+        code = cli.main(args=argv, prog_name="klaviyo-bridge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BridgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

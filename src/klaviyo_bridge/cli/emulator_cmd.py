@@ -1,0 +1,53 @@
+"""``klaviyo-bridge emulator``: serve a synthetic Klaviyo account on a local port."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0 picks a free one).")
+@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same account, same bytes.")
+@click.option("--profiles", default=1000, show_default=True, type=click.IntRange(0), help="Number of profiles.")
+@click.option("--events", default=10000, show_default=True, type=click.IntRange(0), help="Number of events.")
+@click.option("--lists", default=5, show_default=True, type=click.IntRange(0), help="Number of lists.")
+@click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0), help="Added latency per request.")
+@click.option("--no-rate-limits", is_flag=True, help="Do not answer 429 when the spec's rate limits are exceeded.")
+@click.option(
+    "--api-key",
+    envvar="KLAVIYO_EMULATOR_API_KEY",
+    default=None,
+    help="Key the emulator accepts (env KLAVIYO_EMULATOR_API_KEY; default: the emulator's demo key).",
+)
+def emulator_command(
+    host: str,
+    port: int,
+    seed: int,
+    profiles: int,
+    events: int,
+    lists: int,
+    latency_ms: int,
+    no_rate_limits: bool,
+    api_key: str | None,
+) -> None:
+    """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
+
+    It serves the read endpoints of Klaviyo's API (revision from the official
+    spec) over a deterministic synthetic account, with the spec's per-endpoint
+    rate limits. Point the client at it with KLAVIYO_BASE_URL=http://HOST:PORT.
+    """
+    from ..emulator.server import serve
+    from ..emulator.settings import EmulatorSettings
+
+    settings = EmulatorSettings(
+        seed=seed,
+        profiles=profiles,
+        events=events,
+        lists=lists,
+        latency_ms=latency_ms,
+        rate_limits=not no_rate_limits,
+        **({"api_key": api_key} if api_key else {}),
+    )
+    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events)", err=True)
+    serve(settings, host=host, port=port)

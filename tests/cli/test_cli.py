@@ -1,0 +1,63 @@
+"""The CLI: help on every command, one-line errors, the home folder."""
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from klaviyo_bridge.cli import cli, main
+from klaviyo_bridge.home import Home
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands(cli)] + [()])
+def test_every_command_has_help(path, capsys):
+    try:
+        main([*path, "--help"])
+    except SystemExit as exc:  # pragma: no cover - only on failure
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "Usage:" in out
+    if path:
+        assert cli.commands[path[0]].help, f"{path} has no help text"
+
+
+def test_our_errors_print_one_line_and_exit_nonzero(monkeypatch, capsys):
+    monkeypatch.delenv("KLAVIYO_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["api", "get_lists"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: set KLAVIYO_API_KEY") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_unknown_operation_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("KLAVIYO_API_KEY", "k")
+    with pytest.raises(SystemExit) as info:
+        main(["api", "get_listz"])
+    assert info.value.code == 2
+    assert "unknown Klaviyo operation 'get_listz'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "klaviyo-bridge" in done.stdout
+
+
+def test_home_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("KLAVIYO_BRIDGE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert Home.resolve().root == tmp_path / ".klaviyo-bridge"
+    monkeypatch.setenv("KLAVIYO_BRIDGE_HOME", str(tmp_path / "env"))
+    assert Home.resolve().root == tmp_path / "env"
+    home = Home.resolve(tmp_path / "flag").ensure()
+    assert home.root == tmp_path / "flag" and (home.root.stat().st_mode & 0o777) == 0o700
+    assert home.warehouse.name == "warehouse.duckdb"
