@@ -1,0 +1,50 @@
+"""Suite-wide guard: the default test run never leaves 127.0.0.1.
+
+Any attempt to connect a socket to a non-loopback address fails the test at
+once. Tests marked ``live`` (opt-in, real Klaviyo) are exempt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LeftLoopback(OSError):
+    """Raised when a test tries to reach anything but this machine."""
+
+
+def _guarded(real):
+    def connect(self, address):
+        if not _is_loopback(address):
+            raise LeftLoopback(f"tests may not leave 127.0.0.1 (tried to connect to {address!r})")
+        return real(self, address)
+
+    return connect
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(request, monkeypatch):
+    if request.node.get_closest_marker("live"):
+        yield
+        return
+    monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+    yield
