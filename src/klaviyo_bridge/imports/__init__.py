@@ -1,0 +1,1 @@
+"""Import engine: Klaviyo data sources -> Arrow batches -> warehouse tables."""
