@@ -57,11 +57,27 @@ def _deref(node: dict[str, Any]) -> dict[str, Any]:
         if "allOf" in node:
             merged: dict[str, Any] = {"type": "object", "properties": {}}
             for part in node["allOf"]:
-                part = _deref(part)
-                merged["properties"].update(part.get("properties", {}))
+                _merge_properties(merged, _deref(part))
             node = merged
             continue
         return node
+
+
+def _merge_properties(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Deep-merge the declared properties of ``part`` (allOf members extend each other)."""
+    for name, raw in part.get("properties", {}).items():
+        existing = into["properties"].get(name)
+        if existing is None:
+            into["properties"][name] = raw
+            continue
+        a, b = _deref(existing), _deref(raw)
+        if a.get("properties") or b.get("properties"):
+            merged: dict[str, Any] = {"type": "object", "properties": {}}
+            _merge_properties(merged, a)
+            _merge_properties(merged, b)
+            into["properties"][name] = merged
+        else:
+            into["properties"][name] = raw
 
 
 def _types(node: dict[str, Any]) -> set[str]:
@@ -104,14 +120,24 @@ def columns_for_attributes(schema: dict[str, Any], prefix: tuple[str, ...] = ("a
     return out
 
 
+def operation_resource(operation_id: str) -> dict[str, Any]:
+    """The resource object schema of an operation's ``data`` (item schema for collections)."""
+    from ..api.spec import operation
+
+    document = _deref(_schemas()[operation(operation_id).response_schema])
+    data = _deref(document["properties"]["data"])
+    return _deref(data["items"]) if "items" in data else data
+
+
 def resource_columns(
-    resource_schema: str,
+    resource: str | dict[str, Any],
     *,
     omit: tuple[str, ...] = (),
     types: dict[str, pa.DataType] | None = None,
 ) -> list[Column]:
-    """``id`` plus the flattened attributes of a spec resource schema (e.g. 'ProfileResponseObjectResource')."""
-    resource = _deref(_schemas()[resource_schema])
+    """``id`` plus the flattened attributes of a resource schema (a name like
+    'ProfileResponseObjectResource', or a schema from ``operation_resource``)."""
+    resource = _deref(_schemas()[resource] if isinstance(resource, str) else resource)
     attributes = _deref(resource["properties"]["attributes"])
     cols = [Column("id", ("id",), pa.string())]
     for col in columns_for_attributes(attributes):
