@@ -51,6 +51,11 @@ def test_records_on_a_shared_boundary_land_in_exactly_one_window():
     assert b == [False, True, True, True, True, False]
 
 
+def test_lower_bound_only_fields_trim_the_upper_end():
+    wf = window_filter("created", Window(T0, T0 + timedelta(hours=1)), ["greater-than"])
+    assert wf.trim and [c.render() for c in wf.conditions] == ["greater-than(created,2023-12-31T23:59:59+00:00)"]
+
+
 def test_unwindowable_field_is_refused():
     with pytest.raises(ValueError, match="cannot be windowed"):
-        window_filter("created", Window(T0, T0 + timedelta(hours=1)), ["greater-than"])
+        window_filter("name", Window(T0, T0 + timedelta(hours=1)), ["equals", "any"])

@@ -68,6 +68,9 @@ def window_filter(field: str, window: Window, allowed_ops: Sequence[str]) -> Win
         return WindowFilter(
             (greater_than(field, window.start - WIDEN), less_than(field, window.end + WIDEN)), trim=True
         )
+    if "greater-than" in allowed_ops:
+        # Lower bound only (lists, segments): the upper bound is enforced by trimming.
+        return WindowFilter((greater_than(field, window.start - WIDEN),), trim=True)
     raise ValueError(f"field {field!r} cannot be windowed with operators {list(allowed_ops)}")
 
 

@@ -1,0 +1,140 @@
+"""The import data sources, declared as data: which operation, which columns, which time field.
+
+One base loop (``fetch.py``) owns paging, windows and concurrency; a stream only
+says what differs. Names are the seed's ``data_source`` values plus ours
+(segments, profiles_in_segment, flows, global_exclusions, metric_events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..api.query import Condition, equals
+from ..api.spec import operation
+from .columns import Column, operation_resource, resource_columns
+
+ADDITIONAL_PREFIXES = ("predictive_analytics", "subscriptions")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One importable data source."""
+
+    name: str
+    operation_id: str
+    #: user-facing incremental_field value -> API filter field ("updated" -> "updated_at" for campaigns)
+    time_fields: dict[str, str] = field(default_factory=dict)
+    default_time_field: str | None = None
+    #: config key whose value fills the path's {id} (list_id, segment_id)
+    id_setting: str | None = None
+    #: every request carries these filter terms
+    fixed_filters: tuple[Condition, ...] = ()
+    #: the stream is the union of these filter variants (e.g. email and sms campaigns)
+    variants: tuple[tuple[Condition, ...], ...] = ((),)
+    include: tuple[str, ...] = ()
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    additional_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    extra_columns: tuple[Column, ...] = ()
+    primary_key: tuple[str, ...] = ("id",)
+    #: one GET per id from the ``event_ids`` setting instead of a collection
+    per_event_id: bool = False
+    column_types: dict[str, pa.DataType] = field(default_factory=dict)
+
+    @property
+    def op(self):
+        return operation(self.operation_id)
+
+    def page_size(self) -> int | None:
+        """Always the largest page the endpoint allows: fewer requests under the same limits."""
+        return self.op.page_size_max
+
+    def columns(self, *, related: bool = True) -> list[Column]:
+        keep_additional = set(self.additional_fields.get("profile", ()))
+        omit = tuple(p for p in ADDITIONAL_PREFIXES if p not in keep_additional)
+        cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
+        extras = [c for c in self.extra_columns if related or c.path[0] == "relationships"]
+        return cols + extras
+
+    def time_filter_ops(self, api_field: str) -> tuple[str, ...]:
+        return self.op.filters.get(api_field, ())
+
+
+def _related(name: str, *path: str, kind: pa.DataType = pa.string()) -> Column:
+    return Column(name, tuple(path), kind)
+
+
+EVENT_RELATED = (
+    _related("metric_id", "relationships", "metric", "data", "id"),
+    _related("profile_id", "relationships", "profile", "data", "id"),
+    _related("metric_name", "_metric", "attributes", "name"),
+    _related("profile_email", "_profile", "attributes", "email"),
+    _related("profile_phone_number", "_profile", "attributes", "phone_number"),
+    _related("profile_external_id", "_profile", "attributes", "external_id"),
+)
+EVENT_STREAM_OPTIONS = dict(
+    time_fields={"created": "datetime", "datetime": "datetime", "timestamp": "datetime"},
+    default_time_field="created",
+    include=("metric", "profile"),
+    fields={"metric": ("name",), "profile": ("email", "phone_number", "external_id")},
+    extra_columns=EVENT_RELATED,
+)
+CREATED_UPDATED = {"created": "created", "updated": "updated"}
+METRIC_TIME_TYPES = {"created": pa.timestamp("us", tz="UTC"), "updated": pa.timestamp("us", tz="UTC")}
+LOCATION_TYPES = {"location_latitude": pa.string(), "location_longitude": pa.string()}
+
+STREAMS: dict[str, Stream] = {
+    s.name: s
+    for s in (
+        Stream("metrics", "get_metrics", column_types=METRIC_TIME_TYPES),
+        Stream("events", "get_events", **EVENT_STREAM_OPTIONS),
+        Stream("metric_events", "get_events", **EVENT_STREAM_OPTIONS),
+        Stream("event_metrics", "get_metric_for_event", per_event_id=True, column_types=METRIC_TIME_TYPES,
+               extra_columns=(_related("event_id", "_event_id"),), primary_key=("event_id",)),
+        Stream("event_profiles", "get_profile_for_event", per_event_id=True,
+               extra_columns=(_related("event_id", "_event_id"),), primary_key=("event_id",)),
+        Stream("templates", "get_templates", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream(
+            "campaigns",
+            "get_campaigns",
+            time_fields={"created": "created_at", "updated": "updated_at"},
+            default_time_field="updated",
+            variants=tuple(
+                (equals("messages.channel", channel), equals("archived", archived))
+                for channel in ("email", "sms")
+                for archived in (False, True)
+            ),
+            extra_columns=(_related("channel", "_channel"),),
+        ),
+        Stream("lists", "get_lists", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream("profiles_in_list", "get_profiles_for_list", id_setting="list_id",
+               extra_columns=(_related("list_id", "_parent_id"),), primary_key=("list_id", "id")),
+        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
+               extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
+        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream(
+            "global_exclusions",
+            "get_profiles",
+            time_fields={"suppressed": "subscriptions.email.marketing.suppression.timestamp"},
+            default_time_field="suppressed",
+            additional_fields={"profile": ("subscriptions",)},
+        ),
+    )
+}
+
+def stream(name: str) -> Stream:
+    from ..errors import ConfigError
+
+    try:
+        return STREAMS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, STREAMS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"data_source {name!r} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
+        ) from None
