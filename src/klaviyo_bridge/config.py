@@ -1,0 +1,199 @@
+"""Import config files in the seed's shape (``in:`` / ``out:``), as one validated object.
+
+A user pastes the vendor document's example and it runs::
+
+    in:
+      type: klaviyo
+      data_source: lists
+      api_token: xxx
+      revision_time: "2023-02-22"
+      incremental: true
+      start_time: "2023-06-01T17:06:39.698883"
+      incremental_field: updated
+    out:
+      mode: append
+
+Every problem is reported at once, naming the key (and the line for YAML
+syntax errors); unknown keys get a did-you-mean; the key is never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .api.settings import ClientSettings, config_error_from
+from .errors import ConfigError
+
+WRITE_MODES = ("append", "replace", "replace_on_new_data", "merge")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601; a time without offset is UTC (the seed's examples have none)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        stamp = value
+    else:
+        try:
+            stamp = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be ISO 8601, e.g. 2023-06-01T17:06:39") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def check_timezone(name: str) -> str:
+    """IANA names only: 'PST' or 'CST' are ambiguous abbreviations and are refused."""
+    if not name or "/" not in name and name not in ("UTC", "Etc/UTC"):
+        raise ValueError(f"{name!r} is not an IANA time zone name (use e.g. America/Los_Angeles or UTC)")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}") from None
+    return name
+
+
+class ImportSource(ClientSettings):
+    """The ``in:`` section: connection settings plus what to read."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
+
+    type: Literal["klaviyo"] = "klaviyo"
+    data_source: str
+    incremental: bool = False
+    incremental_field: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    skip_related_object: bool = False
+    list_id: str | None = None
+    segment_id: str | None = None
+    event_ids: list[str] = Field(default_factory=list)
+    metric: str | None = None
+    predictive_analytics: bool = False
+
+    @field_validator("start_time", "end_time", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> datetime | None:
+        return parse_time(value)
+
+    @field_validator("event_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value or []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ImportSource":
+        from .imports.streams import stream
+
+        s = stream(self.data_source)
+        if self.start_time and self.end_time and self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        if self.incremental_field is not None and self.incremental_field not in s.time_fields:
+            allowed = ", ".join(s.time_fields) or "none (this source has no time filter)"
+            raise ValueError(f"incremental_field {self.incremental_field!r} is not available for {s.name}; allowed: {allowed}")
+        if s.id_setting and not getattr(self, s.id_setting):
+            raise ValueError(f"data_source {s.name} needs {s.id_setting}")
+        if s.per_event_id and not self.event_ids:
+            raise ValueError(f"data_source {s.name} needs event_ids")
+        if s.name == "metric_events" and not self.metric:
+            raise ValueError('data_source metric_events needs metric (e.g. metric: "Opened Email")')
+        return self
+
+    def client_settings(self) -> ClientSettings:
+        return ClientSettings.model_validate(
+            {name: getattr(self, name) for name in ClientSettings.model_fields}
+        )
+
+
+class ImportTarget(BaseModel):
+    """The ``out:`` section: how rows land in the table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["append", "replace", "replace_on_new_data", "merge"] = "append"
+    primary_key: list[str] | None = None
+    partition_key: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _pk(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+
+
+class ImportConfig(BaseModel):
+    """A whole config.yml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: ImportSource = Field(alias="in")
+    target: ImportTarget = Field(default_factory=ImportTarget, alias="out")
+
+
+_MISSING_SPACE = re.compile(r"^\s*([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")
+
+
+def missing_space_line(text: str) -> tuple[int, str] | None:
+    """First ``key:value`` line (no space after the colon), as (line number, line)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _MISSING_SPACE.match(line):
+            return number, line.strip()
+    return None
+
+
+def _yaml_error(exc: yaml.YAMLError, origin: str, text: str) -> ConfigError:
+    culprit = missing_space_line(text)
+    if culprit:
+        number, line = culprit
+        return ConfigError(f"{origin}, line {number}: {line!r} needs a space after the colon ('key: value')")
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{origin}, line {mark.line + 1}, column {mark.column + 1}" if mark else origin
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigError(f"{where}: invalid YAML: {problem}")
+
+
+def load_yaml(text: str, origin: str = "config") -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, origin, text) from None
+    culprit = missing_space_line(text)
+    if culprit:  # YAML may accept 'key:value' as a plain string; it is never what the user meant
+        number, line = culprit
+        raise ConfigError(f"{origin}, line {number}: {line!r} needs a space after the colon ('key: value')")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of settings at the top level")
+    return data
+
+
+def parse_import_config(data: dict[str, Any], origin: str = "config") -> ImportConfig:
+    """Validate; keys in messages are prefixed with their section (in./out.)."""
+    try:
+        return ImportConfig.model_validate(data)
+    except ValidationError as exc:
+        err = config_error_from(exc, ImportSource)
+        raise ConfigError(f"{origin}: {err}", key=err.key) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}", key=exc.key) from None
+
+
+def load_import_config(path: str | Path) -> ImportConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    return parse_import_config(load_yaml(text, str(p)), str(p))
