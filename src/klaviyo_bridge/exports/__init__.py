@@ -1,0 +1,1 @@
+"""Export engine: query results -> Klaviyo (add to list, remove from list, batch consent)."""

@@ -1,0 +1,145 @@
+"""Check export rows before anything is sent, a column at a time.
+
+Each check turns one Arrow column into a per-row reason (NULL = fine), using
+Arrow compute kernels (regex match, trim, value counts) rather than a Python
+call per cell. Phone numbers need libphonenumber, so they are normalised once
+per *distinct* value and mapped back. The result keeps, for every input row,
+either a cleaned value or the reason it was rejected, so every row can be
+accounted for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import ExportError
+
+#: local@domain.tld, unicode allowed (IDN domains, non-ASCII local parts), no spaces,
+#: no display names or brackets, a dot in the domain, a TLD of 2+ characters.
+EMAIL_PATTERN = r'^[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\.]+(\.[^\s@<>()\[\],;:"\\.]+)*\.[^\s@<>()\[\],;:"\\.0-9]{2,}$'
+MAX_EMAIL_LENGTH = 254
+
+
+@dataclass
+class Checked:
+    """A cleaned column plus, per row, why it is invalid (None when valid)."""
+
+    values: pa.Array
+    reasons: pa.Array
+
+
+def require_columns(table_schema: pa.Schema, required: Sequence[str], operation: str, *, any_of: bool = False) -> None:
+    """Fail before sending when a required column is missing or not text (names are case-sensitive)."""
+    names = table_schema.names
+    present = [c for c in required if c in names]
+    missing = [c for c in required if c not in names]
+    if (any_of and not present) or (not any_of and missing):
+        wanted = " or ".join(required) if any_of else ", ".join(missing)
+        near = [n for n in names if n.lower() in {c.lower() for c in required}]
+        hint = f" (found {near[0]!r}: column names are case-sensitive)" if near else ""
+        raise ExportError(
+            f"operation {operation!r} needs a string column {wanted}{hint}; the query returned: {', '.join(names)}",
+            column=(missing or list(required))[0],
+        )
+    for col in present:
+        t = table_schema.field(col).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+            raise ExportError(
+                f"operation {operation!r}: column {col!r} must be a string, the query returned {t}",
+                column=col,
+            )
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), pa.string())
+    return column.cast(pa.string())
+
+
+def _reason_where(mask: pa.Array, reason: str, current: pa.Array) -> pa.Array:
+    """Set ``reason`` where mask is true and no earlier reason exists."""
+    mask = pc.fill_null(mask, False)
+    return pc.if_else(pc.and_(mask, pc.is_null(current)), pa.scalar(reason), current)
+
+
+def check_emails(column: pa.Array, name: str = "email", *, required: bool = True) -> Checked:
+    """Trim, lower-case the domain-insensitive whole address, and flag invalid syntax."""
+    text = pc.utf8_trim_whitespace(_as_text(column))
+    reasons = pa.nulls(len(text), pa.string())
+    empty = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
+    if required:
+        reasons = _reason_where(empty, f"{name} is empty", reasons)
+    has_display_name = pc.match_substring_regex(text, r"<[^>]*@[^>]*>")
+    reasons = _reason_where(has_display_name, f"{name} has a display name; give the address only", reasons)
+    too_long = pc.greater(pc.utf8_length(text), MAX_EMAIL_LENGTH)
+    reasons = _reason_where(too_long, f"{name} is longer than {MAX_EMAIL_LENGTH} characters", reasons)
+    bad = pc.and_kleene(pc.invert(empty), pc.invert(pc.match_substring_regex(text, EMAIL_PATTERN)))
+    reasons = _reason_where(bad, f"{name} is not a valid email address", reasons)
+    cleaned = pc.if_else(empty, pa.scalar(None, pa.string()), pc.utf8_lower(text))
+    return Checked(cleaned, reasons)
+
+
+def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, reason). National formats need ``default_region``."""
+    text = raw.strip()
+    if any(ch.isalpha() for ch in text):
+        return None, "phone_number contains letters"
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > 15:
+        return None, "phone_number has more than 15 digits"
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        if not text.startswith("+") and default_region is None:
+            return None, "phone_number is not in E.164 (+countrycode...) and no default region is set"
+        return None, "phone_number cannot be parsed"
+    if not phonenumbers.is_valid_number(number):
+        return None, "phone_number is not a valid number"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def check_phones(column: pa.Array, *, required: bool = True, default_region: str | None = None) -> Checked:
+    """E.164 normalisation, computed once per distinct value."""
+    text = pc.utf8_trim_whitespace(_as_text(column))
+    empty = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
+    distinct = pc.unique(pc.filter(text, pc.invert(empty)))
+    normal, why = [], []
+    for value in distinct.to_pylist():
+        e164, reason = normalise_phone(value, default_region)
+        normal.append(e164)
+        why.append(reason)
+    index = pc.index_in(text, value_set=distinct)
+    values = pc.take(pa.array(normal, pa.string()), index)
+    reasons = pc.take(pa.array(why, pa.string()), index)
+    if required:
+        reasons = _reason_where(empty, "phone_number is empty", reasons)
+    return Checked(values, reasons)
+
+
+def check_required_text(column: pa.Array, name: str) -> Checked:
+    text = pc.utf8_trim_whitespace(_as_text(column))
+    empty = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
+    reasons = _reason_where(empty, f"{name} is empty", pa.nulls(len(text), pa.string()))
+    return Checked(text, reasons)
+
+
+def duplicate_reasons(values: pa.Array, name: str, reasons: pa.Array) -> pa.Array:
+    """Flag the second and later rows carrying the same identifier (the first one is kept)."""
+    table = pa.table({"v": values, "i": pa.array(range(len(values)), pa.int64())})
+    firsts = table.group_by("v", use_threads=False).aggregate([("i", "min")])
+    first_index = pc.index_in(values, value_set=firsts.column("v"))
+    is_first = pc.equal(pc.take(firsts.column("i_min"), first_index), table.column("i"))
+    dup = pc.and_(pc.is_valid(values), pc.invert(pc.fill_null(is_first, True)))
+    return _reason_where(dup, f"duplicate {name} (an earlier row has the same value)", reasons)
+
+
+def combine(*reasons: pa.Array) -> pa.Array:
+    """First non-null reason per row."""
+    return pc.coalesce(*reasons)

@@ -1,0 +1,83 @@
+"""Export rows are checked column-wise; every bad row gets a reason naming the column."""
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.errors import ExportError
+from klaviyo_bridge.exports import validate as v
+
+
+@pytest.mark.parametrize(
+    "email, reason",
+    [
+        ("a@example.com", None),
+        ("  Mixed.Case@Example.COM ", None),
+        ("用户@例子.广告", None),
+        ("josé@bücher.de", None),
+        ("first.last+tag@sub.example.co.uk", None),
+        ("", "email is empty"),
+        (None, "email is empty"),
+        ("   ", "email is empty"),
+        ("John Doe <john@example.com>", "email has a display name; give the address only"),
+        ("no-at-sign.example.com", "email is not a valid email address"),
+        ("two@@example.com", "email is not a valid email address"),
+        ("spaces in@example.com", "email is not a valid email address"),
+        ("a@localhost", "email is not a valid email address"),
+        ("a@example.c", "email is not a valid email address"),
+        ("a@" + "x" * 260 + ".com", "email is longer than 254 characters"),
+    ],
+)
+def test_email_checks(email, reason):
+    checked = v.check_emails(pa.array([email], pa.string()))
+    assert checked.reasons.to_pylist() == [reason]
+    if reason is None:
+        assert checked.values[0].as_py() == email.strip().lower()
+
+
+@pytest.mark.parametrize(
+    "phone, region, expected, reason",
+    [
+        ("+1 123 456 7890", None, None, "phone_number is not a valid number"),
+        ("+1 (212) 555-0123", None, "+12125550123", None),
+        ("+81 90-1234-5678", None, "+819012345678", None),
+        ("(212) 555-0123", "US", "+12125550123", None),
+        ("(212) 555-0123", None, None, "phone_number is not in E.164 (+countrycode...) and no default region is set"),
+        ("+1 212 CALL NOW", None, None, "phone_number contains letters"),
+        ("+1234567890123456", None, None, "phone_number has more than 15 digits"),
+        ("", None, None, "phone_number is empty"),
+    ],
+)
+def test_phone_checks(phone, region, expected, reason):
+    checked = v.check_phones(pa.array([phone]), default_region=region)
+    assert checked.reasons.to_pylist() == [reason]
+    assert checked.values.to_pylist() == [expected]
+
+
+def test_phones_are_parsed_once_per_distinct_value():
+    many = pa.array(["+12125550123"] * 50_000 + ["bad"] * 50_000)
+    checked = v.check_phones(many)
+    assert checked.values.null_count == 50_000
+    assert checked.reasons.to_pylist()[-1] == "phone_number contains letters"
+
+
+def test_duplicates_keep_the_first_row():
+    values = pa.array(["a", "b", "a", None, "a", "c", "b"])
+    reasons = v.duplicate_reasons(values, "email", pa.nulls(7, pa.string()))
+    assert [r is not None for r in reasons.to_pylist()] == [False, False, True, False, True, False, True]
+
+
+def test_missing_required_column_names_it_and_the_operation():
+    schema = pa.schema([("Email", pa.string()), ("first_name", pa.string())])
+    with pytest.raises(ExportError, match=r"operation 'add' needs a string column email \(found 'Email'"):
+        v.require_columns(schema, ["email"], "add")
+
+
+def test_required_column_must_be_text():
+    with pytest.raises(ExportError, match="column 'profile_id' must be a string"):
+        v.require_columns(pa.schema([("profile_id", pa.int64())]), ["profile_id"], "remove_profiles")
+
+
+def test_any_of_columns():
+    v.require_columns(pa.schema([("phone_number", pa.string())]), ["email", "phone_number"], "batch_consent", any_of=True)
+    with pytest.raises(ExportError, match="email or phone_number"):
+        v.require_columns(pa.schema([("x", pa.string())]), ["email", "phone_number"], "batch_consent", any_of=True)
