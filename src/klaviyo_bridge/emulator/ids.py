@@ -1,0 +1,95 @@
+"""Deterministic, Klaviyo-looking identifiers and the hash that drives all synthesis.
+
+Everything random in the account comes from ``mix(seed, stream, index)``, a
+vectorised splitmix64: the same (seed, stream, index) always gives the same
+64 bits, so any attribute of any row can be recomputed on demand instead of
+stored. Profile and event ids are ULIDs (48-bit ms time + 80 bits) whose low
+bits carry the row index, so an id maps back to its row without a lookup table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_VALUE = {c: i for i, c in enumerate(CROCKFORD)}
+SHORT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_U64 = np.uint64
+_MASK40 = (1 << 40) - 1
+
+
+def mix(seed: int, stream: int, index) -> np.ndarray:
+    """64 well-mixed bits per index (numpy uint64 array, or 0-d for a scalar)."""
+    x = np.asarray(index, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = x * _U64(0x9E3779B97F4A7C15) + _U64((seed * 0x632BE59BD9B4E019 + stream * 0x85EBCA77C2B2AE63) & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return z ^ (z >> _U64(31))
+
+
+def unit(seed: int, stream: int, index) -> np.ndarray:
+    """Uniform floats in [0, 1) from ``mix``."""
+    return (mix(seed, stream, index) >> _U64(11)).astype(np.float64) / float(1 << 53)
+
+
+def choice(seed: int, stream: int, index, n: int) -> np.ndarray:
+    """Uniform ints in [0, n)."""
+    return (mix(seed, stream, index) % _U64(max(n, 1))).astype(np.int64)
+
+
+def encode_crockford(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        chars.append(CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def decode_crockford(text: str) -> int | None:
+    value = 0
+    for c in text:
+        v = _CROCKFORD_VALUE.get(c)
+        if v is None:
+            return None
+        value = value * 32 + v
+    return value
+
+
+def index_key(seed: int, stream: int) -> int:
+    """The 40-bit key XORed into a ULID's low bits (hides the plain row index)."""
+    return int(mix(seed, stream + 1000, 0)) & _MASK40
+
+
+def ulid(ms: int, tag: int, index: int, key: int) -> str:
+    """ULID text: 48-bit ms time, 40 'random' bits (tag), 40 bits of index ^ key."""
+    low80 = ((tag & _MASK40) << 40) | ((index ^ key) & _MASK40)
+    return encode_crockford(ms & ((1 << 48) - 1), 10) + encode_crockford(low80, 16)
+
+
+def ulid_index(text: str, key: int) -> int | None:
+    """Row index carried by a ULID made by ``ulid`` (None when malformed)."""
+    if len(text) != 26:
+        return None
+    low80 = decode_crockford(text[10:])
+    if low80 is None:
+        return None
+    return (low80 & _MASK40) ^ key
+
+
+def short_id(seed: int, stream: int, index: int, length: int = 6) -> str:
+    """Klaviyo-style short id ('Y6nRLr') for lists, segments, metrics, flows, templates."""
+    bits = int(mix(seed, stream, index))
+    chars = []
+    for _ in range(length):
+        chars.append(SHORT_ALPHABET[bits % 62])
+        bits //= 62
+    return "".join(chars)
+
+
+def uuid_text(seed: int, stream: int, index: int) -> str:
+    """A version-4-shaped UUID string."""
+    hi = int(mix(seed, stream, index))
+    lo = int(mix(seed, stream + 1, index))
+    h = f"{hi:016x}{lo:016x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:32]}"

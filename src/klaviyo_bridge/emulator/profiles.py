@@ -1,0 +1,267 @@
+"""Profiles, stored as columns and rendered one page at a time.
+
+Only what filters and sorts need at scale is stored (timestamps, suppression
+codes, per-profile last event); names, emails, phones and locations are
+recomputed from (seed, row) when a page is rendered. Emails, phone numbers,
+external ids and profile ids are invertible, so an ``equals(email, ...)`` filter
+finds its row without an index. Rows are in creation order, and some profiles
+deliberately share identical ``created``/``updated`` seconds (bulk imports), the
+edge case incremental syncs get wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from functools import cached_property
+
+import numpy as np
+
+from . import ids, vocabulary as V
+from .timefmt import iso
+
+TWO_YEARS = 2 * 365 * 86400
+S_ID, S_NAME, S_LAST, S_DOMAIN, S_PHONE, S_EXT, S_CITY, S_ORG, S_TITLE, S_LOCALE = range(100, 110)
+S_PROPS, S_TIE, S_UPD, S_BULK, S_SUPP, S_LSUPP, S_CONSENT, S_GAP, S_PRED = range(110, 119)
+PHONE_MODULUS, PHONE_MULT = 8_000_000_000, 7_919_003
+EXT_MODULUS, EXT_MULT = 1_000_000_000, 3_571_001
+CONSENTS = ("NEVER_SUBSCRIBED", "SUBSCRIBED", "UNSUBSCRIBED")
+_EMAIL_RE = re.compile(r"^[a-z]+\.[a-z]+(\d+)@[a-z.]+$")
+
+
+def _tied(values: np.ndarray, tie_mask: np.ndarray) -> np.ndarray:
+    """Copy each tied row's value from the nearest untied row before it (keeps order)."""
+    anchor = np.where(tie_mask, 0, np.arange(len(values)))
+    return values[np.maximum.accumulate(anchor)] if len(values) else values
+
+
+class ProfileTable:
+    """All profiles of the account; row ``i`` is the i-th profile created."""
+
+    def __init__(self, seed: int, count: int, now: int, list_ids: list[str]) -> None:
+        self.seed, self.count, self.now = seed, count, now
+        self.list_ids = list_ids
+        rows = np.arange(count, dtype=np.int64)
+        start = now - TWO_YEARS
+        gaps = -np.log1p(-ids.unit(seed, S_GAP, rows))
+        created = start + (np.cumsum(gaps) / max(gaps.sum(), 1.0) * (TWO_YEARS * 0.97)).astype(np.int64)
+        self.created = _tied(created, ids.unit(seed, S_TIE, rows) < 0.15)
+        span = (now - self.created).astype(np.float64)
+        updated = self.created + (ids.unit(seed, S_UPD, rows) ** 3 * span).astype(np.int64)
+        bulk_moments = start + (ids.unit(seed, S_BULK, np.arange(40)) * TWO_YEARS).astype(np.int64)
+        in_bulk = ids.unit(seed, S_BULK + 50, rows) < 0.12
+        bulk = np.maximum(self.created, bulk_moments[ids.choice(seed, S_BULK + 51, rows, 40)])
+        self.updated = np.where(in_bulk, bulk, updated)
+        # Global suppressions (~4%) and list suppressions (~3%).
+        supp = ids.unit(seed, S_SUPP, rows) < 0.04
+        self.suppression_reason = np.where(supp, ids.choice(seed, S_SUPP + 1, rows, len(V.SUPPRESSION_REASONS)), -1).astype(np.int8)
+        self.suppression_ts = np.where(supp, np.minimum(self.updated, self.created + (span * 0.5).astype(np.int64)), -1)
+        lsupp = (ids.unit(seed, S_LSUPP, rows) < 0.03) & (len(list_ids) > 0)
+        self.list_suppression_list = np.where(lsupp, ids.choice(seed, S_LSUPP + 1, rows, max(len(list_ids), 1)), -1).astype(np.int16)
+        self.list_suppression_ts = np.where(lsupp, self.created + (span * 0.3).astype(np.int64), -1)
+        self.last_event = np.full(count, -1, dtype=np.int64)
+        self.phone_offset = int(ids.mix(seed, S_PHONE + 1, 0)) % PHONE_MODULUS
+        self.ext_offset = int(ids.mix(seed, S_EXT + 1, 0)) % EXT_MODULUS
+        self.id_key = ids.index_key(seed, S_ID)
+
+    # ----- identity ---------------------------------------------------------------
+    def _id_parts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ms = self.created[rows] * 1000 + (ids.mix(self.seed, S_ID, rows) % np.uint64(1000)).astype(np.int64)
+        tag = (ids.mix(self.seed, S_ID + 50, rows) >> np.uint64(24)).astype(np.int64)
+        return ms, tag
+
+    def profile_id(self, row: int) -> str:
+        ms, tag = self._id_parts(np.array([row]))
+        return ids.ulid(int(ms[0]), int(tag[0]), row, self.id_key)
+
+    def ids_for(self, rows: np.ndarray) -> list[str]:
+        ms, tag = self._id_parts(rows)
+        return [ids.ulid(int(m), int(t), int(r), self.id_key) for m, t, r in zip(ms, tag, rows)]
+
+    def row_for_id(self, text: str) -> int | None:
+        row = ids.ulid_index(text, self.id_key)
+        if row is None or not 0 <= row < self.count or self.profile_id(row) != text:
+            return None
+        return row
+
+    @cached_property
+    def id_sort_order(self) -> np.ndarray:
+        """Rows in profile-id order (ULIDs sort by time, then their random bits)."""
+        rows = np.arange(self.count, dtype=np.int64)
+        ms, tag = self._id_parts(rows)
+        low = rows ^ self.id_key
+        return np.lexsort((low, tag, ms)).astype(np.int64)
+
+    @cached_property
+    def email_sort_key(self) -> np.ndarray:
+        rows = np.arange(self.count, dtype=np.int64)
+        first = np.array([n.lower() for n in V.FIRST_NAMES])[ids.choice(self.seed, S_NAME, rows, len(V.FIRST_NAMES))]
+        last = np.array([n.lower() for n in V.LAST_NAMES])[ids.choice(self.seed, S_LAST, rows, len(V.LAST_NAMES))]
+        domain = np.array(V.EMAIL_DOMAINS)[ids.choice(self.seed, S_DOMAIN, rows, len(V.EMAIL_DOMAINS))]
+        out = np.char.add(np.char.add(np.char.add(first, "."), last), rows.astype(str))
+        return np.char.add(np.char.add(out, "@"), domain)
+
+    # ----- invertible contact fields ------------------------------------------------
+    def email(self, row: int) -> str:
+        r = np.array([row])
+        first = V.FIRST_NAMES[int(ids.choice(self.seed, S_NAME, r, len(V.FIRST_NAMES))[0])]
+        last = V.LAST_NAMES[int(ids.choice(self.seed, S_LAST, r, len(V.LAST_NAMES))[0])]
+        domain = V.EMAIL_DOMAINS[int(ids.choice(self.seed, S_DOMAIN, r, len(V.EMAIL_DOMAINS))[0])]
+        return f"{first.lower()}.{last.lower()}{row}@{domain}"
+
+    def row_for_email(self, text: str) -> int | None:
+        m = _EMAIL_RE.match(text.strip().lower())
+        if not m or len(m.group(1)) > 12:
+            return None
+        row = int(m.group(1))
+        return row if row < self.count and self.email(row) == text.strip().lower() else None
+
+    def has_phone(self, rows: np.ndarray) -> np.ndarray:
+        return ids.unit(self.seed, S_PHONE, rows) < 0.7
+
+    def phone(self, row: int) -> str | None:
+        if not self.has_phone(np.array([row]))[0]:
+            return None
+        return f"+1{2_000_000_000 + (row * PHONE_MULT + self.phone_offset) % PHONE_MODULUS}"
+
+    def row_for_phone(self, text: str) -> int | None:
+        if not re.fullmatch(r"\+1\d{10}", text):
+            return None
+        k = int(text[2:]) - 2_000_000_000
+        if not 0 <= k < PHONE_MODULUS:
+            return None
+        row = (k - self.phone_offset) * pow(PHONE_MULT, -1, PHONE_MODULUS) % PHONE_MODULUS
+        return row if row < self.count and self.phone(row) == text else None
+
+    def external_id(self, row: int) -> str | None:
+        if ids.unit(self.seed, S_EXT, np.array([row]))[0] >= 0.6:
+            return None
+        return f"cust_{(row * EXT_MULT + self.ext_offset) % EXT_MODULUS:09d}"
+
+    def row_for_external_id(self, text: str) -> int | None:
+        if not re.fullmatch(r"cust_\d{9}", text):
+            return None
+        row = (int(text[5:]) - self.ext_offset) * pow(EXT_MULT, -1, EXT_MODULUS) % EXT_MODULUS
+        return row if row < self.count and self.external_id(row) == text else None
+
+    def exchange_id(self, row: int) -> str:
+        """The ``_kx`` token Klaviyo puts in tracked links (here: opaque, reversible)."""
+        return base64.urlsafe_b64encode(f"kx:{self.seed}:{self.profile_id(row)}".encode()).decode().rstrip("=")
+
+    def row_for_exchange_id(self, text: str) -> int | None:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        prefix = f"kx:{self.seed}:"
+        return self.row_for_id(raw[len(prefix):]) if raw.startswith(prefix) else None
+
+    # ----- rendering -----------------------------------------------------------------
+    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[dict]:
+        """JSON:API attributes of ``rows`` (vectorised draws, then one dict per row)."""
+        seed = self.seed
+        codes = {
+            name: ids.choice(seed, stream, rows, n)
+            for name, stream, n in (
+                ("city", S_CITY, len(V.CITIES)), ("org", S_ORG, len(V.ORGANIZATIONS) * 2),
+                ("title", S_TITLE, len(V.TITLES) * 2), ("locale", S_LOCALE, len(V.LOCALES)),
+                ("street", S_CITY + 50, len(V.STREETS)), ("number", S_CITY + 51, 990),
+                ("source", S_PROPS, len(V.SIGNUP_SOURCES)), ("tier", S_PROPS + 1, len(V.LOYALTY_TIERS)),
+                ("orders", S_PROPS + 2, 25), ("birthday", S_PROPS + 3, 12000), ("consent", S_CONSENT, 10),
+            )
+        }
+        jitter = ids.unit(seed, S_CITY + 52, rows) - 0.5
+        out = []
+        for k, row in enumerate(rows.tolist()):
+            city = V.CITIES[codes["city"][k]]
+            org, title = int(codes["org"][k]), int(codes["title"][k])
+            props: dict = {"signup_source": V.SIGNUP_SOURCES[codes["source"][k]], "lifetime_orders": int(codes["orders"][k])}
+            if row % 3 == 0:
+                props["loyalty_tier"] = V.LOYALTY_TIERS[codes["tier"][k]]
+            if row % 4 == 1:
+                props["birthday"] = iso(3_000 * 86400 + int(codes["birthday"][k]) * 86400)[:10]
+            if row % 5 == 2:
+                props["accepts_marketing"] = bool(codes["consent"][k] < 7)
+            attrs = {
+                "email": self.email(row),
+                "phone_number": self.phone(row),
+                "external_id": self.external_id(row),
+                "first_name": V.FIRST_NAMES[int(ids.choice(seed, S_NAME, np.array([row]), len(V.FIRST_NAMES))[0])],
+                "last_name": V.LAST_NAMES[int(ids.choice(seed, S_LAST, np.array([row]), len(V.LAST_NAMES))[0])],
+                "organization": V.ORGANIZATIONS[org] if org < len(V.ORGANIZATIONS) else None,
+                "locale": V.LOCALES[codes["locale"][k]],
+                "title": V.TITLES[title] if title < len(V.TITLES) else None,
+                "image": None,
+                "created": iso(self.created[row]),
+                "updated": iso(self.updated[row]),
+                "last_event_date": iso(self.last_event[row]),
+                "location": {
+                    "address1": f"{int(codes['number'][k]) + 10} {V.STREETS[codes['street'][k]]}",
+                    "address2": None,
+                    "city": city[0], "country": city[2], "latitude": round(city[5] + float(jitter[k]) * 0.2, 4),
+                    "longitude": round(city[6] + float(jitter[k]) * 0.2, 4), "region": city[1], "zip": city[3],
+                    "timezone": city[4], "ip": f"203.0.113.{row % 254 + 1}",
+                },
+                "properties": props,
+            }
+            if subscriptions:
+                attrs["subscriptions"] = self._subscriptions(row, int(codes["consent"][k]), attrs["phone_number"] is not None)
+            if predictive:
+                attrs["predictive_analytics"] = self._predictive(row)
+            out.append(attrs)
+        return out
+
+    def _subscriptions(self, row: int, consent_code: int, has_phone: bool) -> dict:
+        reason = int(self.suppression_reason[row])
+        consent = 1 if consent_code < 6 else (2 if consent_code < 8 else 0)
+        if reason >= 0 and V.SUPPRESSION_REASONS[reason] == "UNSUBSCRIBE":
+            consent = 2
+        since = iso(self.created[row]) if consent else None
+        suppression = [{"reason": V.SUPPRESSION_REASONS[reason], "timestamp": iso(self.suppression_ts[row])}] if reason >= 0 else []
+        lsupp = int(self.list_suppression_list[row])
+        list_suppressions = (
+            [{"list_id": self.list_ids[lsupp], "reason": "USER_SUPPRESSED", "timestamp": iso(self.list_suppression_ts[row])}]
+            if lsupp >= 0 else []
+        )
+        sms_consent = "SUBSCRIBED" if has_phone and consent_code < 5 else "NEVER_SUBSCRIBED"
+        return {
+            "email": {
+                "marketing": {
+                    "can_receive_email_marketing": consent == 1 and reason < 0,
+                    "consent": CONSENTS[consent],
+                    "consent_timestamp": since,
+                    "last_updated": iso(self.updated[row]),
+                    "method": "FORM" if consent else None,
+                    "method_detail": "",
+                    "custom_method_detail": None,
+                    "double_optin": None,
+                    "suppression": suppression,
+                    "list_suppressions": list_suppressions,
+                }
+            },
+            "sms": {
+                "marketing": {
+                    "can_receive_sms_marketing": sms_consent == "SUBSCRIBED",
+                    "consent": sms_consent,
+                    "consent_timestamp": since if sms_consent == "SUBSCRIBED" else None,
+                    "method": "TEXT" if sms_consent == "SUBSCRIBED" else None,
+                    "method_detail": "",
+                    "last_updated": iso(self.updated[row]),
+                },
+                "transactional": None,
+            },
+            "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}},
+        }
+
+    def _predictive(self, row: int) -> dict:
+        u = ids.unit(self.seed, S_PRED, np.arange(row * 4, row * 4 + 4))
+        orders = int(u[0] * 8)
+        aov = round(20 + float(u[1]) * 180, 2)
+        return {
+            "historic_clv": round(orders * aov, 2), "predicted_clv": round(float(u[2]) * 300, 2),
+            "total_clv": round(orders * aov + float(u[2]) * 300, 2), "historic_number_of_orders": orders,
+            "predicted_number_of_orders": round(float(u[3]) * 3, 2), "average_days_between_orders": round(30 + float(u[3]) * 90, 1) if orders > 1 else None,
+            "average_order_value": aov if orders else None, "churn_probability": round(float(u[1]), 2),
+            "expected_date_of_next_order": iso(self.now + int(u[2] * 90 * 86400)) if orders else None,
+            "ranked_channel_affinity": ["email", "sms", "push"] if u[0] < 0.5 else ["sms", "email", "push"],
+        }

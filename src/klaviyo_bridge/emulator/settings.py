@@ -1,0 +1,38 @@
+"""Settings of one emulated Klaviyo account (what the CLI and the tests choose)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The key the emulator accepts unless told otherwise. Deliberately not shaped like a
+#: real private key (``pk_`` + 30+ hex chars) so secret scanners never flag it.
+DEFAULT_API_KEY = "pk_emulator_demo_key"
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """Everything that determines the synthetic account and how the server behaves.
+
+    Same ``seed`` and counts give byte-identical responses.
+    """
+
+    seed: int = 1
+    profiles: int = 1000
+    events: int = 10000
+    lists: int = 5
+    segments: int = 4
+    campaigns: int = 24
+    templates: int = 12
+    flows: int = 8
+    api_key: str = DEFAULT_API_KEY
+    rate_limits: bool = True
+    latency_ms: int = 0
+    #: Fixed "now" of the account (epoch seconds): data spreads over the two years before it.
+    now: int = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+    def __post_init__(self) -> None:
+        for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.events and not self.profiles:
+            raise ValueError("events need at least one profile")
