@@ -85,7 +85,11 @@ _MAX_EMPTY_DAYS = 366 * 9  # 29 February can be 8 years away (2096 -> 2104)
 
 @dataclass(frozen=True)
 class Fire:
-    """One firing of a schedule: when it is scheduled and when it runs (after the delay)."""
+    """One firing of a schedule: when it is scheduled and when it runs (after the delay).
+
+    Both are aware datetimes in the schedule's zone.  Compare or subtract them in UTC:
+    Python does same-zone arithmetic on the wall clock, which is wrong across DST.
+    """
 
     scheduled_at: datetime
     run_at: datetime
