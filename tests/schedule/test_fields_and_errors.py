@@ -36,6 +36,8 @@ def test_all_names_map_to_their_numbers():
 def test_range_ending_in_7_wraps_to_sunday():
     assert fields("0 0 * * fri-7")[4] == [0, 5, 6]
     assert fields("0 0 * * 5-7")[4] == [0, 5, 6]
+    assert fields("0 0 * * fri-sun")[4] == [0, 5, 6]
+    assert fields("0 0 * * sun-tue")[4] == [0, 1, 2]
 
 
 def test_named_values_run_on_the_right_days():

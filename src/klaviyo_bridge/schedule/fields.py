@@ -123,8 +123,7 @@ class _FieldParser:
         elif token.lower() in spec.names:
             return spec.low + spec.names.index(token.lower())
         elif token.isalpha() and spec.names:
-            hint = f"; names are {', '.join(spec.names)}" if spec.names else ""
-            raise self.fail(token, f"unknown name{hint}", offset)
+            raise self.fail(token, f"unknown name; names are {', '.join(spec.names)}", offset)
         else:
             raise self.fail(token, "not a number", offset)
         if spec.allow_seven_for_sunday and number == 7:
@@ -158,8 +157,8 @@ class _FieldParser:
                 raise self.fail(item, "a step needs '*' or a range before it, as in '*/5' or '1-20/5'", offset)
             return {low}
         high = self.value(high_text, offset + len(low_text) + 1)
-        if spec.allow_seven_for_sunday and high_text == "7":
-            high = 7  # 'fri-7' / '5-7': Sunday at the end of a range
+        if spec.allow_seven_for_sunday and high == 0 and low > 0:
+            high = 7  # 'fri-7', 'fri-sun': Sunday at the end of a range
         if high < low:
             raise self.fail(base, f"range goes backwards ({low_text} is after {high_text})", offset)
         return {v % 7 if spec.allow_seven_for_sunday else v for v in range(low, high + 1, step)}
