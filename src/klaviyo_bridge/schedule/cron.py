@@ -44,8 +44,8 @@ Why not croniter or cronsim: both implement classic cron -- ``*/n`` from the fie
 minimum, day of month OR day of week, their own DST policies -- which disagrees with the
 seed's table in exactly the places above, and their errors do not name the field.  What
 is left once those rules are ours is a walk over days, hours and minutes (``_walk``).
-The test suite checks our results against croniter on expressions where the seed and
-classic cron agree.
+tests/schedule/test_days.py checks our results against croniter on expressions where the
+seed and classic cron agree (skipped when croniter is absent: it is not a runtime dependency).
 """
 
 from __future__ import annotations
