@@ -101,8 +101,8 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
         archived = status == "Sent" and i % 5 == 0
         theme = V.CAMPAIGN_THEMES[i % len(V.CAMPAIGN_THEMES)]
         name = f"{theme} {iso(created)[:7]} ({channel.upper()})"
-        cid = ids.ulid(created * 1000, int(ids.mix(seed, S_CAMPAIGN, i)) >> 24, i, 0)
-        mid = ids.ulid(created * 1000, int(ids.mix(seed, S_MESSAGE, i)) >> 24, i, 1)
+        cid = ids.ulid(created * 1000, int(ids.mix(seed, S_CAMPAIGN, i)) >> 24, i, ids.index_key(seed, S_CAMPAIGN))
+        mid = ids.ulid(created * 1000, int(ids.mix(seed, S_MESSAGE, i)) >> 24, i, ids.index_key(seed, S_MESSAGE))
         audience = [lists[i % len(lists)].id] if lists else []
         strategy = ({"method": "static", "datetime": iso(scheduled), "options": {"is_local": False}} if scheduled
                     else {"method": "immediate"})

@@ -1,0 +1,124 @@
+"""The emulator's ASGI app: ``create_app(settings)`` serves every emulated GET.
+
+Request pipeline, in Klaviyo's order: route (404), auth (401), revision
+header (400), rate limit (429 + Retry-After, one limiter per app = one
+account), query validation (400), lookup (404), then the JSON:API document
+serialised with orjson. No schema validation on the hot path; the contract
+tests do that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import uuid
+from datetime import date
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..api import spec
+from ..api.ratelimit import RateLimiter
+from .collections import Orders
+from .data import Account, build_account
+from .handlers import HANDLERS, NotFound, Request
+from .query import QueryError, parse_query
+from .selection import SelectionCache
+from .settings import EmulatorSettings
+
+JSON_API = "application/vnd.api+json"
+_REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.pre)?$")
+_ERROR_TITLES = {
+    400: "Invalid input.", 401: "Authentication credentials were not provided.", 403: "You do not have permission to perform this action.",
+    404: "Not found.", 405: "Method not allowed.", 429: "Request was throttled.",
+}
+
+
+def error_response(status: int, code: str, detail: str, *, parameter: str | None = None,
+                   pointer: str | None = None, title: str | None = None, headers: dict | None = None) -> Response:
+    """A JSON:API error document as Klaviyo sends it."""
+    error = {"id": str(uuid.uuid4()), "status": status, "code": code, "title": title or _ERROR_TITLES.get(status, "Error."),
+             "detail": detail, "source": {"parameter": parameter} if parameter else ({"pointer": pointer} if pointer else {})}
+    return Response(orjson.dumps({"errors": [error]}), status_code=status, media_type=JSON_API, headers=headers)
+
+
+def _valid_revision(text: str) -> bool:
+    m = _REVISION_RE.match(text)
+    if not m:
+        return False
+    try:
+        date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return False
+    return True
+
+
+class Emulator:
+    """One account plus its limiter, caches and routing table."""
+
+    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None) -> None:
+        self.settings = settings
+        self.account = account or build_account(settings)
+        self.limiter = RateLimiter(enabled=settings.rate_limits, **({"clock": clock} if clock else {}))
+        self.orders = Orders(self.account)
+        self.cache = SelectionCache()
+        self.routes = [(spec.operation(op).path_regex, spec.operation(op)) for op in spec.emulated_operations()]
+        # Literal paths first, so /api/events/{id}/metric is not mistaken for something shorter.
+        self.routes.sort(key=lambda r: -r[1].path.count("/"))
+
+    def match(self, path: str):
+        for regex, op in self.routes:
+            m = regex.match(path)
+            if m:
+                return op, m.groupdict()
+        return None, {}
+
+    async def handle(self, request: HttpRequest) -> Response:
+        if self.settings.latency_ms:
+            await asyncio.sleep(self.settings.latency_ms / 1000)
+        op, path_params = self.match(request.url.path)
+        if op is None:
+            return error_response(404, "not_found", f"No endpoint at {request.url.path}.")
+        if request.method != "GET":
+            return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed (the emulator serves reads).")
+        auth = request.headers.get("authorization")
+        if not auth:
+            return error_response(401, "not_authenticated", "Authentication credentials were not provided.")
+        scheme, _, key = auth.partition(" ")
+        if scheme != "Klaviyo-API-Key" or key.strip() != self.settings.api_key:
+            return error_response(401, "authentication_failed", "Incorrect authentication credentials.",
+                                  title="Incorrect authentication credentials.")
+        revision = request.headers.get("revision")
+        if not revision:
+            return error_response(400, "invalid", "Missing required header 'revision' (YYYY-MM-DD).", parameter="revision")
+        if not _valid_revision(revision):
+            return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
+        wait = self.limiter.try_acquire(op.operation_id)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
+                                  headers={"Retry-After": str(seconds)})
+        params = request.query_params.multi_items()
+        path_id = path_params.get("id")
+        try:
+            query = parse_query(op, params, scope=path_id or "")
+            req = Request(self.account, self.orders, self.cache, query, str(request.base_url).rstrip("/"),
+                          request.url.path, params, path_id)
+            document = HANDLERS[op.operation_id](req)
+        except QueryError as exc:
+            return error_response(400, exc.code, exc.detail, parameter=exc.parameter)
+        except NotFound as exc:
+            return error_response(404, "not_found", f"A resource with id {path_id!r} does not exist ({exc}).")
+        return Response(orjson.dumps(document), media_type=JSON_API)
+
+
+def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None) -> Starlette:
+    """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport)."""
+    emulator = Emulator(settings or EmulatorSettings(), account, clock)
+    app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
+    app.state.emulator = emulator
+    return app

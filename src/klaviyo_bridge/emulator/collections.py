@@ -1,0 +1,119 @@
+"""Per-collection filtering and ordering: which mask a condition makes, which
+permutation a sort makes. Orders are computed once per account and kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .catalog import Record, ordered_records
+from .data import Account
+from .filters import Condition
+from .members import Membership
+from .selection import lookup_mask, order_by, time_mask, value_mask
+from . import vocabulary as V
+
+LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
+SUPPRESSION = "subscriptions.email.marketing.suppression."
+
+
+class Orders:
+    """Cached sort permutations of one account's big collections."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def _get(self, key: tuple, compute) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def profiles(self, sort: str | None) -> np.ndarray | None:
+        p = self.account.profiles
+        name, desc = (sort or "id").lstrip("-"), (sort or "").startswith("-")
+        if name == "created" and not desc:
+            return None  # rows are in creation order already
+        if name == "id":
+            return self._get(("profile", "id", desc), lambda: p.id_sort_order[::-1].copy() if desc else p.id_sort_order)
+        columns = {
+            "created": lambda: p.created, "updated": lambda: p.updated, "email": lambda: p.email_sort_key,
+            LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
+            SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts),
+        }
+        return self._get(("profile", name, desc), lambda: order_by(columns[name](), desc))
+
+    def members(self, group_id: str, members: Membership, sort: str | None) -> np.ndarray | None:
+        if sort is None:
+            return None
+        return self._get(("members", group_id, sort), lambda: order_by(members.joined, sort.startswith("-")))
+
+    def events(self, sort: str | None) -> np.ndarray | None:
+        if sort is None or not sort.startswith("-"):
+            return None  # rows are in datetime order already (datetime and timestamp agree)
+        return self._get(("event", "desc"), lambda: np.arange(self.account.events.count - 1, -1, -1, dtype=np.int64))
+
+    @staticmethod
+    def records(records: list[Record], sort: str | None) -> np.ndarray | None:
+        if sort is None:
+            return None
+        order = ordered_records(records, sort.lstrip("-"))
+        return order[::-1].copy() if sort.startswith("-") else order
+
+
+def _nulls_last(column: np.ndarray) -> np.ndarray:
+    return np.where(column < 0, np.iinfo(np.int64).max, column)
+
+
+def profile_mask(account: Account, cond: Condition, rows: np.ndarray | None, joined: np.ndarray | None = None) -> np.ndarray:
+    """Mask over a profile domain: all profiles (rows None) or a group's member rows."""
+    p = account.profiles
+    key = np.arange(p.count, dtype=np.int64) if rows is None else rows
+
+    def col(column: np.ndarray) -> np.ndarray:
+        return column if rows is None else column[rows]
+
+    f = cond.field
+    lookups = {"email": p.row_for_email, "phone_number": p.row_for_phone, "external_id": p.row_for_external_id,
+               "id": p.row_for_id, "profile_id": p.row_for_id, "_kx": p.row_for_exchange_id}
+    if f in lookups:
+        return lookup_mask(key, cond, lookups[f])
+    if f == "push_token":
+        return np.zeros(len(key), dtype=bool)  # no profile in the synthetic account has a push token
+    if f in ("created", "updated"):
+        return time_mask(col(p.created if f == "created" else p.updated), cond)
+    if f == "joined_group_at":
+        return time_mask(joined, cond)
+    if f == LIST_SUPPRESSION + "list_id":
+        index = account.profiles.list_ids.index(cond.value) if cond.value in account.profiles.list_ids else -2
+        return col(p.list_suppression_list) == index
+    if f == LIST_SUPPRESSION + "reason":
+        return (col(p.list_suppression_list) >= 0) & (cond.value == "USER_SUPPRESSED")
+    if f == LIST_SUPPRESSION + "timestamp":
+        return time_mask(col(p.list_suppression_ts), cond)
+    if f == SUPPRESSION + "reason":
+        code = V.SUPPRESSION_REASONS.index(cond.value) if cond.value in V.SUPPRESSION_REASONS else -2
+        return col(p.suppression_reason) == code
+    if f == SUPPRESSION + "timestamp":
+        return time_mask(col(p.suppression_ts), cond)
+    raise KeyError(f"no profile filter for {f!r}")
+
+
+def event_mask(account: Account, cond: Condition) -> np.ndarray:
+    e = account.events
+    f = cond.field
+    if f in ("datetime", "timestamp"):
+        return time_mask(e.datetime, cond)
+    if f in ("metric", "profile"):  # has(...): every event has both
+        return np.ones(e.count, dtype=bool)
+    if f == "metric_id":
+        ids = [r.id for r in account.records["metric"]]
+        return e.metric == (ids.index(cond.value) if cond.value in ids else -2)
+    if f == "profile_id":
+        row = account.profiles.row_for_id(cond.value)
+        return e.profile == (-2 if row is None else row)
+    raise KeyError(f"no event filter for {f!r}")
+
+
+def record_mask(records: list[Record], cond: Condition) -> np.ndarray:
+    return value_mask([r.values.get(cond.field) for r in records], cond)

@@ -1,0 +1,235 @@
+"""One function per emulated operation: select rows, render the JSON:API document.
+
+Default orders (documented choice): profiles by id, list/segment members by
+profile id, events by datetime (ties by event row), small collections in their
+creation order. Cursors are offsets into the cached, immutable selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import numpy as np
+
+from .catalog import Record
+from .collections import Orders, event_mask, profile_mask, record_mask
+from .data import Account
+from .query import Query, encode_cursor
+from .resources import Renderer
+from .selection import SelectionCache, select
+
+
+class NotFound(Exception):
+    """The path names a resource the account does not have."""
+
+
+@dataclass
+class Request:
+    """What a handler needs: the account, validated query, path id and URL pieces."""
+
+    account: Account
+    orders: Orders
+    cache: SelectionCache
+    query: Query
+    base: str
+    path: str
+    params: list[tuple[str, str]]
+    id: str | None = None
+
+    @property
+    def renderer(self) -> Renderer:
+        return Renderer(self.account, self.base, self.query)
+
+
+def _url(req: Request, cursor: str | None) -> str:
+    params = [(k, v) for k, v in req.params if k != "page[cursor]"]
+    if cursor is not None:
+        params.append(("page[cursor]", cursor))
+    return f"{req.base}{req.path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def _page(req: Request, key: str, compute) -> tuple[np.ndarray, dict]:
+    """The current page of a cached selection, and the collection links."""
+    q = req.query
+    rows = req.cache.get(f"{q.fingerprint}|{key}", compute)
+    page = rows[q.offset:q.offset + q.page_size]
+    links = {"self": _url(req, None if not q.offset else encode_cursor(q.offset, q.fingerprint))}
+    if q.offset + q.page_size < len(rows):
+        links["next"] = _url(req, encode_cursor(q.offset + q.page_size, q.fingerprint))
+    if q.offset > 0:
+        links["prev"] = _url(req, encode_cursor(max(0, q.offset - q.page_size), q.fingerprint))
+    return page, links
+
+
+def _document(data, links: dict, included: list | None, include_requested: bool) -> dict:
+    doc = {"data": data, "links": links}
+    if include_requested:
+        doc["included"] = included or []
+    return doc
+
+
+# ----- profiles --------------------------------------------------------------------------
+def get_profiles(req: Request) -> dict:
+    acc, q = req.account, req.query
+    page, links = _page(req, "profiles", lambda: select(
+        acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]))
+    empty = {name: [] for name in q.include}
+    data = req.renderer.profiles(page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
+    return _document(data, links, [], bool(q.include))
+
+
+def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
+    members = groups.get(req.id)
+    if members is None:
+        raise NotFound(f"{kind} {req.id!r}")
+    acc, q = req.account, req.query
+    page, links = _page(req, f"{kind}:{req.id}", lambda: select(
+        len(members), req.orders.members(req.id, members, q.sort),
+        [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]))
+    data = req.renderer.profiles(members.profiles[page], joined=members.joined[page])
+    return {"data": data, "links": links}
+
+
+def get_profiles_for_list(req: Request) -> dict:
+    return _group_profiles(req, req.account.list_members, "list")
+
+
+def get_profiles_for_segment(req: Request) -> dict:
+    return _group_profiles(req, req.account.segment_members, "segment")
+
+
+def _profile_row(req: Request, pid: str) -> int:
+    row = req.account.profiles.row_for_id(pid)
+    if row is None:
+        raise NotFound(f"profile {pid!r}")
+    return row
+
+
+def get_profile(req: Request) -> dict:
+    acc, q = req.account, req.query
+    row = _profile_row(req, req.id)
+    related: dict[str, list] = {}
+    included: list[dict] = []
+    r = req.renderer
+    for name, type_, groups in (("lists", "list", acc.list_members), ("segments", "segment", acc.segment_members)):
+        if name in q.include:
+            records = [acc.record(type_, gid) for gid, m in groups.items() if m.contains(row)]
+            related[name] = [{"type": type_, "id": rec.id} for rec in records]
+            included += [r.record(rec) for rec in records]
+    for name in ("push-tokens", "conversations"):
+        if name in q.include:
+            related[name] = []
+    data = r.profiles(np.array([row]), relationships=("conversations", "lists", "push-tokens", "segments"), related_data=related)[0]
+    return _document(data, {"self": _url(req, None)}, included, bool(q.include))
+
+
+# ----- events ------------------------------------------------------------------------------
+def get_events(req: Request) -> dict:
+    acc, q = req.account, req.query
+    page, links = _page(req, "events", lambda: select(
+        acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]))
+    return _document(req.renderer.events(page), links, _event_includes(req, page), bool(q.include))
+
+
+def _event_includes(req: Request, rows: np.ndarray) -> list[dict]:
+    acc, q, r = req.account, req.query, req.renderer
+    out: list[dict] = []
+    if "metric" in q.include:
+        metrics = acc.records["metric"]
+        out += [r.record(metrics[m]) for m in dict.fromkeys(acc.events.metric[rows].tolist())]
+    if "profile" in q.include:
+        profile_rows = np.array(list(dict.fromkeys(acc.events.profile[rows].tolist())), dtype=np.int64)
+        out += r.profiles(profile_rows, extras=False)
+    return out
+
+
+def _event_row(req: Request) -> int:
+    row = req.account.events.row_for_id(req.id)
+    if row is None:
+        raise NotFound(f"event {req.id!r}")
+    return row
+
+
+def get_event(req: Request) -> dict:
+    rows = np.array([_event_row(req)])
+    return _document(req.renderer.events(rows)[0], {"self": _url(req, None)}, _event_includes(req, rows), bool(req.query.include))
+
+
+def get_metric_for_event(req: Request) -> dict:
+    metric = req.account.records["metric"][int(req.account.events.metric[_event_row(req)])]
+    return {"data": req.renderer.record(metric), "links": {"self": _url(req, None)}}
+
+
+def get_profile_for_event(req: Request) -> dict:
+    row = int(req.account.events.profile[_event_row(req)])
+    return {"data": req.renderer.profiles(np.array([row]))[0], "links": {"self": _url(req, None)}}
+
+
+# ----- small collections ----------------------------------------------------------------------
+def _record_collection(type_: str):
+    def handler(req: Request) -> dict:
+        records = req.account.records[type_]
+        q = req.query
+        page, links = _page(req, type_, lambda: select(
+            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in q.conditions]))
+        chosen = [records[i] for i in page.tolist()]
+        data = [req.renderer.record(rec, q.include) for rec in chosen]
+        return _document(data, links, req.renderer.included_records(chosen, q.include), bool(q.include))
+    handler.__name__ = f"get_{type_}s"
+    return handler
+
+
+def _record_single(type_: str, extra=None):
+    def handler(req: Request) -> dict:
+        rec = req.account.record(type_, req.id)
+        if rec is None:
+            raise NotFound(f"{type_} {req.id!r}")
+        extras = extra(req, rec) if extra else None
+        data = req.renderer.record(rec, req.query.include, extras)
+        return _document(data, {"self": _url(req, None)}, req.renderer.included_records([rec], req.query.include), bool(req.query.include))
+    handler.__name__ = f"get_{type_}"
+    return handler
+
+
+def _profile_count(groups_attr: str, type_: str):
+    def extra(req: Request, rec: Record) -> dict:
+        if req.query.wants(type_, "profile_count"):
+            return {"profile_count": len(getattr(req.account, groups_attr)[rec.id])}
+        return {}
+    return extra
+
+
+def _definition(type_: str):
+    def extra(req: Request, rec: Record) -> dict:
+        if req.query.wants(type_, "definition"):
+            # Code-editor templates have no drag-and-drop definition; flows carry their triggers.
+            return {"definition": rec.values.get("definition")}
+        return {}
+    return extra
+
+
+HANDLERS = {
+    "get_accounts": _record_collection("account"),
+    "get_account": _record_single("account"),
+    "get_lists": _record_collection("list"),
+    "get_list": _record_single("list", _profile_count("list_members", "list")),
+    "get_profiles_for_list": get_profiles_for_list,
+    "get_profiles": get_profiles,
+    "get_profile": get_profile,
+    "get_segments": _record_collection("segment"),
+    "get_segment": _record_single("segment", _profile_count("segment_members", "segment")),
+    "get_profiles_for_segment": get_profiles_for_segment,
+    "get_metrics": _record_collection("metric"),
+    "get_metric": _record_single("metric"),
+    "get_events": get_events,
+    "get_event": get_event,
+    "get_metric_for_event": get_metric_for_event,
+    "get_profile_for_event": get_profile_for_event,
+    "get_campaigns": _record_collection("campaign"),
+    "get_campaign": _record_single("campaign"),
+    "get_templates": _record_collection("template"),
+    "get_template": _record_single("template", _definition("template")),
+    "get_flows": _record_collection("flow"),
+    "get_flow": _record_single("flow", _definition("flow")),
+}

@@ -1,0 +1,168 @@
+"""Validate a request's query string against the operation's spec data.
+
+Everything allowed (page sizes, filter fields and their operators, sorts,
+sparse fieldsets, additional fields, includes) comes from ``api.spec``; any
+other parameter or value is a 400 with a JSON:API error naming the parameter,
+as Klaviyo answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from dataclasses import dataclass, field
+
+from ..api.spec import Operation
+from .filters import Bare, Condition, FilterSyntaxError, parse_filter
+from .timefmt import parse_datetime
+
+#: Page size for collections the spec gives no page[size] for (accounts, metrics).
+UNSIZED_PAGE = 200
+#: Filter fields whose values are datetimes (compared as epoch seconds).
+TIME_FIELDS = frozenset({
+    "created", "updated", "datetime", "timestamp", "joined_group_at", "created_at", "updated_at", "scheduled_at",
+    "subscriptions.email.marketing.list_suppressions.timestamp", "subscriptions.email.marketing.suppression.timestamp",
+})
+BOOL_FIELDS = frozenset({"archived", "is_active", "is_starred"})
+
+
+class QueryError(Exception):
+    """A 400 the client caused: ``detail`` and the offending query ``parameter``."""
+
+    def __init__(self, detail: str, parameter: str, code: str = "invalid") -> None:
+        super().__init__(detail)
+        self.detail, self.parameter, self.code = detail, parameter, code
+
+
+@dataclass
+class Query:
+    """A validated request: what to select, in which order, and what to render."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    sort: str | None = None
+    page_size: int = UNSIZED_PAGE
+    offset: int = 0
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    additional: dict[str, frozenset[str]] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    fingerprint: str = ""
+
+    def wants(self, type_: str, extra: str) -> bool:
+        return extra in self.additional.get(type_, ())
+
+
+def is_collection(op: Operation) -> bool:
+    return bool(op.response_schema and "Collection" in op.response_schema)
+
+
+def encode_cursor(offset: int, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(f"{offset}:{fingerprint}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str, fingerprint: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        offset_text, _, fp = raw.partition(":")
+        offset = int(offset_text)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise QueryError(f"Invalid page cursor {text!r}.", "page[cursor]") from None
+    if fp != fingerprint or offset < 0:
+        raise QueryError("The page cursor does not belong to this query (filter or sort changed).", "page[cursor]")
+    return offset
+
+
+def _typed_value(cond: Condition) -> Condition:
+    """Turn a parsed value into what the field compares with (datetimes -> epoch seconds)."""
+    def convert(value):
+        if cond.field in TIME_FIELDS:
+            if isinstance(value, (Bare, str)):
+                parsed = parse_datetime(value.text if isinstance(value, Bare) else value)
+                if parsed is None:
+                    raise QueryError(f"Invalid datetime {getattr(value, 'text', value)!r} for field '{cond.field}'.", "filter")
+                return parsed
+            raise QueryError(f"Field '{cond.field}' needs a datetime, e.g. 2023-06-01T17:06:39+00:00.", "filter")
+        if cond.field in BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise QueryError(f"Field '{cond.field}' needs true or false.", "filter")
+            return value
+        if isinstance(value, Bare):
+            return value.text
+        if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+            raise QueryError(f"Field '{cond.field}' needs a quoted string value.", "filter")
+        return value
+    if cond.operator == "has":
+        return cond
+    value = [convert(v) for v in cond.value] if isinstance(cond.value, list) else convert(cond.value)
+    return Condition(cond.operator, cond.field, value)
+
+
+def _names(text: str, parameter: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise QueryError(f"Empty name in {parameter}.", parameter)
+    return names
+
+
+def parse_query(op: Operation, params: list[tuple[str, str]], scope: str = "") -> Query:
+    """Validate ``params`` (the raw multi-items of the query string) for ``op``."""
+    q = Query()
+    seen: set[str] = set()
+    collection = is_collection(op)
+    cursor_text = None
+    for name, value in params:
+        if name in seen:
+            raise QueryError(f"Query parameter '{name}' given more than once.", name)
+        seen.add(name)
+        if name == "filter" and op.filters:
+            try:
+                conditions = parse_filter(value)
+            except FilterSyntaxError as exc:
+                raise QueryError(f"Invalid filter: {exc}.", "filter") from None
+            for cond in conditions:
+                allowed = op.filters.get(cond.field)
+                if allowed is None:
+                    raise QueryError(f"'{cond.field}' is not a valid field for filtering; allowed: {', '.join(sorted(op.filters))}.", "filter")
+                if cond.operator not in allowed:
+                    raise QueryError(f"Operator '{cond.operator}' is not allowed for field '{cond.field}'; allowed: {', '.join(allowed)}.", "filter")
+                q.conditions.append(_typed_value(cond))
+        elif name == "sort" and op.sorts:
+            if value not in op.sorts:
+                raise QueryError(f"'{value}' is not a valid sort; allowed: {', '.join(op.sorts)}.", "sort")
+            q.sort = value
+        elif name == "page[size]" and op.page_size_max:
+            if not value.isdigit() or not 1 <= int(value) <= op.page_size_max:
+                raise QueryError(f"page[size] must be an integer between 1 and {op.page_size_max}.", "page[size]")
+            q.page_size = int(value)
+        elif name == "page[cursor]" and collection:
+            cursor_text = value
+        elif name == "include" and op.include:
+            for inc in _names(value, "include"):
+                if inc not in op.include:
+                    raise QueryError(f"'{inc}' is not a valid include; allowed: {', '.join(op.include)}.", "include")
+            q.include = tuple(dict.fromkeys(_names(value, "include")))
+        elif name.startswith("fields[") and name.endswith("]") and name[7:-1] in op.fields:
+            type_ = name[7:-1]
+            for f in _names(value, name):
+                if f not in op.fields[type_]:
+                    raise QueryError(f"'{f}' is not a valid field for the resource '{type_}'.", name)
+            q.fields[type_] = tuple(dict.fromkeys(_names(value, name)))
+        elif name.startswith("additional-fields[") and name.endswith("]") and name[18:-1] in op.additional_fields:
+            type_ = name[18:-1]
+            for f in _names(value, name):
+                if f not in op.additional_fields[type_]:
+                    raise QueryError(f"'{f}' is not a valid additional field for '{type_}'.", name)
+            q.additional[type_] = frozenset(_names(value, name))
+        else:
+            raise QueryError(f"'{name}' is not a valid query parameter for this endpoint.", name)
+    if op.filter_required and "messages.channel" in op.filters and not any(c.field == "messages.channel" for c in q.conditions):
+        raise QueryError("A channel filter is required, e.g. filter=equals(messages.channel,'email').", "filter")
+    if collection and not op.page_size_max:
+        q.page_size = UNSIZED_PAGE
+    elif collection:
+        q.page_size = q.page_size if "page[size]" in seen else (op.page_size_default or op.page_size_max)
+    basis = f"{op.operation_id}|{scope}|{q.conditions!r}|{q.sort}"
+    q.fingerprint = f"{zlib.crc32(basis.encode()):08x}"
+    if cursor_text is not None:
+        q.offset = decode_cursor(cursor_text, q.fingerprint)
+    return q

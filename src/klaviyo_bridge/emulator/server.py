@@ -1,0 +1,46 @@
+"""Run the emulator over real sockets: ``serve`` (blocking) and ``running_emulator``
+(a background uvicorn thread on a free port, for end-to-end tests and the demo).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from .app import create_app
+from .settings import EmulatorSettings
+
+
+def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``)."""
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def running_emulator(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Start uvicorn in a thread, yield its base URL ('http://127.0.0.1:54321'), stop it on exit."""
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="klaviyo-emulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the emulator did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
