@@ -1,0 +1,262 @@
+"""DuckDB engine: the zero-setup default warehouse, one file under the home folder.
+
+DuckDB reads Arrow directly, so a batch is registered as a view and inserted with one
+``INSERT ... SELECT``. One process holds the file at a time (DuckDB's own file lock); inside
+that process a per-table lock keeps two writers of one table apart, because DuckDB would
+otherwise fail the second one only at commit with a transaction conflict.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import StoreError
+from .columns import SEQUENCE_COLUMN, Kind
+from .engine import Session, stage_columns_sql
+from .identifiers import quote
+from .warehouse import Warehouse
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SQL_TYPES = {
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.INTEGER: "BIGINT",
+    Kind.FLOAT: "DOUBLE",
+    Kind.TEXT: "VARCHAR",
+    Kind.JSON: "JSON",
+    Kind.TIMESTAMP: "TIMESTAMPTZ",
+    Kind.DATE: "DATE",
+    Kind.BINARY: "BLOB",
+}
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                  "UINTEGER", "UBIGINT", "UHUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+
+_table_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_table_locks_guard = threading.Lock()
+
+
+def _kind_of_sql(type_name: str) -> Kind:
+    t = type_name.upper()
+    if t == "BOOLEAN":
+        return Kind.BOOLEAN
+    if t in _INTEGER_TYPES:
+        return Kind.INTEGER
+    if t in _FLOAT_TYPES or t.startswith("DECIMAL"):
+        return Kind.FLOAT
+    if t == "JSON":
+        return Kind.JSON
+    if t.startswith("TIMESTAMP"):
+        return Kind.TIMESTAMP
+    if t == "DATE":
+        return Kind.DATE
+    if t == "BLOB":
+        return Kind.BINARY
+    return Kind.TEXT
+
+
+def _converting_errors(method: F) -> F:
+    """The one boundary where duckdb exceptions become StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: "DuckDBSession", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except duckdb.Error as exc:
+            raise StoreError(f"DuckDB {self.path}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class DuckDBSession(Session):
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self.path = path
+        self._con = connection
+        self._lock: threading.Lock | None = None
+        self._batch_seq = 0
+        self._in_transaction = False
+        self.execute("SET TimeZone = 'UTC'")
+
+    @_converting_errors
+    def begin(self) -> None:
+        self._con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
+
+    @_converting_errors
+    def commit(self) -> None:
+        self._con.execute("COMMIT")
+        self._in_transaction = False
+
+    def rollback(self) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a failed statement may already have aborted it
+
+    def close(self) -> None:
+        self.release_locks()
+        self._con.close()
+
+    def lock_table(self, database: str, table: str, timeout: float) -> None:
+        key = (str(self.path), database.casefold(), table.casefold())
+        with _table_locks_guard:
+            lock = _table_locks.setdefault(key, threading.Lock())
+        acquired = lock.acquire(timeout=timeout) if timeout > 0 else lock.acquire(blocking=False)
+        if not acquired:
+            raise StoreError(f"table {database}.{table} is being written by another run in this process")
+        self._lock = lock
+
+    def release_locks(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @_converting_errors
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._con.execute(sql, list(params) or None)
+
+    @_converting_errors
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        # via Arrow: DuckDB's Python rows would need pytz for TIMESTAMPTZ
+        table = self._con.sql(sql, params=list(params) or None).to_arrow_table()
+        columns = [column.to_pylist() for column in table.columns]
+        return list(zip(*columns)) if columns else []
+
+    @_converting_errors
+    def stream(self, sql: str, params: Sequence[Any] = (), batch_size: int = 65_536) -> pa.RecordBatchReader:
+        relation = self._con.sql(sql, params=list(params) or None)
+        return _ConvertingReader(relation.to_arrow_reader(batch_size), self.path)
+
+    @_converting_errors
+    def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND lower(schema_name) = lower($1) "
+            "AND lower(table_name) = lower($2) ORDER BY column_index",
+            [database, table],
+        ).fetchall()
+        if not rows:
+            exists = self._con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND lower(schema_name) = lower($1) AND lower(table_name) = lower($2)", [database, table]
+            ).fetchone()
+            return {} if exists and exists[0] else None
+        return {name: _kind_of_sql(type_name) for name, type_name in rows}
+
+    def sql_type(self, kind: Kind) -> str:
+        return _SQL_TYPES[kind]
+
+    @_converting_errors
+    def insert_batch(self, dest: str, batch: pa.RecordBatch, columns: dict[str, str],
+                     kinds: dict[str, Kind]) -> None:
+        view = f"_bridge_batch_{self._batch_seq}"
+        self._batch_seq += 1
+        self._con.register(view, pa.Table.from_batches([batch]))
+        try:
+            targets = ", ".join(quote(columns[n]) for n in batch.schema.names)
+            values = ", ".join(self.cast(quote(n), kinds[columns[n]]) for n in batch.schema.names)
+            self._con.execute(f"INSERT INTO {dest} ({targets}) SELECT {values} FROM {quote(view)}")
+        finally:
+            self._con.unregister(view)
+
+    @_converting_errors
+    def create_stage(self, name: str, columns: dict[str, Kind], with_sequence: bool) -> str:
+        stage = f"temp.main.{quote(name)}"
+        self._con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} "
+                          f"({stage_columns_sql(self, columns, with_sequence)})")
+        return stage
+
+    @_converting_errors
+    def replace_contents(self, target: str, stage: str, columns: list[str]) -> None:
+        cols = ", ".join(quote(c) for c in columns)
+        self._con.execute(f"DELETE FROM {target}")
+        self._con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
+
+    @_converting_errors
+    def clear_table(self, target: str) -> None:
+        self._con.execute(f"DELETE FROM {target}")
+
+    @_converting_errors
+    def merge(self, target: str, stage: str, columns: list[str], keys: list[str],
+              update_columns: list[str]) -> None:
+        cols = ", ".join(quote(c) for c in columns)
+        partition = ", ".join(quote(k) for k in keys)
+        latest = (f"SELECT {cols} FROM {stage} QUALIFY row_number() OVER "
+                  f"(PARTITION BY {partition} ORDER BY {quote(SEQUENCE_COLUMN)} DESC) = 1")
+        on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+        sql = f"MERGE INTO {target} AS t USING ({latest}) AS s ON ({on}) "
+        if update_columns:
+            sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in update_columns)
+            sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
+        values = ", ".join(f"s.{quote(c)}" for c in columns)
+        sql += f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
+        self._con.execute(sql)
+
+
+class _ConvertingReader:
+    """Wraps DuckDB's reader so errors while streaming also arrive as StoreError."""
+
+    def __init__(self, reader: pa.RecordBatchReader, path: Path) -> None:
+        self._reader = reader
+        self._path = path
+        self.schema = reader.schema
+
+    def read_next_batch(self) -> pa.RecordBatch:
+        try:
+            return self._reader.read_next_batch()
+        except duckdb.Error as exc:
+            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+
+    def read_all(self) -> pa.Table:
+        try:
+            return self._reader.read_all()
+        except duckdb.Error as exc:
+            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+
+
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB file; this object holds DuckDB's file lock until ``close``."""
+
+    def __init__(self, path: Path, *, lock_timeout: float = 0.0) -> None:
+        self.path = path.expanduser().resolve()
+        self.url = f"duckdb:///{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = self._connect(lock_timeout)
+        self._init_state()
+
+    def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as exc:
+                holder = re.search(r"PID (\d+)", str(exc))
+                if holder is None:
+                    raise StoreError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"warehouse {self.path} is in use by another run (pid {holder.group(1)})"
+                    ) from exc
+                time.sleep(0.1)
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc
+
+    def _open_session(self) -> Session:
+        if self._con is None:
+            raise StoreError(f"warehouse {self.path} is closed")
+        return DuckDBSession(self._con.cursor(), self.path)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

@@ -1,0 +1,220 @@
+"""PostgreSQL engine, a full peer of DuckDB, over ADBC (Arrow in and out, binary COPY).
+
+Each batch goes in with ADBC's bulk ingest (binary COPY) into a session-private landing table,
+then one ``INSERT ... SELECT`` casts it into the destination (json -> jsonb, int -> double when
+a column was widened). Reads come back as Arrow streams. One writer per table at a time is
+enforced with a transaction-scoped advisory lock on (database, table).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+import urllib.parse
+from typing import Any, Callable, Sequence, TypeVar
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc_pg
+import pyarrow as pa
+
+from ..errors import StoreError
+from .columns import SEQUENCE_COLUMN, Kind
+from .engine import Session, stage_columns_sql
+from .identifiers import quote
+from .warehouse import Warehouse
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SQL_TYPES = {
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.INTEGER: "BIGINT",
+    Kind.FLOAT: "DOUBLE PRECISION",
+    Kind.TEXT: "TEXT",
+    Kind.JSON: "JSONB",
+    Kind.TIMESTAMP: "TIMESTAMPTZ",
+    Kind.DATE: "DATE",
+    Kind.BINARY: "BYTEA",
+}
+_KIND_OF_SQL = {
+    "boolean": Kind.BOOLEAN, "smallint": Kind.INTEGER, "integer": Kind.INTEGER, "bigint": Kind.INTEGER,
+    "real": Kind.FLOAT, "double precision": Kind.FLOAT, "numeric": Kind.FLOAT,
+    "json": Kind.JSON, "jsonb": Kind.JSON, "timestamp with time zone": Kind.TIMESTAMP,
+    "timestamp without time zone": Kind.TIMESTAMP, "date": Kind.DATE, "bytea": Kind.BINARY,
+}
+_LANDING = "_bridge_landing"
+_STATE_INIT_LOCK = 0x6B6C62  # advisory lock id serialising CREATE ... IF NOT EXISTS of state tables
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _converting_errors(method: F) -> F:
+    """The one boundary where ADBC/PostgreSQL exceptions become StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: "PostgresSession", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except adbc_driver_manager.Error as exc:
+            raise StoreError(f"PostgreSQL {self.where}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class PostgresSession(Session):
+    def __init__(self, url: str, where: str) -> None:
+        self.where = where
+        try:
+            self._con = adbc_pg.connect(url)
+        except adbc_driver_manager.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL {where}: {exc}") from exc
+        self._cur = self._con.cursor()
+        self.execute("SET TIME ZONE 'UTC'")
+        self.commit()
+
+    def begin(self) -> None:
+        """ADBC opens a transaction implicitly (autocommit is off)."""
+
+    @_converting_errors
+    def commit(self) -> None:
+        self._con.commit()
+
+    def rollback(self) -> None:
+        try:
+            self._con.rollback()
+        except adbc_driver_manager.Error:
+            pass  # the connection is gone; the server rolled back already
+
+    def close(self) -> None:
+        try:
+            self._cur.close()
+            self._con.close()
+        except adbc_driver_manager.Error:
+            pass
+
+    @_converting_errors
+    def lock_table(self, database: str, table: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._cur.execute("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                              [f"klaviyo-bridge:{database}.{table}"])
+            if self._cur.fetchone()[0]:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreError(f"table {database}.{table} is being written by another run "
+                                 f"(PostgreSQL advisory lock held on {self.where})")
+            time.sleep(0.05)
+
+    @_converting_errors
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if params:
+            self._cur.execute(sql, list(params))
+        else:
+            self._cur.execute(sql)
+
+    @_converting_errors
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self.execute(sql, params)
+        return self._cur.fetchall()
+
+    @_converting_errors
+    def stream(self, sql: str, params: Sequence[Any] = (), batch_size: int = 65_536) -> pa.RecordBatchReader:
+        self.execute(sql, params)
+        return self._cur.fetch_record_batch()
+
+    @_converting_errors
+    def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
+        rows = self.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position", [database, table])
+        if not rows:
+            exists = self.fetch("SELECT count(*) FROM information_schema.tables "
+                                "WHERE table_schema = $1 AND table_name = $2", [database, table])
+            return {} if exists[0][0] else None
+        return {name: _KIND_OF_SQL.get(type_name, Kind.TEXT) for name, type_name in rows}
+
+    def sql_type(self, kind: Kind) -> str:
+        return _SQL_TYPES[kind]
+
+    @_converting_errors
+    def insert_batch(self, dest: str, batch: pa.RecordBatch, columns: dict[str, str],
+                     kinds: dict[str, Kind]) -> None:
+        if batch.num_columns == 0:
+            return
+        self._cur.adbc_ingest(_LANDING, batch, mode="replace", temporary=True)
+        targets = ", ".join(quote(columns[n]) for n in batch.schema.names)
+        values = ", ".join(self.cast(quote(n), kinds[columns[n]]) for n in batch.schema.names)
+        self._cur.execute(f"INSERT INTO {dest} ({targets}) SELECT {values} FROM pg_temp.{quote(_LANDING)}")
+
+    @_converting_errors
+    def create_stage(self, name: str, columns: dict[str, Kind], with_sequence: bool) -> str:
+        self._cur.execute(f"DROP TABLE IF EXISTS pg_temp.{quote(name)}")
+        self._cur.execute(f"CREATE TEMP TABLE {quote(name)} ({stage_columns_sql(self, columns, with_sequence)})")
+        return f"pg_temp.{quote(name)}"
+
+    @_converting_errors
+    def replace_contents(self, target: str, stage: str, columns: list[str]) -> None:
+        # TRUNCATE is transactional here: other readers keep the old rows until COMMIT.
+        cols = ", ".join(quote(c) for c in columns)
+        self._cur.execute(f"TRUNCATE {target}")
+        self._cur.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
+
+    @_converting_errors
+    def clear_table(self, target: str) -> None:
+        self._cur.execute(f"TRUNCATE {target}")
+
+    @_converting_errors
+    def prepare_merge(self, database: str, table: str, keys: list[str]) -> None:
+        """ON CONFLICT needs a unique index on the key; create it once, named after the key."""
+        digest = hashlib.sha1("\x00".join(keys).encode()).hexdigest()[:8]
+        index = f"{table[:40]}__key_{digest}"
+        cols = ", ".join(quote(k) for k in keys)
+        try:
+            self._cur.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(index)} ON {quote(database)}.{quote(table)} ({cols})")
+        except adbc_driver_manager.Error as exc:
+            raise StoreError(f"cannot merge into {database}.{table} on ({', '.join(keys)}): the table already "
+                             f"holds duplicate keys, so no unique index can be built ({exc})") from exc
+
+    @_converting_errors
+    def merge(self, target: str, stage: str, columns: list[str], keys: list[str],
+              update_columns: list[str]) -> None:
+        cols = ", ".join(quote(c) for c in columns)
+        key_cols = ", ".join(quote(k) for k in keys)
+        sql = (f"INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({key_cols}) {cols} FROM {stage} "
+               f"ORDER BY {key_cols}, {quote(SEQUENCE_COLUMN)} DESC ON CONFLICT ({key_cols}) ")
+        if update_columns:
+            sql += "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update_columns)
+        else:
+            sql += "DO NOTHING"
+        self._cur.execute(sql)
+
+
+class PostgresWarehouse(Warehouse):
+    """A PostgreSQL database; each writer or state call gets its own connection."""
+
+    def __init__(self, url: str) -> None:
+        self._dsn = url.replace("postgres://", "postgresql://", 1)
+        self.url = redact_url(self._dsn)
+        session = self._open_session()  # fails loudly now if the server is unreachable
+        try:
+            session.execute(f"SELECT pg_advisory_xact_lock({_STATE_INIT_LOCK})")
+            from .state import create_state_tables
+
+            create_state_tables(session)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _open_session(self) -> Session:
+        return PostgresSession(self._dsn, self.url)

@@ -1,0 +1,334 @@
+"""The sink interface: open a warehouse, write a run's Arrow batches with a mode, read back.
+
+A run writes many batches, so writing is a session::
+
+    with wh.writer("klaviyo", "events", "merge", primary_key=["id"]) as w:
+        for batch in batches:
+            w.write(batch)
+        w.commit({"events": "2024-06-01T00:00:00Z"})
+
+Everything between ``writer`` and ``commit`` happens in ONE transaction, cursor updates
+included, so a crash mid-run leaves the previous table and cursor as they were. ``append``
+inserts straight into the table; the other modes stage rows in a session-private table and
+apply the mode at commit, so readers keep seeing the old rows until the new ones are in.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ConfigError, StoreError
+from . import state as state_tables
+from .columns import SEQUENCE_COLUMN, Kind, normalise, plan_evolution, resolve_names, schema_kinds
+from .engine import Session
+from .identifiers import check_object_name, check_user_database, qualified, quote
+
+
+class WriteMode(str, enum.Enum):
+    """The seed's ``out.mode`` values."""
+
+    APPEND = "append"
+    REPLACE = "replace"
+    REPLACE_ON_NEW_DATA = "replace_on_new_data"
+    MERGE = "merge"
+
+    @classmethod
+    def parse(cls, value: "WriteMode | str") -> "WriteMode":
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ConfigError(f"unknown write mode {value!r} (choose one of: {choices})", key="mode") from None
+
+
+class Warehouse(ABC):
+    """A DuckDB file or a PostgreSQL database holding user tables and the ``_bridge`` state."""
+
+    url: str
+
+    @abstractmethod
+    def _open_session(self) -> Session: ...
+
+    def close(self) -> None:
+        """Release the connection (and for DuckDB the file lock)."""
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init_state(self) -> None:
+        session = self._open_session()
+        try:
+            session.begin()
+            state_tables.create_state_tables(session)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # --- writing -------------------------------------------------------------------------
+    def writer(
+        self,
+        database: str,
+        table: str,
+        mode: WriteMode | str = WriteMode.APPEND,
+        *,
+        primary_key: str | Sequence[str] = "id",
+        schema: pa.Schema | None = None,
+        lock_timeout: float = 0.0,
+    ) -> "TableWriter":
+        """Start a write session; the second writer of a table waits ``lock_timeout`` s, then fails."""
+        return TableWriter(self, database, table, WriteMode.parse(mode), primary_key=primary_key,
+                           schema=schema, lock_timeout=lock_timeout)
+
+    def write(self, database: str, table: str, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+              mode: WriteMode | str = WriteMode.APPEND, *, cursors: Mapping[str, str] | None = None,
+              **options: Any) -> int:
+        """One-shot convenience: a whole run in one call; returns rows written."""
+        with self.writer(database, table, mode, **options) as w:
+            if isinstance(data, (pa.Table, pa.RecordBatch)):
+                w.write(data)
+            else:
+                for batch in data:
+                    w.write(batch)
+            w.commit(cursors)
+        return w.rows
+
+    # --- reading -------------------------------------------------------------------------
+    def query_arrow(self, sql: str, params: Sequence[Any] = (), *, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream a query's rows as Arrow batches (the connection closes when the iterator ends).
+
+        An empty result still yields one zero-row batch, so callers always learn the columns.
+        """
+        session = self._open_session()
+        try:
+            reader = session.stream(sql, params, batch_size)
+            yielded = False
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                yielded = True
+                yield batch
+            if not yielded:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+        finally:
+            session.close()
+
+    def table_arrow(self, database: str, table: str) -> pa.Table:
+        """A whole table as one Arrow table (for small tables and tests; exports stream)."""
+        check_object_name(database, "database")
+        check_object_name(table, "table")
+        if self.table_columns(database, table) is None:
+            raise StoreError(f"table {database}.{table} does not exist")
+        return pa.Table.from_batches(list(self.query_arrow(f"SELECT * FROM {qualified(database, table)}")))
+
+    def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
+        session = self._open_session()
+        try:
+            return session.table_columns(database, table)
+        finally:
+            session.close()
+
+    @property
+    def state(self) -> "state_tables.StateStore":
+        return state_tables.StateStore(self)
+
+
+class TableWriter:
+    """One run's writes to one table, applied atomically (with cursor updates) at ``commit``."""
+
+    def __init__(self, warehouse: Warehouse, database: str, table: str, mode: WriteMode, *,
+                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float) -> None:
+        self.database = check_user_database(database)
+        self.table = check_object_name(table, "table")
+        self.mode = mode
+        self.primary_key = [primary_key] if isinstance(primary_key, str) else list(primary_key)
+        if mode is WriteMode.MERGE and not self.primary_key:
+            raise ConfigError("merge mode needs a primary key", key="primary_key")
+        self.rows = 0
+        self._warehouse = warehouse
+        self._declared = schema
+        self._lock_timeout = lock_timeout
+        self._label = f"{database}.{table}"
+        self._target = qualified(database, table)
+        self._session: Session | None = None
+        self._target_columns: dict[str, Kind] | None = None  # as the table is now
+        self._columns: dict[str, Kind] = {}  # as the table must be at commit
+        self._present: set[str] = set()  # columns this run actually sent
+        self._stage: str | None = None
+        self._done = False
+
+    # --- session lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> "TableWriter":
+        self._session = self._warehouse._open_session()
+        try:
+            self._session.begin()
+            self._session.lock_table(self.database, self.table, self._lock_timeout)
+            self._session.create_schema(self.database)
+            self._target_columns = self._session.table_columns(self.database, self.table)
+            self._columns = dict(self._target_columns or {})
+            if self._declared is not None:
+                self._evolve(schema_kinds(self._declared, table=self._label))
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._done:
+            self._abort()
+
+    def _abort(self) -> None:
+        self._done = True
+        if self._session is None:
+            return
+        try:
+            self._session.rollback()
+        finally:
+            self._session.release_locks()
+            self._session.close()
+
+    @property
+    def session(self) -> Session:
+        if self._session is None or self._done:
+            raise StoreError(f"writer for {self._label} is not open (use it in a with block, once)")
+        return self._session
+
+    # --- writing -------------------------------------------------------------------------
+    def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        """Add rows to this run; they become visible to others only at commit."""
+        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
+        if isinstance(data, pa.Table) and not batches:
+            batches = [pa.RecordBatch.from_pylist([], schema=data.schema)]
+        for batch in batches:
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        session = self.session
+        normalised = normalise(batch, table=self._label)
+        if self.mode is WriteMode.MERGE:
+            self._check_keys(normalised.batch)
+        self._evolve(normalised.kinds)
+        if batch.num_rows == 0:
+            return
+        names = resolve_names(self._columns, list(normalised.kinds))
+        self._present.update(names.values())
+        data = normalised.batch
+        if self.mode is WriteMode.APPEND:
+            session.insert_batch(self._target, data, names, self._columns)
+        else:
+            if self.mode is WriteMode.MERGE:
+                sequence = pa.array(np.arange(self.rows, self.rows + data.num_rows, dtype=np.int64))
+                data = data.append_column(SEQUENCE_COLUMN, sequence)
+                names = {**names, SEQUENCE_COLUMN: SEQUENCE_COLUMN}
+            session.insert_batch(self._ensure_stage(), data, names,
+                                 {**self._columns, SEQUENCE_COLUMN: Kind.INTEGER})
+        self.rows += data.num_rows
+
+    def _check_keys(self, batch: pa.RecordBatch) -> None:
+        folded = {n.casefold(): n for n in batch.schema.names}
+        for key in self.primary_key:
+            name = folded.get(key.casefold())
+            if name is None:
+                raise StoreError(f"{self._label}: merge key column {key!r} is missing from a batch")
+            if batch.column(name).null_count:
+                raise StoreError(f"{self._label}: merge key column {key!r} has null values")
+
+    def _evolve(self, incoming: dict[str, Kind]) -> None:
+        evolution = plan_evolution(self._columns, incoming, table=self._label)
+        if not evolution:
+            return
+        self._columns.update(evolution.widened)
+        self._columns.update(evolution.added)
+        if self.mode is WriteMode.APPEND:
+            self._sync_target()
+        elif self._stage is not None:
+            for name, kind in evolution.added.items():
+                self.session.add_column(self._stage, name, kind)
+            for name, kind in evolution.widened.items():
+                self.session.widen_column(self._stage, name, kind)
+
+    def _sync_target(self) -> None:
+        """Create or alter the real table so it has ``self._columns`` (inside the transaction)."""
+        session = self.session
+        if not self._columns:
+            return
+        if self._target_columns is None:
+            session.create_table(self._target, self._columns)
+        else:
+            evolution = plan_evolution(self._target_columns, self._columns, table=self._label)
+            for name, kind in evolution.added.items():
+                session.add_column(self._target, name, kind)
+            for name, kind in evolution.widened.items():
+                session.widen_column(self._target, name, kind)
+        self._target_columns = dict(self._columns)
+
+    def _ensure_stage(self) -> str:
+        if self._stage is None:
+            self._stage = self.session.create_stage(
+                "_bridge_stage", self._columns, self.mode is WriteMode.MERGE)
+        return self._stage
+
+    # --- commit --------------------------------------------------------------------------
+    def commit(self, cursors: Mapping[str, str] | None = None) -> int:
+        """Apply the mode, store ``cursors`` (job/stream -> value) and commit, all at once."""
+        session = self.session
+        try:
+            replaces = self.mode is WriteMode.REPLACE or (
+                self.mode is WriteMode.REPLACE_ON_NEW_DATA and self.rows > 0)
+            if replaces or (self.mode is WriteMode.MERGE and self.rows > 0) or self._target_columns is None:
+                self._sync_target()
+            if replaces and self._target_columns is not None:
+                if self._stage is not None:
+                    session.replace_contents(self._target, self._stage, list(self._columns))
+                else:
+                    session.clear_table(self._target)
+            elif self.mode is WriteMode.MERGE and self.rows > 0:
+                keys = list(resolve_names(self._columns, self.primary_key).values())
+                session.prepare_merge(self.database, self.table, keys)
+                updates = [c for c in self._columns if c in self._present and c not in keys]
+                session.merge(self._target, self._ensure_stage(), list(self._columns), keys, updates)
+            if cursors:
+                state_tables.save_cursors(session, cursors)
+            session.commit()
+        except BaseException:
+            self._abort()
+            raise
+        self._done = True
+        session.release_locks()
+        session.close()
+        return self.rows
+
+
+def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> Warehouse:
+    """``path`` / ``duckdb:///path`` -> DuckDB file; ``postgresql://...`` -> PostgreSQL."""
+    target = str(url_or_path)
+    if target.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresWarehouse
+
+        return PostgresWarehouse(target)
+    if "://" in target and not target.startswith("duckdb://"):
+        scheme = target.split("://", 1)[0]
+        raise ConfigError(f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)",
+                          key="warehouse")
+    if target.startswith("duckdb://"):
+        # SQLAlchemy's convention: duckdb:///relative.duckdb, duckdb:////absolute/path.duckdb
+        target = target[len("duckdb:///"):] if target.startswith("duckdb:///") else target[len("duckdb://"):]
+        if not target:
+            raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
+    from .duckdb import DuckDBWarehouse
+
+    return DuckDBWarehouse(Path(target), lock_timeout=lock_timeout)

@@ -1,0 +1,101 @@
+"""Each seed write mode on both engines, with the edge cases runs actually hit."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.errors import ConfigError, StoreError
+
+from .conftest import rows
+
+
+def events(ids, values, **extra):
+    return pa.table({"id": ids, "value": values, **extra})
+
+
+def test_append_adds_rows_across_runs(wh, db):
+    wh.write(db, "events", events(["a", "b"], [1, 2]), "append")
+    wh.write(db, "events", [events(["c"], [3]).to_batches()[0], events(["a"], [4]).to_batches()[0]], "append")
+    assert [(r["id"], r["value"]) for r in rows(wh, db, "events", "id, value")] == [
+        ("a", 1), ("a", 4), ("b", 2), ("c", 3)]
+
+
+def test_replace_swaps_contents(wh, db):
+    wh.write(db, "lists", events(["a", "b"], [1, 2]), "replace")
+    wh.write(db, "lists", events(["c"], [3]), "replace")
+    assert [r["id"] for r in rows(wh, db, "lists")] == ["c"]
+
+
+def test_replace_with_zero_rows_empties_but_keeps_columns(wh, db):
+    wh.write(db, "lists", events(["a"], [1], extra=["x"]), "replace")
+    with wh.writer(db, "lists", "replace") as w:
+        w.commit()
+    assert rows(wh, db, "lists") == []
+    assert list(wh.table_columns(db, "lists")) == ["id", "value", "extra"]
+
+
+def test_replace_with_zero_rows_and_declared_schema_creates_empty_table(wh, db):
+    schema = pa.schema([("id", pa.string()), ("updated", pa.timestamp("us", tz="UTC"))])
+    with wh.writer(db, "lists", "replace", schema=schema) as w:
+        w.write(schema.empty_table())
+        w.commit()
+    assert wh.table_arrow(db, "lists").num_rows == 0
+    assert list(wh.table_columns(db, "lists")) == ["id", "updated"]
+
+
+def test_replace_on_new_data_replaces_only_when_rows_arrived(wh, db):
+    wh.write(db, "t", events(["a", "b"], [1, 2]), "replace_on_new_data")
+    wh.write(db, "t", events([], []).cast(pa.schema([("id", pa.string()), ("value", pa.int64())])),
+             "replace_on_new_data")
+    assert [r["id"] for r in rows(wh, db, "t")] == ["a", "b"]
+    wh.write(db, "t", events(["z"], [9]), "replace_on_new_data")
+    assert [r["id"] for r in rows(wh, db, "t")] == ["z"]
+
+
+def test_replace_readers_see_old_rows_until_commit(wh, db):
+    wh.write(db, "t", events(["a", "b"], [1, 2]), "replace")
+    with wh.writer(db, "t", "replace") as w:
+        w.write(events(["c"], [3]))
+        assert [r["id"] for r in rows(wh, db, "t")] == ["a", "b"]
+        w.commit()
+    assert [r["id"] for r in rows(wh, db, "t")] == ["c"]
+
+
+def test_merge_last_duplicate_wins_within_and_across_batches(wh, db):
+    wh.write(db, "p", events(["a", "b"], [1, 2]), "merge")
+    with wh.writer(db, "p", "merge") as w:
+        w.write(events(["b", "c", "b"], [20, 30, 21]))
+        w.write(events(["c", "d"], [31, 40]))
+        w.commit()
+    assert [(r["id"], r["value"]) for r in rows(wh, db, "p")] == [("a", 1), ("b", 21), ("c", 31), ("d", 40)]
+
+
+def test_merge_composite_key(wh, db):
+    key = ["list_id", "profile_id"]
+    first = pa.table({"list_id": ["L1", "L1", "L2"], "profile_id": ["p1", "p2", "p1"], "n": [1, 2, 3]})
+    wh.write(db, "members", first, "merge", primary_key=key)
+    second = pa.table({"list_id": ["L1", "L2", "L2"], "profile_id": ["p2", "p1", "p2"], "n": [20, 30, 40]})
+    wh.write(db, "members", second, "merge", primary_key=key)
+    got = [(r["list_id"], r["profile_id"], r["n"]) for r in rows(wh, db, "members", "list_id, profile_id")]
+    assert got == [("L1", "p1", 1), ("L1", "p2", 20), ("L2", "p1", 30), ("L2", "p2", 40)]
+
+
+def test_merge_keeps_columns_the_run_did_not_send(wh, db):
+    wh.write(db, "p", events(["a"], [1], email=["a@x.io"]), "merge")
+    wh.write(db, "p", events(["a", "b"], [2, 3]), "merge")
+    assert rows(wh, db, "p") == [{"id": "a", "value": 2, "email": "a@x.io"},
+                                 {"id": "b", "value": 3, "email": None}]
+
+
+def test_merge_rejects_missing_or_null_keys(wh, db):
+    with pytest.raises(StoreError, match="merge key column 'id' is missing"):
+        wh.write(db, "p", pa.table({"value": [1]}), "merge")
+    with pytest.raises(StoreError, match="null values"):
+        wh.write(db, "p", events(["a", None], [1, 2]), "merge")
+    assert wh.table_columns(db, "p") is None
+
+
+def test_unknown_mode_is_a_config_error(wh, db):
+    with pytest.raises(ConfigError, match="unknown write mode 'upsert'"):
+        wh.writer(db, "p", "upsert")
