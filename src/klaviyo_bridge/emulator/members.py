@@ -42,9 +42,9 @@ def build_memberships(profiles: ProfileTable, fractions: list[float], stream: in
         created = profiles.created[rows]
         span = (profiles.now - created).astype(np.float64)
         joined = created + (ids.unit(seed, S_JOIN + s, rows) ** 2 * span * 0.8).astype(np.int64)
-        imports = profiles.now - (ids.unit(seed, S_IMPORT + s, np.arange(12)) * 700 * 86400).astype(np.int64)
-        imported = ids.unit(seed, S_IMPORT + s + 1, rows) < 0.2
-        pick = imports[ids.choice(seed, S_IMPORT + s + 2, rows, 12)]
+        imports = profiles.now - (ids.unit(seed, S_IMPORT + s, np.arange(6)) * 300 * 86400).astype(np.int64)
+        imported = ids.unit(seed, S_IMPORT + s + 1, rows) < 0.3
+        pick = imports[ids.choice(seed, S_IMPORT + s + 2, rows, 6)]
         joined = np.where(imported, np.maximum(created, pick), joined)
         out.append(Membership(rows.astype(np.int64), joined.astype(np.int64)))
     return out
