@@ -46,6 +46,11 @@ class EventTable:
         tag = int(ids.mix(self.seed, S_EVENT_ID, row)) >> 24
         return ids.ulid(int(self.datetime[row]) * 1000, tag, row, self.id_key)
 
+    def event_ids(self, rows: np.ndarray) -> list[str]:
+        tags = (ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)).tolist()
+        stamps = self.datetime[rows].tolist()
+        return [ids.ulid(t * 1000, tag, r, self.id_key) for t, tag, r in zip(stamps, tags, rows.tolist())]
+
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)
         if row is None or not 0 <= row < self.count or self.event_id(row) != text:
@@ -56,18 +61,28 @@ class EventTable:
         return ids.uuid_text(self.seed, S_EVENT_ID + 7, row)
 
     def attributes(self, row: int) -> dict:
-        ts = int(self.datetime[row])
-        return {
-            "timestamp": ts,
-            "event_properties": self.properties(row),
-            "datetime": iso(ts),
-            "uuid": self.uuid(row),
-        }
+        return self.attributes_for(np.array([row], dtype=np.int64))[0]
 
-    def properties(self, row: int) -> dict:
+    def attributes_for(self, rows: np.ndarray) -> list[dict]:
+        """``attributes`` for many rows, with every random draw vectorised."""
+        draws = ids.unit(self.seed, S_PROPS, (rows[:, None] * 4 + np.arange(4)).ravel()).reshape(-1, 4).tolist()
+        numbers = (ids.mix(self.seed, S_PROPS + 1, rows) % np.uint64(10**12)).tolist()
+        hi = ids.mix(self.seed, S_EVENT_ID + 7, rows).tolist()
+        lo = ids.mix(self.seed, S_EVENT_ID + 8, rows).tolist()
+        out = []
+        for k, row in enumerate(rows.tolist()):
+            ts = int(self.datetime[row])
+            out.append({"timestamp": ts, "event_properties": self.properties(row, draws[k], numbers[k]),
+                        "datetime": iso(ts), "uuid": ids.uuid_from_bits(hi[k], lo[k])})
+        return out
+
+    def properties(self, row: int, u: list[float] | None = None, number: int | None = None) -> dict:
         name = V.METRICS[int(self.metric[row])][0]
-        u = ids.unit(self.seed, S_PROPS, np.arange(row * 4, row * 4 + 4))
-        event_id = str(int(ids.mix(self.seed, S_PROPS + 1, row)) % 10**12)
+        if u is None:
+            u = ids.unit(self.seed, S_PROPS, np.arange(row * 4, row * 4 + 4)).tolist()
+        if number is None:
+            number = int(ids.mix(self.seed, S_PROPS + 1, row)) % 10**12
+        event_id = str(number)
         if name in EMAIL_METRICS:
             campaign, subject = self.campaigns[int(u[0] * len(self.campaigns))]
             props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[int(u[1] * len(V.EMAIL_DOMAINS))], "$message": f"01J{event_id:0>12}"[:15], "$event_id": event_id}

@@ -89,7 +89,9 @@ def short_id(seed: int, stream: int, index: int, length: int = 6) -> str:
 
 def uuid_text(seed: int, stream: int, index: int) -> str:
     """A version-4-shaped UUID string."""
-    hi = int(mix(seed, stream, index))
-    lo = int(mix(seed, stream + 1, index))
+    return uuid_from_bits(int(mix(seed, stream, index)), int(mix(seed, stream + 1, index)))
+
+
+def uuid_from_bits(hi: int, lo: int) -> str:
     h = f"{hi:016x}{lo:016x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:32]}"

@@ -171,6 +171,11 @@ class ProfileTable:
             )
         }
         jitter = ids.unit(seed, S_CITY + 52, rows) - 0.5
+        first_codes = ids.choice(seed, S_NAME, rows, len(V.FIRST_NAMES)).tolist()
+        last_codes = ids.choice(seed, S_LAST, rows, len(V.LAST_NAMES)).tolist()
+        domain_codes = ids.choice(seed, S_DOMAIN, rows, len(V.EMAIL_DOMAINS)).tolist()
+        phones = self.has_phone(rows).tolist()
+        externals = (ids.unit(seed, S_EXT, rows) < 0.6).tolist()
         out = []
         for k, row in enumerate(rows.tolist()):
             city = V.CITIES[codes["city"][k]]
@@ -182,12 +187,13 @@ class ProfileTable:
                 props["birthday"] = iso(3_000 * 86400 + int(codes["birthday"][k]) * 86400)[:10]
             if row % 5 == 2:
                 props["accepts_marketing"] = bool(codes["consent"][k] < 7)
+            first, last = V.FIRST_NAMES[first_codes[k]], V.LAST_NAMES[last_codes[k]]
             attrs = {
-                "email": self.email(row),
-                "phone_number": self.phone(row),
-                "external_id": self.external_id(row),
-                "first_name": V.FIRST_NAMES[int(ids.choice(seed, S_NAME, np.array([row]), len(V.FIRST_NAMES))[0])],
-                "last_name": V.LAST_NAMES[int(ids.choice(seed, S_LAST, np.array([row]), len(V.LAST_NAMES))[0])],
+                "email": f"{first.lower()}.{last.lower()}{row}@{V.EMAIL_DOMAINS[domain_codes[k]]}",
+                "phone_number": f"+1{2_000_000_000 + (row * PHONE_MULT + self.phone_offset) % PHONE_MODULUS}" if phones[k] else None,
+                "external_id": f"cust_{(row * EXT_MULT + self.ext_offset) % EXT_MODULUS:09d}" if externals[k] else None,
+                "first_name": first,
+                "last_name": last,
                 "organization": V.ORGANIZATIONS[org] if org < len(V.ORGANIZATIONS) else None,
                 "locale": V.LOCALES[codes["locale"][k]],
                 "title": V.TITLES[title] if title < len(V.TITLES) else None,

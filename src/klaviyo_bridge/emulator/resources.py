@@ -93,14 +93,15 @@ class Renderer:
         e, p = self.account.events, self.account.profiles
         metrics = self.account.records["metric"]
         out = []
-        for row in rows.tolist():
-            eid = e.event_id(row)
+        profile_ids = p.ids_for(e.profile[rows].astype(np.int64))
+        attributes = e.attributes_for(rows)
+        for k, (row, eid) in enumerate(zip(rows.tolist(), e.event_ids(rows))):
             rels = {
                 "attributions": self.relationship("event", eid, "attributions", [], "attributions" in self.query.include),
                 "metric": self.relationship("event", eid, "metric", {"type": "metric", "id": metrics[int(e.metric[row])].id}),
-                "profile": self.relationship("event", eid, "profile", {"type": "profile", "id": p.profile_id(int(e.profile[row]))}),
+                "profile": self.relationship("event", eid, "profile", {"type": "profile", "id": profile_ids[k]}),
             }
-            out.append(self.resource("event", eid, e.attributes(row), rels))
+            out.append(self.resource("event", eid, attributes[k], rels))
         return out
 
     # ----- small records --------------------------------------------------------------
