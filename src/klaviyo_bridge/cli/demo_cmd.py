@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import click
@@ -28,7 +29,7 @@ def demo_command(profiles: int, events: int, lists: int, seed: int) -> None:
     from ..emulator.server import running_emulator
     from ..emulator.settings import EmulatorSettings
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     emu = EmulatorSettings(seed=seed, profiles=profiles, events=events, lists=lists)
     started = time.perf_counter()
     with running_emulator(emu) as base_url:
