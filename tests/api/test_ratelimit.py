@@ -87,3 +87,11 @@ async def test_disabled_limiter_never_waits():
     limiter = RateLimiter(clock=clock, sleep=clock.sleep, enabled=False)
     for _ in range(1000):
         assert await limiter.acquire("get_accounts") == 0
+
+
+async def test_margin_lengthens_every_window():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(2, 10)}, margin=0.25)
+    await asyncio.gather(*(limiter.acquire("get_lists") for _ in range(5)))
+    granted = sorted([0.0] * (5 - len(clock.sleeps)) + clock.sleeps)
+    assert granted == [0, 0, 1.25, 1.25, 2.5]

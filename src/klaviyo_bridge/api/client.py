@@ -45,6 +45,9 @@ log = logging.getLogger("klaviyo_bridge.api")
 
 JSON_API = "application/vnd.api+json"
 USER_AGENT = "klaviyo-bridge/0.1"
+#: Seconds added to every rate-limit window on the client side, so arrival jitter at the
+#: server does not push a burst over the edge (costs ~0.4% of the steady minute window).
+CLIENT_WINDOW_MARGIN = 0.1
 
 
 @dataclass
@@ -82,7 +85,7 @@ class KlaviyoClient:
     ) -> None:
         self.settings = settings
         self._key = settings.api_key.get_secret_value()
-        self.limiter = limiter or RateLimiter(sleep=sleep)
+        self.limiter = limiter or RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
             initial_wait=settings.initial_retry_wait,

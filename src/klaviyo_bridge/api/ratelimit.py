@@ -7,7 +7,9 @@ steady window (per minute) and sometimes a daily cap (``x-klaviyo-ratelimit``).
 windows. Reservations are FIFO, so concurrent callers queue fairly instead of
 stampeding. The same class serves both sides:
 
-* the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot);
+* the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot), with each
+  window lengthened by a small margin: requests reach the server with jitter, and a
+  client that plans to the exact edge of a window earns 429s (measured: 70 of 700);
 * the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
 
 Time comes from an injectable clock so tests use a fake one, never real sleeps.
@@ -40,8 +42,9 @@ class WindowLimiter:
         self._blocked_until = float("-inf")
 
     @classmethod
-    def for_ratelimit(cls, limit: RateLimit) -> "WindowLimiter":
-        return cls(limit.windows())
+    def for_ratelimit(cls, limit: RateLimit, margin: float = 0.0) -> "WindowLimiter":
+        """Windows of the published limit, each lengthened by ``margin`` seconds (client safety)."""
+        return cls(tuple((count, seconds + margin) for count, seconds in limit.windows()))
 
     def earliest(self, now: float) -> float:
         """Earliest time >= now (and >= the last reservation) when a slot is free."""
@@ -82,8 +85,10 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         limits: dict[str, RateLimit] | None = None,
         enabled: bool = True,
+        margin: float = 0.0,
     ) -> None:
         self.clock = clock
+        self.margin = margin
         self.sleep = sleep
         self.enabled = enabled
         self._overrides = limits or {}
@@ -95,7 +100,7 @@ class RateLimiter:
     def limiter(self, operation_id: str) -> WindowLimiter:
         lim = self._limiters.get(operation_id)
         if lim is None:
-            lim = self._limiters[operation_id] = WindowLimiter.for_ratelimit(self.limit_for(operation_id))
+            lim = self._limiters[operation_id] = WindowLimiter.for_ratelimit(self.limit_for(operation_id), self.margin)
         return lim
 
     async def acquire(self, op: Operation | str) -> float:

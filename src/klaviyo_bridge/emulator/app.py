@@ -78,8 +78,6 @@ class Emulator:
         return None, {}
 
     async def handle(self, request: HttpRequest) -> Response:
-        if self.settings.latency_ms:
-            await asyncio.sleep(self.settings.latency_ms / 1000)
         op, path_params = self.match(request.url.path)
         if op is None:
             return error_response(404, "not_found", f"No endpoint at {request.url.path}.")
@@ -97,7 +95,10 @@ class Emulator:
             return error_response(400, "invalid", "Missing required header 'revision' (YYYY-MM-DD).", parameter="revision")
         if not _valid_revision(revision):
             return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
+        # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
         wait = self.limiter.try_acquire(op.operation_id)
+        if self.settings.latency_ms:
+            await asyncio.sleep(self.settings.latency_ms / 1000)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
