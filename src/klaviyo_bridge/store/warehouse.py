@@ -175,9 +175,13 @@ class TableWriter:
     def __enter__(self) -> "TableWriter":
         self._session = self._warehouse._open_session()
         try:
+            # The schema is created in its own short transaction: two runs creating tables in
+            # one new schema would otherwise conflict on it until one of them committed.
+            self._session.begin()
+            self._session.create_schema(self.database)
+            self._session.commit()
             self._session.begin()
             self._session.lock_table(self.database, self.table, self._lock_timeout)
-            self._session.create_schema(self.database)
             self._target_columns = self._session.table_columns(self.database, self.table)
             self._columns = dict(self._target_columns or {})
             if self._declared is not None:

@@ -1,0 +1,71 @@
+"""Two runs writing one table: the second waits or fails clearly; nothing is corrupted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.errors import StoreError
+from klaviyo_bridge.store import open_warehouse
+
+from .conftest import rows
+
+
+def test_second_writer_of_a_table_fails_clearly(wh, db):
+    with wh.writer(db, "e") as first:
+        first.write(pa.table({"id": ["a"]}))
+        with pytest.raises(StoreError, match=f"{db}.e is being written by another run"):
+            with wh.writer(db, "e"):
+                pass
+        first.commit()
+    assert [r["id"] for r in rows(wh, db, "e")] == ["a"]
+
+
+def test_second_writer_waits_for_the_first(wh, db):
+    started = threading.Event()
+
+    def first_run():
+        with wh.writer(db, "e", "merge") as w:
+            w.write(pa.table({"id": ["a"], "n": [1]}))
+            started.set()
+            time.sleep(0.5)
+            w.commit()
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    started.wait(5)
+    began = time.monotonic()
+    wh.write(db, "e", pa.table({"id": ["a"], "n": [2]}), "merge", lock_timeout=10)
+    assert time.monotonic() - began > 0.2
+    thread.join()
+    assert rows(wh, db, "e") == [{"id": "a", "n": 2}]
+
+
+def test_writers_of_different_tables_do_not_block(wh, db):
+    with wh.writer(db, "a") as a, wh.writer(db, "b") as b:
+        a.write(pa.table({"id": ["1"]}))
+        b.write(pa.table({"id": ["2"]}))
+        b.commit()
+        a.commit()
+    assert rows(wh, db, "a") == [{"id": "1"}] and rows(wh, db, "b") == [{"id": "2"}]
+
+
+def test_duckdb_file_held_by_another_process_is_a_clear_error(tmp_path):
+    path = tmp_path / "busy.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
+         str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match=rf"is in use by another run \(pid {holder.pid}\)"):
+            open_warehouse(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    open_warehouse(path).close()  # free again once the other run is gone

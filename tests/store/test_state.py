@@ -1,0 +1,94 @@
+"""Cursors commit with their data; run history and export results are kept per run."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.errors import StoreError
+
+from .conftest import rows
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "replace_on_new_data", "merge"])
+def test_failure_between_write_and_commit_changes_neither_data_nor_cursor(wh, db, job, mode):
+    wh.write(db, "e", pa.table({"id": ["a"], "n": [1]}), mode, cursors={job: "2024-01-01T00:00:00Z"})
+    with pytest.raises(Crash):
+        with wh.writer(db, "e", mode) as w:
+            w.write(pa.table({"id": ["b"], "n": [2], "new_col": ["x"]}))
+            raise Crash()
+    assert rows(wh, db, "e") == [{"id": "a", "n": 1}]
+    assert wh.state.cursor(job) == "2024-01-01T00:00:00Z"
+
+
+def test_failure_during_commit_keeps_previous_cursor(wh, db, job):
+    wh.write(db, "e", pa.table({"id": ["a"]}), cursors={job: "old"})
+    with pytest.raises(StoreError):
+        with wh.writer(db, "e") as w:
+            w.write(pa.table({"id": ["b"]}))
+            w.commit({job: 12345})  # not a string: fails after the rows were inserted
+    assert [r["id"] for r in rows(wh, db, "e")] == ["a"]
+    assert wh.state.cursor(job) == "old"
+
+
+def test_cursor_advances_with_committed_data(wh, db, job):
+    with wh.writer(db, "e", "merge") as w:
+        w.write(pa.table({"id": ["a"]}))
+        assert wh.state.cursor(job) is None  # not visible before commit
+        w.commit({job: "2024-06-01T00:00:00Z", f"{job}/profiles": "2024-06-02T00:00:00Z"})
+    assert wh.state.cursor(job) == "2024-06-01T00:00:00Z"
+    assert wh.state.cursors()[f"{job}/profiles"] == "2024-06-02T00:00:00Z"
+
+
+def test_writer_cannot_be_used_after_commit(wh, db):
+    with wh.writer(db, "e") as w:
+        w.write(pa.table({"id": ["a"]}))
+        w.commit()
+        with pytest.raises(StoreError, match="not open"):
+            w.write(pa.table({"id": ["b"]}))
+
+
+def test_runs_history(wh, job):
+    first = wh.state.start_run(job, "import")
+    wh.state.finish_run(first, "succeeded", rows_read=10, rows_written=9, counts={"pages": 2, "retries": 1})
+    second = wh.state.start_run(job, "import")
+    wh.state.finish_run(second, "failed", error="RateLimited: retries exhausted")
+    running = wh.state.start_run(job, "export")
+    runs = wh.state.runs(job)
+    assert [r.run_id for r in runs] == [running, second, first]
+    assert runs[0].status == "running" and runs[0].ended_at is None
+    assert runs[1].error == "RateLimited: retries exhausted"
+    assert (runs[2].rows_read, runs[2].rows_written, runs[2].counts) == (10, 9, {"pages": 2, "retries": 1})
+    assert runs[2].ended_at >= runs[2].started_at
+    assert wh.state.last_successful_run(job).run_id == first
+    with pytest.raises(StoreError, match="kind"):
+        wh.state.start_run(job, "sync")
+    with pytest.raises(StoreError, match="no run"):
+        wh.state.finish_run("missing", "succeeded")
+
+
+def test_export_batches_and_row_results(wh, job):
+    run = wh.state.start_run(job, "export")
+    wh.state.record_export_batch(f"{run}-1", run, "profile-bulk-import", "submitted", row_count=3)
+    wh.state.record_export_batch(f"{run}-1", run, "profile-bulk-import", "complete", klaviyo_job_id="kj-1")
+    [batch] = wh.state.export_batches(run)
+    assert (batch.status, batch.klaviyo_job_id, batch.row_count) == ("complete", "kj-1", 3)
+    results = pa.table({"row_index": [0, 1, 2], "outcome": ["accepted", "rejected", "skipped"],
+                        "reason": [None, "invalid email", "duplicate"]})
+    assert wh.state.record_export_rows(f"{run}-1", run, results) == 3
+    got = wh.state.export_rows(run_id=run).to_pylist()
+    assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == [
+        (0, "accepted", None), (1, "rejected", "invalid email"), (2, "skipped", "duplicate")]
+    with pytest.raises(StoreError, match="outcomes"):
+        wh.state.record_export_rows(f"{run}-1", run, pa.table({"row_index": [3], "outcome": ["maybe"]}))
+
+
+def test_state_has_no_place_for_secrets(wh):
+    columns = set()
+    for table in ("cursors", "runs", "export_batches", "export_rows"):
+        columns |= {c.lower() for c in wh.table_columns("_bridge", table)}
+    assert not {c for c in columns if "key" in c or "token" in c or "secret" in c}
