@@ -157,6 +157,9 @@ class Fetcher:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.concurrency, len(tasks))):
                         group.create_task(worker())
+            except BaseExceptionGroup as group_error:
+                # Surface the first real failure (our error types), not the group wrapper.
+                raise group_error.exceptions[0] from None
             finally:
                 await out.put(done_marker)
 

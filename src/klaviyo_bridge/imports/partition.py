@@ -28,27 +28,36 @@ WIDEN = timedelta(seconds=1)
 
 @dataclass(frozen=True)
 class Window:
-    """Half-open time range ``[start, end)``, both timezone-aware."""
+    """Half-open time range ``[start, end)``, timezone-aware; ``None`` leaves that side open."""
 
-    start: datetime
-    end: datetime
+    start: datetime | None
+    end: datetime | None
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
-        if self.end <= self.start:
+        for bound in (self.start, self.end):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("window bounds must be timezone-aware")
+        if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"empty window {self.start} .. {self.end}")
 
 
-def split(start: datetime, end: datetime, parts: int) -> list[Window]:
-    """``parts`` equal windows covering ``[start, end)`` exactly (microsecond bounds)."""
+def split(start: datetime, end: datetime, parts: int, *, open_start: bool = False, open_end: bool = False) -> list[Window]:
+    """``parts`` equal windows covering ``[start, end)`` exactly (microsecond bounds).
+
+    ``open_start``/``open_end`` drop the outer bounds, so a full load also gets records
+    stamped before the oldest one seen or after "now" (clock skew, late writes).
+    """
     if parts < 1:
         raise ValueError("parts must be >= 1")
     total_us = (end - start) // timedelta(microseconds=1)
     if total_us <= 0:
-        return []
+        return [Window(None, None)] if open_start and open_end else []
     parts = min(parts, total_us)
-    bounds = [start + timedelta(microseconds=total_us * i // parts) for i in range(parts)] + [end]
+    bounds: list[datetime | None] = [start + timedelta(microseconds=total_us * i // parts) for i in range(parts)] + [end]
+    if open_start:
+        bounds[0] = None
+    if open_end:
+        bounds[-1] = None
     return [Window(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
@@ -62,21 +71,29 @@ class WindowFilter:
 
 def window_filter(field: str, window: Window, allowed_ops: Sequence[str]) -> WindowFilter:
     """Exact terms when the field has ``greater-or-equal``; widened + trim otherwise."""
-    if "greater-or-equal" in allowed_ops and "less-than" in allowed_ops:
-        return WindowFilter((greater_or_equal(field, window.start), less_than(field, window.end)), trim=False)
-    if "greater-than" in allowed_ops and "less-than" in allowed_ops:
-        return WindowFilter(
-            (greater_than(field, window.start - WIDEN), less_than(field, window.end + WIDEN)), trim=True
-        )
-    if "greater-than" in allowed_ops:
-        # Lower bound only (lists, segments): the upper bound is enforced by trimming.
-        return WindowFilter((greater_than(field, window.start - WIDEN),), trim=True)
-    raise ValueError(f"field {field!r} cannot be windowed with operators {list(allowed_ops)}")
+    lower: tuple[Condition, ...] = ()
+    upper: tuple[Condition, ...] = ()
+    trim = False
+    if window.start is not None:
+        if "greater-or-equal" in allowed_ops:
+            lower = (greater_or_equal(field, window.start),)
+        elif "greater-than" in allowed_ops:
+            lower, trim = (greater_than(field, window.start - WIDEN),), True
+        else:
+            raise ValueError(f"field {field!r} cannot be windowed with operators {list(allowed_ops)}")
+    if window.end is not None:
+        if "less-than" in allowed_ops:
+            upper = (less_than(field, window.end + WIDEN if trim else window.end),)
+        else:
+            trim = True  # no upper operator (lists, segments): enforced by trimming
+    return WindowFilter((*lower, *upper), trim)
 
 
 def keep_mask(values: pa.Array, window: Window) -> pa.Array:
-    """True where ``start <= value < end`` (NULL timestamps are dropped: they belong to no window)."""
-    start = pa.scalar(window.start.astimezone(timezone.utc), values.type)
-    end = pa.scalar(window.end.astimezone(timezone.utc), values.type)
-    mask = pc.and_(pc.greater_equal(values, start), pc.less(values, end))
+    """True where ``start <= value < end`` (NULL timestamps are dropped: they belong to no bounded window)."""
+    mask = pc.is_valid(values)
+    if window.start is not None:
+        mask = pc.and_(mask, pc.greater_equal(values, pa.scalar(window.start.astimezone(timezone.utc), values.type)))
+    if window.end is not None:
+        mask = pc.and_(mask, pc.less(values, pa.scalar(window.end.astimezone(timezone.utc), values.type)))
     return pc.fill_null(mask, False)

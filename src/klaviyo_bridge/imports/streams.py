@@ -40,6 +40,9 @@ class Stream:
     primary_key: tuple[str, ...] = ("id",)
     #: one GET per id from the ``event_ids`` setting instead of a collection
     per_event_id: bool = False
+    #: big collections are split into time windows fetched concurrently; small ones are not
+    #: (a window costs at least one request, and campaigns/flows have low rate limits)
+    partition: bool = False
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
@@ -76,6 +79,7 @@ EVENT_RELATED = (
 EVENT_STREAM_OPTIONS = dict(
     time_fields={"created": "datetime", "datetime": "datetime", "timestamp": "datetime"},
     default_time_field="created",
+    partition=True,
     include=("metric", "profile"),
     fields={"metric": ("name",), "profile": ("email", "phone_number", "external_id")},
     extra_columns=EVENT_RELATED,
@@ -110,7 +114,7 @@ STREAMS: dict[str, Stream] = {
         Stream("lists", "get_lists", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_list", "get_profiles_for_list", id_setting="list_id",
                extra_columns=(_related("list_id", "_parent_id"),), primary_key=("list_id", "id")),
-        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated", partition=True),
         Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
                extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
@@ -120,6 +124,7 @@ STREAMS: dict[str, Stream] = {
             "get_profiles",
             time_fields={"suppressed": "subscriptions.email.marketing.suppression.timestamp"},
             default_time_field="suppressed",
+            partition=True,
             additional_fields={"profile": ("subscriptions",)},
         ),
     )

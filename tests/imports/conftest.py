@@ -1,0 +1,38 @@
+"""Shared fixtures for import tests: an in-process emulator and a DuckDB warehouse per test."""
+
+import httpx
+import pytest
+
+from klaviyo_bridge.config import parse_import_config
+from klaviyo_bridge.emulator.app import create_app
+from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.store.warehouse import open_warehouse
+
+EMU = EmulatorSettings(seed=11, profiles=1234, events=5432, lists=4, rate_limits=False)
+BASE = "http://emulator.local"
+
+
+@pytest.fixture(scope="session")
+def emulator_app():
+    return create_app(EMU)
+
+
+@pytest.fixture
+def transport(emulator_app):
+    return httpx.ASGITransport(app=emulator_app)
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    wh = open_warehouse(tmp_path / "warehouse.duckdb")
+    yield wh
+    wh.close()
+
+
+def make_config(data_source: str, mode: str = "append", **source):
+    return parse_import_config(
+        {
+            "in": {"type": "klaviyo", "data_source": data_source, "api_token": EMU.api_key, "base_url": BASE, **source},
+            "out": {"mode": mode},
+        }
+    )

@@ -1,0 +1,133 @@
+"""Imports from the emulator into DuckDB: exact counts and values, incremental, write modes."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from klaviyo_bridge.api import query as q
+from klaviyo_bridge.api.client import KlaviyoClient
+from klaviyo_bridge.api.ratelimit import RateLimiter
+from klaviyo_bridge.imports.runner import run_import
+
+from .conftest import EMU, make_config
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+async def all_records(transport, operation_id, **kw):
+    cfg = make_config("profiles")
+    async with KlaviyoClient(cfg.source.client_settings(), transport=transport, limiter=RateLimiter(enabled=False)) as c:
+        return [r async for r in c.records(operation_id, **kw)]
+
+
+@pytest.mark.parametrize("data_source, operation_id, page_size", [
+    ("profiles", "get_profiles", 100), ("events", "get_events", 1000), ("lists", "get_lists", 10),
+    ("metrics", "get_metrics", None), ("templates", "get_templates", 10), ("flows", "get_flows", 50),
+    ("segments", "get_segments", 10),
+])
+async def test_full_import_has_exactly_the_emulator_records(transport, warehouse, data_source, operation_id, page_size):
+    result = await run_import(make_config(data_source), warehouse, "klaviyo", data_source, transport=transport, now=NOW)
+    table = warehouse.table_arrow("klaviyo", data_source)
+    expected = await all_records(transport, operation_id, query=q.Query(page_size=page_size))
+    assert result.rows == table.num_rows == len(expected)
+    assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in expected)
+
+
+async def test_profile_values_match_the_api(transport, warehouse):
+    await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=transport, now=NOW)
+    rows = {r["id"]: r for r in warehouse.table_arrow("klaviyo", "profiles").to_pylist()}
+    for record in (await all_records(transport, "get_profiles", query=q.Query(page_size=100)))[:50]:
+        row, attrs = rows[record["id"]], record["attributes"]
+        assert row["email"] == attrs["email"] and row["phone_number"] == attrs["phone_number"]
+        assert row["updated"] == datetime.fromisoformat(attrs["updated"])
+        assert row["location_city"] == (attrs.get("location") or {}).get("city")
+
+
+async def test_events_carry_metric_name_and_profile_identifiers(transport, warehouse):
+    await run_import(make_config("events"), warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "events").to_pylist()
+    assert all(r["metric_id"] and r["metric_name"] and r["profile_id"] for r in rows)
+    assert any(r["profile_email"] for r in rows)
+
+
+async def test_skip_related_object_leaves_out_the_lookups(transport, warehouse):
+    await run_import(make_config("events", skip_related_object=True), warehouse, "klaviyo", "events",
+                     transport=transport, now=NOW)
+    names = warehouse.table_arrow("klaviyo", "events").column_names
+    assert "metric_name" not in names and "profile_email" not in names
+
+
+async def test_campaigns_cover_email_and_sms_archived_and_not(transport, warehouse):
+    await run_import(make_config("campaigns"), warehouse, "klaviyo", "campaigns", transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "campaigns").to_pylist()
+    expected = 0
+    for channel in ("email", "sms"):
+        for archived in (False, True):
+            expected += len(await all_records(transport, "get_campaigns", query=q.Query(
+                filters=(q.equals("messages.channel", channel), q.equals("archived", archived)))))
+    assert len(rows) == expected and {r["channel"] for r in rows} == {"email", "sms"}
+
+
+async def test_profiles_in_list_match_the_list_count(transport, warehouse):
+    lists = await all_records(transport, "get_lists")
+    list_id = lists[0]["id"]
+    await run_import(make_config("profiles_in_list", list_id=list_id), warehouse, "klaviyo", "members",
+                     transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "members").to_pylist()
+    members = await all_records(transport, "get_profiles_for_list", path_params={"id": list_id})
+    assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in members)
+    assert {r["list_id"] for r in rows} == {list_id}
+
+
+async def test_metric_events_only_that_metric(transport, warehouse):
+    await run_import(make_config("metric_events", metric="Opened Email"), warehouse, "klaviyo", "open",
+                     transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "open").to_pylist()
+    assert rows and {r["metric_name"] for r in rows} == {"Opened Email"}
+
+
+async def test_incremental_second_run_fetches_only_newer_records(transport, warehouse):
+    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z")
+    first = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=datetime(2025, 9, 1, tzinfo=timezone.utc))
+    assert warehouse.state.cursor("klaviyo.events") == "2025-09-01T00:00:00+00:00"
+    cfg2 = make_config("events", mode="append", incremental=True)
+    second = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == first.rows + second.rows
+    stamps = warehouse.table_arrow("klaviyo", "events").column("datetime").to_pylist()
+    assert min(stamps) >= datetime(2025, 6, 1, tzinfo=timezone.utc)
+    everything = await all_records(transport, "get_events", query=q.Query(page_size=1000, filters=(
+        q.greater_or_equal("datetime", datetime(2025, 6, 1, tzinfo=timezone.utc)), q.less_than("datetime", NOW))))
+    assert len(ids) == len(everything)
+    third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    assert third.rows == 0 and third.requests == 0
+
+
+async def test_profiles_windows_lose_nothing_at_shared_timestamps(transport, warehouse):
+    """profiles.updated only has greater-than/less-than and many profiles share a timestamp."""
+    cfg = make_config("profiles", incremental=True, incremental_field="updated", start_time="2024-01-01T00:00:00Z")
+    result = await run_import(cfg, warehouse, "klaviyo", "profiles", transport=transport, now=NOW, concurrency=8)
+    ids = warehouse.table_arrow("klaviyo", "profiles").column("id").to_pylist()
+    expected = await all_records(transport, "get_profiles", query=q.Query(page_size=100, filters=(
+        q.greater_than("updated", datetime(2024, 1, 1, tzinfo=timezone.utc) - timedelta(microseconds=1)),
+        q.less_than("updated", NOW))))
+    assert len(ids) == len(set(ids)) == len(expected) == result.rows
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "replace_on_new_data", "merge"])
+async def test_write_modes_on_a_second_run(transport, warehouse, mode):
+    cfg = make_config("lists", mode=mode)
+    await run_import(cfg, warehouse, "klaviyo", "lists", transport=transport, now=NOW)
+    await run_import(cfg, warehouse, "klaviyo", "lists", transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "lists").num_rows
+    assert rows == (2 * EMU.lists if mode == "append" else EMU.lists)
+
+
+async def test_run_history_records_success_and_failure(transport, warehouse):
+    await run_import(make_config("lists"), warehouse, "klaviyo", "lists", transport=transport, now=NOW)
+    bad = make_config("profiles_in_list", list_id="NOPE00")
+    with pytest.raises(Exception, match="not found"):
+        await run_import(bad, warehouse, "klaviyo", "members", transport=transport, now=NOW)
+    runs = warehouse.state.runs()
+    assert [r.status for r in runs][:2] == ["failed", "succeeded"]
+    assert EMU.api_key not in (runs[0].error or "")
