@@ -17,6 +17,7 @@ from ..home import HOME_ENV, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
+from .imports_cmd import COMMANDS as IMPORT_COMMANDS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,6 +44,8 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
 cli.add_command(emulator_command)
 cli.add_command(demo_command)
 cli.add_command(api_command)
+for _command in IMPORT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -220,3 +220,25 @@ async def _windows(client, s: Stream, api_field, lo, hi, now, concurrency, path_
     if a is None or a >= b:
         return [Window(lo, hi)] if (lo or hi) else []
     return split(a, b, concurrency * WINDOWS_PER_WORKER, open_start=lo is None, open_end=hi is None)
+
+
+async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None):
+    """The first ``rows`` rows the import would write (one page, no windows, nothing stored)."""
+    import pyarrow as pa
+
+    source = config.source
+    s = effective_stream(config)
+    columns = s.columns(related=not source.skip_related_object)
+    async with KlaviyoClient(source.client_settings(), transport=transport) as client:
+        if s.per_event_id:
+            return pa.Table.from_batches([await fetch_per_id(client, s, columns, source.event_ids[:rows])])
+        path_params, marks = {}, {}
+        if s.id_setting:
+            path_params["id"] = marks["_parent_id"] = getattr(source, s.id_setting)
+        extra = ()
+        if s.name == "metric_events":
+            extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
+        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks)
+        task = plan_tasks(s, time_field=None, windows=[], extra_conditions=extra)[0]
+        page = await anext(client.pages(s.operation_id, query=fetcher._query(task), path_params=path_params))
+        return pa.Table.from_batches([fetcher.to_batch(page, task)]).slice(0, rows)

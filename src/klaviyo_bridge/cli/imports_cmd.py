@@ -1,0 +1,151 @@
+"""Import commands in the seed's words: ``connector:preview``, ``connector:issue``, ``replicate``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..config import ImportConfig, load_import_config
+from ..errors import ConfigError
+from ..home import Home
+from ..imports.replicate import QLIK_TABLES, replicate_configs
+from ..imports.runner import ImportResult, preview_rows, run_import
+from ..store.warehouse import Warehouse, open_warehouse
+
+log = logging.getLogger("klaviyo_bridge.imports")
+WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
+
+
+def open_target(home: Home, url: str | None) -> Warehouse:
+    return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+
+
+class Progress:
+    """Rows as they land: a live line on a terminal, a log line every 10 s otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.rows = 0
+        self.started = self.last_log = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, rows: int) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        rate = self.rows / max(now - self.started, 1e-9)
+        if self.tty:
+            sys.stderr.write(f"\r{self.label}: {self.rows:,} rows ({rate:,.0f}/s)   ")
+            sys.stderr.flush()
+        elif now - self.last_log >= 10:
+            self.last_log = now
+            log.warning("%s: %d rows so far (%.0f/s)", self.label, self.rows, rate)
+
+    def done(self) -> None:
+        if self.tty and self.rows:
+            sys.stderr.write("\n")
+
+
+def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None) -> ImportResult:
+    progress = Progress(f"{config.source.data_source} -> {database}.{table}")
+    try:
+        return asyncio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
+    finally:
+        progress.done()
+
+
+@click.command("connector:preview")
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rows", default=10, show_default=True, type=click.IntRange(1, 1000), help="Rows to show.")
+def preview_command(config_file: str, rows: int) -> None:
+    """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing."""
+    config = load_import_config(config_file)
+    table = asyncio.run(preview_rows(config, rows))
+    out = Table(show_lines=False)
+    for field in table.schema:
+        out.add_column(f"{field.name}:{_type_name(field.type)}", overflow="fold")
+    for row in table.to_pylist():
+        out.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console(width=None if sys.stdout.isatty() else 200).print(out)
+
+
+def _type_name(arrow_type) -> str:
+    text = str(arrow_type)
+    if text.startswith("timestamp"):
+        return "timestamp"
+    return {"int64": "long", "double": "double", "bool": "boolean"}.get(text, "string")
+
+
+@click.command("connector:issue")
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--database", "-d", required=True, help="Target database (a schema in the warehouse).")
+@click.option("--table", "-t", required=True, help="Target table.")
+@click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
+@click.pass_obj
+def issue_command(home: Home, config_file: str, database: str, table: str, warehouse_url: str | None) -> None:
+    """Run the import in CONFIG_FILE once, now, into DATABASE.TABLE, and print a summary.
+
+    Incremental configs resume where the last successful run of the same
+    database.table ended; the cursor is saved with the rows.
+    """
+    config = load_import_config(config_file)
+    with open_target(home, warehouse_url) as wh:
+        result = run_one(config, wh, database, table)
+    click.echo(result.summary())
+
+
+@click.command("replicate")
+@click.option("--database", "-d", required=True, help="Target database (a schema in the warehouse).")
+@click.option("--start-date", required=True, help="First day to sync on the first run (YYYY-MM-DD, UTC).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML with the connection settings under in: (api_token, base_url, ...). "
+                   "Default: KLAVIYO_API_KEY and KLAVIYO_BASE_URL from the environment.")
+@click.option("--tables", help=f"Comma-separated subset of: {', '.join(QLIK_TABLES)}.")
+@click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
+@click.pass_obj
+def replicate_command(home: Home, database: str, start_date: str, config_file: str | None, tables: str | None,
+                      warehouse_url: str | None) -> None:
+    """Sync every Qlik-style table (one per event metric, plus campaigns, lists and
+    global exclusions) incrementally, merging on the primary key."""
+    try:
+        start = datetime.fromisoformat(start_date).replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ConfigError(f"--start-date must be YYYY-MM-DD, got {start_date!r}", key="start_date") from None
+    connection = _connection_settings(config_file)
+    chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
+    configs = replicate_configs(connection, start, chosen)
+    with open_target(home, warehouse_url) as wh:
+        total = 0
+        for name, config in configs.items():
+            result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
+            total += result.rows
+            click.echo(result.summary())
+    click.echo(f"replicated {len(configs)} tables, {total} rows")
+
+
+def _connection_settings(config_file: str | None) -> dict:
+    import os
+
+    from ..api.settings import API_KEY_ENV, BASE_URL_ENV
+    from ..config import load_yaml
+
+    if config_file:
+        with open(config_file) as fh:
+            data = load_yaml(fh.read(), config_file)
+        return dict(data.get("in") or {})
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
+        raise ConfigError(f"give --config with in: api_token, or set {API_KEY_ENV}")
+    out = {"api_token": key}
+    if os.environ.get(BASE_URL_ENV):
+        out["base_url"] = os.environ[BASE_URL_ENV]
+    return out
+
+
+COMMANDS = (preview_command, issue_command, replicate_command)
