@@ -20,11 +20,14 @@ from ..api.settings import ClientSettings
 @click.option("--events", default=20000, show_default=True, type=click.IntRange(0), help="Events in the account.")
 @click.option("--lists", default=5, show_default=True, type=click.IntRange(1), help="Lists in the account.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Emulator seed.")
-def demo_command(profiles: int, events: int, lists: int, seed: int) -> None:
-    """Start an emulator on 127.0.0.1, then read its lists and profiles through the client.
+@click.pass_obj
+def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> None:
+    """Start an emulator on 127.0.0.1, read its lists and profiles through the client,
+    then import profiles and events into the DuckDB warehouse and query them.
 
     Nothing leaves this machine. Rate limits are on, as in Klaviyo, so the
     figures printed are what the client achieves under the published limits.
+    The warehouse is HOME/warehouse.duckdb (tables demo.profiles, demo.events).
     """
     from ..emulator.server import running_emulator
     from ..emulator.settings import EmulatorSettings
@@ -37,6 +40,33 @@ def demo_command(profiles: int, events: int, lists: int, seed: int) -> None:
                       f"({profiles} profiles, {events} events, {lists} lists)")
         settings = ClientSettings(api_key=emu.api_key, base_url=base_url)
         asyncio.run(_read_account(console, settings))
+        _import_into_duckdb(console, home, emu.api_key, base_url)
+
+
+def _import_into_duckdb(console: Console, home, api_key: str, base_url: str) -> None:
+    from ..config import parse_import_config
+    from ..imports.runner import run_import
+    from ..store.warehouse import open_warehouse
+
+    path = home.ensure().warehouse
+    with open_warehouse(path, lock_timeout=30) as wh:
+        console.print(f"[bold]5.[/] Import into DuckDB ({path}), merge on id:")
+        for source in ("profiles", "events"):
+            config = parse_import_config({
+                "in": {"type": "klaviyo", "data_source": source, "api_token": api_key, "base_url": base_url},
+                "out": {"mode": "merge"},
+            })
+            result = asyncio.run(run_import(config, wh, "demo", source))
+            console.print("   " + result.summary())
+        top = next(wh.query_arrow(
+            "SELECT metric_name, count(*) AS events, count(DISTINCT profile_id) AS profiles "
+            "FROM demo.events GROUP BY metric_name ORDER BY events DESC, metric_name LIMIT 8"))
+        table = Table(title="SQL on the warehouse: top metrics in demo.events")
+        for name in top.schema.names:
+            table.add_column(name)
+        for row in top.to_pylist():
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
 
 
 async def _read_account(console: Console, settings: ClientSettings) -> None:
