@@ -30,3 +30,14 @@ def test_unreachable_postgres_is_a_store_error_without_password():
         open_warehouse("postgresql://u:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in str(info.value)
     assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+def test_database_named_like_the_duckdb_file(tmp_path):
+    """A schema called like the file's stem (klaviyo in klaviyo.duckdb) must not be ambiguous."""
+    import pyarrow as pa
+
+    from klaviyo_bridge.store.warehouse import open_warehouse
+
+    with open_warehouse(tmp_path / "klaviyo.duckdb") as wh:
+        wh.write("klaviyo", "lists", pa.table({"id": ["a", "b"]}))
+        assert wh.table_arrow("klaviyo", "lists").num_rows == 2

@@ -224,6 +224,23 @@ class _ConvertingReader:
             raise StoreError(f"DuckDB {self._path}: {exc}") from exc
 
 
+#: The warehouse file is attached under this catalog name. Opened directly, DuckDB names the
+#: catalog after the file, and a schema with the file's name (``klaviyo`` in ``klaviyo.duckdb``)
+#: then makes every reference ambiguous; a fixed, reserved name avoids that.
+CATALOG = "_bridge_warehouse"
+
+
+def _attach(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
+        con.execute(f"USE {CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; this object holds DuckDB's file lock until ``close``."""
 
@@ -238,7 +255,7 @@ class DuckDBWarehouse(Warehouse):
         deadline = time.monotonic() + lock_timeout
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return _attach(self.path)
             except duckdb.IOException as exc:
                 holder = re.search(r"PID (\d+)", str(exc))
                 if holder is None:
@@ -254,7 +271,9 @@ class DuckDBWarehouse(Warehouse):
     def _open_session(self) -> Session:
         if self._con is None:
             raise StoreError(f"warehouse {self.path} is closed")
-        return DuckDBSession(self._con.cursor(), self.path)
+        cursor = self._con.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return DuckDBSession(cursor, self.path)
 
     def close(self) -> None:
         if self._con is not None:

@@ -35,8 +35,8 @@ def check_object_name(name: str, what: str) -> str:
 def check_user_database(name: str) -> str:
     """Like check_object_name, and keeps users out of the reserved state schema."""
     check_object_name(name, "database")
-    if name.casefold() == STATE_SCHEMA:
-        raise ConfigError(f"database name {name!r} is reserved for klaviyo-bridge state", key="database")
+    if name.casefold().startswith(STATE_SCHEMA):
+        raise ConfigError(f"database names starting with {STATE_SCHEMA!r} are reserved for klaviyo-bridge", key="database")
     return name
 
 
