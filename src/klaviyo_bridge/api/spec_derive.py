@@ -21,7 +21,7 @@ from typing import Any
 
 HTTP_METHODS = ("get", "post", "patch", "put", "delete")
 
-#: Operations the emulator serves; their response schemas are embedded.
+#: Operations the emulator serves; their response (and request) schemas are embedded.
 EMULATED_OPERATIONS = (
     "get_accounts",
     "get_account",
@@ -45,6 +45,28 @@ EMULATED_OPERATIONS = (
     "get_template",
     "get_flows",
     "get_flow",
+    # write side (and the async jobs' reads)
+    "bulk_import_profiles",
+    "get_bulk_import_profiles_jobs",
+    "get_bulk_import_profiles_job",
+    "get_errors_for_bulk_import_profiles_job",
+    "get_profiles_for_bulk_import_profiles_job",
+    "get_profile_ids_for_bulk_import_profiles_job",
+    "get_list_for_bulk_import_profiles_job",
+    "get_list_ids_for_bulk_import_profiles_job",
+    "create_list",
+    "bulk_suppress_profiles",
+    "bulk_unsuppress_profiles",
+    "create_or_update_profile",
+)
+
+#: Emulated operations whose success response has no body (202/204): their request
+#: schemas are embedded like the others', but they have no response schema to check.
+EMULATED_BODYLESS_OPERATIONS = (
+    "add_profiles_to_list",
+    "remove_profiles_from_list",
+    "bulk_subscribe_profiles",
+    "bulk_unsubscribe_profiles",
 )
 
 DEFAULT_SPEC_LOCATIONS = (
@@ -218,7 +240,7 @@ def derive(spec: dict) -> dict[str, Any]:
             op = item.get(method)
             if op and "operationId" in op:
                 operations[op["operationId"]] = derive_operation(spec, path, method, op)
-    missing = [o for o in EMULATED_OPERATIONS if o not in operations]
+    missing = [o for o in EMULATED_OPERATIONS + EMULATED_BODYLESS_OPERATIONS if o not in operations]
     if missing:
         raise ValueError(f"spec lacks emulated operations: {missing}")
     schemas = spec["components"]["schemas"]
@@ -228,10 +250,16 @@ def derive(spec: dict) -> dict[str, Any]:
         if name:
             needed.add(name)
             _collect_refs(schemas[name], needed, schemas)
+    for op_id in EMULATED_OPERATIONS + EMULATED_BODYLESS_OPERATIONS:
+        name = operations[op_id]["request_schema"]
+        if name:
+            needed.add(name)
+            _collect_refs(schemas[name], needed, schemas)
     return {
         "revision": spec["info"]["version"],
         "base_url": spec["servers"][0]["url"],
         "emulated_operations": list(EMULATED_OPERATIONS),
+        "emulated_bodyless_operations": list(EMULATED_BODYLESS_OPERATIONS),
         "operations": dict(sorted(operations.items())),
         "error_schema": error_schema(spec),
         "schemas": {name: to_json_schema(schemas[name]) for name in sorted(needed)},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 import uuid
 from datetime import date
 
@@ -25,16 +26,23 @@ from ..api import spec
 from ..api.ratelimit import RateLimiter
 from .collections import Orders
 from .data import Account, build_account
+from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
+from .jobs import JobBook
 from .query import QueryError, parse_query
 from .selection import SelectionCache
 from .settings import EmulatorSettings
+from .state import AccountState, LiveProfiles
+from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS
+
+ALL_READS = {**HANDLERS, **READ_HANDLERS}
 
 JSON_API = "application/vnd.api+json"
 _REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.pre)?$")
 _ERROR_TITLES = {
     400: "Invalid input.", 401: "Authentication credentials were not provided.", 403: "You do not have permission to perform this action.",
-    404: "Not found.", 405: "Method not allowed.", 429: "Request was throttled.",
+    404: "Not found.", 405: "Method not allowed.", 413: "Request entity too large.", 415: "Unsupported media type.",
+    429: "Request was throttled.",
 }
 
 
@@ -44,6 +52,13 @@ def error_response(status: int, code: str, detail: str, *, parameter: str | None
     error = {"id": str(uuid.uuid4()), "status": status, "code": code, "title": title or _ERROR_TITLES.get(status, "Error."),
              "detail": detail, "source": {"parameter": parameter} if parameter else ({"pointer": pointer} if pointer else {})}
     return Response(orjson.dumps({"errors": [error]}), status_code=status, media_type=JSON_API, headers=headers)
+
+
+def body_error_response(exc: BodyError) -> Response:
+    """Every problem of a rejected body, each pointing at its field or row."""
+    errors = [{"id": str(uuid.uuid4()), "status": exc.status, "code": "invalid", "title": _ERROR_TITLES[400],
+               "detail": detail, "source": {"pointer": ptr}} for ptr, detail in exc.problems]
+    return Response(orjson.dumps({"errors": errors}), status_code=exc.status, media_type=JSON_API)
 
 
 def _valid_revision(text: str) -> bool:
@@ -63,26 +78,65 @@ class Emulator:
     def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None) -> None:
         self.settings = settings
         self.account = account or build_account(settings)
-        self.limiter = RateLimiter(enabled=settings.rate_limits, **({"clock": clock} if clock else {}))
+        self.clock = clock or time.monotonic
+        self._clock0 = self.clock()
+        if not isinstance(self.account.profiles, LiveProfiles):
+            self.account.state = AccountState(self.account)
+            self.account.profiles = LiveProfiles(self.account.state)
+        self.state: AccountState = self.account.state
+        self._seen_version = self.state.version
+        self.jobs = JobBook(settings.seed, settings.now)
+        self.limiter = RateLimiter(enabled=settings.rate_limits, clock=self.clock)
         self.orders = Orders(self.account)
         self.cache = SelectionCache()
-        self.routes = [(spec.operation(op).path_regex, spec.operation(op)) for op in spec.emulated_operations()]
+        ops = [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
+        self.routes = [(spec.operation(op).path_regex, spec.operation(op)) for op in ops]
         # Literal paths first, so /api/events/{id}/metric is not mistaken for something shorter.
         self.routes.sort(key=lambda r: -r[1].path.count("/"))
 
-    def match(self, path: str):
+    # ----- time -------------------------------------------------------------------------
+    def now(self) -> int:
+        """The account's wall clock (epoch seconds): settings.now plus the app clock's elapsed time."""
+        return int(self.settings.now + max(0.0, self.clock() - self._clock0))
+
+    @staticmethod
+    def real_now() -> float:
+        return time.time()
+
+    def consent_change(self, apply) -> None:
+        """Subscribe/unsubscribe have no job: apply after ``consent_delay_seconds``."""
+        self.jobs.later(self.clock() + self.settings.consent_delay_seconds, apply)
+        self.advance()
+
+    def advance(self) -> None:
+        """Apply due job completions and delayed changes; drop caches the writes made stale."""
+        self.jobs.advance(self.clock())
+        if self.state.version != self._seen_version:
+            self._seen_version = self.state.version
+            self.cache = SelectionCache()
+            self.orders = Orders(self.account)
+
+    def snapshot(self) -> dict:
+        """Introspection for tests: list members, consent and suppressions after due changes."""
+        self.advance()
+        return self.state.snapshot()
+
+    def match(self, path: str, method: str = "GET"):
+        found = None
         for regex, op in self.routes:
             m = regex.match(path)
             if m:
-                return op, m.groupdict()
-        return None, {}
+                if op.method == method:
+                    return op, m.groupdict()
+                found = found or op
+        return (False if found else None), {}
 
     async def handle(self, request: HttpRequest) -> Response:
-        op, path_params = self.match(request.url.path)
+        op, path_params = self.match(request.url.path, request.method)
         if op is None:
             return error_response(404, "not_found", f"No endpoint at {request.url.path}.")
-        if request.method != "GET":
-            return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed (the emulator serves reads).")
+        if op is False:
+            return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed at {request.url.path}.")
         auth = request.headers.get("authorization")
         if not auth:
             return error_response(401, "not_authenticated", "Authentication credentials were not provided.")
@@ -104,17 +158,39 @@ class Emulator:
             return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
                                   headers={"Retry-After": str(seconds)})
         params = request.query_params.multi_items()
-        path_id = path_params.get("id")
+        path_id = path_params.get("id") or path_params.get("job_id")
+        self.advance()
+        body = None
+        write = op.operation_id in WRITE_HANDLERS
+        if write:
+            raw = await request.body()
+            limit = PAYLOAD_LIMITS.get(op.operation_id)
+            if limit and len(raw) > limit:
+                return error_response(413, "payload_too_large", f"The payload is {len(raw):,} bytes; the maximum is {limit:,} bytes.",
+                                      pointer="/data")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                return error_response(400, "invalid", f"The body is not valid JSON: {exc}.", pointer="/data")
         try:
             query = parse_query(op, params, scope=path_id or "")
             req = Request(self.account, self.orders, self.cache, query, str(request.base_url).rstrip("/"),
-                          request.url.path, params, path_id)
-            document = HANDLERS[op.operation_id](req)
+                          request.url.path, params, path_id, body, self)
+            if write:
+                validate_body(op.operation_id, body)
+                status, document = WRITE_HANDLERS[op.operation_id](req)
+                self.advance()
+            else:
+                status, document = 200, ALL_READS[op.operation_id](req)
         except QueryError as exc:
             return error_response(400, exc.code, exc.detail, parameter=exc.parameter)
+        except BodyError as exc:
+            return body_error_response(exc)
         except NotFound as exc:
             return error_response(404, "not_found", f"A resource with id {path_id!r} does not exist ({exc}).")
-        return Response(orjson.dumps(document), media_type=JSON_API)
+        if document is None:
+            return Response(status_code=status)
+        return Response(orjson.dumps(document), status_code=status, media_type=JSON_API)
 
 
 def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None) -> Starlette:

@@ -36,6 +36,9 @@ class Request:
     path: str
     params: list[tuple[str, str]]
     id: str | None = None
+    #: the validated JSON body of a write, and the Emulator (clock, jobs) for writes and job reads
+    body: object = None
+    ctx: object = None
 
     @property
     def renderer(self) -> Renderer:

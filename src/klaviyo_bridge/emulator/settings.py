@@ -29,10 +29,18 @@ class EmulatorSettings:
     latency_ms: int = 0
     #: Fixed "now" of the account (epoch seconds): data spreads over the two years before it.
     now: int = 1_767_225_600  # 2026-01-01T00:00:00Z
+    #: Async jobs (bulk import, suppression): seconds spent "queued", then profiles
+    #: processed per second of the app's clock until "complete".
+    job_queued_seconds: float = 0.0
+    job_profiles_per_second: float = 100_000.0
+    #: Delay before a subscribe/unsubscribe request (202, no job) shows in reads.
+    consent_delay_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.job_profiles_per_second <= 0 or self.job_queued_seconds < 0 or self.consent_delay_seconds < 0:
+            raise ValueError("job_profiles_per_second must be > 0 and delays >= 0")
         if self.events and not self.profiles:
             raise ValueError("events need at least one profile")

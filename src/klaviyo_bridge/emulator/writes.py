@@ -1,0 +1,419 @@
+"""The write side: bulk profile import jobs, lists and membership, consent and suppression.
+
+Each handler gets a ``Request`` whose body already passed the spec's request
+schema (``bodies.validate_body``) and returns ``(status, document or None)``.
+The documented limits and rules that a schema cannot say (counts per request,
+bytes per profile, identifiers, consent rules) are checked here; a violation
+raises ``BodyError`` with one JSON pointer per offending field or row, so a
+client can drop exactly those rows. Problems Klaviyo reports *after* accepting
+a bulk import (an invalid email or phone number in one profile) become import
+errors of the job, with the profile's index in the pointer.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import orjson
+
+from .bodies import BodyError
+from .handlers import NotFound, Request, _page, _url
+from .jobs import Job
+from .timefmt import parse_datetime
+
+MAX_IMPORT_PROFILES = 10_000
+MAX_PROFILE_BYTES = 100 * 1024
+MAX_LIST_IDS = 1_000
+MAX_SUBSCRIBE = 1_000
+MAX_UNSUBSCRIBE = 100
+MAX_SUPPRESS = 100
+PROFILES_PTR = "/data/attributes/profiles/data"
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def _too_many(count: int, limit: int, pointer: str, what: str) -> None:
+    if count > limit:
+        raise BodyError([(pointer, f"At most {limit:,} {what} are allowed per request; got {count:,}.")])
+
+
+def _identifier_problems(attrs: dict, base: str, need_identifier: bool = True) -> list[tuple[str, str]]:
+    out = []
+    email, phone = attrs.get("email"), attrs.get("phone_number")
+    if email is not None and not EMAIL_RE.match(email):
+        out.append((f"{base}/email", f"Invalid email address {email!r}."))
+    if phone is not None and not PHONE_RE.match(phone):
+        out.append((f"{base}/phone_number", f"Invalid phone number {phone!r}: expected E.164, e.g. +15005550006."))
+    if need_identifier and not (email or phone or attrs.get("external_id") or attrs.get("id")):
+        out.append((base, "A profile needs at least one identifier: email, phone_number, external_id or id."))
+    return out
+
+
+def _list_or_error(req: Request, list_id: str, pointer: str) -> str:
+    if list_id not in req.account.list_members:
+        raise BodyError([(pointer, f"List {list_id!r} does not exist.")])
+    return list_id
+
+
+# ----- bulk profile import --------------------------------------------------------------------
+def bulk_import_profiles(req: Request) -> tuple[int, dict]:
+    data = req.body["data"]
+    profiles = data["attributes"]["profiles"]["data"]
+    _too_many(len(profiles), MAX_IMPORT_PROFILES, PROFILES_PTR, "profiles")
+    if not profiles:
+        raise BodyError([(PROFILES_PTR, "At least one profile is required.")])
+    oversize = [(f"{PROFILES_PTR}/{i}", f"Profile {i} is {n:,} bytes; the maximum per profile is {MAX_PROFILE_BYTES:,} bytes.")
+                for i, n in ((i, len(orjson.dumps(p))) for i, p in enumerate(profiles)) if n > MAX_PROFILE_BYTES]
+    if oversize:
+        raise BodyError(oversize)
+    lists = (data.get("relationships") or {}).get("lists", {}).get("data") or []
+    list_ids = [_list_or_error(req, rel["id"], f"/data/relationships/lists/data/{i}/id") for i, rel in enumerate(lists)]
+    errors, items = [], []
+    for i, profile in enumerate(profiles):
+        attrs = profile["attributes"]
+        problems = _identifier_problems({**attrs, "id": profile.get("id")}, f"{PROFILES_PTR}/{i}/attributes")
+        if problems:
+            pointer, detail = problems[0]
+            errors.append({"index": i, "code": "invalid", "title": "Invalid input.", "detail": detail, "pointer": pointer,
+                           "payload": profile})
+        else:
+            items.append((i, profile.get("id"), attrs))
+    ctx = req.ctx
+    state = req.account.state
+
+    def apply(job: Job) -> None:
+        now = ctx.now()
+        rows = [state.upsert(attrs, now, pid)[0] for _, pid, attrs in job.items]
+        job.profile_rows = list(dict.fromkeys(rows))
+        for list_id in job.list_ids:
+            state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
+        job.items = []
+
+    s = req.account.settings
+    job = ctx.jobs.submit("profile-bulk-import-job", ctx.clock(), ctx.now(), len(profiles), s.job_profiles_per_second,
+                          s.job_queued_seconds, apply, items=items, list_ids=list_ids, errors=errors)
+    return 202, {"data": _import_job(req, job), "links": {"self": _url(req, None)}}
+
+
+def _import_job(req: Request, job: Job) -> dict:
+    own = f"{req.base}/api/profile-bulk-import-jobs/{job.id}/"
+    wanted = req.query.fields.get("profile-bulk-import-job")
+    attrs = job.attributes(req.ctx.clock())
+    if wanted:
+        attrs = {k: v for k, v in attrs.items() if k in wanted}
+    return {
+        "type": "profile-bulk-import-job", "id": job.id, "attributes": attrs,
+        "relationships": {
+            "lists": {"data": [{"type": "list", "id": lid} for lid in job.list_ids],
+                      "links": {"self": f"{own}relationships/lists/", "related": f"{own}lists/"}},
+            "profiles": {"links": {"self": f"{own}relationships/profiles/", "related": f"{own}profiles/"}},
+            "import-errors": {"links": {"related": f"{own}import-errors/"}},
+        },
+        "links": {"self": own},
+    }
+
+
+def _job(req: Request, type_: str = "profile-bulk-import-job") -> Job:
+    job = req.ctx.jobs.jobs.get(req.id)
+    if job is None or job.type != type_:
+        raise NotFound(f"job {req.id!r}")
+    return job
+
+
+def get_bulk_import_profiles_jobs(req: Request) -> dict:
+    jobs = [j for j in req.ctx.jobs.order if j.type == "profile-bulk-import-job"]
+    clock = req.ctx.clock()
+    statuses = [j.status(clock) for j in jobs]
+    q = req.query
+
+    def compute() -> np.ndarray:
+        keep = np.ones(len(jobs), dtype=bool)
+        for cond in q.conditions:  # status: equals / any
+            allowed = cond.value if isinstance(cond.value, list) else [cond.value]
+            keep &= np.array([s in allowed for s in statuses], dtype=bool)
+        rows = np.arange(len(jobs), dtype=np.int64)[keep]
+        return rows[::-1].copy() if q.sort == "-created_at" else rows
+    page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute)
+    return {"data": [_import_job(req, jobs[i]) for i in page.tolist()], "links": links}
+
+
+def get_bulk_import_profiles_job(req: Request) -> dict:
+    job = _job(req)
+    doc = {"data": _import_job(req, job), "links": {"self": _url(req, None)}}
+    if req.query.include:
+        doc["included"] = [req.renderer.record(req.account.record("list", lid)) for lid in job.list_ids]
+    return doc
+
+
+def get_errors_for_bulk_import_profiles_job(req: Request) -> dict:
+    job = _job(req)
+    errors = job.visible_errors(req.ctx.clock())
+    page, links = _page(req, f"errors:{job.id}:{len(errors)}", lambda: np.arange(len(errors), dtype=np.int64))
+    wanted = req.query.fields.get("import-error")
+    data = []
+    for i in page.tolist():
+        e = errors[i]
+        attrs = {"code": e["code"], "title": e["title"], "detail": e["detail"], "source": {"pointer": e["pointer"]},
+                 "original_payload": e["payload"]}
+        if wanted:
+            attrs = {k: v for k, v in attrs.items() if k in wanted}
+        data.append({"type": "import-error", "id": req.ctx.jobs.error_id(job, e["index"]), "attributes": attrs,
+                     "links": {"self": f"{req.base}/api/import-errors/{req.ctx.jobs.error_id(job, e['index'])}/"}})
+    return {"data": data, "links": links}
+
+
+def _job_profiles_page(req: Request):
+    job = _job(req)
+    rows = np.array(job.profile_rows, dtype=np.int64)
+    page, links = _page(req, f"job-profiles:{job.id}:{len(rows)}", lambda: np.arange(len(rows), dtype=np.int64))
+    return rows[page], links
+
+
+def get_profiles_for_bulk_import_profiles_job(req: Request) -> dict:
+    rows, links = _job_profiles_page(req)
+    return {"data": req.renderer.profiles(rows), "links": links}
+
+
+def get_profile_ids_for_bulk_import_profiles_job(req: Request) -> dict:
+    rows, links = _job_profiles_page(req)
+    return {"data": [{"type": "profile", "id": pid} for pid in req.account.profiles.ids_for(rows)], "links": links}
+
+
+def get_list_for_bulk_import_profiles_job(req: Request) -> dict:
+    job = _job(req)
+    return {"data": [req.renderer.record(req.account.record("list", lid)) for lid in job.list_ids], "links": {"self": _url(req, None)}}
+
+
+def get_list_ids_for_bulk_import_profiles_job(req: Request) -> dict:
+    job = _job(req)
+    return {"data": [{"type": "list", "id": lid} for lid in job.list_ids], "links": {"self": _url(req, None)}}
+
+
+# ----- lists ----------------------------------------------------------------------------------
+def create_list(req: Request) -> tuple[int, dict]:
+    attrs = req.body["data"]["attributes"]
+    name = attrs["name"]
+    if not name.strip():
+        raise BodyError([("/data/attributes/name", "A list name cannot be blank.")])
+    rec = req.account.state.create_list(name, attrs.get("opt_in_process"), req.ctx.now())
+    return 201, {"data": req.renderer.record(rec), "links": {"self": _url(req, None)}}
+
+
+def _member_rows(req: Request) -> np.ndarray:
+    if req.id not in req.account.list_members:
+        raise NotFound(f"list {req.id!r}")
+    items = req.body["data"]
+    _too_many(len(items), MAX_LIST_IDS, "/data", "profile ids")
+    state = req.account.state
+    rows, problems = [], []
+    for i, item in enumerate(items):
+        row = state.row_for_id(item["id"])
+        if row is None:
+            problems.append((f"/data/{i}/id", f"Profile {item['id']!r} does not exist."))
+        else:
+            rows.append(row)
+    if problems:
+        raise BodyError(problems)
+    return np.array(rows, dtype=np.int64)
+
+
+def add_profiles_to_list(req: Request) -> tuple[int, None]:
+    rows = _member_rows(req)
+    req.account.state.add_members(req.id, rows, req.ctx.now())
+    return 204, None
+
+
+def remove_profiles_from_list(req: Request) -> tuple[int, None]:
+    rows = _member_rows(req)
+    req.account.state.remove_members(req.id, rows, req.ctx.now())
+    return 204, None
+
+
+# ----- consent --------------------------------------------------------------------------------
+CHANNELS = (("email", "marketing", "email"), ("sms", "marketing", "sms"), ("sms", "transactional", "sms_transactional"))
+
+
+def _consent_profiles(req: Request, limit: int, subscribe: bool):
+    data = req.body["data"]
+    attributes = data["attributes"]
+    profiles = attributes["profiles"]["data"]
+    _too_many(len(profiles), limit, PROFILES_PTR, "profiles")
+    if not profiles:
+        raise BodyError([(PROFILES_PTR, "At least one profile is required.")])
+    historical = bool(attributes.get("historical_import")) if subscribe else False
+    rel = ((data.get("relationships") or {}).get("list") or {}).get("data")
+    list_id = _list_or_error(req, rel["id"], "/data/relationships/list/data/id") if rel else None
+    now = req.ctx.now()
+    past = max(now, req.ctx.real_now())
+    problems, parsed = [], []
+    for i, profile in enumerate(profiles):
+        base = f"{PROFILES_PTR}/{i}/attributes"
+        attrs = profile["attributes"]
+        subs = attrs.get("subscriptions") or {}
+        problems += _identifier_problems({"email": attrs.get("email"), "phone_number": attrs.get("phone_number"),
+                                          "id": profile.get("id")}, base)
+        channels, consented = {}, {}
+        for channel, kind, key in CHANNELS:
+            params = (subs.get(channel) or {}).get(kind)
+            if not params:
+                continue
+            channels[key] = True
+            ident = "email" if channel == "email" else "phone_number"
+            if not attrs.get(ident) and not profile.get("id"):
+                problems.append((f"{base}/{ident}", f"{ident} is required to change {channel} {kind} consent."))
+            at = params.get("consented_at")
+            where = f"{base}/subscriptions/{channel}/{kind}/consented_at"
+            if historical and not at:
+                problems.append((where, "consented_at is required when historical_import is true."))
+            elif at:
+                ts = parse_datetime(at)
+                if ts is None or ts > past:
+                    problems.append((where, f"consented_at must be in the past; got {at!r}."))
+                else:
+                    consented[key] = int(ts)
+        if not channels and not any(subs.get(c) for c in ("whatsapp", "push")):
+            problems.append((f"{base}/subscriptions", "At least one channel (email, sms) is required."))
+        parsed.append((profile.get("id"), attrs, channels, consented))
+    if problems:
+        raise BodyError(problems)
+    return parsed, list_id
+
+
+def bulk_subscribe_profiles(req: Request) -> tuple[int, None]:
+    parsed, list_id = _consent_profiles(req, MAX_SUBSCRIBE, subscribe=True)
+    ctx, state = req.ctx, req.account.state
+
+    def apply() -> None:
+        now = ctx.now()
+        rows = []
+        for pid, attrs, channels, consented in parsed:
+            ident = {k: attrs[k] for k in ("email", "phone_number") if attrs.get(k)}
+            row = state.match(ident, pid)
+            if row is None:
+                row, _ = state.upsert(ident, now)
+            state.subscribe(row, channels, now, consented)
+            rows.append(row)
+        if list_id:
+            state.add_members(list_id, np.array(rows, dtype=np.int64), now)
+    ctx.consent_change(apply)
+    return 202, None
+
+
+def bulk_unsubscribe_profiles(req: Request) -> tuple[int, None]:
+    parsed, list_id = _consent_profiles(req, MAX_UNSUBSCRIBE, subscribe=False)
+    ctx, state = req.ctx, req.account.state
+
+    def apply() -> None:
+        now = ctx.now()
+        for pid, attrs, channels, _ in parsed:
+            ident = {k: attrs[k] for k in ("email", "phone_number") if attrs.get(k)}
+            row = state.match(ident, pid)
+            if row is None:
+                row, _ = state.upsert(ident, now)
+            state.unsubscribe(row, channels, now, list_id)
+    ctx.consent_change(apply)
+    return 202, None
+
+
+# ----- suppression ----------------------------------------------------------------------------
+def _suppression(req: Request, type_: str, suppress: bool) -> tuple[int, dict]:
+    data = req.body["data"]
+    profiles = ((data["attributes"].get("profiles") or {}).get("data")) or []
+    rels = data.get("relationships") or {}
+    group = [(name, (rels.get(name) or {}).get("data")) for name in ("list", "segment") if (rels.get(name) or {}).get("data")]
+    if bool(profiles) + len(group) != 1:
+        raise BodyError([("/data", "Give either profiles (emails) or one list or segment, not both and not neither.")])
+    _too_many(len(profiles), MAX_SUPPRESS, PROFILES_PTR, "email addresses")
+    problems = [(f"{PROFILES_PTR}/{i}/attributes/email", f"Invalid email address {p['attributes']['email']!r}.")
+                for i, p in enumerate(profiles) if not EMAIL_RE.match(p["attributes"]["email"])]
+    if problems:
+        raise BodyError(problems)
+    state, ctx = req.account.state, req.ctx
+    list_ids, segment_ids = [], []
+    if group:
+        name, rel = group[0]
+        members = (req.account.list_members if name == "list" else req.account.segment_members).get(rel["id"])
+        if members is None:
+            raise BodyError([(f"/data/relationships/{name}/data/id", f"{name.title()} {rel['id']!r} does not exist.")])
+        (list_ids if name == "list" else segment_ids).append(rel["id"])
+        targets: list = members.profiles.tolist()
+    else:
+        targets = [p["attributes"]["email"] for p in profiles]
+
+    def apply(job: Job) -> None:
+        now = ctx.now()
+        for target in job.items:
+            row = target if isinstance(target, int) else state.row_for("email", target)
+            if row is None:
+                if not suppress:
+                    job.skipped += 1  # unsuppressing an unknown email does nothing
+                    continue
+                row, _ = state.upsert({"email": target}, now)
+            if suppress:
+                state.suppress(row, now)
+            elif not state.unsuppress(row, now):
+                job.skipped += 1
+        job.items = []
+
+    s = req.account.settings
+    job = ctx.jobs.submit(type_, ctx.clock(), ctx.now(), len(targets), s.job_profiles_per_second, s.job_queued_seconds, apply,
+                          items=targets, list_ids=list_ids, segment_ids=segment_ids)
+    own = f"{req.base}/api/{type_}s/{job.id}/"
+    attrs = job.attributes(ctx.clock())
+    wanted = req.query.fields.get(type_)
+    if wanted:
+        attrs = {k: v for k, v in attrs.items() if k in wanted}
+    relationships = {}
+    for name, values, rtype in (("lists", list_ids, "list"), ("segments", segment_ids, "segment")):
+        relationships[name] = {"data": [{"type": rtype, "id": v} for v in values],
+                               "links": {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"}}
+    return 202, {"data": {"type": type_, "id": job.id, "attributes": attrs, "relationships": relationships, "links": {"self": own}},
+                 "links": {"self": _url(req, None)}}
+
+
+def bulk_suppress_profiles(req: Request) -> tuple[int, dict]:
+    return _suppression(req, "profile-suppression-bulk-create-job", suppress=True)
+
+
+def bulk_unsuppress_profiles(req: Request) -> tuple[int, dict]:
+    return _suppression(req, "profile-suppression-bulk-delete-job", suppress=False)
+
+
+# ----- single profile upsert ------------------------------------------------------------------
+def create_or_update_profile(req: Request) -> tuple[int, dict]:
+    data = req.body["data"]
+    attrs = {k: v for k, v in data["attributes"].items() if k != "_kx"}
+    problems = _identifier_problems({**attrs, "id": data.get("id")}, "/data/attributes")
+    if problems:
+        raise BodyError(problems)
+    state = req.account.state
+    if data.get("id") and state.row_for_id(data["id"]) is None:
+        raise NotFound(f"profile {data['id']!r}")
+    row, created = state.upsert(attrs, req.ctx.now(), data.get("id"))
+    doc = req.renderer.profiles(np.array([row]), relationships=("lists", "push-tokens", "segments"))[0]
+    return (201 if created else 200), {"data": doc, "links": {"self": _url(req, None)}}
+
+
+READ_HANDLERS = {
+    "get_bulk_import_profiles_jobs": get_bulk_import_profiles_jobs,
+    "get_bulk_import_profiles_job": get_bulk_import_profiles_job,
+    "get_errors_for_bulk_import_profiles_job": get_errors_for_bulk_import_profiles_job,
+    "get_profiles_for_bulk_import_profiles_job": get_profiles_for_bulk_import_profiles_job,
+    "get_profile_ids_for_bulk_import_profiles_job": get_profile_ids_for_bulk_import_profiles_job,
+    "get_list_for_bulk_import_profiles_job": get_list_for_bulk_import_profiles_job,
+    "get_list_ids_for_bulk_import_profiles_job": get_list_ids_for_bulk_import_profiles_job,
+}
+WRITE_HANDLERS = {
+    "bulk_import_profiles": bulk_import_profiles,
+    "create_list": create_list,
+    "add_profiles_to_list": add_profiles_to_list,
+    "remove_profiles_from_list": remove_profiles_from_list,
+    "bulk_subscribe_profiles": bulk_subscribe_profiles,
+    "bulk_unsubscribe_profiles": bulk_unsubscribe_profiles,
+    "bulk_suppress_profiles": bulk_suppress_profiles,
+    "bulk_unsuppress_profiles": bulk_unsuppress_profiles,
+    "create_or_update_profile": create_or_update_profile,
+}
+#: Whole-request byte limits the spec documents (5 MB per bulk import, 100 KB per profile upsert).
+PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES}
