@@ -123,6 +123,7 @@ async def run_import(
     now: datetime | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = 8,
+    windows: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode."""
@@ -135,7 +136,8 @@ async def run_import(
     result.run_id = state.start_run(job, "import")
     started = time.perf_counter()
     try:
-        await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result)
+        await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
+                   windows or concurrency * WINDOWS_PER_WORKER)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         state.finish_run(result.run_id, "failed", rows_read=result.rows, error=str(exc)[:2000])
@@ -145,7 +147,8 @@ async def run_import(
     return result
 
 
-async def _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result) -> None:
+async def _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
+               window_count) -> None:
     source, target = config.source, config.target
     columns = s.columns(related=not source.skip_related_object)
     path_params: dict[str, str] = {}
@@ -173,7 +176,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 if lo is not None and hi is not None and lo >= hi:
                     tasks = []  # nothing new since the last run: no request at all
                 else:
-                    windows = await _windows(client, s, api_field, lo, hi, now, concurrency, path_params)
+                    windows = await _windows(client, s, api_field, lo, hi, now, window_count, path_params)
                     tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows,
                                        extra_conditions=extra)
                 time_col = _time_column(columns, api_field) if api_field else None
@@ -207,7 +210,7 @@ def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime)
     return to_utc(lo), to_utc(hi)
 
 
-async def _windows(client, s: Stream, api_field, lo, hi, now, concurrency, path_params) -> list[Window]:
+async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params) -> list[Window]:
     """Time windows to fetch side by side; [] means no time filter at all."""
     if api_field is None:
         return []
@@ -219,7 +222,7 @@ async def _windows(client, s: Stream, api_field, lo, hi, now, concurrency, path_
     b = hi or now
     if a is None or a >= b:
         return [Window(lo, hi)] if (lo or hi) else []
-    return split(a, b, concurrency * WINDOWS_PER_WORKER, open_start=lo is None, open_end=hi is None)
+    return split(a, b, count, open_start=lo is None, open_end=hi is None)
 
 
 async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None):
