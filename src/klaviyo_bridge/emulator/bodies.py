@@ -115,12 +115,16 @@ class _Compiler:
                 alternatives = [self.schema(a) for a in node[key]]
 
                 def any_of(v, p, e, alternatives=alternatives):
+                    trials = []
                     for alt in alternatives:
                         trial: list = []
                         _run(alt, v, p, trial)
                         if not trial:
                             return
-                    e.append((pointer(p), f"'{p[-1] if p else 'data'}' has an invalid value ({_kind(v)})."))
+                        trials.append(trial)
+                    # Report the alternative that got furthest into the value (a nullable
+                    # object's own errors, not "must be null").
+                    e.extend(max(trials, key=lambda t: len(t[0][0])))
                 checks.append(any_of)
         if len(checks) == 1:
             return checks[0]

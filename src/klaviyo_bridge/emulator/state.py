@@ -341,11 +341,10 @@ class AccountState:
     def column(self, name: str) -> np.ndarray:
         base_col = getattr(self.base, name)
         extra = len(self.new_blobs)
-        fill = {"created": None, "updated": None}.get(name, -1)
-        if name == "created":
+        if name in ("created", "updated"):
             tail = np.array(self.new_created, dtype=np.int64)
         else:
-            tail = np.full(extra, fill, dtype=base_col.dtype)
+            tail = np.full(extra, -1, dtype=base_col.dtype)
         col = np.concatenate([base_col, tail]) if extra else base_col.copy()
         if name == "updated" and self.new_updated:
             keys = np.fromiter(self.new_updated.keys(), dtype=np.int64, count=len(self.new_updated))
