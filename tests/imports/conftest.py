@@ -29,10 +29,10 @@ def warehouse(tmp_path):
     wh.close()
 
 
-def make_config(data_source: str, mode: str = "append", **source):
+def make_config(data_source: str, mode: str = "append", out: dict | None = None, **source):
     return parse_import_config(
         {
             "in": {"type": "klaviyo", "data_source": data_source, "api_token": EMU.api_key, "base_url": BASE, **source},
-            "out": {"mode": mode},
+            "out": {"mode": mode, **(out or {})},
         }
     )

@@ -131,3 +131,18 @@ async def test_run_history_records_success_and_failure(transport, warehouse):
     runs = warehouse.state.runs()
     assert [r.status for r in runs][:2] == ["failed", "succeeded"]
     assert EMU.api_key not in (runs[0].error or "")
+
+
+async def test_partition_key_adds_the_time_column(transport, warehouse):
+    cfg = make_config("lists", out={"partition_key": "created"})
+    await run_import(cfg, warehouse, "klaviyo", "lists", transport=transport, now=NOW)
+    for row in warehouse.table_arrow("klaviyo", "lists").to_pylist():
+        assert row["time"] == int(row["created"].timestamp())
+
+
+async def test_partition_key_must_be_a_timestamp_column(transport, warehouse):
+    from klaviyo_bridge.errors import ConfigError
+
+    cfg = make_config("lists", out={"partition_key": "name"})
+    with pytest.raises(ConfigError, match="partition_key 'name' is not a timestamp column.*created"):
+        await run_import(cfg, warehouse, "klaviyo", "lists", transport=transport, now=NOW)

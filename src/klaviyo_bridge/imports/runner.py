@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..api.client import KlaviyoClient
 from ..api.query import Query, equals
@@ -77,6 +79,30 @@ def effective_stream(config: ImportConfig) -> Stream:
         extra = tuple(sorted({*s.additional_fields.get("profile", ()), "predictive_analytics"}))
         s = dataclasses.replace(s, additional_fields={**s.additional_fields, "profile": extra})
     return s
+
+
+PARTITION_COLUMN = "time"
+
+
+def partition_column(columns: list[Column], key: str | None) -> str | None:
+    """Check ``out.partition_key`` names a timestamp column; rows then get a ``time`` column
+    (epoch seconds of that column), the seed platform's partitioning column."""
+    if key is None:
+        return None
+    stamps = [c.name for c in columns if pa.types.is_timestamp(c.type)]
+    if key not in stamps:
+        raise ConfigError(
+            f"out.partition_key {key!r} is not a timestamp column of this source; choose one of: {', '.join(stamps)}",
+            key="partition_key",
+        )
+    return key
+
+
+def with_partition(batch: pa.RecordBatch, key: str | None) -> pa.RecordBatch:
+    if key is None:
+        return batch
+    seconds = pc.divide(pc.cast(pc.cast(batch.column(key), pa.timestamp("us", tz="UTC")), pa.int64()), 1_000_000)
+    return batch.append_column(PARTITION_COLUMN, seconds)
 
 
 def _time_column(columns: list[Column], api_field: str) -> str | None:
@@ -156,12 +182,14 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
     if s.id_setting:
         path_params["id"] = marks["_parent_id"] = getattr(source, s.id_setting)
     primary_key = target.primary_key or list(s.primary_key)
+    partition_key = partition_column(columns, target.partition_key)
 
     async with KlaviyoClient(source.client_settings(), transport=transport) as client:
         writer_cm = warehouse.writer(database, table, target.mode, primary_key=primary_key)
         with writer_cm as writer:
             if s.per_event_id:
-                batch = await fetch_per_id(client, s, columns, source.event_ids, concurrency)
+                batch = with_partition(await fetch_per_id(client, s, columns, source.event_ids, concurrency),
+                                       partition_key)
                 await asyncio.to_thread(writer.write, batch)
                 result.rows, result.pages = batch.num_rows, len(source.event_ids)
                 await asyncio.to_thread(writer.commit)
@@ -183,7 +211,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 fetcher = Fetcher(client, s, columns, time_column=time_col, path_params=path_params,
                                   concurrency=concurrency, marks=marks)
                 async for batch in fetcher.batches(tasks):
-                    await asyncio.to_thread(writer.write, batch)
+                    await asyncio.to_thread(writer.write, with_partition(batch, partition_key))
                     result.rows += batch.num_rows
                     if on_batch:
                         on_batch(batch.num_rows)
