@@ -1,0 +1,178 @@
+"""Result settings of an export, in the seed's keys, as one validated object.
+
+A user pastes the vendor document's ``result_settings`` and it runs::
+
+    type: klaviyo
+    api_token: pk_...
+    operation: add                 # add | remove_profiles | batch_consent
+    list_identify_type: id         # id | name
+    list_value: Xy12Ab
+    wait_for_completion: true
+    waiting_time_for_completion_millis: 3600000
+
+The seed's own first workflow example writes ``waiting_time_for_completion_millis:3600000``
+(no space after the colon). YAML reads that as a plain string, not a key. We accept such a
+line when the key is a known setting, read it as ``key: value``, and warn naming the line;
+an unknown key written that way stays an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from ..api.settings import ClientSettings, config_error_from, known_keys
+from ..errors import ConfigError
+
+OPERATIONS = ("add", "remove_profiles", "batch_consent")
+SUBSCRIPTION_TYPES = ("all_marketing", "email_marketing_only", "sms_marketing_only", "sms_marketing_transactional")
+#: Channels each subscription type touches: (channel, message type).
+CHANNELS = {
+    "all_marketing": (("email", "marketing"), ("sms", "marketing")),
+    "email_marketing_only": (("email", "marketing"),),
+    "sms_marketing_only": (("sms", "marketing"),),
+    "sms_marketing_transactional": (("sms", "marketing"), ("sms", "transactional")),
+}
+MIN_WAIT_MS, MAX_WAIT_MS = 300_000, 86_400_000
+
+
+class ExportSettings(ClientSettings):
+    """Connection settings plus what to do with the query result."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
+
+    type: Literal["klaviyo"] = "klaviyo"
+    operation: Literal["add", "remove_profiles", "batch_consent"]
+    list_identify_type: Literal["id", "name"] = "id"
+    list_value: str | None = None
+    consent_type: Literal["subscribed", "unsubscribed"] = "subscribed"
+    subscription_type: Literal[
+        "all_marketing", "email_marketing_only", "sms_marketing_only", "sms_marketing_transactional"
+    ] | None = None
+    historical_consent: bool = False
+    skip_invalid_records: bool = False
+    stop_on_batch_failure: bool = False
+    wait_for_completion: bool = False
+    waiting_time_for_completion_millis: int = Field(3_600_000, ge=MIN_WAIT_MS, le=MAX_WAIT_MS)
+    #: Region for phone numbers written without +country code (e.g. "US"); None = E.164 only.
+    default_phone_region: str | None = None
+    #: Batches in flight at once (the shared rate limiter still paces every request).
+    concurrency: int = Field(8, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExportSettings":
+        if self.operation in ("add", "remove_profiles") and not self.list_value:
+            raise ValueError(f"operation {self.operation} needs list_value (the list's {self.list_identify_type})")
+        if self.operation == "batch_consent":
+            if self.subscription_type is None:
+                raise ValueError("operation batch_consent needs subscription_type "
+                                 f"(one of {', '.join(SUBSCRIPTION_TYPES)})")
+            if self.historical_consent and self.consent_type != "subscribed":
+                raise ValueError("historical_consent applies to consent_type subscribed only")
+        if self.list_value is not None and not str(self.list_value).strip():
+            raise ValueError("list_value is empty")
+        return self
+
+    def client_settings(self) -> ClientSettings:
+        return ClientSettings.model_validate({name: getattr(self, name) for name in ClientSettings.model_fields})
+
+    @property
+    def wait_seconds(self) -> float:
+        return self.waiting_time_for_completion_millis / 1000
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_KEY_NO_SPACE = re.compile(r"^(\s*)([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")
+
+
+def lenient_yaml(text: str, origin: str, known: set[str]) -> tuple[str, list[str]]:
+    """Rewrite ``known_key:value`` lines as ``known_key: value``; return the text and warnings.
+
+    Lines whose key is not a known setting are left alone, so ``load_yaml`` reports them.
+    """
+    lines, warnings = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = _KEY_NO_SPACE.match(line)
+        if m and m.group(2) in known:
+            fixed = f"{m.group(1)}{m.group(2)}: {m.group(3)}"
+            warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
+                            f"read as {fixed.strip()!r}")
+            line = fixed
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else ""), warnings
+
+
+def setting_keys() -> set[str]:
+    return set(known_keys(ExportSettings)) | {"result_connection", "connection"}
+
+
+def parse_settings_text(text: str, origin: str = "result settings") -> tuple[dict[str, Any], list[str]]:
+    """YAML or inline JSON text -> (mapping, warnings)."""
+    from ..config import load_yaml
+
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: expected a mapping of settings")
+        return data, []
+    fixed, warnings = lenient_yaml(text, origin, setting_keys())
+    return load_yaml(fixed, origin), warnings
+
+
+def parse_export_settings(data: dict[str, Any], origin: str = "result settings") -> ExportSettings:
+    """Validate a mapping (every problem at once, did-you-mean for typos, the key never echoed)."""
+    try:
+        return ExportSettings.model_validate(data)
+    except ValidationError as exc:
+        err = config_error_from(exc, ExportSettings)
+        raise ConfigError(f"{origin}: {err}", key=err.key) from None
+
+
+def resolve_result_connection(data: dict[str, Any], connection: str | None, credentials_path: Any,
+                              warn: Any = None) -> dict[str, Any]:
+    """Fill ``api_token`` from a saved authentication named by ``result_connection``.
+
+    A saved authentication, when it exists, wins over an inline ``api_token`` (the seed's examples
+    carry both: a connection name and a placeholder token); we say so in a warning. Without the
+    saved-authentications module, or when the name is not saved, the inline key is used.
+    """
+    out = dict(data)
+    name = connection or out.pop("result_connection", None) or out.pop("connection", None)
+    out.pop("result_connection", None)
+    out.pop("connection", None)
+    if not name:
+        return out
+    try:
+        from .. import secrets
+    except ImportError:
+        secrets = None
+    key = None
+    if secrets is not None and credentials_path is not None:
+        store = secrets.CredentialStore(credentials_path)
+        try:
+            if name in store:
+                key = store.get(name)
+        except ConfigError:
+            raise
+    if key is not None:
+        if out.get("api_token") or out.get("api_key"):
+            if warn:
+                warn(f"result_connection {name!r} supplies the API key; the inline api_token is ignored")
+        out.pop("api_key", None)
+        out["api_token"] = key
+        return out
+    if not (out.get("api_token") or out.get("api_key")):
+        raise ConfigError(f"result_connection {name!r} is not a saved authentication "
+                          "(create it with: klaviyo-bridge auth:create NAME) and no api_token is given",
+                          key="result_connection")
+    if warn:
+        warn(f"result_connection {name!r} is not saved; using the inline api_token")
+    return out
