@@ -146,3 +146,36 @@ async def test_partition_key_must_be_a_timestamp_column(transport, warehouse):
     cfg = make_config("lists", out={"partition_key": "name"})
     with pytest.raises(ConfigError, match="partition_key 'name' is not a timestamp column.*created"):
         await run_import(cfg, warehouse, "klaviyo", "lists", transport=transport, now=NOW)
+
+
+async def test_event_metrics_and_event_profiles_for_given_ids(transport, warehouse):
+    events = (await all_records(transport, "get_events", query=q.Query(page_size=5)))[:5]
+    ids = [e["id"] for e in events]
+    await run_import(make_config("event_metrics", event_ids=ids), warehouse, "klaviyo", "em", transport=transport, now=NOW)
+    await run_import(make_config("event_profiles", event_ids=",".join(ids)), warehouse, "klaviyo", "ep",
+                     transport=transport, now=NOW)
+    metrics = {r["event_id"]: r for r in warehouse.table_arrow("klaviyo", "em").to_pylist()}
+    profiles = {r["event_id"]: r for r in warehouse.table_arrow("klaviyo", "ep").to_pylist()}
+    for event in events:
+        assert metrics[event["id"]]["id"] == event["relationships"]["metric"]["data"]["id"]
+        assert profiles[event["id"]]["id"] == event["relationships"]["profile"]["data"]["id"]
+
+
+async def test_profiles_in_segment(transport, warehouse):
+    segment = (await all_records(transport, "get_segments"))[0]
+    await run_import(make_config("profiles_in_segment", segment_id=segment["id"]), warehouse, "klaviyo", "seg",
+                     transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "seg").to_pylist()
+    members = await all_records(transport, "get_profiles_for_segment", path_params={"id": segment["id"]})
+    assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in members)
+    assert {r["segment_id"] for r in rows} <= {segment["id"]}
+
+
+async def test_global_exclusions_are_the_suppressed_profiles(transport, warehouse):
+    await run_import(make_config("global_exclusions"), warehouse, "klaviyo", "excl", transport=transport, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "excl").to_pylist()
+    everyone = await all_records(transport, "get_profiles", query=q.Query(
+        page_size=100, additional_fields={"profile": ["subscriptions"]}))
+    suppressed = {p["id"] for p in everyone
+                  if (((p["attributes"].get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get("suppression")}
+    assert rows and {r["id"] for r in rows} == suppressed

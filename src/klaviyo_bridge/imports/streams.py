@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..api.query import Condition, equals
+from datetime import datetime, timezone
+
+from ..api.query import Condition, equals, greater_or_equal
 from ..api.spec import operation
 from .columns import Column, operation_resource, resource_columns
 
@@ -85,6 +87,7 @@ EVENT_STREAM_OPTIONS = dict(
     extra_columns=EVENT_RELATED,
 )
 CREATED_UPDATED = {"created": "created", "updated": "updated"}
+SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
 METRIC_TIME_TYPES = {"created": pa.timestamp("us", tz="UTC"), "updated": pa.timestamp("us", tz="UTC")}
 LOCATION_TYPES = {"location_latitude": pa.string(), "location_longitude": pa.string()}
 
@@ -122,8 +125,10 @@ STREAMS: dict[str, Stream] = {
         Stream(
             "global_exclusions",
             "get_profiles",
-            time_fields={"suppressed": "subscriptions.email.marketing.suppression.timestamp"},
+            time_fields={"suppressed": SUPPRESSION_TIMESTAMP},
             default_time_field="suppressed",
+            # only suppressed profiles have a suppression timestamp: this filter is the selection
+            fixed_filters=(greater_or_equal(SUPPRESSION_TIMESTAMP, datetime(2000, 1, 1, tzinfo=timezone.utc)),),
             partition=True,
             additional_fields={"profile": ("subscriptions",)},
         ),
