@@ -17,6 +17,7 @@ from ..home import HOME_ENV, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
+from .export_cmd import query_command
 from .imports_cmd import COMMANDS as IMPORT_COMMANDS
 
 
@@ -44,6 +45,7 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
 cli.add_command(emulator_command)
 cli.add_command(demo_command)
 cli.add_command(api_command)
+cli.add_command(query_command)
 for _command in IMPORT_COMMANDS:
     cli.add_command(_command)
 

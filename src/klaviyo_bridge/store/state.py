@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 S = quote(STATE_SCHEMA)
 RUN_KINDS = ("import", "export")
 RUN_STATUSES = ("running", "succeeded", "failed")
-ROW_OUTCOMES = ("accepted", "rejected", "skipped")
+ROW_OUTCOMES = ("accepted", "rejected", "skipped", "submitted")  # submitted = sent, no confirmation to read
 
 
 def _state_ddl(session: Session) -> list[str]:
@@ -432,6 +432,16 @@ class StateStore(_ScheduleStateMixin):
                 [run_id, status, _opt_int(rows_read), _opt_int(rows_written),
                  json.dumps(dict(counts or {})), error],
             )
+
+    def reopen_run(self, run_id: str) -> RunRecord:
+        """Mark a finished (or crashed) run as running again, for ``--resume``; returns it as it was."""
+        before = next((r for r in self.runs(limit=100_000) if r.run_id == run_id), None)
+        if before is None:
+            raise StoreError(f"no run {run_id!r} in the job history")
+        with self._transaction() as s:
+            s.execute(f"UPDATE {S}.runs SET status = 'running', ended_at = NULL, error = NULL WHERE run_id = $1",
+                      [run_id])
+        return before
 
     def runs(self, job: str | None = None, *, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""

@@ -1,0 +1,68 @@
+"""``klaviyo-bridge query``: run SQL on the warehouse and export the result to Klaviyo."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..exports.job import export_query, load_result_settings, read_sql, report_lines
+from ..home import Home
+from ..store.warehouse import open_warehouse
+
+WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
+
+
+class _Progress:
+    """Rows sent / batches done on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.sent = self.done = 0
+
+    def __call__(self, what: str, rows: int) -> None:
+        if what == "sent":
+            self.sent += rows
+        else:
+            self.done += rows
+        if self.tty:
+            click.echo(f"\r  rows sent {self.sent:,}  confirmed/recorded {self.done:,}", err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.tty and (self.sent or self.done):
+            click.echo("", err=True)
+
+
+@click.command("query")
+@click.argument("query", required=False)
+@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="Read the SQL from a file.")
+@click.option("-d", "--database", help="Database (schema) the query's unqualified table names refer to.")
+@click.option("--result-settings", "result_settings", required=True,
+              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON.")
+@click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME).")
+@click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
+@click.option("--dry-run", is_flag=True, help="Validate and show counts and sample payloads; send nothing.")
+@click.option("--resume", "resume", metavar="RUN_ID", help="Continue a run that died; batches Klaviyo accepted are not resent.")
+@click.pass_obj
+def query_command(home: Home, query: str | None, query_file: str | None, database: str | None, result_settings: str,
+                  connection: str | None, warehouse_url: str | None, dry_run: bool, resume: str | None) -> None:
+    """Run QUERY on the warehouse and export the result to Klaviyo (add / remove_profiles / batch_consent).
+
+    \b
+    klaviyo-bridge query -d klaviyo_db --result-settings export.yml "SELECT email, first_name FROM customers"
+    klaviyo-bridge query -d klaviyo_db -f export_data.sql --result-settings '{"operation": "remove_profiles", ...}'
+    """
+    sql = read_sql(query, query_file)
+    warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
+    settings = load_result_settings(result_settings, connection=connection, credentials_path=home.credentials, warn=warn)
+    progress = _Progress()
+    with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
+        try:
+            result = export_query(wh, sql, settings, database=database, dry_run=dry_run, resume=resume,
+                                  progress=progress)
+        finally:
+            progress.finish()
+    for line in report_lines(result, settings):
+        click.echo(line)
+    if result.failed_batches and settings.stop_on_batch_failure:
+        sys.exit(1)

@@ -1,0 +1,97 @@
+"""One export job as the CLI and workflows run it: settings in, query run, result reported.
+
+``load_result_settings`` takes a YAML/JSON file, inline JSON or an already-parsed mapping (a
+workflow's ``result_settings``), resolves ``result_connection`` against saved authentications,
+and validates. ``export_query`` runs the SQL on the warehouse and exports the result.
+``report_lines`` renders what to print: warnings, dry-run counts and samples, the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import ConfigError
+from ..store.warehouse import Warehouse
+from .runner import ExportResult, run_export
+from .settings import ExportSettings, parse_export_settings, parse_settings_text, resolve_result_connection
+from .source import read_query
+
+
+def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | None = None,
+                         credentials_path: Path | None = None, warn: Callable[[str], None] | None = None,
+                         overrides: Mapping[str, Any] | None = None) -> ExportSettings:
+    """A settings file path, inline JSON/YAML text, or a mapping -> validated ExportSettings."""
+    warnings: list[str] = []
+    if isinstance(spec, Mapping):
+        data, origin = dict(spec), "result_settings"
+    else:
+        text = spec
+        origin = "--result-settings"
+        if not spec.lstrip().startswith("{"):
+            path = Path(spec)
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
+                                  "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
+            origin = str(path)
+        data, warnings = parse_settings_text(text, origin)
+    for w in warnings:
+        if warn:
+            warn(w)
+    data.update(overrides or {})
+    data = resolve_result_connection(data, connection, credentials_path, warn)
+    return parse_export_settings(data, origin)
+
+
+def read_sql(query: str | None, query_file: str | None) -> str:
+    if bool(query) == bool(query_file):
+        raise ConfigError("give the SQL either as an argument or with -f FILE, not both (and not neither)", key="query")
+    if query_file:
+        try:
+            return Path(query_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read query file {query_file}: {exc.strerror}", key="query") from None
+    return query or ""
+
+
+def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
+                 job: str = "query", dry_run: bool = False, resume: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> ExportResult:
+    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
+    table = read_query(wh, sql, database)
+    return asyncio.run(run_export(wh, table, settings, job=job, dry_run=dry_run, run_id=resume,
+                                  resume=resume is not None, transport=transport, **kw))
+
+
+def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
+    lines = [f"warning: {w}" for w in result.warnings]
+    if result.dry_run:
+        lines.append(f"dry run: {result.summary.total:,} rows: {result.would_send:,} would be sent in "
+                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid "
+                     f"({'skipped' if settings.skip_invalid_records else 'the job would fail: skip_invalid_records is false'})")
+        for row, reason in getattr(result, "invalid_rows", [])[:10]:
+            lines.append(f"  invalid row {row + 1}: {reason}")
+        for sample in result.samples:
+            lines.append("  sample: " + json.dumps(sample, ensure_ascii=False))
+        lines.append("dry run: nothing was sent")
+        return lines
+    s = result.summary
+    for outcome, reason, n in s.top_reasons:
+        lines.append(f"  {n:,} {outcome}: {reason}")
+    extra = []
+    if result.list_id:
+        extra.append(f"list {result.list_id}")
+    if result.failed_batches:
+        extra.append(f"{result.failed_batches} failed batch(es)")
+    if result.skipped_on_resume:
+        extra.append(f"{result.skipped_on_resume} batch(es) already done before resume")
+    extra.append(f"{result.batches} batch(es), {result.requests} request(s), {result.seconds:.1f}s")
+    lines.append(s.line() + " (" + "; ".join(extra) + ")")
+    return lines

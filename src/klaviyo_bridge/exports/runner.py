@@ -1,0 +1,388 @@
+"""Run one export: query -> validate -> batches -> Klaviyo -> every row accounted for.
+
+The flow of ``run_export``:
+
+1. the query result is read whole (columnar) and checked: missing columns fail before anything
+   is sent; invalid rows are skipped with their reason (``skip_invalid_records: true``) or fail
+   the job with nothing sent (``false``);
+2. the list is resolved (by id, or by name: looked up with a filter, created when missing);
+3. valid rows are cut into batches by count and bytes and sent, several in flight at once; the
+   client's shared limiter paces them to the operation's rate limits;
+4. each batch's state is stored before and after sending (``sending`` -> ``sent`` -> ``done`` /
+   ``failed``), so ``--resume RUN_ID`` never resends a batch Klaviyo accepted;
+5. with ``wait_for_completion`` bulk import jobs are polled (backoff, their own rate limit) and
+   their import errors read page by page and mapped back to input rows;
+6. every input row gets one outcome in the state schema: accepted, rejected (Klaviyo's message),
+   skipped (the reason), or submitted (sent, no confirmation to read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from ..api.client import KlaviyoClient
+from ..api.query import format_value
+from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted
+from ..store.warehouse import Warehouse
+from .batching import Endpoint, endpoint_for, plan_batches
+from .operations import Prepared, prepare
+from .settings import ExportSettings
+from .summary import ExportSummary, export_summary
+
+log = logging.getLogger("klaviyo_bridge.exports")
+
+FINAL_BATCH_STATES = ("done", "failed", "not_sent")
+_ROW_POINTER = re.compile(r"^/data/(?:attributes/profiles/data/)?(\d+)(?:/|$)")
+NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
+
+
+@dataclass
+class ExportResult:
+    run_id: str
+    summary: ExportSummary
+    list_id: str | None = None
+    batches: int = 0
+    failed_batches: int = 0
+    resent: int = 0
+    skipped_on_resume: int = 0
+    warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    samples: list[Any] = field(default_factory=list)
+    would_send: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+
+
+def _rows_table(index: np.ndarray, outcome: str, reasons: list[str | None] | str | None) -> pa.Table:
+    n = len(index)
+    if reasons is None or isinstance(reasons, str):
+        reason_arr = pa.array([reasons] * n, pa.string())
+    else:
+        reason_arr = pa.array(reasons, pa.string())
+    return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.array([outcome] * n, pa.string()),
+                     "reason": reason_arr})
+
+
+def _body(settings: ExportSettings, endpoint: Endpoint, items: list[bytes], list_id: str | None) -> Any:
+    fragment = orjson.Fragment(b"[" + b",".join(items) + b"]")
+    if endpoint.operation_id == "bulk_import_profiles":
+        data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": fragment}}}
+        if list_id:
+            data["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
+        return {"data": data}
+    if endpoint.operation_id == "remove_profiles_from_list":
+        return {"data": fragment}
+    subscribe = endpoint.operation_id == "bulk_subscribe_profiles"
+    attrs: dict[str, Any] = {"profiles": {"data": fragment}}
+    if subscribe and settings.historical_consent:
+        attrs["historical_import"] = True
+    data = {"type": "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job",
+            "attributes": attrs}
+    if list_id:
+        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
+    return {"data": data}
+
+
+def _row_positions(err: ApiError) -> dict[int, str] | None:
+    """Positions in the batch that a 400 names, with Klaviyo's message; None if not all name rows."""
+    if not err.errors:
+        return None
+    found: dict[int, str] = {}
+    for item in err.errors:
+        m = _ROW_POINTER.match(item.pointer or "")
+        if not m:
+            return None
+        found.setdefault(int(m.group(1)), item.detail or item.title or item.code)
+    return found
+
+
+class _Export:
+    def __init__(self, wh: Warehouse, settings: ExportSettings, run_id: str, client: KlaviyoClient,
+                 sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float],
+                 poll_initial: float, progress: Callable[[str, int], None] | None) -> None:
+        self.wh, self.settings, self.run_id, self.client = wh, settings, run_id, client
+        self.sleep, self.clock, self.poll_initial = sleep, clock, poll_initial
+        self.progress = progress or (lambda what, n: None)
+        self.endpoint = endpoint_for(settings.operation, settings.consent_type)
+        self.stop = False
+        self.failed = 0
+        self.resent = 0
+        self.skipped_on_resume = 0
+        self.list_id: str | None = None
+
+    # --- list ----------------------------------------------------------------------------
+    async def resolve_list(self, warnings: list[str]) -> str | None:
+        s = self.settings
+        if not s.list_value:
+            return None
+        if s.list_identify_type == "id":
+            return s.list_value
+        params = [("filter", f"equals(name,{format_value(s.list_value)})")]
+        found = []
+        async for item in _lists(self.client, params):
+            found.append(item["id"])
+        if len(found) > 1:
+            raise ExportError(f"list name {s.list_value!r} is ambiguous: {len(found)} lists have it "
+                              f"({', '.join(found[:5])}); use list_identify_type: id")
+        if found:
+            return found[0]
+        if s.operation == "remove_profiles" or (s.operation == "batch_consent" and s.consent_type == "unsubscribed"):
+            raise ExportError(f"no list named {s.list_value!r} in this Klaviyo account")
+        doc = await self.client.request("create_list", json={"data": {"type": "list", "attributes": {"name": s.list_value}}})
+        list_id = (doc or {}).get("data", {}).get("id")
+        if not list_id:
+            raise ExportError(f"creating list {s.list_value!r} returned no id")
+        warnings.append(f"created list {s.list_value!r} ({list_id}); Klaviyo allows 150 list creations a day")
+        return list_id
+
+    # --- one batch -----------------------------------------------------------------------
+    async def post(self, items: list[bytes]) -> str | None:
+        op = self.endpoint.operation_id
+        body = _body(self.settings, self.endpoint, items, self.list_id)
+        path = {"id": self.list_id} if op == "remove_profiles_from_list" else None
+        doc = await self.client.request(op, path_params=path, json=body)
+        return (doc or {}).get("data", {}).get("id") if doc else None
+
+    async def send(self, batch_id: str, index: np.ndarray, items: list[bytes], sem: asyncio.Semaphore,
+                   state: dict[str, Any] | None) -> None:
+        st = self.wh.state
+        op = self.endpoint.operation_id
+        if state and state["status"] in FINAL_BATCH_STATES:
+            self.skipped_on_resume += 1
+            return
+        job_id = state.get("job") if state else None
+        dropped_index: list[int] = []
+        dropped_reason: list[str] = []
+        keep = np.ones(len(index), dtype=bool)
+        if not (state and state["status"] == "sent"):
+            async with sem:
+                if self.stop:
+                    self._not_sent(batch_id, index, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+                    return
+                if state:
+                    self.resent += 1  # it was 'sending' when the run died: Klaviyo may or may not have it
+                st.record_export_batch(batch_id, self.run_id, op, "sending", row_count=len(index))
+                try:
+                    try:
+                        job_id = await self.post(items)
+                    except InvalidRequest as err:
+                        named = _row_positions(err)
+                        if not named or len(named) >= len(items):
+                            raise
+                        for pos, why in sorted(named.items()):
+                            keep[pos] = False
+                            dropped_index.append(int(index[pos]))
+                            dropped_reason.append(f"rejected by Klaviyo before sending: {why}")
+                        items = [it for it, k in zip(items, keep) if k]
+                        job_id = await self.post(items)  # the rest, once
+                except (ApiError, RetriesExhausted) as err:
+                    self._fail(batch_id, index, str(err))
+                    return
+            st.record_export_batch(batch_id, self.run_id, op, "sent", klaviyo_job_id=job_id)
+            self.progress("sent", len(index))
+        sent_index = index[keep]
+        if dropped_index:
+            st.record_export_rows(batch_id, self.run_id, _rows_table(np.array(dropped_index), "skipped", dropped_reason))
+        if op == "bulk_import_profiles":
+            if self.settings.wait_for_completion and job_id:
+                table = await self.outcomes_of_job(job_id, sent_index, items if state is None else None)
+            else:
+                table = _rows_table(sent_index, "submitted",
+                                    f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)")
+        elif op == "remove_profiles_from_list":
+            table = _rows_table(sent_index, "accepted", None)
+        else:
+            table = _rows_table(sent_index, "submitted", NO_JOB_REASON)
+        st.record_export_rows(batch_id, self.run_id, table)
+        failed_job = table.num_rows and table.column("outcome").to_pylist().count("rejected") == table.num_rows \
+            and op == "bulk_import_profiles"
+        st.record_export_batch(batch_id, self.run_id, op, "failed" if failed_job else "done", klaviyo_job_id=job_id)
+        if failed_job:
+            self.failed += 1
+            if self.settings.stop_on_batch_failure:
+                self.stop = True
+        self.progress("done", len(index))
+
+    def _fail(self, batch_id: str, index: np.ndarray, message: str) -> None:
+        self.failed += 1
+        st = self.wh.state
+        st.record_export_rows(batch_id, self.run_id, _rows_table(index, "rejected", message))
+        st.record_export_batch(batch_id, self.run_id, self.endpoint.operation_id, "failed", error=message[:2000])
+        if self.settings.stop_on_batch_failure:
+            self.stop = True
+
+    def _not_sent(self, batch_id: str, index: np.ndarray, reason: str) -> None:
+        st = self.wh.state
+        st.record_export_rows(batch_id, self.run_id, _rows_table(index, "skipped", reason))
+        st.record_export_batch(batch_id, self.run_id, self.endpoint.operation_id, "not_sent", row_count=len(index))
+
+    # --- bulk import jobs ----------------------------------------------------------------
+    async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: list[bytes] | None) -> pa.Table:
+        deadline = self.clock() + self.settings.wait_seconds
+        wait = self.poll_initial
+        status = "queued"
+        while True:
+            doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})
+            attrs = ((doc or {}).get("data") or {}).get("attributes") or {}
+            status = attrs.get("status", "")
+            if status in ("complete", "cancelled", "failed"):
+                break
+            if self.clock() + wait > deadline:
+                return _rows_table(index, "submitted", f"bulk import job {job_id} still {status} when the waiting "
+                                   f"time ({self.settings.waiting_time_for_completion_millis} ms) ended")
+            await self.sleep(wait)
+            wait = min(wait * 1.5, 15.0)
+        if status != "complete":
+            return _rows_table(index, "rejected", f"bulk import job {job_id} ended {status}")
+        reasons: list[str | None] = [None] * len(index)
+        by_email: dict[str, int] | None = None
+        async for page in self.client.pages("get_errors_for_bulk_import_profiles_job", path_params={"id": job_id}):
+            for err in page.data:
+                a = err.get("attributes") or {}
+                message = a.get("detail") or a.get("title") or a.get("code") or "rejected"
+                m = _ROW_POINTER.match(((a.get("source") or {}).get("pointer")) or "")
+                pos = int(m.group(1)) if m else None
+                if pos is None or pos >= len(index):
+                    email = ((a.get("original_payload") or {}).get("attributes") or {}).get("email")
+                    if by_email is None and items is not None:
+                        by_email = {}
+                        for i, it in enumerate(items):
+                            e = orjson.loads(it).get("attributes", {}).get("email")
+                            if e:
+                                by_email[e] = i
+                    pos = (by_email or {}).get(email)
+                if pos is not None and reasons[pos] is None:
+                    reasons[pos] = f"rejected by Klaviyo: {message}"
+        outcomes = ["accepted" if r is None else "rejected" for r in reasons]
+        return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.array(outcomes, pa.string()),
+                         "reason": pa.array(reasons, pa.string())})
+
+
+async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
+    doc = await client.request("get_lists", params=params)
+    while doc is not None:
+        for item in doc.get("data") or []:
+            yield item
+        nxt = (doc.get("links") or {}).get("next")
+        if not nxt:
+            return
+        doc = await client.request("get_lists", url=nxt)
+
+
+def _invalid_message(prepared: Prepared, limit: int = 5) -> str:
+    shown = "; ".join(f"row {int(i) + 1}: {r}" for i, r in zip(prepared.skipped_index[:limit], prepared.skipped_reason[:limit]))
+    more = len(prepared.skipped_index) - limit
+    return (f"{len(prepared.skipped_index)} invalid row(s) and skip_invalid_records is false; nothing was sent. "
+            f"{shown}{f'; and {more} more' if more > 0 else ''}")
+
+
+def sample_payloads(prepared: Prepared, settings: ExportSettings, n: int = 3) -> list[Any]:
+    return [orjson.loads(item) for item in prepared.items[:n]]
+
+
+async def run_export(
+    wh: Warehouse,
+    table: pa.Table,
+    settings: ExportSettings,
+    *,
+    job: str = "query",
+    run_id: str | None = None,
+    resume: bool = False,
+    dry_run: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    poll_initial: float = 1.0,
+    progress: Callable[[str, int], None] | None = None,
+) -> ExportResult:
+    """Export ``table`` (a query result) to Klaviyo and record every row's outcome under ``run_id``."""
+    started = time.perf_counter()
+    from .operations import check_columns
+
+    check_columns(table.schema, settings)  # before anything: missing column -> no run, nothing sent
+    prepared = prepare(table, settings)
+    warnings = list(prepared.warnings)
+    endpoint = endpoint_for(settings.operation, settings.consent_type)
+    sizes = np.fromiter((len(i) for i in prepared.items), dtype=np.int64, count=len(prepared.items))
+    slices = plan_batches(sizes, endpoint)
+    if dry_run:
+        summary = ExportSummary(run_id="(dry run)", total=table.num_rows,
+                                counts={"would_send": len(prepared.items), "invalid": len(prepared.skipped_index)})
+        result = ExportResult("(dry run)", summary, batches=len(slices), warnings=warnings, dry_run=True,
+                              samples=sample_payloads(prepared, settings), would_send=len(prepared.items),
+                              invalid=len(prepared.skipped_index), seconds=time.perf_counter() - started)
+        result.invalid_rows = list(zip(prepared.skipped_index[:20].tolist(), prepared.skipped_reason[:20]))  # type: ignore[attr-defined]
+        return result
+
+    st = wh.state
+    states: dict[str, dict[str, Any]] = {}
+    if resume:
+        if not run_id:
+            raise ExportError("--resume needs the run id")
+        st.reopen_run(run_id)
+        for b in st.export_batches(run_id):
+            states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count}
+    else:
+        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex)
+    assert run_id is not None
+    client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
+    ex = _Export(wh, settings, run_id, client, sleep, clock, poll_initial, progress)
+    try:
+        invalid_id = f"{run_id}-invalid"
+        if len(prepared.skipped_index) and not settings.skip_invalid_records:
+            message = _invalid_message(prepared)
+            if invalid_id not in states:
+                st.record_export_rows(invalid_id, run_id, _rows_table(prepared.skipped_index, "skipped", prepared.skipped_reason))
+                st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
+                    prepared.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
+                st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=len(prepared.skipped_index))
+            raise ExportError(message)
+        if len(prepared.skipped_index) and invalid_id not in states:
+            st.record_export_rows(invalid_id, run_id, _rows_table(prepared.skipped_index, "skipped",
+                                                                  [f"invalid: {r}" for r in prepared.skipped_reason]))
+            st.record_export_batch(invalid_id, run_id, "validation", "done", row_count=len(prepared.skipped_index))
+        if slices:
+            ex.list_id = await ex.resolve_list(warnings)
+        sem = asyncio.Semaphore(settings.concurrency)
+        tasks = []
+        for seq, (a, b) in enumerate(slices):
+            batch_id = f"{run_id}-b{seq:05d}"
+            state = states.get(batch_id)
+            if state and state.get("rows") not in (None, b - a):
+                warnings.append(f"batch {batch_id} had {state['rows']} rows, now {b - a}: the query result changed "
+                                "since the first attempt (give the query an ORDER BY to resume safely)")
+            tasks.append(ex.send(batch_id, prepared.row_index[a:b], prepared.items[a:b], sem, state))
+        await asyncio.gather(*tasks)
+        summary = export_summary(wh, run_id)
+        status = "failed" if ex.failed and settings.stop_on_batch_failure else "succeeded"
+        st.finish_run(run_id, status, rows_read=table.num_rows,
+                      rows_written=summary.counts.get("accepted", 0) + summary.counts.get("submitted", 0),
+                      counts=summary.counts, error=f"{ex.failed} batch(es) failed" if ex.failed else None)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
+        try:
+            st.finish_run(run_id, "failed", rows_read=table.num_rows, error=message[:2000])
+        except Exception:  # pragma: no cover - keep the original error
+            log.exception("could not record the failed run")
+        raise
+    finally:
+        await client.aclose()
+    if settings.operation == "batch_consent":
+        warnings.append("subscription changes: " + NO_JOB_REASON)
+    return ExportResult(run_id, summary, list_id=ex.list_id, batches=len(slices), failed_batches=ex.failed,
+                        resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
+                        would_send=len(prepared.items), invalid=len(prepared.skipped_index),
+                        seconds=time.perf_counter() - started, requests=client.stats.requests)

@@ -1,0 +1,53 @@
+"""Run the user's query on the warehouse, with ``-d DATABASE`` as the default schema."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+from ..store.identifiers import check_object_name, quote
+from ..store.warehouse import Warehouse
+
+
+def _use_database(session, database: str) -> None:
+    kind = type(session).__name__
+    if kind.startswith("DuckDB"):
+        from ..store.duckdb import CATALOG
+
+        found = session.fetch("SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
+                              [CATALOG, database])
+        if not found[0][0]:
+            raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
+        session.execute(f"USE {CATALOG}.{quote(database)}")
+    else:
+        found = session.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [database])
+        if not found[0][0]:
+            raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
+        session.execute(f"SET search_path TO {quote(database)}, public")
+
+
+def read_query(wh: Warehouse, sql: str, database: str | None = None, *, batch_size: int = 65_536) -> pa.Table:
+    """The whole result as one Arrow table (columnar: 1M narrow rows take tens of MB).
+
+    Materialising lets validation see every row before anything is sent, so
+    ``skip_invalid_records: false`` can fail the job with nothing sent.
+    """
+    sql = sql.strip().rstrip(";").strip()
+    if not sql:
+        raise ConfigError("the query is empty", key="query")
+    session = wh._open_session()
+    try:
+        if database:
+            check_object_name(database, "database")
+            _use_database(session, database)
+        reader = session.stream(sql, (), batch_size)
+        batches = []
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+        schema = reader.schema
+    finally:
+        session.close()
+    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
