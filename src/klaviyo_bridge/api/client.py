@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import orjson
 
 from ..errors import (
@@ -45,6 +46,7 @@ log = logging.getLogger("klaviyo_bridge.api")
 
 JSON_API = "application/vnd.api+json"
 USER_AGENT = "klaviyo-bridge/0.1"
+Decode = Callable[[bytes], Any]
 #: Seconds added to every rate-limit window on the client side, so arrival jitter at the
 #: server does not push a burst over the edge (costs ~0.4% of the steady minute window).
 CLIENT_WINDOW_MARGIN = 0.1
@@ -139,8 +141,13 @@ class KlaviyoClient:
         params: list[tuple[str, str]] | None = None,
         json: Any = None,
         url: str | None = None,
-    ) -> dict[str, Any] | None:
-        """Send one operation (retrying as the policy allows); return the decoded body or None."""
+        decode: Decode | None = None,
+    ) -> Any:
+        """Send one operation (retrying as the policy allows); return the decoded body or None.
+
+        ``decode(bytes)`` replaces the generic JSON parse (typed decoders for imports); a
+        body it cannot parse counts as cut off and is retried like a dropped connection.
+        """
         op = operation(operation_id)
         if url is None:
             url = op.url_path(**(path_params or {}))
@@ -151,7 +158,7 @@ class KlaviyoClient:
             self._check_same_origin(url)
             params = None
         body = orjson.dumps(json) if json is not None else None
-        return await self._send_with_retries(op, url, params, body)
+        return await self._send_with_retries(op, url, params, body, decode)
 
     async def get_resource(
         self, operation_id: str, resource_id: str, *, query: Query | None = None
@@ -180,6 +187,22 @@ class KlaviyoClient:
             doc = await self.request(operation_id, url=next_url)
             number += 1
 
+    async def decoded_pages(
+        self,
+        operation_id: str,
+        decode: Callable[[bytes], tuple[Any, str | None]],
+        *,
+        query: Query | None = None,
+        path_params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Like ``pages`` with a caller's decoder returning ``(payload, next_url)``; yields payloads."""
+        payload, next_url = await self.request(operation_id, path_params=path_params, query=query, decode=decode)
+        while True:
+            yield payload
+            if not next_url:
+                return
+            payload, next_url = await self.request(operation_id, url=next_url, decode=decode)
+
     async def records(
         self,
         operation_id: str,
@@ -202,12 +225,13 @@ class KlaviyoClient:
             raise InvalidRequest(f"refusing to follow a link to another host: {_origin(url)}")
 
     async def _send_with_retries(
-        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None
-    ) -> dict[str, Any] | None:
+        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
+        decode: Decode | None = None,
+    ) -> Any:
         retries = 0
         while True:
             try:
-                return await self._send_once(op, url, params, body)
+                return await self._send_once(op, url, params, body, decode)
             except (RateLimited, ServerError, TransportError) as err:
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
@@ -229,8 +253,9 @@ class KlaviyoClient:
                 await self._sleep(wait)
 
     async def _send_once(
-        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None
-    ) -> dict[str, Any] | None:
+        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
+        decode: Decode | None = None,
+    ) -> Any:
         self.stats.rate_wait_seconds += await self.limiter.acquire(op)
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
@@ -256,8 +281,8 @@ class KlaviyoClient:
             if response.status_code == 204 or not response.content:
                 return None
             try:
-                return orjson.loads(response.content)
-            except orjson.JSONDecodeError:
+                return decode(response.content) if decode is not None else orjson.loads(response.content)
+            except (ValueError, msgspec.DecodeError):
                 raise TransportError(
                     f"{op.method} {op.path}: response body was cut off or not JSON",
                     status=response.status_code,

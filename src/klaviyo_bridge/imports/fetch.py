@@ -20,6 +20,7 @@ import pyarrow as pa
 from ..api.client import KlaviyoClient, Page
 from ..api.query import Condition, Query
 from .columns import Column
+from .decode import PageDecoder
 from .flatten import to_batch
 from .partition import Window, keep_mask, window_filter
 from .streams import Stream
@@ -100,6 +101,7 @@ class Fetcher:
         self.concurrency = max(1, concurrency)
         self.marks = marks or {}
         self.stats = FetchStats()
+        self.decoder = PageDecoder(self.columns, self.marks)
 
     def _query(self, task: Task) -> Query:
         s = self.stream
@@ -111,26 +113,23 @@ class Fetcher:
             include=s.include,
         )
 
-    def to_batch(self, page: Page, task: Task) -> pa.RecordBatch:
-        attach_included(page)
-        marks = {**self.marks, **task.marks}
-        marks = {k: v for k, v in marks.items() if v is not None}
-        if marks:
-            for record in page.data:
-                record.update(marks)
-        batch = to_batch(page.data, self.columns)
-        if task.trim_window is not None and self.time_column and batch.num_rows:
-            before = batch.num_rows
-            batch = batch.filter(keep_mask(batch.column(self.time_column), task.trim_window))
-            self.stats.trimmed += before - batch.num_rows
-        return batch
+    def decoder_for(self, task: Task) -> PageDecoder:
+        return self.decoder.with_marks({k: v for k, v in task.marks.items() if v is not None})
+
+    def trim(self, batch: pa.RecordBatch, task: Task) -> pa.RecordBatch:
+        """Drop rows of a widened window that belong to its neighbours."""
+        if task.trim_window is None or not self.time_column or not batch.num_rows:
+            return batch
+        kept = batch.filter(keep_mask(batch.column(self.time_column), task.trim_window))
+        self.stats.trimmed += batch.num_rows - kept.num_rows
+        return kept
 
     async def _run_task(self, task: Task, out: asyncio.Queue) -> None:
-        async for page in self.client.pages(
-            self.stream.operation_id, query=self._query(task), path_params=self.path_params
+        async for batch in self.client.decoded_pages(
+            self.stream.operation_id, self.decoder_for(task), query=self._query(task), path_params=self.path_params
         ):
             self.stats.pages += 1
-            batch = self.to_batch(page, task)
+            batch = self.trim(batch, task)
             self.stats.records += batch.num_rows
             if batch.num_rows:
                 await out.put(batch)

