@@ -47,9 +47,13 @@ class EventTable:
         return ids.ulid(int(self.datetime[row]) * 1000, tag, row, self.id_key)
 
     def event_ids(self, rows: np.ndarray) -> list[str]:
-        tags = (ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)).tolist()
-        stamps = self.datetime[rows].tolist()
-        return [ids.ulid(t * 1000, tag, r, self.id_key) for t, tag, r in zip(stamps, tags, rows.tolist())]
+        return self.id_bytes(rows).astype("U26").tolist()
+
+    def id_bytes(self, rows: np.ndarray) -> np.ndarray:
+        """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        tags = ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)
+        return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
 
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 
 from . import ids, vocabulary as V
-from .timefmt import iso
+from .timefmt import iso, iso_many
 
 TWO_YEARS = 2 * 365 * 86400
 S_ID, S_NAME, S_LAST, S_DOMAIN, S_PHONE, S_EXT, S_CITY, S_ORG, S_TITLE, S_LOCALE = range(100, 110)
@@ -27,6 +27,15 @@ PHONE_MODULUS, PHONE_MULT = 8_000_000_000, 7_919_003
 EXT_MODULUS, EXT_MULT = 1_000_000_000, 3_571_001
 CONSENTS = ("NEVER_SUBSCRIBED", "SUBSCRIBED", "UNSUBSCRIBED")
 _EMAIL_RE = re.compile(r"^[a-z]+\.[a-z]+(\d+)@[a-z.]+$")
+#: Top-level profile attributes in Klaviyo's order (subscriptions/predictive_analytics follow on request).
+ATTRIBUTES = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title", "image",
+              "created", "updated", "last_event_date", "location", "properties")
+_LOWER = {n: n.lower() for n in (*V.FIRST_NAMES, *V.LAST_NAMES)}
+#: Codes past the vocabulary mean "not set" (about half the profiles have no organization/title).
+_ORGS = (*V.ORGANIZATIONS, *[None] * len(V.ORGANIZATIONS))
+_TITLES = (*V.TITLES, *[None] * len(V.TITLES))
+#: The 12000 possible birthdays, formatted once (``iso`` per profile was measurable).
+_BIRTHDAYS = [iso(3_000 * 86400 + d * 86400)[:10] for d in range(12000)]
 
 
 def _tied(values: np.ndarray, tie_mask: np.ndarray) -> np.ndarray:
@@ -75,8 +84,13 @@ class ProfileTable:
         return ids.ulid(int(ms[0]), int(tag[0]), row, self.id_key)
 
     def ids_for(self, rows: np.ndarray) -> list[str]:
+        return self.id_bytes(rows).astype("U26").tolist()
+
+    def id_bytes(self, rows: np.ndarray) -> np.ndarray:
+        """Profile ids of ``rows`` as ``S26`` (vectorised; the page renderers use the bytes)."""
+        rows = np.asarray(rows, dtype=np.int64)
         ms, tag = self._id_parts(rows)
-        return [ids.ulid(int(m), int(t), int(r), self.id_key) for m, t, r in zip(ms, tag, rows)]
+        return ids.ulids(ms, tag, rows, self.id_key)
 
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)
@@ -158,63 +172,87 @@ class ProfileTable:
 
     # ----- rendering -----------------------------------------------------------------
     def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[dict]:
-        """JSON:API attributes of ``rows`` (vectorised draws, then one dict per row)."""
-        seed = self.seed
-        codes = {
-            name: ids.choice(seed, stream, rows, n)
-            for name, stream, n in (
-                ("city", S_CITY, len(V.CITIES)), ("org", S_ORG, len(V.ORGANIZATIONS) * 2),
-                ("title", S_TITLE, len(V.TITLES) * 2), ("locale", S_LOCALE, len(V.LOCALES)),
-                ("street", S_CITY + 50, len(V.STREETS)), ("number", S_CITY + 51, 990),
-                ("source", S_PROPS, len(V.SIGNUP_SOURCES)), ("tier", S_PROPS + 1, len(V.LOYALTY_TIERS)),
-                ("orders", S_PROPS + 2, 25), ("birthday", S_PROPS + 3, 12000), ("consent", S_CONSENT, 10),
-            )
-        }
-        jitter = ids.unit(seed, S_CITY + 52, rows) - 0.5
-        first_codes = ids.choice(seed, S_NAME, rows, len(V.FIRST_NAMES)).tolist()
-        last_codes = ids.choice(seed, S_LAST, rows, len(V.LAST_NAMES)).tolist()
-        domain_codes = ids.choice(seed, S_DOMAIN, rows, len(V.EMAIL_DOMAINS)).tolist()
-        phones = self.has_phone(rows).tolist()
-        externals = (ids.unit(seed, S_EXT, rows) < 0.6).tolist()
+        """JSON:API attributes of ``rows`` (vectorised columns, then one dict per row)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = self.columns(rows, ATTRIBUTES)
+        out = [dict(zip(ATTRIBUTES, values)) for values in zip(*(cols[name] for name in ATTRIBUTES))]
+        if subscriptions or predictive:
+            consent = ids.choice(self.seed, S_CONSENT, rows, 10).tolist()
+            for k, (row, attrs) in enumerate(zip(rows.tolist(), out)):
+                if subscriptions:
+                    attrs["subscriptions"] = self._subscriptions(row, consent[k], attrs["phone_number"] is not None)
+                if predictive:
+                    attrs["predictive_analytics"] = self._predictive(row)
+        return out
+
+    def columns(self, rows: np.ndarray, names) -> dict[str, list]:
+        """Values of the top-level attributes ``names`` for ``rows``, one list per attribute.
+
+        Only what is asked for is drawn: an events page including profiles with
+        ``fields[profile]=email,phone_number,external_id`` must not pay for
+        locations, properties and three timestamps it then prunes away.
+        """
+        seed, names, n = self.seed, set(names), len(rows)
+        cols: dict[str, list] = {}
+        row_list = rows.tolist()
+
+        def draw(stream: int, size: int) -> list:
+            return ids.choice(seed, stream, rows, size).tolist()
+        if names & {"email", "first_name", "last_name"}:
+            first = [V.FIRST_NAMES[c] for c in draw(S_NAME, len(V.FIRST_NAMES))]
+            last = [V.LAST_NAMES[c] for c in draw(S_LAST, len(V.LAST_NAMES))]
+            cols["first_name"], cols["last_name"] = first, last
+            if "email" in names:
+                cols["email"] = [f"{_LOWER[f]}.{_LOWER[la]}{r}@{V.EMAIL_DOMAINS[d]}"
+                                 for f, la, r, d in zip(first, last, row_list, draw(S_DOMAIN, len(V.EMAIL_DOMAINS)))]
+        if "phone_number" in names:
+            numbers = (2_000_000_000 + (rows * PHONE_MULT + self.phone_offset) % PHONE_MODULUS).tolist()
+            cols["phone_number"] = [f"+1{v}" if h else None for v, h in zip(numbers, self.has_phone(rows).tolist())]
+        if "external_id" in names:
+            numbers = ((rows * EXT_MULT + self.ext_offset) % EXT_MODULUS).tolist()
+            has = (ids.unit(seed, S_EXT, rows) < 0.6).tolist()
+            cols["external_id"] = [f"cust_{v:09d}" if h else None for v, h in zip(numbers, has)]
+        if "organization" in names:
+            cols["organization"] = [_ORGS[c] for c in draw(S_ORG, len(V.ORGANIZATIONS) * 2)]
+        if "locale" in names:
+            cols["locale"] = [V.LOCALES[c] for c in draw(S_LOCALE, len(V.LOCALES))]
+        if "title" in names:
+            cols["title"] = [_TITLES[c] for c in draw(S_TITLE, len(V.TITLES) * 2)]
+        if "image" in names:
+            cols["image"] = [None] * n
+        for name, column in (("created", self.created), ("updated", self.updated), ("last_event_date", self.last_event)):
+            if name in names:
+                cols[name] = iso_many(column[rows])
+        if "location" in names:
+            cols["location"] = self._locations(rows, row_list, draw)
+        if "properties" in names:
+            cols["properties"] = self._properties(row_list, draw)
+        return cols
+
+    def _locations(self, rows: np.ndarray, row_list: list, draw) -> list[dict]:
+        jitter = ((ids.unit(self.seed, S_CITY + 52, rows) - 0.5) * 0.2).tolist()
         out = []
-        for k, row in enumerate(rows.tolist()):
-            city = V.CITIES[codes["city"][k]]
-            org, title = int(codes["org"][k]), int(codes["title"][k])
-            props: dict = {"signup_source": V.SIGNUP_SOURCES[codes["source"][k]], "lifetime_orders": int(codes["orders"][k])}
+        for row, c, street, number, j in zip(row_list, draw(S_CITY, len(V.CITIES)), draw(S_CITY + 50, len(V.STREETS)),
+                                              draw(S_CITY + 51, 990), jitter):
+            city = V.CITIES[c]
+            out.append({"address1": f"{number + 10} {V.STREETS[street]}", "address2": None, "city": city[0], "country": city[2],
+                        "latitude": round(city[5] + j, 4), "longitude": round(city[6] + j, 4), "region": city[1],
+                        "zip": city[3], "timezone": city[4], "ip": f"203.0.113.{row % 254 + 1}"})
+        return out
+
+    def _properties(self, row_list: list, draw) -> list[dict]:
+        out = []
+        for row, source, orders, tier, birthday, consent in zip(
+                row_list, draw(S_PROPS, len(V.SIGNUP_SOURCES)), draw(S_PROPS + 2, 25), draw(S_PROPS + 1, len(V.LOYALTY_TIERS)),
+                draw(S_PROPS + 3, 12000), draw(S_CONSENT, 10)):
+            props: dict = {"signup_source": V.SIGNUP_SOURCES[source], "lifetime_orders": orders}
             if row % 3 == 0:
-                props["loyalty_tier"] = V.LOYALTY_TIERS[codes["tier"][k]]
+                props["loyalty_tier"] = V.LOYALTY_TIERS[tier]
             if row % 4 == 1:
-                props["birthday"] = iso(3_000 * 86400 + int(codes["birthday"][k]) * 86400)[:10]
+                props["birthday"] = _BIRTHDAYS[birthday]
             if row % 5 == 2:
-                props["accepts_marketing"] = bool(codes["consent"][k] < 7)
-            first, last = V.FIRST_NAMES[first_codes[k]], V.LAST_NAMES[last_codes[k]]
-            attrs = {
-                "email": f"{first.lower()}.{last.lower()}{row}@{V.EMAIL_DOMAINS[domain_codes[k]]}",
-                "phone_number": f"+1{2_000_000_000 + (row * PHONE_MULT + self.phone_offset) % PHONE_MODULUS}" if phones[k] else None,
-                "external_id": f"cust_{(row * EXT_MULT + self.ext_offset) % EXT_MODULUS:09d}" if externals[k] else None,
-                "first_name": first,
-                "last_name": last,
-                "organization": V.ORGANIZATIONS[org] if org < len(V.ORGANIZATIONS) else None,
-                "locale": V.LOCALES[codes["locale"][k]],
-                "title": V.TITLES[title] if title < len(V.TITLES) else None,
-                "image": None,
-                "created": iso(self.created[row]),
-                "updated": iso(self.updated[row]),
-                "last_event_date": iso(self.last_event[row]),
-                "location": {
-                    "address1": f"{int(codes['number'][k]) + 10} {V.STREETS[codes['street'][k]]}",
-                    "address2": None,
-                    "city": city[0], "country": city[2], "latitude": round(city[5] + float(jitter[k]) * 0.2, 4),
-                    "longitude": round(city[6] + float(jitter[k]) * 0.2, 4), "region": city[1], "zip": city[3],
-                    "timezone": city[4], "ip": f"203.0.113.{row % 254 + 1}",
-                },
-                "properties": props,
-            }
-            if subscriptions:
-                attrs["subscriptions"] = self._subscriptions(row, int(codes["consent"][k]), attrs["phone_number"] is not None)
-            if predictive:
-                attrs["predictive_analytics"] = self._predictive(row)
-            out.append(attrs)
+                props["accepts_marketing"] = consent < 7
+            out.append(props)
         return out
 
     def _subscriptions(self, row: int, consent_code: int, has_phone: bool) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+import numpy as np
+
 _ISO_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 )
@@ -15,6 +17,24 @@ def iso(seconds: int | float | None) -> str | None:
     if seconds is None or seconds < 0:
         return None
     return datetime.fromtimestamp(int(seconds), tz=timezone.utc).isoformat()
+
+
+def iso_array(seconds) -> np.ndarray:
+    """``iso`` for a whole column at once, as ``S25`` bytes (negative = missing -> b'').
+
+    ``datetime.fromtimestamp(...).isoformat()`` per record was a fifth of a page's
+    cost; numpy formats the column in one call, with identical text for the
+    years (1970-9999) the account spans.
+    """
+    seconds = np.asarray(seconds, dtype=np.int64)
+    text = np.datetime_as_string(np.maximum(seconds, 0).astype("datetime64[s]"), unit="s").astype("S19")
+    out = np.strings.add(text, b"+00:00")
+    return np.where(seconds >= 0, out, b"") if (seconds < 0).any() else out
+
+
+def iso_many(seconds) -> list[str | None]:
+    """``iso`` of each value of an epoch-seconds column (negative -> None)."""
+    return [t or None for t in iso_array(seconds).astype("U25").tolist()]
 
 
 def iso_date(seconds: int) -> str:
