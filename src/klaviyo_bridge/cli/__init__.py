@@ -18,6 +18,7 @@ from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
 from .export_cmd import query_command
+from .workflow_cmd import workflow_command
 from .imports_cmd import COMMANDS as IMPORT_COMMANDS
 
 
@@ -46,6 +47,7 @@ cli.add_command(emulator_command)
 cli.add_command(demo_command)
 cli.add_command(api_command)
 cli.add_command(query_command)
+cli.add_command(workflow_command)
 for _command in IMPORT_COMMANDS:
     cli.add_command(_command)
 

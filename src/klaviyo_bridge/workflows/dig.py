@@ -1,0 +1,175 @@
+"""Run Treasure Workflow (``.dig``) files in the shape the seed's export examples use::
+
+    _export:
+      td:
+        database: klaviyo_db
+
+    +klaviyo_export_task:
+      td>: export_data.sql
+      database: ${td.database}
+      result_connection: new_created_klaviyo_auth
+      result_settings:
+        type: klaviyo
+        operation: add
+        ...
+
+``_export`` defines variables (nested keys read as ``${td.database}``), visible to the tasks below
+it; ``+name`` tasks run in file order (a task may hold ``+child`` tasks, run in order); ``td>: FILE``
+runs the SQL file (relative to the .dig) on the warehouse and, with ``result_settings``, exports the
+result through the export engine. Other operators are refused with a clear message rather than
+skipped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import load_yaml
+from ..errors import ConfigError
+from ..exports.job import export_query, load_result_settings, report_lines
+from ..exports.runner import ExportResult
+from ..exports.settings import lenient_yaml, setting_keys
+from ..exports.source import read_query
+from ..store.warehouse import Warehouse
+
+_VAR = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")
+TASK_KEYS = {"td>", "database", "result_connection", "result_settings", "_export", "query"}
+
+
+@dataclass
+class TaskResult:
+    name: str
+    rows: int | None = None
+    export: ExportResult | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+def _lookup(variables: Mapping[str, Any], dotted: str, where: str) -> Any:
+    value: Any = variables
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise ConfigError(f"{where}: ${{{dotted}}} is not defined (define it under _export)", key=dotted)
+        value = value[part]
+    return value
+
+
+def interpolate(value: Any, variables: Mapping[str, Any], where: str) -> Any:
+    """Replace ``${a.b}`` in strings (recursively in mappings and lists)."""
+    if isinstance(value, str):
+        whole = _VAR.fullmatch(value.strip())
+        if whole:
+            return _lookup(variables, whole.group(1), where)
+        return _VAR.sub(lambda m: str(_lookup(variables, m.group(1), where)), value)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, variables, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, variables, where) for v in value]
+    return value
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in (extra or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), Mapping) and isinstance(v, Mapping) else v
+    return out
+
+
+def load_workflow(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read workflow {p}: {exc.strerror}") from None
+    fixed, warnings = lenient_yaml(text, str(p), setting_keys())
+    for w in warnings:
+        if warn:
+            warn(w)
+    return load_yaml(fixed, str(p))
+
+
+@dataclass
+class WorkflowRunner:
+    """Runs one workflow file's tasks in order against a warehouse."""
+
+    warehouse: Warehouse
+    credentials_path: Path | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    dry_run: bool = False
+    warn: Callable[[str], None] | None = None
+    echo: Callable[[str], None] | None = None
+    export_options: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, path: str | Path, params: Mapping[str, Any] | None = None) -> list[TaskResult]:
+        p = Path(path)
+        doc = load_workflow(p, self.warn)
+        variables = _merge({}, params or {})
+        results: list[TaskResult] = []
+        self._run_group(doc, variables, p.parent, p.stem, results)
+        return results
+
+    def _run_group(self, group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str,
+                   results: list[TaskResult]) -> None:
+        if isinstance(group.get("_export"), Mapping):
+            variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
+        for key, body in group.items():
+            if not key.startswith("+"):
+                continue
+            name = f"{prefix}{key}"
+            if not isinstance(body, Mapping):
+                raise ConfigError(f"{name}: a task needs a mapping of settings", key=key)
+            subtasks = [k for k in body if k.startswith("+")]
+            if subtasks and "td>" not in body:
+                self._run_group(body, variables, folder, name, results)
+                continue
+            results.append(self._run_task(name, body, variables, folder))
+
+    def _run_task(self, name: str, body: Mapping[str, Any], variables: dict[str, Any], folder: Path) -> TaskResult:
+        if isinstance(body.get("_export"), Mapping):
+            variables = _merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
+        operators = [k for k in body if k.endswith(">")]
+        if operators != ["td>"]:
+            raise ConfigError(f"{name}: only the td> operator is supported here (found: {', '.join(operators) or 'none'})",
+                              key=name)
+        unknown = sorted(set(k for k in body if not k.startswith("+")) - TASK_KEYS)
+        if unknown:
+            raise ConfigError(f"{name}: unknown task key(s) {', '.join(unknown)} (known: {', '.join(sorted(TASK_KEYS))})",
+                              key=unknown[0])
+        task = interpolate({k: v for k, v in body.items() if k != "_export"}, variables, name)
+        sql_file = folder / str(task["td>"])
+        try:
+            sql = sql_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {sql_file}: {exc.strerror}", key="td>") from None
+        database = task.get("database")
+        if database is None and isinstance(variables.get("td"), Mapping):
+            database = variables["td"].get("database")
+        result = TaskResult(name)
+        if "result_settings" not in task:
+            table = read_query(self.warehouse, sql, database)
+            result.rows = table.num_rows
+            result.lines.append(f"{name}: query returned {table.num_rows:,} rows (no result_settings: nothing exported)")
+        else:
+            if not isinstance(task["result_settings"], Mapping):
+                raise ConfigError(f"{name}: result_settings must be a mapping", key="result_settings")
+            settings = load_result_settings(task["result_settings"], connection=task.get("result_connection"),
+                                            credentials_path=self.credentials_path, warn=self.warn)
+            export = export_query(self.warehouse, sql, settings, database=database, job=name, dry_run=self.dry_run,
+                                  transport=self.transport, **self.export_options)
+            result.export = export
+            result.rows = export.summary.total
+            result.lines += [f"{name}: {line}" for line in report_lines(export, settings)]
+        for line in result.lines:
+            if self.echo:
+                self.echo(line)
+        return result
+
+
+def run_workflow(path: str | Path, warehouse: Warehouse, **kw: Any) -> list[TaskResult]:
+    params = kw.pop("params", None)
+    return WorkflowRunner(warehouse, **kw).run(path, params)
