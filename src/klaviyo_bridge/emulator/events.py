@@ -13,10 +13,11 @@ import numpy as np
 
 from . import ids, vocabulary as V
 from .profiles import TWO_YEARS, ProfileTable
-from .timefmt import iso
+from .timefmt import iso, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
 EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}
+ATTRIBUTES = ("timestamp", "event_properties", "datetime", "uuid")
 SMS_METRICS = {"Received SMS", "Sent SMS", "Clicked SMS", "Failed to Deliver SMS", "Failed to Deliver Automated Response SMS", "Received Automated Response SMS", "Consented to Receive SMS", "Unsubscribed from SMS"}
 
 
@@ -67,18 +68,25 @@ class EventTable:
     def attributes(self, row: int) -> dict:
         return self.attributes_for(np.array([row], dtype=np.int64))[0]
 
-    def attributes_for(self, rows: np.ndarray) -> list[dict]:
-        """``attributes`` for many rows, with every random draw vectorised."""
-        draws = ids.unit(self.seed, S_PROPS, (rows[:, None] * 4 + np.arange(4)).ravel()).reshape(-1, 4).tolist()
-        numbers = (ids.mix(self.seed, S_PROPS + 1, rows) % np.uint64(10**12)).tolist()
-        hi = ids.mix(self.seed, S_EVENT_ID + 7, rows).tolist()
-        lo = ids.mix(self.seed, S_EVENT_ID + 8, rows).tolist()
-        out = []
-        for k, row in enumerate(rows.tolist()):
-            ts = int(self.datetime[row])
-            out.append({"timestamp": ts, "event_properties": self.properties(row, draws[k], numbers[k]),
-                        "datetime": iso(ts), "uuid": ids.uuid_from_bits(hi[k], lo[k])})
-        return out
+    def attributes_for(self, rows: np.ndarray, wanted: tuple[str, ...] | None = None) -> list[dict]:
+        """``attributes`` for many rows, with every random draw vectorised.
+
+        With a sparse fieldset (``wanted``) the attributes it leaves out are not
+        computed at all; key order stays Klaviyo's (the renderer prunes after).
+        """
+        names = [n for n in ATTRIBUTES if not wanted or n in wanted]
+        cols: dict[str, list] = {}
+        if "timestamp" in names:
+            cols["timestamp"] = self.datetime[rows].tolist()
+        if "event_properties" in names:
+            draws = ids.unit(self.seed, S_PROPS, (rows[:, None] * 4 + np.arange(4)).ravel()).reshape(-1, 4).tolist()
+            numbers = (ids.mix(self.seed, S_PROPS + 1, rows) % np.uint64(10**12)).tolist()
+            cols["event_properties"] = [self.properties(row, u, number) for row, u, number in zip(rows.tolist(), draws, numbers)]
+        if "datetime" in names:
+            cols["datetime"] = iso_many(self.datetime[rows])
+        if "uuid" in names:
+            cols["uuid"] = ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, rows), ids.mix(self.seed, S_EVENT_ID + 8, rows)).astype("U36").tolist()
+        return [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in rows.tolist()]
 
     def properties(self, row: int, u: list[float] | None = None, number: int | None = None) -> dict:
         name = V.METRICS[int(self.metric[row])][0]

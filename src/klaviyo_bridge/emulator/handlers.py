@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import numpy as np
+import orjson
 
 from .catalog import Record
 from .collections import Orders, event_mask, profile_mask, record_mask
 from .data import Account
 from .query import Query, encode_cursor
+from .pages import events_page, fragment, profiles_page
 from .resources import Renderer
 from .selection import SelectionCache, select
 
@@ -78,8 +80,8 @@ def get_profiles(req: Request) -> dict:
     page, links = _page(req, "profiles", lambda: select(
         acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]))
     empty = {name: [] for name in q.include}
-    data = req.renderer.profiles(page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
-    return _document(data, links, [], bool(q.include))
+    data = profiles_page(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
+    return _document(fragment(data), links, [], bool(q.include))
 
 
 def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
@@ -90,8 +92,8 @@ def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
     page, links = _page(req, f"{kind}:{req.id}", lambda: select(
         len(members), req.orders.members(req.id, members, q.sort),
         [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]))
-    data = req.renderer.profiles(members.profiles[page], joined=members.joined[page])
-    return {"data": data, "links": links}
+    data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
+    return {"data": fragment(data), "links": links}
 
 
 def get_profiles_for_list(req: Request) -> dict:
@@ -132,19 +134,22 @@ def get_events(req: Request) -> dict:
     acc, q = req.account, req.query
     page, links = _page(req, "events", lambda: select(
         acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]))
-    return _document(req.renderer.events(page), links, _event_includes(req, page), bool(q.include))
+    r = req.renderer
+    return _document(fragment(events_page(r, page)), links, _event_includes(req, r, page), bool(q.include))
 
 
-def _event_includes(req: Request, rows: np.ndarray) -> list[dict]:
-    acc, q, r = req.account, req.query, req.renderer
-    out: list[dict] = []
+def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> orjson.Fragment:
+    """Distinct metrics, then distinct profiles, of ``rows`` in first-seen order (as JSON)."""
+    acc, q = req.account, req.query
+    out: list[bytes] = []
     if "metric" in q.include:
         metrics = acc.records["metric"]
-        out += [r.record(metrics[m]) for m in dict.fromkeys(acc.events.metric[rows].tolist())]
+        out += [orjson.dumps(r.record(metrics[m])) for m in dict.fromkeys(acc.events.metric[rows].tolist())]
     if "profile" in q.include:
-        profile_rows = np.array(list(dict.fromkeys(acc.events.profile[rows].tolist())), dtype=np.int64)
-        out += r.profiles(profile_rows, extras=False)
-    return out
+        profiles = acc.events.profile[rows]
+        _, first = np.unique(profiles, return_index=True)
+        out += profiles_page(r, profiles[np.sort(first)].astype(np.int64), extras=False)
+    return fragment(out)
 
 
 def _event_row(req: Request) -> int:
@@ -156,7 +161,8 @@ def _event_row(req: Request) -> int:
 
 def get_event(req: Request) -> dict:
     rows = np.array([_event_row(req)])
-    return _document(req.renderer.events(rows)[0], {"self": _url(req, None)}, _event_includes(req, rows), bool(req.query.include))
+    r = req.renderer
+    return _document(r.events(rows)[0], {"self": _url(req, None)}, _event_includes(req, r, rows), bool(req.query.include))
 
 
 def get_metric_for_event(req: Request) -> dict:
