@@ -14,7 +14,7 @@ from klaviyo_bridge.api import spec
 from klaviyo_bridge.api.spec_derive import to_json_schema
 from klaviyo_bridge.emulator.bodies import request_json_schema
 
-from emulator.writes_helpers import (  # tests/ is on sys.path (rootdir-relative packages)
+from ..emulator.writes_helpers import (
     FakeClock, client_for, consent_profile, ids_body, import_body, list_body, make_app, profile, subscribe_body,
     suppression_body, unsubscribe_body,
 )
