@@ -81,7 +81,7 @@ def get_profiles(req: Request) -> dict:
         acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]))
     empty = {name: [] for name in q.include}
     data = profiles_page(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
-    return _document(fragment(data), links, [], bool(q.include))
+    return _document(fragment([data]), links, [], bool(q.include))
 
 
 def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
@@ -93,7 +93,7 @@ def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
         len(members), req.orders.members(req.id, members, q.sort),
         [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]))
     data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
-    return {"data": fragment(data), "links": links}
+    return {"data": fragment([data]), "links": links}
 
 
 def get_profiles_for_list(req: Request) -> dict:
@@ -135,7 +135,7 @@ def get_events(req: Request) -> dict:
     page, links = _page(req, "events", lambda: select(
         acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]))
     r = req.renderer
-    return _document(fragment(events_page(r, page)), links, _event_includes(req, r, page), bool(q.include))
+    return _document(fragment([events_page(r, page)]), links, _event_includes(req, r, page), bool(q.include))
 
 
 def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> orjson.Fragment:
@@ -148,7 +148,7 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> orjson.Fragm
     if "profile" in q.include:
         profiles = acc.events.profile[rows]
         _, first = np.unique(profiles, return_index=True)
-        out += profiles_page(r, profiles[np.sort(first)].astype(np.int64), extras=False)
+        out.append(profiles_page(r, profiles[np.sort(first)].astype(np.int64), extras=False))
     return fragment(out)
 
 

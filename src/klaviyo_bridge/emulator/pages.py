@@ -31,25 +31,69 @@ _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
 
 
 class Template:
-    """The bytes of one resource shape with ``%s`` slots, and which column fills each slot."""
+    """The bytes of one resource shape, cut at its slots, and which column fills each slot.
+
+    Columns are numpy ``S`` arrays whose values all have one width (ids) or
+    lists of bytes (attributes). Runs of literal text and fixed-width columns
+    are assembled for the whole page at once as an (n, width) byte matrix;
+    only the variable-width columns are interleaved per record, by one join.
+    """
 
     def __init__(self, resource: dict) -> None:
-        resource = {**resource, "attributes": ATTRS}
-        raw = orjson.dumps(resource).replace(b"%", b"%%")
+        raw = orjson.dumps({**resource, "attributes": ATTRS})
         self.slots: list[str] = []
-
-        def slot(m: re.Match) -> bytes:
+        self.literals: list[bytes] = []
+        last = 0
+        for m in _SLOT_RE.finditer(raw):
+            self.literals.append(raw[last:m.start()])
             self.slots.append(_SLOT_NAMES[m.group(0)])
-            return b"%s"
-        self.format = _SLOT_RE.sub(slot, raw)
+            last = m.end()
+        self.literals.append(raw[last:] + b",")
 
-    def render(self, columns: dict[str, list[bytes]]) -> list[bytes]:
-        fmt = self.format
-        return [fmt % values for values in zip(*(columns[name] for name in self.slots))]
+    def render(self, columns: dict, n: int) -> bytes:
+        """Records ``0..n-1`` as JSON objects joined by commas (b'' for none)."""
+        if not n:
+            return b""
+        fixed = {name: col for name, col in columns.items() if isinstance(col, np.ndarray) and _uniform(col)}
+        pieces: list[list[bytes]] = []
+        run: list = [self.literals[0]]
+        for name, literal in zip(self.slots, self.literals[1:]):
+            if name in fixed:
+                run += [fixed[name], literal]
+            else:
+                pieces.append(_matrix(run, n))
+                col = columns[name]
+                pieces.append(col if isinstance(col, list) else col.tolist())
+                run = [literal]
+        pieces.append(_matrix(run, n))
+        out: list = [None] * (n * len(pieces))
+        for i, piece in enumerate(pieces):
+            out[i::len(pieces)] = piece
+        return b"".join(out)[:-1]
+
+
+def _uniform(col: np.ndarray) -> bool:
+    """Whether every value fills the ``S`` width (no value is shorter)."""
+    width = col.dtype.itemsize
+    return col.dtype.kind == "S" and bool((np.strings.str_len(col) == width).all())
+
+
+def _matrix(run: list, n: int) -> list[bytes]:
+    """Literals and fixed-width columns side by side, for all ``n`` records at once."""
+    widths = [len(x) if isinstance(x, bytes) else x.dtype.itemsize for x in run]
+    matrix = np.empty((n, sum(widths)), dtype=np.uint8)
+    at = 0
+    for x, w in zip(run, widths):
+        if isinstance(x, bytes):
+            matrix[:, at:at + w] = np.frombuffer(x, dtype=np.uint8)
+        else:
+            matrix[:, at:at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
+        at += w
+    return matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
 
 
 def fragment(parts: list[bytes]) -> orjson.Fragment:
-    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
+    return orjson.Fragment(b"[" + b",".join(p for p in parts if p) + b"]")
 
 
 def dump_attributes(dicts: list[dict], wanted: tuple[str, ...] | None) -> list[bytes]:
@@ -90,17 +134,18 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     return [next(overlay) if s else next(fast) for s in special.tolist()]
 
 
-def profile_ids(profiles, rows: np.ndarray) -> list[bytes]:
+def profile_ids(profiles, rows: np.ndarray) -> np.ndarray:
+    """Profile ids as ``S26`` (new profiles' ids come from the overlay)."""
     state = getattr(profiles, "state", None)
     if state is not None and len(rows) and rows.max() >= state.base.count:
-        return [i.encode() for i in profiles.ids_for(rows)]
-    return (state.base if state is not None else profiles).id_bytes(rows).tolist()
+        return np.array([i.encode() for i in profiles.ids_for(rows)], dtype="S26")
+    return (state.base if state is not None else profiles).id_bytes(rows)
 
 
 def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
                   relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
-                  related_data: dict[str, list] | None = None) -> list[bytes]:
-    """``Renderer.profiles`` as JSON bytes per profile (same arguments, same output)."""
+                  related_data: dict[str, list] | None = None) -> bytes:
+    """``Renderer.profiles`` as comma-joined JSON objects (same arguments, same output)."""
     rows = np.asarray(rows, dtype=np.int64)
     p, q = r.account.profiles, r.query
     subs = extras and q.wants("profile", "subscriptions")
@@ -112,12 +157,12 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
             a["joined_group_at"] = when
     rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
     template = Template(r.resource("profile", ID, {}, rels))
-    return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)})
+    return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
 
 
 # ----- events -------------------------------------------------------------------------------
-def events_page(r: Renderer, rows: np.ndarray) -> list[bytes]:
-    """``Renderer.events`` as JSON bytes per event."""
+def events_page(r: Renderer, rows: np.ndarray) -> bytes:
+    """``Renderer.events`` as comma-joined JSON objects."""
     rows = np.asarray(rows, dtype=np.int64)
     acc, q = r.account, r.query
     e = acc.events
@@ -127,11 +172,11 @@ def events_page(r: Renderer, rows: np.ndarray) -> list[bytes]:
         "profile": r.relationship("event", ID, "profile", {"type": "profile", "id": PROFILE}),
     }
     template = Template(r.resource("event", ID, {}, rels))
-    metric_ids = [m.id.encode() for m in acc.records["metric"]]
+    metric_ids = np.array([m.id.encode() for m in acc.records["metric"]])
     wanted = q.fields.get("event")
     return template.render({
-        "id": e.id_bytes(rows).tolist(),
-        "metric": [metric_ids[m] for m in e.metric[rows].tolist()],
+        "id": e.id_bytes(rows),
+        "metric": metric_ids[e.metric[rows]],
         "profile": profile_ids(acc.profiles, e.profile[rows].astype(np.int64)),
         "attributes": dump_attributes(e.attributes_for(rows, wanted), wanted),
-    })
+    }, len(rows))
