@@ -280,7 +280,7 @@ class _ScheduleStateMixin:
                 "CAST($4 AS VARCHAR), CAST($5 AS TIMESTAMPTZ), CAST($6 AS BIGINT), CAST($7 AS VARCHAR), $8, "
                 "CAST($9 AS VARCHAR), CAST($10 AS VARCHAR), false)",
                 [run_id, job, kind, schedule, _iso(scheduled_for), pid, host, triggered_by, database, table])
-            if schedule is not None and triggered_by == "schedule" and scheduled_for is not None:
+            if schedule is not None and triggered_by != "manual" and scheduled_for is not None:
                 s.execute(f"UPDATE {S}.schedules SET last_scheduled_for = CAST($2 AS TIMESTAMPTZ), last_run_id = $3 "
                           "WHERE name = $1", [schedule, _iso(scheduled_for), run_id])
             elif schedule is not None:

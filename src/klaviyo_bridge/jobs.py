@@ -1,0 +1,382 @@
+"""Run one job (an import now, an export later), record it, and let it be killed.
+
+Used by ``connector:run`` (in the CLI's own process) and by the scheduler (in worker threads).
+Every job is one row of ``_bridge.runs`` written by ``StateStore.begin_job`` before any work;
+the engine (``run_import``) then fills in its counts on the same row, and ``end_job`` closes it
+with the status and the schedule's failure bookkeeping in one transaction.
+
+Job kinds are a small registry: ``register_kind("import", run_import_job)``. The export engine
+adds ``"export"`` the same way; the scheduler only calls ``execute_job`` and needs no change.
+
+Killing is cooperative: ``job:kill`` drops a marker file ``HOME/jobs/<run_id>.cancel`` (always
+writable, even while another process holds the DuckDB file), sets ``cancel_requested`` in the
+state when it can, and signals (SIGTERM) a ``connector:run`` process by its recorded pid. The
+job's event loop watches for the marker and cancels the running task; the run ends ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    BridgeError,
+    ConfigError,
+    ExportError,
+    FatalApiError,
+    RetriesExhausted,
+    RetryableApiError,
+    ScheduleError,
+    StoreError,
+)
+from .secrets import CredentialStore, redact, resolve_connection
+from .store.state import StateStore
+from .store.warehouse import Warehouse
+
+log = logging.getLogger("klaviyo_bridge.jobs")
+
+#: Failures that rerunning cannot fix: they count toward disabling a schedule.
+CONFIG_FAILURES: tuple[type[BaseException], ...] = (ConfigError, FatalApiError, ExportError, ScheduleError)
+#: Failures that may pass by themselves (network, 5xx, 429 after retries): they never count.
+TRANSIENT_FAILURES: tuple[type[BaseException], ...] = (RetriesExhausted, RetryableApiError)
+CANCEL_POLL_SECONDS = 0.2
+
+
+class JobCancelled(BridgeError):
+    """The job was killed (job:kill)."""
+
+
+def classify(exc: BaseException) -> str:
+    """'cancelled', 'config', 'transient' or 'other' (only 'config' disables a schedule)."""
+    if isinstance(exc, (JobCancelled, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        return "cancelled"
+    if isinstance(exc, CONFIG_FAILURES):
+        return "config"
+    if isinstance(exc, TRANSIENT_FAILURES):
+        return "transient"
+    return "other"
+
+
+@dataclass
+class JobSpec:
+    """What to run: a saved schedule or an ad-hoc job of some kind."""
+
+    kind: str
+    job: str  # history label and cursor key, e.g. "connector:daily_import"
+    config: Mapping[str, Any]
+    database: str | None = None
+    table: str | None = None
+    schedule: str | None = None
+
+
+@dataclass
+class JobContext:
+    """Handed to a kind's runner."""
+
+    spec: JobSpec
+    run_id: str
+    now: datetime
+    warehouse: Warehouse
+    credentials: CredentialStore
+    secrets: list[str] = field(default_factory=list)  # every key resolved; scrubbed from errors
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The config with a saved authentication filled in (and remembered for scrubbing)."""
+        config = resolve_connection(self.spec.config, self.credentials)
+        for section in (config.get("in"), config):
+            if isinstance(section, dict):
+                for key in ("api_token", "api_key"):
+                    if isinstance(section.get(key), str):
+                        self.secrets.append(section[key])
+        return config
+
+
+@dataclass
+class JobOutcome:
+    rows_read: int | None = None
+    rows_written: int | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[JobContext], Awaitable[JobOutcome]]
+KINDS: dict[str, Runner] = {}
+
+
+def register_kind(kind: str, runner: Runner) -> None:
+    """Plug a job kind in (``import`` here; ``export`` from the export engine)."""
+    KINDS[kind] = runner
+
+
+# --- the import kind -----------------------------------------------------------------------
+class _AdoptedState(StateStore):
+    """The engine's ``start_run`` adopts the row ``begin_job`` already wrote."""
+
+    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
+        super().__init__(warehouse)
+        self._run_id = run_id
+
+    def start_run(self, job: str, kind: str, *, run_id: str | None = None) -> str:
+        return self._run_id
+
+
+class _JobWarehouse:
+    """The warehouse as the engine sees it during one job (same object, adopted run row)."""
+
+    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
+        self._warehouse = warehouse
+        self._run_id = run_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._warehouse, name)
+
+    @property
+    def state(self) -> StateStore:
+        return _AdoptedState(self._warehouse, self._run_id)
+
+
+async def run_import_job(ctx: JobContext) -> JobOutcome:
+    from .config import parse_import_config
+    from .imports.runner import run_import
+
+    spec = ctx.spec
+    if not spec.database or not spec.table:
+        raise ConfigError("an import job needs a database and a table")
+    config = parse_import_config(ctx.resolved_config(), f"schedule {spec.schedule or spec.job}")
+    result = await run_import(config, _JobWarehouse(ctx.warehouse, ctx.run_id), spec.database, spec.table,  # type: ignore[arg-type]
+                              job=spec.job, now=ctx.now)
+    return JobOutcome(rows_read=result.rows, rows_written=result.rows,
+                      counts={"pages": result.pages, "requests": result.requests, "retries": result.retries,
+                              "throttled": result.throttled, "seconds": round(result.seconds, 3)})
+
+
+register_kind("import", run_import_job)
+
+
+# --- local control: live jobs of this process, marker files for other processes --------------
+_LIVE: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def is_live_here(run_id: str) -> bool:
+    with _LIVE_LOCK:
+        return run_id in _LIVE
+
+
+def cancel_local(run_id: str) -> bool:
+    """Cancel a job running in this process; False when it is not running here."""
+    with _LIVE_LOCK:
+        entry = _LIVE.get(run_id)
+    if entry is None:
+        return False
+    loop, task = entry
+    loop.call_soon_threadsafe(task.cancel)
+    return True
+
+
+def cancel_marker(control_dir: Path, run_id: str) -> Path:
+    return control_dir / f"{run_id}.cancel"
+
+
+def live_file(control_dir: Path, run_id: str) -> Path:
+    return control_dir / f"{run_id}.json"
+
+
+def live_jobs(control_dir: Path) -> list[dict[str, Any]]:
+    """Jobs some process on this machine says it is running (from HOME/jobs/*.json)."""
+    out = []
+    for path in sorted(control_dir.glob("*.json")) if control_dir.is_dir() else []:
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class JobResult:
+    """How a job ended: what the scheduler and the CLI report, and what notify receives."""
+
+    run_id: str
+    kind: str
+    job: str
+    schedule: str | None
+    status: str
+    database: str | None
+    table: str | None
+    scheduled_for: datetime | None
+    started_at: datetime
+    ended_at: datetime
+    rows: int | None = None
+    error: str | None = None
+    error_class: str | None = None  # config / transient / other / cancelled
+    consecutive_failures: int | None = None
+    disabled: bool = False
+    note: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+        data["event"] = "schedule_disabled" if self.disabled else f"job_{self.status}"
+        data["duration_seconds"] = round((self.ended_at - self.started_at).total_seconds(), 3)
+        return data
+
+
+async def _watch(run_id: str, task: asyncio.Task, marker: Path | None) -> None:
+    while not task.done():
+        if marker is not None and marker.exists():
+            task.cancel()
+            return
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
+
+
+async def _run_cancellable(runner: Runner, ctx: JobContext, marker: Path | None) -> JobOutcome:
+    task = asyncio.ensure_future(runner(ctx))
+    with _LIVE_LOCK:
+        _LIVE[ctx.run_id] = (asyncio.get_running_loop(), task)
+    watcher = asyncio.ensure_future(_watch(ctx.run_id, task, marker))
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+        with _LIVE_LOCK:
+            _LIVE.pop(ctx.run_id, None)
+
+
+def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStore, *,
+                now: datetime | None = None, scheduled_for: datetime | None = None,
+                triggered_by: str = "manual", control_dir: Path | None = None,
+                max_failures: int | None = None, run_id: str | None = None,
+                clock: Callable[[], datetime] | None = None) -> JobResult:
+    """Run ``spec`` to the end in this thread and record it; never raises for the job's own failure.
+
+    ``now`` is the job's "as of" time (an import's end of range); ``scheduled_for`` the slot a
+    scheduled run belongs to. With ``max_failures``, a configuration failure raises the
+    schedule's consecutive-failure count and disables it at that count; any success resets it.
+    Raises StoreError when the schedule is already running (the run is then not started).
+    """
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    run_id = run_id or uuid.uuid4().hex
+    runner = KINDS.get(spec.kind)
+    state = warehouse.state
+    as_of = (now or clock()).astimezone(timezone.utc)
+    started = datetime.now(timezone.utc)
+    state.begin_job(run_id, spec.job, spec.kind,
+                    schedule=spec.schedule, scheduled_for=scheduled_for, triggered_by=triggered_by,
+                    pid=os.getpid(), host=socket.gethostname(), database=spec.database, table=spec.table)
+    if control_dir is not None:
+        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        live_file(control_dir, run_id).write_text(json.dumps(
+            {"run_id": run_id, "pid": os.getpid(), "schedule": spec.schedule, "triggered_by": triggered_by,
+             "kind": spec.kind, "started_at": started.isoformat()}))
+    marker = cancel_marker(control_dir, run_id) if control_dir is not None else None
+    ctx = JobContext(spec, run_id, as_of, warehouse, credentials)
+    outcome, failure = JobOutcome(), None
+    try:
+        if runner is None:
+            raise ConfigError(f"no job kind {spec.kind!r} is installed (known: {', '.join(sorted(KINDS))})")
+        outcome = asyncio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded (Ctrl-C too, then re-raised)
+        failure = exc
+    finally:
+        if control_dir is not None:
+            for path in (live_file(control_dir, run_id), cancel_marker(control_dir, run_id)):
+                path.unlink(missing_ok=True)
+    result = _finish(state, spec, run_id, outcome, failure, ctx.secrets, scheduled_for, started,
+                     triggered_by, max_failures)
+    if isinstance(failure, (KeyboardInterrupt, SystemExit)):
+        raise failure
+    return result
+
+
+def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, failure: BaseException | None,
+            secrets: list[str], scheduled_for: datetime | None, started: datetime, triggered_by: str,
+            max_failures: int | None) -> JobResult:
+    error_class = classify(failure) if failure is not None else None
+    status = "succeeded" if failure is None else "cancelled" if error_class == "cancelled" else "failed"
+    error = None
+    if failure is not None:
+        message = "killed by job:kill" if error_class == "cancelled" else f"{type(failure).__name__}: {failure}"
+        error = redact(message, secrets)[:2000]  # type: ignore[index]
+    schedule = state.schedule(spec.schedule) if spec.schedule else None
+    changes: dict[str, Any] = {}
+    note = None
+    failures = schedule.consecutive_failures if schedule else None
+    if schedule is not None:
+        if status == "succeeded":
+            failures = 0
+        elif error_class == "config" and max_failures is not None and triggered_by != "manual":
+            failures = schedule.consecutive_failures + 1
+            if failures >= max_failures and schedule.enabled:
+                reason = f"{failures} configuration failures in a row (last: {error})"
+                changes.update(enabled=False, disabled_reason=reason[:500], disabled_at=datetime.now(timezone.utc))
+                note = f"schedule disabled after {failures} configuration failures in a row; fix it, then connector:update {schedule.name} --enable"
+        if failures != schedule.consecutive_failures:
+            changes["consecutive_failures"] = failures
+    state.end_job(run_id, status, error=error, note=note, rows_read=outcome.rows_read,
+                  rows_written=outcome.rows_written, schedule=spec.schedule, schedule_changes=changes)
+    record = state.job(run_id)
+    return JobResult(run_id, spec.kind, spec.job, spec.schedule, status, spec.database, spec.table, scheduled_for,
+                     started, datetime.now(timezone.utc),
+                     rows=record.rows_written if record and record.rows_written is not None else
+                     (record.rows_read if record else None),
+                     error=error, error_class=error_class, consecutive_failures=failures,
+                     disabled="enabled" in changes, note=note)
+
+
+def notify(command: str | None, result: JobResult, *, timeout: float = 60) -> None:
+    """Run ``command`` (a shell command line) with the job summary as JSON on stdin; never raises."""
+    if not command:
+        return
+    payload = json.dumps(result.summary(), sort_keys=True)
+    try:
+        done = subprocess.run(command, shell=True, input=payload, text=True, capture_output=True, timeout=timeout)
+        if done.returncode:
+            log.warning("notify command exited %s: %s", done.returncode, done.stderr.strip()[:500])
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("notify command failed: %s", exc)
+
+
+def request_kill(run_id: str, *, control_dir: Path, state: StateStore | None = None) -> list[str]:
+    """Ask a running job to stop, wherever it runs; returns what was done (for the CLI)."""
+    done = []
+    info = next((j for j in live_jobs(control_dir) if j.get("run_id") == run_id), None)
+    control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cancel_marker(control_dir, run_id).write_text("")
+    done.append("cancel requested")
+    if state is not None:
+        try:
+            state.request_cancel(run_id)
+        except StoreError:  # pragma: no cover - best effort
+            pass
+    if cancel_local(run_id):
+        done.append("cancelled in this process")
+    elif info and info.get("triggered_by") == "manual" and info.get("pid") != os.getpid() and pid_alive(info.get("pid")):
+        try:
+            os.kill(int(info["pid"]), signal.SIGTERM)
+            done.append(f"signalled pid {info['pid']}")
+        except OSError:  # pragma: no cover - raced with its exit
+            pass
+    return done
