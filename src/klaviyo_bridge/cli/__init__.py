@@ -51,6 +51,12 @@ cli.add_command(workflow_command)
 for _command in IMPORT_COMMANDS:
     cli.add_command(_command)
 
+from .auth_cmd import COMMANDS as AUTH_COMMANDS  # noqa: E402
+from .schedule_cmd import COMMANDS as SCHEDULE_COMMANDS  # noqa: E402
+
+for _command in (*AUTH_COMMANDS, *SCHEDULE_COMMANDS):
+    cli.add_command(_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the single error handler."""
