@@ -203,18 +203,12 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, url: str) -> None:
         self._dsn = url.replace("postgres://", "postgresql://", 1)
         self.url = redact_url(self._dsn)
-        session = self._open_session()  # fails loudly now if the server is unreachable
-        try:
+        # Fails loudly now if the server is unreachable; the lock serialises concurrent first runs.
+        with self.transaction() as session:
             session.execute(f"SELECT pg_advisory_xact_lock({_STATE_INIT_LOCK})")
             from .state import create_state_tables
 
             create_state_tables(session)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def _open_session(self) -> Session:
         return PostgresSession(self._dsn, self.url)

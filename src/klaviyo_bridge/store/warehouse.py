@@ -16,6 +16,7 @@ apply the mode at commit, so readers keep seeing the old rows until the new ones
 from __future__ import annotations
 
 import enum
+from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -65,17 +66,23 @@ class Warehouse(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _init_state(self) -> None:
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One session in one transaction: committed on success, rolled back on any error."""
         session = self._open_session()
         try:
             session.begin()
-            state_tables.create_state_tables(session)
+            yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def _init_state(self) -> None:
+        with self.transaction() as session:
+            state_tables.create_state_tables(session)
 
     # --- writing -------------------------------------------------------------------------
     def writer(
