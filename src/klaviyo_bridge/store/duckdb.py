@@ -9,6 +9,7 @@ otherwise fail the second one only at commit with a transaction conflict.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 import time
@@ -230,8 +231,15 @@ class _ConvertingReader:
 CATALOG = "_bridge_warehouse"
 
 
+#: DuckDB's buffer pool defaults to 80% of RAM and keeps every written page cached, so a
+#: 1M-event import peaked near 1 GB; a bridge process should stay small. Override with
+#: KLAVIYO_BRIDGE_DUCKDB_MEMORY (any DuckDB size, e.g. "2GB").
+DEFAULT_MEMORY_LIMIT = "512MB"
+
+
 def _attach(path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
+    limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
+    con = duckdb.connect(":memory:", config={"memory_limit": limit})
     try:
         con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
         con.execute(f"USE {CATALOG}")
