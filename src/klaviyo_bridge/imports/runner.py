@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from ..api.client import KlaviyoClient
 from ..api.query import Query, equals
-from ..config import ImportConfig
+from ..config import ImportConfig, parse_time
 from ..errors import ConfigError
 from ..store.warehouse import Warehouse
 from .columns import Column
@@ -123,8 +123,6 @@ async def _earliest(client: KlaviyoClient, s: Stream, api_field: str, path_param
         if data:
             value = (data[0].get("attributes") or {}).get(api_field)
             if value:
-                from ..config import parse_time
-
                 return parse_time(value)
     return None
 
@@ -224,8 +222,6 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
 
 def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime):
     """The run's ``[lo, hi)``: explicit times, else the saved cursor and "now" when incremental."""
-    from ..config import parse_time
-
     source = config.source
     lo = source.start_time
     if lo is None and source.incremental:
@@ -255,8 +251,6 @@ async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params
 
 async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None):
     """The first ``rows`` rows the import would write (one page, no windows, nothing stored)."""
-    import pyarrow as pa
-
     source = config.source
     s = effective_stream(config)
     columns = s.columns(related=not source.skip_related_object)
