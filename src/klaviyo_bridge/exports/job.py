@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..store.warehouse import Warehouse
 from .runner import ExportResult, run_export
 from .settings import ExportSettings, parse_export_settings, parse_settings_text, resolve_result_connection
-from .source import read_query
+from .source import query_source
 
 
 def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | None = None,
@@ -65,8 +65,8 @@ def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database:
                  job: str = "query", dry_run: bool = False, resume: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> ExportResult:
     """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
-    table = read_query(wh, sql, database)
-    return asyncio.run(run_export(wh, table, settings, job=job, dry_run=dry_run, run_id=resume,
+    source = query_source(wh, sql, database)
+    return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
                                   resume=resume is not None, transport=transport, **kw))
 
 

@@ -114,7 +114,7 @@ def _dumps(obj: Any) -> bytes:
 # --- add -------------------------------------------------------------------------------------
 
 
-def prepare_add(table: pa.Table, settings: ExportSettings) -> Prepared:
+def prepare_add(table: pa.Table, settings: ExportSettings, seen: v.SeenValues | None = None) -> Prepared:
     names = table.schema.names
     n = table.num_rows
     reasons: list[pa.Array] = []
@@ -122,7 +122,7 @@ def prepare_add(table: pa.Table, settings: ExportSettings) -> Prepared:
     if "email" in names:
         chk = v.check_emails(table.column("email"), required=False)
         cleaned["email"] = chk.values
-        reasons.append(v.duplicate_reasons(chk.values, "email", chk.reasons))
+        reasons.append(_dups(seen, chk.values, "email", chk.reasons))
     if "phone_number" in names:
         chk = v.check_phones(table.column("phone_number"), required=False, default_region=settings.default_phone_region)
         cleaned["phone_number"] = chk.values
@@ -179,9 +179,9 @@ def prepare_add(table: pa.Table, settings: ExportSettings) -> Prepared:
 # --- remove ----------------------------------------------------------------------------------
 
 
-def prepare_remove(table: pa.Table, settings: ExportSettings) -> Prepared:
+def prepare_remove(table: pa.Table, settings: ExportSettings, seen: v.SeenValues | None = None) -> Prepared:
     chk = v.check_required_text(table.column("profile_id"), "profile_id")
-    reasons = v.duplicate_reasons(chk.values, "profile_id", chk.reasons)
+    reasons = _dups(seen, chk.values, "profile_id", chk.reasons)
 
     def build(index: np.ndarray) -> tuple[list[bytes], list[tuple[int, int]]]:
         return [_dumps({"type": "profile", "id": pid}) for pid in _py(chk.values, index)], []
@@ -228,7 +228,8 @@ def check_consent_times(column: pa.Array, now: datetime) -> v.Checked:
     return v.Checked(values, reasons)
 
 
-def prepare_consent(table: pa.Table, settings: ExportSettings, now: datetime | None = None) -> Prepared:
+def prepare_consent(table: pa.Table, settings: ExportSettings, now: datetime | None = None,
+                    seen: v.SeenValues | None = None) -> Prepared:
     now = now or datetime.now(timezone.utc)
     names = table.schema.names
     n = table.num_rows
@@ -240,12 +241,12 @@ def prepare_consent(table: pa.Table, settings: ExportSettings, now: datetime | N
     if wants_email and "email" in names:
         chk = v.check_emails(table.column("email"), required=not wants_sms)
         email = chk.values
-        reasons.append(v.duplicate_reasons(email, "email", chk.reasons))
+        reasons.append(_dups(seen, email, "email", chk.reasons))
     if wants_sms and "phone_number" in names:
         chk = v.check_phones(table.column("phone_number"), required=not wants_email,
                              default_region=settings.default_phone_region)
         phone = chk.values
-        reasons.append(v.duplicate_reasons(phone, "phone_number", chk.reasons))
+        reasons.append(_dups(seen, phone, "phone_number", chk.reasons))
     if email is not None and phone is not None:
         both_empty = pc.and_(pc.is_null(email), pc.is_null(phone))
         reasons.append(v._reason_where(both_empty, "email and phone_number are both empty", pa.nulls(n, pa.string())))
@@ -289,10 +290,22 @@ def prepare_consent(table: pa.Table, settings: ExportSettings, now: datetime | N
     return _finish(n, all_reasons, build, warnings)
 
 
-def prepare(table: pa.Table, settings: ExportSettings, now: datetime | None = None) -> Prepared:
+def _dups(seen: v.SeenValues | None, values: pa.Array, name: str, reasons: pa.Array) -> pa.Array:
+    return v.duplicate_reasons(values, name, reasons) if seen is None else seen.check(values, name, reasons)
+
+
+def prepare(table: pa.Table, settings: ExportSettings, now: datetime | None = None, *,
+            seen: v.SeenValues | None = None) -> Prepared:
+    """Validate ``table`` and build one JSON item per valid row.
+
+    ``seen`` carries the identifiers of earlier chunks of the same input, so duplicates are
+    found across chunks too.
+    """
     check_columns(table.schema, settings)
     if settings.operation == "add":
-        return prepare_add(table, settings)
-    if settings.operation == "remove_profiles":
-        return prepare_remove(table, settings)
-    return prepare_consent(table, settings, now)
+        prepared = prepare_add(table, settings, seen)
+    elif settings.operation == "remove_profiles":
+        prepared = prepare_remove(table, settings, seen)
+    else:
+        prepared = prepare_consent(table, settings, now, seen)
+    return prepared

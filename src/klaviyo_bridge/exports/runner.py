@@ -23,7 +23,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +31,17 @@ import httpx
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..api.client import KlaviyoClient
 from ..api.query import format_value
 from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted
 from ..store.warehouse import Warehouse
 from .batching import Endpoint, endpoint_for, plan_batches
-from .operations import Prepared, prepare
+from .operations import Prepared, check_columns, prepare
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
+from .validate import SeenValues
 
 log = logging.getLogger("klaviyo_bridge.exports")
 
@@ -207,8 +209,8 @@ class _Export:
         else:
             table = _rows_table(sent_index, "submitted", NO_JOB_REASON)
         st.record_export_rows(batch_id, self.run_id, table)
-        failed_job = table.num_rows and table.column("outcome").to_pylist().count("rejected") == table.num_rows \
-            and op == "bulk_import_profiles"
+        failed_job = op == "bulk_import_profiles" and table.num_rows > 0 and \
+            pc.sum(pc.equal(table.column("outcome"), "rejected")).as_py() == table.num_rows
         st.record_export_batch(batch_id, self.run_id, op, "failed" if failed_job else "done", klaviyo_job_id=job_id)
         if failed_job:
             self.failed += 1
@@ -282,10 +284,10 @@ async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
         doc = await client.request("get_lists", url=nxt)
 
 
-def _invalid_message(prepared: Prepared, limit: int = 5) -> str:
-    shown = "; ".join(f"row {int(i) + 1}: {r}" for i, r in zip(prepared.skipped_index[:limit], prepared.skipped_reason[:limit]))
-    more = len(prepared.skipped_index) - limit
-    return (f"{len(prepared.skipped_index)} invalid row(s) and skip_invalid_records is false; nothing was sent. "
+def _invalid_message(counts: "_Counts", limit: int = 5) -> str:
+    shown = "; ".join(f"row {int(i) + 1}: {r}" for i, r in counts.invalid_rows[:limit])
+    more = counts.invalid - limit
+    return (f"{counts.invalid} invalid row(s) and skip_invalid_records is false; nothing was sent. "
             f"{shown}{f'; and {more} more' if more > 0 else ''}")
 
 
@@ -293,9 +295,93 @@ def sample_payloads(prepared: Prepared, settings: ExportSettings, n: int = 3) ->
     return [orjson.loads(item) for item in prepared.items[:n]]
 
 
+#: Rows validated and turned into payloads at a time (a few request batches' worth).
+CHUNK_ROWS = 50_000
+#: Source: an Arrow table, or a callable that opens the query and returns (schema, record batches);
+#: called once more for the sending pass when invalid rows must fail the job before anything is sent.
+Source = pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]
+
+
+def _open(source: Source) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if isinstance(source, pa.Table):
+        return source.schema, iter(source.to_batches(max_chunksize=CHUNK_ROWS))
+    return source()
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Fixed-size chunks whatever the reader's batch sizes (so batch ids are the same on resume)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, rows).combine_chunks()
+            rest = table.slice(rows)
+            pending = rest.to_batches() if rest.num_rows else []
+            count = rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+
+
+def _prepared_chunks(source: Source, settings: ExportSettings,
+                     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> Iterator[tuple[int, Prepared]]:
+    """(offset of the chunk in the input, the chunk prepared with input-wide row indexes)."""
+    schema, batches = opened or _open(source)
+    check_columns(schema, settings)  # before anything: missing column -> no run, nothing sent
+    seen = SeenValues()
+    offset = 0
+    for chunk in _chunks(batches, schema):
+        p = prepare(chunk, settings, seen=seen)
+        p.row_index = p.row_index + offset
+        p.skipped_index = p.skipped_index + offset
+        yield offset, p
+        offset += chunk.num_rows
+    if offset == 0:
+        empty = schema.empty_table()
+        yield 0, prepare(empty, settings, seen=seen)
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.rows = self.valid = self.invalid = self.batches = 0
+        self.invalid_rows: list[tuple[int, str]] = []
+        self.warnings: list[str] = []
+
+
+async def _validate_all(source: Source, settings: ExportSettings,
+                        opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> tuple[_Counts, list[Any]]:
+    """A validation pass over the whole input (dry run; skip_invalid_records false), nothing kept but counts."""
+    counts, samples = _Counts(), []
+    endpoint = endpoint_for(settings.operation, settings.consent_type)
+    it = _prepared_chunks(source, settings, opened)
+    while True:
+        got = await asyncio.to_thread(next, it, None)
+        if got is None:
+            break
+        _, p = got
+        if not counts.warnings:
+            counts.warnings = list(p.warnings)
+        counts.rows += p.total
+        counts.valid += len(p.items)
+        counts.invalid += len(p.skipped_index)
+        counts.invalid_rows += list(zip(p.skipped_index.tolist(), p.skipped_reason))[: max(0, 20 - len(counts.invalid_rows))]
+        counts.batches += len(plan_batches(_sizes(p.items), endpoint))
+        if len(samples) < 3:
+            samples += sample_payloads(p, settings, 3 - len(samples))
+    return counts, samples
+
+
+def _sizes(items: list[bytes]) -> np.ndarray:
+    return np.fromiter((len(i) for i in items), dtype=np.int64, count=len(items))
+
+
 async def run_export(
     wh: Warehouse,
-    table: pa.Table,
+    table: Source,
     settings: ExportSettings,
     *,
     job: str = "query",
@@ -308,24 +394,31 @@ async def run_export(
     poll_initial: float = 1.0,
     progress: Callable[[str, int], None] | None = None,
 ) -> ExportResult:
-    """Export ``table`` (a query result) to Klaviyo and record every row's outcome under ``run_id``."""
-    started = time.perf_counter()
-    from .operations import check_columns
+    """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
 
-    check_columns(table.schema, settings)  # before anything: missing column -> no run, nothing sent
-    prepared = prepare(table, settings)
-    warnings = list(prepared.warnings)
+    The input is read, validated and turned into payloads a chunk at a time; a bounded number of
+    batches is in flight, and a batch's payloads are dropped once its outcome is recorded.
+    """
+    started = time.perf_counter()
     endpoint = endpoint_for(settings.operation, settings.consent_type)
-    sizes = np.fromiter((len(i) for i in prepared.items), dtype=np.int64, count=len(prepared.items))
-    slices = plan_batches(sizes, endpoint)
+    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = await asyncio.to_thread(_open, table)
+    check_columns(opened[0], settings)  # before anything: missing column -> no run, nothing sent
     if dry_run:
-        summary = ExportSummary(run_id="(dry run)", total=table.num_rows,
-                                counts={"would_send": len(prepared.items), "invalid": len(prepared.skipped_index)})
-        result = ExportResult("(dry run)", summary, batches=len(slices), warnings=warnings, dry_run=True,
-                              samples=sample_payloads(prepared, settings), would_send=len(prepared.items),
-                              invalid=len(prepared.skipped_index), seconds=time.perf_counter() - started)
-        result.invalid_rows = list(zip(prepared.skipped_index[:20].tolist(), prepared.skipped_reason[:20]))  # type: ignore[attr-defined]
+        counts, samples = await _validate_all(table, settings, opened)
+        summary = ExportSummary(run_id="(dry run)", total=counts.rows,
+                                counts={"would_send": counts.valid, "invalid": counts.invalid})
+        result = ExportResult("(dry run)", summary, batches=counts.batches, warnings=counts.warnings, dry_run=True,
+                              samples=samples, would_send=counts.valid, invalid=counts.invalid,
+                              seconds=time.perf_counter() - started)
+        result.invalid_rows = counts.invalid_rows  # type: ignore[attr-defined]
         return result
+    if not settings.skip_invalid_records:
+        # Invalid rows fail the job with nothing sent: validate everything first (a pass that keeps
+        # only counts), then read the input again to send it.
+        pre, _ = await _validate_all(table, settings, opened)
+        opened = None  # read again to send
+    else:
+        pre = None
 
     st = wh.state
     states: dict[str, dict[str, Any]] = {}
@@ -340,41 +433,76 @@ async def run_export(
     assert run_id is not None
     client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
     ex = _Export(wh, settings, run_id, client, sleep, clock, poll_initial, progress)
+    warnings: list[str] = list(pre.warnings) if pre else []
+    rows_read = valid = invalid = seq = 0
     try:
         invalid_id = f"{run_id}-invalid"
-        if len(prepared.skipped_index) and not settings.skip_invalid_records:
-            message = _invalid_message(prepared)
+        if pre is not None and pre.invalid:
             if invalid_id not in states:
-                st.record_export_rows(invalid_id, run_id, _rows_table(prepared.skipped_index, "skipped", prepared.skipped_reason))
-                st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
-                    prepared.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
-                st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=len(prepared.skipped_index))
-            raise ExportError(message)
-        if len(prepared.skipped_index) and invalid_id not in states:
-            st.record_export_rows(invalid_id, run_id, _rows_table(prepared.skipped_index, "skipped",
-                                                                  [f"invalid: {r}" for r in prepared.skipped_reason]))
-            st.record_export_batch(invalid_id, run_id, "validation", "done", row_count=len(prepared.skipped_index))
-        if slices:
-            ex.list_id = await ex.resolve_list(warnings)
+                async for _, p in _aiter(_prepared_chunks(table, settings)):
+                    st.record_export_rows(invalid_id, run_id, _rows_table(p.skipped_index, "skipped", p.skipped_reason))
+                    st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
+                        p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
+                st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
+            raise ExportError(_invalid_message(pre))
         sem = asyncio.Semaphore(settings.concurrency)
-        tasks = []
-        for seq, (a, b) in enumerate(slices):
-            batch_id = f"{run_id}-b{seq:05d}"
-            state = states.get(batch_id)
-            if state and state.get("rows") not in (None, b - a):
-                warnings.append(f"batch {batch_id} had {state['rows']} rows, now {b - a}: the query result changed "
-                                "since the first attempt (give the query an ORDER BY to resume safely)")
-            tasks.append(ex.send(batch_id, prepared.row_index[a:b], prepared.items[a:b], sem, state))
-        await asyncio.gather(*tasks)
+        #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
+        held = asyncio.Semaphore(max(2 * settings.concurrency, 4))
+        tasks: set[asyncio.Task] = set()
+        errors: list[BaseException] = []
+
+        async def one(batch_id: str, index: np.ndarray, items: list[bytes], state: dict[str, Any] | None) -> None:
+            try:
+                await ex.send(batch_id, index, items, sem, state)
+            except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
+                errors.append(exc)
+            finally:
+                held.release()
+
+        listed = False
+        invalid_seq = 0
+        async for offset, p in _aiter(_prepared_chunks(table, settings, opened)):
+            if not warnings and p.warnings:
+                warnings = list(p.warnings)
+            rows_read += p.total
+            valid += len(p.items)
+            invalid += len(p.skipped_index)
+            if len(p.skipped_index):
+                bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
+                invalid_seq += 1
+                if bid not in states:
+                    st.record_export_rows(bid, run_id, _rows_table(p.skipped_index, "skipped",
+                                                                   [f"invalid: {r}" for r in p.skipped_reason]))
+                    st.record_export_batch(bid, run_id, "validation", "done", row_count=len(p.skipped_index))
+            slices = plan_batches(_sizes(p.items), endpoint)
+            if slices and not listed:
+                ex.list_id = await ex.resolve_list(warnings)
+                listed = True
+            for a, b in slices:
+                batch_id = f"{run_id}-b{seq:05d}"
+                seq += 1
+                state = states.get(batch_id)
+                if state and state.get("rows") not in (None, b - a):
+                    warnings.append(f"batch {batch_id} had {state['rows']} rows, now {b - a}: the query result "
+                                    "changed since the first attempt (give the query an ORDER BY to resume safely)")
+                await held.acquire()
+                task = asyncio.ensure_future(one(batch_id, p.row_index[a:b], p.items[a:b], state))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            del p
+        if tasks:
+            await asyncio.gather(*list(tasks))
+        if errors:
+            raise errors[0]
         summary = export_summary(wh, run_id)
         status = "failed" if ex.failed and settings.stop_on_batch_failure else "succeeded"
-        st.finish_run(run_id, status, rows_read=table.num_rows,
+        st.finish_run(run_id, status, rows_read=rows_read,
                       rows_written=summary.counts.get("accepted", 0) + summary.counts.get("submitted", 0),
                       counts=summary.counts, error=f"{ex.failed} batch(es) failed" if ex.failed else None)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
         try:
-            st.finish_run(run_id, "failed", rows_read=table.num_rows, error=message[:2000])
+            st.finish_run(run_id, "failed", rows_read=rows_read or (pre.rows if pre else 0), error=message[:2000])
         except Exception:  # pragma: no cover - keep the original error
             log.exception("could not record the failed run")
         raise
@@ -382,7 +510,19 @@ async def run_export(
         await client.aclose()
     if settings.operation == "batch_consent":
         warnings.append("subscription changes: " + NO_JOB_REASON)
-    return ExportResult(run_id, summary, list_id=ex.list_id, batches=len(slices), failed_batches=ex.failed,
+    return ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,
                         resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
-                        would_send=len(prepared.items), invalid=len(prepared.skipped_index),
+                        would_send=valid, invalid=invalid,
                         seconds=time.perf_counter() - started, requests=client.stats.requests)
+
+
+async def _aiter(it: Iterator[Any]):
+    """Iterate a CPU-bound generator in a worker thread, so requests in flight keep moving."""
+    while True:
+        got = await asyncio.to_thread(next, it, _END)
+        if got is _END:
+            return
+        yield got
+
+
+_END = object()

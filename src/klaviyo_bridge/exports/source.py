@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 
 from ..errors import ConfigError
@@ -24,6 +26,42 @@ def _use_database(session, database: str) -> None:
         if not found[0][0]:
             raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
         session.execute(f"SET search_path TO {quote(database)}, public")
+
+
+def query_source(wh: Warehouse, sql: str, database: str | None = None, *, batch_size: int = 65_536):
+    """A source for ``run_export``: each call runs the query and streams its Arrow batches.
+
+    Only a few batches are in memory at a time; the session closes when the stream ends.
+    """
+    sql = sql.strip().rstrip(";").strip()
+    if not sql:
+        raise ConfigError("the query is empty", key="query")
+    if database:
+        check_object_name(database, "database")
+
+    def open_() -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        session = wh._open_session()
+        try:
+            if database:
+                _use_database(session, database)
+            reader = session.stream(sql, (), batch_size)
+        except BaseException:
+            session.close()
+            raise
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                while True:
+                    try:
+                        yield reader.read_next_batch()
+                    except StopIteration:
+                        return
+            finally:
+                session.close()
+
+        return reader.schema, batches()
+
+    return open_
 
 
 def read_query(wh: Warehouse, sql: str, database: str | None = None, *, batch_size: int = 65_536) -> pa.Table:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -138,6 +139,35 @@ def duplicate_reasons(values: pa.Array, name: str, reasons: pa.Array) -> pa.Arra
     is_first = pc.equal(pc.take(firsts.column("i_min"), first_index), table.column("i"))
     dup = pc.and_(pc.is_valid(values), pc.invert(pc.fill_null(is_first, True)))
     return _reason_where(dup, f"duplicate {name} (an earlier row has the same value)", reasons)
+
+
+class SeenValues:
+    """Identifiers of earlier chunks of one export, so duplicates are found across the whole input.
+
+    Kept as sorted arrays of 64-bit hashes per chunk (8 bytes a value, not a Python string each);
+    a later row whose identifier hashes like an earlier chunk's is a duplicate.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, list[np.ndarray]] = {}
+
+    def check(self, values: pa.Array, name: str, reasons: pa.Array) -> pa.Array:
+        reasons = duplicate_reasons(values, name, reasons)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        hashes = np.fromiter((hash(x) for x in values.to_pylist()), dtype=np.int64, count=len(values))
+        earlier = np.zeros(len(values), dtype=bool)
+        for seen in self._chunks.get(name, ()):
+            pos = np.searchsorted(seen, hashes)
+            earlier |= seen[np.minimum(pos, len(seen) - 1)] == hashes
+        earlier &= valid
+        if earlier.any():
+            reasons = _reason_where(pa.array(earlier), f"duplicate {name} (an earlier row has the same value)", reasons)
+        fresh = np.unique(hashes[valid])
+        if len(fresh):
+            self._chunks.setdefault(name, []).append(fresh)
+        return reasons
 
 
 def combine(*reasons: pa.Array) -> pa.Array:
