@@ -108,7 +108,9 @@ def _default(value: Any) -> Any:
 
 
 def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    # orjson's result keeps its (>= 4 KB) output buffer; an exact-size copy makes a 150-byte
+    # profile cost ~180 bytes instead of ~4 KB (50k payloads: 9 MB instead of 195 MB).
+    return bytes(memoryview(orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)))
 
 
 # --- add -------------------------------------------------------------------------------------
