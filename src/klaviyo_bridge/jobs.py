@@ -164,6 +164,111 @@ async def run_import_job(ctx: JobContext) -> JobOutcome:
 register_kind("import", run_import_job)
 
 
+# --- the export kind -----------------------------------------------------------------------
+def _stopper(stop: threading.Event) -> Callable[[str, int], None]:
+    """An export ``progress`` callback that stops the export at its next batch once ``stop`` is set."""
+    def progress(what: str, rows: int) -> None:
+        if stop.is_set():
+            raise JobCancelled("killed by job:kill")
+    return progress
+
+
+async def _in_thread(stop: threading.Event, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Run a blocking engine call in a worker thread; a kill sets ``stop`` (the loop then waits for it)."""
+    try:
+        return await asyncio.to_thread(func, *args, **kw)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+class ExportBatchesFailed(BridgeError):
+    """Batches failed and ``stop_on_batch_failure`` is true (not a configuration failure by itself)."""
+
+
+def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
+                       secrets: list[str] | None = None):
+    """An export schedule's stored ``result_settings`` -> validated ExportSettings (saved key filled in)."""
+    from .exports.job import load_result_settings
+
+    raw = config.get("result_settings")
+    if not isinstance(raw, Mapping):
+        raise ConfigError("an export job needs result_settings", key="result_settings")
+    resolved = resolve_connection(raw, credentials)
+    for key in ("api_token", "api_key"):
+        if isinstance(resolved.get(key), str) and secrets is not None:
+            secrets.append(resolved[key])
+    return load_result_settings(resolved, credentials_path=credentials.path)
+
+
+async def _check_destination(settings: Any) -> None:
+    """One cheap request before anything is read or sent: a rejected key (401/403) or an unknown
+    list id (404) fails the job as a configuration failure instead of as N failed batches."""
+    from .api.client import KlaviyoClient
+
+    async with KlaviyoClient(settings.client_settings()) as client:
+        if settings.list_value and settings.list_identify_type == "id":
+            await client.request("get_list", path_params={"id": settings.list_value})
+        else:
+            await client.request("get_lists", params=[("fields[list]", "name")])
+
+
+async def run_export_job(ctx: JobContext) -> JobOutcome:
+    """Kind ``export``: ``config = {"query": SQL, "result_settings": {...}}`` into ``spec.database``.
+
+    Calls the export engine's public entry point (``exports.job.export_query``) in a worker
+    thread, on the run row ``begin_job`` wrote, so the export's row outcomes hang off this job.
+    """
+    from .exports.job import export_query
+
+    spec = ctx.spec
+    sql = spec.config.get("query")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ConfigError("an export job needs a query", key="query")
+    settings = export_settings_of(spec.config, ctx.credentials, ctx.secrets)
+    await _check_destination(settings)
+    stop = threading.Event()
+    result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
+                              database=spec.database, job=spec.job, progress=_stopper(stop))
+    counts = dict(result.summary.counts)
+    if result.failed_batches and settings.stop_on_batch_failure:
+        raise ExportBatchesFailed(f"{result.failed_batches} of {result.batches} batch(es) failed "
+                                  "and stop_on_batch_failure is true (see job:show and _bridge.export_rows)")
+    return JobOutcome(rows_read=result.summary.total,
+                      rows_written=counts.get("accepted", 0) + counts.get("submitted", 0),
+                      counts={**counts, "batches": result.batches, "failed_batches": result.failed_batches,
+                              "requests": result.requests, "seconds": round(result.seconds, 3)})
+
+
+register_kind("export", run_export_job)
+
+
+# --- the workflow kind ---------------------------------------------------------------------
+async def run_workflow_job(ctx: JobContext) -> JobOutcome:
+    """Kind ``workflow``: the tasks of a pushed .dig, from the copy stored at push time.
+
+    ``config = {"workflow": {"name", "document", "files", ...}}``: later edits of the file on disk
+    do not change what runs. Each export task records its own export run (``job:list``).
+    """
+    from .workflows.dig import WorkflowRunner
+
+    stored = ctx.spec.config.get("workflow")
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("document"), Mapping):
+        raise ConfigError("a workflow job needs a pushed workflow (workflow push FILE.dig)")
+    stop = threading.Event()
+    runner = WorkflowRunner(ctx.warehouse, credentials_path=ctx.credentials.path,
+                            files=dict(stored.get("files") or {}), export_options={"progress": _stopper(stop)})
+    results = await _in_thread(stop, runner.run_document, stored["document"], str(stored.get("name") or ctx.spec.job))
+    rows = sum(r.rows or 0 for r in results)
+    exported = [r.export for r in results if r.export is not None]
+    written = sum(e.summary.counts.get("accepted", 0) + e.summary.counts.get("submitted", 0) for e in exported)
+    return JobOutcome(rows_read=rows, rows_written=written,
+                      counts={"tasks": len(results), "export_runs": ",".join(e.run_id for e in exported)})
+
+
+register_kind("workflow", run_workflow_job)
+
+
 # --- local control: live jobs of this process, marker files for other processes --------------
 _LIVE: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
 _LIVE_LOCK = threading.Lock()
@@ -332,7 +437,10 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
             if failures >= max_failures and schedule.enabled:
                 reason = f"{failures} configuration failures in a row (last: {error})"
                 changes.update(enabled=False, disabled_reason=reason[:500], disabled_at=datetime.now(timezone.utc))
-                note = f"schedule disabled after {failures} configuration failures in a row; fix it, then connector:update {schedule.name} --enable"
+                how = {"export": f"sched:update {schedule.name} --enable",
+                       "workflow": "workflow push the fixed file again"}.get(schedule.kind,
+                                                                              f"connector:update {schedule.name} --enable")
+                note = f"schedule disabled after {failures} configuration failures in a row; fix it, then {how}"
         if failures != schedule.consecutive_failures:
             changes["consecutive_failures"] = failures
     state.end_job(run_id, status, error=error, note=note, rows_read=outcome.rows_read,

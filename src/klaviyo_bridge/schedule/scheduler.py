@@ -47,7 +47,7 @@ from .cron import CronSchedule, Fire
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
 #: History label (and cursor key) prefix per job kind: the CLI verbs' namespaces.
-LABEL_PREFIX = {"import": "connector", "export": "sched"}
+LABEL_PREFIX = {"import": "connector", "export": "sched", "workflow": "workflow"}
 #: Windows tried, smallest first, to find the latest missed slot without walking every slot.
 _SPANS = (timedelta(minutes=2), timedelta(hours=3), timedelta(days=3), timedelta(days=40),
           timedelta(days=400), timedelta(days=3700))

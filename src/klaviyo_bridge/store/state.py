@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .warehouse import Warehouse
 
 S = quote(STATE_SCHEMA)
-RUN_KINDS = ("import", "export")
+RUN_KINDS = ("import", "export", "workflow")  # workflow: a pushed .dig run by the scheduler
 RUN_STATUSES = ("running", "succeeded", "failed")
 ROW_OUTCOMES = ("accepted", "rejected", "skipped", "submitted")  # submitted = sent, no confirmation to read
 
