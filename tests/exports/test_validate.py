@@ -81,3 +81,34 @@ def test_any_of_columns():
     v.require_columns(pa.schema([("phone_number", pa.string())]), ["email", "phone_number"], "batch_consent", any_of=True)
     with pytest.raises(ExportError, match="email or phone_number"):
         v.require_columns(pa.schema([("x", pa.string())]), ["email", "phone_number"], "batch_consent", any_of=True)
+
+
+def test_valid_e164_fast_path_never_accepts_what_libphonenumber_rejects():
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(5)
+    values = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            values.append(e164)
+            for _ in range(8):  # one digit changed, one dropped or one added
+                digits = list(e164[1:])
+                digits[rng.randrange(len(digits))] = str(rng.randrange(10))
+                mutated = "+" + "".join(digits)
+                r = rng.random()
+                values.append(mutated[:-1] if r < 0.2 else mutated + "5" if r < 0.4 else mutated)
+    values += ["+1415%07d" % rng.randrange(10**7) for _ in range(300)] + ["+4420%08d" % rng.randrange(10**8) for _ in range(300)]
+    values = list(dict.fromkeys(values))
+    fast = v.valid_e164(pa.array(values))
+    assert fast.sum() > len(values) // 3
+    for value, ok in zip(values, fast.tolist()):
+        if ok:
+            assert v.normalise_phone(value) == (value, None), value
+    checked = v.check_phones(pa.array(values))
+    assert checked.values.to_pylist() == [v.normalise_phone(x)[0] for x in values]

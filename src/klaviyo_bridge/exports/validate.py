@@ -106,13 +106,104 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str | 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
+_NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+                 "fixed_line", "mobile")
+_E164 = r"^\+[1-9][0-9]{6,14}$"
+
+
+def _desc_matches(nsn: pa.Array, lengths: np.ndarray, desc) -> np.ndarray:
+    """libphonenumber's _is_number_matching_desc over a column: possible length and full pattern match."""
+    if desc is None or not desc.national_number_pattern:
+        return np.zeros(len(nsn), dtype=bool)
+    ok = pc.match_substring_regex(nsn, f"^(?:{desc.national_number_pattern})$").to_numpy(zero_copy_only=False)
+    if desc.possible_length:
+        ok &= np.isin(lengths, np.array(desc.possible_length))
+    return ok
+
+
+def _valid_in_region(nsn: pa.Array, lengths: np.ndarray, metadata) -> np.ndarray:
+    """Number type is not UNKNOWN (libphonenumber's _number_type_helper), a column at a time."""
+    ok = _desc_matches(nsn, lengths, metadata.general_desc)
+    if not ok.any():
+        return ok
+    any_type = np.zeros(len(nsn), dtype=bool)
+    for name in _NUMBER_TYPES:
+        any_type |= _desc_matches(nsn, lengths, getattr(metadata, name, None))
+    return ok & any_type
+
+
+def valid_e164(values: pa.Array) -> np.ndarray:
+    """True where a value is already canonical E.164 that libphonenumber's is_valid_number accepts.
+
+    The same rules as ``phonenumbers.is_valid_number`` (region chosen by leading digits or by
+    type, then the region's length and type patterns), run as regex kernels per country code
+    instead of a parse per value. False means "not shown valid here": the caller parses those.
+    """
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+    n = len(values)
+    out = np.zeros(n, dtype=bool)
+    if not n:
+        return out
+    strict = pc.fill_null(pc.match_substring_regex(values, _E164), False).to_numpy(zero_copy_only=False)
+    if not strict.any():
+        return out
+    cc = np.zeros(n, dtype=np.int64)
+    width = np.zeros(n, dtype=np.int64)
+    for k in (3, 2, 1):  # country codes are prefix-free: at most one width matches
+        prefix = pc.utf8_slice_codeunits(values, 1, 1 + k)
+        code = pc.cast(pc.if_else(strict, prefix, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+        known = np.isin(code, np.fromiter(COUNTRY_CODE_TO_REGION_CODE, dtype=np.int64)) & strict
+        cc[known] = code[known]
+        width[known] = k
+    for code in np.unique(cc[cc > 0]).tolist():
+        regions = COUNTRY_CODE_TO_REGION_CODE[code]
+        if "001" in regions:
+            continue  # non-geographic entities: parse those
+        rows = np.flatnonzero(cc == code)
+        k = int(width[rows[0]])
+        nsn = pc.utf8_slice_codeunits(pc.take(values, pa.array(rows)), 1 + k)
+        lead_zero = pc.starts_with(nsn, "0").to_numpy(zero_copy_only=False)
+        lengths = pc.utf8_length(nsn).to_numpy(zero_copy_only=False)
+        undecided = ~lead_zero  # leading zeros (Italian style): parse those
+        valid = np.zeros(len(rows), dtype=bool)
+        for region in regions:
+            md = PhoneMetadata.metadata_for_region(region, None)
+            if md is None:
+                continue
+            in_region = _valid_in_region(nsn, lengths, md)
+            if len(regions) == 1:
+                chosen = undecided
+            elif md.leading_digits is not None:
+                chosen = undecided & pc.match_substring_regex(nsn, f"^(?:{md.leading_digits})").to_numpy(zero_copy_only=False)
+            else:
+                chosen = undecided & in_region
+            valid |= chosen & in_region
+            undecided &= ~chosen
+        out[rows] = valid
+    return out
+
+
 def check_phones(column: pa.Array, *, required: bool = True, default_region: str | None = None) -> Checked:
-    """E.164 normalisation, computed once per distinct value."""
+    """E.164 normalisation, computed once per distinct value.
+
+    Values already in valid E.164 are recognised with regex kernels (``valid_e164``); only the
+    rest are parsed with libphonenumber, one call per distinct value.
+    """
     text = pc.utf8_trim_whitespace(_as_text(column))
     empty = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
     distinct = pc.unique(pc.filter(text, pc.invert(empty)))
-    normal, why = [], []
-    for value in distinct.to_pylist():
+    try:
+        fast = valid_e164(distinct)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a pattern RE2 does not take: parse all
+        fast = np.zeros(len(distinct), dtype=bool)
+    normal: list[str | None] = []
+    why: list[str | None] = []
+    for value, ok in zip(distinct.to_pylist(), fast.tolist()):
+        if ok:
+            normal.append(value)
+            why.append(None)
+            continue
         e164, reason = normalise_phone(value, default_region)
         normal.append(e164)
         why.append(reason)
