@@ -14,6 +14,9 @@ import click
 @click.option("--lists", default=5, show_default=True, type=click.IntRange(0), help="Number of lists.")
 @click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0), help="Added latency per request.")
 @click.option("--no-rate-limits", is_flag=True, help="Do not answer 429 when the spec's rate limits are exceeded.")
+@click.option("--faults", default=None, metavar="SPEC",
+              help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
+                   'or "storm=get_events:503:10s" (see emulator/faults.py).')
 @click.option(
     "--api-key",
     envvar="KLAVIYO_EMULATOR_API_KEY",
@@ -30,6 +33,7 @@ def emulator_command(
     latency_ms: int,
     no_rate_limits: bool,
     api_key: str | None,
+    faults: str | None = None,
 ) -> None:
     """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
 
@@ -40,7 +44,15 @@ def emulator_command(
     from ..emulator.server import serve
     from ..emulator.settings import EmulatorSettings
 
+    if faults:
+        from ..emulator.faults import parse_faults
+
+        try:
+            parse_faults(faults)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--faults") from None
     settings = EmulatorSettings(
+        faults=faults or None,
         seed=seed,
         profiles=profiles,
         events=events,
@@ -49,5 +61,6 @@ def emulator_command(
         rate_limits=not no_rate_limits,
         **({"api_key": api_key} if api_key else {}),
     )
-    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events)", err=True)
+    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events)"
+               + (f", faults {faults}" if faults else ""), err=True)
     serve(settings, host=host, port=port)

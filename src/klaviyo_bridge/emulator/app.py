@@ -198,4 +198,8 @@ def create_app(settings: EmulatorSettings | None = None, *, account: Account | N
     emulator = Emulator(settings or EmulatorSettings(), account, clock)
     app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
     app.state.emulator = emulator
+    if emulator.settings.faults:
+        from .faults import with_faults
+
+        return with_faults(app, emulator, emulator.settings.faults)
     return app

@@ -35,6 +35,8 @@ class EmulatorSettings:
     job_profiles_per_second: float = 100_000.0
     #: Delay before a subscribe/unsubscribe request (202, no job) shows in reads.
     consent_delay_seconds: float = 0.0
+    #: Fault injection SPEC (see ``emulator/faults.py``), e.g. "429=0.2,503=0.05,seed=7"; None: no faults.
+    faults: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
@@ -44,3 +46,7 @@ class EmulatorSettings:
             raise ValueError("job_profiles_per_second must be > 0 and delays >= 0")
         if self.events and not self.profiles:
             raise ValueError("events need at least one profile")
+        if self.faults:
+            from .faults import parse_faults
+
+            parse_faults(self.faults)  # a bad SPEC fails here, naming the item

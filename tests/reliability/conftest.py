@@ -1,0 +1,22 @@
+"""Reliability suite: ``pytest tests/reliability`` (CI, under ~90 s) or ``pytest tests/reliability --full``
+(every kill point and the slow cases). ``RELIABILITY_FULL=1`` does the same as ``--full``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="reliability: run the whole set (20+ kill points, every slow case)")
+
+
+@pytest.fixture(scope="session")
+def full(request) -> bool:
+    try:
+        flag = request.config.getoption("--full")
+    except ValueError:
+        flag = False
+    return bool(flag) or os.environ.get("RELIABILITY_FULL") == "1"
