@@ -23,7 +23,8 @@ from ..api.settings import ClientSettings
 @click.pass_obj
 def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> None:
     """Start an emulator on 127.0.0.1, read its lists and profiles through the client,
-    then import profiles and events into the DuckDB warehouse and query them.
+    import profiles and events into the DuckDB warehouse, query them, and export a
+    query result back to a Klaviyo list (emulator -> import -> DuckDB -> export back).
 
     Nothing leaves this machine. Rate limits are on, as in Klaviyo, so the
     figures printed are what the client achieves under the published limits.
@@ -41,6 +42,38 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
         settings = ClientSettings(api_key=emu.api_key, base_url=base_url)
         asyncio.run(_read_account(console, settings))
         _import_into_duckdb(console, home, emu.api_key, base_url)
+        _export_back(console, home, emu.api_key, base_url)
+
+
+def _export_back(console: Console, home, api_key: str, base_url: str) -> None:
+    """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
+    from ..exports.job import export_query, report_lines
+    from ..exports.settings import parse_export_settings
+    from ..store.warehouse import open_warehouse
+
+    settings = parse_export_settings({
+        "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
+        "list_identify_type": "name", "list_value": "Demo: most engaged", "wait_for_completion": True,
+        "skip_invalid_records": True,
+    })
+    sql = ("SELECT p.email, p.first_name, p.last_name, count(*) AS opens FROM demo.events e "
+           "JOIN demo.profiles p ON p.id = e.profile_id WHERE e.metric_name = 'Opened Email' "
+           "GROUP BY ALL ORDER BY opens DESC, p.email LIMIT 250")
+    with open_warehouse(home.ensure().warehouse, lock_timeout=30) as wh:
+        console.print("[bold]6.[/] Export back: the 250 profiles with most opens -> list 'Demo: most engaged'")
+        console.print(f"   {sql}")
+        result = export_query(wh, sql, settings)
+        for line in report_lines(result, settings):
+            console.print("   " + line)
+    if result.list_id:
+        members = asyncio.run(_count_members(ClientSettings(api_key=api_key, base_url=base_url), result.list_id))
+        console.print(f"[bold]7.[/] Read back through the API: list {result.list_id} now has {members} members.")
+
+
+async def _count_members(settings: ClientSettings, list_id: str) -> int:
+    async with KlaviyoClient(settings) as client:
+        return sum([len(page.data) async for page in client.pages(
+            "get_profiles_for_list", path_params={"id": list_id}, query=Query(page_size=100))])
 
 
 def _import_into_duckdb(console: Console, home, api_key: str, base_url: str) -> None:
