@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import threading
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -413,6 +414,14 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
                      triggered_by, max_failures)
     if isinstance(failure, (KeyboardInterrupt, SystemExit)):
         raise failure
+    if failure is not None:
+        # The traceback's frames hold what the engine had open (e.g. an export source whose query
+        # session never closed because the run stopped before reading it); the message is recorded,
+        # so free them now rather than at some later GC pass: a long-lived scheduler reopens the
+        # (DuckDB) warehouse between ticks, which a still-open session would block.
+        log.debug("job %s failed", run_id, exc_info=failure)
+        traceback.clear_frames(failure.__traceback__)
+        failure = None
     return result
 
 
