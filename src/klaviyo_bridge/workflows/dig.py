@@ -104,14 +104,34 @@ class WorkflowRunner:
     warn: Callable[[str], None] | None = None
     echo: Callable[[str], None] | None = None
     export_options: dict[str, Any] = field(default_factory=dict)
+    #: td> files by path relative to the .dig (a pushed workflow's stored copies); None: read from disk.
+    files: dict[str, str] | None = None
 
     def run(self, path: str | Path, params: Mapping[str, Any] | None = None) -> list[TaskResult]:
+        """Run the file's tasks once (a ``schedule:`` block is ignored here: see ``workflow push``)."""
         p = Path(path)
         doc = load_workflow(p, self.warn)
+        return self.run_document(doc, p.stem, params, folder=p.parent)
+
+    def run_document(self, doc: Mapping[str, Any], name: str, params: Mapping[str, Any] | None = None,
+                     folder: Path | None = None) -> list[TaskResult]:
+        """Run an already-parsed workflow (e.g. the copy ``workflow push`` stored)."""
         variables = _merge({}, params or {})
         results: list[TaskResult] = []
-        self._run_group(doc, variables, p.parent, p.stem, results)
+        self._run_group(doc, variables, folder or Path("."), name, results)
         return results
+
+    def _read_sql(self, name: str, folder: Path, relative: str) -> str:
+        if self.files is not None:
+            if relative not in self.files:
+                raise ConfigError(f"{name}: {relative} was not stored when the workflow was pushed "
+                                  "(push it again)", key="td>")
+            return self.files[relative]
+        sql_file = folder / relative
+        try:
+            return sql_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {sql_file}: {exc.strerror}", key="td>") from None
 
     def _run_group(self, group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str,
                    results: list[TaskResult]) -> None:
@@ -141,11 +161,7 @@ class WorkflowRunner:
             raise ConfigError(f"{name}: unknown task key(s) {', '.join(unknown)} (known: {', '.join(sorted(TASK_KEYS))})",
                               key=unknown[0])
         task = interpolate({k: v for k, v in body.items() if k != "_export"}, variables, name)
-        sql_file = folder / str(task["td>"])
-        try:
-            sql = sql_file.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot read {sql_file}: {exc.strerror}", key="td>") from None
+        sql = self._read_sql(name, folder, str(task["td>"]))
         database = task.get("database")
         if database is None and isinstance(variables.get("td"), Mapping):
             database = variables["td"].get("database")
