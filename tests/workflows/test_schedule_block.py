@@ -1,0 +1,84 @@
+"""A .dig file's ``schedule:`` block (digdag's operators) -> cron, time zone and delay."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from klaviyo_bridge.config import load_yaml
+from klaviyo_bridge.errors import ConfigError
+from klaviyo_bridge.secrets import CredentialStore
+from klaviyo_bridge.workflows.push import snapshot
+from klaviyo_bridge.workflows.schedule import parse_schedule
+
+
+def sched(text):
+    return parse_schedule(load_yaml(text, "wf.dig"), "wf.dig")
+
+
+@pytest.mark.parametrize("text,cron,tz,delay", [
+    ('schedule:\n  cron>: "0 1 * * *"\n', "0 1 * * *", "UTC", 0),
+    ("timezone: Asia/Tokyo\nschedule:\n  daily>: 07:00:00\n", "0 7 * * *", "Asia/Tokyo", 0),
+    ("schedule:\n  daily>: 10:00:00\n", "0 10 * * *", "UTC", 0),  # YAML 1.1 reads 10:00:00 as 36000
+    ("schedule:\n  daily>: '23:59:30'\n", "59 23 * * *", "UTC", 30),  # seconds become the delay
+    ("schedule:\n  hourly>: 30:00\n", "30 * * * *", "UTC", 0),  # YAML reads 30:00 as 1800
+    ("schedule:\n  hourly>: 05:15\n", "5 * * * *", "UTC", 15),
+    ("schedule:\n  weekly>: Sun,09:00:00\n", "0 9 * * 0", "UTC", 0),
+    ("schedule:\n  monthly>: 1,09:30:00\n  skip_on_overtime: true\n", "30 9 1 * *", "UTC", 0),
+])
+def test_operators(text, cron, tz, delay):
+    s = sched(text)
+    assert (s.cron, s.timezone, s.delay_seconds) == (cron, tz, delay)
+
+
+def test_daily_run_times_in_the_workflow_time_zone():
+    s = sched("timezone: Asia/Tokyo\nschedule:\n  daily>: 07:00:10\n")
+    runs = s.parsed().next_runs(datetime(2026, 1, 1, tzinfo=timezone.utc), 2)
+    assert [r.isoformat() for r in runs] == ["2026-01-02T07:00:10+09:00", "2026-01-03T07:00:10+09:00"]
+
+
+def test_no_block_means_no_schedule():
+    assert sched("+t:\n  td>: q.sql\n") is None
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("timezone: PST\nschedule:\n  daily>: 07:00:00\n", "PST"),
+    ("schedule:\n  daily>: '25:00:00'\n", "not a time of day"),
+    ("schedule:\n  hourly>: '61:00'\n", "MM:SS"),
+    ('schedule:\n  cron>: "0 1 * *"\n', "cron>"),
+    ('schedule:\n  cron>: "0 1 * * *"\n  daily>: 07:00:00\n', "exactly one"),
+    ("schedule:\n  minutes_interval>: 5\n", "exactly one"),
+    ("schedule:\n  weekly>: Funday,09:00:00\n", "day of the week"),
+    ("schedule:\n  monthly>: 32,09:00:00\n", "day of the month"),
+    ("schedule:\n  daily>: 07:00:00\n  start: 2026-01-01\n", "not supported"),
+])
+def test_errors_name_the_problem(text, needle):
+    with pytest.raises(ConfigError) as err:
+        sched(text)
+    assert needle in str(err.value) and "wf.dig" in str(err.value)
+
+
+def test_snapshot_stores_files_and_moves_inline_keys_out(tmp_path):
+    (tmp_path / "q.sql").write_text("SELECT email FROM t")
+    dig = tmp_path / "wf.dig"
+    dig.write_text("schedule:\n  hourly>: 10:00\n_export:\n  f: q.sql\n"
+                   "+a:\n  td>: ${f}\n  result_settings:\n    operation: add\n    list_value: L\n"
+                   "    api_token: pk_secret_value_123456\n"
+                   "+b:\n  +c:\n    td>: q.sql\n    result_connection: saved\n"
+                   "    result_settings:\n      operation: add\n      list_value: L\n      api_token: pk_other_0123456789\n")
+    store = CredentialStore(tmp_path / "creds.json")
+    store.save("saved", "pk_saved_0123456789")
+    pushed = snapshot(dig, "wf", store)
+    doc = pushed.config["workflow"]["document"]
+    assert pushed.config["workflow"]["files"] == {"q.sql": "SELECT email FROM t"}
+    assert pushed.keys == {"workflow:wf": "pk_secret_value_123456"}
+    assert doc["+a"]["result_connection"] == "workflow:wf" and "api_token" not in doc["+a"]["result_settings"]
+    assert pushed.dropped == ["wf+b+c"] and "api_token" not in doc["+b"]["+c"]["result_settings"]
+    assert "pk_" not in str(pushed.config)
+    dig.write_text("_export:\n  api_token: pk_secret_value_123456\n+a:\n  td>: q.sql\n")
+    with pytest.raises(ConfigError, match="_export.api_token"):
+        snapshot(dig, "wf", store)
+    dig.write_text("+a:\n  td>: missing.sql\n")
+    with pytest.raises(ConfigError, match="missing.sql"):
+        snapshot(dig, "wf", store)
