@@ -7,7 +7,9 @@
 The emulator runs in its own process with the spec's rate limits and added latency.
 The bound is the earliest time the needed page requests can complete under the
 endpoint's burst and steady windows (a fresh sliding-window limiter), plus one
-round trip. Prints wall time, records/s, pages, peak RSS and wall/bound for each mode.
+round trip. Prints wall time, records/s, pages, peak RSS and wall/bound for each mode, and the
+bridge process's own CPU time (records per CPU-second: what the import costs, apart from the
+emulator that shares this machine's cores).
 """
 
 from __future__ import annotations
@@ -34,16 +36,24 @@ def run_mode(base: str, source: str, concurrency: int, windows: int | None, labe
                                          "skip_related_object": False},
                                   "out": {"mode": "append"}})
     with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         result = asyncio.run(run_import(config, wh, "bench", source, concurrency=concurrency, windows=windows))
         wall = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
     s = stream(source)
     bound = bound_seconds(s.operation_id, math.ceil(expected / s.page_size()), latency)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ok = "" if result.rows == expected else f"  MISMATCH: expected {expected}"
     print(f"{label:<22} {result.rows:>9,} rows {wall:>8.1f}s {result.rows / wall:>9,.0f} rec/s "
           f"{result.pages:>6} pages {result.throttled:>4} 429s  bound {bound:>6.1f}s  ratio {wall / bound:>6.2f}  "
-          f"peak RSS {rss:,.0f} MB{ok}")
+          f"peak RSS {rss:,.0f} MB  bridge CPU {cpu:.1f}s = {result.rows / max(cpu, 1e-9):,.0f} rec per CPU-s{ok}")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process (the bridge side; the emulator runs elsewhere)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
