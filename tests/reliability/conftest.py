@@ -20,3 +20,12 @@ def full(request) -> bool:
     except ValueError:
         flag = False
     return bool(flag) or os.environ.get("RELIABILITY_FULL") == "1"
+
+
+def pytest_terminal_summary(terminalreporter):
+    from .helpers import FIGURES
+
+    if FIGURES:
+        terminalreporter.write_sep("-", "reliability figures")
+        for key in sorted(FIGURES):
+            terminalreporter.write_line(f"{key}: {FIGURES[key]}")
