@@ -402,7 +402,13 @@ async def run_export(
     started = time.perf_counter()
     endpoint = endpoint_for(settings.operation, settings.consent_type)
     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = await asyncio.to_thread(_open, table)
-    check_columns(opened[0], settings)  # before anything: missing column -> no run, nothing sent
+    try:
+        check_columns(opened[0], settings)  # before anything: missing column -> no run, nothing sent
+    except BaseException:
+        close = getattr(opened[1], "close", None)
+        if close is not None:
+            close()  # release the query's session now, not when the garbage collector gets to it
+        raise
     if dry_run:
         counts, samples = await _validate_all(table, settings, opened)
         summary = ExportSummary(run_id="(dry run)", total=counts.rows,

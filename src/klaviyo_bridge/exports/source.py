@@ -28,6 +28,38 @@ def _use_database(session, database: str) -> None:
         session.execute(f"SET search_path TO {quote(database)}, public")
 
 
+class QueryStream:
+    """The query's Arrow batches; closes its session at the end, on ``close()``, or when dropped.
+
+    (A generator would only close the session once iterated: a run refused before reading,
+    e.g. for a missing column, kept the DuckDB file attached in a long-lived scheduler.)
+    """
+
+    def __init__(self, session, reader: pa.RecordBatchReader) -> None:
+        self._session = session
+        self._reader = reader
+
+    def __iter__(self) -> "QueryStream":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._session is None:
+            raise StopIteration
+        try:
+            return self._reader.read_next_batch()
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def query_source(wh: Warehouse, sql: str, database: str | None = None, *, batch_size: int = 65_536):
     """A source for ``run_export``: each call runs the query and streams its Arrow batches.
 
@@ -49,17 +81,7 @@ def query_source(wh: Warehouse, sql: str, database: str | None = None, *, batch_
             session.close()
             raise
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            try:
-                while True:
-                    try:
-                        yield reader.read_next_batch()
-                    except StopIteration:
-                        return
-            finally:
-                session.close()
-
-        return reader.schema, batches()
+        return reader.schema, QueryStream(session, reader)
 
     return open_
 
