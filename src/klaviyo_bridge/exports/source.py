@@ -52,6 +52,7 @@ class QueryStream:
             raise
 
     def close(self) -> None:
+        self._reader = None  # the reader pins DuckDB's result (and so the database file) too
         if self._session is not None:
             session, self._session = self._session, None
             session.close()
