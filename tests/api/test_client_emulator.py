@@ -4,7 +4,7 @@ In-process (httpx.ASGITransport) for speed, plus one run over a real socket on 1
 """
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime
 
 import httpx
 import pytest

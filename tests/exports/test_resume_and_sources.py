@@ -12,7 +12,7 @@ from klaviyo_bridge.cli import main
 from klaviyo_bridge.emulator.server import running_emulator
 from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.runner import run_export
-from klaviyo_bridge.exports.source import read_query
+
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings

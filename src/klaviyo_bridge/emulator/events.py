@@ -13,7 +13,7 @@ import numpy as np
 
 from . import ids, vocabulary as V
 from .profiles import TWO_YEARS, ProfileTable
-from .timefmt import iso, iso_many
+from .timefmt import iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
 EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}

@@ -151,7 +151,7 @@ async def run_import(
     on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode."""
-    source, target = config.source, config.target
+    target = config.target
     s = effective_stream(config)
     job = job or f"{database}.{table}"
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)

@@ -29,7 +29,7 @@ from ..errors import ConfigError, StoreError
 from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
-from .identifiers import check_object_name, check_user_database, qualified, quote
+from .identifiers import check_object_name, check_user_database, qualified
 
 
 class WriteMode(str, enum.Enum):
