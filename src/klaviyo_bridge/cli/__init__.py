@@ -57,6 +57,10 @@ from .schedule_cmd import COMMANDS as SCHEDULE_COMMANDS  # noqa: E402
 for _command in (*AUTH_COMMANDS, *SCHEDULE_COMMANDS):
     cli.add_command(_command)
 
+from .console_cmd import console_command  # noqa: E402
+
+cli.add_command(console_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the single error handler."""

@@ -1,0 +1,14 @@
+"""Routes, one module per page."""
+
+from starlette.routing import Route
+
+from . import authentications, exports, jobs, schedules, sources
+from ..web import redirect
+
+
+async def index(request):
+    return redirect(request, "/sources")
+
+
+ROUTES = [Route("/", index), *authentications.ROUTES, *sources.ROUTES, *exports.ROUTES, *schedules.ROUTES,
+          *jobs.ROUTES]

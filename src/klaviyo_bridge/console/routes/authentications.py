@@ -1,0 +1,107 @@
+"""Authentications: create (the key is entered once, then only shown masked), test, delete, and
+the token login form (when the console runs with an access token)."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ...api.client import KlaviyoClient
+from ...api.settings import ClientSettings
+from ...errors import BridgeError, ConfigError
+from ...secrets import hint, redact
+from ..app import AUTH_COOKIE
+from ..web import blocking, checked_form, console_of, field_errors, redirect, render
+
+
+def _entries(request: Request) -> list[dict[str, str]]:
+    return console_of(request).credentials.list()
+
+
+async def page(request: Request, errors: dict[str, str] | None = None, name: str = "", status: int = 200):
+    try:
+        entries = await blocking(_entries, request)
+        problem = None
+    except ConfigError as exc:  # e.g. a credentials file others can read
+        entries, problem = [], str(exc)
+    return render(request, "authentications.html", active="auth", entries=entries, errors=errors or {},
+                  name=name, problem=problem, status=status)
+
+
+async def create(request: Request):
+    form = await checked_form(request)
+    name = str(form.get("name") or "").strip()
+    key = str(form.get("api_key") or "")
+    store = console_of(request).credentials
+    try:
+        await blocking(store.save, name, key)
+    except ConfigError as exc:
+        errors = field_errors(exc)
+        if "api_token" in errors:
+            errors["api_key"] = errors.pop("api_token")
+        return await page(request, errors, name=name, status=400)
+    return redirect(request, "/authentications", f"Saved authentication {name!r} ({hint(key.strip())}).")
+
+
+async def account_check(key: str, base_url: str | None) -> str:
+    """One get_accounts call with the saved key; returns a line naming the account."""
+    data = {"api_key": key}
+    if base_url:
+        data["base_url"] = base_url
+    settings = ClientSettings.from_mapping(data)
+    async with KlaviyoClient(settings) as client:
+        doc = await client.request("get_accounts")
+    accounts = (doc or {}).get("data") or []
+    if not accounts:
+        return "connected, but the key sees no account"
+    attrs = accounts[0].get("attributes") or {}
+    org = (attrs.get("contact_information") or {}).get("organization_name")
+    return f"account {accounts[0].get('id')}" + (f" ({org})" if org else "")
+
+
+async def test(request: Request):
+    await checked_form(request)
+    name = request.path_params["name"]
+    console = console_of(request)
+    key = None
+    try:
+        key = await blocking(console.credentials.get, name)
+        line = await account_check(key, console.config.base_url)
+    except BridgeError as exc:
+        message = redact(f"{type(exc).__name__}: {exc}", [key] if key else []) or ""
+        return redirect(request, "/authentications", f"Test of {name!r} failed: {message}", "error")
+    return redirect(request, "/authentications", f"Test of {name!r} succeeded: {line}.")
+
+
+async def delete(request: Request):
+    await checked_form(request)
+    name = request.path_params["name"]
+    try:
+        await blocking(console_of(request).credentials.delete, name)
+    except ConfigError as exc:
+        return redirect(request, "/authentications", str(exc), "error")
+    return redirect(request, "/authentications", f"Deleted authentication {name!r}.")
+
+
+async def login(request: Request):
+    console = console_of(request)
+    if request.method == "POST":
+        form = await checked_form(request)
+        supplied = str(form.get("token") or "")
+        if console.config.token and hmac.compare_digest(supplied, console.config.token):
+            response = redirect(request, "/")
+            response.set_cookie(AUTH_COOKIE, console.auth_cookie_value() or "", httponly=True, samesite="strict")
+            return response
+        return render(request, "login.html", error="wrong token", status=403)
+    return render(request, "login.html", error=None)
+
+
+ROUTES = [
+    Route("/authentications", page, methods=["GET"]),
+    Route("/authentications", create, methods=["POST"]),
+    Route("/authentications/{name}/test", test, methods=["POST"]),
+    Route("/authentications/{name}/delete", delete, methods=["POST"]),
+    Route("/login", login, methods=["GET", "POST"]),
+]

@@ -1,0 +1,188 @@
+"""Exports: the Data Workbench's query editor over the warehouse, the seed's export parameters
+(Export Results › Use Existing Integration), dry run with counts and invalid rows, run now, or
+save as an export schedule (what ``sched:create`` saves)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ...errors import BridgeError, ConfigError
+from ...exports.job import export_query, load_result_settings
+from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES
+from ...exports.source import query_source
+from ...jobs import JobSpec
+from ...schedule.scheduler import spec_for
+from ...store.identifiers import check_object_name
+from ...store.state import ScheduleRecord
+from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
+from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
+
+PREVIEW_ROWS = 100
+DEFAULT_SQL = "SELECT email, first_name, last_name FROM profiles LIMIT 100"
+SETTING_FIELDS = ("operation", "list_identify_type", "list_value", "consent_type", "subscription_type",
+                  "waiting_time_for_completion_millis", "default_phone_region")
+FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion")
+SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast", "_bridge")
+
+
+def _values(form) -> dict[str, Any]:
+    values = {n: text(form, n) for n in ("connection", "database", "name", *SETTING_FIELDS)}
+    values["sql"] = str(form.get("sql") or "")
+    for flag in FLAGS:
+        values[flag] = as_bool(form, flag)
+    return values
+
+
+def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, Any]:
+    """The seed's result_settings mapping from the form (names a saved authentication, no key)."""
+    data = {"type": "klaviyo", "result_connection": values.get("connection") or None}
+    for key in (*SETTING_FIELDS, *FLAGS):
+        data[key] = values.get(key)
+    if base_url:
+        data["base_url"] = base_url
+    return without_empty(data)
+
+
+def validate(request: Request, values: dict[str, Any]):
+    console = console_of(request)
+    data = result_settings(values, console.config.base_url)
+    errors: dict[str, str] = {}
+    settings = None
+    if not values.get("connection"):
+        errors["connection"] = "choose a saved authentication (create one on the Authentications page)"
+    else:
+        try:
+            settings = load_result_settings(dict(data), credentials_path=console.credentials.path)
+        except ConfigError as exc:
+            for key, message in field_errors(exc).items():
+                key = {"result_connection": "connection", "api_token": "connection"}.get(key, key)
+                errors[key] = message
+    if not values["sql"].strip():
+        errors["sql"] = "the query is empty"
+    if values.get("database"):
+        try:
+            check_object_name(values["database"], "database")
+        except ConfigError as exc:
+            errors["database"] = str(exc)
+    return data, settings, errors
+
+
+def _tables(wh) -> list[tuple[str, str]]:
+    excluded = ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS)
+    out: list[tuple[str, str]] = []
+    for batch in wh.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
+                                f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
+        out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
+    return out
+
+
+def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
+          status: int = 200, **extra: Any):
+    console = console_of(request)
+    try:
+        with console.holder.use() as wh:
+            tables = _tables(wh)
+    except BridgeError:
+        tables = []
+    return render(request, "exports.html", active="exports", v=values, s=schedule, errors={**schedule.errors, **errors},
+                  connections=[e["name"] for e in console.credentials.list()], operations=OPERATIONS,
+                  subscription_types=SUBSCRIPTION_TYPES, presets=PRESETS, zones=COMMON_ZONES, tables=tables,
+                  status=status, **extra)
+
+
+async def index(request: Request):
+    values = {"sql": DEFAULT_SQL, "database": "klaviyo", "operation": "add", "list_identify_type": "name",
+              "list_value": "", "skip_invalid_records": True, "wait_for_completion": True,
+              "waiting_time_for_completion_millis": "300000"}
+    schedule = ScheduleInput()
+    schedule.check()
+    return await blocking(_page, request, values, schedule, {})
+
+
+def _preview(request: Request, sql: str, database: str | None) -> pa.Table:
+    with console_of(request).holder.use() as wh:
+        schema, stream = query_source(wh, sql, database or None)()
+        try:
+            batches = []
+            for batch in stream:
+                batches.append(batch)
+                if sum(b.num_rows for b in batches) >= PREVIEW_ROWS:
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+    return table.slice(0, PREVIEW_ROWS)
+
+
+def _dry_run(request: Request, sql: str, settings, database: str | None):
+    with console_of(request).holder.use() as wh:
+        return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True)
+
+
+async def submit(request: Request):
+    form = await checked_form(request)
+    action = text(form, "action", "query")
+    values = _values(form)
+    schedule = ScheduleInput.from_form(form)
+    schedule.check()
+    console = console_of(request)
+    if action == "query":
+        errors = {"sql": "the query is empty"} if not values["sql"].strip() else {}
+        result = error = None
+        if not errors:
+            try:
+                result = await blocking(_preview, request, values["sql"], values["database"])
+            except BridgeError as exc:
+                error = str(exc)
+        return await blocking(_page, request, values, schedule, errors, query_result=result, query_error=error,
+                              status=400 if errors else 200)
+    if action == "runs":
+        return await blocking(_page, request, values, schedule, {})
+    data, settings, errors = await blocking(validate, request, values)
+    if errors:
+        return await blocking(_page, request, values, schedule, errors, status=400)
+    if action == "dry_run":
+        try:
+            dry = await blocking(_dry_run, request, values["sql"], settings, values["database"])
+            error = None
+        except BridgeError as exc:
+            dry, error = None, str(exc)
+        return await blocking(_page, request, values, schedule, {}, dry=dry, dry_error=error,
+                              invalid_rows=list(getattr(dry, "invalid_rows", []) or [])[:50])
+    config = {"query": values["sql"].strip(), "result_settings": data}
+    if action == "run":
+        run_id = console.jobs.start(JobSpec("export", "console:export", config, values["database"] or None))
+        return redirect(request, f"/jobs/{run_id}", "Export started.")
+    # action == "schedule"
+    problem = name_error(values["name"])
+    if problem or schedule.errors:
+        return await blocking(_page, request, values, schedule, {"name": problem} if problem else {}, status=400)
+    record = ScheduleRecord(values["name"], "export", schedule.expression, schedule.timezone, schedule.delay_seconds,
+                            values["database"] or None, None, config, last_scheduled_for=datetime.now(timezone.utc))
+
+    def save():
+        with console.holder.use() as wh:
+            if wh.state.schedule(record.name) is not None:
+                raise ConfigError(f"a schedule named {record.name!r} already exists", key="name")
+            wh.state.create_schedule(record)
+    try:
+        await blocking(save)
+    except ConfigError as exc:
+        return await blocking(_page, request, values, schedule, {"name": str(exc)}, status=400)
+    if as_bool(form, "run_after_save"):
+        run_id = console.jobs.start(spec_for(record))
+        return redirect(request, f"/jobs/{run_id}", f"Export schedule {record.name!r} saved; first run started.")
+    return redirect(request, f"/schedules/{record.name}", f"Export schedule {record.name!r} saved.")
+
+
+ROUTES = [
+    Route("/exports", index, methods=["GET"]),
+    Route("/exports", submit, methods=["POST"]),
+]

@@ -1,0 +1,180 @@
+"""Sources: the seed's New Source wizard (name, data source and its parameters, data settings,
+Generate Preview live from the API, placement, schedule with presets or custom cron, delay).
+
+A source is saved as an import schedule, exactly what ``connector:create`` saves (kind
+``import``, ``connection: NAME`` instead of a key); a schedule of "None" only runs by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ...config import WRITE_MODES, parse_import_config
+from ...errors import BridgeError, ConfigError
+from ...imports.runner import preview_rows
+from ...imports.streams import STREAMS
+from ...schedule.scheduler import spec_for
+from ...secrets import redact, resolve_connection
+from ...store.identifiers import check_object_name
+from ...store.state import ScheduleRecord
+from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
+from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
+
+#: Which data-source parameter each source uses (the wizard shows only those).
+PARAMETERS = {name: [s for s in ("list_id", "segment_id", "event_ids") if
+                     (STREAMS[name].id_setting == s or (s == "event_ids" and STREAMS[name].per_event_id))]
+              for name in STREAMS}
+for _name in STREAMS:
+    if _name == "metric_events":
+        PARAMETERS[_name].append("metric")
+    if STREAMS[_name].include:
+        PARAMETERS[_name].append("skip_related_object")
+    if STREAMS[_name].operation_id in ("get_profiles", "get_profiles_for_list", "get_profiles_for_segment"):
+        PARAMETERS[_name].append("predictive_analytics")
+SOURCES_FOR = {p: " ".join(n for n, ps in PARAMETERS.items() if p in ps)
+               for p in ("list_id", "segment_id", "event_ids", "metric", "skip_related_object", "predictive_analytics")}
+TIME_FIELDS = {name: list(s.time_fields) for name, s in STREAMS.items()}
+
+#: Library error keys -> the wizard's field names.
+KEY_MAP = {"in.api_token": "connection", "in.api_key": "connection", "api_token": "connection",
+           "connection": "connection", "in": "data_source", "out": "mode", "out.mode": "mode",
+           "out.primary_key": "primary_key", "out.partition_key": "partition_key", "partition_key": "partition_key",
+           "out.timezone": "timezone", "metric": "metric", "data_source": "data_source"}
+
+
+def _values(form) -> dict[str, Any]:
+    names = ("name", "connection", "data_source", "list_id", "segment_id", "metric", "event_ids",
+             "incremental_field", "start_time", "end_time", "database", "table", "mode", "primary_key",
+             "partition_key", "timezone")
+    values = {n: text(form, n) for n in names}
+    for flag in ("incremental", "skip_related_object", "predictive_analytics"):
+        values[flag] = as_bool(form, flag)
+    return values
+
+
+def build_config(values: dict[str, Any], base_url: str | None) -> dict[str, Any]:
+    """The seed's ``in:``/``out:`` config from the wizard's fields (names a saved authentication)."""
+    params = set(PARAMETERS.get(values.get("data_source") or "", []))
+    source = {"type": "klaviyo", "connection": values.get("connection") or None,
+              "data_source": values.get("data_source")}
+    for key in ("list_id", "segment_id", "metric", "event_ids", "skip_related_object", "predictive_analytics"):
+        if key in params:
+            source[key] = values.get(key)
+    source.update({"incremental": values.get("incremental"), "incremental_field": values.get("incremental_field"),
+                   "start_time": values.get("start_time"), "end_time": values.get("end_time")})
+    if base_url:
+        source["base_url"] = base_url
+    target = {"mode": values.get("mode") or "append", "primary_key": values.get("primary_key"),
+              "partition_key": values.get("partition_key"), "timezone": values.get("timezone") or "UTC"}
+    return {"in": without_empty(source), "out": without_empty(target)}
+
+
+def _map_errors(exc: ConfigError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, message in field_errors(exc).items():
+        short = key[3:] if key.startswith("in.") and key not in KEY_MAP else key
+        short = short[4:] if short.startswith("out.") and short not in KEY_MAP else short
+        name = KEY_MAP.get(key, KEY_MAP.get(short, short))
+        out[name] = f"{out[name]}; {message}" if name in out else message
+    return out
+
+
+def validate_source(request: Request, values: dict[str, Any]):
+    """Parse with the library (every problem at once); returns (config, parsed, errors)."""
+    console = console_of(request)
+    config = build_config(values, console.config.base_url)
+    errors: dict[str, str] = {}
+    parsed = None
+    if not values.get("connection"):
+        errors["connection"] = "choose a saved authentication (create one on the Authentications page)"
+    else:
+        try:
+            parsed = parse_import_config(resolve_connection(config, console.credentials), "source")
+        except ConfigError as exc:
+            errors.update(_map_errors(exc))
+    return config, parsed, errors
+
+
+async def index(request: Request):
+    def load():
+        with console_of(request).holder.use() as wh:
+            return wh.state.schedules("import")
+    return render(request, "sources.html", active="sources", sources=await blocking(load))
+
+
+def _form_page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
+               preview=None, preview_error=None, status=200):
+    connections = [e["name"] for e in console_of(request).credentials.list()]
+    return render(request, "source_new.html", active="sources", v=values, s=schedule,
+                  errors={**schedule.errors, **errors}, connections=connections, streams=list(STREAMS),
+                  modes=WRITE_MODES, presets=PRESETS, zones=COMMON_ZONES, sources_for=SOURCES_FOR,
+                  time_fields=TIME_FIELDS, preview=preview, preview_error=preview_error, status=status)
+
+
+async def new(request: Request):
+    values = {"data_source": "profiles", "mode": "append", "timezone": "UTC", "database": "klaviyo",
+              "incremental": False}
+    schedule = ScheduleInput()
+    schedule.check()
+    return await blocking(_form_page, request, values, schedule, {})
+
+
+async def submit(request: Request):
+    form = await checked_form(request)
+    action = text(form, "action", "preview")
+    values = _values(form)
+    schedule = ScheduleInput.from_form(form)
+    schedule.check()
+    config, parsed, errors = await blocking(validate_source, request, values)
+    preview = preview_error = None
+    if action == "preview":
+        if parsed is not None:
+            key = parsed.source.api_key.get_secret_value()
+            try:
+                preview = await preview_rows(parsed, rows=10)
+            except BridgeError as exc:
+                preview_error = redact(f"{type(exc).__name__}: {exc}", [key])
+        return await blocking(_form_page, request, values, schedule, errors, preview=preview,
+                              preview_error=preview_error, status=200 if not errors else 400)
+    if action == "runs":
+        return await blocking(_form_page, request, values, schedule, errors)
+    # save / save_run: everything must be valid
+    problem = name_error(values["name"])
+    if problem:
+        errors["name"] = problem
+    for what in ("database", "table"):
+        try:
+            check_object_name(values[what], what)
+        except ConfigError as exc:
+            errors[what] = str(exc)
+    if errors or schedule.errors:
+        return await blocking(_form_page, request, values, schedule, errors, status=400)
+
+    console = console_of(request)
+    record = ScheduleRecord(values["name"], "import", schedule.expression, schedule.timezone, schedule.delay_seconds,
+                            values["database"], values["table"], config, last_scheduled_for=datetime.now(timezone.utc))
+
+    def save():
+        with console.holder.use() as wh:
+            if wh.state.schedule(record.name) is not None:
+                raise ConfigError(f"a schedule named {record.name!r} already exists", key="name")
+            wh.state.create_schedule(record)
+    try:
+        await blocking(save)
+    except ConfigError as exc:
+        return await blocking(_form_page, request, values, schedule, {"name": str(exc)}, status=400)
+    if action == "save_run":
+        run_id = console.jobs.start(spec_for(record))
+        return redirect(request, f"/jobs/{run_id}", f"Source {record.name!r} saved; import started.")
+    return redirect(request, "/sources", f"Source {record.name!r} saved.")
+
+
+ROUTES = [
+    Route("/sources", index, methods=["GET"]),
+    Route("/sources/new", new, methods=["GET"]),
+    Route("/sources/new", submit, methods=["POST"]),
+]

@@ -1,0 +1,96 @@
+"""Helpers shared by the pages: rendering, CSRF-checked forms, field errors, flashes."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from ..errors import ConfigError
+from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
+
+NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
+       ("exports", "/exports", "Exports"), ("schedules", "/schedules", "Schedules"), ("jobs", "/jobs", "Jobs"))
+
+
+def console_of(request: Request) -> Console:
+    return request.app.state.console
+
+
+def csrf_token(request: Request) -> str:
+    return console_of(request).csrf_for(request.scope["state"]["csrf_seed"])
+
+
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    console = console_of(request)
+    flash = None
+    key = request.query_params.get("flash")
+    if key:
+        flash = console.flashes.pop(key, None)
+    html = console.templates.get_template(template).render(
+        request=request, csrf_token=csrf_token(request), csrf_field=CSRF_FIELD, nav=NAV, flash=flash,
+        config=console.config, **context)
+    return HTMLResponse(html, status_code=status)
+
+
+def check_csrf(request: Request, supplied: str | None) -> None:
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        origin_host = _host_name(re.sub(r"^[a-z]+://", "", origin))
+        if origin_host != _host_name(request.headers.get("host", "")):
+            raise HTTPException(403, "cross-site request refused")
+    if not supplied or not hmac.compare_digest(supplied, csrf_token(request)):
+        raise HTTPException(403, "missing or invalid CSRF token: reload the page and try again")
+
+
+async def checked_form(request: Request) -> FormData:
+    """The POSTed form, after the CSRF check (403 otherwise)."""
+    form = await request.form()
+    check_csrf(request, form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))  # type: ignore[arg-type]
+    return form
+
+
+def redirect(request: Request, url: str, message: str | None = None, kind: str = "ok") -> RedirectResponse:
+    if message:
+        key = console_of(request).flash(message, kind)
+        url += ("&" if "?" in url else "?") + f"flash={key}"
+    return RedirectResponse(url, status_code=303)
+
+
+_PART = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*(.+)$")
+
+
+def field_errors(exc: ConfigError, prefix: str = "") -> dict[str, str]:
+    """The library's ConfigError as {field: message}: the keys ``config_error_from`` names
+    ("invalid settings: in.list_id: ...; out.timezone: ..."), else ``exc.key``, else "_form"."""
+    text = str(exc)
+    body = text.split("invalid settings: ", 1)[1] if "invalid settings: " in text else None
+    errors: dict[str, str] = {}
+    if body:
+        for part in body.split("; "):
+            m = _PART.match(part)
+            if m:
+                key = m.group(1)
+                if prefix and key.startswith(prefix):
+                    key = key[len(prefix):]
+                errors.setdefault(key, m.group(2).removeprefix("Value error, "))
+    if not errors:
+        key = (exc.key or "_form")
+        if prefix and key.startswith(prefix):
+            key = key[len(prefix):]
+        errors[key] = text
+    return errors
+
+
+async def blocking(func: Any, *args: Any, **kw: Any) -> Any:
+    return await run_in_threadpool(func, *args, **kw)
+
+
+def as_bool(form: FormData, name: str) -> bool:
+    return form.get(name) in ("on", "true", "1", "yes")
