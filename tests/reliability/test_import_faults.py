@@ -5,8 +5,8 @@ against the emulator over real sockets (so ``reset`` is a real aborted TCP conne
 ``slow`` a real read timeout). The client is the real ``KlaviyoClient`` with the config's
 ``retry_limit: 7`` (the settings' maximum) and its own retry decisions and wait schedule;
 only its ``sleep`` is compressed (``KlaviyoClient(sleep=...)``, patched into the runner
-module because ``run_import`` does not expose it) and its read timeout is lowered to 0.5 s
-(below the settings' 30 s minimum, via ``model_copy``), with ``slow`` held for 1.5 s.
+module because ``run_import`` does not expose it) and its read timeout is lowered to 0.25 s
+(below the settings' 30 s minimum, via ``model_copy``), with ``slow`` held for 1 s.
 ``concurrency=1`` makes the request order, hence every fault decision, replayable for the
 seed; ``--full`` adds runs with 8 concurrent windows and more seeds.
 """
@@ -26,8 +26,8 @@ from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .helpers import FIGURES, fast_client_class, rows_of, serve_app
 
-MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:1500ms,truncate=0.01,seed={seed}"
-DATA = dict(seed=21, profiles=400, events=1500, lists=6, rate_limits=False)
+MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:1s,truncate=0.01,seed={seed}"
+DATA = dict(seed=21, profiles=250, events=1500, lists=6, rate_limits=False)
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 MODES = ("append", "replace", "replace_on_new_data", "merge")
 SOURCES = {
@@ -64,7 +64,7 @@ def clean_url():
 
 @pytest.fixture
 def fast_client(monkeypatch):
-    monkeypatch.setattr(runner, "KlaviyoClient", fast_client_class(read_timeout=0.5))
+    monkeypatch.setattr(runner, "KlaviyoClient", fast_client_class(read_timeout=0.25))
 
 
 def _check(tmp_path, clean_url, source, mode, seed, concurrency):
@@ -104,7 +104,7 @@ def test_import_under_faults_concurrent_windows(tmp_path, clean_url, fast_client
 
 def test_every_kind_of_fault_was_exercised(tmp_path, clean_url, fast_client):
     """One events run with a harsh mix: every kind is injected at least once and the table still matches."""
-    harsh = "429=0.15,500=0.05,502=0.03,503=0.05,504=0.03,524=0.05,reset=0.05,slow=0.03:1500ms,truncate=0.05,seed=3"
+    harsh = "429=0.15,500=0.05,502=0.03,503=0.05,504=0.03,524=0.05,reset=0.05,slow=0.03:1s,truncate=0.05,seed=3"
     app = create_app(EmulatorSettings(**DATA, faults=harsh))
     expected, _ = run_twice(tmp_path, "clean", clean_url, "events", "merge", 1, 24)
     with serve_app(app) as url:
