@@ -61,3 +61,18 @@ def test_home_resolution(monkeypatch, tmp_path):
     home = Home.resolve(tmp_path / "flag").ensure()
     assert home.root == tmp_path / "flag" and (home.root.stat().st_mode & 0o777) == 0o700
     assert home.warehouse.name == "warehouse.duckdb"
+
+
+def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
+    import klaviyo_bridge.cli.api_cmd as api_cmd
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setenv("KLAVIYO_API_KEY", "k")
+    monkeypatch.setattr(api_cmd, "operation", boom)
+    with pytest.raises(SystemExit) as info:
+        main(["api", "get_lists"])
+    assert info.value.code == 70
+    err = capsys.readouterr().err
+    assert err == "internal error: RuntimeError: something broke (run with -vv for the traceback)\n"

@@ -179,3 +179,23 @@ async def test_global_exclusions_are_the_suppressed_profiles(transport, warehous
     suppressed = {p["id"] for p in everyone
                   if (((p["attributes"].get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get("suppression")}
     assert rows and {r["id"] for r in rows} == suppressed
+
+
+async def test_seed_example_with_start_time_resumes_from_the_cursor(transport, warehouse):
+    """The seed's config gives start_time and no end_time: only the first run starts there."""
+    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z")
+    first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport,
+                             now=datetime(2025, 9, 1, tzinfo=timezone.utc))
+    second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
+    assert second.start == datetime(2025, 9, 1, tzinfo=timezone.utc)
+    ids = warehouse.table_arrow("klaviyo", "ev").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == first.rows + second.rows
+
+
+async def test_fixed_window_when_both_times_are_given(transport, warehouse):
+    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z",
+                      end_time="2025-07-01T00:00:00Z")
+    first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
+    second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
+    assert first.start == second.start == datetime(2025, 6, 1, tzinfo=timezone.utc)
+    assert first.rows == second.rows > 0

@@ -1,7 +1,8 @@
 """Command line: parses arguments, calls the library, prints. No logic of its own.
 
 One handler maps any ``BridgeError`` to a one-line message on stderr and a
-non-zero exit code (2 for configuration errors), never a traceback.
+non-zero exit code (2 for configuration errors), never a traceback; anything
+else (a bug) is one line too, exit 70, with the traceback only under ``-vv``.
 """
 
 from __future__ import annotations
@@ -78,5 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug or an unconverted foreign error: still one line, no traceback
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", err=True)
+        sys.exit(70)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -221,14 +221,19 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
 
 
 def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime):
-    """The run's ``[lo, hi)``: explicit times, else the saved cursor and "now" when incremental."""
+    """The run's ``[lo, hi)``, with the seed's incremental rule.
+
+    "If start time and/or end time is missing, the connector uses the end time from the
+    previous run as new start time, and current system time as end time": so ``start_time``
+    alone (the seed's own example) only bounds the first run, later runs resume at the cursor.
+    Both given: that fixed window every time. Not incremental: the given times, if any.
+    """
     source = config.source
-    lo = source.start_time
-    if lo is None and source.incremental:
-        saved = warehouse.state.cursor(job)
-        lo = parse_time(saved) if saved else None
-    hi = source.end_time
+    lo, hi = source.start_time, source.end_time
     if source.incremental:
+        saved = warehouse.state.cursor(job)
+        if saved and (lo is None or hi is None):
+            lo, hi = parse_time(saved), None
         hi = min(hi or now, now)  # a cursor never points into the future
     to_utc = lambda t: t.astimezone(timezone.utc) if t is not None else None  # noqa: E731
     return to_utc(lo), to_utc(hi)
