@@ -128,11 +128,13 @@ def prepare_add(table: pa.Table, settings: ExportSettings, seen: v.SeenValues | 
     if "phone_number" in names:
         chk = v.check_phones(table.column("phone_number"), required=False, default_region=settings.default_phone_region)
         cleaned["phone_number"] = chk.values
-        reasons.append(chk.reasons)
+        # a phone number identifies one Klaviyo profile, as an email does: a repeat is a duplicate
+        reasons.append(_dups(seen, chk.values, "phone_number", chk.reasons))
     if "external_id" in names:
         chk = v.check_required_text(table.column("external_id"), "external_id")
         ext = pc.if_else(pc.is_valid(chk.reasons), pa.scalar(None, pa.string()), chk.values)
         cleaned["external_id"] = ext
+        reasons.append(_dups(seen, ext, "external_id", pa.nulls(n, pa.string())))
     present = [c for c in ADD_IDENTIFIERS if c in cleaned]
     nothing = pc.and_(*[pc.is_null(cleaned[c]) for c in present]) if len(present) > 1 else pc.is_null(cleaned[present[0]])
     none_reason = v._reason_where(nothing, f"no identifier: {' / '.join(present)} all empty",
