@@ -87,7 +87,8 @@ async def detail(request: Request):
         if console.jobs.alive(run_id) or error:
             return render(request, "job_starting.html", active="jobs", run_id=run_id, error=error)
         return render(request, "not_found.html", what=f"job {run_id!r}", status=404)
-    return render(request, "job.html", active="jobs", j=job, outcomes=OUTCOMES, shown=ROWS_SHOWN,
+    live = job.status == "running" or console.jobs.alive(job.run_id)
+    return render(request, "job.html", active="jobs", j=job, outcomes=OUTCOMES, shown=ROWS_SHOWN, live=live,
                   f={"outcome": request.query_params.get("outcome", ""), "q": request.query_params.get("q", "")},
                   **data)
 
@@ -113,7 +114,11 @@ async def progress(request: Request):
     if rows is None:
         rows = job.rows_written if job.rows_written is not None else job.rows_read
     ended = job.ended_at.timestamp() if job.ended_at else time.time()
-    return JSONResponse({"run_id": job.run_id, "status": job.status, "done": job.status != "running",
+    # The engine may record its own end a moment before execute_job records the job's (a killed
+    # import first says "failed", then "cancelled"): a job started here is done when its thread is.
+    finishing = console.jobs.alive(job.run_id)
+    status = "running" if finishing and job.status != "running" else job.status
+    return JSONResponse({"run_id": job.run_id, "status": status, "done": status != "running",
                          "elapsed_seconds": max(ended - job.started_at.timestamp(), 0.0), "rows": rows,
                          "rows_read": job.rows_read, "rows_written": job.rows_written, "error": job.error,
                          "cancel_requested": job.cancel_requested})

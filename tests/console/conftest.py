@@ -1,0 +1,60 @@
+"""Fixtures for the console tests: an emulator on 127.0.0.1, a console app on a temporary home,
+and an httpx client (in-process, ASGI) that knows the page's CSRF token."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from klaviyo_bridge.console import ConsoleConfig, create_app
+from klaviyo_bridge.emulator.server import running_emulator
+from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.home import Home
+
+EMULATOR = EmulatorSettings(profiles=300, events=2000, rate_limits=False)
+API_KEY = EmulatorSettings().api_key
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="session")
+def emulator_url():
+    with running_emulator(EMULATOR) as url:
+        yield url
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home(tmp_path / "home")
+
+
+@pytest.fixture
+def app(home, emulator_url):
+    return create_app(ConsoleConfig(home=home, base_url=emulator_url))
+
+
+class ConsoleClient(httpx.AsyncClient):
+    """An httpx client whose ``submit`` posts a form with the CSRF token of the last page it saw."""
+
+    csrf: str | None = None
+
+    async def page(self, path: str, **kw) -> httpx.Response:
+        response = await self.get(path, **kw)
+        found = CSRF_RE.search(response.text)
+        if found:
+            self.csrf = found.group(1)
+        return response
+
+    async def submit(self, path: str, data: dict | None = None, **kw) -> httpx.Response:
+        if self.csrf is None:
+            await self.page("/authentications")
+        return await self.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kw)
+
+
+@pytest.fixture
+async def client(app):
+    async with app.router.lifespan_context(app):
+        async with ConsoleClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            yield c
