@@ -43,6 +43,9 @@ def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, A
     data = {"type": "klaviyo", "result_connection": values.get("connection") or None}
     for key in (*SETTING_FIELDS, *FLAGS):
         data[key] = values.get(key)
+    wait = str(data.get("waiting_time_for_completion_millis") or "")
+    if wait.isdigit():
+        data["waiting_time_for_completion_millis"] = int(wait)
     if base_url:
         data["base_url"] = base_url
     return without_empty(data)

@@ -44,7 +44,7 @@ def chart(jobs: list[JobRecord], width: int = 560, height: int = 140) -> dict[st
     bars = []
     for i, (job, value) in enumerate(zip(runs, values)):
         h = (base - 10) * value / top
-        bars.append({"x": round(pad + i * slot + 2, 1), "y": round(base - h, 1), "w": round(max(slot - 4, 2), 1),
+        bars.append({"x": round(pad + i * slot + 2, 1), "y": round(base - h, 1), "w": round(min(max(slot - 4, 2), 40), 1),
                      "h": round(h, 1), "value": value, "status": job.status, "run_id": job.run_id,
                      "label": job.started_at.strftime("%m-%d %H:%M")})
     return {"width": width, "height": height, "bars": bars, "max": top, "base": base, "pad": pad,
