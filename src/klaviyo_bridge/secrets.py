@@ -188,3 +188,16 @@ def redact(text: str | None, secrets: "list[str] | tuple[str, ...]") -> str | No
         if secret and len(secret) >= 4:
             text = text.replace(secret, "**********")
     return text
+
+
+REDACTED = "**********"
+SECRET_KEYS = ("api_token", "api_key")
+
+
+def redact_config(config: Any) -> Any:
+    """A copy of a settings mapping with every key value replaced by ``REDACTED`` (for show/console)."""
+    if isinstance(config, dict):
+        return {k: (REDACTED if k in SECRET_KEYS else redact_config(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact_config(v) for v in config]
+    return config

@@ -71,7 +71,7 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
     from ..store.state import ScheduleRecord
     from ..workflows.push import snapshot
     from .auth_cmd import credential_store
-    from .schedule_cmd import _check_name
+    from ..schedule.naming import check_schedule_name as _check_name
 
     name = _check_name(name or Path(dig_file).stem)
     credentials = credential_store(home)

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from ..cli.schedule_cmd import _check_name
+from ..schedule.naming import check_schedule_name as _check_name
 from ..errors import ConfigError
 from ..schedule.cron import CronSchedule, validate
 from ..schedule.timezones import TimezoneError

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ...cli.schedule_cmd import _redacted
+from ...secrets import redact_config as _redacted
 from ...errors import ScheduleError, StoreError
 from ...schedule.cron import CronSchedule
 from ...schedule.scheduler import job_label, spec_for

@@ -1,0 +1,136 @@
+"""Jobs and the scheduler daemon: ``job:list/show/kill`` and ``scheduler``. Only parses and prints."""
+
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import click
+
+from ..errors import ConfigError
+from ..home import Home
+from ..jobs import live_jobs, request_kill
+from ..schedule.scheduler import Scheduler
+from .auth_cmd import credential_store
+
+log = logging.getLogger("klaviyo_bridge.scheduler")
+from .schedule_common import (
+    _open,
+    _control_dir,
+    _console,
+    _fmt_time,
+    _fmt_seconds,
+    warehouse_option,
+    _job_table,
+    _open_quick,
+)
+
+
+# --- job:* ---------------------------------------------------------------------------------
+@click.command("job:list")
+@click.option("--schedule", help="Only jobs of this schedule.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "cancelled"]), help="Only this status.")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")
+@warehouse_option
+@click.pass_obj
+def job_list(home: Home, schedule: str | None, status: str | None, limit: int, warehouse_url: str | None) -> None:
+    """Recent jobs of every kind, newest first."""
+    with _open(home, warehouse_url) as wh:
+        jobs = wh.state.jobs(schedule=schedule, status=status, limit=limit)
+    _console().print(_job_table(jobs, with_schedule=True))
+
+
+@click.command("job:show")
+@click.argument("job_id")
+@warehouse_option
+@click.pass_obj
+def job_show(home: Home, job_id: str, warehouse_url: str | None) -> None:
+    """Status, timings, counts and error of job JOB_ID (a unique prefix of at least 6 characters works)."""
+    with _open(home, warehouse_url) as wh:
+        j = wh.state.job(job_id)
+    if j is None:
+        raise ConfigError(f"no job {job_id!r} (see job:list)", key="job_id")
+    rows = [("Job ID", j.run_id), ("Kind", j.kind), ("Job", j.job), ("Schedule", j.schedule or ""),
+            ("Triggered by", j.triggered_by or ""), ("Status", j.status),
+            ("Scheduled for", _fmt_time(j.scheduled_for)), ("Started at", _fmt_time(j.started_at)),
+            ("Ended at", _fmt_time(j.ended_at)), ("Duration", _fmt_seconds(j.duration)),
+            ("Database", j.database or ""), ("Table", j.table or ""),
+            ("Records read", "" if j.rows_read is None else j.rows_read),
+            ("Records written", "" if j.rows_written is None else j.rows_written),
+            ("Counts", ", ".join(f"{k}={v}" for k, v in j.counts.items())), ("PID", j.pid or ""),
+            ("Host", j.host or ""), ("Kill requested", "yes" if j.cancel_requested else ""),
+            ("Error", j.error or ""), ("Note", j.note or "")]
+    for label, value in rows:
+        if value != "" or label in ("Status", "Error"):
+            click.echo(f"{label:<15}: {value}")
+
+
+@click.command("job:kill")
+@click.argument("job_id")
+@warehouse_option
+@click.pass_obj
+def job_kill(home: Home, job_id: str, warehouse_url: str | None) -> None:
+    """Stop running job JOB_ID (cooperatively: it stops at its next await and is recorded as cancelled)."""
+    control = _control_dir(home)
+    live = [j["run_id"] for j in live_jobs(control) if str(j.get("run_id", "")).startswith(job_id)]
+    if len(live) > 1:
+        raise ConfigError(f"job id prefix {job_id!r} is ambiguous; give more characters", key="job_id")
+    wh = None
+    try:
+        wh = _open_quick(home, warehouse_url)
+        record = wh.state.job(live[0] if live else job_id) if wh else None
+        if record is None and not live:
+            raise ConfigError(f"no running job {job_id!r} (see job:list --status running)", key="job_id")
+        if record is not None and record.status != "running":
+            raise ConfigError(f"job {record.run_id} is not running (status: {record.status})", key="job_id")
+        run_id = live[0] if live else record.run_id  # type: ignore[union-attr]
+        done = request_kill(run_id, control_dir=control, state=wh.state if wh else None)
+    finally:
+        if wh is not None:
+            wh.close()
+    click.echo(f"job {run_id}: {', '.join(done)}")
+
+
+# --- scheduler -----------------------------------------------------------------------------
+@click.command("scheduler")
+@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(1),
+              help="Disable a schedule after this many configuration failures in a row.")
+@click.option("--notify-command", metavar="CMD",
+              help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.")
+@click.option("--poll", "poll_seconds", default=30.0, show_default=True, type=click.FloatRange(0.1),
+              help="Longest sleep between checks, in seconds.")
+@click.option("--once", is_flag=True, help="Check once, run what is due, wait for it, and exit.")
+@warehouse_option
+@click.pass_obj
+def scheduler_command(home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool,
+                      warehouse_url: str | None) -> None:
+    """Run due schedules, in the foreground, until stopped (Ctrl-C / SIGTERM).
+
+    A slot missed while the scheduler was down runs once on start (not once per
+    missed slot); the same schedule never runs twice at once. With the embedded
+    DuckDB warehouse the file is closed while no job runs, so other commands work.
+    """
+    scheduler = Scheduler(lambda: _open(home, warehouse_url), credential_store(home), max_failures=max_failures,
+                          notify_command=notify_command, control_dir=_control_dir(home), poll_seconds=poll_seconds)
+    if once:
+        started = scheduler.tick()
+        scheduler.wait()
+        scheduler.release_if_idle()
+        for result in scheduler.results:
+            click.echo(f"{result.schedule}: job {result.run_id} {result.status}"
+                       + (f": {result.error}" if result.error else ""))
+        if not started:
+            click.echo("nothing due")
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    click.echo(f"scheduler started (pid {__import__('os').getpid()}); Ctrl-C to stop", err=True)
+    try:
+        scheduler.run_forever()
+    except KeyboardInterrupt:
+        scheduler.shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+COMMANDS = (job_list, job_show, job_kill, scheduler_command)

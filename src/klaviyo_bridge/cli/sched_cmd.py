@@ -1,0 +1,316 @@
+"""Export schedules: ``sched:create/list/show/history/update/delete/run``. Only parses and prints."""
+
+
+from __future__ import annotations
+
+import logging
+import signal
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.table import Table
+
+from ..config import parse_time
+from ..errors import BridgeError, ConfigError
+from ..home import Home
+from ..jobs import cancel_local, execute_job
+from ..schedule.scheduler import job_label, spec_for
+from ..secrets import CredentialStore
+from ..store.state import ScheduleRecord
+from ..store.warehouse import Warehouse
+from .auth_cmd import credential_store
+
+log = logging.getLogger("klaviyo_bridge.scheduler")
+from ..schedule.naming import check_schedule_name as _check_name
+from ..schedule.naming import checked_schedule as _check_schedule
+from ..secrets import redact_config as _redacted
+from .schedule_common import (
+    _open,
+    _control_dir,
+    _console,
+    _fmt_time,
+    warehouse_option,
+    _next_run,
+    _job_table,
+)
+
+
+# --- sched:* (export schedules) -----------------------------------------------------------------
+QUERY_WIDTH = 60
+
+
+def _get_export(wh: Warehouse, name: str) -> ScheduleRecord:
+    record = wh.state.schedule(name)
+    if record is None or record.kind != "export":
+        raise ConfigError(f"no export schedule named {name!r} (see sched:list)", key="name")
+    return record
+
+
+def _short(sql: str, width: int = QUERY_WIDTH) -> str:
+    one = " ".join(sql.split())
+    return one if len(one) <= width else one[: width - 1] + "…"
+
+
+def _load_result_settings(name: str, spec: str, connection: str | None,
+                          credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
+    """Read and validate --result-settings (file or inline JSON); return the mapping to store, with
+    an inline key replaced by ``result_connection: sched:NAME``, and the key to save under that name."""
+    from ..exports.job import load_result_settings
+    from ..exports.settings import parse_settings_text
+
+    if spec.lstrip().startswith("{"):
+        data, warnings = parse_settings_text(spec, "--result-settings")
+    else:
+        try:
+            text = Path(spec).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
+                              "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
+        data, warnings = parse_settings_text(text, spec)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    if connection:
+        data.pop("connection", None)
+        data["result_connection"] = connection
+    load_result_settings(dict(data), credentials_path=credentials.path)  # every problem, before saving anything
+    saved = data.get("result_connection") or data.get("connection")
+    tokens = [k for k in ("api_token", "api_key") if data.get(k) not in (None, "")]
+    key = None
+    if isinstance(saved, str) and saved in credentials:
+        for k in ("api_token", "api_key"):
+            data.pop(k, None)  # the saved authentication supplies the key at run time anyway
+    elif tokens:
+        key = str(data[tokens[0]]).strip()
+        for k in ("api_token", "api_key", "connection"):
+            data.pop(k, None)
+        data["result_connection"] = f"sched:{name}"
+    return data, key
+
+
+def _read_query(query: str | None, query_file: str | None) -> str:
+    from ..exports.job import read_sql
+
+    sql = read_sql(query, query_file).strip()
+    if not sql:
+        raise ConfigError("the query is empty", key="query")
+    return sql
+
+
+@click.command("sched:create")
+@click.argument("name")
+@click.argument("cron")
+@click.argument("query", required=False)
+@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the SQL from a file (stored at create time).")
+@click.option("-d", "--database", required=True, help="Database (schema) the query's unqualified table names refer to.")
+@click.option("--result-settings", "result_settings", required=True,
+              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON.")
+@click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME).")
+@click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
+              help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are rejected).")
+@click.option("--delay", default=0, show_default=True, type=click.IntRange(0), help="Seconds to wait after each scheduled time.")
+@warehouse_option
+@click.pass_obj
+def sched_create(home: Home, name: str, cron: str, query: str | None, query_file: str | None, database: str,
+                 result_settings: str, connection: str | None, tz: str, delay: int, warehouse_url: str | None) -> None:
+    """Save an export schedule: run QUERY (or -f FILE) on DATABASE at CRON times and export the result.
+
+    \b
+    klaviyo-bridge sched:create daily_export "0 7 * * *" -d klaviyo_db --result-settings export.yml \\
+        "SELECT email, first_name FROM customers" --timezone Asia/Tokyo --delay 60
+
+    CRON as for connector:create ("" = runs only by hand: sched:run). An inline api_token in the
+    result settings is moved into the saved authentications as sched:NAME; no key is stored in
+    the warehouse.
+    """
+    _check_name(name)
+    schedule = _check_schedule(cron, tz, delay)
+    sql = _read_query(query, query_file)
+    credentials = credential_store(home)
+    settings, key = _load_result_settings(name, result_settings, connection, credentials)
+    now = datetime.now(timezone.utc)
+    with _open(home, warehouse_url) as wh:
+        if wh.state.schedule(name) is not None:
+            raise ConfigError(f"schedule {name!r} already exists (sched:update or sched:delete it)", key="name")
+        if key:
+            credentials.save(f"sched:{name}", key, replace=True)
+        try:
+            wh.state.create_schedule(ScheduleRecord(name, "export", cron, tz, delay, database, None,
+                                                    {"query": sql, "result_settings": settings},
+                                                    last_scheduled_for=now))
+        except BaseException:
+            if key:
+                credentials.delete(f"sched:{name}", missing_ok=True)
+            raise
+    run = schedule.next_run(now)
+    click.echo(f"Export schedule {name!r} created: {schedule.describe()}; next run: "
+               f"{run.isoformat() if run else 'none (runs only by hand: sched:run)'}")
+    if key:
+        click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
+
+
+@click.command("sched:list")
+@warehouse_option
+@click.pass_obj
+def sched_list(home: Home, warehouse_url: str | None) -> None:
+    """List export schedules: Name, Cron, Timezone, Delay, Database, Query (shortened), Status."""
+    with _open(home, warehouse_url) as wh:
+        records = wh.state.schedules("export")
+    out = Table()
+    for column in ("Name", "Cron", "Timezone", "Delay", "Database", "Query", "Status"):
+        out.add_column(column, overflow="fold")
+    for r in records:
+        out.add_row(r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "",
+                    _short(str(r.config.get("query", ""))), r.status)
+    _console().print(out)
+
+
+@click.command("sched:show")
+@click.argument("name")
+@warehouse_option
+@click.pass_obj
+def sched_show(home: Home, name: str, warehouse_url: str | None) -> None:
+    """Show export schedule NAME: timing, query, result settings (keys redacted), next run."""
+    with _open(home, warehouse_url) as wh:
+        r = _get_export(wh, name)
+    rows = [("Name", r.name), ("Cron", r.cron), ("Timezone", r.timezone), ("Delay", r.delay_seconds),
+            ("Database", r.database), ("Status", r.status), ("Failures", r.consecutive_failures),
+            ("Next run", _next_run(r, datetime.now(timezone.utc)).replace("connector:run", "sched:run")),
+            ("Last slot", _fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
+    for label, value in rows:
+        click.echo(f"{label:<9}: {value}")
+    click.echo("Query    :")
+    click.echo("".join(f"  {line}\n" for line in str(r.config.get("query", "")).splitlines()), nl=False)
+    click.echo("Result settings:")
+    text = yaml.safe_dump(_redacted(r.config.get("result_settings") or {}), sort_keys=False, default_flow_style=False)
+    click.echo("".join(f"  {line}\n" for line in text.splitlines()), nl=False)
+
+
+@click.command("sched:history")
+@click.argument("name")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")
+@warehouse_option
+@click.pass_obj
+def sched_history(home: Home, name: str, limit: int, warehouse_url: str | None) -> None:
+    """Jobs of export schedule NAME, newest first (Records = rows accepted or submitted; job:show JOB_ID)."""
+    with _open(home, warehouse_url) as wh:
+        record = _get_export(wh, name)
+        jobs = wh.state.jobs(schedule=name, limit=limit)
+    if not record.enabled:
+        click.echo(f"Schedule {name!r} is {record.status}")
+    _console().print(_job_table(jobs))
+    for j in jobs:
+        if j.note:
+            click.echo(f"{j.run_id}: {j.note}")
+        if j.error:
+            click.echo(f"{j.run_id}: {j.error}")
+
+
+@click.command("sched:update")
+@click.argument("name")
+@click.option("--cron", help='New cron expression ("" for run-by-hand only).')
+@click.option("-t", "--timezone", "tz", help="New IANA time zone.")
+@click.option("--delay", type=click.IntRange(0), help="New delay in seconds.")
+@click.option("-d", "--database", help="New database.")
+@click.option("--query", help="New SQL.")
+@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="New SQL from a file.")
+@click.option("--result-settings", "result_settings", help="New export settings (file or inline JSON).")
+@click.option("--result-connection", "connection", help="With --result-settings: saved authentication to use.")
+@click.option("--enable", is_flag=True, help="Re-enable a disabled schedule (resets its failure count).")
+@click.option("--disable", is_flag=True, help="Disable the schedule (sched:run still works).")
+@warehouse_option
+@click.pass_obj
+def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay: int | None, database: str | None,
+                 query: str | None, query_file: str | None, result_settings: str | None, connection: str | None,
+                 enable: bool, disable: bool, warehouse_url: str | None) -> None:
+    """Change export schedule NAME. A new cron/time zone/delay, or --enable, counts slots from now on."""
+    if enable and disable:
+        raise ConfigError("give --enable or --disable, not both")
+    if connection and not result_settings:
+        raise ConfigError("--result-connection goes with --result-settings", key="result_connection")
+    now = datetime.now(timezone.utc)
+    credentials = credential_store(home)
+    with _open(home, warehouse_url) as wh:
+        r = _get_export(wh, name)
+        changes: dict[str, Any] = {}
+        if cron is not None or tz is not None or delay is not None:
+            new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
+                   r.delay_seconds if delay is None else delay)
+            _check_schedule(*new)
+            changes.update(cron=new[0], timezone=new[1], delay_seconds=new[2], last_scheduled_for=now)
+        if database:
+            changes["target_database"] = database
+        config = dict(r.config)
+        key = None
+        if query is not None or query_file:
+            config["query"] = _read_query(query, query_file)
+        if result_settings:
+            config["result_settings"], key = _load_result_settings(name, result_settings, connection, credentials)
+        if config != r.config:
+            changes["config"] = config
+        if enable:
+            changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0,
+                           last_scheduled_for=now)
+        if disable:
+            changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
+        if not changes:
+            raise ConfigError("nothing to update (see sched:update --help)")
+        if key:
+            credentials.save(f"sched:{name}", key, replace=True)
+        r = wh.state.update_schedule(name, **changes)
+    click.echo(f"Export schedule {name!r} updated ({r.status}); next run: "
+               f"{_next_run(r, now).replace('connector:run', 'sched:run')}")
+
+
+@click.command("sched:delete")
+@click.argument("name")
+@warehouse_option
+@click.pass_obj
+def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
+    """Delete export schedule NAME (its job history stays; its sched:NAME authentication goes)."""
+    with _open(home, warehouse_url) as wh:
+        _get_export(wh, name)
+        wh.state.delete_schedule(name)
+    credential_store(home).delete(f"sched:{name}", missing_ok=True)
+    click.echo(f"Deleted export schedule {name!r}")
+
+
+@click.command("sched:run")
+@click.argument("name")
+@click.argument("time", required=False)
+@warehouse_option
+@click.pass_obj
+def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
+    """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job)."""
+    as_of = None
+    if time:
+        try:
+            as_of = parse_time(time)
+        except (ValueError, ConfigError):
+            raise ConfigError(f"TIME must be an ISO 8601 time such as 2024-06-01T07:00:00+09:00, got {time!r}",
+                              key="time") from None
+    credentials = credential_store(home)
+    run_id = uuid.uuid4().hex
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
+    try:
+        with _open(home, warehouse_url) as wh:
+            record = _get_export(wh, name)
+            click.echo(f"job {run_id} started ({job_label(record)}: {record.database} -> Klaviyo)", err=True)
+            result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
+                                 control_dir=_control_dir(home), run_id=run_id)
+            job = wh.state.job(result.run_id)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
+    line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
+            f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")
+    if result.status != "succeeded":
+        raise BridgeError(f"{line}: {result.error}")
+    click.echo(line)
+
+
+COMMANDS = (sched_create, sched_list, sched_show, sched_history, sched_update, sched_delete, sched_run)

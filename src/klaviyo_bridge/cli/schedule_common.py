@@ -1,0 +1,114 @@
+"""Helpers shared by the schedule and job commands (formatting, options, config loading)."""
+
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..config import load_yaml, parse_import_config
+from ..errors import ConfigError, StoreError
+from ..home import Home
+from ..schedule.cron import CronSchedule
+from ..secrets import CredentialStore, has_saved_connection, resolve_connection
+from ..store.state import JobRecord, ScheduleRecord
+from ..store.warehouse import Warehouse, open_warehouse
+
+log = logging.getLogger("klaviyo_bridge.scheduler")
+
+WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
+
+
+def _open(home: Home, url: str | None) -> Warehouse:
+    return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+
+
+def _control_dir(home: Home) -> Path:
+    return home.ensure().root / "jobs"
+
+
+def _console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000") if value else ""
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}s"
+
+
+def warehouse_option(f):
+    return click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)(f)
+
+
+
+
+
+
+def _load_config(name: str, path: str, credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
+    """Read and validate CONFIG; return it with any inline key replaced by ``connection:``
+    and the key to save under ``connector:NAME`` (None when the config names a saved one)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    data = load_yaml(text, path)
+    parse_import_config(resolve_connection(data, credentials), path)  # every problem, before saving anything
+    source = data.get("in")
+    if not isinstance(source, dict) or has_saved_connection(data):
+        return data, None
+    key = source.pop("api_token", None) or source.pop("api_key", None)
+    if key:
+        source["connection"] = f"connector:{name}"
+    return data, key
+
+
+
+
+def _get_schedule(wh: Warehouse, name: str) -> ScheduleRecord:
+    record = wh.state.schedule(name)
+    if record is None or record.kind != "import":
+        raise ConfigError(f"no import schedule named {name!r} (see connector:list)", key="name")
+    return record
+
+
+def _next_run(record: ScheduleRecord, now: datetime) -> str:
+    if not record.enabled:
+        return "none (disabled)"
+    schedule = CronSchedule.parse(record.cron, record.timezone, record.delay_seconds)
+    run = schedule.next_run(max(now, record.last_scheduled_for or now))
+    return run.isoformat() if run else "none (runs only by hand: connector:run)"
+
+
+def _job_table(jobs: list[JobRecord], *, with_schedule: bool = False) -> Table:
+    out = Table()
+    columns = ["JobID", "Status", "Records", "Database", "Table", "Duration", "Started at", "Scheduled for"]
+    if with_schedule:
+        columns[1:1] = ["Kind", "Job"]
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for j in jobs:
+        records = j.rows_written if j.rows_written is not None else j.rows_read
+        row = [j.run_id, j.status, "" if records is None else str(records), j.database or "", j.table or "",
+               _fmt_seconds(j.duration), _fmt_time(j.started_at), _fmt_time(j.scheduled_for)]
+        if with_schedule:
+            row[1:1] = [j.kind, j.job]
+        out.add_row(*row)
+    return out
+
+
+def _open_quick(home: Home, url: str | None) -> Warehouse | None:
+    """The warehouse if it opens within 2 s (a running scheduler may hold a DuckDB file)."""
+    try:
+        return open_warehouse(url or home.ensure().warehouse, lock_timeout=2)
+    except StoreError:
+        return None
