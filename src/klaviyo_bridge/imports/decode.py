@@ -36,12 +36,6 @@ class Relationship(msgspec.Struct):
     data: Union[Ref, list[Ref], None] = None
 
 
-class Included(msgspec.Struct):
-    type: str
-    id: str
-    attributes: dict[str, Any] = {}
-
-
 class Links(msgspec.Struct):
     next: Optional[str] = None
 
@@ -94,8 +88,14 @@ class PageDecoder:
             resource_fields.append(("relationships", dict[str, Relationship], {}))
         resource = msgspec.defstruct("Resource", resource_fields)
         doc_fields: list[tuple[str, Any, Any]] = [("data", list[resource]), ("links", Optional[Links], None)]
-        if any(c.path[0].startswith("_") and len(c.path) > 1 for c in self.columns):
-            doc_fields.append(("included", list[Included], []))
+        related_attrs = sorted({c.path[2] for c in self.columns
+                                if c.path[0].startswith("_") and len(c.path) == 3 and c.path[1] == "attributes"})
+        if related_attrs:
+            # Only the attributes some column reads, typed loosely (Any): a profile's email or a
+            # metric's name. Decoding them into a small Struct skips building a dict per resource.
+            attrs = msgspec.defstruct("IncludedAttributes", [(a, Any, None) for a in related_attrs])
+            included = msgspec.defstruct("Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)])
+            doc_fields.append(("included", list[included], []))
         self._decoder = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
         self._getters = [self._getter(c) for c in self.columns]
 
@@ -139,8 +139,9 @@ class PageDecoder:
             name = path[1]
             return lambda rows, rel: [ref.id if ref is not None else None for ref in rel.refs(name)]
         if path[0].startswith("_") and len(path) > 1:
-            name, attr_path = path[0][1:], path[2:] if path[1] == "attributes" else None
-            return _included_getter(name, attr_path)
+            if len(path) != 3 or path[1] != "attributes":
+                raise ValueError(f"related columns read one attribute (_rel, attributes, name), not {path}")
+            return _included_getter(path[0][1:], path[2:])
         key = path[0]
         return _MarkGetter(key)
 
@@ -198,12 +199,12 @@ def _attribute_getter(path: tuple[str, ...]) -> Callable[[list, dict], list]:
 class _PageRelations:
     """Per page, computed once and shared by every column: each row's related ids and resources."""
 
-    def __init__(self, rows: list, included: Sequence[Included]) -> None:
+    def __init__(self, rows: list, included: Sequence[Any]) -> None:
         self.rows = rows
         self.included = included
         self._refs: dict[str, list[Ref | None]] = {}
         self._related: dict[str, list[dict | None]] = {}
-        self._by_key: dict[tuple[str, str], Included] | None = None
+        self._by_key: dict[tuple[str, str], Any] | None = None
 
     def refs(self, name: str) -> list[Ref | None]:
         found = self._refs.get(name)
@@ -211,7 +212,7 @@ class _PageRelations:
             found = self._refs[name] = [_ref(r, name) for r in self.rows]
         return found
 
-    def related_attributes(self, name: str) -> list[dict | None]:
+    def related_attributes(self, name: str) -> list[Any]:
         found = self._related.get(name)
         if found is None:
             if self._by_key is None:
@@ -223,16 +224,5 @@ class _PageRelations:
 
 
 def _included_getter(name: str, attr_path: tuple[str, ...] | None) -> Callable[[list, "_PageRelations"], list]:
-    if attr_path is not None and len(attr_path) == 1:
-        (key,) = attr_path
-        return lambda rows, rel: [a.get(key) if a is not None else None for a in rel.related_attributes(name)]
-
-    def get(rows: list, rel: "_PageRelations") -> list:
-        out = []
-        for value in rel.related_attributes(name):
-            for key in attr_path or ():
-                value = value.get(key) if isinstance(value, dict) else None
-            out.append(value)
-        return out
-
-    return get
+    (key,) = attr_path or ("",)
+    return lambda rows, rel: [getattr(a, key) if a is not None else None for a in rel.related_attributes(name)]
