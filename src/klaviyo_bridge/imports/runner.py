@@ -39,8 +39,10 @@ log = logging.getLogger("klaviyo_bridge.imports")
 #: Windows per concurrent worker: more windows than workers evens out skewed time ranges.
 WINDOWS_PER_WORKER = 4
 #: Pages are written to the warehouse this many rows at a time: each insert has a fixed cost
-#: (measured on DuckDB: 1M rows took 3.9 s in 1,000-row inserts, 1.4 s in 10,000-row ones).
-WRITE_ROWS = 10_000
+#: (measured on DuckDB: 1M rows took 3.9 s in 1,000-row inserts, 1.4 s in 10,000-row ones), and
+#: DuckDB writes an insert of at least one row group (122,880 rows) straight to the file instead
+#: of holding it in memory until the run's commit.
+WRITE_ROWS = 131_072
 
 
 @dataclass
@@ -215,7 +217,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
 
                 async def flush() -> None:
                     if pending:
-                        table = pa.Table.from_batches(pending)
+                        table = pa.Table.from_batches(pending).combine_chunks()  # one insert, not one per page
                         pending.clear()
                         await asyncio.to_thread(writer.write, table)
 
