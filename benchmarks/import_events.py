@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=None, help="default: events/10 (at least 1000)")
     ap.add_argument("--source", choices=["events", "profiles"], default="events")
     ap.add_argument("--latency-ms", type=int, default=150)
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--skip-sequential", action="store_true", help="only the concurrent mode")
     args = ap.parse_args()
     profiles = args.profiles or max(1000, args.events // 10)
