@@ -1,0 +1,178 @@
+"""Exports under the issue's fault mix: every row accounted for, no accepted batch sent again,
+and the emulator's final state (lists, members, consent, profiles) equal to a fault-free run's.
+
+How: the real ``run_export`` (validate, batches, list resolution, job polling, the state schema)
+sends to the emulator over a real socket (``reset`` is an aborted TCP connection, ``slow`` a real
+read timeout of 0.25 s against a 1 s delay). The client is the real ``KlaviyoClient`` with
+``retry_limit: 7`` and its own retry decisions; only its sleeps are compressed. Klaviyo's batch
+sizes (10,000 / 1,000 / 1,000 / 100) are shrunk for the test (``batching.ENDPOINTS``) so a few
+hundred rows make 10-30 batches and the faults land on writes, not only on reads.
+
+``PostLedger`` (export_ledger.py) sits in front of the emulator and records, for every write,
+the batch's identifiers, the fault decided and whether the emulator applied it. The rule checked
+for every batch: it was applied and confirmed exactly once, and any other time it was applied is
+a request whose answer was lost after the write (``slow``/``truncate`` on the POST). What the
+engine does then: the client cannot tell "applied, answer lost" from "never arrived", so it sends
+the same batch again. That is safe here and the final state proves it: list adds and consent
+changes are idempotent at Klaviyo, and a second bulk import job with the same profiles upserts
+the same values (no new profiles, the same members). With ``wait_for_completion`` the engine
+polls the job whose answer it read, so the row outcomes come from one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.emulator.app import create_app
+from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_bridge.exports import batching, runner
+from klaviyo_bridge.exports.settings import parse_export_settings
+from klaviyo_bridge.store.warehouse import open_warehouse
+
+from .export_ledger import PostLedger, check_accepted_once, normal_snapshot
+from .helpers import FIGURES, fast_client_class, serve_app
+
+MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:1s,truncate=0.01,seed={seed}"
+EMU = dict(seed=51, profiles=400, events=0, lists=3, segments=1, campaigns=1, templates=1, flows=1,
+           rate_limits=False, job_profiles_per_second=1e9)
+SMALL = {"add": 30, "remove_profiles": 25, "subscribed": 25, "unsubscribed": 10}
+OPS = ("add", "remove_profiles", "subscribe", "unsubscribe")
+
+
+async def _no_sleep(_seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    for name, size in SMALL.items():
+        old = batching.ENDPOINTS[name]
+        monkeypatch.setitem(batching.ENDPOINTS, name, batching.Endpoint(old.operation_id, size, old.max_bytes))
+    monkeypatch.setattr(runner, "KlaviyoClient", fast_client_class(read_timeout=0.25))
+
+
+def scenario(op: str, app, n: int = 600):
+    """(settings, input table) for ``op`` against the emulator account of ``app``."""
+    emu = app.state.emulator
+    base = emu.state.base
+    lists = [r.id for r in emu.account.records["list"]]
+    members = emu.snapshot()["list_members"]
+    existing = [base.email(r) for r in range(0, 2 * n // 3, 2)][: n // 3]
+    new = [f"fault.{i}@example.org" for i in range(n - len(existing))]
+    emails = sorted(existing + new)
+    keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "retry_limit": 7, "concurrency": 1}
+    if op == "add":
+        s = dict(operation="add", list_identify_type="id", list_value=lists[0], wait_for_completion=True,
+                 waiting_time_for_completion_millis=300_000)
+        table = pa.table({"email": emails, "first_name": [f"F{i}" for i in range(len(emails))]})
+    elif op == "remove_profiles":
+        ids = sorted(members[lists[1]])[:n // 2] + [base.profile_id(r) for r in range(n // 2)]
+        s = dict(operation="remove_profiles", list_value=lists[1])
+        table = pa.table({"profile_id": sorted(set(ids))})
+    elif op == "subscribe":
+        s = dict(operation="batch_consent", consent_type="subscribed", subscription_type="email_marketing_only",
+                 list_value=lists[2])
+        table = pa.table({"email": emails})
+    else:  # unsubscribe (globally) or unsubscribe_from_list
+        s = dict(operation="batch_consent", consent_type="unsubscribed", subscription_type="email_marketing_only",
+                 **({"list_value": lists[0]} if op == "unsubscribe_from_list" else {}))
+        table = pa.table({"email": [base.email(r) for r in range(0, 3 * (n // 3), 3)][: n // 3]})
+    return parse_export_settings({**keys, **s}), table
+
+
+def export_once(tmp_path, name, app, op, concurrency, n=600):
+    with serve_app(app) as url:
+        s, table = scenario(op, app, n)
+        s = s.model_copy(update={"base_url": url, "concurrency": concurrency})
+        with open_warehouse(tmp_path / f"{name}.duckdb") as wh:
+            result = asyncio.run(runner.run_export(wh, table, s, sleep=_no_sleep, poll_initial=0.01))
+            rows = wh.state.export_rows(run_id=result.run_id).sort_by("row_index")
+            runs = wh.state.runs()
+    return s, table, result, rows, runs
+
+
+def _expected_keys(op, table, settings):
+    column = table.column("profile_id" if op == "remove_profiles" else "email").to_pylist()
+    size = batching.endpoint_for(settings.operation, settings.consent_type).max_items
+    return [tuple(column[i:i + size]) for i in range(0, len(column), size)]
+
+
+def check(tmp_path, op, seed, concurrency, n=600):
+    clean = PostLedger(create_app(EmulatorSettings(**EMU)))
+    _, table, clean_result, _, _ = export_once(tmp_path, "clean", clean, op, concurrency, n)
+    faulty = PostLedger(create_app(EmulatorSettings(**EMU, faults=MIX.format(seed=seed))))
+    s, table, result, rows, runs = export_once(tmp_path, "faulty", faulty, op, concurrency, n)
+    n = table.num_rows
+    # Every row accounted for, exactly once, and the counts add up to the input.
+    assert rows.column("row_index").to_pylist() == list(range(n)), "a row is missing or recorded twice"
+    assert sum(result.summary.counts.values()) == n == result.summary.total
+    expected_outcome = {"add": "accepted", "remove_profiles": "accepted"}.get(op, "submitted")
+    assert result.summary.counts == {expected_outcome: n} == clean_result.summary.counts, result.summary.counts
+    assert result.failed_batches == 0 and [r.status for r in runs] == ["succeeded"]
+    # The emulator ends as after the fault-free run.
+    assert normal_snapshot(faulty) == normal_snapshot(clean)
+    # No batch that Klaviyo accepted and confirmed was sent again.
+    op_id = batching.endpoint_for(s.operation, s.consent_type).operation_id
+    figures = check_accepted_once(faulty, op_id, _expected_keys(op, table, s))
+    assert check_accepted_once(clean, op_id, _expected_keys(op, table, s))["lost answers"] == 0
+    if op == "add":
+        jobs = [j for j in faulty.emulator.jobs.order if j.type == "profile-bulk-import-job"]
+        assert len(jobs) == figures["posts"] - sum(1 for e in faulty.entries if e.op == op_id and not e.accepted)
+        FIGURES["export: duplicate bulk import jobs (answer lost, same profiles, same final state)"] += \
+            figures["accepted again after a lost answer"]
+    plan = faulty.state.faults
+    FIGURES["export runs under faults"] += 1
+    FIGURES["export requests under faults"] += plan.total_requests
+    FIGURES["faults injected (exports)"] += plan.total_injected
+    FIGURES["export write requests under faults"] += figures["posts"]
+    FIGURES["export answers lost after the write was applied"] += figures["lost answers"]
+    FIGURES["export batches resent after a lost answer (idempotent)"] += figures["accepted again after a lost answer"]
+    FIGURES["rows checked (exports under faults)"] += n
+    return figures, faulty
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_export_under_faults_equals_a_fault_free_run(tmp_path, small_batches, op):
+    figures, faulty = check(tmp_path, op, seed=7, concurrency=1)
+    assert faulty.kinds(), "the mix injected nothing on writes: the test proves nothing"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("op", OPS)
+def test_export_under_faults_more_seeds_concurrent(tmp_path, small_batches, full, op, seed):
+    if not full:
+        pytest.skip("--full: four more seeds with 8 batches in flight")
+    check(tmp_path, op, seed=seed, concurrency=8)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (exports): an unsubscribe batch with list_value whose answer is lost after Klaviyo applied it is "
+    "sent again by the client's retry; the profiles the first request removed from the list are no longer "
+    "members, so the second request unsubscribes them from email marketing GLOBALLY (Klaviyo's documented "
+    "rule for non-members). Seed 7: the first batch's POST is 'slow', 5 profiles end globally unsubscribed. "
+    "Needs the engine to resend only still-members (or check membership first) instead of a blind retry."))
+def test_unsubscribe_from_a_list_under_faults_equals_a_fault_free_run(tmp_path, small_batches):
+    check(tmp_path, "unsubscribe_from_list", seed=7, concurrency=1)
+
+
+def test_lost_answers_on_writes_are_exercised(tmp_path, small_batches):
+    """A mix heavy on lost answers: every operation has writes applied whose answer was lost (by
+    ``slow`` and by ``truncate``),
+    and still every batch is confirmed once and the final state equals the fault-free run's."""
+    global MIX
+    saved = MIX
+    MIX = "429=0.1,503=0.05,reset=0.05,slow=0.04:1s,truncate=0.2,seed={seed}"
+    try:
+        lost, kinds = 0, Counter()
+        for op in OPS:
+            figures, faulty = check(tmp_path / op, op, seed=12, concurrency=1, n=300)
+            kinds += Counter(e.kind for e in faulty.entries if e.answer_lost)
+            assert figures["lost answers"] > 0, op
+            lost += figures["lost answers"]
+    finally:
+        MIX = saved
+    assert kinds["slow"] and kinds["truncate"], kinds
