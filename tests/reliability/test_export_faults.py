@@ -159,10 +159,12 @@ def test_unsubscribe_from_a_list_under_faults_equals_a_fault_free_run(tmp_path, 
     check(tmp_path, "unsubscribe_from_list", seed=7, concurrency=1)
 
 
-def test_lost_answers_on_writes_are_exercised(tmp_path, small_batches):
+def test_lost_answers_on_writes_are_exercised(tmp_path, small_batches, full):
     """A mix heavy on lost answers: every operation has writes applied whose answer was lost (by
     ``slow`` and by ``truncate``),
     and still every batch is confirmed once and the final state equals the fault-free run's."""
+    if not full:
+        pytest.skip("--full: a mix heavy on lost answers (seed 7 above already loses some)")
     global MIX
     saved = MIX
     MIX = "429=0.1,503=0.05,reset=0.05,slow=0.04:1s,truncate=0.2,seed={seed}"

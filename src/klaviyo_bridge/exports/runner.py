@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from ..api.client import KlaviyoClient
 from ..api.query import format_value
 from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted
+from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import Endpoint, endpoint_for, plan_batches
 from .operations import Prepared, check_columns, prepare
@@ -96,6 +97,14 @@ def _body(settings: ExportSettings, endpoint: Endpoint, items: list[bytes], list
     if list_id:
         data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
     return {"data": data}
+
+
+def _forget_rows(wh: Warehouse, batch_id: str) -> None:
+    """Drop the row outcomes a killed run stored for a batch it never marked final: on resume they are
+    recorded again, and each input row must have exactly one outcome (a kill -9 can land between
+    storing a batch's rows and storing its final status, two separate transactions)."""
+    with wh.transaction() as s:
+        s.execute(f"DELETE FROM {quote(STATE_SCHEMA)}.export_rows WHERE batch_id = $1", [batch_id])
 
 
 def _row_positions(err: ApiError) -> dict[int, str] | None:
@@ -166,6 +175,8 @@ class _Export:
             self.skipped_on_resume += 1
             return
         job_id = state.get("job") if state else None
+        if state:
+            _forget_rows(self.wh, batch_id)  # not final: whatever rows it stored are stored again below
         dropped_index: list[int] = []
         dropped_reason: list[str] = []
         keep = np.ones(len(index), dtype=bool)
@@ -445,6 +456,9 @@ async def run_export(
         invalid_id = f"{run_id}-invalid"
         if pre is not None and pre.invalid:
             if invalid_id not in states:
+                if resume:
+                    _forget_rows(wh, invalid_id)
+                    _forget_rows(wh, f"{run_id}-unsent")
                 async for _, p in _aiter(_prepared_chunks(table, settings)):
                     st.record_export_rows(invalid_id, run_id, _rows_table(p.skipped_index, "skipped", p.skipped_reason))
                     st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
@@ -477,6 +491,8 @@ async def run_export(
                 bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
                 invalid_seq += 1
                 if bid not in states:
+                    if resume:
+                        _forget_rows(wh, bid)
                     st.record_export_rows(bid, run_id, _rows_table(p.skipped_index, "skipped",
                                                                    [f"invalid: {r}" for r in p.skipped_reason]))
                     st.record_export_batch(bid, run_id, "validation", "done", row_count=len(p.skipped_index))
