@@ -69,3 +69,58 @@ def test_the_key_is_written_nowhere(tmp_path):
     assert needle in creds.read_bytes()  # the one place it belongs (else the search above proves little)
     FIGURES["secrets sweep: files searched"] += len(files)
     FIGURES["secrets sweep: outputs searched"] += len(written)
+
+
+def test_exports_that_send_and_their_show_commands_write_the_key_nowhere(tmp_path):
+    """An export that really sends (rows accepted), an export schedule with the key inline in its
+    result settings, sched:run / sched:show / sched:history / job:list / job:show all succeeding,
+    and a failing export (wrong list id): still zero hits of the key in everything written."""
+    home = tmp_path / "home"
+    written: list[str] = []
+
+    def cli(*args, ok=True):
+        done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "KLAVIYO_API_KEY": ""})
+        written.extend([done.stdout, done.stderr])
+        if ok:
+            assert done.returncode == 0, (args, done.stderr)
+        return done
+
+    app = create_app(EmulatorSettings(**DATA, job_profiles_per_second=1e9))
+    sql = "SELECT 'sweep' || i || '@example.org' AS email, 'S' || i AS first_name FROM range(20) t(i) ORDER BY i"
+    with serve_app(app) as url:
+        list_id = app.state.emulator.account.records["list"][0].id
+        settings = {"type": "klaviyo", "api_token": KEY, "base_url": url, "operation": "add",
+                    "list_identify_type": "id", "list_value": list_id, "wait_for_completion": True,
+                    "waiting_time_for_completion_millis": 300000}
+        sent = cli("query", "--result-settings", json.dumps(settings), sql)
+        assert "20 rows: 20 accepted" in sent.stdout, sent.stdout
+        (tmp_path / "export.yml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
+        cli("sched:create", "sweep_export", "", "-d", "main", "--result-settings", str(tmp_path / "export.yml"), sql)
+        ran = cli("sched:run", "sweep_export")
+        consent = {**settings, "operation": "batch_consent", "subscription_type": "email_marketing_only"}
+        consent.pop("list_identify_type")
+        cli("query", "--result-settings", json.dumps(consent), sql)
+        bad = cli("query", "--result-settings", json.dumps({**settings, "list_value": "NoSuchList"}), sql, ok=False)
+        shown = cli("sched:show", "sweep_export")
+        history = cli("sched:history", "sweep_export")
+        jobs = cli("job:list").stdout
+        job_ids = sorted(set(re.findall(r"\b[0-9a-f]{32}\b|\b[0-9a-f]{8}-[0-9a-f-]{27}\b", jobs + history.stdout)))
+        assert job_ids, jobs + history.stdout
+        for job_id in job_ids[:4]:
+            cli("job:show", job_id)
+    members = app.state.emulator.snapshot()["list_members"][list_id]
+    assert len(members) >= 20  # the exports did send
+    assert "sweep_export" in shown.stdout and ran.returncode == 0
+    assert "20" in history.stdout
+    assert "rejected" in bad.stdout or bad.returncode != 0
+    files = [p for p in home.rglob("*") if p.is_file() and p.name != "credentials.json"]
+    needle = KEY.encode()
+    hits = [str(p) for p in files if needle in p.read_bytes()]
+    hits += [f"output {i}" for i, text in enumerate(written) if KEY in text]
+    assert hits == []
+    creds = home / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600 and needle in creds.read_bytes()  # sched:sweep_export
+    FIGURES["secrets sweep: files searched"] += len(files)
+    FIGURES["secrets sweep: outputs searched"] += len(written)
+    FIGURES["secrets sweep: rows exported and accepted"] += 20
