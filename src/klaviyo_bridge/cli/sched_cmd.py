@@ -4,21 +4,15 @@
 from __future__ import annotations
 
 import logging
-import signal
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.table import Table
 
-from ..config import parse_time
 from ..errors import BridgeError, ConfigError
 from ..home import Home
-from ..jobs import cancel_local, execute_job
-from ..schedule.scheduler import job_label, spec_for
 from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse
@@ -27,15 +21,16 @@ from .auth_cmd import credential_store
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
-from ..secrets import redact_config as _redacted
 from .schedule_common import (
-    _open,
-    _control_dir,
     _console,
     _fmt_time,
-    warehouse_option,
     _next_run,
-    _job_table,
+    _open,
+    echo_yaml,
+    parse_as_of,
+    print_history,
+    run_now,
+    warehouse_option,
 )
 
 
@@ -186,8 +181,7 @@ def sched_show(home: Home, name: str, warehouse_url: str | None) -> None:
     click.echo("Query    :")
     click.echo("".join(f"  {line}\n" for line in str(r.config.get("query", "")).splitlines()), nl=False)
     click.echo("Result settings:")
-    text = yaml.safe_dump(_redacted(r.config.get("result_settings") or {}), sort_keys=False, default_flow_style=False)
-    click.echo("".join(f"  {line}\n" for line in text.splitlines()), nl=False)
+    echo_yaml(r.config.get("result_settings") or {})
 
 
 @click.command("sched:history")
@@ -200,14 +194,7 @@ def sched_history(home: Home, name: str, limit: int, warehouse_url: str | None) 
     with _open(home, warehouse_url) as wh:
         record = _get_export(wh, name)
         jobs = wh.state.jobs(schedule=name, limit=limit)
-    if not record.enabled:
-        click.echo(f"Schedule {name!r} is {record.status}")
-    _console().print(_job_table(jobs))
-    for j in jobs:
-        if j.note:
-            click.echo(f"{j.run_id}: {j.note}")
-        if j.error:
-            click.echo(f"{j.run_id}: {j.error}")
+    print_history(record, jobs)
 
 
 @click.command("sched:update")
@@ -286,25 +273,8 @@ def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
 @click.pass_obj
 def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
     """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job)."""
-    as_of = None
-    if time:
-        try:
-            as_of = parse_time(time)
-        except (ValueError, ConfigError):
-            raise ConfigError(f"TIME must be an ISO 8601 time such as 2024-06-01T07:00:00+09:00, got {time!r}",
-                              key="time") from None
-    credentials = credential_store(home)
-    run_id = uuid.uuid4().hex
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
-    try:
-        with _open(home, warehouse_url) as wh:
-            record = _get_export(wh, name)
-            click.echo(f"job {run_id} started ({job_label(record)}: {record.database} -> Klaviyo)", err=True)
-            result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
-                                 control_dir=_control_dir(home), run_id=run_id)
-            job = wh.state.job(result.run_id)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    as_of = parse_as_of(time, "2024-06-01T07:00:00+09:00")
+    result, job = run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
             f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")

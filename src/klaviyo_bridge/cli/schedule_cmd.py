@@ -5,38 +5,34 @@
 from __future__ import annotations
 
 import logging
-import signal
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 import click
-import yaml
 from rich.table import Table
 
 from ..config import parse_time
 from ..errors import BridgeError, ConfigError, ScheduleError
 from ..home import Home
-from ..jobs import cancel_local, execute_job
 from ..schedule.cron import CronSchedule, validate
-from ..schedule.scheduler import job_label, spec_for
 from ..store.state import ScheduleRecord
 from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
-from ..secrets import redact_config as _redacted
 from .schedule_common import (
-    _open,
-    _control_dir,
     _console,
     _fmt_time,
-    warehouse_option,
-    _load_config,
     _get_schedule,
+    _load_config,
     _next_run,
-    _job_table,
+    _open,
+    echo_yaml,
+    parse_as_of,
+    print_history,
+    run_now,
+    warehouse_option,
 )
 
 
@@ -115,8 +111,7 @@ def connector_show(home: Home, name: str, warehouse_url: str | None) -> None:
     for label, value in rows:
         click.echo(f"{label:<9}: {value}")
     click.echo("Config   :")
-    text = yaml.safe_dump(_redacted(r.config), sort_keys=False, default_flow_style=False)
-    click.echo("".join(f"  {line}\n" for line in text.splitlines()), nl=False)
+    echo_yaml(r.config)
 
 
 @click.command("connector:history")
@@ -129,14 +124,7 @@ def connector_history(home: Home, name: str, limit: int, warehouse_url: str | No
     with _open(home, warehouse_url) as wh:
         record = _get_schedule(wh, name)
         jobs = wh.state.jobs(schedule=name, limit=limit)
-    if not record.enabled:
-        click.echo(f"Schedule {name!r} is {record.status}")
-    _console().print(_job_table(jobs))
-    for j in jobs:
-        if j.note:
-            click.echo(f"{j.run_id}: {j.note}")
-        if j.error:
-            click.echo(f"{j.run_id}: {j.error}")
+    print_history(record, jobs)
 
 
 @click.command("connector:update")
@@ -210,24 +198,9 @@ def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | 
 
     TIME is the import's "now": an incremental import reads up to it.
     """
-    as_of = None
-    if time:
-        try:
-            as_of = parse_time(time)
-        except (ValueError, ConfigError):
-            raise ConfigError(f"TIME must be an ISO 8601 time such as 2024-06-01T00:10:00+09:00, got {time!r}",
-                              key="time") from None
-    credentials = credential_store(home)
-    run_id = uuid.uuid4().hex
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
-    try:
-        with _open(home, warehouse_url) as wh:
-            record = _get_schedule(wh, name)
-            click.echo(f"job {run_id} started ({job_label(record)} -> {record.database}.{record.table})", err=True)
-            result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
-                                 control_dir=_control_dir(home), run_id=run_id)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    as_of = parse_as_of(time, "2024-06-01T00:10:00+09:00")
+    result, _ = run_now(home, warehouse_url, name, _get_schedule,
+                        lambda r: f" -> {r.database}.{r.table}", as_of)
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records into {result.database}.{result.table}"
             f" in {(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "succeeded":

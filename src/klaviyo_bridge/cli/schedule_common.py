@@ -4,22 +4,30 @@
 from __future__ import annotations
 
 import logging
+import signal
+import uuid
+from collections.abc import Callable
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_yaml, parse_import_config
+from ..config import load_yaml, parse_import_config, parse_time
+from ..jobs import cancel_local, execute_job
+from ..schedule.scheduler import job_label, spec_for
+from ..secrets import redact_config
 from ..errors import ConfigError, StoreError
 from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
 from ..store.state import JobRecord, ScheduleRecord
 from ..store.warehouse import Warehouse, open_warehouse
+from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
@@ -112,3 +120,50 @@ def _open_quick(home: Home, url: str | None) -> Warehouse | None:
         return open_warehouse(url or home.ensure().warehouse, lock_timeout=2)
     except StoreError:
         return None
+
+
+def echo_yaml(mapping: Any) -> None:
+    """A settings mapping as indented YAML, keys redacted (for *:show)."""
+    text = yaml.safe_dump(redact_config(mapping), sort_keys=False, default_flow_style=False)
+    click.echo("".join(f"  {line}\n" for line in text.splitlines()), nl=False)
+
+
+def print_history(record: ScheduleRecord, jobs: list[JobRecord]) -> None:
+    """The job table of a schedule, newest first, with notes and errors under it (for *:history)."""
+    if not record.enabled:
+        click.echo(f"Schedule {record.name!r} is {record.status}")
+    _console().print(_job_table(jobs))
+    for j in jobs:
+        if j.note:
+            click.echo(f"{j.run_id}: {j.note}")
+        if j.error:
+            click.echo(f"{j.run_id}: {j.error}")
+
+
+def parse_as_of(time: str | None, example: str) -> datetime | None:
+    """The TIME argument of *:run (the run's "now")."""
+    if not time:
+        return None
+    try:
+        return parse_time(time)
+    except (ValueError, ConfigError):
+        raise ConfigError(f"TIME must be an ISO 8601 time such as {example}, got {time!r}", key="time") from None
+
+
+def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[Warehouse, str], ScheduleRecord],
+            describe: Callable[[ScheduleRecord], str], as_of: datetime | None):
+    """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
+    credentials = credential_store(home)
+    run_id = uuid.uuid4().hex
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
+    try:
+        with _open(home, warehouse_url) as wh:
+            record = get(wh, name)
+            click.echo(f"job {run_id} started ({job_label(record)}{describe(record)})", err=True)
+            result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
+                                 control_dir=_control_dir(home), run_id=run_id)
+            job = wh.state.job(result.run_id)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return result, job
+
