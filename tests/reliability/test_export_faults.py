@@ -152,13 +152,10 @@ def test_export_under_faults_more_seeds_concurrent(tmp_path, small_batches, full
     check(tmp_path, op, seed=seed, concurrency=8)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (exports): an unsubscribe batch with list_value whose answer is lost after Klaviyo applied it is "
-    "sent again by the client's retry; the profiles the first request removed from the list are no longer "
-    "members, so the second request unsubscribes them from email marketing GLOBALLY (Klaviyo's documented "
-    "rule for non-members). Seed 7: the first batch's POST is 'slow', 5 profiles end globally unsubscribed. "
-    "Needs the engine to resend only still-members (or check membership first) instead of a blind retry."))
 def test_unsubscribe_from_a_list_under_faults_equals_a_fault_free_run(tmp_path, small_batches):
+    """Seed 7 loses the answer of the first batch's POST after the emulator applied it. A blind
+    resend would unsubscribe those profiles globally (they have left the list by then); the
+    engine resends only the profiles the lost request had not reached."""
     check(tmp_path, "unsubscribe_from_list", seed=7, concurrency=1)
 
 

@@ -142,11 +142,16 @@ class KlaviyoClient:
         json: Any = None,
         url: str | None = None,
         decode: Decode | None = None,
+        retry_lost: bool = True,
     ) -> Any:
         """Send one operation (retrying as the policy allows); return the decoded body or None.
 
         ``decode(bytes)`` replaces the generic JSON parse (typed decoders for imports); a
         body it cannot parse counts as cut off and is retried like a dropped connection.
+
+        ``retry_lost=False`` is for writes that are not safe to repeat blindly: a failure after
+        which Klaviyo may have applied the request (timeout, dropped or cut-off answer, 5xx) is
+        raised at once, for the caller to check what happened; 429s are still retried.
         """
         op = operation(operation_id)
         if url is None:
@@ -158,7 +163,7 @@ class KlaviyoClient:
             self._check_same_origin(url)
             params = None
         body = orjson.dumps(json) if json is not None else None
-        return await self._send_with_retries(op, url, params, body, decode)
+        return await self._send_with_retries(op, url, params, body, decode, retry_lost)
 
     async def get_resource(
         self, operation_id: str, resource_id: str, *, query: Query | None = None
@@ -226,13 +231,15 @@ class KlaviyoClient:
 
     async def _send_with_retries(
         self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
-        decode: Decode | None = None,
+        decode: Decode | None = None, retry_lost: bool = True,
     ) -> Any:
         retries = 0
         while True:
             try:
                 return await self._send_once(op, url, params, body, decode)
             except (RateLimited, ServerError, TransportError) as err:
+                if not retry_lost and not isinstance(err, RateLimited):
+                    raise  # the write may have been applied: the caller decides what to resend
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
                     if err.retry_after:

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..api.client import KlaviyoClient
-from ..api.query import format_value
-from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted
+from ..api.query import Query, any_of, format_value
+from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted, ServerError, TransportError
 from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import Endpoint, endpoint_for, plan_batches
@@ -77,6 +77,12 @@ def _rows_table(index: np.ndarray, outcome: str, reasons: list[str | None] | str
         reason_arr = pa.array(reasons, pa.string())
     return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.array([outcome] * n, pa.string()),
                      "reason": reason_arr})
+
+
+def _profile_key(item: bytes) -> tuple[str, str | None]:
+    """How a consent payload names its profile: ("email", x), else ("phone_number", y)."""
+    attrs = orjson.loads(item).get("attributes") or {}
+    return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
 
 
 def _body(settings: ExportSettings, endpoint: Endpoint, items: list[bytes], list_id: str | None) -> Any:
@@ -162,10 +168,55 @@ class _Export:
     # --- one batch -----------------------------------------------------------------------
     async def post(self, items: list[bytes]) -> str | None:
         op = self.endpoint.operation_id
+        if op == "bulk_unsubscribe_profiles" and self.list_id:
+            await self.unsubscribe_from_list(items)
+            return None
         body = _body(self.settings, self.endpoint, items, self.list_id)
         path = {"id": self.list_id} if op == "remove_profiles_from_list" else None
         doc = await self.client.request(op, path_params=path, json=body)
         return (doc or {}).get("data", {}).get("id") if doc else None
+
+    async def unsubscribe_from_list(self, items: list[bytes]) -> None:
+        """Unsubscribe with a list, never resending blindly.
+
+        Klaviyo unsubscribes a profile that is NOT in the given list from marketing globally. If
+        an answer is lost after Klaviyo applied the request, its members have already left the
+        list, and a plain retry would unsubscribe them everywhere. So membership is read before
+        sending, and after a lost answer the profiles that were members and are gone now (the
+        request reached them) are not sent again; the rest are, as the user asked.
+        """
+        op, retry = self.endpoint.operation_id, self.client.retry
+        members_before = await self.member_keys(items)
+        pending, attempts = items, 0
+        while pending:
+            try:
+                await self.client.request(op, json=_body(self.settings, self.endpoint, pending, self.list_id),
+                                          retry_lost=False)
+                return
+            except (ServerError, TransportError) as err:
+                if attempts >= retry.retry_limit:
+                    raise RetriesExhausted(f"{op} failed after {attempts + 1} attempts: {err}",
+                                           attempts=attempts + 1, last_error=err) from err
+                await self.sleep(retry.wait_for(err, attempts))
+                attempts += 1
+                members_now = await self.member_keys(pending)
+                pending = [it for it in pending
+                           if not (_profile_key(it) in members_before and _profile_key(it) not in members_now)]
+
+    async def member_keys(self, items: list[bytes]) -> set[tuple[str, str]]:
+        """(field, value) of the items' profiles (by email, else phone number) now in the list."""
+        wanted: dict[str, set[str]] = {}
+        for item in items:
+            field, value = _profile_key(item)
+            if value:
+                wanted.setdefault(field, set()).add(value)
+        found: set[tuple[str, str]] = set()
+        for field, values in wanted.items():
+            query = Query(filters=(any_of(field, sorted(values)),), page_size=100, fields={"profile": [field]})
+            async for profile in self.client.records("get_profiles_for_list", path_params={"id": self.list_id},
+                                                     query=query):
+                found.add((field, (profile.get("attributes") or {}).get(field)))
+        return found
 
     async def send(self, batch_id: str, index: np.ndarray, items: list[bytes], sem: asyncio.Semaphore,
                    state: dict[str, Any] | None) -> None:
