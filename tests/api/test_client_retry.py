@@ -125,3 +125,18 @@ async def test_headers_carry_key_revision_and_json_api():
     assert sent["Authorization"] == f"Klaviyo-API-Key {KEY}"
     assert sent["revision"] == "2023-02-22"
     assert sent["Accept"] == "application/vnd.api+json"
+
+
+async def test_writes_that_may_have_been_applied_are_not_retried_when_asked():
+    from klaviyo_bridge.errors import ServerError
+
+    for failure in (status(503), httpx.ReadTimeout("slow")):
+        script = Script(failure, ok())
+        async with client_for(script) as client:
+            with pytest.raises((ServerError, TransportError)):
+                await client.request("get_lists", retry_lost=False)
+        assert len(script.requests) == 1
+    script = Script(status(429, headers={"Retry-After": "1"}), ok())  # a 429 was not applied: retried
+    async with client_for(script) as client:
+        await client.request("get_lists", retry_lost=False)
+    assert len(script.requests) == 2
