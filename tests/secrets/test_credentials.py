@@ -11,7 +11,7 @@ from klaviyo_bridge.cli import main
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.secrets import CredentialStore, hint, redact, resolve_connection
 
-KEY = "pk_0123456789abcdef0123456789a1b2"
+KEY = "pk_testonly_0123456789abcdef0123a1b2"
 
 
 def mode(path) -> int:
