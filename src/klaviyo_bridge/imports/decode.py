@@ -85,7 +85,9 @@ class PageDecoder:
         if attribute_paths:
             resource_fields.append(("attributes", Optional[_struct_for(attribute_paths, "Attributes")], None))
         if self.relations:
-            resource_fields.append(("relationships", dict[str, Relationship], {}))
+            # Only the relationships some column reads (events also carry attributions and links).
+            relationships = msgspec.defstruct("Relationships", [(r, Optional[Relationship], None) for r in self.relations])
+            resource_fields.append(("relationships", Optional[relationships], None))
         resource = msgspec.defstruct("Resource", resource_fields)
         doc_fields: list[tuple[str, Any, Any]] = [("data", list[resource]), ("links", Optional[Links], None)]
         related_attrs = sorted({c.path[2] for c in self.columns
@@ -172,7 +174,8 @@ def _raw_text(value: Any) -> str | None:
 
 
 def _ref(resource: Any, name: str) -> Ref | None:
-    rel = resource.relationships.get(name)
+    rels = resource.relationships
+    rel = getattr(rels, name) if rels is not None else None
     data = rel.data if rel is not None else None
     return data if isinstance(data, Ref) else None
 
