@@ -250,3 +250,26 @@ def test_pushed_workflow_runs_on_its_schedule_from_the_stored_copy(tmp_path, emu
     out, _ = cli("auth:list")
     assert "workflow:nightly" not in out
     assert KEY.encode() not in home.warehouse.read_bytes()
+
+
+def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
+    """create_schedule stores the schedule and its key together, or neither."""
+    from klaviyo_bridge.errors import ConfigError, StoreError
+    from klaviyo_bridge.schedule.saving import create_schedule
+    from klaviyo_bridge.secrets import CredentialStore
+    from klaviyo_bridge.store.state import ScheduleRecord
+    from klaviyo_bridge.store.warehouse import open_warehouse
+
+    credentials = CredentialStore(tmp_path / "credentials.json")
+    now = datetime.now(timezone.utc)
+    with open_warehouse(tmp_path / "w.duckdb") as wh:
+        record = ScheduleRecord("daily", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"},
+                                last_scheduled_for=now)
+        create_schedule(wh, credentials, record, {"sched:daily": "pk_testonly_first"})
+        with pytest.raises(ConfigError, match="already exists"):
+            create_schedule(wh, credentials, record, {"sched:other": "pk_testonly_second"})
+        broken = ScheduleRecord("broken", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"})
+        with pytest.raises(StoreError):  # the state refuses it after the key was saved: the key goes again
+            create_schedule(wh, credentials, broken, {"sched:broken": "pk_testonly_third"})
+    assert credentials.get("sched:daily") == "pk_testonly_first"
+    assert "sched:other" not in credentials and "sched:broken" not in credentials

@@ -21,6 +21,7 @@ from .auth_cmd import credential_store
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
+from ..schedule.saving import create_schedule
 from .schedule_common import (
     _console,
     _fmt_time,
@@ -129,18 +130,10 @@ def sched_create(home: Home, name: str, cron: str, query: str | None, query_file
     settings, key = _load_result_settings(name, result_settings, connection, credentials)
     now = datetime.now(timezone.utc)
     with _open(home, warehouse_url) as wh:
-        if wh.state.schedule(name) is not None:
-            raise ConfigError(f"schedule {name!r} already exists (sched:update or sched:delete it)", key="name")
-        if key:
-            credentials.save(f"sched:{name}", key, replace=True)
-        try:
-            wh.state.create_schedule(ScheduleRecord(name, "export", cron, tz, delay, database, None,
-                                                    {"query": sql, "result_settings": settings},
-                                                    last_scheduled_for=now))
-        except BaseException:
-            if key:
-                credentials.delete(f"sched:{name}", missing_ok=True)
-            raise
+        record = ScheduleRecord(name, "export", cron, tz, delay, database, None,
+                                {"query": sql, "result_settings": settings}, last_scheduled_for=now)
+        create_schedule(wh, credentials, record, {f"sched:{name}": key} if key else {},
+                        hint="sched:update or sched:delete it")
     run = schedule.next_run(now)
     click.echo(f"Export schedule {name!r} created: {schedule.describe()}; next run: "
                f"{run.isoformat() if run else 'none (runs only by hand: sched:run)'}")

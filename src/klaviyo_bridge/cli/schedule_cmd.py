@@ -21,6 +21,7 @@ from .auth_cmd import credential_store
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
+from ..schedule.saving import create_schedule
 from .schedule_common import (
     _console,
     _fmt_time,
@@ -63,17 +64,9 @@ def connector_create(home: Home, name: str, cron: str, database: str, table: str
     config, key = _load_config(name, config_file, credentials)
     now = datetime.now(timezone.utc)
     with _open(home, warehouse_url) as wh:
-        if wh.state.schedule(name) is not None:
-            raise ConfigError(f"schedule {name!r} already exists (connector:update or connector:delete it)", key="name")
-        if key:
-            credentials.save(f"connector:{name}", key, replace=True)
-        try:
-            wh.state.create_schedule(ScheduleRecord(name, "import", cron, tz, delay, database, table, config,
-                                                    last_scheduled_for=now))
-        except BaseException:
-            if key:
-                credentials.delete(f"connector:{name}", missing_ok=True)
-            raise
+        create_schedule(wh, credentials,
+                        ScheduleRecord(name, "import", cron, tz, delay, database, table, config, last_scheduled_for=now),
+                        {f"connector:{name}": key} if key else {}, hint="connector:update or connector:delete it")
     run = schedule.next_run(now)
     click.echo(f"Schedule {name!r} created: {schedule.describe()}; next run: "
                f"{run.isoformat() if run else 'none (runs only by hand)'}")

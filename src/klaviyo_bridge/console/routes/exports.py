@@ -18,6 +18,7 @@ from ...exports.source import query_source
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
+from ...schedule.saving import create_schedule
 from ...store.state import ScheduleRecord
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
 from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
@@ -172,9 +173,7 @@ async def submit(request: Request):
 
     def save():
         with console.holder.use() as wh:
-            if wh.state.schedule(record.name) is not None:
-                raise ConfigError(f"a schedule named {record.name!r} already exists", key="name")
-            wh.state.create_schedule(record)
+            create_schedule(wh, None, record, hint="pick another name")
     try:
         await blocking(save)
     except ConfigError as exc:
