@@ -28,7 +28,7 @@ def open_target(home: Home, url: str | None) -> Warehouse:
 
 
 class Progress:
-    """Rows as they land: a live line on a terminal, a log line every 10 s otherwise."""
+    """Rows, pages and rate as they land: a live line on a terminal, a log line every 10 s otherwise."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -36,16 +36,17 @@ class Progress:
         self.started = self.last_log = time.perf_counter()
         self.tty = sys.stderr.isatty()
 
-    def __call__(self, rows: int) -> None:
+    def __call__(self, rows: int, pages: int = 0) -> None:
         self.rows += rows
         now = time.perf_counter()
         rate = self.rows / max(now - self.started, 1e-9)
+        text = f"{self.label}: {self.rows:,} rows, {pages:,} pages ({rate:,.0f} rows/s)"
         if self.tty:
-            sys.stderr.write(f"\r{self.label}: {self.rows:,} rows ({rate:,.0f}/s)   ")
+            sys.stderr.write(f"\r{text}   ")
             sys.stderr.flush()
         elif now - self.last_log >= 10:
             self.last_log = now
-            log.warning("%s: %d rows so far (%.0f/s)", self.label, self.rows, rate)
+            log.warning("%s", text)
 
     def done(self) -> None:
         if self.tty and self.rows:

@@ -156,7 +156,7 @@ async def run_import(
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode."""
     target = config.target
@@ -230,7 +230,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                     if sum(b.num_rows for b in pending) >= WRITE_ROWS:
                         await flush()
                     if on_batch:
-                        on_batch(batch.num_rows)
+                        on_batch(batch.num_rows, fetcher.stats.pages)
                 await flush()
                 result.pages = fetcher.stats.pages
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
