@@ -23,6 +23,7 @@ from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
 from ..schedule.saving import create_schedule
 from .schedule_common import (
+    delete_saved,
     _console,
     _fmt_time,
     _next_run,
@@ -252,10 +253,7 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
 @click.pass_obj
 def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
     """Delete export schedule NAME (its job history stays; its sched:NAME authentication goes)."""
-    with _open(home, warehouse_url) as wh:
-        _get_export(wh, name)
-        wh.state.delete_schedule(name)
-    credential_store(home).delete(f"sched:{name}", missing_ok=True)
+    delete_saved(home, warehouse_url, name, _get_export, f"sched:{name}")
     click.echo(f"Deleted export schedule {name!r}")
 
 

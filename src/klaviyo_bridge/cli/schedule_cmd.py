@@ -23,6 +23,7 @@ from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
 from ..schedule.saving import create_schedule
 from .schedule_common import (
+    delete_saved,
     _console,
     _fmt_time,
     _get_schedule,
@@ -174,10 +175,7 @@ def connector_update(home: Home, name: str, cron: str | None, tz: str | None, de
 @click.pass_obj
 def connector_delete(home: Home, name: str, warehouse_url: str | None) -> None:
     """Delete schedule NAME (its job history stays; its connector:NAME authentication goes)."""
-    with _open(home, warehouse_url) as wh:
-        _get_schedule(wh, name)
-        wh.state.delete_schedule(name)
-    credential_store(home).delete(f"connector:{name}", missing_ok=True)
+    delete_saved(home, warehouse_url, name, _get_schedule, f"connector:{name}")
     click.echo(f"Deleted schedule {name!r}")
 
 

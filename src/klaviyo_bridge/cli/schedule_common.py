@@ -167,3 +167,11 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
         signal.signal(signal.SIGTERM, previous)
     return result, job
 
+
+def delete_saved(home: Home, warehouse_url: str | None, name: str,
+                 get: Callable[[Warehouse, str], ScheduleRecord], auth: str) -> None:
+    """Delete a schedule (its job history stays) and the authentication saved for it."""
+    with _open(home, warehouse_url) as wh:
+        get(wh, name)
+        wh.state.delete_schedule(name)
+    credential_store(home).delete(auth, missing_ok=True)

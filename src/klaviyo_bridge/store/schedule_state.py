@@ -18,7 +18,7 @@ from ..errors import StoreError
 from .columns import Kind
 from .engine import Session
 from .identifiers import STATE_SCHEMA
-from .state_common import RUN_KINDS, S, _opt_int
+from .state_common import RUN_KINDS, S, RunRecord, _opt_int
 
 
 JOB_STATUSES = ("running", "succeeded", "failed", "cancelled")
@@ -76,19 +76,9 @@ class ScheduleRecord:
 
 
 @dataclass(frozen=True)
-class JobRecord:
+class JobRecord(RunRecord):
     """A row of ``runs`` with the scheduling columns: what job:show / connector:history print."""
 
-    run_id: str
-    job: str
-    kind: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    rows_read: int | None
-    rows_written: int | None
-    counts: dict[str, Any]
-    error: str | None
     schedule: str | None
     scheduled_for: datetime | None
     pid: int | None

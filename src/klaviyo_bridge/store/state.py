@@ -24,7 +24,7 @@ from .engine import Session
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
-from .state_common import ROW_OUTCOMES, RUN_KINDS, RUN_STATUSES, S, _opt_int  # noqa: F401 (re-exported)
+from .state_common import ROW_OUTCOMES, RUN_KINDS, RUN_STATUSES, S, RunRecord, _opt_int  # noqa: F401 (re-exported)
 
 
 def _state_ddl(session: Session) -> list[str]:
@@ -74,20 +74,6 @@ from .schedule_state import (  # noqa: E402, F401  (re-exported: callers import 
     _ScheduleStateMixin,
     create_schedule_tables,
 )
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    job: str
-    kind: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    rows_read: int | None
-    rows_written: int | None
-    counts: dict[str, Any]
-    error: str | None
 
 
 @dataclass(frozen=True)
