@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
+
+from klaviyo_bridge.emulator.server import serving
 
 from klaviyo_bridge.console import ConsoleConfig, create_app
 from klaviyo_bridge.home import Home
@@ -34,23 +31,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 
 @contextmanager
 def running_console(config: ConsoleConfig):
-    app = create_app(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="console", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the console did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serving(create_app(config), lifespan="on", name="console") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

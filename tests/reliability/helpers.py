@@ -4,15 +4,12 @@ table fingerprints, and the figures printed at the end of the run."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections import Counter
 from contextlib import contextmanager
 
-import uvicorn
 
 from klaviyo_bridge.api.client import KlaviyoClient
+from klaviyo_bridge.emulator.server import serving
 
 #: Figures for the closing report (printed by conftest's terminal summary).
 FIGURES: Counter = Counter()
@@ -20,25 +17,9 @@ FIGURES: Counter = Counter()
 
 @contextmanager
 def serve_app(app, host: str = "127.0.0.1"):
-    """Like ``running_emulator`` but for an app we hold (to read ``app.state.faults`` afterwards)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off",
-                                          timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the emulator did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """The app on a real socket, quiet (injected resets would otherwise log tracebacks)."""
+    with serving(app, host, name="faulty-emulator", log_level="critical") as url:
+        yield url
 
 
 def fast_client_class(read_timeout: float | None = None, waits: list | None = None):

@@ -22,25 +22,36 @@ def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765)
 
 
 @contextmanager
-def running_emulator(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Start uvicorn in a thread, yield its base URL ('http://127.0.0.1:54321'), stop it on exit."""
-    app = create_app(settings)
+def serving(app, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off",
+            name: str = "asgi-server", log_level: str = "warning") -> Iterator[str]:
+    """Serve any ASGI app with uvicorn in a thread; yield its base URL, stop it on exit.
+
+    Shared by the emulator, the demo, the console's browser tests and the reliability tests.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan=lifespan,
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="klaviyo-emulator", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the emulator did not start")
+            raise RuntimeError(f"{name} did not start")
         time.sleep(0.01)
     try:
         yield f"http://{host}:{bound_port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=15)
         sock.close()
+
+
+@contextmanager
+def running_emulator(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Start the emulator in a thread, yield its base URL ('http://127.0.0.1:54321'), stop it on exit."""
+    with serving(create_app(settings), host, port, name="klaviyo-emulator") as url:
+        yield url
