@@ -27,16 +27,16 @@ from .flatten import _typed, to_batch
 Marks = dict[str, Any]
 
 
-class Ref(msgspec.Struct):
+class Ref(msgspec.Struct, gc=False):
     type: str
     id: str
 
 
-class Relationship(msgspec.Struct):
+class Relationship(msgspec.Struct, gc=False):
     data: Union[Ref, list[Ref], None] = None
 
 
-class Links(msgspec.Struct):
+class Links(msgspec.Struct, gc=False):
     next: Optional[str] = None
 
 
@@ -66,7 +66,7 @@ def _struct_for(paths: list[tuple[tuple[str, ...], Column]], name: str) -> type:
             fields.append((key, _python_type(leaf[0]), None))
         else:
             fields.append((key, Optional[_struct_for(members, f"{name}_{key}")], None))
-    return msgspec.defstruct(name, fields, omit_defaults=True)
+    return msgspec.defstruct(name, fields, omit_defaults=True, gc=False)
 
 
 class PageDecoder:
@@ -86,17 +86,17 @@ class PageDecoder:
             resource_fields.append(("attributes", Optional[_struct_for(attribute_paths, "Attributes")], None))
         if self.relations:
             # Only the relationships some column reads (events also carry attributions and links).
-            relationships = msgspec.defstruct("Relationships", [(r, Optional[Relationship], None) for r in self.relations])
+            relationships = msgspec.defstruct("Relationships", [(r, Optional[Relationship], None) for r in self.relations], gc=False)
             resource_fields.append(("relationships", Optional[relationships], None))
-        resource = msgspec.defstruct("Resource", resource_fields)
+        resource = msgspec.defstruct("Resource", resource_fields, gc=False)
         doc_fields: list[tuple[str, Any, Any]] = [("data", list[resource]), ("links", Optional[Links], None)]
         related_attrs = sorted({c.path[2] for c in self.columns
                                 if c.path[0].startswith("_") and len(c.path) == 3 and c.path[1] == "attributes"})
         if related_attrs:
             # Only the attributes some column reads, typed loosely (Any): a profile's email or a
             # metric's name. Decoding them into a small Struct skips building a dict per resource.
-            attrs = msgspec.defstruct("IncludedAttributes", [(a, Any, None) for a in related_attrs])
-            included = msgspec.defstruct("Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)])
+            attrs = msgspec.defstruct("IncludedAttributes", [(a, Any, None) for a in related_attrs], gc=False)
+            included = msgspec.defstruct("Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)], gc=False)
             doc_fields.append(("included", list[included], []))
         self._decoder = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
         self._getters = [self._getter(c) for c in self.columns]
