@@ -11,6 +11,17 @@ from collections.abc import Iterator
 
 import httpx
 
+#: base URL -> emulator process id, for ``cpu_seconds`` (the emulator's share of the machine)
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,8 +48,10 @@ def emulator_process(*args: str) -> Iterator[str]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("emulator did not start within 120 s")
+        PIDS[base] = proc.pid
         yield base
     finally:
+        PIDS.pop(base, None)
         proc.terminate()
         try:
             proc.wait(10)

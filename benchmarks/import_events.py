@@ -9,7 +9,8 @@ The bound is the earliest time the needed page requests can complete under the
 endpoint's burst and steady windows (a fresh sliding-window limiter), plus one
 round trip. Prints wall time, records/s, pages, peak RSS and wall/bound for each mode, and the
 bridge process's own CPU time (records per CPU-second: what the import costs, apart from the
-emulator that shares this machine's cores).
+emulator that shares this machine's cores), and the emulator's CPU time: with both on two cores,
+the wall time is about (bridge CPU + emulator CPU) / 2 once the rate limits stop being the bound.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _emulator_process import emulator_process
+from _emulator_process import PIDS, cpu_seconds, emulator_process
 from client_rate_limit import bound_seconds
 from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
@@ -36,18 +37,20 @@ def run_mode(base: str, source: str, concurrency: int, windows: int | None, labe
                                          "skip_related_object": False},
                                   "out": {"mode": "append"}})
     with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
-        cpu0 = _cpu_seconds()
+        cpu0, emu0 = _cpu_seconds(), cpu_seconds(PIDS[base])
         t0 = time.perf_counter()
         result = asyncio.run(run_import(config, wh, "bench", source, concurrency=concurrency, windows=windows))
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
+        emulator_cpu = cpu_seconds(PIDS[base]) - emu0
     s = stream(source)
     bound = bound_seconds(s.operation_id, math.ceil(expected / s.page_size()), latency)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ok = "" if result.rows == expected else f"  MISMATCH: expected {expected}"
     print(f"{label:<22} {result.rows:>9,} rows {wall:>8.1f}s {result.rows / wall:>9,.0f} rec/s "
           f"{result.pages:>6} pages {result.throttled:>4} 429s  bound {bound:>6.1f}s  ratio {wall / bound:>6.2f}  "
-          f"peak RSS {rss:,.0f} MB  bridge CPU {cpu:.1f}s = {result.rows / max(cpu, 1e-9):,.0f} rec per CPU-s{ok}")
+          f"peak RSS {rss:,.0f} MB  bridge CPU {cpu:.1f}s = {result.rows / max(cpu, 1e-9):,.0f} rec per CPU-s  "
+          f"emulator CPU {emulator_cpu:.1f}s{ok}")
 
 
 def _cpu_seconds() -> float:

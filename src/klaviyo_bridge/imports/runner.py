@@ -217,21 +217,44 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 fetcher = Fetcher(client, s, columns, time_column=time_col, path_params=path_params,
                                   concurrency=concurrency, marks=marks)
                 pending: list[pa.RecordBatch] = []
+                pending_rows = 0
+                writing: asyncio.Future | None = None  # at most one insert in flight, in a thread
+
+                def insert(parts: list[pa.RecordBatch]) -> None:
+                    writer.write(pa.Table.from_batches(parts).combine_chunks())  # one insert, not one per page
+
+                async def drain() -> None:
+                    nonlocal writing
+                    if writing is not None:
+                        done, writing = writing, None
+                        await done  # raises the insert's error
 
                 async def flush() -> None:
+                    """Hand the pending rows to the warehouse without stalling the fetch: the
+                    previous insert must end first (one connection), but pages keep arriving
+                    while this one runs (awaiting each insert cost 1M events 4 s of 20)."""
+                    nonlocal writing, pending, pending_rows
+                    await drain()
                     if pending:
-                        table = pa.Table.from_batches(pending).combine_chunks()  # one insert, not one per page
-                        pending.clear()
-                        await asyncio.to_thread(writer.write, table)
+                        parts, pending, pending_rows = pending, [], 0
+                        writing = asyncio.ensure_future(asyncio.to_thread(insert, parts))
 
-                async for batch in fetcher.batches(tasks):
-                    pending.append(with_partition(batch, partition_key))
-                    result.rows += batch.num_rows
-                    if sum(b.num_rows for b in pending) >= WRITE_ROWS:
-                        await flush()
-                    if on_batch:
-                        on_batch(batch.num_rows, fetcher.stats.pages)
-                await flush()
+                try:
+                    async for batch in fetcher.batches(tasks):
+                        pending.append(with_partition(batch, partition_key))
+                        pending_rows += batch.num_rows
+                        result.rows += batch.num_rows
+                        if pending_rows >= WRITE_ROWS:
+                            await flush()
+                        if on_batch:
+                            on_batch(batch.num_rows, fetcher.stats.pages)
+                    await flush()
+                    await drain()
+                finally:
+                    if writing is not None:
+                        # A failure elsewhere: the insert thread cannot be cancelled, so let it end
+                        # before the writer rolls back on the same connection.
+                        await asyncio.wait({writing})
                 result.pages = fetcher.stats.pages
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
                 await asyncio.to_thread(writer.commit, cursor)
