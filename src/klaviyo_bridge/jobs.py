@@ -167,9 +167,12 @@ register_kind("import", run_import_job)
 
 # --- the export kind -----------------------------------------------------------------------
 def _stopper(stop: threading.Event) -> Callable[[str, int], None]:
-    """An export ``progress`` callback that stops the export at its next batch once ``stop`` is set."""
+    """An export ``progress`` callback that stops the export at its next batch once ``stop`` is set.
+
+    Only batch events stop it (raised inside a batch, the export lets the batches in flight finish);
+    other kinds (``validated``, any new one) are ignored."""
     def progress(what: str, rows: int) -> None:
-        if stop.is_set():
+        if what in ("sent", "done") and stop.is_set():
             raise JobCancelled("killed by job:kill")
     return progress
 

@@ -9,28 +9,9 @@ import click
 from ..exports.job import export_query, load_result_settings, read_sql, report_lines
 from ..home import Home
 from ..store.warehouse import open_warehouse
+from .progress import ExportProgress
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
-
-
-class _Progress:
-    """Rows sent / batches done on a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.sent = self.done = 0
-
-    def __call__(self, what: str, rows: int) -> None:
-        if what == "sent":
-            self.sent += rows
-        else:
-            self.done += rows
-        if self.tty:
-            click.echo(f"\r  rows sent {self.sent:,}  confirmed/recorded {self.done:,}", err=True, nl=False)
-
-    def finish(self) -> None:
-        if self.tty and (self.sent or self.done):
-            click.echo("", err=True)
 
 
 @click.command("query")
@@ -55,13 +36,10 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
     sql = read_sql(query, query_file)
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
     settings = load_result_settings(result_settings, connection=connection, credentials_path=home.credentials, warn=warn)
-    progress = _Progress()
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
-        try:
+        with ExportProgress(f"export ({settings.operation})") as progress:  # cleared before the summary, also on errors
             result = export_query(wh, sql, settings, database=database, dry_run=dry_run, resume=resume,
                                   progress=progress)
-        finally:
-            progress.finish()
     for line in report_lines(result, settings):
         click.echo(line)
     if result.failed_batches and settings.stop_on_batch_failure:

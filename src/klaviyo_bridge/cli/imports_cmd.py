@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-import time
 from datetime import datetime, timezone
 
 import click
@@ -18,8 +16,8 @@ from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
 from ..store.warehouse import Warehouse, open_warehouse
+from .progress import ImportProgress
 
-log = logging.getLogger("klaviyo_bridge.imports")
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 
 
@@ -27,38 +25,9 @@ def open_target(home: Home, url: str | None) -> Warehouse:
     return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
 
 
-class Progress:
-    """Rows, pages and rate as they land: a live line on a terminal, a log line every 10 s otherwise."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.rows = 0
-        self.started = self.last_log = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, rows: int, pages: int = 0) -> None:
-        self.rows += rows
-        now = time.perf_counter()
-        rate = self.rows / max(now - self.started, 1e-9)
-        text = f"{self.label}: {self.rows:,} rows, {pages:,} pages ({rate:,.0f} rows/s)"
-        if self.tty:
-            sys.stderr.write(f"\r{text}   ")
-            sys.stderr.flush()
-        elif now - self.last_log >= 10:
-            self.last_log = now
-            log.warning("%s", text)
-
-    def done(self) -> None:
-        if self.tty and self.rows:
-            sys.stderr.write("\n")
-
-
 def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None) -> ImportResult:
-    progress = Progress(f"{config.source.data_source} -> {database}.{table}")
-    try:
+    with ImportProgress(f"{config.source.data_source} -> {database}.{table}") as progress:
         return asyncio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
-    finally:
-        progress.done()
 
 
 @click.command("connector:preview")

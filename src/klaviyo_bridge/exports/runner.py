@@ -538,6 +538,7 @@ async def run_export(
             rows_read += p.total
             valid += len(p.items)
             invalid += len(p.skipped_index)
+            ex.progress("validated", p.total)
             if len(p.skipped_index):
                 bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
                 invalid_seq += 1
