@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from ..errors import ExportError
 from . import validate as v
+from .payloads import Payloads, build_profiles
 from .settings import CHANNELS, ExportSettings
 
 #: Klaviyo's per-profile payload maximum is 100 KB; stay a little under it.
@@ -39,7 +40,7 @@ class Prepared:
     """Valid rows (input index + JSON item) and invalid rows (input index + reason)."""
 
     row_index: np.ndarray
-    items: list[bytes]
+    items: Payloads
     skipped_index: np.ndarray
     skipped_reason: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -91,7 +92,7 @@ def _finish(table_len: int, reasons: pa.Array, build: Any, warnings: list[str]) 
             keep[pos] = False
             extra_index.append(good_index[pos])
             extra_reason.append(f"profile is {size:,} bytes as JSON; Klaviyo accepts at most 100 KB per profile")
-        items = [item for item, k in zip(items, keep) if k]
+        items = items.filter(keep)
         good_index = good_index[keep]
         order = np.argsort(np.concatenate([bad_index, np.array(extra_index, dtype=np.int64)]), kind="stable")
         bad_index = np.concatenate([bad_index, np.array(extra_index, dtype=np.int64)])[order]
@@ -147,34 +148,16 @@ def prepare_add(table: pa.Table, settings: ExportSettings, seen: v.SeenValues | 
                         "(Klaviyo matches profiles on email, phone_number or external_id)")
     columns = [c for c in names if c not in ADD_NOT_SENT]
 
-    def build(index: np.ndarray) -> tuple[list[bytes], list[tuple[int, int]]]:
-        values = {}
+    def build(index: np.ndarray) -> tuple[Payloads, list[tuple[int, int]]]:
+        take = pa.array(index, pa.int64())
+        groups: dict[str, list[tuple[str, pa.Array]]] = {"attrs": [], "location": [], "props": []}
         for c in columns:
-            col = cleaned.get(c, table.column(c))
-            values[c] = _py(col, index)
-        items, oversize = [], []
-        for pos in range(len(index)):
-            attrs: dict[str, Any] = {}
-            location: dict[str, Any] = {}
-            props: dict[str, Any] = {}
-            for c in columns:
-                value = values[c][pos]
-                if value is None:
-                    continue  # a null would clear the field in Klaviyo
-                if c in PROFILE_FIELDS:
-                    attrs[c] = value
-                elif c in LOCATION_FIELDS:
-                    location[c] = value
-                else:
-                    props[c] = value
-            if location:
-                attrs["location"] = location
-            if props:
-                attrs["properties"] = props
-            item = _dumps({"type": "profile", "attributes": attrs})
-            if len(item) > MAX_PROFILE_BYTES:
-                oversize.append((pos, len(item)))
-            items.append(item)
+            col = pc.take(cleaned.get(c, table.column(c)), take)
+            group = "attrs" if c in PROFILE_FIELDS else "location" if c in LOCATION_FIELDS else "props"
+            groups[group].append((c, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col))
+        items = Payloads(build_profiles(groups["attrs"], groups["location"], groups["props"], _default))
+        sizes = items.sizes()
+        oversize = [(int(pos), int(sizes[pos])) for pos in np.flatnonzero(sizes > MAX_PROFILE_BYTES)]
         return items, oversize
 
     return _finish(n, all_reasons, build, warnings)
@@ -188,7 +171,7 @@ def prepare_remove(table: pa.Table, settings: ExportSettings, seen: v.SeenValues
     reasons = _dups(seen, chk.values, "profile_id", chk.reasons)
 
     def build(index: np.ndarray) -> tuple[list[bytes], list[tuple[int, int]]]:
-        return [_dumps({"type": "profile", "id": pid}) for pid in _py(chk.values, index)], []
+        return Payloads.of([_dumps({"type": "profile", "id": pid}) for pid in _py(chk.values, index)]), []
 
     return _finish(table.num_rows, reasons, build, [])
 
@@ -283,7 +266,7 @@ def prepare_consent(table: pa.Table, settings: ExportSettings, now: datetime | N
             if p is not None:
                 attrs["phone_number"] = p
             items.append(_dumps({"type": "profile", "attributes": attrs}))
-        return items, []
+        return Payloads.of(items), []
 
     warnings = []
     if not subscribe and settings.list_value:

@@ -23,6 +23,8 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,7 @@ from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import Endpoint, endpoint_for, plan_batches
 from .operations import Prepared, check_columns, prepare
+from .payloads import Payloads
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
 from .validate import SeenValues
@@ -85,8 +88,9 @@ def _profile_key(item: bytes) -> tuple[str, str | None]:
     return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
 
 
-def _body(settings: ExportSettings, endpoint: Endpoint, items: list[bytes], list_id: str | None) -> Any:
-    fragment = orjson.Fragment(b"[" + b",".join(items) + b"]")
+def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads | list[bytes], list_id: str | None) -> Any:
+    inside = items.joined() if isinstance(items, Payloads) else b",".join(items)
+    fragment = orjson.Fragment(b"[" + inside + b"]")
     if endpoint.operation_id == "bulk_import_profiles":
         data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": fragment}}}
         if list_id:
@@ -139,6 +143,15 @@ class _Export:
         self.resent = 0
         self.skipped_on_resume = 0
         self.list_id: str | None = None
+        #: State writes (a DuckDB transaction each, a few ms) run here, one at a time and in order,
+        #: instead of blocking the event loop while other batches' requests are in flight.
+        self._recorder = ThreadPoolExecutor(1, thread_name_prefix="export-state")
+
+    async def record(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._recorder, partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._recorder.shutdown(wait=True)
 
     # --- list ----------------------------------------------------------------------------
     async def resolve_list(self, warnings: list[str]) -> str | None:
@@ -166,7 +179,7 @@ class _Export:
         return list_id
 
     # --- one batch -----------------------------------------------------------------------
-    async def post(self, items: list[bytes]) -> str | None:
+    async def post(self, items: Payloads | list[bytes]) -> str | None:
         op = self.endpoint.operation_id
         if op == "bulk_unsubscribe_profiles" and self.list_id:
             await self.unsubscribe_from_list(items)
@@ -176,7 +189,7 @@ class _Export:
         doc = await self.client.request(op, path_params=path, json=body)
         return (doc or {}).get("data", {}).get("id") if doc else None
 
-    async def unsubscribe_from_list(self, items: list[bytes]) -> None:
+    async def unsubscribe_from_list(self, items: Payloads | list[bytes]) -> None:
         """Unsubscribe with a list, never resending blindly.
 
         Klaviyo unsubscribes a profile that is NOT in the given list from marketing globally. If
@@ -203,7 +216,7 @@ class _Export:
                 pending = [it for it in pending
                            if not (_profile_key(it) in members_before and _profile_key(it) not in members_now)]
 
-    async def member_keys(self, items: list[bytes]) -> set[tuple[str, str]]:
+    async def member_keys(self, items: Payloads | list[bytes]) -> set[tuple[str, str]]:
         """(field, value) of the items' profiles (by email, else phone number) now in the list."""
         wanted: dict[str, set[str]] = {}
         for item in items:
@@ -218,7 +231,7 @@ class _Export:
                 found.add((field, (profile.get("attributes") or {}).get(field)))
         return found
 
-    async def send(self, batch_id: str, index: np.ndarray, items: list[bytes], sem: asyncio.Semaphore,
+    async def send(self, batch_id: str, index: np.ndarray, items: Payloads, sem: asyncio.Semaphore,
                    state: dict[str, Any] | None) -> None:
         st = self.wh.state
         op = self.endpoint.operation_id
@@ -227,18 +240,18 @@ class _Export:
             return
         job_id = state.get("job") if state else None
         if state:
-            _forget_rows(self.wh, batch_id)  # not final: whatever rows it stored are stored again below
+            await self.record(_forget_rows, self.wh, batch_id)  # not final: whatever rows it stored are stored again below
         dropped_index: list[int] = []
         dropped_reason: list[str] = []
         keep = np.ones(len(index), dtype=bool)
         if not (state and state["status"] == "sent"):
             async with sem:
                 if self.stop:
-                    self._not_sent(batch_id, index, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+                    await self._not_sent(batch_id, index, "not sent: an earlier batch failed and stop_on_batch_failure is true")
                     return
                 if state:
                     self.resent += 1  # it was 'sending' when the run died: Klaviyo may or may not have it
-                st.record_export_batch(batch_id, self.run_id, op, "sending", row_count=len(index))
+                await self.record(st.record_export_batch, batch_id, self.run_id, op, "sending", row_count=len(index))
                 try:
                     try:
                         job_id = await self.post(items)
@@ -250,16 +263,18 @@ class _Export:
                             keep[pos] = False
                             dropped_index.append(int(index[pos]))
                             dropped_reason.append(f"rejected by Klaviyo before sending: {why}")
-                        items = [it for it, k in zip(items, keep) if k]
+                        items = items.filter(keep) if isinstance(items, Payloads) else \
+                            [it for it, k in zip(items, keep) if k]
                         job_id = await self.post(items)  # the rest, once
                 except (ApiError, RetriesExhausted) as err:
-                    self._fail(batch_id, index, str(err))
+                    await self._fail(batch_id, index, str(err))
                     return
-            st.record_export_batch(batch_id, self.run_id, op, "sent", klaviyo_job_id=job_id)
+            await self.record(st.record_export_batch, batch_id, self.run_id, op, "sent", klaviyo_job_id=job_id)
             self.progress("sent", len(index))
         sent_index = index[keep]
         if dropped_index:
-            st.record_export_rows(batch_id, self.run_id, _rows_table(np.array(dropped_index), "skipped", dropped_reason))
+            await self.record(st.record_export_rows, batch_id, self.run_id,
+                              _rows_table(np.array(dropped_index), "skipped", dropped_reason))
         if op == "bulk_import_profiles":
             if self.settings.wait_for_completion and job_id:
                 table = await self.outcomes_of_job(job_id, sent_index, items if state is None else None)
@@ -270,47 +285,54 @@ class _Export:
             table = _rows_table(sent_index, "accepted", None)
         else:
             table = _rows_table(sent_index, "submitted", NO_JOB_REASON)
-        st.record_export_rows(batch_id, self.run_id, table)
+        await self.record(st.record_export_rows, batch_id, self.run_id, table)
         failed_job = op == "bulk_import_profiles" and table.num_rows > 0 and \
             pc.sum(pc.equal(table.column("outcome"), "rejected")).as_py() == table.num_rows
-        st.record_export_batch(batch_id, self.run_id, op, "failed" if failed_job else "done", klaviyo_job_id=job_id)
+        await self.record(st.record_export_batch, batch_id, self.run_id, op, "failed" if failed_job else "done",
+                          klaviyo_job_id=job_id)
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
                 self.stop = True
         self.progress("done", len(index))
 
-    def _fail(self, batch_id: str, index: np.ndarray, message: str) -> None:
+    async def _fail(self, batch_id: str, index: np.ndarray, message: str) -> None:
         self.failed += 1
         st = self.wh.state
-        st.record_export_rows(batch_id, self.run_id, _rows_table(index, "rejected", message))
-        st.record_export_batch(batch_id, self.run_id, self.endpoint.operation_id, "failed", error=message[:2000])
+        await self.record(st.record_export_rows, batch_id, self.run_id, _rows_table(index, "rejected", message))
+        await self.record(st.record_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "failed",
+                          error=message[:2000])
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
-    def _not_sent(self, batch_id: str, index: np.ndarray, reason: str) -> None:
+    async def _not_sent(self, batch_id: str, index: np.ndarray, reason: str) -> None:
         st = self.wh.state
-        st.record_export_rows(batch_id, self.run_id, _rows_table(index, "skipped", reason))
-        st.record_export_batch(batch_id, self.run_id, self.endpoint.operation_id, "not_sent", row_count=len(index))
+        await self.record(st.record_export_rows, batch_id, self.run_id, _rows_table(index, "skipped", reason))
+        await self.record(st.record_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "not_sent",
+                          row_count=len(index))
 
     # --- bulk import jobs ----------------------------------------------------------------
-    async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: list[bytes] | None) -> pa.Table:
+    async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
         deadline = self.clock() + self.settings.wait_seconds
         wait = self.poll_initial
         status = "queued"
         while True:
-            doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})
-            attrs = ((doc or {}).get("data") or {}).get("attributes") or {}
-            status = attrs.get("status", "")
-            if status in ("complete", "cancelled", "failed"):
-                break
+            # Wait first: a job just created is never done yet, and polls share a 150/min limit.
             if self.clock() + wait > deadline:
                 return _rows_table(index, "submitted", f"bulk import job {job_id} still {status} when the waiting "
                                    f"time ({self.settings.waiting_time_for_completion_millis} ms) ended")
             await self.sleep(wait)
             wait = min(wait * 1.5, 15.0)
+            doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})
+            attrs = ((doc or {}).get("data") or {}).get("attributes") or {}
+            status = attrs.get("status", "")
+            if status in ("complete", "cancelled", "failed"):
+                break
         if status != "complete":
             return _rows_table(index, "rejected", f"bulk import job {job_id} ended {status}")
+        if attrs.get("failed_count") == 0:
+            # Nothing failed: no import-errors pages to read (they share the same 150/min limit).
+            return _rows_table(index, "accepted", None)
         reasons: list[str | None] = [None] * len(index)
         by_email: dict[str, int] | None = None
         async for page in self.client.pages("get_errors_for_bulk_import_profiles_job", path_params={"id": job_id}):
@@ -437,8 +459,8 @@ async def _validate_all(source: Source, settings: ExportSettings,
     return counts, samples
 
 
-def _sizes(items: list[bytes]) -> np.ndarray:
-    return np.fromiter((len(i) for i in items), dtype=np.int64, count=len(items))
+def _sizes(items: Payloads) -> np.ndarray:
+    return items.sizes()
 
 
 async def run_export(
@@ -518,11 +540,11 @@ async def run_export(
             raise ExportError(_invalid_message(pre))
         sem = asyncio.Semaphore(settings.concurrency)
         #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
-        held = asyncio.Semaphore(max(2 * settings.concurrency, 4))
+        held = asyncio.Semaphore(max(4 * settings.concurrency, 8))
         tasks: set[asyncio.Task] = set()
         errors: list[BaseException] = []
 
-        async def one(batch_id: str, index: np.ndarray, items: list[bytes], state: dict[str, Any] | None) -> None:
+        async def one(batch_id: str, index: np.ndarray, items: Payloads, state: dict[str, Any] | None) -> None:
             try:
                 await ex.send(batch_id, index, items, sem, state)
             except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
@@ -544,10 +566,11 @@ async def run_export(
                 invalid_seq += 1
                 if bid not in states:
                     if resume:
-                        _forget_rows(wh, bid)
-                    st.record_export_rows(bid, run_id, _rows_table(p.skipped_index, "skipped",
-                                                                   [f"invalid: {r}" for r in p.skipped_reason]))
-                    st.record_export_batch(bid, run_id, "validation", "done", row_count=len(p.skipped_index))
+                        await ex.record(_forget_rows, wh, bid)
+                    await ex.record(st.record_export_rows, bid, run_id, _rows_table(
+                        p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
+                    await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
+                                    row_count=len(p.skipped_index))
             slices = plan_batches(_sizes(p.items), endpoint)
             if slices and not listed:
                 ex.list_id = await ex.resolve_list(warnings)
@@ -582,6 +605,7 @@ async def run_export(
         raise
     finally:
         await client.aclose()
+        ex.close()
     if settings.operation == "batch_consent":
         warnings.append("subscription changes: " + NO_JOB_REASON)
     return ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,

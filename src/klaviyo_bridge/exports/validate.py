@@ -235,12 +235,14 @@ def duplicate_reasons(values: pa.Array, name: str, reasons: pa.Array) -> pa.Arra
 class SeenValues:
     """Identifiers of earlier chunks of one export, so duplicates are found across the whole input.
 
-    Kept as sorted arrays of 64-bit hashes per chunk (8 bytes a value, not a Python string each);
-    a later row whose identifier hashes like an earlier chunk's is a duplicate.
+    Kept as one sorted array of 64-bit hashes per identifier (8 bytes a value, not a Python
+    string each); a later row whose identifier hashes like an earlier row's is a duplicate.
+    Each chunk is merged in (a linear merge of two sorted runs), so a check costs one binary
+    search per value, not one per earlier chunk.
     """
 
     def __init__(self) -> None:
-        self._chunks: dict[str, list[np.ndarray]] = {}
+        self._seen: dict[str, np.ndarray] = {}
 
     def check(self, values: pa.Array, name: str, reasons: pa.Array) -> pa.Array:
         reasons = duplicate_reasons(values, name, reasons)
@@ -248,16 +250,18 @@ class SeenValues:
             values = values.combine_chunks()
         valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
         hashes = np.fromiter((hash(x) for x in values.to_pylist()), dtype=np.int64, count=len(values))
-        earlier = np.zeros(len(values), dtype=bool)
-        for seen in self._chunks.get(name, ()):
-            pos = np.searchsorted(seen, hashes)
-            earlier |= seen[np.minimum(pos, len(seen) - 1)] == hashes
-        earlier &= valid
-        if earlier.any():
-            reasons = _reason_where(pa.array(earlier), f"duplicate {name} (an earlier row has the same value)", reasons)
+        seen = self._seen.get(name)
+        if seen is not None and len(seen):
+            pos = np.minimum(np.searchsorted(seen, hashes), len(seen) - 1)
+            earlier = (seen[pos] == hashes) & valid
+            if earlier.any():
+                reasons = _reason_where(pa.array(earlier), f"duplicate {name} (an earlier row has the same value)",
+                                        reasons)
         fresh = np.unique(hashes[valid])
         if len(fresh):
-            self._chunks.setdefault(name, []).append(fresh)
+            merged = fresh if seen is None else np.concatenate([seen, fresh])
+            merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+            self._seen[name] = merged
         return reasons
 
 

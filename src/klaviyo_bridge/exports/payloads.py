@@ -1,0 +1,134 @@
+"""Request items as one Arrow binary array, and the ``add`` profiles built a column at a time.
+
+A million ``add`` rows turned into Python dicts and dumped one by one cost ~4 s of CPU and
+~200 MB of small ``bytes`` objects. Here each column becomes its JSON text with Arrow string
+kernels (quote escaping, casts, conditional pieces), the pieces are joined per row in C++, and
+the result stays one Arrow array that batches slice without copying. The bytes are identical
+to what ``orjson.dumps`` writes for the same profile: values Arrow cannot render exactly
+(floats, timestamps, nested values, strings with control characters) go through orjson, per
+value, for those columns or rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class Payloads(Sequence[bytes]):
+    """JSON items (one per valid row) over a binary array: slices share its buffers."""
+
+    def __init__(self, array: pa.Array) -> None:
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        self.array = array if array.type == pa.binary() else array.cast(pa.binary())
+
+    @classmethod
+    def of(cls, items: Sequence[bytes]) -> "Payloads":
+        return cls(pa.array(list(items), pa.binary()))
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self.array))
+            if step != 1:
+                return Payloads.of(list(self)[key])
+            return Payloads(self.array.slice(start, max(0, stop - start)))
+        return self.array[key].as_py()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.array.to_pylist())
+
+    def filter(self, keep: np.ndarray) -> "Payloads":
+        return Payloads(self.array.filter(pa.array(keep, pa.bool_())))
+
+    def sizes(self) -> np.ndarray:
+        """Byte length of each item (from the offsets, nothing copied)."""
+        offsets = np.frombuffer(self.array.buffers()[1], dtype=np.int32)
+        start = self.array.offset
+        return np.diff(offsets[start:start + len(self.array) + 1]).astype(np.int64)
+
+    def joined(self) -> bytes:
+        """The items as the inside of a JSON array: ``a,b,c``."""
+        return b",".join(self.array.to_pylist())
+
+
+# --- add: profiles built a column at a time ------------------------------------------------
+
+_CONTROL = r"[\x00-\x1f]"
+
+
+def _key(name: str) -> str:
+    return orjson.dumps(name).decode()
+
+
+def _orjson_each(values: pa.Array, default: Any) -> pa.Array:
+    """Per-value orjson (exact output for any type); nulls stay null."""
+    dumps = orjson.dumps
+    return pa.array([None if v is None else dumps(v, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+                     for v in values.to_pylist()], pa.string())
+
+
+def json_text(values: pa.Array, default: Any) -> pa.Array:
+    """Each value as the JSON orjson would write for it (null where the value is null)."""
+    t = values.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        values = values.cast(pa.string())
+        plain = pc.invert(pc.fill_null(pc.match_substring_regex(values, _CONTROL), False))
+        escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+        quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+        if pc.all(plain).as_py() is False:
+            # strings with control characters: orjson's escapes (\n, \t, \u0001 ...) for those rows
+            exact = _orjson_each(values, default)
+            quoted = pc.if_else(plain, quoted, exact)
+        return quoted
+    if pa.types.is_integer(t):
+        return values.cast(pa.string())
+    if pa.types.is_boolean(t):
+        return pc.if_else(values, "true", "false")
+    if pa.types.is_null(t):
+        return pa.nulls(len(values), pa.string())
+    return _orjson_each(values, default)
+
+
+def _pieces(columns: list[tuple[str, pa.Array]], default: Any) -> pa.Array | None:
+    """``,"key":value`` per present (non-null) value, joined per row; '' when all are null."""
+    if not columns:
+        return None
+    parts = []
+    for name, values in columns:
+        text = json_text(values, default)
+        piece = pc.binary_join_element_wise("," + _key(name) + ":", text, "")
+        parts.append(pc.fill_null(piece, ""))
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _object_member(name: str, inner: pa.Array | None) -> pa.Array | None:
+    """``,"name":{...}`` where ``inner`` (leading-comma pieces) is not empty, else ''."""
+    if inner is None:
+        return None
+    body = pc.utf8_slice_codeunits(inner, 1)
+    member = pc.binary_join_element_wise("," + _key(name) + ":{", body, "}", "")
+    return pc.if_else(pc.equal(inner, ""), "", member)
+
+
+def build_profiles(attributes: list[tuple[str, pa.Array]], location: list[tuple[str, pa.Array]],
+                   properties: list[tuple[str, pa.Array]], default: Any) -> pa.Array:
+    """``{"type":"profile","attributes":{...}}`` per row: attributes in column order, then
+    ``location`` and ``properties`` objects when they have a value (nulls are left out)."""
+    parts = [p for p in (_pieces(attributes, default), _object_member("location", _pieces(location, default)),
+                         _object_member("properties", _pieces(properties, default))) if p is not None]
+    if not parts:
+        raise ValueError("a profile needs at least one column")
+    inner = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "")
+    body = pc.utf8_slice_codeunits(inner, 1)
+    return pc.binary_join_element_wise('{"type":"profile","attributes":{', body, "}}", "")
