@@ -14,7 +14,8 @@ rate limits, ``--latency-ms`` added per request and bulk import jobs processed a
 The bound: bulk_import_profiles allows 10/s burst and 150/min steady, 10,000 profiles per job,
 so N rows need ceil(N/10000) job POSTs; bound = earliest completion of those POSTs under the
 windows (a fresh sliding-window limiter) + one round trip + one job's processing time at the
-emulator's speed. Prints wall time, rows/s, peak RSS, batches, requests and wall/bound.
+emulator's speed. Prints wall time, rows/s, peak RSS, batches, requests and wall/bound, and the
+CPU seconds of this process and of the emulator.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from _emulator_process import free_port
+from _emulator_process import cpu_seconds, free_port
 from client_rate_limit import bound_seconds
 from klaviyo_bridge.api.spec import spec_revision
 from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
@@ -127,9 +128,11 @@ def main() -> None:
                   f"spec rate limits on, jobs queued 0 s then {args.job_speed:,.0f} profiles/s; "
                   f"phones {'unique' if args.distinct_phones <= 0 else f'{args.distinct_phones:,} distinct'}")
             with open_warehouse(db) as wh:
+                cpu0, emu0 = _cpu_seconds(), cpu_seconds(emu.proc.pid)
                 t0 = time.perf_counter()
                 result = export_query(wh, "SELECT * FROM profiles", settings, database="bench")
                 wall = time.perf_counter() - t0
+                cpu, emulator_cpu = _cpu_seconds() - cpu0, cpu_seconds(emu.proc.pid) - emu0
     jobs = math.ceil(n / PROFILES_PER_JOB)
     latency = args.latency_ms / 1000
     bound = bound_seconds("bulk_import_profiles", jobs, latency) + PROFILES_PER_JOB / args.job_speed
@@ -140,6 +143,13 @@ def main() -> None:
     print(f"  {result.summary.line()}")
     print(f"wall {wall:.2f}s  {n / wall:,.0f} rows/s  peak RSS {rss:,.0f} MB  batches {result.batches}  "
           f"requests {result.requests}  bound {bound:.2f}s ({jobs} job POSTs)  ratio {wall / bound:.2f}{ok}")
+    print(f"CPU: bridge {cpu:.1f}s ({n / max(cpu, 1e-9):,.0f} rows per CPU-s), emulator {emulator_cpu:.1f}s "
+          f"(both share this machine's cores)")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
