@@ -84,7 +84,8 @@ def bulk_import_profiles(req: Request) -> tuple[int, dict]:
 
     def apply(job: Job) -> None:
         now = ctx.now()
-        rows = [state.upsert(attrs, now, pid)[0] for _, pid, attrs in job.items]
+        rows = state.upsert_many([(pid, attrs.get("email"), attrs.get("phone_number"), attrs.get("external_id"), attrs, None)
+                                  for _, pid, attrs in job.items], now)
         job.profile_rows = list(dict.fromkeys(rows))
         for list_id in job.list_ids:
             state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
