@@ -57,7 +57,8 @@ def _item(rng: random.Random, pools) -> tuple[str | None, dict]:
 
 
 def _items(batch):
-    return [(pid, a.get("email"), a.get("phone_number"), a.get("external_id"), a, None) for pid, a in batch]
+    return ([pid for pid, _ in batch], *([a.get(f) for _, a in batch] for f in ("email", "phone_number", "external_id")),
+            [a for _, a in batch], [None] * len(batch))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -73,7 +74,7 @@ def test_upsert_many_matches_one_by_one(seed):
         else:
             batch = [_item(rng, pools) for _ in range(size)]
         rows_one = [one.upsert(dict(a), 1000 + b, pid)[0] for pid, a in batch]
-        rows_many = many.upsert_many(_items([(pid, dict(a)) for pid, a in batch]), 1000 + b)
+        rows_many = many.upsert_many(*_items([(pid, dict(a)) for pid, a in batch]), 1000 + b)
         assert rows_one == rows_many
         assert _fingerprint(one) == _fingerprint(many)
         for f in ("email", "phone_number", "external_id"):
@@ -84,11 +85,11 @@ def test_upsert_many_matches_one_by_one(seed):
 def test_bulk_create_path_taken_and_declined():
     s = _state()
     fresh = [(None, {"email": f"a{i}@x.org", "phone_number": f"+4479000{i:05d}"}) for i in range(50)]
-    assert s._create_all(_items(fresh), 5) is not None
+    assert s._create_all(*_items(fresh), now=5) is not None
     again = _state()
     dup = fresh + [(None, {"email": "A0@x.org "})]
-    assert again._create_all(_items(dup), 5) is None  # duplicate email key inside the batch
+    assert again._create_all(*_items(dup), now=5) is None  # duplicate email key inside the batch
     base_email = (None, {"email": again.base.email(3)})
-    assert again._create_all(_items([base_email]), 5) is None
+    assert again._create_all(*_items([base_email]), now=5) is None
     with_id = (again.base.profile_id(4), {"first_name": "x"})
-    assert again._create_all(_items([with_id]), 5) is None
+    assert again._create_all(*_items([with_id]), now=5) is None

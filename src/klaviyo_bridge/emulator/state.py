@@ -180,18 +180,21 @@ class AccountState:
             if f in attributes and old.get(f) and old[f] != attributes[f]:
                 self.index[f].pop(_key(f, old[f]), None)
 
-    def upsert_many(self, items, now: int, attributes_of=None) -> list[int]:
+    def upsert_many(self, pids, emails, phones, external_ids, attributes, blobs, now: int, attributes_of=None) -> list[int]:
         """``upsert`` of a batch, in order (a later item matches what an earlier one created or changed).
 
-        items: ``(profile_id, email, phone_number, external_id, attributes, blob)``; the identifiers are
-        the attributes' values (None if absent), ``blob`` the packed attributes without ``_kx`` to store
-        if the item creates a profile (None: pack ``attributes``). ``attributes_of(attributes)`` gives
-        the attribute dict when an item updates a profile (default: ``attributes`` is that dict).
-        Same state, rows and version as one ``upsert`` per item; returns the rows.
+        Columns, one entry per item: the profile id, the attributes' email, phone_number and
+        external_id (None if absent), the attributes, and ``blobs``: the packed attributes without
+        ``_kx`` to store if the item creates a profile (None, or a None entry: pack ``attributes``).
+        ``attributes_of(attributes)`` gives the attribute dict when an item updates a profile
+        (default: ``attributes`` holds dicts). Same state, rows and version as one ``upsert`` per
+        item; returns the rows.
         """
-        if not items:
+        if blobs is None:
+            blobs = [None] * len(pids)
+        if not len(pids):
             return []
-        rows = self._create_all(items, now)
+        rows = self._create_all(pids, emails, phones, external_ids, attributes, blobs, now)
         if rows is not None:
             return rows
         base = self.base
@@ -200,7 +203,7 @@ class AccountState:
         changes = self.changes
         new_blobs, new_created, new_updated = self.new_blobs, self.new_created, self.new_updated
         rows = []
-        for pid, email, phone, ext, attributes, blob in items:
+        for pid, email, phone, ext, attributes, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
             row = self.row_for_id(pid) if pid else None
             if row is None and email and email.__class__ is str:
                 key = email.strip().lower()
@@ -240,14 +243,13 @@ class AccountState:
         self.version += len(rows)
         return rows
 
-    def _create_all(self, items: list, now: int) -> list[int] | None:
+    def _create_all(self, pids, all_emails, all_phones, all_exts, attributes, blobs, now: int) -> list[int] | None:
         """The common batch, done in bulk: no item names a profile id and no identifier matches an
         existing profile or an earlier item, so every item creates a profile. None: not so."""
-        pids, all_emails, all_phones, all_exts, attributes, blobs = zip(*items)
         if any(pids):
             return None
         emails, phones, exts = ([v for v in values if v] for values in (all_emails, all_phones, all_exts))
-        if any(v.__class__ is not str for v in (*emails, *phones, *exts)):
+        if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
             return None
         email_keys = [e.strip().lower() for e in emails]
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
@@ -257,9 +259,11 @@ class AccountState:
             if field_name not in self.changes.get(row, ()):
                 return None
         start = self.count
-        rows = list(range(start, start + len(items)))
-        self.new_blobs.extend(blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
-                              for attrs, blob in zip(attributes, blobs))
+        rows = list(range(start, start + len(pids)))
+        if None in blobs:
+            blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
+                     for attrs, blob in zip(attributes, blobs)]
+        self.new_blobs.extend(blobs)
         self.new_created.extend([now] * len(rows))
         self.new_updated.update(dict.fromkeys(rows, now))
         self.index["email"].update(zip(email_keys, compress(rows, all_emails)))
