@@ -26,6 +26,7 @@ from ..api import spec
 from ..api.ratelimit import RateLimiter
 from .collections import Orders
 from .data import Account, build_account
+from . import bulkimport
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
@@ -160,7 +161,7 @@ class Emulator:
         params = request.query_params.multi_items()
         path_id = path_params.get("id") or path_params.get("job_id")
         self.advance()
-        body = None
+        body = fast = None
         write = op.operation_id in WRITE_HANDLERS
         if write:
             raw = await request.body()
@@ -168,17 +169,25 @@ class Emulator:
             if limit and len(raw) > limit:
                 return error_response(413, "payload_too_large", f"The payload is {len(raw):,} bytes; the maximum is {limit:,} bytes.",
                                       pointer="/data")
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                return error_response(400, "invalid", f"The body is not valid JSON: {exc}.", pointer="/data")
+            # A valid bulk import decodes straight into strict Structs; anything else takes the general path.
+            fast = bulkimport.decode(raw) if op.operation_id == "bulk_import_profiles" else None
+            if fast is None:
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    return error_response(400, "invalid", f"The body is not valid JSON: {exc}.", pointer="/data")
         try:
             query = parse_query(op, params, scope=path_id or "")
             req = Request(self.account, self.orders, self.cache, query, str(request.base_url).rstrip("/"),
                           request.url.path, params, path_id, body, self)
             if write:
-                validate_body(op.operation_id, body)
-                status, document = WRITE_HANDLERS[op.operation_id](req)
+                result = bulkimport.accept(req, fast) if fast is not None else None
+                if result is None:
+                    if fast is not None:
+                        req.body = body = orjson.loads(raw)
+                    validate_body(op.operation_id, body)
+                    result = WRITE_HANDLERS[op.operation_id](req)
+                status, document = result
                 self.advance()
             else:
                 status, document = 200, ALL_READS[op.operation_id](req)

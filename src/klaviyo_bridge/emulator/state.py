@@ -20,6 +20,7 @@ same writes give the same state and ids.
 from __future__ import annotations
 
 import copy
+from itertools import compress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,27 +152,125 @@ class AccountState:
         row = self.match(attributes, profile_id)
         created = row is None
         if created:
-            row = self.count
-            attrs = {k: v for k, v in attributes.items() if k != "_kx"}
-            self.new_blobs.append(_pack(attrs))
-            self.new_created.append(now)
-            self.new_updated[row] = now
+            row = self._create(_pack({k: v for k, v in attributes.items() if k != "_kx"}), now)
         else:
-            old = self.current_identifiers(row)
-            if row >= self.base.count:
-                attrs = _merge(orjson.loads(self.new_blobs[row - self.base.count]), attributes)
-                self.new_blobs[row - self.base.count] = _pack(attrs)
-            else:
-                self.changes[row] = _merge(self.changes.get(row, {}), attributes)
-            self.new_updated[row] = now
-            for f in IDENTIFIERS:
-                if f in attributes and old.get(f) and old[f] != attributes[f]:
-                    self.index[f].pop(_key(f, old[f]), None)
+            self._update(row, attributes, now)
         for f in IDENTIFIERS:
             if attributes.get(f):
                 self.index[f][_key(f, attributes[f])] = row
         self.version += 1
         return row, created
+
+    def _create(self, blob: bytes, now: int) -> int:
+        row = self.count
+        self.new_blobs.append(blob)
+        self.new_created.append(now)
+        self.new_updated[row] = now
+        return row
+
+    def _update(self, row: int, attributes: dict, now: int) -> None:
+        old = self.current_identifiers(row)
+        if row >= self.base.count:
+            attrs = _merge(orjson.loads(self.new_blobs[row - self.base.count]), attributes)
+            self.new_blobs[row - self.base.count] = _pack(attrs)
+        else:
+            self.changes[row] = _merge(self.changes.get(row, {}), attributes)
+        self.new_updated[row] = now
+        for f in IDENTIFIERS:
+            if f in attributes and old.get(f) and old[f] != attributes[f]:
+                self.index[f].pop(_key(f, old[f]), None)
+
+    def upsert_many(self, pids, emails, phones, external_ids, attributes, blobs, now: int, attributes_of=None) -> list[int]:
+        """``upsert`` of a batch, in order (a later item matches what an earlier one created or changed).
+
+        Columns, one entry per item: the profile id, the attributes' email, phone_number and
+        external_id (None if absent), the attributes, and ``blobs``: the packed attributes without
+        ``_kx`` to store if the item creates a profile (None, or a None entry: pack ``attributes``).
+        ``attributes_of(attributes)`` gives the attribute dict when an item updates a profile
+        (default: ``attributes`` holds dicts). Same state, rows and version as one ``upsert`` per
+        item; returns the rows.
+        """
+        if blobs is None:
+            blobs = [None] * len(pids)
+        if not len(pids):
+            return []
+        rows = self._create_all(pids, emails, phones, external_ids, attributes, blobs, now)
+        if rows is not None:
+            return rows
+        base = self.base
+        base_n = base.count
+        ix_email, ix_phone, ix_ext = (self.index[f] for f in IDENTIFIERS)
+        changes = self.changes
+        new_blobs, new_created, new_updated = self.new_blobs, self.new_created, self.new_updated
+        rows = []
+        for pid, email, phone, ext, attributes, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
+            row = self.row_for_id(pid) if pid else None
+            if row is None and email and email.__class__ is str:
+                key = email.strip().lower()
+                row = ix_email.get(key)
+                if row is None:
+                    row = base.row_for_email(email)
+                    if row is not None and "email" in changes.get(row, ()):
+                        row = None
+            if row is None and phone and phone.__class__ is str:
+                row = ix_phone.get(phone)
+                if row is None and phone.startswith("+1"):  # the synthetic profiles' numbers are +1 + 10 digits
+                    row = base.row_for_phone(phone)
+                    if row is not None and "phone_number" in changes.get(row, ()):
+                        row = None
+            if row is None and ext and ext.__class__ is str:
+                row = ix_ext.get(ext)
+                if row is None:
+                    row = base.row_for_external_id(ext)
+                    if row is not None and "external_id" in changes.get(row, ()):
+                        row = None
+            if row is None:
+                if blob is None:
+                    blob = _pack({k: v for k, v in attributes.items() if k != "_kx"})
+                row = base_n + len(new_blobs)
+                new_blobs.append(blob)
+                new_created.append(now)
+                new_updated[row] = now
+            else:
+                self._update(row, attributes if attributes_of is None else attributes_of(attributes), now)
+            if email:
+                ix_email[email.strip().lower()] = row
+            if phone:
+                ix_phone[phone] = row
+            if ext:
+                ix_ext[ext] = row
+            rows.append(row)
+        self.version += len(rows)
+        return rows
+
+    def _create_all(self, pids, all_emails, all_phones, all_exts, attributes, blobs, now: int) -> list[int] | None:
+        """The common batch, done in bulk: no item names a profile id and no identifier matches an
+        existing profile or an earlier item, so every item creates a profile. None: not so."""
+        if any(pids):
+            return None
+        emails, phones, exts = ([v for v in values if v] for values in (all_emails, all_phones, all_exts))
+        if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
+            return None
+        email_keys = [e.strip().lower() for e in emails]
+        for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
+            if len(set(keys)) != len(keys) or not self.index[field_name].keys().isdisjoint(keys):
+                return None
+        for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
+            if field_name not in self.changes.get(row, ()):
+                return None
+        start = self.count
+        rows = list(range(start, start + len(pids)))
+        if None in blobs:
+            blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
+                     for attrs, blob in zip(attributes, blobs)]
+        self.new_blobs.extend(blobs)
+        self.new_created.extend([now] * len(rows))
+        self.new_updated.update(dict.fromkeys(rows, now))
+        self.index["email"].update(zip(email_keys, compress(rows, all_emails)))
+        self.index["phone_number"].update(zip(phones, compress(rows, all_phones)))
+        self.index["external_id"].update(zip(exts, compress(rows, all_exts)))
+        self.version += len(rows)
+        return rows
 
     def profile_attributes(self, rows: np.ndarray, subscriptions: bool, predictive: bool) -> list[dict]:
         """Attributes of ``rows`` as they are now (base rendering + overrides, or overlay rows)."""

@@ -84,7 +84,9 @@ def bulk_import_profiles(req: Request) -> tuple[int, dict]:
 
     def apply(job: Job) -> None:
         now = ctx.now()
-        rows = [state.upsert(attrs, now, pid)[0] for _, pid, attrs in job.items]
+        attrs = [a for _, _, a in job.items]
+        rows = state.upsert_many([pid for _, pid, _ in job.items], [a.get("email") for a in attrs],
+                                 [a.get("phone_number") for a in attrs], [a.get("external_id") for a in attrs], attrs, None, now)
         job.profile_rows = list(dict.fromkeys(rows))
         for list_id in job.list_ids:
             state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
