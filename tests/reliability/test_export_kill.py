@@ -192,9 +192,10 @@ class Killed(BaseException):
 
 WINDOWS = {
     # (what the state says when the kill comes, the call that never happens)
-    "rows recorded, batch not yet 'done'": ("record_export_batch", "done"),
+    # (row outcomes and the final status are one transaction: a kill before it stores neither)
+    "job done, outcome not yet recorded": ("finish_export_batch", "done"),
     "batch 'sending' recorded, nothing posted": ("record_export_batch", "sending"),
-    "rows of a failed batch recorded, batch not yet 'failed'": ("record_export_batch", "failed"),
+    "batch failed, outcome not yet recorded": ("finish_export_batch", "failed"),
 }
 
 
@@ -223,12 +224,12 @@ def test_kill_in_each_window_between_state_writes_then_resume(tmp_path, monkeypa
     original = getattr(StateStore, method)
     calls = Counter()
 
-    def dying(self, batch_id, run_id, operation, st, **kw):
+    def dying(self, batch_id, run_id, operation, st, *args, **kw):
         target = batch_id.endswith("b00001" if status != "failed" else "b00000")
         if st == status and target and not calls[st]:
             calls[st] += 1
             raise Killed()
-        return original(self, batch_id, run_id, operation, st, **kw)
+        return original(self, batch_id, run_id, operation, st, *args, **kw)
 
     async def no_sleep(_s):
         await asyncio.sleep(0)

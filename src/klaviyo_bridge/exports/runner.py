@@ -285,11 +285,10 @@ class _Export:
             table = _rows_table(sent_index, "accepted", None)
         else:
             table = _rows_table(sent_index, "submitted", NO_JOB_REASON)
-        await self.record(st.record_export_rows, batch_id, self.run_id, table)
         failed_job = op == "bulk_import_profiles" and table.num_rows > 0 and \
             pc.sum(pc.equal(table.column("outcome"), "rejected")).as_py() == table.num_rows
-        await self.record(st.record_export_batch, batch_id, self.run_id, op, "failed" if failed_job else "done",
-                          klaviyo_job_id=job_id)
+        await self.record(st.finish_export_batch, batch_id, self.run_id, op, "failed" if failed_job else "done",
+                          table, klaviyo_job_id=job_id)
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
@@ -299,9 +298,8 @@ class _Export:
     async def _fail(self, batch_id: str, index: np.ndarray, message: str) -> None:
         self.failed += 1
         st = self.wh.state
-        await self.record(st.record_export_rows, batch_id, self.run_id, _rows_table(index, "rejected", message))
-        await self.record(st.record_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "failed",
-                          error=message[:2000])
+        await self.record(st.finish_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "failed",
+                          _rows_table(index, "rejected", message), error=message[:2000])
         if self.settings.stop_on_batch_failure:
             self.stop = True
 

@@ -169,15 +169,17 @@ class StateStore(_ScheduleStateMixin):
                             error: str | None = None) -> None:
         """Insert or update one submitted batch (its status moves as the Klaviyo job runs)."""
         with self._transaction() as s:
-            s.execute(
-                f"INSERT INTO {S}.export_batches (batch_id, run_id, operation, status, klaviyo_job_id, "
-                "row_count, created_at, updated_at, error) VALUES ($1, $2, $3, $4, CAST($5 AS VARCHAR), "
-                "CAST($6 AS BIGINT), now(), now(), CAST($7 AS VARCHAR)) ON CONFLICT (batch_id) DO UPDATE SET "
-                "status = excluded.status, klaviyo_job_id = coalesce(excluded.klaviyo_job_id, "
-                f"{S}.export_batches.klaviyo_job_id), row_count = coalesce(excluded.row_count, "
-                f"{S}.export_batches.row_count), updated_at = excluded.updated_at, error = excluded.error",
-                [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error],
-            )
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error)
+
+    def finish_export_batch(self, batch_id: str, run_id: str, operation: str, status: str,
+                            results: pa.Table | pa.RecordBatch, *, klaviyo_job_id: str | None = None,
+                            error: str | None = None) -> int:
+        """A batch's row outcomes and its final status in one transaction: a crash leaves both or neither."""
+        table = _export_rows_table(batch_id, run_id, results)
+        with self._transaction() as s:
+            _insert_export_rows(s, table)
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, None, error)
+        return table.num_rows
 
     def export_batches(self, run_id: str) -> list[ExportBatchRecord]:
         with self._transaction() as s:
@@ -189,29 +191,10 @@ class StateStore(_ScheduleStateMixin):
 
     def record_export_rows(self, batch_id: str, run_id: str, results: pa.Table | pa.RecordBatch) -> int:
         """Bulk-store per-row outcomes; ``results`` has row_index, outcome and optional reason."""
-        if isinstance(results, pa.RecordBatch):
-            results = pa.Table.from_batches([results])
-        names = set(results.schema.names)
-        if not {"row_index", "outcome"} <= names:
-            raise StoreError("export row results need 'row_index' and 'outcome' columns")
-        n = results.num_rows
-        reason = results.column("reason").cast(pa.string()) if "reason" in names else pa.nulls(n, pa.string())
-        table = pa.table({
-            "batch_id": pa.array([batch_id] * n, pa.string()),
-            "run_id": pa.array([run_id] * n, pa.string()),
-            "row_index": results.column("row_index").cast(pa.int64()),
-            "outcome": results.column("outcome").cast(pa.string()),
-            "reason": reason,
-        })
-        bad = set(table.column("outcome").unique().to_pylist()) - set(ROW_OUTCOMES)
-        if bad:
-            raise StoreError(f"export row outcomes must be one of {ROW_OUTCOMES}, got {sorted(map(str, bad))}")
-        kinds = {"batch_id": Kind.TEXT, "run_id": Kind.TEXT, "row_index": Kind.INTEGER,
-                 "outcome": Kind.TEXT, "reason": Kind.TEXT}
+        table = _export_rows_table(batch_id, run_id, results)
         with self._transaction() as s:
-            for batch in table.combine_chunks().to_batches():
-                s.insert_batch(f"{S}.export_rows", batch, {c: c for c in kinds}, kinds)
-        return n
+            _insert_export_rows(s, table)
+        return table.num_rows
 
     def export_rows(self, *, batch_id: str | None = None, run_id: str | None = None) -> pa.Table:
         if (batch_id is None) == (run_id is None):
@@ -223,3 +206,46 @@ class StateStore(_ScheduleStateMixin):
         schema = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("row_index", pa.int64()),
                             ("outcome", pa.string()), ("reason", pa.string())])
         return pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
+
+
+_EXPORT_ROW_KINDS = {"batch_id": Kind.TEXT, "run_id": Kind.TEXT, "row_index": Kind.INTEGER,
+                     "outcome": Kind.TEXT, "reason": Kind.TEXT}
+
+
+def _export_rows_table(batch_id: str, run_id: str, results: pa.Table | pa.RecordBatch) -> pa.Table:
+    if isinstance(results, pa.RecordBatch):
+        results = pa.Table.from_batches([results])
+    names = set(results.schema.names)
+    if not {"row_index", "outcome"} <= names:
+        raise StoreError("export row results need 'row_index' and 'outcome' columns")
+    n = results.num_rows
+    reason = results.column("reason").cast(pa.string()) if "reason" in names else pa.nulls(n, pa.string())
+    table = pa.table({
+        "batch_id": pa.array([batch_id] * n, pa.string()),
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "row_index": results.column("row_index").cast(pa.int64()),
+        "outcome": results.column("outcome").cast(pa.string()),
+        "reason": reason,
+    })
+    bad = set(table.column("outcome").unique().to_pylist()) - set(ROW_OUTCOMES)
+    if bad:
+        raise StoreError(f"export row outcomes must be one of {ROW_OUTCOMES}, got {sorted(map(str, bad))}")
+    return table
+
+
+def _insert_export_rows(s, table: pa.Table) -> None:
+    for batch in table.combine_chunks().to_batches():
+        s.insert_batch(f"{S}.export_rows", batch, {c: c for c in _EXPORT_ROW_KINDS}, _EXPORT_ROW_KINDS)
+
+
+def _upsert_export_batch(s, batch_id: str, run_id: str, operation: str, status: str, klaviyo_job_id: str | None,
+                         row_count: int | None, error: str | None) -> None:
+    s.execute(
+        f"INSERT INTO {S}.export_batches (batch_id, run_id, operation, status, klaviyo_job_id, "
+        "row_count, created_at, updated_at, error) VALUES ($1, $2, $3, $4, CAST($5 AS VARCHAR), "
+        "CAST($6 AS BIGINT), now(), now(), CAST($7 AS VARCHAR)) ON CONFLICT (batch_id) DO UPDATE SET "
+        "status = excluded.status, klaviyo_job_id = coalesce(excluded.klaviyo_job_id, "
+        f"{S}.export_batches.klaviyo_job_id), row_count = coalesce(excluded.row_count, "
+        f"{S}.export_batches.row_count), updated_at = excluded.updated_at, error = excluded.error",
+        [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error],
+    )
