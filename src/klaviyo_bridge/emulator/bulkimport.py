@@ -19,12 +19,10 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import msgspec
-import numpy as np
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .handlers import Request, _url
-from .jobs import Job
+from .handlers import Request
 
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Scalar = Union[str, Int64, float, bool, None]
@@ -117,7 +115,7 @@ def decode(raw: bytes) -> Body | None:
 
 def accept(req: Request, body: Body) -> tuple[int, dict] | None:
     """The 202 of ``bulk_import_profiles`` for a body without problems; None: take the general path."""
-    from .writes import EMAIL_RE, MAX_IMPORT_PROFILES, MAX_PROFILE_BYTES, PHONE_RE, _import_job
+    from .writes import EMAIL_RE, MAX_IMPORT_PROFILES, MAX_PROFILE_BYTES, PHONE_RE, submit_import_job
 
     data = body.data
     profiles = data.attributes.profiles.data
@@ -142,19 +140,5 @@ def accept(req: Request, body: Body) -> tuple[int, dict] | None:
         return None
     if not all(e or p or x or i for e, p, x, i in zip(emails, phones, exts, pids)):  # UNSET is falsy
         return None
-    ctx = req.ctx
-    state = req.account.state
     columns = (*([None if v is UNSET else v for v in values] for values in (pids, emails, phones, exts)), attrs, blobs)
-
-    def apply(job: Job) -> None:
-        now = ctx.now()
-        rows = state.upsert_many(*job.items, now, msgspec.to_builtins)
-        job.profile_rows = list(dict.fromkeys(rows))
-        for list_id in job.list_ids:
-            state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
-        job.items = []
-
-    s = req.account.settings
-    job = ctx.jobs.submit("profile-bulk-import-job", ctx.clock(), ctx.now(), len(profiles), s.job_profiles_per_second,
-                          s.job_queued_seconds, apply, items=columns, list_ids=list_ids, errors=[])
-    return 202, {"data": _import_job(req, job), "links": {"self": _url(req, None)}}
+    return submit_import_job(req, len(profiles), columns, list_ids, [], msgspec.to_builtins)

@@ -79,22 +79,31 @@ def bulk_import_profiles(req: Request) -> tuple[int, dict]:
                            "payload": profile})
         else:
             items.append((i, profile.get("id"), attrs))
+    attrs = [a for _, _, a in items]
+    columns = ([pid for _, pid, _ in items], [a.get("email") for a in attrs], [a.get("phone_number") for a in attrs],
+               [a.get("external_id") for a in attrs], attrs, None)
+    return submit_import_job(req, len(profiles), columns, list_ids, errors)
+
+
+def submit_import_job(req: Request, count: int, columns: tuple, list_ids: list[str], errors: list[dict],
+                      attributes_of=None) -> tuple[int, dict]:
+    """Queue a bulk import job (both request paths): at completion it upserts ``columns`` (ids,
+    emails, phones, external ids, attributes, blobs: see ``AccountState.upsert_many``) and adds
+    the profiles to ``list_ids``."""
     ctx = req.ctx
     state = req.account.state
 
     def apply(job: Job) -> None:
         now = ctx.now()
-        attrs = [a for _, _, a in job.items]
-        rows = state.upsert_many([pid for _, pid, _ in job.items], [a.get("email") for a in attrs],
-                                 [a.get("phone_number") for a in attrs], [a.get("external_id") for a in attrs], attrs, None, now)
+        rows = state.upsert_many(*job.items, now, attributes_of)
         job.profile_rows = list(dict.fromkeys(rows))
         for list_id in job.list_ids:
             state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
         job.items = []
 
     s = req.account.settings
-    job = ctx.jobs.submit("profile-bulk-import-job", ctx.clock(), ctx.now(), len(profiles), s.job_profiles_per_second,
-                          s.job_queued_seconds, apply, items=items, list_ids=list_ids, errors=errors)
+    job = ctx.jobs.submit("profile-bulk-import-job", ctx.clock(), ctx.now(), count, s.job_profiles_per_second,
+                          s.job_queued_seconds, apply, items=columns, list_ids=list_ids, errors=errors)
     return 202, {"data": _import_job(req, job), "links": {"self": _url(req, None)}}
 
 
