@@ -23,10 +23,10 @@ import logging
 import re
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -88,9 +88,8 @@ def _profile_key(item: bytes) -> tuple[str, str | None]:
     return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
 
 
-def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads | list[bytes], list_id: str | None) -> Any:
-    inside = items.joined() if isinstance(items, Payloads) else b",".join(items)
-    fragment = orjson.Fragment(b"[" + inside + b"]")
+def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads, list_id: str | None) -> Any:
+    fragment = orjson.Fragment(b"[" + items.joined() + b"]")
     if endpoint.operation_id == "bulk_import_profiles":
         data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": fragment}}}
         if list_id:
@@ -179,7 +178,7 @@ class _Export:
         return list_id
 
     # --- one batch -----------------------------------------------------------------------
-    async def post(self, items: Payloads | list[bytes]) -> str | None:
+    async def post(self, items: Payloads) -> str | None:
         op = self.endpoint.operation_id
         if op == "bulk_unsubscribe_profiles" and self.list_id:
             await self.unsubscribe_from_list(items)
@@ -189,7 +188,7 @@ class _Export:
         doc = await self.client.request(op, path_params=path, json=body)
         return (doc or {}).get("data", {}).get("id") if doc else None
 
-    async def unsubscribe_from_list(self, items: Payloads | list[bytes]) -> None:
+    async def unsubscribe_from_list(self, items: Payloads) -> None:
         """Unsubscribe with a list, never resending blindly.
 
         Klaviyo unsubscribes a profile that is NOT in the given list from marketing globally. If
@@ -213,10 +212,11 @@ class _Export:
                 await self.sleep(retry.wait_for(err, attempts))
                 attempts += 1
                 members_now = await self.member_keys(pending)
-                pending = [it for it in pending
-                           if not (_profile_key(it) in members_before and _profile_key(it) not in members_now)]
+                pending = pending.filter(np.array(
+                    [not (_profile_key(it) in members_before and _profile_key(it) not in members_now) for it in pending],
+                    dtype=bool))
 
-    async def member_keys(self, items: Payloads | list[bytes]) -> set[tuple[str, str]]:
+    async def member_keys(self, items: Payloads) -> set[tuple[str, str]]:
         """(field, value) of the items' profiles (by email, else phone number) now in the list."""
         wanted: dict[str, set[str]] = {}
         for item in items:
@@ -263,8 +263,7 @@ class _Export:
                             keep[pos] = False
                             dropped_index.append(int(index[pos]))
                             dropped_reason.append(f"rejected by Klaviyo before sending: {why}")
-                        items = items.filter(keep) if isinstance(items, Payloads) else \
-                            [it for it, k in zip(items, keep) if k]
+                        items = items.filter(keep)
                         job_id = await self.post(items)  # the rest, once
                 except (ApiError, RetriesExhausted) as err:
                     await self._fail(batch_id, index, str(err))
