@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.errors import StoreError
+from klaviyo_bridge.store.state import create_state_tables
 
 from .conftest import rows
 
@@ -87,8 +88,49 @@ def test_export_batches_and_row_results(wh, job):
         wh.state.record_export_rows(f"{run}-1", run, pa.table({"row_index": [3], "outcome": ["maybe"]}))
 
 
+def test_row_outcomes_are_stored_as_ranges_and_read_back_row_by_row(wh, job):
+    """Consecutive rows with one outcome and reason share a stored range; gaps, changes of
+    reason, nulls and an unsorted input all come back exactly, one row each."""
+    run = wh.state.start_run(job, "export")
+    index = [7, 3, 4, 5, 6, 10, 11, 12, 13, 20, 21]
+    outcome = ["accepted", "accepted", "accepted", "rejected", "rejected", "accepted", "accepted", "skipped",
+               "skipped", "submitted", "submitted"]
+    reason = [None, None, None, "bad", "bad", None, None, "dup", "other", "no job", "no job"]
+    results = pa.table({"row_index": index, "outcome": outcome, "reason": reason})
+    assert wh.state.record_export_rows(f"{run}-1", run, results) == 11
+    stored = _select(wh, f"SELECT first_row, row_count, outcome, reason FROM _bridge.export_row_ranges "
+                         f"WHERE run_id = '{run}' ORDER BY first_row")
+    assert stored == [
+        (3, 2, "accepted", None), (5, 2, "rejected", "bad"), (7, 1, "accepted", None), (10, 2, "accepted", None),
+        (12, 1, "skipped", "dup"), (13, 1, "skipped", "other"), (20, 2, "submitted", "no job")]
+    got = wh.state.export_rows(run_id=run).to_pylist()
+    assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == sorted(zip(index, outcome, reason))
+
+
+def test_an_old_per_row_export_rows_table_moves_into_ranges(wh, job):
+    """Warehouses from before row ranges have a table export_rows; opening them again keeps its rows."""
+    run = wh.state.start_run(job, "export")
+    with wh.transaction() as s:
+        s.execute("DROP VIEW _bridge.export_rows")
+        s.execute("CREATE TABLE _bridge.export_rows (batch_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+                  "row_index BIGINT NOT NULL, outcome VARCHAR NOT NULL, reason VARCHAR)")
+        s.execute(f"INSERT INTO _bridge.export_rows VALUES ('{run}-1', '{run}', 0, 'accepted', NULL), "
+                  f"('{run}-1', '{run}', 1, 'rejected', 'bad email')")
+    with wh.transaction() as s:
+        create_state_tables(s)  # what opening the warehouse again runs
+    got = wh.state.export_rows(run_id=run).to_pylist()
+    assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == [(0, "accepted", None), (1, "rejected", "bad email")]
+    assert _select(wh, "SELECT table_type FROM information_schema.tables WHERE table_schema = '_bridge' "
+                       "AND table_name = 'export_rows'") == [("VIEW",)]
+
+
+def _select(wh, sql: str) -> list[tuple]:
+    with wh.transaction() as s:
+        return s.fetch(sql)
+
+
 def test_state_has_no_place_for_secrets(wh):
     columns = set()
-    for table in ("cursors", "runs", "export_batches", "export_rows"):
+    for table in ("cursors", "runs", "export_batches", "export_row_ranges", "export_rows"):
         columns |= {c.lower() for c in wh.table_columns("_bridge", table)}
     assert not {c for c in columns if "key" in c or "token" in c or "secret" in c}

@@ -113,7 +113,7 @@ def _forget_rows(wh: Warehouse, batch_id: str) -> None:
     recorded again, and each input row must have exactly one outcome (a kill -9 can land between
     storing a batch's rows and storing its final status, two separate transactions)."""
     with wh.transaction() as s:
-        s.execute(f"DELETE FROM {quote(STATE_SCHEMA)}.export_rows WHERE batch_id = $1", [batch_id])
+        s.execute(f"DELETE FROM {quote(STATE_SCHEMA)}.export_row_ranges WHERE batch_id = $1", [batch_id])
 
 
 def _row_positions(err: ApiError) -> dict[int, str] | None:

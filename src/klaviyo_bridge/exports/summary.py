@@ -33,7 +33,7 @@ class ExportSummary:
 
 def export_summary(wh: Warehouse, run_id: str, *, reasons: int = 5) -> ExportSummary:
     counts = {o: 0 for o in ROW_OUTCOMES}
-    for batch in wh.query_arrow(f"SELECT outcome, count(*) AS n FROM {S}.export_rows WHERE run_id = $1 "
+    for batch in wh.query_arrow(f"SELECT outcome, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
                                 "GROUP BY outcome", [run_id]):
         for o, n in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             counts[o] = int(n)
@@ -44,7 +44,8 @@ def export_summary(wh: Warehouse, run_id: str, *, reasons: int = 5) -> ExportSum
             batches[s] = int(n)
     top: list[tuple[str, str, int]] = []
     for batch in wh.query_arrow(
-            f"SELECT outcome, reason, count(*) AS n FROM {S}.export_rows WHERE run_id = $1 AND reason IS NOT NULL "
+            f"SELECT outcome, reason, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
+            "AND reason IS NOT NULL "
             f"AND outcome IN ('rejected', 'skipped') GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(reasons)}",
             [run_id]):
         top += [(o, r, int(n)) for o, r, n in zip(*(c.to_pylist() for c in batch.columns))]
