@@ -66,6 +66,23 @@ def test_duplicates_keep_the_first_row():
     assert [r is not None for r in reasons.to_pylist()] == [False, False, True, False, True, False, True]
 
 
+def test_duplicates_across_chunks_and_inside_them():
+    seen = v.SeenValues()
+    first = seen.check(pa.array(["a", "b", None, "b"]), "email", pa.nulls(4, pa.string()))
+    second = seen.check(pa.array(["c", "a", "c", None, "d"]), "email", pa.nulls(5, pa.string()))
+    third = seen.check(pa.array(["d", "e"]), "email", pa.array(["bad", None]))
+    assert [r is not None for r in first.to_pylist()] == [False, False, False, True]
+    assert [r is not None for r in second.to_pylist()] == [False, True, True, False, False]
+    assert third.to_pylist() == ["bad", None]  # an earlier reason stays; "d" was seen but already has one
+
+
+def test_a_hash_collision_inside_a_chunk_is_not_a_duplicate(monkeypatch):
+    monkeypatch.setattr(v, "_hash", lambda value: 7)  # every value hashes alike
+    values = pa.array(["x", "y", "x", "z", "y"])
+    reasons = v.duplicate_reasons(values, "email", pa.nulls(5, pa.string()))
+    assert [r is not None for r in reasons.to_pylist()] == [False, False, True, False, True]
+
+
 def test_missing_required_column_names_it_and_the_operation():
     schema = pa.schema([("Email", pa.string()), ("first_name", pa.string())])
     with pytest.raises(ExportError, match=r"operation 'add' needs a string column email \(found 'Email'"):
