@@ -75,6 +75,18 @@ def test_random_strings_match_orjson():
     assert list(Payloads(build_profiles(*_split(table), default=str))) == _reference(table)
 
 
+def test_sliced_and_large_string_columns_match_orjson():
+    """Columns that start inside their buffers (slices), large strings, and escapes only near the end."""
+    rng = random.Random(11)
+    names = [f"n{i}" + ('"' if rng.random() < 0.01 else "") for i in range(2000)] + ["tail\\", None, "end\n"]
+    table = pa.table({"email": [f"u{i}@x.com" for i in range(len(names))], "first_name": names,
+                      "city": pa.array(names, pa.large_string())}).slice(1500)
+    attrs = [("email", table.column("email").chunk(0)), ("first_name", table.column("first_name").chunk(0))]
+    built = Payloads(build_profiles(attrs, [("city", table.column("city").chunk(0))], [], default=str))
+    assert attrs[1][1].offset == 1500
+    assert list(built) == _reference(table)
+
+
 def test_payload_slices_sizes_and_filter_share_the_array():
     items = Payloads.of([b'{"a":1}', b'{"b":22}', b'{"c":333}'])
     assert list(items.sizes()) == [7, 8, 9]
