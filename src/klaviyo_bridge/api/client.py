@@ -140,6 +140,7 @@ class KlaviyoClient:
         query: Query | None = None,
         params: list[tuple[str, str]] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         url: str | None = None,
         decode: Decode | None = None,
         retry_lost: bool = True,
@@ -148,6 +149,7 @@ class KlaviyoClient:
 
         ``decode(bytes)`` replaces the generic JSON parse (typed decoders for imports); a
         body it cannot parse counts as cut off and is retried like a dropped connection.
+        ``content`` is a body already serialised as JSON (instead of ``json``).
 
         ``retry_lost=False`` is for writes that are not safe to repeat blindly: a failure after
         which Klaviyo may have applied the request (timeout, dropped or cut-off answer, 5xx) is
@@ -162,7 +164,7 @@ class KlaviyoClient:
         else:
             self._check_same_origin(url)
             params = None
-        body = orjson.dumps(json) if json is not None else None
+        body = orjson.dumps(json) if json is not None else content
         return await self._send_with_retries(op, url, params, body, decode, retry_lost)
 
     async def get_resource(

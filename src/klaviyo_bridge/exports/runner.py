@@ -75,10 +75,10 @@ class ExportResult:
 def _rows_table(index: np.ndarray, outcome: str, reasons: list[str | None] | str | None) -> pa.Table:
     n = len(index)
     if reasons is None or isinstance(reasons, str):
-        reason_arr = pa.array([reasons] * n, pa.string())
+        reason_arr = pa.repeat(pa.scalar(reasons, pa.string()), n)
     else:
         reason_arr = pa.array(reasons, pa.string())
-    return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.array([outcome] * n, pa.string()),
+    return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.repeat(pa.scalar(outcome, pa.string()), n),
                      "reason": reason_arr})
 
 
@@ -88,8 +88,17 @@ def _profile_key(item: bytes) -> tuple[str, str | None]:
     return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
 
 
-def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads, list_id: str | None) -> Any:
-    fragment = orjson.Fragment(b"[" + items.joined() + b"]")
+#: Stands for the items in a request envelope; replaced by the joined items without parsing them again.
+_ITEMS = b'"\x00items\x00"'
+
+
+def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads, list_id: str | None) -> bytes:
+    """The request body: the envelope serialised around a marker, the items spliced in as they are."""
+    head, tail = orjson.dumps(_envelope(settings, endpoint, orjson.Fragment(_ITEMS), list_id)).split(_ITEMS, 1)
+    return b"".join((head, b"[", items.joined(), b"]", tail))
+
+
+def _envelope(settings: ExportSettings, endpoint: Endpoint, fragment: orjson.Fragment, list_id: str | None) -> Any:
     if endpoint.operation_id == "bulk_import_profiles":
         data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": fragment}}}
         if list_id:
@@ -185,7 +194,7 @@ class _Export:
             return None
         body = _body(self.settings, self.endpoint, items, self.list_id)
         path = {"id": self.list_id} if op == "remove_profiles_from_list" else None
-        doc = await self.client.request(op, path_params=path, json=body)
+        doc = await self.client.request(op, path_params=path, content=body)
         return (doc or {}).get("data", {}).get("id") if doc else None
 
     async def unsubscribe_from_list(self, items: Payloads) -> None:
@@ -202,7 +211,7 @@ class _Export:
         pending, attempts = items, 0
         while pending:
             try:
-                await self.client.request(op, json=_body(self.settings, self.endpoint, pending, self.list_id),
+                await self.client.request(op, content=_body(self.settings, self.endpoint, pending, self.list_id),
                                           retry_lost=False)
                 return
             except (ServerError, TransportError) as err:
