@@ -21,12 +21,16 @@ import orjson
 
 from .profiles import ATTRIBUTES
 from .resources import PROFILE_RELATIONSHIPS, Renderer, prune
-from .timefmt import iso_many
+from .timefmt import iso_array, iso_many
 
 #: Placeholders: private-use characters orjson writes unescaped and no base URL contains.
-ID, ATTRS, METRIC, PROFILE = "\ue000", "\ue001", "\ue002", "\ue003"
-_SLOT_RE = re.compile("|".join(re.escape(s) for s in (f'"{ATTRS}"', ID, METRIC, PROFILE)).encode())
-_SLOT_NAMES = {f'"{ATTRS}"'.encode(): "attributes", ID.encode(): "id", METRIC.encode(): "metric", PROFILE.encode(): "profile"}
+#: Text slots sit inside a JSON string (ids, datetimes); raw slots replace a whole JSON value.
+ID, METRIC, PROFILE, DATETIME, UUID = "\ue000", "\ue002", "\ue003", "\ue004", "\ue005"
+ATTRS, TIMESTAMP, PROPERTIES = "\ue001", "\ue006", "\ue007"
+_TEXT_SLOTS = {ID: "id", METRIC: "metric", PROFILE: "profile", DATETIME: "datetime", UUID: "uuid"}
+_RAW_SLOTS = {ATTRS: "attributes", TIMESTAMP: "timestamp", PROPERTIES: "event_properties"}
+_SLOT_NAMES = {**{s.encode(): n for s, n in _TEXT_SLOTS.items()}, **{f'"{s}"'.encode(): n for s, n in _RAW_SLOTS.items()}}
+_SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
 
 
@@ -40,7 +44,7 @@ class Template:
     """
 
     def __init__(self, resource: dict) -> None:
-        raw = orjson.dumps({**resource, "attributes": ATTRS})
+        raw = orjson.dumps(resource)
         self.slots: list[str] = []
         self.literals: list[bytes] = []
         last = 0
@@ -156,13 +160,22 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
         for a, when in zip(attrs, iso_many(joined)):
             a["joined_group_at"] = when
     rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
-    template = Template(r.resource("profile", ID, {}, rels))
+    template = Template({**r.resource("profile", ID, {}, rels), "attributes": ATTRS})
     return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
 
 
 # ----- events -------------------------------------------------------------------------------
+#: Each event attribute's slot in the page template (the resource's sparse fieldset prunes them).
+EVENT_SLOTS = {"timestamp": TIMESTAMP, "event_properties": PROPERTIES, "datetime": DATETIME, "uuid": UUID}
+
+
 def events_page(r: Renderer, rows: np.ndarray) -> bytes:
-    """``Renderer.events`` as comma-joined JSON objects."""
+    """``Renderer.events`` as comma-joined JSON objects.
+
+    Every attribute is a slot of the page template, so only ``event_properties``
+    (variable width) is formatted per event; ids, timestamps, datetimes and
+    uuids are fixed-width columns laid out for the whole page at once.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     acc, q = r.account, r.query
     e = acc.events
@@ -171,12 +184,31 @@ def events_page(r: Renderer, rows: np.ndarray) -> bytes:
         "metric": r.relationship("event", ID, "metric", {"type": "metric", "id": METRIC}),
         "profile": r.relationship("event", ID, "profile", {"type": "profile", "id": PROFILE}),
     }
-    template = Template(r.resource("event", ID, {}, rels))
+    resource = r.resource("event", ID, EVENT_SLOTS, rels)
+    template = Template(resource)
     metric_ids = np.array([m.id.encode() for m in acc.records["metric"]])
-    wanted = q.fields.get("event")
-    return template.render({
+    columns = {
         "id": e.id_bytes(rows),
         "metric": metric_ids[e.metric[rows]],
         "profile": profile_ids(acc.profiles, e.profile[rows].astype(np.int64)),
-        "attributes": dump_attributes(e.attributes_for(rows, wanted), wanted),
-    }, len(rows))
+    }
+    return template.render({**columns, **_event_attributes(e, rows, resource["attributes"])}, len(rows))
+
+
+def _event_attributes(e, rows: np.ndarray, kept: dict) -> dict:
+    """The attribute columns the (pruned) template ``kept``, and only those."""
+    cols = {}
+    if "timestamp" in kept:
+        cols["timestamp"] = _narrow(e.datetime[rows].astype("S20"))
+    if "event_properties" in kept:
+        cols["event_properties"] = e.properties_json(rows)
+    if "datetime" in kept:
+        cols["datetime"] = iso_array(e.datetime[rows])
+    if "uuid" in kept:
+        cols["uuid"] = e.uuid_bytes(rows)
+    return cols
+
+
+def _narrow(col: np.ndarray) -> np.ndarray:
+    """An ``S`` column cast to its longest value's width (so equal-width values fill it)."""
+    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col
