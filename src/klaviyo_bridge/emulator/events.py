@@ -43,7 +43,7 @@ class EventTable:
         anchor = np.maximum.accumulate(np.where(tie, 0, rows)) if count else rows
         self.datetime = dt[anchor] if count else dt
         self.id_key = ids.index_key(seed, S_EVENT_ID)
-        self._formats: dict[tuple, bytes] = {}
+        self._formats: dict[int | tuple, bytes] = {}
         if count:
             np.maximum.at(profiles.last_event, self.profile, self.datetime)
 
@@ -192,22 +192,30 @@ class EventTable:
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return []
-        keys, inverse = np.unique(np.column_stack([self.metric[rows], self.choices(rows)]), axis=0, return_inverse=True)
-        formats = [self._format(tuple(key)) for key in keys.tolist()]
+        keys = np.column_stack([self.metric[rows], self.choices(rows)])
+        packed = (keys << _SHIFTS).sum(axis=1) if keys[:, 1].max() < 1 << 20 and keys[:, 2:].max() < 1 << 8 else None
+        keys = keys.tolist() if packed is None else packed.tolist()
+        known, shape = self._formats.get, self._format
+        formats = [known(k) or shape(k) for k in keys]
         numbers = self.numbers(rows).astype("S12")
         messages = np.strings.add(b"01J", np.strings.zfill(numbers, 12)).tolist()
         order_ids = np.strings.add(b"#", (rows + 1000).astype("S21")).tolist()
-        return [formats[i] % args for i, args in zip(inverse.ravel().tolist(), zip(messages, order_ids, numbers.tolist()))]
+        return [fmt % args for fmt, args in zip(formats, zip(messages, order_ids, numbers.tolist()))]
 
-    def _format(self, key: tuple) -> bytes:
-        """The ``bytes %`` format of one (metric, *choices) shape, taking (message, order id, event id)."""
-        fmt = self._formats.get(key)
-        if fmt is None:
-            raw = orjson.dumps(self._properties(key[0], list(key[1:]), EVENT_ID, MESSAGE, ORDER_ID))
-            fmt = self._formats[key] = _percent_format(raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)])
+    def _format(self, key: int | list[int]) -> bytes:
+        """The ``bytes %`` format of one shape, taking (message, order id, event id).
+
+        ``key`` is (metric, *choices), packed into one int when they fit ``_SHIFTS``.
+        """
+        metric, *c = [(key >> int(s)) & m for s, m in zip(_SHIFTS, _MASKS)] if isinstance(key, int) else key
+        raw = orjson.dumps(self._properties(metric, c, EVENT_ID, MESSAGE, ORDER_ID))
+        fmt = self._formats[key if isinstance(key, int) else tuple(key)] = _percent_format(raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)])
         return fmt
 
 
+#: Bit offsets packing (metric, *choices) into one int: the first choice gets 20 bits, the rest 8.
+_SHIFTS = np.array([56, 36, 28, 20, 12, 4], dtype=np.int64)
+_MASKS = (0xFF, 0xFFFFF, 0xFF, 0xFF, 0xFF, 0xFF)
 #: Placeholders for the per-row strings of event_properties (private-use characters).
 MESSAGE, ORDER_ID, EVENT_ID = "\ue010", "\ue011", "\ue012"
 K_OTHER, K_EMAIL, K_CLICKED, K_BOUNCED, K_SMS, K_LIST, K_PREFS, K_ORDER, K_PRODUCT, K_ORDERED_PRODUCT, K_ACTIVE = range(11)
