@@ -28,7 +28,9 @@ from .timefmt import iso_array, iso_many
 ID, METRIC, PROFILE, DATETIME, UUID = "\ue000", "\ue002", "\ue003", "\ue004", "\ue005"
 ATTRS, TIMESTAMP, PROPERTIES = "\ue001", "\ue006", "\ue007"
 _TEXT_SLOTS = {ID: "id", METRIC: "metric", PROFILE: "profile", DATETIME: "datetime", UUID: "uuid"}
-_RAW_SLOTS = {ATTRS: "attributes", TIMESTAMP: "timestamp", PROPERTIES: "event_properties"}
+#: One raw slot per top-level profile attribute, for pages that render them as columns.
+PROFILE_SLOTS = {name: chr(0xE100 + i) for i, name in enumerate(ATTRIBUTES)}
+_RAW_SLOTS = {ATTRS: "attributes", TIMESTAMP: "timestamp", PROPERTIES: "event_properties", **{s: n for n, s in PROFILE_SLOTS.items()}}
 _SLOT_NAMES = {**{s.encode(): n for s, n in _TEXT_SLOTS.items()}, **{f'"{s}"'.encode(): n for s, n in _RAW_SLOTS.items()}}
 _SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
@@ -122,12 +124,7 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     if tops is None or not set(tops) <= _FAST_PROFILE_FIELDS:
         return profiles.attributes(rows, subscriptions, predictive)
     names = [t for t in ATTRIBUTES if t in tops]
-    state = getattr(profiles, "state", None)
-    base = state.base if state is not None else profiles
-    special = np.zeros(len(rows), dtype=bool)
-    if state is not None and state.touched:
-        touched = np.fromiter([*state.changes, *state.new_updated], dtype=np.int64)
-        special = (rows >= base.count) | np.isin(rows, touched)
+    base, special = _overlay_rows(profiles, rows)
     plain = rows[~special]
     cols = base.columns(plain, names)
     out = [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in range(len(plain))]
@@ -136,6 +133,44 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     overlay = iter(profiles.attributes(rows[special], subscriptions, predictive))
     fast = iter(out)
     return [next(overlay) if s else next(fast) for s in special.tolist()]
+
+
+def _overlay_rows(profiles, rows: np.ndarray) -> tuple:
+    """The base table, and which ``rows`` the write overlay touched (new, changed or re-``updated``)."""
+    state = getattr(profiles, "state", None)
+    base = state.base if state is not None else profiles
+    special = np.zeros(len(rows), dtype=bool)
+    if state is not None and state.touched:
+        touched = np.fromiter([*state.changes, *state.new_updated], dtype=np.int64)
+        special = (rows >= base.count) | np.isin(rows, touched)
+    return base, special
+
+
+def profile_attribute_columns(profiles, rows: np.ndarray, wanted: tuple[str, ...] | None) -> dict[str, list[bytes]] | None:
+    """Each wanted top-level attribute of ``rows`` as a column of JSON values (None: not this way).
+
+    A sparse page (an events page's included profiles want three fields) then
+    needs no dict per profile: each field is drawn as a column and each value
+    dumped on its own, for the page template's per-attribute slots. Overlay rows
+    take their values from the overlay's attributes, so writes stay visible.
+    """
+    if not wanted or any("." in w for w in wanted):
+        return None
+    names = [n for n in ATTRIBUTES if n in wanted]
+    base, special = _overlay_rows(profiles, rows)
+    dumps = orjson.dumps
+    cols = base.json_columns(rows[~special], names)
+    if not special.any():
+        return cols
+    overlay = profiles.attributes(rows[special], False, False)
+    if any(n not in a for a in overlay for n in names):
+        return None
+    for n in names:
+        col = np.empty(len(rows), dtype=object)
+        col[~special] = cols[n]
+        col[special] = [dumps(a[n]) for a in overlay]
+        cols[n] = col.tolist()
+    return cols
 
 
 def profile_ids(profiles, rows: np.ndarray) -> np.ndarray:
@@ -155,11 +190,15 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
     subs = extras and q.wants("profile", "subscriptions")
     pred = extras and q.wants("profile", "predictive_analytics")
     wanted = q.fields.get("profile")
+    rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
+    columns = profile_attribute_columns(p, rows, wanted) if joined is None and not subs and not pred else None
+    if columns is not None:
+        template = Template(r.resource("profile", ID, PROFILE_SLOTS, rels))
+        return template.render({"id": profile_ids(p, rows), **columns}, len(rows))
     attrs = profile_attribute_dicts(p, rows, subs, pred, wanted)
     if joined is not None:
         for a, when in zip(attrs, iso_many(joined)):
             a["joined_group_at"] = when
-    rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
     template = Template({**r.resource("profile", ID, {}, rels), "attributes": ATTRS})
     return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
 
