@@ -9,7 +9,10 @@ derived from (seed, row) when a page is rendered.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import orjson
 
 from . import ids, vocabulary as V
 from .profiles import TWO_YEARS, ProfileTable
@@ -40,6 +43,7 @@ class EventTable:
         anchor = np.maximum.accumulate(np.where(tie, 0, rows)) if count else rows
         self.datetime = dt[anchor] if count else dt
         self.id_key = ids.index_key(seed, S_EVENT_ID)
+        self._formats: dict[int | tuple, bytes] = {}
         if count:
             np.maximum.at(profiles.last_event, self.profile, self.datetime)
 
@@ -79,50 +83,175 @@ class EventTable:
         if "timestamp" in names:
             cols["timestamp"] = self.datetime[rows].tolist()
         if "event_properties" in names:
-            draws = ids.unit(self.seed, S_PROPS, (rows[:, None] * 4 + np.arange(4)).ravel()).reshape(-1, 4).tolist()
-            numbers = (ids.mix(self.seed, S_PROPS + 1, rows) % np.uint64(10**12)).tolist()
-            cols["event_properties"] = [self.properties(row, u, number) for row, u, number in zip(rows.tolist(), draws, numbers)]
+            choices = self.choices(rows).tolist()
+            numbers = self.numbers(rows).tolist()
+            cols["event_properties"] = [self._scalar_properties(row, c, number) for row, c, number in zip(rows.tolist(), choices, numbers)]
         if "datetime" in names:
             cols["datetime"] = iso_many(self.datetime[rows])
         if "uuid" in names:
-            cols["uuid"] = ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, rows), ids.mix(self.seed, S_EVENT_ID + 8, rows)).astype("U36").tolist()
+            cols["uuid"] = self.uuid_bytes(rows).astype("U36").tolist()
         return [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in rows.tolist()]
 
-    def properties(self, row: int, u: list[float] | None = None, number: int | None = None) -> dict:
-        name = V.METRICS[int(self.metric[row])][0]
-        if u is None:
-            u = ids.unit(self.seed, S_PROPS, np.arange(row * 4, row * 4 + 4)).tolist()
-        if number is None:
-            number = int(ids.mix(self.seed, S_PROPS + 1, row)) % 10**12
+    def uuid_bytes(self, rows: np.ndarray) -> np.ndarray:
+        """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``)."""
+        return ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, rows), ids.mix(self.seed, S_EVENT_ID + 8, rows))
+
+    def numbers(self, rows: np.ndarray) -> np.ndarray:
+        """The number behind each event's ``$event_id`` (and ``$message``)."""
+        return ids.mix(self.seed, S_PROPS + 1, rows) % np.uint64(10**12)
+
+    def choices(self, rows: np.ndarray) -> np.ndarray:
+        """The discrete choices ``event_properties`` makes from each row's four draws, (n, 5) ints.
+
+        Every value event_properties takes from its random draws is one of a few:
+        a campaign, a product, a domain... Drawing them here, vectorised, leaves
+        ``_properties`` a function of (metric, choices, number, row), so rows with
+        equal (metric, choices) share one JSON template (``properties_json``).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        u = ids.unit(self.seed, S_PROPS, (rows[:, None] * 4 + np.arange(4)).ravel()).reshape(-1, 4)
+        kind = _KIND[self.metric[rows]]
+        c = np.zeros((len(rows), 5), dtype=np.int64)
+
+        def put(mask: np.ndarray, col: int, values: np.ndarray) -> None:
+            c[mask, col] = values[mask]
+        n_campaigns = len(self.campaigns)
+        email, sms = np.isin(kind, (K_EMAIL, K_CLICKED, K_BOUNCED)), kind == K_SMS
+        put(email | sms, 0, (u[:, 0] * n_campaigns).astype(np.int64))
+        put(email, 1, (u[:, 1] * len(V.EMAIL_DOMAINS)).astype(np.int64))
+        put(kind == K_CLICKED, 2, (u[:, 2] * 10).astype(np.int64))
+        put(kind == K_BOUNCED, 2, (u[:, 2] < 0.3).astype(np.int64))
+        put(sms, 1, (u[:, 1] * 3).astype(np.int64))
+        if self.list_ids:
+            put(kind == K_LIST, 0, (u[:, 0] * len(self.list_ids)).astype(np.int64))
+        put(kind == K_PREFS, 0, (u[:, 0] < 0.5).astype(np.int64))
+        order = kind == K_ORDER
+        n_items = 1 + (u[:, 0] * 3).astype(np.int64)
+        put(order, 0, n_items)
+        for i in range(3):
+            pick = ((u[:, 1] * 7 + i * 3) * 10).astype(np.int64) % len(V.PRODUCTS)
+            put(order & (i < n_items), 1 + i, pick)
+        put(order, 4, (u[:, 2] < 0.2).astype(np.int64))
+        product = (kind == K_PRODUCT) | (kind == K_ORDERED_PRODUCT)
+        put(product, 0, (u[:, 0] * len(V.PRODUCTS)).astype(np.int64))
+        put(kind == K_ORDERED_PRODUCT, 1, (u[:, 1] * 2).astype(np.int64))
+        put(kind == K_ACTIVE, 0, (u[:, 0] * 4).astype(np.int64))
+        return c
+
+    def properties(self, row: int) -> dict:
+        rows = np.array([row], dtype=np.int64)
+        return self._scalar_properties(row, self.choices(rows)[0].tolist(), int(self.numbers(rows)[0]))
+
+    def _scalar_properties(self, row: int, c: list[int], number: int) -> dict:
         event_id = str(number)
+        return self._properties(int(self.metric[row]), c, event_id, f"01J{event_id:0>12}"[:15], f"#{1000 + row}")
+
+    def _properties(self, metric: int, c: list[int], event_id: str, message: str, order_id: str) -> dict:
+        """``event_properties`` of a ``metric`` event from its ``choices`` and its per-row strings."""
+        name = V.METRICS[metric][0]
         if name in EMAIL_METRICS:
-            campaign, subject = self.campaigns[int(u[0] * len(self.campaigns))]
-            props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[int(u[1] * len(V.EMAIL_DOMAINS))], "$message": f"01J{event_id:0>12}"[:15], "$event_id": event_id}
+            campaign, subject = self.campaigns[c[0]]
+            props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
             if name == "Clicked Email":
-                props["URL"] = f"https://shop.example.com/products/{int(u[2] * 10)}"
+                props["URL"] = f"https://shop.example.com/products/{c[2]}"
             if name == "Bounced Email":
-                props["Bounce Type"] = "hard" if u[2] < 0.3 else "soft"
+                props["Bounce Type"] = "hard" if c[2] else "soft"
             return props
         if name in SMS_METRICS:
-            campaign, _ = self.campaigns[int(u[0] * len(self.campaigns))]
-            return {"Campaign Name": campaign, "Message Body": f"{campaign}: reply STOP to opt out", "Carrier": ("Verizon", "AT&T", "T-Mobile")[int(u[1] * 3)], "$event_id": event_id}
+            campaign, _ = self.campaigns[c[0]]
+            return {"Campaign Name": campaign, "Message Body": f"{campaign}: reply STOP to opt out", "Carrier": ("Verizon", "AT&T", "T-Mobile")[c[1]], "$event_id": event_id}
         if name in ("Subscribed to List", "Unsubscribed from List"):
-            list_id = self.list_ids[int(u[0] * len(self.list_ids))] if self.list_ids else None
+            list_id = self.list_ids[c[0]] if self.list_ids else None
             return {"List": list_id, "$event_id": event_id}
         if name == "Updated Email Preferences":
-            return {"Preferences": ["Newsletter"] if u[0] < 0.5 else ["Newsletter", "Promotions"], "$event_id": event_id}
+            return {"Preferences": ["Newsletter"] if c[0] else ["Newsletter", "Promotions"], "$event_id": event_id}
         if name in ("Placed Order", "Started Checkout"):
-            n_items = 1 + int(u[0] * 3)
-            picks = [V.PRODUCTS[int((u[1] * 7 + i * 3) * 10) % len(V.PRODUCTS)] for i in range(n_items)]
+            n_items = c[0]
+            picks = [V.PRODUCTS[p] for p in c[1:1 + n_items]]
             value = round(sum(p[1] for p in picks), 2)
-            return {"$value": value, "OrderId": f"#{1000 + row}", "Items": [p[0] for p in picks], "ItemCount": n_items, "Discount Codes": ["WELCOME10"] if u[2] < 0.2 else [], "$event_id": event_id}
+            return {"$value": value, "OrderId": order_id, "Items": [p[0] for p in picks], "ItemCount": n_items, "Discount Codes": ["WELCOME10"] if c[4] else [], "$event_id": event_id}
         if name in ("Ordered Product", "Viewed Product"):
-            product = V.PRODUCTS[int(u[0] * len(V.PRODUCTS))]
-            props = {"ProductName": product[0], "ProductID": str(1000 + int(u[0] * len(V.PRODUCTS))), "Price": product[1], "$event_id": event_id}
+            product = V.PRODUCTS[c[0]]
+            props = {"ProductName": product[0], "ProductID": str(1000 + c[0]), "Price": product[1], "$event_id": event_id}
             if name == "Ordered Product":
                 props["$value"] = product[1]
-                props["Quantity"] = 1 + int(u[1] * 2)
+                props["Quantity"] = 1 + c[1]
             return props
         if name == "Active on Site":
-            return {"page": f"https://shop.example.com/{('', 'collections', 'cart', 'blog')[int(u[0] * 4)]}", "$event_id": event_id}
+            return {"page": f"https://shop.example.com/{('', 'collections', 'cart', 'blog')[c[0]]}", "$event_id": event_id}
         return {"$event_id": event_id}
+
+    # ----- event_properties as JSON, for pages ---------------------------------------------
+    def properties_json(self, rows: np.ndarray) -> list[bytes]:
+        """``orjson.dumps(properties(row))`` for many rows, without building a dict per row.
+
+        A page's 1000 events fall into a few hundred (metric, choices) shapes; each
+        shape's JSON is rendered once (with placeholders for the per-row ids) and
+        kept, and a row is then one ``bytes %`` with its message, order and event id.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
+        keys = np.column_stack([self.metric[rows], self.choices(rows)])
+        packed = (keys << _SHIFTS).sum(axis=1) if keys[:, 1].max() < 1 << 20 and keys[:, 2:].max() < 1 << 8 else None
+        keys = keys.tolist() if packed is None else packed.tolist()
+        known, shape = self._formats.get, self._format
+        formats = [known(k) or shape(k) for k in keys]
+        numbers = self.numbers(rows).astype("S12")
+        messages = np.strings.add(b"01J", np.strings.zfill(numbers, 12)).tolist()
+        order_ids = np.strings.add(b"#", (rows + 1000).astype("S21")).tolist()
+        return [fmt % args for fmt, args in zip(formats, zip(messages, order_ids, numbers.tolist()))]
+
+    def _format(self, key: int | list[int]) -> bytes:
+        """The ``bytes %`` format of one shape, taking (message, order id, event id).
+
+        ``key`` is (metric, *choices), packed into one int when they fit ``_SHIFTS``.
+        """
+        metric, *c = [(key >> int(s)) & m for s, m in zip(_SHIFTS, _MASKS)] if isinstance(key, int) else key
+        raw = orjson.dumps(self._properties(metric, c, EVENT_ID, MESSAGE, ORDER_ID))
+        fmt = self._formats[key if isinstance(key, int) else tuple(key)] = _percent_format(raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)])
+        return fmt
+
+
+#: Bit offsets packing (metric, *choices) into one int: the first choice gets 20 bits, the rest 8.
+_SHIFTS = np.array([56, 36, 28, 20, 12, 4], dtype=np.int64)
+_MASKS = (0xFF, 0xFFFFF, 0xFF, 0xFF, 0xFF, 0xFF)
+#: Placeholders for the per-row strings of event_properties (private-use characters).
+MESSAGE, ORDER_ID, EVENT_ID = "\ue010", "\ue011", "\ue012"
+K_OTHER, K_EMAIL, K_CLICKED, K_BOUNCED, K_SMS, K_LIST, K_PREFS, K_ORDER, K_PRODUCT, K_ORDERED_PRODUCT, K_ACTIVE = range(11)
+
+
+def _kind(name: str) -> int:
+    """Which of ``choices``' rules a metric follows."""
+    if name == "Clicked Email":
+        return K_CLICKED
+    if name == "Bounced Email":
+        return K_BOUNCED
+    if name in EMAIL_METRICS:
+        return K_EMAIL
+    if name in SMS_METRICS:
+        return K_SMS
+    return {"Subscribed to List": K_LIST, "Unsubscribed from List": K_LIST, "Updated Email Preferences": K_PREFS,
+            "Placed Order": K_ORDER, "Started Checkout": K_ORDER, "Viewed Product": K_PRODUCT,
+            "Ordered Product": K_ORDERED_PRODUCT, "Active on Site": K_ACTIVE}.get(name, K_OTHER)
+
+
+_KIND = np.array([_kind(m[0]) for m in V.METRICS], dtype=np.int8)
+
+
+def _percent_format(raw: bytes, slots: list[bytes]) -> bytes:
+    """``raw`` as a ``bytes %`` format taking one argument per slot, in ``slots`` order.
+
+    Each placeholder found becomes ``%s``; arguments for placeholders the text
+    lacks are consumed by ``%.0s`` (prints nothing), so every shape takes the same tuple.
+    """
+    raw = raw.replace(b"%", b"%%")
+    out, consumed, last = [], 0, 0
+    for m in re.finditer(b"|".join(re.escape(s) for s in slots), raw):
+        k = slots.index(m.group(0))
+        if k < consumed:
+            raise ValueError("event_properties placeholders out of order")
+        out += [raw[last:m.start()], b"%.0s" * (k - consumed), b"%s"]
+        consumed, last = k + 1, m.end()
+    out += [raw[last:], b"%.0s" * (len(slots) - consumed)]
+    return b"".join(out)

@@ -21,12 +21,18 @@ import orjson
 
 from .profiles import ATTRIBUTES
 from .resources import PROFILE_RELATIONSHIPS, Renderer, prune
-from .timefmt import iso_many
+from .timefmt import iso_array, iso_many
 
 #: Placeholders: private-use characters orjson writes unescaped and no base URL contains.
-ID, ATTRS, METRIC, PROFILE = "\ue000", "\ue001", "\ue002", "\ue003"
-_SLOT_RE = re.compile("|".join(re.escape(s) for s in (f'"{ATTRS}"', ID, METRIC, PROFILE)).encode())
-_SLOT_NAMES = {f'"{ATTRS}"'.encode(): "attributes", ID.encode(): "id", METRIC.encode(): "metric", PROFILE.encode(): "profile"}
+#: Text slots sit inside a JSON string (ids, datetimes); raw slots replace a whole JSON value.
+ID, METRIC, PROFILE, DATETIME, UUID = "\ue000", "\ue002", "\ue003", "\ue004", "\ue005"
+ATTRS, TIMESTAMP, PROPERTIES = "\ue001", "\ue006", "\ue007"
+_TEXT_SLOTS = {ID: "id", METRIC: "metric", PROFILE: "profile", DATETIME: "datetime", UUID: "uuid"}
+#: One raw slot per top-level profile attribute, for pages that render them as columns.
+PROFILE_SLOTS = {name: chr(0xE100 + i) for i, name in enumerate(ATTRIBUTES)}
+_RAW_SLOTS = {ATTRS: "attributes", TIMESTAMP: "timestamp", PROPERTIES: "event_properties", **{s: n for n, s in PROFILE_SLOTS.items()}}
+_SLOT_NAMES = {**{s.encode(): n for s, n in _TEXT_SLOTS.items()}, **{f'"{s}"'.encode(): n for s, n in _RAW_SLOTS.items()}}
+_SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
 
 
@@ -40,7 +46,7 @@ class Template:
     """
 
     def __init__(self, resource: dict) -> None:
-        raw = orjson.dumps({**resource, "attributes": ATTRS})
+        raw = orjson.dumps(resource)
         self.slots: list[str] = []
         self.literals: list[bytes] = []
         last = 0
@@ -118,12 +124,7 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     if tops is None or not set(tops) <= _FAST_PROFILE_FIELDS:
         return profiles.attributes(rows, subscriptions, predictive)
     names = [t for t in ATTRIBUTES if t in tops]
-    state = getattr(profiles, "state", None)
-    base = state.base if state is not None else profiles
-    special = np.zeros(len(rows), dtype=bool)
-    if state is not None and state.touched:
-        touched = np.fromiter([*state.changes, *state.new_updated], dtype=np.int64)
-        special = (rows >= base.count) | np.isin(rows, touched)
+    base, special = _overlay_rows(profiles, rows)
     plain = rows[~special]
     cols = base.columns(plain, names)
     out = [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in range(len(plain))]
@@ -132,6 +133,44 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     overlay = iter(profiles.attributes(rows[special], subscriptions, predictive))
     fast = iter(out)
     return [next(overlay) if s else next(fast) for s in special.tolist()]
+
+
+def _overlay_rows(profiles, rows: np.ndarray) -> tuple:
+    """The base table, and which ``rows`` the write overlay touched (new, changed or re-``updated``)."""
+    state = getattr(profiles, "state", None)
+    base = state.base if state is not None else profiles
+    special = np.zeros(len(rows), dtype=bool)
+    if state is not None and state.touched:
+        touched = np.fromiter([*state.changes, *state.new_updated], dtype=np.int64)
+        special = (rows >= base.count) | np.isin(rows, touched)
+    return base, special
+
+
+def profile_attribute_columns(profiles, rows: np.ndarray, wanted: tuple[str, ...] | None) -> dict[str, list[bytes]] | None:
+    """Each wanted top-level attribute of ``rows`` as a column of JSON values (None: not this way).
+
+    A sparse page (an events page's included profiles want three fields) then
+    needs no dict per profile: each field is drawn as a column and each value
+    dumped on its own, for the page template's per-attribute slots. Overlay rows
+    take their values from the overlay's attributes, so writes stay visible.
+    """
+    if not wanted or any("." in w for w in wanted):
+        return None
+    names = [n for n in ATTRIBUTES if n in wanted]
+    base, special = _overlay_rows(profiles, rows)
+    dumps = orjson.dumps
+    cols = base.json_columns(rows[~special], names)
+    if not special.any():
+        return cols
+    overlay = profiles.attributes(rows[special], False, False)
+    if any(n not in a for a in overlay for n in names):
+        return None
+    for n in names:
+        col = np.empty(len(rows), dtype=object)
+        col[~special] = cols[n]
+        col[special] = [dumps(a[n]) for a in overlay]
+        cols[n] = col.tolist()
+    return cols
 
 
 def profile_ids(profiles, rows: np.ndarray) -> np.ndarray:
@@ -151,18 +190,31 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
     subs = extras and q.wants("profile", "subscriptions")
     pred = extras and q.wants("profile", "predictive_analytics")
     wanted = q.fields.get("profile")
+    rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
+    columns = profile_attribute_columns(p, rows, wanted) if joined is None and not subs and not pred else None
+    if columns is not None:
+        template = Template(r.resource("profile", ID, PROFILE_SLOTS, rels))
+        return template.render({"id": profile_ids(p, rows), **columns}, len(rows))
     attrs = profile_attribute_dicts(p, rows, subs, pred, wanted)
     if joined is not None:
         for a, when in zip(attrs, iso_many(joined)):
             a["joined_group_at"] = when
-    rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
-    template = Template(r.resource("profile", ID, {}, rels))
+    template = Template({**r.resource("profile", ID, {}, rels), "attributes": ATTRS})
     return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
 
 
 # ----- events -------------------------------------------------------------------------------
+#: Each event attribute's slot in the page template (the resource's sparse fieldset prunes them).
+EVENT_SLOTS = {"timestamp": TIMESTAMP, "event_properties": PROPERTIES, "datetime": DATETIME, "uuid": UUID}
+
+
 def events_page(r: Renderer, rows: np.ndarray) -> bytes:
-    """``Renderer.events`` as comma-joined JSON objects."""
+    """``Renderer.events`` as comma-joined JSON objects.
+
+    Every attribute is a slot of the page template, so only ``event_properties``
+    (variable width) is formatted per event; ids, timestamps, datetimes and
+    uuids are fixed-width columns laid out for the whole page at once.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     acc, q = r.account, r.query
     e = acc.events
@@ -171,12 +223,31 @@ def events_page(r: Renderer, rows: np.ndarray) -> bytes:
         "metric": r.relationship("event", ID, "metric", {"type": "metric", "id": METRIC}),
         "profile": r.relationship("event", ID, "profile", {"type": "profile", "id": PROFILE}),
     }
-    template = Template(r.resource("event", ID, {}, rels))
+    resource = r.resource("event", ID, EVENT_SLOTS, rels)
+    template = Template(resource)
     metric_ids = np.array([m.id.encode() for m in acc.records["metric"]])
-    wanted = q.fields.get("event")
-    return template.render({
+    columns = {
         "id": e.id_bytes(rows),
         "metric": metric_ids[e.metric[rows]],
         "profile": profile_ids(acc.profiles, e.profile[rows].astype(np.int64)),
-        "attributes": dump_attributes(e.attributes_for(rows, wanted), wanted),
-    }, len(rows))
+    }
+    return template.render({**columns, **_event_attributes(e, rows, resource["attributes"])}, len(rows))
+
+
+def _event_attributes(e, rows: np.ndarray, kept: dict) -> dict:
+    """The attribute columns the (pruned) template ``kept``, and only those."""
+    cols = {}
+    if "timestamp" in kept:
+        cols["timestamp"] = _narrow(e.datetime[rows].astype("S20"))
+    if "event_properties" in kept:
+        cols["event_properties"] = e.properties_json(rows)
+    if "datetime" in kept:
+        cols["datetime"] = iso_array(e.datetime[rows])
+    if "uuid" in kept:
+        cols["uuid"] = e.uuid_bytes(rows)
+    return cols
+
+
+def _narrow(col: np.ndarray) -> np.ndarray:
+    """An ``S`` column cast to its longest value's width (so equal-width values fill it)."""
+    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col
