@@ -95,3 +95,31 @@ async def test_margin_lengthens_every_window():
     await asyncio.gather(*(limiter.acquire("get_lists") for _ in range(5)))
     granted = sorted([0.0] * (5 - len(clock.sleeps)) + clock.sleeps)
     assert granted == [0, 0, 1.25, 1.25, 2.5]
+
+
+async def test_a_slot_used_late_counts_from_when_the_request_really_left():
+    """The event loop woke the caller 0.3 s after its slot: the server saw the request then, so
+    the next requests' windows start there (else they would reach the server too close together)."""
+    now = [0.0]
+
+    async def late_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.3
+
+    limiter = RateLimiter(clock=lambda: now[0], sleep=late_sleep, limits={"get_lists": RateLimit(1, 100)})
+    await limiter.acquire("get_lists")  # at 0, no wait
+    await limiter.acquire("get_lists")  # booked for 1.0, left at 1.3
+    assert now[0] == pytest.approx(1.3)
+    lim = limiter.limiter("get_lists")
+    assert lim.earliest(now[0]) == pytest.approx(2.3)  # one per second after the real 1.3, not 2.0
+
+
+def test_correcting_a_slot_keeps_the_log_in_time_order():
+    lim = WindowLimiter(((3, 1.0),))
+    for t in (0.0, 0.1, 0.2):
+        lim.reserve(t)
+    lim.correct(0.1, 0.25)  # the middle request left late, after the third
+    assert lim.earliest(0.3) == pytest.approx(1.0)  # the oldest (0.0) still decides
+    lim.correct(0.0, 0.4)
+    assert lim.earliest(0.5) == pytest.approx(1.2)  # now the oldest is 0.2
+    lim.correct(9.0, 9.5)  # a slot no longer in the log: nothing to move
+    assert lim.earliest(0.5) == pytest.approx(1.2)

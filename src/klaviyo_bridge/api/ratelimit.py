@@ -9,7 +9,9 @@ stampeding. The same class serves both sides:
 
 * the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot), with each
   window lengthened by a small margin: requests reach the server with jitter, and a
-  client that plans to the exact edge of a window earns 429s (measured: 70 of 700);
+  client that plans to the exact edge of a window earns 429s (measured: 70 of 700). A
+  caller that wakes late (a busy event loop) has its slot moved to the real time, so the
+  jitter the margin must absorb is the server's alone;
 * the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
 
 Time comes from an injectable clock so tests use a fake one, never real sleeps.
@@ -18,12 +20,17 @@ Time comes from an injectable clock so tests use a fake one, never real sleeps.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .spec import Operation, RateLimit, operation
+
+
+#: A wake-up later than this after a slot's time moves the slot to when the request really left.
+LATE_WAKE_SECONDS = 0.002
 
 
 class Clock(Protocol):
@@ -61,6 +68,16 @@ class WindowLimiter:
         at = self.earliest(now)
         self._log.append(at)
         return at - now
+
+    def correct(self, planned: float, actual: float) -> None:
+        """A slot booked for ``planned`` was used at ``actual`` (the caller woke late: a busy event
+        loop). Later slots are counted from when the request really left, as the server sees it."""
+        log = self._log
+        try:
+            log.remove(planned)
+        except ValueError:
+            return  # already out of the log: no later slot depends on it
+        log.insert(bisect.bisect_right(log, actual), actual)
 
     def try_acquire(self, now: float) -> float | None:
         """Take a slot now if one is free; else return seconds until one is (and book nothing)."""
@@ -108,9 +125,14 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         op_id = op if isinstance(op, str) else op.operation_id
-        delay = self.limiter(op_id).reserve(self.clock())
+        limiter = self.limiter(op_id)
+        now = self.clock()
+        delay = limiter.reserve(now)
         if delay > 0:
             await self.sleep(delay)
+            late = self.clock() - (now + delay)
+            if late > LATE_WAKE_SECONDS:
+                limiter.correct(now + delay, now + delay + late)
         return delay
 
     def try_acquire(self, operation_id: str) -> float | None:
