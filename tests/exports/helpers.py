@@ -34,7 +34,8 @@ async def no_sleep(_seconds: float) -> None:
 
 async def export(wh, sql_or_table, s, app, **kw):
     table = read_query(wh, sql_or_table, kw.pop("database", None)) if isinstance(sql_or_table, str) else sql_or_table
-    return await run_export(wh, table, s, transport=httpx.ASGITransport(app=app), sleep=no_sleep, **kw)
+    kw.setdefault("sleep", no_sleep)
+    return await run_export(wh, table, s, transport=httpx.ASGITransport(app=app), **kw)
 
 
 def outcomes(wh, run_id):

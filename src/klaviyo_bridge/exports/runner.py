@@ -42,6 +42,7 @@ from ..memory import use_lean_arrow_pool
 from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import Endpoint, endpoint_for, plan_batches
+from .jobwatch import JobWatcher
 from .operations import Prepared, check_columns, prepare
 from .payloads import Payloads
 from .settings import ExportSettings
@@ -145,7 +146,7 @@ class _Export:
                  poll_initial: float, progress: Callable[[str, int], None] | None) -> None:
         self.wh, self.settings, self.run_id, self.client = wh, settings, run_id, client
         self.sleep, self.clock, self.poll_initial = sleep, clock, poll_initial
-        self.first_poll = poll_initial  # wait before a job's first poll; learnt from earlier jobs
+        self.jobs = JobWatcher(client, sleep, clock, poll_initial)
         self.progress = progress or (lambda what, n: None)
         self.endpoint = endpoint_for(settings.operation, settings.consent_type)
         self.stop = False
@@ -161,6 +162,7 @@ class _Export:
         return await asyncio.get_running_loop().run_in_executor(self._recorder, partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        self.jobs.close()
         self._recorder.shutdown(wait=True)
 
     # --- list ----------------------------------------------------------------------------
@@ -320,35 +322,11 @@ class _Export:
                           row_count=len(index))
 
     # --- bulk import jobs ----------------------------------------------------------------
-    def _learn_job_time(self, done_at_first_poll: bool) -> None:
-        """The first poll of the next jobs comes sooner while jobs are done by then, and later
-        (up to 10 s) while they are not: about one poll per job whatever Klaviyo's pace."""
-        if done_at_first_poll:
-            self.first_poll = max(self.poll_initial, self.first_poll * 0.8)
-        else:
-            self.first_poll = min(max(self.first_poll * 2, self.poll_initial), 10.0)
-
     async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
-        deadline = self.clock() + self.settings.wait_seconds
-        wait = self.first_poll
-        status = "queued"
-        polls = 0
-        while True:
-            # Wait first: a job just created is never done yet, and polls share a 150/min limit.
-            if self.clock() + wait > deadline:
-                return _rows_table(index, "submitted", f"bulk import job {job_id} still {status} when the waiting "
-                                   f"time ({self.settings.waiting_time_for_completion_millis} ms) ended")
-            await self.sleep(wait)
-            wait = min(wait * 1.5, 15.0)
-            doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})
-            attrs = ((doc or {}).get("data") or {}).get("attributes") or {}
-            status = attrs.get("status", "")
-            done = status in ("complete", "cancelled", "failed")
-            if polls == 0:
-                self._learn_job_time(done)
-            polls += 1
-            if done:
-                break
+        status, attrs = await self.jobs.wait(job_id, self.clock() + self.settings.wait_seconds)
+        if attrs is None:
+            return _rows_table(index, "submitted", f"bulk import job {job_id} still {status} when the waiting "
+                               f"time ({self.settings.waiting_time_for_completion_millis} ms) ended")
         if status != "complete":
             return _rows_table(index, "rejected", f"bulk import job {job_id} ended {status}")
         if attrs.get("failed_count") == 0:

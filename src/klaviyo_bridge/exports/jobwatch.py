@@ -1,0 +1,102 @@
+"""Waiting for many bulk import jobs at once: one list request a round, not one GET per job.
+
+An export of a million rows makes a hundred jobs at up to ten a second, and the per-job GET
+shares a 10/s, 150/min limit: polled one by one, the last jobs queued behind each other's
+polls. ``get_bulk_import_profiles_jobs`` sorted newest first shows up to 100 jobs a page, so a
+round answers for every job of this export that is still in flight (they are the newest).
+A job missing from that page (other jobs created since, by another client) is read by its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.client import KlaviyoClient
+
+FINISHED = ("complete", "cancelled", "failed")
+#: The most a round waits when no job has finished for a while (Klaviyo's jobs can take minutes).
+MAX_ROUND_WAIT = 15.0
+
+
+@dataclass
+class _Waiter:
+    future: asyncio.Future
+    deadline: float
+    status: str = "queued"
+
+
+class JobWatcher:
+    """Answers ``wait(job_id, deadline)`` with the job's attributes once it has finished, or
+    None when the deadline comes first (the caller reports its rows as submitted)."""
+
+    def __init__(self, client: KlaviyoClient, sleep: Callable[[float], Awaitable[None]],
+                 clock: Callable[[], float], first_wait: float) -> None:
+        self.client, self.sleep, self.clock = client, sleep, clock
+        self.floor = first_wait
+        self.round_wait = first_wait
+        self._waiters: dict[str, _Waiter] = {}
+        self._task: asyncio.Task | None = None
+
+    async def wait(self, job_id: str, deadline: float) -> tuple[str, dict[str, Any] | None]:
+        """(last status seen, attributes when finished else None)."""
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
+        self._waiters[job_id] = waiter
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._rounds())
+        attrs = await waiter.future
+        return waiter.status, attrs
+
+    def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _rounds(self) -> None:
+        try:
+            while self._waiters:
+                first_deadline = min(w.deadline for w in self._waiters.values())
+                await self.sleep(max(0.0, min(self.round_wait, first_deadline - self.clock())))
+                finished = await self._round()
+                # Sooner while jobs finish between rounds, later (up to 15 s) while none do.
+                self.round_wait = (max(self.floor, self.round_wait * 0.8) if finished
+                                   else min(max(self.round_wait * 1.5, self.floor), MAX_ROUND_WAIT))
+        except BaseException as exc:  # a failed poll fails every job waiting on it
+            for waiter in self._waiters.values():
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            self._waiters.clear()
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _round(self) -> int:
+        listed = await self._newest_jobs()
+        finished = 0
+        for job_id in list(self._waiters):
+            attrs = listed.get(job_id)
+            if attrs is None:
+                attrs = await self._one_job(job_id)
+            finished += self._settle(job_id, attrs)
+        return finished
+
+    def _settle(self, job_id: str, attrs: dict[str, Any]) -> int:
+        waiter = self._waiters[job_id]
+        waiter.status = attrs.get("status", "")
+        if waiter.status in FINISHED:
+            del self._waiters[job_id]
+            waiter.future.set_result(attrs)
+            return 1
+        if self.clock() >= waiter.deadline:
+            del self._waiters[job_id]
+            waiter.future.set_result(None)
+        return 0
+
+    async def _newest_jobs(self) -> dict[str, dict[str, Any]]:
+        doc = await self.client.request("get_bulk_import_profiles_jobs",
+                                        params=[("sort", "-created_at"), ("page[size]", "100")])
+        return {item["id"]: item.get("attributes") or {} for item in (doc or {}).get("data") or []}
+
+    async def _one_job(self, job_id: str) -> dict[str, Any]:
+        doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})
+        return ((doc or {}).get("data") or {}).get("attributes") or {}
