@@ -123,3 +123,18 @@ def test_correcting_a_slot_keeps_the_log_in_time_order():
     assert lim.earliest(0.5) == pytest.approx(1.2)  # now the oldest is 0.2
     lim.correct(9.0, 9.5)  # a slot no longer in the log: nothing to move
     assert lim.earliest(0.5) == pytest.approx(1.2)
+
+
+async def test_each_server_429_widens_the_client_windows_up_to_a_limit():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)}, margin=0.1)
+    lim = limiter.limiter("get_lists")
+    assert lim.windows[0] == (1, pytest.approx(1.1))
+    limiter.penalise("get_lists", 1)
+    assert lim.windows[0] == (1, pytest.approx(1.15))
+    for _ in range(10):
+        limiter.penalise("get_lists", 1)
+    assert lim.windows == ((1, pytest.approx(1.3)), (100, pytest.approx(60.3)))
+    server = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
+    server.penalise("get_lists", 1)  # no margin asked for (the emulator's side): windows stay exact
+    assert server.limiter("get_lists").windows[0] == (1, 1.0)

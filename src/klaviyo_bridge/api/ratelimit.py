@@ -29,6 +29,9 @@ from typing import Protocol
 from .spec import Operation, RateLimit, operation
 
 
+#: After a 429, a client's windows grow by this much, to at most MAX_MARGIN over the published length.
+MARGIN_STEP = 0.05
+MAX_MARGIN = 0.3
 #: A wake-up later than this after a slot's time moves the slot to when the request really left.
 LATE_WAKE_SECONDS = 0.002
 
@@ -44,6 +47,7 @@ class WindowLimiter:
         if not windows:
             raise ValueError("a limiter needs at least one window")
         self.windows = tuple((int(n), float(t)) for n, t in windows)
+        self._base = self.windows
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
@@ -51,7 +55,9 @@ class WindowLimiter:
     @classmethod
     def for_ratelimit(cls, limit: RateLimit, margin: float = 0.0) -> "WindowLimiter":
         """Windows of the published limit, each lengthened by ``margin`` seconds (client safety)."""
-        return cls(tuple((count, seconds + margin) for count, seconds in limit.windows()))
+        lim = cls(tuple((count, seconds) for count, seconds in limit.windows()))
+        lim.widen(margin, margin)
+        return lim
 
     def earliest(self, now: float) -> float:
         """Earliest time >= now (and >= the last reservation) when a slot is free."""
@@ -90,6 +96,12 @@ class WindowLimiter:
     def penalise(self, now: float, seconds: float) -> None:
         """After a server 429, block this operation for ``seconds`` (fill the burst window)."""
         self._blocked_until = max(self._blocked_until, now + seconds)
+
+    def widen(self, seconds: float, most: float) -> None:
+        """Lengthen every window by ``seconds`` more, up to ``most`` over the published length:
+        a 429 although the windows were kept means the server sees our requests closer together
+        than we sent them (its arrival jitter), and each further 429 costs a second of waiting."""
+        self.windows = tuple((n, min(t + seconds, base + most)) for (n, t), (_, base) in zip(self.windows, self._base))
 
 
 class RateLimiter:
@@ -142,6 +154,10 @@ class RateLimiter:
         return self.limiter(operation_id).try_acquire(self.clock())
 
     def penalise(self, operation_id: str, seconds: float) -> None:
-        """Record a server-side 429 so other concurrent requests hold back too."""
+        """Record a server-side 429 so other concurrent requests hold back too, and keep this
+        operation's requests further apart from now on (up to ``MAX_MARGIN``)."""
         if self.enabled and seconds > 0:
-            self.limiter(operation_id).penalise(self.clock(), seconds)
+            limiter = self.limiter(operation_id)
+            limiter.penalise(self.clock(), seconds)
+            if self.margin > 0:
+                limiter.widen(MARGIN_STEP, MAX_MARGIN)
