@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from klaviyo_bridge.emulator.data import build_account
 from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.emulator.pendingkeys import PendingKeys, sorted_hashes
 from klaviyo_bridge.emulator.state import AccountState
 
 
@@ -93,3 +95,40 @@ def test_bulk_create_path_taken_and_declined():
     assert again._create_all(*_items([base_email]), now=5) is None
     with_id = (again.base.profile_id(4), {"first_name": "x"})
     assert again._create_all(*_items([with_id]), now=5) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_bulk_batches_against_pending_keys(seed):
+    """Fresh batches whose keys reach back into earlier, not yet indexed, batches (a repeated email,
+    phone or the same key in another case) match what those created, as one-by-one upserts do."""
+    rng = random.Random(seed)
+    one, many = _state(), _state()
+    made: list[dict] = []
+    for b in range(6):
+        batch = []
+        for i in range(rng.choice([1, 20, 200])):
+            attrs = {"email": f"p{seed}-{b}-{i}@x.org", "phone_number": f"+4479{seed:02d}{b}{i:05d}", "first_name": f"F{b}"}
+            if made and rng.random() < (0.02 if b % 2 else 0.0):
+                old = rng.choice(made)
+                key = rng.choice(["email", "phone_number", "upper"])
+                attrs = {**attrs, **({"email": old["email"].upper()} if key == "upper" else {key: old[key]})}
+            batch.append((None, attrs))
+        made += [a for _, a in batch]
+        rows_one = [one.upsert(dict(a), 1000 + b)[0] for _, a in batch]
+        assert many.upsert_many(*_items([(None, dict(a)) for _, a in batch]), 1000 + b) == rows_one
+    assert _fingerprint(one) == _fingerprint(many)
+
+
+def test_pending_keys_levels_find_every_key():
+    rng = np.random.default_rng(1)
+    pending, added = PendingKeys(), []
+    for size in [1, 3, 10, 10, 100, 7, 1000, 2, 50]:
+        h = np.unique(rng.integers(-2**63, 2**63 - 1, size, dtype=np.int64))
+        assert not pending.may_hold(h)
+        pending.add([str(v) for v in h], list(range(len(h))), h)
+        added.append(h)
+        every = np.sort(np.concatenate(added))
+        assert all(pending.may_hold(every[i:i + 1]) for i in range(0, len(every), 7))
+        assert pending.may_hold(np.sort(np.concatenate([rng.integers(0, 9, 5), every[-1:]])))
+    assert [len(level) for level in pending.levels] == sorted((len(level) for level in pending.levels), reverse=True)
+    assert sorted_hashes(["a", "b", "a"]) is None and list(sorted_hashes(["b", "a"])) == sorted([hash("a"), hash("b")])

@@ -29,6 +29,7 @@ import orjson
 from . import ids, vocabulary as V
 from .catalog import Record
 from .members import Membership
+from .pendingkeys import PendingKeys, sorted_hashes
 from .profiles import ProfileTable
 from .timefmt import iso
 
@@ -70,13 +71,24 @@ class AccountState:
         self.new_created: list[int] = []
         self.new_updated: dict[int, int] = {}
         self.changes: dict[int, dict] = {}
-        self.index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
+        self._index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
+        self._pending: dict[str, PendingKeys] = {f: PendingKeys() for f in IDENTIFIERS}
+        self._unindexed = False
         self.consent: dict[int, Consent] = {}
         self.new_list_ids: list[str] = []
         self.list_creations = 0
         self._id_rank: np.ndarray | None = None
 
     # ----- identity -----------------------------------------------------------------
+    @property
+    def index(self) -> dict[str, dict[str, int]]:
+        """Identifier field -> key -> row, exact; bulk-created keys are added on first use (see pendingkeys)."""
+        if self._unindexed:
+            for f, pending in self._pending.items():
+                pending.flush_into(self._index[f])
+            self._unindexed = False
+        return self._index
+
     @property
     def count(self) -> int:
         return self.base.count + len(self.new_blobs)
@@ -252,8 +264,10 @@ class AccountState:
         if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
             return None
         email_keys = [e.strip().lower() for e in emails]
+        hashes = {}
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
-            if len(set(keys)) != len(keys) or not self.index[field_name].keys().isdisjoint(keys):
+            h = hashes[field_name] = sorted_hashes(keys)  # also: no key twice in the batch
+            if h is None or not self._index[field_name].keys().isdisjoint(keys) or self._pending[field_name].may_hold(h):
                 return None
         for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
             if field_name not in self.changes.get(row, ()):
@@ -266,9 +280,10 @@ class AccountState:
         self.new_blobs.extend(blobs)
         self.new_created.extend([now] * len(rows))
         self.new_updated.update(dict.fromkeys(rows, now))
-        self.index["email"].update(zip(email_keys, compress(rows, all_emails)))
-        self.index["phone_number"].update(zip(phones, compress(rows, all_phones)))
-        self.index["external_id"].update(zip(exts, compress(rows, all_exts)))
+        for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
+                                          ("external_id", exts, all_exts)):
+            self._pending[field_name].add(keys, list(compress(rows, present)), hashes[field_name])
+        self._unindexed = True
         self.version += len(rows)
         return rows
 
