@@ -69,7 +69,7 @@ class AccountState:
         self.version = 0
         self.new_blobs: list[bytes] = []
         self.new_created: list[int] = []
-        self.new_updated: dict[int, int] = {}
+        self.new_updated: dict[int, int] = {}  # rows updated after creation (a new row's is its created until then)
         self.changes: dict[int, dict] = {}
         self._index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
         self._pending: dict[str, PendingKeys] = {f: PendingKeys() for f in IDENTIFIERS}
@@ -177,7 +177,6 @@ class AccountState:
         row = self.count
         self.new_blobs.append(blob)
         self.new_created.append(now)
-        self.new_updated[row] = now
         return row
 
     def _update(self, row: int, attributes: dict, now: int) -> None:
@@ -213,7 +212,7 @@ class AccountState:
         base_n = base.count
         ix_email, ix_phone, ix_ext = (self.index[f] for f in IDENTIFIERS)
         changes = self.changes
-        new_blobs, new_created, new_updated = self.new_blobs, self.new_created, self.new_updated
+        new_blobs, new_created = self.new_blobs, self.new_created
         rows = []
         for pid, email, phone, ext, attributes, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
             row = self.row_for_id(pid) if pid else None
@@ -242,7 +241,6 @@ class AccountState:
                 row = base_n + len(new_blobs)
                 new_blobs.append(blob)
                 new_created.append(now)
-                new_updated[row] = now
             else:
                 self._update(row, attributes if attributes_of is None else attributes_of(attributes), now)
             if email:
@@ -279,7 +277,6 @@ class AccountState:
                      for attrs, blob in zip(attributes, blobs)]
         self.new_blobs.extend(blobs)
         self.new_created.extend([now] * len(rows))
-        self.new_updated.update(dict.fromkeys(rows, now))
         for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
                                           ("external_id", exts, all_exts)):
             self._pending[field_name].add(keys, list(compress(rows, present)), hashes[field_name])
