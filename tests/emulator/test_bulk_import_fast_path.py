@@ -267,3 +267,19 @@ async def test_fast_path_is_taken_for_a_plain_body(monkeypatch):
             {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"n": 1}}}]}}}}
         r = await c.post(JOBS, json=body)
         assert r.status_code == 202 and taken
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_all_match_in_one_call_is_all_of_match(seed):
+    """The newline-joined regex check answers as one ``match`` per value (``$`` before a final newline too)."""
+    from klaviyo_bridge.emulator.writes import EMAIL_RE, PHONE_RE
+
+    rng = random.Random(seed)
+    emails = ["a@b.co", "x.y+z@sub.example.com", "a@b", "@b.co", "a@-b.co", "a@b.co\n", "a@b.co\n\n", "a\n@b.co",
+              "", "é@b.co", "a@b.co ", "a@b-.co", "a@b.c-d.co"]
+    phones = ["+15005550006", "+1500555", "+150055", "+0123456789", "+4420300000001234", "+442030000000\n", "+44\n2030000",
+              "", "+١٢٣٤٥٦٧٨", "15005550006", "+1 5005550006"]
+    for pattern, pool in ((EMAIL_RE, emails), (PHONE_RE, phones)):
+        for _ in range(60):
+            values = [rng.choice(pool[:2] if rng.random() < 0.7 else pool) for _ in range(rng.choice([0, 1, 2, 5, 40]))]
+            assert bulkimport._all_match(pattern, values) == all(map(pattern.match, values)), values

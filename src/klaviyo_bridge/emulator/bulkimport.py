@@ -16,6 +16,8 @@ exactly as before. Neither function changes any state before it has decided.
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -106,6 +108,22 @@ _encode = msgspec.json.Encoder().encode
 _SURELY_SMALL = 10_000
 
 
+@cache
+def _joined(pattern: re.Pattern) -> re.Pattern:
+    """``pattern`` (``^...$``, no newline in what it matches) over newline-joined values, one regex call for all."""
+    body = pattern.pattern.removeprefix("^").removesuffix("$")
+    return re.compile(f"(?>{body}\n)*{body}")
+
+
+def _all_match(pattern: re.Pattern, values: list[str]) -> bool:
+    """``all(map(pattern.match, values))``, in one call when no value holds a newline (``$`` also
+    matches before a final one, so such values go one by one)."""
+    text = "\n".join(values)
+    if values and text.count("\n") == len(values) - 1:
+        return _joined(pattern).fullmatch(text) is not None
+    return all(map(pattern.match, values))
+
+
 def decode(raw: bytes) -> Body | None:
     try:
         return _decoder.decode(raw)
@@ -134,9 +152,9 @@ def accept(req: Request, body: Body) -> tuple[int, dict] | None:
     phones = [a.phone_number for a in attrs]
     exts = [a.external_id for a in attrs]
     pids = [p.id for p in profiles]
-    if not all(map(EMAIL_RE.match, [e for e in emails if e.__class__ is str])):
+    if not _all_match(EMAIL_RE, [e for e in emails if e.__class__ is str]):
         return None
-    if not all(map(PHONE_RE.match, [p for p in phones if p.__class__ is str])):
+    if not _all_match(PHONE_RE, [p for p in phones if p.__class__ is str]):
         return None
     if not all(e or p or x or i for e, p, x, i in zip(emails, phones, exts, pids)):  # UNSET is falsy
         return None
