@@ -13,6 +13,8 @@ the exact, general path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -33,7 +35,7 @@ class PendingKeys:
     """
 
     def __init__(self) -> None:
-        self.batches: list[tuple[list[str], list[int]]] = []
+        self.batches: list[tuple[list[str], Sequence[int]]] = []
         self.levels: list[np.ndarray] = []  # sorted hash arrays, sizes decreasing
 
     def may_hold(self, hashes: np.ndarray) -> bool:
@@ -45,7 +47,7 @@ class PendingKeys:
                 return True
         return False
 
-    def add(self, keys: list[str], rows: list[int], hashes: np.ndarray) -> None:
+    def add(self, keys: list[str], rows: Sequence[int], hashes: np.ndarray) -> None:
         if not keys:
             return
         self.batches.append((keys, rows))

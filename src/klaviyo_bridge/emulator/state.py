@@ -270,8 +270,7 @@ class AccountState:
         for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
             if field_name not in self.changes.get(row, ()):
                 return None
-        start = self.count
-        rows = list(range(start, start + len(pids)))
+        rows = range(self.count, self.count + len(pids))
         if None in blobs:
             blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
                      for attrs, blob in zip(attributes, blobs)]
@@ -279,10 +278,11 @@ class AccountState:
         self.new_created.extend([now] * len(rows))
         for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
                                           ("external_id", exts, all_exts)):
-            self._pending[field_name].add(keys, list(compress(rows, present)), hashes[field_name])
+            keyed = rows if len(keys) == len(rows) else list(compress(rows, present))  # a range holds no row objects
+            self._pending[field_name].add(keys, keyed, hashes[field_name])
         self._unindexed = True
         self.version += len(rows)
-        return rows
+        return list(rows)
 
     def profile_attributes(self, rows: np.ndarray, subscriptions: bool, predictive: bool) -> list[dict]:
         """Attributes of ``rows`` as they are now (base rendering + overrides, or overlay rows)."""
