@@ -55,9 +55,14 @@ def test_add_members_matches_sorted_insert(seed):
     rng = random.Random(seed)
     s = _state()
     list_id = s.base.list_ids[seed % 2]
-    for step in range(12):
-        rows = _batch(rng, s)
+    seen = []  # every membership handed out, with a copy of its arrays: appends must not change them
+    for step in range(16):
         before = s.account.list_members[list_id]
+        if rng.random() < 0.15:
+            gone = rng.sample(before.profiles.tolist(), min(3, len(before)))
+            s.remove_members(list_id, np.array(gone, dtype=np.int64), 3000 + step)
+            before = s.account.list_members[list_id]
+        rows = _batch(rng, s)
         expected, added = _reference(s, before, rows, 3000 + step)
         version = s.version
         assert s.add_members(list_id, np.array(rows, dtype=np.int64), 3000 + step) == added
@@ -65,3 +70,23 @@ def test_add_members_matches_sorted_insert(seed):
         assert got.profiles.tolist() == expected.profiles.tolist()
         assert got.joined.tolist() == expected.joined.tolist()
         assert s.version == version + (1 if added else 0)
+        seen.append((got, got.profiles.tolist(), got.joined.tolist()))
+    for m, profiles, joined in seen:
+        assert m.profiles.tolist() == profiles and m.joined.tolist() == joined
+
+
+def test_appends_reuse_room_and_fall_back_after_a_removal():
+    s = _state()
+    list_id = s.base.list_ids[0]
+    new = list(range(s.base.count, s.count))
+    s.add_members(list_id, np.array(new[:10], dtype=np.int64), 1)
+    first = s.account.list_members[list_id]
+    s.add_members(list_id, np.array(new[10:20], dtype=np.int64), 2)
+    second = s.account.list_members[list_id]
+    assert second.profiles.base is first.profiles.base  # appended in place, past the first's view
+    assert first.profiles.tolist()[-10:] == new[:10] and len(second) == len(first) + 10
+    s.remove_members(list_id, np.array(new[:1], dtype=np.int64), 3)
+    s.add_members(list_id, np.array(new[20:30], dtype=np.int64), 4)
+    third = s.account.list_members[list_id]
+    assert third.profiles.base is not second.profiles.base and third.profiles.tolist()[-10:] == new[20:30]
+    assert second.profiles.tolist()[-10:] == new[10:20]

@@ -74,6 +74,7 @@ class AccountState:
         self._index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
         self._pending: dict[str, PendingKeys] = {f: PendingKeys() for f in IDENTIFIERS}
         self._unindexed = False
+        self._member_room: dict[str, tuple[Membership, np.ndarray, np.ndarray]] = {}  # see _appended
         self.consent: dict[int, Consent] = {}
         self.new_list_ids: list[str] = []
         self.list_creations = 0
@@ -451,10 +452,27 @@ class AccountState:
             return False
         if len(m.profiles) and ranks[0] <= self.id_rank(m.profiles[-1:])[0]:
             return False
-        self.account.list_members[list_id] = Membership(np.concatenate([m.profiles, rows]),
-                                                        np.concatenate([m.joined, np.full(len(rows), now, dtype=np.int64)]))
+        self.account.list_members[list_id] = self._appended(list_id, m, rows, now)
         self._touch_list(list_id, now)
         return True
+
+    def _appended(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> Membership:
+        """``m`` plus ``rows`` joined ``now``, as views of buffers with room to spare (amortised O(rows),
+        not a copy of every member per job). Only the tail past ``m`` is written, which no earlier
+        Membership of the buffers can see; a membership replaced since (remove_members, the sorted
+        insert) gets new buffers."""
+        n, k = len(m.profiles), len(rows)
+        room = self._member_room.get(list_id)
+        if room is not None and room[0] is m and n + k <= len(room[1]):
+            profiles, joined = room[1], room[2]
+        else:
+            capacity = max(2 * (n + k), 1024)
+            profiles, joined = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+            profiles[:n], joined[:n] = m.profiles, m.joined
+        profiles[n:n + k], joined[n:n + k] = rows, now
+        out = Membership(profiles[:n + k], joined[:n + k])
+        self._member_room[list_id] = (out, profiles, joined)
+        return out
 
     def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None) -> int:
         m = self.account.list_members[list_id]
