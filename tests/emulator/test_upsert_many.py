@@ -9,7 +9,7 @@ import pytest
 
 from klaviyo_bridge.emulator.data import build_account
 from klaviyo_bridge.emulator.settings import EmulatorSettings
-from klaviyo_bridge.emulator.pendingkeys import PendingKeys, sorted_hashes
+from klaviyo_bridge.emulator.pendingkeys import HashSet, sorted_hashes
 from klaviyo_bridge.emulator.state import AccountState
 
 
@@ -119,16 +119,25 @@ def test_bulk_batches_against_pending_keys(seed):
     assert _fingerprint(one) == _fingerprint(many)
 
 
-def test_pending_keys_levels_find_every_key():
-    rng = np.random.default_rng(1)
-    pending, added = PendingKeys(), []
-    for size in [1, 3, 10, 10, 100, 7, 1000, 2, 50]:
-        h = np.unique(rng.integers(-2**63, 2**63 - 1, size, dtype=np.int64))
-        assert not pending.may_hold(h)
-        pending.add([str(v) for v in h], list(range(len(h))), h)
-        added.append(h)
-        every = np.sort(np.concatenate(added))
-        assert all(pending.may_hold(every[i:i + 1]) for i in range(0, len(every), 7))
-        assert pending.may_hold(np.sort(np.concatenate([rng.integers(0, 9, 5), every[-1:]])))
-    assert [len(level) for level in pending.levels] == sorted((len(level) for level in pending.levels), reverse=True)
+@pytest.mark.parametrize("seed", range(5))
+def test_hash_set_answers_as_a_set(seed):
+    """No false "absent": every added hash is found, through growth, full slots (narrow hashes
+    share slots) and a hash of 0 (the empty-slot marker)."""
+    rng = np.random.default_rng(seed)
+    hashes, added = HashSet(), set()
+    for size in [1, 3, 10, 10, 100, 7, 1000, 2, 50, 3000]:
+        wide = rng.integers(-2**63, 2**63 - 1, size, dtype=np.int64)
+        narrow = rng.integers(0, 2**40, size, dtype=np.int64)  # top bits 0: one slot for all
+        fresh = np.array(sorted({*wide.tolist(), *narrow[: size // 3].tolist(), *([0] if size == 7 else [])} - added), dtype=np.int64)
+        assert not hashes.any_of(fresh[fresh != 0])
+        hashes.add(fresh)
+        added |= set(fresh.tolist())
+        probe = sorted(added)
+        assert all(hashes.any_of(np.array(probe[i:i + 1], dtype=np.int64)) for i in range(0, len(probe), 3))
+        others = np.unique(rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64))
+        assert hashes.any_of(others) == bool(set(others.tolist()) & added)
+    assert hashes.count == len(added) and 2 * hashes.count <= len(hashes.table)
+
+
+def test_sorted_hashes_flags_repeats():
     assert sorted_hashes(["a", "b", "a"]) is None and list(sorted_hashes(["b", "a"])) == sorted([hash("a"), hash("b")])

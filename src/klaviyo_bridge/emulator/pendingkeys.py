@@ -28,30 +28,73 @@ def sorted_hashes(keys: list[str]) -> np.ndarray | None:
 
 
 class PendingKeys:
-    """Batches of (keys, rows) to add to one field's index dict, in order, and their hashes.
-
-    The hashes are kept as a few sorted arrays of doubling sizes (merged like a binary
-    counter), so adding a batch costs O(batch x log) amortised, not a copy of all of them.
-    """
+    """Batches of (keys, rows) to add to one field's index dict, in order, and their hashes."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[list[str], Sequence[int]]] = []
-        self.levels: list[np.ndarray] = []  # sorted hash arrays, sizes decreasing
+        self.hashes = HashSet()
 
     def may_hold(self, hashes: np.ndarray) -> bool:
-        """False: none of the keys with these (sorted) hashes is pending; True may be a collision."""
-        for level in self.levels:
-            at = np.searchsorted(level, hashes)
-            at[at == len(level)] = 0
-            if (level[at] == hashes).any():
-                return True
-        return False
+        """False: none of the keys with these (sorted, distinct) hashes is pending; True may be a collision."""
+        return self.hashes.any_of(hashes)
 
     def add(self, keys: list[str], rows: Sequence[int], hashes: np.ndarray) -> None:
-        if not keys:
+        if keys:
+            self.batches.append((keys, rows))
+            self.hashes.add(hashes)
+
+    def flush_into(self, index: dict[str, int]) -> None:
+        """Add the batches to ``index`` as the eager ``update`` calls would have, in order."""
+        for keys, rows in self.batches:
+            index.update(zip(keys, rows))
+        self.batches = []
+        self.hashes = HashSet()
+
+
+class HashSet:
+    """A set of int64 hashes asked about a batch at a time (vectorised, one probe per value).
+
+    Each hash lives in the table slot its top bits name (0 marks an empty slot; the table
+    is kept at most half full) or, when that slot was taken, in ``spill``: sorted arrays of
+    doubling sizes, merged like a binary counter. Slots are never emptied, so a spilled hash
+    always finds its slot taken and is looked for in ``spill`` only then.
+    """
+
+    def __init__(self, bits: int = 10) -> None:
+        self.table = np.zeros(1 << bits, dtype=np.int64)
+        self.shift = np.uint64(64 - bits)
+        self.spill: list[np.ndarray] = []  # sorted arrays, sizes decreasing
+        self.count = 0
+
+    def _slots(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes.view(np.uint64) >> self.shift).astype(np.intp)
+
+    def any_of(self, hashes: np.ndarray) -> bool:
+        """Whether any of ``hashes`` (sorted) is in the set."""
+        if not self.count or not len(hashes):
+            return False
+        held = self.table[self._slots(hashes)]
+        if (held == hashes).any():  # also an unheld 0 in an empty slot: a harmless "maybe"
+            return True
+        taken = hashes[held != 0]
+        return any(_sorted_has_any(level, taken) for level in self.spill) if len(taken) else False
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add sorted, distinct hashes that are not in the set yet."""
+        if 2 * (self.count + len(hashes)) > len(self.table):
+            self._grow(self.count + len(hashes))
+        slots = self._slots(hashes)
+        first = np.ones(len(hashes), dtype=bool)  # sorted hashes: equal slots are neighbours
+        first[1:] = slots[1:] != slots[:-1]
+        free = first & (self.table[slots] == 0) & (hashes != 0)
+        self.table[slots[free]] = hashes[free]
+        self._spill(hashes[~free])
+        self.count += len(hashes)
+
+    def _spill(self, hashes: np.ndarray) -> None:
+        if not len(hashes):
             return
-        self.batches.append((keys, rows))
-        levels = self.levels
+        levels = self.spill
         levels.append(hashes)
         while len(levels) > 1 and len(levels[-2]) <= len(levels[-1]):
             top = levels.pop()
@@ -59,9 +102,14 @@ class PendingKeys:
             merged.sort(kind="stable")  # timsort: two sorted runs merge in linear time
             levels.append(merged)
 
-    def flush_into(self, index: dict[str, int]) -> None:
-        """Add the batches to ``index`` as the eager ``update`` calls would have, in order."""
-        for keys, rows in self.batches:
-            index.update(zip(keys, rows))
-        self.batches = []
-        self.levels = []
+    def _grow(self, count: int) -> None:
+        everything = np.concatenate([self.table[self.table != 0], *self.spill])
+        everything.sort()
+        self.__init__(max(10, (4 * count - 1).bit_length()))
+        self.add(everything)
+
+
+def _sorted_has_any(haystack: np.ndarray, needles: np.ndarray) -> bool:
+    at = np.searchsorted(haystack, needles)
+    at[at == len(haystack)] = 0
+    return bool((haystack[at] == needles).any())
