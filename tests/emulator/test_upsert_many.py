@@ -141,3 +141,17 @@ def test_hash_set_answers_as_a_set(seed):
 
 def test_sorted_hashes_flags_repeats():
     assert sorted_hashes(["a", "b", "a"]) is None and list(sorted_hashes(["b", "a"])) == sorted([hash("a"), hash("b")])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rows_for_identifiers_is_one_lookup_per_value(seed):
+    rng = random.Random(seed)
+    base = _state().base
+    pool = [base.email(r) for r in range(0, 200, 9)] + [f"user{i}@example.com" for i in range(30)] + ["a.b@c.d", "x.y1@"]
+    keys = [e.strip().lower() for e in rng.sample(pool, rng.randint(0, 12))]
+    phones = [p for p in (base.phone(r) for r in range(0, 200, 13)) if p][: rng.randint(0, 3)] + ["+442030000000"]
+    exts = [x for x in (base.external_id(r) for r in range(0, 200, 17)) if x][: rng.randint(0, 3)] + ["cust_x"]
+    expected = [(f, row) for f, values, find in (("email", keys, base.row_for_email), ("phone_number", phones, base.row_for_phone),
+                                                 ("external_id", exts, base.row_for_external_id))
+                for row in map(find, values) if row is not None]
+    assert base.rows_for_identifiers(keys, phones, exts) == expected
