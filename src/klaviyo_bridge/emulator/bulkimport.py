@@ -124,6 +124,20 @@ def _all_match(pattern: re.Pattern, values: list[str]) -> bool:
     return all(map(pattern.match, values))
 
 
+def _texts(values: list) -> list[str]:
+    """The strings among ``values`` (str, None or UNSET); all of them when all are truthy, without a scan in Python."""
+    return values if all(values) else [v for v in values if v.__class__ is str]
+
+
+def _unset_to_none(values: list) -> list:
+    """``values`` with UNSET as None; C-level checks first, for the common all-set and all-unset columns."""
+    if all(values):
+        return values
+    if values.count(UNSET) == len(values):
+        return [None] * len(values)
+    return [None if v is UNSET else v for v in values]
+
+
 def decode(raw: bytes) -> Body | None:
     try:
         return _decoder.decode(raw)
@@ -144,19 +158,17 @@ def accept(req: Request, body: Body) -> tuple[int, dict] | None:
     if any(lid not in req.account.list_members for lid in list_ids):
         return None
     attrs = [p.attributes for p in profiles]
-    blobs = [_encode(a) for a in attrs]
-    if max(map(len, blobs)) + 6 * max(len(p.id or "") for p in profiles) > _SURELY_SMALL:
+    blobs = list(map(_encode, attrs))
+    pids = [p.id for p in profiles]
+    if max(map(len, blobs)) + 6 * max(map(len, filter(None, pids)), default=0) > _SURELY_SMALL:
         if any(len(orjson.dumps(msgspec.to_builtins(p))) > MAX_PROFILE_BYTES for p in profiles):
             return None
     emails = [a.email for a in attrs]
     phones = [a.phone_number for a in attrs]
     exts = [a.external_id for a in attrs]
-    pids = [p.id for p in profiles]
-    if not _all_match(EMAIL_RE, [e for e in emails if e.__class__ is str]):
+    if not _all_match(EMAIL_RE, _texts(emails)) or not _all_match(PHONE_RE, _texts(phones)):
         return None
-    if not _all_match(PHONE_RE, [p for p in phones if p.__class__ is str]):
+    if not (all(emails) or all(phones) or all(map(any, zip(emails, phones, exts, pids)))):  # UNSET is falsy
         return None
-    if not all(e or p or x or i for e, p, x, i in zip(emails, phones, exts, pids)):  # UNSET is falsy
-        return None
-    columns = (*([None if v is UNSET else v for v in values] for values in (pids, emails, phones, exts)), attrs, blobs)
+    columns = (*map(_unset_to_none, (pids, emails, phones, exts)), attrs, blobs)
     return submit_import_job(req, len(profiles), columns, list_ids, [], msgspec.to_builtins)
