@@ -259,10 +259,11 @@ class AccountState:
         existing profile or an earlier item, so every item creates a profile. None: not so."""
         if any(pids):
             return None
-        emails, phones, exts = ([v for v in values if v] for values in (all_emails, all_phones, all_exts))
+        emails, phones, exts = (list(values) if all(values) else [v for v in values if v]
+                                for values in (all_emails, all_phones, all_exts))
         if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
             return None
-        email_keys = [e.strip().lower() for e in emails]
+        email_keys = list(map(str.lower, map(str.strip, emails)))
         hashes = {}
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
             h = hashes[field_name] = sorted_hashes(keys)  # also: no key twice in the batch
@@ -272,7 +273,7 @@ class AccountState:
             if field_name not in self.changes.get(row, ()):
                 return None
         rows = range(self.count, self.count + len(pids))
-        if None in blobs:
+        if not all(blobs):  # a None among them (packed bytes are never empty)
             blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
                      for attrs, blob in zip(attributes, blobs)]
         self.new_blobs.extend(blobs)
