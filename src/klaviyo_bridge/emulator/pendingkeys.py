@@ -31,7 +31,7 @@ class PendingKeys:
     """Batches of (keys, rows) to add to one field's index dict, in order, and their hashes."""
 
     def __init__(self) -> None:
-        self.batches: list[tuple[list[str], Sequence[int]]] = []
+        self.batches: list[tuple[tuple[str, ...], Sequence[int]]] = []
         self.hashes = HashSet()
 
     def may_hold(self, hashes: np.ndarray) -> bool:
@@ -40,7 +40,9 @@ class PendingKeys:
 
     def add(self, keys: list[str], rows: Sequence[int], hashes: np.ndarray) -> None:
         if keys:
-            self.batches.append((keys, rows))
+            # Tuples of strs and ints: the garbage collector untracks them after one look (a list of a
+            # million keys would be walked on every full collection).
+            self.batches.append((tuple(keys), rows if isinstance(rows, range) else tuple(rows)))
             self.hashes.add(hashes)
 
     def flush_into(self, index: dict[str, int]) -> None:
