@@ -4,11 +4,10 @@ A bulk import of 10,000 new profiles used to insert each email and phone number
 into a dict holding every key so far (a million after a 1M-row export), after
 checking that none of them was there: two scattered dict probes per key, which
 cost more than the rest of the job. Most such keys are never looked up again,
-so ``AccountState`` keeps them here in batches, with the sorted 64-bit hashes of
-all of them, and moves them into the dict only when something reads the index.
-A new batch is then told disjoint from them with one vectorised search. Equal
-hashes (a duplicate key, or very rarely a collision) only send the batch down
-the exact, general path.
+so ``AccountState`` keeps them here in batches, with the 64-bit hashes of all of
+them in a set numpy can probe a batch at a time, and moves them into the dict only
+when something reads the index. Equal hashes (a duplicate key, or very rarely a
+collision) only send the batch down the exact, general path.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class PendingKeys:
         self.hashes = HashSet()
 
     def may_hold(self, hashes: np.ndarray) -> bool:
-        """False: none of the keys with these (sorted, distinct) hashes is pending; True may be a collision."""
+        """False: none of the keys with these hashes is pending; True may be a collision."""
         return self.hashes.any_of(hashes)
 
     def add(self, keys: list[str], rows: Sequence[int], hashes: np.ndarray) -> None:
@@ -72,7 +71,7 @@ class HashSet:
         return (hashes.view(np.uint64) >> self.shift).astype(np.intp)
 
     def any_of(self, hashes: np.ndarray) -> bool:
-        """Whether any of ``hashes`` (sorted) is in the set."""
+        """Whether any of ``hashes`` is in the set."""
         if not self.count or not len(hashes):
             return False
         held = self.table[self._slots(hashes)]
@@ -82,15 +81,14 @@ class HashSet:
         return any(_sorted_has_any(level, taken) for level in self.spill) if len(taken) else False
 
     def add(self, hashes: np.ndarray) -> None:
-        """Add sorted, distinct hashes that are not in the set yet."""
+        """Add distinct hashes that are not in the set yet."""
         if 2 * (self.count + len(hashes)) > len(self.table):
             self._grow(self.count + len(hashes))
         slots = self._slots(hashes)
-        first = np.ones(len(hashes), dtype=bool)  # sorted hashes: equal slots are neighbours
-        first[1:] = slots[1:] != slots[:-1]
-        free = first & (self.table[slots] == 0) & (hashes != 0)
-        self.table[slots[free]] = hashes[free]
-        self._spill(hashes[~free])
+        free = (self.table[slots] == 0) & (hashes != 0)
+        self.table[slots[free]] = hashes[free]  # of several for one free slot, one lands: read back which
+        placed = (self.table[slots] == hashes) & (hashes != 0)
+        self._spill(np.sort(hashes[~placed]))
         self.count += len(hashes)
 
     def _spill(self, hashes: np.ndarray) -> None:
@@ -106,7 +104,6 @@ class HashSet:
 
     def _grow(self, count: int) -> None:
         everything = np.concatenate([self.table[self.table != 0], *self.spill])
-        everything.sort()
         self.__init__(max(10, (4 * count - 1).bit_length()))
         self.add(everything)
 
