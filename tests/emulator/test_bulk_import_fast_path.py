@@ -283,3 +283,26 @@ def test_all_match_in_one_call_is_all_of_match(seed):
         for _ in range(60):
             values = [rng.choice(pool[:2] if rng.random() < 0.7 else pool) for _ in range(rng.choice([0, 1, 2, 5, 40]))]
             assert bulkimport._all_match(pattern, values) == all(map(pattern.match, values)), values
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_email_check_without_backtracking_is_email_re(seed):
+    """The possessive email pattern of the one-call check accepts exactly what EMAIL_RE does."""
+    from klaviyo_bridge.emulator.writes import EMAIL_RE
+
+    assert bulkimport._joined(EMAIL_RE).pattern.startswith(f"(?>{bulkimport._EMAIL_BODY}")  # EMAIL_RE unchanged
+    rng = random.Random(seed)
+    alphabet = "ab9-.@_+\n~Z"
+
+    def label() -> str:
+        return "".join(rng.choice("ab9-" if rng.random() < 0.8 else alphabet) for _ in range(rng.randint(1, 4)))
+    valid = 0
+    for _ in range(3000):
+        if rng.random() < 0.3:
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        else:
+            text = rng.choice(["x", "a.b", "q+1", "", "a@"]) + "@" + ".".join(label() for _ in range(rng.randint(1, 3)))
+        valid += bool(EMAIL_RE.match(text))
+        assert bulkimport._all_match(EMAIL_RE, [text]) == bool(EMAIL_RE.match(text)), text
+        assert bulkimport._all_match(EMAIL_RE, ["ok@x.io", text]) == bool(EMAIL_RE.match(text)), text
+    assert valid > 100  # a fair share of valid addresses, not only rejections
