@@ -267,7 +267,8 @@ class AccountState:
         hashes = {}
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
             h = hashes[field_name] = sorted_hashes(keys)  # also: no key twice in the batch
-            if h is None or not self._index[field_name].keys().isdisjoint(keys) or self._pending[field_name].may_hold(h):
+            index = self._index[field_name]
+            if h is None or (index and not index.keys().isdisjoint(keys)) or self._pending[field_name].may_hold(h):
                 return None
         for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
             if field_name not in self.changes.get(row, ()):
