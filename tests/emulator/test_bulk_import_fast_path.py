@@ -267,3 +267,42 @@ async def test_fast_path_is_taken_for_a_plain_body(monkeypatch):
             {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"n": 1}}}]}}}}
         r = await c.post(JOBS, json=body)
         assert r.status_code == 202 and taken
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_all_match_in_one_call_is_all_of_match(seed):
+    """The newline-joined regex check answers as one ``match`` per value (``$`` before a final newline too)."""
+    from klaviyo_bridge.emulator.writes import EMAIL_RE, PHONE_RE
+
+    rng = random.Random(seed)
+    emails = ["a@b.co", "x.y+z@sub.example.com", "a@b", "@b.co", "a@-b.co", "a@b.co\n", "a@b.co\n\n", "a\n@b.co",
+              "", "é@b.co", "a@b.co ", "a@b-.co", "a@b.c-d.co"]
+    phones = ["+15005550006", "+1500555", "+150055", "+0123456789", "+4420300000001234", "+442030000000\n", "+44\n2030000",
+              "", "+١٢٣٤٥٦٧٨", "15005550006", "+1 5005550006"]
+    for pattern, pool in ((EMAIL_RE, emails), (PHONE_RE, phones)):
+        for _ in range(60):
+            values = [rng.choice(pool[:2] if rng.random() < 0.7 else pool) for _ in range(rng.choice([0, 1, 2, 5, 40]))]
+            assert bulkimport._all_match(pattern, values) == all(map(pattern.match, values)), values
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_email_check_without_backtracking_is_email_re(seed):
+    """The possessive email pattern of the one-call check accepts exactly what EMAIL_RE does."""
+    from klaviyo_bridge.emulator.writes import EMAIL_RE
+
+    assert bulkimport._joined(EMAIL_RE).pattern.startswith(f"(?>{bulkimport._EMAIL_BODY}")  # EMAIL_RE unchanged
+    rng = random.Random(seed)
+    alphabet = "ab9-.@_+\n~Z"
+
+    def label() -> str:
+        return "".join(rng.choice("ab9-" if rng.random() < 0.8 else alphabet) for _ in range(rng.randint(1, 4)))
+    valid = 0
+    for _ in range(3000):
+        if rng.random() < 0.3:
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        else:
+            text = rng.choice(["x", "a.b", "q+1", "", "a@"]) + "@" + ".".join(label() for _ in range(rng.randint(1, 3)))
+        valid += bool(EMAIL_RE.match(text))
+        assert bulkimport._all_match(EMAIL_RE, [text]) == bool(EMAIL_RE.match(text)), text
+        assert bulkimport._all_match(EMAIL_RE, ["ok@x.io", text]) == bool(EMAIL_RE.match(text)), text
+    assert valid > 100  # a fair share of valid addresses, not only rejections

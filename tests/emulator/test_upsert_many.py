@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from klaviyo_bridge.emulator.data import build_account
 from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.emulator.pendingkeys import HashSet, sorted_hashes
 from klaviyo_bridge.emulator.state import AccountState
 
 
@@ -93,3 +95,63 @@ def test_bulk_create_path_taken_and_declined():
     assert again._create_all(*_items([base_email]), now=5) is None
     with_id = (again.base.profile_id(4), {"first_name": "x"})
     assert again._create_all(*_items([with_id]), now=5) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_bulk_batches_against_pending_keys(seed):
+    """Fresh batches whose keys reach back into earlier, not yet indexed, batches (a repeated email,
+    phone or the same key in another case) match what those created, as one-by-one upserts do."""
+    rng = random.Random(seed)
+    one, many = _state(), _state()
+    made: list[dict] = []
+    for b in range(6):
+        batch = []
+        for i in range(rng.choice([1, 20, 200])):
+            attrs = {"email": f"p{seed}-{b}-{i}@x.org", "phone_number": f"+4479{seed:02d}{b}{i:05d}", "first_name": f"F{b}"}
+            if made and rng.random() < (0.02 if b % 2 else 0.0):
+                old = rng.choice(made)
+                key = rng.choice(["email", "phone_number", "upper"])
+                attrs = {**attrs, **({"email": old["email"].upper()} if key == "upper" else {key: old[key]})}
+            batch.append((None, attrs))
+        made += [a for _, a in batch]
+        rows_one = [one.upsert(dict(a), 1000 + b)[0] for _, a in batch]
+        assert many.upsert_many(*_items([(None, dict(a)) for _, a in batch]), 1000 + b) == rows_one
+    assert _fingerprint(one) == _fingerprint(many)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hash_set_answers_as_a_set(seed):
+    """No false "absent": every added hash is found, through growth, full slots (narrow hashes
+    share slots) and a hash of 0 (the empty-slot marker)."""
+    rng = np.random.default_rng(seed)
+    hashes, added = HashSet(), set()
+    for size in [1, 3, 10, 10, 100, 7, 1000, 2, 50, 3000]:
+        wide = rng.integers(-2**63, 2**63 - 1, size, dtype=np.int64)
+        narrow = rng.integers(0, 2**40, size, dtype=np.int64)  # top bits 0: one slot for all
+        fresh = np.array(sorted({*wide.tolist(), *narrow[: size // 3].tolist(), *([0] if size == 7 else [])} - added), dtype=np.int64)
+        assert not hashes.any_of(fresh[fresh != 0])
+        hashes.add(fresh)
+        added |= set(fresh.tolist())
+        probe = sorted(added)
+        assert all(hashes.any_of(np.array(probe[i:i + 1], dtype=np.int64)) for i in range(0, len(probe), 3))
+        others = np.unique(rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64))
+        assert hashes.any_of(others) == bool(set(others.tolist()) & added)
+    assert hashes.count == len(added) and 2 * hashes.count <= len(hashes.table)
+
+
+def test_sorted_hashes_flags_repeats():
+    assert sorted_hashes(["a", "b", "a"]) is None and list(sorted_hashes(["b", "a"])) == sorted([hash("a"), hash("b")])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rows_for_identifiers_is_one_lookup_per_value(seed):
+    rng = random.Random(seed)
+    base = _state().base
+    pool = [base.email(r) for r in range(0, 200, 9)] + [f"user{i}@example.com" for i in range(30)] + ["a.b@c.d", "x.y1@"]
+    keys = [e.strip().lower() for e in rng.sample(pool, rng.randint(0, 12))]
+    phones = [p for p in (base.phone(r) for r in range(0, 200, 13)) if p][: rng.randint(0, 3)] + ["+442030000000"]
+    exts = [x for x in (base.external_id(r) for r in range(0, 200, 17)) if x][: rng.randint(0, 3)] + ["cust_x"]
+    expected = [(f, row) for f, values, find in (("email", keys, base.row_for_email), ("phone_number", phones, base.row_for_phone),
+                                                 ("external_id", exts, base.row_for_external_id))
+                for row in map(find, values) if row is not None]
+    assert base.rows_for_identifiers(keys, phones, exts) == expected

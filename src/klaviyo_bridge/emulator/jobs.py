@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import ids
@@ -40,7 +40,7 @@ class Job:
     segment_ids: list[str] = field(default_factory=list)
     #: import errors, sorted by the index of the item they belong to
     errors: list[dict] = field(default_factory=list)
-    profile_rows: list[int] = field(default_factory=list)
+    profile_rows: Sequence[int] = field(default_factory=list)  # an int64 array once applied
     skipped: int = 0
     applied: bool = False
 

@@ -29,6 +29,7 @@ import orjson
 from . import ids, vocabulary as V
 from .catalog import Record
 from .members import Membership
+from .pendingkeys import PendingKeys, sorted_hashes
 from .profiles import ProfileTable
 from .timefmt import iso
 
@@ -68,15 +69,27 @@ class AccountState:
         self.version = 0
         self.new_blobs: list[bytes] = []
         self.new_created: list[int] = []
-        self.new_updated: dict[int, int] = {}
+        self.new_updated: dict[int, int] = {}  # rows updated after creation (a new row's is its created until then)
         self.changes: dict[int, dict] = {}
-        self.index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
+        self._index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
+        self._pending: dict[str, PendingKeys] = {f: PendingKeys() for f in IDENTIFIERS}
+        self._unindexed = False
+        self._member_room: dict[str, tuple[Membership, np.ndarray, np.ndarray]] = {}  # see _appended
         self.consent: dict[int, Consent] = {}
         self.new_list_ids: list[str] = []
         self.list_creations = 0
         self._id_rank: np.ndarray | None = None
 
     # ----- identity -----------------------------------------------------------------
+    @property
+    def index(self) -> dict[str, dict[str, int]]:
+        """Identifier field -> key -> row, exact; bulk-created keys are added on first use (see pendingkeys)."""
+        if self._unindexed:
+            for f, pending in self._pending.items():
+                pending.flush_into(self._index[f])
+            self._unindexed = False
+        return self._index
+
     @property
     def count(self) -> int:
         return self.base.count + len(self.new_blobs)
@@ -165,7 +178,6 @@ class AccountState:
         row = self.count
         self.new_blobs.append(blob)
         self.new_created.append(now)
-        self.new_updated[row] = now
         return row
 
     def _update(self, row: int, attributes: dict, now: int) -> None:
@@ -201,7 +213,7 @@ class AccountState:
         base_n = base.count
         ix_email, ix_phone, ix_ext = (self.index[f] for f in IDENTIFIERS)
         changes = self.changes
-        new_blobs, new_created, new_updated = self.new_blobs, self.new_created, self.new_updated
+        new_blobs, new_created = self.new_blobs, self.new_created
         rows = []
         for pid, email, phone, ext, attributes, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
             row = self.row_for_id(pid) if pid else None
@@ -230,7 +242,6 @@ class AccountState:
                 row = base_n + len(new_blobs)
                 new_blobs.append(blob)
                 new_created.append(now)
-                new_updated[row] = now
             else:
                 self._update(row, attributes if attributes_of is None else attributes_of(attributes), now)
             if email:
@@ -248,29 +259,33 @@ class AccountState:
         existing profile or an earlier item, so every item creates a profile. None: not so."""
         if any(pids):
             return None
-        emails, phones, exts = ([v for v in values if v] for values in (all_emails, all_phones, all_exts))
+        emails, phones, exts = (list(values) if all(values) else [v for v in values if v]
+                                for values in (all_emails, all_phones, all_exts))
         if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
             return None
-        email_keys = [e.strip().lower() for e in emails]
+        email_keys = list(map(str.lower, map(str.strip, emails)))
+        hashes = {}
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
-            if len(set(keys)) != len(keys) or not self.index[field_name].keys().isdisjoint(keys):
+            h = hashes[field_name] = sorted_hashes(keys)  # also: no key twice in the batch
+            index = self._index[field_name]
+            if h is None or (index and not index.keys().isdisjoint(keys)) or self._pending[field_name].may_hold(h):
                 return None
         for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
             if field_name not in self.changes.get(row, ()):
                 return None
-        start = self.count
-        rows = list(range(start, start + len(pids)))
-        if None in blobs:
+        rows = range(self.count, self.count + len(pids))
+        if not all(blobs):  # a None among them (packed bytes are never empty)
             blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
                      for attrs, blob in zip(attributes, blobs)]
         self.new_blobs.extend(blobs)
         self.new_created.extend([now] * len(rows))
-        self.new_updated.update(dict.fromkeys(rows, now))
-        self.index["email"].update(zip(email_keys, compress(rows, all_emails)))
-        self.index["phone_number"].update(zip(phones, compress(rows, all_phones)))
-        self.index["external_id"].update(zip(exts, compress(rows, all_exts)))
+        for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
+                                          ("external_id", exts, all_exts)):
+            keyed = rows if len(keys) == len(rows) else list(compress(rows, present))  # a range holds no row objects
+            self._pending[field_name].add(keys, keyed, hashes[field_name])
+        self._unindexed = True
         self.version += len(rows)
-        return rows
+        return list(rows)
 
     def profile_attributes(self, rows: np.ndarray, subscriptions: bool, predictive: bool) -> list[dict]:
         """Attributes of ``rows`` as they are now (base rendering + overrides, or overlay rows)."""
@@ -412,7 +427,10 @@ class AccountState:
     def add_members(self, list_id: str, rows: np.ndarray, now: int) -> int:
         """Add rows (kept in id order, joined now); returns how many were new members."""
         m = self.account.list_members[list_id]
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._append_members(list_id, m, rows, now):
+            return len(rows)
+        rows = np.unique(rows)
         rows = rows[~np.isin(rows, m.profiles)]
         if not len(rows):
             return 0
@@ -424,6 +442,39 @@ class AccountState:
                                                         np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
         self._touch_list(list_id, now)
         return len(rows)
+
+    def _append_members(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> bool:
+        """The common case of a bulk import: ``rows`` already in strictly increasing id order, all after
+        the last member (new profiles). Appending then gives what ``add_members``' unique, isin and
+        sorted inserts give, without their O(members) work per call. False: not so, nothing done."""
+        if not len(rows):
+            return False
+        ranks = self.id_rank(rows)
+        if len(rows) > 1 and not (ranks[1:] > ranks[:-1]).all():
+            return False
+        if len(m.profiles) and ranks[0] <= self.id_rank(m.profiles[-1:])[0]:
+            return False
+        self.account.list_members[list_id] = self._appended(list_id, m, rows, now)
+        self._touch_list(list_id, now)
+        return True
+
+    def _appended(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> Membership:
+        """``m`` plus ``rows`` joined ``now``, as views of buffers with room to spare (amortised O(rows),
+        not a copy of every member per job). Only the tail past ``m`` is written, which no earlier
+        Membership of the buffers can see; a membership replaced since (remove_members, the sorted
+        insert) gets new buffers."""
+        n, k = len(m.profiles), len(rows)
+        room = self._member_room.get(list_id)
+        if room is not None and room[0] is m and n + k <= len(room[1]):
+            profiles, joined = room[1], room[2]
+        else:
+            capacity = max(2 * (n + k), 1024)
+            profiles, joined = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+            profiles[:n], joined[:n] = m.profiles, m.joined
+        profiles[n:n + k], joined[n:n + k] = rows, now
+        out = Membership(profiles[:n + k], joined[:n + k])
+        self._member_room[list_id] = (out, profiles, joined)
+        return out
 
     def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None) -> int:
         m = self.account.list_members[list_id]

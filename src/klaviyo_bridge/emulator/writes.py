@@ -96,9 +96,10 @@ def submit_import_job(req: Request, count: int, columns: tuple, list_ids: list[s
     def apply(job: Job) -> None:
         now = ctx.now()
         rows = state.upsert_many(*job.items, now, attributes_of)
-        job.profile_rows = list(dict.fromkeys(rows))
+        # an array, not a list of ints: nothing for the garbage collector to walk for as long as the job is kept
+        job.profile_rows = np.fromiter(dict.fromkeys(rows), dtype=np.int64)
         for list_id in job.list_ids:
-            state.add_members(list_id, np.array(job.profile_rows, dtype=np.int64), now)
+            state.add_members(list_id, job.profile_rows, now)
         job.items = []
 
     s = req.account.settings
