@@ -93,6 +93,10 @@ class WindowLimiter:
             return None
         return at - now
 
+    @property
+    def blocked_until(self) -> float:
+        return self._blocked_until
+
     def penalise(self, now: float, seconds: float) -> None:
         """After a server 429, block this operation for ``seconds`` (fill the burst window)."""
         self._blocked_until = max(self._blocked_until, now + seconds)
@@ -157,7 +161,7 @@ class RateLimiter:
         """Record a server-side 429 so other concurrent requests hold back too, and keep this
         operation's requests further apart from now on (up to ``MAX_MARGIN``)."""
         if self.enabled and seconds > 0:
-            limiter = self.limiter(operation_id)
-            limiter.penalise(self.clock(), seconds)
-            if self.margin > 0:
+            limiter, now = self.limiter(operation_id), self.clock()
+            if self.margin > 0 and limiter.blocked_until <= now:  # once for 429s answered together
                 limiter.widen(MARGIN_STEP, MAX_MARGIN)
+            limiter.penalise(now, seconds)
