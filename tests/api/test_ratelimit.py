@@ -141,3 +141,15 @@ async def test_each_server_429_widens_the_client_windows_up_to_a_limit():
     server = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
     server.penalise("get_lists", 1)  # no margin asked for (the emulator's side): windows stay exact
     assert server.limiter("get_lists").windows[0] == (1, 1.0)
+
+
+def test_server_counts_a_request_when_it_arrived_not_when_its_handler_ran():
+    clock = FakeClock()
+    server = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
+    clock.now = 0.3
+    assert server.try_acquire("get_lists", arrived=0.0) is None  # handler ran 0.3 s after arrival
+    clock.now = 1.1
+    assert server.try_acquire("get_lists", arrived=1.05) is None  # 1.05 s after the first arrival: allowed
+    clock.now = 1.5
+    wait = server.try_acquire("get_lists", arrived=0.9)  # counted after 1.05: taken as arriving then
+    assert wait == pytest.approx(0.55)  # next slot at 2.05, 0.55 s from now

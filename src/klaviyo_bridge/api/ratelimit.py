@@ -94,6 +94,10 @@ class WindowLimiter:
         return at - now
 
     @property
+    def last_granted(self) -> float:
+        return self._log[-1] if self._log else float("-inf")
+
+    @property
     def blocked_until(self) -> float:
         return self._blocked_until
 
@@ -151,11 +155,17 @@ class RateLimiter:
                 limiter.correct(now + delay, now + delay + late)
         return delay
 
-    def try_acquire(self, operation_id: str) -> float | None:
-        """Non-blocking: None when granted, else seconds until a slot frees (server side)."""
+    def try_acquire(self, operation_id: str, *, arrived: float | None = None) -> float | None:
+        """Non-blocking: None when granted, else seconds until a slot frees (server side).
+
+        ``arrived``: when the request came in, if the caller knows it better than "now"; a
+        request counted after a later one is taken as arriving with it (never earlier)."""
         if not self.enabled:
             return None
-        return self.limiter(operation_id).try_acquire(self.clock())
+        limiter, now = self.limiter(operation_id), self.clock()
+        at = now if arrived is None else min(now, max(arrived, limiter.last_granted))
+        wait = limiter.try_acquire(at)
+        return None if wait is None else max(0.0, wait - (now - at))
 
     def penalise(self, operation_id: str, seconds: float) -> None:
         """Record a server-side 429 so other concurrent requests hold back too, and keep this

@@ -27,6 +27,7 @@ from ..api.ratelimit import RateLimiter
 from .collections import Orders
 from .data import Account, build_account
 from . import bulkimport
+from .arrival import arrived_at
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
@@ -151,7 +152,8 @@ class Emulator:
         if not _valid_revision(revision):
             return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
-        wait = self.limiter.try_acquire(op.operation_id)
+        arrived = arrived_at(request.scope) if self.clock is time.monotonic else None
+        wait = self.limiter.try_acquire(op.operation_id, arrived=arrived)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         if wait is not None:

@@ -13,12 +13,14 @@ from contextlib import contextmanager
 import uvicorn
 
 from .app import create_app
+from .arrival import ArrivalStampingProtocol
 from .settings import EmulatorSettings
 
 
 def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``)."""
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
+                http=ArrivalStampingProtocol)
 
 
 @contextmanager
@@ -33,7 +35,7 @@ def serving(app, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan=lifespan,
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, http=ArrivalStampingProtocol)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
