@@ -170,3 +170,23 @@ async def test_keep_alive_connections_are_reused():
         for _ in range(3):
             await client.request("get_lists")
     assert server.connections == 1
+
+
+async def test_a_large_upload_waits_for_a_slow_server():
+    upload = b"x" * 8_000_000  # far above the transport's write buffer: the write must drain
+
+    async def slow_reader(reader, writer):
+        request = await read_request(reader)
+        length = int(request.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received = 0
+        while received < length:
+            received += len(await reader.read(65536))
+            await asyncio.sleep(0)
+        answer = json.dumps({"received": received}).encode()
+        writer.write(head(len(answer)) + answer)
+        await writer.drain()
+
+    async with Server(slow_reader) as base, httpx.AsyncClient(base_url=base) as http:
+        assert use_asyncio_backend(http)
+        response = await http.post("/", content=upload)
+    assert response.json() == {"received": len(upload)}

@@ -1,10 +1,10 @@
-"""An httpcore network backend on plain asyncio streams, for cheaper reads of large pages.
+"""An httpcore network backend on plain asyncio transports, for cheaper reads of large pages.
 
 httpx's default backend goes through anyio, which costs an ``anyio.fail_after`` cancel
 scope and a separate socket receive per 64 KiB read: an events page of ~2 MB is ~30
 reads, and that per-read overhead was the largest part of the bridge's CPU on an import.
-Here a read takes everything already received, up to ``READ_BYTES`` (h11 accepts any
-amount), under one asyncio timer instead of a cancel scope. Connect, TLS, timeouts and the
+Here a read takes everything already received, as the transport delivered it (h11
+accepts any amount), under one asyncio timer instead of a cancel scope. Connect, TLS, timeouts and the
 httpcore exceptions the rest of httpx maps are the same as with the default backend.
 """
 
@@ -14,13 +14,14 @@ import asyncio
 import select
 import socket
 import ssl
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
-#: Most bytes one read returns (and how much the stream buffers before it pauses the socket).
+#: Received bytes a connection holds before it stops reading the socket (until the next read).
 READ_BYTES = 1 << 20
 
 SocketOption = tuple[int, int, Any]
@@ -30,18 +31,106 @@ SocketOption = tuple[int, int, Any]
 _EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
 
 
-class AsyncioStream(AsyncNetworkStream):
-    """One connection as an asyncio StreamReader/StreamWriter pair."""
+class _Receiver(asyncio.Protocol):
+    """Keeps received chunks as the transport delivers them (asyncio's StreamReader copies
+    each into one growing bytearray and copies again on read: two passes over every page)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._read_waiter: asyncio.Future | None = None
+        self._drain_waiter: asyncio.Future | None = None
+
+    # -- transport callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= READ_BYTES and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # a slow reader must not buffer a whole page twice
+            self.transport.pause_reading()
+        _wake(self._read_waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self._read_waiter)
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._writing_paused = False
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        _wake(self._drain_waiter)
+
+    # -- for the stream -----------------------------------------------------------------------
+
+    async def receive(self) -> bytes:
+        """The chunks received so far, joined (b"" at EOF); waits for at least one."""
+        while not self.chunks:
+            if self.eof:
+                if self.error is not None:
+                    raise self.error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.size = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        while self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self.error is not None:
+            raise self.error
+        if self.eof and (self.transport is None or self.transport.is_closing()):
+            raise ConnectionResetError("connection closed while writing")
+
+
+def _wake(waiter: asyncio.Future | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncioStream(AsyncNetworkStream):
+    """One connection: an asyncio transport with a ``_Receiver`` protocol."""
+
+    def __init__(self, transport: asyncio.Transport, receiver: _Receiver) -> None:
+        self._transport = transport
+        self._receiver = receiver
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        """Everything received so far (up to READ_BYTES, even if ``max_bytes`` is smaller)."""
+        """Everything received so far (about READ_BYTES at most, even if ``max_bytes`` is smaller)."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._reader.read(READ_BYTES)
+                return await self._receiver.receive()
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
         except OSError as exc:
@@ -52,45 +141,48 @@ class AsyncioStream(AsyncNetworkStream):
             return
         try:
             async with asyncio.timeout(timeout):
-                self._writer.write(buffer)
-                await self._writer.drain()
+                if self._transport.is_closing():
+                    raise ConnectionResetError("connection closed")
+                self._transport.write(buffer)
+                await self._receiver.drain()
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpcore.WriteError(str(exc)) from exc
 
     async def aclose(self) -> None:
-        self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except (OSError, ssl.SSLError):
-            pass  # closing a connection the peer already dropped
+        self._transport.close()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+                tls = await loop.start_tls(self._transport, self._receiver, ssl_context, server_hostname=server_hostname)
         except TimeoutError as exc:
             await self.aclose()
             raise httpcore.ConnectTimeout(str(exc)) from exc
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError is an OSError
             await self.aclose()
             raise httpcore.ConnectError(str(exc)) from exc
-        return self
+        if tls is None:
+            raise httpcore.ConnectError("TLS handshake did not complete")
+        self._receiver.transport = tls  # type: ignore[assignment]
+        return AsyncioStream(tls, self._receiver)  # type: ignore[arg-type]
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
             # httpcore asks before reusing an idle keep-alive connection: readable means the
             # server closed it (or sent something unexpected), so it must not be reused.
-            return self._reader.at_eof() or self._writer.transport.is_closing() or _readable(self._extra("socket"))
+            receiver = self._receiver
+            return bool(receiver.chunks) or receiver.eof or self._transport.is_closing() or _readable(self._extra("socket"))
         name = _EXTRA_INFO.get(info)
         return self._extra(name) if name else None
 
     def _extra(self, name: str) -> Any:
         try:
-            return self._writer.get_extra_info(name)
+            return self._transport.get_extra_info(name)
         except AttributeError:  # a closed TLS transport has no protocol left to ask
             return None
 
@@ -107,29 +199,31 @@ class AsyncioBackend(AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncNetworkStream:
         local = (local_address, 0) if local_address else None
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=READ_BYTES)
+                transport, receiver = await loop.create_connection(_Receiver, host, port, local_addr=local)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
+        return AsyncioStream(transport, receiver)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None
     ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path, limit=READ_BYTES)
+                transport, receiver = await loop.create_unix_connection(_Receiver, path)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        return AsyncioStream(reader, writer)
+        return AsyncioStream(transport, receiver)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
