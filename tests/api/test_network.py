@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, use_asyncio_backend
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, AsyncioStream, use_asyncio_backend
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
@@ -137,6 +137,21 @@ async def test_a_silent_server_times_out():
         assert use_asyncio_backend(http)
         with pytest.raises(httpx.ReadTimeout):
             await http.get("/")
+
+
+async def test_requests_travel_on_asyncio_streams():
+    body = big_page(3)
+
+    async def answer(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body)
+        await writer.drain()
+
+    async with Server(answer) as base, httpx.AsyncClient(base_url=base) as http:
+        assert use_asyncio_backend(http)
+        response = await http.get("/")
+    assert isinstance(response.extensions["network_stream"], AsyncioStream)
+    assert response.content == body
 
 
 async def test_a_connection_the_server_closed_is_not_reused():
