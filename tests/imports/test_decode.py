@@ -117,3 +117,9 @@ def test_a_related_value_of_the_wrong_type_names_the_row():
                          "included": [{"type": "metric", "id": "M1", "attributes": {"name": "not a number"}}]})
     with pytest.raises(FlattenError, match="'E1'"):
         PageDecoder(columns)(body)
+
+
+def test_an_empty_page_gives_an_empty_batch_with_every_column():
+    columns = stream("events").columns(related=True)
+    batch, next_url = PageDecoder(columns)(b'{"data": [], "included": [], "links": {"next": null}}')
+    assert batch.num_rows == 0 and batch.schema.names == [c.name for c in columns] and next_url is None
