@@ -16,7 +16,6 @@ the wall time is about (bridge CPU + emulator CPU) / 2 once the rate limits stop
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import resource
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from _emulator_process import PIDS, cpu_seconds, emulator_process
 from client_rate_limit import bound_seconds
+from klaviyo_bridge import aio
 from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.imports.runner import run_import
@@ -39,7 +39,7 @@ def run_mode(base: str, source: str, concurrency: int, windows: int | None, labe
     with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
         cpu0, emu0 = _cpu_seconds(), cpu_seconds(PIDS[base])
         t0 = time.perf_counter()
-        result = asyncio.run(run_import(config, wh, "bench", source, concurrency=concurrency, windows=windows))
+        result = aio.run(run_import(config, wh, "bench", source, concurrency=concurrency, windows=windows))
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
         emulator_cpu = cpu_seconds(PIDS[base]) - emu0

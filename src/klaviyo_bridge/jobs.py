@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import aio
 from .errors import (
     BridgeError,
     ConfigError,
@@ -406,7 +407,7 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
     try:
         if runner is None:
             raise ConfigError(f"no job kind {spec.kind!r} is installed (known: {', '.join(sorted(KINDS))})")
-        outcome = asyncio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()
+        outcome = aio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded (Ctrl-C too, then re-raised)
         failure = exc
     finally:

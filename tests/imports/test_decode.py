@@ -58,3 +58,68 @@ def test_cut_off_body_is_an_error_for_the_client_to_retry():
 
     with pytest.raises((msgspec.DecodeError, ValueError)):
         PageDecoder(stream("lists").columns())(b'{"data": [{"type": "list", "id": "A')
+
+
+def event(eid, props=..., metric="M1", profile="P1"):
+    attributes = {"datetime": "2024-01-02T00:09:08+00:00", "timestamp": 1704154148, "uuid": eid}
+    if props is not ...:
+        attributes["event_properties"] = props
+    rels = {}
+    if metric is not None:
+        rels["metric"] = {"data": {"type": "metric", "id": metric}}
+    if profile == "list":
+        rels["profile"] = {"data": [{"type": "profile", "id": "P1"}]}  # to-many: no single related row
+    elif profile == "null":
+        rels["profile"] = {"data": None}
+    elif profile is not None:
+        rels["profile"] = {"data": {"type": "profile", "id": profile}}
+    return {"type": "event", "id": eid, "attributes": attributes, "relationships": rels}
+
+
+def test_edge_cases_match_the_generic_path():
+    """JSON nulls, missing keys, unicode, whitespace, and relations that are absent, null,
+    to-many or point at nothing included: the column-wise paths give what the dict path gives."""
+    columns = stream("events").columns(related=True)
+    data = [
+        event("E1", {"a": "é ☃ \u2028", "n": [1, {"b": None}]}),
+        event("E2", None),
+        event("E3"),
+        event("E4", {}, metric=None, profile=None),
+        event("E5", [1, 2], profile="null"),
+        event("E6", "text", profile="list"),
+        event("E7", 1.5, profile="P404"),
+        event("E8", True, profile="P2"),
+    ]
+    included = [
+        {"type": "metric", "id": "M1", "attributes": {"name": "Placed Order"}},
+        {"type": "profile", "id": "P1", "attributes": {"email": "a@x.test", "phone_number": None}},
+        {"type": "profile", "id": "P2", "attributes": {"external_id": "X2"}},
+        {"type": "metric", "id": "P2", "attributes": {"name": "same id, other type"}},
+    ]
+    body = orjson.dumps({"data": data, "included": included, "links": {"next": None}})
+    assert PageDecoder(columns)(body)[0].equals(generic(body, columns))
+    spaced = body.replace(b'{"a":', b'{ "a" :\n ')
+    first = PageDecoder(columns)(spaced)[0].to_pylist()[0]["event_properties"]
+    assert first.startswith('{ "a" :\n "é ☃ \u2028"')  # raw JSON text is kept as sent
+    rows = PageDecoder(columns)(body)[0].to_pylist()
+    assert [r["event_properties"] for r in rows[1:3]] == [None, None]
+    assert [r["profile_email"] for r in rows] == ["a@x.test", "a@x.test", "a@x.test", None, None, None, None, None]
+    assert rows[7]["profile_external_id"] == "X2" and rows[0]["metric_name"] == "Placed Order"
+
+
+def test_a_related_value_of_the_wrong_type_names_the_row():
+    from klaviyo_bridge.imports.columns import Column
+    from klaviyo_bridge.imports.flatten import FlattenError
+    import pyarrow as pa
+
+    columns = [Column("id", ("id",), pa.string()), Column("metric_count", ("_metric", "attributes", "name"), pa.int64())]
+    body = orjson.dumps({"data": [event("E1"), event("E2")],
+                         "included": [{"type": "metric", "id": "M1", "attributes": {"name": "not a number"}}]})
+    with pytest.raises(FlattenError, match="'E1'"):
+        PageDecoder(columns)(body)
+
+
+def test_an_empty_page_gives_an_empty_batch_with_every_column():
+    columns = stream("events").columns(related=True)
+    batch, next_url = PageDecoder(columns)(b'{"data": [], "included": [], "links": {"next": null}}')
+    assert batch.num_rows == 0 and batch.schema.names == [c.name for c in columns] and next_url is None

@@ -99,3 +99,20 @@ def test_merge_rejects_missing_or_null_keys(wh, db):
 def test_unknown_mode_is_a_config_error(wh, db):
     with pytest.raises(ConfigError, match="unknown write mode 'upsert'"):
         wh.writer(db, "p", "upsert")
+
+
+@pytest.mark.parametrize("mode", ["append", "merge", "replace"])
+def test_a_table_of_many_chunks_writes_like_its_batches(wh, db, mode):
+    """A table's chunks go in as one insert: same rows, and in merge the last duplicate still wins."""
+    first = events(["a", "b"], [1, 2], note=["x", "y"]).to_batches()[0]
+    nulls = pa.RecordBatch.from_pydict({"id": ["c"], "value": [3], "note": pa.nulls(1, pa.string())})
+    again = events(["a", "d"], [5, 6], note=["z", None]).to_batches()[0]
+    chunks = [first, first.slice(1), nulls, again]
+    wh.write(db, "many", pa.Table.from_batches(chunks), mode, primary_key="id")
+    wh.write(db, "one_by_one", chunks, mode, primary_key="id")
+    got = rows(wh, db, "many", "id, value, note")
+    assert got == rows(wh, db, "one_by_one", "id, value, note")
+    if mode == "merge":
+        assert [(r["id"], r["value"]) for r in got] == [("a", 5), ("b", 2), ("c", 3), ("d", 6)]
+    else:
+        assert len(got) == 6

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import datetime, timezone
 
@@ -10,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .. import aio
 from ..config import ImportConfig, load_import_config
 from ..errors import ConfigError
 from ..home import Home
@@ -27,7 +27,7 @@ def open_target(home: Home, url: str | None) -> Warehouse:
 
 def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None) -> ImportResult:
     with ImportProgress(f"{config.source.data_source} -> {database}.{table}") as progress:
-        return asyncio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
+        return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
 
 
 @click.command("connector:preview")
@@ -36,7 +36,7 @@ def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: st
 def preview_command(config_file: str, rows: int) -> None:
     """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing."""
     config = load_import_config(config_file)
-    table = asyncio.run(preview_rows(config, rows))
+    table = aio.run(preview_rows(config, rows))
     out = Table(show_lines=False)
     for field in table.schema:
         out.add_column(f"{field.name}:{_type_name(field.type)}", overflow="fold")

@@ -221,7 +221,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 writing: asyncio.Future | None = None  # at most one insert in flight, in a thread
 
                 def insert(parts: list[pa.RecordBatch]) -> None:
-                    writer.write(pa.Table.from_batches(parts).combine_chunks())  # one insert, not one per page
+                    writer.write(pa.Table.from_batches(parts))  # one insert, not one per page
 
                 async def drain() -> None:
                     nonlocal writing

@@ -158,11 +158,11 @@ class DuckDBSession(Session):
         return _SQL_TYPES[kind]
 
     @_converting_errors
-    def insert_batch(self, dest: str, batch: pa.RecordBatch, columns: dict[str, str],
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
                      kinds: dict[str, Kind]) -> None:
         view = f"_bridge_batch_{self._batch_seq}"
         self._batch_seq += 1
-        self._con.register(view, pa.Table.from_batches([batch]))
+        self._con.register(view, batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
         try:
             targets = ", ".join(quote(columns[n]) for n in batch.schema.names)
             values = ", ".join(self.cast(quote(n), kinds[columns[n]]) for n in batch.schema.names)

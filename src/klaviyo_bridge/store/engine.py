@@ -64,9 +64,10 @@ class Session(ABC):
 
     # --- bulk data -----------------------------------------------------------------------
     @abstractmethod
-    def insert_batch(self, dest: str, batch: pa.RecordBatch, columns: dict[str, str],
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
                      kinds: dict[str, Kind]) -> None:
-        """Bulk-insert ``batch`` into table ``dest``; ``columns`` maps batch names to dest names."""
+        """Bulk-insert ``batch`` (or a table of same-schema chunks) into table ``dest``;
+        ``columns`` maps batch names to dest names."""
 
     @abstractmethod
     def create_stage(self, name: str, columns: dict[str, Kind], with_sequence: bool) -> str:

@@ -144,7 +144,7 @@ class PostgresSession(Session):
         return _SQL_TYPES[kind]
 
     @_converting_errors
-    def insert_batch(self, dest: str, batch: pa.RecordBatch, columns: dict[str, str],
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
                      kinds: dict[str, Kind]) -> None:
         if batch.num_columns == 0:
             return

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, StoreError
 from . import state as state_tables
-from .columns import SEQUENCE_COLUMN, Kind, normalise, plan_evolution, resolve_names, schema_kinds
+from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
 from .identifiers import check_object_name, check_user_database, qualified
 
@@ -220,24 +220,36 @@ class TableWriter:
 
     # --- writing -------------------------------------------------------------------------
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
-        """Add rows to this run; they become visible to others only at commit."""
+        """Add rows to this run; they become visible to others only at commit.
+
+        A table's chunks go in as one insert per run of chunks with the same columns: an insert
+        has a fixed cost, and combining the chunks first would copy every value once more.
+        """
         batches = data.to_batches() if isinstance(data, pa.Table) else [data]
         if isinstance(data, pa.Table) and not batches:
             batches = [pa.RecordBatch.from_pylist([], schema=data.schema)]
+        run: list[NormalisedBatch] = []
         for batch in batches:
-            self._write_batch(batch)
+            normalised = normalise(batch, table=self._label)
+            if run and normalised.batch.schema != run[0].batch.schema:
+                self._write_run(run)
+                run = []
+            run.append(normalised)
+        self._write_run(run)
 
-    def _write_batch(self, batch: pa.RecordBatch) -> None:
+    def _write_run(self, run: list[NormalisedBatch]) -> None:
+        """Insert normalised batches that share one schema, as one statement."""
         session = self.session
-        normalised = normalise(batch, table=self._label)
         if self.mode is WriteMode.MERGE:
-            self._check_keys(normalised.batch)
-        self._evolve(normalised.kinds)
-        if batch.num_rows == 0:
+            for normalised in run:
+                self._check_keys(normalised.batch)
+        self._evolve(run[0].kinds)
+        data: pa.RecordBatch | pa.Table = (
+            run[0].batch if len(run) == 1 else pa.Table.from_batches([n.batch for n in run]))
+        if data.num_rows == 0:
             return
-        names = resolve_names(self._columns, list(normalised.kinds))
+        names = resolve_names(self._columns, list(run[0].kinds))
         self._present.update(names.values())
-        data = normalised.batch
         if self.mode is WriteMode.APPEND:
             session.insert_batch(self._target, data, names, self._columns)
         else:

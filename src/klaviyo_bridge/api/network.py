@@ -1,0 +1,255 @@
+"""An httpcore network backend on plain asyncio transports, for cheaper reads of large pages.
+
+httpx's default backend goes through anyio, which costs an ``anyio.fail_after`` cancel
+scope and a separate socket receive per 64 KiB read: an events page of ~2 MB is ~30
+reads, and that per-read overhead was the largest part of the bridge's CPU on an import.
+Here a read takes everything already received, as the transport delivered it (h11
+accepts any amount), under one asyncio timer instead of a cancel scope. Connect, TLS, timeouts and the
+httpcore exceptions the rest of httpx maps are the same as with the default backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+
+#: Received bytes a connection holds before it stops reading the socket (until the next read).
+READ_BYTES = 1 << 20
+
+SocketOption = tuple[int, int, Any]
+
+
+#: httpcore's extra-info names -> asyncio's
+_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
+
+
+class _Receiver(asyncio.Protocol):
+    """Keeps received chunks as the transport delivers them (asyncio's StreamReader copies
+    each into one growing bytearray and copies again on read: two passes over every page)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._read_waiter: asyncio.Future | None = None
+        self._drain_waiter: asyncio.Future | None = None
+
+    # -- transport callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= READ_BYTES and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # a slow reader must not buffer a whole page twice
+            self.transport.pause_reading()
+        _wake(self._read_waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self._read_waiter)
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._writing_paused = False
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        _wake(self._drain_waiter)
+
+    # -- for the stream -----------------------------------------------------------------------
+
+    async def receive(self) -> bytes:
+        """The chunks received so far, joined (b"" at EOF); waits for at least one."""
+        while not self.chunks:
+            if self.eof:
+                if self.error is not None:
+                    raise self.error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.size = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        while self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self.error is not None:
+            raise self.error
+        if self.eof and (self.transport is None or self.transport.is_closing()):
+            raise ConnectionResetError("connection closed while writing")
+
+
+def _wake(waiter: asyncio.Future | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncioStream(AsyncNetworkStream):
+    """One connection: an asyncio transport with a ``_Receiver`` protocol."""
+
+    def __init__(self, transport: asyncio.Transport, receiver: _Receiver) -> None:
+        self._transport = transport
+        self._receiver = receiver
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Everything received so far (about READ_BYTES at most, even if ``max_bytes`` is smaller)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._receiver.receive()
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                if self._transport.is_closing():
+                    raise ConnectionResetError("connection closed")
+                self._transport.write(buffer)
+                await self._receiver.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                tls = await loop.start_tls(self._transport, self._receiver, ssl_context, server_hostname=server_hostname)
+        except TimeoutError as exc:
+            await self.aclose()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:  # ssl.SSLError is an OSError
+            await self.aclose()
+            raise httpcore.ConnectError(str(exc)) from exc
+        if tls is None:
+            raise httpcore.ConnectError("TLS handshake did not complete")
+        self._receiver.transport = tls  # type: ignore[assignment]
+        return AsyncioStream(tls, self._receiver)  # type: ignore[arg-type]
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # httpcore asks before reusing an idle keep-alive connection: readable means the
+            # server closed it (or sent something unexpected), so it must not be reused.
+            receiver = self._receiver
+            return bool(receiver.chunks) or receiver.eof or self._transport.is_closing() or _readable(self._extra("socket"))
+        name = _EXTRA_INFO.get(info)
+        return self._extra(name) if name else None
+
+    def _extra(self, name: str) -> Any:
+        try:
+            return self._transport.get_extra_info(name)
+        except AttributeError:  # a closed TLS transport has no protocol left to ask
+            return None
+
+
+class AsyncioBackend(AsyncNetworkBackend):
+    """Opens ``AsyncioStream`` connections (TCP; TLS is added by ``start_tls``)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> AsyncNetworkStream:
+        local = (local_address, 0) if local_address else None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, receiver = await loop.create_connection(_Receiver, host, port, local_addr=local)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        sock = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return AsyncioStream(transport, receiver)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None
+    ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, receiver = await loop.create_unix_connection(_Receiver, path)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return AsyncioStream(transport, receiver)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether the kernel holds data (or EOF) the event loop has not picked up yet."""
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def use_asyncio_backend(client: Any) -> bool:
+    """Give an httpx.AsyncClient's default connection pool the asyncio backend.
+
+    Only the default transport is changed (proxy mounts from the environment keep theirs).
+    Returns False, changing nothing, if httpx/httpcore no longer have the expected shape.
+    """
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
+        return False
+    pool._network_backend = AsyncioBackend()
+    return True
+

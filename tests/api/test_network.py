@@ -1,0 +1,207 @@
+"""The asyncio network backend over real sockets: split pages, cut-off bodies, timeouts, reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from klaviyo_bridge.api.client import KlaviyoClient
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, AsyncioStream, use_asyncio_backend
+from klaviyo_bridge.api.ratelimit import RateLimiter
+from klaviyo_bridge.api.settings import ClientSettings
+from klaviyo_bridge.errors import RetriesExhausted, TransportError
+
+from .scripted import KEY, Sleeps
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def head(length: int, extra: str = "") -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.api+json\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+class Server:
+    """A loopback HTTP/1.1 server whose connections each run the next scripted handler."""
+
+    def __init__(self, *handlers: Handler) -> None:
+        self.handlers = list(handlers)
+        self.connections = 0
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = self.handlers[min(self.connections, len(self.handlers) - 1)]
+        self.connections += 1
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+
+def client_at(base: str, **settings) -> KlaviyoClient:
+    return KlaviyoClient(ClientSettings(api_key=KEY, base_url=base, **settings),
+                         limiter=RateLimiter(enabled=False), sleep=Sleeps())
+
+
+def big_page(records: int) -> bytes:
+    data = [{"type": "list", "id": f"L{i}", "attributes": {"name": "x" * 200}} for i in range(records)]
+    return json.dumps({"data": data, "links": {"next": None}}).encode()
+
+
+async def test_the_client_reads_through_the_asyncio_backend():
+    async with client_at("http://127.0.0.1:1") as client:
+        assert isinstance(client._http._transport._pool._network_backend, AsyncioBackend)
+
+
+async def test_a_page_split_across_many_small_writes_arrives_whole():
+    body = big_page(15_000)  # > 3 MB: several reads of READ_BYTES and many partial ones
+    assert len(body) > 3 * READ_BYTES
+
+    async def dribble(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)))
+        for i in range(0, len(body), 50_000):
+            writer.write(body[i:i + 50_000])
+            await writer.drain()
+            if i % 500_000 == 0:
+                await asyncio.sleep(0.01)  # let the client read a partial page
+
+    async with Server(dribble) as base, client_at(base) as client:
+        doc = await client.request("get_lists")
+    assert len(doc["data"]) == 15_000 and doc["data"][-1]["id"] == "L14999"
+
+
+async def test_a_cut_off_body_is_retried_on_a_new_connection():
+    body = big_page(100)
+
+    async def cut_off(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body[: len(body) // 2])
+        await writer.drain()
+
+    async def whole(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body)
+        await writer.drain()
+
+    server = Server(cut_off, whole)
+    async with server as base, client_at(base) as client:
+        doc = await client.request("get_lists")
+    assert len(doc["data"]) == 100 and server.connections == 2
+
+
+async def test_a_cut_off_body_gives_up_as_transport_error():
+    body = big_page(100)
+
+    async def cut_off(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body[:-10])
+        await writer.drain()
+
+    async with Server(cut_off) as base, client_at(base, retry_limit=1) as client:
+        with pytest.raises(RetriesExhausted) as info:
+            await client.request("get_lists")
+    assert isinstance(info.value.last_error, TransportError)
+
+
+async def test_a_refused_connection_is_a_transport_error():
+    async with Server(read_request) as base:
+        pass  # closed again: nothing listens on that port now
+    async with client_at(base, retry_limit=1) as client:
+        with pytest.raises(RetriesExhausted) as info:
+            await client.request("get_lists")
+    assert "connection failed" in str(info.value.last_error)
+
+
+async def test_a_silent_server_times_out():
+    async def silent(reader, writer):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(silent) as base, httpx.AsyncClient(base_url=base, timeout=0.2) as http:
+        assert use_asyncio_backend(http)
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get("/")
+
+
+async def test_requests_travel_on_asyncio_streams():
+    body = big_page(3)
+
+    async def answer(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body)
+        await writer.drain()
+
+    async with Server(answer) as base, httpx.AsyncClient(base_url=base) as http:
+        assert use_asyncio_backend(http)
+        response = await http.get("/")
+    assert isinstance(response.extensions["network_stream"], AsyncioStream)
+    assert response.content == body
+
+
+async def test_a_connection_the_server_closed_is_not_reused():
+    body = big_page(3)
+
+    async def one_answer_then_close(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body)  # keep-alive by default, but closed right after
+        await writer.drain()
+
+    server = Server(one_answer_then_close)
+    async with server as base, client_at(base) as client:
+        await client.request("get_lists")
+        await asyncio.sleep(0.05)  # the close reaches the client
+        doc = await client.request("get_lists")
+        retries = client.stats.retries
+    assert len(doc["data"]) == 3 and server.connections == 2 and retries == 0
+
+
+async def test_keep_alive_connections_are_reused():
+    body = big_page(3)
+
+    async def many(reader, writer):
+        for _ in range(3):
+            await read_request(reader)
+            writer.write(head(len(body)) + body)
+            await writer.drain()
+
+    server = Server(many)
+    async with server as base, client_at(base) as client:
+        for _ in range(3):
+            await client.request("get_lists")
+    assert server.connections == 1
+
+
+async def test_a_large_upload_waits_for_a_slow_server():
+    upload = b"x" * 8_000_000  # far above the transport's write buffer: the write must drain
+
+    async def slow_reader(reader, writer):
+        request = await read_request(reader)
+        length = int(request.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received = 0
+        while received < length:
+            received += len(await reader.read(65536))
+            await asyncio.sleep(0)
+        answer = json.dumps({"received": received}).encode()
+        writer.write(head(len(answer)) + answer)
+        await writer.drain()
+
+    async with Server(slow_reader) as base, httpx.AsyncClient(base_url=base) as http:
+        assert use_asyncio_backend(http)
+        response = await http.post("/", content=upload)
+    assert response.json() == {"received": len(upload)}
