@@ -50,7 +50,7 @@ USER_AGENT = "klaviyo-bridge/0.1"
 Decode = Callable[[bytes], Any]
 #: Seconds added to every rate-limit window on the client side, so arrival jitter at the
 #: server does not push a burst over the edge (costs ~0.4% of the steady minute window).
-CLIENT_WINDOW_MARGIN = 0.1
+CLIENT_WINDOW_MARGIN = 0.08
 
 
 @dataclass

@@ -391,21 +391,28 @@ def _open(source: Source) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     return source()
 
 
-def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Fixed-size chunks whatever the reader's batch sizes (so batch ids are the same on resume)."""
+#: The first chunk is smaller: the first request leaves as soon as one batch's rows are ready.
+FIRST_CHUNK_ROWS = 10_000
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CHUNK_ROWS,
+            first: int = FIRST_CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Chunks of fixed sizes whatever the reader's batch sizes (so batch ids are the same on resume)."""
     pending: list[pa.RecordBatch] = []
     count = 0
+    size = min(first, rows)
     for batch in batches:
         if not batch.num_rows:
             continue
         pending.append(batch)
         count += batch.num_rows
-        while count >= rows:
+        while count >= size:
             table = pa.Table.from_batches(pending, schema=schema)
-            yield table.slice(0, rows).combine_chunks()
-            rest = table.slice(rows)
+            yield table.slice(0, size).combine_chunks()
+            rest = table.slice(size)
             pending = rest.to_batches() if rest.num_rows else []
             count = rest.num_rows
+            size = rows
     if count:
         yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
 
@@ -474,7 +481,7 @@ async def run_export(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
-    poll_initial: float = 0.25,
+    poll_initial: float = 0.1,
     progress: Callable[[str, int], None] | None = None,
 ) -> ExportResult:
     """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
