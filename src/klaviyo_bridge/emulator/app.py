@@ -154,8 +154,8 @@ class Emulator:
         if not _valid_revision(revision):
             return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
-        arrived = arrived_at(request.scope) if self.clock is time.monotonic else None
-        wait = self.limiter.try_acquire(op.operation_id, arrived=arrived)
+        stamp = arrived_at(request.scope)  # None in process (httpx.ASGITransport): no socket
+        wait = self.limiter.try_acquire(op.operation_id, arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         if wait is not None:
@@ -163,9 +163,11 @@ class Emulator:
             return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
                                   headers={"Retry-After": str(seconds)})
         raw = await request.body() if op.operation_id in WRITE_HANDLERS else None
-        # The account is read and changed in one worker thread, one request at a time: a bulk
-        # import's decode and apply take tens of ms, and on the event loop they held back the
-        # reading of requests arriving meanwhile (their arrival times, and so the rate limit).
+        if stamp is None:
+            return self.respond(request, op, path_params, raw)
+        # Over a socket, the account is read and changed in one worker thread, one request at a
+        # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
+        # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
         return await asyncio.get_running_loop().run_in_executor(
             self._state_worker, self.respond, request, op, path_params, raw)
 

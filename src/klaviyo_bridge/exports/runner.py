@@ -145,7 +145,7 @@ class _Export:
                  sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float],
                  poll_initial: float, progress: Callable[[str, int], None] | None) -> None:
         self.wh, self.settings, self.run_id, self.client = wh, settings, run_id, client
-        self.sleep, self.clock, self.poll_initial = sleep, clock, poll_initial
+        self.sleep, self.clock = sleep, clock
         self.jobs = JobWatcher(client, sleep, clock, poll_initial)
         self.progress = progress or (lambda what, n: None)
         self.endpoint = endpoint_for(settings.operation, settings.consent_type)
