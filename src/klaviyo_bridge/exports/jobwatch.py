@@ -61,14 +61,18 @@ class JobWatcher:
                 finished = await self._round()
                 # Sooner while jobs finish between rounds, later (up to 15 s) while none do.
                 self.round_wait = (max(self.floor, self.round_wait * 0.8) if finished
-                                   else min(max(self.round_wait * 1.5, self.floor), MAX_ROUND_WAIT))
-        except BaseException as exc:  # a failed poll fails every job waiting on it
-            for waiter in self._waiters.values():
-                if not waiter.future.done():
-                    waiter.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            self._waiters.clear()
-            if not isinstance(exc, Exception):
-                raise
+                                   else min(self.round_wait * 1.5, MAX_ROUND_WAIT))
+        except Exception as exc:  # a failed poll fails every job waiting on it
+            self._fail_waiters(exc)
+        except asyncio.CancelledError:
+            self._fail_waiters(asyncio.CancelledError())
+            raise
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        self._waiters.clear()
 
     async def _round(self) -> int:
         listed = await self._newest_jobs()
