@@ -199,3 +199,26 @@ async def test_fixed_window_when_both_times_are_given(transport, warehouse):
     second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
     assert first.start == second.start == datetime(2025, 6, 1, tzinfo=timezone.utc)
     assert first.rows == second.rows > 0
+
+
+async def test_inserts_are_whole_row_groups_until_the_last(transport, warehouse, monkeypatch):
+    """Every insert but the last is a multiple of WRITE_ROWS (DuckDB's row group size in real
+    runs), so no part-filled row group is left for a checkpoint to rewrite; nothing is lost."""
+    from klaviyo_bridge.imports import runner
+    from klaviyo_bridge.store.warehouse import TableWriter
+
+    monkeypatch.setattr(runner, "WRITE_ROWS", 1500)  # pages are 1000 rows
+    inserts: list[int] = []
+    real_write = TableWriter.write
+
+    def counting_write(self, data):
+        inserts.append(data.num_rows)
+        return real_write(self, data)
+
+    monkeypatch.setattr(TableWriter, "write", counting_write)
+    result = await run_import(make_config("events"), warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    assert result.rows == sum(inserts) == EMU.events
+    assert len(inserts) > 2
+    assert all(n % 1500 == 0 for n in inserts[:-1]) and 0 < inserts[-1]
+    ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == EMU.events

@@ -116,3 +116,22 @@ def test_a_table_of_many_chunks_writes_like_its_batches(wh, db, mode):
         assert [(r["id"], r["value"]) for r in got] == [("a", 5), ("b", 2), ("c", 3), ("d", 6)]
     else:
         assert len(got) == 6
+
+
+def test_written_batches_are_not_held_until_commit(wh, db):
+    """A long run writes many batches in one transaction: once written, a batch's Arrow memory
+    must be free again (DuckDB views registered inside a transaction kept it until commit)."""
+    import gc
+
+    with wh.writer(db, "events", "append") as writer:
+        baseline = pa.total_allocated_bytes()
+        for start in range(0, 60_000, 20_000):
+            batch = events([f"evt-{i:09d}-{'x' * 40}" for i in range(start, start + 20_000)],
+                           list(range(start, start + 20_000)))
+            writer.write(batch)
+            del batch
+        gc.collect()
+        held = pa.total_allocated_bytes() - baseline
+        writer.commit()
+    assert held < 1_000_000, f"{held:,} bytes of written batches still held before commit"
+    assert len(rows(wh, db, "events")) == 60_000
