@@ -2,7 +2,7 @@
 """Import throughput from the emulator into DuckDB, concurrent windows vs one page at a time.
 
     python benchmarks/import_events.py --events 1000000 [--source events|profiles] [--latency-ms 150]
-                                       [--concurrency 8] [--skip-sequential]
+                                       [--concurrency 8] [--skip-sequential] [--mode append|replace|merge|...]
 
 The emulator runs in its own process with the spec's rate limits and added latency.
 The bound is the earliest time the needed page requests can complete under the
@@ -32,10 +32,11 @@ from klaviyo_bridge.imports.streams import stream
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 
-def run_mode(base: str, source: str, concurrency: int, windows: int | None, label: str, expected: int, latency: float):
+def run_mode(base: str, source: str, concurrency: int, windows: int | None, label: str, expected: int, latency: float,
+             mode: str = "append"):
     config = parse_import_config({"in": {"data_source": source, "api_token": DEFAULT_API_KEY, "base_url": base,
                                          "skip_related_object": False},
-                                  "out": {"mode": "append"}})
+                                  "out": {"mode": mode}})
     with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
         cpu0, emu0 = _cpu_seconds(), cpu_seconds(PIDS[base])
         t0 = time.perf_counter()
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--skip-sequential", action="store_true", help="only the concurrent mode")
+    ap.add_argument("--mode", default="append", help="out.mode: append, replace, replace_on_new_data, merge")
     args = ap.parse_args()
     profiles = args.profiles or max(1000, args.events // 10)
     expected = args.events if args.source == "events" else profiles
@@ -74,9 +76,10 @@ def main() -> None:
                           "--latency-ms", str(args.latency_ms)) as base:
         print(f"{args.source}: {expected:,} records, emulator latency {args.latency_ms} ms, spec rate limits on")
         latency = args.latency_ms / 1000
-        run_mode(base, args.source, args.concurrency, None, f"concurrent (x{args.concurrency})", expected, latency)
+        run_mode(base, args.source, args.concurrency, None, f"concurrent (x{args.concurrency})", expected, latency,
+                 args.mode)
         if not args.skip_sequential:
-            run_mode(base, args.source, 1, 1, "one page at a time", expected, latency)
+            run_mode(base, args.source, 1, 1, "one page at a time", expected, latency, args.mode)
 
 
 if __name__ == "__main__":

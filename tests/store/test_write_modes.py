@@ -135,3 +135,20 @@ def test_written_batches_are_not_held_until_commit(wh, db):
         writer.commit()
     assert held < 1_000_000, f"{held:,} bytes of written batches still held before commit"
     assert len(rows(wh, db, "events")) == 60_000
+
+
+def test_duckdb_row_groups_stay_whole_for_inserts_of_many_chunks(tmp_path):
+    """An insert made of many small chunks (an import's pages) fills whole row groups, so the
+    next checkpoint has nothing to rewrite."""
+    from klaviyo_bridge.store import open_warehouse
+
+    group = 122_880
+    data = pa.table({"id": [f"evt-{i:09d}" for i in range(2 * group)], "value": list(range(2 * group))})
+    with open_warehouse(tmp_path / "w.duckdb") as wh:
+        with wh.writer("db", "events", "append") as writer:
+            writer.write(pa.Table.from_batches(data.slice(0, group).to_batches(max_chunksize=1000)))
+            writer.write(pa.Table.from_batches(data.slice(group).to_batches(max_chunksize=1000)))
+            writer.commit()
+        counts = pa.Table.from_batches(list(wh.query_arrow(
+            "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL")))
+    assert counts.column("n").to_pylist() == [group, group]

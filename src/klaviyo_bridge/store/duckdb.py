@@ -161,8 +161,13 @@ class DuckDBSession(Session):
                      kinds: dict[str, Kind]) -> None:
         """Insert through DuckDB's replacement scan of a local variable, not ``register``: a view
         registered and dropped inside a transaction keeps its Arrow data alive until the commit,
-        so a 1M-event import held every batch (~0.5 GB per million rows) until the end."""
-        _bridge_arrow_batch = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])  # noqa: F841
+        so a 1M-event import held every batch (~0.5 GB per million rows) until the end.
+
+        The data goes in as one chunk: DuckDB scans a many-chunk table (an import's pages) on
+        several threads and leaves a part-filled row group per thread, which the next checkpoint
+        rewrites (1.5 s for 900k events, and a file of 245 MB instead of 138 MB)."""
+        _bridge_arrow_batch = (batch.combine_chunks() if isinstance(batch, pa.Table)  # noqa: F841
+                               else pa.Table.from_batches([batch]))
         targets = ", ".join(quote(columns[n]) for n in batch.schema.names)
         values = ", ".join(self.cast(quote(n), kinds[columns[n]]) for n in batch.schema.names)
         self._con.execute(f"INSERT INTO {dest} ({targets}) SELECT {values} FROM _bridge_arrow_batch")
