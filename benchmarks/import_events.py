@@ -33,11 +33,14 @@ from klaviyo_bridge.store.warehouse import open_warehouse
 
 
 def run_mode(base: str, source: str, concurrency: int, windows: int | None, label: str, expected: int, latency: float,
-             mode: str = "append"):
+             mode: str = "append", warehouse: str | None = None):
     config = parse_import_config({"in": {"data_source": source, "api_token": DEFAULT_API_KEY, "base_url": base,
                                          "skip_related_object": False},
                                   "out": {"mode": mode}})
-    with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
+    with tempfile.TemporaryDirectory() as tmp, open_warehouse(warehouse or Path(tmp) / "bench.duckdb") as wh:
+        if warehouse:
+            with wh.transaction() as session:
+                session.execute(f"DROP TABLE IF EXISTS bench.{source}")
         cpu0, emu0 = _cpu_seconds(), cpu_seconds(PIDS[base])
         t0 = time.perf_counter()
         result = aio.run(run_import(config, wh, "bench", source, concurrency=concurrency, windows=windows))
@@ -69,6 +72,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--skip-sequential", action="store_true", help="only the concurrent mode")
     ap.add_argument("--mode", default="append", help="out.mode: append, replace, replace_on_new_data, merge")
+    ap.add_argument("--warehouse", help="e.g. postgresql://postgres@127.0.0.1:5432/test (default: a temporary DuckDB "
+                                        "file); the table bench.<source> is dropped first")
     args = ap.parse_args()
     profiles = args.profiles or max(1000, args.events // 10)
     expected = args.events if args.source == "events" else profiles
@@ -77,9 +82,10 @@ def main() -> None:
         print(f"{args.source}: {expected:,} records, emulator latency {args.latency_ms} ms, spec rate limits on")
         latency = args.latency_ms / 1000
         run_mode(base, args.source, args.concurrency, None, f"concurrent (x{args.concurrency})", expected, latency,
-                 args.mode)
+                 args.mode, args.warehouse)
         if not args.skip_sequential:
-            run_mode(base, args.source, 1, 1, "one page at a time", expected, latency, args.mode)
+            run_mode(base, args.source, 1, 1, "one page at a time", expected, latency, args.mode,
+                     args.warehouse)
 
 
 if __name__ == "__main__":
