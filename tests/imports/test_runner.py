@@ -222,3 +222,53 @@ async def test_inserts_are_whole_row_groups_until_the_last(transport, warehouse,
     assert all(n % 1500 == 0 for n in inserts[:-1]) and 0 < inserts[-1]
     ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == EMU.events
+
+
+def _adding_attributes(app, path_prefix: str):
+    """The emulator as if Klaviyo had added attributes the spec does not declare yet: a new
+    top-level attribute and a new key inside the declared ``location`` object."""
+    import orjson
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(path_prefix):
+            return await app(scope, receive, send)
+        messages = []
+
+        async def capture(message):
+            messages.append(message)
+
+        await app(scope, receive, capture)
+        doc = orjson.loads(b"".join(m.get("body", b"") for m in messages[1:]))
+        for record in doc.get("data") or []:
+            attributes = record["attributes"]
+            attributes["loyalty_tier"] = {"name": "gold", "since": record["id"][:4]}
+            attributes["location"] = {**(attributes.get("location") or {}), "plus_code": record["id"][-4:]}
+        body = orjson.dumps(doc)
+        start = messages[0]
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
+
+
+async def test_attributes_the_spec_does_not_declare_land_in_extra_attributes(emulator_app, warehouse):
+    """A new attribute never fails a run nor vanishes: it lands in the JSON column
+    ``extra_attributes``, and a later run without it still writes to the same table."""
+    import json
+
+    import httpx
+
+    drifted = httpx.ASGITransport(app=_adding_attributes(emulator_app, "/api/profiles"))
+    result = await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=drifted, now=NOW)
+    rows = warehouse.table_arrow("klaviyo", "profiles").to_pylist()
+    assert result.rows == len(rows) == EMU.profiles
+    for row in rows:
+        extra = json.loads(row["extra_attributes"])
+        assert extra == {"loyalty_tier": {"name": "gold", "since": row["id"][:4]},
+                         "location": {"plus_code": row["id"][-4:]}}
+    plain = httpx.ASGITransport(app=emulator_app)
+    await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=plain, now=NOW)
+    table = warehouse.table_arrow("klaviyo", "profiles")
+    assert table.num_rows == 2 * EMU.profiles
+    assert table.column("extra_attributes").null_count == EMU.profiles

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
+import logging
+
 import msgspec
 import numpy as np
 import orjson
@@ -24,9 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .columns import TIMESTAMP, Column, arrow_schema
-from .flatten import FlattenError, _typed, to_batch
+from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, to_batch
 
 Marks = dict[str, Any]
+log = logging.getLogger("klaviyo_bridge.imports")
 
 
 class Ref(msgspec.Struct, gc=False):
@@ -57,7 +60,10 @@ def _python_type(col: Column) -> Any:
 
 
 def _struct_for(paths: list[tuple[tuple[str, ...], Column]], name: str) -> type:
-    """A Struct with one field per first path element, nested Structs for longer paths."""
+    """A Struct with one field per first path element, nested Structs for longer paths.
+
+    Unknown fields are refused: a page with an attribute the spec does not declare takes the
+    generic path, which keeps it in ``extra_attributes`` instead of dropping it."""
     groups: dict[str, list[tuple[tuple[str, ...], Column]]] = {}
     for path, col in paths:
         groups.setdefault(path[0], []).append((path[1:], col))
@@ -68,7 +74,7 @@ def _struct_for(paths: list[tuple[tuple[str, ...], Column]], name: str) -> type:
             fields.append((key, _python_type(leaf[0]), None))
         else:
             fields.append((key, Optional[_struct_for(members, f"{name}_{key}")], None))
-    return msgspec.defstruct(name, fields, omit_defaults=True, gc=False)
+    return msgspec.defstruct(name, fields, omit_defaults=True, gc=False, forbid_unknown_fields=True)
 
 
 class PageDecoder:
@@ -102,6 +108,7 @@ class PageDecoder:
             doc_fields.append(("included", list[included], []))
         self._decoder = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
         self._getters = [self._getter(c) for c in self.columns]
+        self._warned: set[str] = set()
 
     def with_marks(self, marks: Marks) -> "PageDecoder":
         clone = object.__new__(PageDecoder)
@@ -158,7 +165,12 @@ class PageDecoder:
         attach_included(page)
         for record in page.data:
             record.update({k: v for k, v in self.marks.items() if v is not None})
-        return to_batch(page.data, self.columns), page.next_url
+        batch = to_batch(page.data, self.columns)
+        if EXTRA_ATTRIBUTES in batch.schema.names and not self._warned:
+            self._warned.add(EXTRA_ATTRIBUTES)  # shared by the per-task clones: once per run
+            log.warning("records carry attributes the API spec does not declare; they are kept as JSON in the "
+                        "%r column (pages with them take the slower generic decoding)", EXTRA_ATTRIBUTES)
+        return batch, page.next_url
 
 
 class _MarkGetter:

@@ -73,8 +73,49 @@ def _typed(values: list[Any], col: Column, ids: Sequence[Any]) -> pa.Array:
         raise
 
 
+#: Attributes the spec does not declare (Klaviyo adds some in newer revisions) land here as
+#: one JSON object per row, so a new attribute never fails a run nor disappears. The column
+#: appears in a batch only when some row has such an attribute; the table gains it then.
+EXTRA_ATTRIBUTES = "extra_attributes"
+
+#: A tree of declared attribute names: a name maps to the tree of its flattened sub-object,
+#: or to None when its whole value lands in one column.
+AttributeTree = dict[str, "AttributeTree | None"]
+
+
+def declared_attributes(columns: Sequence[Column]) -> AttributeTree:
+    tree: AttributeTree = {}
+    for col in columns:
+        if col.path[0] != "attributes" or len(col.path) < 2:
+            continue
+        node = tree
+        for key in col.path[1:-1]:
+            inner = node.get(key)
+            if inner is None:
+                inner = node[key] = {}
+            node = inner
+        node[col.path[-1]] = None
+    return tree
+
+
+def undeclared(value: Any, tree: AttributeTree) -> dict[str, Any] | None:
+    """The parts of an attributes object the tree does not declare (nested as they came)."""
+    if not isinstance(value, dict):
+        return None
+    extra: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in tree:
+            extra[key] = item
+        elif tree[key] is not None:
+            inner = undeclared(item, tree[key])
+            if inner:
+                extra[key] = inner
+    return extra or None
+
+
 def to_batch(resources: Sequence[dict[str, Any]], columns: Sequence[Column]) -> pa.RecordBatch:
-    """One record batch with exactly ``columns`` (missing values are NULL)."""
+    """One record batch with ``columns`` (missing values are NULL), plus ``extra_attributes``
+    when some resource carries attributes the columns do not declare."""
     ids = [r.get("id") for r in resources]
     arrays = []
     for col in columns:
@@ -87,4 +128,12 @@ def to_batch(resources: Sequence[dict[str, Any]], columns: Sequence[Column]) -> 
         else:
             values = [value_at(r, col.path) for r in resources]
         arrays.append(_typed(values, col, ids))
-    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(list(columns)))
+    schema = arrow_schema(list(columns))
+    tree = declared_attributes(columns)
+    if tree:
+        extras = [undeclared(r.get("attributes"), tree) for r in resources]
+        if any(extras):
+            extra = Column(EXTRA_ATTRIBUTES, (EXTRA_ATTRIBUTES,), pa.string(), is_json=True)
+            arrays.append(_typed(extras, extra, ids))
+            schema = schema.append(extra.field())
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -237,7 +237,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                     await drain()
                     cut = pending_rows if last else pending_rows - pending_rows % WRITE_ROWS
                     if cut:
-                        rows = pa.Table.from_batches(pending)
+                        rows = _as_table(pending)
                         rest = rows.slice(cut)
                         pending, pending_rows = rest.to_batches(), rest.num_rows
                         writing = asyncio.ensure_future(asyncio.to_thread(writer.write, rows.slice(0, cut)))
@@ -263,6 +263,15 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 await asyncio.to_thread(writer.commit, cursor)
         st = client.stats
         result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+
+
+def _as_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """One table of the pending pages; a page with ``extra_attributes`` (attributes the spec
+    does not declare) adds that column, NULL for the other pages."""
+    schema = batches[0].schema
+    if all(b.schema.equals(schema) for b in batches):
+        return pa.Table.from_batches(batches)
+    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
 
 
 def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime):
