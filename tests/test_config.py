@@ -45,17 +45,21 @@ def test_every_error_at_once_with_did_you_mean():
 
 
 @pytest.mark.parametrize(
-    "extra, fragment",
+    "extra, key, fragment",
     [
-        ({"data_source": "profile"}, "did you mean 'profiles'"),
-        ({"incremental_field": "modified"}, "incremental_field 'modified' is not available"),
-        ({"start_time": "yesterday"}, "ISO 8601"),
-        ({"start_time": "2024-02-01", "end_time": "2024-01-01"}, "end_time must be after start_time"),
+        ({"data_source": "profile"}, "data_source", "did you mean 'profiles'"),
+        ({"incremental_field": "modified"}, "in.incremental_field", "in.incremental_field: 'modified' is not available"),
+        ({"start_time": "yesterday"}, "in.start_time", "in.start_time: .*ISO 8601"),
+        ({"start_time": "2024-02-01", "end_time": "2024-01-01"}, "in.end_time", "in.end_time: must be after start_time"),
+        ({"retry_limit": 9}, "in.retry_limit", r"in.retry_limit: must be between 1 and 7"),
+        ({"initial_retry_wait": 0}, "in.initial_retry_wait", r"in.initial_retry_wait: must be between 1 and 10"),
+        ({"read_timeout": 10}, "in.read_timeout", r"in.read_timeout: must be between 30 and 1800"),
     ],
 )
-def test_source_errors_name_the_key(extra, fragment):
-    with pytest.raises(ConfigError, match=fragment):
+def test_source_errors_name_the_key(extra, key, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
         parse_import_config({"in": {"data_source": "profiles", "api_token": "x", **extra}})
+    assert info.value.key == key
 
 
 @pytest.mark.parametrize(
@@ -67,11 +71,12 @@ def test_source_errors_name_the_key(extra, fragment):
     ],
 )
 def test_sources_that_need_an_id(source, fragment):
-    with pytest.raises(ConfigError, match=fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
         parse_import_config({"in": {"api_token": "x", **source}})
+    assert info.value.key == "in." + fragment.split()[-1]
 
 
-@pytest.mark.parametrize("tz, ok", [("Asia/Tokyo", True), ("UTC", True), ("PST", False), ("CST", False), ("Mars/Base", False)])
+@pytest.mark.parametrize("tz, ok", [("Asia/Tokyo", True), ("UTC", True), ("GMT", True), ("Etc/GMT+5", True), ("EST", False), ("PST", False), ("CST", False), ("Mars/Base", False)])
 def test_time_zones_are_iana_only(tz, ok):
     data = {"in": {"data_source": "lists", "api_token": "x"}, "out": {"timezone": tz}}
     if ok:
@@ -79,3 +84,17 @@ def test_time_zones_are_iana_only(tz, ok):
     else:
         with pytest.raises(ConfigError, match="time zone"):
             parse_import_config(data)
+
+
+@pytest.mark.parametrize("written, tz, utc", [
+    ("2023-06-01T17:06:39", "Asia/Tokyo", "2023-06-01T08:06:39+00:00"),
+    ("2023-06-01", "America/Los_Angeles", "2023-06-01T07:00:00+00:00"),
+    ("2023-06-01T17:06:39Z", "Asia/Tokyo", "2023-06-01T17:06:39+00:00"),
+    ("2023-06-01T17:06:39+02:00", "Asia/Tokyo", "2023-06-01T15:06:39+00:00"),
+    ("2023-06-01T17:06:39", "UTC", "2023-06-01T17:06:39+00:00"),
+])
+def test_times_without_offset_are_read_in_the_storage_time_zone(written, tz, utc):
+    from datetime import timezone
+
+    data = {"in": {"data_source": "lists", "api_token": "x", "start_time": written}, "out": {"timezone": tz}}
+    assert parse_import_config(data).source.start_time.astimezone(timezone.utc).isoformat() == utc

@@ -50,7 +50,7 @@ def parse_time(value: Any) -> datetime | None:
 
 def check_timezone(name: str) -> str:
     """IANA names only: 'PST' or 'CST' are ambiguous abbreviations and are refused."""
-    if not name or "/" not in name and name not in ("UTC", "Etc/UTC"):
+    if not name or "/" not in name and name not in ("UTC", "GMT"):
         raise ValueError(f"{name!r} is not an IANA time zone name (use e.g. America/Los_Angeles or UTC)")
     try:
         ZoneInfo(name)
@@ -94,17 +94,22 @@ class ImportSource(ClientSettings):
         from .imports.streams import stream
 
         s = stream(self.data_source)
+
+        def bad(key: str, message: str) -> ConfigError:
+            # a ConfigError passes through pydantic untouched, keeping the key it names
+            return ConfigError(f"invalid settings: in.{key}: {message}", key=f"in.{key}")
+
         if self.start_time and self.end_time and self.end_time <= self.start_time:
-            raise ValueError("end_time must be after start_time")
+            raise bad("end_time", "must be after start_time")
         if self.incremental_field is not None and self.incremental_field not in s.time_fields:
             allowed = ", ".join(s.time_fields) or "none (this source has no time filter)"
-            raise ValueError(f"incremental_field {self.incremental_field!r} is not available for {s.name}; allowed: {allowed}")
+            raise bad("incremental_field", f"{self.incremental_field!r} is not available for {s.name}; allowed: {allowed}")
         if s.id_setting and not getattr(self, s.id_setting):
-            raise ValueError(f"data_source {s.name} needs {s.id_setting}")
+            raise bad(s.id_setting, f"data_source {s.name} needs {s.id_setting}")
         if s.per_event_id and not self.event_ids:
-            raise ValueError(f"data_source {s.name} needs event_ids")
+            raise bad("event_ids", f"data_source {s.name} needs event_ids")
         if s.name == "metric_events" and not self.metric:
-            raise ValueError('data_source metric_events needs metric (e.g. metric: "Opened Email")')
+            raise bad("metric", 'data_source metric_events needs metric (e.g. metric: "Opened Email")')
         return self
 
     def client_settings(self) -> ClientSettings:
@@ -141,6 +146,39 @@ class ImportConfig(BaseModel):
 
     source: ImportSource = Field(alias="in")
     target: ImportTarget = Field(default_factory=ImportTarget, alias="out")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_times(cls, data: Any) -> Any:
+        """``out.timezone`` (the seed's "Data Storage Timezone") is the zone of the user's own
+        clock: a ``start_time``/``end_time`` written without an offset is read in it. Stored
+        timestamps are instants (UTC), whatever the zone."""
+        if not isinstance(data, dict):
+            return data
+        source, target = data.get("in"), data.get("out")
+        name = target.get("timezone") if isinstance(target, dict) else None
+        if not isinstance(source, dict) or not isinstance(name, str):
+            return data
+        try:
+            zone = ZoneInfo(check_timezone(name))
+        except (ValueError, ZoneInfoNotFoundError):
+            return data  # the field's own validator reports it
+        local = {}
+        for key in ("start_time", "end_time"):
+            try:
+                stamp = parse_time(source.get(key)) if not isinstance(source.get(key), datetime) else source[key]
+            except ValueError:
+                continue  # reported by the field
+            if stamp is not None and _written_without_offset(source.get(key)):
+                local[key] = stamp.replace(tzinfo=zone)
+        return {**data, "in": {**source, **local}} if local else data
+
+
+def _written_without_offset(value: Any) -> bool:
+    if isinstance(value, datetime):
+        return value.tzinfo is None
+    text = str(value).strip()
+    return not (text.endswith(("Z", "z")) or re.search(r"[+-]\d\d:?\d\d$", text))
 
 
 _MISSING_SPACE = re.compile(r"^\s*([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")

@@ -89,6 +89,16 @@ def known_keys(model: type[BaseModel]) -> list[str]:
     return keys
 
 
+def _range_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
+    """The field's inclusive (ge, le) range, for messages that give the whole range."""
+    info = model.model_fields.get(name)
+    if info is None:
+        return None
+    ge = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+    le = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+    return (ge, le) if ge is not None and le is not None else None
+
+
 def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
     """Turn pydantic's report into one readable ConfigError (values never echoed)."""
     import difflib
@@ -100,6 +110,9 @@ def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         first_key = first_key or key
         msg = err["msg"]
+        bounds = _range_of(model or ClientSettings, str(err["loc"][-1])) if err["loc"] else None
+        if err["type"] in ("greater_than_equal", "less_than_equal") and bounds:
+            msg = f"must be between {bounds[0]:g} and {bounds[1]:g}"
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
             close = difflib.get_close_matches(str(err["loc"][-1]), candidates, n=1)
