@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .api.settings import ClientSettings, config_error_from
+from .api.settings import ClientSettings, KeyedValueError, config_error_from
 from .errors import ConfigError
 
 WRITE_MODES = ("append", "replace", "replace_on_new_data", "merge")
@@ -95,9 +95,7 @@ class ImportSource(ClientSettings):
 
         s = stream(self.data_source)
 
-        def bad(key: str, message: str) -> ConfigError:
-            # a ConfigError passes through pydantic untouched, keeping the key it names
-            return ConfigError(f"invalid settings: in.{key}: {message}", key=f"in.{key}")
+        bad = KeyedValueError  # names the key inside ``in``; reported with the other errors
 
         if self.start_time and self.end_time and self.end_time <= self.start_time:
             raise bad("end_time", "must be after start_time")

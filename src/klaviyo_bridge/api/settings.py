@@ -89,6 +89,15 @@ def known_keys(model: type[BaseModel]) -> list[str]:
     return keys
 
 
+class KeyedValueError(ValueError):
+    """A model-level check's error that belongs to one key (``incremental_field``, say):
+    pydantic reports it at the section, ``config_error_from`` moves it to the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _range_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
     """The field's inclusive (ge, le) range, for messages that give the whole range."""
     info = model.model_fields.get(name)
@@ -107,10 +116,14 @@ def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None
     lines = []
     first_key = None
     for err in exc.errors(include_input=False, include_url=False):
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        first_key = first_key or key
+        loc = err["loc"]
         msg = err["msg"]
-        bounds = _range_of(model or ClientSettings, str(err["loc"][-1])) if err["loc"] else None
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, KeyedValueError):
+            loc, msg = (*loc, cause.key), str(cause)
+        key = ".".join(str(p) for p in loc) or "(config)"
+        first_key = first_key or key
+        bounds = _range_of(model or ClientSettings, str(loc[-1])) if loc else None
         if err["type"] in ("greater_than_equal", "less_than_equal") and bounds:
             msg = f"must be between {bounds[0]:g} and {bounds[1]:g}"
         if err["type"] == "extra_forbidden":
