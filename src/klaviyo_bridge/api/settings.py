@@ -121,6 +121,8 @@ def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, KeyedValueError):
             loc, msg = (*loc, cause.key), str(cause)
+        elif err["type"] == "value_error" and cause is not None:
+            msg = str(cause)  # our validators' own words, without pydantic's "Value error, "
         key = ".".join(str(p) for p in loc) or "(config)"
         first_key = first_key or key
         bounds = _range_of(model or ClientSettings, str(loc[-1])) if loc else None
