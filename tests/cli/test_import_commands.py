@@ -89,3 +89,22 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, base_url, capsys):
     assert run("connector:preview", str(cfg)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "in.retry_limit: must be between 1 and 7" in err
+
+
+def test_replicate_skips_a_metric_the_account_does_not_have(tmp_path, base_url, monkeypatch, capsys):
+    """An account that never sent, say, SMS lacks those metrics: their tables are skipped and
+    named, the others still sync, and the run succeeds."""
+    from klaviyo_bridge.imports.replicate import QLIK_TABLES
+
+    monkeypatch.setitem(QLIK_TABLES, "viewed_widget", "Viewed Widget")
+    monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
+    monkeypatch.setenv("KLAVIYO_BASE_URL", base_url)
+    home = tmp_path / "home"
+    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
+               "--tables", "viewed_widget,open") == 0
+    out = capsys.readouterr().out
+    assert "viewed_widget: skipped, the account has no 'Viewed Widget' metric" in out
+    assert "replicated 1 tables" in out and "skipped 1: viewed_widget" in out
+    with open_warehouse(home / "warehouse.duckdb") as wh:
+        assert wh.table_arrow("qlik", "open").num_rows > 0
+        assert wh.table_columns("qlik", "viewed_widget") is None

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .. import aio
 from ..config import ImportConfig, load_import_config
-from ..errors import ConfigError
+from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
@@ -90,13 +90,31 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     connection = _connection_settings(config_file)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
     configs = replicate_configs(connection, start, chosen)
+    total, done, skipped, failed = 0, 0, [], []
     with open_target(home, warehouse_url) as wh:
-        total = 0
         for name, config in configs.items():
-            result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
+            try:
+                result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
+            except ConfigError as exc:
+                if exc.key != "metric":
+                    raise  # the same settings would fail every table
+                # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
+                skipped.append(name)
+                click.echo(f"{name}: skipped, the account has no {QLIK_TABLES[name]!r} metric")
+                continue
+            except BridgeError as exc:
+                # One table's failure (its cursor stays put) must not cost the others their sync.
+                failed.append(name)
+                click.echo(f"{name}: failed, {exc}", err=True)
+                continue
+            done += 1
             total += result.rows
             click.echo(result.summary())
-    click.echo(f"replicated {len(configs)} tables, {total} rows")
+    tail = "".join(f"; {label} {len(names)}: {', '.join(names)}" for label, names in
+                   (("skipped", skipped), ("failed", failed)) if names)
+    click.echo(f"replicated {done} tables, {total} rows{tail}")
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 def _connection_settings(config_file: str | None) -> dict:
