@@ -101,6 +101,10 @@ async def test_incremental_second_run_fetches_only_newer_records(transport, ware
     assert len(ids) == len(everything)
     third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=NOW)
     assert third.rows == 0 and third.requests == 0
+    # a run a minute later: one window, one request (not one per default window)
+    fourth = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport,
+                              now=NOW + timedelta(minutes=1))
+    assert fourth.rows == 0 and fourth.requests == 1
 
 
 async def test_profiles_windows_lose_nothing_at_shared_timestamps(transport, warehouse):
