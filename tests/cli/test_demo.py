@@ -13,6 +13,8 @@ def test_demo_round_trip(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "profiles -> demo.profiles (merge): 300 rows" in out
     assert "events -> demo.events (merge): 3000 rows" in out
+    # the imported rows are shown: a query on the warehouse, metric names and counts
+    assert "top metrics" in out and re.search(r"Received Email\s*│\s*\d+", out)
     exported = re.search(r"run \w+: (\d+) rows: (\d+) accepted", out)
     members = re.search(r"now has (\d+) members", out)
     assert exported and members
