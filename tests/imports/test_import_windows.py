@@ -1,4 +1,4 @@
-"""Event windows whose edges fall exactly on a timestamp many events share.
+"""Windows whose edges fall exactly on a timestamp many records share (events; profiles at the end).
 
 The emulator's events keep at most a handful per second, so this account's event times are
 changed first: a block of events at each window bound (the run's start, every split point,
@@ -90,3 +90,35 @@ async def test_consecutive_runs_meeting_on_a_shared_timestamp(tied, warehouse):
     assert first.rows == len(await api_event_ids(transport, lo, mid))
     assert len(ids) == len(set(ids)) == first.rows + second.rows
     assert set(ids) == set(await api_event_ids(transport, lo, hi))
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def _shared_profile_seconds(transport) -> list[datetime]:
+    """`updated` seconds that several profiles share, most shared first."""
+    records = await all_records(transport, "get_profiles", query=q.Query(page_size=100))
+    counts = Counter(_at(r["attributes"]["updated"]) for r in records)
+    return [t for t, n in counts.most_common() if n >= 4]
+
+
+@pytest.mark.parametrize("edges", ["start and split", "split and end"])
+async def test_profile_windows_bounded_on_shared_seconds(transport, warehouse, edges):
+    """profiles.updated has only greater-than/less-than: each window asks one second wider on both
+    sides and trims. With bounds exactly on seconds several profiles share, a trimmed-away row
+    must be the one its neighbour window keeps."""
+    a, b = sorted((await _shared_profile_seconds(transport))[:2])
+    lo, hi = (a, b + (b - a)) if edges == "start and split" else (a - (b - a), b)
+    assert split(lo, hi, 2)[1].start == (b if edges == "start and split" else a)
+    cfg = make_config("profiles", start_time=iso(lo), end_time=iso(hi))
+    result = await run_import(cfg, warehouse, "klaviyo", "profiles", transport=transport, now=NOW, windows=2)
+    rows = warehouse.table_arrow("klaviyo", "profiles").select(["id", "updated"]).to_pylist()
+    everyone = await all_records(transport, "get_profiles", query=q.Query(page_size=100))
+    expected = {r["id"] for r in everyone if lo <= _at(r["attributes"]["updated"]) < hi}
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == result.rows == len(expected)
+    assert set(ids) == expected
+    stamps = Counter(r["updated"] for r in rows)
+    shared = (a, b) if edges == "start and split" else (a,)
+    assert all(stamps[t] >= 4 for t in shared) and stamps[hi] == 0
