@@ -111,3 +111,36 @@ async def test_lists_created_second_run_fetches_only_the_new_list(account, wareh
     stored = {r["id"]: actual_row(columns, r) for r in warehouse.table_arrow("klaviyo", "lists").to_pylist()}
     assert stored == {r["id"]: expected_row(columns, r, [], {}) for r in lists}
     assert stored[doc["data"]["id"]]["name"] == "Second run"
+
+
+async def test_global_exclusions_second_run_fetches_only_the_newly_suppressed(account, warehouse):
+    """The time field is the suppression's timestamp: profiles suppressed after the first run, and only they."""
+    clock, transport = account
+    cfg = make_config("global_exclusions", mode="merge", incremental=True)
+    first = await run_import(cfg, warehouse, "klaviyo", "excl", transport=transport, now=NOW)
+    before = await suppressed_profiles(transport)
+    assert first.rows == len(before) > 0
+    clock.t += 60
+    async with client(transport) as c:
+        everyone = [r async for r in c.records("get_profiles", query=q.Query(page_size=100))]
+        emails = [r["attributes"]["email"] for r in everyone if r["id"] not in before][:2] + ["second.run@example.com"]
+        await c.request("bulk_suppress_profiles", json={"data": {
+            "type": "profile-suppression-bulk-create-job", "attributes": {"profiles": {"data": [
+                {"type": "profile", "attributes": {"email": e}} for e in emails]}}}})
+    clock.t += 1  # the job completes
+    after = await suppressed_profiles(transport)
+    assert len(after) == len(before) + 3
+    second = await run_import(cfg, warehouse, "klaviyo", "excl", transport=transport, now=LATER)
+    assert second.rows == 3
+    columns = effective_stream(cfg).columns()
+    stored = {r["id"]: actual_row(columns, r) for r in warehouse.table_arrow("klaviyo", "excl").to_pylist()}
+    assert stored.keys() == after.keys()
+    for pid in after.keys() - before.keys():
+        assert stored[pid] == expected_row(columns, after[pid], [], {})
+
+
+async def suppressed_profiles(transport) -> dict[str, dict]:
+    async with client(transport) as c:
+        return {r["id"]: r async for r in c.records("get_profiles", query=q.Query(
+            page_size=100, additional_fields={"profile": ["subscriptions"]}))
+            if r["attributes"]["subscriptions"]["email"]["marketing"].get("suppression")}
