@@ -13,6 +13,8 @@ from klaviyo_bridge.imports.runner import effective_stream, run_import
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .conftest import EMU, make_config
+from .test_import_incremental import LATER, account, api_profiles, change_profiles  # noqa: F401 (fixture)
+from .test_import_incremental import NOW as INC_NOW
 from .test_runner import all_records
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -93,3 +95,23 @@ async def test_postgres_rows_equal_the_duckdb_import(transport, pg, warehouse, d
     assert in_pg.column_names == in_duck.column_names == [c.name for c in stream.columns()]
     assert pg_result.rows == duck_result.rows == in_pg.num_rows == in_duck.num_rows > 0
     assert _comparable(in_pg, stream) == _comparable(in_duck, stream)
+
+
+async def test_merge_updates_changed_rows_in_postgres_as_in_duckdb(account, pg, warehouse):
+    """A second incremental run brings changed profiles: PostgreSQL's merge must update them in place
+    (not only skip identical rows), ending equal to DuckDB's table."""
+    clock, transport = account
+    wh, schema = pg
+    cfg = make_config("profiles", mode="merge", incremental=True, incremental_field="updated")
+    for target, database in ((wh, schema), (warehouse, "klaviyo")):
+        await run_import(cfg, target, database, "p", transport=transport, now=INC_NOW, job=f"{database}.p")
+    before = await api_profiles(transport)
+    clock.t += 60
+    await change_profiles(transport, [before[3]["id"], before[200]["id"]], ["pg.merge@example.com"])
+    for target, database in ((wh, schema), (warehouse, "klaviyo")):
+        second = await run_import(cfg, target, database, "p", transport=transport, now=LATER, job=f"{database}.p")
+        assert second.rows == 3
+    stream = effective_stream(cfg)
+    in_pg, in_duck = _comparable(wh.table_arrow(schema, "p"), stream), _comparable(warehouse.table_arrow("klaviyo", "p"), stream)
+    assert in_pg == in_duck and len(in_pg) == len(before) + 1
+    assert in_pg[(before[3]["id"],)]["first_name"] == "Changed"
