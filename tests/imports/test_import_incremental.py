@@ -1,46 +1,27 @@
 """Incremental second runs of non-event sources: records changed or added in the account after
 the first run are the only ones the second run fetches, and merge leaves the table equal to the API.
 
-Each test has its own small emulator on a fake clock (the shared one must not change): the
-account's "now" is its settings' ``now`` plus the clock's elapsed seconds, so a write made after
-advancing the clock is stamped after the first run's cursor.
+Each test has its own small emulator on a fake clock (``account`` in conftest; the shared one
+must not change): the account's "now" is its settings' ``now`` plus the clock's elapsed seconds,
+so a write made after advancing the clock is stamped after the first run's cursor.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import httpx
 import pytest
 
 from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports.runner import effective_stream, run_import
 
-from .conftest import make_config
+from .conftest import SMALL, make_config
 from .test_import_values import actual_row, expected_row
 
-SMALL = EmulatorSettings(seed=23, profiles=300, events=200, lists=3, segments=2, rate_limits=False)
 NOW = datetime.fromtimestamp(SMALL.now, timezone.utc)
 LATER = NOW + timedelta(hours=1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def account():
-    clock = Clock()
-    app = create_app(SMALL, clock=clock)
-    return clock, httpx.ASGITransport(app=app)
 
 
 def client(transport) -> KlaviyoClient:

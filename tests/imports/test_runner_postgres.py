@@ -13,7 +13,7 @@ from klaviyo_bridge.imports.runner import effective_stream, run_import
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .conftest import EMU, make_config
-from .test_import_incremental import LATER, account, api_profiles, change_profiles  # noqa: F401 (fixture)
+from .test_import_incremental import LATER, api_profiles, change_profiles
 from .test_import_incremental import NOW as INC_NOW
 from .test_runner import all_records
 
