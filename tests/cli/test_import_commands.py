@@ -1,10 +1,22 @@
 """Import commands end to end: a real emulator on 127.0.0.1, the CLI, a DuckDB file."""
 
+import asyncio
+import re
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
 import pytest
 
+from klaviyo_bridge.api import query as q
+from klaviyo_bridge.api.client import KlaviyoClient
+from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.cli import main
+from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.emulator.server import running_emulator
 from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.imports import runner
+from klaviyo_bridge.imports.replicate import QLIK_TABLES
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 EMU = EmulatorSettings(seed=3, profiles=400, events=3000, lists=4, rate_limits=False)
@@ -65,22 +77,103 @@ def test_issue_imports_into_the_home_warehouse_and_resumes(tmp_path, base_url, c
         assert EMU.api_key not in str(wh.state.runs())
 
 
-def test_replicate_creates_the_qlik_tables(tmp_path, base_url, monkeypatch, capsys):
+SUMMARY = re.compile(r"^(\S+) -> (\w+)\.(\w+) \((\w+)\): (\d+) rows, (\d+) pages, (\d+) requests, (\d+) retries, "
+                     r"(\d+) throttled, ([\d.]+)s \(", re.M)
+
+
+def summaries(out: str) -> dict[str, dict]:
+    """table -> the numbers of its summary line."""
+    found = {}
+    for m in SUMMARY.finditer(out):
+        rows, pages, requests, retries, throttled = map(int, m.group(5, 6, 7, 8, 9))
+        found[m.group(3)] = dict(source=m.group(1), database=m.group(2), mode=m.group(4), rows=rows, pages=pages,
+                                 requests=requests, retries=retries, throttled=throttled, seconds=float(m.group(10)))
+    return found
+
+
+def assert_plausible(line: dict, rows: int, page_size: int, elapsed: float) -> None:
+    """The summary's numbers agree with the table and with each other (no faults, no rate limits here)."""
+    assert line["rows"] == rows
+    assert -(-rows // page_size) <= line["pages"] <= line["requests"] <= line["pages"] + 2
+    assert line["retries"] == line["throttled"] == 0
+    assert 0 <= line["seconds"] <= elapsed
+
+
+async def api_expected_counts(base_url: str, start: datetime) -> dict[str, int]:
+    """What each Qlik table should hold: the account's records stamped at or after ``start``, from the API."""
+    settings = parse_import_config({"in": {"type": "klaviyo", "data_source": "lists", "api_token": EMU.api_key,
+                                           "base_url": base_url}}).source.client_settings()
+    since = lambda text: text is not None and datetime.fromisoformat(text) >= start  # noqa: E731
+    async with KlaviyoClient(settings, limiter=RateLimiter(enabled=False)) as c:
+        names = {m["id"]: m["attributes"]["name"] async for m in c.records("get_metrics")}
+        by_metric = Counter([names[e["relationships"]["metric"]["data"]["id"]] async for e in c.records(
+            "get_events", query=q.Query(page_size=1000)) if since(e["attributes"]["datetime"])])
+        counts = {table: by_metric[metric] for table, metric in QLIK_TABLES.items() if metric}
+        counts["lists"] = len([x async for x in c.records("get_lists") if since(x["attributes"]["updated"])])
+        counts["campaigns"] = 0
+        for channel in ("email", "sms"):
+            for archived in (False, True):
+                counts["campaigns"] += len([x async for x in c.records("get_campaigns", query=q.Query(filters=(
+                    q.equals("messages.channel", channel), q.equals("archived", archived))))
+                    if since(x["attributes"]["updated_at"])])
+        counts["global_exclusions"] = len([p async for p in c.records("get_profiles", query=q.Query(
+            page_size=100, additional_fields={"profile": ["subscriptions"]})) if any(
+            since(s["timestamp"]) for s in p["attributes"]["subscriptions"]["email"]["marketing"].get("suppression") or [])])
+    return counts
+
+
+def test_replicate_creates_all_qlik_tables_with_the_emulator_counts(tmp_path, base_url, monkeypatch, capsys):
+    """All 21 tables, each holding what the API has since --start-date, each with its summary line."""
     monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
     monkeypatch.setenv("KLAVIYO_BASE_URL", base_url)
+    # 16 windows a table instead of 64: 21 tables of 3000 events need no more, and the test stays fast
+    monkeypatch.setattr(runner, "WINDOWS_PER_WORKER", 1)
     home = tmp_path / "home"
-    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
-               "--tables", "open,click,lists,campaigns,global_exclusions") == 0
-    assert "replicated 5 tables" in capsys.readouterr().out
+    began = time.perf_counter()
+    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01") == 0
+    elapsed = time.perf_counter() - began
+    out = capsys.readouterr().out
+    expected = asyncio.run(api_expected_counts(base_url, datetime(2024, 1, 1, tzinfo=timezone.utc)))
+    assert len(expected) == len(QLIK_TABLES) == 21
+    lines = summaries(out)
+    assert sorted(lines) == sorted(QLIK_TABLES)
+    assert f"replicated 21 tables, {sum(expected.values())} rows" in out
     with open_warehouse(home / "warehouse.duckdb") as wh:
-        opens = wh.table_arrow("qlik", "open").to_pylist()
-        assert opens and {r["metric_name"] for r in opens} == {"Opened Email"}
-        assert wh.table_arrow("qlik", "lists").num_rows >= 1
+        for table, metric in QLIK_TABLES.items():
+            assert wh.table_columns("qlik", table) is not None, f"qlik.{table} was not created"
+            rows = wh.table_arrow("qlik", table).to_pylist()
+            assert len(rows) == expected[table], table
+            assert len({r["id"] for r in rows}) == len(rows)
+            if metric:
+                assert {r["metric_name"] for r in rows} <= {metric}
+            page_size = {"lists": 10, "campaigns": 100, "global_exclusions": 100}.get(table, 1000)
+            assert lines[table]["mode"] == "merge" and lines[table]["database"] == "qlik"
+            assert_plausible(lines[table], len(rows), page_size, elapsed)
+        opens = wh.table_arrow("qlik", "open").num_rows
     # a second run merges: no duplicate ids
     assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--tables", "open") == 0
     with open_warehouse(home / "warehouse.duckdb") as wh:
         ids = wh.table_arrow("qlik", "open").column("id").to_pylist()
-        assert len(ids) == len(set(ids)) == len(opens)
+        assert len(ids) == len(set(ids)) == opens
+
+
+def test_issue_summary_names_rows_pages_requests_retries_and_seconds(tmp_path, base_url, capsys):
+    home = tmp_path / "home"
+    cfg = write_config(tmp_path, base_url, source="events", field="created")
+    began = time.perf_counter()
+    assert run("--home", str(home), "connector:issue", str(cfg), "-d", "klaviyo", "-t", "events") == 0
+    elapsed = time.perf_counter() - began
+    out = capsys.readouterr().out
+    lines = summaries(out)
+    assert list(lines) == ["events"] and len(out.strip().splitlines()) == 1
+    with open_warehouse(home / "warehouse.duckdb") as wh:
+        rows = wh.table_arrow("klaviyo", "events").num_rows
+    assert rows > 1000  # more than one page, so the page count means something
+    assert lines["events"]["source"] == "events" and lines["events"]["mode"] == "append"
+    assert_plausible(lines["events"], rows, 1000, elapsed)
+    rate = int(re.search(r"s \(([\d,]+) rows/s\)", out).group(1).replace(",", ""))
+    shown = lines["events"]["seconds"]  # rounded to 0.1 s
+    assert rows / (shown + 0.05) <= rate <= rows / max(shown - 0.05, 1e-9)
 
 
 def test_bad_config_is_one_line_naming_the_key(tmp_path, base_url, capsys):
