@@ -89,7 +89,6 @@ EVENT_STREAM_OPTIONS = dict(
 CREATED_UPDATED = {"created": "created", "updated": "updated"}
 SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
 METRIC_TIME_TYPES = {"created": pa.timestamp("us", tz="UTC"), "updated": pa.timestamp("us", tz="UTC")}
-LOCATION_TYPES = {"location_latitude": pa.string(), "location_longitude": pa.string()}
 
 STREAMS: dict[str, Stream] = {
     s.name: s
