@@ -94,9 +94,7 @@ class ImportSource(ClientSettings):
         from .imports.streams import stream
 
         s = stream(self.data_source)
-
-        bad = KeyedValueError  # names the key inside ``in``; reported with the other errors
-
+        bad = KeyedValueError  # names its key inside ``in``, and is reported with the other errors
         if self.start_time and self.end_time and self.end_time <= self.start_time:
             raise bad("end_time", "must be after start_time")
         if self.incremental_field is not None and self.incremental_field not in s.time_fields:

@@ -14,10 +14,9 @@ type drift costs speed on that page, never data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
-
-import logging
 
 import msgspec
 import numpy as np

@@ -174,7 +174,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-                   windows or -concurrency * WINDOWS_PER_WORKER)
+                   windows)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         state.finish_run(result.run_id, "failed", rows_read=result.rows, error=str(exc)[:2000])
@@ -215,7 +215,9 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 if lo is not None and hi is not None and lo >= hi:
                     tasks = []  # nothing new since the last run: no request at all
                 else:
-                    windows = await _windows(client, s, api_field, lo, hi, now, window_count, path_params)
+                    count = window_count or concurrency * WINDOWS_PER_WORKER
+                    windows = await _windows(client, s, api_field, lo, hi, now, count, path_params,
+                                             shortest=None if window_count else MIN_WINDOW)
                     tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows,
                                        extra_conditions=extra)
                 time_col = _time_column(columns, api_field) if api_field else None
@@ -296,11 +298,10 @@ def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime)
     return to_utc(lo), to_utc(hi)
 
 
-async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params) -> list[Window]:
-    """Time windows to fetch side by side; [] means no time filter at all.
-
-    A negative ``count`` is the default split, which keeps windows at least MIN_WINDOW long;
-    a positive one (given by the caller) is used as it is."""
+async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params,
+                   shortest: timedelta | None = None) -> list[Window]:
+    """Up to ``count`` time windows to fetch side by side, none shorter than ``shortest``;
+    [] means no time filter at all."""
     if api_field is None:
         return []
     ops = s.time_filter_ops(api_field)
@@ -311,8 +312,8 @@ async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params
     b = hi or now
     if a is None or a >= b:
         return [Window(lo, hi)] if (lo or hi) else []
-    if count < 0:
-        count = max(1, min(-count, (b - a) // MIN_WINDOW))
+    if shortest is not None:
+        count = max(1, min(count, (b - a) // shortest))
     return split(a, b, count, open_start=lo is None, open_end=hi is None)
 
 
