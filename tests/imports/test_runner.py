@@ -276,3 +276,23 @@ async def test_attributes_the_spec_does_not_declare_land_in_extra_attributes(emu
     table = warehouse.table_arrow("klaviyo", "profiles")
     assert table.num_rows == 2 * EMU.profiles
     assert table.column("extra_attributes").null_count == EMU.profiles
+
+
+async def test_open_ended_objects_are_stored_as_json(transport, warehouse):
+    """event_properties lands in a JSON column (queryable with JSON functions), and a table
+    made when such columns were plain text keeps taking rows into its text column."""
+    from klaviyo_bridge.store.columns import Kind
+
+    await run_import(make_config("events"), warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    assert warehouse.table_columns("klaviyo", "events")["event_properties"] is Kind.JSON
+    value = next(warehouse.query_arrow(
+        "SELECT count(*) AS n FROM klaviyo.events WHERE json_type(event_properties) = 'OBJECT'")).to_pylist()
+    assert value == [{"n": EMU.events}]
+
+    with warehouse.transaction() as session:
+        session.execute("CREATE TABLE klaviyo.old_events AS SELECT id, event_properties::VARCHAR AS event_properties "
+                        "FROM klaviyo.events LIMIT 0")
+    result = await run_import(make_config("events"), warehouse, "klaviyo", "old_events", transport=transport, now=NOW)
+    assert warehouse.table_columns("klaviyo", "old_events")["event_properties"] is Kind.TEXT
+    rows = warehouse.table_arrow("klaviyo", "old_events")
+    assert rows.num_rows == result.rows == EMU.events and rows.column("event_properties").null_count == 0

@@ -49,6 +49,8 @@ def _type_name(arrow_type) -> str:
     text = str(arrow_type)
     if text.startswith("timestamp"):
         return "timestamp"
+    if text == "extension<arrow.json>":
+        return "json"
     return {"int64": "long", "double": "double", "bool": "boolean"}.get(text, "string")
 
 

@@ -21,8 +21,15 @@ import pyarrow as pa
 
 from ..api.spec import _raw as _spec_raw
 
-JSON_METADATA = {b"json": b"true"}
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: Open-ended objects travel as Arrow's JSON type, so the warehouse stores them as JSON
+#: (DuckDB) / JSONB (PostgreSQL); a table made when they were plain text keeps its text columns.
+JSON = pa.json_(pa.string())
+
+
+def as_json(texts: pa.Array) -> pa.Array:
+    """A string array of JSON texts, typed as JSON."""
+    return pa.ExtensionArray.from_storage(JSON, texts)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class Column:
     is_json: bool = False
 
     def field(self) -> pa.Field:
-        return pa.field(self.name, self.type, metadata=JSON_METADATA if self.is_json else None)
+        return pa.field(self.name, JSON if self.is_json else self.type)
 
 
 def _schemas() -> dict[str, Any]:

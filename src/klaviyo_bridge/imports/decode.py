@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import TIMESTAMP, Column, arrow_schema
+from .columns import TIMESTAMP, Column, arrow_schema, as_json
 from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, to_batch
 
 Marks = dict[str, Any]
@@ -133,7 +133,7 @@ class PageDecoder:
                 continue
             else:
                 values = getter(rows, lookups)
-            arrays.append(_json_texts(values) if col.is_json else _typed(values, col, ids))
+            arrays.append(as_json(_json_texts(values)) if col.is_json else _typed(values, col, ids))
         next_url = doc.links.next if doc.links is not None else None
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema), next_url
 

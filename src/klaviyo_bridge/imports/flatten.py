@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from ..errors import BridgeError
-from .columns import TIMESTAMP, Column, arrow_schema
+from .columns import TIMESTAMP, Column, arrow_schema, as_json
 
 
 class FlattenError(BridgeError):
@@ -57,7 +57,7 @@ def _timestamps(values: list[Any], column: str, ids: Sequence[Any]) -> pa.Array:
 
 def _typed(values: list[Any], col: Column, ids: Sequence[Any]) -> pa.Array:
     if col.is_json:
-        return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+        return as_json(pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string()))
     if col.type == TIMESTAMP:
         return _timestamps(values, col.name, ids)
     try:
