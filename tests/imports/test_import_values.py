@@ -89,6 +89,13 @@ async def expected_documents(transport, data_source: str, settings: dict) -> lis
         if data_source == "metric_events":
             docs = [(r, inc) for r, inc in docs if related(r, inc, "metric")["attributes"]["name"] == METRIC]
         return [(r, inc, {}) for r, inc in docs]
+    if data_source in ("event_metrics", "event_profiles"):
+        operation_id = "get_metric_for_event" if data_source == "event_metrics" else "get_profile_for_event"
+        cfg = make_config("profiles")
+        async with KlaviyoClient(cfg.source.client_settings(), transport=transport,
+                                 limiter=RateLimiter(enabled=False)) as c:
+            return [((await c.request(operation_id, path_params={"id": event_id}))["data"], [], {"_event_id": event_id})
+                    for event_id in settings["event_ids"]]
     if data_source == "campaigns":
         out = []
         for channel in ("email", "sms"):
@@ -115,7 +122,8 @@ async def expected_documents(transport, data_source: str, settings: dict) -> lis
 
 
 SOURCES = ["events", "lists", "metrics", "templates", "flows", "segments", "campaigns", "profiles",
-           "profiles_in_list", "profiles_in_segment", "global_exclusions", "metric_events"]
+           "profiles_in_list", "profiles_in_segment", "global_exclusions", "metric_events",
+           "event_metrics", "event_profiles"]
 
 
 @pytest.mark.parametrize("data_source", SOURCES)
@@ -128,6 +136,8 @@ async def test_every_column_equals_the_api_value(transport, warehouse, data_sour
         settings["segment_id"] = await _first_id(transport, "get_segments")
     elif data_source == "metric_events":
         settings["metric"] = METRIC
+    elif data_source in ("event_metrics", "event_profiles"):
+        settings["event_ids"] = [e["id"] for e in (await all_records(transport, "get_events"))[:40]]
     cfg = make_config(data_source, **settings)
     result = await run_import(cfg, warehouse, "klaviyo", "t", transport=transport, now=NOW)
     columns = effective_stream(cfg).columns()
