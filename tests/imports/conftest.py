@@ -8,6 +8,8 @@ from klaviyo_bridge.emulator.app import create_app
 from klaviyo_bridge.emulator.settings import EmulatorSettings
 from klaviyo_bridge.store.warehouse import open_warehouse
 
+from ..emulator.writes_helpers import FakeClock
+
 EMU = EmulatorSettings(seed=11, profiles=1234, events=5432, lists=4, rate_limits=False)
 #: a small account for tests that change it (``account``)
 SMALL = EmulatorSettings(seed=23, profiles=300, events=200, lists=3, segments=2, rate_limits=False)
@@ -24,20 +26,10 @@ def transport(emulator_app):
     return httpx.ASGITransport(app=emulator_app)
 
 
-class Clock:
-    """The emulator's monotonic clock, moved by hand: its account's "now" is settings.now + elapsed."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def account():
     """(clock, transport) of a fresh small emulator of its own, for tests that write to the account."""
-    clock = Clock()
+    clock = FakeClock()  # its account's "now" is settings.now + elapsed; tests move clock.t
     return clock, httpx.ASGITransport(app=create_app(SMALL, clock=clock))
 
 
