@@ -243,7 +243,7 @@ class KlaviyoClient:
             try:
                 return await self._send_once(op, url, params, body, decode)
             except (RateLimited, ServerError, TransportError) as err:
-                if not retry_lost and not isinstance(err, RateLimited):
+                if not retry_lost and not isinstance(err, RateLimited) and not getattr(err, "not_sent", False):
                     raise  # the write may have been applied: the caller decides what to resend
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
@@ -279,11 +279,14 @@ class KlaviyoClient:
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
             ) from None
         except httpx.TransportError as exc:
-            raise TransportError(
+            err = TransportError(
                 f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
                 method=op.method,
                 operation=op.operation_id,
-            ) from None
+            )
+            # No connection was made: the request never left, so repeating it is safe for any write.
+            err.not_sent = isinstance(exc, httpx.ConnectError)
+            raise err from None
         self.stats.requests += 1
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug(
