@@ -415,7 +415,7 @@ class _Sender:
         failed_job = table.num_rows > 0 and rejected == table.num_rows
         await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
                           self.op.endpoint.operation_id, "failed" if failed_job else "done", table,
-                          klaviyo_job_id=job_id)
+                          klaviyo_job_id=job_id, fingerprint=batch.fingerprint, row_count=len(batch.index))
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
@@ -426,15 +426,15 @@ class _Sender:
         self.failed += 1
         await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
                           self.op.endpoint.operation_id, "failed", _rows_table(index, "rejected", message),
-                          error=message[:2000])
+                          error=message[:2000], fingerprint=batch.fingerprint, row_count=len(batch.index))
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
     async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
-        await self.record(st.record_export_rows, batch.batch_id, self.run_id, _rows_table(batch.index, "skipped", reason))
-        await self.record(st.record_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
-                          "not_sent", row_count=len(batch.index))
+        await self.record(st.finish_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
+                          "not_sent", _rows_table(batch.index, "skipped", reason), row_count=len(batch.index),
+                          fingerprint=batch.fingerprint)  # rows and status in one transaction
 
     # --- bulk import jobs ----------------------------------------------------------------
     async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
