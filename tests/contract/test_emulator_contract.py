@@ -22,10 +22,10 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema._keywords import anyOf as _any_of
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.api.spec_derive import find_spec, to_json_schema
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+import klaviyo_spec as spec
+from klaviyo_spec.derive import find_spec, to_json_schema
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
 OpenApiValidator = jsonschema.validators.extend(Draft202012Validator, {"oneOf": _any_of})
@@ -138,8 +138,8 @@ async def test_sparse_fieldsets_keep_only_requested_attributes(client):
 
 
 def test_every_emulated_operation_has_a_handler():
-    from klaviyo_bridge.emulator.handlers import HANDLERS
-    from klaviyo_bridge.emulator.writes import READ_HANDLERS, WRITE_HANDLERS
+    from klaviyo_emulator.handlers import HANDLERS
+    from klaviyo_emulator.writes import READ_HANDLERS, WRITE_HANDLERS
 
     served = {*spec.emulated_operations(), *spec._raw()["emulated_bodyless_operations"]}
     assert {*HANDLERS, *READ_HANDLERS, *WRITE_HANDLERS} == served

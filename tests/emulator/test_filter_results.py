@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from klaviyo_bridge.api import spec
+import klaviyo_spec as spec
 
 from .conftest import collect
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from klaviyo_bridge.emulator.filters import Bare, Condition, FilterSyntaxError, parse_filter
-from klaviyo_bridge.emulator.timefmt import parse_datetime
+from klaviyo_emulator.filters import Bare, Condition, FilterSyntaxError, parse_filter
+from klaviyo_emulator.timefmt import parse_datetime
 
 
 def test_values_and_nesting():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .conftest import HEADERS
 

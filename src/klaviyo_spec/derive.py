@@ -70,7 +70,7 @@ EMULATED_BODYLESS_OPERATIONS = (
 )
 
 DEFAULT_SPEC_LOCATIONS = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
 )
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smd])\s*$")

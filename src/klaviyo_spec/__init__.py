@@ -2,7 +2,8 @@
 
 Everything that Klaviyo publishes per operation (rate limits, page sizes, allowed
 filters and sorts, sparse fieldsets, response schemas) is read from here, never
-retyped by hand. Regenerate with ``python scripts/derive_spec.py``.
+retyped by hand. Regenerate with ``python scripts/derive_spec.py``. Shared by the product (klaviyo_bridge)
+and the emulator (klaviyo_emulator), which imports nothing else from the product.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import binascii
 import zlib
 from dataclasses import dataclass, field
 
-from ..api.spec import Operation
+from klaviyo_spec import Operation
 from .filters import Bare, Condition, FilterSyntaxError, parse_filter
 from .timefmt import parse_datetime
 

@@ -23,8 +23,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import spec
-from ..api.ratelimit import RateLimiter
+import klaviyo_spec as spec
 from .collections import Orders
 from .data import Account, build_account
 from . import bulkimport
@@ -32,6 +31,7 @@ from .arrival import arrived_at
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
+from .limits import ServerLimits
 from .query import QueryError, parse_query
 from .selection import SelectionCache
 from .settings import EmulatorSettings
@@ -89,7 +89,7 @@ class Emulator:
         self.state: AccountState = self.account.state
         self._seen_version = self.state.version
         self.jobs = JobBook(settings.seed, settings.now)
-        self.limiter = RateLimiter(enabled=settings.rate_limits, clock=self.clock)
+        self.limits = ServerLimits(enabled=settings.rate_limits, clock=self.clock)
         self.orders = Orders(self.account)
         self.cache = SelectionCache()
         ops = [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
@@ -155,7 +155,7 @@ class Emulator:
             return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
         stamp = arrived_at(request.scope)  # None in process (httpx.ASGITransport): no socket
-        wait = self.limiter.try_acquire(op.operation_id, arrived=stamp if self.clock is time.monotonic else None)
+        wait, _ = self.limits.admit(op.operation_id, op.ratelimit, arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         if wait is not None:
