@@ -106,12 +106,13 @@ def event_mask(account: Account, cond: Condition) -> np.ndarray:
         return time_mask(e.datetime, cond)
     if f in ("metric", "profile"):  # has(...): every event has both
         return np.ones(e.count, dtype=bool)
+    values = cond.value if cond.operator == "any" else [cond.value]
     if f == "metric_id":
         ids = [r.id for r in account.records["metric"]]
-        return e.metric == (ids.index(cond.value) if cond.value in ids else -2)
+        return np.isin(e.metric, np.array([ids.index(v) for v in values if v in ids] or [-2]))
     if f == "profile_id":
-        row = account.profiles.row_for_id(cond.value)
-        return e.profile == (-2 if row is None else row)
+        rows = [r for r in map(account.profiles.row_for_id, values) if r is not None]
+        return np.isin(e.profile, np.array(rows or [-2]))
     raise KeyError(f"no event filter for {f!r}")
 
 

@@ -13,20 +13,12 @@ import binascii
 import zlib
 from dataclasses import dataclass, field
 
-from klaviyo_spec import Operation
+from klaviyo_spec import FilterField, Operation
 from .filters import Bare, Condition, FilterSyntaxError, parse_filter
 from .timefmt import parse_datetime
 
 #: Page size for collections the spec gives no page[size] for (accounts, metrics).
 UNSIZED_PAGE = 200
-#: Filter fields whose values are datetimes (compared as epoch seconds).
-TIME_FIELDS = frozenset({
-    "created", "updated", "datetime", "timestamp", "joined_group_at", "created_at", "updated_at", "scheduled_at",
-    "subscriptions.email.marketing.list_suppressions.timestamp", "subscriptions.email.marketing.suppression.timestamp",
-})
-BOOL_FIELDS = frozenset({"archived", "is_active", "is_starred"})
-
-
 class QueryError(Exception):
     """A 400 the client caused: ``detail`` and the offending query ``parameter``."""
 
@@ -72,29 +64,78 @@ def decode_cursor(text: str, fingerprint: str) -> int:
     return offset
 
 
-def _typed_value(cond: Condition) -> Condition:
-    """Turn a parsed value into what the field compares with (datetimes -> epoch seconds)."""
-    def convert(value):
-        if cond.field in TIME_FIELDS:
-            if isinstance(value, (Bare, str)):
-                parsed = parse_datetime(value.text if isinstance(value, Bare) else value)
-                if parsed is None:
-                    raise QueryError(f"Invalid datetime {getattr(value, 'text', value)!r} for field '{cond.field}'.", "filter")
-                return parsed
-            raise QueryError(f"Field '{cond.field}' needs a datetime, e.g. 2023-06-01T17:06:39+00:00.", "filter")
-        if cond.field in BOOL_FIELDS:
-            if not isinstance(value, bool):
-                raise QueryError(f"Field '{cond.field}' needs true or false.", "filter")
-            return value
+def _shown(value) -> str:
+    if isinstance(value, Bare):
+        return value.text
+    if isinstance(value, str):
+        return repr(value)
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _typed_item(field_name: str, spec: FilterField, value):
+    """One operand checked against the field's type (``x-klaviyo-filters``) and made comparable:
+    datetimes become epoch seconds, numbers stay numbers, strings must be quoted."""
+    if spec.is_datetime:
         if isinstance(value, Bare):
-            return value.text
-        if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
-            raise QueryError(f"Field '{cond.field}' needs a quoted string value.", "filter")
+            parsed = parse_datetime(value.text)
+            if parsed is not None:
+                return parsed
+            raise QueryError(f"Invalid datetime {value.text!r} for field '{field_name}': expected ISO 8601, "
+                             "e.g. 2023-06-01T17:06:39+00:00.", "filter")
+        hint = " (datetimes are written without quotes)" if isinstance(value, str) else ""
+        raise QueryError(f"Field '{field_name}' takes a datetime, not {_shown(value)}{hint}.", "filter")
+    kind = spec.type
+    if kind in ("number", "integer"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and kind == "integer" and isinstance(value, float):
+            ok = False
+        if not ok:
+            raise QueryError(f"Field '{field_name}' takes {'an integer' if kind == 'integer' else 'a number'}, "
+                             f"not {_shown(value)}.", "filter")
         return value
-    if cond.operator == "has":
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise QueryError(f"Field '{field_name}' takes true or false, not {_shown(value)}.", "filter")
+        return value
+    # strings (and untyped fields): quoted
+    if not isinstance(value, str):
+        hint = " (strings are quoted, e.g. 'text')" if isinstance(value, Bare) else ""
+        raise QueryError(f"Field '{field_name}' takes a string, not {_shown(value)}{hint}.", "filter")
+    if spec.enum and value not in spec.enum:
+        raise QueryError(f"{value!r} is not a valid value for field '{field_name}'; allowed: "
+                         f"{', '.join(map(str, spec.enum))}.", "filter")
+    return value
+
+
+def typed_condition(op: Operation, cond: Condition) -> Condition:
+    """Check a parsed condition against the operation's ``x-klaviyo-filters`` entry for its field:
+    the operator in the form used (one value, a list, or none) and every operand's type. A list
+    given to ``equals`` means "any of" (Klaviyo's ``equals(field,[...])``)."""
+    spec = op.filter_types.get(cond.field)
+    if spec is None:
+        allowed = sorted(op.filter_types or op.filters)
+        raise QueryError(f"'{cond.field}' is not a valid field for filtering; allowed: {', '.join(allowed)}.", "filter")
+    every = tuple(dict.fromkeys((*spec.single, *spec.list, *spec.none)))
+    if cond.operator not in every:
+        raise QueryError(f"Operator '{cond.operator}' is not allowed for field '{cond.field}'; allowed: "
+                         f"{', '.join(sorted(every))}.", "filter")
+    if cond.operator in spec.none and cond.value is None:
         return cond
-    value = [convert(v) for v in cond.value] if isinstance(cond.value, list) else convert(cond.value)
-    return Condition(cond.operator, cond.field, value)
+    if isinstance(cond.value, list):
+        if cond.operator not in spec.list:
+            raise QueryError(f"Operator '{cond.operator}' on field '{cond.field}' takes a single value, not a list.", "filter")
+        if not cond.value:
+            raise QueryError(f"Operator '{cond.operator}' on field '{cond.field}' needs at least one value.", "filter")
+        values = [_typed_item(cond.field, spec, v) for v in cond.value]
+        return Condition("any", cond.field, values)
+    if cond.operator not in spec.single and cond.operator == "equals":
+        # Fields typed list-only for equals (lists' and segments' name, members' email) still
+        # answer a single value at Klaviyo, as the one-item list (the product sends equals(name,'X')).
+        return Condition("any", cond.field, [_typed_item(cond.field, spec, cond.value)])
+    if cond.operator not in spec.single:
+        raise QueryError(f"Operator '{cond.operator}' on field '{cond.field}' takes a list, e.g. "
+                         f"{cond.operator}({cond.field},['a','b']).", "filter")
+    return Condition(cond.operator, cond.field, _typed_item(cond.field, spec, cond.value))
 
 
 def _names(text: str, parameter: str) -> list[str]:
@@ -119,13 +160,7 @@ def parse_query(op: Operation, params: list[tuple[str, str]], scope: str = "") -
                 conditions = parse_filter(value)
             except FilterSyntaxError as exc:
                 raise QueryError(f"Invalid filter: {exc}.", "filter") from None
-            for cond in conditions:
-                allowed = op.filters.get(cond.field)
-                if allowed is None:
-                    raise QueryError(f"'{cond.field}' is not a valid field for filtering; allowed: {', '.join(sorted(op.filters))}.", "filter")
-                if cond.operator not in allowed:
-                    raise QueryError(f"Operator '{cond.operator}' is not allowed for field '{cond.field}'; allowed: {', '.join(allowed)}.", "filter")
-                q.conditions.append(_typed_value(cond))
+            q.conditions += [typed_condition(op, cond) for cond in conditions]
         elif name == "sort" and op.sorts:
             if value not in op.sorts:
                 raise QueryError(f"'{value}' is not a valid sort; allowed: {', '.join(op.sorts)}.", "sort")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,26 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class FilterField:
+    """One filterable field as ``x-klaviyo-filters`` types it.
+
+    ``single``: operators taking one value; ``list``: operators taking a list; ``none``:
+    operators taking no value (``has``). ``type``: string, number, integer or boolean;
+    ``format``: date-time for datetimes; ``enum``: the only values allowed."""
+
+    single: tuple[str, ...] = ()
+    list: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+    type: str | None = None
+    format: str | None = None
+    enum: tuple[Any, ...] = ()
+
+    @property
+    def is_datetime(self) -> bool:
+        return self.format == "date-time"
+
+
+@dataclass(frozen=True)
 class Operation:
     """One API operation as the spec describes it."""
 
@@ -55,6 +75,8 @@ class Operation:
     success_status: int | None
     response_schema: str | None
     request_schema: str | None
+    #: ``x-klaviyo-filters``: every filterable field's operators and value type.
+    filter_types: dict[str, FilterField] = field(default_factory=dict)
 
     def url_path(self, **path_params: str) -> str:
         """Fill ``{id}``-style placeholders (values are URL-quoted)."""
@@ -100,7 +122,13 @@ def _build(entry: dict[str, Any]) -> Operation:
         success_status=int(status) if status else None,
         response_schema=entry.get("response_schema"),
         request_schema=entry.get("request_schema"),
+        filter_types={name: _filter_field(d) for name, d in entry.get("filter_types", {}).items()},
     )
+
+
+def _filter_field(d: dict[str, Any]) -> FilterField:
+    return FilterField(tuple(d.get("single", ())), tuple(d.get("list", ())), tuple(d.get("none", ())),
+                       d.get("type"), d.get("format"), tuple(d.get("enum", ())))
 
 
 @cache

@@ -108,6 +108,30 @@ def parse_filter_description(description: str) -> dict[str, list[str]]:
     return allowed
 
 
+def filters_from_extension(typed: dict[str, Any]) -> dict[str, list[str]]:
+    """``x-klaviyo-filters`` -> every field's operators (single, list and no-value forms together)."""
+    out: dict[str, list[str]] = {}
+    for field_name, desc in typed.items():
+        ops: list[str] = []
+        for form in ("single", "list", "none"):
+            ops += [o for o in desc.get("operators", {}).get(form, []) if o not in ops]
+        out[field_name] = sorted(ops)
+    return out
+
+
+def filter_type(desc: dict[str, Any]) -> dict[str, Any]:
+    """One field of ``x-klaviyo-filters``: its operators per value form and its value's type."""
+    value = desc.get("value") or {}
+    out: dict[str, Any] = {form: list(ops) for form, ops in desc.get("operators", {}).items()}
+    if value.get("type"):
+        out["type"] = value["type"]
+    if value.get("format"):
+        out["format"] = value["format"]
+    if value.get("enum"):
+        out["enum"] = list(value["enum"])
+    return out
+
+
 def _resolve_param(spec: dict, prm: dict) -> dict:
     if "$ref" in prm:
         name = prm["$ref"].rsplit("/", 1)[-1]
@@ -168,7 +192,10 @@ def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, 
         elif name == "include":
             entry["include"] = schema.get("items", {}).get("enum", [])
         elif name == "filter":
-            entry["filters"] = parse_filter_description(prm.get("description", ""))
+            typed = op.get("x-klaviyo-filters")
+            entry["filters"] = filters_from_extension(typed) if typed else parse_filter_description(prm.get("description", ""))
+            if typed:
+                entry["filter_types"] = {f: filter_type(d) for f, d in typed.items()}
             entry["filter_required"] = bool(prm.get("required"))
         elif name == "sort":
             entry["sorts"] = schema.get("enum", [])
