@@ -64,6 +64,13 @@ def body_error_response(exc: BodyError) -> Response:
     return Response(orjson.dumps({"errors": errors}), status_code=exc.status, media_type=JSON_API)
 
 
+def rate_headers(log, now: float) -> dict[str, str]:
+    """Klaviyo's RateLimit-* headers: the state of the steady (one-minute) window of the tier the
+    request was counted in."""
+    limit, remaining, reset = log.steady_state(now)
+    return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(reset)}
+
+
 def _valid_revision(text: str) -> bool:
     m = _REVISION_RE.match(text)
     if not m:
@@ -155,21 +162,30 @@ class Emulator:
             return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
         stamp = arrived_at(request.scope)  # None in process (httpx.ASGITransport): no socket
-        wait, _ = self.limits.admit(op.operation_id, op.ratelimit, arrived=stamp if self.clock is time.monotonic else None)
+        # A request is counted in its operation's tier: the operation's limits, or a lower tier for
+        # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
+        tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
+        wait, log = self.limits.admit(op.operation_id, limit, tier=tier,
+                                      arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
+        headers = rate_headers(log, self.clock())
         if wait is not None:
             seconds = max(1, math.ceil(wait))
+            headers["Retry-After"] = str(seconds)
             return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
-                                  headers={"Retry-After": str(seconds)})
+                                  headers=headers)
         raw = await request.body() if op.operation_id in WRITE_HANDLERS else None
         if stamp is None:
-            return self.respond(request, op, path_params, raw)
-        # Over a socket, the account is read and changed in one worker thread, one request at a
-        # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
-        # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
-        return await asyncio.get_running_loop().run_in_executor(
-            self._state_worker, self.respond, request, op, path_params, raw)
+            response = self.respond(request, op, path_params, raw)
+        else:
+            # Over a socket, the account is read and changed in one worker thread, one request at a
+            # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
+            # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
+            response = await asyncio.get_running_loop().run_in_executor(
+                self._state_worker, self.respond, request, op, path_params, raw)
+        response.headers.update(headers)
+        return response
 
     def respond(self, request: HttpRequest, op, path_params: dict, raw: bytes | None) -> Response:
         """Everything after authentication and the rate limit, for one request (worker thread)."""

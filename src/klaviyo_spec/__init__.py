@@ -35,6 +35,23 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class RateTier:
+    """A lower limit for the requests of an operation that pass ``parameter`` with ``value`` among
+    its comma-separated values (``additional-fields[profile]=predictive_analytics``)."""
+
+    parameter: str
+    value: str
+    ratelimit: RateLimit
+
+    @property
+    def name(self) -> str:
+        return f"{self.parameter}={self.value}"
+
+    def applies(self, params: list[tuple[str, str]]) -> bool:
+        return any(k == self.parameter and self.value in (x.strip() for x in v.split(",")) for k, v in params)
+
+
+@dataclass(frozen=True)
 class FilterField:
     """One filterable field as ``x-klaviyo-filters`` types it.
 
@@ -77,6 +94,17 @@ class Operation:
     request_schema: str | None
     #: ``x-klaviyo-filters``: every filterable field's operators and value type.
     filter_types: dict[str, FilterField] = field(default_factory=dict)
+    #: Lower limits for some parameter values (the spec's per-parameter rate limit paragraphs).
+    ratelimit_tiers: tuple[RateTier, ...] = ()
+
+    def ratelimit_for(self, params: list[tuple[str, str]]) -> tuple[str, RateLimit]:
+        """The tier a request with these query parameters is counted in: ("", the operation's
+        limit), or the strictest lower tier whose parameter value it passes."""
+        hits = [t for t in self.ratelimit_tiers if t.applies(params)]
+        if not hits:
+            return "", self.ratelimit
+        tier = min(hits, key=lambda t: (t.ratelimit.burst_per_second, t.ratelimit.steady_per_minute))
+        return tier.name, tier.ratelimit
 
     def url_path(self, **path_params: str) -> str:
         """Fill ``{id}``-style placeholders (values are URL-quoted)."""
@@ -123,6 +151,8 @@ def _build(entry: dict[str, Any]) -> Operation:
         response_schema=entry.get("response_schema"),
         request_schema=entry.get("request_schema"),
         filter_types={name: _filter_field(d) for name, d in entry.get("filter_types", {}).items()},
+        ratelimit_tiers=tuple(RateTier(t["parameter"], t["value"], RateLimit(t["burst_per_second"], t["steady_per_minute"]))
+                              for t in entry.get("ratelimit_tiers", ())),
     )
 
 

@@ -73,6 +73,8 @@ DEFAULT_SPEC_LOCATIONS = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
 )
 
+_TIER_RE = re.compile(r"Rate limits when using the `([^=`]+)=([^`]+)` parameter in your API request:"
+                      r"\s*(?:<br>)*\s*Burst:\s*`([^`]+)`\s*(?:<br>)*\s*Steady:\s*`([^`]+)`")
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smd])\s*$")
 _FILTER_LINE_RE = re.compile(r"`([^`]+)`:\s*((?:`[^`]+`(?:,\s*)?)+)")
 
@@ -95,6 +97,15 @@ def parse_ratelimit(raw: dict[str, str]) -> dict[str, int]:
             raise ValueError(f"rate limit {key}={text!r}: unexpected unit")
         out[{"burst": "burst_per_second", "steady": "steady_per_minute", "daily": "daily"}[key]] = count
     return out
+
+
+def parse_ratelimit_tiers(description: str) -> list[dict[str, Any]]:
+    """Lower limits for requests with a given parameter value (the description's "Rate limits when
+    using the `additional-fields[profile]=predictive_analytics` parameter ..." paragraphs)."""
+    tiers = []
+    for parameter, value, burst, steady in _TIER_RE.findall(description):
+        tiers.append({"parameter": parameter, "value": value, **parse_ratelimit({"burst": burst, "steady": steady})})
+    return tiers
 
 
 def parse_filter_description(description: str) -> dict[str, list[str]]:
@@ -169,6 +180,7 @@ def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, 
         "method": method.upper(),
         "path": path,
         "ratelimit": parse_ratelimit(op.get("x-klaviyo-ratelimit", {})),
+        "ratelimit_tiers": parse_ratelimit_tiers(op.get("description", "")),
         "scopes": op.get("x-klaviyo-scopes", []),
         "path_params": [],
         "fields": {},
