@@ -12,6 +12,9 @@ import base64
 import binascii
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from klaviyo_spec import FilterField, Operation
 from .filters import Bare, Condition, FilterSyntaxError, parse_filter
@@ -34,7 +37,7 @@ class Query:
     conditions: list[Condition] = field(default_factory=list)
     sort: str | None = None
     page_size: int = UNSIZED_PAGE
-    offset: int = 0
+    cursor: Cursor | None = None
     fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     additional: dict[str, frozenset[str]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
@@ -48,20 +51,33 @@ def is_collection(op: Operation) -> bool:
     return bool(op.response_schema and "Collection" in op.response_schema)
 
 
-def encode_cursor(offset: int, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(f"{offset}:{fingerprint}".encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: after the item whose sort key and tie are ``key``/``tie``
+    (Klaviyo's cursors are keysets). ``position`` and ``version`` are a shortcut: while the
+    account's data version is the one the cursor was made at, the position is exact."""
+
+    position: int
+    version: int
+    key: Any = None
+    tie: Any = None
 
 
-def decode_cursor(text: str, fingerprint: str) -> int:
+def encode_cursor(cursor: Cursor, fingerprint: str) -> str:
+    raw = orjson.dumps([cursor.position, cursor.version, cursor.key, cursor.tie, fingerprint])
+    return base64.urlsafe_b64encode(zlib.compress(raw, 1)).decode().rstrip("=")
+
+
+def decode_cursor(text: str, fingerprint: str) -> Cursor:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        offset_text, _, fp = raw.partition(":")
-        offset = int(offset_text)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raw = zlib.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        position, version, key, tie, fp = orjson.loads(raw)
+        position, version = int(position), int(version)
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error, zlib.error, orjson.JSONDecodeError):
         raise QueryError(f"Invalid page cursor {text!r}.", "page[cursor]") from None
-    if fp != fingerprint or offset < 0:
+    if fp != fingerprint or position < 0:
         raise QueryError("The page cursor does not belong to this query (filter or sort changed).", "page[cursor]")
-    return offset
+    return Cursor(position, version, tuple(key) if isinstance(key, list) else key, tie)
 
 
 def _shown(value) -> str:
@@ -199,5 +215,5 @@ def parse_query(op: Operation, params: list[tuple[str, str]], scope: str = "") -
     basis = f"{op.operation_id}|{scope}|{q.conditions!r}|{q.sort}"
     q.fingerprint = f"{zlib.crc32(basis.encode()):08x}"
     if cursor_text is not None:
-        q.offset = decode_cursor(cursor_text, q.fingerprint)
+        q.cursor = decode_cursor(cursor_text, q.fingerprint)
     return q

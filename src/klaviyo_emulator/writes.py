@@ -20,6 +20,7 @@ import orjson
 from .bodies import BodyError
 from .handlers import NotFound, Request, _page, _url
 from .jobs import Job
+from .keyset import by_row
 from .timefmt import parse_datetime
 
 MAX_IMPORT_PROFILES = 10_000
@@ -146,7 +147,7 @@ def get_bulk_import_profiles_jobs(req: Request) -> dict:
             keep &= np.array([s in allowed for s in statuses], dtype=bool)
         rows = np.arange(len(jobs), dtype=np.int64)[keep]
         return rows[::-1].copy() if q.sort == "-created_at" else rows
-    page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute)
+    page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute, by_row(q.sort == "-created_at"))
     return {"data": [_import_job(req, jobs[i]) for i in page.tolist()], "links": links}
 
 
