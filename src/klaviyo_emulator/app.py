@@ -10,6 +10,7 @@ tests do that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import time
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import klaviyo_spec as spec
+from .clock import parse_clock
 from .collections import Orders
 from .data import Account, build_account
 from . import bulkimport
@@ -85,7 +87,13 @@ def _valid_revision(text: str) -> bool:
 class Emulator:
     """One account plus its limiter, caches and routing table."""
 
-    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None) -> None:
+    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None, wall=time.time) -> None:
+        self._now_function = None
+        if settings.clock:
+            account_clock = parse_clock(settings.clock)
+            # The synthetic data spreads over the two years before the clock's start.
+            settings = dataclasses.replace(settings, now=account_clock.start(wall))
+            self._now_function = account_clock.now_function(wall)
         self.settings = settings
         self.account = account or build_account(settings)
         self.clock = clock or time.monotonic
@@ -107,7 +115,10 @@ class Emulator:
 
     # ----- time -------------------------------------------------------------------------
     def now(self) -> int:
-        """The account's wall clock (epoch seconds): settings.now plus the app clock's elapsed time."""
+        """The account's wall clock (epoch seconds): the settings' clock (real, fixed, offset), or
+        settings.now plus the app clock's elapsed time."""
+        if self._now_function is not None:
+            return self._now_function()
         return int(self.settings.now + max(0.0, self.clock() - self._clock0))
 
     @staticmethod
@@ -232,9 +243,13 @@ class Emulator:
         return Response(orjson.dumps(document), status_code=status, media_type=JSON_API)
 
 
-def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None) -> Starlette:
-    """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport)."""
-    emulator = Emulator(settings or EmulatorSettings(), account, clock)
+def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,
+               wall=time.time) -> Starlette:
+    """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
+
+    ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time
+    a ``settings.clock`` of real or offset reads (both injectable, so tests never read the time)."""
+    emulator = Emulator(settings or EmulatorSettings(), account, clock, wall)
     app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
     app.state.emulator = emulator
     if emulator.settings.faults:

@@ -17,6 +17,10 @@ import click
 @click.option("--faults", default=None, metavar="SPEC",
               help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
                    'or "storm=get_events:503:10s" (see emulator/faults.py).')
+@click.option("--clock", "clock", default="real", show_default=True, metavar="SPEC",
+              help="The account's clock: real (data over the two years before now; writes stamped with the "
+                   "real time), fixed:ISO (e.g. fixed:2026-01-01T00:00:00Z, frozen: same seed, same bytes) "
+                   "or offset:DURATION (real time shifted, e.g. offset:-30d, offset:+2h).")
 @click.option(
     "--api-key",
     envvar="KLAVIYO_EMULATOR_API_KEY",
@@ -34,6 +38,7 @@ def emulator_command(
     no_rate_limits: bool,
     api_key: str | None,
     faults: str | None = None,
+    clock: str = "real",
 ) -> None:
     """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
 
@@ -51,7 +56,14 @@ def emulator_command(
             parse_faults(faults)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--faults") from None
+    from .clock import parse_clock
+
+    try:
+        clock_spec = parse_clock(clock)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--clock") from None
     settings = EmulatorSettings(
+        clock=clock,
         faults=faults or None,
         seed=seed,
         profiles=profiles,
@@ -61,7 +73,10 @@ def emulator_command(
         rate_limits=not no_rate_limits,
         **({"api_key": api_key} if api_key else {}),
     )
-    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events)"
+    import klaviyo_spec
+
+    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
+               f"clock {clock_spec.describe()}, revision {klaviyo_spec.spec_revision()})"
                + (f", faults {faults}" if faults else ""), err=True)
     serve(settings, host=host, port=port)
 

@@ -13,8 +13,10 @@ Installed with this distribution (entry point ``pytest11``), so any project's te
 
 The marker takes any ``EmulatorSettings`` field (``seed``, ``profiles``, ``events``, ``lists``,
 ``rate_limits``, ``faults``, ``latency_ms``, ``now``...) plus ``clean=True``. Without it: seed 1,
-a small account (200 profiles, 2,000 events, 3 lists), rate limits on. The clock is fixed at
-the settings' ``now`` unless the marker passes ``clock=`` (a ``klaviyo_emulator.clock`` spec).
+a small account (200 profiles, 2,000 events, 3 lists), rate limits on. The account's clock is the
+settings' ``now`` (2026-01-01) moving with the app clock; ``clock="fixed:ISO"`` / ``"real"`` /
+``"offset:-30d"`` chooses another (see ``klaviyo_emulator.clock``), and ``app_clock=`` a callable
+returning seconds (a fake clock for rate limits and job progress).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class RunningEmulator:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(**settings): settings of the klaviyo_emulator fixture "
-                                       "(EmulatorSettings fields, clean=True for an empty account, clock=SPEC)")
+                                       "(EmulatorSettings fields, clean=True for an empty account, app_clock=callable)")
 
 
 @pytest.fixture
@@ -66,17 +68,13 @@ def klaviyo_emulator(request: pytest.FixtureRequest):
     marker = request.node.get_closest_marker(MARKER)
     options = dict(marker.kwargs) if marker else {}
     clean = options.pop("clean", False)
-    clock = options.pop("clock", None)
+    app_clock = options.pop("app_clock", None)
     base = dict(EMPTY if clean else SMALL)
     base.update(options)
     settings = EmulatorSettings(**base)
-    app = create_app(settings, clock=_clock(clock, settings) if clock else None)
+    if app_clock is not None and not callable(app_clock):
+        raise TypeError("app_clock= takes a callable returning seconds (e.g. a fake clock)")
+    app = create_app(settings, clock=app_clock)
     emulator = app.state.emulator
     with serving(app, name="klaviyo-emulator") as url:
         yield RunningEmulator(url, settings.api_key, klaviyo_spec.spec_revision(), settings, emulator)
-
-
-def _clock(spec: Any, settings: Any):
-    if callable(spec):
-        return spec
-    raise TypeError("clock= takes a callable returning seconds (e.g. a fake clock)")
