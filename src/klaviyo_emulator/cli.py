@@ -21,6 +21,8 @@ import click
               help="The account's clock: real (data over the two years before now; writes stamped with the "
                    "real time), fixed:ISO (e.g. fixed:2026-01-01T00:00:00Z, frozen: same seed, same bytes) "
                    "or offset:DURATION (real time shifted, e.g. offset:-30d, offset:+2h).")
+@click.option("--strict-revisions", is_flag=True,
+              help="Refuse revisions Klaviyo has retired (older than two years before the spec's revision).")
 @click.option(
     "--api-key",
     envvar="KLAVIYO_EMULATOR_API_KEY",
@@ -39,6 +41,7 @@ def emulator_command(
     api_key: str | None,
     faults: str | None = None,
     clock: str = "real",
+    strict_revisions: bool = False,
 ) -> None:
     """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
 
@@ -64,6 +67,7 @@ def emulator_command(
         raise click.BadParameter(str(exc), param_hint="--clock") from None
     settings = EmulatorSettings(
         clock=clock,
+        strict_revisions=strict_revisions,
         faults=faults or None,
         seed=seed,
         profiles=profiles,
@@ -73,10 +77,12 @@ def emulator_command(
         rate_limits=not no_rate_limits,
         **({"api_key": api_key} if api_key else {}),
     )
-    import klaviyo_spec
+    from .app import revision_window
 
+    oldest, served = revision_window()
+    accepted = f"{oldest.isoformat()} to {served.isoformat()}" if strict_revisions else f"up to {served.isoformat()}"
     click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
-               f"clock {clock_spec.describe()}, revision {klaviyo_spec.spec_revision()})"
+               f"clock {clock_spec.describe()}; serves revision {served.isoformat()}'s shapes, accepts revisions {accepted})"
                + (f", faults {faults}" if faults else ""), err=True)
     serve(settings, host=host, port=port)
 

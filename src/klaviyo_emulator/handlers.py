@@ -100,7 +100,7 @@ def get_profiles(req: Request) -> dict:
     return _document(fragment([data]), links, [], bool(q.include))
 
 
-def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
+def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
     members = groups.get(req.id)
     if members is None:
         raise NotFound(f"{kind} {req.id!r}")
@@ -109,6 +109,8 @@ def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
         len(members), req.orders.members(req.id, members, q.sort),
         [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]),
         req.orders.member_keyset(members, q.sort))
+    if ids_only:
+        return {"data": [{"type": "profile", "id": i} for i in acc.profiles.ids_for(members.profiles[page])], "links": links}
     data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
     return {"data": fragment([data]), "links": links}
 

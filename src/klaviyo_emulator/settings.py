@@ -40,6 +40,9 @@ class EmulatorSettings:
     #: The account's clock (see ``clock.py``): None = ``now`` plus the app clock's elapsed time;
     #: "real", "fixed:ISO" or "offset:DURATION" (then ``now`` is taken from it at start).
     clock: str | None = None
+    #: Refuse revisions Klaviyo has retired (older than two years before the spec's). Off by default:
+    #: configs in the seed's shape carry revision_time 2023-02-22, which the emulator still answers.
+    strict_revisions: bool = False
 
     def __post_init__(self) -> None:
         for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
