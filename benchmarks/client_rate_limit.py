@@ -21,8 +21,8 @@ from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.query import Query
 from klaviyo_bridge.api.ratelimit import WindowLimiter
 from klaviyo_bridge.api.settings import ClientSettings
-from klaviyo_bridge.api.spec import operation
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
+from klaviyo_spec import operation
+from klaviyo_emulator.settings import DEFAULT_API_KEY
 
 
 def bound_seconds(op_id: str, n: int, latency: float) -> float:

@@ -20,9 +20,9 @@ import time
 
 import orjson
 
-from klaviyo_bridge.api.spec import spec_revision
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_spec import spec_revision
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 
 def body(start: int, n: int, list_id: str) -> bytes:

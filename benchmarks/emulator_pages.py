@@ -16,8 +16,8 @@ import time
 import httpx
 
 from _emulator_process import emulator_process
-from klaviyo_bridge.api.spec import operation
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
+from klaviyo_spec import operation
+from klaviyo_emulator.settings import DEFAULT_API_KEY
 
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
 #: The import benchmark's request: events with their metric and (sparse) profile included.

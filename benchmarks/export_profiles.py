@@ -34,8 +34,8 @@ import httpx
 
 from _emulator_process import cpu_seconds, free_port
 from client_rate_limit import bound_seconds
-from klaviyo_bridge.api.spec import spec_revision
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
+from klaviyo_spec import spec_revision
+from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.warehouse import open_warehouse
@@ -70,8 +70,8 @@ class Emulator:
     def __init__(self, latency_ms: int, job_speed: float) -> None:
         self.port = free_port()
         code = textwrap.dedent(f"""
-            from klaviyo_bridge.emulator.server import serve
-            from klaviyo_bridge.emulator.settings import EmulatorSettings
+            from klaviyo_emulator.server import serve
+            from klaviyo_emulator.settings import EmulatorSettings
             serve(EmulatorSettings(profiles=1000, events=1000, latency_ms={latency_ms}, rate_limits=True,
                                    job_profiles_per_second={job_speed!r}, job_queued_seconds=0.0),
                   "127.0.0.1", {self.port})

@@ -32,8 +32,8 @@ import httpx
 
 from _emulator_process import emulator_process
 from client_rate_limit import bound_seconds
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.warehouse import open_warehouse

@@ -26,7 +26,7 @@ from _emulator_process import PIDS, cpu_seconds, emulator_process
 from client_rate_limit import bound_seconds
 from klaviyo_bridge import aio
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY
+from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.imports.runner import run_import
 from klaviyo_bridge.imports.streams import stream
 from klaviyo_bridge.store.warehouse import open_warehouse

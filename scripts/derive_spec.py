@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate src/klaviyo_bridge/api/spec_data.json from Klaviyo's OpenAPI spec.
+"""Regenerate src/klaviyo_spec/spec_data.json from Klaviyo's OpenAPI spec.
 
 Usage: python scripts/derive_spec.py [path/to/stable.json]
 (default: $KLAVIYO_OPENAPI_SPEC, else ../shared/klaviyo-openapi/stable.json)
@@ -8,7 +8,7 @@ Usage: python scripts/derive_spec.py [path/to/stable.json]
 import json
 import sys
 
-from klaviyo_bridge.api.spec_derive import OUTPUT, find_spec, render
+from klaviyo_spec.derive import OUTPUT, find_spec, render
 
 
 def main() -> int:

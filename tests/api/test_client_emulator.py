@@ -13,10 +13,10 @@ from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
-from klaviyo_bridge.api.spec import operation
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_spec import operation
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.errors import AuthError, InvalidRequest, NotFound
 
 EMU = EmulatorSettings(seed=7, profiles=523, events=2111, lists=3, rate_limits=False)

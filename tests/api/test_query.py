@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api import query as q
-from klaviyo_bridge.api.spec import operation
+from klaviyo_spec import operation
 from klaviyo_bridge.errors import ConfigError
 
 

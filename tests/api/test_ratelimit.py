@@ -6,7 +6,7 @@ import bisect
 import pytest
 
 from klaviyo_bridge.api.ratelimit import RateLimiter, WindowLimiter
-from klaviyo_bridge.api.spec import RateLimit, operation
+from klaviyo_spec import RateLimit, operation
 
 
 class FakeClock:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.api.spec_derive import OUTPUT, find_spec, parse_filter_description, parse_ratelimit, render
+import klaviyo_spec as spec
+from klaviyo_spec.derive import OUTPUT, find_spec, parse_filter_description, parse_ratelimit, render
 
 
 def test_committed_file_is_current_when_the_spec_is_present():

@@ -13,8 +13,8 @@ from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.cli import main
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
 from klaviyo_bridge.imports.replicate import QLIK_TABLES
 from klaviyo_bridge.store.warehouse import open_warehouse

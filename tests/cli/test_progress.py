@@ -23,8 +23,8 @@ from rich.console import Console
 
 from klaviyo_bridge.cli import progress as progress_mod
 from klaviyo_bridge.cli.progress import ExportProgress, ImportProgress
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.jobs import JobCancelled, _stopper
 from klaviyo_bridge.store.warehouse import open_warehouse
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from klaviyo_bridge.emulator.server import serving
+from klaviyo_emulator.server import serving
 
 from klaviyo_bridge.console import ConsoleConfig, create_app
 from klaviyo_bridge.home import Home

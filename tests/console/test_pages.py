@@ -230,8 +230,8 @@ async def test_schedules_enable_disable_run_and_next_runs(client):
 async def test_long_job_shows_progress_and_can_be_cancelled(home):
     import httpx
 
-    from klaviyo_bridge.emulator.server import running_emulator
-    from klaviyo_bridge.emulator.settings import EmulatorSettings
+    from klaviyo_emulator.server import running_emulator
+    from klaviyo_emulator.settings import EmulatorSettings
 
     with running_emulator(EmulatorSettings(profiles=300, events=2000, rate_limits=False, latency_ms=1500)) as slow:
         app = create_app(ConsoleConfig(home=home, base_url=slow))

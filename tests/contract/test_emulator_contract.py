@@ -22,10 +22,10 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema._keywords import anyOf as _any_of
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.api.spec_derive import find_spec, to_json_schema
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+import klaviyo_spec as spec
+from klaviyo_spec.derive import find_spec, to_json_schema
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
 OpenApiValidator = jsonschema.validators.extend(Draft202012Validator, {"oneOf": _any_of})
@@ -93,22 +93,38 @@ def _all_params(op_id: str) -> list[dict]:
     return variants
 
 
+async def _first_id(client, path: str, params: dict | None = None) -> str:
+    response = await client.get(path, params=params)
+    assert response.status_code == 200, f"{path}: {response.text}"
+    return response.json()["data"][0]["id"]
+
+
 async def _path_for(client, op_id: str) -> str:
+    """The operation's path for a resource that has data to show (a profile in a list, an email
+    campaign, a flow with actions...)."""
     op = spec.operation(op_id)
     if not op.path_params:
         return op.path
-    parent = {"/api/accounts/{id}": "/api/accounts", "/api/lists/{id}": "/api/lists", "/api/lists/{id}/profiles": "/api/lists",
-              "/api/profiles/{id}": "/api/profiles", "/api/segments/{id}": "/api/segments", "/api/segments/{id}/profiles": "/api/segments",
-              "/api/metrics/{id}": "/api/metrics", "/api/events/{id}": "/api/events", "/api/events/{id}/metric": "/api/events",
-              "/api/events/{id}/profile": "/api/events", "/api/campaigns/{id}": "/api/campaigns", "/api/templates/{id}": "/api/templates",
-              "/api/flows/{id}": "/api/flows"}[op.path]
-    params = {"filter": "equals(messages.channel,'email')"} if parent == "/api/campaigns" else {}
-    first = (await client.get(parent, params=params)).json()["data"][0]["id"]
-    return op.url_path(id=first)
+    kind = op.path.split("/")[2]
+    if kind == "profiles":
+        first_list = await _first_id(client, "/api/lists")
+        ident = await _first_id(client, f"/api/lists/{first_list}/profiles")
+    elif kind == "campaigns":
+        ident = await _first_id(client, "/api/campaigns", {"filter": "equals(messages.channel,'email')"})
+    elif kind == "campaign-messages":
+        campaign = await _first_id(client, "/api/campaigns", {"filter": "equals(messages.channel,'email')"})
+        ident = await _first_id(client, f"/api/campaigns/{campaign}/campaign-messages")
+    elif kind == "campaign-recipient-estimations":
+        ident = await _first_id(client, "/api/campaigns", {"filter": "equals(messages.channel,'email')"})
+    elif kind == "flow-actions":
+        ident = await _first_id(client, f"/api/flows/{await _first_id(client, '/api/flows')}/flow-actions")
+    else:
+        ident = await _first_id(client, f"/api/{kind}")
+    return op.url_path(id=ident)
 
 
 #: The account's read operations (job reads and writes are covered in test_write_contract.py).
-SYNTHETIC_READS = [op for op in spec.emulated_operations() if spec.operation(op).method == "GET" and "bulk_import" not in op]
+SYNTHETIC_READS = [op for op in spec.emulated_operations() if spec.operation(op).method == "GET" and "bulk_" not in op]
 
 
 @pytest.mark.parametrize("op_id", SYNTHETIC_READS)
@@ -138,11 +154,12 @@ async def test_sparse_fieldsets_keep_only_requested_attributes(client):
 
 
 def test_every_emulated_operation_has_a_handler():
-    from klaviyo_bridge.emulator.handlers import HANDLERS
-    from klaviyo_bridge.emulator.writes import READ_HANDLERS, WRITE_HANDLERS
+    from klaviyo_emulator.handlers import HANDLERS
+    from klaviyo_emulator.related import READS
+    from klaviyo_emulator.writes import READ_HANDLERS, WRITE_HANDLERS
 
     served = {*spec.emulated_operations(), *spec._raw()["emulated_bodyless_operations"]}
-    assert {*HANDLERS, *READ_HANDLERS, *WRITE_HANDLERS} == served
+    assert {*HANDLERS, *READ_HANDLERS, *READS, *WRITE_HANDLERS} == served
 
 
 @pytest.mark.parametrize("url,status", [

@@ -10,9 +10,9 @@ import copy
 import pytest
 from jsonschema import Draft202012Validator
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.api.spec_derive import to_json_schema
-from klaviyo_bridge.emulator.bodies import request_json_schema
+import klaviyo_spec as spec
+from klaviyo_spec.derive import to_json_schema
+from klaviyo_emulator.bodies import request_json_schema
 
 from ..emulator.writes_helpers import (
     FakeClock, client_for, consent_profile, ids_body, import_body, list_body, make_app, profile, subscribe_body,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15", "accept": "application/vnd.api+json"}
 SMALL = EmulatorSettings(seed=3, profiles=437, events=1999, lists=4, rate_limits=False)

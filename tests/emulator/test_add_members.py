@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from klaviyo_bridge.emulator.data import build_account
-from klaviyo_bridge.emulator.members import Membership
-from klaviyo_bridge.emulator.settings import EmulatorSettings
-from klaviyo_bridge.emulator.state import AccountState
+from klaviyo_emulator.data import build_account
+from klaviyo_emulator.members import Membership
+from klaviyo_emulator.settings import EmulatorSettings
+from klaviyo_emulator.state import AccountState
 
 
 def _state() -> AccountState:

@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from klaviyo_bridge.emulator.arrival import arrived_at
-from klaviyo_bridge.emulator.server import serving
+from klaviyo_emulator.arrival import arrived_at
+from klaviyo_emulator.server import serving
 
 
 async def _echo_arrival(scope, receive, send):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from klaviyo_bridge.emulator.data import build_account
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.data import build_account
+from klaviyo_emulator.settings import EmulatorSettings
 
 
 def test_same_seed_same_account_and_other_seed_differs():

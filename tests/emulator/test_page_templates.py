@@ -5,12 +5,12 @@ import numpy as np
 import orjson
 import pytest
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.emulator.app import Emulator
-from klaviyo_bridge.emulator.pages import events_page, profiles_page
-from klaviyo_bridge.emulator.query import parse_query
-from klaviyo_bridge.emulator.resources import Renderer
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+import klaviyo_spec as spec
+from klaviyo_emulator.app import Emulator
+from klaviyo_emulator.pages import events_page, profiles_page
+from klaviyo_emulator.query import parse_query
+from klaviyo_emulator.resources import Renderer
+from klaviyo_emulator.settings import EmulatorSettings
 
 
 def renderer(emulator: Emulator, op_id: str, params: list[tuple[str, str]]) -> Renderer:

@@ -5,8 +5,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
-from klaviyo_bridge.api import spec
-from klaviyo_bridge.emulator.query import UNSIZED_PAGE
+import klaviyo_spec as spec
+from klaviyo_emulator.query import UNSIZED_PAGE
 
 from .conftest import SMALL, collect
 
@@ -80,7 +80,7 @@ async def test_cursor_from_another_query_or_garbage_is_rejected(client):
 async def test_same_seed_same_bytes(small_app):
     import httpx
 
-    from klaviyo_bridge.emulator.app import create_app
+    from klaviyo_emulator.app import create_app
 
     from .conftest import HEADERS
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .conftest import HEADERS
 
@@ -127,3 +127,21 @@ def test_real_sockets_on_loopback_and_clean_shutdown():
             assert len(c.get(body["links"]["next"]).json()["data"]) == 7
     with pytest.raises(httpx.ConnectError):
         httpx.get(base + "/api/profiles", headers=HEADERS, timeout=1)
+
+
+async def test_revisions_later_than_the_spec_s_are_refused_retired_ones_when_strict(client):
+    import klaviyo_spec
+
+    served = klaviyo_spec.spec_revision()
+    year = int(served[:4])
+    later = f"{year}-12-31" if served < f"{year}-12-31" else f"{year + 1}-01-15"
+    err = _error(await client.get("/api/profiles", headers={"revision": later}), 400)
+    assert err["source"] == {"parameter": "revision"} and served in err["detail"]
+    assert (await client.get("/api/profiles", headers={"revision": served})).status_code == 200
+    retired = f"{year - 3}-01-15"
+    assert (await client.get("/api/profiles", headers={"revision": retired})).status_code == 200  # lenient by default
+    strict = create_app(EmulatorSettings(profiles=5, events=5, lists=1, rate_limits=False, strict_revisions=True))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=strict), base_url="http://e.test", headers=HEADERS) as c:
+        err = _error(await c.get("/api/profiles", headers={"revision": retired}), 400)
+        assert "retired" in err["detail"]
+        assert (await c.get("/api/profiles", headers={"revision": f"{year - 1}-10-15"})).status_code == 200

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from klaviyo_bridge.emulator import ids
-from klaviyo_bridge.emulator.timefmt import iso, iso_many
+from klaviyo_emulator import ids
+from klaviyo_emulator.timefmt import iso, iso_many
 
 
 def test_ulids_match_scalar_ulid():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .conftest import HEADERS
 

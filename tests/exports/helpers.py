@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.exports.source import read_query

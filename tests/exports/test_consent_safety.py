@@ -16,8 +16,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.errors import AuthError, ExportBusy, ExportError, ExportFailed, RetriesExhausted
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.runner import CONFIRMED_REASON, EXIT_PARTIAL, run_export
@@ -370,7 +370,7 @@ async def test_rejected_key_unreachable_host_and_all_rejected_are_errors(wh):
 
 def test_job_show_rows_names_each_row(tmp_path):
     from klaviyo_bridge.cli import main
-    from klaviyo_bridge.emulator.server import running_emulator
+    from klaviyo_emulator.server import running_emulator
 
     emu = EmulatorSettings(seed=4, profiles=50, events=10, lists=2, rate_limits=False, job_profiles_per_second=1e9)
     wh_path = tmp_path / "wh.duckdb"

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.runner import run_export
 
 from klaviyo_bridge.store.warehouse import open_warehouse

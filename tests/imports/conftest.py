@@ -4,8 +4,8 @@ import httpx
 import pytest
 
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from ..emulator.writes_helpers import FakeClock

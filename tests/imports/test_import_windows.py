@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from klaviyo_bridge.api import query as q
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.data import build_account
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.data import build_account
 from klaviyo_bridge.imports.partition import split
 from klaviyo_bridge.imports.runner import run_import
 

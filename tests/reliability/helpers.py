@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.emulator.server import serving
+from klaviyo_emulator.server import serving
 
 #: Figures for the closing report (printed by conftest's terminal summary).
 FIGURES: Counter = Counter()

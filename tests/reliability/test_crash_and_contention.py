@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from klaviyo_bridge.api.retry import RetryPolicy
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .helpers import FIGURES, rows_of, serve_app

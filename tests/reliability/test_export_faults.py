@@ -27,8 +27,8 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports import batching, ops, runner
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.warehouse import open_warehouse

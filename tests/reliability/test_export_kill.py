@@ -32,8 +32,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.store.warehouse import open_warehouse
 
 from .export_ledger import PostLedger, normal_snapshot

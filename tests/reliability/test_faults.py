@@ -8,10 +8,10 @@ import pytest
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.retry import RetryPolicy
 from klaviyo_bridge.api.settings import ClientSettings
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.faults import FaultPlan, Storm, parse_duration, parse_faults
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.faults import FaultPlan, Storm, parse_duration, parse_faults
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
 
 MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7"

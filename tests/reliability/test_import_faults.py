@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
 from klaviyo_bridge.store.warehouse import open_warehouse
 

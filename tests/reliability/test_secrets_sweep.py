@@ -11,8 +11,8 @@ import stat
 import subprocess
 import sys
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .helpers import FIGURES, serve_app
 

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import uvicorn
 
-from klaviyo_bridge.emulator.app import create_app
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.schedule.scheduler import Scheduler
 from klaviyo_bridge.secrets import CredentialStore

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.schedule.scheduler import Scheduler
 from klaviyo_bridge.secrets import CredentialStore

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.emulator.server import running_emulator
-from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.store.warehouse import open_warehouse
 from klaviyo_bridge.workflows import interpolate

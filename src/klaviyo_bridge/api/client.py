@@ -41,7 +41,7 @@ from .query import Query
 from .ratelimit import RateLimiter
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
-from .spec import Operation, operation
+from klaviyo_spec import Operation, operation
 
 log = logging.getLogger("klaviyo_bridge.api")
 

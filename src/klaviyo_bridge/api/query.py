@@ -15,7 +15,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from ..errors import ConfigError
-from .spec import Operation
+from klaviyo_spec import Operation
 
 
 def format_value(value: Any) -> str:

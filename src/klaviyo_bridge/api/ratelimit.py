@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from .spec import Operation, RateLimit, operation
+from klaviyo_spec import Operation, RateLimit, operation
 
 
 #: After a 429, a client's windows grow by this much, to at most MAX_MARGIN over the published length.

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ..errors import ConfigError
-from .spec import default_base_url, spec_revision
+from klaviyo_spec import default_base_url, spec_revision
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 API_KEY_ENV = "KLAVIYO_API_KEY"

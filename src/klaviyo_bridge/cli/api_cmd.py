@@ -12,7 +12,7 @@ import orjson
 from ..api.client import KlaviyoClient
 from ..api.query import Query
 from ..api.settings import API_KEY_ENV, ClientSettings
-from ..api.spec import operation
+from klaviyo_spec import operation
 from ..errors import ConfigError
 
 

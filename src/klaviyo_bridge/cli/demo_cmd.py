@@ -30,8 +30,8 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
     figures printed are what the client achieves under the published limits.
     The warehouse is HOME/warehouse.duckdb (tables demo.profiles, demo.events).
     """
-    from ..emulator.server import running_emulator
-    from ..emulator.settings import EmulatorSettings
+    from klaviyo_emulator.server import running_emulator
+    from klaviyo_emulator.settings import EmulatorSettings
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     emu = EmulatorSettings(seed=seed, profiles=profiles, events=events, lists=lists)

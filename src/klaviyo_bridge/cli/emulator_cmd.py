@@ -1,66 +1,7 @@
-"""``klaviyo-bridge emulator``: serve a synthetic Klaviyo account on a local port."""
+"""``klaviyo-bridge emulator``: the emulator's own command (``klaviyo_emulator.cli``), under the product's CLI."""
 
 from __future__ import annotations
 
-import click
+from klaviyo_emulator.cli import emulator_command
 
-
-@click.command("emulator")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0 picks a free one).")
-@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same account, same bytes.")
-@click.option("--profiles", default=1000, show_default=True, type=click.IntRange(0), help="Number of profiles.")
-@click.option("--events", default=10000, show_default=True, type=click.IntRange(0), help="Number of events.")
-@click.option("--lists", default=5, show_default=True, type=click.IntRange(0), help="Number of lists.")
-@click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0), help="Added latency per request.")
-@click.option("--no-rate-limits", is_flag=True, help="Do not answer 429 when the spec's rate limits are exceeded.")
-@click.option("--faults", default=None, metavar="SPEC",
-              help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
-                   'or "storm=get_events:503:10s" (see emulator/faults.py).')
-@click.option(
-    "--api-key",
-    envvar="KLAVIYO_EMULATOR_API_KEY",
-    default=None,
-    help="Key the emulator accepts (env KLAVIYO_EMULATOR_API_KEY; default: the emulator's demo key).",
-)
-def emulator_command(
-    host: str,
-    port: int,
-    seed: int,
-    profiles: int,
-    events: int,
-    lists: int,
-    latency_ms: int,
-    no_rate_limits: bool,
-    api_key: str | None,
-    faults: str | None = None,
-) -> None:
-    """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
-
-    It serves the read endpoints of Klaviyo's API (revision from the official
-    spec) over a deterministic synthetic account, with the spec's per-endpoint
-    rate limits. Point the client at it with KLAVIYO_BASE_URL=http://HOST:PORT.
-    """
-    from ..emulator.server import serve
-    from ..emulator.settings import EmulatorSettings
-
-    if faults:
-        from ..emulator.faults import parse_faults
-
-        try:
-            parse_faults(faults)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--faults") from None
-    settings = EmulatorSettings(
-        faults=faults or None,
-        seed=seed,
-        profiles=profiles,
-        events=events,
-        lists=lists,
-        latency_ms=latency_ms,
-        rate_limits=not no_rate_limits,
-        **({"api_key": api_key} if api_key else {}),
-    )
-    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events)"
-               + (f", faults {faults}" if faults else ""), err=True)
-    serve(settings, host=host, port=port)
+__all__ = ["emulator_command"]

@@ -14,7 +14,7 @@ import pyarrow as pa
 from datetime import datetime, timezone
 
 from ..api.query import Condition, equals, greater_or_equal
-from ..api.spec import operation
+from klaviyo_spec import operation
 from .columns import Column, operation_resource, resource_columns
 
 ADDITIONAL_PREFIXES = ("predictive_analytics", "subscriptions")

@@ -19,7 +19,8 @@ PLURAL = {
     "profile": "profiles", "event": "events", "metric": "metrics", "list": "lists", "segment": "segments",
     "campaign": "campaigns", "campaign-message": "campaign-messages", "template": "templates", "flow": "flows",
     "flow-action": "flow-actions", "tag": "tags", "account": "accounts", "conversation": "conversations",
-    "push-token": "push-tokens", "attribution": "attributions",
+    "push-token": "push-tokens", "attribution": "attributions", "tag-group": "tag-groups",
+    "flow-message": "flow-messages", "metric-property": "metric-properties",
 }
 PROFILE_RELATIONSHIPS = ("lists", "segments", "push-tokens")
 

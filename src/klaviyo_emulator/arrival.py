@@ -14,7 +14,7 @@ import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-SCOPE_KEY = "klaviyo_bridge.arrived"
+SCOPE_KEY = "klaviyo_emulator.arrived"
 
 
 class ArrivalStampingProtocol(HttpToolsProtocol):

@@ -58,6 +58,30 @@ EMULATED_OPERATIONS = (
     "bulk_suppress_profiles",
     "bulk_unsuppress_profiles",
     "create_or_update_profile",
+    # reads that follow relationships (klaviyo_emulator/related.py)
+    "get_lists_for_profile", "get_list_ids_for_profile", "get_segments_for_profile", "get_segment_ids_for_profile",
+    "get_push_tokens_for_profile", "get_push_token_ids_for_profile", "get_conversations_for_profile",
+    "get_conversation_ids_for_profile",
+    "get_metric_id_for_event", "get_profile_id_for_event",
+    "get_profile_ids_for_list", "get_profile_ids_for_segment",
+    "get_tags_for_list", "get_tag_ids_for_list", "get_tags_for_segment", "get_tag_ids_for_segment",
+    "get_flows_triggered_by_list", "get_ids_for_flows_triggered_by_list",
+    "get_flows_triggered_by_segment", "get_ids_for_flows_triggered_by_segment",
+    "get_flows_triggered_by_metric", "get_ids_for_flows_triggered_by_metric",
+    "get_properties_for_metric", "get_property_ids_for_metric",
+    "get_messages_for_campaign", "get_message_ids_for_campaign", "get_tags_for_campaign", "get_tag_ids_for_campaign",
+    "get_campaign_message", "get_campaign_for_campaign_message", "get_campaign_id_for_campaign_message",
+    "get_template_for_campaign_message", "get_template_id_for_campaign_message", "get_campaign_recipient_estimation",
+    "get_actions_for_flow", "get_action_ids_for_flow", "get_tags_for_flow", "get_tag_ids_for_flow",
+    "get_flow_action", "get_flow_for_flow_action", "get_flow_id_for_flow_action",
+    "get_flow_action_messages", "get_message_ids_for_flow_action",
+    "get_tags", "get_tag", "get_tag_group_for_tag", "get_tag_group_id_for_tag",
+    "get_campaign_ids_for_tag", "get_flow_ids_for_tag", "get_list_ids_for_tag", "get_segment_ids_for_tag",
+    "get_tag_groups", "get_tag_group", "get_tags_for_tag_group", "get_tag_ids_for_tag_group",
+    # suppression jobs' reads, profile create and update
+    "get_bulk_suppress_profiles_jobs", "get_bulk_suppress_profiles_job",
+    "get_bulk_unsuppress_profiles_jobs", "get_bulk_unsuppress_profiles_job",
+    "create_profile", "update_profile",
 )
 
 #: Emulated operations whose success response has no body (202/204): their request
@@ -70,9 +94,11 @@ EMULATED_BODYLESS_OPERATIONS = (
 )
 
 DEFAULT_SPEC_LOCATIONS = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
 )
 
+_TIER_RE = re.compile(r"Rate limits when using the `([^=`]+)=([^`]+)` parameter in your API request:"
+                      r"\s*(?:<br>)*\s*Burst:\s*`([^`]+)`\s*(?:<br>)*\s*Steady:\s*`([^`]+)`")
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smd])\s*$")
 _FILTER_LINE_RE = re.compile(r"`([^`]+)`:\s*((?:`[^`]+`(?:,\s*)?)+)")
 
@@ -97,6 +123,15 @@ def parse_ratelimit(raw: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def parse_ratelimit_tiers(description: str) -> list[dict[str, Any]]:
+    """Lower limits for requests with a given parameter value (the description's "Rate limits when
+    using the `additional-fields[profile]=predictive_analytics` parameter ..." paragraphs)."""
+    tiers = []
+    for parameter, value, burst, steady in _TIER_RE.findall(description):
+        tiers.append({"parameter": parameter, "value": value, **parse_ratelimit({"burst": burst, "steady": steady})})
+    return tiers
+
+
 def parse_filter_description(description: str) -> dict[str, list[str]]:
     """Pull 'Allowed field(s)/operator(s)' out of a filter parameter's description."""
     _, _, tail = description.partition("Allowed field(s)/operator(s):")
@@ -106,6 +141,30 @@ def parse_filter_description(description: str) -> dict[str, list[str]]:
         if m:
             allowed[m.group(1)] = re.findall(r"`([^`]+)`", m.group(2))
     return allowed
+
+
+def filters_from_extension(typed: dict[str, Any]) -> dict[str, list[str]]:
+    """``x-klaviyo-filters`` -> every field's operators (single, list and no-value forms together)."""
+    out: dict[str, list[str]] = {}
+    for field_name, desc in typed.items():
+        ops: list[str] = []
+        for form in ("single", "list", "none"):
+            ops += [o for o in desc.get("operators", {}).get(form, []) if o not in ops]
+        out[field_name] = sorted(ops)
+    return out
+
+
+def filter_type(desc: dict[str, Any]) -> dict[str, Any]:
+    """One field of ``x-klaviyo-filters``: its operators per value form and its value's type."""
+    value = desc.get("value") or {}
+    out: dict[str, Any] = {form: list(ops) for form, ops in desc.get("operators", {}).items()}
+    if value.get("type"):
+        out["type"] = value["type"]
+    if value.get("format"):
+        out["format"] = value["format"]
+    if value.get("enum"):
+        out["enum"] = list(value["enum"])
+    return out
 
 
 def _resolve_param(spec: dict, prm: dict) -> dict:
@@ -145,6 +204,7 @@ def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, 
         "method": method.upper(),
         "path": path,
         "ratelimit": parse_ratelimit(op.get("x-klaviyo-ratelimit", {})),
+        "ratelimit_tiers": parse_ratelimit_tiers(op.get("description", "")),
         "scopes": op.get("x-klaviyo-scopes", []),
         "path_params": [],
         "fields": {},
@@ -168,7 +228,10 @@ def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, 
         elif name == "include":
             entry["include"] = schema.get("items", {}).get("enum", [])
         elif name == "filter":
-            entry["filters"] = parse_filter_description(prm.get("description", ""))
+            typed = op.get("x-klaviyo-filters")
+            entry["filters"] = filters_from_extension(typed) if typed else parse_filter_description(prm.get("description", ""))
+            if typed:
+                entry["filter_types"] = {f: filter_type(d) for f, d in typed.items()}
             entry["filter_required"] = bool(prm.get("required"))
         elif name == "sort":
             entry["sorts"] = schema.get("enum", [])

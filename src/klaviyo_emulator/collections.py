@@ -9,6 +9,7 @@ import numpy as np
 from .catalog import Record, ordered_records
 from .data import Account
 from .filters import Condition
+from .keyset import Keyset
 from .members import Membership
 from .selection import lookup_mask, order_by, time_mask, value_mask
 from . import vocabulary as V
@@ -43,6 +44,41 @@ class Orders:
         }
         return self._get(("profile", name, desc), lambda: order_by(columns[name](), desc))
 
+    def _profile_key_column(self, name: str) -> np.ndarray:
+        p = self.account.profiles
+        if name == "id":
+            return self._get(("profile", "id-rank", p.count), lambda: p.state.id_rank(np.arange(p.count, dtype=np.int64))
+                             if hasattr(p, "state") else _rank(p.id_sort_order))
+        return {"created": lambda: p.created, "updated": lambda: p.updated, "email": lambda: p.email_sort_key,
+                LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
+                SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts)}[name]()
+
+    def profile_keyset(self, sort: str | None) -> Keyset:
+        """Profiles are ordered by the sort column, ties by row (the id sort has no ties)."""
+        name, desc = (sort or "id").lstrip("-"), (sort or "").startswith("-")
+        return Keyset(lambda rows: (self._profile_key_column(name)[rows], rows), desc, False)
+
+    def member_keyset(self, members: Membership, sort: str | None) -> Keyset:
+        """Members are in profile-id order; sorted by joined_group_at, ties in profile-id order."""
+        ranks = lambda rows: self._profile_key_column("id")[members.profiles[rows]]  # noqa: E731
+        if sort is None:
+            return Keyset(lambda rows: (ranks(rows), ranks(rows)))
+        return Keyset(lambda rows: (members.joined[rows], ranks(rows)), sort.startswith("-"), False)
+
+    @staticmethod
+    def record_keyset(records: list[Record], sort: str | None) -> Keyset:
+        """Small collections: by the sort value (None last), ties by creation; descending reverses both."""
+        name = sort.lstrip("-") if sort else None
+
+        def values(rows: np.ndarray):
+            idx = rows.tolist()
+            if name is None:
+                return idx, idx
+            keys = [(records[i].values.get(name) is None, records[i].values.get(name) or 0) for i in idx]
+            return keys, idx
+        desc = bool(sort and sort.startswith("-"))
+        return Keyset(values, desc, desc)
+
     def members(self, group_id: str, members: Membership, sort: str | None) -> np.ndarray | None:
         if sort is None:
             return None
@@ -59,6 +95,12 @@ class Orders:
             return None
         order = ordered_records(records, sort.lstrip("-"))
         return order[::-1].copy() if sort.startswith("-") else order
+
+
+def _rank(order: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank
 
 
 def _nulls_last(column: np.ndarray) -> np.ndarray:
@@ -106,12 +148,13 @@ def event_mask(account: Account, cond: Condition) -> np.ndarray:
         return time_mask(e.datetime, cond)
     if f in ("metric", "profile"):  # has(...): every event has both
         return np.ones(e.count, dtype=bool)
+    values = cond.value if cond.operator == "any" else [cond.value]
     if f == "metric_id":
         ids = [r.id for r in account.records["metric"]]
-        return e.metric == (ids.index(cond.value) if cond.value in ids else -2)
+        return np.isin(e.metric, np.array([ids.index(v) for v in values if v in ids] or [-2]))
     if f == "profile_id":
-        row = account.profiles.row_for_id(cond.value)
-        return e.profile == (-2 if row is None else row)
+        rows = [r for r in map(account.profiles.row_for_id, values) if r is not None]
+        return np.isin(e.profile, np.array(rows or [-2]))
     raise KeyError(f"no event filter for {f!r}")
 
 

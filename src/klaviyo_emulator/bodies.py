@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from ..api import spec
+import klaviyo_spec as spec
 from .timefmt import parse_datetime
 
 MAX_ERRORS = 100

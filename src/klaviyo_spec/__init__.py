@@ -2,14 +2,15 @@
 
 Everything that Klaviyo publishes per operation (rate limits, page sizes, allowed
 filters and sorts, sparse fieldsets, response schemas) is read from here, never
-retyped by hand. Regenerate with ``python scripts/derive_spec.py``.
+retyped by hand. Regenerate with ``python scripts/derive_spec.py``. Shared by the product (klaviyo_bridge)
+and the emulator (klaviyo_emulator), which imports nothing else from the product.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,43 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class RateTier:
+    """A lower limit for the requests of an operation that pass ``parameter`` with ``value`` among
+    its comma-separated values (``additional-fields[profile]=predictive_analytics``)."""
+
+    parameter: str
+    value: str
+    ratelimit: RateLimit
+
+    @property
+    def name(self) -> str:
+        return f"{self.parameter}={self.value}"
+
+    def applies(self, params: list[tuple[str, str]]) -> bool:
+        return any(k == self.parameter and self.value in (x.strip() for x in v.split(",")) for k, v in params)
+
+
+@dataclass(frozen=True)
+class FilterField:
+    """One filterable field as ``x-klaviyo-filters`` types it.
+
+    ``single``: operators taking one value; ``list``: operators taking a list; ``none``:
+    operators taking no value (``has``). ``type``: string, number, integer or boolean;
+    ``format``: date-time for datetimes; ``enum``: the only values allowed."""
+
+    single: tuple[str, ...] = ()
+    list: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+    type: str | None = None
+    format: str | None = None
+    enum: tuple[Any, ...] = ()
+
+    @property
+    def is_datetime(self) -> bool:
+        return self.format == "date-time"
+
+
+@dataclass(frozen=True)
 class Operation:
     """One API operation as the spec describes it."""
 
@@ -54,6 +92,19 @@ class Operation:
     success_status: int | None
     response_schema: str | None
     request_schema: str | None
+    #: ``x-klaviyo-filters``: every filterable field's operators and value type.
+    filter_types: dict[str, FilterField] = field(default_factory=dict)
+    #: Lower limits for some parameter values (the spec's per-parameter rate limit paragraphs).
+    ratelimit_tiers: tuple[RateTier, ...] = ()
+
+    def ratelimit_for(self, params: list[tuple[str, str]]) -> tuple[str, RateLimit]:
+        """The tier a request with these query parameters is counted in: ("", the operation's
+        limit), or the strictest lower tier whose parameter value it passes."""
+        hits = [t for t in self.ratelimit_tiers if t.applies(params)]
+        if not hits:
+            return "", self.ratelimit
+        tier = min(hits, key=lambda t: (t.ratelimit.burst_per_second, t.ratelimit.steady_per_minute))
+        return tier.name, tier.ratelimit
 
     def url_path(self, **path_params: str) -> str:
         """Fill ``{id}``-style placeholders (values are URL-quoted)."""
@@ -99,7 +150,15 @@ def _build(entry: dict[str, Any]) -> Operation:
         success_status=int(status) if status else None,
         response_schema=entry.get("response_schema"),
         request_schema=entry.get("request_schema"),
+        filter_types={name: _filter_field(d) for name, d in entry.get("filter_types", {}).items()},
+        ratelimit_tiers=tuple(RateTier(t["parameter"], t["value"], RateLimit(t["burst_per_second"], t["steady_per_minute"]))
+                              for t in entry.get("ratelimit_tiers", ())),
     )
+
+
+def _filter_field(d: dict[str, Any]) -> FilterField:
+    return FilterField(tuple(d.get("single", ())), tuple(d.get("list", ())), tuple(d.get("none", ())),
+                       d.get("type"), d.get("format"), tuple(d.get("enum", ())))
 
 
 @cache

@@ -156,12 +156,24 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
             "trigger_type": trigger, "definition": {"triggers": triggers, "actions": [], "entry_action_id": None,
                                                     "profile_filter": None, "reentry_criteria": None}},
             {"flow-actions": [("flow-action", a) for a in action_ids], "tags": [("tag", tags[(i + 1) % len(tags)].id)]}))
+    # Tags belong to the account's one tag group, and know what they tag (the reverse relationships).
+    group = Record("tag-group", ids.uuid_text(seed, S_TAG, 1000), {"name": "Default", "exclusive": False, "default": True},
+                   {"name": "Default", "exclusive": False, "default": True}, {"tags": [("tag", t.id) for t in tags]})
+    by_id = {t.id: t for t in tags}
+    for t in tags:
+        t.values.update(name=t.attributes["name"], id=t.id)
+        t.related = {"tag-group": ("tag-group", group.id), "campaigns": [], "flows": [], "lists": [], "segments": []}
+    for plural, records in (("campaigns", campaigns), ("flows", flows), ("lists", lists), ("segments", segments)):
+        for r in records:
+            for _, tag_id in r.related.get("tags", []):
+                by_id[tag_id].related[plural].append((r.type, r.id))
     for records in (lists, segments, templates, campaigns, flows, metrics):
         for r in records:
             r.values.setdefault("id", r.id)
             r.values["id"] = r.id
     return {"account": [account], "list": lists, "segment": segments, "metric": metrics, "template": templates,
-            "campaign": campaigns, "campaign-message": messages, "flow": flows, "flow-action": actions, "tag": tags}
+            "campaign": campaigns, "campaign-message": messages, "flow": flows, "flow-action": actions, "tag": tags,
+            "tag-group": [group]}
 
 
 def ordered_records(records: list[Record], key: str | None) -> np.ndarray:

@@ -10,6 +10,7 @@ tests do that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import time
@@ -23,8 +24,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import spec
-from ..api.ratelimit import RateLimiter
+import klaviyo_spec as spec
+from .clock import parse_clock
 from .collections import Orders
 from .data import Account, build_account
 from . import bulkimport
@@ -32,20 +33,22 @@ from .arrival import arrived_at
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
+from .limits import ServerLimits
 from .query import QueryError, parse_query
 from .selection import SelectionCache
 from .settings import EmulatorSettings
 from .state import AccountState, LiveProfiles
-from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS
+from .related import READS as RELATED_READS
+from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS, Conflict
 
-ALL_READS = {**HANDLERS, **READ_HANDLERS}
+ALL_READS = {**HANDLERS, **READ_HANDLERS, **RELATED_READS}
 
 JSON_API = "application/vnd.api+json"
 _REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.pre)?$")
 _ERROR_TITLES = {
     400: "Invalid input.", 401: "Authentication credentials were not provided.", 403: "You do not have permission to perform this action.",
-    404: "Not found.", 405: "Method not allowed.", 413: "Request entity too large.", 415: "Unsupported media type.",
-    429: "Request was throttled.",
+    404: "Not found.", 405: "Method not allowed.", 409: "Conflict.", 413: "Request entity too large.", 415: "Unsupported media type.",
+    429: "Request was throttled.", 501: "Not implemented.",
 }
 
 
@@ -64,21 +67,64 @@ def body_error_response(exc: BodyError) -> Response:
     return Response(orjson.dumps({"errors": errors}), status_code=exc.status, media_type=JSON_API)
 
 
-def _valid_revision(text: str) -> bool:
+def _segment(path: str) -> str:
+    """'/api/events/{id}/metric' -> 'events'."""
+    parts = path.split("/", 3)
+    return parts[2] if len(parts) > 2 else ""
+
+
+def rate_headers(log, now: float) -> dict[str, str]:
+    """Klaviyo's RateLimit-* headers: the state of the steady (one-minute) window of the tier the
+    request was counted in."""
+    limit, remaining, reset = log.steady_state(now)
+    return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(reset)}
+
+
+def _revision_date(text: str) -> date | None:
     m = _REVISION_RE.match(text)
     if not m:
-        return False
+        return None
     try:
-        date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+#: Klaviyo supports a revision for two years after its release (stable one year, deprecated the next).
+REVISION_LIFETIME_YEARS = 2
+
+
+def revision_window() -> tuple[date, date]:
+    """(oldest revision still supported, the revision served): the spec's revision and the two years before it."""
+    served = _revision_date(spec.spec_revision())
+    return served.replace(year=served.year - REVISION_LIFETIME_YEARS), served
+
+
+def revision_problem(text: str, strict: bool) -> str | None:
+    """Why a revision header is refused, or None. Later than the spec's: the emulator does not know
+    those shapes. Retired (older than two years before it): refused when ``strict``."""
+    day = _revision_date(text)
+    if day is None:
+        return f"Invalid revision {text!r}: expected a date as YYYY-MM-DD."
+    oldest, served = revision_window()
+    if day > served:
+        return (f"Revision {text!r} is not available: the newest revision is {served.isoformat()} "
+                f"(the emulator serves the shapes of the spec's revision {spec.spec_revision()}).")
+    if strict and day < oldest:
+        return f"Revision {text!r} is retired: supported revisions are {oldest.isoformat()} to {served.isoformat()}."
+    return None
 
 
 class Emulator:
     """One account plus its limiter, caches and routing table."""
 
-    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None) -> None:
+    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None, wall=time.time) -> None:
+        self._now_function = None
+        if settings.clock:
+            account_clock = parse_clock(settings.clock)
+            # The synthetic data spreads over the two years before the clock's start.
+            settings = dataclasses.replace(settings, now=account_clock.start(wall))
+            self._now_function = account_clock.now_function(wall)
         self.settings = settings
         self.account = account or build_account(settings)
         self.clock = clock or time.monotonic
@@ -89,18 +135,25 @@ class Emulator:
         self.state: AccountState = self.account.state
         self._seen_version = self.state.version
         self.jobs = JobBook(settings.seed, settings.now)
-        self.limiter = RateLimiter(enabled=settings.rate_limits, clock=self.clock)
+        self.limits = ServerLimits(enabled=settings.rate_limits, clock=self.clock)
         self.orders = Orders(self.account)
         self.cache = SelectionCache()
         ops = [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
-        self.routes = [(spec.operation(op).path_regex, spec.operation(op)) for op in ops]
-        # Literal paths first, so /api/events/{id}/metric is not mistaken for something shorter.
-        self.routes.sort(key=lambda r: -r[1].path.count("/"))
+        self.served = frozenset(ops)
+        # Every operation of the spec, by the first segment after /api/ (a request tries a handful of
+        # patterns, not hundreds); literal paths first, so /api/events/{id}/metric is not mistaken
+        # for something shorter.
+        self.routes: dict[str, list] = {}
+        for op in sorted(spec.operations().values(), key=lambda o: (-o.path.count("/"), o.path.count("{"))):
+            self.routes.setdefault(_segment(op.path), []).append((op.path_regex, op))
         self._state_worker = ThreadPoolExecutor(1, thread_name_prefix="emulator-account")  # in order, one at a time
 
     # ----- time -------------------------------------------------------------------------
     def now(self) -> int:
-        """The account's wall clock (epoch seconds): settings.now plus the app clock's elapsed time."""
+        """The account's wall clock (epoch seconds): the settings' clock (real, fixed, offset), or
+        settings.now plus the app clock's elapsed time."""
+        if self._now_function is not None:
+            return self._now_function()
         return int(self.settings.now + max(0.0, self.clock() - self._clock0))
 
     @staticmethod
@@ -126,8 +179,10 @@ class Emulator:
         return self.state.snapshot()
 
     def match(self, path: str, method: str = "GET"):
+        """(operation, path parameters) of the spec for this method and path; (False, {}) when the
+        path is the spec's but not for this method (405), (None, {}) when no operation has it (404)."""
         found = None
-        for regex, op in self.routes:
+        for regex, op in self.routes.get(_segment(path), ()):
             m = regex.match(path)
             if m:
                 if op.method == method:
@@ -139,6 +194,9 @@ class Emulator:
         op, path_params = self.match(request.url.path, request.method)
         if op is None:
             return error_response(404, "not_found", f"No endpoint at {request.url.path}.")
+        if op is not None and op is not False and op.operation_id not in self.served:
+            return error_response(501, "not_emulated", f"{request.method} {request.url.path} is Klaviyo's "
+                                  f"{op.operation_id}, which the emulator does not serve.", title="Not implemented.")
         if op is False:
             return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed at {request.url.path}.")
         auth = request.headers.get("authorization")
@@ -151,25 +209,35 @@ class Emulator:
         revision = request.headers.get("revision")
         if not revision:
             return error_response(400, "invalid", "Missing required header 'revision' (YYYY-MM-DD).", parameter="revision")
-        if not _valid_revision(revision):
-            return error_response(400, "invalid", f"Invalid revision {revision!r}: expected a date as YYYY-MM-DD.", parameter="revision")
+        problem = revision_problem(revision, self.settings.strict_revisions)
+        if problem:
+            return error_response(400, "invalid", problem, parameter="revision")
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
         stamp = arrived_at(request.scope)  # None in process (httpx.ASGITransport): no socket
-        wait = self.limiter.try_acquire(op.operation_id, arrived=stamp if self.clock is time.monotonic else None)
+        # A request is counted in its operation's tier: the operation's limits, or a lower tier for
+        # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
+        tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
+        wait, log = self.limits.admit(op.operation_id, limit, tier=tier,
+                                      arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
+        headers = rate_headers(log, self.clock())
         if wait is not None:
             seconds = max(1, math.ceil(wait))
+            headers["Retry-After"] = str(seconds)
             return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
-                                  headers={"Retry-After": str(seconds)})
+                                  headers=headers)
         raw = await request.body() if op.operation_id in WRITE_HANDLERS else None
         if stamp is None:
-            return self.respond(request, op, path_params, raw)
-        # Over a socket, the account is read and changed in one worker thread, one request at a
-        # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
-        # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
-        return await asyncio.get_running_loop().run_in_executor(
-            self._state_worker, self.respond, request, op, path_params, raw)
+            response = self.respond(request, op, path_params, raw)
+        else:
+            # Over a socket, the account is read and changed in one worker thread, one request at a
+            # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
+            # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
+            response = await asyncio.get_running_loop().run_in_executor(
+                self._state_worker, self.respond, request, op, path_params, raw)
+        response.headers.update(headers)
+        return response
 
     def respond(self, request: HttpRequest, op, path_params: dict, raw: bytes | None) -> Response:
         """Everything after authentication and the rate limit, for one request (worker thread)."""
@@ -211,14 +279,23 @@ class Emulator:
             return body_error_response(exc)
         except NotFound as exc:
             return error_response(404, "not_found", f"A resource with id {path_id!r} does not exist ({exc}).")
+        except Conflict as exc:
+            error = {"id": str(uuid.uuid4()), "status": 409, "code": "duplicate_profile", "title": "Conflict.",
+                     "detail": "A profile already exists with one of these identifiers.", "source": {"pointer": "/data/attributes"},
+                     "meta": {"duplicate_profile_id": exc.profile_id}}
+            return Response(orjson.dumps({"errors": [error]}), status_code=409, media_type=JSON_API)
         if document is None:
             return Response(status_code=status)
         return Response(orjson.dumps(document), status_code=status, media_type=JSON_API)
 
 
-def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None) -> Starlette:
-    """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport)."""
-    emulator = Emulator(settings or EmulatorSettings(), account, clock)
+def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,
+               wall=time.time) -> Starlette:
+    """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
+
+    ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time
+    a ``settings.clock`` of real or offset reads (both injectable, so tests never read the time)."""
+    emulator = Emulator(settings or EmulatorSettings(), account, clock, wall)
     app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
     app.state.emulator = emulator
     if emulator.settings.faults:

@@ -7,7 +7,8 @@
 
 Datetimes may be unquoted (``greater-than(updated,2023-06-01T17:06:39+00:00)``),
 with fractional seconds, ``Z`` or no offset (UTC). Which fields and operators
-are allowed is checked elsewhere, against the spec.
+are allowed, and whether each takes one value or a list of what type, is checked
+against the spec's ``x-klaviyo-filters`` (``query.typed_condition``).
 """
 
 from __future__ import annotations
@@ -91,10 +92,6 @@ class _Parser:
             self.expect(",")
             value = self.value()
         self.expect(")")
-        if op == "any" and not isinstance(value, list):
-            raise FilterSyntaxError(f"'any' needs a list of values, e.g. any({field},['a','b'])")
-        if op != "any" and isinstance(value, list):
-            raise FilterSyntaxError(f"{op!r} takes a single value, not a list")
         return [Condition(op, field, value)]
 
     def value(self) -> Any:

@@ -20,6 +20,7 @@ import orjson
 from .bodies import BodyError
 from .handlers import NotFound, Request, _page, _url
 from .jobs import Job
+from .keyset import by_row
 from .timefmt import parse_datetime
 
 MAX_IMPORT_PROFILES = 10_000
@@ -146,7 +147,7 @@ def get_bulk_import_profiles_jobs(req: Request) -> dict:
             keep &= np.array([s in allowed for s in statuses], dtype=bool)
         rows = np.arange(len(jobs), dtype=np.int64)[keep]
         return rows[::-1].copy() if q.sort == "-created_at" else rows
-    page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute)
+    page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute, by_row(q.sort == "-created_at"))
     return {"data": [_import_job(req, jobs[i]) for i in page.tolist()], "links": links}
 
 
@@ -371,17 +372,47 @@ def _suppression(req: Request, type_: str, suppress: bool) -> tuple[int, dict]:
     s = req.account.settings
     job = ctx.jobs.submit(type_, ctx.clock(), ctx.now(), len(targets), s.job_profiles_per_second, s.job_queued_seconds, apply,
                           items=targets, list_ids=list_ids, segment_ids=segment_ids)
-    own = f"{req.base}/api/{type_}s/{job.id}/"
-    attrs = job.attributes(ctx.clock())
-    wanted = req.query.fields.get(type_)
+    return 202, {"data": _suppression_job(req, job), "links": {"self": _url(req, None)}}
+
+
+def _suppression_job(req: Request, job: Job) -> dict:
+    own = f"{req.base}/api/{job.type}s/{job.id}/"
+    attrs = job.attributes(req.ctx.clock())
+    wanted = req.query.fields.get(job.type)
     if wanted:
         attrs = {k: v for k, v in attrs.items() if k in wanted}
     relationships = {}
-    for name, values, rtype in (("lists", list_ids, "list"), ("segments", segment_ids, "segment")):
+    for name, values, rtype in (("lists", job.list_ids, "list"), ("segments", job.segment_ids, "segment")):
         relationships[name] = {"data": [{"type": rtype, "id": v} for v in values],
                                "links": {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"}}
-    return 202, {"data": {"type": type_, "id": job.id, "attributes": attrs, "relationships": relationships, "links": {"self": own}},
-                 "links": {"self": _url(req, None)}}
+    return {"type": job.type, "id": job.id, "attributes": attrs, "relationships": relationships, "links": {"self": own}}
+
+
+def _suppression_jobs(type_: str):
+    def handler(req: Request) -> dict:
+        jobs = [j for j in req.ctx.jobs.order if j.type == type_]
+        clock = req.ctx.clock()
+        statuses = [j.status(clock) for j in jobs]
+        q = req.query
+
+        def keep(job: Job, status: str) -> bool:
+            for cond in q.conditions:
+                allowed = cond.value if isinstance(cond.value, list) else [cond.value]
+                value = status if cond.field == "status" else (job.list_ids[:1] or [None])[0] if cond.field == "list_id" \
+                    else (job.segment_ids[:1] or [None])[0]
+                if value not in allowed:
+                    return False
+            return True
+        rows = np.array([i for i, (j, st) in enumerate(zip(jobs, statuses)) if keep(j, st)], dtype=np.int64)
+        page, links = _page(req, f"{type_}:{len(jobs)}:{','.join(statuses)}", lambda: rows)
+        return {"data": [_suppression_job(req, jobs[i]) for i in page.tolist()], "links": links}
+    return handler
+
+
+def _suppression_job_read(type_: str):
+    def handler(req: Request) -> dict:
+        return {"data": _suppression_job(req, _job(req, type_)), "links": {"self": _url(req, None)}}
+    return handler
 
 
 def bulk_suppress_profiles(req: Request) -> tuple[int, dict]:
@@ -407,7 +438,60 @@ def create_or_update_profile(req: Request) -> tuple[int, dict]:
     return (201 if created else 200), {"data": doc, "links": {"self": _url(req, None)}}
 
 
+def _profile_document(req: Request, row: int) -> dict:
+    doc = req.renderer.profiles(np.array([row]), relationships=("lists", "push-tokens", "segments"))[0]
+    return {"data": doc, "links": {"self": _url(req, None)}}
+
+
+def create_profile(req: Request) -> tuple[int, dict]:
+    """POST /api/profiles: 201 with the new profile, or Klaviyo's 409 naming the profile that
+    already has one of the identifiers."""
+    data = req.body["data"]
+    attrs = {k: v for k, v in data["attributes"].items() if k != "_kx"}
+    problems = _identifier_problems(attrs, "/data/attributes")
+    if problems:
+        raise BodyError(problems)
+    state = req.account.state
+    ident = {k: attrs[k] for k in ("email", "phone_number", "external_id") if attrs.get(k)}
+    if not ident:
+        raise BodyError([("/data/attributes", "A profile needs an email, phone_number or external_id.")])
+    existing = state.match(ident)
+    if existing is not None:
+        raise Conflict(state.profile_id(existing))
+    row, _ = state.upsert(attrs, req.ctx.now())
+    return 201, _profile_document(req, row)
+
+
+def update_profile(req: Request) -> tuple[int, dict]:
+    """PATCH /api/profiles/{id}: the given attributes replace the profile's (null clears one)."""
+    data = req.body["data"]
+    if data.get("id") != req.id:
+        raise BodyError([("/data/id", f"The id in the body ({data.get('id')!r}) must be the one in the path ({req.id!r}).")])
+    state = req.account.state
+    if state.row_for_id(req.id) is None:
+        raise NotFound(f"profile {req.id!r}")
+    attrs = {k: v for k, v in (data.get("attributes") or {}).items() if k != "_kx"}
+    problems = _identifier_problems({k: v for k, v in attrs.items() if v is not None}, "/data/attributes",
+                                    need_identifier=False)
+    if problems:
+        raise BodyError(problems)
+    row, _ = state.upsert(attrs, req.ctx.now(), req.id)
+    return 200, _profile_document(req, row)
+
+
+class Conflict(Exception):
+    """409: a profile with one of these identifiers exists (``duplicate_profile_id``)."""
+
+    def __init__(self, profile_id: str) -> None:
+        super().__init__(profile_id)
+        self.profile_id = profile_id
+
+
 READ_HANDLERS = {
+    "get_bulk_suppress_profiles_jobs": _suppression_jobs("profile-suppression-bulk-create-job"),
+    "get_bulk_suppress_profiles_job": _suppression_job_read("profile-suppression-bulk-create-job"),
+    "get_bulk_unsuppress_profiles_jobs": _suppression_jobs("profile-suppression-bulk-delete-job"),
+    "get_bulk_unsuppress_profiles_job": _suppression_job_read("profile-suppression-bulk-delete-job"),
     "get_bulk_import_profiles_jobs": get_bulk_import_profiles_jobs,
     "get_bulk_import_profiles_job": get_bulk_import_profiles_job,
     "get_errors_for_bulk_import_profiles_job": get_errors_for_bulk_import_profiles_job,
@@ -426,6 +510,9 @@ WRITE_HANDLERS = {
     "bulk_suppress_profiles": bulk_suppress_profiles,
     "bulk_unsuppress_profiles": bulk_unsuppress_profiles,
     "create_or_update_profile": create_or_update_profile,
+    "create_profile": create_profile,
+    "update_profile": update_profile,
 }
 #: Whole-request byte limits the spec documents (5 MB per bulk import, 100 KB per profile upsert).
-PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES}
+PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
+                  "create_profile": MAX_PROFILE_BYTES, "update_profile": MAX_PROFILE_BYTES}

@@ -37,6 +37,12 @@ class EmulatorSettings:
     consent_delay_seconds: float = 0.0
     #: Fault injection SPEC (see ``emulator/faults.py``), e.g. "429=0.2,503=0.05,seed=7"; None: no faults.
     faults: str | None = None
+    #: The account's clock (see ``clock.py``): None = ``now`` plus the app clock's elapsed time;
+    #: "real", "fixed:ISO" or "offset:DURATION" (then ``now`` is taken from it at start).
+    clock: str | None = None
+    #: Refuse revisions Klaviyo has retired (older than two years before the spec's). Off by default:
+    #: configs in the seed's shape carry revision_time 2023-02-22, which the emulator still answers.
+    strict_revisions: bool = False
 
     def __post_init__(self) -> None:
         for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
@@ -46,6 +52,10 @@ class EmulatorSettings:
             raise ValueError("job_profiles_per_second must be > 0 and delays >= 0")
         if self.events and not self.profiles:
             raise ValueError("events need at least one profile")
+        if self.clock:
+            from .clock import parse_clock
+
+            parse_clock(self.clock)  # a bad SPEC fails here, saying what is expected
         if self.faults:
             from .faults import parse_faults
 

@@ -80,7 +80,7 @@ class FaultSpec:
 
 
 def _known_operations() -> list[str]:
-    from ..api import spec
+    import klaviyo_spec as spec
 
     return [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
 

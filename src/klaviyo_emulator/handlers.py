@@ -2,7 +2,8 @@
 
 Default orders (documented choice): profiles by id, list/segment members by
 profile id, events by datetime (ties by event row), small collections in their
-creation order. Cursors are offsets into the cached, immutable selection.
+creation order. Cursors are keysets (``keyset.py``): exact positions in the cached
+selection while the data is unchanged, the item after the last one served otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 from .catalog import Record
 from .collections import Orders, event_mask, profile_mask, record_mask
 from .data import Account
+from .keyset import Keyset, by_row, cursor_after, locate
 from .query import Query, encode_cursor
 from .pages import events_page, fragment, profiles_page
 from .resources import Renderer
@@ -54,16 +56,29 @@ def _url(req: Request, cursor: str | None) -> str:
     return f"{req.base}{req.path}" + (f"?{urlencode(params)}" if params else "")
 
 
-def _page(req: Request, key: str, compute) -> tuple[np.ndarray, dict]:
+def _version(req: Request) -> int:
+    return req.ctx.state.version if req.ctx is not None else 0
+
+
+def _page(req: Request, key: str, compute, keyset: Keyset | None = None) -> tuple[np.ndarray, dict]:
     """The current page of a cached selection, and the collection links."""
     q = req.query
+    keyset = keyset or by_row()
     rows = req.cache.get(f"{q.fingerprint}|{key}", compute)
-    page = rows[q.offset:q.offset + q.page_size]
-    links = {"self": _url(req, None if not q.offset else encode_cursor(q.offset, q.fingerprint))}
-    if q.offset + q.page_size < len(rows):
-        links["next"] = _url(req, encode_cursor(q.offset + q.page_size, q.fingerprint))
-    if q.offset > 0:
-        links["prev"] = _url(req, encode_cursor(max(0, q.offset - q.page_size), q.fingerprint))
+    version = _version(req)
+    start = locate(rows, q.cursor, version, keyset)
+    page = rows[start:start + q.page_size]
+
+    def link(position: int | None) -> str:
+        if position is None:
+            return _url(req, None)
+        return _url(req, encode_cursor(cursor_after(rows, position, version, keyset), q.fingerprint))
+
+    links = {"self": link(start if q.cursor is not None and start else None)}
+    if start + q.page_size < len(rows):
+        links["next"] = link(start + q.page_size)
+    if start > 0:
+        links["prev"] = link(max(0, start - q.page_size))
     return page, links
 
 
@@ -78,20 +93,24 @@ def _document(data, links: dict, included: list | None, include_requested: bool)
 def get_profiles(req: Request) -> dict:
     acc, q = req.account, req.query
     page, links = _page(req, "profiles", lambda: select(
-        acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]))
+        acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]),
+        req.orders.profile_keyset(q.sort))
     empty = {name: [] for name in q.include}
     data = profiles_page(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
     return _document(fragment([data]), links, [], bool(q.include))
 
 
-def _group_profiles(req: Request, groups: dict, kind: str) -> dict:
+def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
     members = groups.get(req.id)
     if members is None:
         raise NotFound(f"{kind} {req.id!r}")
     acc, q = req.account, req.query
     page, links = _page(req, f"{kind}:{req.id}", lambda: select(
         len(members), req.orders.members(req.id, members, q.sort),
-        [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]))
+        [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]),
+        req.orders.member_keyset(members, q.sort))
+    if ids_only:
+        return {"data": [{"type": "profile", "id": i} for i in acc.profiles.ids_for(members.profiles[page])], "links": links}
     data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
     return {"data": fragment([data]), "links": links}
 
@@ -133,7 +152,8 @@ def get_profile(req: Request) -> dict:
 def get_events(req: Request) -> dict:
     acc, q = req.account, req.query
     page, links = _page(req, "events", lambda: select(
-        acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]))
+        acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]),
+        by_row(bool(q.sort and q.sort.startswith("-"))))
     r = req.renderer
     return _document(fragment([events_page(r, page)]), links, _event_includes(req, r, page), bool(q.include))
 
@@ -181,7 +201,8 @@ def _record_collection(type_: str):
         records = req.account.records[type_]
         q = req.query
         page, links = _page(req, type_, lambda: select(
-            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in q.conditions]))
+            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in q.conditions]),
+            Orders.record_keyset(records, q.sort))
         chosen = [records[i] for i in page.tolist()]
         data = [req.renderer.record(rec, q.include) for rec in chosen]
         return _document(data, links, req.renderer.included_records(chosen, q.include), bool(q.include))
