@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from datetime import datetime, timezone
 
 import click
@@ -10,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import aio
-from ..config import ImportConfig, load_import_config
+from ..config import ImportConfig, load_yaml, parse_import_config
 from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
@@ -19,6 +20,19 @@ from ..store.warehouse import Warehouse, open_warehouse
 from .progress import ImportProgress
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
+
+
+def read_import_config(home: Home, path: str) -> ImportConfig:
+    """A config file, with ``in: connection: NAME`` (a saved authentication) filled in, as
+    ``connector:create`` reads it: every verb that reads a config takes a saved connection."""
+    from ..secrets import CredentialStore, resolve_connection
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    data = load_yaml(text, path)
+    return parse_import_config(resolve_connection(data, CredentialStore(home.credentials)), path)
 
 
 def open_target(home: Home, url: str | None) -> Warehouse:
@@ -33,9 +47,13 @@ def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: st
 @click.command("connector:preview")
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rows", default=10, show_default=True, type=click.IntRange(1, 1000), help="Rows to show.")
-def preview_command(config_file: str, rows: int) -> None:
-    """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing."""
-    config = load_import_config(config_file)
+@click.pass_obj
+def preview_command(home: Home, config_file: str, rows: int) -> None:
+    """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing.
+
+    in.start_time / in.end_time bound the rows shown, as they bound the import.
+    """
+    config = read_import_config(home, config_file)
     table = aio.run(preview_rows(config, rows))
     out = Table(show_lines=False)
     for field in table.schema:
@@ -66,7 +84,7 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     Incremental configs resume where the last successful run of the same
     database.table ended; the cursor is saved with the rows.
     """
-    config = load_import_config(config_file)
+    config = read_import_config(home, config_file)
     with open_target(home, warehouse_url) as wh:
         result = run_one(config, wh, database, table)
     click.echo(result.summary())
@@ -89,7 +107,7 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         start = datetime.fromisoformat(start_date).replace(tzinfo=timezone.utc)
     except ValueError:
         raise ConfigError(f"--start-date must be YYYY-MM-DD, got {start_date!r}", key="start_date") from None
-    connection = _connection_settings(config_file)
+    connection = _connection_settings(home, config_file)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
@@ -119,15 +137,16 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         raise click.exceptions.Exit(1)
 
 
-def _connection_settings(config_file: str | None) -> dict:
+def _connection_settings(home: Home, config_file: str | None) -> dict:
     import os
 
     from ..api.settings import API_KEY_ENV, BASE_URL_ENV
-    from ..config import load_yaml
+    from ..secrets import CredentialStore, resolve_connection
 
     if config_file:
         with open(config_file) as fh:
             data = load_yaml(fh.read(), config_file)
+        data = resolve_connection(data, CredentialStore(home.credentials))
         return dict(data.get("in") or {})
     key = os.environ.get(API_KEY_ENV)
     if not key:

@@ -331,8 +331,14 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
         extra = ()
         if s.name == "metric_events":
             extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
-        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks)
-        task = plan_tasks(s, time_field=None, windows=[], extra_conditions=extra)[0]
+        # in.start_time / in.end_time bound the preview as they bound the import
+        field_name = source.incremental_field or s.default_time_field
+        api_field = s.time_fields.get(field_name) if field_name else None
+        lo, hi = (t.astimezone(timezone.utc) if t is not None else None for t in (source.start_time, source.end_time))
+        windows = [Window(lo, hi)] if api_field and (lo or hi) else []
+        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks,
+                          time_column=_time_column(columns, api_field) if windows else None)
+        task = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)[0]
         batch, _ = await client.request(s.operation_id, query=fetcher._query(task), path_params=path_params,
                                         decode=fetcher.decoder_for(task))
-        return pa.Table.from_batches([batch]).slice(0, rows)
+        return pa.Table.from_batches([fetcher.trim(batch, task)]).slice(0, rows)

@@ -1,0 +1,92 @@
+"""The newcomer's path (issue 20): each rough edge, walked through the CLI against a real emulator."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from klaviyo_bridge.cli import main
+from klaviyo_bridge.emulator.server import running_emulator
+from klaviyo_bridge.emulator.settings import EmulatorSettings
+
+EMU = EmulatorSettings(seed=5, profiles=200, events=1500, lists=8, rate_limits=False)
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with running_emulator(EMU) as url:
+        yield url
+
+
+def run(*args) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A clean home with the emulator's key saved as authentication 'acme'."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("ACME_KEY", EMU.api_key)
+    assert run("--home", path, "auth:create", "acme", "--from-env", "ACME_KEY") == 0
+    monkeypatch.delenv("ACME_KEY")
+    return path
+
+
+def lists_from_api(base_url, capsys, monkeypatch) -> list[dict]:
+    monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
+    capsys.readouterr()
+    assert run("api", "get_lists", "--base-url", base_url) == 0
+    monkeypatch.delenv("KLAVIYO_API_KEY")
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def connection_config(tmp_path, base_url, source="lists", extra="") -> str:
+    path = tmp_path / f"{source}-conn.yml"
+    path.write_text(f"in:\n  type: klaviyo\n  connection: acme\n  base_url: {base_url}\n  data_source: {source}\n"
+                    f"{extra}out:\n  mode: append\n")
+    return str(path)
+
+
+# --- connection: NAME in every verb that reads a config ---------------------------------------
+def test_saved_connection_works_for_preview_issue_and_replicate(tmp_path, base_url, home, capsys):
+    config = connection_config(tmp_path, base_url)
+    capsys.readouterr()
+    assert run("--home", home, "connector:preview", config) == 0
+    out = capsys.readouterr()
+    assert "id:string" in out.out and "name:string" in out.out, out.err
+    assert run("--home", home, "connector:issue", config, "-d", "klaviyo", "-t", "lists") == 0
+    assert "lists -> klaviyo.lists (append): 8 rows" in capsys.readouterr().out
+    assert run("--home", home, "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--config", config,
+               "--tables", "lists") == 0
+    assert "replicated 1 tables, 8 rows" in capsys.readouterr().out
+    assert run("--home", home, "connector:create", "nightly", "@daily", "klaviyo", "lists2", config) == 0
+    capsys.readouterr()
+
+
+def test_an_unknown_saved_connection_is_named(tmp_path, base_url, home, capsys):
+    config = tmp_path / "bad.yml"
+    config.write_text(f"in:\n  type: klaviyo\n  connection: acme_typo\n  base_url: {base_url}\n  data_source: lists\n")
+    for verb in (["connector:preview", config], ["connector:issue", config, "-d", "k", "-t", "l"]):
+        assert run("--home", home, *verb) == 2
+        assert "no saved authentication named 'acme_typo' (known: acme)" in capsys.readouterr().err
+
+
+# --- connector:preview takes start_time / end_time --------------------------------------------
+def test_preview_shows_only_rows_inside_start_and_end_time(tmp_path, base_url, home, capsys, monkeypatch):
+    lists = lists_from_api(base_url, capsys, monkeypatch)
+    stamps = sorted(datetime.fromisoformat(item["attributes"]["updated"]) for item in lists)
+    lo, hi = stamps[2], stamps[6]  # four of the eight lists
+    config = connection_config(tmp_path, base_url, extra=(
+        f"  incremental_field: updated\n  start_time: '{lo.isoformat()}'\n  end_time: '{hi.isoformat()}'\n"))
+    assert run("--home", home, "connector:preview", config) == 0
+    out = capsys.readouterr().out
+    inside = {i["id"] for i in lists if lo <= datetime.fromisoformat(i["attributes"]["updated"]) < hi}
+    assert len(inside) == 4
+    for item in lists:
+        assert (item["id"] in out) == (item["id"] in inside), item["id"]
