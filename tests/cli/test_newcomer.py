@@ -90,3 +90,29 @@ def test_preview_shows_only_rows_inside_start_and_end_time(tmp_path, base_url, h
     assert len(inside) == 4
     for item in lists:
         assert (item["id"] in out) == (item["id"] in inside), item["id"]
+
+
+# --- sched:update --result-settings with only a new key ------------------------------------------
+def export_settings(tmp_path, base_url, key, name="export.yml") -> str:
+    path = tmp_path / name
+    path.write_text(f"type: klaviyo\napi_token: {key}\nbase_url: {base_url}\noperation: add\n"
+                    "list_identify_type: name\nlist_value: Newcomers\nwait_for_completion: true\n")
+    return str(path)
+
+
+def test_sched_update_with_only_a_new_key_saves_it(tmp_path, base_url, home, capsys):
+    assert run("--home", home, "connector:issue", connection_config(tmp_path, base_url), "-d", "klaviyo", "-t", "lists") == 0
+    old = export_settings(tmp_path, base_url, "pk_revoked_key_of_last_week_0000", "old.yml")
+    assert run("--home", home, "sched:create", "weekly", "", "-d", "klaviyo", "--result-settings", old,
+               "SELECT 'new.comer@example.com' AS email") == 0
+    assert run("--home", home, "sched:run", "weekly") != 0
+    assert "the API key was rejected (401)" in capsys.readouterr().err
+    new = export_settings(tmp_path, base_url, EMU.api_key, "new.yml")
+    assert run("--home", home, "sched:update", "weekly", "--result-settings", new) == 0
+    out = capsys.readouterr().out
+    assert "saved as authentication 'sched:weekly'" in out and "updated" in out
+    assert run("--home", home, "auth:list") == 0
+    listing = capsys.readouterr().out
+    assert "sched:weekly" in listing and "0000" not in listing
+    assert run("--home", home, "sched:run", "weekly") == 0
+    assert "1 records exported" in capsys.readouterr().out

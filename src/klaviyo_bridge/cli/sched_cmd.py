@@ -238,11 +238,15 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
                            last_scheduled_for=now)
         if disable:
             changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
-        if not changes:
+        if not changes and not key:
             raise ConfigError("nothing to update (see sched:update --help)")
         if key:
+            # A new key alone (the settings otherwise unchanged) is an update too.
             credentials.save(f"sched:{name}", key, replace=True)
-        r = wh.state.update_schedule(name, **changes)
+        if changes:
+            r = wh.state.update_schedule(name, **changes)
+    if key:
+        click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
     click.echo(f"Export schedule {name!r} updated ({r.status}); next run: "
                f"{_next_run(r, now).replace('connector:run', 'sched:run')}")
 
