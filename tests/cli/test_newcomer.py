@@ -116,3 +116,15 @@ def test_sched_update_with_only_a_new_key_saves_it(tmp_path, base_url, home, cap
     assert "sched:weekly" in listing and "0000" not in listing
     assert run("--home", home, "sched:run", "weekly") == 0
     assert "1 records exported" in capsys.readouterr().out
+
+
+# --- api --auth NAME ------------------------------------------------------------------------------
+def test_api_uses_a_saved_authentication(base_url, home, capsys, monkeypatch):
+    monkeypatch.delenv("KLAVIYO_API_KEY", raising=False)
+    assert run("--home", home, "api", "get_lists", "--base-url", base_url, "--auth", "acme", "--limit", "3") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["type"] == "list" for line in lines)
+    assert run("--home", home, "api", "get_lists", "--base-url", base_url, "--auth", "nope") == 2
+    assert "no saved authentication named 'nope'" in capsys.readouterr().err
+    assert run("--home", home, "api", "get_lists", "--base-url", base_url) == 2
+    assert "--auth NAME" in capsys.readouterr().err
