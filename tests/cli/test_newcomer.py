@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from datetime import datetime
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from klaviyo_bridge.cli import main
 from klaviyo_bridge.emulator.server import running_emulator
 from klaviyo_bridge.emulator.settings import EmulatorSettings
+from klaviyo_bridge.store.identifiers import quote
+from klaviyo_bridge.store.warehouse import open_warehouse
 
 EMU = EmulatorSettings(seed=5, profiles=200, events=1500, lists=8, rate_limits=False)
 
@@ -128,3 +132,55 @@ def test_api_uses_a_saved_authentication(base_url, home, capsys, monkeypatch):
     assert "no saved authentication named 'nope'" in capsys.readouterr().err
     assert run("--home", home, "api", "get_lists", "--base-url", base_url) == 2
     assert "--auth NAME" in capsys.readouterr().err
+
+
+# --- tables / sql: look at the warehouse from the CLI, on DuckDB and PostgreSQL -------------------
+PG_URL = os.environ.get("KLAVIYO_BRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request, tmp_path):
+    """(warehouse url, a fresh database name); the PostgreSQL schema is dropped afterwards."""
+    database = f"nc_{uuid.uuid4().hex[:10]}"
+    url = str(tmp_path / "wh.duckdb") if request.param == "duckdb" else PG_URL
+    yield url, database
+    if request.param == "postgres":
+        with open_warehouse(url) as wh:
+            with wh.transaction() as session:
+                session.execute(f"DROP SCHEMA IF EXISTS {quote(database)} CASCADE")
+
+
+def test_tables_and_sql_print_the_warehouse(tmp_path, base_url, home, capsys, target):
+    url, db = target
+    config = connection_config(tmp_path, base_url)
+    assert run("--home", home, "connector:issue", config, "-d", db, "-t", "lists", "--warehouse", url) == 0
+    capsys.readouterr()
+
+    assert run("--home", home, "tables", "--warehouse", url, "-d", db, "--format", "json") == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
+        {"database": db, "table": "lists", "columns": 5, "rows": 8}]
+    assert run("--home", home, "tables", "--warehouse", url, "-d", db) == 0
+    shown = capsys.readouterr()
+    assert "lists" in shown.out and f'klaviyo-bridge sql "SELECT * FROM {db}.lists LIMIT 10"' in shown.err
+
+    assert run("--home", home, "sql", "--warehouse", url, f"SELECT id, name, created FROM {db}.lists ORDER BY id",
+               "--format", "csv") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id,name,created" and len(lines) == 9
+    assert run("--home", home, "sql", "--warehouse", url, "-d", db,
+               "SELECT count(*) AS n, max(updated) AS last FROM lists", "--format", "json") == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["n"] == 8 and row["last"].startswith("20")
+    # the screen table names each column's type in a user's words
+    assert run("--home", home, "sql", "--warehouse", url, "-d", db, "SELECT name, created, 1 AS one FROM lists") == 0
+    shown = capsys.readouterr()
+    assert all(word in shown.out for word in ("text", "time", "number")) and "(8 rows)" in shown.err
+    assert "timestamp[" not in shown.out and "int32" not in shown.out
+
+    assert run("--home", home, "sql", "--warehouse", url, f"SELECT * FROM {db}.nope") != 0
+    assert "nope" in capsys.readouterr().err
+
+
+def test_tables_on_a_new_home_says_what_to_do_next(tmp_path, capsys):
+    assert run("--home", tmp_path / "fresh", "tables") == 0
+    assert "No tables yet: import some with connector:issue" in capsys.readouterr().err
