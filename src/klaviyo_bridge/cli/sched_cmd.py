@@ -267,7 +267,17 @@ def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
 @warehouse_option
 @click.pass_obj
 def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
-    """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job)."""
+    """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job).
+
+    NAME may also be a workflow saved with `workflow push` (as `workflow run NAME`).
+    """
+    with _open(home, warehouse_url) as wh:
+        record = wh.state.schedule(name)
+    if record is not None and record.kind == "workflow":
+        from .workflow_cmd import run_pushed
+
+        run_pushed(home, warehouse_url, name)
+        return
     as_of = parse_as_of(time, "2024-06-01T07:00:00+09:00")
     result, job = run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
