@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -30,6 +32,12 @@ def run(*args) -> int:
     except SystemExit as exc:
         return exc.code or 0
     return 0
+
+
+def cli_process(*args, **env) -> subprocess.CompletedProcess:
+    """The CLI in a process of its own (logging configured as for a user), stdin closed."""
+    return subprocess.run([sys.executable, "-m", "klaviyo_bridge", *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **env}, timeout=120)
 
 
 @pytest.fixture
@@ -184,3 +192,19 @@ def test_tables_and_sql_print_the_warehouse(tmp_path, base_url, home, capsys, ta
 def test_tables_on_a_new_home_says_what_to_do_next(tmp_path, capsys):
     assert run("--home", tmp_path / "fresh", "tables") == 0
     assert "No tables yet: import some with connector:issue" in capsys.readouterr().err
+
+
+# --- the scheduler says one line per job start and end, without -v --------------------------------
+def test_scheduler_reports_each_job_start_and_end_at_the_default_level(tmp_path, base_url, home, capsys):
+    config = connection_config(tmp_path, base_url)
+    assert run("--home", home, "connector:create", "hourly_lists", "@hourly", "klaviyo", "lists", config) == 0
+    with open_warehouse(home / "warehouse.duckdb") as wh:  # the last slot an hour and more ago: one is due
+        wh.state.update_schedule("hourly_lists", last_scheduled_for=datetime.now(timezone.utc) - timedelta(hours=2))
+    done = cli_process("--home", home, "scheduler", "--once")  # its own process: logging as a user sees it
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    started = [line for line in err.splitlines() if "started connector:hourly_lists (job " in line]
+    ended = [line for line in err.splitlines() if "ended connector:hourly_lists (job " in line]
+    assert len(started) == 1 and len(ended) == 1, err
+    assert "succeeded, 8 records in" in ended[0] or "success, 8 records in" in ended[0]
+    assert "WARNING" not in err
