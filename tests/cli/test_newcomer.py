@@ -208,3 +208,35 @@ def test_scheduler_reports_each_job_start_and_end_at_the_default_level(tmp_path,
     assert len(started) == 1 and len(ended) == 1, err
     assert "succeeded, 8 records in" in ended[0] or "success, 8 records in" in ended[0]
     assert "WARNING" not in err
+
+
+# --- waiting for a DuckDB file held by another process is not silent ------------------------------
+HOLD = ("import sys\nfrom klaviyo_bridge.store.warehouse import open_warehouse\nwh = open_warehouse(sys.argv[1])\n"
+        "print('held', flush=True)\nsys.stdin.readline()\nwh.close()\n")
+
+
+def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "hold.py").write_text(HOLD)
+    holder = subprocess.Popen([sys.executable, str(tmp_path / "hold.py"), str(home / "warehouse.duckdb"),
+                               "--pretend-scheduler"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    waiter = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiter = subprocess.Popen([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "tables"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = waiter.stderr.readline()
+        assert "waiting for the DuckDB warehouse" in first and f"in use by another run (pid {holder.pid})" in first
+        assert "--pretend-scheduler" in first and "giving up after 30s" in first
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
+        assert "is free now, after" in err and "No tables yet" in err
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
