@@ -75,14 +75,17 @@ def test_export_bar_shows_validated_sent_and_completed_and_ignores_unknown_kinds
         p("validated", 50_000)
         for _ in range(3):
             p("sent", 10_000)
-        clock.now += 2
+        clock.now += 1
         p("done", 10_000)
+        clock.now += 1
         p("done", 10_000)
         p("some_new_kind", 7)  # ignored
-    shown = plain(terminal.file.getvalue())
+        p.bar.refresh()
+        shown = plain(terminal.file.getvalue())
     assert "validated" in shown and "50,000 rows" in shown
     assert "3 batches, 30,000 rows, 15,000 rows/s" in shown
     assert "2/3 batches, 20,000 rows" in shown
+    assert "ETA 0:01" in shown  # one batch a second, one to go
     assert "some_new_kind" not in shown
     assert (p.validated, p.sent_batches, p.done_batches) == (50_000, 3, 2)
 
@@ -107,19 +110,19 @@ def test_ctrl_c_clears_the_bar(terminal):
 
 
 # --- not a terminal ------------------------------------------------------------------------
-def test_not_a_terminal_logs_a_plain_line_at_most_every_10_s(monkeypatch, caplog):
+def test_not_a_terminal_prints_a_plain_line_at_most_every_10_s_never_as_a_warning(monkeypatch, caplog):
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich would draw on a pipe with it; we do not
     clock = Clock()
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG)
     with ImportProgress("lists -> k.lists", clock=clock) as imp, ExportProgress("export (add)", clock=clock) as exp:
         assert imp.bar is None and exp.bar is None
         for _ in range(5):  # 5 s
             clock.now += 1
             imp(100, 1)
             exp("sent", 100)
-        assert caplog.records == []
+        assert stderr.getvalue() == ""
         clock.now += 5
         imp(100, 6)
         exp("validated", 1000)
@@ -127,10 +130,11 @@ def test_not_a_terminal_logs_a_plain_line_at_most_every_10_s(monkeypatch, caplog
         clock.now += 1
         imp(100, 7)
         exp("done", 100)
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["lists -> k.lists: 600 records, 6 pages, 60 records/s",
-                     "export (add): 1,000 rows validated; 5 batches sent (500 rows); 0/5 batches completed"]
-    assert stderr.getvalue() == ""
+    assert stderr.getvalue().splitlines() == [
+        "progress: lists -> k.lists: 600 records, 6 pages, 60 records/s, 0:10 elapsed",
+        "progress: export (add): 1,000 rows validated; 5 batches sent (500 rows, 50 rows/s); 0/5 batches completed, "
+        "0:10 elapsed"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_job_kill_callback_ignores_kinds_it_does_not_know():
@@ -239,8 +243,8 @@ def test_import_not_on_a_terminal_prints_plain_lines_and_the_summary(project):
     done = run_piped(project["import"])
     assert done.returncode == 0, done.stderr
     assert re.search(r"^events -> klaviyo\.events \(append\): \d+ rows", done.stdout, re.M)
-    assert "WARNING klaviyo_bridge.imports: events -> klaviyo.events: " in done.stderr
-    assert re.search(r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s", done.stderr)
+    assert "progress: events -> klaviyo.events: " in done.stderr and "WARNING" not in done.stderr
+    assert re.search(r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s, \d+:\d\d elapsed", done.stderr)
     assert not CONTROL.search(done.stderr + done.stdout), repr(done.stderr[:300])
 
 
@@ -249,7 +253,9 @@ def test_export_not_on_a_terminal_prints_plain_lines_and_one_summary(project):
     assert done.returncode == 0, done.stderr
     summary = [line for line in done.stdout.splitlines() if line.startswith("run ")]
     assert len(summary) == 1 and "301 rows: 300 accepted, 1 skipped" in summary[0]
-    assert "export (add): 301 rows validated; 1 batches sent (300 rows); 1/1 batches completed" in done.stderr
+    assert re.search(r"progress: export \(add\): 301 rows validated; 1 batches sent \(300 rows, ([\d,]+|-) rows/s\); "
+                     r"1/1 batches completed", done.stderr)
+    assert "WARNING" not in done.stderr
     assert not CONTROL.search(done.stderr + done.stdout), repr(done.stderr[:300])
 
 
