@@ -240,3 +240,20 @@ def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# --- a dry run with no invalid row does not say the job would fail --------------------------------
+def test_dry_run_wording_follows_the_invalid_rows(tmp_path, base_url, home, capsys):
+    assert run("--home", home, "connector:issue", connection_config(tmp_path, base_url), "-d", "klaviyo", "-t", "lists") == 0
+    settings = tmp_path / "strict.yml"
+    settings.write_text(f"type: klaviyo\nresult_connection: acme\nbase_url: {base_url}\noperation: add\n"
+                        "list_identify_type: name\nlist_value: Dry\nskip_invalid_records: false\n")
+    capsys.readouterr()
+    good = "SELECT * FROM (VALUES ('a@example.com'), ('b@example.com')) AS t(email)"
+    assert run("--home", home, "query", "-d", "klaviyo", "--result-settings", settings, "--dry-run", good) == 0
+    out = capsys.readouterr().out
+    assert "2 would be sent" in out and "0 invalid (the job would run)" in out and "would fail" not in out
+    bad = "SELECT * FROM (VALUES ('a@example.com'), ('b@example.com'), ('not an email')) AS t(email)"
+    assert run("--home", home, "query", "-d", "klaviyo", "--result-settings", settings, "--dry-run", bad) == 0
+    out = capsys.readouterr().out
+    assert "1 invalid (the job would fail: skip_invalid_records is false)" in out and "invalid row 3" in out

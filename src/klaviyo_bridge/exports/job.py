@@ -73,9 +73,14 @@ def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database:
 def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
     lines = [f"warning: {w}" for w in result.warnings]
     if result.dry_run:
+        if not result.invalid:
+            fate = "the job would run"  # nothing to skip or to fail on, whatever skip_invalid_records says
+        elif settings.skip_invalid_records:
+            fate = "skipped"
+        else:
+            fate = "the job would fail: skip_invalid_records is false"
         lines.append(f"dry run: {result.summary.total:,} rows: {result.would_send:,} would be sent in "
-                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid "
-                     f"({'skipped' if settings.skip_invalid_records else 'the job would fail: skip_invalid_records is false'})")
+                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid ({fate})")
         for row, reason in getattr(result, "invalid_rows", [])[:10]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:
