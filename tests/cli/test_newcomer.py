@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -257,3 +258,40 @@ def test_dry_run_wording_follows_the_invalid_rows(tmp_path, base_url, home, caps
     assert run("--home", home, "query", "-d", "klaviyo", "--result-settings", settings, "--dry-run", bad) == 0
     out = capsys.readouterr().out
     assert "1 invalid (the job would fail: skip_invalid_records is false)" in out and "invalid row 3" in out
+
+
+# --- a host name that does not resolve fails fast, naming the host ---------------------------------
+@pytest.fixture
+def no_dns(monkeypatch):
+    """This machine's resolver knows only loopback names (nothing leaves 127.0.0.1); counts the asks."""
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kw):
+        if host in ("127.0.0.1", "localhost", "::1", None):
+            return real(host, *args, **kw)
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # uvloop resolves names in C, past this stand-in: run as a minimal install does, on asyncio's loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    return asked
+
+
+def test_the_default_host_unresolvable_fails_after_one_retry(no_dns, capsys, monkeypatch):
+    monkeypatch.delenv("KLAVIYO_BASE_URL", raising=False)
+    monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
+    assert run("api", "get_lists") == 1
+    err = capsys.readouterr().err
+    assert "cannot resolve host 'a.klaviyo.com'" in err and "after 2 attempts" in err
+    assert "without it the host is the real https://a.klaviyo.com" in err
+    assert no_dns == ["a.klaviyo.com", "a.klaviyo.com"]
+
+
+def test_a_mistyped_base_url_fails_fast_in_an_import(tmp_path, home, no_dns, capsys):
+    config = connection_config(tmp_path, "http://emulatr.local:8765")
+    assert run("--home", home, "connector:issue", config, "-d", "klaviyo", "-t", "lists") == 1
+    err = capsys.readouterr().err
+    assert "cannot resolve host 'emulatr.local'" in err and "check base_url" in err
+    assert len(no_dns) == 2

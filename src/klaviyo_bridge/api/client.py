@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ..errors import (
     ErrorItem,
     FatalApiError,
     InvalidRequest,
+    NameResolutionError,
     NotFound,
     RateLimited,
     RetriesExhausted,
@@ -41,7 +43,7 @@ from .query import Query
 from .ratelimit import RateLimiter
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
-from .spec import Operation, operation
+from .spec import Operation, default_base_url, operation
 
 log = logging.getLogger("klaviyo_bridge.api")
 
@@ -243,6 +245,18 @@ class KlaviyoClient:
             try:
                 return await self._send_once(op, url, params, body, decode)
             except (RateLimited, ServerError, TransportError) as err:
+                if isinstance(err, NameResolutionError):
+                    # Nothing was sent, so a write may be retried too; but only once, at once.
+                    if retries >= NAME_RESOLUTION_RETRIES:
+                        raise NameResolutionError(
+                            f"{err} after {retries + 1} attempts: check base_url (or KLAVIYO_BASE_URL; "
+                            f"without it the host is the real {default_base_url()}) and this machine's "
+                            "network and DNS", host=err.host, method=err.method, operation=err.operation,
+                        ) from None
+                    retries += 1
+                    self.stats.retries += 1
+                    log.warning("%s: %s; retrying once", op.operation_id, err)
+                    continue
                 if not retry_lost and not isinstance(err, RateLimited):
                     raise  # the write may have been applied: the caller decides what to resend
                 if isinstance(err, RateLimited):
@@ -279,6 +293,12 @@ class KlaviyoClient:
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
             ) from None
         except httpx.TransportError as exc:
+            if _is_name_resolution_failure(exc):
+                host = urlsplit(self.settings.base_url).hostname or self.settings.base_url
+                raise NameResolutionError(
+                    f"{op.method} {op.path}: cannot resolve host {host!r} ({_root_cause(exc)})",
+                    host=host, method=op.method, operation=op.operation_id,
+                ) from None
             raise TransportError(
                 f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
                 method=op.method,
@@ -331,6 +351,28 @@ class KlaviyoClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[redacted]") if self._key else text
+
+
+#: Retries of a request whose host name did not resolve (immediately, no backoff).
+NAME_RESOLUTION_RETRIES = 1
+
+
+def _is_name_resolution_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, socket.gaierror):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    cur = exc
+    while (cur.__cause__ or cur.__context__) is not None and not isinstance(cur, socket.gaierror):
+        cur = cur.__cause__ or cur.__context__  # type: ignore[assignment]
+    return str(cur) or type(cur).__name__
 
 
 def _origin(url: str) -> str:
