@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -295,3 +296,13 @@ def test_a_mistyped_base_url_fails_fast_in_an_import(tmp_path, home, no_dns, cap
     err = capsys.readouterr().err
     assert "cannot resolve host 'emulatr.local'" in err and "check base_url" in err
     assert len(no_dns) == 2
+
+
+# --- the demo runs inside the limits it shows ---------------------------------------------------------
+def test_the_demo_as_the_readme_runs_it_draws_no_429(tmp_path):
+    done = cli_process("--home", tmp_path / "home", "demo")  # the README's command, default sizes
+    assert done.returncode == 0, done.stderr
+    throttled = re.findall(r"(\d+) throttled", done.stdout)
+    assert len(throttled) == 3 and set(throttled) == {"0"}, done.stdout
+    assert "throttled (429)" not in done.stderr and "retry" not in done.stderr, done.stderr
+    assert "2000 rows" in done.stdout and "20000 rows" in done.stdout

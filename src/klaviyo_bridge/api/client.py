@@ -12,10 +12,12 @@ log lines, exception messages or reprs (messages are scrubbed as a last guard).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,7 +92,8 @@ class KlaviyoClient:
     ) -> None:
         self.settings = settings
         self._key = settings.api_key.get_secret_value()
-        self.limiter = limiter or RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
+        self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
+            RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
             initial_wait=settings.initial_retry_wait,
@@ -351,6 +354,34 @@ class KlaviyoClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[redacted]") if self._key else text
+
+
+_shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
+
+
+@contextmanager
+def shared_account_limits() -> Iterator[None]:
+    """Inside this block, clients of one account (base URL and key) made without a limiter of
+    their own share one: Klaviyo counts requests per account, so a command that reads with one
+    client and then imports with another must not start the second with a fresh budget (the
+    demo drew 429s that way). Sequential use on one thread at a time, as the CLI commands do."""
+    global _shared_limiters
+    outer = _shared_limiters
+    _shared_limiters = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_limiters = outer
+
+
+def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
+    if _shared_limiters is None or sleep is not asyncio.sleep:
+        return None
+    account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
+    limiter = _shared_limiters.get(account)
+    if limiter is None:
+        limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
+    return limiter
 
 
 #: Retries of a request whose host name did not resolve (immediately, no backoff).

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import aio
+from ..api.client import shared_account_limits
 from ..config import ImportConfig, load_yaml, parse_import_config
 from ..errors import BridgeError, ConfigError
 from ..home import Home
@@ -111,7 +112,8 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
-    with open_target(home, warehouse_url) as wh:
+    # one rate budget for all the tables: Klaviyo counts per account, not per import
+    with open_target(home, warehouse_url) as wh, shared_account_limits():
         for name, config in configs.items():
             try:
                 result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
