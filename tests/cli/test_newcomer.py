@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import os
 import socket
 import subprocess
@@ -306,3 +307,40 @@ def test_the_demo_as_the_readme_runs_it_draws_no_429(tmp_path):
     assert len(throttled) == 3 and set(throttled) == {"0"}, done.stdout
     assert "throttled (429)" not in done.stderr and "retry" not in done.stderr, done.stderr
     assert "2000 rows" in done.stdout and "20000 rows" in done.stdout
+
+
+# --- an import stopped with Ctrl-C says what was committed -------------------------------------------
+SLOW = EmulatorSettings(seed=6, profiles=100, events=6000, lists=1, rate_limits=False, latency_ms=250)
+#: The CLI with a progress line at every batch, so the test knows the import is under way.
+EVERY_BATCH = ("import sys; from klaviyo_bridge.cli import progress, main; progress.LOG_EVERY = 0; "
+               "sys.argv[0] = 'klaviyo-bridge'; main(sys.argv[1:])")
+
+
+def test_ctrl_c_during_an_import_says_nothing_was_committed(tmp_path, home):
+    with running_emulator(SLOW) as slow_url:
+        config = connection_config(tmp_path, slow_url, source="events",
+                                   extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n")
+        proc = subprocess.Popen([sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:issue", config,
+                                 "-d", "klaviyo", "-t", "events"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = proc.stderr.readline()
+            assert first.startswith("progress: events -> klaviyo.events: "), first
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert out == ""  # no success summary
+    said = [line for line in err.splitlines() if line.startswith("klaviyo.events: job ")]
+    assert len(said) == 1, err
+    fetched = int(re.search(r"(\d+) records fetched, 0 written", said[0]).group(1))
+    assert fetched > 0
+    assert f"nothing was committed: the {fetched} records fetched were discarded and the cursor did not move" in said[0]
+    run_id = re.search(r"job (\w+) ", said[0]).group(1)
+    done = cli_process("--home", home, "job:show", run_id)
+    assert re.search(r"Records written\s*:\s*0\n", done.stdout), done.stdout
+    assert re.search(r"Error\s*:\s*stopped \(Ctrl-C or a kill\); nothing was committed", done.stdout), done.stdout
+    assert "No tables yet" in cli_process("--home", home, "tables").stderr

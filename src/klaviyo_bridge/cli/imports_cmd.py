@@ -87,8 +87,22 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     """
     config = read_import_config(home, config_file)
     with open_target(home, warehouse_url) as wh:
-        result = run_one(config, wh, database, table)
+        try:
+            result = run_one(config, wh, database, table)
+        except KeyboardInterrupt:
+            _say_what_was_committed(wh, f"{database}.{table}")
+            raise
     click.echo(result.summary())
+
+
+def _say_what_was_committed(wh: Warehouse, job: str) -> None:
+    """After Ctrl-C: the run's record says what was and was not written; show it."""
+    try:
+        run = wh.state.runs(job, limit=1)[0]
+    except (BridgeError, IndexError):
+        return
+    click.echo(f"{job}: job {run.run_id} {run.status}: {run.rows_read or 0} records fetched, "
+               f"{run.rows_written or 0} written. {run.error or ''}", err=True)
 
 
 @click.command("replicate")
