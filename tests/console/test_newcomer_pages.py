@@ -6,10 +6,21 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+import pytest
 
+from klaviyo_bridge.emulator.server import running_emulator
 from klaviyo_bridge.store.warehouse import open_warehouse
 
+from .conftest import EMULATOR
 from .test_pages import _auth, _run_id, _wait_job
+
+
+@pytest.fixture(scope="module")
+def emulator_url():
+    """An emulator of this module's own: these exports add profiles, which the other console
+    tests, sharing the session's emulator, would count."""
+    with running_emulator(EMULATOR) as url:
+        yield url
 
 ROWS = 121  # 120 valid emails and one that is not: three pages of 50 row results
 

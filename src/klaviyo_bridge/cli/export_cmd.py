@@ -42,5 +42,13 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
                                   progress=progress)
     for line in report_lines(result, settings):
         click.echo(line)
+    from .hints import next_step
+
+    if dry_run:
+        next_step("send it: the same command without --dry-run")
+    else:
+        next_step(f"each row's outcome: klaviyo-bridge job:show {result.run_id} (rows in _bridge.export_rows)",
+                  "run it on a schedule: klaviyo-bridge sched:create NAME CRON -d DATABASE --result-settings "
+                  "FILE \"SELECT ...\"")
     if result.failed_batches and settings.stop_on_batch_failure:
         sys.exit(1)

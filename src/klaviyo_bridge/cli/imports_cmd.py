@@ -18,6 +18,7 @@ from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
 from ..store.warehouse import Warehouse, open_warehouse
+from .hints import next_step
 from .progress import ImportProgress
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
@@ -62,6 +63,7 @@ def preview_command(home: Home, config_file: str, rows: int) -> None:
     for row in table.to_pylist():
         out.add_row(*("" if v is None else str(v) for v in row.values()))
     Console(width=None if sys.stdout.isatty() else 200).print(out)
+    next_step(f"import it: klaviyo-bridge connector:issue {config_file} -d DATABASE -t TABLE")
 
 
 def _type_name(arrow_type) -> str:
@@ -93,6 +95,9 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
             _say_what_was_committed(wh, f"{database}.{table}")
             raise
     click.echo(result.summary())
+    where = f" --warehouse {warehouse_url}" if warehouse_url else ""
+    next_step(f"look at it: klaviyo-bridge tables{where} -d {database}",
+              f'klaviyo-bridge sql{where} "SELECT * FROM {database}.{table} LIMIT 10"')
 
 
 def _say_what_was_committed(wh: Warehouse, job: str) -> None:

@@ -17,6 +17,7 @@ from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse
 from .auth_cmd import credential_store
+from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
@@ -140,6 +141,8 @@ def sched_create(home: Home, name: str, cron: str, query: str | None, query_file
                f"{run.isoformat() if run else 'none (runs only by hand: sched:run)'}")
     if key:
         click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
+    next_step(f"run it now: klaviyo-bridge sched:run {name}", f"its jobs: klaviyo-bridge sched:history {name}",
+              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
 
 
 @click.command("sched:list")
@@ -286,6 +289,7 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     if result.status != "succeeded":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
+    next_step(f"its history: klaviyo-bridge sched:history {name}", f"this job: klaviyo-bridge job:show {result.run_id}")
 
 
 COMMANDS = (sched_create, sched_list, sched_show, sched_history, sched_update, sched_delete, sched_run)

@@ -138,6 +138,13 @@ def print_history(record: ScheduleRecord, jobs: list[JobRecord]) -> None:
             click.echo(f"{j.run_id}: {j.note}")
         if j.error:
             click.echo(f"{j.run_id}: {j.error}")
+    from .hints import next_step
+
+    if jobs:
+        next_step(f"one job's details: klaviyo-bridge job:show {jobs[0].run_id}")
+    else:
+        verb = {"export": "sched:run", "workflow": "workflow run"}.get(record.kind, "connector:run")
+        next_step(f"no jobs yet; run it now: klaviyo-bridge {verb} {record.name}")
 
 
 def parse_as_of(time: str | None, example: str) -> datetime | None:
