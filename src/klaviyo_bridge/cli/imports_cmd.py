@@ -21,6 +21,8 @@ from ..store.warehouse import Warehouse, open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
 
+#: Narrowest readable column of the preview table; with more columns than fit, rows print one column a line.
+PREVIEW_MIN_COLUMN = 14
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 
 
@@ -57,12 +59,25 @@ def preview_command(home: Home, config_file: str, rows: int) -> None:
     """
     config = read_import_config(home, config_file)
     table = aio.run(preview_rows(config, rows))
-    out = Table(show_lines=False)
-    for field in table.schema:
-        out.add_column(f"{field.name}:{_type_name(field.type)}", overflow="fold")
-    for row in table.to_pylist():
-        out.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console(width=None if sys.stdout.isatty() else 200).print(out)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    headers = [f"{field.name}:{_type_name(field.type)}" for field in table.schema]
+    if len(headers) * PREVIEW_MIN_COLUMN > console.width:
+        # Too many columns to fold into a readable table: one "name:type  value" line per column.
+        width = max(map(len, headers), default=0)
+        for number, row in enumerate(table.to_pylist(), start=1):
+            click.echo(f"--- row {number}")
+            for header, value in zip(headers, row.values()):
+                click.echo(f"{header:<{width}}  {'' if value is None else value}")
+        if not table.num_rows:
+            click.echo("  ".join(headers))
+    else:
+        out = Table(show_lines=False)
+        for header in headers:
+            out.add_column(header, overflow="fold")
+        for row in table.to_pylist():
+            out.add_row(*("" if v is None else str(v) for v in row.values()))
+        console.print(out)
+    click.echo(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''}, {len(headers)} columns)", err=True)
     next_step(f"import it: klaviyo-bridge connector:issue {config_file} -d DATABASE -t TABLE")
 
 
