@@ -59,14 +59,14 @@ def expectations() -> dict[str, list[str]]:
                             'klaviyo-bridge sql "SELECT * FROM klaviyo.profiles LIMIT 10"'],
         "tables": ["profiles", "1000", 'look inside one with: klaviyo-bridge sql "SELECT * FROM klaviyo.profiles'],
         "sql": ["email", "first_name", "created", "(5 rows)"],
-        "query --dry-run": ["100 would be sent", "0 invalid (the job would run)", "dry run: nothing was sent",
+        "query --dry-run": ["100 would be sent", "0 invalid\n", "dry run: nothing was sent",
                             "next: send it"],
         "query": ["100 rows: 100 accepted", "next: each row's outcome: klaviyo-bridge job:show",
                   "next: run it on a schedule: klaviyo-bridge sched:create"],
         "sched:create": ["Export schedule 'weekly_export' created", "next: run it now: klaviyo-bridge sched:run weekly_export",
                          "its jobs: klaviyo-bridge sched:history weekly_export"],
         "sched:run": ["100 records exported", "next: its history: klaviyo-bridge sched:history weekly_export"],
-        "sched:history": ["JobID", "succeeded", "next: one job's details: klaviyo-bridge job:show"],
+        "sched:history": ["JobID", "success", "next: one job's details: klaviyo-bridge job:show"],
     }
 
 

@@ -120,7 +120,12 @@ class ServerError(RetryableApiError):
 
 
 class TransportError(RetryableApiError):
-    """No usable HTTP response: connection error, timeout, truncated body."""
+    """No usable HTTP response: connection error, timeout, truncated body.
+
+    ``not_sent`` is true when no connection was made, so the request cannot have been applied.
+    """
+
+    not_sent: bool = False
 
 
 class NameResolutionError(TransportError):
@@ -173,6 +178,19 @@ class ExportError(BridgeError):
         super().__init__(message)
         self.row = row
         self.column = column
+
+
+class ExportFailed(ExportError):
+    """The export ran and its outcome is a failure (status ``error``): nothing sent was accepted,
+    ``stop_on_batch_failure`` tripped, the key was rejected... ``result`` holds what was recorded."""
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ExportBusy(ExportError):
+    """Another export holds the list this one writes to, for longer than ``list_lock_timeout_seconds``."""
 
 
 class ScheduleError(BridgeError):

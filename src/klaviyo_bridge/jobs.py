@@ -11,7 +11,7 @@ adds ``"export"`` the same way; the scheduler only calls ``execute_job`` and nee
 Killing is cooperative: ``job:kill`` drops a marker file ``HOME/jobs/<run_id>.cancel`` (always
 writable, even while another process holds the DuckDB file), sets ``cancel_requested`` in the
 state when it can, and signals (SIGTERM) a ``connector:run`` process by its recorded pid. The
-job's event loop watches for the marker and cancels the running task; the run ends ``cancelled``.
+job's event loop watches for the marker and cancels the running task; the run ends ``killed``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from . import aio
 from .errors import (
     BridgeError,
     ConfigError,
+    ExportBusy,
     ExportError,
+    ExportFailed,
     FatalApiError,
     RetriesExhausted,
     RetryableApiError,
@@ -61,9 +63,11 @@ class JobCancelled(BridgeError):
 
 
 def classify(exc: BaseException) -> str:
-    """'cancelled', 'config', 'transient' or 'other' (only 'config' disables a schedule)."""
+    """'killed', 'config', 'transient' or 'other' (only 'config' disables a schedule)."""
     if isinstance(exc, (JobCancelled, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-        return "cancelled"
+        return "killed"
+    if isinstance(exc, (ExportFailed, ExportBusy)):
+        return "other"  # the run's rows or a busy list: not the schedule's configuration by itself
     if isinstance(exc, CONFIG_FAILURES):
         return "config"
     if isinstance(exc, TRANSIENT_FAILURES):
@@ -187,10 +191,6 @@ async def _in_thread(stop: threading.Event, func: Callable[..., Any], *args: Any
         raise
 
 
-class ExportBatchesFailed(BridgeError):
-    """Batches failed and ``stop_on_batch_failure`` is true (not a configuration failure by itself)."""
-
-
 def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
                        secrets: list[str] | None = None):
     """An export schedule's stored ``result_settings`` -> validated ExportSettings (saved key filled in)."""
@@ -206,18 +206,6 @@ def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
     return load_result_settings(resolved, credentials_path=credentials.path)
 
 
-async def _check_destination(settings: Any) -> None:
-    """One cheap request before anything is read or sent: a rejected key (401/403) or an unknown
-    list id (404) fails the job as a configuration failure instead of as N failed batches."""
-    from .api.client import KlaviyoClient
-
-    async with KlaviyoClient(settings.client_settings()) as client:
-        if settings.list_value and settings.list_identify_type == "id":
-            await client.request("get_list", path_params={"id": settings.list_value})
-        else:
-            await client.request("get_lists", params=[("fields[list]", "name")])
-
-
 async def run_export_job(ctx: JobContext) -> JobOutcome:
     """Kind ``export``: ``config = {"query": SQL, "result_settings": {...}}`` into ``spec.database``.
 
@@ -231,14 +219,15 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError("an export job needs a query", key="query")
     settings = export_settings_of(spec.config, ctx.credentials, ctx.secrets)
-    await _check_destination(settings)
     stop = threading.Event()
+    # The engine checks the destination (one read of a list given by id) before the query runs, and
+    # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
     result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
                               database=spec.database, job=spec.job, progress=_stopper(stop))
     counts = dict(result.summary.counts)
-    if result.failed_batches and settings.stop_on_batch_failure:
-        raise ExportBatchesFailed(f"{result.failed_batches} of {result.batches} batch(es) failed "
-                                  "and stop_on_batch_failure is true (see job:show and _bridge.export_rows)")
+    partial = result.partial_warning()
+    if partial:
+        log.warning("export %s: %s", ctx.run_id, partial)
     return JobOutcome(rows_read=result.summary.total,
                       rows_written=counts.get("accepted", 0) + counts.get("submitted", 0),
                       counts={**counts, "batches": result.batches, "failed_batches": result.failed_batches,
@@ -342,7 +331,7 @@ class JobResult:
     ended_at: datetime
     rows: int | None = None
     error: str | None = None
-    error_class: str | None = None  # config / transient / other / cancelled
+    error_class: str | None = None  # config / transient / other / killed
     consecutive_failures: int | None = None
     disabled: bool = False
     note: str | None = None
@@ -433,17 +422,17 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
             secrets: list[str], scheduled_for: datetime | None, started: datetime, triggered_by: str,
             max_failures: int | None) -> JobResult:
     error_class = classify(failure) if failure is not None else None
-    status = "succeeded" if failure is None else "cancelled" if error_class == "cancelled" else "failed"
+    status = "success" if failure is None else "killed" if error_class == "killed" else "error"
     error = None
     if failure is not None:
-        message = "killed by job:kill" if error_class == "cancelled" else f"{type(failure).__name__}: {failure}"
+        message = "killed by job:kill" if error_class == "killed" else f"{type(failure).__name__}: {failure}"
         error = redact(message, secrets)[:2000]  # type: ignore[index]
     schedule = state.schedule(spec.schedule) if spec.schedule else None
     changes: dict[str, Any] = {}
     note = None
     failures = schedule.consecutive_failures if schedule else None
     if schedule is not None:
-        if status == "succeeded":
+        if status == "success":
             failures = 0
         elif error_class == "config" and max_failures is not None and triggered_by != "manual":
             failures = schedule.consecutive_failures + 1

@@ -258,7 +258,7 @@ def test_import_not_on_a_terminal_prints_plain_lines_and_the_summary(project):
 def test_export_not_on_a_terminal_prints_plain_lines_and_one_summary(project):
     done = run_piped(project["export"])
     assert done.returncode == 0, done.stderr
-    summary = [line for line in done.stdout.splitlines() if line.startswith("run ")]
+    summary = [line for line in done.stdout.splitlines() if line.startswith("success: run ")]
     assert len(summary) == 1 and "301 rows: 300 accepted, 1 skipped" in summary[0]
     assert re.search(r"progress: export \(add\): 301 rows validated; 1 batches sent \(300 rows, ([\d,]+|-) rows/s\); "
                      r"1/1 batches completed", done.stderr)

@@ -115,7 +115,7 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
                                " && document.querySelector('#next-runs li').textContent.includes('JST')")
         _shot(page, "02-source-wizard")
         page.click("#save-run-source")
-        assert _wait_for_job_end(page) == "succeeded"
+        assert _wait_for_job_end(page) == "success"
         assert page.inner_text("#rows-written").strip() == "300"
         _shot(page, "03-import-job")
 
@@ -136,7 +136,7 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
         assert page.is_visible("#dry-invalid-rows")
         _shot(page, "04-export-dry-run")
         page.click("#run-export")
-        assert _wait_for_job_end(page) == "succeeded"
+        assert _wait_for_job_end(page) == "success"
         page.wait_for_selector("#row-results tbody tr")
         assert "accepted" in page.inner_text("#export-summary")
         page.select_option("#f-outcome", "skipped")
@@ -160,7 +160,7 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
         page.wait_for_url(re.compile(r"/schedules/daily_export"))
         assert page.locator("#schedule-next-runs li").count() == 5
         page.click("#run-now")
-        assert _wait_for_job_end(page) == "succeeded"
+        assert _wait_for_job_end(page) == "success"
         page.click("#nav-schedules")
         page.wait_for_selector("tr[data-name=daily_export]")
         page.click("tr[data-name=daily_export] button:has-text('Disable')")
@@ -176,7 +176,7 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
         kinds = page.eval_on_selector_all("#job-list tbody tr", "rows => rows.map(r => r.dataset.kind)")
         assert kinds.count("import") == 1 and kinds.count("export") == 2, kinds
         statuses = page.eval_on_selector_all("#job-list .status", "els => els.map(e => e.textContent.trim())")
-        assert set(statuses) == {"succeeded"}, statuses
+        assert set(statuses) == {"success"}, statuses
         _shot(page, "08-jobs")
         assert API_KEY not in page.content()
         context.close()

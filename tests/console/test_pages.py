@@ -160,9 +160,9 @@ async def test_source_preview_save_and_run(client):
     assert r.status_code == 303
     run_id = _run_id(r)
     p = await _wait_job(client, run_id)
-    assert p["status"] == "succeeded" and p["rows"] == 300, p
+    assert p["status"] == "success" and p["rows"] == 300, p
     job = await client.get(f"/jobs/{run_id}")
-    assert "succeeded" in job.text and 'id="runs-chart"' in job.text
+    assert "success" in job.text and 'id="runs-chart"' in job.text
     assert "profiles_src" in (await client.get("/sources")).text
     jobs = await client.get("/jobs?kind=import")
     assert run_id[:10] in jobs.text
@@ -190,7 +190,7 @@ async def test_export_query_dry_run_run_and_rows(client):
     r = await client.submit("/exports", {**base, "action": "run"})
     run_id = _run_id(r)
     p = await _wait_job(client, run_id)
-    assert p["status"] == "succeeded", p
+    assert p["status"] == "success", p
     page = await client.get(f"/jobs/{run_id}")
     assert 'id="row-results"' in page.text and "accepted" in page.text
     skipped = await client.get(f"/jobs/{run_id}?outcome=skipped")
@@ -218,7 +218,7 @@ async def test_schedules_enable_disable_run_and_next_runs(client):
     assert "0 */5 * * *" in r.text and "Europe/Paris" in r.text
     r = await client.submit("/schedules/lists_src/run", {})
     run_id = _run_id(r)
-    assert (await _wait_job(client, run_id))["status"] == "succeeded"
+    assert (await _wait_job(client, run_id))["status"] == "success"
     detail = await client.get("/schedules/lists_src")
     assert 'id="runs-chart"' in detail.text and run_id[:10] in detail.text
     data = (await client.get("/api/cron/next", params={"cron": "0 0 */5 * *", "timezone": "Europe/Paris"})).json()
@@ -253,4 +253,4 @@ async def test_long_job_shows_progress_and_can_be_cancelled(home):
                 r = await client.submit(f"/jobs/{run_id}/cancel", {}, follow_redirects=True)
                 assert "Cancel requested" in r.text
                 p = await _wait_job(client, run_id, timeout=20)
-                assert p["status"] == "cancelled", p["error"]
+                assert p["status"] == "killed", p["error"]

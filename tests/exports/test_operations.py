@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.errors import ConfigError, ExportError
+from klaviyo_bridge.errors import ConfigError, ExportError, ExportFailed
 from klaviyo_bridge.exports.settings import parse_settings_text
 from klaviyo_bridge.store.warehouse import open_warehouse
 
@@ -59,13 +59,11 @@ async def test_add_skips_invalid_and_lands_in_the_list(wh, by, wait):
     assert result.list_id == list_id
     added = _members(app, list_id) - before
     assert len(added) == 3
-    emu = app.state.emulator
     async with __import__("httpx").AsyncClient(transport=__import__("httpx").ASGITransport(app=app),
                                               base_url="http://e", headers={"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15"}) as c:
         doc = (await c.get("/api/profiles", params={"filter": "equals(email,'ann@example.com')"})).json()["data"][0]
     attrs = doc["attributes"]
     assert attrs["first_name"] == "Ann" and attrs["location"]["city"] == "Oslo" and attrs["properties"] == {"tier": "gold"}
-    assert emu is app.state.emulator
 
 
 async def test_add_by_new_name_creates_the_list_once(wh):
@@ -98,7 +96,7 @@ async def test_invalid_rows_fail_the_job_before_anything_is_sent(wh):
         await export(wh, ADD_ROWS, s, app)
     assert app.state.emulator.snapshot() == before
     run = wh.state.runs()[0]
-    assert run.status == "failed"
+    assert run.status == "error"
     _, outs, _ = outcomes(wh, run.run_id)
     assert len(outs) == 6 and set(outs) == {"skipped"}
 
@@ -154,6 +152,12 @@ async def test_batch_consent(wh, subscription_type, consent_type, historical, by
     s = settings(operation="batch_consent", list_identify_type=by, list_value=list_id if by == "id" else name,
                  consent_type=consent_type, subscription_type=subscription_type, historical_consent=historical,
                  skip_invalid_records=True, default_phone_region="US")
+    if consent_type == "unsubscribed":  # a list unsubscribe reaches members only: make the rows members first
+        join = settings(operation="batch_consent", list_identify_type=by, list_value=s.list_value,
+                        consent_type="subscribed", subscription_type=subscription_type,
+                        skip_invalid_records=True, default_phone_region="US")
+        await export(wh, CONSENT_ROWS, join, app)
+        members_before = _members(app, list_id)
     result = await export(wh, CONSENT_ROWS, s, app)
     _adds_up(wh, result, 4)
     _, outs, reasons = outcomes(wh, result.run_id)
@@ -165,7 +169,12 @@ async def test_batch_consent(wh, subscription_type, consent_type, historical, by
     if historical:
         assert outs[3] == "skipped" and ("future" in reasons[3] or "past" in reasons[3] or "phone" in reasons[3])
     if consent_type == "unsubscribed":
-        assert any("globally" in w for w in result.warnings)
+        assert any("only the list's current members are sent" in w for w in result.warnings)
+        # members leave the list; nobody is unsubscribed from all marketing
+        assert len(members_before - _members(app, list_id)) >= 2
+        snap = app.state.emulator.snapshot()["subscriptions"]
+        assert not any(t[ch] == "UNSUBSCRIBED" for t in snap.values() for ch in channels), snap
+        return
     snap = app.state.emulator.snapshot()["subscriptions"]
     want = "SUBSCRIBED" if consent_type == "subscribed" else "UNSUBSCRIBED"
     touched = list(snap.values())
@@ -177,21 +186,34 @@ async def test_batch_consent(wh, subscription_type, consent_type, historical, by
 
 
 async def test_stop_on_batch_failure_stops_and_accounts_for_unsent_rows(wh):
-    app = make_app(profiles=2500)
-    ids = app.state.emulator.state.profile_ids(range(2500))
-    table = pa.table({"profile_id": ids})
-    stop = settings(operation="remove_profiles", list_value="NOLIST", stop_on_batch_failure=True, concurrency=1)
-    result = await export(wh, table, stop, app)
+    app = make_app(profiles=10)
+    list_id, _ = _list(app)
+    table = pa.table({"profile_id": [f"NOPROFILE{i:05d}" for i in range(2500)]})  # Klaviyo rejects every batch
+    stop = settings(operation="remove_profiles", list_value=list_id, stop_on_batch_failure=True, concurrency=1)
+    with pytest.raises(ExportFailed, match="stop_on_batch_failure") as failed:
+        await export(wh, table, stop, app)
+    result = failed.value.result
     _adds_up(wh, result, 2500)
-    assert result.failed_batches == 1
+    assert result.failed_batches == 1 and result.status == "error"
     assert result.summary.counts == {"rejected": 1000, "skipped": 1500}
-    assert wh.state.runs()[0].status == "failed"
-    go_on = settings(operation="remove_profiles", list_value="NOLIST", stop_on_batch_failure=False)
-    result = await export(wh, table, go_on, app)
-    _adds_up(wh, result, 2500)
-    assert result.failed_batches == 3 and result.summary.counts == {"rejected": 2500}
-    _, _, reasons = outcomes(wh, result.run_id)
-    assert "404" in reasons[0]
+    assert wh.state.runs()[0].status == "error"
+    go_on = settings(operation="remove_profiles", list_value=list_id, stop_on_batch_failure=False)
+    with pytest.raises(ExportFailed, match="none of the 2,500 row"):
+        await export(wh, table, go_on, app)
+    run = wh.state.runs()[0]
+    assert run.status == "error" and run.counts == {"rejected": 2500}
+    _, _, reasons = outcomes(wh, run.run_id)
+    assert "does not exist" in reasons[0]
+
+
+async def test_unknown_list_id_fails_before_the_query_and_is_recorded_as_error(wh):
+    app = make_app()
+    s = settings(operation="add", list_value="NOLIST", skip_invalid_records=True)
+    with pytest.raises(ExportError, match="list 'NOLIST' does not exist"):
+        await export(wh, ADD_ROWS, s, app)
+    run = wh.state.runs()[0]
+    assert run.status == "error" and "does not exist" in run.error
+    assert wh.state.export_batches(run.run_id) == []  # nothing sent
 
 
 @pytest.mark.parametrize("settings_keys,columns,needle", [
@@ -203,6 +225,8 @@ async def test_stop_on_batch_failure_stops_and_accounts_for_unsent_rows(wh):
 ])
 async def test_missing_columns_fail_before_sending(wh, settings_keys, columns, needle):
     app = make_app()
+    if settings_keys.get("list_value"):
+        settings_keys = {**settings_keys, "list_value": _list(app)[0]}
     with pytest.raises(ExportError) as info:
         await export(wh, pa.table(columns), settings(**settings_keys), app)
     assert needle in str(info.value)

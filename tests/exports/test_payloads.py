@@ -11,7 +11,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.exports.operations import LOCATION_FIELDS, PROFILE_FIELDS, prepare_add
+from klaviyo_bridge.exports.ops.add import LOCATION_FIELDS, PROFILE_FIELDS, prepare_add
 from klaviyo_bridge.exports.payloads import Payloads, build_profiles
 from klaviyo_bridge.exports.settings import parse_export_settings
 

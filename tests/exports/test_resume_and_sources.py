@@ -52,7 +52,7 @@ async def test_resume_does_not_resend_accepted_batches(tmp_path):
         assert result.skipped_on_resume == 2 and result.resent == 1
         rows, outs, _ = outcomes(wh, "run-1")
         assert sorted(rows) == list(range(25_000)) and set(outs) == {"accepted"}
-        assert wh.state.runs()[0].status == "succeeded"
+        assert wh.state.runs()[0].status == "success"
     assert len(app.state.emulator.snapshot()["list_members"][list_id]) >= 25_000
 
 
@@ -110,10 +110,11 @@ def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys):
         inline = json.dumps({"api_token": DEFAULT_API_KEY, "base_url": url, "operation": "add", "list_value": "nope"})
         sql = tmp_path / "q.sql"
         sql.write_text("SELECT email FROM customers WHERE email LIKE '%@%'")
-        main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
-              "--result-settings", inline, "-f", str(sql)])
-        out = capsys.readouterr()
-        assert "2 rejected" in out.out
+        with pytest.raises(SystemExit) as info:  # an unknown list id is an error, before any row is read
+            main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
+                  "--result-settings", inline, "-f", str(sql)])
+        assert info.value.code == 1
+        assert "list 'nope' does not exist" in capsys.readouterr().err
         with pytest.raises(SystemExit) as info:
             main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
                   "--result-settings", '{"operation": "remove_profiles", "list_value": "x", "api_token": "k"}',

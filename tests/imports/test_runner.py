@@ -133,7 +133,7 @@ async def test_run_history_records_success_and_failure(transport, warehouse):
     with pytest.raises(Exception, match="not found"):
         await run_import(bad, warehouse, "klaviyo", "members", transport=transport, now=NOW)
     runs = warehouse.state.runs()
-    assert [r.status for r in runs][:2] == ["failed", "succeeded"]
+    assert [r.status for r in runs][:2] == ["error", "success"]
     assert EMU.api_key not in (runs[0].error or "")
 
 

@@ -182,6 +182,34 @@ def check_accepted_once(ledger: PostLedger, op: str, expected_keys: list[tuple])
     return dict(figures)
 
 
+def check_applied_once(ledger: PostLedger, op: str, expected_keys: list[tuple]) -> dict[str, int]:
+    """For consent writes, which are never resent blind: no profile is written twice, whether an
+    answer arrived or was lost (a lost answer is settled by reading Klaviyo back, not by a resend);
+    writes that were not applied (a fault before the emulator handled them) may be sent again."""
+    batches = ledger.by_batch(op)
+    for key in [k for k in batches if k not in expected_keys and k is not None]:
+        whole = next((e for e in expected_keys if set(key) < set(e)), None)
+        if whole is not None and whole in batches:
+            batches[whole] = batches[whole] + batches.pop(key)
+    assert sorted(batches) == sorted(expected_keys), (
+        f"{op}: the emulator saw {len(batches)} distinct batches, the input makes {len(expected_keys)}")
+    figures = Counter()
+    for key, entries in batches.items():
+        applied: Counter = Counter()
+        for e in entries:
+            if e.accepted:
+                applied.update(e.key)
+        where = f"{op} batch of {len(key)} starting {key[0]!r}: " + ", ".join(
+            f"{e.kind or 'ok'}/{e.status}" for e in entries)
+        # a profile never written is one that reading back found already as asked (the final
+        # state, compared with a fault-free run's by the caller, says whether that was right)
+        assert set(applied) <= set(key) and max(applied.values(), default=1) == 1, "a profile written twice: " + where
+        figures["posts"] += len(entries)
+        figures["lost answers"] += sum(e.answer_lost for e in entries)
+        figures["settled by reading back"] += sum(e.answer_lost and e.accepted for e in entries)
+    return dict(figures)
+
+
 def _identity(state, row: int) -> str:
     if row < state.base.count:
         return state.base.profile_id(row)
@@ -209,3 +237,26 @@ def normal_snapshot(app) -> dict:
     changed = {_identity(state, row): {k: v for k, v in attrs.items()} for row, attrs in sorted(state.changes.items())}
     return {"profiles": snap["profiles"], "new_profiles": new_profiles, "changed": changed,
             "new_lists": sorted(snap["new_lists"].values()), "list_members": lists, "subscriptions": subs}
+
+
+def consent_of(app, identities) -> dict:
+    """The consent of each profile (``_identity`` names), touched by a write or not: two runs are
+    compared on the same profiles even when one of them found nothing to change on some."""
+    emulator = app.state.emulator
+    emulator.advance()
+    state = emulator.state
+    rows = []
+    for ident in identities:
+        if ident.startswith("new:"):
+            row = state.match({"email": ident[4:]}, None)
+        else:
+            row = state.row_for_id(ident)
+        assert row is not None, ident
+        rows.append(row)
+    out = {}
+    for ident, attrs in zip(identities, state.profile_attributes(np.array(rows, dtype=np.int64), True, False)):
+        s = attrs["subscriptions"]
+        out[ident] = {"email": s["email"]["marketing"]["consent"], "sms": s["sms"]["marketing"]["consent"],
+                      "suppressions": [x["reason"] for x in s["email"]["marketing"]["suppression"]],
+                      "list_suppressions": [x["list_id"] for x in s["email"]["marketing"]["list_suppressions"]]}
+    return out

@@ -128,7 +128,7 @@ def test_two_imports_of_one_table_at_once(tmp_path, slow_emulator, reference):
     assert rows == expected and cursor is not None  # incremental: the second run found nothing new
     with open_warehouse(home / "warehouse.duckdb") as wh:
         statuses = sorted(r.status for r in wh.state.runs("klaviyo.events"))
-    assert statuses == ["succeeded"] * (2 if codes == [0, 0] else 1)
+    assert statuses == ["success"] * (2 if codes == [0, 0] else 1)
 
 
 def test_a_held_lock_makes_the_second_run_wait_then_succeed(tmp_path, slow_emulator, reference):

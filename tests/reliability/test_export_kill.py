@@ -116,7 +116,7 @@ def reference(tmp_path_factory, template):
     assert f"{ROWS:,} rows: {ROWS:,} accepted" in done.stdout, done.stdout
     assert posts_per_batch(app) == Counter({k: 1 for k in batch_keys()})
     run, batches, rows = run_state(home)
-    assert run.status == "succeeded" and set(batches.values()) == {"done"}
+    assert run.status == "success" and set(batches.values()) == {"done"}
     return normal_snapshot(app), seconds
 
 
@@ -154,7 +154,7 @@ def test_kill_9_at_random_points_of_an_export_then_resume(tmp_path, template, re
             assert again.returncode == 0, f"{where}: {again.stderr}"
         run2, batches, rows = run_state(home)
         assert run is None or run2.run_id == run.run_id
-        assert run2.status == "succeeded", where
+        assert run2.status == "success", where
         # Every row accounted for exactly once.
         assert rows.sort_by("row_index").column("row_index").to_pylist() == list(range(ROWS)), \
             f"{where}: {rows.num_rows} outcomes for {ROWS} rows"

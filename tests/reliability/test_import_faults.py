@@ -73,7 +73,7 @@ def _check(tmp_path, clean_url, source, mode, seed, concurrency):
     with serve_app(app) as url:
         got, runs = run_twice(tmp_path, "faulty", url, source, mode, concurrency)
     plan = app.state.faults
-    assert runs == ["succeeded", "succeeded"]
+    assert runs == ["success", "success"]
     assert len(got) == len(expected) and got == expected  # same ids, same values, same multiplicity
     if mode != "append":
         ids = [row for row in got]
@@ -109,7 +109,7 @@ def test_every_kind_of_fault_was_exercised(tmp_path, clean_url, fast_client):
     expected, _ = run_twice(tmp_path, "clean", clean_url, "events", "merge", 1, 24)
     with serve_app(app) as url:
         got, runs = run_twice(tmp_path, "faulty", url, "events", "merge", 1, 24)
-    assert got == expected and runs == ["succeeded", "succeeded"]
+    assert got == expected and runs == ["success", "success"]
     kinds = set(app.state.faults.injected)
     assert kinds == {"429", "500", "502", "503", "504", "524", "reset", "slow", "truncate"}, kinds
     FIGURES["faults injected (imports)"] += app.state.faults.total_injected

@@ -110,10 +110,10 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
 
     # run 1: by hand
     out, _ = cli("sched:run", "nightly_export")
-    assert " succeeded: 3 records exported" in out, out
+    assert " success: 3 records exported" in out, out
     assert members(app, "Scheduled export") == 3
     out, _ = cli("connector:run", "daily_import", "2024-06-01T00:10:00+09:00")
-    assert " succeeded: " in out
+    assert " success: " in out
 
     # run 2: one scheduler tick on a fake clock runs both (07:00 and 00:10 Tokyo of 2 January)
     with open_warehouse(home.warehouse) as wh:
@@ -128,12 +128,12 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
         scheduler.wait()
         assert not scheduler.tick()  # no double run of the same slot
         by_name = {r.schedule: r for r in scheduler.results}
-        assert {r.status for r in by_name.values()} == {"succeeded"}, [r.error for r in by_name.values()]
+        assert {r.status for r in by_name.values()} == {"success"}, [r.error for r in by_name.values()]
         assert by_name["nightly_export"].rows == 5 and by_name["daily_import"].rows > 0
     assert members(app, "Scheduled export") == 5  # the list now holds every exported profile
 
     out, _ = cli("sched:history", "nightly_export")
-    rows = [line for line in out.splitlines() if "succeeded" in line]
+    rows = [line for line in out.splitlines() if "success" in line]
     assert len(rows) == 2
     assert "2026-01-01 22:00:00 +0000" in rows[0]  # newest first: the scheduled run (07:00 Tokyo)
     job_id = rows[0].split("│")[1].strip()
@@ -141,7 +141,7 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
     assert "Triggered by   : schedule" in out and "Kind           : export" in out
     assert "Records read   : 5" in out and "accepted=5" in out
     out, _ = cli("connector:history", "daily_import")
-    assert len([line for line in out.splitlines() if "succeeded" in line]) == 2
+    assert len([line for line in out.splitlines() if "success" in line]) == 2
 
     out, _ = cli("sched:update", "nightly_export", "--cron", "@hourly", "--query", "SELECT email FROM customers")
     assert "updated (enabled)" in out
@@ -172,14 +172,14 @@ def test_export_schedule_is_disabled_after_three_missing_column_failures(tmp_pat
             started = scheduler.tick()
             scheduler.wait()
             assert len(started) == (1 if hour < 4 else 0)  # disabled after the third
-        assert [r.status for r in scheduler.results] == ["failed"] * 3
+        assert [r.status for r in scheduler.results] == ["error"] * 3
         assert all(r.error_class == "config" and "ExportError" in r.error and "email" in r.error
                    for r in scheduler.results)
         assert [r.disabled for r in scheduler.results] == [False, False, True]
     out, _ = cli("sched:list")
     assert "disabled: 3 configuration failures in a row" in out
     out, _ = cli("sched:history", "broken")
-    assert out.count("failed") >= 3 and "sched:update broken --enable" in out
+    assert out.count("error") >= 3 and "sched:update broken --enable" in out
     out, _ = cli("sched:update", "broken", "--enable")
     assert "updated (enabled)" in out
     assert_key_never_leaked(cli, home)
@@ -230,14 +230,14 @@ def test_pushed_workflow_runs_on_its_schedule_from_the_stored_copy(tmp_path, emu
         assert len(scheduler.tick()) == 1
         scheduler.wait()
         [result] = scheduler.results
-        assert result.status == "succeeded", result.error
+        assert result.status == "success", result.error
         assert result.kind == "workflow" and result.job == "workflow:nightly"
         assert result.rows == 3
         export_runs = [r for r in wh.state.runs() if r.kind == "export"]
         assert [r.job for r in export_runs] == ["nightly+klaviyo_export_task"]
     assert members(app, "Workflow list") == 3
     out, _ = cli("job:list", "--schedule", "nightly")
-    assert "workflow:nightly" in out and "succeeded" in out
+    assert "workflow:nightly" in out and "success" in out
 
     # `workflow run` ignores the schedule: it runs the file once, now.
     dig.write_text(DIG.format(key=KEY, base_url=base_url))

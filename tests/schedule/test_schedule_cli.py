@@ -74,8 +74,8 @@ def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, c
     assert "Cron     : 10 0 * * *" in out and "connection: connector:daily_klaviyo_import" in out
 
     out, _ = cli("connector:run", "daily_klaviyo_import", "2024-06-01T00:10:00+09:00")
-    assert " succeeded: " in out and "records into sample_db.sample_table" in out
-    first = int(out.split(" succeeded: ")[1].split()[0])  # profiles updated before that TIME
+    assert " success: " in out and "records into sample_db.sample_table" in out
+    first = int(out.split(" success: ")[1].split()[0])  # profiles updated before that TIME
 
     home = Home(tmp_path / "home")
     with open_warehouse(home.warehouse) as wh:  # one scheduler tick on a fake clock: the slot of 2026-01-02
@@ -85,18 +85,18 @@ def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, c
         assert len(scheduler.tick()) == 1
         scheduler.wait()
         [result] = scheduler.results
-        assert result.status == "succeeded", result.error
+        assert result.status == "success", result.error
         assert first > 0 and result.rows > 0  # incremental: the second run starts where the first ended
         assert wh.table_arrow("sample_db", "sample_table").num_rows == first + result.rows
 
     out, _ = cli("connector:history", "daily_klaviyo_import")
-    rows = [line for line in out.splitlines() if "succeeded" in line]
+    rows = [line for line in out.splitlines() if "success" in line]
     assert len(rows) == 2
     assert "2026-01-01 15:10:00 +0000" in rows[0]  # newest first: the scheduled run (00:10 Tokyo)
     job_id = rows[0].split("│")[1].strip()
 
     out, _ = cli("job:show", job_id[:8])
-    assert "Status         : succeeded" in out and "Triggered by   : schedule" in out
+    assert "Status         : success" in out and "Triggered by   : schedule" in out
     out, _ = cli("job:list")
     assert out.count("connector:daily_klaviyo_import") == 2
 
@@ -120,7 +120,7 @@ def test_saved_authentication_and_failures_keep_the_key_secret(tmp_path, base_ur
     config = write_config(tmp_path, base_url, connection="main")
     cli("connector:create", "hourly", "@hourly", "db", "profiles", config)
     out, _ = cli("connector:run", "hourly")
-    assert "succeeded" in out
+    assert "success" in out
 
     # A wrong key (saved under the same name) fails with a message, never the key.
     monkeypatch.setenv("MY_KEY", "pk_wrong_key_0123456789")
@@ -128,7 +128,7 @@ def test_saved_authentication_and_failures_keep_the_key_secret(tmp_path, base_ur
     _, err = cli("connector:run", "hourly", code=1)
     assert "\nerror: job " in err and "AuthError" in err and "pk_wrong_key_0123456789" not in err
     out, _ = cli("connector:history", "hourly")
-    assert "failed" in out and "pk_wrong" not in out
+    assert "error" in out and "pk_wrong" not in out
     home = Home(tmp_path / "home")
     with open_warehouse(home.warehouse) as wh:
         assert b"pk_wrong_key_0123456789" not in home.warehouse.read_bytes()

@@ -100,7 +100,7 @@ def test_daily_across_days_and_a_month_end(wh, creds, kind):
     drive(scheduler, clock, datetime(2024, 2, 3, 12, tzinfo=UTC), timedelta(minutes=47))
     assert kind.calls == [datetime(2024, d[0], d[1], 0, 10, tzinfo=UTC) for d in ((1, 31), (2, 1), (2, 2), (2, 3))]
     history = wh.state.jobs(schedule="s")
-    assert [j.status for j in history] == ["succeeded"] * 4
+    assert [j.status for j in history] == ["success"] * 4
     assert [j.scheduled_for for j in history] == sorted(kind.calls, reverse=True)  # newest first
     assert wh.state.schedule("s").last_scheduled_for == kind.calls[-1]
 
@@ -213,7 +213,7 @@ def test_restart_after_a_crash_mid_run_reruns_that_slot_once(tmp_path, creds, ki
         scheduler.tick()
         scheduler.wait()
         history = wh.state.jobs(schedule="s")
-        assert [(j.status, j.triggered_by) for j in history] == [("succeeded", "recovery"), ("failed", "schedule")]
+        assert [(j.status, j.triggered_by) for j in history] == [("success", "recovery"), ("error", "schedule")]
         assert "interrupted" in history[1].error
         assert history[0].scheduled_for == history[1].scheduled_for == datetime(2024, 2, 1, 0, 10, tzinfo=UTC)
         assert kind.calls == [datetime(2024, 2, 1, 0, 10, tzinfo=UTC)]  # the slot ran once, here
@@ -234,7 +234,7 @@ def test_a_slow_job_is_not_started_twice(wh, creds, kind):
     scheduler.tick()
     scheduler.wait()
     assert kind.calls == [datetime(2024, 1, 1, 0, m, tzinfo=UTC) for m in (10, 40)]  # one catch-up run
-    assert [j.status for j in wh.state.jobs(schedule="s")] == ["succeeded", "succeeded"]
+    assert [j.status for j in wh.state.jobs(schedule="s")] == ["success", "success"]
 
 
 def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tmp_path):
@@ -259,13 +259,13 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
     drive(scheduler, clock, datetime(2024, 1, 1, 5, 30, tzinfo=UTC), timedelta(minutes=30))
     bad, flaky = wh.state.schedule("bad"), wh.state.schedule("flaky")
     assert not bad.enabled and bad.status.startswith("disabled: 3 configuration failures in a row")
-    assert [j.status for j in wh.state.jobs(schedule="bad")] == ["failed"] * 3  # none after disabling
+    assert [j.status for j in wh.state.jobs(schedule="bad")] == ["error"] * 3  # none after disabling
     assert "disabled after 3" in wh.state.jobs(schedule="bad")[0].note
     assert flaky.enabled and flaky.consecutive_failures == 0
     assert len(wh.state.jobs(schedule="flaky")) == 5
     events = [json.loads(p.read_text()) for p in out.iterdir()]
     assert sum(e["event"] == "schedule_disabled" for e in events) == 1
-    assert sum(e["event"] == "job_failed" for e in events) == 2 + 5
+    assert sum(e["event"] == "job_error" for e in events) == 2 + 5
     disabled = next(e for e in events if e["event"] == "schedule_disabled")
     assert disabled["schedule"] == "bad" and disabled["error_class"] == "config" and disabled["consecutive_failures"] == 3
 
@@ -298,7 +298,7 @@ def test_job_kill_cancels_a_running_job(wh, creds, kind, tmp_path):
     request_kill(run_id, control_dir=tmp_path / "jobs", state=wh.state)
     scheduler.wait(10)
     job = wh.state.job(run_id)
-    assert job.status == "cancelled" and job.error == "killed by job:kill" and job.ended_at is not None
+    assert job.status == "killed" and job.error == "killed by job:kill" and job.ended_at is not None
 
 
 def test_latest_due_finds_the_last_missed_slot_quickly():

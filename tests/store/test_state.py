@@ -55,9 +55,9 @@ def test_writer_cannot_be_used_after_commit(wh, db):
 
 def test_runs_history(wh, job):
     first = wh.state.start_run(job, "import")
-    wh.state.finish_run(first, "succeeded", rows_read=10, rows_written=9, counts={"pages": 2, "retries": 1})
+    wh.state.finish_run(first, "success", rows_read=10, rows_written=9, counts={"pages": 2, "retries": 1})
     second = wh.state.start_run(job, "import")
-    wh.state.finish_run(second, "failed", error="RateLimited: retries exhausted")
+    wh.state.finish_run(second, "error", error="RateLimited: retries exhausted")
     running = wh.state.start_run(job, "export")
     runs = wh.state.runs(job)
     assert [r.run_id for r in runs] == [running, second, first]
@@ -69,7 +69,7 @@ def test_runs_history(wh, job):
     with pytest.raises(StoreError, match="kind"):
         wh.state.start_run(job, "sync")
     with pytest.raises(StoreError, match="no run"):
-        wh.state.finish_run("missing", "succeeded")
+        wh.state.finish_run("missing", "success")
 
 
 def test_export_batches_and_row_results(wh, job):

@@ -44,7 +44,7 @@ def test_a_pushed_workflow_runs_now_by_name(tmp_path, emulator, monkeypatch, cap
 
     assert run("--home", home, "workflow", "run", "nightly") == 0
     out = capsys.readouterr().out
-    assert "succeeded: 2 rows read, 2 records exported" in out
+    assert "success: 2 rows read, 2 records exported" in out
     assert "job:list --schedule nightly" in out
     assert run("--home", home, "sched:run", "nightly") == 0
     assert "2 records exported" in capsys.readouterr().out

@@ -115,10 +115,14 @@ def test_add_by_name_then_remove_by_name(project, capsys):
 ])
 def test_examples_naming_list_id_value_run_and_report_the_missing_list(project, capsys, name, sql):
     code, out, err = _run(project, name, sql, capsys)
-    assert code == 0, err  # stop_on_batch_failure is off: the job goes on and reports
-    run, outcomes, reasons = _last_run(project[1])
-    assert "rejected" in outcomes and all(o in ("rejected", "skipped") for o in outcomes)
-    assert any("id_value" in (r or "") or "404" in (r or "") or "list" in (r or "") for r in reasons)
+    # the seed's placeholder list id does not exist: checked with one read before any row is read,
+    # the run is an error (exit 1) and nothing is sent
+    assert code == 1, err
+    assert "list 'id_value' does not exist" in err
+    with open_warehouse(project[1]) as wh:
+        run = wh.state.runs()[0]
+        assert run.status == "error" and "id_value" in run.error
+        assert wh.state.export_batches(run.run_id) == []
     if name.startswith("adding"):
         assert "waiting_time_for_completion_millis:3600000" in err and "no space after the colon" in err
 
@@ -158,9 +162,10 @@ FROM (
 ) tbl (profile_id, email, phone_number, birth_day, consent_at)
 """
     code, out, err = _run(project, "subscribing_profiles_by_list_name", sql, capsys)
-    assert code == 0, err
+    # the seed's sample phone numbers are not valid numbers: both rows are skipped with that reason,
+    # and a run that could send nothing is an error, not a success
+    assert code == 1 and "none of the 2 row(s) is valid" in err, err
     run, outcomes, reasons = _last_run(project[1])
-    # the seed's sample phone numbers are not valid numbers: both rows are skipped with that reason
     assert outcomes == ["skipped", "skipped"] and all("phone_number" in r for r in reasons)
 
 

@@ -260,7 +260,7 @@ class KlaviyoClient:
                     self.stats.retries += 1
                     log.warning("%s: %s; retrying once", op.operation_id, err)
                     continue
-                if not retry_lost and not isinstance(err, RateLimited):
+                if not retry_lost and not isinstance(err, RateLimited) and not getattr(err, "not_sent", False):
                     raise  # the write may have been applied: the caller decides what to resend
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
@@ -302,11 +302,14 @@ class KlaviyoClient:
                     f"{op.method} {op.path}: cannot resolve host {host!r} ({_root_cause(exc)})",
                     host=host, method=op.method, operation=op.operation_id,
                 ) from None
-            raise TransportError(
+            err = TransportError(
                 f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
                 method=op.method,
                 operation=op.operation_id,
-            ) from None
+            )
+            # No connection was made: the request never left, so repeating it is safe for any write.
+            err.not_sent = isinstance(exc, httpx.ConnectError)
+            raise err from None
         self.stats.requests += 1
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug(

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..errors import ExportFailed
 from ..exports.job import export_query, load_result_settings, read_sql, report_lines
 from ..home import Home
 from ..store.warehouse import open_warehouse
@@ -37,9 +38,15 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
     settings = load_result_settings(result_settings, connection=connection, credentials_path=home.credentials, warn=warn)
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
-        with ExportProgress(f"export ({settings.operation})") as progress:  # cleared before the summary, also on errors
-            result = export_query(wh, sql, settings, database=database, dry_run=dry_run, resume=resume,
-                                  progress=progress)
+        try:
+            with ExportProgress(f"export ({settings.operation})") as progress:  # cleared before the summary
+                result = export_query(wh, sql, settings, database=database, dry_run=dry_run, resume=resume,
+                                      progress=progress)
+        except ExportFailed as failed:
+            if failed.result is not None:
+                for line in report_lines(failed.result, settings):
+                    click.echo(line)
+            raise
     for line in report_lines(result, settings):
         click.echo(line)
     from .hints import next_step
@@ -50,5 +57,5 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
         next_step(f"each row's outcome: klaviyo-bridge job:show {result.run_id} (rows in _bridge.export_rows)",
                   "run it on a schedule: klaviyo-bridge sched:create NAME CRON -d DATABASE --result-settings "
                   "FILE \"SELECT ...\"")
-    if result.failed_batches and settings.stop_on_batch_failure:
-        sys.exit(1)
+    if result.exit_code:
+        sys.exit(result.exit_code)  # 3: rows were rejected or unconfirmed (README: exit codes)

@@ -30,7 +30,7 @@ from .schedule_common import (
 # --- job:* ---------------------------------------------------------------------------------
 @click.command("job:list")
 @click.option("--schedule", help="Only jobs of this schedule.")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "cancelled"]), help="Only this status.")
+@click.option("--status", type=click.Choice(["queued", "running", "success", "error", "killed"]), help="Only this status.")
 @click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")
 @warehouse_option
 @click.pass_obj
@@ -71,7 +71,7 @@ def job_show(home: Home, job_id: str, warehouse_url: str | None) -> None:
 @warehouse_option
 @click.pass_obj
 def job_kill(home: Home, job_id: str, warehouse_url: str | None) -> None:
-    """Stop running job JOB_ID (cooperatively: it stops at its next await and is recorded as cancelled)."""
+    """Stop running job JOB_ID (cooperatively: it stops at its next await and is recorded as killed)."""
     control = _control_dir(home)
     live = [j["run_id"] for j in live_jobs(control) if str(j.get("run_id", "")).startswith(job_id)]
     if len(live) > 1:

@@ -286,7 +286,7 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
             f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")
-    if result.status != "succeeded":
+    if result.status != "success":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
     next_step(f"its history: klaviyo-bridge sched:history {name}", f"this job: klaviyo-bridge job:show {result.run_id}")

@@ -197,7 +197,7 @@ def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | 
                         lambda r: f" -> {r.database}.{r.table}", as_of)
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records into {result.database}.{result.table}"
             f" in {(result.ended_at - result.started_at).total_seconds():.1f}s")
-    if result.status != "succeeded":
+    if result.status != "success":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
     next_step(f"its history: klaviyo-bridge connector:history {name}",

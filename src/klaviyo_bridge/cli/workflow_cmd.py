@@ -35,7 +35,7 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
     read, written = (job.rows_read, job.rows_written) if job else (None, None)
     line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
             f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
-    if result.status != "succeeded":
+    if result.status != "success":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
     click.echo(f"History: klaviyo-bridge job:list --schedule {name}")

@@ -20,18 +20,6 @@ class Endpoint:
     max_bytes: int = MAX_BODY_BYTES
 
 
-ENDPOINTS = {
-    "add": Endpoint("bulk_import_profiles", 10_000),
-    "remove_profiles": Endpoint("remove_profiles_from_list", 1_000),
-    "subscribed": Endpoint("bulk_subscribe_profiles", 1_000),
-    "unsubscribed": Endpoint("bulk_unsubscribe_profiles", 100),
-}
-
-
-def endpoint_for(operation: str, consent_type: str) -> Endpoint:
-    return ENDPOINTS[consent_type] if operation == "batch_consent" else ENDPOINTS[operation]
-
-
 def plan_batches(sizes: np.ndarray, endpoint: Endpoint) -> list[tuple[int, int]]:
     """[start, end) slices of the item list, each within the endpoint's count and byte limits.
 

@@ -67,20 +67,16 @@ def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database:
     """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
     source = query_source(wh, sql, database)
     return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
-                                  resume=resume is not None, transport=transport, **kw))
+                                  resume=resume is not None, query=sql, transport=transport, **kw))
 
 
 def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
     lines = [f"warning: {w}" for w in result.warnings]
     if result.dry_run:
-        if not result.invalid:
-            fate = "the job would run"  # nothing to skip or to fail on, whatever skip_invalid_records says
-        elif settings.skip_invalid_records:
-            fate = "skipped"
-        else:
-            fate = "the job would fail: skip_invalid_records is false"
         lines.append(f"dry run: {result.summary.total:,} rows: {result.would_send:,} would be sent in "
-                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid ({fate})")
+                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid"
+                     + ("" if not result.invalid else " (skipped)" if settings.skip_invalid_records
+                        else " (the job would fail: skip_invalid_records is false)"))
         for row, reason in getattr(result, "invalid_rows", [])[:10]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:
@@ -98,5 +94,8 @@ def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
     if result.skipped_on_resume:
         extra.append(f"{result.skipped_on_resume} batch(es) already done before resume")
     extra.append(f"{result.batches} batch(es), {result.requests} request(s), {result.seconds:.1f}s")
-    lines.append(s.line() + " (" + "; ".join(extra) + ")")
+    lines.append(f"{result.status}: " + s.line() + " (" + "; ".join(extra) + ")")
+    partial = result.partial_warning()
+    if partial:
+        lines.append(f"warning: {partial}")
     return lines

@@ -1,26 +1,40 @@
 """Run one export: query -> validate -> batches -> Klaviyo -> every row accounted for.
 
-The flow of ``run_export``:
+The runner drives any operation (``ops/``) and names none. The flow of ``run_export``:
 
-1. the query result is read whole (columnar) and checked: missing columns fail before anything
-   is sent; invalid rows are skipped with their reason (``skip_invalid_records: true``) or fail
-   the job with nothing sent (``false``);
-2. the list is resolved (by id, or by name: looked up with a filter, created when missing);
-3. valid rows are cut into batches by count and bytes and sent, several in flight at once; the
-   client's shared limiter paces them to the operation's rate limits;
-4. each batch's state is stored before and after sending (``sending`` -> ``sent`` -> ``done`` /
-   ``failed``), so ``--resume RUN_ID`` never resends a batch Klaviyo accepted;
-5. with ``wait_for_completion`` bulk import jobs are polled (backoff, their own rate limit) and
-   their import errors read page by page and mapped back to input rows;
-6. every input row gets one outcome in the state schema: accepted, rejected (Klaviyo's message),
-   skipped (the reason), or submitted (sent, no confirmation to read).
+1. the destination is checked before the query runs: a list given by id is read once (a
+   missing list, a rejected key or an unreachable host fail the run here, with status
+   ``error``); a list given by name is looked up (and created later, when rows are sent);
+2. the export takes the list's lock (one writer per list, across processes: ``store/locks.py``),
+   waiting for another export on the same list, or failing after ``list_lock_timeout_seconds``;
+3. the query result is read a chunk at a time (by rows and bytes) and checked: missing columns
+   fail before anything is sent; invalid rows are skipped with their reason
+   (``skip_invalid_records: true``) or fail the job with nothing sent (``false``); every row's
+   identifier is stored beside its position;
+4. valid rows are cut into batches by count and bytes and sent, several in flight at once. Each
+   batch first passes its operation's ``presend`` check (list membership for a list unsubscribe);
+   its state is stored before and after sending (``sending`` -> ``sent`` -> ``done``/``failed``),
+   with a fingerprint of its rows, so ``--resume`` matches batches by content and refuses a
+   changed input;
+5. a consent write whose answer is unclear is never resent blind: Klaviyo is given
+   ``consent_settle_seconds``, its state is read back, rows that show the change are
+   ``accepted``, the rest go through ``presend`` again before any resend, and rows still unclear
+   after the retry limit end ``unconfirmed``;
+6. with ``wait_for_completion`` bulk import jobs are polled and their errors mapped back to rows;
+7. the run's status is honest: ``error`` when nothing sent was accepted, no row was valid,
+   ``stop_on_batch_failure`` tripped, the destination or key failed; ``success`` otherwise, with
+   exit code 3 (``ExportResult.exit_code``) when rows were rejected or unconfirmed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,14 +50,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..api.client import KlaviyoClient
-from ..api.query import Query, any_of, format_value
-from ..errors import ApiError, BridgeError, ExportError, InvalidRequest, RetriesExhausted, ServerError, TransportError
+from ..api.query import format_value
+from ..errors import (
+    ApiError,
+    AuthError,
+    BridgeError,
+    ExportBusy,
+    ExportError,
+    ExportFailed,
+    InvalidRequest,
+    NotFound,
+    RetriesExhausted,
+    ServerError,
+    TransportError,
+)
 from ..memory import use_lean_arrow_pool
 from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
-from .batching import Endpoint, endpoint_for, plan_batches
+from .batching import plan_batches
 from .jobwatch import JobWatcher
-from .operations import Prepared, check_columns, prepare
+from .ops import BatchContext, Operation, Outcomes, Prepared, operation_for
 from .payloads import Payloads
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
@@ -52,8 +78,12 @@ from .validate import SeenValues
 log = logging.getLogger("klaviyo_bridge.exports")
 
 FINAL_BATCH_STATES = ("done", "failed", "not_sent")
+#: A batch sent whose answer was unclear, or that was being sent when the run died.
+UNCLEAR_BATCH_STATES = ("sending", "unclear")
 _ROW_POINTER = re.compile(r"^/data/(?:attributes/profiles/data/)?(\d+)(?:/|$)")
-NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
+#: Exit code of a run that ended ``success`` with rows rejected or unconfirmed.
+EXIT_PARTIAL = 3
+CONFIRMED_REASON = "confirmed by reading Klaviyo back after an unclear answer"
 
 
 @dataclass
@@ -72,51 +102,41 @@ class ExportResult:
     invalid: int = 0
     seconds: float = 0.0
     requests: int = 0
+    status: str = "success"
+    error: str | None = None
+    invalid_rows: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0; 3 when the run succeeded with rows rejected or unconfirmed; 1 for ``error``."""
+        if self.status != "success":
+            return 1
+        c = self.summary.counts
+        return EXIT_PARTIAL if (c.get("rejected") or c.get("unconfirmed")) else 0
+
+    def partial_warning(self) -> str | None:
+        c = self.summary.counts
+        if self.status != "success" or not (c.get("rejected") or c.get("unconfirmed")):
+            return None
+        parts = [f"{c[k]:,} {k}" for k in ("rejected", "unconfirmed") if c.get(k)]
+        return (f"{' and '.join(parts)} row(s): see job:show {self.run_id} --rows "
+                f"(exit code {EXIT_PARTIAL})")
 
 
-def _rows_table(index: np.ndarray, outcome: str, reasons: list[str | None] | str | None) -> pa.Table:
+def _rows_table(index: np.ndarray, outcome: str | list[str], reasons: list[str | None] | str | None) -> pa.Table:
     n = len(index)
     if reasons is None or isinstance(reasons, str):
         reason_arr = pa.repeat(pa.scalar(reasons, pa.string()), n)
     else:
         reason_arr = pa.array(reasons, pa.string())
-    return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.repeat(pa.scalar(outcome, pa.string()), n),
-                     "reason": reason_arr})
+    outcome_arr = pa.repeat(pa.scalar(outcome, pa.string()), n) if isinstance(outcome, str) else pa.array(outcome,
+                                                                                                          pa.string())
+    return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": outcome_arr, "reason": reason_arr})
 
 
-def _profile_key(item: bytes) -> tuple[str, str | None]:
-    """How a consent payload names its profile: ("email", x), else ("phone_number", y)."""
-    attrs = orjson.loads(item).get("attributes") or {}
-    return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
-
-
-#: Stands for the items in a request envelope; replaced by the joined items without parsing them again.
-_ITEMS = b'"\x00items\x00"'
-
-
-def _body(settings: ExportSettings, endpoint: Endpoint, items: Payloads, list_id: str | None) -> bytes:
-    """The request body: the envelope serialised around a marker, the items spliced in as they are."""
-    head, tail = orjson.dumps(_envelope(settings, endpoint, orjson.Fragment(_ITEMS), list_id)).split(_ITEMS, 1)
-    return b"".join((head, b"[", items.joined(), b"]", tail))
-
-
-def _envelope(settings: ExportSettings, endpoint: Endpoint, fragment: orjson.Fragment, list_id: str | None) -> Any:
-    if endpoint.operation_id == "bulk_import_profiles":
-        data: dict[str, Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": fragment}}}
-        if list_id:
-            data["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
-        return {"data": data}
-    if endpoint.operation_id == "remove_profiles_from_list":
-        return {"data": fragment}
-    subscribe = endpoint.operation_id == "bulk_subscribe_profiles"
-    attrs: dict[str, Any] = {"profiles": {"data": fragment}}
-    if subscribe and settings.historical_consent:
-        attrs["historical_import"] = True
-    data = {"type": "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job",
-            "attributes": attrs}
-    if list_id:
-        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
-    return {"data": data}
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables) if tables else _rows_table(np.zeros(0, np.int64), "accepted", None)
 
 
 def _forget_rows(wh: Warehouse, batch_id: str) -> None:
@@ -140,23 +160,83 @@ def _row_positions(err: ApiError) -> dict[int, str] | None:
     return found
 
 
-class _Export:
-    def __init__(self, wh: Warehouse, settings: ExportSettings, run_id: str, client: KlaviyoClient,
+def batch_fingerprint(identity: list[str | None], index: np.ndarray) -> str:
+    """What a batch holds: its rows' positions and identifiers (resume matches batches on it)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(index, dtype=np.int64).tobytes())
+    for ident in identity:
+        h.update(b"\x00" if ident is None else ident.encode() + b"\x01")
+    return h.hexdigest()
+
+
+def run_fingerprint(settings: ExportSettings, query: str | None, schema: pa.Schema | None) -> dict[str, Any]:
+    """What a ``--resume`` must find unchanged: query text, operation, destination, settings (keys aside)."""
+    data = settings.model_dump(mode="json")
+    data.pop("api_token", None)
+    data.pop("api_key", None)
+    text = query.strip() if query is not None else None
+    return {
+        "query": hashlib.sha256(text.encode()).hexdigest() if text is not None else None,
+        "columns": list(schema.names) if schema is not None else None,
+        "operation": settings.operation,
+        "destination": f"{settings.list_identify_type}:{settings.list_value}" if settings.list_value else None,
+        "settings": data,
+    }
+
+
+def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    out = []
+    if before.get("query") != now.get("query"):
+        out.append("the query text")
+    if before.get("columns") != now.get("columns"):
+        out.append(f"the query's columns ({', '.join(before.get('columns') or [])} -> "
+                   f"{', '.join(now.get('columns') or [])})")
+    if before.get("operation") != now.get("operation"):
+        out.append(f"the operation ({before.get('operation')} -> {now.get('operation')})")
+    if before.get("destination") != now.get("destination"):
+        out.append(f"the destination ({before.get('destination')} -> {now.get('destination')})")
+    a, b = before.get("settings") or {}, now.get("settings") or {}
+    for key in sorted(set(a) | set(b)):
+        if key in ("operation", "list_value", "list_identify_type"):
+            continue
+        if a.get(key) != b.get(key):
+            out.append(f"setting {key} ({json.dumps(a.get(key))} -> {json.dumps(b.get(key))})")
+    return out
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    index: np.ndarray
+    items: Payloads
+    fingerprint: str
+    state: dict[str, Any] | None
+
+
+class _Sender:
+    """Sends batches of one operation and records every row's outcome."""
+
+    def __init__(self, wh: Warehouse, op: Operation, run_id: str, client: KlaviyoClient,
                  sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float],
                  poll_initial: float, progress: Callable[[str, int], None] | None) -> None:
-        self.wh, self.settings, self.run_id, self.client = wh, settings, run_id, client
+        self.wh, self.op, self.settings, self.run_id, self.client = wh, op, op.settings, run_id, client
         self.sleep, self.clock = sleep, clock
         self.jobs = JobWatcher(client, sleep, clock, poll_initial)
         self.progress = progress or (lambda what, n: None)
-        self.endpoint = endpoint_for(settings.operation, settings.consent_type)
         self.stop = False
         self.failed = 0
         self.resent = 0
         self.skipped_on_resume = 0
+        self.attempted = 0  # rows that went out in a request (after presend)
         self.list_id: str | None = None
+        self.fatal: BaseException | None = None
         #: State writes (a DuckDB transaction each, a few ms) run here, one at a time and in order,
         #: instead of blocking the event loop while other batches' requests are in flight.
         self._recorder = ThreadPoolExecutor(1, thread_name_prefix="export-state")
+
+    @property
+    def ctx(self) -> BatchContext:
+        return BatchContext(self.client, self.list_id, self.sleep, self.clock)
 
     async def record(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._recorder, partial(fn, *args, **kwargs))
@@ -165,161 +245,157 @@ class _Export:
         self.jobs.close()
         self._recorder.shutdown(wait=True)
 
-    # --- list ----------------------------------------------------------------------------
-    async def resolve_list(self, warnings: list[str]) -> str | None:
-        s = self.settings
-        if not s.list_value:
-            return None
-        if s.list_identify_type == "id":
-            return s.list_value
-        params = [("filter", f"equals(name,{format_value(s.list_value)})")]
-        found = []
-        async for item in _lists(self.client, params):
-            found.append(item["id"])
-        if len(found) > 1:
-            raise ExportError(f"list name {s.list_value!r} is ambiguous: {len(found)} lists have it "
-                              f"({', '.join(found[:5])}); use list_identify_type: id")
-        if found:
-            return found[0]
-        if s.operation == "remove_profiles" or (s.operation == "batch_consent" and s.consent_type == "unsubscribed"):
-            raise ExportError(f"no list named {s.list_value!r} in this Klaviyo account")
-        doc = await self.client.request("create_list", json={"data": {"type": "list", "attributes": {"name": s.list_value}}})
-        list_id = (doc or {}).get("data", {}).get("id")
-        if not list_id:
-            raise ExportError(f"creating list {s.list_value!r} returned no id")
-        warnings.append(f"created list {s.list_value!r} ({list_id}); Klaviyo allows 150 list creations a day")
-        return list_id
-
     # --- one batch -----------------------------------------------------------------------
     async def post(self, items: Payloads) -> str | None:
-        op = self.endpoint.operation_id
-        if op == "bulk_unsubscribe_profiles" and self.list_id:
-            await self.unsubscribe_from_list(items)
-            return None
-        body = _body(self.settings, self.endpoint, items, self.list_id)
-        path = {"id": self.list_id} if op == "remove_profiles_from_list" else None
-        doc = await self.client.request(op, path_params=path, content=body)
+        op = self.op
+        doc = await self.client.request(op.endpoint.operation_id, path_params=op.path_params(self.list_id),
+                                        content=op.body(items, self.list_id), retry_lost=not op.consent)
         return (doc or {}).get("data", {}).get("id") if doc else None
 
-    async def unsubscribe_from_list(self, items: Payloads) -> None:
-        """Unsubscribe with a list, never resending blindly.
-
-        Klaviyo unsubscribes a profile that is NOT in the given list from marketing globally. If
-        an answer is lost after Klaviyo applied the request, its members have already left the
-        list, and a plain retry would unsubscribe them everywhere. So membership is read before
-        sending, and after a lost answer the profiles that were members and are gone now (the
-        request reached them) are not sent again; the rest are, as the user asked.
-        """
-        op, retry = self.endpoint.operation_id, self.client.retry
-        members_before = await self.member_keys(items)
-        pending, attempts = items, 0
-        while pending:
-            try:
-                await self.client.request(op, content=_body(self.settings, self.endpoint, pending, self.list_id),
-                                          retry_lost=False)
-                return
-            except (ServerError, TransportError) as err:
-                if attempts >= retry.retry_limit:
-                    raise RetriesExhausted(f"{op} failed after {attempts + 1} attempts: {err}",
-                                           attempts=attempts + 1, last_error=err) from err
-                await self.sleep(retry.wait_for(err, attempts))
-                attempts += 1
-                members_now = await self.member_keys(pending)
-                pending = pending.filter(np.array(
-                    [not (_profile_key(it) in members_before and _profile_key(it) not in members_now) for it in pending],
-                    dtype=bool))
-
-    async def member_keys(self, items: Payloads) -> set[tuple[str, str]]:
-        """(field, value) of the items' profiles (by email, else phone number) now in the list."""
-        wanted: dict[str, set[str]] = {}
-        for item in items:
-            field, value = _profile_key(item)
-            if value:
-                wanted.setdefault(field, set()).add(value)
-        found: set[tuple[str, str]] = set()
-        for field, values in wanted.items():
-            query = Query(filters=(any_of(field, sorted(values)),), page_size=100, fields={"profile": [field]})
-            async for profile in self.client.records("get_profiles_for_list", path_params={"id": self.list_id},
-                                                     query=query):
-                found.add((field, (profile.get("attributes") or {}).get(field)))
-        return found
-
-    async def send(self, batch_id: str, index: np.ndarray, items: Payloads, sem: asyncio.Semaphore,
-                   state: dict[str, Any] | None) -> None:
-        st = self.wh.state
-        op = self.endpoint.operation_id
+    async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
+        st, op_id = self.wh.state, self.op.endpoint.operation_id
+        state, index, items = batch.state, batch.index, batch.items
         if state and state["status"] in FINAL_BATCH_STATES:
             self.skipped_on_resume += 1
             return
-        job_id = state.get("job") if state else None
         if state:
-            await self.record(_forget_rows, self.wh, batch_id)  # not final: whatever rows it stored are stored again below
-        dropped_index: list[int] = []
-        dropped_reason: list[str] = []
-        keep = np.ones(len(index), dtype=bool)
-        if not (state and state["status"] == "sent"):
-            async with sem:
-                if self.stop:
-                    await self._not_sent(batch_id, index, "not sent: an earlier batch failed and stop_on_batch_failure is true")
-                    return
-                if state:
-                    self.resent += 1  # it was 'sending' when the run died: Klaviyo may or may not have it
-                await self.record(st.record_export_batch, batch_id, self.run_id, op, "sending", row_count=len(index))
+            await self.record(_forget_rows, self.wh, batch.batch_id)  # not final: its rows are stored again below
+        if self.stop:
+            await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+            return
+        if state and state["status"] == "sent":
+            job_id = state.get("job")
+            table = await self.sent_outcomes(job_id, index, None)
+            await self._finish(batch, table, job_id)
+            return
+        async with sem:
+            if self.stop:
+                await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+                return
+            try:
+                table, job_id = await self._deliver(batch, unclear=bool(state and state["status"] in UNCLEAR_BATCH_STATES))
+            except AuthError as err:
+                self.fatal = err
+                self.stop = True
+                await self._fail(batch, index, str(err))
+                return
+            except (ApiError, RetriesExhausted) as err:
+                await self._fail(batch, index, str(err))
+                return
+        await self._finish(batch, table, job_id)
+
+    async def _deliver(self, batch: _Batch, *, unclear: bool) -> tuple[pa.Table, str | None]:
+        """Send one batch as its operation allows; the row outcomes and the Klaviyo job id."""
+        st, op, op_id = self.wh.state, self.op, self.op.endpoint.operation_id
+        index, items = batch.index, batch.items
+        done: list[pa.Table] = []
+        if unclear:
+            # The run died (or the answer was lost) while this batch was being sent: Klaviyo may
+            # have it. A consent write is read back after the settle time, never resent blind.
+            self.resent += 1
+            if op.consent:
+                index, items, confirmed = await self._settle(index, items)
+                done.append(confirmed)
+        attempts = 0
+        job_id = None
+        while len(items):
+            pre = await op.presend(self.ctx, items)
+            if pre is not None:
+                keep = np.array([o == "send" for o in pre.outcome], dtype=bool)
+                done.append(_rows_table(index[~keep], [o for o, k in zip(pre.outcome, keep) if not k],
+                                        [r for r, k in zip(pre.reason, keep) if not k]))
+                index, items = index[keep], items.filter(keep)
+                if not len(items):
+                    break
+            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sending",
+                              row_count=len(batch.index), fingerprint=batch.fingerprint)
+            self.attempted += len(items)
+            try:
                 try:
-                    try:
-                        job_id = await self.post(items)
-                    except InvalidRequest as err:
-                        named = _row_positions(err)
-                        if not named or len(named) >= len(items):
-                            raise
-                        for pos, why in sorted(named.items()):
-                            keep[pos] = False
-                            dropped_index.append(int(index[pos]))
-                            dropped_reason.append(f"rejected by Klaviyo before sending: {why}")
-                        items = items.filter(keep)
-                        job_id = await self.post(items)  # the rest, once
-                except (ApiError, RetriesExhausted) as err:
-                    await self._fail(batch_id, index, str(err))
-                    return
-            await self.record(st.record_export_batch, batch_id, self.run_id, op, "sent", klaviyo_job_id=job_id)
+                    job_id = await self.post(items)
+                except InvalidRequest as err:
+                    named = _row_positions(err)
+                    if not named or len(named) >= len(items):
+                        raise
+                    keep = np.ones(len(items), dtype=bool)
+                    reasons = []
+                    for pos, why in sorted(named.items()):
+                        keep[pos] = False
+                        reasons.append(f"rejected by Klaviyo before sending: {why}")
+                    done.append(_rows_table(index[~keep], "skipped", reasons))
+                    index, items = index[keep], items.filter(keep)
+                    job_id = await self.post(items)  # the rest, once
+            except (ServerError, TransportError) as err:
+                if not op.consent:
+                    raise
+                # Unclear: Klaviyo may have applied it. Read back after the settle time.
+                await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "unclear",
+                                  error=str(err)[:2000])
+                log.warning("%s: unclear answer (%s); reading Klaviyo back in %.0f s before anything is resent",
+                            batch.batch_id, err, self.settings.consent_settle_seconds)
+                index, items, confirmed = await self._settle(index, items)
+                done.append(confirmed)
+                attempts += 1
+                if len(items) and (attempts > self.client.retry.retry_limit or not op.may_resend_unapplied()):
+                    done.append(_rows_table(index, "unconfirmed",
+                                            f"Klaviyo's answer was unclear {attempts} time(s) ({err}) and reading it "
+                                            "back does not show the change; not sent again"))
+                    index, items = index[:0], items[:0]
+                continue
+            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent",
+                              klaviyo_job_id=job_id)
             self.progress("sent", len(index))
-        sent_index = index[keep]
-        if dropped_index:
-            await self.record(st.record_export_rows, batch_id, self.run_id,
-                              _rows_table(np.array(dropped_index), "skipped", dropped_reason))
-        if op == "bulk_import_profiles":
+            done.append(await self.sent_outcomes(job_id, index, items))
+            break
+        return _concat(done), job_id
+
+    async def _settle(self, index: np.ndarray, items: Payloads) -> tuple[np.ndarray, Payloads, pa.Table]:
+        """Wait the settle time, read Klaviyo back: (rows still to send, their items, confirmed rows)."""
+        await self.sleep(self.settings.consent_settle_seconds)
+        try:
+            applied = await self.op.confirm(self.ctx, items)
+        except (ApiError, RetriesExhausted) as err:
+            table = _rows_table(index, "unconfirmed", f"Klaviyo's answer was unclear and reading it back failed "
+                                                      f"({err}); not sent again")
+            return index[:0], items[:0], table
+        table = _rows_table(index[applied], "accepted", CONFIRMED_REASON)
+        return index[~applied], items.filter(~applied), table
+
+    async def sent_outcomes(self, job_id: str | None, index: np.ndarray, items: Payloads | None) -> pa.Table:
+        op = self.op
+        if op.endpoint.operation_id == "bulk_import_profiles":
             if self.settings.wait_for_completion and job_id:
-                table = await self.outcomes_of_job(job_id, sent_index, items if state is None else None)
-            else:
-                table = _rows_table(sent_index, "submitted",
-                                    f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)")
-        elif op == "remove_profiles_from_list":
-            table = _rows_table(sent_index, "accepted", None)
-        else:
-            table = _rows_table(sent_index, "submitted", NO_JOB_REASON)
-        failed_job = op == "bulk_import_profiles" and table.num_rows > 0 and \
-            pc.sum(pc.equal(table.column("outcome"), "rejected")).as_py() == table.num_rows
-        await self.record(st.finish_export_batch, batch_id, self.run_id, op, "failed" if failed_job else "done",
-                          table, klaviyo_job_id=job_id)
+                return await self.outcomes_of_job(job_id, index, items)
+            return _rows_table(index, "submitted",
+                               f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)")
+        return _rows_table(index, op.sent_outcome, op.sent_reason)
+
+    async def _finish(self, batch: _Batch, table: pa.Table, job_id: str | None) -> None:
+        outcome = table.column("outcome")
+        rejected = pc.sum(pc.equal(outcome, "rejected")).as_py() or 0
+        failed_job = table.num_rows > 0 and rejected == table.num_rows
+        await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
+                          self.op.endpoint.operation_id, "failed" if failed_job else "done", table,
+                          klaviyo_job_id=job_id)
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
                 self.stop = True
-        self.progress("done", len(index))
+        self.progress("done", len(batch.index))
 
-    async def _fail(self, batch_id: str, index: np.ndarray, message: str) -> None:
+    async def _fail(self, batch: _Batch, index: np.ndarray, message: str) -> None:
         self.failed += 1
-        st = self.wh.state
-        await self.record(st.finish_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "failed",
-                          _rows_table(index, "rejected", message), error=message[:2000])
+        await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
+                          self.op.endpoint.operation_id, "failed", _rows_table(index, "rejected", message),
+                          error=message[:2000])
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
-    async def _not_sent(self, batch_id: str, index: np.ndarray, reason: str) -> None:
+    async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
-        await self.record(st.record_export_rows, batch_id, self.run_id, _rows_table(index, "skipped", reason))
-        await self.record(st.record_export_batch, batch_id, self.run_id, self.endpoint.operation_id, "not_sent",
-                          row_count=len(index))
+        await self.record(st.record_export_rows, batch.batch_id, self.run_id, _rows_table(batch.index, "skipped", reason))
+        await self.record(st.record_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
+                          "not_sent", row_count=len(batch.index))
 
     # --- bulk import jobs ----------------------------------------------------------------
     async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
@@ -356,6 +432,8 @@ class _Export:
                          "reason": pa.array(reasons, pa.string())})
 
 
+# --- the destination -------------------------------------------------------------------------
+
 async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
     doc = await client.request("get_lists", params=params)
     while doc is not None:
@@ -367,6 +445,75 @@ async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
         doc = await client.request("get_lists", url=nxt)
 
 
+async def find_list(client: KlaviyoClient, settings: ExportSettings) -> str | None:
+    """The list's id, checked with one read (by id) or found by name (None when no list has it).
+
+    A list id Klaviyo does not know, a rejected key or an unreachable host fail here, before the
+    query runs and before anything is sent."""
+    if not settings.list_value:
+        return None
+    if settings.list_identify_type == "id":
+        try:
+            await client.request("get_list", path_params={"id": settings.list_value})
+        except NotFound:
+            raise ExportError(f"list {settings.list_value!r} does not exist in this Klaviyo account "
+                              "(list_identify_type: id); check list_value") from None
+        return settings.list_value
+    found = [item["id"] async for item in _lists(client, [("filter", f"equals(name,{format_value(settings.list_value)})")])]
+    if len(found) > 1:
+        raise ExportError(f"list name {settings.list_value!r} is ambiguous: {len(found)} lists have it "
+                          f"({', '.join(found[:5])}); use list_identify_type: id")
+    return found[0] if found else None
+
+
+async def create_list(client: KlaviyoClient, op: Operation, warnings: list[str]) -> str:
+    name = op.settings.list_value
+    if not op.creates_list:
+        raise ExportError(f"no list named {name!r} in this Klaviyo account")
+    doc = await client.request("create_list", json={"data": {"type": "list", "attributes": {"name": name}}})
+    list_id = (doc or {}).get("data", {}).get("id")
+    if not list_id:
+        raise ExportError(f"creating list {name!r} returned no id")
+    warnings.append(f"created list {name!r} ({list_id}); Klaviyo allows 150 list creations a day")
+    return list_id
+
+
+class _ListLock:
+    """One writer per list: held from before the first batch until the run ends."""
+
+    def __init__(self, wh: Warehouse, settings: ExportSettings, run_id: str,
+                 sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
+        self.wh, self.settings, self.run_id, self.sleep, self.clock = wh, settings, run_id, sleep, clock
+        self.lock = None
+
+    async def acquire(self, list_id: str) -> None:
+        name = f"list:{self.settings.base_url}:{list_id}"
+        lock = await asyncio.to_thread(self.wh.named_lock, name)
+        me = {"run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname()}
+        deadline = self.clock() + self.settings.list_lock_timeout_seconds
+        said = False
+        while not await asyncio.to_thread(lock.try_acquire, me):
+            holder = await asyncio.to_thread(lock.holder) or {}
+            who = ", ".join(f"{k} {v}" for k, v in holder.items()) or "another process"
+            if self.clock() >= deadline:
+                raise ExportBusy(f"list {list_id} is being written by another export ({who}) and stayed busy for "
+                                 f"list_lock_timeout_seconds ({self.settings.list_lock_timeout_seconds:g} s); "
+                                 "nothing was sent")
+            if not said:
+                log.warning("waiting for another export writing to list %s (%s); giving up after %g s",
+                            list_id, who, self.settings.list_lock_timeout_seconds)
+                said = True
+            await self.sleep(0.5)
+        self.lock = lock
+
+    def release(self) -> None:
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
+
+
+# --- the input -------------------------------------------------------------------------------
+
 def _invalid_message(counts: "_Counts", limit: int = 5) -> str:
     shown = "; ".join(f"row {int(i) + 1}: {r}" for i, r in counts.invalid_rows[:limit])
     more = counts.invalid - limit
@@ -374,12 +521,16 @@ def _invalid_message(counts: "_Counts", limit: int = 5) -> str:
             f"{shown}{f'; and {more} more' if more > 0 else ''}")
 
 
-def sample_payloads(prepared: Prepared, settings: ExportSettings, n: int = 3) -> list[Any]:
+def sample_payloads(prepared: Prepared, n: int = 3) -> list[Any]:
     return [orjson.loads(item) for item in prepared.items[:n]]
 
 
-#: Rows validated and turned into payloads at a time (a few request batches' worth).
+#: Rows validated and turned into payloads at a time (a few request batches' worth) ...
 CHUNK_ROWS = 20_000
+#: ... and at most this many bytes of input, so wide rows stream in bounded memory.
+CHUNK_BYTES = 32 * 1024 * 1024
+#: The first chunk is smaller: the first request leaves as soon as one batch's rows are ready.
+FIRST_CHUNK_ROWS = 10_000
 #: Source: an Arrow table, or a callable that opens the query and returns (schema, record batches);
 #: called once more for the sending pass when invalid rows must fail the job before anything is sent.
 Source = pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]
@@ -387,52 +538,78 @@ Source = pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]
 
 def _open(source: Source) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     if isinstance(source, pa.Table):
-        return source.schema, iter(source.to_batches(max_chunksize=CHUNK_ROWS))
+        return source.schema, iter(source.to_batches(max_chunksize=2048))
     return source()
 
 
-#: The first chunk is smaller: the first request leaves as soon as one batch's rows are ready.
-FIRST_CHUNK_ROWS = 10_000
+def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's size in bytes (fixed widths plus string/binary lengths): the same for the same
+    rows however the reader batches them, so chunk (and batch) boundaries are too."""
+    n = batch.num_rows
+    sizes = np.zeros(n, dtype=np.int64)
+    for col in batch.columns:
+        t = col.type
+        if pa.types.is_string(t) or pa.types.is_binary(t):
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1]
+            sizes += np.diff(offsets)
+        elif pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset:col.offset + n + 1]
+            sizes += np.diff(offsets)
+        else:
+            try:
+                sizes += max(1, t.bit_width // 8)
+            except ValueError:  # nested or other variable-width: an even share of its buffers
+                sizes += col.nbytes // max(1, n)
+    return sizes
 
 
 def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CHUNK_ROWS,
-            first: int = FIRST_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Chunks of fixed sizes whatever the reader's batch sizes (so batch ids are the same on resume)."""
+            first: int = FIRST_CHUNK_ROWS, max_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+    """Chunks of at most ``rows`` rows and ``max_bytes`` bytes, cut at the same rows whatever the
+    reader's batch sizes (so batch fingerprints are the same on resume)."""
     pending: list[pa.RecordBatch] = []
     count = 0
+    used = 0
     size = min(first, rows)
     for batch in batches:
         if not batch.num_rows:
             continue
-        pending.append(batch)
-        count += batch.num_rows
-        while count >= size:
-            table = pa.Table.from_batches(pending, schema=schema)
-            yield table.slice(0, size).combine_chunks()
-            rest = table.slice(size)
-            pending = rest.to_batches() if rest.num_rows else []
-            count = rest.num_rows
-            size = rows
+        sizes = _row_bytes(batch)
+        start = 0
+        while start < batch.num_rows:
+            room = size - count
+            cum = np.cumsum(sizes[start:start + room])
+            fit = int(np.searchsorted(cum, max_bytes - used, side="right"))
+            if fit == 0 and count == 0:
+                fit = 1  # one row larger than a chunk: a chunk of its own
+            take = min(room, fit, batch.num_rows - start)
+            if take:
+                pending.append(batch.slice(start, take))
+                count += take
+                used += int(cum[take - 1])
+                start += take
+            if count >= size or (take < room and start < batch.num_rows):
+                yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+                pending, count, used, size = [], 0, 0, rows
     if count:
         yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
 
 
-def _prepared_chunks(source: Source, settings: ExportSettings,
+def _prepared_chunks(source: Source, op: Operation,
                      opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> Iterator[tuple[int, Prepared]]:
     """(offset of the chunk in the input, the chunk prepared with input-wide row indexes)."""
     schema, batches = opened or _open(source)
-    check_columns(schema, settings)  # before anything: missing column -> no run, nothing sent
+    op.check_columns(schema)  # before anything: missing column -> no run, nothing sent
     seen = SeenValues()
     offset = 0
     for chunk in _chunks(batches, schema):
-        p = prepare(chunk, settings, seen=seen)
+        p = op.prepare(chunk, seen)
         p.row_index = p.row_index + offset
         p.skipped_index = p.skipped_index + offset
         yield offset, p
         offset += chunk.num_rows
     if offset == 0:
-        empty = schema.empty_table()
-        yield 0, prepare(empty, settings, seen=seen)
+        yield 0, op.prepare(schema.empty_table(), seen)
 
 
 class _Counts:
@@ -440,34 +617,50 @@ class _Counts:
         self.rows = self.valid = self.invalid = self.batches = 0
         self.invalid_rows: list[tuple[int, str]] = []
         self.warnings: list[str] = []
+        self.fingerprints: list[str] = []
 
 
-async def _validate_all(source: Source, settings: ExportSettings,
+def _batch_plan(op: Operation, offset: int, p: Prepared) -> list[tuple[int, int, str]]:
+    """(start, end, fingerprint) of the chunk's request batches."""
+    slices = plan_batches(p.items.sizes(), op.endpoint)
+    if not slices:
+        return []
+    ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() if p.identity is not None \
+        else [None] * len(p.row_index)
+    return [(a, b, batch_fingerprint(ids[a:b], p.row_index[a:b])) for a, b in slices]
+
+
+async def _validate_all(source: Source, op: Operation,
                         opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> tuple[_Counts, list[Any]]:
-    """A validation pass over the whole input (dry run; skip_invalid_records false), nothing kept but counts."""
+    """A pass over the whole input (dry run; strict mode; resume): counts, samples, batch fingerprints."""
     counts, samples = _Counts(), []
-    endpoint = endpoint_for(settings.operation, settings.consent_type)
-    it = _prepared_chunks(source, settings, opened)
+    it = _prepared_chunks(source, op, opened)
     while True:
         got = await asyncio.to_thread(next, it, None)
         if got is None:
             break
-        _, p = got
+        offset, p = got
         if not counts.warnings:
             counts.warnings = list(p.warnings)
         counts.rows += p.total
         counts.valid += len(p.items)
         counts.invalid += len(p.skipped_index)
         counts.invalid_rows += list(zip(p.skipped_index.tolist(), p.skipped_reason))[: max(0, 20 - len(counts.invalid_rows))]
-        counts.batches += len(plan_batches(_sizes(p.items), endpoint))
+        plan = _batch_plan(op, offset, p)
+        counts.batches += len(plan)
+        counts.fingerprints += [fp for _, _, fp in plan]
         if len(samples) < 3:
-            samples += sample_payloads(p, settings, 3 - len(samples))
+            samples += sample_payloads(p, 3 - len(samples))
     return counts, samples
 
 
-def _sizes(items: Payloads) -> np.ndarray:
-    return items.sizes()
+def _close(opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None) -> None:
+    close = getattr(opened[1], "close", None) if opened else None
+    if close is not None:
+        close()  # release the query's session now, not when the garbage collector gets to it
 
+
+# --- the run ---------------------------------------------------------------------------------
 
 async def run_export(
     wh: Warehouse,
@@ -478,6 +671,7 @@ async def run_export(
     run_id: str | None = None,
     resume: bool = False,
     dry_run: bool = False,
+    query: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -486,139 +680,251 @@ async def run_export(
 ) -> ExportResult:
     """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
 
-    The input is read, validated and turned into payloads a chunk at a time; a bounded number of
-    batches is in flight, and a batch's payloads are dropped once its outcome is recorded.
+    Returns the result of a run that ended ``success``; raises ``ExportFailed`` (status ``error``,
+    recorded, with ``.result``) when it did not, and other ``BridgeError``s when it could not start.
+    ``query`` is the SQL text, kept (as a hash) so ``--resume`` can refuse a changed query.
     """
     started = time.perf_counter()
     use_lean_arrow_pool()
-    endpoint = endpoint_for(settings.operation, settings.consent_type)
-    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = await asyncio.to_thread(_open, table)
-    try:
-        check_columns(opened[0], settings)  # before anything: missing column -> no run, nothing sent
-    except BaseException:
-        close = getattr(opened[1], "close", None)
-        if close is not None:
-            close()  # release the query's session now, not when the garbage collector gets to it
-        raise
+    op = operation_for(settings)
     if dry_run:
-        counts, samples = await _validate_all(table, settings, opened)
-        summary = ExportSummary(run_id="(dry run)", total=counts.rows,
-                                counts={"would_send": counts.valid, "invalid": counts.invalid})
-        result = ExportResult("(dry run)", summary, batches=counts.batches, warnings=counts.warnings, dry_run=True,
-                              samples=samples, would_send=counts.valid, invalid=counts.invalid,
-                              seconds=time.perf_counter() - started)
-        result.invalid_rows = counts.invalid_rows  # type: ignore[attr-defined]
-        return result
-    if not settings.skip_invalid_records:
-        # Invalid rows fail the job with nothing sent: validate everything first (a pass that keeps
-        # only counts), then read the input again to send it.
-        pre, _ = await _validate_all(table, settings, opened)
-        opened = None  # read again to send
-    else:
-        pre = None
-
-    st = wh.state
-    states: dict[str, dict[str, Any]] = {}
-    if resume:
-        if not run_id:
-            raise ExportError("--resume needs the run id")
-        st.reopen_run(run_id)
-        for b in st.export_batches(run_id):
-            states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count}
-    else:
-        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex)
-    assert run_id is not None
+        return await _dry_run(table, op, started)
     client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
-    ex = _Export(wh, settings, run_id, client, sleep, clock, poll_initial, progress)
-    warnings: list[str] = list(pre.warnings) if pre else []
-    rows_read = valid = invalid = seq = 0
+    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None
+    run_started = False
+    lock = _ListLock(wh, settings, run_id or "", sleep, clock)
+    ex: _Sender | None = None
+    rows_read = valid = invalid = 0
+    pre: _Counts | None = None
+    st = wh.state
+    if not resume:
+        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex)
+        run_started = True
     try:
-        invalid_id = f"{run_id}-invalid"
-        if pre is not None and pre.invalid:
-            if invalid_id not in states:
-                if resume:
-                    _forget_rows(wh, invalid_id)
-                    _forget_rows(wh, f"{run_id}-unsent")
-                async for _, p in _aiter(_prepared_chunks(table, settings)):
-                    st.record_export_rows(invalid_id, run_id, _rows_table(p.skipped_index, "skipped", p.skipped_reason))
-                    st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
-                        p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
-                st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
-            raise ExportError(_invalid_message(pre))
-        sem = asyncio.Semaphore(settings.concurrency)
-        #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
-        held = asyncio.Semaphore(max(2 * settings.concurrency, 8))
-        tasks: set[asyncio.Task] = set()
-        errors: list[BaseException] = []
-
-        async def one(batch_id: str, index: np.ndarray, items: Payloads, state: dict[str, Any] | None) -> None:
-            try:
-                await ex.send(batch_id, index, items, sem, state)
-            except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
-                errors.append(exc)
-            finally:
-                held.release()
-
-        listed = False
-        invalid_seq = 0
-        async for offset, p in _aiter(_prepared_chunks(table, settings, opened)):
-            if not warnings and p.warnings:
-                warnings = list(p.warnings)
-            rows_read += p.total
-            valid += len(p.items)
-            invalid += len(p.skipped_index)
-            ex.progress("validated", p.total)
-            if len(p.skipped_index):
-                bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
-                invalid_seq += 1
-                if bid not in states:
-                    if resume:
-                        await ex.record(_forget_rows, wh, bid)
-                    await ex.record(st.record_export_rows, bid, run_id, _rows_table(
-                        p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
-                    await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
-                                    row_count=len(p.skipped_index))
-            slices = plan_batches(_sizes(p.items), endpoint)
-            if slices and not listed:
-                ex.list_id = await ex.resolve_list(warnings)
-                listed = True
-            for a, b in slices:
-                batch_id = f"{run_id}-b{seq:05d}"
-                seq += 1
-                state = states.get(batch_id)
-                if state and state.get("rows") not in (None, b - a):
-                    warnings.append(f"batch {batch_id} had {state['rows']} rows, now {b - a}: the query result "
-                                    "changed since the first attempt (give the query an ORDER BY to resume safely)")
-                await held.acquire()
-                task = asyncio.ensure_future(one(batch_id, p.row_index[a:b], p.items[a:b], state))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            del p
-        if tasks:
-            await asyncio.gather(*list(tasks))
-        if errors:
-            raise errors[0]
+        opened = await asyncio.to_thread(_open, table)
+        op.check_columns(opened[0])  # missing column -> nothing sent, no request made
+        list_id = await find_list(client, settings)  # before a row is read
+        fingerprint = run_fingerprint(settings, query, opened[0])
+        if not settings.skip_invalid_records or resume:
+            # Strict mode: invalid rows fail the job with nothing sent; resume: the batches'
+            # fingerprints are compared with the first attempt's before anything is sent.
+            pre, _ = await _validate_all(table, op, opened)
+            _close(opened)
+            opened = None  # read again to send
+        if resume:
+            states, run_id = _resume(st, run_id, fingerprint, pre)
+            run_started = True
+        else:
+            states = {}
+            st.save_export_fingerprint(run_id, fingerprint)
+        lock.run_id = run_id
+        if list_id is not None:
+            await lock.acquire(list_id)
+        ex = _Sender(wh, op, run_id, client, sleep, clock, poll_initial, progress)
+        ex.list_id = list_id
+        warnings: list[str] = list(pre.warnings) if pre else []
+        if pre is not None and pre.invalid and not settings.skip_invalid_records:
+            await _refuse_invalid(wh, op, table, run_id, pre, states, resume)
+        rows_read, valid, invalid, seq, warnings = await _pipeline(wh, op, ex, table, opened, run_id, states, resume,
+                                                                  lock, warnings)
+        if ex.fatal is not None:
+            raise ex.fatal
         summary = export_summary(wh, run_id)
-        status = "failed" if ex.failed and settings.stop_on_batch_failure else "succeeded"
+        status, error = _status(summary, ex, rows_read, valid)
+        c = summary.counts
         st.finish_run(run_id, status, rows_read=rows_read,
-                      rows_written=summary.counts.get("accepted", 0) + summary.counts.get("submitted", 0),
-                      counts=summary.counts, error=f"{ex.failed} batch(es) failed" if ex.failed else None)
+                      rows_written=c.get("accepted", 0) + c.get("submitted", 0), counts=c, error=error)
+        result = ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,
+                              resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
+                              would_send=valid, invalid=invalid, seconds=time.perf_counter() - started,
+                              requests=client.stats.requests, status=status, error=error)
+        if status != "success":
+            raise ExportFailed(f"export run {run_id} failed: {error}", result=result)
+        if op.consent:
+            warnings.append("subscription changes: Klaviyo's subscription endpoints return no job to poll; "
+                            "sent rows are 'submitted' (202) without confirmation")
+        return result
+    except ExportFailed:
+        raise
     except BaseException as exc:
         message = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
-        try:
-            st.finish_run(run_id, "failed", rows_read=rows_read or (pre.rows if pre else 0), error=message[:2000])
-        except Exception:  # pragma: no cover - keep the original error
-            log.exception("could not record the failed run")
+        if run_started:
+            try:
+                summary = export_summary(wh, run_id)
+                wh.state.finish_run(run_id, "killed" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+                                    or type(exc).__name__ == "JobCancelled" else "error",
+                                    rows_read=rows_read or (pre.rows if pre else 0), counts=summary.counts,
+                                    error=message[:2000])
+            except Exception:  # pragma: no cover - keep the original error
+                log.exception("could not record the failed run")
         raise
     finally:
+        _close(opened)
+        lock.release()
         await client.aclose()
-        ex.close()
-    if settings.operation == "batch_consent":
-        warnings.append("subscription changes: " + NO_JOB_REASON)
-    return ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,
-                        resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
-                        would_send=valid, invalid=invalid,
-                        seconds=time.perf_counter() - started, requests=client.stats.requests)
+        if ex is not None:
+            ex.close()
+
+
+async def _dry_run(table: Source, op: Operation, started: float) -> ExportResult:
+    opened = await asyncio.to_thread(_open, table)
+    try:
+        op.check_columns(opened[0])
+    except BaseException:
+        _close(opened)
+        raise
+    counts, samples = await _validate_all(table, op, opened)
+    summary = ExportSummary(run_id="(dry run)", total=counts.rows,
+                            counts={"would_send": counts.valid, "invalid": counts.invalid})
+    return ExportResult("(dry run)", summary, batches=counts.batches, warnings=counts.warnings, dry_run=True,
+                        samples=samples, would_send=counts.valid, invalid=counts.invalid,
+                        seconds=time.perf_counter() - started, invalid_rows=counts.invalid_rows)
+
+
+def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
+            pre: _Counts | None) -> tuple[dict[str, dict[str, Any]], str]:
+    """Reopen a run for ``--resume``, refusing a changed query, settings or input.
+
+    Returns the earlier attempt's batch states, keyed by batch fingerprint."""
+    if not run_id:
+        raise ExportError("--resume needs the run id")
+    before = st.export_fingerprint(run_id)
+    batches = st.export_batches(run_id)
+    if before is None and not batches and any(r.run_id == run_id for r in st.runs(limit=100_000)):
+        # it died before it recorded what it exports (so before anything was sent): start it over
+        st.save_export_fingerprint(run_id, fingerprint)
+        before = fingerprint
+    if before is None:
+        raise ExportError(f"run {run_id} cannot be resumed: it has no export fingerprint (it was not an export, "
+                          "or an older version started it); start a new run")
+    changed = fingerprint_changes(before, fingerprint)
+    if changed:
+        raise ExportError(f"run {run_id} cannot be resumed: {'; '.join(changed)} changed since it started. "
+                          "Resume with the same query and settings, or start a new run")
+    planned = set(pre.fingerprints if pre else [])
+    states: dict[str, dict[str, Any]] = {}
+    for b in batches:
+        if b.operation == "validation" or b.fingerprint is None:
+            states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
+                                  "batch_id": b.batch_id}
+            continue
+        if b.fingerprint not in planned:
+            raise ExportError(f"run {run_id} cannot be resumed: the query's rows differ from the first attempt "
+                              f"(batch {b.batch_id}, {b.row_count} rows, status {b.status}, is not in the result "
+                              "any more; give the query an ORDER BY and unchanged data, or start a new run)")
+        states[b.fingerprint] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
+                                 "batch_id": b.batch_id}
+    st.reopen_run(run_id)
+    return states, run_id
+
+
+async def _refuse_invalid(wh: Warehouse, op: Operation, table: Source, run_id: str, pre: _Counts,
+                          states: dict[str, dict[str, Any]], resume: bool) -> None:
+    st = wh.state
+    invalid_id = f"{run_id}-invalid"
+    if invalid_id not in states:
+        if resume:
+            _forget_rows(wh, invalid_id)
+            _forget_rows(wh, f"{run_id}-unsent")
+        async for offset, p in _aiter(_prepared_chunks(table, op)):
+            _store_identifiers(st, run_id, offset, p)
+            st.record_export_rows(invalid_id, run_id, _rows_table(p.skipped_index, "skipped", p.skipped_reason))
+            st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
+                p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
+        st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
+    raise ExportError(_invalid_message(pre))
+
+
+def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
+    if p.identity is not None and len(p.identity):
+        st.record_export_identifiers(run_id, offset, p.identity.to_pylist())
+
+
+async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
+                    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None, run_id: str,
+                    states: dict[str, dict[str, Any]], resume: bool, lock: _ListLock,
+                    warnings: list[str]) -> tuple[int, int, int, int, list[str]]:
+    """Read, validate and send chunk by chunk; a bounded number of batches is held at a time."""
+    st, settings = wh.state, op.settings
+    sem = asyncio.Semaphore(settings.concurrency)
+    #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
+    held = asyncio.Semaphore(max(2 * settings.concurrency, 8))
+    tasks: set[asyncio.Task] = set()
+    errors: list[BaseException] = []
+    used_ids = {s["batch_id"] for s in states.values()}
+
+    async def one(batch: _Batch) -> None:
+        try:
+            await ex.send(batch, sem)
+        except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
+            errors.append(exc)
+        finally:
+            held.release()
+
+    rows_read = valid = invalid = seq = 0
+    invalid_seq = 0
+    invalid_id = f"{run_id}-invalid"
+    async for offset, p in _aiter(_prepared_chunks(table, op, opened)):
+        if not warnings and p.warnings:
+            warnings = list(p.warnings)
+        rows_read += p.total
+        valid += len(p.items)
+        invalid += len(p.skipped_index)
+        ex.progress("validated", p.total)
+        await ex.record(_store_identifiers, st, run_id, offset, p)
+        if len(p.skipped_index):
+            bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
+            invalid_seq += 1
+            if bid not in states:
+                if resume:
+                    await ex.record(_forget_rows, wh, bid)
+                await ex.record(st.record_export_rows, bid, run_id, _rows_table(
+                    p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
+                await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
+                                row_count=len(p.skipped_index))
+        plan = _batch_plan(op, offset, p)
+        if plan and ex.list_id is None and settings.list_value:
+            ex.list_id = await create_list(ex.client, op, warnings)
+            await lock.acquire(ex.list_id)
+        for a, b, fp in plan:
+            state = states.get(fp)
+            if state is not None:
+                batch_id = state["batch_id"]
+            else:
+                batch_id = f"{run_id}-b{seq:05d}"
+                while batch_id in used_ids:
+                    batch_id += "r"
+                used_ids.add(batch_id)
+            seq += 1
+            if errors:
+                break
+            await held.acquire()
+            task = asyncio.ensure_future(one(_Batch(batch_id, p.row_index[a:b], p.items[a:b], fp, state)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        del p
+        if errors:
+            break
+    if tasks:
+        await asyncio.gather(*list(tasks))
+    if errors:
+        raise errors[0]
+    return rows_read, valid, invalid, seq, warnings
+
+
+def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> tuple[str, str | None]:
+    """``success`` or ``error`` with the reason, from what was recorded."""
+    c = summary.counts
+    ok = c.get("accepted", 0) + c.get("submitted", 0)
+    if ex.stop and ex.failed:
+        return "error", (f"{ex.failed} batch(es) failed and stop_on_batch_failure is true "
+                         "(see job:show --rows)")
+    if rows_read and not valid:
+        return "error", f"none of the {rows_read:,} row(s) is valid: nothing was sent (see job:show --rows)"
+    if ex.attempted and not ok:
+        top = summary.top_reasons[0][1] if summary.top_reasons else "see job:show --rows"
+        return "error", f"none of the {ex.attempted:,} row(s) sent was accepted ({top})"
+    return "success", f"{ex.failed} batch(es) failed" if ex.failed else None
 
 
 async def _aiter(it: Iterator[Any]):

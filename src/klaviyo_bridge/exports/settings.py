@@ -61,6 +61,14 @@ class ExportSettings(ClientSettings):
     default_phone_region: str | None = None
     #: Batches in flight at once (the shared rate limiter still paces every request).
     concurrency: int = Field(8, ge=1, le=64)
+    #: Unsubscribe with a list: also send profiles that are not in the list, which Klaviyo then
+    #: unsubscribes from ALL marketing. Off by default: non-members are skipped with a reason.
+    unsubscribe_non_members_globally: bool = False
+    #: After an unclear answer to a consent write (timeout, lost answer, 5xx), how long Klaviyo is
+    #: given to process it before its state is read back; nothing is resent before that.
+    consent_settle_seconds: float = Field(60.0, ge=0, le=3600)
+    #: How long to wait for another export writing to the same list before failing.
+    list_lock_timeout_seconds: float = Field(3600.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExportSettings":
@@ -72,6 +80,10 @@ class ExportSettings(ClientSettings):
                                  f"(one of {', '.join(SUBSCRIPTION_TYPES)})")
             if self.historical_consent and self.consent_type != "subscribed":
                 raise ValueError("historical_consent applies to consent_type subscribed only")
+        if self.unsubscribe_non_members_globally and not (
+                self.operation == "batch_consent" and self.consent_type == "unsubscribed" and self.list_value):
+            raise ValueError("unsubscribe_non_members_globally applies to batch_consent with consent_type "
+                             "unsubscribed and a list only")
         if self.list_value is not None and not str(self.list_value).strip():
             raise ValueError("list_value is empty")
         return self

@@ -189,12 +189,12 @@ async def run_import(
                    windows)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
-        state.finish_run(result.run_id, "failed", rows_read=result.rows,
+        state.finish_run(result.run_id, "error", rows_read=result.rows,
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
     result.seconds = time.perf_counter() - started
-    state.finish_run(result.run_id, "succeeded", rows_read=result.rows, rows_written=result.rows)
+    state.finish_run(result.run_id, "success", rows_read=result.rows, rows_written=result.rows)
     return result
 
 

@@ -216,7 +216,7 @@ class Scheduler:
             with self._lock:
                 self._running.pop(record.name, None)
             raise
-        if self._shutting_down and result.status == "cancelled":
+        if self._shutting_down and result.status == "killed":
             # Stopped with the scheduler, not by a user: run the slot again after the restart.
             self.state.update_schedule(record.name, last_scheduled_for=scheduled_for - _ONE_US)
         seconds = (result.ended_at - result.started_at).total_seconds()
@@ -226,7 +226,7 @@ class Scheduler:
         with self._lock:
             self.results.append(result)
             self._running.pop(record.name, None)
-        if result.status == "failed" or result.disabled:
+        if result.status == "error" or result.disabled:
             notify(self.notify_command, result)
 
     # --- housekeeping --------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Scheduler:
                 continue
             if pid_alive(job.pid) and not (job.pid == os.getpid() and not is_live_here(job.run_id)):
                 continue
-            self.state.end_job(job.run_id, "failed", error=f"interrupted: the process running it (pid {job.pid})"
+            self.state.end_job(job.run_id, "error", error=f"interrupted: the process running it (pid {job.pid})"
                                " stopped before the job ended",
                                note="interrupted; its slot runs again once" if job.triggered_by == "schedule" else None)
             record = self.state.schedule(job.schedule) if job.schedule else None
@@ -251,7 +251,7 @@ class Scheduler:
                     and record.last_run_id == job.run_id):
                 self.state.update_schedule(record.name, last_scheduled_for=job.scheduled_for - _ONE_US)
                 self._retry.add(record.name)
-            log.warning("job %s (%s) was interrupted; marked failed", job.run_id, job.schedule or job.job)
+            log.warning("job %s (%s) was interrupted; marked error", job.run_id, job.schedule or job.job)
 
     def _check_kills(self) -> None:
         for running in list(self._running.values()):

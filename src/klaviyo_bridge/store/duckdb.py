@@ -26,6 +26,7 @@ log = logging.getLogger("klaviyo_bridge.store")
 from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
+from .locks import FileLock
 from .warehouse import Warehouse
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -322,6 +323,9 @@ class DuckDBWarehouse(Warehouse):
         cursor = self._con.cursor()
         cursor.execute(f"USE {CATALOG}")
         return DuckDBSession(cursor, self.path)
+
+    def named_lock(self, name: str) -> FileLock:
+        return FileLock(self.path.parent / (self.path.name + ".locks"), name)
 
     def close(self) -> None:
         if self._con is not None:

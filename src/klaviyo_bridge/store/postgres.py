@@ -22,6 +22,7 @@ from ..errors import StoreError
 from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
+from .locks import AdvisoryLock
 from .warehouse import Warehouse
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -212,3 +213,6 @@ class PostgresWarehouse(Warehouse):
 
     def _open_session(self) -> Session:
         return PostgresSession(self._dsn, self.url)
+
+    def named_lock(self, name: str) -> AdvisoryLock:
+        return AdvisoryLock(self._open_session, name)

@@ -21,7 +21,7 @@ from .identifiers import STATE_SCHEMA
 from .state_common import RUN_KINDS, S, RunRecord, _opt_int
 
 
-JOB_STATUSES = ("running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("running", "success", "error", "killed")
 
 
 def _job_columns(session: Session) -> dict[str, str]:

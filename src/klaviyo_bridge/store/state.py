@@ -26,7 +26,15 @@ from .identifiers import STATE_SCHEMA
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
-from .state_common import ROW_OUTCOMES, RUN_KINDS, RUN_STATUSES, S, RunRecord, _opt_int  # noqa: F401 (re-exported)
+from .state_common import (  # noqa: F401 (re-exported)
+    OLD_STATUS_WORDS,
+    ROW_OUTCOMES,
+    RUN_KINDS,
+    RUN_STATUSES,
+    S,
+    RunRecord,
+    _opt_int,
+)
 
 
 def _state_ddl(session: Session) -> list[str]:
@@ -53,6 +61,13 @@ def _state_ddl(session: Session) -> list[str]:
             batch_id {text} NOT NULL, run_id {text} NOT NULL, first_row {big} NOT NULL,
             row_count {big} NOT NULL CHECK (row_count > 0),
             outcome {text} NOT NULL CHECK (outcome IN ({outcomes})), reason {text})""",
+        # What a resume must find unchanged: query text, operation, destination, settings (no key).
+        f"""CREATE TABLE IF NOT EXISTS {S}.export_runs (
+            run_id {text} PRIMARY KEY, fingerprint {text} NOT NULL)""",
+        # Which person each input row is about ("email:ann@example.com"), one JSON array per chunk
+        # of consecutive rows: outcomes stay ranges, and a row's identifier is still at hand.
+        f"""CREATE TABLE IF NOT EXISTS {S}.export_row_ids (
+            run_id {text} NOT NULL, first_row {big} NOT NULL, identifiers {text} NOT NULL)""",
     ]
 
 
@@ -60,8 +75,48 @@ def create_state_tables(session: Session) -> None:
     """Idempotent; runs once when a warehouse is opened."""
     for statement in _state_ddl(session):
         session.execute(statement)
+    have = session.table_columns(STATE_SCHEMA, "export_batches") or {}
+    if "fingerprint" not in have:
+        session.execute(f"ALTER TABLE {S}.export_batches ADD COLUMN fingerprint {session.sql_type(Kind.TEXT)}")
+    _widen_outcomes(session)
     _create_export_rows_view(session)
     create_schedule_tables(session)
+    _migrate_status_words(session)
+
+
+def _widen_outcomes(session: Session) -> None:
+    """Warehouses made before ``unconfirmed`` existed check outcomes against the older list: rebuild
+    that check (PostgreSQL: swap the constraint; DuckDB cannot alter one: copy the table)."""
+    if session.sql_type(Kind.JSON).upper() == "JSONB":
+        rows = session.fetch("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c' "
+                             "AND conrelid = to_regclass($1)", [f"{STATE_SCHEMA}.export_row_ranges"])
+        for name, definition in rows:
+            if "outcome" in definition and "unconfirmed" not in definition:
+                outcomes = ", ".join(f"'{o}'" for o in ROW_OUTCOMES)
+                session.execute(f'ALTER TABLE {S}.export_row_ranges DROP CONSTRAINT "{name}"')
+                session.execute(f"ALTER TABLE {S}.export_row_ranges ADD CONSTRAINT {name} "
+                                f"CHECK (outcome IN ({outcomes}))")
+        return
+    rows = session.fetch("SELECT sql FROM duckdb_tables() WHERE schema_name = $1 AND table_name = 'export_row_ranges'",
+                         [STATE_SCHEMA])
+    if not rows or "unconfirmed" in (rows[0][0] or ""):
+        return
+    session.execute(f"DROP VIEW IF EXISTS {S}.export_rows")
+    session.execute(f"ALTER TABLE {S}.export_row_ranges RENAME TO export_row_ranges_old")
+    for statement in _state_ddl(session):
+        if "export_row_ranges (" in statement:
+            session.execute(statement)
+    session.execute(f"INSERT INTO {S}.export_row_ranges SELECT * FROM {S}.export_row_ranges_old")
+    session.execute(f"DROP TABLE {S}.export_row_ranges_old")
+
+
+def _migrate_status_words(session: Session) -> None:
+    """Runs recorded with the old status words (succeeded / failed / cancelled) take the seeds' words."""
+    old = list(OLD_STATUS_WORDS)
+    found = session.fetch(f"SELECT count(*) FROM {S}.runs WHERE status IN ($1, $2, $3)", old)
+    if found[0][0]:
+        for before, after in OLD_STATUS_WORDS.items():
+            session.execute(f"UPDATE {S}.runs SET status = $2 WHERE status = $1", [before, after])
 
 
 def _create_export_rows_view(session: Session) -> None:
@@ -112,6 +167,7 @@ class ExportBatchRecord:
     created_at: datetime
     updated_at: datetime
     error: str | None
+    fingerprint: str | None = None
 
 
 class StateStore(_ScheduleStateMixin):
@@ -186,15 +242,46 @@ class StateStore(_ScheduleStateMixin):
         return [RunRecord(*row[:8], counts=json.loads(row[8]) if row[8] else {}, error=row[9]) for row in rows]
 
     def last_successful_run(self, job: str) -> RunRecord | None:
-        return next((r for r in self.runs(job, limit=1000) if r.status == "succeeded"), None)
+        return next((r for r in self.runs(job, limit=1000) if r.status == "success"), None)
 
     # --- exports -------------------------------------------------------------------------
     def record_export_batch(self, batch_id: str, run_id: str, operation: str, status: str, *,
                             klaviyo_job_id: str | None = None, row_count: int | None = None,
-                            error: str | None = None) -> None:
+                            error: str | None = None, fingerprint: str | None = None) -> None:
         """Insert or update one submitted batch (its status moves as the Klaviyo job runs)."""
         with self._transaction() as s:
-            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error)
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error,
+                                 fingerprint)
+
+    def save_export_fingerprint(self, run_id: str, fingerprint: Mapping[str, Any]) -> None:
+        """What a ``--resume`` of this run must find unchanged (never a key)."""
+        with self._transaction() as s:
+            s.execute(f"DELETE FROM {S}.export_runs WHERE run_id = $1", [run_id])
+            s.execute(f"INSERT INTO {S}.export_runs (run_id, fingerprint) VALUES ($1, $2)",
+                      [run_id, json.dumps(dict(fingerprint), sort_keys=True)])
+
+    def export_fingerprint(self, run_id: str) -> dict[str, Any] | None:
+        with self._transaction() as s:
+            rows = s.fetch(f"SELECT fingerprint FROM {S}.export_runs WHERE run_id = $1", [run_id])
+        return json.loads(rows[0][0]) if rows else None
+
+    def record_export_identifiers(self, run_id: str, first_row: int, identifiers: list[str | None]) -> None:
+        """The identifiers of input rows ``first_row ...`` (replacing what an earlier attempt stored)."""
+        with self._transaction() as s:
+            s.execute(f"DELETE FROM {S}.export_row_ids WHERE run_id = $1 AND first_row = CAST($2 AS BIGINT)",
+                      [run_id, int(first_row)])
+            s.execute(f"INSERT INTO {S}.export_row_ids (run_id, first_row, identifiers) "
+                      "VALUES ($1, CAST($2 AS BIGINT), $3)", [run_id, int(first_row), json.dumps(identifiers)])
+
+    def export_identifiers(self, run_id: str) -> dict[int, str | None]:
+        """Row index -> identifier for every row of the run whose identifiers were stored."""
+        with self._transaction() as s:
+            rows = s.fetch(f"SELECT first_row, identifiers FROM {S}.export_row_ids WHERE run_id = $1", [run_id])
+        out: dict[int, str | None] = {}
+        for first, text in rows:
+            for i, ident in enumerate(json.loads(text)):
+                out[int(first) + i] = ident
+        return out
 
     def finish_export_batch(self, batch_id: str, run_id: str, operation: str, status: str,
                             results: pa.Table | pa.RecordBatch, *, klaviyo_job_id: str | None = None,
@@ -210,8 +297,8 @@ class StateStore(_ScheduleStateMixin):
         with self._transaction() as s:
             rows = s.fetch(
                 f"SELECT batch_id, run_id, operation, status, klaviyo_job_id, row_count, created_at, "
-                f"updated_at, error FROM {S}.export_batches WHERE run_id = $1 ORDER BY created_at, batch_id",
-                [run_id])
+                f"updated_at, error, fingerprint FROM {S}.export_batches WHERE run_id = $1 "
+                "ORDER BY created_at, batch_id", [run_id])
         return [ExportBatchRecord(*row) for row in rows]
 
     def record_export_rows(self, batch_id: str, run_id: str, results: pa.Table | pa.RecordBatch) -> int:
@@ -230,7 +317,14 @@ class StateStore(_ScheduleStateMixin):
             f"WHERE {column} = $1 ORDER BY batch_id, row_index", [value]))
         schema = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("row_index", pa.int64()),
                             ("outcome", pa.string()), ("reason", pa.string())])
-        return pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
+        table = pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
+        runs = set(table.column("run_id").to_pylist()) if batch_id is not None else {run_id}
+        names: dict[tuple[str, int], str | None] = {}
+        for run in runs:
+            names.update({(run, i): ident for i, ident in self.export_identifiers(run).items()})
+        identifiers = [names.get((r, i)) for r, i in zip(table.column("run_id").to_pylist(),
+                                                         table.column("row_index").to_pylist())]
+        return table.append_column("identifier", pa.array(identifiers, pa.string()))
 
 
 _RANGE_KINDS = {"batch_id": Kind.TEXT, "run_id": Kind.TEXT, "first_row": Kind.INTEGER, "row_count": Kind.INTEGER,
@@ -281,18 +375,18 @@ def _insert_export_rows(s, table: pa.Table) -> None:
 
 
 def _upsert_export_batch(s, batch_id: str, run_id: str, operation: str, status: str, klaviyo_job_id: str | None,
-                         row_count: int | None, error: str | None) -> None:
+                         row_count: int | None, error: str | None, fingerprint: str | None = None) -> None:
     """An UPDATE, or an INSERT when the batch is new: in DuckDB either costs a third of an
     INSERT .. ON CONFLICT, and every batch of an export is written three times."""
     updated = s.fetch(
         f"UPDATE {S}.export_batches SET status = $2, klaviyo_job_id = coalesce(CAST($3 AS VARCHAR), klaviyo_job_id), "
-        "row_count = coalesce(CAST($4 AS BIGINT), row_count), updated_at = now(), error = CAST($5 AS VARCHAR) "
-        "WHERE batch_id = $1 RETURNING batch_id",
-        [batch_id, status, klaviyo_job_id, _opt_int(row_count), error])
+        "row_count = coalesce(CAST($4 AS BIGINT), row_count), updated_at = now(), error = CAST($5 AS VARCHAR), "
+        "fingerprint = coalesce(CAST($6 AS VARCHAR), fingerprint) WHERE batch_id = $1 RETURNING batch_id",
+        [batch_id, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint])
     if updated:
         return
     s.execute(
         f"INSERT INTO {S}.export_batches (batch_id, run_id, operation, status, klaviyo_job_id, "
-        "row_count, created_at, updated_at, error) VALUES ($1, $2, $3, $4, CAST($5 AS VARCHAR), "
-        "CAST($6 AS BIGINT), now(), now(), CAST($7 AS VARCHAR))",
-        [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error])
+        "row_count, created_at, updated_at, error, fingerprint) VALUES ($1, $2, $3, $4, CAST($5 AS VARCHAR), "
+        "CAST($6 AS BIGINT), now(), now(), CAST($7 AS VARCHAR), CAST($8 AS VARCHAR))",
+        [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint])

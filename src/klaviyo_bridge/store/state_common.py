@@ -10,8 +10,13 @@ from .identifiers import STATE_SCHEMA, quote
 
 S = quote(STATE_SCHEMA)
 RUN_KINDS = ("import", "export", "workflow")  # workflow: a pushed .dig run by the scheduler
-RUN_STATUSES = ("running", "succeeded", "failed")
-ROW_OUTCOMES = ("accepted", "rejected", "skipped", "submitted")  # submitted = sent, no confirmation to read
+#: The status words of the seeds' job history (``queued`` is a run waiting for its turn).
+RUN_STATUSES = ("running", "success", "error", "killed")
+#: Words written by versions before the seeds' words were adopted, and what they mean now.
+OLD_STATUS_WORDS = {"succeeded": "success", "failed": "error", "cancelled": "killed"}
+#: submitted = sent, no confirmation to read; unconfirmed = Klaviyo's answer was unclear and reading
+#: it back could not show whether the change happened (never resent blindly).
+ROW_OUTCOMES = ("accepted", "rejected", "skipped", "submitted", "unconfirmed")
 
 
 def _opt_int(value: int | None) -> int | None:

@@ -29,6 +29,7 @@ from ..errors import ConfigError, StoreError
 from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
+from .locks import NamedLock
 from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified
 
 
@@ -79,6 +80,10 @@ class Warehouse(ABC):
             raise
         finally:
             session.close()
+
+    def named_lock(self, name: str) -> "NamedLock":
+        """A lock every user of this state store sees (see ``store/locks.py``)."""
+        raise NotImplementedError
 
     def _init_state(self) -> None:
         with self.transaction() as session:

@@ -22,7 +22,7 @@ from ...store.state import JobRecord
 from ..web import blocking, checked_form, console_of, redirect, render
 from .schedules import chart
 
-STATUSES = ("running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "success", "error", "killed")
 KINDS = ("import", "export", "workflow")
 OUTCOMES = ("accepted", "rejected", "skipped", "submitted")
 #: Export row results per page of a job page (the CSV has them all).
@@ -128,7 +128,7 @@ async def progress(request: Request):
         rows = job.rows_written if job.rows_written is not None else job.rows_read
     ended = job.ended_at.timestamp() if job.ended_at else time.time()
     # The engine may record its own end a moment before execute_job records the job's (a killed
-    # import first says "failed", then "cancelled"): a job started here is done when its thread is.
+    # import first says "error", then "killed"): a job started here is done when its thread is.
     finishing = console.jobs.alive(job.run_id)
     status = "running" if finishing and job.status != "running" else job.status
     return JSONResponse({"run_id": job.run_id, "status": status, "done": status != "running",
