@@ -346,3 +346,26 @@ def test_ctrl_c_during_an_import_says_nothing_was_committed(tmp_path, home):
     assert re.search(r"Records written\s*:\s*0\n", done.stdout), done.stdout
     assert re.search(r"Error\s*:\s*stopped \(Ctrl-C or a kill\); nothing was committed", done.stdout), done.stdout
     assert "No tables yet" in cli_process("--home", home, "tables").stderr
+
+
+def test_ctrl_c_during_connector_run_says_nothing_was_committed(tmp_path, home):
+    with running_emulator(SLOW) as slow_url:
+        config = connection_config(tmp_path, slow_url, source="events",
+                                   extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n")
+        assert cli_process("--home", home, "connector:create", "slow_events", "", "klaviyo", "events", config).returncode == 0
+        proc = subprocess.Popen([sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:run", "slow_events"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = proc.stderr.readline()
+            assert first.startswith("job ") and "started (connector:slow_events" in first, first
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    # however far it got (the signal may come before the job's record is written), nothing was committed
+    assert re.search(r"job \w+ (killed: \d+ records fetched, 0 written; nothing was committed, the cursor did not "
+                     r"move|stopped before it began: nothing was committed)", err), err
+    assert "No tables yet" in cli_process("--home", home, "tables").stderr

@@ -104,10 +104,12 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     """
     config = read_import_config(home, config_file)
     with open_target(home, warehouse_url) as wh:
+        job = f"{database}.{table}"
+        before = _last_run_id(wh, job)
         try:
             result = run_one(config, wh, database, table)
         except KeyboardInterrupt:
-            _say_what_was_committed(wh, f"{database}.{table}")
+            _say_what_was_committed(wh, job, before)
             raise
     click.echo(result.summary())
     where = f" --warehouse {warehouse_url}" if warehouse_url else ""
@@ -115,12 +117,21 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
               f'klaviyo-bridge sql{where} "SELECT * FROM {database}.{table} LIMIT 10"')
 
 
-def _say_what_was_committed(wh: Warehouse, job: str) -> None:
+def _last_run_id(wh: Warehouse, job: str) -> str | None:
+    runs = wh.state.runs(job, limit=1)
+    return runs[0].run_id if runs else None
+
+
+def _say_what_was_committed(wh: Warehouse, job: str, before: str | None) -> None:
     """After Ctrl-C: the run's record says what was and was not written; show it."""
     try:
-        run = wh.state.runs(job, limit=1)[0]
-    except (BridgeError, IndexError):
+        runs = wh.state.runs(job, limit=1)
+    except BridgeError:
         return
+    if not runs or runs[0].run_id == before:
+        click.echo(f"{job}: stopped before the import began: nothing was committed", err=True)
+        return
+    run = runs[0]
     click.echo(f"{job}: job {run.run_id} {run.status}: {run.rows_read or 0} records fetched, "
                f"{run.rows_written or 0} written. {run.error or ''}", err=True)
 

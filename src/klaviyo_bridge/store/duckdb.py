@@ -75,8 +75,14 @@ def _converting_errors(method: F) -> F:
     def wrapper(self: "DuckDBSession", *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None  # Ctrl-C landed inside DuckDB: it is still the user's Ctrl-C
         except duckdb.Error as exc:
             raise StoreError(f"DuckDB {self.path}: {exc}") from exc
+        except RuntimeError as exc:
+            if "interrupted" in str(exc).lower():  # the same, from DuckDB's result fetching
+                raise KeyboardInterrupt from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
