@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import signal
+import sys
 
 import click
 
@@ -43,14 +45,25 @@ def job_list(home: Home, schedule: str | None, status: str | None, limit: int, w
 
 @click.command("job:show")
 @click.argument("job_id")
+@click.option("--rows", "show_rows", is_flag=True,
+              help="An export's per-row outcomes as CSV: row number, identifier (email, phone, ...), outcome, reason.")
+@click.option("--outcome", help="With --rows: only rows with this outcome (accepted, rejected, skipped, ...).")
 @warehouse_option
 @click.pass_obj
-def job_show(home: Home, job_id: str, warehouse_url: str | None) -> None:
+def job_show(home: Home, job_id: str, show_rows: bool, outcome: str | None, warehouse_url: str | None) -> None:
     """Status, timings, counts and error of job JOB_ID (a unique prefix of at least 6 characters works)."""
     with _open(home, warehouse_url) as wh:
         j = wh.state.job(job_id)
+        rows_table = wh.state.export_rows(run_id=j.run_id) if (j is not None and show_rows) else None
     if j is None:
         raise ConfigError(f"no job {job_id!r} (see job:list)", key="job_id")
+    if rows_table is not None:
+        out = csv.writer(sys.stdout)
+        out.writerow(["row_number", "identifier", "outcome", "reason"])
+        for r in rows_table.sort_by("row_index").to_pylist():
+            if outcome is None or r["outcome"] == outcome:
+                out.writerow([r["row_index"] + 1, r["identifier"] or "", r["outcome"], r["reason"] or ""])
+        return
     rows = [("Job ID", j.run_id), ("Kind", j.kind), ("Job", j.job), ("Schedule", j.schedule or ""),
             ("Triggered by", j.triggered_by or ""), ("Status", j.status),
             ("Scheduled for", _fmt_time(j.scheduled_for)), ("Started at", _fmt_time(j.started_at)),

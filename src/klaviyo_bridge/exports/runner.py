@@ -296,10 +296,19 @@ class _Sender:
             if op.consent:
                 index, items, confirmed = await self._settle(index, items)
                 done.append(confirmed)
+                if len(items) and not op.may_resend_unapplied():
+                    done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(1, None)))
+                    index, items = index[:0], items[:0]
         attempts = 0
         job_id = None
         while len(items):
-            pre = await op.presend(self.ctx, items)
+            try:
+                pre = await op.presend(self.ctx, items)
+            except (ApiError, RetriesExhausted) as err:
+                if isinstance(err, AuthError):
+                    raise
+                done.append(_rows_table(index, "skipped", f"not sent: the check before sending failed ({err})"))
+                break
             if pre is not None:
                 keep = np.array([o == "send" for o in pre.outcome], dtype=bool)
                 done.append(_rows_table(index[~keep], [o for o, k in zip(pre.outcome, keep) if not k],
@@ -337,9 +346,7 @@ class _Sender:
                 done.append(confirmed)
                 attempts += 1
                 if len(items) and (attempts > self.client.retry.retry_limit or not op.may_resend_unapplied()):
-                    done.append(_rows_table(index, "unconfirmed",
-                                            f"Klaviyo's answer was unclear {attempts} time(s) ({err}) and reading it "
-                                            "back does not show the change; not sent again"))
+                    done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(attempts, err)))
                     index, items = index[:0], items[:0]
                 continue
             await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent",
@@ -348,6 +355,15 @@ class _Sender:
             done.append(await self.sent_outcomes(job_id, index, items))
             break
         return _concat(done), job_id
+
+    def _unconfirmed_reason(self, attempts: int, err: BaseException | None) -> str:
+        why = f" ({err})" if err is not None else ""
+        if not self.op.may_resend_unapplied():
+            return (f"Klaviyo's answer was unclear{why} and, {self.settings.consent_settle_seconds:g} s later, "
+                    "reading it back does not show the change; not sent again (a late first request plus a resend "
+                    "could unsubscribe it from all marketing): run the export again to retry")
+        return (f"Klaviyo's answer was unclear {attempts} time(s){why} and reading it back does not show the "
+                "change; not sent again")
 
     async def _settle(self, index: np.ndarray, items: Payloads) -> tuple[np.ndarray, Payloads, pa.Table]:
         """Wait the settle time, read Klaviyo back: (rows still to send, their items, confirmed rows)."""

@@ -46,7 +46,7 @@ def export_summary(wh: Warehouse, run_id: str, *, reasons: int = 5) -> ExportSum
     for batch in wh.query_arrow(
             f"SELECT outcome, reason, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
             "AND reason IS NOT NULL "
-            f"AND outcome IN ('rejected', 'skipped') GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(reasons)}",
+            f"AND outcome IN ('rejected', 'skipped', 'unconfirmed') GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(reasons)}",
             [run_id]):
         top += [(o, r, int(n)) for o, r, n in zip(*(c.to_pylist() for c in batch.columns))]
     return ExportSummary(run_id, sum(counts.values()), {k: v for k, v in counts.items() if v}, batches, top)

@@ -24,7 +24,7 @@ from .schedules import chart
 
 STATUSES = ("queued", "running", "success", "error", "killed")
 KINDS = ("import", "export", "workflow")
-OUTCOMES = ("accepted", "rejected", "skipped", "submitted")
+OUTCOMES = ("accepted", "rejected", "skipped", "submitted", "unconfirmed")
 #: Export row results per page of a job page (the CSV has them all).
 ROWS_PER_PAGE = 50
 
@@ -48,9 +48,10 @@ async def index(request: Request):
 def filtered_rows(table: pa.Table, outcome: str | None, text: str | None) -> pa.Table:
     if outcome in OUTCOMES:
         table = table.filter(pc.equal(table["outcome"], outcome))
-    if text:
-        reasons = pc.fill_null(table["reason"], "")
-        table = table.filter(pc.match_substring(pc.utf8_lower(reasons), text.lower()))
+    if text:  # in the reason or the row's identifier (an email, a phone number ...)
+        reasons = pc.utf8_lower(pc.fill_null(table["reason"], ""))
+        idents = pc.utf8_lower(pc.fill_null(table["identifier"], ""))
+        table = table.filter(pc.or_(pc.match_substring(reasons, text.lower()), pc.match_substring(idents, text.lower())))
     return table
 
 
@@ -83,7 +84,7 @@ def _load_job(request: Request, run_id: str) -> dict[str, Any]:
             out["page"], out["pages"] = page, pages
             out["first_row"] = (page - 1) * ROWS_PER_PAGE
             out["rows"] = rows.slice(out["first_row"], ROWS_PER_PAGE).select(
-                ["row_index", "outcome", "reason", "batch_id"]).to_pylist()
+                ["row_index", "identifier", "outcome", "reason", "batch_id"]).to_pylist()
         if job.schedule:
             out["history"] = wh.state.jobs(schedule=job.schedule, limit=30)
             out["chart"] = chart(out["history"])
@@ -169,9 +170,10 @@ async def rows_csv(request: Request):
         return Response("no export job with that id", 404, media_type="text/plain")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["row_number", "row_index", "outcome", "reason", "batch_id"])
+    writer.writerow(["row_number", "row_index", "identifier", "outcome", "reason", "batch_id"])
     for row in table.to_pylist():
-        writer.writerow([row["row_index"] + 1, row["row_index"], row["outcome"], row["reason"] or "", row["batch_id"]])
+        writer.writerow([row["row_index"] + 1, row["row_index"], row["identifier"] or "", row["outcome"],
+                         row["reason"] or "", row["batch_id"]])
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="export-{job.run_id}.csv"'})
 

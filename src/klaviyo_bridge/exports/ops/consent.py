@@ -299,6 +299,12 @@ class UnsubscribeFromList(Unsubscribe):
                               "(set unsubscribe_non_members_globally: true to send it anyway)")
         return Outcomes(outcome, reason) if skipped else None
 
+    def may_resend_unapplied(self) -> bool:
+        """Never: a first request still queued at Klaviyo would take the member out of the list, and a
+        resend would then find a non-member and unsubscribe it globally. Rows that reading back does
+        not show done end ``unconfirmed``; the next run (members only) finishes them."""
+        return False
+
     async def confirm(self, ctx: BatchContext, items: Payloads) -> np.ndarray:
         """Applied = no longer in the list and, for email, list-suppressed for it (what Klaviyo does
         to a member it unsubscribes from a list)."""
