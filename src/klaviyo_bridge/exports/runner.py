@@ -285,7 +285,11 @@ class _Sender:
         await self._finish(batch, table, job_id)
 
     async def _deliver(self, batch: _Batch, *, unclear: bool) -> tuple[pa.Table, str | None]:
-        """Send one batch as its operation allows; the row outcomes and the Klaviyo job id."""
+        """Send one batch as its operation allows; the row outcomes and the Klaviyo job id.
+
+        A batch is checked (``presend``) as a whole, then sent in requests within the endpoint's
+        limits: an operation that checks membership plans larger batches (``check_items``) so
+        that the members of several reads fill whole requests."""
         st, op, op_id = self.wh.state, self.op, self.op.endpoint.operation_id
         index, items = batch.index, batch.items
         done: list[pa.Table] = []
@@ -297,28 +301,48 @@ class _Sender:
                 index, items, confirmed = await self._settle(index, items)
                 done.append(confirmed)
                 if len(items) and not op.may_resend_unapplied():
+                    index, items = await self._presend(index, items, done)  # non-members now: skipped
                     done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(1, None)))
                     index, items = index[:0], items[:0]
-        attempts = 0
+        if len(items):
+            index, items = await self._presend(index, items, done)
         job_id = None
-        while len(items):
-            try:
-                pre = await op.presend(self.ctx, items)
-            except (ApiError, RetriesExhausted) as err:
-                if isinstance(err, AuthError):
-                    raise
-                done.append(_rows_table(index, "skipped", f"not sent: the check before sending failed ({err})"))
-                break
-            if pre is not None:
-                keep = np.array([o == "send" for o in pre.outcome], dtype=bool)
-                done.append(_rows_table(index[~keep], [o for o, k in zip(pre.outcome, keep) if not k],
-                                        [r for r, k in zip(pre.reason, keep) if not k]))
-                index, items = index[keep], items.filter(keep)
-                if not len(items):
-                    break
+        if len(items):
             await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sending",
                               row_count=len(batch.index), fingerprint=batch.fingerprint)
             self.attempted += len(items)
+            for a, b in plan_batches(items.sizes(), op.endpoint):
+                table, job = await self._post(batch, index[a:b], items[a:b])
+                done.append(table)
+                job_id = job or job_id
+            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent",
+                              klaviyo_job_id=job_id)
+            self.progress("sent", len(index))
+        return _concat(done), job_id
+
+    async def _presend(self, index: np.ndarray, items: Payloads, done: list[pa.Table]) -> tuple[np.ndarray, Payloads]:
+        """The operation's check before sending: rows it keeps back get their outcome in ``done``."""
+        try:
+            pre = await self.op.presend(self.ctx, items)
+        except (ApiError, RetriesExhausted) as err:
+            if isinstance(err, AuthError):
+                raise
+            done.append(_rows_table(index, "skipped", f"not sent: the check before sending failed ({err})"))
+            return index[:0], items[:0]
+        if pre is None:
+            return index, items
+        keep = np.array([o == "send" for o in pre.outcome], dtype=bool)
+        done.append(_rows_table(index[~keep], [o for o, k in zip(pre.outcome, keep) if not k],
+                                [r for r, k in zip(pre.reason, keep) if not k]))
+        return index[keep], items.filter(keep)
+
+    async def _post(self, batch: _Batch, index: np.ndarray, items: Payloads) -> tuple[pa.Table, str | None]:
+        """One request (and, for a consent write, what an unclear answer to it leads to)."""
+        op, st, op_id = self.op, self.wh.state, self.op.endpoint.operation_id
+        done: list[pa.Table] = []
+        attempts = 0
+        job_id = None
+        while len(items):
             try:
                 try:
                     job_id = await self.post(items)
@@ -345,13 +369,12 @@ class _Sender:
                 index, items, confirmed = await self._settle(index, items)
                 done.append(confirmed)
                 attempts += 1
+                if len(items) and not op.may_resend_unapplied():
+                    index, items = await self._presend(index, items, done)  # left the list meanwhile: skipped
                 if len(items) and (attempts > self.client.retry.retry_limit or not op.may_resend_unapplied()):
                     done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(attempts, err)))
                     index, items = index[:0], items[:0]
                 continue
-            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent",
-                              klaviyo_job_id=job_id)
-            self.progress("sent", len(index))
             done.append(await self.sent_outcomes(job_id, index, items))
             break
         return _concat(done), job_id
@@ -392,7 +415,7 @@ class _Sender:
         failed_job = table.num_rows > 0 and rejected == table.num_rows
         await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
                           self.op.endpoint.operation_id, "failed" if failed_job else "done", table,
-                          klaviyo_job_id=job_id)
+                          klaviyo_job_id=job_id, fingerprint=batch.fingerprint, row_count=len(batch.index))
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
@@ -403,15 +426,15 @@ class _Sender:
         self.failed += 1
         await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
                           self.op.endpoint.operation_id, "failed", _rows_table(index, "rejected", message),
-                          error=message[:2000])
+                          error=message[:2000], fingerprint=batch.fingerprint, row_count=len(batch.index))
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
     async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
-        await self.record(st.record_export_rows, batch.batch_id, self.run_id, _rows_table(batch.index, "skipped", reason))
-        await self.record(st.record_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
-                          "not_sent", row_count=len(batch.index))
+        await self.record(st.finish_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
+                          "not_sent", _rows_table(batch.index, "skipped", reason), row_count=len(batch.index),
+                          fingerprint=batch.fingerprint)  # rows and status in one transaction
 
     # --- bulk import jobs ----------------------------------------------------------------
     async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
@@ -638,7 +661,7 @@ class _Counts:
 
 def _batch_plan(op: Operation, offset: int, p: Prepared) -> list[tuple[int, int, str]]:
     """(start, end, fingerprint) of the chunk's request batches."""
-    slices = plan_batches(p.items.sizes(), op.endpoint)
+    slices = plan_batches(p.items.sizes(), op.plan_endpoint)
     if not slices:
         return []
     ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() if p.identity is not None \

@@ -285,12 +285,14 @@ class StateStore(_ScheduleStateMixin):
 
     def finish_export_batch(self, batch_id: str, run_id: str, operation: str, status: str,
                             results: pa.Table | pa.RecordBatch, *, klaviyo_job_id: str | None = None,
-                            error: str | None = None) -> int:
+                            error: str | None = None, fingerprint: str | None = None,
+                            row_count: int | None = None) -> int:
         """A batch's row outcomes and its final status in one transaction: a crash leaves both or neither."""
         table = _export_rows_table(batch_id, run_id, results)
         with self._transaction() as s:
             _insert_export_rows(s, table)
-            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, None, error)
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error,
+                                 fingerprint)
         return results.num_rows
 
     def export_batches(self, run_id: str) -> list[ExportBatchRecord]:

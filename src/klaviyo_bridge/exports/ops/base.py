@@ -83,12 +83,24 @@ class Operation:
     #: Needs a list (list_value); may create it by name when missing.
     needs_list: ClassVar[bool] = False
     creates_list: ClassVar[bool] = False
+    #: Rows checked together by ``presend`` (None: a batch is one request). A list unsubscribe
+    #: reads membership 100 profiles a read and sends members only: checking 1,000 rows at a time
+    #: lets the members fill whole requests instead of half-empty ones.
+    check_items: ClassVar[int | None] = None
     #: Outcome of a batch Klaviyo answered with success and no job to follow.
     sent_outcome: ClassVar[str] = "submitted"
     sent_reason: ClassVar[str | None] = None
 
     def __init__(self, settings: ExportSettings) -> None:
         self.settings = settings
+
+    @property
+    def plan_endpoint(self) -> Endpoint:
+        """How the input is cut into batches (the unit of state and resume)."""
+        e = self.endpoint
+        if not self.check_items:
+            return e
+        return Endpoint(e.operation_id, self.check_items, e.max_bytes * -(-self.check_items // e.max_items))
 
     # --- before anything is sent -------------------------------------------------------
     def required_columns(self) -> tuple[tuple[str, ...], bool]:

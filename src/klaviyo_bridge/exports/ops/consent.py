@@ -269,6 +269,7 @@ class UnsubscribeFromList(Unsubscribe):
 
     name = "batch_consent (unsubscribed, with a list)"
     needs_list = True
+    check_items = 1_000
 
     def warnings(self) -> list[str]:
         out = super().warnings()
