@@ -9,6 +9,7 @@ The branches are named for what the caller should do about them::
     │   │   ├── RateLimited          429; carries retry_after (seconds)
     │   │   ├── ServerError          500/502/503/504/524
     │   │   └── TransportError       connection refused/reset, timeouts, cut-off bodies
+    │   │       └── NameResolutionError  the host name does not resolve (retried once only)
     │   └── FatalApiError            retrying cannot help
     │       ├── AuthError            401/403: the API key was rejected
     │       ├── NotFound             404
@@ -125,6 +126,16 @@ class TransportError(RetryableApiError):
     """
 
     not_sent: bool = False
+
+
+class NameResolutionError(TransportError):
+    """The host name could not be resolved (DNS): a typo in base_url, or no network. Retried
+    once, at once, not with the full backoff: waiting 26 s for a name that will not resolve
+    helps nobody."""
+
+    def __init__(self, message: str, *, host: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.host = host
 
 
 class FatalApiError(ApiError):

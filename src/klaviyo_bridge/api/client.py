@@ -12,9 +12,12 @@ log lines, exception messages or reprs (messages are scrubbed as a last guard).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +33,7 @@ from ..errors import (
     ErrorItem,
     FatalApiError,
     InvalidRequest,
+    NameResolutionError,
     NotFound,
     RateLimited,
     RetriesExhausted,
@@ -41,7 +45,7 @@ from .query import Query
 from .ratelimit import RateLimiter
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
-from klaviyo_spec import Operation, operation
+from klaviyo_spec import Operation, default_base_url, operation
 
 log = logging.getLogger("klaviyo_bridge.api")
 
@@ -88,7 +92,8 @@ class KlaviyoClient:
     ) -> None:
         self.settings = settings
         self._key = settings.api_key.get_secret_value()
-        self.limiter = limiter or RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
+        self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
+            RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
             initial_wait=settings.initial_retry_wait,
@@ -243,6 +248,18 @@ class KlaviyoClient:
             try:
                 return await self._send_once(op, url, params, body, decode)
             except (RateLimited, ServerError, TransportError) as err:
+                if isinstance(err, NameResolutionError):
+                    # Nothing was sent, so a write may be retried too; but only once, at once.
+                    if retries >= NAME_RESOLUTION_RETRIES:
+                        raise NameResolutionError(
+                            f"{err} after {retries + 1} attempts: check base_url (or KLAVIYO_BASE_URL; "
+                            f"without it the host is the real {default_base_url()}) and this machine's "
+                            "network and DNS", host=err.host, method=err.method, operation=err.operation,
+                        ) from None
+                    retries += 1
+                    self.stats.retries += 1
+                    log.warning("%s: %s; retrying once", op.operation_id, err)
+                    continue
                 if not retry_lost and not isinstance(err, RateLimited) and not getattr(err, "not_sent", False):
                     raise  # the write may have been applied: the caller decides what to resend
                 if isinstance(err, RateLimited):
@@ -279,6 +296,12 @@ class KlaviyoClient:
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
             ) from None
         except httpx.TransportError as exc:
+            if _is_name_resolution_failure(exc):
+                host = urlsplit(self.settings.base_url).hostname or self.settings.base_url
+                raise NameResolutionError(
+                    f"{op.method} {op.path}: cannot resolve host {host!r} ({_root_cause(exc)})",
+                    host=host, method=op.method, operation=op.operation_id,
+                ) from None
             err = TransportError(
                 f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
                 method=op.method,
@@ -334,6 +357,56 @@ class KlaviyoClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[redacted]") if self._key else text
+
+
+_shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
+
+
+@contextmanager
+def shared_account_limits() -> Iterator[None]:
+    """Inside this block, clients of one account (base URL and key) made without a limiter of
+    their own share one: Klaviyo counts requests per account, so a command that reads with one
+    client and then imports with another must not start the second with a fresh budget (the
+    demo drew 429s that way). Sequential use on one thread at a time, as the CLI commands do."""
+    global _shared_limiters
+    outer = _shared_limiters
+    _shared_limiters = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_limiters = outer
+
+
+def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
+    if _shared_limiters is None or sleep is not asyncio.sleep:
+        return None
+    account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
+    limiter = _shared_limiters.get(account)
+    if limiter is None:
+        limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
+    return limiter
+
+
+#: Retries of a request whose host name did not resolve (immediately, no backoff).
+NAME_RESOLUTION_RETRIES = 1
+
+
+def _is_name_resolution_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, socket.gaierror):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    cur = exc
+    while (cur.__cause__ or cur.__context__) is not None and not isinstance(cur, socket.gaierror):
+        cur = cur.__cause__ or cur.__context__  # type: ignore[assignment]
+    return str(cur) or type(cur).__name__
 
 
 def _origin(url: str) -> str:

@@ -59,6 +59,10 @@ for _command in (*AUTH_COMMANDS, *SCHEDULE_COMMANDS):
     cli.add_command(_command)
 
 from .console_cmd import console_command  # noqa: E402
+from .warehouse_cmd import COMMANDS as WAREHOUSE_COMMANDS  # noqa: E402
+
+for _command in WAREHOUSE_COMMANDS:
+    cli.add_command(_command)
 
 cli.add_command(console_command)
 

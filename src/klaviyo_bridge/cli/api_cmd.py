@@ -38,7 +38,10 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
 @click.option("--limit", type=int, default=None, help="Stop after this many records.")
 @click.option("--base-url", envvar="KLAVIYO_BASE_URL", help="API base URL (env KLAVIYO_BASE_URL).")
 @click.option("--revision", help="API revision YYYY-MM-DD (default: the spec's).")
+@click.option("--auth", "auth", metavar="NAME", help="Use the saved authentication NAME (auth:create) instead of KLAVIYO_API_KEY.")
+@click.pass_obj
 def api_command(
+    home,
     operation_id: str,
     resource_id: str | None,
     filter_expr: str | None,
@@ -50,15 +53,22 @@ def api_command(
     limit: int | None,
     base_url: str | None,
     revision: str | None,
+    auth: str | None,
 ) -> None:
     """Print the records of OPERATION_ID (e.g. get_lists, get_profiles) as JSON lines.
 
-    The API key is read from the environment variable KLAVIYO_API_KEY, never from
-    the command line. Pages are followed until the end or --limit.
+    The API key is a saved authentication (--auth NAME) or the environment variable
+    KLAVIYO_API_KEY, never the command line. Pages are followed until the end or --limit.
     """
-    key = os.environ.get(API_KEY_ENV)
+    if auth:
+        from ..secrets import CredentialStore
+
+        key = CredentialStore(home.credentials).get(auth)
+    else:
+        key = os.environ.get(API_KEY_ENV)
     if not key:
-        raise ConfigError(f"set {API_KEY_ENV} to the private API key (it is not accepted on the command line)")
+        raise ConfigError(f"set {API_KEY_ENV} to the private API key, or give --auth NAME of a saved "
+                          "authentication (auth:create NAME); a key is not accepted on the command line")
     try:
         op = operation(operation_id)
     except KeyError as exc:

@@ -48,6 +48,10 @@ def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool,
     store = credential_store(home)
     store.save(name, key, replace=replace)
     click.echo(f"Saved authentication {name!r} ({hint(key.strip())}) in {store.path}")
+    from .hints import next_step
+
+    next_step(f"use it with 'connection: {name}' under in: of an import config (connector:preview CONFIG), "
+              f"'result_connection: {name}' in export settings, or api OPERATION --auth {name}")
 
 
 @click.command("auth:list")

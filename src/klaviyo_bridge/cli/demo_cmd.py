@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..api.client import KlaviyoClient
+from ..api.client import KlaviyoClient, shared_account_limits
 from ..api.query import Query
 from ..api.settings import ClientSettings
 
@@ -36,7 +36,9 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
     console = Console(width=None if sys.stdout.isatty() else 140)
     emu = EmulatorSettings(seed=seed, profiles=profiles, events=events, lists=lists)
     started = time.perf_counter()
-    with running_emulator(emu) as base_url:
+    # One rate budget for the whole demo, as the emulator (and Klaviyo) count per account: each
+    # step's client starts where the previous one left off, so the demo stays inside the limits.
+    with running_emulator(emu) as base_url, shared_account_limits():
         console.print(f"[bold]1.[/] Emulator up at {base_url} in {time.perf_counter() - started:.1f}s "
                       f"({profiles} profiles, {events} events, {lists} lists)")
         settings = ClientSettings(api_key=emu.api_key, base_url=base_url)

@@ -49,5 +49,13 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
             raise
     for line in report_lines(result, settings):
         click.echo(line)
+    from .hints import next_step
+
+    if dry_run:
+        next_step("send it: the same command without --dry-run")
+    else:
+        next_step(f"each row's outcome: klaviyo-bridge job:show {result.run_id} (rows in _bridge.export_rows)",
+                  "run it on a schedule: klaviyo-bridge sched:create NAME CRON -d DATABASE --result-settings "
+                  "FILE \"SELECT ...\"")
     if result.exit_code:
         sys.exit(result.exit_code)  # 3: rows were rejected or unconfirmed (README: exit codes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from datetime import datetime, timezone
 
 import click
@@ -10,15 +11,32 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import aio
-from ..config import ImportConfig, load_import_config
+from ..api.client import shared_account_limits
+from ..config import ImportConfig, load_yaml, parse_import_config
 from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
 from ..store.warehouse import Warehouse, open_warehouse
+from .hints import next_step
 from .progress import ImportProgress
 
+#: Narrowest readable column of the preview table; with more columns than fit, rows print one column a line.
+PREVIEW_MIN_COLUMN = 14
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
+
+
+def read_import_config(home: Home, path: str) -> ImportConfig:
+    """A config file, with ``in: connection: NAME`` (a saved authentication) filled in, as
+    ``connector:create`` reads it: every verb that reads a config takes a saved connection."""
+    from ..secrets import CredentialStore, resolve_connection
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    data = load_yaml(text, path)
+    return parse_import_config(resolve_connection(data, CredentialStore(home.credentials)), path)
 
 
 def open_target(home: Home, url: str | None) -> Warehouse:
@@ -33,16 +51,34 @@ def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: st
 @click.command("connector:preview")
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rows", default=10, show_default=True, type=click.IntRange(1, 1000), help="Rows to show.")
-def preview_command(config_file: str, rows: int) -> None:
-    """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing."""
-    config = load_import_config(config_file)
+@click.pass_obj
+def preview_command(home: Home, config_file: str, rows: int) -> None:
+    """Show the first rows CONFIG_FILE would import, with name:type headers. Writes nothing.
+
+    in.start_time / in.end_time bound the rows shown, as they bound the import.
+    """
+    config = read_import_config(home, config_file)
     table = aio.run(preview_rows(config, rows))
-    out = Table(show_lines=False)
-    for field in table.schema:
-        out.add_column(f"{field.name}:{_type_name(field.type)}", overflow="fold")
-    for row in table.to_pylist():
-        out.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console(width=None if sys.stdout.isatty() else 200).print(out)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    headers = [f"{field.name}:{_type_name(field.type)}" for field in table.schema]
+    if len(headers) * PREVIEW_MIN_COLUMN > console.width:
+        # Too many columns to fold into a readable table: one "name:type  value" line per column.
+        width = max(map(len, headers), default=0)
+        for number, row in enumerate(table.to_pylist(), start=1):
+            click.echo(f"--- row {number}")
+            for header, value in zip(headers, row.values()):
+                click.echo(f"{header:<{width}}  {'' if value is None else value}")
+        if not table.num_rows:
+            click.echo("  ".join(headers))
+    else:
+        out = Table(show_lines=False)
+        for header in headers:
+            out.add_column(header, overflow="fold")
+        for row in table.to_pylist():
+            out.add_row(*("" if v is None else str(v) for v in row.values()))
+        console.print(out)
+    click.echo(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''}, {len(headers)} columns)", err=True)
+    next_step(f"import it: klaviyo-bridge connector:issue {config_file} -d DATABASE -t TABLE")
 
 
 def _type_name(arrow_type) -> str:
@@ -66,10 +102,38 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     Incremental configs resume where the last successful run of the same
     database.table ended; the cursor is saved with the rows.
     """
-    config = load_import_config(config_file)
+    config = read_import_config(home, config_file)
     with open_target(home, warehouse_url) as wh:
-        result = run_one(config, wh, database, table)
+        job = f"{database}.{table}"
+        before = _last_run_id(wh, job)
+        try:
+            result = run_one(config, wh, database, table)
+        except KeyboardInterrupt:
+            _say_what_was_committed(wh, job, before)
+            raise
     click.echo(result.summary())
+    where = f" --warehouse {warehouse_url}" if warehouse_url else ""
+    next_step(f"look at it: klaviyo-bridge tables{where} -d {database}",
+              f'klaviyo-bridge sql{where} "SELECT * FROM {database}.{table} LIMIT 10"')
+
+
+def _last_run_id(wh: Warehouse, job: str) -> str | None:
+    runs = wh.state.runs(job, limit=1)
+    return runs[0].run_id if runs else None
+
+
+def _say_what_was_committed(wh: Warehouse, job: str, before: str | None) -> None:
+    """After Ctrl-C: the run's record says what was and was not written; show it."""
+    try:
+        runs = wh.state.runs(job, limit=1)
+    except BridgeError:
+        return
+    if not runs or runs[0].run_id == before:
+        click.echo(f"{job}: stopped before the import began: nothing was committed", err=True)
+        return
+    run = runs[0]
+    click.echo(f"{job}: job {run.run_id} {run.status}: {run.rows_read or 0} records fetched, "
+               f"{run.rows_written or 0} written. {run.error or ''}", err=True)
 
 
 @click.command("replicate")
@@ -89,11 +153,12 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         start = datetime.fromisoformat(start_date).replace(tzinfo=timezone.utc)
     except ValueError:
         raise ConfigError(f"--start-date must be YYYY-MM-DD, got {start_date!r}", key="start_date") from None
-    connection = _connection_settings(config_file)
+    connection = _connection_settings(home, config_file)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
-    with open_target(home, warehouse_url) as wh:
+    # one rate budget for all the tables: Klaviyo counts per account, not per import
+    with open_target(home, warehouse_url) as wh, shared_account_limits():
         for name, config in configs.items():
             try:
                 result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
@@ -119,15 +184,16 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         raise click.exceptions.Exit(1)
 
 
-def _connection_settings(config_file: str | None) -> dict:
+def _connection_settings(home: Home, config_file: str | None) -> dict:
     import os
 
     from ..api.settings import API_KEY_ENV, BASE_URL_ENV
-    from ..config import load_yaml
+    from ..secrets import CredentialStore, resolve_connection
 
     if config_file:
         with open(config_file) as fh:
             data = load_yaml(fh.read(), config_file)
+        data = resolve_connection(data, CredentialStore(home.credentials))
         return dict(data.get("in") or {})
     key = os.environ.get(API_KEY_ENV)
     if not key:

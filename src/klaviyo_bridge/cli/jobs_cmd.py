@@ -124,6 +124,8 @@ def scheduler_command(home: Home, max_failures: int, notify_command: str | None,
     missed slot); the same schedule never runs twice at once. With the embedded
     DuckDB warehouse the file is closed while no job runs, so other commands work.
     """
+    if not log.isEnabledFor(logging.INFO):
+        log.setLevel(logging.INFO)  # one line per job start and end, also without -v
     scheduler = Scheduler(lambda: _open(home, warehouse_url), credential_store(home), max_failures=max_failures,
                           notify_command=notify_command, control_dir=_control_dir(home), poll_seconds=poll_seconds)
     if once:

@@ -1,9 +1,11 @@
 """Progress of the import and export commands, on stderr.
 
-On a terminal: a live ``rich`` display (spinner or bar, counters, rate, elapsed time), cleared
-when the command ends, also after an error or Ctrl-C (use it as a context manager, or call
-``close()`` in a ``finally``), so the summary printed after it stands alone. Elsewhere (a pipe, a
-file, cron, CI): no control characters, only a plain log line at most every ``LOG_EVERY`` seconds.
+On a terminal: a live ``rich`` display (spinner or bar, counters, rate, elapsed time, and an ETA
+where a total is known), cleared when the command ends, also after an error or Ctrl-C (use it as a
+context manager, or call ``close()`` in a ``finally``), so the summary printed after it stands
+alone. Elsewhere (a pipe, a file, cron, CI): no control characters, only a plain ``progress:`` line
+on stderr at most every ``LOG_EVERY`` seconds. Progress is not a warning: it never goes through
+the log at WARNING level (a log filter for problems stays quiet on a healthy run).
 
 The callbacks, as the engines call them:
 
@@ -23,10 +25,27 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
 LOG_EVERY = 10.0
+
+
+def _plain_line(text: str) -> None:
+    """One progress line on stderr (looked up when called, so a redirected stderr is honoured)."""
+    print(f"progress: {text}", file=sys.stderr, flush=True)
+
+
+class EtaColumn(ProgressColumn):
+    """``ETA m:ss`` for a task with a known total once its speed is known; nothing otherwise."""
+
+    def render(self, task) -> Text:
+        remaining = task.time_remaining if task.total else None
+        if remaining is None or task.finished:
+            return Text("")
+        minutes, seconds = divmod(int(remaining + 0.5), 60)
+        return Text(f"ETA {minutes}:{seconds:02d}", style="progress.remaining")
 
 
 def _live_console(console: Console | None) -> Console | None:
@@ -41,8 +60,10 @@ def _live_console(console: Console | None) -> Console | None:
 class _Display:
     """A transient rich Progress on a terminal, or plain log lines; stopped once by ``close()``."""
 
-    def __init__(self, logger: logging.Logger, console: Console | None, clock: Callable[[], float]) -> None:
+    def __init__(self, logger: logging.Logger, console: Console | None, clock: Callable[[], float],
+                 emit: Callable[[str], None] | None = None) -> None:
         self.log = logger
+        self.emit = emit or _plain_line
         self.clock = clock
         self.started = self.last_log = clock()
         self.console = _live_console(console)
@@ -78,7 +99,11 @@ class _Display:
             now = self.clock()
             if now - self.last_log >= LOG_EVERY:
                 self.last_log = now
-                self.log.warning("%s", text())
+                self.emit(f"{text()}, {self.elapsed_text(now)} elapsed")
+
+    def elapsed_text(self, now: float) -> str:
+        minutes, seconds = divmod(int(now - self.started), 60)
+        return f"{minutes}:{seconds:02d}"
 
     def close(self) -> None:
         """Clear the live display (idempotent); plain mode prints nothing more."""
@@ -135,7 +160,7 @@ class ExportProgress(_Display):
 
     def columns(self) -> tuple[Any, ...]:
         return (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(bar_width=20),
-                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
+                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), EtaColumn())
 
     def add_tasks(self, bar: Progress) -> None:
         self.t_validated = bar.add_task("validated", total=None, counts=self.validated_text())
@@ -158,7 +183,8 @@ class ExportProgress(_Display):
 
     def line(self) -> str:
         return (f"{self.label}: {self.validated:,} rows validated; {self.sent_batches:,} batches sent "
-                f"({self.sent_rows:,} rows); {self.done_batches:,}/{self.to_complete():,} batches completed")
+                f"({self.sent_rows:,} rows, {self.rate(self.sent_rows)} rows/s); "
+                f"{self.done_batches:,}/{self.to_complete():,} batches completed")
 
     def __call__(self, what: str, rows: int) -> None:
         if what == "validated":

@@ -17,6 +17,7 @@ from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse
 from .auth_cmd import credential_store
+from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
@@ -140,6 +141,8 @@ def sched_create(home: Home, name: str, cron: str, query: str | None, query_file
                f"{run.isoformat() if run else 'none (runs only by hand: sched:run)'}")
     if key:
         click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
+    next_step(f"run it now: klaviyo-bridge sched:run {name}", f"its jobs: klaviyo-bridge sched:history {name}",
+              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
 
 
 @click.command("sched:list")
@@ -238,11 +241,15 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
                            last_scheduled_for=now)
         if disable:
             changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
-        if not changes:
+        if not changes and not key:
             raise ConfigError("nothing to update (see sched:update --help)")
         if key:
+            # A new key alone (the settings otherwise unchanged) is an update too.
             credentials.save(f"sched:{name}", key, replace=True)
-        r = wh.state.update_schedule(name, **changes)
+        if changes:
+            r = wh.state.update_schedule(name, **changes)
+    if key:
+        click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
     click.echo(f"Export schedule {name!r} updated ({r.status}); next run: "
                f"{_next_run(r, now).replace('connector:run', 'sched:run')}")
 
@@ -263,7 +270,17 @@ def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
 @warehouse_option
 @click.pass_obj
 def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
-    """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job)."""
+    """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job).
+
+    NAME may also be a workflow saved with `workflow push` (as `workflow run NAME`).
+    """
+    with _open(home, warehouse_url) as wh:
+        record = wh.state.schedule(name)
+    if record is not None and record.kind == "workflow":
+        from .workflow_cmd import run_pushed
+
+        run_pushed(home, warehouse_url, name)
+        return
     as_of = parse_as_of(time, "2024-06-01T07:00:00+09:00")
     result, job = run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
@@ -272,6 +289,7 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     if result.status != "success":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
+    next_step(f"its history: klaviyo-bridge sched:history {name}", f"this job: klaviyo-bridge job:show {result.run_id}")
 
 
 COMMANDS = (sched_create, sched_list, sched_show, sched_history, sched_update, sched_delete, sched_run)

@@ -17,6 +17,7 @@ from ..home import Home
 from ..schedule.cron import CronSchedule, validate
 from ..store.state import ScheduleRecord
 from .auth_cmd import credential_store
+from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
@@ -73,6 +74,8 @@ def connector_create(home: Home, name: str, cron: str, database: str, table: str
                f"{run.isoformat() if run else 'none (runs only by hand)'}")
     if key:
         click.echo(f"The config's api_token was saved as authentication 'connector:{name}'.")
+    next_step(f"run it now: klaviyo-bridge connector:run {name}", f"its jobs: klaviyo-bridge connector:history {name}",
+              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
 
 
 @click.command("connector:list")
@@ -197,6 +200,8 @@ def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | 
     if result.status != "success":
         raise BridgeError(f"{line}: {result.error}")
     click.echo(line)
+    next_step(f"its history: klaviyo-bridge connector:history {name}",
+              f'the rows: klaviyo-bridge sql "SELECT * FROM {result.database}.{result.table} LIMIT 10"')
 
 
 # --- cron:next -----------------------------------------------------------------------------

@@ -138,6 +138,13 @@ def print_history(record: ScheduleRecord, jobs: list[JobRecord]) -> None:
             click.echo(f"{j.run_id}: {j.note}")
         if j.error:
             click.echo(f"{j.run_id}: {j.error}")
+    from .hints import next_step
+
+    if jobs:
+        next_step(f"one job's details: klaviyo-bridge job:show {jobs[0].run_id}")
+    else:
+        verb = {"export": "sched:run", "workflow": "workflow run"}.get(record.kind, "connector:run")
+        next_step(f"no jobs yet; run it now: klaviyo-bridge {verb} {record.name}")
 
 
 def parse_as_of(time: str | None, example: str) -> datetime | None:
@@ -159,13 +166,33 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
     try:
         with _open(home, warehouse_url) as wh:
             record = get(wh, name)
-            click.echo(f"job {run_id} started ({job_label(record)}{describe(record)})", err=True)
-            result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
-                                 control_dir=_control_dir(home), run_id=run_id)
+            try:
+                click.echo(f"job {run_id} started ({job_label(record)}{describe(record)})", err=True)
+                result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
+                                     control_dir=_control_dir(home), run_id=run_id)
+            except KeyboardInterrupt:
+                _say_what_was_committed(wh, run_id)
+                raise
             job = wh.state.job(result.run_id)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return result, job
+
+
+def _say_what_was_committed(wh: Warehouse, run_id: str) -> None:
+    """After Ctrl-C: what the stopped job wrote, from its record (an import commits its rows and
+    cursor together at the end, so one stopped before that wrote nothing)."""
+    try:
+        job = wh.state.job(run_id)
+    except StoreError:
+        return
+    if job is None:
+        click.echo(f"job {run_id} stopped before it began: nothing was committed", err=True)
+        return
+    line = f"job {run_id} {job.status}: {job.rows_read or 0} records fetched, {job.rows_written or 0} written"
+    if job.kind == "import" and not job.rows_written:
+        line += "; nothing was committed, the cursor did not move (the next run starts where the last successful one ended)"
+    click.echo(line, err=True)
 
 
 def delete_saved(home: Home, warehouse_url: str | None, name: str,

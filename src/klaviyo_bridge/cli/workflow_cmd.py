@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..store.warehouse import open_warehouse
 from ..workflows import run_workflow
@@ -19,8 +19,30 @@ def workflow_command() -> None:
     """Run workflow (.dig) files: td> query tasks that export their results to Klaviyo."""
 
 
+def get_pushed(wh, name: str):
+    """The pushed workflow NAME (a schedule of kind workflow)."""
+    record = wh.state.schedule(name)
+    if record is None or record.kind != "workflow":
+        raise ConfigError(f"no .dig file and no pushed workflow named {name!r} (see workflow list)", key="name")
+    return record
+
+
+def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
+    """Run the stored copy of pushed workflow NAME now, in this process, recorded in its history."""
+    from .schedule_common import run_now
+
+    result, job = run_now(home, warehouse_url, name, get_pushed, lambda r: "", None)
+    read, written = (job.rows_read, job.rows_written) if job else (None, None)
+    line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
+            f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
+    if result.status != "success":
+        raise BridgeError(f"{line}: {result.error}")
+    click.echo(line)
+    click.echo(f"History: klaviyo-bridge job:list --schedule {name}")
+
+
 @workflow_command.command("run")
-@click.argument("dig_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dig_file", metavar="DIG_FILE|NAME")
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Set a variable before _export (dotted keys: td.database=klaviyo_db).")
@@ -29,8 +51,16 @@ def workflow_command() -> None:
 def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tuple[str, ...], dry_run: bool) -> None:
     """Run DIG_FILE's +tasks in order, once (td>: query.sql, database, result_connection, result_settings).
 
-    A schedule: block is ignored here; `workflow push` registers the file to run on it.
+    A schedule: block is ignored here; `workflow push` registers the file to run on it. NAME (a
+    workflow saved with `workflow push`) runs its stored copy now, recorded in its history.
     """
+    if not Path(dig_file).is_file():
+        if Path(dig_file).suffix == ".dig" or "/" in dig_file:
+            raise ConfigError(f"no such file: {dig_file}", key="dig_file")
+        if params or dry_run:
+            raise ConfigError("--param and --dry-run work with a .dig file, not a pushed workflow", key="dig_file")
+        run_pushed(home, warehouse_url, dig_file)
+        return
     variables: dict = {}
     for item in params:
         key, sep, value = item.partition("=")

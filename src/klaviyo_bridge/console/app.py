@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import secrets as pysecrets
 import threading
@@ -43,6 +44,7 @@ from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
 from ..store.warehouse import Warehouse, open_warehouse
+from ..typenames import friendly_type
 
 TOKEN_ENV = "KLAVIYO_BRIDGE_CONSOLE_TOKEN"
 MIN_TOKEN_LENGTH = 16
@@ -287,7 +289,15 @@ class SecurityMiddleware:
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("klaviyo_bridge.console", "templates"),
                       autoescape=select_autoescape(["html", "svg"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["json_text"] = _json_text
+    env.filters["friendly_type"] = friendly_type
     return env
+
+
+def _json_text(value, indent: int | None = None) -> str:
+    """JSON to read on a page (inside <pre>, escaped by autoescape like any text): quotes and
+    non-ASCII as written, not Jinja's ``tojson`` escapes (``\u0027``), which are for <script>."""
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
 
 
 def create_app(config: ConsoleConfig) -> Starlette:

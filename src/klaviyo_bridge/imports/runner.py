@@ -71,6 +71,7 @@ class ImportResult:
     start: datetime | None = None
     end: datetime | None = None
     run_id: str | None = None
+    committed: bool = False  # the rows and the cursor are in the warehouse
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
@@ -80,6 +81,17 @@ class ImportResult:
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled, "
             f"{self.seconds:.1f}s ({rate:,.0f} rows/s){span}"
         )
+
+
+def stopped_message(exc: BaseException, result: ImportResult) -> str:
+    """The error to record for a run that did not end well, saying what was committed: the rows
+    and the cursor go in one transaction at the end, so a run stopped before it wrote nothing."""
+    interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+    what = "stopped (Ctrl-C or a kill)" if interrupted else (str(exc) or type(exc).__name__)
+    if result.committed:
+        return f"{what}, after the commit: all {result.rows} records were written"
+    return (f"{what}; nothing was committed: the {result.rows} records fetched were discarded and the "
+            "cursor did not move, so the next run starts where the last successful one ended")
 
 
 def effective_stream(config: ImportConfig) -> Stream:
@@ -177,7 +189,9 @@ async def run_import(
                    windows)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
-        state.finish_run(result.run_id, "error", rows_read=result.rows, error=str(exc)[:2000])
+        state.finish_run(result.run_id, "error", rows_read=result.rows,
+                         rows_written=result.rows if result.committed else 0,
+                         error=stopped_message(exc, result)[:2000])
         raise
     result.seconds = time.perf_counter() - started
     state.finish_run(result.run_id, "success", rows_read=result.rows, rows_written=result.rows)
@@ -204,6 +218,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 await asyncio.to_thread(writer.write, batch)
                 result.rows, result.pages = batch.num_rows, len(source.event_ids)
                 await asyncio.to_thread(writer.commit)
+                result.committed = True
             else:
                 extra = ()
                 if s.name == "metric_events":
@@ -266,6 +281,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 result.pages = fetcher.stats.pages
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
                 await asyncio.to_thread(writer.commit, cursor)
+                result.committed = True
         st = client.stats
         result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
 
@@ -331,8 +347,14 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
         extra = ()
         if s.name == "metric_events":
             extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
-        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks)
-        task = plan_tasks(s, time_field=None, windows=[], extra_conditions=extra)[0]
+        # in.start_time / in.end_time bound the preview as they bound the import
+        field_name = source.incremental_field or s.default_time_field
+        api_field = s.time_fields.get(field_name) if field_name else None
+        lo, hi = (t.astimezone(timezone.utc) if t is not None else None for t in (source.start_time, source.end_time))
+        windows = [Window(lo, hi)] if api_field and (lo or hi) else []
+        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks,
+                          time_column=_time_column(columns, api_field) if windows else None)
+        task = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)[0]
         batch, _ = await client.request(s.operation_id, query=fetcher._query(task), path_params=path_params,
                                         decode=fetcher.decoder_for(task))
-        return pa.Table.from_batches([batch]).slice(0, rows)
+        return pa.Table.from_batches([fetcher.trim(batch, task)]).slice(0, rows)

@@ -196,7 +196,8 @@ class Scheduler:
                                   args=(record, run_id, scheduled_for, triggered_by))
         with self._lock:
             self._running[record.name] = _Running(run_id, thread, scheduled_for)
-        log.info("starting %s for %s (job %s)", record.name, scheduled_for.isoformat(), run_id)
+        log.info("started %s (job %s, slot %s%s)", job_label(record), run_id, scheduled_for.isoformat(),
+                 ", again after an interruption" if triggered_by == "recovery" else "")
         thread.start()
         return run_id
 
@@ -218,7 +219,9 @@ class Scheduler:
         if self._shutting_down and result.status == "killed":
             # Stopped with the scheduler, not by a user: run the slot again after the restart.
             self.state.update_schedule(record.name, last_scheduled_for=scheduled_for - _ONE_US)
-        log.info("%s job %s %s%s", record.name, run_id, result.status,
+        seconds = (result.ended_at - result.started_at).total_seconds()
+        log.info("ended %s (job %s): %s, %s records in %.1fs%s", job_label(record), run_id, result.status,
+                 result.rows if result.rows is not None else 0, seconds,
                  f": {result.error}" if result.error else "")
         with self._lock:
             self.results.append(result)

@@ -9,6 +9,7 @@ otherwise fail the second one only at commit with a transaction conflict.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
@@ -20,6 +21,8 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import StoreError
+
+log = logging.getLogger("klaviyo_bridge.store")
 from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
@@ -72,8 +75,14 @@ def _converting_errors(method: F) -> F:
     def wrapper(self: "DuckDBSession", *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None  # Ctrl-C landed inside DuckDB: it is still the user's Ctrl-C
         except duckdb.Error as exc:
             raise StoreError(f"DuckDB {self.path}: {exc}") from exc
+        except RuntimeError as exc:
+            if "interrupted" in str(exc).lower():  # the same, from DuckDB's result fetching
+                raise KeyboardInterrupt from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -252,6 +261,28 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+#: Seconds between two "waiting for the warehouse" lines.
+LOCK_NOTICE_EVERY = 10.0
+
+
+def _holder(pid: int) -> str:
+    """``(pid N) COMMAND`` of the process holding the file, as far as this host shows it."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"(pid {pid})"
+    words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
+    # "python -m klaviyo_bridge ..." / ".../bin/klaviyo-bridge ..." read as the command a user typed
+    for i, word in enumerate(words):
+        if word.endswith("klaviyo-bridge") or word == "klaviyo_bridge":
+            words = ["klaviyo-bridge", *words[i + 1:]]
+            break
+    else:
+        words[:1] = [os.path.basename(words[0])] if words else []
+    command = " ".join(words)
+    return f"(pid {pid}) {command[:200]}{'…' if len(command) > 200 else ''}" if command else f"(pid {pid})"
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; this object holds DuckDB's file lock until ``close``."""
 
@@ -263,18 +294,31 @@ class DuckDBWarehouse(Warehouse):
         self._init_state()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + lock_timeout
+        started = time.monotonic()
+        deadline = started + lock_timeout
+        said = None  # when the user was last told what we wait for
         while True:
             try:
-                return _attach(self.path)
+                con = _attach(self.path)
+                if said is not None:
+                    log.warning("warehouse %s is free now, after %.1fs", self.path, time.monotonic() - started)
+                return con
             except duckdb.IOException as exc:
                 holder = re.search(r"PID (\d+)", str(exc))
                 if holder is None:
                     raise StoreError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc
-                if time.monotonic() >= deadline:
+                who = _holder(int(holder.group(1)))
+                now = time.monotonic()
+                if now >= deadline:
                     raise StoreError(
-                        f"warehouse {self.path} is in use by another run (pid {holder.group(1)})"
-                    ) from exc
+                        f"warehouse {self.path} is in use by another run {who}; gave up after "
+                        f"{lock_timeout:.0f}s. Wait for it to finish, or use PostgreSQL (--warehouse "
+                        "postgresql://...) to run commands side by side") from exc
+                if said is None or now - said >= LOCK_NOTICE_EVERY:
+                    # Only one process can open a DuckDB file: say what we wait for, not nothing.
+                    log.warning("waiting for the DuckDB warehouse %s: it is in use by another run %s (%.0fs waited, giving up "
+                                "after %.0fs)", self.path, who, now - started, lock_timeout)
+                    said = now
                 time.sleep(0.1)
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc

@@ -30,7 +30,7 @@ from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
 from .locks import NamedLock
-from .identifiers import check_object_name, check_user_database, qualified
+from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified
 
 
 class WriteMode(str, enum.Enum):
@@ -146,6 +146,23 @@ class Warehouse(ABC):
         if self.table_columns(database, table) is None:
             raise StoreError(f"table {database}.{table} does not exist")
         return pa.Table.from_batches(list(self.query_arrow(f"SELECT * FROM {qualified(database, table)}")))
+
+    def user_tables(self) -> list[tuple[str, str, int, int]]:
+        """(database, table, columns, rows) of every user table, sorted; ``_bridge`` and the
+        engines' own schemas are left out (the ``tables`` verb, the console's table list)."""
+        session = self._open_session()
+        try:
+            rows = session.fetch(
+                "SELECT t.table_schema, t.table_name, (SELECT count(*) FROM information_schema.columns c "
+                "WHERE c.table_catalog = t.table_catalog AND c.table_schema = t.table_schema "
+                "AND c.table_name = t.table_name) FROM information_schema.tables t "
+                "WHERE t.table_catalog = current_database() AND t.table_type = 'BASE TABLE' "
+                "AND t.table_schema NOT IN ('information_schema', 'pg_catalog', 'pg_toast', $1) "
+                "AND t.table_schema NOT LIKE 'pg_temp%' ORDER BY 1, 2", [STATE_SCHEMA])
+            return [(db, table, int(ncols), int(session.fetch(f"SELECT count(*) FROM {qualified(db, table)}")[0][0]))
+                    for db, table, ncols in rows]
+        finally:
+            session.close()
 
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
         session = self._open_session()

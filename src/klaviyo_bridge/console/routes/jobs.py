@@ -25,7 +25,8 @@ from .schedules import chart
 STATUSES = ("queued", "running", "success", "error", "killed")
 KINDS = ("import", "export", "workflow")
 OUTCOMES = ("accepted", "rejected", "skipped", "submitted", "unconfirmed")
-ROWS_SHOWN = 500
+#: Export row results per page of a job page (the CSV has them all).
+ROWS_PER_PAGE = 50
 
 
 async def index(request: Request):
@@ -54,6 +55,13 @@ def filtered_rows(table: pa.Table, outcome: str | None, text: str | None) -> pa.
     return table
 
 
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
+
+
 def _load_job(request: Request, run_id: str) -> dict[str, Any]:
     console = console_of(request)
     out: dict[str, Any] = {"job": None, "summary": None, "rows": None, "total_rows": 0, "chart": None,
@@ -71,7 +79,12 @@ def _load_job(request: Request, run_id: str) -> dict[str, Any]:
             rows = filtered_rows(export_row_results(wh, job.run_id), request.query_params.get("outcome"),
                                  request.query_params.get("q"))
             out["total_rows"] = rows.num_rows
-            out["rows"] = rows.slice(0, ROWS_SHOWN).select(["row_index", "identifier", "outcome", "reason", "batch_id"]).to_pylist()
+            pages = max(1, -(-rows.num_rows // ROWS_PER_PAGE))
+            page = min(max(_int(request.query_params.get("page"), 1), 1), pages)
+            out["page"], out["pages"] = page, pages
+            out["first_row"] = (page - 1) * ROWS_PER_PAGE
+            out["rows"] = rows.slice(out["first_row"], ROWS_PER_PAGE).select(
+                ["row_index", "identifier", "outcome", "reason", "batch_id"]).to_pylist()
         if job.schedule:
             out["history"] = wh.state.jobs(schedule=job.schedule, limit=30)
             out["chart"] = chart(out["history"])
@@ -89,7 +102,7 @@ async def detail(request: Request):
             return render(request, "job_starting.html", active="jobs", run_id=run_id, error=error)
         return render(request, "not_found.html", what=f"job {run_id!r}", status=404)
     live = job.status == "running" or console.jobs.alive(job.run_id)
-    return render(request, "job.html", active="jobs", j=job, outcomes=OUTCOMES, shown=ROWS_SHOWN, live=live,
+    return render(request, "job.html", active="jobs", j=job, outcomes=OUTCOMES, per_page=ROWS_PER_PAGE, live=live,
                   f={"outcome": request.query_params.get("outcome", ""), "q": request.query_params.get("q", "")},
                   **data)
 
