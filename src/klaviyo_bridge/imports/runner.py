@@ -173,7 +173,7 @@ async def run_import(
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[..., None] | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode."""
     target = config.target
@@ -270,7 +270,8 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         if pending_rows >= WRITE_ROWS:
                             await flush()
                         if on_batch:
-                            on_batch(batch.num_rows, fetcher.stats.pages)
+                            on_batch(batch.num_rows, fetcher.stats.pages,
+                                     (fetcher.stats.tasks_done, fetcher.stats.tasks))
                     await flush(last=True)
                     await drain()
                 finally:
