@@ -189,7 +189,8 @@ async def run_import(
                    windows)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
-        state.finish_run(result.run_id, "error", rows_read=result.rows,
+        stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=result.rows,
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
