@@ -1,6 +1,6 @@
 """The console's application object: configuration, security layers, shared services.
 
-Security model (README "Web console"):
+Security model (docs/console.md):
 
 * Binds 127.0.0.1 by default. ``check_bind`` refuses any other address unless the user set an
   access token (``--token`` / ``KLAVIYO_BRIDGE_CONSOLE_TOKEN``); with a token every request
