@@ -474,14 +474,8 @@ class _Sender:
 # --- the destination -------------------------------------------------------------------------
 
 async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
-    doc = await client.request("get_lists", params=params)
-    while doc is not None:
-        for item in doc.get("data") or []:
-            yield item
-        nxt = (doc.get("links") or {}).get("next")
-        if not nxt:
-            return
-        doc = await client.request("get_lists", url=nxt)
+    async for item in client.records("get_lists", params=params):
+        yield item
 
 
 async def find_list(client: KlaviyoClient, settings: ExportSettings) -> str | None:
