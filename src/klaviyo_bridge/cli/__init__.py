@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 from .. import __version__
 from ..errors import BridgeError
-from ..home import HOME_ENV, Home
+from ..home import HOME_ENV, LEGACY_HOME, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
@@ -31,7 +32,8 @@ from .imports_cmd import COMMANDS as IMPORT_COMMANDS
     envvar=HOME_ENV,
     type=click.Path(file_okay=False),
     default=None,
-    help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default ./.klaviyo-bridge).",
+    help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default "
+         "$XDG_DATA_HOME/klaviyo-bridge, i.e. ~/.local/share/klaviyo-bridge).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
@@ -42,6 +44,10 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     if verbose < 2:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.obj = Home.resolve(home)
+    legacy = Path(LEGACY_HOME).resolve()
+    if home is None and legacy != ctx.obj.root and (legacy / "warehouse.duckdb").exists():
+        click.echo(f"warning: ./{LEGACY_HOME} here is not used (the default home is {ctx.obj.root}); "
+                   f"to keep using it: export {HOME_ENV}={legacy}", err=True)
 
 
 cli.add_command(emulator_command)
