@@ -162,7 +162,7 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id, "stopped by SIGTERM"))
     try:
         with _open(home, warehouse_url) as wh:
             record = get(wh, name)
