@@ -80,4 +80,8 @@ def test_airbyte_spec_check_discover_and_read_every_stream(source, referee_emula
     assert dict(records) == expected
     detailed = [m["record"]["data"] for m in messages if m["type"] == "RECORD" and m["record"]["stream"] == "lists_detailed"]
     assert all(isinstance(r["attributes"]["profile_count"], int) for r in detailed)
+    campaigns = [m["record"]["data"] for m in messages if m["type"] == "RECORD" and m["record"]["stream"] == "campaigns_detailed"]
+    assert all(isinstance(c["estimated_recipient_count"], int) and c["campaign_messages"] for c in campaigns)
+    events = [m["record"]["data"] for m in messages if m["type"] == "RECORD" and m["record"]["stream"] == "events_detailed"]
+    assert all(e["relationships"]["metric"]["data"]["name"] for e in events)  # the included metric's name
     print(f"airbyte-source-klaviyo 2.13.1: {len(streams)} streams, {sum(records.values())} records")

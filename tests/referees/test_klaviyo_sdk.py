@@ -140,6 +140,11 @@ def _plan(methods: list[dict], op_of: dict, ids: dict, *, writes: bool) -> list[
             if m["body_param"] and op == "update_profile":
                 unknown[m["body_param"]] = {"data": {**kwargs[m["body_param"]]["data"], "id": UNKNOWN_ID}}
             plan.append({**item, "kwargs": unknown, "expect": 404, "label": "unknown id"})
+        if m["http"] == "GET" and "filter" in m["params"]:
+            plan.append({**item, "kwargs": {**kwargs, "filter": "equals(no_such_field,'x')"}, "expect": 400,
+                         "label": "unknown filter field"})
+        if m["http"] == "GET" and "sort" in m["params"]:
+            plan.append({**item, "kwargs": {**kwargs, "sort": "no_such_field"}, "expect": 400, "label": "unknown sort field"})
     return plan
 
 
@@ -152,6 +157,8 @@ def test_sdk_calls_every_emulated_operation(version, referee_emulator, tmp_path)
     probe = httpx.get(f"{emu.base_url}/api/accounts", headers={**emu.headers, "revision": revision})
     if probe.status_code == 400:
         pytest.xfail(f"the emulator refuses the SDK's revision {revision}: {probe.json()['errors'][0]['detail']}")
+    # An emulator that accepts a revision newer than its spec serves the spec's shapes and says so.
+    served_revision = probe.headers.get("X-Klaviyo-Emulator-Served-Revision", revision)
 
     spec_ops = {(o.method, o.path): o.operation_id for o in klaviyo_spec.operations().values()}
     served = set(klaviyo_spec.emulated_operations()) | set(klaviyo_spec._raw().get("emulated_bodyless_operations", ()))
@@ -181,4 +188,7 @@ def test_sdk_calls_every_emulated_operation(version, referee_emulator, tmp_path)
           f"{len(set(op_of.values()))} operations; {len(called)} methods over {len(ops)} emulated operations called "
           f"{len(results)} times: {tally['ok']} as documented, {tally['wrong']} not, {tally['pending']} pending "
           f"({', '.join(pending) or 'none'}); {len(not_served)} operations not emulated")
+    if wrong and served_revision != revision:
+        pytest.xfail(f"the emulator served revision {served_revision}'s shapes to the SDK's {revision}; "
+                     f"{len(wrong)} calls do not parse:\n" + "\n".join(wrong))
     assert wrong == [], "\n".join(wrong)
