@@ -48,3 +48,14 @@ def _loopback_only(request, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
     yield
+
+
+def pytest_report_header(config):
+    """The one-line notice when the console's browser tests cannot run here (see tests/console/test_browser.py)."""
+    import os
+
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        if os.environ.get("KLAVIYO_BRIDGE_REQUIRE_BROWSER") == "1":
+            return "browser tests: /usr/bin/chromium is missing and KLAVIYO_BRIDGE_REQUIRE_BROWSER=1: they will fail"
+        return "browser tests: /usr/bin/chromium is missing, they will be skipped (apt-get install -y chromium to run them)"
+    return None

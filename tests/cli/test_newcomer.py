@@ -344,6 +344,7 @@ def test_ctrl_c_during_an_import_says_nothing_was_committed(tmp_path, home):
     run_id = re.search(r"job (\w+) ", said[0]).group(1)
     done = cli_process("--home", home, "job:show", run_id)
     assert re.search(r"Records written\s*:\s*0\n", done.stdout), done.stdout
+    assert re.search(r"Status\s*:\s*killed\n", done.stdout), done.stdout  # the user's Ctrl-C, not a failure
     assert re.search(r"Error\s*:\s*stopped \(Ctrl-C or a kill\); nothing was committed", done.stdout), done.stdout
     assert "No tables yet" in cli_process("--home", home, "tables").stderr
 

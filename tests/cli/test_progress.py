@@ -144,6 +144,37 @@ def test_not_a_terminal_prints_a_plain_line_at_most_every_10_s_never_as_a_warnin
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_import_windows_give_the_bar_a_total_and_an_eta(terminal):
+    clock = Clock()
+    with ImportProgress("events -> klaviyo.events", console=terminal, clock=clock) as p:
+        for done in range(1, 5):  # 4 of 8 windows in 20 s: 20 s to go
+            clock.now += 5
+            p(1000, done * 2, (done, 8))
+        p.bar.refresh()
+        shown = plain(terminal.file.getvalue())
+        task = p.bar.tasks[0]
+        assert (task.completed, task.total) == (4, 8)
+    assert "4,000 records, 8 pages" in shown and "4/8 windows" in shown
+    assert re.search(r"ETA\s+0:(1\d|2\d)", shown), shown[-300:]  # the line may wrap at 100 columns
+
+
+def test_import_plain_lines_give_windows_and_eta_only_when_known(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    clock = Clock()
+    with ImportProgress("events -> k.events", clock=clock) as windowed, ImportProgress("lists -> k.lists",
+                                                                                      clock=clock) as single:
+        clock.now += 10
+        windowed(600, 6, (16, 64))  # a quarter in 10 s: 30 s to go
+        single(600, 6, (0, 1))      # one window: no share to extrapolate from
+        clock.now += 10
+        windowed(600, 12, (64, 64))  # all fetched: nothing left to estimate
+    assert stderr.getvalue().splitlines() == [
+        "progress: events -> k.events: 600 records, 6 pages, 60 records/s, 16/64 windows, ETA 0:30, 0:10 elapsed",
+        "progress: lists -> k.lists: 600 records, 6 pages, 60 records/s, 0:10 elapsed",
+        "progress: events -> k.events: 1,200 records, 12 pages, 60 records/s, 64/64 windows, 0:20 elapsed"]
+
+
 def test_job_kill_callback_ignores_kinds_it_does_not_know():
     stop = threading.Event()
     cb = _stopper(stop)
@@ -251,7 +282,10 @@ def test_import_not_on_a_terminal_prints_plain_lines_and_the_summary(project):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^events -> klaviyo\.events \(append\): \d+ rows", done.stdout, re.M)
     assert "progress: events -> klaviyo.events: " in done.stderr and "WARNING" not in done.stderr
-    assert re.search(r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s, \d+:\d\d elapsed", done.stderr)
+    assert re.search(r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s, [\d,]+/[\d,]+ windows(, ETA \d+:\d\d)?, "
+                     r"\d+:\d\d elapsed", done.stderr)
+    last = re.findall(r"([\d,]+)/([\d,]+) windows", done.stderr)[-1]
+    assert int(last[0].replace(",", "")) <= int(last[1].replace(",", "")) and int(last[1].replace(",", "")) > 1
     assert not CONTROL.search(done.stderr + done.stdout), repr(done.stderr[:300])
 
 

@@ -3,7 +3,9 @@ the console on 127.0.0.1 with the emulator behind it: create an authentication, 
 source with a live preview and run it, build an export from a query (dry run, run), schedule it,
 and find both jobs in the history. Screenshots of each page go to artifacts/console/ (not committed).
 
-Chromium is required, never skipped: CI installs it (.ci/run); locally `apt-get install chromium`.
+Without Chromium these tests are skipped with a one-line notice (`apt-get install -y chromium` to run
+them), except where ``KLAVIYO_BRIDGE_REQUIRE_BROWSER=1`` says they must run: CI (.ci/run) installs
+Chromium and sets it, so there a missing browser fails instead.
 Playwright only drives it: `playwright install` (a downloaded browser) is never used.
 """
 
@@ -40,8 +42,11 @@ def running_console(config: ConsoleConfig):
 @pytest.fixture(scope="module")
 def browser():
     if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
-                    "(CI installs it in .ci/run; locally: apt-get install -y chromium)", pytrace=False)
+        notice = (f"{CHROMIUM} is missing: browser tests skipped (apt-get install -y chromium to run them; "
+                  "CI installs it)")
+        if os.environ.get("KLAVIYO_BRIDGE_REQUIRE_BROWSER") == "1":
+            pytest.fail(notice.replace("skipped", "required here"), pytrace=False)
+        pytest.skip(notice)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -58,4 +58,4 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
                   "run it on a schedule: klaviyo-bridge sched:create NAME CRON -d DATABASE --result-settings "
                   "FILE \"SELECT ...\"")
     if result.exit_code:
-        sys.exit(result.exit_code)  # 3: rows were rejected or unconfirmed (README: exit codes)
+        sys.exit(result.exit_code)  # 3: rows were rejected or unconfirmed (docs/exports.md: exit codes)

@@ -9,8 +9,9 @@ the log at WARNING level (a log filter for problems stays quiet on a healthy run
 
 The callbacks, as the engines call them:
 
-* import, ``ImportProgress(rows, pages)`` (``run_import(on_batch=...)``): after each fetched batch,
-  the rows in that batch and the pages fetched so far;
+* import, ``ImportProgress(rows, pages, (windows_done, windows))`` (``run_import(on_batch=...)``):
+  after each fetched batch, the rows in that batch, the pages fetched so far and how many of the
+  planned windows (time slices fetched concurrently) are fetched to their last page;
 * export, ``ExportProgress(kind, rows)`` (``run_export(progress=...)``): ``validated`` (a chunk of
   input rows validated), ``sent`` (a batch POSTed), ``done`` (a batch's outcome recorded, after its
   bulk import job completed when waiting for it); any other kind is ignored.
@@ -122,31 +123,49 @@ class _Display:
 
 
 class ImportProgress(_Display):
-    """Records, pages, rate and elapsed time of one import; no total is known up front."""
+    """Records, pages, rate and elapsed time of one import; the windows fetched out of those planned
+    (an import's only total known up front) drive the bar and its ETA."""
 
     def __init__(self, label: str, *, console: Console | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.label = label
         self.rows = self.pages = 0
+        self.windows_done = self.windows = 0
         super().__init__(logging.getLogger("klaviyo_bridge.imports"), console, clock)
 
     def columns(self) -> tuple[Any, ...]:
         return (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
-                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
+                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), EtaColumn())
 
     def add_tasks(self, bar: Progress) -> None:
         self.task = bar.add_task(self.label, total=None, counts=self.counts())
 
     def counts(self) -> str:
-        return f"{self.rows:,} records, {self.pages:,} pages, {self.rate(self.rows)} records/s"
+        text = f"{self.rows:,} records, {self.pages:,} pages, {self.rate(self.rows)} records/s"
+        if self.windows > 1:
+            text += f", {self.windows_done:,}/{self.windows:,} windows"
+        return text
 
-    def __call__(self, rows: int, pages: int = 0) -> None:
+    def eta_text(self) -> str:
+        """``, ETA m:ss`` from the share of windows fetched so far (plain lines); empty before one is."""
+        if self.windows <= 1 or not self.windows_done or self.windows_done >= self.windows:
+            return ""
+        elapsed = self.clock() - self.started
+        remaining = elapsed / self.windows_done * (self.windows - self.windows_done)
+        minutes, seconds = divmod(int(remaining + 0.5), 60)
+        return f", ETA {minutes}:{seconds:02d}"
+
+    def __call__(self, rows: int, pages: int = 0, windows: tuple[int, int] | None = None) -> None:
         self.rows += rows
         self.pages = max(self.pages, pages)
+        if windows is not None:
+            self.windows_done, self.windows = max(self.windows_done, windows[0]), windows[1]
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.rows, counts=self.counts())
+            known = self.windows > 1
+            self.bar.update(self.task, completed=self.windows_done if known else self.rows,
+                            total=self.windows if known else None, counts=self.counts())
         else:
-            self.maybe_log(lambda: f"{self.label}: {self.counts()}")
+            self.maybe_log(lambda: f"{self.label}: {self.counts()}{self.eta_text()}")
 
 
 class ExportProgress(_Display):

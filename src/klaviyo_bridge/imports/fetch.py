@@ -41,6 +41,7 @@ class FetchStats:
     records: int = 0
     trimmed: int = 0
     tasks: int = 0
+    tasks_done: int = 0  # windows (or ids) fetched to their last page: the import's known total
 
 
 def plan_tasks(
@@ -150,6 +151,7 @@ class Fetcher:
                 except asyncio.QueueEmpty:
                     return
                 await self._run_task(task, out)
+                self.stats.tasks_done += 1
 
         async def run_all() -> None:
             try:

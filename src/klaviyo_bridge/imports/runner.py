@@ -173,7 +173,7 @@ async def run_import(
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[..., None] | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode."""
     target = config.target
@@ -189,7 +189,8 @@ async def run_import(
                    windows)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
-        state.finish_run(result.run_id, "error", rows_read=result.rows,
+        stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=result.rows,
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
@@ -270,7 +271,8 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         if pending_rows >= WRITE_ROWS:
                             await flush()
                         if on_batch:
-                            on_batch(batch.num_rows, fetcher.stats.pages)
+                            on_batch(batch.num_rows, fetcher.stats.pages,
+                                     (fetcher.stats.tasks_done, fetcher.stats.tasks))
                     await flush(last=True)
                     await drain()
                 finally:

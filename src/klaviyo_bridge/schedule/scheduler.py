@@ -4,7 +4,7 @@
 manager keeps it alive). The clock and the sleep are injectable, so tests drive it over days,
 months and DST changes without waiting.
 
-Rules (documented in the README):
+Rules (documented in docs/schedules.md):
 
 * A schedule's slots are its cron times (in its time zone) strictly after its
   ``last_scheduled_for``; a slot is due when its run time (slot + delay) has come.
