@@ -85,6 +85,9 @@ class JobSpec:
     database: str | None = None
     table: str | None = None
     schedule: str | None = None
+    #: An export's query result already read (an Arrow table): the console reads the user's SQL in
+    #: its sandbox (``store.sandbox``) and the export then runs from it. Never stored.
+    result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -223,7 +226,7 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
     result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
-                              database=spec.database, job=spec.job, progress=_stopper(stop))
+                              database=spec.database, job=spec.job, progress=_stopper(stop), table=spec.result)
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:

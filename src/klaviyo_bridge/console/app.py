@@ -36,11 +36,12 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, RedirectResponse
@@ -51,6 +52,7 @@ from ..errors import ConfigError, StoreError
 from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
+from ..store.sandbox import read_duckdb, read_postgres
 from ..store.warehouse import Warehouse, open_warehouse
 from ..typenames import friendly_type
 
@@ -158,18 +160,24 @@ class WarehouseHolder:
 
     An embedded DuckDB file can be open in one process at a time: holding it only while a
     request or a job needs it lets ``klaviyo-bridge scheduler`` and other commands use it too.
+    ``read_query`` runs a console user's SQL in the sandbox (``store.sandbox``); with DuckDB that
+    is a read-only instance of its own, so it waits until nothing here holds the file.
     """
 
-    def __init__(self, target: str | Path, lock_timeout: float) -> None:
+    def __init__(self, target: str | Path, lock_timeout: float, query_timeout: float = 60.0) -> None:
         self.target = target
         self.lock_timeout = lock_timeout
+        self.query_timeout = query_timeout
         self._wh: Warehouse | None = None
         self._users = 0
-        self._lock = threading.Lock()
+        self._exclusive = False
+        self._lock = threading.Condition()
 
     @contextmanager
     def use(self) -> Iterator[Warehouse]:
         with self._lock:
+            if not self._lock.wait_for(lambda: not self._exclusive, self.lock_timeout + self.query_timeout):
+                raise StoreError("the warehouse is busy with a console query; try again")
             if self._wh is None:
                 self._wh = open_warehouse(self.target, lock_timeout=self.lock_timeout)
             self._users += 1
@@ -182,6 +190,35 @@ class WarehouseHolder:
                 if self._users == 0 and self._wh is not None:
                     self._wh.close()
                     self._wh = None
+                self._lock.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Nothing in this process holds the warehouse while inside (for DuckDB's sandbox instance)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._users == 0 and not self._exclusive, self.lock_timeout):
+                raise StoreError(
+                    "the warehouse is busy with a running job: console queries run on a read-only copy of the "
+                    "DuckDB connection, which DuckDB opens only while no job holds the file; try again when the "
+                    "job ends (or use PostgreSQL to query while jobs run)")
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._exclusive = False
+                self._lock.notify_all()
+
+    def read_query(self, sql: str, database: str | None = None, *, max_rows: int | None = None) -> pa.Table:
+        """The console user's query, run sandboxed (read-only, no files, no extensions, time-limited)."""
+        with self.use() as wh:
+            dsn = getattr(wh, "_dsn", None)
+            if dsn is not None:
+                return read_postgres(dsn, wh.url, sql, database, max_rows=max_rows, timeout=self.query_timeout)
+            path = wh.path  # type: ignore[attr-defined]
+        with self.exclusive():
+            return read_duckdb(path, sql, database, max_rows=max_rows, lock_timeout=self.lock_timeout,
+                               timeout=self.query_timeout)
 
 
 class ConsoleJobs:
@@ -198,7 +235,11 @@ class ConsoleJobs:
         run_id = uuid.uuid4().hex
 
         def work() -> None:
+            nonlocal spec
             try:
+                if spec.kind == "export" and spec.result is None and isinstance(spec.config.get("query"), str):
+                    # the user's SQL runs in the console's sandbox; the export then writes state as usual
+                    spec = replace(spec, result=self.holder.read_query(spec.config["query"], spec.database))
                 with self.holder.use() as wh:
                     execute_job(spec, wh, self.credentials, triggered_by="console", control_dir=self.control_dir,
                                 run_id=run_id)
@@ -443,7 +484,7 @@ def create_app(config: ConsoleConfig, *, clock: Callable[[], float] | None = Non
     check_bind(config.host, config.token)
     home = config.home.ensure()
     credentials = CredentialStore(home.credentials)
-    holder = WarehouseHolder(config.warehouse_url or home.warehouse, config.lock_timeout)
+    holder = WarehouseHolder(config.warehouse_url or home.warehouse, config.lock_timeout, config.query_timeout)
     jobs = ConsoleJobs(holder, credentials, home.root / "jobs")
     console = Console(config, credentials, holder, jobs, _templates())
     if clock is not None:

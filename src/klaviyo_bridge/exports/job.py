@@ -63,9 +63,12 @@ def read_sql(query: str | None, query_file: str | None) -> str:
 
 def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
                  job: str = "query", dry_run: bool = False, resume: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> ExportResult:
-    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
-    source = query_source(wh, sql, database)
+                 transport: httpx.AsyncBaseTransport | None = None, table: Any = None, **kw: Any) -> ExportResult:
+    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result.
+
+    ``table``: the query's result already read (an Arrow table; the console reads it in its sandbox),
+    exported as the result of ``sql``."""
+    source = table if table is not None else query_source(wh, sql, database)
     return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
                                   resume=resume is not None, query=sql, transport=transport, **kw))
 
