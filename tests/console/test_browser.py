@@ -222,3 +222,33 @@ def test_login_required_on_loopback_in_a_real_browser(browser, emulator_url, tmp
         page.goto(f"{base}/jobs")
         assert "/login" in page.url and page.is_visible("#login-form")
         context.close()
+
+
+def test_sandboxed_query_refused_with_its_message_in_a_real_browser(browser, emulator_url, tmp_path):
+    home = Home(tmp_path / "home")
+    with running_console(ConsoleConfig(home=home, base_url=emulator_url)) as (base, token):
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{base}/login?token={token}")
+        page.wait_for_selector("#nav-exports")
+        page.goto(f"{base}/authentications")
+        page.fill("#f-name", "emulator")
+        page.fill("#f-api_key", API_KEY)
+        page.click("#auth-form button[type=submit]")
+        page.wait_for_selector("#flash")
+        page.click("#nav-exports")
+        page.fill("#f-database", "")  # a new warehouse has no database yet
+        for sql, why in [(f"SELECT * FROM read_text('{home.credentials}')", "reading or writing files is not allowed"),
+                         (f"ATTACH '{tmp_path / 'other.duckdb'}' AS other", "ATTACH is not allowed"),
+                         ("DROP TABLE profiles", "DROP is not allowed")]:
+            page.fill("#f-sql", sql)
+            page.click("#run-query")
+            page.wait_for_selector("#query-error")
+            message = page.inner_text("#query-error")
+            assert message.startswith("the console runs read-only queries") and why in message, message
+            assert "use the CLI" in message
+            assert API_KEY not in page.content()
+        _shot(page, "09-sandbox-refusal")
+        assert not (tmp_path / "other.duckdb").exists()
+        context.close()

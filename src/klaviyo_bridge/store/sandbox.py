@@ -126,6 +126,11 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
                                             "autoload_known_extensions": False})
     timer = None
     try:
+        try:  # refused before anything is opened: the answer does not depend on the warehouse
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise StoreError(f"DuckDB {path}: {_first_line(str(exc))}") from None
+        _duckdb_refusal(statements)
         deadline = time.monotonic() + lock_timeout
         literal = str(path).replace("'", "''")
         while True:
@@ -147,11 +152,6 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
         # From here on the connection cannot reach anything but the attached file, read-only.
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {path}: {_first_line(str(exc))}") from None
-        _duckdb_refusal(statements)
         if timeout:
             timer = threading.Timer(timeout, con.interrupt)
             timer.daemon = True
