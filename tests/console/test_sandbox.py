@@ -224,3 +224,65 @@ async def test_postgres_least_privilege_role_from_the_docs(home, emulator_url, p
             assert p["status"] == "success" and p["rows"] == 20, p  # state written by the role itself
     finally:
         _pg(PG_URL, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", f"DROP ROLE IF EXISTS {role}")
+
+
+async def test_run_now_reads_an_export_schedule_in_the_sandbox(client, home):
+    """A schedule made outside the console (full power) is still read sandboxed when the console runs it."""
+    from datetime import datetime, timezone
+
+    from klaviyo_bridge.schedule.saving import create_schedule
+    from klaviyo_bridge.store.state import ScheduleRecord
+
+    _people(home.ensure().warehouse)
+    await client.page("/exports")
+    await _auth(client)
+    settings = {"type": "klaviyo", "result_connection": "emu", "operation": "add", "list_identify_type": "name",
+                "list_value": "Sandbox", "base_url": client._transport.app.state.console.config.base_url}
+    steal = f"SELECT content AS email FROM read_text('{home.credentials}')"
+    with open_warehouse(home.warehouse) as wh:
+        for name, sql in (("cli_steal", steal), ("cli_ok", "SELECT email FROM people")):
+            create_schedule(wh, None, ScheduleRecord(name, "export", "", "UTC", 0, "crm", None,
+                                                     {"query": sql, "result_settings": settings},
+                                                     last_scheduled_for=datetime.now(timezone.utc)))
+    await client.page("/schedules")
+    r = await client.submit("/schedules/cli_steal/run", {})
+    run_id = r.headers["location"].split("/jobs/")[1].split("?")[0]
+    p = await _wait_job(client, run_id)
+    assert p["status"] == "failed to start" and READ_ONLY in p["error"] and API_KEY not in str(p)
+    page = await client.get(f"/jobs/{run_id}")
+    assert 'id="start-error"' in page.text and "reading or writing files is not allowed" in page.text
+    r = await client.submit("/schedules/cli_ok/run", {})
+    p = await _wait_job(client, r.headers["location"].split("/jobs/")[1].split("?")[0])
+    assert p["status"] == "success" and p["rows"] == 20, p
+
+
+async def test_a_console_query_waits_for_a_running_job_then_says_so(home):
+    """DuckDB lets one connection of a process hold the file: the sandbox waits for the console's job."""
+    import asyncio
+
+    from klaviyo_emulator.server import running_emulator
+    from klaviyo_emulator.settings import EmulatorSettings
+
+    from .test_pages import SOURCE, _run_id
+
+    _people(home.ensure().warehouse)
+    with running_emulator(EmulatorSettings(profiles=300, events=2000, rate_limits=False, latency_ms=1500)) as slow:
+        app = create_app(ConsoleConfig(home=home, base_url=slow, lock_timeout=0.3))
+        async with app.router.lifespan_context(app), SignedIn(app) as client:
+            await client.page("/sources/new")
+            await _auth(client)
+            r = await client.submit("/sources/new", {**SOURCE, "name": "slow_events", "data_source": "events",
+                                                     "table": "events", "mode": "append", "action": "save_run"})
+            run_id = _run_id(r)
+            for _ in range(200):
+                p = (await client.get(f"/jobs/{run_id}/progress.json")).json()
+                if p["status"] == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert p["status"] == "running"
+            r = await _query(client, "SELECT count(*) FROM people")
+            assert "busy with a running job" in _error(r)
+            await client.submit(f"/jobs/{run_id}/cancel", {})
+            assert (await _wait_job(client, run_id, timeout=30))["status"] == "killed"
+            r = await _query(client, "SELECT count(*) AS n FROM people")
+            assert 'id="query-result"' in r.text

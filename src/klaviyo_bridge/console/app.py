@@ -103,7 +103,7 @@ class ConsoleConfig:
     home: Home
     warehouse_url: str | None = None  # default: HOME/warehouse.duckdb
     base_url: str | None = None  # Klaviyo API base URL put into the configs the console builds (an emulator)
-    token: str | None = None  # None: a random one is generated (``Console.token``)
+    token: str | None = field(default=None, repr=False)  # None: a random one is generated (``Console.token``)
     host: str = "127.0.0.1"
     port: int = 8787
     lock_timeout: float = 30.0
@@ -282,7 +282,7 @@ class Console:
     secret: bytes = field(default_factory=lambda: pysecrets.token_bytes(32))
     flashes: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The access token: the one the user chose, or a random one made at start.
-    token: str = field(default_factory=lambda: pysecrets.token_urlsafe(32))
+    token: str = field(default_factory=lambda: pysecrets.token_urlsafe(32), repr=False)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     sessions: dict[str, float] = field(default_factory=dict)
 
