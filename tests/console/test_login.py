@@ -18,7 +18,7 @@ from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.console import ConsoleConfig, create_app
 
 from ..fakes import FakeClock
-from .conftest import ConsoleClient, SignedIn
+from .conftest import ConsoleClient
 
 
 def _client(app, base_url: str = "http://127.0.0.1", client=("127.0.0.1", 50000)) -> ConsoleClient:

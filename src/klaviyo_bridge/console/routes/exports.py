@@ -14,7 +14,6 @@ from starlette.routing import Route
 from ...errors import BridgeError, ConfigError
 from ...exports.job import export_query, load_result_settings
 from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES
-from ...exports.source import query_source
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name

@@ -13,7 +13,7 @@ from ..web import checked_form, console_of, render
 
 def _safe_next(value: str | None) -> str:
     """Only a path on this site (never ``//other.example`` or a URL) to go to after login."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and "\n" not in value:
+    if value and value.startswith("/") and not value.startswith("//") and not any(c in value for c in "\r\n\\"):
         return value
     return "/"
 
