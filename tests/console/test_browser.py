@@ -209,6 +209,7 @@ def test_login_required_on_loopback_in_a_real_browser(browser, emulator_url, tmp
         page.click("#sign-in")
         page.wait_for_selector("#error-token")
         assert "wrong token" in page.inner_text("#error-token")
+        _shot(page, "00-login")
         page.fill("#f-token", token)
         page.click("#sign-in")
         page.wait_for_selector("#nav-exports")
@@ -216,7 +217,6 @@ def test_login_required_on_loopback_in_a_real_browser(browser, emulator_url, tmp
         cookies = {c["name"]: c for c in context.cookies()}
         assert cookies["kb_session"]["httpOnly"] and cookies["kb_session"]["sameSite"] == "Strict"
         assert token not in page.content() and token not in page.url
-        _shot(page, "00-login")
         page.click("#sign-out")
         page.wait_for_selector("#login-form")
         page.goto(f"{base}/jobs")
