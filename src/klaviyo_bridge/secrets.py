@@ -342,10 +342,26 @@ REDACTED = "**********"
 SECRET_KEYS = ("api_token", "api_key")
 
 
-def redact_config(config: Any) -> Any:
-    """A copy of a settings mapping with every key value replaced by ``REDACTED`` (for show/console)."""
+_SECRET_NAME = re.compile(r"key|token|secret|password", re.I)
+
+
+def redact_config(config: Any, _secret_name: bool = False) -> Any:
+    """A copy of a settings mapping for show/console, every key masked on read: the values of
+    ``api_token``/``api_key``, any ``ApiKey``, any string shaped like a Klaviyo private key, and
+    ``pk_...`` strings under a key/token/secret name (an ``_export`` variable stored by an older
+    version). Settings stored today hold no key; this is what keeps older records from showing one."""
     if isinstance(config, dict):
-        return {k: (REDACTED if k in SECRET_KEYS else redact_config(v)) for k, v in config.items()}
+        return {k: (REDACTED if k in SECRET_KEYS and config[k] not in (None, "")
+                    else redact_config(v, bool(_SECRET_NAME.search(str(k))))) for k, v in config.items()}
     if isinstance(config, list):
-        return [redact_config(v) for v in config]
+        return [redact_config(v, _secret_name) for v in config]
+    if isinstance(config, ApiKey):
+        return REDACTED
+    if isinstance(config, str):
+        if _secret_name and config.strip().startswith("pk_"):
+            return REDACTED
+        return _KLAVIYO_KEY_ANYWHERE.sub(REDACTED, config)
     return config
+
+
+_KLAVIYO_KEY_ANYWHERE = re.compile(r"(?<![A-Za-z0-9_])pk_[0-9a-fA-F]{32,40}(?![0-9a-zA-Z_])")

@@ -183,10 +183,24 @@ def snapshot(path: str | Path, name: str, credentials: CredentialStore, *,
     files: dict[str, str] = {}
     _collect_files(doc, {}, p.parent, p.stem, files)
 
+    keys, dropped = move_keys(doc, p.stem, name, credentials, files, str(p))
+    config = {"workflow": {
+        "name": p.stem, "document": doc, "files": files, "source": str(p.resolve()),
+        "sha256": hashlib.sha256(json.dumps([doc, files], sort_keys=True, default=str).encode()).hexdigest(),
+        "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }}
+    return PushedWorkflow(name, schedule, config, keys, dropped)
+
+
+def move_keys(doc: dict[str, Any], stem: str, name: str, credentials: CredentialStore, files: Mapping[str, str],
+              where: str) -> tuple[dict[str, ApiKey], list[str]]:
+    """Take every key out of a workflow document, in place: returns (authentication name -> key to
+    save, tasks whose saved result_connection makes their inline key moot). Raises ConfigError
+    (naming places, never the key) when a key would be left in the document."""
     keys: dict[ApiKey, str] = {}  # key -> authentication name
     dropped = []
     key_vars: set[str] = set()  # dotted _export variables that held a key
-    for task, body, variables in _tasks_with_variables(doc, {}, p.stem):
+    for task, body, variables in _tasks_with_variables(doc, {}, stem):
         settings = body.get("result_settings")
         if not isinstance(settings, dict):
             continue
@@ -219,13 +233,9 @@ def snapshot(path: str | Path, name: str, credentials: CredentialStore, *,
     left = _find_keys(doc, "") + _find_uses(doc, key_vars, "") + _find_values(doc, list(keys), "")
     left += [f"{relative} (a td> file)" for relative, text in files.items() if any(k.reveal() in text for k in keys)]
     if left:
-        raise ConfigError(f"{p}: an API key is written at {', '.join(left[:5])} (not shown); a pushed workflow "
+        raise ConfigError(f"{where}: an API key is written at {', '.join(left[:5])} (not shown); a pushed workflow "
                           "stores no key. Save it with 'klaviyo-bridge auth:create NAME' and give the task "
                           "result_connection: NAME (or api_token: ${var} from an _export block, which push "
                           "moves into the saved authentications)", key=left[0])
-    config = {"workflow": {
-        "name": p.stem, "document": doc, "files": files, "source": str(p.resolve()),
-        "sha256": hashlib.sha256(json.dumps([doc, files], sort_keys=True, default=str).encode()).hexdigest(),
-        "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }}
-    return PushedWorkflow(name, schedule, config, {v: k for k, v in keys.items()}, dropped)
+    return {v: k for k, v in keys.items()}, dropped
+
