@@ -61,7 +61,7 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
     from ..exports.settings import parse_settings_text
 
     if spec.lstrip().startswith("{"):
-        data, warnings = parse_settings_text(spec, "--result-settings")
+        data, warnings = parse_settings_text(spec, "--result-settings", command_line=True)
     else:
         try:
             text = Path(spec).read_text()

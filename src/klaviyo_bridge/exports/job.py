@@ -45,7 +45,7 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
                 raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                                   "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
             origin = str(path)
-        data, warnings = parse_settings_text(text, origin)
+        data, warnings = parse_settings_text(text, origin, command_line=origin == "--result-settings")
     for w in warnings:
         if warn:
             warn(w)

@@ -127,8 +127,10 @@ def setting_keys() -> set[str]:
     return set(known_keys(ExportSettings)) | {"result_connection", "connection"}
 
 
-def parse_settings_text(text: str, origin: str = "result settings") -> tuple[dict[str, Any], list[str]]:
-    """YAML or inline JSON text -> (mapping, warnings)."""
+def parse_settings_text(text: str, origin: str = "result settings", *,
+                        command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
+    (inline JSON), where a key is refused."""
     from ..config import load_yaml
 
     stripped = text.strip()
@@ -139,7 +141,8 @@ def parse_settings_text(text: str, origin: str = "result settings") -> tuple[dic
             raise ConfigError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping of settings")
-        refuse_command_line_key(data, origin)
+        if command_line:
+            refuse_command_line_key(data, origin)
         return data, []
     fixed, warnings = lenient_yaml(text, origin, setting_keys())
     return load_yaml(fixed, origin), warnings
