@@ -45,7 +45,7 @@ from .errors import (
     ScheduleError,
     StoreError,
 )
-from .secrets import CredentialStore, redact, resolve_connection
+from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
 
@@ -99,7 +99,7 @@ class JobContext:
     now: datetime
     warehouse: Warehouse
     credentials: CredentialStore
-    secrets: list[str] = field(default_factory=list)  # every key resolved; scrubbed from errors
+    secrets: list[Any] = field(default_factory=list)  # every key resolved (ApiKey); scrubbed from errors
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with a saved authentication filled in (and remembered for scrubbing)."""
@@ -107,7 +107,7 @@ class JobContext:
         for section in (config.get("in"), config):
             if isinstance(section, dict):
                 for key in ("api_token", "api_key"):
-                    if isinstance(section.get(key), str):
+                    if isinstance(section.get(key), (str, ApiKey)):
                         self.secrets.append(section[key])
         return config
 
@@ -204,7 +204,7 @@ def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
         raise ConfigError("an export job needs result_settings", key="result_settings")
     resolved = resolve_connection(raw, credentials)
     for key in ("api_token", "api_key"):
-        if isinstance(resolved.get(key), str) and secrets is not None:
+        if isinstance(resolved.get(key), (str, ApiKey)) and secrets is not None:
             secrets.append(resolved[key])
     return load_result_settings(resolved, credentials_path=credentials.path)
 

@@ -12,7 +12,6 @@ log lines, exception messages or reprs (messages are scrubbed as a last guard).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import time
@@ -91,7 +90,7 @@ class KlaviyoClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self._key = settings.api_key.get_secret_value()
+        self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
         self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
             RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
         self.retry = retry or RetryPolicy(
@@ -107,7 +106,7 @@ class KlaviyoClient:
             base_url=settings.base_url,
             transport=transport,
             headers={
-                "Authorization": f"Klaviyo-API-Key {self._key}",
+                "Authorization": f"Klaviyo-API-Key {self._key.reveal()}",  # the one place it is revealed
                 "revision": settings.revision,
                 "Accept": JSON_API,
                 "User-Agent": USER_AGENT,
@@ -356,7 +355,7 @@ class KlaviyoClient:
         return InvalidRequest(f"{where}: invalid request ({status}): {what}", **kw)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "[redacted]") if self._key else text
+        return self._key.scrub(text)
 
 
 _shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
@@ -377,10 +376,10 @@ def shared_account_limits() -> Iterator[None]:
         _shared_limiters = outer
 
 
-def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
+def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
     if _shared_limiters is None or sleep is not asyncio.sleep:
         return None
-    account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
+    account = (_origin(base_url), key)  # an ApiKey hashes and compares by value
     limiter = _shared_limiters.get(account)
     if limiter is None:
         limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
