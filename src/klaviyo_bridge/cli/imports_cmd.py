@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .. import aio
 from ..api.client import shared_account_limits
-from ..config import ImportConfig, load_yaml, parse_import_config
+from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.replicate import QLIK_TABLES, replicate_configs
@@ -32,7 +32,7 @@ def read_import_config(home: Home, path: str) -> ImportConfig:
     from ..secrets import CredentialStore, resolve_connection
 
     try:
-        text = Path(path).read_text()
+        text = read_text_bounded(path, "config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     data = load_yaml(text, path)
@@ -191,8 +191,11 @@ def _connection_settings(home: Home, config_file: str | None) -> dict:
     from ..secrets import CredentialStore, resolve_connection
 
     if config_file:
-        with open(config_file) as fh:
-            data = load_yaml(fh.read(), config_file)
+        try:
+            text = read_text_bounded(config_file, "config")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
+        data = load_yaml(text, config_file)
         data = resolve_connection(data, CredentialStore(home.credentials))
         return dict(data.get("in") or {})
     key = os.environ.get(API_KEY_ENV)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ..config import read_text_bounded
 from ..errors import ConfigError
 from ..secrets import ApiKey
 from ..store.warehouse import Warehouse
@@ -40,7 +41,7 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
         if not spec.lstrip().startswith("{"):
             path = Path(spec)
             try:
-                text = path.read_text()
+                text = read_text_bounded(path, "result settings")
             except OSError as exc:
                 raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                                   "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None

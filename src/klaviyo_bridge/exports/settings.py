@@ -18,7 +18,6 @@ an unknown key written that way stays an error.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
@@ -131,14 +130,11 @@ def parse_settings_text(text: str, origin: str = "result settings", *,
                         command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
     """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
     (inline JSON), where a key is refused."""
-    from ..config import load_yaml
+    from ..config import load_json_document, load_yaml
 
     stripped = text.strip()
     if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        data = load_json_document(stripped, origin)
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping of settings")
         if command_line:

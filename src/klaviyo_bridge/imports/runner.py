@@ -72,6 +72,7 @@ class ImportResult:
     end: datetime | None = None
     run_id: str | None = None
     committed: bool = False  # the rows and the cursor are in the warehouse
+    fetched: int = 0  # records received, also those not yet handed to the writer when a run stops
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
@@ -90,8 +91,8 @@ def stopped_message(exc: BaseException, result: ImportResult) -> str:
     what = "stopped (Ctrl-C or a kill)" if interrupted else (str(exc) or type(exc).__name__)
     if result.committed:
         return f"{what}, after the commit: all {result.rows} records were written"
-    return (f"{what}; nothing was committed: the {result.rows} records fetched were discarded and the "
-            "cursor did not move, so the next run starts where the last successful one ended")
+    return (f"{what}; nothing was committed: the {max(result.rows, result.fetched)} records fetched were discarded "
+            "and the cursor did not move, so the next run starts where the last successful one ended")
 
 
 def effective_stream(config: ImportConfig) -> Stream:
@@ -190,7 +191,7 @@ async def run_import(
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=result.rows,
+        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
@@ -264,7 +265,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         writing = asyncio.ensure_future(asyncio.to_thread(writer.write, rows.slice(0, cut)))
 
                 try:
-                    async for batch in fetcher.batches(tasks):
+                    async for batch in _counted(fetcher.batches(tasks), fetcher, result):
                         pending.append(with_partition(batch, partition_key))
                         pending_rows += batch.num_rows
                         result.rows += batch.num_rows
@@ -286,6 +287,17 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 result.committed = True
         st = client.stats
         result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+
+
+async def _counted(batches, fetcher: Fetcher, result: ImportResult):
+    """The fetcher's batches; ``result.fetched`` follows every record received (pages still queued
+    for the writer included), so a stopped run reports what it had really fetched."""
+    try:
+        async for batch in batches:
+            result.fetched = fetcher.stats.records
+            yield batch
+    finally:
+        result.fetched = fetcher.stats.records
 
 
 def _as_table(batches: list[pa.RecordBatch]) -> pa.Table:

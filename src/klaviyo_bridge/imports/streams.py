@@ -144,6 +144,7 @@ def stream(name: str) -> Stream:
 
         close = difflib.get_close_matches(name, STREAMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = repr(name) if name.isascii() else ascii(name)  # a look-alike letter shows as \u0456
         raise ConfigError(
-            f"data_source {name!r} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
+            f"data_source {shown} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
         ) from None
