@@ -17,6 +17,7 @@ import orjson
 from .catalog import Record
 from .collections import Orders, event_mask, profile_mask, record_mask
 from .data import Account
+from .filters import Condition
 from .keyset import Keyset, by_row, cursor_after, locate
 from .query import Query, encode_cursor
 from .pages import events_page, fragment, profiles_page
@@ -196,12 +197,25 @@ def get_profile_for_event(req: Request) -> dict:
 
 
 # ----- small collections ----------------------------------------------------------------------
+#: Conditions a collection applies unless the request filters that field itself: Klaviyo's
+#: get_flows leaves archived flows out unless asked for them (``filter=equals(archived,true)``).
+DEFAULT_CONDITIONS = {"flow": Condition("equals", "archived", False)}
+
+
+def _conditions(type_: str, conditions: list[Condition]) -> list[Condition]:
+    default = DEFAULT_CONDITIONS.get(type_)
+    if default is None or any(c.field == default.field for c in conditions):
+        return conditions
+    return [*conditions, default]
+
+
 def _record_collection(type_: str):
     def handler(req: Request) -> dict:
         records = req.account.records[type_]
         q = req.query
+        conditions = _conditions(type_, q.conditions)
         page, links = _page(req, type_, lambda: select(
-            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in q.conditions]),
+            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in conditions]),
             Orders.record_keyset(records, q.sort))
         chosen = [records[i] for i in page.tolist()]
         data = [req.renderer.record(rec, q.include) for rec in chosen]

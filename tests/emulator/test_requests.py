@@ -171,3 +171,27 @@ async def test_revisions_released_after_the_spec_are_served_with_its_shapes_futu
             assert err["source"] == {"parameter": "revision"} and "2026-12-05" in err["detail"]
         refused = await c.get("/api/profiles", headers={"revision": "2026-12-06"})
         assert SERVED_REVISION_HEADER not in refused.headers
+
+
+async def test_archived_flows_are_listed_only_when_filtered_for(client, account):
+    """Klaviyo's get_flows leaves archived flows out unless the filter asks about ``archived``."""
+    flows = account.records["flow"]
+    archived = {f.id for f in flows if f.values["archived"]}
+    assert archived and len(archived) < len(flows)
+
+    async def ids(params: dict) -> list[str]:
+        response = await client.get("/api/flows", params=params)
+        assert response.status_code == 200, response.text
+        return [f["id"] for f in response.json()["data"]]
+
+    default = await ids({})
+    assert set(default) == {f.id for f in flows} - archived
+    assert set(await ids({"filter": "equals(archived,true)"})) == archived
+    assert await ids({"filter": "equals(archived,false)"}) == default
+    both = await ids({"filter": "equals(archived,true)", "sort": "-created"}) + await ids({"filter": "equals(archived,false)"})
+    assert sorted(both) == sorted(f.id for f in flows)
+    one = (await client.get(f"/api/flows/{next(iter(archived))}")).json()["data"]  # a single GET still finds it
+    assert one["attributes"]["archived"] is True
+    first_live = default[0]
+    only = await ids({"filter": f"any(id,['{first_live}','{next(iter(archived))}'])"})
+    assert only == [first_live]
