@@ -36,6 +36,7 @@ from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
 from .limits import ServerLimits
+from .pages import encode_document
 from .query import QueryError, parse_query
 from .selection import SelectionCache
 from .settings import EmulatorSettings
@@ -330,7 +331,7 @@ class Emulator:
             return Response(orjson.dumps({"errors": [error]}), status_code=409, media_type=JSON_API)
         if document is None:
             return Response(status_code=status)
-        return Response(orjson.dumps(document), status_code=status, media_type=JSON_API)
+        return Response(encode_document(document), status_code=status, media_type=JSON_API)
 
 
 def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,

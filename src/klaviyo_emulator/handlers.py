@@ -20,7 +20,7 @@ from .data import Account
 from .filters import Condition
 from .keyset import Keyset, by_row, cursor_after, locate
 from .query import Query, encode_cursor
-from .pages import events_page, fragment, profiles_page
+from .pages import RawArray, events_pieces, profiles_pieces
 from .resources import Renderer
 from .selection import SelectionCache, select
 
@@ -51,10 +51,15 @@ class Request:
 
 
 def _url(req: Request, cursor: str | None) -> str:
-    params = [(k, v) for k, v in req.params if k != "page[cursor]"]
+    """The request's URL without its cursor, then with ``cursor`` (last, as before)."""
+    plain = req.__dict__.get("_plain_url")
+    if plain is None:
+        params = [(k, v) for k, v in req.params if k != "page[cursor]"]
+        plain = req.__dict__["_plain_url"] = (f"{req.base}{req.path}", urlencode(params))
+    where, query = plain
     if cursor is not None:
-        params.append(("page[cursor]", cursor))
-    return f"{req.base}{req.path}" + (f"?{urlencode(params)}" if params else "")
+        query = f"{query}&{urlencode([('page[cursor]', cursor)])}" if query else urlencode([("page[cursor]", cursor)])
+    return f"{where}?{query}" if query else where
 
 
 def _version(req: Request) -> int:
@@ -97,8 +102,8 @@ def get_profiles(req: Request) -> dict:
         acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]),
         req.orders.profile_keyset(q.sort))
     empty = {name: [] for name in q.include}
-    data = profiles_page(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
-    return _document(fragment([data]), links, [], bool(q.include))
+    data = profiles_pieces(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
+    return _document(RawArray(data), links, [], bool(q.include))
 
 
 def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
@@ -112,8 +117,8 @@ def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = Fals
         req.orders.member_keyset(members, q.sort))
     if ids_only:
         return {"data": [{"type": "profile", "id": i} for i in acc.profiles.ids_for(members.profiles[page])], "links": links}
-    data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
-    return {"data": fragment([data]), "links": links}
+    data = profiles_pieces(req.renderer, members.profiles[page], joined=members.joined[page])
+    return {"data": RawArray(data), "links": links}
 
 
 def get_profiles_for_list(req: Request) -> dict:
@@ -156,21 +161,22 @@ def get_events(req: Request) -> dict:
         acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]),
         by_row(bool(q.sort and q.sort.startswith("-"))))
     r = req.renderer
-    return _document(fragment([events_page(r, page)]), links, _event_includes(req, r, page), bool(q.include))
+    return _document(RawArray(events_pieces(r, page)), links, _event_includes(req, r, page), bool(q.include))
 
 
-def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> orjson.Fragment:
+def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
     """Distinct metrics, then distinct profiles, of ``rows`` in first-seen order (as JSON)."""
     acc, q = req.account, req.query
-    out: list[bytes] = []
+    metrics_json: list[bytes] = []
+    profiles_json: list[bytes] = []
     if "metric" in q.include:
         metrics = acc.records["metric"]
-        out += [orjson.dumps(r.record(metrics[m])) for m in dict.fromkeys(acc.events.metric[rows].tolist())]
+        metrics_json = [b",".join(orjson.dumps(r.record(metrics[m])) for m in dict.fromkeys(acc.events.metric[rows].tolist()))]
     if "profile" in q.include:
         profiles = acc.events.profile[rows]
         _, first = np.unique(profiles, return_index=True)
-        out.append(profiles_page(r, profiles[np.sort(first)].astype(np.int64), extras=False))
-    return fragment(out)
+        profiles_json = profiles_pieces(r, profiles[np.sort(first)].astype(np.int64), extras=False)
+    return RawArray(metrics_json if metrics_json != [b""] else [], profiles_json)
 
 
 def _event_row(req: Request) -> int:
