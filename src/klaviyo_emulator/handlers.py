@@ -171,7 +171,16 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
     profiles_json: list[bytes] = []
     if "metric" in q.include:
         metrics = acc.records["metric"]
-        metrics_json = [b",".join(orjson.dumps(r.record(metrics[m])) for m in dict.fromkeys(acc.events.metric[rows].tolist()))]
+        kept, shape = req.cache.rendered, (req.base, q.fields.get("metric"))
+        if len(kept) > 4096:
+            kept.clear()
+
+        def metric_json(m: int) -> bytes:
+            found = kept.get((*shape, m))
+            if found is None:
+                found = kept[(*shape, m)] = orjson.dumps(r.record(metrics[m]))
+            return found
+        metrics_json = [b",".join(map(metric_json, dict.fromkeys(acc.events.metric[rows].tolist())))]
     if "profile" in q.include:
         profiles = acc.events.profile[rows]
         _, first = np.unique(profiles, return_index=True)

@@ -107,13 +107,16 @@ def _uniform(col: np.ndarray) -> bool:
 
 def _matrix(run: list, n: int) -> list[bytes]:
     """Literals and fixed-width columns side by side, for all ``n`` records at once."""
+    if len(run) == 1:
+        return [run[0]] * n
     widths = [len(x) if isinstance(x, bytes) else x.dtype.itemsize for x in run]
-    matrix = np.empty((n, sum(widths)), dtype=np.uint8)
+    # Every row starts as the literals (one broadcast copy), then each column is written in.
+    row = b"".join(x if isinstance(x, bytes) else bytes(w) for x, w in zip(run, widths))
+    matrix = np.empty((n, len(row)), dtype=np.uint8)
+    matrix[:] = np.frombuffer(row, dtype=np.uint8)
     at = 0
     for x, w in zip(run, widths):
-        if isinstance(x, bytes):
-            matrix[:, at:at + w] = np.frombuffer(x, dtype=np.uint8)
-        else:
+        if not isinstance(x, bytes):
             matrix[:, at:at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
         at += w
     return matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
