@@ -19,12 +19,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 import logging
 from datetime import date, datetime, timezone
+from types import SimpleNamespace
 
 import orjson
-from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 import klaviyo_spec as spec
 from .clock import parse_clock
@@ -334,15 +333,37 @@ class Emulator:
         return Response(encode_document(document), status_code=status, media_type=JSON_API)
 
 
+class EmulatorApp:
+    """The emulator as a bare ASGI app: every path goes to ``Emulator.handle``, which routes by the
+    spec itself. No router or middleware stack: Starlette's per-request layers cost about as much as
+    serving a small page. ``app.state.emulator`` is the ``Emulator``."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.state = SimpleNamespace(emulator=emulator)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            response = await self.emulator.handle(HttpRequest(scope, receive))
+            await response(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+
 def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,
-               wall=time.time) -> Starlette:
+               wall=time.time) -> EmulatorApp:
     """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
 
     ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time
     a ``settings.clock`` of real or offset reads (both injectable, so tests never read the time)."""
     emulator = Emulator(settings or EmulatorSettings(), account, clock, wall)
-    app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
-    app.state.emulator = emulator
+    app = EmulatorApp(emulator)
     if emulator.settings.faults:
         from .faults import with_faults
 
