@@ -83,8 +83,8 @@ async def measure(base: str, path: str, page_size: int, seconds: float, clients:
     return pages, records, size
 
 
-def import_events(base: str, expected: int) -> tuple[int, int, float]:
-    """(rows, pages, seconds) of the importer reading every event of the emulator into DuckDB."""
+def import_events(base: str, expected: int) -> tuple[int, int, float, float]:
+    """(rows, pages, seconds, bridge CPU-seconds) of the importer reading every event of the emulator into DuckDB."""
     from klaviyo_bridge import aio
     from klaviyo_bridge.config import parse_import_config
     from klaviyo_bridge.imports.runner import run_import
@@ -93,12 +93,17 @@ def import_events(base: str, expected: int) -> tuple[int, int, float]:
     config = parse_import_config({"in": {"data_source": "events", "api_token": DEFAULT_API_KEY, "base_url": base,
                                          "skip_related_object": False}, "out": {"mode": "append"}})
     with tempfile.TemporaryDirectory() as tmp, open_warehouse(Path(tmp) / "bench.duckdb") as wh:
-        t0 = time.perf_counter()
+        cpu0, t0 = _own_cpu(), time.perf_counter()
         result = aio.run(run_import(config, wh, "bench", "events", concurrency=16))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _own_cpu() - cpu0
     if result.rows != expected:
         print(f"  MISMATCH: the import has {result.rows:,} rows, expected {expected:,}")
-    return result.rows, result.pages, wall
+    return result.rows, result.pages, wall, cpu
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -137,11 +142,12 @@ def main() -> None:
         if args.skip_import:
             return
         cpu0 = cpu_seconds(pid)
-        rows, pages, wall = import_events(base, args.events)
+        rows, pages, wall, bridge_cpu = import_events(base, args.events)
         emulator_cpu = cpu_seconds(pid) - cpu0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"importer (events + metric/profile lookups, 16 concurrent windows, into DuckDB): {rows:,} rows in {wall:.1f}s = "
-              f"{rows / wall:,.0f} records/s, {pages / wall:.0f} pages/s; emulator CPU {emulator_cpu:.1f}s of it "
+              f"{rows / wall:,.0f} records/s, {pages / wall:.0f} pages/s; bridge CPU {bridge_cpu:.1f}s "
+              f"({rows / max(bridge_cpu, 1e-9):,.0f} records per CPU-s), emulator CPU {emulator_cpu:.1f}s "
               f"({emulator_cpu / wall:.0%} of one core); peak RSS {rss:,.0f} MB")
         wall_rate, records_rate, per_cpu = headline.get("get_events+incl", next(iter(headline.values())))
         print(f"emulator vs importer on the same request (events page 1000 + includes): {records_rate:,.0f} vs "
