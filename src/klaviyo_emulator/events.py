@@ -10,13 +10,15 @@ derived from (seed, row) when a page is rendered.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 
 import numpy as np
 import orjson
 
 from . import ids, vocabulary as V
 from .profiles import TWO_YEARS, ProfileTable
-from .timefmt import iso_many
+from .blockcache import BlockColumn
+from .timefmt import iso_array, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
 EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}
@@ -44,6 +46,10 @@ class EventTable:
         self.datetime = dt[anchor] if count else dt
         self.id_key = ids.index_key(seed, S_EVENT_ID)
         self._formats: dict[int | tuple, bytes] = {}
+        self._block_columns: dict[str, BlockColumn] = {}
+        #: event_properties formats by shape number (the ``shape`` block column's values)
+        self._shape_list: list[bytes] = []
+        self._shape_number: dict[int, int] = {}
         if count:
             np.maximum.at(profiles.last_event, self.profile, self.datetime)
 
@@ -55,10 +61,31 @@ class EventTable:
         return self.id_bytes(rows).astype("U26").tolist()
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
-        """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``, kept per block)."""
+        return self._column("id", self._compute_id_bytes, rows)
+
+    def _compute_id_bytes(self, rows: np.ndarray) -> np.ndarray:
         tags = ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
+
+    def _column(self, name: str, compute, rows: np.ndarray) -> np.ndarray:
+        """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows) or rows.min() < 0 or rows.max() >= self.count:
+            return compute(rows)
+        column = self._block_columns.get(name)
+        if column is None:
+            column = self._block_columns[name] = BlockColumn(self.count, compute)
+        return column.take(rows)
+
+    def datetime_text(self, rows: np.ndarray) -> np.ndarray:
+        """``datetime`` of ``rows`` as Klaviyo's text, ``S25`` (kept per block)."""
+        return self._column("datetime", lambda r: iso_array(self.datetime[r]), rows)
+
+    def timestamp_text(self, rows: np.ndarray) -> np.ndarray:
+        """``timestamp`` (epoch seconds) of ``rows`` as digits, as wide as the longest (kept per block)."""
+        column = self._column("timestamp", lambda r: self.datetime[r].astype("S20"), rows)
+        return column.astype(f"S{max(int(np.strings.str_len(column).max()), 1)}") if len(column) else column
 
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)
@@ -93,8 +120,8 @@ class EventTable:
         return [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in rows.tolist()]
 
     def uuid_bytes(self, rows: np.ndarray) -> np.ndarray:
-        """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``)."""
-        return ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, rows), ids.mix(self.seed, S_EVENT_ID + 8, rows))
+        """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``, kept per block)."""
+        return self._column("uuid", lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)), rows)
 
     def numbers(self, rows: np.ndarray) -> np.ndarray:
         """The number behind each event's ``$event_id`` (and ``$message``)."""
@@ -192,6 +219,39 @@ class EventTable:
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return []
+        if rows.min() >= 0 and rows.max() < self.count:
+            shapes = self._column("shape", self._shapes, rows)
+            if shapes is not None and (shapes >= 0).all():
+                formats = itemgetter(*shapes.tolist())(self._shape_list) if len(rows) > 1 else [self._shape_list[int(shapes[0])]]
+                args = zip(self._column("message", self._messages, rows).tolist(), self._column("order", self._order_ids, rows).tolist(),
+                           self._column("number", lambda r: self.numbers(r).astype("S12"), rows).tolist())
+                return [fmt % a for fmt, a in zip(formats, args)]
+        return self._properties_json(rows)
+
+    def _messages(self, rows: np.ndarray) -> np.ndarray:
+        return np.strings.add(b"01J", np.strings.zfill(self.numbers(rows).astype("S12"), 12))
+
+    @staticmethod
+    def _order_ids(rows: np.ndarray) -> np.ndarray:
+        return np.strings.add(b"#", (rows + 1000).astype("S21"))
+
+    def _shapes(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's event_properties format, as a number into ``_shape_list`` (-1: not packable)."""
+        keys = np.column_stack([self.metric[rows], self.choices(rows)])
+        if not len(rows) or keys[:, 1].max() >= 1 << 20 or keys[:, 2:].max() >= 1 << 8:
+            return np.full(len(rows), -1, dtype=np.int32)
+        packed = (keys << _SHIFTS).sum(axis=1)
+        distinct, inverse = np.unique(packed, return_inverse=True)
+        numbers = []
+        for key in distinct.tolist():
+            number = self._shape_number.get(key)
+            if number is None:
+                number = self._shape_number[key] = len(self._shape_list)
+                self._shape_list.append(self._formats.get(key) or self._format(key))
+            numbers.append(number)
+        return np.array(numbers, dtype=np.int32)[inverse.ravel()]
+
+    def _properties_json(self, rows: np.ndarray) -> list[bytes]:
         keys = np.column_stack([self.metric[rows], self.choices(rows)])
         packed = (keys << _SHIFTS).sum(axis=1) if keys[:, 1].max() < 1 << 20 and keys[:, 2:].max() < 1 << 8 else None
         keys = keys.tolist() if packed is None else packed.tolist()

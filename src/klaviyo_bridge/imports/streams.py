@@ -120,7 +120,9 @@ STREAMS: dict[str, Stream] = {
         Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
                extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
-        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        # Klaviyo's get_flows leaves archived flows out unless filtered for: both, as for campaigns.
+        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated",
+               variants=((equals("archived", False),), (equals("archived", True),))),
         Stream(
             "global_exclusions",
             "get_profiles",
