@@ -80,7 +80,9 @@ log = logging.getLogger("klaviyo_bridge.exports")
 FINAL_BATCH_STATES = ("done", "failed", "not_sent")
 #: A batch sent whose answer was unclear, or that was being sent when the run died.
 UNCLEAR_BATCH_STATES = ("sending", "unclear")
-_ROW_POINTER = re.compile(r"^/data/(?:attributes/profiles/data/)?(\d+)(?:/|$)")
+#: A pointer into a batch's items: /data/3, /data/attributes/profiles/data/3/..., or
+#: /data/attributes/events-bulk-create/data/3/...
+_ROW_POINTER = re.compile(r"^/data/(?:attributes/[^/]+/data/)?(\d+)(?:/|$)")
 #: Exit code of a run that ended ``success`` with rows rejected or unconfirmed.
 EXIT_PARTIAL = 3
 CONFIRMED_REASON = "confirmed by reading Klaviyo back after an unclear answer"

@@ -11,10 +11,12 @@ from ..settings import ExportSettings
 from .add import AddToList
 from .base import BatchContext, Operation, Outcomes, Prepared
 from .consent import Subscribe, Unsubscribe, UnsubscribeFromList
+from .events import TrackEvents
 from .remove import RemoveFromList
+from .upsert import Upsert
 
 __all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Prepared", "RemoveFromList", "Subscribe",
-           "Unsubscribe", "UnsubscribeFromList", "operation_for"]
+           "TrackEvents", "Unsubscribe", "UnsubscribeFromList", "Upsert", "operation_for"]
 
 
 def operation_for(settings: ExportSettings) -> Operation:
@@ -22,6 +24,10 @@ def operation_for(settings: ExportSettings) -> Operation:
         return AddToList(settings)
     if settings.operation == "remove_profiles":
         return RemoveFromList(settings)
+    if settings.operation == "upsert":
+        return Upsert(settings)
+    if settings.operation == "track_events":
+        return TrackEvents(settings)
     if settings.consent_type == "subscribed":
         return Subscribe(settings)
     return UnsubscribeFromList(settings) if settings.list_value else Unsubscribe(settings)
