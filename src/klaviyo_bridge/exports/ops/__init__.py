@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from ..settings import ExportSettings
 from .add import AddToList
-from .base import BatchContext, Operation, Outcomes, Prepared
+from .base import BatchContext, Operation, Outcomes, Prepared, RunContext
 from .consent import Subscribe, Unsubscribe, UnsubscribeFromList
 from .events import TrackEvents
+from .mirror import Mirror, MirrorRemove
 from .remove import RemoveFromList
 from .upsert import Upsert
 
-__all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Prepared", "RemoveFromList", "Subscribe",
+__all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Mirror", "MirrorRemove", "Prepared", "RemoveFromList", "RunContext", "Subscribe",
            "TrackEvents", "Unsubscribe", "UnsubscribeFromList", "Upsert", "operation_for"]
 
 
@@ -24,6 +25,8 @@ def operation_for(settings: ExportSettings) -> Operation:
         return AddToList(settings)
     if settings.operation == "remove_profiles":
         return RemoveFromList(settings)
+    if settings.operation == "mirror":
+        return Mirror(settings)
     if settings.operation == "upsert":
         return Upsert(settings)
     if settings.operation == "track_events":
