@@ -91,6 +91,10 @@ class ExportSettings(ClientSettings):
                              "(to add the profiles to a list, use operation add)")
         self.removal_limit(0)  # checks the form of max_removals
         self.backfill_after_seconds  # checks the form of backfill_older_than
+        if self.operation != "mirror" and (self.allow_empty or self.max_removals != "10%"):
+            raise ValueError("max_removals and allow_empty apply to operation mirror only")
+        if self.operation != "track_events" and self.backfill_older_than != "24h":
+            raise ValueError("backfill_older_than applies to operation track_events only")
         if self.operation == "batch_consent":
             if self.subscription_type is None:
                 raise ValueError("operation batch_consent needs subscription_type "
