@@ -78,6 +78,8 @@ from .validate import SeenValues
 log = logging.getLogger("klaviyo_bridge.exports")
 
 FINAL_BATCH_STATES = ("done", "failed", "not_sent")
+#: The ``operation`` of a batch of rows an operation held back (``Operation.hold_back``).
+HELD = "held"
 #: A batch sent whose answer was unclear, or that was being sent when the run died.
 UNCLEAR_BATCH_STATES = ("sending", "unclear")
 #: A pointer into a batch's items: /data/3, /data/attributes/profiles/data/3/..., or
@@ -436,6 +438,11 @@ class _Sender:
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
+    async def finish_held(self, batch_id: str, table: pa.Table) -> None:
+        """Rows the operation held back: their outcome and a ``done`` batch in one transaction."""
+        await self.record(self.wh.state.finish_export_batch, batch_id, self.run_id, HELD, "done", table,
+                          row_count=table.num_rows)
+
     async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
         await self.record(st.finish_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
@@ -687,10 +694,11 @@ async def _validate_all(source: Source, op: Operation,
             break
         offset, p = got
         op.observe(offset, p)
+        p = op.hold_back(p)
         if not counts.warnings:
             counts.warnings = list(p.warnings)
         counts.rows += p.total
-        counts.valid += len(p.items)
+        counts.valid += len(p.items) + len(p.held_index)
         counts.invalid += len(p.skipped_index)
         counts.invalid_rows += list(zip(p.skipped_index.tolist(), p.skipped_reason))[: max(0, 20 - len(counts.invalid_rows))]
         plan = _batch_plan(op, offset, p)
@@ -757,6 +765,8 @@ async def run_export(
         op.check_columns(opened[0])  # missing column -> nothing sent, no request made
         list_id = await find_list(client, settings)  # before a row is read
         fingerprint = run_fingerprint(settings, query, opened[0])
+        if resume:
+            await op.restore(RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=True))
         if not settings.skip_invalid_records or resume or op.reads_input_first:
             # Strict mode: invalid rows fail the job with nothing sent; resume: the batches'
             # fingerprints are compared with the first attempt's before anything is sent.
@@ -885,7 +895,7 @@ def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
     planned = set(pre.fingerprints if pre else [])
     states: dict[str, dict[str, Any]] = {}
     for b in batches:
-        if b.operation == "validation" or b.fingerprint is None:
+        if b.operation in ("validation", HELD) or b.fingerprint is None:
             states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
                                   "batch_id": b.batch_id}
             continue
@@ -951,14 +961,23 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
     rows_read = valid = invalid = seq = 0
     invalid_seq = 0
     invalid_id = f"{prefix}-invalid"
+    held_seq = 0
     async for offset, p in _aiter(_prepared_chunks(table, op, opened, first_row)):
+        p = op.hold_back(p)
         if not warnings and p.warnings:
             warnings = list(p.warnings)
         rows_read += p.total
-        valid += len(p.items)
+        valid += len(p.items) + len(p.held_index)
         invalid += len(p.skipped_index)
         ex.progress("validated", p.total)
         await ex.record(_store_identifiers, st, run_id, offset, p)
+        if len(p.held_index):
+            bid = f"{prefix}-held-{held_seq:05d}"
+            held_seq += 1
+            if bid not in states:
+                if resume:
+                    await ex.record(_forget_rows, wh, bid)
+                await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
         if len(p.skipped_index):
             bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
             invalid_seq += 1

@@ -49,10 +49,13 @@ class Prepared:
     identity: pa.Array | None = None
     #: What an operation keeps of the chunk for itself (``observe``), by name.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Valid rows the operation decided not to send (``hold_back``: a mirror's members), with the reason.
+    held_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    held_reason: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.row_index) + len(self.skipped_index)
+        return len(self.row_index) + len(self.skipped_index) + len(self.held_index)
 
 
 @dataclass
@@ -163,6 +166,15 @@ class Operation:
     reads_input_first: ClassVar[bool] = False
     #: ``--dry-run`` resolves the destination and calls ``begin`` (read-only) to report what it would do.
     dry_run_reads_klaviyo: ClassVar[bool] = False
+
+    def hold_back(self, prepared: Prepared) -> Prepared:
+        """Valid rows not to send, decided before batches are cut (so the rest fill whole requests):
+        moved from ``row_index``/``items`` to ``held_index``/``held_reason``. Must decide the same
+        on a ``--resume`` (batches are matched by content): keep the decision in the run's plan."""
+        return prepared
+
+    async def restore(self, ctx: RunContext) -> None:
+        """On ``--resume``, before the input is read: reload what the first attempt decided."""
 
     def observe(self, offset: int, prepared: Prepared) -> None:
         """One chunk of the input (input-wide row indexes) during the pass before sending; may be
