@@ -97,9 +97,11 @@ def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:
             lines.append("  sample: " + json.dumps(sample, ensure_ascii=False))
+        lines += result.details
         lines.append("dry run: nothing was sent")
         return lines
     s = result.summary
+    lines += result.details
     for outcome, reason, n in s.top_reasons:
         lines.append(f"  {n:,} {outcome}: {reason}")
     extra = []
