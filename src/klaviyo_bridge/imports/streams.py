@@ -46,6 +46,9 @@ class Stream:
     #: (a window costs at least one request, and campaigns/flows have low rate limits)
     partition: bool = False
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
+    #: an event source: incremental runs re-read ``lookback``, ``metrics`` limits it, and
+    #: append mode adds only events whose id the table lacks
+    events: bool = False
 
     @property
     def op(self):
@@ -85,6 +88,7 @@ EVENT_STREAM_OPTIONS = dict(
     include=("metric", "profile"),
     fields={"metric": ("name",), "profile": ("email", "phone_number", "external_id")},
     extra_columns=EVENT_RELATED,
+    events=True,
 )
 CREATED_UPDATED = {"created": "created", "updated": "updated"}
 SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
