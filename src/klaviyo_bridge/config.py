@@ -205,6 +205,9 @@ class ImportSource(ClientSettings):
         bad = KeyedValueError  # names its key inside ``in``, and is reported with the other errors
         if self.start_time and self.end_time and self.end_time <= self.start_time:
             raise bad("end_time", "must be after start_time")
+        if s.membership and self.incremental_field is not None:
+            raise bad("incremental_field", f"{s.name} reads every member each run (departures show only as "
+                      "absences); it takes no incremental_field")
         if self.incremental_field is not None and self.incremental_field not in s.time_fields:
             allowed = ", ".join(s.time_fields) or "none (this source has no time filter)"
             raise bad("incremental_field", f"{self.incremental_field!r} is not available for {s.name}; allowed: {allowed}")
@@ -256,6 +259,20 @@ class ImportConfig(BaseModel):
 
     source: ImportSource = Field(alias="in")
     target: ImportTarget = Field(default_factory=ImportTarget, alias="out")
+
+    @model_validator(mode="after")
+    def _history_kept(self) -> "ImportConfig":
+        from .imports.streams import stream
+
+        s = stream(self.source.data_source)
+        if s.membership and self.target.mode not in ("append", "merge"):
+            raise ConfigError(f"out.mode: {s.name} keeps a history (joined_at, left_at) that out.mode "
+                              f"{self.target.mode} would erase; use append or merge (they mean the same here)",
+                              key="mode")
+        if s.membership and (self.target.primary_key or self.target.partition_key):
+            raise ConfigError(f"out: {s.name} has fixed columns ({s.membership}, profile_id, joined_at, left_at); "
+                              "primary_key and partition_key do not apply", key="primary_key")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..store.warehouse import Warehouse
 from .columns import Column
 from .fetch import Fetcher, fetch_per_id, plan_tasks
+from .membership import group_ids, run_membership
 from .metrics import resolve_ids
 from .partition import Window, split
 from .streams import Stream, stream as stream_named
@@ -77,6 +78,8 @@ class ImportResult:
     end: datetime | None = None
     run_id: str | None = None
     committed: bool = False  # the rows and the cursor are in the warehouse
+    joined: int | None = None  # membership history: rows opened and closed by this run
+    left: int | None = None
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
@@ -85,6 +88,7 @@ class ImportResult:
             f"{self.data_source} -> {self.database}.{self.table} ({self.mode}): {self.rows} rows, {self.pages} pages, "
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled, "
             f"{self.seconds:.1f}s ({rate:,.0f} rows/s){span}"
+            + (f"; {self.joined} joined, {self.left} left since the last run" if self.joined is not None else "")
         )
 
 
@@ -217,6 +221,18 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
     partition_key = partition_column(columns, target.partition_key)
 
     async with KlaviyoClient(source.client_settings(), transport=transport) as client:
+        if s.membership:
+            result.end = now
+
+            async def windows_for(client, s, api_field, lo, hi, now, count, path):
+                return await _windows(client, s, api_field, lo, hi, now, count, path,
+                                      shortest=None if window_count else MIN_WINDOW)
+
+            await run_membership(client, s, config, warehouse, database, table, job, now, concurrency,
+                                 window_count or concurrency * WINDOWS_PER_WORKER, on_batch, result, windows_for)
+            st = client.stats
+            result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+            return
         s = await with_metrics(client, s, config)
         # Event imports re-read a lookback window: in append mode an event already stored is not
         # added again (merge mode updates it).
@@ -360,6 +376,11 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
         path_params, marks = {}, {}
         if s.id_setting:
             path_params["id"] = marks["_parent_id"] = getattr(source, s.id_setting)
+        if s.membership:  # the members of the first group, as the current table would hold them
+            groups, _ = await group_ids(client, s, config)
+            if not groups:
+                return pa.Table.from_batches([], schema=pa.schema([c.field() for c in columns]))
+            path_params["id"] = marks["_parent_id"] = groups[0]
         extra = ()
         s = await with_metrics(client, s, config)
         # in.start_time / in.end_time bound the preview as they bound the import

@@ -49,6 +49,8 @@ class Stream:
     #: an event source: incremental runs re-read ``lookback``, ``metrics`` limits it, and
     #: append mode adds only events whose id the table lacks
     events: bool = False
+    #: a membership history source: the group column (list_id / segment_id); see membership.py
+    membership: str | None = None
 
     @property
     def op(self):
@@ -59,6 +61,9 @@ class Stream:
         return self.op.page_size_max
 
     def columns(self, *, related: bool = True) -> list[Column]:
+        if self.membership:
+            return [_related(self.membership, "_parent_id"), _related("profile_id", "id"),
+                    _related("joined_at", "attributes", "joined_group_at", kind=pa.timestamp("us", tz="UTC"))]
         keep_additional = set(self.additional_fields.get("profile", ()))
         omit = tuple(p for p in ADDITIONAL_PREFIXES if p not in keep_additional)
         cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
@@ -125,6 +130,12 @@ STREAMS: dict[str, Stream] = {
         Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
                extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
         Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        # Membership with history: every run reads the groups' members (only joined_group_at) and
+        # records joins and departures; windows over joined_group_at fetch a big list concurrently.
+        Stream("list_memberships", "get_profiles_for_list", membership="list_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("list_id", "profile_id", "joined_at")),
+        Stream("segment_memberships", "get_profiles_for_segment", membership="segment_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("segment_id", "profile_id", "joined_at")),
         Stream(
             "global_exclusions",
             "get_profiles",
