@@ -21,6 +21,7 @@ import logging
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
@@ -204,6 +205,27 @@ class Emulator:
             self._seen_version = self.state.version
             self.cache = SelectionCache()
             self.orders = Orders(self.account)
+
+    def reevaluate_segment(self, segment_id: str, add=(), remove=()) -> tuple[int, int]:
+        """Klaviyo recomputes a segment from its definition; the emulator's segments change when
+        told: profiles ``add`` (ids) join now (``joined_group_at``), profiles ``remove`` leave now.
+        Done on the account's worker, in order with requests; returns (joined, left)."""
+        if segment_id not in self.account.segment_members:
+            raise KeyError(f"no segment {segment_id!r}")
+
+        def rows(ids):
+            found = [self.state.row_for_id(i) for i in ids]
+            if None in found:
+                raise KeyError(f"no profile {list(ids)[found.index(None)]!r}")
+            return np.array(found, dtype=np.int64)
+
+        def apply():
+            now = self.now()
+            left = self.state.remove_members(segment_id, rows(remove), now, segment=True) if remove else 0
+            joined = self.state.add_members(segment_id, rows(add), now, segment=True) if add else 0
+            self.advance()
+            return joined, left
+        return self._state_worker.submit(apply).result()
 
     def snapshot(self) -> dict:
         """Introspection for tests: list members, consent and suppressions after due changes."""

@@ -21,6 +21,7 @@ from .blockcache import BlockColumn
 from .timefmt import iso_array, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
+S_LATE, S_DELAY, S_STORE = 420, 421, 422
 EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}
 ATTRIBUTES = ("timestamp", "event_properties", "datetime", "uuid")
 SMS_METRICS = {"Received SMS", "Sent SMS", "Clicked SMS", "Failed to Deliver SMS", "Failed to Deliver Automated Response SMS", "Received Automated Response SMS", "Consented to Receive SMS", "Unsubscribed from SMS"}
@@ -45,6 +46,9 @@ class EventTable:
         anchor = np.maximum.accumulate(np.where(tie, 0, rows)) if count else rows
         self.datetime = dt[anchor] if count else dt
         self.id_key = ids.index_key(seed, S_EVENT_ID)
+        #: when each late event becomes visible (epoch seconds); None: every event is visible at once
+        self.arrival: np.ndarray | None = None
+        self.late_rows: np.ndarray | None = None  # rows of late events, by arrival
         self._formats: dict[int | tuple, bytes] = {}
         self._block_columns: dict[str, BlockColumn] = {}
         #: event_properties formats by shape number (the ``shape`` block column's values)
@@ -84,6 +88,43 @@ class EventTable:
     def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         written = rows >= self.base
         return ~written, written
+
+    def second_store(self) -> None:
+        """About 40% of Placed Order events move to the second store's Placed Order metric."""
+        first = next(i for i, m in enumerate(V.METRICS) if m[0] == "Placed Order")
+        second = len(V.METRICS) + next(i for i, m in enumerate(V.SECOND_STORE_METRICS) if m[0] == "Placed Order")
+        rows = np.arange(self.count, dtype=np.int64)
+        moved = (self.metric == first) & (ids.unit(self.seed, S_STORE, rows) < 0.4)
+        self.metric[moved] = second
+
+    def arrive_late(self, fraction: float, max_delay: float) -> None:
+        """``fraction`` of the events become visible up to ``max_delay`` seconds after their
+        ``datetime`` (the rest at once): Klaviyo's events are eventually consistent."""
+        if not fraction or not self.count:
+            return
+        rows = np.arange(self.count, dtype=np.int64)
+        late = ids.unit(self.seed, S_LATE, rows) < fraction
+        delay = (ids.unit(self.seed, S_DELAY, rows) * max_delay).astype(np.int64)
+        self.arrival = np.where(late, self.datetime + delay, self.datetime)
+        late_rows = rows[late]
+        order = np.argsort(self.arrival[late_rows], kind="stable")
+        self.late_rows = late_rows[order]
+        self._late_arrivals = self.arrival[self.late_rows]
+
+    def arrived(self, now: int) -> int:
+        """How many late events are visible at ``now`` (a cache key: it changes when one arrives)."""
+        if self.late_rows is None:
+            return 0
+        return int(np.searchsorted(self._late_arrivals, now, side="right"))
+
+    def visible_mask(self, now: int) -> np.ndarray | None:
+        """Events visible at ``now``; None when every event is."""
+        if self.arrival is None:
+            return None
+        return self.arrival <= now
+
+    def visible(self, row: int, now: int) -> bool:
+        return self.arrival is None or int(self.arrival[row]) <= now
 
     def event_id(self, row: int) -> str:
         if row >= self.base:
@@ -242,7 +283,7 @@ class EventTable:
 
     def _properties(self, metric: int, c: list[int], event_id: str, message: str, order_id: str) -> dict:
         """``event_properties`` of a ``metric`` event from its ``choices`` and its per-row strings."""
-        name = V.METRICS[metric][0]
+        name = V.ALL_METRICS[metric][0]
         if name in EMAIL_METRICS:
             campaign, subject = self.campaigns[c[0]]
             props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
@@ -368,7 +409,7 @@ def _kind(name: str) -> int:
             "Ordered Product": K_ORDERED_PRODUCT, "Active on Site": K_ACTIVE}.get(name, K_OTHER)
 
 
-_KIND = np.array([_kind(m[0]) for m in V.METRICS], dtype=np.int8)
+_KIND = np.array([_kind(m[0]) for m in V.ALL_METRICS], dtype=np.int8)
 
 
 def _percent_format(raw: bytes, slots: list[bytes]) -> bytes:

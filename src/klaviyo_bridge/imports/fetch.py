@@ -110,7 +110,7 @@ class Fetcher:
         return Query(
             filters=task.conditions,
             page_size=s.page_size(),
-            fields={k: list(v) for k, v in s.fields.items()} if s.include else {},
+            fields={k: list(v) for k, v in s.fields.items()} if s.include or s.membership else {},
             additional_fields={k: list(v) for k, v in s.additional_fields.items()},
             include=s.include,
         )
