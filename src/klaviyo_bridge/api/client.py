@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import msgspec
@@ -265,7 +265,7 @@ class KlaviyoClient:
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
                     if err.retry_after:
-                        self.limiter.penalise(op.operation_id, err.retry_after)
+                        self.limiter.penalise(op.operation_id, err.retry_after, _tier(op, url, params))
                 if not self.retry.should_retry(err, retries):
                     raise RetriesExhausted(
                         f"{op.operation_id} failed after {retries + 1} attempts "
@@ -285,7 +285,8 @@ class KlaviyoClient:
         self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
         decode: Decode | None = None,
     ) -> Any:
-        self.stats.rate_wait_seconds += await self.limiter.acquire(op)
+        tier = _tier(op, url, params)
+        self.stats.rate_wait_seconds += await self.limiter.acquire(op, tier)
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
         try:
@@ -311,6 +312,7 @@ class KlaviyoClient:
             err.not_sent = isinstance(exc, httpx.ConnectError)
             raise err from None
         self.stats.requests += 1
+        _observe_rate_headers(self.limiter, op.operation_id, tier, response.headers)
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug(
             "%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000
@@ -385,6 +387,44 @@ def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable
     if limiter is None:
         limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
     return limiter
+
+
+def _tier(op: Operation, url: str, params: list[tuple[str, str]] | None) -> str:
+    """The rate tier Klaviyo counts this request in ("" but for a few parameter values)."""
+    if not op.ratelimit_tiers:
+        return ""
+    items = list(params or [])
+    query = urlsplit(url).query
+    if query:
+        items += parse_qsl(query, keep_blank_values=True)
+    return op.ratelimit_for(items)[0]
+
+
+def _header_count(value: str | None) -> float | None:
+    """A ``RateLimit-*`` value: a number, or the IETF draft's list ``10, 10;w=1, 50;w=60`` (the
+    steady, 60-second, item then)."""
+    if not value:
+        return None
+    first = None
+    for item in value.split(","):
+        number, _, rest = item.strip().partition(";")
+        try:
+            n = float(number)
+        except ValueError:
+            continue
+        first = n if first is None else first
+        if rest.replace(" ", "") == "w=60":
+            return n
+    return first
+
+
+def _observe_rate_headers(limiter: RateLimiter, operation_id: str, tier: str, headers: httpx.Headers) -> None:
+    limit = _header_count(headers.get("ratelimit-limit"))
+    remaining = _header_count(headers.get("ratelimit-remaining"))
+    if limit is None or remaining is None:
+        return
+    reset = _header_count(headers.get("ratelimit-reset")) or 0.0
+    limiter.observe(operation_id, tier, int(limit), int(remaining), reset)
 
 
 #: Retries of a request whose host name did not resolve (immediately, no backoff).
