@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -362,30 +363,44 @@ class KlaviyoClient:
 
 
 _shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
+_shared_budget_url: str | None = None
+_shared_lock = threading.Lock()
 
 
 @contextmanager
-def shared_account_limits() -> Iterator[None]:
+def shared_account_limits(budget_url: str | None = None) -> Iterator[None]:
     """Inside this block, clients of one account (base URL and key) made without a limiter of
     their own share one: Klaviyo counts requests per account, so a command that reads with one
     client and then imports with another must not start the second with a fresh budget (the
-    demo drew 429s that way). Sequential use on one thread at a time, as the CLI commands do."""
-    global _shared_limiters
-    outer = _shared_limiters
-    _shared_limiters = {} if outer is None else outer
+    demo drew 429s that way), and streams run at once (on one or several threads) book from one
+    budget per rate tier. ``budget_url``: a shared budget (``redis://``, ``postgresql://``, see
+    ``api/budget.py``) that every process using the key books from instead."""
+    global _shared_limiters, _shared_budget_url
+    outer, outer_url = _shared_limiters, _shared_budget_url
+    if outer is None or budget_url != outer_url:
+        if budget_url:
+            from .budget import open_budget
+
+            open_budget(budget_url)  # fails here, before any run, when it cannot be reached
+        _shared_limiters, _shared_budget_url = {}, budget_url
     try:
         yield
     finally:
-        _shared_limiters = outer
+        _shared_limiters, _shared_budget_url = outer, outer_url
 
 
 def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
     if _shared_limiters is None or sleep is not asyncio.sleep:
         return None
     account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
-    limiter = _shared_limiters.get(account)
-    if limiter is None:
-        limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
+    with _shared_lock:
+        limiter = _shared_limiters.get(account)
+        if limiter is None:
+            from .budget import account_id, open_budget
+
+            budget = open_budget(_shared_budget_url) if _shared_budget_url else None
+            limiter = _shared_limiters[account] = RateLimiter(
+                margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key))
     return limiter
 
 

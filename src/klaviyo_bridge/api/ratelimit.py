@@ -46,6 +46,10 @@ from klaviyo_spec import Operation, RateLimit, operation
 #: After a 429, a client's windows grow by this much, to at most MAX_MARGIN over the published length.
 MARGIN_STEP = 0.05
 MAX_MARGIN = 0.3
+#: After a 429 the burst count becomes this share of what we sent in the last burst window...
+BURST_BACKOFF = 0.8
+#: ...and grows back by one every this many seconds without a 429.
+BURST_REGROW_SECONDS = 5.0
 #: A wake-up later than this after a slot's time moves the slot to when the request really left.
 LATE_WAKE_SECONDS = 0.002
 
@@ -64,6 +68,9 @@ class WindowLimiter:
         self._base = self.windows
         #: Counts as published (adapt() lowers ``windows``' counts from the server's answers).
         self.published = tuple(n for n, _ in self.windows)
+        #: The burst count 429s taught (headers tell the steady window only), and when it was learned.
+        self.learned_burst: int | None = None
+        self.learned_at = 0.0
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
@@ -121,6 +128,16 @@ class WindowLimiter:
         """After a server 429, block this operation for ``seconds`` (fill the burst window)."""
         self._blocked_until = max(self._blocked_until, now + seconds)
 
+    def note(self, at: float) -> None:
+        """Remember a slot booked elsewhere (a shared budget) in time order."""
+        log = self._log
+        if not log or at >= log[-1]:
+            log.append(at)
+        else:
+            if log.maxlen is not None and len(log) >= log.maxlen:
+                log.popleft()
+            log.insert(bisect.bisect_right(log, at), at)
+
     def count_since(self, since: float) -> int:
         """Slots granted after ``since`` (our requests in a window that ends now)."""
         log = self._log
@@ -132,6 +149,10 @@ class WindowLimiter:
         need = max(n for n, _ in self.windows)
         if need > (self._log.maxlen or 0):
             self._log = deque(self._log, maxlen=need)
+
+    def widen_to(self, margin: float) -> None:
+        """Every window at least ``margin`` longer than published."""
+        self.windows = tuple((n, max(t, base + margin)) for (n, t), (_, base) in zip(self.windows, self._base))
 
     def widen(self, seconds: float, most: float) -> None:
         """Lengthen every window by ``seconds`` more, up to ``most`` over the published length:
@@ -221,8 +242,14 @@ class RateLimiter:
                 windows, not_before = limiter.windows, max(0.0, limiter.blocked_until - now)
         if self.budget is not None:
             delay = await self.budget.reserve(bucket_name(self.account, op_id, tier), windows, not_before)
+            with self._lock:
+                limiter.note(now + delay)  # our own share, for what a 429 teaches
             if delay > 0:
                 await self.sleep(delay)
+                late = self.clock() - (now + delay)
+                if late > LATE_WAKE_SECONDS:
+                    with self._lock:
+                        self._absorb_lateness(limiter, late)
             return delay
         if delay > 0:
             await self.sleep(delay)
@@ -230,7 +257,17 @@ class RateLimiter:
             if late > LATE_WAKE_SECONDS:
                 with self._lock:
                     limiter.correct(now + delay, now + delay + late)
+                    self._absorb_lateness(limiter, late)
         return delay
+
+    def _absorb_lateness(self, limiter: WindowLimiter, late: float) -> None:
+        """A request left ``late`` after its slot (a busy event loop, a loaded machine): the
+        slots already booked were planned without it, so it may land closer to them than the
+        windows allow. Keep every window at least that much longer than published from now on
+        (up to ``MAX_MARGIN``): lateness up to the margin then never brings two slots closer than
+        the server's window."""
+        if self.margin > 0:
+            limiter.widen_to(min(MAX_MARGIN, self.margin + late))
 
     def observe(self, operation_id: str, tier: str, limit: int, remaining: int, reset: float) -> None:
         """Pace ``operation_id``'s ``tier`` from an answer's ``RateLimit-*`` headers (the state of
@@ -252,7 +289,7 @@ class RateLimiter:
                     steady = max(1, limit - foreign)
                     burst = max(1, math.floor(burst_cap * ours / (ours + foreign)))
             counts = list(lim.published)
-            counts[0], counts[1] = burst, steady
+            counts[0], counts[1] = min(burst, self._learned_burst(lim, now)), steady
             lim.adapt(tuple(counts))
             if remaining <= 0 and reset > 1:
                 lim.penalise(now, reset - 1)  # Reset is rounded up: hold back until just before it
@@ -269,12 +306,35 @@ class RateLimiter:
         wait = limiter.try_acquire(at)
         return None if wait is None else max(0.0, wait - (now - at))
 
+    @staticmethod
+    def _learned_burst(lim: WindowLimiter, now: float) -> int:
+        """The burst a 429 taught, grown back by one every ``BURST_REGROW_SECONDS`` without 429."""
+        if lim.learned_burst is None:
+            return lim.published[0]
+        grown = lim.learned_burst + int((now - lim.learned_at) / BURST_REGROW_SECONDS)
+        if grown >= lim.published[0]:
+            lim.learned_burst = None
+            return lim.published[0]
+        return grown
+
     def penalise(self, operation_id: str, seconds: float, tier: str = "") -> None:
         """Record a server-side 429 so other concurrent requests hold back too, and keep this
-        operation's requests further apart from now on (up to ``MAX_MARGIN``)."""
+        operation's requests further apart from now on (up to ``MAX_MARGIN``). With adaptive
+        pacing, a 429 although our windows were kept also lowers the burst: the server allowed
+        about what we sent in the last second, and no header tells the burst limit."""
         if self.enabled and seconds > 0:
             with self._lock:
                 limiter, now = self.limiter(operation_id, tier), self.clock()
-                if self.margin > 0 and limiter.blocked_until <= now:  # once for 429s answered together
-                    limiter.widen(MARGIN_STEP, MAX_MARGIN)
+                if limiter.blocked_until <= now:  # once for 429s answered together
+                    if self.margin > 0:
+                        limiter.widen(MARGIN_STEP, MAX_MARGIN)
+                    if self.adaptive:
+                        burst_seconds = limiter.windows[0][1]
+                        sent = limiter.count_since(now - burst_seconds) - limiter.count_since(now)
+                        current = min(limiter.windows[0][0], self._learned_burst(limiter, now))
+                        learned = max(1, min(current - 1, math.floor(sent * BURST_BACKOFF)))
+                        limiter.learned_burst, limiter.learned_at = learned, now
+                        counts = list(c for c, _ in limiter.windows)
+                        counts[0] = learned
+                        limiter.adapt(tuple(counts))
                 limiter.penalise(now, seconds)
