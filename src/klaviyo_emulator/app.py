@@ -35,7 +35,7 @@ from .arrival import arrived_at
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
-from .limits import ServerLimits
+from .limits import ServerLimits, overridden, parse_overrides
 from .pages import encode_document
 from .query import QueryError, parse_query
 from .selection import SelectionCache
@@ -168,6 +168,7 @@ class Emulator:
         self._seen_version = self.state.version
         self.jobs = JobBook(settings.seed, settings.now)
         self.limits = ServerLimits(enabled=settings.rate_limits, clock=self.clock)
+        self.limit_overrides = parse_overrides(settings.rate_limit_overrides or "")
         self.orders = Orders(self.account)
         self.cache = SelectionCache()
         ops = [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
@@ -274,6 +275,7 @@ class Emulator:
         # A request is counted in its operation's tier: the operation's limits, or a lower tier for
         # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
         tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
+        limit = overridden(self.limit_overrides, op.operation_id, tier, limit)
         wait, window = self.limits.admit(op.operation_id, limit, tier=tier,
                                          arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
