@@ -4,9 +4,9 @@
     python benchmarks/export_events.py [--events 1000000] [--latency-ms 150]
 
 N rows (metric_name, email, time, value, two properties) in a DuckDB warehouse are exported as
-(``skip_invalid_records: true``: the input is read once; strict mode reads it twice)
 events to an emulator in its own process (spec rate limits on: bulk create events 10/s burst,
-150/min steady; ``--latency-ms`` per request). Prints the wall time, the requests, the
+150/min steady; ``--latency-ms`` per request), with ``skip_invalid_records: true`` (the input is
+read once; strict mode reads it twice). Prints the wall time, the requests, the
 rate-limit bound for ceil(N / 1,000) requests measured the same way the client paces them
 (``client_rate_limit.bound_seconds``) and their ratio (goal <= 1.2), peak RSS, and that the
 emulator holds exactly N new events.
