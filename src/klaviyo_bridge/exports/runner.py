@@ -37,7 +37,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -487,14 +487,8 @@ class _Sender:
 # --- the destination -------------------------------------------------------------------------
 
 async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
-    doc = await client.request("get_lists", params=params)
-    while doc is not None:
-        for item in doc.get("data") or []:
-            yield item
-        nxt = (doc.get("links") or {}).get("next")
-        if not nxt:
-            return
-        doc = await client.request("get_lists", url=nxt)
+    async for item in client.records("get_lists", params=params):
+        yield item
 
 
 async def find_list(client: KlaviyoClient, settings: ExportSettings) -> str | None:
@@ -862,10 +856,13 @@ async def run_export(
         if run_started:
             try:
                 summary = export_summary(wh, run_id)
-                wh.state.finish_run(run_id, "killed" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
-                                    or type(exc).__name__ == "JobCancelled" else "error",
-                                    rows_read=rows_read or (pre.rows if pre else 0), counts=summary.counts,
-                                    error=message[:2000])
+                killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or \
+                    type(exc).__name__ == "JobCancelled"
+                total = rows_read or (pre.rows if pre else 0)
+                if killed:
+                    message = killed_message(summary.counts, total, run_id)
+                wh.state.finish_run(run_id, "killed" if killed else "error",
+                                    rows_read=total, counts=summary.counts, error=message[:2000])
             except Exception:  # pragma: no cover - keep the original error
                 log.exception("could not record the failed run")
         raise
@@ -875,6 +872,16 @@ async def run_export(
         await client.aclose()
         if ex is not None:
             ex.close()
+
+
+def killed_message(counts: Mapping[str, int], total: int, run_id: str) -> str:
+    """What a stopped export had done: the rows with an outcome (sent or not), the rows never sent."""
+    done = {k: v for k, v in counts.items() if v}
+    settled = sum(done.values())
+    said = ", ".join(f"{v} {k}" for k, v in done.items()) or "none"
+    rest = max(total - settled, 0)
+    return (f"stopped before the end: of {total} rows, {settled} have an outcome ({said}); the other {rest} were "
+            f"not sent (klaviyo-bridge query ... --resume {run_id} sends only those)")
 
 
 async def _dry_run(table: Source, op: Operation, started: float, client: KlaviyoClient | None = None,

@@ -18,7 +18,6 @@ an unknown key written that way stays an error.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
@@ -151,6 +150,7 @@ class ExportSettings(ClientSettings):
 
 # --- parsing -----------------------------------------------------------------------------------
 
+SECRET_SETTING_KEYS = ("api_token", "api_key")
 _KEY_NO_SPACE = re.compile(r"^(\s*)([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")
 
 
@@ -164,8 +164,12 @@ def lenient_yaml(text: str, origin: str, known: set[str]) -> tuple[str, list[str
         m = _KEY_NO_SPACE.match(line)
         if m and m.group(2) in known:
             fixed = f"{m.group(1)}{m.group(2)}: {m.group(3)}"
-            warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
-                            f"read as {fixed.strip()!r}")
+            if m.group(2) in SECRET_SETTING_KEYS:  # the value is a key: name the line, never show it
+                warnings.append(f"{origin}, line {number}: {m.group(2)} has no space after the colon; "
+                                f"read as '{m.group(2)}: <the key>'")
+            else:
+                warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
+                                f"read as {fixed.strip()!r}")
             line = fixed
         lines.append(line)
     return "\n".join(lines) + ("\n" if text.endswith("\n") else ""), warnings
@@ -175,21 +179,36 @@ def setting_keys() -> set[str]:
     return set(known_keys(ExportSettings)) | {"result_connection", "connection"}
 
 
-def parse_settings_text(text: str, origin: str = "result settings") -> tuple[dict[str, Any], list[str]]:
-    """YAML or inline JSON text -> (mapping, warnings)."""
-    from ..config import load_yaml
+def parse_settings_text(text: str, origin: str = "result settings", *,
+                        command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
+    (inline JSON), where a key is refused."""
+    from ..config import load_json_document, load_yaml
 
     stripped = text.strip()
     if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        data = load_json_document(stripped, origin)
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping of settings")
+        if command_line:
+            refuse_command_line_key(data, origin)
         return data, []
     fixed, warnings = lenient_yaml(text, origin, setting_keys())
     return load_yaml(fixed, origin), warnings
+
+
+KEY_POINTER = ("save it once with 'klaviyo-bridge auth:create NAME' (it asks for the key, or reads "
+               "--stdin / --from-env VAR) and give result_connection: NAME, set KLAVIYO_API_KEY, or put "
+               "api_token in a settings file only you can read")
+
+
+def refuse_command_line_key(data: dict[str, Any], origin: str) -> None:
+    """Inline JSON settings come from the command line, where every user sees them in ``ps``:
+    a key there is refused (not echoed), with where to put it instead."""
+    present = [k for k in SECRET_SETTING_KEYS if k in data]
+    if present:
+        raise ConfigError(f"{origin}: inline settings on the command line may not carry {present[0]} (any user "
+                          f"on this machine can read a command line); {KEY_POINTER}", key=present[0])
 
 
 def parse_export_settings(data: dict[str, Any], origin: str = "result settings") -> ExportSettings:
