@@ -58,7 +58,7 @@ def account(members: int, churn: float):
     gone[rng.choice(len(rows), k, replace=False)] = True
     outsiders = np.setdiff1d(np.arange(base.count, dtype=np.int64), rows)[:k]
     new = [base.email(int(r)) for r in outsiders]
-    result = list(emails[~gone]) + new
+    result = sorted(list(emails[~gone]) + new)  # the new rows spread through the result
     snapshot = pa.table({"profile_id": pa.array(emu.state.profile_ids(rows), pa.string()),
                          "email": pa.array(list(emails), pa.string()),
                          "phone_number": pa.nulls(len(rows), pa.string()),
