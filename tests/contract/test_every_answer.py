@@ -225,6 +225,18 @@ OTHER_SUCCESSES = [
      suppression_body(["walked@example.com"], delete=True), 202),
     ("get_bulk_unsuppress_profiles_jobs", "GET", "/api/profile-suppression-bulk-delete-jobs", None, 200),
     ("get_bulk_unsuppress_profiles_job", "GET", "/api/profile-suppression-bulk-delete-jobs/{job}", None, 200),
+    ("create_event", "POST", "/api/events",
+     {"data": {"type": "event", "attributes": {
+         "properties": {"Item": "Walked"}, "time": "2025-06-01T10:00:00+00:00", "value": 9.5, "unique_id": "walk-1",
+         "metric": {"data": {"type": "metric", "attributes": {"name": "Walked Event"}}},
+         "profile": {"data": {"type": "profile", "attributes": {"email": "walked@example.com"}}}}}}, 202),
+    ("bulk_create_events", "POST", "/api/event-bulk-create-jobs",
+     {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
+         {"type": "event-bulk-create", "attributes": {
+             "profile": {"data": {"type": "profile", "attributes": {"email": "walked@example.com"}}},
+             "events": {"data": [{"type": "event", "attributes": {
+                 "properties": {"Item": "Bulk"}, "time": "2025-06-02T10:00:00+00:00", "unique_id": "walk-2",
+                 "metric": {"data": {"type": "metric", "attributes": {"name": "Walked Event"}}}}}]}}}]}}}}, 202),
 ]
 
 
