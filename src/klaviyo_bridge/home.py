@@ -1,6 +1,8 @@
 """Where klaviyo-bridge keeps its state: the embedded warehouse, state tables and saved keys.
 
-Resolved from ``--home``, else ``$KLAVIYO_BRIDGE_HOME``, else ``./.klaviyo-bridge``.
+Resolved from ``--home``, else ``$KLAVIYO_BRIDGE_HOME``, else the user's data folder:
+``$XDG_DATA_HOME/klaviyo-bridge`` (``~/.local/share/klaviyo-bridge`` without it). Never the
+current directory: the same command run from two folders must see the same keys and state.
 The folder is created private (0700) because saved API keys and the warehouse live in it; an
 existing one that others can enter is tightened, with a logged notice (``make_private``).
 """
@@ -57,7 +59,24 @@ def private_files() -> Iterator[None]:
             os.umask(old)
 
 HOME_ENV = "KLAVIYO_BRIDGE_HOME"
-DEFAULT_HOME = ".klaviyo-bridge"
+#: The folder name inside the user's data directory.
+APP_DIR = "klaviyo-bridge"
+#: Where versions before 0.2 kept the home by default (relative to the current directory).
+LEGACY_HOME = ".klaviyo-bridge"
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/klaviyo-bridge``, else ``~/.local/share/klaviyo-bridge`` (the XDG base
+    directory rule: a relative ``XDG_DATA_HOME`` is ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / APP_DIR
+    try:
+        return Path.home() / ".local" / "share" / APP_DIR
+    except RuntimeError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"no home directory to keep state in: set {HOME_ENV} or pass --home DIR") from None
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,7 @@ class Home:
 
     @classmethod
     def resolve(cls, explicit: str | os.PathLike[str] | None = None) -> "Home":
-        chosen = explicit or os.environ.get(HOME_ENV) or DEFAULT_HOME
+        chosen = explicit or os.environ.get(HOME_ENV) or default_home()
         return cls(Path(chosen).expanduser().resolve())
 
     def ensure(self) -> "Home":

@@ -26,8 +26,14 @@ from ..web import as_bool, blocking, checked_form, console_of, field_errors, red
 PREVIEW_ROWS = 100
 DEFAULT_SQL = "SELECT email, first_name, last_name FROM profiles LIMIT 100"
 SETTING_FIELDS = ("operation", "list_identify_type", "list_value", "consent_type", "subscription_type",
-                  "waiting_time_for_completion_millis", "default_phone_region")
-FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion")
+                  "waiting_time_for_completion_millis", "default_phone_region", "max_removals",
+                  "backfill_older_than")
+FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion", "allow_empty")
+#: Fields that belong to one operation only: sent when that operation is chosen.
+ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_than": "track_events",
+            "consent_type": "batch_consent", "subscription_type": "batch_consent",
+            "historical_consent": "batch_consent"}
+NO_LIST = ("upsert", "track_events")
 SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast", "_bridge")
 
 
@@ -42,7 +48,12 @@ def _values(form) -> dict[str, Any]:
 def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, Any]:
     """The seed's result_settings mapping from the form (names a saved authentication, no key)."""
     data = {"type": "klaviyo", "result_connection": values.get("connection") or None}
+    operation = values.get("operation")
     for key in (*SETTING_FIELDS, *FLAGS):
+        if ONLY_FOR.get(key, operation) != operation:
+            continue  # another operation's field (the form shows them all)
+        if operation in NO_LIST and key in ("list_identify_type", "list_value"):
+            continue
         data[key] = values.get(key)
     wait = str(data.get("waiting_time_for_completion_millis") or "")
     if wait.isdigit():
