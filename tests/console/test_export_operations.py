@@ -15,8 +15,8 @@ from .test_pages import _auth, _run_id, _wait_job
 
 @pytest.fixture(scope="module")
 def emulator_url():
-    """An emulator of this module's own: these exports add profiles (ann.c, bob.c), which the other
-    console tests, sharing the session's emulator, would count (test_pages expects 300)."""
+    """An emulator of this module's own: the profiles and events these exports write must not
+    change the account the other console tests count."""
     with running_emulator(EMULATOR) as url:
         yield url
 
