@@ -17,6 +17,7 @@ a masked form (``pk_…a1b2``) and nothing here puts a key in an exception messa
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -118,6 +119,11 @@ class ApiKey:
     def reveal(self) -> str:
         """The raw key, for the HTTP header only."""
         return self._value
+
+    def fingerprint(self, purpose: str) -> str:
+        """A one-way name for this key (sha256 of ``purpose`` and the key): the same key gets the
+        same name, e.g. for a rate budget shared between processes, and the key cannot be read back."""
+        return hashlib.sha256(f"{purpose}:{self._value}".encode()).hexdigest()
 
     def scrub(self, text: str) -> str:
         """``text`` with this key (and its escaped forms) replaced by the mask."""

@@ -222,7 +222,7 @@ HOLD = ("import sys\nfrom klaviyo_bridge.store.warehouse import open_warehouse\n
 
 def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # a wider folder gets tightened, with a notice on the first line
     (tmp_path / "hold.py").write_text(HOLD)
     holder = subprocess.Popen([sys.executable, str(tmp_path / "hold.py"), str(home / "warehouse.duckdb"),
                                "--pretend-scheduler"],

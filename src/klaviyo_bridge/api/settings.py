@@ -62,6 +62,15 @@ class ClientSettings(BaseModel):
     def _base_url_shape(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(value).hostname or ""
+            host.encode("idna")  # a label over 63 characters, an empty label, a host over 253
+        except (UnicodeError, ValueError):
+            raise ValueError("does not name a valid host (a name's parts are 1-63 characters, 253 in all)") from None
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("contains a control character")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -57,6 +57,7 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
                           credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
     """Read and validate --result-settings (file or inline JSON); return the mapping to store, with
     an inline key replaced by ``result_connection: sched:NAME``, and the key to save under that name."""
+    from ..config import read_text_bounded
     from ..exports.job import load_result_settings
     from ..exports.settings import parse_settings_text
 
@@ -64,7 +65,7 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
         data, warnings = parse_settings_text(spec, "--result-settings", command_line=True)
     else:
         try:
-            text = Path(spec).read_text()
+            text = read_text_bounded(spec, "result settings")
         except OSError as exc:
             raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                               "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None

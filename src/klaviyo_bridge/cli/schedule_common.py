@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_yaml, parse_import_config, parse_time
+from ..config import load_yaml, parse_import_config, parse_time, read_text_bounded
 from ..jobs import cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
@@ -74,7 +74,7 @@ def _load_config(name: str, path: str, credentials: CredentialStore) -> tuple[di
     """Read and validate CONFIG; return it with any inline key replaced by ``connection:``
     and the key to save under ``connector:NAME`` (None when the config names a saved one)."""
     try:
-        text = Path(path).read_text()
+        text = read_text_bounded(path, "config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     data = load_yaml(text, path)
@@ -170,7 +170,7 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id, "stopped by SIGTERM"))
     try:
         with _open(home, warehouse_url) as wh:
             record = get(wh, name)

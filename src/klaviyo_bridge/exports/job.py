@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ..config import read_text_bounded
 from ..errors import ConfigError
 from ..secrets import ApiKey
 from ..store.warehouse import Warehouse
@@ -40,7 +41,7 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
         if not spec.lstrip().startswith("{"):
             path = Path(spec)
             try:
-                text = path.read_text()
+                text = read_text_bounded(path, "result settings")
             except OSError as exc:
                 raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                                   "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
@@ -75,9 +76,12 @@ def read_sql(query: str | None, query_file: str | None) -> str:
 
 def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
                  job: str = "query", dry_run: bool = False, resume: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> ExportResult:
-    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
-    source = query_source(wh, sql, database)
+                 transport: httpx.AsyncBaseTransport | None = None, table: Any = None, **kw: Any) -> ExportResult:
+    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result.
+
+    ``table``: the query's result already read (an Arrow table; the console reads it in its sandbox),
+    exported as the result of ``sql``."""
+    source = table if table is not None else query_source(wh, sql, database)
     return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
                                   resume=resume is not None, query=sql, transport=transport, **kw))
 
@@ -93,9 +97,11 @@ def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:
             lines.append("  sample: " + json.dumps(sample, ensure_ascii=False))
+        lines += result.details
         lines.append("dry run: nothing was sent")
         return lines
     s = result.summary
+    lines += result.details
     for outcome, reason, n in s.top_reasons:
         lines.append(f"  {n:,} {outcome}: {reason}")
     extra = []
