@@ -76,14 +76,15 @@ def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str
         with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
             cmdline = fh.read().replace(b"\0", b" ").decode()
         url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}, timeout=30,
-                          follow_redirects=True) as http:
+        with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as http:
             for _ in range(600):  # wait until it listens (bounded; no timing is asserted)
                 try:
-                    http.get("/")
+                    http.get("/login")
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
+            signed_in = http.get("/login", params={"token": CONSOLE_TOKEN})  # the URL it prints, as a user opens it
+            assert signed_in.status_code == 200 and http.cookies, signed_in.text[:300]
             seen: set[str] = set()
             queue = list(paths)
             while queue:
