@@ -84,8 +84,7 @@ class EventTable:
 
     def timestamp_text(self, rows: np.ndarray) -> np.ndarray:
         """``timestamp`` (epoch seconds) of ``rows`` as digits, as wide as the longest (kept per block)."""
-        column = self._column("timestamp", lambda r: self.datetime[r].astype("S20"), rows)
-        return column.astype(f"S{max(int(np.strings.str_len(column).max()), 1)}") if len(column) else column
+        return _narrow(self._column("timestamp", lambda r: _narrow(self.datetime[r].astype("S20")), rows))
 
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)
@@ -223,13 +222,11 @@ class EventTable:
             shapes = self._column("shape", self._shapes, rows)
             if shapes is not None and (shapes >= 0).all():
                 formats = itemgetter(*shapes.tolist())(self._shape_list) if len(rows) > 1 else [self._shape_list[int(shapes[0])]]
-                args = zip(self._column("message", self._messages, rows).tolist(), self._column("order", self._order_ids, rows).tolist(),
-                           self._column("number", lambda r: self.numbers(r).astype("S12"), rows).tolist())
+                numbers = self._column("number", lambda r: _narrow(self.numbers(r).astype("S12")), rows)
+                messages = np.strings.add(b"01J", np.strings.zfill(numbers, 12))
+                args = zip(messages.tolist(), self._order_ids(rows).tolist(), numbers.tolist())
                 return [fmt % a for fmt, a in zip(formats, args)]
         return self._properties_json(rows)
-
-    def _messages(self, rows: np.ndarray) -> np.ndarray:
-        return np.strings.add(b"01J", np.strings.zfill(self.numbers(rows).astype("S12"), 12))
 
     @staticmethod
     def _order_ids(rows: np.ndarray) -> np.ndarray:
@@ -297,6 +294,11 @@ def _kind(name: str) -> int:
 
 
 _KIND = np.array([_kind(m[0]) for m in V.METRICS], dtype=np.int8)
+
+
+def _narrow(col: np.ndarray) -> np.ndarray:
+    """An ``S`` column cast to its longest value's width."""
+    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col
 
 
 def _percent_format(raw: bytes, slots: list[bytes]) -> bytes:
