@@ -69,13 +69,17 @@ class EventTable:
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
 
     def _column(self, name: str, compute, rows: np.ndarray) -> np.ndarray:
-        """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``)."""
+        """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``).
+
+        The column covers the rows the table had when it was first asked for; rows added
+        since (or a table whose columns were replaced) are computed, not kept."""
         rows = np.asarray(rows, dtype=np.int64)
-        if not len(rows) or rows.min() < 0 or rows.max() >= self.count:
-            return compute(rows)
         column = self._block_columns.get(name)
-        if column is None:
+        if column is None or column.source is not self.datetime:
             column = self._block_columns[name] = BlockColumn(self.count, compute)
+            column.source = self.datetime
+        if not len(rows) or rows.min() < 0 or rows.max() >= column.count:
+            return compute(rows)
         return column.take(rows)
 
     def datetime_text(self, rows: np.ndarray) -> np.ndarray:
