@@ -21,6 +21,7 @@ import logging
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
@@ -34,7 +35,7 @@ from .arrival import arrived_at
 from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
-from .limits import ServerLimits
+from .limits import ServerLimits, overridden, parse_overrides
 from .pages import encode_document
 from .query import QueryError, parse_query
 from .selection import SelectionCache
@@ -167,6 +168,7 @@ class Emulator:
         self._seen_version = self.state.version
         self.jobs = JobBook(settings.seed, settings.now)
         self.limits = ServerLimits(enabled=settings.rate_limits, clock=self.clock)
+        self.limit_overrides = parse_overrides(settings.rate_limit_overrides or "")
         self.orders = Orders(self.account)
         self.cache = SelectionCache()
         ops = [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
@@ -204,6 +206,27 @@ class Emulator:
             self._seen_version = self.state.version
             self.cache = SelectionCache()
             self.orders = Orders(self.account)
+
+    def reevaluate_segment(self, segment_id: str, add=(), remove=()) -> tuple[int, int]:
+        """Klaviyo recomputes a segment from its definition; the emulator's segments change when
+        told: profiles ``add`` (ids) join now (``joined_group_at``), profiles ``remove`` leave now.
+        Done on the account's worker, in order with requests; returns (joined, left)."""
+        if segment_id not in self.account.segment_members:
+            raise KeyError(f"no segment {segment_id!r}")
+
+        def rows(ids):
+            found = [self.state.row_for_id(i) for i in ids]
+            if None in found:
+                raise KeyError(f"no profile {list(ids)[found.index(None)]!r}")
+            return np.array(found, dtype=np.int64)
+
+        def apply():
+            now = self.now()
+            left = self.state.remove_members(segment_id, rows(remove), now, segment=True) if remove else 0
+            joined = self.state.add_members(segment_id, rows(add), now, segment=True) if add else 0
+            self.advance()
+            return joined, left
+        return self._state_worker.submit(apply).result()
 
     def snapshot(self) -> dict:
         """Introspection for tests: list members, consent and suppressions after due changes."""
@@ -252,6 +275,7 @@ class Emulator:
         # A request is counted in its operation's tier: the operation's limits, or a lower tier for
         # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
         tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
+        limit = overridden(self.limit_overrides, op.operation_id, tier, limit)
         wait, window = self.limits.admit(op.operation_id, limit, tier=tier,
                                          arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:

@@ -33,8 +33,6 @@ class BlockColumn:
         self.values: np.ndarray | None = None
         self.done = np.zeros((count + BLOCK - 1) >> BLOCK_BITS, dtype=bool)
         self.missing = len(self.done)  # blocks not computed yet
-        #: what the values were drawn from (the owner checks it is still the same array)
-        self.source: object = None
         self._lock = threading.Lock()
 
     def take(self, rows: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from .blockcache import BlockColumn
 from .timefmt import iso_array, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
+S_LATE, S_DELAY, S_STORE = 420, 421, 422
 EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}
 ATTRIBUTES = ("timestamp", "event_properties", "datetime", "uuid")
 SMS_METRICS = {"Received SMS", "Sent SMS", "Clicked SMS", "Failed to Deliver SMS", "Failed to Deliver Automated Response SMS", "Received Automated Response SMS", "Consented to Receive SMS", "Unsubscribed from SMS"}
@@ -45,6 +46,9 @@ class EventTable:
         anchor = np.maximum.accumulate(np.where(tie, 0, rows)) if count else rows
         self.datetime = dt[anchor] if count else dt
         self.id_key = ids.index_key(seed, S_EVENT_ID)
+        #: when each late event becomes visible (epoch seconds); None: every event is visible at once
+        self.arrival: np.ndarray | None = None
+        self.late_rows: np.ndarray | None = None  # rows of late events, by arrival
         self._formats: dict[int | tuple, bytes] = {}
         self._block_columns: dict[str, BlockColumn] = {}
         #: event_properties formats by shape number (the ``shape`` block column's values)
@@ -52,8 +56,79 @@ class EventTable:
         self._shape_number: dict[int, int] = {}
         if count:
             np.maximum.at(profiles.last_event, self.profile, self.datetime)
+        #: Rows from ``base`` on were written through the API (``tracked.py``), in arrival order,
+        #: with their own ids, uuids and properties; their datetimes may be in the past.
+        self.base = count
+        self.written_ids = np.zeros(0, dtype="S26")
+        self.written_uuids = np.zeros(0, dtype="S36")
+        self.written_properties: list[bytes] = []
+        self.written_backfill: list[bool] = []
+        self.written_row: dict[str, int] = {}
+
+    # ----- events written through the API -------------------------------------------------
+    def append(self, metric: np.ndarray, profile: np.ndarray, when: np.ndarray, event_ids: list[str],
+               uuids: list[str], properties: list[bytes]) -> None:
+        """Record written events (after the synthetic ones; ``datetime`` order is kept by ``Orders``)."""
+        first = self.count
+        self.metric = np.concatenate([self.metric, np.asarray(metric, dtype=self.metric.dtype)])
+        self.profile = np.concatenate([self.profile, np.asarray(profile, dtype=self.profile.dtype)])
+        self.datetime = np.concatenate([self.datetime, np.asarray(when, dtype=self.datetime.dtype)])
+        self.written_ids = np.concatenate([self.written_ids, np.array(event_ids, dtype="S26")])
+        self.written_uuids = np.concatenate([self.written_uuids, np.array(uuids, dtype="S36")])
+        self.written_properties += properties
+        for k, eid in enumerate(event_ids):
+            self.written_row[eid] = first + k
+        self.count = len(self.datetime)
+
+    @property
+    def sorted_by_row(self) -> bool:
+        """Whether row order is datetime order (no written event came before a later row's time)."""
+        return self.count == self.base or bool(np.all(np.diff(self.datetime[self.base - 1 if self.base else 0:]) >= 0))
+
+    def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        written = rows >= self.base
+        return ~written, written
+
+    def second_store(self) -> None:
+        """About 40% of Placed Order events move to the second store's Placed Order metric."""
+        first = next(i for i, m in enumerate(V.METRICS) if m[0] == "Placed Order")
+        second = len(V.METRICS) + next(i for i, m in enumerate(V.SECOND_STORE_METRICS) if m[0] == "Placed Order")
+        rows = np.arange(self.count, dtype=np.int64)
+        moved = (self.metric == first) & (ids.unit(self.seed, S_STORE, rows) < 0.4)
+        self.metric[moved] = second
+
+    def arrive_late(self, fraction: float, max_delay: float) -> None:
+        """``fraction`` of the events become visible up to ``max_delay`` seconds after their
+        ``datetime`` (the rest at once): Klaviyo's events are eventually consistent."""
+        if not fraction or not self.count:
+            return
+        rows = np.arange(self.count, dtype=np.int64)
+        late = ids.unit(self.seed, S_LATE, rows) < fraction
+        delay = (ids.unit(self.seed, S_DELAY, rows) * max_delay).astype(np.int64)
+        self.arrival = np.where(late, self.datetime + delay, self.datetime)
+        late_rows = rows[late]
+        order = np.argsort(self.arrival[late_rows], kind="stable")
+        self.late_rows = late_rows[order]
+        self._late_arrivals = self.arrival[self.late_rows]
+
+    def arrived(self, now: int) -> int:
+        """How many late events are visible at ``now`` (a cache key: it changes when one arrives)."""
+        if self.late_rows is None:
+            return 0
+        return int(np.searchsorted(self._late_arrivals, now, side="right"))
+
+    def visible_mask(self, now: int) -> np.ndarray | None:
+        """Events visible at ``now``; None when every event is."""
+        if self.arrival is None:
+            return None
+        return self.arrival <= now
+
+    def visible(self, row: int, now: int) -> bool:
+        return self.arrival is None or int(self.arrival[row]) <= now
 
     def event_id(self, row: int) -> str:
+        if row >= self.base:
+            return self.written_ids[row - self.base].decode()
         tag = int(ids.mix(self.seed, S_EVENT_ID, row)) >> 24
         return ids.ulid(int(self.datetime[row]) * 1000, tag, row, self.id_key)
 
@@ -61,7 +136,14 @@ class EventTable:
         return self.id_bytes(rows).astype("U26").tolist()
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
-        """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``, kept per block)."""
+        """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``; synthetic rows' kept per block)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.count > self.base and len(rows) and rows.max() >= self.base:
+            synthetic, written = self._split(rows)
+            out = np.empty(len(rows), dtype="S26")
+            out[synthetic] = self.id_bytes(rows[synthetic])
+            out[written] = self.written_ids[rows[written] - self.base]
+            return out
         return self._column("id", self._compute_id_bytes, rows)
 
     def _compute_id_bytes(self, rows: np.ndarray) -> np.ndarray:
@@ -71,15 +153,13 @@ class EventTable:
     def _column(self, name: str, compute, rows: np.ndarray) -> np.ndarray:
         """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``).
 
-        The column covers the rows the table had when it was first asked for; rows added
-        since (or a table whose columns were replaced) are computed, not kept."""
+        Only the synthetic rows (before ``base``) are kept: their values never change."""
         rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows) or rows.min() < 0 or rows.max() >= self.base:
+            return compute(rows)  # written events (rows from ``base`` on) are not kept per block
         column = self._block_columns.get(name)
-        if column is None or column.source is not self.datetime:
-            column = self._block_columns[name] = BlockColumn(self.count, compute)
-            column.source = self.datetime
-        if not len(rows) or rows.min() < 0 or rows.max() >= column.count:
-            return compute(rows)
+        if column is None:
+            column = self._block_columns[name] = BlockColumn(self.base, compute)
         return column.take(rows)
 
     def datetime_text(self, rows: np.ndarray) -> np.ndarray:
@@ -91,12 +171,16 @@ class EventTable:
         return _narrow(self._column("timestamp", lambda r: _narrow(self.datetime[r].astype("S20")), rows))
 
     def row_for_id(self, text: str) -> int | None:
+        if text in self.written_row:
+            return self.written_row[text]
         row = ids.ulid_index(text, self.id_key)
         if row is None or not 0 <= row < self.count or self.event_id(row) != text:
             return None
         return row
 
     def uuid(self, row: int) -> str:
+        if row >= self.base:
+            return self.written_uuids[row - self.base].decode()
         return ids.uuid_text(self.seed, S_EVENT_ID + 7, row)
 
     def attributes(self, row: int) -> dict:
@@ -109,6 +193,19 @@ class EventTable:
         computed at all; key order stays Klaviyo's (the renderer prunes after).
         """
         names = [n for n in ATTRIBUTES if not wanted or n in wanted]
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.count > self.base and len(rows) and rows.max() >= self.base:
+            out: list[dict] = []
+            for row in rows.tolist():
+                if row < self.base:
+                    out += self.attributes_for(np.array([row], dtype=np.int64), wanted)
+                    continue
+                values = {"timestamp": int(self.datetime[row]),
+                          "event_properties": orjson.loads(self.written_properties[row - self.base]),
+                          "datetime": iso_many(self.datetime[row:row + 1])[0],
+                          "uuid": self.written_uuids[row - self.base].decode()}
+                out.append({n: values[n] for n in names})
+            return out
         cols: dict[str, list] = {}
         if "timestamp" in names:
             cols["timestamp"] = self.datetime[rows].tolist()
@@ -123,7 +220,14 @@ class EventTable:
         return [dict(zip(names, values)) for values in zip(*(cols[n] for n in names))] if names else [{} for _ in rows.tolist()]
 
     def uuid_bytes(self, rows: np.ndarray) -> np.ndarray:
-        """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``, kept per block)."""
+        """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``; synthetic rows' kept per block)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.count > self.base and len(rows) and rows.max() >= self.base:
+            synthetic, written = self._split(rows)
+            out = np.empty(len(rows), dtype="S36")
+            out[synthetic] = self.uuid_bytes(rows[synthetic])
+            out[written] = self.written_uuids[rows[written] - self.base]
+            return out
         return self._column("uuid", lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)), rows)
 
     def numbers(self, rows: np.ndarray) -> np.ndarray:
@@ -169,6 +273,8 @@ class EventTable:
         return c
 
     def properties(self, row: int) -> dict:
+        if row >= self.base:
+            return orjson.loads(self.written_properties[row - self.base])
         rows = np.array([row], dtype=np.int64)
         return self._scalar_properties(row, self.choices(rows)[0].tolist(), int(self.numbers(rows)[0]))
 
@@ -178,7 +284,7 @@ class EventTable:
 
     def _properties(self, metric: int, c: list[int], event_id: str, message: str, order_id: str) -> dict:
         """``event_properties`` of a ``metric`` event from its ``choices`` and its per-row strings."""
-        name = V.METRICS[metric][0]
+        name = V.ALL_METRICS[metric][0]
         if name in EMAIL_METRICS:
             campaign, subject = self.campaigns[c[0]]
             props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
@@ -222,6 +328,11 @@ class EventTable:
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return []
+        if self.count > self.base and rows.max() >= self.base:
+            synthetic, written = self._split(rows)
+            parts = iter(self.properties_json(rows[synthetic]))
+            return [self.written_properties[row - self.base] if row >= self.base else next(parts)
+                    for row in rows.tolist()]
         if rows.min() >= 0 and rows.max() < self.count:
             shapes = self._column("shape", self._shapes, rows)
             if shapes is not None and (shapes >= 0).all():
@@ -297,7 +408,7 @@ def _kind(name: str) -> int:
             "Ordered Product": K_ORDERED_PRODUCT, "Active on Site": K_ACTIVE}.get(name, K_OTHER)
 
 
-_KIND = np.array([_kind(m[0]) for m in V.METRICS], dtype=np.int8)
+_KIND = np.array([_kind(m[0]) for m in V.ALL_METRICS], dtype=np.int8)
 
 
 def _narrow(col: np.ndarray) -> np.ndarray:

@@ -155,10 +155,17 @@ def get_profile(req: Request) -> dict:
 
 
 # ----- events ------------------------------------------------------------------------------
+def _now(req: Request) -> int:
+    return req.ctx.now() if req.ctx is not None else req.account.settings.now
+
+
 def get_events(req: Request) -> dict:
     acc, q = req.account, req.query
-    page, links = _page(req, "events", lambda: select(
-        acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]),
+    now = _now(req)
+    visible = acc.events.visible_mask(now)  # late events show once they have arrived
+    masks = lambda: [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])  # noqa: E731
+    page, links = _page(req, f"events|arrived:{acc.events.arrived(now)}", lambda: select(
+        acc.events.count, req.orders.events(q.sort), masks()),
         by_row(bool(q.sort and q.sort.startswith("-"))))
     r = req.renderer
     return _document(RawArray(events_pieces(r, page)), links, _event_includes(req, r, page), bool(q.include))
@@ -190,7 +197,7 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
 
 def _event_row(req: Request) -> int:
     row = req.account.events.row_for_id(req.id)
-    if row is None:
+    if row is None or not req.account.events.visible(row, _now(req)):
         raise NotFound(f"event {req.id!r}")
     return row
 

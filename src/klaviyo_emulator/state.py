@@ -424,11 +424,13 @@ class AccountState:
         self.version += 1
         return rec
 
-    def add_members(self, list_id: str, rows: np.ndarray, now: int) -> int:
-        """Add rows (kept in id order, joined now); returns how many were new members."""
-        m = self.account.list_members[list_id]
+    def add_members(self, list_id: str, rows: np.ndarray, now: int, segment: bool = False) -> int:
+        """Add rows (kept in id order, joined now); returns how many were new members.
+        ``segment``: ``list_id`` is a segment's (Klaviyo re-evaluating it), not a list's."""
+        groups = self._groups(segment)
+        m = groups[list_id]
         rows = np.asarray(rows, dtype=np.int64)
-        if self._append_members(list_id, m, rows, now):
+        if self._append_members(list_id, m, rows, now, segment):
             return len(rows)
         rows = np.unique(rows)
         rows = rows[~np.isin(rows, m.profiles)]
@@ -438,12 +440,12 @@ class AccountState:
         order = np.argsort(ranks, kind="stable")
         rows, ranks = rows[order], ranks[order]
         at = np.searchsorted(self.id_rank(m.profiles), ranks)
-        self.account.list_members[list_id] = Membership(np.insert(m.profiles, at, rows),
-                                                        np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
-        self._touch_list(list_id, now)
+        groups[list_id] = Membership(np.insert(m.profiles, at, rows),
+                                     np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
+        self._touch_group(list_id, now, segment)
         return len(rows)
 
-    def _append_members(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> bool:
+    def _append_members(self, list_id: str, m: Membership, rows: np.ndarray, now: int, segment: bool = False) -> bool:
         """The common case of a bulk import: ``rows`` already in strictly increasing id order, all after
         the last member (new profiles). Appending then gives what ``add_members``' unique, isin and
         sorted inserts give, without their O(members) work per call. False: not so, nothing done."""
@@ -454,8 +456,8 @@ class AccountState:
             return False
         if len(m.profiles) and ranks[0] <= self.id_rank(m.profiles[-1:])[0]:
             return False
-        self.account.list_members[list_id] = self._appended(list_id, m, rows, now)
-        self._touch_list(list_id, now)
+        self._groups(segment)[list_id] = self._appended(("segment" if segment else "list", list_id), m, rows, now)
+        self._touch_group(list_id, now, segment)
         return True
 
     def _appended(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> Membership:
@@ -476,14 +478,24 @@ class AccountState:
         self._member_room[list_id] = (out, profiles, joined)
         return out
 
-    def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None) -> int:
-        m = self.account.list_members[list_id]
+    def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None, segment: bool = False) -> int:
+        groups = self._groups(segment)
+        m = groups[list_id]
         keep = ~np.isin(m.profiles, np.asarray(rows, dtype=np.int64))
         removed = int((~keep).sum())
         if removed:
-            self.account.list_members[list_id] = Membership(m.profiles[keep], m.joined[keep])
-            self._touch_list(list_id, now)
+            groups[list_id] = Membership(m.profiles[keep], m.joined[keep])
+            self._touch_group(list_id, now, segment)
         return removed
+
+    def _groups(self, segment: bool) -> dict:
+        return self.account.segment_members if segment else self.account.list_members
+
+    def _touch_group(self, group_id: str, now: int | None, segment: bool) -> None:
+        if segment:
+            self.version += 1  # a segment's own record does not change when its members do
+        else:
+            self._touch_list(group_id, now)
 
     def _touch_list(self, list_id: str, now: int | None) -> None:
         if now is not None:

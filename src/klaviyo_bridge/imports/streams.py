@@ -46,6 +46,11 @@ class Stream:
     #: (a window costs at least one request, and campaigns/flows have low rate limits)
     partition: bool = False
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
+    #: an event source: incremental runs re-read ``lookback``, ``metrics`` limits it, and
+    #: append mode adds only events whose id the table lacks
+    events: bool = False
+    #: a membership history source: the group column (list_id / segment_id); see membership.py
+    membership: str | None = None
 
     @property
     def op(self):
@@ -56,6 +61,9 @@ class Stream:
         return self.op.page_size_max
 
     def columns(self, *, related: bool = True) -> list[Column]:
+        if self.membership:
+            return [_related(self.membership, "_parent_id"), _related("profile_id", "id"),
+                    _related("joined_at", "attributes", "joined_group_at", kind=pa.timestamp("us", tz="UTC"))]
         keep_additional = set(self.additional_fields.get("profile", ()))
         omit = tuple(p for p in ADDITIONAL_PREFIXES if p not in keep_additional)
         cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
@@ -85,6 +93,7 @@ EVENT_STREAM_OPTIONS = dict(
     include=("metric", "profile"),
     fields={"metric": ("name",), "profile": ("email", "phone_number", "external_id")},
     extra_columns=EVENT_RELATED,
+    events=True,
 )
 CREATED_UPDATED = {"created": "created", "updated": "updated"}
 SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
@@ -123,6 +132,12 @@ STREAMS: dict[str, Stream] = {
         # Klaviyo's get_flows leaves archived flows out unless filtered for: both, as for campaigns.
         Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated",
                variants=((equals("archived", False),), (equals("archived", True),))),
+        # Membership with history: every run reads the groups' members (only joined_group_at) and
+        # records joins and departures; windows over joined_group_at fetch a big list concurrently.
+        Stream("list_memberships", "get_profiles_for_list", membership="list_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("list_id", "profile_id", "joined_at")),
+        Stream("segment_memberships", "get_profiles_for_segment", membership="segment_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("segment_id", "profile_id", "joined_at")),
         Stream(
             "global_exclusions",
             "get_profiles",
@@ -146,6 +161,7 @@ def stream(name: str) -> Stream:
 
         close = difflib.get_close_matches(name, STREAMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = repr(name) if name.isascii() else ascii(name)  # a look-alike letter shows as \u0456
         raise ConfigError(
-            f"data_source {name!r} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
+            f"data_source {shown} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
         ) from None

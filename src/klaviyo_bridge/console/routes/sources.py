@@ -138,7 +138,7 @@ async def submit(request: Request):
     preview = preview_error = None
     if action == "preview":
         if parsed is not None:
-            key = parsed.source.api_key.get_secret_value()
+            key = parsed.source.api_key
             try:
                 preview = await preview_rows(parsed, rows=10)
             except BridgeError as exc:
