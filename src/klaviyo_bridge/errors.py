@@ -158,6 +158,12 @@ class InvalidRequest(FatalApiError):
     """Any other 4xx: the request itself is wrong (bad filter, sort, field...)."""
 
 
+class MalformedResponse(ApiError):
+    """A 2xx answer whose shape cannot be trusted: a page without its ``data`` array, a record
+    without an ``id``, a ``next`` link leading back to a page already read. Importing on would
+    lose or corrupt rows quietly, so the run stops here (and retrying gets the same answer)."""
+
+
 class RetriesExhausted(BridgeError):
     """A retryable failure persisted through every allowed attempt."""
 

@@ -26,6 +26,9 @@ class EmulatorSettings:
     flows: int = 8
     api_key: str = DEFAULT_API_KEY
     rate_limits: bool = True
+    #: The account's own limits where they differ from the published ones (``limits.py``), e.g.
+    #: "get_profiles=5/50,*=0.5"; None: the spec's.
+    rate_limit_overrides: str | None = None
     latency_ms: int = 0
     #: Fixed "now" of the account (epoch seconds): data spreads over the two years before it.
     now: int = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -67,6 +70,10 @@ class EmulatorSettings:
             from .clock import parse_clock
 
             parse_clock(self.clock)  # a bad SPEC fails here, saying what is expected
+        if self.rate_limit_overrides:
+            from .limits import parse_overrides
+
+            parse_overrides(self.rate_limit_overrides)
         if self.faults:
             from .faults import parse_faults
 

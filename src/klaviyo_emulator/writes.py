@@ -535,6 +535,14 @@ WRITE_HANDLERS = {
     "create_profile": create_profile,
     "update_profile": update_profile,
 }
-#: Whole-request byte limits the spec documents (5 MB per bulk import, 100 KB per profile upsert).
-PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
+def _tracked():
+    from . import tracked
+
+    return {"create_event": tracked.create_event, "bulk_create_events": tracked.bulk_create_events}
+
+
+WRITE_HANDLERS.update(_tracked())
+#: Whole-request byte limits the spec documents (5 MB per bulk import or bulk event create, 100 KB per
+#: profile upsert).
+PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "bulk_create_events": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
                   "create_profile": MAX_PROFILE_BYTES, "update_profile": MAX_PROFILE_BYTES}

@@ -92,6 +92,8 @@ EMULATED_BODYLESS_OPERATIONS = (
     "bulk_subscribe_profiles",
     "bulk_unsubscribe_profiles",
     "request_profile_deletion",
+    "create_event",
+    "bulk_create_events",
 )
 
 DEFAULT_SPEC_LOCATIONS = (

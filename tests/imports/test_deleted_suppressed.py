@@ -141,5 +141,5 @@ def test_detect_deleted_config():
     with pytest.raises(ConfigError, match="detect_deleted marks the rows of deleted profiles, which needs out.mode: merge"):
         config("http://127.0.0.1:1", mode="append", detect_deleted=True)
     with pytest.raises(ConfigError, match="detect_deleted applies to data_source profiles, not lists"):
-        parse_import_config({"in": {"type": "klaviyo", "data_source": "lists", "api_token": "k", "detect_deleted": True},
+        parse_import_config({"in": {"type": "klaviyo", "data_source": "lists", "api_token": "pk_emulator_demo_key", "base_url": "http://127.0.0.1:1", "detect_deleted": True},
                              "out": {"mode": "merge"}})

@@ -120,6 +120,9 @@ async def expected_documents(transport, data_source: str, settings: dict) -> lis
             page_size=100, additional_fields={"profile": ["subscriptions"]}))
         suppressed = ("subscriptions", "email", "marketing", "suppression")
         return [(r, inc, {}) for r, inc in docs if dig(r["attributes"], suppressed)]
+    if data_source == "flows":  # archived flows are listed only when filtered for
+        return [(r, inc, {}) for archived in (False, True) for r, inc in await api_documents(
+            transport, "get_flows", q.Query(page_size=50, filters=(q.equals("archived", archived),)))]
     operation_id, page_size = {
         "lists": ("get_lists", 10), "metrics": ("get_metrics", None), "templates": ("get_templates", 10),
         "flows": ("get_flows", 50), "segments": ("get_segments", 10), "profiles": ("get_profiles", 100),

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import aio
+from ..api.budget import budget_url
 from ..api.client import shared_account_limits
-from ..config import ImportConfig, load_yaml, parse_import_config
+from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.metrics import UnknownMetric
@@ -33,7 +34,7 @@ def read_import_config(home: Home, path: str) -> ImportConfig:
     from ..secrets import CredentialStore, resolve_connection
 
     try:
-        text = Path(path).read_text()
+        text = read_text_bounded(path, "config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     data = load_yaml(text, path)
@@ -104,7 +105,9 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     database.table ended; the cursor is saved with the rows.
     """
     config = read_import_config(home, config_file)
-    with open_target(home, warehouse_url) as wh:
+    # one rate budget per account in this process; shared with other processes through Redis or
+    # the PostgreSQL state (api/budget.py)
+    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
         job = f"{database}.{table}"
         before = _last_run_id(wh, job)
         try:
@@ -164,7 +167,7 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
     # one rate budget for all the tables: Klaviyo counts per account, not per import
-    with open_target(home, warehouse_url) as wh, shared_account_limits():
+    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
         for name, config in configs.items():
             try:
                 result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
@@ -195,8 +198,11 @@ def _connection_settings(home: Home, config_file: str | None) -> dict:
     from ..secrets import CredentialStore, resolve_connection
 
     if config_file:
-        with open(config_file) as fh:
-            data = load_yaml(fh.read(), config_file)
+        try:
+            text = read_text_bounded(config_file, "config")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
+        data = load_yaml(text, config_file)
         data = resolve_connection(data, CredentialStore(home.credentials))
         return dict(data.get("in") or {})
     key = os.environ.get(API_KEY_ENV)

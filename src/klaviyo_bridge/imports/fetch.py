@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..api.client import KlaviyoClient, Page
+from ..errors import MalformedResponse
 from ..api.query import Condition, Query
 from .columns import Column
 from .decode import PageDecoder
@@ -197,7 +198,12 @@ async def fetch_per_id(
     async def one(event_id: str) -> dict[str, Any]:
         async with slots:
             doc = await client.request(stream.operation_id, path_params={"id": event_id})
-        record = dict((doc or {}).get("data") or {})
+        data = doc.get("data", doc) if isinstance(doc, dict) else doc
+        if data is not None and (not isinstance(data, dict) or not data.get("id")):
+            raise MalformedResponse(f"{stream.operation_id} for event {event_id}: the answer has no resource "
+                                    "with an id in 'data' (it would be stored as an empty row)",
+                                    operation=stream.operation_id)
+        record = dict(data or {})
         record["_event_id"] = event_id
         return record
 

@@ -78,6 +78,7 @@ class ImportResult:
     end: datetime | None = None
     run_id: str | None = None
     committed: bool = False  # the rows and the cursor are in the warehouse
+    fetched: int = 0  # records received, also those not yet handed to the writer when a run stops
     joined: int | None = None  # membership history: rows opened and closed by this run
     left: int | None = None
     deleted: int | None = None  # detect_deleted: profiles newly found deleted in Klaviyo
@@ -101,8 +102,8 @@ def stopped_message(exc: BaseException, result: ImportResult) -> str:
     what = "stopped (Ctrl-C or a kill)" if interrupted else (str(exc) or type(exc).__name__)
     if result.committed:
         return f"{what}, after the commit: all {result.rows} records were written"
-    return (f"{what}; nothing was committed: the {result.rows} records fetched were discarded and the "
-            "cursor did not move, so the next run starts where the last successful one ended")
+    return (f"{what}; nothing was committed: the {max(result.rows, result.fetched)} records fetched were discarded "
+            "and the cursor did not move, so the next run starts where the last successful one ended")
 
 
 def effective_stream(config: ImportConfig) -> Stream:
@@ -202,7 +203,7 @@ async def run_import(
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=result.rows,
+        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
@@ -290,7 +291,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         writing = asyncio.ensure_future(asyncio.to_thread(writer.write, rows.slice(0, cut)))
 
                 try:
-                    async for batch in fetcher.batches(tasks):
+                    async for batch in _counted(fetcher.batches(tasks), fetcher, result):
                         if source.detect_deleted:
                             batch = not_deleted(batch)
                         pending.append(with_partition(batch, partition_key))
@@ -339,6 +340,17 @@ async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: i
     fetcher = Fetcher(client, s, PROFILE_ID_COLUMNS, time_column="created", concurrency=concurrency)
     ids = [batch.column("id") async for batch in fetcher.batches(tasks)]
     return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+
+
+async def _counted(batches, fetcher: Fetcher, result: ImportResult):
+    """The fetcher's batches; ``result.fetched`` follows every record received (pages still queued
+    for the writer included), so a stopped run reports what it had really fetched."""
+    try:
+        async for batch in batches:
+            result.fetched = fetcher.stats.records
+            yield batch
+    finally:
+        result.fetched = fetcher.stats.records
 
 
 def _as_table(batches: list[pa.RecordBatch]) -> pa.Table:

@@ -139,7 +139,9 @@ STREAMS: dict[str, Stream] = {
         Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
                extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
-        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        # Klaviyo's get_flows leaves archived flows out unless filtered for: both, as for campaigns.
+        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated",
+               variants=((equals("archived", False),), (equals("archived", True),))),
         # Membership with history: every run reads the groups' members (only joined_group_at) and
         # records joins and departures; windows over joined_group_at fetch a big list concurrently.
         Stream("list_memberships", "get_profiles_for_list", membership="list_id", partition=True,
@@ -177,6 +179,7 @@ def stream(name: str) -> Stream:
 
         close = difflib.get_close_matches(name, STREAMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = repr(name) if name.isascii() else ascii(name)  # a look-alike letter shows as \u0456
         raise ConfigError(
-            f"data_source {name!r} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
+            f"data_source {shown} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
         ) from None

@@ -395,6 +395,27 @@ class TableWriter:
         return self.rows
 
 
+def duckdb_url_path(url: str) -> str:
+    """SQLAlchemy's rule: ``duckdb:///relative.duckdb``, ``duckdb:////absolute/path.duckdb``.
+
+    ``duckdb:///tmp/x.duckdb`` reads as the relative ``tmp/x.duckdb`` by that rule, which is
+    rarely what was meant when ``/tmp`` exists: such a URL is refused with both spellings."""
+    if not url.startswith("duckdb:///"):
+        raise ConfigError(f"{url!r}: a DuckDB URL has three slashes and a path (duckdb:///relative.duckdb or "
+                          "duckdb:////absolute/path.duckdb)", key="warehouse")
+    path = url[len("duckdb:///"):]
+    if not path or path == "/":
+        raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
+    if not path.startswith(("/", "./", "../", "~")):
+        first = path.split("/", 1)[0]
+        if "/" in path and Path("/", first).is_dir():
+            raise ConfigError(
+                f"{url!r} is ambiguous: by SQLAlchemy's rule three slashes make the relative path {path!r} "
+                f"(in {Path.cwd()}), yet /{first} exists; write duckdb:////{path} for the absolute path "
+                f"/{path}, or duckdb:///./{path} for the relative one", key="warehouse")
+    return path
+
+
 def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> Warehouse:
     """``path`` / ``duckdb:///path`` -> DuckDB file; ``postgresql://...`` -> PostgreSQL."""
     target = str(url_or_path)
@@ -407,10 +428,7 @@ def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> War
         raise ConfigError(f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)",
                           key="warehouse")
     if target.startswith("duckdb://"):
-        # SQLAlchemy's convention: duckdb:///relative.duckdb, duckdb:////absolute/path.duckdb
-        target = target[len("duckdb:///"):] if target.startswith("duckdb:///") else target[len("duckdb://"):]
-        if not target:
-            raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
+        target = duckdb_url_path(target)
     from .duckdb import DuckDBWarehouse
 
     return DuckDBWarehouse(Path(target), lock_timeout=lock_timeout)
