@@ -131,10 +131,13 @@ class EventTable:
         """Events visible at ``now``; None when every event is."""
         if self.arrival is None:
             return None
-        return self.arrival <= now
+        visible = self.arrival <= now
+        if len(visible) < self.count:  # events written through the API are visible at once
+            visible = np.concatenate([visible, np.ones(self.count - len(visible), dtype=bool)])
+        return visible
 
     def visible(self, row: int, now: int) -> bool:
-        return self.arrival is None or int(self.arrival[row]) <= now
+        return self.arrival is None or row >= len(self.arrival) or int(self.arrival[row]) <= now
 
     def event_id(self, row: int) -> str:
         if row >= self.base:
