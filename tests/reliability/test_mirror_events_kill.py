@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
-import pytest
 
 from klaviyo_bridge.store.warehouse import open_warehouse
 from klaviyo_emulator.app import create_app
