@@ -269,6 +269,9 @@ class ImportConfig(BaseModel):
             raise ConfigError(f"out.mode: {s.name} keeps a history (joined_at, left_at) that out.mode "
                               f"{self.target.mode} would erase; use append or merge (they mean the same here)",
                               key="mode")
+        if self.source.detect_deleted and self.target.mode != "merge":
+            raise ConfigError("in.detect_deleted marks the rows of deleted profiles, which needs out.mode: merge "
+                              "(one row per profile)", key="detect_deleted")
         if s.membership and (self.target.primary_key or self.target.partition_key):
             raise ConfigError(f"out: {s.name} has fixed columns ({s.membership}, profile_id, joined_at, left_at); "
                               "primary_key and partition_key do not apply", key="primary_key")

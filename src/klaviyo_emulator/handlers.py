@@ -98,12 +98,20 @@ def _document(data, links: dict, included: list | None, include_requested: bool)
 # ----- profiles --------------------------------------------------------------------------
 def get_profiles(req: Request) -> dict:
     acc, q = req.account, req.query
+    gone = _deleted(req)
     page, links = _page(req, "profiles", lambda: select(
-        acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]),
+        acc.profiles.count, req.orders.profiles(q.sort),
+        [profile_mask(acc, c, None) for c in q.conditions] + ([~gone] if gone is not None else [])),
         req.orders.profile_keyset(q.sort))
     empty = {name: [] for name in q.include}
     data = profiles_pieces(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
     return _document(RawArray(data), links, [], bool(q.include))
+
+
+def _deleted(req: Request) -> np.ndarray | None:
+    """Deleted profile rows (data-privacy deletions), None when there are none."""
+    state = getattr(req.account, "state", None)
+    return state.deleted_rows(req.account.profiles.count) if state is not None else None
 
 
 def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
@@ -163,6 +171,10 @@ def get_events(req: Request) -> dict:
     acc, q = req.account, req.query
     now = _now(req)
     visible = acc.events.visible_mask(now)  # late events show once they have arrived
+    gone = _deleted(req)  # a deleted profile's events are deleted with it
+    if gone is not None:
+        kept = ~gone[acc.events.profile]
+        visible = kept if visible is None else visible & kept
     masks = lambda: [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])  # noqa: E731
     page, links = _page(req, f"events|arrived:{acc.events.arrived(now)}", lambda: select(
         acc.events.count, req.orders.events(q.sort), masks()),
@@ -197,7 +209,9 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
 
 def _event_row(req: Request) -> int:
     row = req.account.events.row_for_id(req.id)
-    if row is None or not req.account.events.visible(row, _now(req)):
+    gone = _deleted(req)
+    if row is None or not req.account.events.visible(row, _now(req)) or (
+            gone is not None and gone[req.account.events.profile[row]]):
         raise NotFound(f"event {req.id!r}")
     return row
 

@@ -38,6 +38,8 @@ class EmulatorSettings:
     job_profiles_per_second: float = 100_000.0
     #: Delay before a subscribe/unsubscribe request (202, no job) shows in reads.
     consent_delay_seconds: float = 0.0
+    #: Delay before a data-privacy deletion request (202) takes the profile away.
+    deletion_delay_seconds: float = 0.0
     #: Fault injection SPEC (see ``emulator/faults.py``), e.g. "429=0.2,503=0.05,seed=7"; None: no faults.
     faults: str | None = None
     #: The account's clock (see ``clock.py``): None = ``now`` plus the app clock's elapsed time;

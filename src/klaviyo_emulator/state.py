@@ -79,6 +79,9 @@ class AccountState:
         self.new_list_ids: list[str] = []
         self.list_creations = 0
         self._id_rank: np.ndarray | None = None
+        #: rows a completed data-privacy deletion removed: gone from every read (profiles, members, events)
+        self.deleted: set[int] = set()
+        self._deleted_mask: tuple[int, np.ndarray] | None = None
 
     # ----- identity -----------------------------------------------------------------
     @property
@@ -105,10 +108,10 @@ class AccountState:
     def row_for_id(self, text: str) -> int | None:
         row = self.base.row_for_id(text)
         if row is not None:
-            return row
+            return None if row in self.deleted else row
         index = ids.ulid_index(text, self.base.id_key)
         if index is not None and self.base.count <= index < self.count and self.new_id(index) == text:
-            return index
+            return None if index in self.deleted else index
         return None
 
     def row_for(self, field_name: str, value: str) -> int | None:
@@ -119,6 +122,12 @@ class AccountState:
         row = self.index[field_name].get(key)
         if row is not None:
             return row
+        if self.deleted and field_name in ("email", "phone_number", "external_id"):
+            lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
+                      "external_id": self.base.row_for_external_id}[field_name]
+            found = lookup(value)
+            if found is not None and found in self.deleted:
+                return None
         lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
                   "external_id": self.base.row_for_external_id}[field_name]
         row = lookup(value)
@@ -371,6 +380,31 @@ class AccountState:
             if channels.get("sms_transactional"):
                 c.sms_transactional = ("UNSUBSCRIBED", now, "API")
         self._touch(row, now)
+
+    def delete_profile(self, row: int, now: int) -> None:
+        """A data-privacy deletion: the profile leaves every list and segment and, with its events,
+        disappears from every read; its identifiers no longer match it."""
+        if row in self.deleted:
+            return
+        for groups, segment in ((self.account.list_members, False), (self.account.segment_members, True)):
+            for group_id, m in list(groups.items()):
+                if m.contains(row):
+                    self.remove_members(group_id, np.array([row]), now, segment=segment)
+        for field_name, key in self.current_identifiers(row).items():
+            if key:
+                self.index[field_name].pop(_key(field_name, key), None)
+        self.deleted.add(row)
+        self.version += 1
+
+    def deleted_rows(self, count: int) -> np.ndarray | None:
+        """Mask of deleted profile rows (``count`` long), None when none was deleted."""
+        if not self.deleted:
+            return None
+        if self._deleted_mask is None or self._deleted_mask[0] != (self.version, count):
+            mask = np.zeros(count, dtype=bool)
+            mask[np.fromiter(self.deleted, dtype=np.int64)] = True
+            self._deleted_mask = ((self.version, count), mask)
+        return self._deleted_mask[1]
 
     def suppress(self, row: int, now: int) -> None:
         c = self.consent_for(row)

@@ -255,3 +255,26 @@ async def test_long_job_shows_progress_and_can_be_cancelled(home):
                 assert "Cancel requested" in r.text
                 p = await _wait_job(client, run_id, timeout=20)
                 assert p["status"] == "killed", p["error"]
+
+
+async def test_source_wizard_late_events_metrics_memberships_and_deletions(client):
+    """The wizard shows and passes the new settings; the library's messages land next to them."""
+    page = await client.page("/sources/new")
+    for field in ("metrics", "lookback", "detect_deleted"):
+        assert f'name="{field}"' in page.text, field
+    await _auth(client)
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "3 weeks",
+                                             "metrics": "Placed Ordr", "action": "save"})
+    assert r.status_code == 400 and 'id="error-lookback"' in r.text and "12h" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
+                                             "metrics": "Placed Ordr", "action": "preview"})
+    assert "did you mean" in r.text and "Placed Order" in r.text  # resolved against the account
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
+                                             "metrics": "Opened Email, Clicked Email", "action": "preview"})
+    assert r.status_code == 200 and 'id="preview"' in r.text and "Opened Email" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "pr", "mode": "append", "detect_deleted": "on",
+                                             "action": "save"})
+    assert r.status_code == 400 and "needs out.mode: merge" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "lm", "data_source": "list_memberships", "mode": "append",
+                                             "action": "preview"})
+    assert r.status_code == 200 and 'id="preview"' in r.text and "joined_at" in r.text

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
-import pytest
 
 from klaviyo_bridge.store.warehouse import open_warehouse
 from klaviyo_emulator.app import create_app
@@ -85,8 +84,11 @@ def _mirror_world(tmp: Path):
 
 
 def _cmd(home: Path, settings: dict, sql: str, resume: str | None = None) -> list[str]:
+    path = home.parent / "settings.json"  # a key never goes on a command line: a file only we read
+    path.write_text(json.dumps(settings))
+    path.chmod(0o600)
     cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", json.dumps(settings)]
+           "--result-settings", str(path)]
     return cmd + (["--resume", resume] if resume else []) + [sql]
 
 

@@ -34,7 +34,7 @@ from .fetch import Fetcher, fetch_per_id, plan_tasks
 from .membership import group_ids, run_membership
 from .metrics import resolve_ids
 from .partition import Window, split
-from .streams import Stream, stream as stream_named
+from .streams import PROFILE_ID_COLUMNS, PROFILE_IDS, Stream, stream as stream_named
 
 log = logging.getLogger("klaviyo_bridge.imports")
 
@@ -81,6 +81,7 @@ class ImportResult:
     fetched: int = 0  # records received, also those not yet handed to the writer when a run stops
     joined: int | None = None  # membership history: rows opened and closed by this run
     left: int | None = None
+    deleted: int | None = None  # detect_deleted: profiles newly found deleted in Klaviyo
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
@@ -90,6 +91,7 @@ class ImportResult:
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled, "
             f"{self.seconds:.1f}s ({rate:,.0f} rows/s){span}"
             + (f"; {self.joined} joined, {self.left} left since the last run" if self.joined is not None else "")
+            + (f"; {self.deleted} newly deleted in Klaviyo" if self.deleted is not None else "")
         )
 
 
@@ -290,6 +292,8 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
 
                 try:
                     async for batch in _counted(fetcher.batches(tasks), fetcher, result):
+                        if source.detect_deleted:
+                            batch = not_deleted(batch)
                         pending.append(with_partition(batch, partition_key))
                         pending_rows += batch.num_rows
                         result.rows += batch.num_rows
@@ -306,11 +310,36 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         # before the writer rolls back on the same connection.
                         await asyncio.wait({writing})
                 result.pages = fetcher.stats.pages
+                if source.detect_deleted:
+                    present = await sweep_profile_ids(client, now, concurrency, window_count)
+                    writer.mark_absent("id", present, "deleted", "deleted_at", now)
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
                 await asyncio.to_thread(writer.commit, cursor)
                 result.committed = True
+                if source.detect_deleted:
+                    result.deleted = writer.marked_absent
         st = client.stats
         result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+
+
+def not_deleted(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A fetched profile exists: ``deleted`` false, ``deleted_at`` NULL (a merge resets them)."""
+    n = batch.num_rows
+    return (batch.append_column("deleted", pa.array([False] * n, pa.bool_()))
+            .append_column("deleted_at", pa.nulls(n, pa.timestamp("us", tz="UTC"))))
+
+
+async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: int, window_count: int | None) -> pa.Array:
+    """Every profile id the account has now (Klaviyo lists no deleted profiles: a deletion is
+    an id that stopped appearing). One request per 100 profiles, windows fetched side by side."""
+    s = PROFILE_IDS
+    count = window_count or concurrency * WINDOWS_PER_WORKER
+    windows = await _windows(client, s, "created", None, None, now, count, {},
+                             shortest=None if window_count else MIN_WINDOW)
+    tasks = plan_tasks(s, time_field="created" if windows else None, windows=windows)
+    fetcher = Fetcher(client, s, PROFILE_ID_COLUMNS, time_column="created", concurrency=concurrency)
+    ids = [batch.column("id") async for batch in fetcher.batches(tasks)]
+    return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
 
 
 async def _counted(batches, fetcher: Fetcher, result: ImportResult):

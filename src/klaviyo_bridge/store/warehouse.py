@@ -19,6 +19,7 @@ import enum
 from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
 from .locks import NamedLock
-from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified
+from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified, quote
 
 
 class WriteMode(str, enum.Enum):
@@ -204,6 +205,8 @@ class TableWriter:
         self._present: set[str] = set()  # columns this run actually sent
         self._stage: str | None = None
         self._done = False
+        self._absent: tuple | None = None  # see mark_absent
+        self.marked_absent = 0
         self._skip_existing = skip_existing and mode is WriteMode.APPEND
         self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
 
@@ -339,6 +342,26 @@ class TableWriter:
                 "_bridge_stage", self._columns, self.mode is WriteMode.MERGE)
         return self._stage
 
+    def mark_absent(self, key: str, present: pa.Array, flag: str, at_column: str, at: datetime) -> None:
+        """At commit, rows whose ``key`` is not in ``present`` get ``flag`` = TRUE and
+        ``at_column`` = ``at`` (once: rows already flagged keep their time). For profiles
+        deleted in Klaviyo, which the API shows only as absences."""
+        self._absent = (key, present, flag, at_column, at)
+
+    def _apply_absent(self, session: Session) -> None:
+        key, present, flag, at_column, at = self._absent
+        self._evolve({flag: Kind.BOOLEAN, at_column: Kind.TIMESTAMP})
+        self._sync_target()
+        names = resolve_names(self._columns, [key, flag, at_column])
+        k, f, t = (quote(names[n]) for n in (key, flag, at_column))
+        seen = session.create_stage("_bridge_present", {"key": Kind.TEXT}, False)
+        if len(present):
+            session.insert_batch(seen, pa.table({"key": present}), {"key": "key"}, {"key": Kind.TEXT})
+        when = session.cast("'" + at.astimezone(timezone.utc).isoformat() + "'", Kind.TIMESTAMP)
+        gone = f"({f} IS NULL OR {f} = FALSE) AND NOT EXISTS (SELECT 1 FROM {seen} AS p WHERE p.key = {self._target}.{k})"
+        self.marked_absent = int(session.fetch(f"SELECT count(*) FROM {self._target} WHERE {gone}")[0][0])
+        session.execute(f"UPDATE {self._target} SET {f} = TRUE, {t} = {when} WHERE {gone}")
+
     # --- commit --------------------------------------------------------------------------
     def commit(self, cursors: Mapping[str, str] | None = None) -> int:
         """Apply the mode, store ``cursors`` (job/stream -> value) and commit, all at once."""
@@ -358,6 +381,8 @@ class TableWriter:
                 session.prepare_merge(self.database, self.table, keys)
                 updates = [] if self._insert_only else [c for c in self._columns if c in self._present and c not in keys]
                 session.merge(self._target, self._ensure_stage(), list(self._columns), keys, updates)
+            if self._absent is not None:
+                self._apply_absent(session)
             if cursors:
                 state_tables.save_cursors(session, cursors)
             session.commit()
