@@ -229,7 +229,6 @@ async def test_schedules_enable_disable_run_and_next_runs(client):
 
 
 async def test_long_job_shows_progress_and_can_be_cancelled(home):
-    import httpx
 
     from klaviyo_emulator.server import running_emulator
     from klaviyo_emulator.settings import EmulatorSettings

@@ -255,7 +255,6 @@ async def test_two_exports_on_one_list_do_not_interleave(wh, caplog):
     clock = FakeClock()
     app = make(clock)
     list_id, members, others = people(app)
-    watch = Consent(app, members + others)
     lock = wh.named_lock(f"list:{BASE}:{list_id}")
     assert lock.try_acquire({"run_id": "someone-else"})
     try:

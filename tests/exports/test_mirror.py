@@ -191,7 +191,7 @@ class DieOnRemoval(httpx.AsyncBaseTransport):
         if request.method == "DELETE" and request.url.path.endswith("/relationships/profiles"):
             self.removals += 1
             if self.removals == self.die_on:
-                response = await self.inner.handle_async_request(request)  # applied, answer lost
+                await self.inner.handle_async_request(request)  # applied, answer lost
                 raise Killed()
         return await self.inner.handle_async_request(request)
 

@@ -9,7 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..home import Home
-from ..secrets import CredentialStore, check_name, hint
+from ..secrets import CredentialStore, check_name
 
 
 def credential_store(home: Home) -> CredentialStore:

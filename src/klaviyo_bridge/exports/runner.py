@@ -69,7 +69,7 @@ from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
 from .jobwatch import JobWatcher
-from .ops import BatchContext, Operation, Outcomes, Prepared, RunContext, operation_for
+from .ops import BatchContext, Operation, Prepared, RunContext, operation_for
 from .payloads import Payloads
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
@@ -259,8 +259,7 @@ class _Sender:
         return (doc or {}).get("data", {}).get("id") if doc else None
 
     async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
-        st, op_id = self.wh.state, self.op.endpoint.operation_id
-        state, index, items = batch.state, batch.index, batch.items
+        state, index = batch.state, batch.index
         if state and state["status"] in FINAL_BATCH_STATES:
             self.skipped_on_resume += 1
             return
