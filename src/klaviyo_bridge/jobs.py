@@ -45,7 +45,7 @@ from .errors import (
     ScheduleError,
     StoreError,
 )
-from .secrets import CredentialStore, redact, resolve_connection
+from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
 
@@ -85,6 +85,9 @@ class JobSpec:
     database: str | None = None
     table: str | None = None
     schedule: str | None = None
+    #: An export's query result already read (an Arrow table): the console reads the user's SQL in
+    #: its sandbox (``store.sandbox``) and the export then runs from it. Never stored.
+    result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class JobContext:
     now: datetime
     warehouse: Warehouse
     credentials: CredentialStore
-    secrets: list[str] = field(default_factory=list)  # every key resolved; scrubbed from errors
+    secrets: list[Any] = field(default_factory=list)  # every key resolved (ApiKey); scrubbed from errors
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with a saved authentication filled in (and remembered for scrubbing)."""
@@ -104,7 +107,7 @@ class JobContext:
         for section in (config.get("in"), config):
             if isinstance(section, dict):
                 for key in ("api_token", "api_key"):
-                    if isinstance(section.get(key), str):
+                    if isinstance(section.get(key), (str, ApiKey)):
                         self.secrets.append(section[key])
         return config
 
@@ -201,7 +204,7 @@ def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
         raise ConfigError("an export job needs result_settings", key="result_settings")
     resolved = resolve_connection(raw, credentials)
     for key in ("api_token", "api_key"):
-        if isinstance(resolved.get(key), str) and secrets is not None:
+        if isinstance(resolved.get(key), (str, ApiKey)) and secrets is not None:
             secrets.append(resolved[key])
     return load_result_settings(resolved, credentials_path=credentials.path)
 
@@ -223,7 +226,7 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
     result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
-                              database=spec.database, job=spec.job, progress=_stopper(stop))
+                              database=spec.database, job=spec.job, progress=_stopper(stop), table=spec.result)
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:

@@ -14,6 +14,9 @@ import click
 @click.option("--lists", default=5, show_default=True, type=click.IntRange(0), help="Number of lists.")
 @click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0), help="Added latency per request.")
 @click.option("--no-rate-limits", is_flag=True, help="Do not answer 429 when the spec's rate limits are exceeded.")
+@click.option("--rate-limits", "rate_limit_overrides", default=None, metavar="SPEC",
+              help='The account\'s own limits instead of the published ones, e.g. "get_profiles=5/50" (5 a second, '
+                   '50 a minute), "get_profiles:predictive_analytics=2/20" (one tier) or "*=0.1" (a tenth of every limit).')
 @click.option("--faults", default=None, metavar="SPEC",
               help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
                    'or "storm=get_events:503:10s" (see emulator/faults.py).')
@@ -42,6 +45,7 @@ def emulator_command(
     faults: str | None = None,
     clock: str = "real",
     strict_revisions: bool = False,
+    rate_limit_overrides: str | None = None,
 ) -> None:
     """Run the Klaviyo emulator in the foreground (Ctrl-C stops it).
 
@@ -59,6 +63,13 @@ def emulator_command(
             parse_faults(faults)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--faults") from None
+    if rate_limit_overrides:
+        from .limits import parse_overrides
+
+        try:
+            parse_overrides(rate_limit_overrides)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rate-limits") from None
     from .clock import parse_clock
 
     try:
@@ -75,12 +86,15 @@ def emulator_command(
         lists=lists,
         latency_ms=latency_ms,
         rate_limits=not no_rate_limits,
+        rate_limit_overrides=rate_limit_overrides or None,
         **({"api_key": api_key} if api_key else {}),
     )
-    from .app import revision_window
+    from .app import SERVED_REVISION_HEADER, revision_window
 
     oldest, served = revision_window()
-    accepted = f"{oldest.isoformat()} to {served.isoformat()}" if strict_revisions else f"up to {served.isoformat()}"
+    accepted = (f"{oldest.isoformat()} to today" if strict_revisions else "up to today")
+    accepted += (f"; a later one than {served.isoformat()} gets {served.isoformat()}'s shapes and the header "
+                 f"{SERVED_REVISION_HEADER}")
     click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
                f"clock {clock_spec.describe()}; serves revision {served.isoformat()}'s shapes, accepts revisions {accepted})"
                + (f", faults {faults}" if faults else ""), err=True)

@@ -9,6 +9,12 @@ their own log against the lower limits.
 The emulator keeps, per (operation, tier), the arrival times of granted requests and
 refuses one when any window already holds its count. Sliding logs are stricter than
 fixed windows: a client that keeps them keeps Klaviyo's too.
+
+An account may have lower limits than the published ones (``--rate-limits SPEC``,
+``EmulatorSettings.rate_limit_overrides``): ``get_profiles=5/50`` gives get_profiles 5 a
+second and 50 a minute (``5/50/1000`` adds a daily cap), ``get_profiles:predictive=2/20`` one
+tier of it (the tier's parameter value), ``*=0.1`` every operation a tenth of its published
+limits (at least 1). The RateLimit-* headers then tell the account's limits, as Klaviyo's do.
 """
 
 from __future__ import annotations
@@ -19,6 +25,50 @@ from collections import deque
 from collections.abc import Callable
 
 from klaviyo_spec import RateLimit
+
+
+def parse_overrides(text: str) -> dict[str, "RateLimit | float"]:
+    """``OP[:TIER]=BURST/STEADY[/DAILY]`` or ``*=FACTOR`` items, comma-separated; a ValueError
+    names the bad item."""
+    out: dict[str, RateLimit | float] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        try:
+            if not eq or not key:
+                raise ValueError
+            if key == "*":
+                factor = float(value)
+                if not 0 < factor:
+                    raise ValueError
+                out[key] = factor
+                continue
+            numbers = [int(n) for n in value.split("/")]
+            if len(numbers) not in (2, 3) or min(numbers) < 1:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"rate limit override {item!r}: use OP=BURST/STEADY[/DAILY] (e.g. get_profiles=5/50), "
+                             "OP:TIER=BURST/STEADY or *=FACTOR (e.g. *=0.1)") from None
+        out[key] = RateLimit(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None)
+    return out
+
+
+def overridden(overrides: dict, operation_id: str, tier: str, limit: RateLimit) -> RateLimit:
+    """The account's limit for this operation and tier under ``overrides``."""
+    if not overrides:
+        return limit
+    tier_value = tier.partition("=")[2]
+    found = overrides.get(f"{operation_id}:{tier_value}") if tier else overrides.get(operation_id)
+    if isinstance(found, RateLimit):
+        return found
+    factor = overrides.get("*")
+    if isinstance(factor, float):
+        scale = lambda n: max(1, int(n * factor))  # noqa: E731
+        return RateLimit(scale(limit.burst_per_second), scale(limit.steady_per_minute),
+                         scale(limit.daily) if limit.daily else None)
+    return limit
 
 
 class WindowLog:

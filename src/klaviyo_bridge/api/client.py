@@ -12,15 +12,15 @@ log lines, exception messages or reprs (messages are scrubbed as a last guard).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import msgspec
@@ -92,7 +92,7 @@ class KlaviyoClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self._key = settings.api_key.get_secret_value()
+        self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
         self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
             RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
         self.retry = retry or RetryPolicy(
@@ -108,7 +108,7 @@ class KlaviyoClient:
             base_url=settings.base_url,
             transport=transport,
             headers={
-                "Authorization": f"Klaviyo-API-Key {self._key}",
+                "Authorization": f"Klaviyo-API-Key {self._key.reveal()}",  # the one place it is revealed
                 "revision": settings.revision,
                 "Accept": JSON_API,
                 "User-Agent": USER_AGENT,
@@ -311,7 +311,7 @@ class KlaviyoClient:
                 if isinstance(err, RateLimited):
                     self.stats.throttled += 1
                     if err.retry_after:
-                        self.limiter.penalise(op.operation_id, err.retry_after)
+                        self.limiter.penalise(op.operation_id, err.retry_after, _tier(op, url, params))
                 if not self.retry.should_retry(err, retries):
                     raise RetriesExhausted(
                         f"{op.operation_id} failed after {retries + 1} attempts "
@@ -331,7 +331,8 @@ class KlaviyoClient:
         self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
         decode: Decode | None = None,
     ) -> Any:
-        self.stats.rate_wait_seconds += await self.limiter.acquire(op)
+        tier = _tier(op, url, params)
+        self.stats.rate_wait_seconds += await self.limiter.acquire(op, tier)
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
         try:
@@ -357,6 +358,7 @@ class KlaviyoClient:
             err.not_sent = isinstance(exc, httpx.ConnectError)
             raise err from None
         self.stats.requests += 1
+        _observe_rate_headers(self.limiter, op.operation_id, tier, response.headers)
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug(
             "%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000
@@ -406,7 +408,7 @@ class KlaviyoClient:
         return InvalidRequest(f"{where}: invalid request ({status}): {what}", **kw)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "[redacted]") if self._key else text
+        return self._key.scrub(text)
 
 
 class PageShapeError(Exception):
@@ -473,31 +475,83 @@ def _redact_link(url: str, limit: int = 200) -> str:
 
 
 _shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
+_shared_budget_url: str | None = None
+_shared_lock = threading.Lock()
 
 
 @contextmanager
-def shared_account_limits() -> Iterator[None]:
+def shared_account_limits(budget_url: str | None = None) -> Iterator[None]:
     """Inside this block, clients of one account (base URL and key) made without a limiter of
     their own share one: Klaviyo counts requests per account, so a command that reads with one
     client and then imports with another must not start the second with a fresh budget (the
-    demo drew 429s that way). Sequential use on one thread at a time, as the CLI commands do."""
-    global _shared_limiters
-    outer = _shared_limiters
-    _shared_limiters = {} if outer is None else outer
+    demo drew 429s that way), and streams run at once (on one or several threads) book from one
+    budget per rate tier. ``budget_url``: a shared budget (``redis://``, ``postgresql://``, see
+    ``api/budget.py``) that every process using the key books from instead."""
+    global _shared_limiters, _shared_budget_url
+    outer, outer_url = _shared_limiters, _shared_budget_url
+    if outer is None or budget_url != outer_url:
+        if budget_url:
+            from .budget import open_budget
+
+            open_budget(budget_url)  # fails here, before any run, when it cannot be reached
+        _shared_limiters, _shared_budget_url = {}, budget_url
     try:
         yield
     finally:
-        _shared_limiters = outer
+        _shared_limiters, _shared_budget_url = outer, outer_url
 
 
-def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
+def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
     if _shared_limiters is None or sleep is not asyncio.sleep:
         return None
-    account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
-    limiter = _shared_limiters.get(account)
-    if limiter is None:
-        limiter = _shared_limiters[account] = RateLimiter(margin=CLIENT_WINDOW_MARGIN)
+    account = (_origin(base_url), key)  # an ApiKey hashes and compares by value
+    with _shared_lock:
+        limiter = _shared_limiters.get(account)
+        if limiter is None:
+            from .budget import account_id, open_budget
+
+            budget = open_budget(_shared_budget_url) if _shared_budget_url else None
+            limiter = _shared_limiters[account] = RateLimiter(
+                margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key))
     return limiter
+
+
+def _tier(op: Operation, url: str, params: list[tuple[str, str]] | None) -> str:
+    """The rate tier Klaviyo counts this request in ("" but for a few parameter values)."""
+    if not op.ratelimit_tiers:
+        return ""
+    items = list(params or [])
+    query = urlsplit(url).query
+    if query:
+        items += parse_qsl(query, keep_blank_values=True)
+    return op.ratelimit_for(items)[0]
+
+
+def _header_count(value: str | None) -> float | None:
+    """A ``RateLimit-*`` value: a number, or the IETF draft's list ``10, 10;w=1, 50;w=60`` (the
+    steady, 60-second, item then)."""
+    if not value:
+        return None
+    first = None
+    for item in value.split(","):
+        number, _, rest = item.strip().partition(";")
+        try:
+            n = float(number)
+        except ValueError:
+            continue
+        first = n if first is None else first
+        if rest.replace(" ", "") == "w=60":
+            return n
+    return first
+
+
+def _observe_rate_headers(limiter: RateLimiter, operation_id: str, tier: str, headers: httpx.Headers) -> None:
+    limit = _header_count(headers.get("ratelimit-limit"))
+    remaining = _header_count(headers.get("ratelimit-remaining"))
+    if limit is None or remaining is None:
+        return
+    reset = _header_count(headers.get("ratelimit-reset")) or 0.0
+    limiter.observe(operation_id, tier, int(limit), int(remaining), reset)
 
 
 #: Retries of a request whose host name did not resolve (immediately, no backoff).

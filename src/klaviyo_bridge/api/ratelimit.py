@@ -14,6 +14,18 @@ stampeding. The same class serves both sides:
   jitter the margin must absorb is the server's alone;
 * the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
 
+Adaptive pacing (``RateLimiter.observe``): every counted answer carries ``RateLimit-Limit``,
+``-Remaining`` and ``-Reset`` for the steady window of the tier the request was counted in. A
+``Limit`` below the published steady count (an account with lower limits) scales that tier's
+windows down (the burst in proportion); ``Limit - Remaining`` more than our own requests in the
+window is another user of the key (a second tool, a process we do not share a budget with): our
+steady count shrinks by what it used and our burst by its share of the window's traffic.
+``Remaining: 0`` holds the tier back until ``Reset``. A 429 still holds the tier back for
+``Retry-After`` and widens its windows.
+
+Budgets shared across processes (``SharedBudget``: Redis, PostgreSQL) replace the local log of
+granted slots with one log per (account, operation, tier) that every process books from.
+
 Time comes from an injectable clock so tests use a fake one, never real sleeps.
 """
 
@@ -21,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,6 +46,10 @@ from klaviyo_spec import Operation, RateLimit, operation
 #: After a 429, a client's windows grow by this much, to at most MAX_MARGIN over the published length.
 MARGIN_STEP = 0.05
 MAX_MARGIN = 0.3
+#: After a 429 the burst count becomes this share of what we sent in the last burst window...
+BURST_BACKOFF = 0.8
+#: ...and grows back by one every this many seconds without a 429.
+BURST_REGROW_SECONDS = 5.0
 #: A wake-up later than this after a slot's time moves the slot to when the request really left.
 LATE_WAKE_SECONDS = 0.002
 
@@ -48,6 +66,11 @@ class WindowLimiter:
             raise ValueError("a limiter needs at least one window")
         self.windows = tuple((int(n), float(t)) for n, t in windows)
         self._base = self.windows
+        #: Counts as published (adapt() lowers ``windows``' counts from the server's answers).
+        self.published = tuple(n for n, _ in self.windows)
+        #: The burst count 429s taught (headers tell the steady window only), and when it was learned.
+        self.learned_burst: int | None = None
+        self.learned_at = 0.0
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
@@ -105,6 +128,32 @@ class WindowLimiter:
         """After a server 429, block this operation for ``seconds`` (fill the burst window)."""
         self._blocked_until = max(self._blocked_until, now + seconds)
 
+    def note(self, at: float) -> None:
+        """Remember a slot booked elsewhere (a shared budget) in time order."""
+        log = self._log
+        if not log or at >= log[-1]:
+            log.append(at)
+        else:
+            if log.maxlen is not None and len(log) >= log.maxlen:
+                log.popleft()
+            log.insert(bisect.bisect_right(log, at), at)
+
+    def count_since(self, since: float) -> int:
+        """Slots granted after ``since`` (our requests in a window that ends now)."""
+        log = self._log
+        return len(log) - bisect.bisect_right(log, since)
+
+    def adapt(self, counts: tuple[int, ...]) -> None:
+        """Use these counts (one per window, each >= 1) instead of the current ones."""
+        self.windows = tuple((max(1, int(c)), t) for c, (_, t) in zip(counts, self.windows))
+        need = max(n for n, _ in self.windows)
+        if need > (self._log.maxlen or 0):
+            self._log = deque(self._log, maxlen=need)
+
+    def widen_to(self, margin: float) -> None:
+        """Every window at least ``margin`` longer than published."""
+        self.windows = tuple((n, max(t, base + margin)) for (n, t), (_, base) in zip(self.windows, self._base))
+
     def widen(self, seconds: float, most: float) -> None:
         """Lengthen every window by ``seconds`` more, up to ``most`` over the published length:
         a 429 although the windows were kept means the server sees our requests closer together
@@ -112,8 +161,33 @@ class WindowLimiter:
         self.windows = tuple((n, min(t + seconds, base + most)) for (n, t), (_, base) in zip(self.windows, self._base))
 
 
+#: Seconds of Klaviyo's steady window (what ``RateLimit-*`` headers describe).
+STEADY_SECONDS = 60.0
+
+
+class SharedBudget(Protocol):
+    """A log of granted slots kept outside this process (Redis, PostgreSQL), for every process
+    that uses one key: ``reserve`` books the earliest slot that keeps every window and returns
+    how long to wait for it, measured on the budget's own clock (so machines need not agree)."""
+
+    name: str
+
+    async def reserve(self, bucket: str, windows: tuple[tuple[int, float], ...], not_before: float) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def bucket_name(account: str, operation_id: str, tier: str = "") -> str:
+    return f"{account}:{operation_id}:{tier}" if tier else f"{account}:{operation_id}"
+
+
 class RateLimiter:
-    """All operations' limiters for one account, shared by every concurrent request."""
+    """All operations' limiters for one account, shared by every concurrent request.
+
+    A limiter is kept per (operation, tier): Klaviyo counts some requests of an operation in a
+    lower tier of their own (``get_profiles`` with predictive analytics). ``budget``: a shared
+    budget (Redis, PostgreSQL) booked instead of the local log, for several processes on one key;
+    ``account``: the (hashed) account the buckets of that budget are named after."""
 
     def __init__(
         self,
@@ -123,37 +197,102 @@ class RateLimiter:
         limits: dict[str, RateLimit] | None = None,
         enabled: bool = True,
         margin: float = 0.0,
+        adaptive: bool = True,
+        budget: SharedBudget | None = None,
+        account: str = "",
     ) -> None:
         self.clock = clock
         self.margin = margin
         self.sleep = sleep
         self.enabled = enabled
+        self.adaptive = adaptive
+        self.budget = budget
+        self.account = account
         self._overrides = limits or {}
-        self._limiters: dict[str, WindowLimiter] = {}
+        self._limiters: dict[tuple[str, str], WindowLimiter] = {}
+        # One lock for the books: the limiter may serve clients on several threads' event loops.
+        self._lock = threading.Lock()
 
-    def limit_for(self, operation_id: str) -> RateLimit:
-        return self._overrides.get(operation_id) or operation(operation_id).ratelimit
+    def limit_for(self, operation_id: str, tier: str = "") -> RateLimit:
+        if not tier:
+            return self._overrides.get(operation_id) or operation(operation_id).ratelimit
+        for t in operation(operation_id).ratelimit_tiers:
+            if t.name == tier:
+                return t.ratelimit
+        raise KeyError(f"{operation_id} has no rate tier {tier!r}")
 
-    def limiter(self, operation_id: str) -> WindowLimiter:
-        lim = self._limiters.get(operation_id)
+    def limiter(self, operation_id: str, tier: str = "") -> WindowLimiter:
+        key = (operation_id, tier)
+        lim = self._limiters.get(key)
         if lim is None:
-            lim = self._limiters[operation_id] = WindowLimiter.for_ratelimit(self.limit_for(operation_id), self.margin)
+            lim = self._limiters[key] = WindowLimiter.for_ratelimit(self.limit_for(operation_id, tier), self.margin)
         return lim
 
-    async def acquire(self, op: Operation | str) -> float:
-        """Wait for a slot of ``op``; returns the seconds waited."""
+    async def acquire(self, op: Operation | str, tier: str = "") -> float:
+        """Wait for a slot of ``op`` (in ``tier``); returns the seconds waited."""
         if not self.enabled:
             return 0.0
         op_id = op if isinstance(op, str) else op.operation_id
-        limiter = self.limiter(op_id)
-        now = self.clock()
-        delay = limiter.reserve(now)
+        with self._lock:
+            limiter = self.limiter(op_id, tier)
+            now = self.clock()
+            if self.budget is None:
+                delay = limiter.reserve(now)
+            else:
+                windows, not_before = limiter.windows, max(0.0, limiter.blocked_until - now)
+        if self.budget is not None:
+            delay = await self.budget.reserve(bucket_name(self.account, op_id, tier), windows, not_before)
+            with self._lock:
+                limiter.note(now + delay)  # our own share, for what a 429 teaches
+            if delay > 0:
+                await self.sleep(delay)
+                late = self.clock() - (now + delay)
+                if late > LATE_WAKE_SECONDS:
+                    with self._lock:
+                        self._absorb_lateness(limiter, late)
+            return delay
         if delay > 0:
             await self.sleep(delay)
             late = self.clock() - (now + delay)
             if late > LATE_WAKE_SECONDS:
-                limiter.correct(now + delay, now + delay + late)
+                with self._lock:
+                    limiter.correct(now + delay, now + delay + late)
+                    self._absorb_lateness(limiter, late)
         return delay
+
+    def _absorb_lateness(self, limiter: WindowLimiter, late: float) -> None:
+        """A request left ``late`` after its slot (a busy event loop, a loaded machine): the
+        slots already booked were planned without it, so it may land closer to them than the
+        windows allow. Keep every window at least that much longer than published from now on
+        (up to ``MAX_MARGIN``): lateness up to the margin then never brings two slots closer than
+        the server's window."""
+        if self.margin > 0:
+            limiter.widen_to(min(MAX_MARGIN, self.margin + late))
+
+    def observe(self, operation_id: str, tier: str, limit: int, remaining: int, reset: float) -> None:
+        """Pace ``operation_id``'s ``tier`` from an answer's ``RateLimit-*`` headers (the state of
+        the server's steady window when it answered): its limit, and what others used of it."""
+        if not (self.enabled and self.adaptive) or limit <= 0:
+            return
+        published = self.limit_for(operation_id, tier)
+        steady0, burst0 = published.steady_per_minute, published.burst_per_second
+        with self._lock:
+            lim, now = self.limiter(operation_id, tier), self.clock()
+            burst_cap = burst0 if limit >= steady0 else max(1, burst0 * limit // steady0)
+            steady, burst = limit, burst_cap
+            if self.budget is None:
+                # The server counted ``limit - remaining`` requests in its window; ours are the
+                # slots we booked in it up to now. More than ours: someone else uses the key.
+                ours = lim.count_since(now - STEADY_SECONDS) - lim.count_since(now)
+                foreign = max(0, limit - remaining - ours)
+                if foreign:
+                    steady = max(1, limit - foreign)
+                    burst = max(1, math.floor(burst_cap * ours / (ours + foreign)))
+            counts = list(lim.published)
+            counts[0], counts[1] = min(burst, self._learned_burst(lim, now)), steady
+            lim.adapt(tuple(counts))
+            if remaining <= 0 and reset > 1:
+                lim.penalise(now, reset - 1)  # Reset is rounded up: hold back until just before it
 
     def try_acquire(self, operation_id: str, *, arrived: float | None = None) -> float | None:
         """Non-blocking: None when granted, else seconds until a slot frees (server side).
@@ -167,11 +306,35 @@ class RateLimiter:
         wait = limiter.try_acquire(at)
         return None if wait is None else max(0.0, wait - (now - at))
 
-    def penalise(self, operation_id: str, seconds: float) -> None:
+    @staticmethod
+    def _learned_burst(lim: WindowLimiter, now: float) -> int:
+        """The burst a 429 taught, grown back by one every ``BURST_REGROW_SECONDS`` without 429."""
+        if lim.learned_burst is None:
+            return lim.published[0]
+        grown = lim.learned_burst + int((now - lim.learned_at) / BURST_REGROW_SECONDS)
+        if grown >= lim.published[0]:
+            lim.learned_burst = None
+            return lim.published[0]
+        return grown
+
+    def penalise(self, operation_id: str, seconds: float, tier: str = "") -> None:
         """Record a server-side 429 so other concurrent requests hold back too, and keep this
-        operation's requests further apart from now on (up to ``MAX_MARGIN``)."""
+        operation's requests further apart from now on (up to ``MAX_MARGIN``). With adaptive
+        pacing, a 429 although our windows were kept also lowers the burst: the server allowed
+        about what we sent in the last second, and no header tells the burst limit."""
         if self.enabled and seconds > 0:
-            limiter, now = self.limiter(operation_id), self.clock()
-            if self.margin > 0 and limiter.blocked_until <= now:  # once for 429s answered together
-                limiter.widen(MARGIN_STEP, MAX_MARGIN)
-            limiter.penalise(now, seconds)
+            with self._lock:
+                limiter, now = self.limiter(operation_id, tier), self.clock()
+                if limiter.blocked_until <= now:  # once for 429s answered together
+                    if self.margin > 0:
+                        limiter.widen(MARGIN_STEP, MAX_MARGIN)
+                    if self.adaptive:
+                        burst_seconds = limiter.windows[0][1]
+                        sent = limiter.count_since(now - burst_seconds) - limiter.count_since(now)
+                        current = min(limiter.windows[0][0], self._learned_burst(limiter, now))
+                        learned = max(1, min(current - 1, math.floor(sent * BURST_BACKOFF)))
+                        limiter.learned_burst, limiter.learned_at = learned, now
+                        counts = list(c for c, _ in limiter.windows)
+                        counts[0] = learned
+                        limiter.adapt(tuple(counts))
+                limiter.penalise(now, seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from datetime import datetime, timezone
 
 import click
@@ -11,10 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import aio
+from ..api.budget import budget_url
 from ..api.client import shared_account_limits
 from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
+from ..imports.metrics import UnknownMetric
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
 from ..store.warehouse import Warehouse, open_warehouse
@@ -103,7 +104,9 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     database.table ended; the cursor is saved with the rows.
     """
     config = read_import_config(home, config_file)
-    with open_target(home, warehouse_url) as wh:
+    # one rate budget per account in this process; shared with other processes through Redis or
+    # the PostgreSQL state (api/budget.py)
+    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
         job = f"{database}.{table}"
         before = _last_run_id(wh, job)
         try:
@@ -143,10 +146,13 @@ def _say_what_was_committed(wh: Warehouse, job: str, before: str | None) -> None
               help="YAML with the connection settings under in: (api_token, base_url, ...). "
                    "Default: KLAVIYO_API_KEY and KLAVIYO_BASE_URL from the environment.")
 @click.option("--tables", help=f"Comma-separated subset of: {', '.join(QLIK_TABLES)}.")
+@click.option("--metrics", "metrics", help='Only the per-metric tables of these metrics, comma-separated '
+              '(e.g. "Opened Email,Clicked Email"; "Name (Integration)" picks one of two same-named metrics); '
+              "also in.metrics of --config.")
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @click.pass_obj
 def replicate_command(home: Home, database: str, start_date: str, config_file: str | None, tables: str | None,
-                      warehouse_url: str | None) -> None:
+                      warehouse_url: str | None, metrics: str | None = None) -> None:
     """Sync every Qlik-style table (one per event metric, plus campaigns, lists and
     global exclusions) incrementally, merging on the primary key."""
     try:
@@ -155,16 +161,16 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         raise ConfigError(f"--start-date must be YYYY-MM-DD, got {start_date!r}", key="start_date") from None
     connection = _connection_settings(home, config_file)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(QLIK_TABLES)
+    if metrics:
+        connection["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
     # one rate budget for all the tables: Klaviyo counts per account, not per import
-    with open_target(home, warehouse_url) as wh, shared_account_limits():
+    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
         for name, config in configs.items():
             try:
                 result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
-            except ConfigError as exc:
-                if exc.key != "metric":
-                    raise  # the same settings would fail every table
+            except UnknownMetric:
                 # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
                 skipped.append(name)
                 click.echo(f"{name}: skipped, the account has no {QLIK_TABLES[name]!r} metric")

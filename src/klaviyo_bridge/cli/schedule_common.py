@@ -21,7 +21,7 @@ from ..config import load_yaml, parse_import_config, parse_time, read_text_bound
 from ..jobs import cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
-from ..errors import ConfigError, StoreError
+from ..errors import BridgeError, ConfigError, StoreError
 from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
@@ -35,7 +35,15 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 
 
 def _open(home: Home, url: str | None) -> Warehouse:
-    return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+    """The warehouse, with any key an older version stored inside a schedule moved out first."""
+    from ..schedule.saving import migrate_stored_keys
+
+    wh = open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+    try:
+        migrate_stored_keys(wh, CredentialStore(home.ensure().credentials))
+    except BridgeError as exc:  # never in the way of the command itself (shown records are masked anyway)
+        logging.getLogger("klaviyo_bridge.secrets").warning("stored keys not migrated: %s", exc)
+    return wh
 
 
 def _control_dir(home: Home) -> Path:

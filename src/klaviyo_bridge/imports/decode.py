@@ -20,7 +20,6 @@ from typing import Any, Optional, Union
 
 import msgspec
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 

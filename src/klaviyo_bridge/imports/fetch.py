@@ -25,6 +25,7 @@ from .decode import PageDecoder
 from .flatten import to_batch
 from .partition import Window, keep_mask, window_filter
 from .streams import Stream
+from .suppression import is_derived, with_suppression
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,15 @@ class Fetcher:
         self.concurrency = max(1, concurrency)
         self.marks = marks or {}
         self.stats = FetchStats()
-        self.decoder = PageDecoder(self.columns, self.marks)
+        # derived columns are computed from the page afterwards (``trim``), not decoded
+        self.decoder = PageDecoder([c for c in self.columns if not is_derived(c)], self.marks)
 
     def _query(self, task: Task) -> Query:
         s = self.stream
         return Query(
             filters=task.conditions,
             page_size=s.page_size(),
-            fields={k: list(v) for k, v in s.fields.items()} if s.include else {},
+            fields={k: list(v) for k, v in s.fields.items()} if s.include or s.membership or s.sparse else {},
             additional_fields={k: list(v) for k, v in s.additional_fields.items()},
             include=s.include,
         )
@@ -119,7 +121,12 @@ class Fetcher:
         return self.decoder.with_marks({k: v for k, v in task.marks.items() if v is not None})
 
     def trim(self, batch: pa.RecordBatch, task: Task) -> pa.RecordBatch:
-        """Drop rows of a widened window that belong to its neighbours."""
+        """Drop rows of a widened window that belong to its neighbours; add derived columns
+        (profiles: ``suppressed``, ``suppressed_at``)."""
+        batch = self._trim(batch, task)
+        return with_suppression(batch) if self.stream.suppression else batch
+
+    def _trim(self, batch: pa.RecordBatch, task: Task) -> pa.RecordBatch:
         if task.trim_window is None or not self.time_column or not batch.num_rows:
             return batch
         kept = batch.filter(keep_mask(batch.column(self.time_column), task.trim_window))

@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import StoreError, disk_full_message, disk_full_reason
+from ..home import make_private, private_files
 
 log = logging.getLogger("klaviyo_bridge.store")
 from .columns import SEQUENCE_COLUMN, Kind
@@ -113,6 +114,8 @@ class DuckDBSession(Session):
     def commit(self) -> None:
         self._con.execute("COMMIT")
         self._in_transaction = False
+        # DuckDB makes the log with the process umask, after the file was opened private
+        make_private(Path(f"{self.path}.wal"), "warehouse write-ahead log", notice=False)
 
     def rollback(self) -> None:
         if self._in_transaction:
@@ -262,7 +265,8 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
     limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
     con = duckdb.connect(":memory:", config={"memory_limit": limit})
     try:
-        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
+        with private_files():  # a new warehouse file is created 0600, never readable by others for a moment
+            con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
         con.execute(f"USE {CATALOG}")
     except BaseException:
         con.close()
@@ -298,7 +302,9 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, path: Path, *, lock_timeout: float = 0.0) -> None:
         self.path = path.expanduser().resolve()
         self.url = f"duckdb:///{self.path}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
+            make_private(file, what)  # an older one made 0644: tightened, with a notice
         self._con = self._connect(lock_timeout)
         self._init_state()
 
