@@ -67,6 +67,8 @@ def _body(operation_id: str, ids: dict) -> dict | None:
                 "email": ids["list_member_email"],
                 "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}]}},
             "relationships": {"list": {"data": {"type": "list", "id": list_id}}}}},
+        "request_profile_deletion": {"data": {"type": "data-privacy-deletion-job", "attributes": {
+            "profile": {"data": {"type": "profile", "attributes": {"email": next(_emails)}}}}}},
         "create_event": {"data": {"type": "event", "attributes": {
             "properties": {"source": "referee"}, "time": "2025-12-01T00:00:00Z",
             "metric": {"data": {"type": "metric", "attributes": {"name": "Referee Event"}}},
@@ -78,7 +80,9 @@ def _body(operation_id: str, ids: dict) -> dict | None:
                     "properties": {"source": "referee"}, "time": "2025-12-01T00:00:00Z",
                     "metric": {"data": {"type": "metric", "attributes": {"name": "Referee Event"}}}}}]}}}]}}}},
     }
-    return bodies.get(operation_id)
+    if operation_id not in bodies:
+        raise AssertionError(f"the emulator serves {operation_id}: add a valid body for it here")
+    return bodies[operation_id]
 
 
 def _sample_ids(emu) -> dict[str, str]:
