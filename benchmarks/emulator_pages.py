@@ -101,6 +101,14 @@ def import_events(base: str, expected: int) -> tuple[int, int, float, float]:
     return result.rows, result.pages, wall, cpu
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (Linux /proc), MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -136,6 +144,7 @@ def main() -> None:
                   f"{cpu / pages * 1000:>11.2f} {per_cpu:>15.0f} {steady:>16.1f} {pages / elapsed / steady:>8.1f} {goal}")
             if size == 1000:
                 headline[label] = (pages / elapsed, records / elapsed, per_cpu)
+        print(f"emulator peak RSS {_peak_rss_mb(pid):,.0f} MB (with the columns it keeps per block, see blockcache.py)")
         for label, (wall_rate, records_rate, per_cpu) in headline.items():
             print(f"{label}: {wall_rate:.0f} pages/s wall ({records_rate:,.0f} events/s), {per_cpu:.0f} pages per emulator "
                   f"CPU-second = {per_cpu / args.goal:.2f} x the goal of {args.goal:.0f} pages/s")

@@ -419,15 +419,16 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
     state.begin_job(run_id, spec.job, spec.kind,
                     schedule=spec.schedule, scheduled_for=scheduled_for, triggered_by=triggered_by,
                     pid=os.getpid(), host=socket.gethostname(), database=spec.database, table=spec.table)
-    if control_dir is not None:
-        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        live_file(control_dir, run_id).write_text(json.dumps(
-            {"run_id": run_id, "pid": os.getpid(), "proc": process_identity(os.getpid()), "schedule": spec.schedule,
-             "triggered_by": triggered_by, "kind": spec.kind, "started_at": started.isoformat()}))
     marker = cancel_marker(control_dir, run_id) if control_dir is not None else None
     ctx = JobContext(spec, run_id, as_of, warehouse, credentials)
     outcome, failure = JobOutcome(), None
     try:
+        if control_dir is not None:  # inside the try: a full disk here still ends the job recorded
+            control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            live_file(control_dir, run_id).write_text(json.dumps(
+                {"run_id": run_id, "pid": os.getpid(), "proc": process_identity(os.getpid()),
+                 "schedule": spec.schedule, "triggered_by": triggered_by, "kind": spec.kind,
+                 "started_at": started.isoformat()}))
         if runner is None:
             raise ConfigError(f"no job kind {spec.kind!r} is installed (known: {', '.join(sorted(KINDS))})")
         outcome = aio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()

@@ -125,6 +125,10 @@ class ApiKey:
         same name, e.g. for a rate budget shared between processes, and the key cannot be read back."""
         return hashlib.sha256(f"{purpose}:{self._value}".encode()).hexdigest()
 
+    def occurs_in(self, text: str) -> bool:
+        """Whether ``text`` contains this key (to refuse storing it)."""
+        return self._value in text
+
     def scrub(self, text: str) -> str:
         """``text`` with this key (and its escaped forms) replaced by the mask."""
         for form in {self._value, repr(self._value)[1:-1], json.dumps(self._value)[1:-1]}:
@@ -263,13 +267,6 @@ class CredentialStore:
             known = ", ".join(sorted(entries)) or "none saved yet (auth:create NAME)"
             raise ConfigError(f"no saved authentication named {name!r} (known: {known})", key="connection")
         return ApiKey.parse(entry.get("api_token"), field=f"saved authentication {name!r}")
-
-    def find(self, key: "ApiKey") -> str | None:
-        """The name an identical key is already saved under, if any."""
-        for name, entry in sorted(self._read().items()):
-            if entry.get("api_token") == key.reveal():
-                return name
-        return None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._read()

@@ -63,21 +63,31 @@ class EventTable:
         self.written_uuids = np.zeros(0, dtype="S36")
         self.written_properties: list[bytes] = []
         self.written_backfill: list[bool] = []
+        self._buffers: dict[str, np.ndarray] = {}
         self.written_row: dict[str, int] = {}
 
     # ----- events written through the API -------------------------------------------------
     def append(self, metric: np.ndarray, profile: np.ndarray, when: np.ndarray, event_ids: list[str],
                uuids: list[str], properties: list[bytes]) -> None:
         """Record written events (after the synthetic ones; ``datetime`` order is kept by ``Orders``)."""
-        first = self.count
-        self.metric = np.concatenate([self.metric, np.asarray(metric, dtype=self.metric.dtype)])
-        self.profile = np.concatenate([self.profile, np.asarray(profile, dtype=self.profile.dtype)])
-        self.datetime = np.concatenate([self.datetime, np.asarray(when, dtype=self.datetime.dtype)])
-        self.written_ids = np.concatenate([self.written_ids, np.array(event_ids, dtype="S26")])
-        self.written_uuids = np.concatenate([self.written_uuids, np.array(uuids, dtype="S36")])
+        first, k = self.count, len(event_ids)
+        # columns grow into buffers of doubling capacity (a million events in 1,000-event requests
+        # would otherwise copy every column a thousand times); the public arrays are views
+        for name, values in (("metric", metric), ("profile", profile), ("datetime", when),
+                             ("written_ids", np.array(event_ids, dtype="S26")),
+                             ("written_uuids", np.array(uuids, dtype="S36"))):
+            current = getattr(self, name)
+            used = len(current)
+            buf = self._buffers.get(name)
+            if buf is None or len(buf) < used + k:
+                buf = np.empty(max(2 * (used + k), 1024), dtype=current.dtype)
+                buf[:used] = current
+                self._buffers[name] = buf
+            buf[used:used + k] = values
+            setattr(self, name, buf[:used + k])
         self.written_properties += properties
-        for k, eid in enumerate(event_ids):
-            self.written_row[eid] = first + k
+        for i, eid in enumerate(event_ids):
+            self.written_row[eid] = first + i
         self.count = len(self.datetime)
 
     @property
@@ -154,7 +164,9 @@ class EventTable:
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
 
     def _column(self, name: str, compute, rows: np.ndarray) -> np.ndarray:
-        """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``)."""
+        """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``).
+
+        Only the synthetic rows (before ``base``) are kept: their values never change."""
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows) or rows.min() < 0 or rows.max() >= self.base:
             return compute(rows)  # written events (rows from ``base`` on) are not kept per block
@@ -169,8 +181,7 @@ class EventTable:
 
     def timestamp_text(self, rows: np.ndarray) -> np.ndarray:
         """``timestamp`` (epoch seconds) of ``rows`` as digits, as wide as the longest (kept per block)."""
-        column = self._column("timestamp", lambda r: self.datetime[r].astype("S20"), rows)
-        return column.astype(f"S{max(int(np.strings.str_len(column).max()), 1)}") if len(column) else column
+        return _narrow(self._column("timestamp", lambda r: _narrow(self.datetime[r].astype("S20")), rows))
 
     def row_for_id(self, text: str) -> int | None:
         if text in self.written_row:
@@ -339,13 +350,11 @@ class EventTable:
             shapes = self._column("shape", self._shapes, rows)
             if shapes is not None and (shapes >= 0).all():
                 formats = itemgetter(*shapes.tolist())(self._shape_list) if len(rows) > 1 else [self._shape_list[int(shapes[0])]]
-                args = zip(self._column("message", self._messages, rows).tolist(), self._column("order", self._order_ids, rows).tolist(),
-                           self._column("number", lambda r: self.numbers(r).astype("S12"), rows).tolist())
+                numbers = self._column("number", lambda r: _narrow(self.numbers(r).astype("S12")), rows)
+                messages = np.strings.add(b"01J", np.strings.zfill(numbers, 12))
+                args = zip(messages.tolist(), self._order_ids(rows).tolist(), numbers.tolist())
                 return [fmt % a for fmt, a in zip(formats, args)]
         return self._properties_json(rows)
-
-    def _messages(self, rows: np.ndarray) -> np.ndarray:
-        return np.strings.add(b"01J", np.strings.zfill(self.numbers(rows).astype("S12"), 12))
 
     @staticmethod
     def _order_ids(rows: np.ndarray) -> np.ndarray:
@@ -413,6 +422,11 @@ def _kind(name: str) -> int:
 
 
 _KIND = np.array([_kind(m[0]) for m in V.ALL_METRICS], dtype=np.int8)
+
+
+def _narrow(col: np.ndarray) -> np.ndarray:
+    """An ``S`` column cast to its longest value's width."""
+    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col
 
 
 def _percent_format(raw: bytes, slots: list[bytes]) -> bytes:

@@ -22,7 +22,7 @@ import orjson
 
 from .profiles import ATTRIBUTES
 from .resources import PROFILE_RELATIONSHIPS, Renderer, prune
-from .timefmt import iso_array, iso_many
+from .timefmt import iso_many
 
 #: Placeholders: private-use characters orjson writes unescaped and no base URL contains.
 #: Text slots sit inside a JSON string (ids, datetimes); raw slots replace a whole JSON value.
@@ -310,8 +310,3 @@ def _event_attributes(e, rows: np.ndarray, kept: dict) -> dict:
     if "uuid" in kept:
         cols["uuid"] = e.uuid_bytes(rows)
     return cols
-
-
-def _narrow(col: np.ndarray) -> np.ndarray:
-    """An ``S`` column cast to its longest value's width (so equal-width values fill it)."""
-    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col

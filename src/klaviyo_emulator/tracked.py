@@ -65,10 +65,15 @@ def _metric_index(req: Request, name: str, service: str | None) -> int:
     return index[name]
 
 
-def _event_time(value: str | None, now: int, pointer: str, problems: list) -> int:
+def _event_time(value: str | None, now: int, pointer: str, problems: list, cache: dict | None = None) -> int:
     if value is None:
         return now
-    seconds = parse_datetime(value)
+    if cache is not None and value in cache:
+        seconds = cache[value]
+    else:
+        seconds = parse_datetime(value)
+        if cache is not None:
+            cache[value] = seconds
     if seconds is None:
         problems.append((pointer, f"Invalid time {value!r}: expected an ISO 8601 date-time."))
         return now
@@ -92,7 +97,7 @@ def _string_problems(value, pointer: str, out: list) -> None:
             _string_problems(v, f"{pointer}/{i}", out)
 
 
-def _check_event(attrs: dict, base: str, now: int, problems: list) -> tuple[int, str]:
+def _check_event(attrs: dict, base: str, now: int, problems: list, cache: dict | None = None) -> tuple[int, str]:
     """(time, metric name) of one event's attributes; its problems appended to ``problems``."""
     props = attrs.get("properties") or {}
     if len(props) > MAX_EVENT_PROPERTIES:
@@ -101,7 +106,7 @@ def _check_event(attrs: dict, base: str, now: int, problems: list) -> tuple[int,
     name = attrs["metric"]["data"]["attributes"]["name"]
     if not str(name).strip():
         problems.append((f"{base}/metric/data/attributes/name", "A metric name cannot be blank."))
-    return _event_time(attrs.get("time"), now, f"{base}/time", problems), name
+    return _event_time(attrs.get("time"), now, f"{base}/time", problems, cache), name
 
 
 class _Batch:
@@ -145,12 +150,18 @@ class _Batch:
             metric_rows.append(m)
             profile_rows.append(row)
             times.append(time)
-            tag = int(ids.mix(acc.settings.seed, S_WRITTEN, n)) >> 24
-            event_ids.append(ids.ulid(time * 1000, tag, n, table.id_key ^ 0x5A5A5A5A5A))
-            uuids.append(ids.uuid_text(acc.settings.seed, S_WRITTEN + 1, n))
-            props.append(orjson.dumps(properties))
+            event_ids.append(n)
+            # an exact-size copy: orjson's result keeps its >= 4 KB buffer (1M events: 4 GB instead of 150 MB)
+            props.append(bytes(memoryview(orjson.dumps(properties))))
             backfill.append(bool(event.get("backfill")))
         if event_ids:
+            # ids and uuids of the whole request at once (vectorised, as the synthetic events')
+            n = np.array(event_ids, dtype=np.int64)
+            seed = acc.settings.seed
+            tags = ids.mix(seed, S_WRITTEN, n) >> np.uint64(24)
+            event_ids = ids.ulids(np.array(times, dtype=np.int64) * 1000, tags, n,
+                                  table.id_key ^ 0x5A5A5A5A5A).astype("U26").tolist()
+            uuids = ids.uuids(ids.mix(seed, S_WRITTEN + 1, n), ids.mix(seed, S_WRITTEN + 2, n)).astype("U36").tolist()
             table.append(np.array(metric_rows), np.array(profile_rows), np.array(times, dtype=np.int64), event_ids,
                          uuids, props)
             table.written_backfill += backfill
@@ -185,6 +196,7 @@ def bulk_create_events(req: Request) -> tuple[int, None]:
     batch = _Batch(req)
     problems: list[tuple[str, str]] = []
     repeats: dict[tuple, str] = {}
+    times: dict[str, float | None] = {}
     for i, entry in enumerate(entries):
         ea = entry["attributes"]
         profile = ea["profile"]["data"]
@@ -196,7 +208,7 @@ def bulk_create_events(req: Request) -> tuple[int, None]:
             if attrs.get("backfill") is None and ea.get("backfill") is not None:
                 attrs["backfill"] = ea["backfill"]
             base = f"{BULK_PTR}/{i}/attributes/events/data/{j}/attributes"
-            time, metric = _check_event(attrs, base, batch.now, problems)
+            time, metric = _check_event(attrs, base, batch.now, problems, times)
             if attrs.get("unique_id"):
                 key = (who, metric, attrs["unique_id"])
                 if key in repeats:

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from klaviyo_emulator.server import running_emulator
+
+from .conftest import EMULATOR
 from .test_pages import _auth, _run_id, _wait_job
+
+
+@pytest.fixture(scope="module")
+def emulator_url():
+    """An emulator of this module's own: the profiles and events these exports write must not
+    change the account the other console tests count."""
+    with running_emulator(EMULATOR) as url:
+        yield url
 
 SQL_PEOPLE = "SELECT 'ann.c@example.com' AS email UNION ALL SELECT 'bob.c@example.com'"
 

@@ -4,6 +4,7 @@ other databases, no extensions, time-limited; each refusal says why. The CLI kee
 from __future__ import annotations
 
 import os
+import re
 import uuid
 
 import adbc_driver_postgresql.dbapi as adbc_pg
@@ -13,9 +14,19 @@ import pytest
 from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.console import ConsoleConfig, create_app
 from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_emulator.server import running_emulator
 
-from .conftest import API_KEY, SignedIn
+from .conftest import API_KEY, EMULATOR, SignedIn
 from .test_pages import _auth, _wait_job
+
+
+@pytest.fixture(scope="module")
+def emulator_url():
+    """An emulator of this module's own: these exports add profiles, which the other console
+    tests, sharing the session's emulator, would count."""
+    with running_emulator(EMULATOR) as url:
+        yield url
+
 
 PG_URL = os.environ.get("KLAVIYO_BRIDGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 READ_ONLY = "the console runs read-only queries"
@@ -90,6 +101,15 @@ async def test_duckdb_console_queries_are_sandboxed(client, home, tmp_path):
     # an ordinary query still works, and the warehouse is writable again for the normal path
     r = await _query(client, "SELECT email, first_name FROM people ORDER BY email")
     assert 'id="query-result"' in r.text and r.text.count("@example.com") >= 20 and 'id="query-error"' not in r.text
+    # the sandbox's own settings, as a query sees them
+    r = await _query(client, "SELECT current_setting('enable_external_access') AS ext, "
+                             "current_setting('lock_configuration') AS locked, "
+                             "current_setting('autoload_known_extensions') AS autoload, "
+                             "current_setting('autoinstall_known_extensions') AS autoinstall, "
+                             "(SELECT bool_and(readonly) FROM duckdb_databases() WHERE NOT internal "
+                             "AND database_name <> 'memory') AS readonly")
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", r.text.split('id="query-result"', 1)[1])[:5]
+    assert cells == ["False", "True", "False", "False", "True"], cells
 
 
 async def test_refused_queries_are_never_dry_run_run_or_saved(client, home):

@@ -225,6 +225,20 @@ OTHER_SUCCESSES = [
      suppression_body(["walked@example.com"], delete=True), 202),
     ("get_bulk_unsuppress_profiles_jobs", "GET", "/api/profile-suppression-bulk-delete-jobs", None, 200),
     ("get_bulk_unsuppress_profiles_job", "GET", "/api/profile-suppression-bulk-delete-jobs/{job}", None, 200),
+    ("create_event", "POST", "/api/events",
+     {"data": {"type": "event", "attributes": {
+         "properties": {"OrderId": "walk-1", "Items": ["Tea"]}, "time": "2025-12-01T10:00:00Z", "value": 12.5,
+         "unique_id": "walk-1", "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+         "profile": {"data": {"type": "profile", "attributes": {"email": "walked@example.com"}}}}}}, 202),
+    ("bulk_create_events", "POST", "/api/event-bulk-create-jobs",
+     {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
+         {"type": "event-bulk-create", "attributes": {
+             "profile": {"data": {"type": "profile", "attributes": {"email": "walked-too@example.com"}}},
+             "events": {"data": [{"type": "event", "attributes": {
+                 "properties": {"Page": "home"}, "time": "2025-12-02T10:00:00Z",
+                 "metric": {"data": {"type": "metric", "attributes": {"name": "Walked Through"}}}}}]}}}]}}}}, 202),
+    # the written events, their new metric and their profiles read back valid
+    ("get_events", "GET", "/api/events?sort=-datetime&page[size]=5&include=metric,profile", None, 200),
 ]
 
 

@@ -213,3 +213,29 @@ async def test_crash_during_removals_then_resume_removes_no_one_who_stays(wh):
     assert idx == list(range(1850 + 1200)), "every row once, the removals as planned by the first attempt"
     assert result.status == "success"
     assert again.removals == 1, "only the removal batch that was in flight is sent again"
+
+
+class CountingPosts(httpx.AsyncBaseTransport):
+    def __init__(self, app) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.imports = 0
+
+    async def handle_async_request(self, request):
+        if request.method == "POST" and request.url.path.endswith("/profile-bulk-import-jobs"):
+            self.imports += 1
+        return await self.inner.handle_async_request(request)
+
+
+async def test_new_rows_spread_over_the_input_fill_whole_requests(wh):
+    app, list_id = _setup(24_000, profiles=25_000)
+    emails = sorted(_member_emails(app, list_id))
+    rows = []
+    for i, e in enumerate(emails):  # 240 new rows spread over 3 input chunks
+        rows.append(e)
+        if i % 100 == 0:
+            rows.append(f"spread{i}@example.com")
+    transport = CountingPosts(app)
+    result = await run_export(wh, pa.table({"email": rows}), _mirror(list_id), transport=transport, sleep=no_sleep)
+    assert transport.imports == 1, "the 240 new rows went in one bulk import, not one per chunk"
+    assert result.summary.counts == {"accepted": 240, "skipped": 24_000}
+    assert len(_members(app, list_id)) == 24_240

@@ -45,6 +45,14 @@ def _cli(tmp_path, wh_path, *args, capsys):
     return code, out.out, out.err
 
 
+def _file(tmp_path, name, data) -> str:
+    """Settings with a key go in a file only the user can read (never on a command line)."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return str(path)
+
+
 def _members(url, list_id):
     headers = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
     out, link = set(), f"{url}/api/lists/{list_id}/profiles?fields[profile]=email&page[size]=100"
@@ -85,13 +93,13 @@ def test_query_mirror_dry_run_run_and_refusal(world, capsys):
 
 def test_query_upsert_and_track_events(world, capsys):
     url, wh_path, tmp = world
-    up = json.dumps({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "upsert",
-                     "wait_for_completion": True})
+    up = _file(tmp, "up", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "upsert",
+                           "wait_for_completion": True})
     code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", up,
                           "SELECT email, first_name FROM people", capsys=capsys)
     assert code == 0, err
     assert "30 accepted" in out
-    ev = json.dumps({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "track_events"})
+    ev = _file(tmp, "ev", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "track_events"})
     sql = "SELECT email, metric_name, time, value, order_id FROM orders"
     code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", ev, sql, capsys=capsys)
     assert code == 0, err
@@ -105,8 +113,8 @@ def test_query_upsert_and_track_events(world, capsys):
         events = c.get("/api/events", params={"filter": f'equals(metric_id,"{metric}")', "page[size]": "100"}).json()
     assert len(events["data"]) == 12
     assert {e["attributes"]["event_properties"]["order_id"] for e in events["data"]} == {f"o{i}" for i in range(12)}
-    bad = json.dumps({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "track_events",
-                      "max_removals": 5})
+    bad = _file(tmp, "bad", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url,
+                             "operation": "track_events", "max_removals": 5})
     code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", bad, sql, capsys=capsys)
     assert code == 2 and "max_removals and allow_empty apply to operation mirror only" in err
 
@@ -150,9 +158,10 @@ def test_workflow_and_schedule_shapes(world, capsys, monkeypatch):
         runs = {r.job: r for r in wh.state.runs()}
     assert runs["wf+mirror_task"].status == "success" and runs["wf+events_task"].status == "success"
     assert runs["wf+events_task"].counts.get("submitted") == 12
-    settings = json.dumps({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "mirror",
-                           "list_identify_type": "name", "list_value": "Workflow mirror", "max_removals": "100%",
-                           "skip_invalid_records": True})
+    settings = _file(tmp, "sched", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url,
+                                    "operation": "mirror", "list_identify_type": "name",
+                                    "list_value": "Workflow mirror", "max_removals": "100%",
+                                    "skip_invalid_records": True})
     code, out, err = _cli(tmp, wh_path, "sched:create", "nightly_mirror", "0 3 * * *", "-d", "crm",
                           "--result-settings", settings, "SELECT email FROM people WHERE email < 'p2'", capsys=capsys)
     assert code == 0, err

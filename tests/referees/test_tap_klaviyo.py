@@ -69,6 +69,14 @@ def test_tap_discovers_and_syncs_every_stream(tap, referee_emulator, tmp_path):
     expected["campaigns"] = emu.count("/api/campaigns", {"filter": "equals(messages.channel,'email')"})
     assert all(expected.values()), f"the emulator's account should have data for every stream: {expected}"
     assert dict(records) == expected
+    # the included profile and metric are flattened into each event, the messages and tags into campaigns
+    for m in messages:
+        if m["type"] == "RECORD" and m["stream"] in expected_events:
+            record = m["record"]
+            assert record["metric"][0]["name"] and record["profile"][0]["id"], record
+            assert record["metric"][0]["id"] == expected_events[m["stream"]]
+        if m["type"] == "RECORD" and m["stream"] == "campaigns":
+            assert all("send_times" in message for message in m["record"]["campaign-messages"]), m["record"]
     states = [m for m in messages if m["type"] == "STATE"]
     assert set(states[-1]["value"]["bookmarks"]) == set(expected_events.values())
     print(f"tap-klaviyo 1.1.5: {len(streams)} streams ({len(expected_events)} event streams), "

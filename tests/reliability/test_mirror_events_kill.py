@@ -85,8 +85,11 @@ def _mirror_world(tmp: Path):
 
 
 def _cmd(home: Path, settings: dict, sql: str, resume: str | None = None) -> list[str]:
+    path = home.parent / "settings.json"  # a key never goes on a command line: a file only we read
+    path.write_text(json.dumps(settings))
+    path.chmod(0o600)
     cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", json.dumps(settings)]
+           "--result-settings", str(path)]
     return cmd + (["--resume", resume] if resume else []) + [sql]
 
 

@@ -7,6 +7,7 @@ else (a bug) is one line too, exit 70, with the traceback only under ``-vv``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..errors import BridgeError
+from ..errors import BridgeError, disk_full_message, disk_full_reason
 from ..home import HOME_ENV, LEGACY_HOME, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
@@ -126,6 +127,17 @@ def _main(argv: list[str] | None) -> None:
             sys.exit(143)
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        reason = disk_full_reason(f"{exc.strerror}") if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None
+        if reason is None:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            click.echo(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+        # Files are written whole (a temporary file replaced at the end) and DuckDB rolls back.
+        where = Path(exc.filename).parent if exc.filename else "a file this command writes"
+        click.echo(f"error: {disk_full_message(where, reason)}", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug or an unconverted foreign error: still one line, no traceback
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise

@@ -45,7 +45,7 @@ def _read_token_file(path: str) -> str:
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True, default=("127.0.0.1", "::1"), show_default=True,
               help="Address of a reverse proxy whose X-Forwarded-* headers are believed (repeatable).")
 @click.option("--query-timeout", default=60.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds a query typed in the console may run (PostgreSQL statement_timeout).")
+              help="Seconds a query typed in the console may run (DuckDB: interrupted; PostgreSQL: statement_timeout).")
 @click.option("--warehouse", "warehouse_url", help="Warehouse: a DuckDB path, duckdb:///path or postgresql://... "
               "(default: HOME/warehouse.duckdb).")
 @click.option("--base-url", envvar="KLAVIYO_BASE_URL", help="Klaviyo API base URL for the configs the console "

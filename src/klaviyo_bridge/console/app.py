@@ -172,6 +172,7 @@ class WarehouseHolder:
         self._users = 0
         self._exclusive = False
         self._lock = threading.Condition()
+        self._duckdb_path: Path | None = None  # known after the first open of a DuckDB warehouse
 
     @contextmanager
     def use(self) -> Iterator[Warehouse]:
@@ -211,11 +212,13 @@ class WarehouseHolder:
 
     def read_query(self, sql: str, database: str | None = None, *, max_rows: int | None = None) -> pa.Table:
         """The console user's query, run sandboxed (read-only, no files, no extensions, time-limited)."""
-        with self.use() as wh:
-            dsn = getattr(wh, "_dsn", None)
-            if dsn is not None:
-                return read_postgres(dsn, wh.url, sql, database, max_rows=max_rows, timeout=self.query_timeout)
-            path = wh.path  # type: ignore[attr-defined]
+        path = self._duckdb_path
+        if path is None:
+            with self.use() as wh:
+                dsn = getattr(wh, "_dsn", None)
+                if dsn is not None:
+                    return read_postgres(dsn, wh.url, sql, database, max_rows=max_rows, timeout=self.query_timeout)
+                path = self._duckdb_path = wh.path  # type: ignore[attr-defined]
         with self.exclusive():
             return read_duckdb(path, sql, database, max_rows=max_rows, lock_timeout=self.lock_timeout,
                                timeout=self.query_timeout)

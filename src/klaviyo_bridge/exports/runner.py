@@ -667,14 +667,41 @@ class _Counts:
         self.fingerprints: list[str] = []
 
 
-def _batch_plan(op: Operation, offset: int, p: Prepared) -> list[tuple[int, int, str]]:
-    """(start, end, fingerprint) of the chunk's request batches."""
-    slices = plan_batches(p.items.sizes(), op.plan_endpoint)
-    if not slices:
-        return []
-    ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() if p.identity is not None \
-        else [None] * len(p.row_index)
-    return [(a, b, batch_fingerprint(ids[a:b], p.row_index[a:b])) for a, b in slices]
+class _Planner:
+    """Cuts valid rows into request batches across chunks: a batch that is not full waits for the
+    next chunk's rows, so rows an operation held back (``hold_back``) leave no half-empty requests.
+    The same rows give the same batches (and fingerprints) however often the input is read."""
+
+    def __init__(self, op: Operation) -> None:
+        self.endpoint = op.plan_endpoint
+        self.index = np.zeros(0, dtype=np.int64)
+        self.items: Payloads | None = None
+        self.ids: list[str | None] = []
+
+    def add(self, offset: int, p: Prepared) -> list[tuple[np.ndarray, Payloads, str]]:
+        if len(p.row_index):
+            ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() \
+                if p.identity is not None else [None] * len(p.row_index)
+            self.index = np.concatenate([self.index, p.row_index])
+            self.items = p.items if self.items is None or not len(self.items) else \
+                Payloads(pa.concat_arrays([self.items.array, p.items.array]))
+            self.ids += ids
+        return self._cut(final=False)
+
+    def flush(self) -> list[tuple[np.ndarray, Payloads, str]]:
+        return self._cut(final=True)
+
+    def _cut(self, final: bool) -> list[tuple[np.ndarray, Payloads, str]]:
+        if self.items is None or not len(self.items):
+            return []
+        slices = plan_batches(self.items.sizes(), self.endpoint)
+        if not final and slices and slices[-1][1] - slices[-1][0] < self.endpoint.max_items:
+            slices = slices[:-1]  # not full: wait for more rows
+        out = [(self.index[a:b], self.items[a:b], batch_fingerprint(self.ids[a:b], self.index[a:b]))
+               for a, b in slices]
+        done = slices[-1][1] if slices else 0
+        self.index, self.items, self.ids = self.index[done:], self.items[done:], self.ids[done:]
+        return out
 
 
 async def _validate_all(source: Source, op: Operation,
@@ -682,6 +709,7 @@ async def _validate_all(source: Source, op: Operation,
     """A pass over the whole input (dry run; strict mode; resume): counts, samples, batch fingerprints."""
     counts, samples = _Counts(), []
     it = _prepared_chunks(source, op, opened)
+    planner = _Planner(op)
     while True:
         got = await asyncio.to_thread(next, it, None)
         if got is None:
@@ -695,11 +723,14 @@ async def _validate_all(source: Source, op: Operation,
         counts.valid += len(p.items) + len(p.held_index)
         counts.invalid += len(p.skipped_index)
         counts.invalid_rows += list(zip(p.skipped_index.tolist(), p.skipped_reason))[: max(0, 20 - len(counts.invalid_rows))]
-        plan = _batch_plan(op, offset, p)
+        plan = planner.add(offset, p)
         counts.batches += len(plan)
         counts.fingerprints += [fp for _, _, fp in plan]
         if len(samples) < 3:
             samples += sample_payloads(p, 3 - len(samples))
+    plan = planner.flush()
+    counts.batches += len(plan)
+    counts.fingerprints += [fp for _, _, fp in plan]
     return counts, samples
 
 
@@ -969,6 +1000,30 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
     invalid_seq = 0
     invalid_id = f"{prefix}-invalid"
     held_seq = 0
+    planner = _Planner(op)
+
+    async def dispatch(plan: list[tuple[np.ndarray, Payloads, str]]) -> None:
+        nonlocal seq
+        if plan and ex.list_id is None and settings.list_value:
+            ex.list_id = await create_list(ex.client, op, warnings)
+            await lock.acquire(ex.list_id)
+        for index, items, fp in plan:
+            state = states.get(fp)
+            if state is not None:
+                batch_id = state["batch_id"]
+            else:
+                batch_id = f"{prefix}-b{seq:05d}"
+                while batch_id in used_ids:
+                    batch_id += "r"
+                used_ids.add(batch_id)
+            seq += 1
+            if errors:
+                break
+            await held.acquire()
+            task = asyncio.ensure_future(one(_Batch(batch_id, index, items, fp, state)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
     async for offset, p in _aiter(_prepared_chunks(table, op, opened, first_row)):
         p = op.hold_back(p)
         if not warnings and p.warnings:
@@ -995,29 +1050,13 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
                     p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
                 await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
                                 row_count=len(p.skipped_index))
-        plan = _batch_plan(op, offset, p)
-        if plan and ex.list_id is None and settings.list_value:
-            ex.list_id = await create_list(ex.client, op, warnings)
-            await lock.acquire(ex.list_id)
-        for a, b, fp in plan:
-            state = states.get(fp)
-            if state is not None:
-                batch_id = state["batch_id"]
-            else:
-                batch_id = f"{prefix}-b{seq:05d}"
-                while batch_id in used_ids:
-                    batch_id += "r"
-                used_ids.add(batch_id)
-            seq += 1
-            if errors:
-                break
-            await held.acquire()
-            task = asyncio.ensure_future(one(_Batch(batch_id, p.row_index[a:b], p.items[a:b], fp, state)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        plan = planner.add(offset, p)
         del p
+        await dispatch(plan)
         if errors:
             break
+    if not errors:
+        await dispatch(planner.flush())
     if tasks:
         await asyncio.gather(*list(tasks))
     if errors:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ..errors import StoreError
+from ..errors import StoreError, disk_full_message, disk_full_reason
 from ..home import make_private, private_files
 
 log = logging.getLogger("klaviyo_bridge.store")
@@ -69,6 +69,15 @@ def _kind_of_sql(type_name: str) -> Kind:
     return Kind.TEXT
 
 
+def _store_error(path: Any, exc: BaseException) -> StoreError:
+    """A DuckDB error in our words; a full disk (the WAL or a checkpoint that cannot be written)
+    says so plainly: DuckDB rolled the transaction back, nothing of it is in the file."""
+    reason = disk_full_reason(str(exc))
+    if reason:
+        return StoreError(disk_full_message(path, reason))
+    return StoreError(f"DuckDB {path}: {exc}")
+
+
 def _converting_errors(method: F) -> F:
     """The one boundary where duckdb exceptions become StoreError."""
 
@@ -79,7 +88,7 @@ def _converting_errors(method: F) -> F:
         except duckdb.InterruptException:
             raise KeyboardInterrupt from None  # Ctrl-C landed inside DuckDB: it is still the user's Ctrl-C
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self.path}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
         except RuntimeError as exc:
             if "interrupted" in str(exc).lower():  # the same, from DuckDB's result fetching
                 raise KeyboardInterrupt from None
@@ -231,13 +240,13 @@ class _ConvertingReader:
         try:
             return self._reader.read_next_batch()
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+            raise _store_error(self._path, exc) from exc
 
     def read_all(self) -> pa.Table:
         try:
             return self._reader.read_all()
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+            raise _store_error(self._path, exc) from exc
 
 
 #: The warehouse file is attached under this catalog name. Opened directly, DuckDB names the

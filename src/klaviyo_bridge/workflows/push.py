@@ -150,7 +150,7 @@ def _find_values(node: Any, keys: list[ApiKey], where: str, secret_name: bool = 
             found += _find_values(v, keys, f"{where}{i}.", secret_name)
     elif isinstance(node, str):
         value = node.strip()
-        if (any(k.reveal() in node for k in keys) or KLAVIYO_KEY_RE.match(value)
+        if (any(k.occurs_in(node) for k in keys) or KLAVIYO_KEY_RE.match(value)
                 or (secret_name and value.startswith("pk_") and "${" not in value)):
             found.append(where.rstrip("."))
     return found
@@ -231,7 +231,7 @@ def move_keys(doc: dict[str, Any], stem: str, name: str, credentials: Credential
             settings.pop(k, None)
     _drop_variables(doc, key_vars)
     left = _find_keys(doc, "") + _find_uses(doc, key_vars, "") + _find_values(doc, list(keys), "")
-    left += [f"{relative} (a td> file)" for relative, text in files.items() if any(k.reveal() in text for k in keys)]
+    left += [f"{relative} (a td> file)" for relative, text in files.items() if any(k.occurs_in(text) for k in keys)]
     if left:
         raise ConfigError(f"{where}: an API key is written at {', '.join(left[:5])} (not shown); a pushed workflow "
                           "stores no key. Save it with 'klaviyo-bridge auth:create NAME' and give the task "
