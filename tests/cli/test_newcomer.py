@@ -370,3 +370,24 @@ def test_ctrl_c_during_connector_run_says_nothing_was_committed(tmp_path, home):
     assert re.search(r"job \w+ (killed: \d+ records fetched, 0 written; nothing was committed, the cursor did not "
                      r"move|stopped before it began: nothing was committed)", err), err
     assert "No tables yet" in cli_process("--home", home, "tables").stderr
+
+
+# --- issue 19's import settings through the CLI verbs: preview, issue, create + run --------------
+def test_membership_history_lookback_and_metrics_through_the_cli(tmp_path, base_url, home, capsys):
+    members = connection_config(tmp_path, base_url, "list_memberships")
+    assert run("--home", home, "connector:preview", members) == 0
+    shown = capsys.readouterr()
+    assert "profile_id:string" in shown.out and "joined_at:timestamp" in shown.out
+    assert run("--home", home, "connector:issue", members, "-d", "klaviyo", "-t", "lm") == 0
+    assert "joined, 0 left since the last run" in capsys.readouterr().out
+    events = connection_config(tmp_path, base_url, "events",
+                               extra="  incremental: true\n  lookback: 12h\n  metrics: [Opened Email, Placed Order]\n")
+    assert run("--home", home, "connector:create", "ev", "@daily", "klaviyo", "ev", events) == 0
+    assert run("--home", home, "connector:run", "ev") == 0
+    with open_warehouse(home / "warehouse.duckdb") as wh:
+        names = set(wh.table_arrow("klaviyo", "ev").column("metric_name").to_pylist())
+        assert names == {"Opened Email", "Placed Order"}
+        assert wh.table_arrow("klaviyo", "lm_current").num_rows == wh.table_arrow("klaviyo", "lm").num_rows > 0
+    bad = connection_config(tmp_path, base_url, "events", extra="  lookback: 2 weeks\n")
+    assert run("--home", home, "connector:create", "bad", "@daily", "klaviyo", "ev2", bad) == 2
+    assert "in.lookback" in capsys.readouterr().err

@@ -50,25 +50,43 @@ def warehouse(tmp_path):
     wh.close()
 
 
-def stored_ids(wh, table="events") -> list[str]:
-    return wh.table_arrow("klaviyo", table).column("id").to_pylist()
+def stored_ids(wh, table="events", schema="klaviyo") -> list[str]:
+    return wh.table_arrow(schema, table).column("id").to_pylist()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def any_warehouse(request, tmp_path):
+    if request.param == "duckdb":
+        wh = open_warehouse(tmp_path / "wh.duckdb")
+        yield wh, "klaviyo"
+        wh.close()
+        return
+    import uuid
+
+    wh = open_warehouse("postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"imp19_{uuid.uuid4().hex[:10]}"
+    yield wh, schema
+    with wh.transaction() as s:
+        s.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    wh.close()
 
 
 @pytest.mark.klaviyo_emulator(**LATE)
 @pytest.mark.parametrize("mode", ["append", "merge"])
-async def test_late_events_arrive_on_the_next_run_and_nothing_is_doubled(klaviyo_emulator, warehouse, mode):
+async def test_late_events_arrive_on_the_next_run_and_nothing_is_doubled(klaviyo_emulator, any_warehouse, mode):
+    warehouse, schema = any_warehouse
     emu = klaviyo_emulator.emulator
     start = emu.now() - 20 * DAY
     cfg = config(klaviyo_emulator.base_url, mode, start_time=at(start).isoformat())
-    first = await run_import(cfg, warehouse, "klaviyo", "events", now=at(emu.now()))
-    after_first = set(stored_ids(warehouse))
+    first = await run_import(cfg, warehouse, schema, "events", now=at(emu.now()))
+    after_first = set(stored_ids(warehouse, schema=schema))
     assert first.end == at(emu.now()) - SAFETY_MARGIN
     assert after_first == visible_events(klaviyo_emulator, start, emu.now() - 60)
 
     emu.clock.advance(2 * DAY)  # late events stamped before the first run's end arrive meanwhile
-    second = await run_import(cfg, warehouse, "klaviyo", "events", now=at(emu.now()))
+    second = await run_import(cfg, warehouse, schema, "events", now=at(emu.now()))
     assert second.start == first.end - timedelta(days=3)  # the default lookback
-    ids = stored_ids(warehouse)
+    ids = stored_ids(warehouse, schema=schema)
     assert len(ids) == len(set(ids))  # re-read events are not stored twice
     arrived = visible_events(klaviyo_emulator, start, int(first.end.timestamp())) - after_first
     assert arrived, "the account should have late events for this test"
