@@ -234,6 +234,7 @@ class _Sender:
         self.resent = 0
         self.skipped_on_resume = 0
         self.attempted = 0  # rows that went out in a request (after presend)
+        self.check_failed = 0  # rows not sent because the check before sending could not be made
         self.list_id: str | None = None
         self.fatal: BaseException | None = None
         #: State writes (a DuckDB transaction each, a few ms) run here, one at a time and in order,
@@ -335,6 +336,7 @@ class _Sender:
             if isinstance(err, AuthError):
                 raise
             done.append(_rows_table(index, "skipped", f"not sent: the check before sending failed ({err})"))
+            self.check_failed += len(index)
             return index[:0], items[:0]
         if pre is None:
             return index, items
@@ -1075,6 +1077,9 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
     if ex.attempted and not ok:
         top = summary.top_reasons[0][1] if summary.top_reasons else "see job:show --rows"
         return "error", f"none of the {ex.attempted:,} row(s) sent was accepted ({top})"
+    if ex.check_failed and not ok:
+        top = summary.top_reasons[0][1] if summary.top_reasons else "see job:show --rows"
+        return "error", f"{ex.check_failed:,} row(s) were not sent and none was accepted ({top})"
     return "success", f"{ex.failed} batch(es) failed" if ex.failed else None
 
 
