@@ -41,6 +41,13 @@ def _guarded(real):
 
 
 @pytest.fixture(autouse=True)
+def _private_data_home(tmp_path_factory, monkeypatch):
+    """The default home is the user's data folder ($XDG_DATA_HOME/klaviyo-bridge): a test that runs
+    the CLI without --home writes into a folder of its own, never into the real user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(request, monkeypatch):
     if request.node.get_closest_marker("live"):
         yield

@@ -5,6 +5,9 @@ import pytest
 from klaviyo_bridge.config import load_import_config, load_yaml, parse_import_config
 from klaviyo_bridge.errors import ConfigError
 
+#: Shaped like a real Klaviyo private key (pk_ + 34 hex), built so no scanner mistakes it for one.
+KEY = "pk_" + "0123456789abcdef" * 2 + "00"
+
 SEED_EXAMPLE = """\
 in:
   type: klaviyo
@@ -22,12 +25,16 @@ out:
 def test_the_seed_example_parses(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text(SEED_EXAMPLE)
+    with pytest.raises(ConfigError, match=r"in.api_token: pk_…|in.api_key: …") as info:
+        load_import_config(path)  # the seed's placeholder is not a Klaviyo key: said without echoing it
+    assert "xxx" not in str(info.value) and "not a Klaviyo private API key" in str(info.value)
+    path.write_text(SEED_EXAMPLE.replace("xxx", KEY))
     cfg = load_import_config(path)
     assert cfg.source.data_source == "lists" and cfg.source.incremental
     assert cfg.source.revision == "2022-12-17"
     assert cfg.source.start_time.isoformat() == "2023-06-01T17:06:39.698883+00:00"
     assert cfg.target.mode == "append"
-    assert "xxx" not in repr(cfg)
+    assert KEY not in repr(cfg) and KEY not in str(cfg.model_dump())
 
 
 def test_key_value_without_space_names_the_line():
@@ -58,7 +65,7 @@ def test_every_error_at_once_with_did_you_mean():
 )
 def test_source_errors_name_the_key(extra, key, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
-        parse_import_config({"in": {"data_source": "profiles", "api_token": "x", **extra}})
+        parse_import_config({"in": {"data_source": "profiles", "api_token": KEY, **extra}})
     assert info.value.key == key
 
 
@@ -72,13 +79,13 @@ def test_source_errors_name_the_key(extra, key, fragment):
 )
 def test_sources_that_need_an_id(source, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
-        parse_import_config({"in": {"api_token": "x", **source}})
+        parse_import_config({"in": {"api_token": KEY, **source}})
     assert info.value.key == "in." + fragment.split()[-1]
 
 
 @pytest.mark.parametrize("tz, ok", [("Asia/Tokyo", True), ("UTC", True), ("GMT", True), ("Etc/GMT+5", True), ("EST", False), ("PST", False), ("CST", False), ("Mars/Base", False)])
 def test_time_zones_are_iana_only(tz, ok):
-    data = {"in": {"data_source": "lists", "api_token": "x"}, "out": {"timezone": tz}}
+    data = {"in": {"data_source": "lists", "api_token": KEY}, "out": {"timezone": tz}}
     if ok:
         assert parse_import_config(data).target.timezone == tz
     else:
@@ -96,5 +103,5 @@ def test_time_zones_are_iana_only(tz, ok):
 def test_times_without_offset_are_read_in_the_storage_time_zone(written, tz, utc):
     from datetime import timezone
 
-    data = {"in": {"data_source": "lists", "api_token": "x", "start_time": written}, "out": {"timezone": tz}}
+    data = {"in": {"data_source": "lists", "api_token": KEY, "start_time": written}, "out": {"timezone": tz}}
     assert parse_import_config(data).source.start_time.astimezone(timezone.utc).isoformat() == utc

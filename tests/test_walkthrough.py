@@ -120,4 +120,7 @@ def test_the_readme_walkthrough_from_a_clean_home(tmp_path, shell_env):
     assert seen == ["auth:create", "connector:preview", "connector:issue", "tables", "sql", "query --dry-run",
                     "query", "sched:create", "sched:run", "sched:history"]
     assert not (Path(shell_env["HOME"]) / ".klaviyo-bridge").exists()  # everything in the home the README set
+    assert not (Path(shell_env["HOME"]) / ".local" / "share" / "klaviyo-bridge").exists()  # not the default one
+    if shell_env.get("XDG_DATA_HOME"):
+        assert not (Path(shell_env["XDG_DATA_HOME"]) / "klaviyo-bridge").exists()
     assert (work / ".klaviyo-bridge" / "warehouse.duckdb").exists()

@@ -158,6 +158,12 @@ class InvalidRequest(FatalApiError):
     """Any other 4xx: the request itself is wrong (bad filter, sort, field...)."""
 
 
+class MalformedResponse(ApiError):
+    """A 2xx answer whose shape cannot be trusted: a page without its ``data`` array, a record
+    without an ``id``, a ``next`` link leading back to a page already read. Importing on would
+    lose or corrupt rows quietly, so the run stops here (and retrying gets the same answer)."""
+
+
 class RetriesExhausted(BridgeError):
     """A retryable failure persisted through every allowed attempt."""
 
@@ -169,6 +175,20 @@ class RetriesExhausted(BridgeError):
 
 class StoreError(BridgeError):
     """The warehouse or the state store failed."""
+
+
+#: What operating systems and DuckDB say when a write does not fit (errno 28, 122 and 27).
+DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def disk_full_reason(text: str) -> str | None:
+    """The words of a disk-full error in ``text`` (None when it is some other error)."""
+    return next((w for w in DISK_FULL_WORDS if w in text), None)
+
+
+def disk_full_message(where: object, reason: str) -> str:
+    return (f"the disk holding {where} is full ({reason}): this command's changes were rolled back, so the "
+            "tables, cursors, schedules and job history are as they were before it; free some space and run it again")
 
 
 class ExportError(BridgeError):

@@ -45,7 +45,7 @@ from .errors import (
     ScheduleError,
     StoreError,
 )
-from .secrets import CredentialStore, redact, resolve_connection
+from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
 
@@ -85,6 +85,9 @@ class JobSpec:
     database: str | None = None
     table: str | None = None
     schedule: str | None = None
+    #: An export's query result already read (an Arrow table): the console reads the user's SQL in
+    #: its sandbox (``store.sandbox``) and the export then runs from it. Never stored.
+    result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class JobContext:
     now: datetime
     warehouse: Warehouse
     credentials: CredentialStore
-    secrets: list[str] = field(default_factory=list)  # every key resolved; scrubbed from errors
+    secrets: list[Any] = field(default_factory=list)  # every key resolved (ApiKey); scrubbed from errors
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with a saved authentication filled in (and remembered for scrubbing)."""
@@ -104,7 +107,7 @@ class JobContext:
         for section in (config.get("in"), config):
             if isinstance(section, dict):
                 for key in ("api_token", "api_key"):
-                    if isinstance(section.get(key), str):
+                    if isinstance(section.get(key), (str, ApiKey)):
                         self.secrets.append(section[key])
         return config
 
@@ -201,7 +204,7 @@ def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
         raise ConfigError("an export job needs result_settings", key="result_settings")
     resolved = resolve_connection(raw, credentials)
     for key in ("api_token", "api_key"):
-        if isinstance(resolved.get(key), str) and secrets is not None:
+        if isinstance(resolved.get(key), (str, ApiKey)) and secrets is not None:
             secrets.append(resolved[key])
     return load_result_settings(resolved, credentials_path=credentials.path)
 
@@ -223,7 +226,7 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
     result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
-                              database=spec.database, job=spec.job, progress=_stopper(stop))
+                              database=spec.database, job=spec.job, progress=_stopper(stop), table=spec.result)
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:
@@ -266,6 +269,9 @@ register_kind("workflow", run_workflow_job)
 # --- local control: live jobs of this process, marker files for other processes --------------
 _LIVE: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
 _LIVE_LOCK = threading.Lock()
+#: Why a job of this process was cancelled (run id -> words for its record), set by ``cancel_local``.
+_KILL_REASONS: dict[str, str] = {}
+KILLED_BY_JOB_KILL = "killed by job:kill"
 
 
 def is_live_here(run_id: str) -> bool:
@@ -273,10 +279,13 @@ def is_live_here(run_id: str) -> bool:
         return run_id in _LIVE
 
 
-def cancel_local(run_id: str) -> bool:
-    """Cancel a job running in this process; False when it is not running here."""
+def cancel_local(run_id: str, reason: str = KILLED_BY_JOB_KILL) -> bool:
+    """Cancel a job running in this process; False when it is not running here. ``reason`` is
+    what its record says stopped it (job:kill, SIGTERM, the scheduler stopping...)."""
     with _LIVE_LOCK:
         entry = _LIVE.get(run_id)
+        if entry is not None:
+            _KILL_REASONS.setdefault(run_id, reason)
     if entry is None:
         return False
     loop, task = entry
@@ -301,6 +310,31 @@ def live_jobs(control_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def process_identity(pid: int) -> str | None:
+    """Who ``pid`` is, beyond its number: the boot and the process's start time (Linux /proc).
+    A pid recorded by a job that died may belong to an unrelated process later; the identity
+    then differs. None where it cannot be read (another OS, or the process is gone)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
+    try:
+        return f"{boot}:{fields[19]}"
+    except IndexError:
+        return None
+
+
+def is_our_process(info: Mapping[str, Any]) -> bool:
+    """Whether the process recorded in a live file is still the one that wrote it."""
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    recorded = info.get("proc")
+    return bool(recorded) and process_identity(pid) == recorded
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -385,26 +419,32 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
     state.begin_job(run_id, spec.job, spec.kind,
                     schedule=spec.schedule, scheduled_for=scheduled_for, triggered_by=triggered_by,
                     pid=os.getpid(), host=socket.gethostname(), database=spec.database, table=spec.table)
-    if control_dir is not None:
-        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        live_file(control_dir, run_id).write_text(json.dumps(
-            {"run_id": run_id, "pid": os.getpid(), "schedule": spec.schedule, "triggered_by": triggered_by,
-             "kind": spec.kind, "started_at": started.isoformat()}))
     marker = cancel_marker(control_dir, run_id) if control_dir is not None else None
     ctx = JobContext(spec, run_id, as_of, warehouse, credentials)
     outcome, failure = JobOutcome(), None
     try:
+        if control_dir is not None:  # inside the try: a full disk here still ends the job recorded
+            control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            live_file(control_dir, run_id).write_text(json.dumps(
+                {"run_id": run_id, "pid": os.getpid(), "proc": process_identity(os.getpid()),
+                 "schedule": spec.schedule, "triggered_by": triggered_by, "kind": spec.kind,
+                 "started_at": started.isoformat()}))
         if runner is None:
             raise ConfigError(f"no job kind {spec.kind!r} is installed (known: {', '.join(sorted(KINDS))})")
         outcome = aio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded (Ctrl-C too, then re-raised)
         failure = exc
     finally:
+        reason = _KILL_REASONS.pop(run_id, None)
+        if marker is not None and marker.exists():
+            reason = KILLED_BY_JOB_KILL
+        if failure is not None and reason is None and isinstance(failure, (KeyboardInterrupt, SystemExit)):
+            reason = "stopped by Ctrl-C or SIGTERM"
         if control_dir is not None:
             for path in (live_file(control_dir, run_id), cancel_marker(control_dir, run_id)):
                 path.unlink(missing_ok=True)
     result = _finish(state, spec, run_id, outcome, failure, ctx.secrets, scheduled_for, started,
-                     triggered_by, max_failures)
+                     triggered_by, max_failures, kill_reason=reason)
     if isinstance(failure, (KeyboardInterrupt, SystemExit)):
         raise failure
     if failure is not None:
@@ -420,12 +460,20 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
 
 def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, failure: BaseException | None,
             secrets: list[str], scheduled_for: datetime | None, started: datetime, triggered_by: str,
-            max_failures: int | None) -> JobResult:
+            max_failures: int | None, kill_reason: str | None = None) -> JobResult:
     error_class = classify(failure) if failure is not None else None
     status = "success" if failure is None else "killed" if error_class == "killed" else "error"
     error = None
     if failure is not None:
-        message = "killed by job:kill" if error_class == "killed" else f"{type(failure).__name__}: {failure}"
+        if error_class == "killed":
+            # Who stopped it, then what the engine recorded of what was and was not committed.
+            message = kill_reason or KILLED_BY_JOB_KILL
+            before = state.job(run_id)
+            detail = _engine_account(before.error if before is not None else None)
+            if detail:
+                message = f"{message}: {detail}"
+        else:
+            message = f"{type(failure).__name__}: {failure}"
         error = redact(message, secrets)[:2000]  # type: ignore[index]
     schedule = state.schedule(spec.schedule) if spec.schedule else None
     changes: dict[str, Any] = {}
@@ -456,6 +504,22 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
                      disabled="enabled" in changes, note=note)
 
 
+_ENGINE_STOP_PREFIXES = ("stopped (Ctrl-C or a kill)", "CancelledError: ", "KeyboardInterrupt: ", "JobCancelled: ")
+
+
+def _engine_account(text: str | None) -> str:
+    """The engine's record of a stopped run without its own guess at the cause."""
+    text = (text or "").strip()
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _ENGINE_STOP_PREFIXES:
+            if text.startswith(prefix):
+                text = text[len(prefix):].lstrip(" ;,:")
+                changed = True
+    return "" if text in ("killed by job:kill", "CancelledError", "KeyboardInterrupt") else text
+
+
 def notify(command: str | None, result: JobResult, *, timeout: float = 60) -> None:
     """Run ``command`` (a shell command line) with the job summary as JSON on stdin; never raises."""
     if not command:
@@ -470,10 +534,37 @@ def notify(command: str | None, result: JobResult, *, timeout: float = 60) -> No
 
 
 def request_kill(run_id: str, *, control_dir: Path, state: StateStore | None = None) -> list[str]:
-    """Ask a running job to stop, wherever it runs; returns what was done (for the CLI)."""
+    """Ask a running job to stop, wherever it runs; returns what was done (for the CLI).
+
+    A process is signalled only when it is provably the job's own: its pid is alive AND its
+    identity (boot and start time, recorded when the job began) is the same. A pid file left by
+    a job whose process died, whose number now belongs to something else, is never trusted: the
+    job is then recorded ``killed`` (its process is gone) and the stale file removed."""
     done = []
     info = next((j for j in live_jobs(control_dir) if j.get("run_id") == run_id), None)
     control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if cancel_local(run_id):
+        cancel_marker(control_dir, run_id).write_text("")
+        return ["cancel requested", "cancelled in this process"]
+    pid = info.get("pid") if info else None
+    ours = info is not None and is_our_process(info)
+    if info is not None and not ours:
+        # The process that wrote the file is gone (or its pid was reused): nothing runs the job.
+        live_file(control_dir, run_id).unlink(missing_ok=True)
+        cancel_marker(control_dir, run_id).unlink(missing_ok=True)
+        why = (f"its process (pid {pid}) is gone" if not pid_alive(pid if isinstance(pid, int) else None) else
+               f"pid {pid} now belongs to another process (the job's own ended without closing its record)")
+        done.append(f"not signalled: {why}")
+        if state is not None:
+            try:
+                record = state.job(run_id)
+                if record is not None and record.status == "running":
+                    state.end_job(run_id, "killed", error=f"killed by job:kill; {why}, so the run had already "
+                                  "stopped: nothing after its last commit was written")
+                    done.append("recorded as killed")
+            except StoreError:  # pragma: no cover - best effort
+                pass
+        return done
     cancel_marker(control_dir, run_id).write_text("")
     done.append("cancel requested")
     if state is not None:
@@ -481,12 +572,10 @@ def request_kill(run_id: str, *, control_dir: Path, state: StateStore | None = N
             state.request_cancel(run_id)
         except StoreError:  # pragma: no cover - best effort
             pass
-    if cancel_local(run_id):
-        done.append("cancelled in this process")
-    elif info and info.get("triggered_by") == "manual" and info.get("pid") != os.getpid() and pid_alive(info.get("pid")):
+    if ours and info.get("triggered_by") == "manual" and pid != os.getpid():
         try:
-            os.kill(int(info["pid"]), signal.SIGTERM)
-            done.append(f"signalled pid {info['pid']}")
+            os.kill(int(pid), signal.SIGTERM)
+            done.append(f"signalled pid {pid}")
         except OSError:  # pragma: no cover - raced with its exit
             pass
     return done

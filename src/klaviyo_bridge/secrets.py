@@ -17,6 +17,7 @@ a masked form (``pk_…a1b2``) and nothing here puts a key in an exception messa
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,158 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+# --- the key itself -----------------------------------------------------------------------------
+#: Shape of a real Klaviyo private key: ``pk_`` and 32 to 40 hex digits (Klaviyo's own keys are
+#: ``pk_`` + 34 lowercase hex today; the range leaves room without accepting anything else).
+KLAVIYO_KEY_RE = re.compile(r"^pk_[0-9a-fA-F]{32,40}$")
+#: What any key may be made of, for every host (the emulator's and test keys are not hex): visible
+#: ASCII letters, digits and ``_ - .``, at most 256 characters. No whitespace, no control characters.
+ANY_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+#: Hosts where the strict Klaviyo shape applies (base_url's host is one of these or under them).
+KLAVIYO_HOSTS = ("klaviyo.com",)
+MASK = "**********"
+
+
+def _describe_bad(raw: str) -> str:
+    """Why a key is refused, without a single character of it (positions and classes only)."""
+    for i, c in enumerate(raw):
+        if c in "\r\n":
+            return f"contains a line break ({'CR' if c == chr(13) else 'LF'}) at character {i + 1}"
+        if ord(c) < 32 or ord(c) == 127:
+            return f"contains a control character (code {ord(c)}) at character {i + 1}"
+        if c.isspace():
+            return f"contains whitespace at character {i + 1}"
+        if ord(c) > 126:
+            return f"contains a non-ASCII character at character {i + 1}"
+    if len(raw) > 256:
+        return f"is {len(raw)} characters long (at most 256)"
+    return "contains a character other than letters, digits, _ - ."
+
+
+def is_klaviyo_host(base_url: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(base_url).hostname or "") if base_url else ""
+    return any(host == h or host.endswith("." + h) for h in KLAVIYO_HOSTS)
+
+
+class ApiKey:
+    """A Klaviyo private API key that cannot be printed by accident.
+
+    ``str``, ``repr`` and ``format`` give a masked hint (``pk_…a1b2``: the prefix and, for keys of
+    16+ characters, the last 4); ``json.dumps`` and YAML refuse it; pickling is refused. The value
+    comes out only through :meth:`reveal`, which the API client calls where it builds the
+    ``Authorization`` header. Make one with :meth:`parse`, the one place a key is read and checked.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ApiKey is immutable")
+
+    @classmethod
+    def parse(cls, raw: Any, *, field: str = "api_token", base_url: str | None = None) -> "ApiKey":
+        """Check a key's shape and wrap it; ConfigError (naming ``field``, never echoing it) if bad.
+
+        Every key: non-empty, visible ASCII letters/digits/``_-.`` only (no whitespace, CR/LF or
+        other control characters), at most 256 characters. With a ``base_url`` on Klaviyo's host
+        (``*.klaviyo.com``) it must also be a real private key: ``pk_`` + 32-40 hex digits.
+        """
+        key, problem = cls._check(raw, base_url)
+        if problem:
+            raise ConfigError(f"{field}: {problem}", key=field)
+        return key  # type: ignore[return-value]
+
+    @classmethod
+    def _check(cls, raw: Any, base_url: str | None) -> "tuple[ApiKey | None, str | None]":
+        if isinstance(raw, ApiKey):
+            key = raw
+        else:
+            if not isinstance(raw, str):
+                return None, "the API key must be a string"
+            if not raw.strip():
+                return None, "the API key is empty"
+            if not ANY_KEY_RE.match(raw):
+                return None, f"the API key {_describe_bad(raw)}; paste only the key (it is not shown here)"
+            key = cls(raw)
+        if base_url is not None and is_klaviyo_host(base_url) and not KLAVIYO_KEY_RE.match(key._value):
+            return None, (f"{key} is not a Klaviyo private API key (expected pk_ followed by 32-40 hex digits,"
+                          " as shown in Klaviyo's Settings > API keys)")
+        return key, None
+
+    def check_for(self, base_url: str | None) -> str | None:
+        """Why this key cannot be sent to ``base_url`` (the strict Klaviyo shape), or None."""
+        return self._check(self, base_url)[1]
+
+    def reveal(self) -> str:
+        """The raw key, for the HTTP header only."""
+        return self._value
+
+    def fingerprint(self, purpose: str) -> str:
+        """A one-way name for this key (sha256 of ``purpose`` and the key): the same key gets the
+        same name, e.g. for a rate budget shared between processes, and the key cannot be read back."""
+        return hashlib.sha256(f"{purpose}:{self._value}".encode()).hexdigest()
+
+    def occurs_in(self, text: str) -> bool:
+        """Whether ``text`` contains this key (to refuse storing it)."""
+        return self._value in text
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this key (and its escaped forms) replaced by the mask."""
+        for form in {self._value, repr(self._value)[1:-1], json.dumps(self._value)[1:-1]}:
+            if form and len(form) >= 4:
+                text = text.replace(form, MASK)
+        return text
+
+    @property
+    def hint(self) -> str:
+        return hint(self._value)
+
+    def __str__(self) -> str:
+        return self.hint
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.hint!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.hint, spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("ApiKey", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self):  # no pickle, no copy.deepcopy to a str
+        raise TypeError("an ApiKey cannot be pickled")
+
+    def __deepcopy__(self, memo: Any) -> "ApiKey":
+        return self
+
+    def __copy__(self) -> "ApiKey":
+        return self
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        def validate(value: Any) -> "ApiKey":
+            key, problem = cls._check(value, None)
+            if problem:
+                raise ValueError(problem)
+            return key  # type: ignore[return-value]
+
+        return core_schema.no_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v)))
+
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 FILE_MODE = 0o600
@@ -97,13 +250,9 @@ class CredentialStore:
             raise
 
     # --- API ----------------------------------------------------------------------------
-    def save(self, name: str, key: str, *, replace: bool = False) -> None:
+    def save(self, name: str, key: "str | ApiKey", *, replace: bool = False) -> None:
         check_name(name)
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError("the API key is empty", key="api_token")
-        key = key.strip()
-        if any(c.isspace() for c in key):
-            raise ConfigError("the API key contains whitespace; paste only the key", key="api_token")
+        key = ApiKey.parse(key).reveal()  # shape checked before anything is written
         entries = self._read()
         if name in entries and not replace:
             raise ConfigError(f"authentication {name!r} already exists (delete it first, or use --replace)",
@@ -111,13 +260,13 @@ class CredentialStore:
         entries[name] = {"api_token": key, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self._write(entries)
 
-    def get(self, name: str) -> str:
+    def get(self, name: str) -> ApiKey:
         entries = self._read()
         entry = entries.get(name)
         if entry is None:
             known = ", ".join(sorted(entries)) or "none saved yet (auth:create NAME)"
             raise ConfigError(f"no saved authentication named {name!r} (known: {known})", key="connection")
-        return str(entry["api_token"])
+        return ApiKey.parse(entry.get("api_token"), field=f"saved authentication {name!r}")
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._read()
@@ -180,13 +329,15 @@ def has_saved_connection(config: Mapping[str, Any]) -> str | None:
     return None
 
 
-def redact(text: str | None, secrets: "list[str] | tuple[str, ...]") -> str | None:
+def redact(text: str | None, secrets: "list[Any] | tuple[Any, ...]") -> str | None:
     """Replace every occurrence of each secret in ``text`` (defence in depth for error messages)."""
     if text is None:
         return None
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "**********")
+        if isinstance(secret, ApiKey):
+            text = secret.scrub(text)
+        elif secret and len(secret) >= 4:
+            text = ApiKey(secret).scrub(text)
     return text
 
 
@@ -194,10 +345,26 @@ REDACTED = "**********"
 SECRET_KEYS = ("api_token", "api_key")
 
 
-def redact_config(config: Any) -> Any:
-    """A copy of a settings mapping with every key value replaced by ``REDACTED`` (for show/console)."""
+_SECRET_NAME = re.compile(r"key|token|secret|password", re.I)
+
+
+def redact_config(config: Any, _secret_name: bool = False) -> Any:
+    """A copy of a settings mapping for show/console, every key masked on read: the values of
+    ``api_token``/``api_key``, any ``ApiKey``, any string shaped like a Klaviyo private key, and
+    ``pk_...`` strings under a key/token/secret name (an ``_export`` variable stored by an older
+    version). Settings stored today hold no key; this is what keeps older records from showing one."""
     if isinstance(config, dict):
-        return {k: (REDACTED if k in SECRET_KEYS else redact_config(v)) for k, v in config.items()}
+        return {k: (REDACTED if k in SECRET_KEYS and config[k] not in (None, "")
+                    else redact_config(v, bool(_SECRET_NAME.search(str(k))))) for k, v in config.items()}
     if isinstance(config, list):
-        return [redact_config(v) for v in config]
+        return [redact_config(v, _secret_name) for v in config]
+    if isinstance(config, ApiKey):
+        return REDACTED
+    if isinstance(config, str):
+        if _secret_name and config.strip().startswith("pk_"):
+            return REDACTED
+        return _KLAVIYO_KEY_ANYWHERE.sub(REDACTED, config)
     return config
+
+
+_KLAVIYO_KEY_ANYWHERE = re.compile(r"(?<![A-Za-z0-9_])pk_[0-9a-fA-F]{32,40}(?![0-9a-zA-Z_])")

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+import logging
+from datetime import date, datetime, timezone
+from types import SimpleNamespace
 
+import numpy as np
 import orjson
-from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 import klaviyo_spec as spec
 from .clock import parse_clock
@@ -34,12 +36,15 @@ from .bodies import BodyError, validate_body
 from .handlers import HANDLERS, NotFound, Request
 from .jobs import JobBook
 from .limits import ServerLimits, overridden, parse_overrides
+from .pages import encode_document
 from .query import QueryError, parse_query
 from .selection import SelectionCache
 from .settings import EmulatorSettings
 from .state import AccountState, LiveProfiles
 from .related import READS as RELATED_READS
 from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS, Conflict
+
+log = logging.getLogger("klaviyo_emulator")
 
 ALL_READS = {**HANDLERS, **READ_HANDLERS, **RELATED_READS}
 
@@ -94,25 +99,52 @@ def _revision_date(text: str) -> date | None:
 REVISION_LIFETIME_YEARS = 2
 
 
+@functools.cache
 def revision_window() -> tuple[date, date]:
-    """(oldest revision still supported, the revision served): the spec's revision and the two years before it."""
+    """(oldest revision still supported, the revision whose shapes are served): the spec's revision
+    and the two years before it."""
     served = _revision_date(spec.spec_revision())
     return served.replace(year=served.year - REVISION_LIFETIME_YEARS), served
 
 
-def revision_problem(text: str, strict: bool) -> str | None:
-    """Why a revision header is refused, or None. Later than the spec's: the emulator does not know
-    those shapes. Retired (older than two years before it): refused when ``strict``."""
+def revision_today(now_epoch: int) -> date:
+    """The newest revision Klaviyo could have released by the account's ``now``: its date, but never
+    before the spec's own revision (an account clock set earlier, for reproducible data, still
+    serves the spec's revision)."""
+    today = datetime.fromtimestamp(now_epoch, tz=timezone.utc).date()
+    return max(today, revision_window()[1])
+
+
+def revision_problem(text: str, strict: bool, today: date | None = None) -> str | None:
+    """Why a revision header is refused (Klaviyo's 400), or None.
+
+    Future-dated (after ``today``, the account clock's date): no such revision is released yet.
+    Retired (older than two years before the spec's): refused when ``strict``. A revision between
+    the spec's and today is one Klaviyo has released since the spec: served with the spec's shapes
+    (see ``served_revision``)."""
     day = _revision_date(text)
     if day is None:
         return f"Invalid revision {text!r}: expected a date as YYYY-MM-DD."
     oldest, served = revision_window()
-    if day > served:
-        return (f"Revision {text!r} is not available: the newest revision is {served.isoformat()} "
-                f"(the emulator serves the shapes of the spec's revision {spec.spec_revision()}).")
+    today = today or served
+    if day > today:
+        return (f"Revision {text!r} is not a valid revision: it is later than today ({today.isoformat()}). "
+                f"The newest revision is {today.isoformat()} or earlier.")
     if strict and day < oldest:
         return f"Revision {text!r} is retired: supported revisions are {oldest.isoformat()} to {served.isoformat()}."
     return None
+
+
+#: Response header naming the revision whose shapes answered a request for a later revision.
+SERVED_REVISION_HEADER = "X-Klaviyo-Emulator-Served-Revision"
+
+
+def served_revision(text: str) -> str | None:
+    """The spec's revision when ``text`` (an accepted revision) is later than it, else None: the
+    emulator knows no shapes newer than its spec, so it answers with the spec's and says so."""
+    day = _revision_date(text)
+    served = revision_window()[1]
+    return served.isoformat() if day is not None and day > served else None
 
 
 class Emulator:
@@ -147,6 +179,7 @@ class Emulator:
         self.routes: dict[str, list] = {}
         for op in sorted(spec.operations().values(), key=lambda o: (-o.path.count("/"), o.path.count("{"))):
             self.routes.setdefault(_segment(op.path), []).append((op.path_regex, op))
+        self._revisions_noted: set[str] = set()
         self._state_worker = ThreadPoolExecutor(1, thread_name_prefix="emulator-account")  # in order, one at a time
 
     # ----- time -------------------------------------------------------------------------
@@ -173,6 +206,27 @@ class Emulator:
             self._seen_version = self.state.version
             self.cache = SelectionCache()
             self.orders = Orders(self.account)
+
+    def reevaluate_segment(self, segment_id: str, add=(), remove=()) -> tuple[int, int]:
+        """Klaviyo recomputes a segment from its definition; the emulator's segments change when
+        told: profiles ``add`` (ids) join now (``joined_group_at``), profiles ``remove`` leave now.
+        Done on the account's worker, in order with requests; returns (joined, left)."""
+        if segment_id not in self.account.segment_members:
+            raise KeyError(f"no segment {segment_id!r}")
+
+        def rows(ids):
+            found = [self.state.row_for_id(i) for i in ids]
+            if None in found:
+                raise KeyError(f"no profile {list(ids)[found.index(None)]!r}")
+            return np.array(found, dtype=np.int64)
+
+        def apply():
+            now = self.now()
+            left = self.state.remove_members(segment_id, rows(remove), now, segment=True) if remove else 0
+            joined = self.state.add_members(segment_id, rows(add), now, segment=True) if add else 0
+            self.advance()
+            return joined, left
+        return self._state_worker.submit(apply).result()
 
     def snapshot(self) -> dict:
         """Introspection for tests: list members, consent and suppressions after due changes."""
@@ -210,20 +264,25 @@ class Emulator:
         revision = request.headers.get("revision")
         if not revision:
             return error_response(400, "invalid", "Missing required header 'revision' (YYYY-MM-DD).", parameter="revision")
-        problem = revision_problem(revision, self.settings.strict_revisions)
+        problem = revision_problem(revision, self.settings.strict_revisions, revision_today(self.now()))
         if problem:
             return error_response(400, "invalid", problem, parameter="revision")
+        shapes = served_revision(revision)
+        if shapes is not None:
+            self._note_served_revision(revision, shapes)
         # Count the request when it arrives (as Klaviyo's gateway does), then add the latency.
         stamp = arrived_at(request.scope)  # None in process (httpx.ASGITransport): no socket
         # A request is counted in its operation's tier: the operation's limits, or a lower tier for
         # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
         tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
         limit = overridden(self.limit_overrides, op.operation_id, tier, limit)
-        wait, log = self.limits.admit(op.operation_id, limit, tier=tier,
-                                      arrived=stamp if self.clock is time.monotonic else None)
+        wait, window = self.limits.admit(op.operation_id, limit, tier=tier,
+                                         arrived=stamp if self.clock is time.monotonic else None)
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
-        headers = rate_headers(log, self.clock())
+        headers = rate_headers(window, self.clock())
+        if shapes is not None:
+            headers[SERVED_REVISION_HEADER] = shapes
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             headers["Retry-After"] = str(seconds)
@@ -240,6 +299,13 @@ class Emulator:
                 self._state_worker, self.respond, request, op, path_params, raw)
         response.headers.update(headers)
         return response
+
+    def _note_served_revision(self, asked: str, shapes: str) -> None:
+        """Log once per revision that a later revision than the spec's got the spec's shapes."""
+        if asked not in self._revisions_noted:
+            self._revisions_noted.add(asked)
+            log.warning("revision %s requested: serving revision %s's shapes (the newest the emulator's spec has)",
+                        asked, shapes)
 
     def respond(self, request: HttpRequest, op, path_params: dict, raw: bytes | None) -> Response:
         """Everything after authentication and the rate limit, for one request (worker thread)."""
@@ -288,18 +354,40 @@ class Emulator:
             return Response(orjson.dumps({"errors": [error]}), status_code=409, media_type=JSON_API)
         if document is None:
             return Response(status_code=status)
-        return Response(orjson.dumps(document), status_code=status, media_type=JSON_API)
+        return Response(encode_document(document), status_code=status, media_type=JSON_API)
+
+
+class EmulatorApp:
+    """The emulator as a bare ASGI app: every path goes to ``Emulator.handle``, which routes by the
+    spec itself. No router or middleware stack: Starlette's per-request layers cost about as much as
+    serving a small page. ``app.state.emulator`` is the ``Emulator``."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.state = SimpleNamespace(emulator=emulator)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            response = await self.emulator.handle(HttpRequest(scope, receive))
+            await response(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
 
 
 def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,
-               wall=time.time) -> Starlette:
+               wall=time.time) -> EmulatorApp:
     """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
 
     ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time
     a ``settings.clock`` of real or offset reads (both injectable, so tests never read the time)."""
     emulator = Emulator(settings or EmulatorSettings(), account, clock, wall)
-    app = Starlette(routes=[Route("/{path:path}", emulator.handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
-    app.state.emulator = emulator
+    app = EmulatorApp(emulator)
     if emulator.settings.faults:
         from .faults import with_faults
 

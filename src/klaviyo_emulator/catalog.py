@@ -71,7 +71,7 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
         }, {"name": name, "created": created, "updated": updated, "is_active": active, "is_starred": starred},
             {"tags": [("tag", tags[(i + 2) % len(tags)].id)], "flow-triggers": []}))
     metrics = []
-    for i, (name, integration, category, _) in enumerate(V.METRICS):
+    for i, (name, integration, category, _) in enumerate(V.METRICS + (V.SECOND_STORE_METRICS if getattr(settings, "second_store", False) else ())):
         created = _time(seed, S_TIME + 300, i, now, 720)
         metrics.append(Record("metric", ids.short_id(seed, S_METRIC, i), {
             "name": name, "created": iso(created), "updated": iso(created),

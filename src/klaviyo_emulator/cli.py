@@ -89,10 +89,12 @@ def emulator_command(
         rate_limit_overrides=rate_limit_overrides or None,
         **({"api_key": api_key} if api_key else {}),
     )
-    from .app import revision_window
+    from .app import SERVED_REVISION_HEADER, revision_window
 
     oldest, served = revision_window()
-    accepted = f"{oldest.isoformat()} to {served.isoformat()}" if strict_revisions else f"up to {served.isoformat()}"
+    accepted = (f"{oldest.isoformat()} to today" if strict_revisions else "up to today")
+    accepted += (f"; a later one than {served.isoformat()} gets {served.isoformat()}'s shapes and the header "
+                 f"{SERVED_REVISION_HEADER}")
     click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
                f"clock {clock_spec.describe()}; serves revision {served.isoformat()}'s shapes, accepts revisions {accepted})"
                + (f", faults {faults}" if faults else ""), err=True)

@@ -85,6 +85,13 @@ class Orders:
         return self._get(("members", group_id, sort), lambda: order_by(members.joined, sort.startswith("-")))
 
     def events(self, sort: str | None) -> np.ndarray | None:
+        e = self.account.events
+        if not e.sorted_by_row:
+            # events written with a time in the past: datetime order, ties by row
+            asc = self._get(("event", "asc"), lambda: np.argsort(e.datetime, kind="stable").astype(np.int64))
+            if sort is None or not sort.startswith("-"):
+                return asc
+            return self._get(("event", "desc"), lambda: asc[::-1].copy())
         if sort is None or not sort.startswith("-"):
             return None  # rows are in datetime order already (datetime and timestamp agree)
         return self._get(("event", "desc"), lambda: np.arange(self.account.events.count - 1, -1, -1, dtype=np.int64))

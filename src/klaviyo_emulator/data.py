@@ -43,6 +43,9 @@ def build_account(settings: EmulatorSettings) -> Account:
     profiles = ProfileTable(settings.seed, settings.profiles, settings.now, list_ids)
     subjects = [(m.values["campaign_name"], m.values["subject"]) for m in records["campaign-message"]]
     events = EventTable(settings.seed, settings.events, profiles, subjects, list_ids)
+    if settings.second_store:
+        events.second_store()
+    events.arrive_late(settings.late_events, settings.arrival_delay)
     list_fractions = [LIST_FRACTIONS[i % len(LIST_FRACTIONS)] for i in range(settings.lists)]
     segment_fractions = [SEGMENT_FRACTIONS[i % len(SEGMENT_FRACTIONS)] for i in range(settings.segments)]
     lists = build_memberships(profiles, list_fractions, stream=0)

@@ -17,9 +17,10 @@ import orjson
 from .catalog import Record
 from .collections import Orders, event_mask, profile_mask, record_mask
 from .data import Account
+from .filters import Condition
 from .keyset import Keyset, by_row, cursor_after, locate
 from .query import Query, encode_cursor
-from .pages import events_page, fragment, profiles_page
+from .pages import RawArray, events_pieces, profiles_pieces
 from .resources import Renderer
 from .selection import SelectionCache, select
 
@@ -50,10 +51,15 @@ class Request:
 
 
 def _url(req: Request, cursor: str | None) -> str:
-    params = [(k, v) for k, v in req.params if k != "page[cursor]"]
+    """The request's URL without its cursor, then with ``cursor`` (last, as before)."""
+    plain = req.__dict__.get("_plain_url")
+    if plain is None:
+        params = [(k, v) for k, v in req.params if k != "page[cursor]"]
+        plain = req.__dict__["_plain_url"] = (f"{req.base}{req.path}", urlencode(params))
+    where, query = plain
     if cursor is not None:
-        params.append(("page[cursor]", cursor))
-    return f"{req.base}{req.path}" + (f"?{urlencode(params)}" if params else "")
+        query = f"{query}&{urlencode([('page[cursor]', cursor)])}" if query else urlencode([("page[cursor]", cursor)])
+    return f"{where}?{query}" if query else where
 
 
 def _version(req: Request) -> int:
@@ -92,12 +98,20 @@ def _document(data, links: dict, included: list | None, include_requested: bool)
 # ----- profiles --------------------------------------------------------------------------
 def get_profiles(req: Request) -> dict:
     acc, q = req.account, req.query
+    gone = _deleted(req)
     page, links = _page(req, "profiles", lambda: select(
-        acc.profiles.count, req.orders.profiles(q.sort), [profile_mask(acc, c, None) for c in q.conditions]),
+        acc.profiles.count, req.orders.profiles(q.sort),
+        [profile_mask(acc, c, None) for c in q.conditions] + ([~gone] if gone is not None else [])),
         req.orders.profile_keyset(q.sort))
     empty = {name: [] for name in q.include}
-    data = profiles_page(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
-    return _document(fragment([data]), links, [], bool(q.include))
+    data = profiles_pieces(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
+    return _document(RawArray(data), links, [], bool(q.include))
+
+
+def _deleted(req: Request) -> np.ndarray | None:
+    """Deleted profile rows (data-privacy deletions), None when there are none."""
+    state = getattr(req.account, "state", None)
+    return state.deleted_rows(req.account.profiles.count) if state is not None else None
 
 
 def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
@@ -111,8 +125,8 @@ def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = Fals
         req.orders.member_keyset(members, q.sort))
     if ids_only:
         return {"data": [{"type": "profile", "id": i} for i in acc.profiles.ids_for(members.profiles[page])], "links": links}
-    data = profiles_page(req.renderer, members.profiles[page], joined=members.joined[page])
-    return {"data": fragment([data]), "links": links}
+    data = profiles_pieces(req.renderer, members.profiles[page], joined=members.joined[page])
+    return {"data": RawArray(data), "links": links}
 
 
 def get_profiles_for_list(req: Request) -> dict:
@@ -149,32 +163,55 @@ def get_profile(req: Request) -> dict:
 
 
 # ----- events ------------------------------------------------------------------------------
+def _now(req: Request) -> int:
+    return req.ctx.now() if req.ctx is not None else req.account.settings.now
+
+
 def get_events(req: Request) -> dict:
     acc, q = req.account, req.query
-    page, links = _page(req, "events", lambda: select(
-        acc.events.count, req.orders.events(q.sort), [event_mask(acc, c) for c in q.conditions]),
+    now = _now(req)
+    visible = acc.events.visible_mask(now)  # late events show once they have arrived
+    gone = _deleted(req)  # a deleted profile's events are deleted with it
+    if gone is not None:
+        kept = ~gone[acc.events.profile]
+        visible = kept if visible is None else visible & kept
+    masks = lambda: [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])  # noqa: E731
+    page, links = _page(req, f"events|arrived:{acc.events.arrived(now)}", lambda: select(
+        acc.events.count, req.orders.events(q.sort), masks()),
         by_row(bool(q.sort and q.sort.startswith("-"))))
     r = req.renderer
-    return _document(fragment([events_page(r, page)]), links, _event_includes(req, r, page), bool(q.include))
+    return _document(RawArray(events_pieces(r, page)), links, _event_includes(req, r, page), bool(q.include))
 
 
-def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> orjson.Fragment:
+def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
     """Distinct metrics, then distinct profiles, of ``rows`` in first-seen order (as JSON)."""
     acc, q = req.account, req.query
-    out: list[bytes] = []
+    metrics_json: list[bytes] = []
+    profiles_json: list[bytes] = []
     if "metric" in q.include:
         metrics = acc.records["metric"]
-        out += [orjson.dumps(r.record(metrics[m])) for m in dict.fromkeys(acc.events.metric[rows].tolist())]
+        kept, shape = req.cache.rendered, (req.base, q.fields.get("metric"))
+        if len(kept) > 4096:
+            kept.clear()
+
+        def metric_json(m: int) -> bytes:
+            found = kept.get((*shape, m))
+            if found is None:
+                found = kept[(*shape, m)] = orjson.dumps(r.record(metrics[m]))
+            return found
+        metrics_json = [b",".join(map(metric_json, dict.fromkeys(acc.events.metric[rows].tolist())))]
     if "profile" in q.include:
         profiles = acc.events.profile[rows]
         _, first = np.unique(profiles, return_index=True)
-        out.append(profiles_page(r, profiles[np.sort(first)].astype(np.int64), extras=False))
-    return fragment(out)
+        profiles_json = profiles_pieces(r, profiles[np.sort(first)].astype(np.int64), extras=False)
+    return RawArray(metrics_json if metrics_json != [b""] else [], profiles_json)
 
 
 def _event_row(req: Request) -> int:
     row = req.account.events.row_for_id(req.id)
-    if row is None:
+    gone = _deleted(req)
+    if row is None or not req.account.events.visible(row, _now(req)) or (
+            gone is not None and gone[req.account.events.profile[row]]):
         raise NotFound(f"event {req.id!r}")
     return row
 
@@ -196,12 +233,25 @@ def get_profile_for_event(req: Request) -> dict:
 
 
 # ----- small collections ----------------------------------------------------------------------
+#: Conditions a collection applies unless the request filters that field itself: Klaviyo's
+#: get_flows leaves archived flows out unless asked for them (``filter=equals(archived,true)``).
+DEFAULT_CONDITIONS = {"flow": Condition("equals", "archived", False)}
+
+
+def _conditions(type_: str, conditions: list[Condition]) -> list[Condition]:
+    default = DEFAULT_CONDITIONS.get(type_)
+    if default is None or any(c.field == default.field for c in conditions):
+        return conditions
+    return [*conditions, default]
+
+
 def _record_collection(type_: str):
     def handler(req: Request) -> dict:
         records = req.account.records[type_]
         q = req.query
+        conditions = _conditions(type_, q.conditions)
         page, links = _page(req, type_, lambda: select(
-            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in q.conditions]),
+            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in conditions]),
             Orders.record_keyset(records, q.sort))
         chosen = [records[i] for i in page.tolist()]
         data = [req.renderer.record(rec, q.include) for rec in chosen]

@@ -3,13 +3,14 @@
 Why: a 1000-event page with included profiles is ~2000 resource objects with
 up to seven links each. Building nested dicts for them and letting orjson walk
 them cost more than drawing the data. Here each resource shape gets a
-*template* once per request: the exact bytes orjson writes for a resource built
+*template* (kept per shape): the exact bytes orjson writes for a resource built
 by the ordinary ``Renderer`` (so links, key order and relationship shapes have
 one source of truth), with sentinels where the id, attributes and related ids
-go, turned into a ``bytes % (...)`` format. A record is then one formatting
-operation, and the page reaches orjson as an ``orjson.Fragment``: the response
-is byte-identical to serialising the dicts. Only attributes, which vary per
-record, are still dicts (built for the requested fields only) dumped one by one.
+go. Runs of literal text and fixed-width columns are laid out for the whole
+page as one byte matrix; variable-width values are interleaved as pieces, and
+the document is joined once (``encode_document``): the response is
+byte-identical to serialising the dicts, and its megabyte is copied once.
+The columns themselves come from per-block caches (``blockcache.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 
 from .profiles import ATTRIBUTES
 from .resources import PROFILE_RELATIONSHIPS, Renderer, prune
-from .timefmt import iso_array, iso_many
+from .timefmt import iso_many
 
 #: Placeholders: private-use characters orjson writes unescaped and no base URL contains.
 #: Text slots sit inside a JSON string (ids, datetimes); raw slots replace a whole JSON value.
@@ -36,6 +37,20 @@ _SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
 
 
+def template(resource: dict) -> "Template":
+    """The ``Template`` of a resource shape, kept (a page asks for the same few shapes again and again)."""
+    raw = orjson.dumps(resource)
+    found = _TEMPLATES.get(raw)
+    if found is None:
+        if len(_TEMPLATES) >= 256:
+            _TEMPLATES.clear()
+        found = _TEMPLATES[raw] = Template(resource, raw)
+    return found
+
+
+_TEMPLATES: dict[bytes, "Template"] = {}
+
+
 class Template:
     """The bytes of one resource shape, cut at its slots, and which column fills each slot.
 
@@ -45,8 +60,8 @@ class Template:
     only the variable-width columns are interleaved per record, by one join.
     """
 
-    def __init__(self, resource: dict) -> None:
-        raw = orjson.dumps(resource)
+    def __init__(self, resource: dict, raw: bytes | None = None) -> None:
+        raw = raw if raw is not None else orjson.dumps(resource)
         self.slots: list[str] = []
         self.literals: list[bytes] = []
         last = 0
@@ -58,8 +73,13 @@ class Template:
 
     def render(self, columns: dict, n: int) -> bytes:
         """Records ``0..n-1`` as JSON objects joined by commas (b'' for none)."""
+        return b"".join(self.pieces(columns, n))
+
+    def pieces(self, columns: dict, n: int) -> list[bytes]:
+        """``render``'s text as the pieces that join to it ([] for none): a page's megabyte is
+        then copied once, when the whole document is joined (``encode_document``)."""
         if not n:
-            return b""
+            return []
         fixed = {name: col for name, col in columns.items() if isinstance(col, np.ndarray) and _uniform(col)}
         pieces: list[list[bytes]] = []
         run: list = [self.literals[0]]
@@ -75,7 +95,8 @@ class Template:
         out: list = [None] * (n * len(pieces))
         for i, piece in enumerate(pieces):
             out[i::len(pieces)] = piece
-        return b"".join(out)[:-1]
+        out[-1] = out[-1][:-1]  # no comma after the last record
+        return out
 
 
 def _uniform(col: np.ndarray) -> bool:
@@ -86,20 +107,51 @@ def _uniform(col: np.ndarray) -> bool:
 
 def _matrix(run: list, n: int) -> list[bytes]:
     """Literals and fixed-width columns side by side, for all ``n`` records at once."""
+    if len(run) == 1:
+        return [run[0]] * n
     widths = [len(x) if isinstance(x, bytes) else x.dtype.itemsize for x in run]
-    matrix = np.empty((n, sum(widths)), dtype=np.uint8)
+    # Every row starts as the literals (one broadcast copy), then each column is written in.
+    row = b"".join(x if isinstance(x, bytes) else bytes(w) for x, w in zip(run, widths))
+    matrix = np.empty((n, len(row)), dtype=np.uint8)
+    matrix[:] = np.frombuffer(row, dtype=np.uint8)
     at = 0
     for x, w in zip(run, widths):
-        if isinstance(x, bytes):
-            matrix[:, at:at + w] = np.frombuffer(x, dtype=np.uint8)
-        else:
+        if not isinstance(x, bytes):
             matrix[:, at:at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
         at += w
     return matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
 
 
-def fragment(parts: list[bytes]) -> orjson.Fragment:
-    return orjson.Fragment(b"[" + b",".join(p for p in parts if p) + b"]")
+class RawArray:
+    """A JSON array given as the pieces of its text, for a top-level member of a document.
+
+    Each group is a list of pieces that join to comma-separated records (``Template.pieces``);
+    groups are separated by commas. ``encode_document`` joins everything once.
+    """
+
+    __slots__ = ("groups",)
+
+    def __init__(self, *groups: list[bytes]) -> None:
+        self.groups = [g for g in groups if g]
+
+
+def encode_document(document: dict) -> bytes:
+    """``orjson.dumps(document)``, with ``RawArray`` members written from their pieces: one join,
+    one copy of the page's text."""
+    parts: list[bytes] = []
+    for key, value in document.items():
+        parts.append((b',' if parts else b'{') + orjson.dumps(key) + b":")
+        if isinstance(value, RawArray):
+            parts.append(b"[")
+            for i, group in enumerate(value.groups):
+                if i:
+                    parts.append(b",")
+                parts += group
+            parts.append(b"]")
+        else:
+            parts.append(orjson.dumps(value))
+    parts.append(b"}" if parts else b"{}")
+    return b"".join(parts)
 
 
 def dump_attributes(dicts: list[dict], wanted: tuple[str, ...] | None) -> list[bytes]:
@@ -185,6 +237,13 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
                   relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
                   related_data: dict[str, list] | None = None) -> bytes:
     """``Renderer.profiles`` as comma-joined JSON objects (same arguments, same output)."""
+    return b"".join(profiles_pieces(r, rows, joined, relationships, extras, related_data))
+
+
+def profiles_pieces(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
+                    relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
+                    related_data: dict[str, list] | None = None) -> list[bytes]:
+    """``profiles_page`` as the pieces that join to it."""
     rows = np.asarray(rows, dtype=np.int64)
     p, q = r.account.profiles, r.query
     subs = extras and q.wants("profile", "subscriptions")
@@ -193,14 +252,14 @@ def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = Non
     rels = {name: r.relationship("profile", ID, name, (related_data or {}).get(name, ...)) for name in relationships}
     columns = profile_attribute_columns(p, rows, wanted) if joined is None and not subs and not pred else None
     if columns is not None:
-        template = Template(r.resource("profile", ID, PROFILE_SLOTS, rels))
-        return template.render({"id": profile_ids(p, rows), **columns}, len(rows))
+        shape = template(r.resource("profile", ID, PROFILE_SLOTS, rels))
+        return shape.pieces({"id": profile_ids(p, rows), **columns}, len(rows))
     attrs = profile_attribute_dicts(p, rows, subs, pred, wanted)
     if joined is not None:
         for a, when in zip(attrs, iso_many(joined)):
             a["joined_group_at"] = when
-    template = Template({**r.resource("profile", ID, {}, rels), "attributes": ATTRS})
-    return template.render({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
+    shape = template({**r.resource("profile", ID, {}, rels), "attributes": ATTRS})
+    return shape.pieces({"id": profile_ids(p, rows), "attributes": dump_attributes(attrs, wanted)}, len(rows))
 
 
 # ----- events -------------------------------------------------------------------------------
@@ -209,7 +268,12 @@ EVENT_SLOTS = {"timestamp": TIMESTAMP, "event_properties": PROPERTIES, "datetime
 
 
 def events_page(r: Renderer, rows: np.ndarray) -> bytes:
-    """``Renderer.events`` as comma-joined JSON objects.
+    """``Renderer.events`` as comma-joined JSON objects."""
+    return b"".join(events_pieces(r, rows))
+
+
+def events_pieces(r: Renderer, rows: np.ndarray) -> list[bytes]:
+    """``events_page`` as the pieces that join to it.
 
     Every attribute is a slot of the page template, so only ``event_properties``
     (variable width) is formatted per event; ids, timestamps, datetimes and
@@ -224,30 +288,25 @@ def events_page(r: Renderer, rows: np.ndarray) -> bytes:
         "profile": r.relationship("event", ID, "profile", {"type": "profile", "id": PROFILE}),
     }
     resource = r.resource("event", ID, EVENT_SLOTS, rels)
-    template = Template(resource)
+    shape = template(resource)
     metric_ids = np.array([m.id.encode() for m in acc.records["metric"]])
     columns = {
         "id": e.id_bytes(rows),
         "metric": metric_ids[e.metric[rows]],
         "profile": profile_ids(acc.profiles, e.profile[rows].astype(np.int64)),
     }
-    return template.render({**columns, **_event_attributes(e, rows, resource["attributes"])}, len(rows))
+    return shape.pieces({**columns, **_event_attributes(e, rows, resource["attributes"])}, len(rows))
 
 
 def _event_attributes(e, rows: np.ndarray, kept: dict) -> dict:
     """The attribute columns the (pruned) template ``kept``, and only those."""
     cols = {}
     if "timestamp" in kept:
-        cols["timestamp"] = _narrow(e.datetime[rows].astype("S20"))
+        cols["timestamp"] = e.timestamp_text(rows)
     if "event_properties" in kept:
         cols["event_properties"] = e.properties_json(rows)
     if "datetime" in kept:
-        cols["datetime"] = iso_array(e.datetime[rows])
+        cols["datetime"] = e.datetime_text(rows)
     if "uuid" in kept:
         cols["uuid"] = e.uuid_bytes(rows)
     return cols
-
-
-def _narrow(col: np.ndarray) -> np.ndarray:
-    """An ``S`` column cast to its longest value's width (so equal-width values fill it)."""
-    return col.astype(f"S{max(int(np.strings.str_len(col).max()), 1)}") if len(col) else col

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from . import ids, vocabulary as V
+from .blockcache import BlockColumn
 from .timefmt import iso, iso_many
 
 TWO_YEARS = 2 * 365 * 86400
@@ -52,6 +53,7 @@ class ProfileTable:
 
     def __init__(self, seed: int, count: int, now: int, list_ids: list[str]) -> None:
         self.seed, self.count, self.now = seed, count, now
+        self._block_columns: dict[str, BlockColumn] = {}
         self.list_ids = list_ids
         rows = np.arange(count, dtype=np.int64)
         start = now - TWO_YEARS
@@ -90,10 +92,22 @@ class ProfileTable:
         return self.id_bytes(rows).astype("U26").tolist()
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
-        """Profile ids of ``rows`` as ``S26`` (vectorised; the page renderers use the bytes)."""
+        """Profile ids of ``rows`` as ``S26`` (vectorised; the page renderers use the bytes; kept per block)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and rows.min() >= 0 and rows.max() < self.count:
+            return self._block_column("id", self._compute_id_bytes).take(rows)
+        return self._compute_id_bytes(rows)
+
+    def _compute_id_bytes(self, rows: np.ndarray) -> np.ndarray:
         ms, tag = self._id_parts(rows)
         return ids.ulids(ms, tag, rows, self.id_key)
+
+    def _block_column(self, name: str, compute) -> BlockColumn:
+        """The kept column ``name`` (see ``blockcache.py``): the table's values never change."""
+        column = self._block_columns.get(name)
+        if column is None:
+            column = self._block_columns[name] = BlockColumn(self.count, compute)
+        return column
 
     def row_for_id(self, text: str) -> int | None:
         row = ids.ulid_index(text, self.id_key)
@@ -250,7 +264,8 @@ class ProfileTable:
         are assembled as byte columns in numpy, not formatted per profile.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        fast = {n: f(self, rows) for n, f in _JSON_COLUMNS.items() if n in names} if _SAFE_VOCABULARY and len(rows) else {}
+        fast = {n: self._block_column(n, f.__get__(self)).take(rows) for n, f in _JSON_COLUMNS.items() if n in names} \
+            if _SAFE_VOCABULARY and len(rows) else {}
         rest = self.columns(rows, [n for n in names if n not in fast])
         return {n: fast[n].tolist() if n in fast else list(map(orjson.dumps, rest[n])) for n in names}
 

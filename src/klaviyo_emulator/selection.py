@@ -84,6 +84,9 @@ class SelectionCache:
     def __init__(self, capacity: int = 24) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        #: small rendered records (an events page's included metrics), valid as long as this cache:
+        #: the emulator starts a new one whenever a write changes the account
+        self.rendered: dict[tuple, bytes] = {}
 
     def get(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         rows = self._items.get(key)

@@ -17,10 +17,16 @@ from .arrival import ArrivalStampingProtocol
 from .settings import EmulatorSettings
 
 
+#: How long an idle keep-alive connection stays open. uvicorn's default (5 s) closed connections a
+#: busy client (an import inserting into its warehouse) still held, and its next request on one
+#: met "Server disconnected without sending a response" (a retry). Klaviyo keeps them longer.
+KEEP_ALIVE_SECONDS = 75
+
+
 def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``)."""
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
-                http=ArrivalStampingProtocol)
+                http=ArrivalStampingProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 @contextmanager
@@ -35,7 +41,7 @@ def serving(app, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan=lifespan,
-                            timeout_graceful_shutdown=2, http=ArrivalStampingProtocol)
+                            timeout_graceful_shutdown=2, http=ArrivalStampingProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()

@@ -38,6 +38,8 @@ class EmulatorSettings:
     job_profiles_per_second: float = 100_000.0
     #: Delay before a subscribe/unsubscribe request (202, no job) shows in reads.
     consent_delay_seconds: float = 0.0
+    #: Delay before a data-privacy deletion request (202) takes the profile away.
+    deletion_delay_seconds: float = 0.0
     #: Fault injection SPEC (see ``emulator/faults.py``), e.g. "429=0.2,503=0.05,seed=7"; None: no faults.
     faults: str | None = None
     #: The account's clock (see ``clock.py``): None = ``now`` plus the app clock's elapsed time;
@@ -46,6 +48,13 @@ class EmulatorSettings:
     #: Refuse revisions Klaviyo has retired (older than two years before the spec's). Off by default:
     #: configs in the seed's shape carry revision_time 2023-02-22, which the emulator still answers.
     strict_revisions: bool = False
+    #: Late events: this fraction of events becomes visible only some time after its ``datetime``
+    #: (Klaviyo's events are eventually consistent), up to ``arrival_delay`` seconds later.
+    late_events: float = 0.0
+    arrival_delay: float = 17 * 86400.0
+    #: A second shop integration: a WooCommerce "Placed Order" metric next to Shopify's (same name,
+    #: two metrics), taking about 40% of the orders.
+    second_store: bool = False
 
     def __post_init__(self) -> None:
         for name in ("profiles", "events", "lists", "segments", "campaigns", "templates", "flows", "latency_ms"):
@@ -53,6 +62,8 @@ class EmulatorSettings:
                 raise ValueError(f"{name} must be >= 0")
         if self.job_profiles_per_second <= 0 or self.job_queued_seconds < 0 or self.consent_delay_seconds < 0:
             raise ValueError("job_profiles_per_second must be > 0 and delays >= 0")
+        if not 0.0 <= self.late_events <= 1.0 or self.arrival_delay < 0:
+            raise ValueError("late_events must be a fraction in [0, 1] and arrival_delay >= 0 seconds")
         if self.events and not self.profiles:
             raise ValueError("events need at least one profile")
         if self.clock:

@@ -79,6 +79,9 @@ class AccountState:
         self.new_list_ids: list[str] = []
         self.list_creations = 0
         self._id_rank: np.ndarray | None = None
+        #: rows a completed data-privacy deletion removed: gone from every read (profiles, members, events)
+        self.deleted: set[int] = set()
+        self._deleted_mask: tuple[int, np.ndarray] | None = None
 
     # ----- identity -----------------------------------------------------------------
     @property
@@ -105,10 +108,10 @@ class AccountState:
     def row_for_id(self, text: str) -> int | None:
         row = self.base.row_for_id(text)
         if row is not None:
-            return row
+            return None if row in self.deleted else row
         index = ids.ulid_index(text, self.base.id_key)
         if index is not None and self.base.count <= index < self.count and self.new_id(index) == text:
-            return index
+            return None if index in self.deleted else index
         return None
 
     def row_for(self, field_name: str, value: str) -> int | None:
@@ -119,6 +122,12 @@ class AccountState:
         row = self.index[field_name].get(key)
         if row is not None:
             return row
+        if self.deleted and field_name in ("email", "phone_number", "external_id"):
+            lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
+                      "external_id": self.base.row_for_external_id}[field_name]
+            found = lookup(value)
+            if found is not None and found in self.deleted:
+                return None
         lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
                   "external_id": self.base.row_for_external_id}[field_name]
         row = lookup(value)
@@ -372,6 +381,31 @@ class AccountState:
                 c.sms_transactional = ("UNSUBSCRIBED", now, "API")
         self._touch(row, now)
 
+    def delete_profile(self, row: int, now: int) -> None:
+        """A data-privacy deletion: the profile leaves every list and segment and, with its events,
+        disappears from every read; its identifiers no longer match it."""
+        if row in self.deleted:
+            return
+        for groups, segment in ((self.account.list_members, False), (self.account.segment_members, True)):
+            for group_id, m in list(groups.items()):
+                if m.contains(row):
+                    self.remove_members(group_id, np.array([row]), now, segment=segment)
+        for field_name, key in self.current_identifiers(row).items():
+            if key:
+                self.index[field_name].pop(_key(field_name, key), None)
+        self.deleted.add(row)
+        self.version += 1
+
+    def deleted_rows(self, count: int) -> np.ndarray | None:
+        """Mask of deleted profile rows (``count`` long), None when none was deleted."""
+        if not self.deleted:
+            return None
+        if self._deleted_mask is None or self._deleted_mask[0] != (self.version, count):
+            mask = np.zeros(count, dtype=bool)
+            mask[np.fromiter(self.deleted, dtype=np.int64)] = True
+            self._deleted_mask = ((self.version, count), mask)
+        return self._deleted_mask[1]
+
     def suppress(self, row: int, now: int) -> None:
         c = self.consent_for(row)
         if not any(s[0] == "USER_SUPPRESSED" for s in c.suppression):
@@ -424,11 +458,13 @@ class AccountState:
         self.version += 1
         return rec
 
-    def add_members(self, list_id: str, rows: np.ndarray, now: int) -> int:
-        """Add rows (kept in id order, joined now); returns how many were new members."""
-        m = self.account.list_members[list_id]
+    def add_members(self, list_id: str, rows: np.ndarray, now: int, segment: bool = False) -> int:
+        """Add rows (kept in id order, joined now); returns how many were new members.
+        ``segment``: ``list_id`` is a segment's (Klaviyo re-evaluating it), not a list's."""
+        groups = self._groups(segment)
+        m = groups[list_id]
         rows = np.asarray(rows, dtype=np.int64)
-        if self._append_members(list_id, m, rows, now):
+        if self._append_members(list_id, m, rows, now, segment):
             return len(rows)
         rows = np.unique(rows)
         rows = rows[~np.isin(rows, m.profiles)]
@@ -438,12 +474,12 @@ class AccountState:
         order = np.argsort(ranks, kind="stable")
         rows, ranks = rows[order], ranks[order]
         at = np.searchsorted(self.id_rank(m.profiles), ranks)
-        self.account.list_members[list_id] = Membership(np.insert(m.profiles, at, rows),
-                                                        np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
-        self._touch_list(list_id, now)
+        groups[list_id] = Membership(np.insert(m.profiles, at, rows),
+                                     np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
+        self._touch_group(list_id, now, segment)
         return len(rows)
 
-    def _append_members(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> bool:
+    def _append_members(self, list_id: str, m: Membership, rows: np.ndarray, now: int, segment: bool = False) -> bool:
         """The common case of a bulk import: ``rows`` already in strictly increasing id order, all after
         the last member (new profiles). Appending then gives what ``add_members``' unique, isin and
         sorted inserts give, without their O(members) work per call. False: not so, nothing done."""
@@ -454,8 +490,8 @@ class AccountState:
             return False
         if len(m.profiles) and ranks[0] <= self.id_rank(m.profiles[-1:])[0]:
             return False
-        self.account.list_members[list_id] = self._appended(list_id, m, rows, now)
-        self._touch_list(list_id, now)
+        self._groups(segment)[list_id] = self._appended(("segment" if segment else "list", list_id), m, rows, now)
+        self._touch_group(list_id, now, segment)
         return True
 
     def _appended(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> Membership:
@@ -476,14 +512,24 @@ class AccountState:
         self._member_room[list_id] = (out, profiles, joined)
         return out
 
-    def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None) -> int:
-        m = self.account.list_members[list_id]
+    def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None, segment: bool = False) -> int:
+        groups = self._groups(segment)
+        m = groups[list_id]
         keep = ~np.isin(m.profiles, np.asarray(rows, dtype=np.int64))
         removed = int((~keep).sum())
         if removed:
-            self.account.list_members[list_id] = Membership(m.profiles[keep], m.joined[keep])
-            self._touch_list(list_id, now)
+            groups[list_id] = Membership(m.profiles[keep], m.joined[keep])
+            self._touch_group(list_id, now, segment)
         return removed
+
+    def _groups(self, segment: bool) -> dict:
+        return self.account.segment_members if segment else self.account.list_members
+
+    def _touch_group(self, group_id: str, now: int | None, segment: bool) -> None:
+        if segment:
+            self.version += 1  # a segment's own record does not change when its members do
+        else:
+            self._touch_list(group_id, now)
 
     def _touch_list(self, list_id: str, now: int | None) -> None:
         if now is not None:

@@ -78,7 +78,11 @@ METRICS = (
     ("Started Checkout", "Shopify", "eCommerce", 3),
     ("Active on Site", "API", "API", 8),
 )
-INTEGRATION_IDS = {"Klaviyo": "0rG4eQ", "Shopify": "0eMvjm", "API": "7FtS4J"}
+#: Metrics only accounts with ``second_store`` have: the same names as others, another integration.
+SECOND_STORE_METRICS = (("Placed Order", "WooCommerce", "eCommerce", 0),)
+#: Every metric an account may have; an event's metric code indexes this.
+ALL_METRICS = METRICS + SECOND_STORE_METRICS
+INTEGRATION_IDS = {"Klaviyo": "0rG4eQ", "Shopify": "0eMvjm", "API": "7FtS4J", "WooCommerce": "8WcQm3"}
 SUPPRESSION_REASONS = ("HARD_BOUNCE", "INVALID_EMAIL", "SPAM_COMPLAINT", "UNSUBSCRIBE", "USER_SUPPRESSED")
 LIST_NAMES = ("Newsletter", "VIP Customers", "Back in Stock", "SMS Subscribers", "Wholesale", "Holiday Leads", "Preview List", "Event RSVPs")
 SEGMENT_NAMES = ("Engaged (90 days)", "Repeat Purchasers", "Lapsed Customers", "High Value", "New Subscribers", "Window Shoppers")

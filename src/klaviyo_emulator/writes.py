@@ -423,6 +423,27 @@ def bulk_unsuppress_profiles(req: Request) -> tuple[int, dict]:
     return _suppression(req, "profile-suppression-bulk-delete-job", suppress=False)
 
 
+# ----- data-privacy deletion --------------------------------------------------------------------
+def request_profile_deletion(req: Request) -> tuple[int, None]:
+    """POST /api/data-privacy-deletion-jobs: exactly one of email, phone_number or id; every
+    profile it matches is deleted asynchronously (after ``deletion_delay_seconds``)."""
+    profile = req.body["data"]["attributes"]["profile"]["data"]
+    attrs = {k: v for k, v in (profile.get("attributes") or {}).items() if v not in (None, "")}
+    given = [k for k in ("email", "phone_number") if k in attrs] + (["id"] if profile.get("id") else [])
+    pointer = "/data/attributes/profile/data"
+    if len(given) != 1:
+        raise BodyError([(pointer, "Give exactly one identifier: email, phone_number or id.")])
+    state, ctx = req.account.state, req.ctx
+    key = given[0]
+
+    def apply() -> None:
+        row = state.row_for_id(profile["id"]) if key == "id" else state.row_for(key, attrs[key])
+        if row is not None:
+            state.delete_profile(row, ctx.now())
+    ctx.jobs.later(ctx.clock() + req.account.settings.deletion_delay_seconds, apply)
+    return 202, None
+
+
 # ----- single profile upsert ------------------------------------------------------------------
 def create_or_update_profile(req: Request) -> tuple[int, dict]:
     data = req.body["data"]
@@ -505,6 +526,7 @@ WRITE_HANDLERS = {
     "create_list": create_list,
     "add_profiles_to_list": add_profiles_to_list,
     "remove_profiles_from_list": remove_profiles_from_list,
+    "request_profile_deletion": request_profile_deletion,
     "bulk_subscribe_profiles": bulk_subscribe_profiles,
     "bulk_unsubscribe_profiles": bulk_unsubscribe_profiles,
     "bulk_suppress_profiles": bulk_suppress_profiles,
@@ -513,6 +535,14 @@ WRITE_HANDLERS = {
     "create_profile": create_profile,
     "update_profile": update_profile,
 }
-#: Whole-request byte limits the spec documents (5 MB per bulk import, 100 KB per profile upsert).
-PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
+def _tracked():
+    from . import tracked
+
+    return {"create_event": tracked.create_event, "bulk_create_events": tracked.bulk_create_events}
+
+
+WRITE_HANDLERS.update(_tracked())
+#: Whole-request byte limits the spec documents (5 MB per bulk import or bulk event create, 100 KB per
+#: profile upsert).
+PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "bulk_create_events": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
                   "create_profile": MAX_PROFILE_BYTES, "update_profile": MAX_PROFILE_BYTES}

@@ -91,6 +91,9 @@ EMULATED_BODYLESS_OPERATIONS = (
     "remove_profiles_from_list",
     "bulk_subscribe_profiles",
     "bulk_unsubscribe_profiles",
+    "request_profile_deletion",
+    "create_event",
+    "bulk_create_events",
 )
 
 DEFAULT_SPEC_LOCATIONS = (

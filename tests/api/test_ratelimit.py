@@ -8,19 +8,11 @@ import pytest
 from klaviyo_bridge.api.ratelimit import RateLimiter, WindowLimiter
 from klaviyo_spec import RateLimit, operation
 
+from ..fakes import FakeClock as _SharedFakeClock
 
-class FakeClock:
-    """Time that only moves when a sleeper asks it to."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
+def FakeClock() -> _SharedFakeClock:  # noqa: N802 - time moves only when a test moves it; sleeps are recorded
+    return _SharedFakeClock(0.0, sleep_advances=False)
 
 
 def max_in_window(times: list[float], seconds: float) -> int:

@@ -55,7 +55,13 @@ def test_python_dash_m_runs_the_cli():
 def test_home_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("KLAVIYO_BRIDGE_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert Home.resolve().root == tmp_path / ".klaviyo-bridge"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert Home.resolve().root == tmp_path / "xdg" / "klaviyo-bridge"  # never the current directory
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert Home.resolve().root == tmp_path / "user" / ".local" / "share" / "klaviyo-bridge"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/xdg")  # ignored, as the XDG rule says
+    assert Home.resolve().root == tmp_path / "user" / ".local" / "share" / "klaviyo-bridge"
     monkeypatch.setenv("KLAVIYO_BRIDGE_HOME", str(tmp_path / "env"))
     assert Home.resolve().root == tmp_path / "env"
     home = Home.resolve(tmp_path / "flag").ensure()
@@ -76,3 +82,37 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     assert info.value.code == 70
     err = capsys.readouterr().err
     assert err == "internal error: RuntimeError: something broke (run with -vv for the traceback)\n"
+
+
+def test_default_home_is_the_same_from_any_folder(monkeypatch, tmp_path, capsys):
+    """Run from two folders without --home: one warehouse in the user's data folder, none in either."""
+    from klaviyo_bridge.cli import main
+
+    monkeypatch.delenv("KLAVIYO_BRIDGE_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        try:
+            main(["sql", "CREATE TABLE IF NOT EXISTS main.t AS SELECT 1 AS x"])
+        except SystemExit as exc:
+            assert not exc.code, capsys.readouterr().err
+        assert not (tmp_path / folder / ".klaviyo-bridge").exists()
+    assert (tmp_path / "xdg" / "klaviyo-bridge" / "warehouse.duckdb").exists()
+    assert ((tmp_path / "xdg" / "klaviyo-bridge").stat().st_mode & 0o777) == 0o700
+
+
+def test_a_legacy_home_in_the_current_folder_is_named_not_used(monkeypatch, tmp_path, capsys):
+    from klaviyo_bridge.cli import main
+
+    monkeypatch.delenv("KLAVIYO_BRIDGE_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".klaviyo-bridge").mkdir()
+    (tmp_path / ".klaviyo-bridge" / "warehouse.duckdb").write_bytes(b"")
+    try:
+        main(["tables"])
+    except SystemExit:
+        pass
+    err = capsys.readouterr().err
+    assert "./.klaviyo-bridge here is not used" in err and f"KLAVIYO_BRIDGE_HOME={tmp_path / '.klaviyo-bridge'}" in err

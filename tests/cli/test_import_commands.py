@@ -196,3 +196,21 @@ def test_replicate_skips_a_metric_the_account_does_not_have(tmp_path, base_url, 
     with open_warehouse(home / "warehouse.duckdb") as wh:
         assert wh.table_arrow("qlik", "open").num_rows > 0
         assert wh.table_columns("qlik", "viewed_widget") is None
+
+
+def test_replicate_metrics_limits_the_per_metric_tables(tmp_path, base_url, monkeypatch, capsys):
+    """--metrics: only those metrics' tables (and the non-metric ones asked for); a name no table
+    has fails at once with a did-you-mean, before any request."""
+    monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
+    monkeypatch.setenv("KLAVIYO_BASE_URL", base_url)
+    home = tmp_path / "home"
+    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
+               "--tables", "open,click,bounce,lists", "--metrics", "Opened Email,Clicked Email (Klaviyo)") == 0
+    out = capsys.readouterr().out
+    assert sorted(summaries(out)) == ["click", "lists", "open"] and "replicated 3 tables" in out
+    with open_warehouse(home / "warehouse.duckdb") as wh:
+        assert wh.table_columns("qlik", "bounce") is None
+        assert {r["metric_name"] for r in wh.table_arrow("qlik", "click").to_pylist()} == {"Clicked Email"}
+    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
+               "--metrics", "Opened Emial") == 2
+    assert "did you mean 'Opened Email'" in capsys.readouterr().err

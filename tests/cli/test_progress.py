@@ -15,30 +15,26 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from klaviyo_bridge.cli import progress as progress_mod
 from klaviyo_bridge.cli.progress import ExportProgress, ImportProgress
-from klaviyo_emulator.server import running_emulator
-from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.jobs import JobCancelled, _stopper
 from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+
+from ..fakes import FakeClock
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n: \r, ESC, ...
 CLEAR_LINE = "\x1b[2K"
 SHOW_CURSOR = "\x1b[?25h"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> FakeClock:  # noqa: N802 - the tests' name for the shared fake clock at 100 s
+    return FakeClock(100.0)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Fixtures for the console tests: an emulator on 127.0.0.1, a console app on a temporary home,
-and an httpx client (in-process, ASGI) that knows the page's CSRF token."""
+and an httpx client (in-process, ASGI), signed in with the app's token, that knows the page's CSRF token."""
 
 from __future__ import annotations
 
@@ -52,9 +52,31 @@ class ConsoleClient(httpx.AsyncClient):
             await self.page("/authentications")
         return await self.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kw)
 
+    async def sign_in(self, token: str) -> httpx.Response:
+        """The login URL the console prints: a session cookie, then a redirect without the token."""
+        response = await self.get("/login", params={"token": token})
+        assert response.status_code == 303 and "token" not in response.headers["location"], response.text
+        return response
+
+
+class SignedIn:
+    """``async with SignedIn(app) as c``: a ConsoleClient on ``app``, signed in with its token."""
+
+    def __init__(self, app, base_url: str = "http://127.0.0.1") -> None:
+        self.client = ConsoleClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+        self.app = app
+
+    async def __aenter__(self) -> ConsoleClient:
+        await self.client.__aenter__()
+        await self.client.sign_in(self.app.state.console.token)
+        return self.client
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.__aexit__(*exc)
+
 
 @pytest.fixture
 async def client(app):
     async with app.router.lifespan_context(app):
-        async with ConsoleClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        async with SignedIn(app) as c:
             yield c

@@ -33,8 +33,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 
 @contextmanager
 def running_console(config: ConsoleConfig):
-    with serving(create_app(config), lifespan="on", name="console") as url:
-        yield url
+    """The console over real HTTP on 127.0.0.1: (its URL, its access token)."""
+    app = create_app(config)
+    with serving(app, lifespan="on", name="console") as url:
+        yield url, app.state.console.token
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +77,17 @@ def _wait_for_job_end(page, timeout_ms: int = 30_000) -> str:
 def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
     home = Home(tmp_path / "home")
     problems: list[str] = []
-    with running_console(ConsoleConfig(home=home, base_url=emulator_url)) as base:
+    with running_console(ConsoleConfig(home=home, base_url=emulator_url)) as (base, token):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.set_default_timeout(15_000)
+
+        # 0. Log in with the URL the console prints; the token leaves the address bar.
+        page.goto(f"{base}/login?token={token}")
+        page.wait_for_selector("#nav-sources")
+        assert "token" not in page.url
 
         # 1. Create an authentication; the key is shown masked only; test the connection.
         page.goto(f"{base}/authentications")
@@ -188,3 +195,60 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
     csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
     assert not csp, csp
     assert not problems, problems
+
+
+def test_login_required_on_loopback_in_a_real_browser(browser, emulator_url, tmp_path):
+    with running_console(ConsoleConfig(home=Home(tmp_path / "home"), base_url=emulator_url)) as (base, token):
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{base}/exports")  # on 127.0.0.1 too: the login page, not the console
+        assert "/login?next=" in page.url and page.is_visible("#login-form")
+        assert page.locator("#nav-exports").count() == 0 and page.locator("#f-sql").count() == 0
+        page.fill("#f-token", "not-the-token")
+        page.click("#sign-in")
+        page.wait_for_selector("#error-token")
+        assert "wrong token" in page.inner_text("#error-token")
+        _shot(page, "00-login")
+        page.fill("#f-token", token)
+        page.click("#sign-in")
+        page.wait_for_selector("#nav-exports")
+        assert page.url.endswith("/exports") and page.is_visible("#f-sql")  # where the user was going
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["kb_session"]["httpOnly"] and cookies["kb_session"]["sameSite"] == "Strict"
+        assert token not in page.content() and token not in page.url
+        page.click("#sign-out")
+        page.wait_for_selector("#login-form")
+        page.goto(f"{base}/jobs")
+        assert "/login" in page.url and page.is_visible("#login-form")
+        context.close()
+
+
+def test_sandboxed_query_refused_with_its_message_in_a_real_browser(browser, emulator_url, tmp_path):
+    home = Home(tmp_path / "home")
+    with running_console(ConsoleConfig(home=home, base_url=emulator_url)) as (base, token):
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{base}/login?token={token}")
+        page.wait_for_selector("#nav-exports")
+        page.goto(f"{base}/authentications")
+        page.fill("#f-name", "emulator")
+        page.fill("#f-api_key", API_KEY)
+        page.click("#auth-form button[type=submit]")
+        page.wait_for_selector("#flash")
+        page.click("#nav-exports")
+        page.fill("#f-database", "")  # a new warehouse has no database yet
+        for sql, why in [(f"SELECT * FROM read_text('{home.credentials}')", "reading or writing files is not allowed"),
+                         (f"ATTACH '{tmp_path / 'other.duckdb'}' AS other", "ATTACH is not allowed"),
+                         ("DROP TABLE profiles", "DROP is not allowed")]:
+            page.fill("#f-sql", sql)
+            page.click("#run-query")
+            page.wait_for_selector("#query-error")
+            message = page.inner_text("#query-error")
+            assert message.startswith("the console runs read-only queries") and why in message, message
+            assert "use the CLI" in message
+            assert API_KEY not in page.content()
+        _shot(page, "09-sandbox-refusal")
+        assert not (tmp_path / "other.duckdb").exists()
+        context.close()

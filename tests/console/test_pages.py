@@ -14,7 +14,7 @@ from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.console import ConsoleConfig, check_bind, create_app
 from klaviyo_bridge.errors import ConfigError
 
-from .conftest import API_KEY, ConsoleClient
+from .conftest import API_KEY, ConsoleClient, SignedIn
 
 PAGES = ["/authentications", "/sources", "/sources/new", "/exports", "/schedules", "/jobs"]
 
@@ -122,15 +122,16 @@ async def test_token_gate_and_host_check(home):
     app = create_app(ConsoleConfig(home=home, host="0.0.0.0", token=token))
     async with ConsoleClient(transport=httpx.ASGITransport(app=app), base_url="http://10.0.0.5:8787") as c:
         r = await c.get("/jobs")
-        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fjobs"
         assert (await c.get("/jobs/x/progress.json")).status_code == 401
         assert (await c.get("/jobs", headers={"authorization": f"Bearer {token}"})).status_code == 200
         await c.page("/login")
         assert (await c.submit("/login", {"token": "wrong"})).status_code == 403
         assert (await c.submit("/login", {"token": token})).status_code == 303
         assert (await c.get("/jobs")).status_code == 200
+        assert (await c.get("/jobs", headers={"host": "console.example.com"})).status_code == 200  # not loopback-bound
     loopback = create_app(ConsoleConfig(home=home))
-    async with ConsoleClient(transport=httpx.ASGITransport(app=loopback), base_url="http://127.0.0.1") as c:
+    async with SignedIn(loopback) as c:
         assert (await c.get("/jobs", headers={"host": "attacker.example"})).status_code == 421
         assert (await c.get("/jobs", headers={"host": "localhost:8787"})).status_code == 200
 
@@ -228,7 +229,6 @@ async def test_schedules_enable_disable_run_and_next_runs(client):
 
 
 async def test_long_job_shows_progress_and_can_be_cancelled(home):
-    import httpx
 
     from klaviyo_emulator.server import running_emulator
     from klaviyo_emulator.settings import EmulatorSettings
@@ -236,7 +236,7 @@ async def test_long_job_shows_progress_and_can_be_cancelled(home):
     with running_emulator(EmulatorSettings(profiles=300, events=2000, rate_limits=False, latency_ms=1500)) as slow:
         app = create_app(ConsoleConfig(home=home, base_url=slow))
         async with app.router.lifespan_context(app):
-            async with ConsoleClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            async with SignedIn(app) as client:
                 await client.page("/sources/new")
                 await _auth(client)
                 r = await client.submit("/sources/new", {**SOURCE, "name": "slow_events", "data_source": "events",
@@ -254,3 +254,26 @@ async def test_long_job_shows_progress_and_can_be_cancelled(home):
                 assert "Cancel requested" in r.text
                 p = await _wait_job(client, run_id, timeout=20)
                 assert p["status"] == "killed", p["error"]
+
+
+async def test_source_wizard_late_events_metrics_memberships_and_deletions(client):
+    """The wizard shows and passes the new settings; the library's messages land next to them."""
+    page = await client.page("/sources/new")
+    for field in ("metrics", "lookback", "detect_deleted"):
+        assert f'name="{field}"' in page.text, field
+    await _auth(client)
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "3 weeks",
+                                             "metrics": "Placed Ordr", "action": "save"})
+    assert r.status_code == 400 and 'id="error-lookback"' in r.text and "12h" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
+                                             "metrics": "Placed Ordr", "action": "preview"})
+    assert "did you mean" in r.text and "Placed Order" in r.text  # resolved against the account
+    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
+                                             "metrics": "Opened Email, Clicked Email", "action": "preview"})
+    assert r.status_code == 200 and 'id="preview"' in r.text and "Opened Email" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "pr", "mode": "append", "detect_deleted": "on",
+                                             "action": "save"})
+    assert r.status_code == 400 and "needs out.mode: merge" in r.text
+    r = await client.submit("/sources/new", {**SOURCE, "name": "lm", "data_source": "list_memberships", "mode": "append",
+                                             "action": "preview"})
+    assert r.status_code == 200 and 'id="preview"' in r.text and "joined_at" in r.text

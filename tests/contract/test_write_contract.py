@@ -103,6 +103,15 @@ async def test_every_write_and_job_read_matches_the_spec(client, clock):
     upsert["data"]["attributes"]["email"] = "brand-new@example.com"
     await _post(client, "create_or_update_profile", "/api/profile-import", upsert, 201)
 
+    # a data-privacy deletion: 202 without a body, by email and by id; the profiles then 404
+    gone = {"data": {"type": "data-privacy-deletion-job", "attributes": {"profile": {"data": {
+        "type": "profile", "attributes": {"email": "c4@example.com"}}}}}}
+    assert await _post(client, "request_profile_deletion", "/api/data-privacy-deletion-jobs", gone, 202) is None
+    by_id = {"data": {"type": "data-privacy-deletion-job", "attributes": {"profile": {"data": {
+        "type": "profile", "id": ids[5], "attributes": {}}}}}}
+    assert await _post(client, "request_profile_deletion", "/api/data-privacy-deletion-jobs", by_id, 202) is None
+    assert (await client.get(f"/api/profiles/{ids[5]}")).status_code == 404
+
     clock.advance(5)
     # Every profile the writes touched still renders valid with subscriptions (and in list member pages).
     for path in ("/api/profiles", f"/api/lists/{list_id}/profiles"):

@@ -145,3 +145,53 @@ async def test_revisions_later_than_the_spec_s_are_refused_retired_ones_when_str
         err = _error(await c.get("/api/profiles", headers={"revision": retired}), 400)
         assert "retired" in err["detail"]
         assert (await c.get("/api/profiles", headers={"revision": f"{year - 1}-10-15"})).status_code == 200
+
+
+async def test_revisions_released_after_the_spec_are_served_with_its_shapes_future_ones_refused(caplog):
+    """Klaviyo serves every revision released up to today. One newer than the spec but not in the
+    future (the SDK 25.0.0's 2026-10-15 on 2026-12-05) gets the spec's shapes and a header naming
+    them; one after the account clock's today is Klaviyo's 400."""
+    import klaviyo_spec
+    from klaviyo_emulator.app import SERVED_REVISION_HEADER
+
+    served = klaviyo_spec.spec_revision()
+    app = create_app(EmulatorSettings(profiles=5, events=5, lists=1, rate_limits=False, clock="fixed:2026-12-05T12:00:00Z"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e.test", headers=HEADERS) as c:
+        own = await c.get("/api/profiles", headers={"revision": served})
+        assert own.status_code == 200 and SERVED_REVISION_HEADER not in own.headers
+        with caplog.at_level("WARNING", logger="klaviyo_emulator"):
+            for revision in ("2026-10-15", "2026-12-05"):
+                later = await c.get("/api/profiles", headers={"revision": revision})
+                assert later.status_code == 200, later.text
+                assert later.headers[SERVED_REVISION_HEADER] == served
+                assert later.json() == own.json()
+        assert any("2026-10-15" in r.getMessage() and served in r.getMessage() for r in caplog.records)
+        for future in ("2026-12-06", "2027-01-15"):
+            err = _error(await c.get("/api/profiles", headers={"revision": future}), 400, "invalid")
+            assert err["source"] == {"parameter": "revision"} and "2026-12-05" in err["detail"]
+        refused = await c.get("/api/profiles", headers={"revision": "2026-12-06"})
+        assert SERVED_REVISION_HEADER not in refused.headers
+
+
+async def test_archived_flows_are_listed_only_when_filtered_for(client, account):
+    """Klaviyo's get_flows leaves archived flows out unless the filter asks about ``archived``."""
+    flows = account.records["flow"]
+    archived = {f.id for f in flows if f.values["archived"]}
+    assert archived and len(archived) < len(flows)
+
+    async def ids(params: dict) -> list[str]:
+        response = await client.get("/api/flows", params=params)
+        assert response.status_code == 200, response.text
+        return [f["id"] for f in response.json()["data"]]
+
+    default = await ids({})
+    assert set(default) == {f.id for f in flows} - archived
+    assert set(await ids({"filter": "equals(archived,true)"})) == archived
+    assert await ids({"filter": "equals(archived,false)"}) == default
+    both = await ids({"filter": "equals(archived,true)", "sort": "-created"}) + await ids({"filter": "equals(archived,false)"})
+    assert sorted(both) == sorted(f.id for f in flows)
+    one = (await client.get(f"/api/flows/{next(iter(archived))}")).json()["data"]  # a single GET still finds it
+    assert one["attributes"]["archived"] is True
+    first_live = default[0]
+    only = await ids({"filter": f"any(id,['{first_live}','{next(iter(archived))}'])"})
+    assert only == [first_live]

@@ -7,18 +7,8 @@ import httpx
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
 
+from ..fakes import FakeClock  # noqa: F401 - the shared fake clock, re-exported for the emulator tests
 from .conftest import HEADERS
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def make_app(clock: FakeClock | None = None, **overrides):

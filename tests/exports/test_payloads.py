@@ -15,7 +15,7 @@ from klaviyo_bridge.exports.ops.add import LOCATION_FIELDS, PROFILE_FIELDS, prep
 from klaviyo_bridge.exports.payloads import Payloads, build_profiles
 from klaviyo_bridge.exports.settings import parse_export_settings
 
-SETTINGS = parse_export_settings({"type": "klaviyo", "api_token": "k", "operation": "add", "list_identify_type": "id",
+SETTINGS = parse_export_settings({"type": "klaviyo", "api_token": "pk_" + "0123456789abcdef" * 2 + "00", "operation": "add", "list_identify_type": "id",
                                   "list_value": "L1", "skip_invalid_records": True})
 
 

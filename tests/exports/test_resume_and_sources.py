@@ -87,7 +87,7 @@ async def test_postgresql_source_query():
             s.close()
 
 
-def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys):
+def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys, monkeypatch):
     emu = EmulatorSettings(seed=4, profiles=100, events=10, lists=2, rate_limits=False, job_profiles_per_second=1e9)
     wh_path = tmp_path / "wh.duckdb"
     with open_warehouse(wh_path) as wh:
@@ -107,7 +107,9 @@ def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys):
         out = capsys.readouterr()
         assert "3 rows: 2 accepted, 1 skipped" in out.out
         assert "line 9" in out.err and "no space after the colon" in out.err
-        inline = json.dumps({"api_token": DEFAULT_API_KEY, "base_url": url, "operation": "add", "list_value": "nope"})
+        # inline settings (on the command line) carry no key: it comes from KLAVIYO_API_KEY
+        monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
+        inline = json.dumps({"base_url": url, "operation": "add", "list_value": "nope"})
         sql = tmp_path / "q.sql"
         sql.write_text("SELECT email FROM customers WHERE email LIKE '%@%'")
         with pytest.raises(SystemExit) as info:  # an unknown list id is an error, before any row is read
@@ -117,7 +119,7 @@ def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys):
         assert "list 'nope' does not exist" in capsys.readouterr().err
         with pytest.raises(SystemExit) as info:
             main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
-                  "--result-settings", '{"operation": "remove_profiles", "list_value": "x", "api_token": "k"}',
+                  "--result-settings", json.dumps({"operation": "remove_profiles", "list_value": "x", "base_url": url}),
                   "SELECT email FROM customers"])
         assert info.value.code == 1
         assert "'remove_profiles' needs a string column profile_id" in capsys.readouterr().err

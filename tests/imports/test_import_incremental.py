@@ -41,7 +41,8 @@ async def change_profiles(transport, existing_ids: list[str], new_emails: list[s
 
 async def api_profiles(transport) -> list[dict]:
     async with client(transport) as c:
-        return [r async for r in c.records("get_profiles", query=q.Query(page_size=100))]
+        return [r async for r in c.records("get_profiles", query=q.Query(
+            page_size=100, additional_fields={"profile": ["subscriptions"]}))]
 
 
 @pytest.mark.parametrize("field, changed", [("updated", 5), ("created", 2)])

@@ -61,6 +61,12 @@ def expected_row(columns, record: dict, included: list[dict], marks: dict[str, A
         head = col.path[0]
         if head in marks:
             value = marks[head]
+        elif head == "_derived":  # suppressed / suppressed_at, from the email suppressions
+            marketing = dig(record, ("attributes", "subscriptions", "email", "marketing"))
+            entries = (marketing or {}).get("suppression") or []
+            value = (None if marketing is None else bool(entries)) if col.path[1] == "suppressed" else (
+                min((e["timestamp"] for e in entries), key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")))
+                if entries else None)
         elif head.startswith("_"):
             value = dig(related(record, included, head[1:]), col.path[1:])
         else:
@@ -114,11 +120,15 @@ async def expected_documents(transport, data_source: str, settings: dict) -> lis
             page_size=100, additional_fields={"profile": ["subscriptions"]}))
         suppressed = ("subscriptions", "email", "marketing", "suppression")
         return [(r, inc, {}) for r, inc in docs if dig(r["attributes"], suppressed)]
+    if data_source == "flows":  # archived flows are listed only when filtered for
+        return [(r, inc, {}) for archived in (False, True) for r, inc in await api_documents(
+            transport, "get_flows", q.Query(page_size=50, filters=(q.equals("archived", archived),)))]
     operation_id, page_size = {
         "lists": ("get_lists", 10), "metrics": ("get_metrics", None), "templates": ("get_templates", 10),
         "flows": ("get_flows", 50), "segments": ("get_segments", 10), "profiles": ("get_profiles", 100),
     }[data_source]
-    return [(r, inc, {}) for r, inc in await api_documents(transport, operation_id, q.Query(page_size=page_size))]
+    extra = {"additional_fields": {"profile": ["subscriptions"]}} if data_source == "profiles" else {}
+    return [(r, inc, {}) for r, inc in await api_documents(transport, operation_id, q.Query(page_size=page_size, **extra))]
 
 
 SOURCES = ["events", "lists", "metrics", "templates", "flows", "segments", "campaigns", "profiles",

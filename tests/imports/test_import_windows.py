@@ -21,7 +21,7 @@ from klaviyo_bridge.api import query as q
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.data import build_account
 from klaviyo_bridge.imports.partition import split
-from klaviyo_bridge.imports.runner import run_import
+from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
 
 from .conftest import EMU, make_config
 from .test_runner import NOW, all_records
@@ -81,9 +81,10 @@ async def test_consecutive_runs_meeting_on_a_shared_timestamp(tied, warehouse):
     app, instants = tied
     transport = httpx.ASGITransport(app=app)
     lo, mid, hi = instants[0], instants[2], instants[-1]
-    cfg = make_config("events", mode="append", incremental=True, start_time=iso(lo))
-    first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=mid, windows=2)
-    second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=hi, windows=2)
+    # no lookback, and "now" one safety margin after each run's end: the runs meet exactly at mid
+    cfg = make_config("events", mode="append", incremental=True, start_time=iso(lo), lookback="0h")
+    first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=mid + SAFETY_MARGIN, windows=2)
+    second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=hi + SAFETY_MARGIN, windows=2)
     assert second.start == mid
     assert [w.start for w in split(lo, mid, 2) + split(mid, hi, 2)] == instants[:-1]
     ids = warehouse.table_arrow("klaviyo", "ev").column("id").to_pylist()

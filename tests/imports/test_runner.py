@@ -7,7 +7,7 @@ import pytest
 from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
-from klaviyo_bridge.imports.runner import run_import
+from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
 
 from .conftest import EMU, make_config
 
@@ -29,6 +29,10 @@ async def test_full_import_has_exactly_the_emulator_records(transport, warehouse
     result = await run_import(make_config(data_source), warehouse, "klaviyo", data_source, transport=transport, now=NOW)
     table = warehouse.table_arrow("klaviyo", data_source)
     expected = await all_records(transport, operation_id, query=q.Query(page_size=page_size))
+    if data_source == "flows":  # archived flows are listed only when filtered for; the import has both
+        archived = await all_records(transport, operation_id, query=q.Query(page_size=page_size, filters=(q.equals("archived", True),)))
+        assert archived and not {r["id"] for r in archived} & {r["id"] for r in expected}
+        expected += archived
     assert result.rows == table.num_rows == len(expected)
     assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in expected)
 
@@ -87,11 +91,15 @@ async def test_metric_events_only_that_metric(transport, warehouse):
 
 
 async def test_incremental_second_run_fetches_only_newer_records(transport, warehouse):
-    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z")
-    first = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=datetime(2025, 9, 1, tzinfo=timezone.utc))
+    """Without a lookback (lookback: 0h) a second run starts exactly at the cursor, which is the
+    first run's "now" minus the safety margin."""
+    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z", lookback="0h")
+    first = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport,
+                             now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN)
     assert warehouse.state.cursor("klaviyo.events") == "2025-09-01T00:00:00+00:00"
-    cfg2 = make_config("events", mode="append", incremental=True)
-    second = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    cfg2 = make_config("events", mode="append", incremental=True, lookback="0h")
+    later = NOW + SAFETY_MARGIN
+    second = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=later)
     ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == first.rows + second.rows
     stamps = warehouse.table_arrow("klaviyo", "events").column("datetime").to_pylist()
@@ -99,11 +107,11 @@ async def test_incremental_second_run_fetches_only_newer_records(transport, ware
     everything = await all_records(transport, "get_events", query=q.Query(page_size=1000, filters=(
         q.greater_or_equal("datetime", datetime(2025, 6, 1, tzinfo=timezone.utc)), q.less_than("datetime", NOW))))
     assert len(ids) == len(everything)
-    third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=later)
     assert third.rows == 0 and third.requests == 0
     # a run a minute later: one window, one request (not one per default window)
     fourth = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport,
-                              now=NOW + timedelta(minutes=1))
+                              now=later + timedelta(minutes=1))
     assert fourth.rows == 0 and fourth.requests == 1
 
 
@@ -187,9 +195,9 @@ async def test_global_exclusions_are_the_suppressed_profiles(transport, warehous
 
 async def test_seed_example_with_start_time_resumes_from_the_cursor(transport, warehouse):
     """The seed's config gives start_time and no end_time: only the first run starts there."""
-    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z")
+    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z", lookback="0h")
     first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport,
-                             now=datetime(2025, 9, 1, tzinfo=timezone.utc))
+                             now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN)
     second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
     assert second.start == datetime(2025, 9, 1, tzinfo=timezone.utc)
     ids = warehouse.table_arrow("klaviyo", "ev").column("id").to_pylist()

@@ -67,7 +67,8 @@ def scenario(op: str, app, n: int = 600):
     existing = [base.email(r) for r in range(0, 2 * n // 3, 2)][: n // 3]
     new = [f"fault.{i}@example.org" for i in range(n - len(existing))]
     emails = sorted(existing + new)
-    keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "retry_limit": 7, "concurrency": 1}
+    keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": "http://emulator.test", "retry_limit": 7,
+            "concurrency": 1}
     if op == "add":
         s = dict(operation="add", list_identify_type="id", list_value=lists[0], wait_for_completion=True,
                  waiting_time_for_completion_millis=300_000)

@@ -75,8 +75,10 @@ def query_cmd(home: Path, url: str, list_id: str, resume: str | None = None) -> 
     settings = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "add",
                 "list_identify_type": "id", "list_value": list_id, "wait_for_completion": True,
                 "waiting_time_for_completion_millis": 300_000, "retry_limit": 3}
+    conf = home.parent / f"{home.name}-settings.json"  # a file: a key on the command line is refused
+    conf.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", json.dumps(settings)]
+           "--result-settings", str(conf)]
     return cmd + (["--resume", resume] if resume else []) + [SQL]
 
 

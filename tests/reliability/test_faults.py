@@ -8,11 +8,13 @@ import pytest
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.retry import RetryPolicy
 from klaviyo_bridge.api.settings import ClientSettings
+from klaviyo_bridge.errors import RetriesExhausted, TransportError
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.faults import FaultPlan, Storm, parse_duration, parse_faults
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.errors import RetriesExhausted, TransportError
+
+from ..fakes import FakeClock
 
 MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7"
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2024-10-15"}
@@ -104,14 +106,6 @@ def test_storm_lasts_its_duration_from_the_first_hit():
 
 
 # ----- each fault as the client sees it ------------------------------------------------------
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
 
 def _client(transport=None, base="http://emulator.local", read_timeout=None, retry_limit=1):
     settings = ClientSettings(api_key=DEFAULT_API_KEY, base_url=base, retry_limit=retry_limit)

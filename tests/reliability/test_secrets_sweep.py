@@ -78,9 +78,9 @@ def test_exports_that_send_and_their_show_commands_write_the_key_nowhere(tmp_pat
     home = tmp_path / "home"
     written: list[str] = []
 
-    def cli(*args, ok=True):
+    def cli(*args, ok=True):  # inline settings carry no key (refused on a command line): KLAVIYO_API_KEY does
         done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "KLAVIYO_API_KEY": ""})
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "KLAVIYO_API_KEY": KEY})
         written.extend([done.stdout, done.stderr])
         if ok:
             assert done.returncode == 0, (args, done.stderr)
@@ -93,15 +93,19 @@ def test_exports_that_send_and_their_show_commands_write_the_key_nowhere(tmp_pat
         settings = {"type": "klaviyo", "api_token": KEY, "base_url": url, "operation": "add",
                     "list_identify_type": "id", "list_value": list_id, "wait_for_completion": True,
                     "waiting_time_for_completion_millis": 300000}
-        sent = cli("query", "--result-settings", json.dumps(settings), sql)
+        inline = {k: v for k, v in settings.items() if k != "api_token"}
+        sent = cli("query", "--result-settings", json.dumps(inline), sql)
         assert "20 rows: 20 accepted" in sent.stdout, sent.stdout
         (tmp_path / "export.yml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
         cli("sched:create", "sweep_export", "", "-d", "main", "--result-settings", str(tmp_path / "export.yml"), sql)
         ran = cli("sched:run", "sweep_export")
         consent = {**settings, "operation": "batch_consent", "subscription_type": "email_marketing_only"}
         consent.pop("list_identify_type")
+        consent.pop("api_token")
         cli("query", "--result-settings", json.dumps(consent), sql)
-        bad = cli("query", "--result-settings", json.dumps({**settings, "list_value": "NoSuchList"}), sql, ok=False)
+        bad = cli("query", "--result-settings", json.dumps({**inline, "list_value": "NoSuchList"}), sql, ok=False)
+        refused = cli("query", "--result-settings", json.dumps(settings), sql, ok=False)  # a key on the command line
+        assert refused.returncode == 2 and "auth:create" in refused.stderr
         shown = cli("sched:show", "sweep_export")
         history = cli("sched:history", "sweep_export")
         jobs = cli("job:list").stdout

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
@@ -67,8 +66,10 @@ def query_cmd(home: Path, url: str, list_id: str, resume: str | None = None) -> 
                 "consent_type": "unsubscribed", "subscription_type": "email_marketing_only",
                 "list_value": list_id, "skip_invalid_records": True, "consent_settle_seconds": 0.2,
                 "retry_limit": 2, "concurrency": 4}
+    conf = home.parent / f"{home.name}-settings.json"  # a file: a key on the command line is refused
+    conf.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", json.dumps(settings)]
+           "--result-settings", str(conf)]
     return cmd + (["--resume", resume] if resume else []) + [SQL]
 
 

@@ -271,5 +271,5 @@ def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
         broken = ScheduleRecord("broken", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"})
         with pytest.raises(StoreError):  # the state refuses it after the key was saved: the key goes again
             create_schedule(wh, credentials, broken, {"sched:broken": "pk_testonly_third"})
-    assert credentials.get("sched:daily") == "pk_testonly_first"
+    assert credentials.get("sched:daily").reveal() == "pk_testonly_first"
     assert "sched:other" not in credentials and "sched:broken" not in credentials

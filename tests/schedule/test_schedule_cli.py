@@ -130,7 +130,7 @@ def test_saved_authentication_and_failures_keep_the_key_secret(tmp_path, base_ur
     out, _ = cli("connector:history", "hourly")
     assert "error" in out and "pk_wrong" not in out
     home = Home(tmp_path / "home")
-    with open_warehouse(home.warehouse) as wh:
+    with open_warehouse(home.warehouse):
         assert b"pk_wrong_key_0123456789" not in home.warehouse.read_bytes()
     _assert_key_never_leaked(cli, home)
 

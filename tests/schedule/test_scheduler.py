@@ -22,24 +22,15 @@ import pytest
 from klaviyo_bridge import jobs
 from klaviyo_bridge.errors import AuthError, ConfigError, RetriesExhausted, ServerError
 from klaviyo_bridge.jobs import JobOutcome, request_kill
-from klaviyo_bridge.schedule.scheduler import Scheduler, latest_due
 from klaviyo_bridge.schedule.cron import CronSchedule
+from klaviyo_bridge.schedule.scheduler import Scheduler, latest_due
 from klaviyo_bridge.secrets import CredentialStore
 from klaviyo_bridge.store import open_warehouse
 from klaviyo_bridge.store.state import ScheduleRecord
 
+from ..fakes import FakeWallClock
+
 UTC = timezone.utc
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FakeKind:
@@ -86,7 +77,7 @@ def add(wh, name="s", cron="10 0 * * *", tz="UTC", delay=0, base=datetime(2024, 
                                             {"in": {"type": "klaviyo", "connection": "x"}}, last_scheduled_for=base))
 
 
-def drive(scheduler: Scheduler, clock: FakeClock, until: datetime, step: timedelta) -> None:
+def drive(scheduler: Scheduler, clock: FakeWallClock, until: datetime, step: timedelta) -> None:
     while clock.now < until:
         clock.now += step
         scheduler.tick()
@@ -95,7 +86,7 @@ def drive(scheduler: Scheduler, clock: FakeClock, until: datetime, step: timedel
 
 def test_daily_across_days_and_a_month_end(wh, creds, kind):
     add(wh)
-    clock = FakeClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
     scheduler = Scheduler(wh, creds, clock=clock)
     drive(scheduler, clock, datetime(2024, 2, 3, 12, tzinfo=UTC), timedelta(minutes=47))
     assert kind.calls == [datetime(2024, d[0], d[1], 0, 10, tzinfo=UTC) for d in ((1, 31), (2, 1), (2, 2), (2, 3))]
@@ -107,7 +98,7 @@ def test_daily_across_days_and_a_month_end(wh, creds, kind):
 
 def test_monthly_with_delay_uses_the_slot_as_now(wh, creds, kind):
     add(wh, cron="@monthly", delay=600)
-    clock = FakeClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
     scheduler = Scheduler(wh, creds, clock=clock)
     clock.now = datetime(2024, 2, 1, 0, 9, tzinfo=UTC)
     assert scheduler.tick() == []  # slot 00:00 is scheduled, but runs 10 minutes later
@@ -123,7 +114,7 @@ def test_dst_changes_in_new_york_run_once_a_day(wh, creds, kind):
     # 01:30 happens twice on 2024-11-03 (runs once, at the first).
     add(wh, "spring", cron="30 2 * * *", tz="America/New_York", base=datetime(2024, 3, 8, tzinfo=UTC))
     add(wh, "fall", cron="30 1 * * *", tz="America/New_York", base=datetime(2024, 11, 1, tzinfo=UTC))
-    clock = FakeClock(datetime(2024, 3, 8, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 8, tzinfo=UTC))
     sleeps = []
 
     def sleep(seconds):
@@ -153,7 +144,7 @@ def test_dst_changes_in_new_york_run_once_a_day(wh, creds, kind):
 
 def test_restart_runs_missed_slots_once_and_never_twice(tmp_path, creds, kind):
     path = tmp_path / "wh.duckdb"
-    clock = FakeClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 30, 12, tzinfo=UTC))
     with open_warehouse(path) as wh:
         add(wh)
         scheduler = Scheduler(wh, creds, clock=clock)
@@ -204,7 +195,7 @@ def test_restart_after_a_crash_mid_run_reruns_that_slot_once(tmp_path, creds, ki
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     crashed = started.read_text()
-    clock = FakeClock(datetime(2024, 2, 1, 1, 5, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 2, 1, 1, 5, tzinfo=UTC))
     with open_warehouse(path) as wh:
         assert wh.state.job(crashed).status == "running"
         scheduler = Scheduler(wh, creds, clock=clock)
@@ -222,7 +213,7 @@ def test_restart_after_a_crash_mid_run_reruns_that_slot_once(tmp_path, creds, ki
 def test_a_slow_job_is_not_started_twice(wh, creds, kind):
     add(wh, cron="*/10 * * * *", base=datetime(2024, 1, 1, tzinfo=UTC))
     kind.gate = threading.Event()
-    clock = FakeClock(datetime(2024, 1, 1, 0, 10, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 1, 0, 10, tzinfo=UTC))
     scheduler = Scheduler(wh, creds, clock=clock)
     assert len(scheduler.tick()) == 1
     assert kind.started.wait(5)
@@ -242,7 +233,7 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
     add(wh, "flaky", cron="0 * * * *", base=datetime(2024, 1, 1, tzinfo=UTC))
     out = tmp_path / "notified"
     out.mkdir()
-    clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 1, tzinfo=UTC))
     scheduler = Scheduler(wh, creds, clock=clock, notify_command=f"cat > $(mktemp -p {out})")
 
     def body(ctx):
@@ -281,7 +272,7 @@ def test_success_resets_the_failure_count(wh, creds, kind):
             raise error
 
     jobs.KINDS["import"] = runner
-    clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 1, tzinfo=UTC))
     drive(Scheduler(wh, creds, clock=clock), clock, datetime(2024, 1, 1, 5, 30, tzinfo=UTC), timedelta(minutes=30))
     record = wh.state.schedule("s")
     assert record.enabled and record.consecutive_failures == 2 and len(kind.calls) == 5  # 2 + reset + 2: never 3
@@ -290,7 +281,7 @@ def test_success_resets_the_failure_count(wh, creds, kind):
 def test_job_kill_cancels_a_running_job(wh, creds, kind, tmp_path):
     add(wh, cron="0 * * * *", base=datetime(2024, 1, 1, tzinfo=UTC))
     kind.gate = threading.Event()  # never set: only the kill ends it
-    clock = FakeClock(datetime(2024, 1, 1, 1, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 1, 1, 1, tzinfo=UTC))
     scheduler = Scheduler(wh, creds, clock=clock, control_dir=tmp_path / "jobs")
     [run_id] = scheduler.tick()
     assert kind.started.wait(5)

@@ -9,7 +9,7 @@ import pytest
 
 from klaviyo_bridge.cli import main
 from klaviyo_bridge.errors import ConfigError
-from klaviyo_bridge.secrets import CredentialStore, hint, redact, resolve_connection
+from klaviyo_bridge.secrets import ApiKey, CredentialStore, hint, redact, resolve_connection
 
 KEY = "pk_testonly_0123456789abcdef0123a1b2"
 
@@ -22,7 +22,7 @@ def test_save_list_delete_and_file_mode(tmp_path):
     store = CredentialStore(tmp_path / "credentials.json")
     store.save("acme", KEY)
     assert mode(store.path) == 0o600
-    assert store.get("acme") == KEY and "acme" in store
+    assert store.get("acme").reveal() == KEY and "acme" in store
     assert store.list() == [{"name": "acme", "hint": "pk_…a1b2", "created_at": store.list()[0]["created_at"]}]
     with pytest.raises(ConfigError, match="already exists"):
         store.save("acme", KEY)
@@ -53,11 +53,12 @@ def test_resolve_connection(tmp_path):
     store.save("acme", KEY)
     config = {"in": {"type": "klaviyo", "connection": "acme", "data_source": "lists"}, "out": {"mode": "append"}}
     resolved = resolve_connection(config, store)
-    assert resolved["in"] == {"type": "klaviyo", "api_token": KEY, "data_source": "lists"}
+    assert resolved["in"] == {"type": "klaviyo", "api_token": ApiKey(KEY), "data_source": "lists"}
+    assert KEY not in repr(resolved) and KEY not in str(resolved)  # a resolved config prints masked
     assert config["in"]["connection"] == "acme"  # the input is not changed
     inline = {"in": {"type": "klaviyo", "api_token": "pk_inline", "data_source": "lists"}}
     assert resolve_connection(inline, store) == inline
-    assert resolve_connection({"result_connection": "acme", "operation": "add"}, store)["api_token"] == KEY
+    assert resolve_connection({"result_connection": "acme", "operation": "add"}, store)["api_token"].reveal() == KEY
     with pytest.raises(ConfigError, match="not both"):
         resolve_connection({"in": {"connection": "acme", "api_token": "x"}}, store)
     with pytest.raises(ConfigError, match="no saved authentication named 'nope'"):

@@ -20,6 +20,33 @@ def test_paths_and_duckdb_urls_open_duckdb(tmp_path, monkeypatch):
         assert wh.path == tmp_path / "rel.duckdb"
 
 
+def test_duckdb_urls_follow_sqlalchemy_and_refuse_ambiguity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open_warehouse("duckdb:////" + str(tmp_path / "abs.duckdb").lstrip("/")) as wh:  # four slashes: absolute
+        assert wh.path == tmp_path / "abs.duckdb"
+    with pytest.raises(ConfigError) as info:  # /tmp exists: duckdb:///tmp/x means tmp/x here, not /tmp/x
+        open_warehouse("duckdb:///tmp/x.duckdb")
+    message = str(info.value)
+    assert "ambiguous" in message and "duckdb:////tmp/x.duckdb" in message and "duckdb:///./tmp/x.duckdb" in message
+    assert not (tmp_path / "tmp").exists() and not __import__("os").path.exists("/tmp/x.duckdb")
+    with open_warehouse("duckdb:///./tmp/x.duckdb") as wh:  # the relative one, said explicitly
+        assert wh.path == tmp_path / "tmp" / "x.duckdb"
+    with open_warehouse("duckdb:///data/w.duckdb") as wh:  # no /data at the root: plainly relative
+        assert wh.path == tmp_path / "data" / "w.duckdb"
+    for bad in ("duckdb://", "duckdb:///", "duckdb:////", "duckdb://host/x.duckdb"):
+        with pytest.raises(ConfigError):
+            open_warehouse(bad)
+
+
+def test_cli_warehouse_url_ambiguity_is_one_clear_line(tmp_path, capsys):
+    from klaviyo_bridge.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--home", str(tmp_path / "home"), "tables", "--warehouse", "duckdb:///tmp/x.duckdb"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and "ambiguous" in err
+
+
 def test_unknown_scheme_is_a_config_error():
     with pytest.raises(ConfigError, match="mysql"):
         open_warehouse("mysql://localhost/x")

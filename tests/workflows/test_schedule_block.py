@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import json
+
 import pytest
 
 from klaviyo_bridge.config import load_yaml
@@ -72,7 +74,7 @@ def test_snapshot_stores_files_and_moves_inline_keys_out(tmp_path):
     pushed = snapshot(dig, "wf", store)
     doc = pushed.config["workflow"]["document"]
     assert pushed.config["workflow"]["files"] == {"q.sql": "SELECT email FROM t"}
-    assert pushed.keys == {"workflow:wf": "pk_secret_value_123456"}
+    assert {k: v.reveal() for k, v in pushed.keys.items()} == {"workflow:wf": "pk_secret_value_123456"}
     assert doc["+a"]["result_connection"] == "workflow:wf" and "api_token" not in doc["+a"]["result_settings"]
     assert pushed.dropped == ["wf+b+c"] and "api_token" not in doc["+b"]["+c"]["result_settings"]
     assert "pk_" not in str(pushed.config)
@@ -82,3 +84,30 @@ def test_snapshot_stores_files_and_moves_inline_keys_out(tmp_path):
     dig.write_text("+a:\n  td>: missing.sql\n")
     with pytest.raises(ConfigError, match="missing.sql"):
         snapshot(dig, "wf", store)
+
+
+def test_a_key_in_export_variables_is_moved_out_and_never_stored(tmp_path):
+    """Issue 17: a key in an _export variable that result_settings uses was stored in _bridge.schedules."""
+    secret = "pk_exportvarsecret_0123456789"
+    (tmp_path / "q.sql").write_text("SELECT email FROM t")
+    dig = tmp_path / "wf.dig"
+    dig.write_text(f"_export:\n  klaviyo:\n    key: {secret}\n    list: L\n  td:\n    database: crm\n"
+                   "+a:\n  td>: q.sql\n  result_settings:\n    operation: add\n    list_value: ${klaviyo.list}\n"
+                   "    api_token: ${klaviyo.key}\n")
+    store = CredentialStore(tmp_path / "creds.json")
+    pushed = snapshot(dig, "wf", store)
+    doc = pushed.config["workflow"]["document"]
+    assert {k: v.reveal() for k, v in pushed.keys.items()} == {"workflow:wf": secret}
+    assert doc["_export"] == {"klaviyo": {"list": "L"}, "td": {"database": "crm"}}  # only the key went
+    assert doc["+a"]["result_connection"] == "workflow:wf"
+    assert secret not in json.dumps(pushed.config) and secret not in repr(pushed)
+    # the variable is used elsewhere too: refused, naming where, without the key
+    dig.write_text(dig.read_text() + "+b:\n  echo>: ${klaviyo.key}\n")
+    with pytest.raises(ConfigError, match=r"\+b\.echo>.*auth:create") as err:
+        snapshot(dig, "wf", store)
+    assert secret not in str(err.value)
+    # a key-shaped value under a secret-sounding name that no task uses: refused too
+    dig.write_text(f"_export:\n  klaviyo:\n    apikey: {secret}\n+a:\n  td>: q.sql\n")
+    with pytest.raises(ConfigError, match="_export.klaviyo.apikey") as err:
+        snapshot(dig, "wf", store)
+    assert secret not in str(err.value)

@@ -17,12 +17,13 @@ message naming it (never silently falls back to a per-process budget).
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import atexit
 import hashlib
 import os
 import threading
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ..errors import ConfigError, TransportError
 
@@ -56,9 +57,10 @@ return string.format('%.6f', at - now)
 """
 
 
-def account_id(origin: str, key: str) -> str:
-    """A name for the account in shared budgets: a hash, never the key."""
-    return hashlib.sha256(f"klaviyo-bridge-rate:{origin}:{key}".encode()).hexdigest()[:24]
+def account_id(origin: str, key: Any) -> str:
+    """A name for the account in shared budgets: a hash, never the key (an ``ApiKey`` or a str)."""
+    secret = key.fingerprint("klaviyo-bridge-rate") if hasattr(key, "fingerprint") else str(key)
+    return hashlib.sha256(f"klaviyo-bridge-rate:{origin}:{secret}".encode()).hexdigest()[:24]
 
 
 def redact(url: str) -> str:

@@ -12,7 +12,6 @@ log lines, exception messages or reprs (messages are scrubbed as a last guard).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import threading
@@ -34,6 +33,7 @@ from ..errors import (
     ErrorItem,
     FatalApiError,
     InvalidRequest,
+    MalformedResponse,
     NameResolutionError,
     NotFound,
     RateLimited,
@@ -92,7 +92,7 @@ class KlaviyoClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self._key = settings.api_key.get_secret_value()
+        self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
         self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
             RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN, probe=True)
         self.retry = retry or RetryPolicy(
@@ -108,7 +108,7 @@ class KlaviyoClient:
             base_url=settings.base_url,
             transport=transport,
             headers={
-                "Authorization": f"Klaviyo-API-Key {self._key}",
+                "Authorization": f"Klaviyo-API-Key {self._key.reveal()}",  # the one place it is revealed
                 "revision": settings.revision,
                 "Accept": JSON_API,
                 "User-Agent": USER_AGENT,
@@ -190,18 +190,18 @@ class KlaviyoClient:
         *,
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
         start_url: str | None = None,
     ) -> AsyncIterator[Page]:
-        """Follow ``links.next`` until the collection is exhausted (or resume from ``start_url``)."""
-        doc = await self.request(operation_id, path_params=path_params, query=query, url=start_url)
-        number = 1
-        while doc is not None:
-            next_url = (doc.get("links") or {}).get("next")
-            yield Page(doc.get("data") or [], doc.get("included") or [], next_url, number)
-            if not next_url:
-                return
-            doc = await self.request(operation_id, url=next_url)
+        """Follow ``links.next`` until the collection is exhausted (or resume from ``start_url``).
+
+        Every page must carry a ``data`` array whose resources all have an ``id``, and no
+        ``next`` link may lead back to a page already read: otherwise ``MalformedResponse``."""
+        number = 0
+        async for doc, next_url in self._paginate(operation_id, split_page, query=query, path_params=path_params,
+                                                  params=params, start_url=start_url):
             number += 1
+            yield Page(doc["data"], doc.get("included") or [], next_url, number)
 
     async def decoded_pages(
         self,
@@ -211,13 +211,12 @@ class KlaviyoClient:
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Any]:
-        """Like ``pages`` with a caller's decoder returning ``(payload, next_url)``; yields payloads."""
-        payload, next_url = await self.request(operation_id, path_params=path_params, query=query, decode=decode)
-        while True:
+        """Like ``pages`` with a caller's decoder returning ``(payload, next_url)``; yields payloads.
+
+        The decoder checks the page's shape (it may raise ``PageShapeError``); the loop guard is
+        the same as ``pages``'."""
+        async for payload, _ in self._paginate(operation_id, decode, query=query, path_params=path_params):
             yield payload
-            if not next_url:
-                return
-            payload, next_url = await self.request(operation_id, url=next_url, decode=decode)
 
     async def records(
         self,
@@ -225,13 +224,59 @@ class KlaviyoClient:
         *,
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every resource of a collection, page after page."""
-        async for page in self.pages(operation_id, query=query, path_params=path_params):
+        async for page in self.pages(operation_id, query=query, path_params=path_params, params=params):
             for item in page.data:
                 yield item
 
+    async def _paginate(
+        self,
+        operation_id: str,
+        decode: Callable[[bytes], tuple[Any, str | None]],
+        *,
+        query: Query | None = None,
+        path_params: Mapping[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
+        start_url: str | None = None,
+    ) -> AsyncIterator[tuple[Any, str | None]]:
+        """The one loop that follows ``links.next`` (every paginator above goes through it).
+
+        A ``next`` link already followed (a page pointing at itself, or any longer cycle) stops
+        the run with ``MalformedResponse`` instead of reading the same pages forever."""
+        seen: set[str] = {_page_key(start_url or self._first_url(operation_id, path_params, query, params))}
+        where = f"{operation_id}, page 1"
+        reply = await self.request(operation_id, path_params=path_params, query=query, params=params,
+                                   url=start_url, decode=_shape_checked(decode, where))
+        number = 1
+        while True:
+            payload, next_url = reply if reply is not None else (None, None)
+            if reply is None:
+                raise MalformedResponse(f"{where}: the answer had no body (expected a page with a 'data' array)",
+                                        operation=operation_id)
+            yield payload, next_url
+            if not next_url:
+                return
+            key = _page_key(next_url)
+            if key in seen:
+                raise MalformedResponse(
+                    f"{operation_id}: the next link of page {number} leads back to a page already read "
+                    f"({_redact_link(next_url)}); stopped instead of reading the same pages forever",
+                    operation=operation_id, url=_redact_link(next_url))
+            seen.add(key)
+            number += 1
+            where = f"{operation_id}, page {number}"
+            reply = await self.request(operation_id, url=next_url, decode=_shape_checked(decode, where))
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _first_url(self, operation_id: str, path_params: Mapping[str, str] | None, query: Query | None,
+                   params: list[tuple[str, str]] | None) -> str:
+        """The URL ``request`` sends for a collection's first page (for the loop guard)."""
+        op = operation(operation_id)
+        all_params = [*(query.params() if query is not None else ()), *(params or [])]
+        return str(self._http.build_request(op.method, op.url_path(**(path_params or {})), params=all_params).url)
 
     def _check_same_origin(self, url: str) -> None:
         if url.startswith("/"):
@@ -328,6 +373,10 @@ class KlaviyoClient:
                 return None
             try:
                 return decode(response.content) if decode is not None else orjson.loads(response.content)
+            except PageShapeError as exc:
+                raise MalformedResponse(f"{self._scrub(str(exc))} [{op.method} {_redact_link(str(response.url))}]",
+                                        status=response.status_code,
+                                        operation=op.operation_id, method=op.method, url=op.path) from None
             except (ValueError, msgspec.DecodeError):
                 raise TransportError(
                     f"{op.method} {op.path}: response body was cut off or not JSON",
@@ -364,7 +413,70 @@ class KlaviyoClient:
         return InvalidRequest(f"{where}: invalid request ({status}): {what}", **kw)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "[redacted]") if self._key else text
+        return self._key.scrub(text)
+
+
+class PageShapeError(Exception):
+    """Raised by a page decoder: the page parsed but its shape is wrong (no ``data``, no ``id``).
+
+    Not a ValueError on purpose: a body that does not parse is retried as cut off; a body that
+    parses into the wrong shape would come back the same, so it is reported at once."""
+
+
+def split_page(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """The generic page decoder: the document (shape checked) and its next link."""
+    doc = orjson.loads(body)
+    if not isinstance(doc, dict):
+        raise PageShapeError(f"the answer is a JSON {type(doc).__name__}, not a JSON:API document")
+    check_page_records(doc.get("data", _MISSING))
+    links = doc.get("links")
+    next_url = links.get("next") if isinstance(links, dict) else None
+    if next_url is not None and not isinstance(next_url, str):
+        raise PageShapeError(f"links.next is a JSON {type(next_url).__name__}, not a URL")
+    return doc, next_url
+
+
+_MISSING = object()
+
+
+def check_page_records(data: Any) -> None:
+    """A page's ``data`` must be a list of resources, each with a non-empty string ``id``."""
+    if data is _MISSING:
+        raise PageShapeError("the page has no 'data' array (a page without it would be counted as empty)")
+    if not isinstance(data, list):
+        raise PageShapeError(f"the page's 'data' is a JSON {type(data).__name__ if data is not None else 'null'}, "
+                             "not an array of resources")
+    for n, item in enumerate(data):
+        ident = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(ident, str) or not ident:
+            what = "is not an object" if not isinstance(item, dict) else \
+                "has no 'id'" if ident is None else f"has an invalid id {str(ident)[:40]!r}"
+            raise PageShapeError(f"record {n + 1} of the page {what} (it would be stored with a NULL id)")
+
+
+def _shape_checked(decode: Callable[[bytes], Any], where: str) -> Callable[[bytes], Any]:
+    def run(body: bytes) -> Any:
+        try:
+            return decode(body)
+        except PageShapeError as exc:
+            raise PageShapeError(f"{where}: {exc}") from None
+    return run
+
+
+def _page_key(url: str) -> str:
+    """A link as compared by the loop guard: origin dropped (relative and absolute links match)."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def _redact_link(url: str, limit: int = 200) -> str:
+    """A link for a message: never a key (Klaviyo keeps it in a header, but a hostile link may
+    carry one in its query), and never longer than ``limit``."""
+    parts = urlsplit(url)
+    query = "&".join(p if not any(s in p.lower() for s in ("key", "token", "secret", "pk_")) else
+                     p.split("=", 1)[0] + "=[redacted]" for p in parts.query.split("&") if p)
+    text = f"{parts.path}?{query}" if query else parts.path
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
@@ -394,10 +506,10 @@ def shared_account_limits(budget_url: str | None = None) -> Iterator[None]:
         _shared_limiters, _shared_budget_url = outer, outer_url
 
 
-def _account_limiter(base_url: str, key: str, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
+def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
     if _shared_limiters is None or sleep is not asyncio.sleep:
         return None
-    account = (_origin(base_url), hashlib.sha256(key.encode()).hexdigest())
+    account = (_origin(base_url), key)  # an ApiKey hashes and compares by value
     with _shared_lock:
         limiter = _shared_limiters.get(account)
         if limiter is None:

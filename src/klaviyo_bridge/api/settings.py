@@ -3,8 +3,9 @@
 Keys match the vendor documents so a pasted config works: ``api_token`` (alias
 ``api_key``), ``base_url``, ``revision`` (alias ``revision_time``), ``retry_limit``,
 ``initial_retry_wait``, ``max_retry_wait``, ``connection_timeout``,
-``read_timeout``, ``write_timeout``. The key is a ``SecretStr``: its repr, str and
-any error message show ``**********``.
+``read_timeout``, ``write_timeout``. The key is a ``secrets.ApiKey``: checked for shape
+(strictly, ``pk_`` + hex, when ``base_url`` is Klaviyo's), its repr and str masked, and
+revealed only where the client builds the ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import os
 import re
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..secrets import ApiKey
 from klaviyo_spec import default_base_url, spec_revision
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
@@ -32,7 +34,7 @@ class ClientSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
 
-    api_key: SecretStr = Field(validation_alias=AliasChoices("api_key", "api_token"))
+    api_key: ApiKey = Field(validation_alias=AliasChoices("api_key", "api_token"))
     base_url: str = Field(default_factory=_env_base_url)
     revision: str = Field(
         default_factory=spec_revision, validation_alias=AliasChoices("revision", "revision_time")
@@ -60,14 +62,23 @@ class ClientSettings(BaseModel):
     def _base_url_shape(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(value).hostname or ""
+            host.encode("idna")  # a label over 63 characters, an empty label, a host over 253
+        except (UnicodeError, ValueError):
+            raise ValueError("does not name a valid host (a name's parts are 1-63 characters, 253 in all)") from None
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("contains a control character")
         return value.rstrip("/")
 
-    @field_validator("api_key")
-    @classmethod
-    def _key_present(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("is empty")
-        return value
+    @model_validator(mode="after")
+    def _key_fits_host(self) -> "ClientSettings":
+        problem = self.api_key.check_for(self.base_url)
+        if problem:
+            raise KeyedValueError("api_key", problem)
+        return self
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> "ClientSettings":

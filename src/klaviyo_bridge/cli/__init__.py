@@ -7,14 +7,18 @@ else (a bug) is one line too, exit 70, with the traceback only under ``-vv``.
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import click
 
 from .. import __version__
-from ..errors import BridgeError
-from ..home import HOME_ENV, Home
+from ..errors import BridgeError, disk_full_message, disk_full_reason
+from ..home import HOME_ENV, LEGACY_HOME, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
@@ -31,7 +35,8 @@ from .imports_cmd import COMMANDS as IMPORT_COMMANDS
     envvar=HOME_ENV,
     type=click.Path(file_okay=False),
     default=None,
-    help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default ./.klaviyo-bridge).",
+    help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default "
+         "$XDG_DATA_HOME/klaviyo-bridge, i.e. ~/.local/share/klaviyo-bridge).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
@@ -42,6 +47,10 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     if verbose < 2:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.obj = Home.resolve(home)
+    legacy = Path(LEGACY_HOME).resolve()
+    if home is None and legacy != ctx.obj.root and (legacy / "warehouse.duckdb").exists():
+        click.echo(f"warning: ./{LEGACY_HOME} here is not used (the default home is {ctx.obj.root}); "
+                   f"to keep using it: export {HOME_ENV}={legacy}", err=True)
 
 
 cli.add_command(emulator_command)
@@ -67,11 +76,43 @@ for _command in WAREHOUSE_COMMANDS:
 cli.add_command(console_command)
 
 
+_terminated = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM stops a command as Ctrl-C does (the running import or export ends ``killed`` and
+    says what was committed), instead of ending the process with its job left ``running``.
+    Commands with their own SIGTERM handling (sched:run, connector:run, scheduler) replace this."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # asyncio's: cancel the main task (then KeyboardInterrupt)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the single error handler."""
+    global _terminated
+    _terminated = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="klaviyo-bridge", standalone_mode=False)
     except click.exceptions.Abort:
+        if _terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -81,8 +122,22 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        if _terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        reason = disk_full_reason(f"{exc.strerror}") if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None
+        if reason is None:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            click.echo(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+        # Files are written whole (a temporary file replaced at the end) and DuckDB rolls back.
+        where = Path(exc.filename).parent if exc.filename else "a file this command writes"
+        click.echo(f"error: {disk_full_message(where, reason)}", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug or an unconverted foreign error: still one line, no traceback
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise

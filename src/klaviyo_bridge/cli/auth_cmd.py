@@ -9,7 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..home import Home
-from ..secrets import CredentialStore, check_name, hint
+from ..secrets import CredentialStore, check_name
 
 
 def credential_store(home: Home) -> CredentialStore:
@@ -19,7 +19,7 @@ def credential_store(home: Home) -> CredentialStore:
 @click.command("auth:create")
 @click.argument("name")
 @click.argument("extra", nargs=-1, metavar="")  # caught so a pasted key is refused without being echoed
-@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input (first line).")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input (a trailing newline is dropped).")
 @click.option("--from-env", "env_var", metavar="VAR", help="Read the key from environment variable VAR.")
 @click.option("--replace", is_flag=True, help="Overwrite an authentication of the same name.")
 @click.pass_obj
@@ -42,12 +42,12 @@ def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool,
         if not key:
             raise ConfigError(f"environment variable {env_var} is not set or empty", key="from_env")
     elif from_stdin:
-        key = sys.stdin.readline().strip()
+        key = sys.stdin.read().rstrip("\r\n")  # a pipe's trailing newline; a line break inside is refused
     else:
         key = click.prompt("Klaviyo private API key", hide_input=True, err=True)
     store = credential_store(home)
     store.save(name, key, replace=replace)
-    click.echo(f"Saved authentication {name!r} ({hint(key.strip())}) in {store.path}")
+    click.echo(f"Saved authentication {name!r} ({store.get(name)}) in {store.path}")
     from .hints import next_step
 
     next_step(f"use it with 'connection: {name}' under in: of an import config (connector:preview CONFIG), "

@@ -20,7 +20,7 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 @click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="Read the SQL from a file.")
 @click.option("-d", "--database", help="Database (schema) the query's unqualified table names refer to.")
 @click.option("--result-settings", "result_settings", required=True,
-              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON.")
+              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key).")
 @click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME).")
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @click.option("--dry-run", is_flag=True, help="Validate and show counts and sample payloads; send nothing.")
@@ -36,7 +36,8 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
     """
     sql = read_sql(query, query_file)
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
-    settings = load_result_settings(result_settings, connection=connection, credentials_path=home.credentials, warn=warn)
+    settings = load_result_settings(result_settings, connection=connection, credentials_path=home.credentials, warn=warn,
+                                    env_key=True)
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         try:
             with ExportProgress(f"export ({settings.operation})") as progress:  # cleared before the summary

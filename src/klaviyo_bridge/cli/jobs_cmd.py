@@ -129,8 +129,12 @@ def scheduler_command(home: Home, max_failures: int, notify_command: str | None,
     scheduler = Scheduler(lambda: _open(home, warehouse_url), credential_store(home), max_failures=max_failures,
                           notify_command=notify_command, control_dir=_control_dir(home), poll_seconds=poll_seconds)
     if once:
-        started = scheduler.tick()
-        scheduler.wait()
+        try:
+            started = scheduler.tick()
+            scheduler.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running jobs end killed, recorded, then exit
+            scheduler.shutdown()
+            raise
         scheduler.release_if_idle()
         for result in scheduler.results:
             click.echo(f"{result.schedule}: job {result.run_id} {result.status}"

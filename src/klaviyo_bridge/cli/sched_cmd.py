@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -57,14 +56,15 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
                           credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
     """Read and validate --result-settings (file or inline JSON); return the mapping to store, with
     an inline key replaced by ``result_connection: sched:NAME``, and the key to save under that name."""
+    from ..config import read_text_bounded
     from ..exports.job import load_result_settings
     from ..exports.settings import parse_settings_text
 
     if spec.lstrip().startswith("{"):
-        data, warnings = parse_settings_text(spec, "--result-settings")
+        data, warnings = parse_settings_text(spec, "--result-settings", command_line=True)
     else:
         try:
-            text = Path(spec).read_text()
+            text = read_text_bounded(spec, "result settings")
         except OSError as exc:
             raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                               "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
@@ -106,7 +106,7 @@ def _read_query(query: str | None, query_file: str | None) -> str:
               help="Read the SQL from a file (stored at create time).")
 @click.option("-d", "--database", required=True, help="Database (schema) the query's unqualified table names refer to.")
 @click.option("--result-settings", "result_settings", required=True,
-              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON.")
+              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key).")
 @click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME).")
 @click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
               help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are rejected).")

@@ -17,11 +17,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_yaml, parse_import_config, parse_time
+from ..config import load_yaml, parse_import_config, parse_time, read_text_bounded
 from ..jobs import cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
-from ..errors import ConfigError, StoreError
+from ..errors import BridgeError, ConfigError, StoreError
 from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
@@ -35,7 +35,15 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 
 
 def _open(home: Home, url: str | None) -> Warehouse:
-    return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+    """The warehouse, with any key an older version stored inside a schedule moved out first."""
+    from ..schedule.saving import migrate_stored_keys
+
+    wh = open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
+    try:
+        migrate_stored_keys(wh, CredentialStore(home.ensure().credentials))
+    except BridgeError as exc:  # never in the way of the command itself (shown records are masked anyway)
+        logging.getLogger("klaviyo_bridge.secrets").warning("stored keys not migrated: %s", exc)
+    return wh
 
 
 def _control_dir(home: Home) -> Path:
@@ -66,7 +74,7 @@ def _load_config(name: str, path: str, credentials: CredentialStore) -> tuple[di
     """Read and validate CONFIG; return it with any inline key replaced by ``connection:``
     and the key to save under ``connector:NAME`` (None when the config names a saved one)."""
     try:
-        text = Path(path).read_text()
+        text = read_text_bounded(path, "config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     data = load_yaml(text, path)
@@ -162,7 +170,7 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id))
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel_local(run_id, "stopped by SIGTERM"))
     try:
         with _open(home, warehouse_url) as wh:
             record = get(wh, name)

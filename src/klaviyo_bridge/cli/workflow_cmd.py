@@ -54,6 +54,14 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
     A schedule: block is ignored here; `workflow push` registers the file to run on it. NAME (a
     workflow saved with `workflow push`) runs its stored copy now, recorded in its history.
     """
+    for item in params:  # before anything else: a key given here is refused, not echoed
+        key, sep, value = item.partition("=")
+        leaf_name = key.rsplit(".", 1)[-1].strip().lower()
+        if leaf_name in ("api_token", "api_key") or value.strip().startswith("pk_") or item.strip().startswith("pk_"):
+            from ..exports.settings import KEY_POINTER
+
+            raise ConfigError(f"--param {key if sep else '(value)'}: an API key may not be given on the command line "
+                              f"(any user on this machine can read it); {KEY_POINTER}", key="param")
     if not Path(dig_file).is_file():
         if Path(dig_file).suffix == ".dig" or "/" in dig_file:
             raise ConfigError(f"no such file: {dig_file}", key="dig_file")

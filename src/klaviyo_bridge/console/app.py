@@ -2,12 +2,18 @@
 
 Security model (docs/console.md):
 
-* Binds 127.0.0.1 by default. ``check_bind`` refuses any other address unless the user set an
-  access token (``--token`` / ``KLAVIYO_BRIDGE_CONSOLE_TOKEN``); with a token every request
-  needs it (a login form sets an HttpOnly cookie derived from it; ``Authorization: Bearer``
-  works for scripts).
-* Without a token, only loopback ``Host`` headers are served (a DNS-rebinding page cannot
-  reach the console through the victim's browser).
+* A login always, also on loopback (as Jupyter does): an access token is generated at start
+  (or chosen: ``KLAVIYO_BRIDGE_CONSOLE_TOKEN``, ``--token-file``, ``--token``) and printed once
+  as a URL that logs in (``/login?token=...`` sets a session cookie and redirects, so the token
+  does not stay in the address bar). Every other request needs the session cookie (HttpOnly,
+  SameSite=Strict, ``Secure`` when the request came over https) or ``Authorization: Bearer``.
+  Failed logins are rate-limited per client (``LOGIN_FAILURES`` a minute, then 429) and the
+  token is compared in constant time.
+* Binds 127.0.0.1 by default. ``check_bind`` refuses any other address unless the user chose
+  the token. Bound to loopback (and not behind ``--proxy-headers``), only loopback ``Host``
+  headers are served (a DNS-rebinding page cannot reach the console through the victim's browser).
+* With ``proxy_headers``, ``X-Forwarded-For`` / ``X-Forwarded-Proto`` from ``trusted_proxies``
+  set the client address and scheme (uvicorn's ProxyHeadersMiddleware, applied in ``create_app``).
 * Every form carries a CSRF token: an HMAC (process secret) of a random per-browser cookie;
   POSTs whose ``Origin`` is another site are refused too.
 * API keys are accepted once (the Authentications form) and go straight into the
@@ -25,14 +31,17 @@ import json
 import os
 import secrets as pysecrets
 import threading
+import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, RedirectResponse
@@ -43,13 +52,18 @@ from ..errors import ConfigError, StoreError
 from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
+from ..store.sandbox import read_duckdb, read_postgres
 from ..store.warehouse import Warehouse, open_warehouse
 from ..typenames import friendly_type
 
 TOKEN_ENV = "KLAVIYO_BRIDGE_CONSOLE_TOKEN"
 MIN_TOKEN_LENGTH = 16
 CSRF_COOKIE = "kb_csrf"
-AUTH_COOKIE = "kb_auth"
+SESSION_COOKIE = "kb_session"
+#: Failed logins (wrong token, by form, URL or Bearer header) allowed per client per window.
+LOGIN_FAILURES = 5
+LOGIN_WINDOW_SECONDS = 60.0
+MAX_SESSIONS = 1000
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -76,12 +90,12 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback bind without a token, and a token too short to resist guessing."""
+    """Refuse a non-loopback bind without a token the user chose, and a token too short to resist guessing."""
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(f"the console token must be at least {MIN_TOKEN_LENGTH} characters", key="token")
     if not is_loopback(host) and not token:
         raise ConfigError(f"refusing to bind the console to {host}: anything but 127.0.0.1 needs an access token "
-                          f"(set {TOKEN_ENV} or --token; at least {MIN_TOKEN_LENGTH} characters)", key="host")
+                          f"(set {TOKEN_ENV} or --token-file; at least {MIN_TOKEN_LENGTH} characters)", key="host")
 
 
 @dataclass
@@ -89,10 +103,56 @@ class ConsoleConfig:
     home: Home
     warehouse_url: str | None = None  # default: HOME/warehouse.duckdb
     base_url: str | None = None  # Klaviyo API base URL put into the configs the console builds (an emulator)
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # None: a random one is generated (``Console.token``)
     host: str = "127.0.0.1"
     port: int = 8787
     lock_timeout: float = 30.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    proxy_headers: bool = False
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: PostgreSQL statement_timeout for queries typed in the console (seconds).
+    query_timeout: float = 60.0
+
+
+class LoginLimiter:
+    """At most ``LOGIN_FAILURES`` failed logins per client address per ``LOGIN_WINDOW_SECONDS``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, failures: int = LOGIN_FAILURES,
+                 window: float = LOGIN_WINDOW_SECONDS) -> None:
+        self.clock = clock
+        self.failures = failures
+        self.window = window
+        self._seen: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = self.clock() - self.window
+        times = [t for t in self._seen.get(client, []) if t > cutoff]
+        if times:
+            self._seen[client] = times
+        else:
+            self._seen.pop(client, None)
+        return times
+
+    def blocked(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: it may try now)."""
+        with self._lock:
+            times = self._recent(client)
+            if len(times) < self.failures:
+                return 0.0
+            return max(1.0, times[-self.failures] + self.window - self.clock())
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._recent(client)
+            self._seen.setdefault(client, []).append(self.clock())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._seen.pop(client, None)
 
 
 class WarehouseHolder:
@@ -100,18 +160,25 @@ class WarehouseHolder:
 
     An embedded DuckDB file can be open in one process at a time: holding it only while a
     request or a job needs it lets ``klaviyo-bridge scheduler`` and other commands use it too.
+    ``read_query`` runs a console user's SQL in the sandbox (``store.sandbox``); with DuckDB that
+    is a read-only instance of its own, so it waits until nothing here holds the file.
     """
 
-    def __init__(self, target: str | Path, lock_timeout: float) -> None:
+    def __init__(self, target: str | Path, lock_timeout: float, query_timeout: float = 60.0) -> None:
         self.target = target
         self.lock_timeout = lock_timeout
+        self.query_timeout = query_timeout
         self._wh: Warehouse | None = None
         self._users = 0
-        self._lock = threading.Lock()
+        self._exclusive = False
+        self._lock = threading.Condition()
+        self._duckdb_path: Path | None = None  # known after the first open of a DuckDB warehouse
 
     @contextmanager
     def use(self) -> Iterator[Warehouse]:
         with self._lock:
+            if not self._lock.wait_for(lambda: not self._exclusive, self.lock_timeout + self.query_timeout):
+                raise StoreError("the warehouse is busy with a console query; try again")
             if self._wh is None:
                 self._wh = open_warehouse(self.target, lock_timeout=self.lock_timeout)
             self._users += 1
@@ -124,6 +191,37 @@ class WarehouseHolder:
                 if self._users == 0 and self._wh is not None:
                     self._wh.close()
                     self._wh = None
+                self._lock.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Nothing in this process holds the warehouse while inside (for DuckDB's sandbox instance)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._users == 0 and not self._exclusive, self.lock_timeout):
+                raise StoreError(
+                    "the warehouse is busy with a running job: console queries run on a read-only copy of the "
+                    "DuckDB connection, which DuckDB opens only while no job holds the file; try again when the "
+                    "job ends (or use PostgreSQL to query while jobs run)")
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._exclusive = False
+                self._lock.notify_all()
+
+    def read_query(self, sql: str, database: str | None = None, *, max_rows: int | None = None) -> pa.Table:
+        """The console user's query, run sandboxed (read-only, no files, no extensions, time-limited)."""
+        path = self._duckdb_path
+        if path is None:
+            with self.use() as wh:
+                dsn = getattr(wh, "_dsn", None)
+                if dsn is not None:
+                    return read_postgres(dsn, wh.url, sql, database, max_rows=max_rows, timeout=self.query_timeout)
+                path = self._duckdb_path = wh.path  # type: ignore[attr-defined]
+        with self.exclusive():
+            return read_duckdb(path, sql, database, max_rows=max_rows, lock_timeout=self.lock_timeout,
+                               timeout=self.query_timeout)
 
 
 class ConsoleJobs:
@@ -140,7 +238,11 @@ class ConsoleJobs:
         run_id = uuid.uuid4().hex
 
         def work() -> None:
+            nonlocal spec
             try:
+                if spec.kind == "export" and spec.result is None and isinstance(spec.config.get("query"), str):
+                    # the user's SQL runs in the console's sandbox; the export then writes state as usual
+                    spec = replace(spec, result=self.holder.read_query(spec.config["query"], spec.database))
                 with self.holder.use() as wh:
                     execute_job(spec, wh, self.credentials, triggered_by="console", control_dir=self.control_dir,
                                 run_id=run_id)
@@ -182,6 +284,46 @@ class Console:
     templates: Environment
     secret: bytes = field(default_factory=lambda: pysecrets.token_bytes(32))
     flashes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The access token: the one the user chose, or a random one made at start.
+    token: str = field(default_factory=lambda: pysecrets.token_urlsafe(32), repr=False)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    sessions: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.config.token:
+            self.token = self.config.token
+
+    @property
+    def login_url(self) -> str:
+        """The URL that logs in (printed once at start)."""
+        scheme = "https" if self.config.tls_cert else "http"
+        host = self.config.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"{scheme}://{host}:{self.config.port}/login?token={urllib.parse.quote(self.token)}"
+
+    def token_ok(self, supplied: str) -> bool:
+        return hmac.compare_digest(supplied.encode(), self.token.encode())
+
+    def new_session(self) -> str:
+        if len(self.sessions) >= MAX_SESSIONS:  # drop the oldest half
+            for sid, _ in sorted(self.sessions.items(), key=lambda kv: kv[1])[:MAX_SESSIONS // 2]:
+                self.sessions.pop(sid, None)
+        sid = pysecrets.token_urlsafe(32)
+        self.sessions[sid] = time.time()
+        return sid
+
+    def session_ok(self, sid: str | None) -> bool:
+        return bool(sid) and sid in self.sessions  # a hash lookup: no per-character timing
+
+    def end_session(self, sid: str | None) -> None:
+        if sid:
+            self.sessions.pop(sid, None)
+
+    @property
+    def host_check(self) -> bool:
+        """Bound to loopback and not behind a proxy: only loopback Host names are answered."""
+        return is_loopback(self.config.host) and not self.config.proxy_headers
 
     @property
     def control_dir(self) -> Path:
@@ -189,12 +331,6 @@ class Console:
 
     def csrf_for(self, seed: str) -> str:
         return hmac.new(self.secret, b"csrf:" + seed.encode(), hashlib.sha256).hexdigest()
-
-    def auth_cookie_value(self) -> str | None:
-        token = self.config.token
-        if not token:
-            return None
-        return hmac.new(token.encode(), b"klaviyo-bridge-console", hashlib.sha256).hexdigest()
 
     def flash(self, message: str, kind: str = "ok") -> str:
         key = pysecrets.token_urlsafe(8)
@@ -224,6 +360,26 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def client_of(scope: dict[str, Any]) -> str:
+    """The client's address (after ``--proxy-headers`` rewrote it from a trusted proxy)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def is_https(scope: dict[str, Any]) -> bool:
+    return scope.get("scheme") in ("https", "wss")
+
+
+def cookie_header(name: str, value: str, scope: dict[str, Any], *, max_age: int | None = None) -> bytes:
+    """``Set-Cookie``: HttpOnly, SameSite=Strict, Path=/, and Secure when the request came over https."""
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    if is_https(scope):
+        parts.append("Secure")
+    return "; ".join(parts).encode("latin-1")
+
+
 def _host_name(value: str) -> str:
     """The host part of a Host header ('127.0.0.1:8787' -> '127.0.0.1', '[::1]:80' -> '[::1]')."""
     if value.startswith("["):
@@ -232,8 +388,9 @@ def _host_name(value: str) -> str:
 
 
 class SecurityMiddleware:
-    """Host check, token gate, CSRF cookie and security headers, for every response."""
+    """Host check, login gate, CSRF cookie and security headers, for every response."""
 
+    #: Served without a session: the login page, and the CSS/JS/icon it needs (package code, no data).
     OPEN_PATHS = ("/static/", "/login")
 
     def __init__(self, app: Any, console: Console) -> None:
@@ -260,30 +417,53 @@ class SecurityMiddleware:
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 if new_seed:
-                    headers.append((b"set-cookie", f"{CSRF_COOKIE}={new_seed}; Path=/; HttpOnly; SameSite=Strict"
-                                    .encode()))
+                    headers.append((b"set-cookie", cookie_header(CSRF_COOKIE, new_seed, scope)))
+                if is_https(scope) and b"strict-transport-security" not in present:
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
                 message = {**message, "headers": headers}
             await send(message)
 
         host = _host_name(_header(scope, b"host") or "")
-        if not console.config.token and host and host not in LOOPBACK_NAMES and not is_loopback(host):
+        if (console.host_check and host and host not in LOOPBACK_NAMES and not is_loopback(host)):
             await PlainTextResponse("unknown host (the console answers on 127.0.0.1 only)", 421)(
                 scope, receive, send_with_headers)
             return
         path = scope.get("path", "")
-        expected = console.auth_cookie_value()
-        if expected is not None and not path.startswith(self.OPEN_PATHS):
+        signed_in = console.session_ok(cookies.get(SESSION_COOKIE))
+        if not path.startswith(self.OPEN_PATHS) and not signed_in:
+            response = None
             bearer = _header(scope, b"authorization") or ""
-            ok = hmac.compare_digest(cookies.get(AUTH_COOKIE, ""), expected) or (
-                bearer.startswith("Bearer ") and hmac.compare_digest(bearer[7:].strip(), console.config.token or ""))
-            if not ok:
-                if path.endswith(".json") or path.startswith("/api/"):
-                    response = PlainTextResponse("access token required", 401)
+            if bearer.startswith("Bearer "):
+                client = client_of(scope)
+                wait = console.limiter.blocked(client)
+                if wait:
+                    response = PlainTextResponse(too_many_message(wait), 429,
+                                                 headers={"retry-after": str(int(wait + 0.999))})
+                elif console.token_ok(bearer[7:].strip()):
+                    console.limiter.succeeded(client)
+                    signed_in = True
                 else:
+                    console.limiter.failed(client)
+                    response = PlainTextResponse("wrong access token", 401)
+            else:
+                method = scope.get("method", "GET")
+                if path.endswith((".json", ".csv")) or path.startswith("/api/") or method != "GET":
+                    response = PlainTextResponse("login required: open the URL the console printed at start, "
+                                                 "or send Authorization: Bearer TOKEN", 401)
+                elif path == "/":
                     response = RedirectResponse("/login", 303)
+                else:  # back to this page after signing in
+                    response = RedirectResponse("/login?" + urllib.parse.urlencode({"next": path}), 303)
+            if response is not None:
                 await response(scope, receive, send_with_headers)
                 return
+        scope["state"]["signed_in"] = signed_in
         await self.app(scope, receive, send_with_headers)
+
+
+def too_many_message(wait: float) -> str:
+    return (f"too many failed logins from this address ({LOGIN_FAILURES} a minute): "
+            f"wait {int(wait + 0.999)} seconds and try again")
 
 
 def _templates() -> Environment:
@@ -300,15 +480,18 @@ def _json_text(value, indent: int | None = None) -> str:
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
 
 
-def create_app(config: ConsoleConfig) -> Starlette:
+def create_app(config: ConsoleConfig, *, clock: Callable[[], float] | None = None) -> Starlette:
+    """The app; ``app.state.console.token`` is the access token (generated unless ``config.token``)."""
     from .routes import ROUTES
 
     check_bind(config.host, config.token)
     home = config.home.ensure()
     credentials = CredentialStore(home.credentials)
-    holder = WarehouseHolder(config.warehouse_url or home.warehouse, config.lock_timeout)
+    holder = WarehouseHolder(config.warehouse_url or home.warehouse, config.lock_timeout, config.query_timeout)
     jobs = ConsoleJobs(holder, credentials, home.root / "jobs")
     console = Console(config, credentials, holder, jobs, _templates())
+    if clock is not None:
+        console.limiter.clock = clock
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -320,16 +503,29 @@ def create_app(config: ConsoleConfig) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = console
     app.add_middleware(SecurityMiddleware, console=console)
+    if config.proxy_headers:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        # outermost: the client address and scheme are the original request's before anything checks them
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))
     return app
 
 
 def serve(config: ConsoleConfig) -> None:
     """Serve until interrupted (``klaviyo-bridge console``)."""
-    import uvicorn
 
     app = create_app(config)
+    serve_app(app, config)
+
+
+def serve_app(app: Starlette, config: ConsoleConfig, announce: Callable[[str], None] | None = None) -> None:
+    import uvicorn
+
+    if announce:
+        announce(app.state.console.login_url)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
-                server_header=False, proxy_headers=False)
+                server_header=False, proxy_headers=False,  # handled in create_app, for trusted proxies only
+                ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
 
 
 def token_from_env() -> str | None:

@@ -27,7 +27,8 @@ def csrf_token(request: Request) -> str:
     return console_of(request).csrf_for(request.scope["state"]["csrf_seed"])
 
 
-def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None,
+           **context: Any) -> HTMLResponse:
     console = console_of(request)
     flash = None
     key = request.query_params.get("flash")
@@ -35,8 +36,8 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
         flash = console.flashes.pop(key, None)
     html = console.templates.get_template(template).render(
         request=request, csrf_token=csrf_token(request), csrf_field=CSRF_FIELD, nav=NAV, flash=flash,
-        config=console.config, **context)
-    return HTMLResponse(html, status_code=status)
+        config=console.config, signed_in=request.scope["state"].get("signed_in", False), **context)
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def check_csrf(request: Request, supplied: str | None) -> None:

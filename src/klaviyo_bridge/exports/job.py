@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
+from ..config import read_text_bounded
 from ..errors import ConfigError
+from ..secrets import ApiKey
 from ..store.warehouse import Warehouse
 from .runner import ExportResult, run_export
 from .settings import ExportSettings, parse_export_settings, parse_settings_text, resolve_result_connection
@@ -25,8 +27,11 @@ from .source import query_source
 
 def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | None = None,
                          credentials_path: Path | None = None, warn: Callable[[str], None] | None = None,
-                         overrides: Mapping[str, Any] | None = None) -> ExportSettings:
-    """A settings file path, inline JSON/YAML text, or a mapping -> validated ExportSettings."""
+                         overrides: Mapping[str, Any] | None = None, env_key: bool = False) -> ExportSettings:
+    """A settings file path, inline JSON/YAML text, or a mapping -> validated ExportSettings.
+
+    Inline JSON text (a command-line argument) may not carry a key. With ``env_key``, settings
+    that name no key and no saved authentication take it from ``KLAVIYO_API_KEY``."""
     warnings: list[str] = []
     if isinstance(spec, Mapping):
         data, origin = dict(spec), "result_settings"
@@ -36,16 +41,24 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
         if not spec.lstrip().startswith("{"):
             path = Path(spec)
             try:
-                text = path.read_text()
+                text = read_text_bounded(path, "result settings")
             except OSError as exc:
                 raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
                                   "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
             origin = str(path)
-        data, warnings = parse_settings_text(text, origin)
+        data, warnings = parse_settings_text(text, origin, command_line=origin == "--result-settings")
     for w in warnings:
         if warn:
             warn(w)
     data.update(overrides or {})
+    if env_key and not connection and not any(data.get(k) for k in ("api_token", "api_key", "result_connection",
+                                                                      "connection")):
+        import os
+
+        from ..api.settings import API_KEY_ENV
+
+        if os.environ.get(API_KEY_ENV):
+            data["api_token"] = ApiKey.parse(os.environ[API_KEY_ENV], field=API_KEY_ENV)
     data = resolve_result_connection(data, connection, credentials_path, warn)
     return parse_export_settings(data, origin)
 
@@ -63,9 +76,12 @@ def read_sql(query: str | None, query_file: str | None) -> str:
 
 def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
                  job: str = "query", dry_run: bool = False, resume: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> ExportResult:
-    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result."""
-    source = query_source(wh, sql, database)
+                 transport: httpx.AsyncBaseTransport | None = None, table: Any = None, **kw: Any) -> ExportResult:
+    """Run ``sql`` on the warehouse (``database`` as default schema) and export the result.
+
+    ``table``: the query's result already read (an Arrow table; the console reads it in its sandbox),
+    exported as the result of ``sql``."""
+    source = table if table is not None else query_source(wh, sql, database)
     return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
                                   resume=resume is not None, query=sql, transport=transport, **kw))
 
@@ -81,9 +97,11 @@ def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:
             lines.append("  sample: " + json.dumps(sample, ensure_ascii=False))
+        lines += result.details
         lines.append("dry run: nothing was sent")
         return lines
     s = result.summary
+    lines += result.details
     for outcome, reason, n in s.top_reasons:
         lines.append(f"  {n:,} {outcome}: {reason}")
     extra = []

@@ -37,7 +37,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -69,7 +69,7 @@ from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
 from .jobwatch import JobWatcher
-from .ops import BatchContext, Operation, Outcomes, Prepared, operation_for
+from .ops import BatchContext, Operation, Prepared, RunContext, operation_for
 from .payloads import Payloads
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
@@ -78,9 +78,13 @@ from .validate import SeenValues
 log = logging.getLogger("klaviyo_bridge.exports")
 
 FINAL_BATCH_STATES = ("done", "failed", "not_sent")
+#: The ``operation`` of a batch of rows an operation held back (``Operation.hold_back``).
+HELD = "held"
 #: A batch sent whose answer was unclear, or that was being sent when the run died.
 UNCLEAR_BATCH_STATES = ("sending", "unclear")
-_ROW_POINTER = re.compile(r"^/data/(?:attributes/profiles/data/)?(\d+)(?:/|$)")
+#: A pointer into a batch's items: /data/3, /data/attributes/profiles/data/3/..., or
+#: /data/attributes/events-bulk-create/data/3/...
+_ROW_POINTER = re.compile(r"^/data/(?:attributes/[^/]+/data/)?(\d+)(?:/|$)")
 #: Exit code of a run that ended ``success`` with rows rejected or unconfirmed.
 EXIT_PARTIAL = 3
 CONFIRMED_REASON = "confirmed by reading Klaviyo back after an unclear answer"
@@ -105,6 +109,8 @@ class ExportResult:
     status: str = "success"
     error: str | None = None
     invalid_rows: list[tuple[int, str]] = field(default_factory=list)
+    #: What the operation reports (a mirror's counts and samples), one line each.
+    details: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -253,8 +259,7 @@ class _Sender:
         return (doc or {}).get("data", {}).get("id") if doc else None
 
     async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
-        st, op_id = self.wh.state, self.op.endpoint.operation_id
-        state, index, items = batch.state, batch.index, batch.items
+        state, index = batch.state, batch.index
         if state and state["status"] in FINAL_BATCH_STATES:
             self.skipped_on_resume += 1
             return
@@ -323,7 +328,9 @@ class _Sender:
     async def _presend(self, index: np.ndarray, items: Payloads, done: list[pa.Table]) -> tuple[np.ndarray, Payloads]:
         """The operation's check before sending: rows it keeps back get their outcome in ``done``."""
         try:
-            pre = await self.op.presend(self.ctx, items)
+            ctx = self.ctx
+            ctx.rows = index
+            pre = await self.op.presend(ctx, items)
         except (ApiError, RetriesExhausted) as err:
             if isinstance(err, AuthError):
                 raise
@@ -430,6 +437,11 @@ class _Sender:
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
+    async def finish_held(self, batch_id: str, table: pa.Table) -> None:
+        """Rows the operation held back: their outcome and a ``done`` batch in one transaction."""
+        await self.record(self.wh.state.finish_export_batch, batch_id, self.run_id, HELD, "done", table,
+                          row_count=table.num_rows)
+
     async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
         await self.record(st.finish_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
@@ -474,14 +486,8 @@ class _Sender:
 # --- the destination -------------------------------------------------------------------------
 
 async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
-    doc = await client.request("get_lists", params=params)
-    while doc is not None:
-        for item in doc.get("data") or []:
-            yield item
-        nxt = (doc.get("links") or {}).get("next")
-        if not nxt:
-            return
-        doc = await client.request("get_lists", url=nxt)
+    async for item in client.records("get_lists", params=params):
+        yield item
 
 
 async def find_list(client: KlaviyoClient, settings: ExportSettings) -> str | None:
@@ -635,20 +641,21 @@ def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CH
 
 
 def _prepared_chunks(source: Source, op: Operation,
-                     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> Iterator[tuple[int, Prepared]]:
+                     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None,
+                     first_row: int = 0) -> Iterator[tuple[int, Prepared]]:
     """(offset of the chunk in the input, the chunk prepared with input-wide row indexes)."""
     schema, batches = opened or _open(source)
     op.check_columns(schema)  # before anything: missing column -> no run, nothing sent
     seen = SeenValues()
-    offset = 0
+    offset = first_row
     for chunk in _chunks(batches, schema):
         p = op.prepare(chunk, seen)
         p.row_index = p.row_index + offset
         p.skipped_index = p.skipped_index + offset
         yield offset, p
         offset += chunk.num_rows
-    if offset == 0:
-        yield 0, op.prepare(schema.empty_table(), seen)
+    if offset == first_row:
+        yield first_row, op.prepare(schema.empty_table(), seen)
 
 
 class _Counts:
@@ -659,14 +666,41 @@ class _Counts:
         self.fingerprints: list[str] = []
 
 
-def _batch_plan(op: Operation, offset: int, p: Prepared) -> list[tuple[int, int, str]]:
-    """(start, end, fingerprint) of the chunk's request batches."""
-    slices = plan_batches(p.items.sizes(), op.plan_endpoint)
-    if not slices:
-        return []
-    ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() if p.identity is not None \
-        else [None] * len(p.row_index)
-    return [(a, b, batch_fingerprint(ids[a:b], p.row_index[a:b])) for a, b in slices]
+class _Planner:
+    """Cuts valid rows into request batches across chunks: a batch that is not full waits for the
+    next chunk's rows, so rows an operation held back (``hold_back``) leave no half-empty requests.
+    The same rows give the same batches (and fingerprints) however often the input is read."""
+
+    def __init__(self, op: Operation) -> None:
+        self.endpoint = op.plan_endpoint
+        self.index = np.zeros(0, dtype=np.int64)
+        self.items: Payloads | None = None
+        self.ids: list[str | None] = []
+
+    def add(self, offset: int, p: Prepared) -> list[tuple[np.ndarray, Payloads, str]]:
+        if len(p.row_index):
+            ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() \
+                if p.identity is not None else [None] * len(p.row_index)
+            self.index = np.concatenate([self.index, p.row_index])
+            self.items = p.items if self.items is None or not len(self.items) else \
+                Payloads(pa.concat_arrays([self.items.array, p.items.array]))
+            self.ids += ids
+        return self._cut(final=False)
+
+    def flush(self) -> list[tuple[np.ndarray, Payloads, str]]:
+        return self._cut(final=True)
+
+    def _cut(self, final: bool) -> list[tuple[np.ndarray, Payloads, str]]:
+        if self.items is None or not len(self.items):
+            return []
+        slices = plan_batches(self.items.sizes(), self.endpoint)
+        if not final and slices and slices[-1][1] - slices[-1][0] < self.endpoint.max_items:
+            slices = slices[:-1]  # not full: wait for more rows
+        out = [(self.index[a:b], self.items[a:b], batch_fingerprint(self.ids[a:b], self.index[a:b]))
+               for a, b in slices]
+        done = slices[-1][1] if slices else 0
+        self.index, self.items, self.ids = self.index[done:], self.items[done:], self.ids[done:]
+        return out
 
 
 async def _validate_all(source: Source, op: Operation,
@@ -674,22 +708,28 @@ async def _validate_all(source: Source, op: Operation,
     """A pass over the whole input (dry run; strict mode; resume): counts, samples, batch fingerprints."""
     counts, samples = _Counts(), []
     it = _prepared_chunks(source, op, opened)
+    planner = _Planner(op)
     while True:
         got = await asyncio.to_thread(next, it, None)
         if got is None:
             break
         offset, p = got
+        op.observe(offset, p)
+        p = op.hold_back(p)
         if not counts.warnings:
             counts.warnings = list(p.warnings)
         counts.rows += p.total
-        counts.valid += len(p.items)
+        counts.valid += len(p.items) + len(p.held_index)
         counts.invalid += len(p.skipped_index)
         counts.invalid_rows += list(zip(p.skipped_index.tolist(), p.skipped_reason))[: max(0, 20 - len(counts.invalid_rows))]
-        plan = _batch_plan(op, offset, p)
+        plan = planner.add(offset, p)
         counts.batches += len(plan)
         counts.fingerprints += [fp for _, _, fp in plan]
         if len(samples) < 3:
             samples += sample_payloads(p, 3 - len(samples))
+    plan = planner.flush()
+    counts.batches += len(plan)
+    counts.fingerprints += [fp for _, _, fp in plan]
     return counts, samples
 
 
@@ -726,9 +766,14 @@ async def run_export(
     started = time.perf_counter()
     use_lean_arrow_pool()
     op = operation_for(settings)
-    if dry_run:
+    if dry_run and not op.dry_run_reads_klaviyo:
         return await _dry_run(table, op, started)
     client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
+    if dry_run:
+        try:
+            return await _dry_run(table, op, started, client, sleep, clock)
+        finally:
+            await client.aclose()
     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None
     run_started = False
     lock = _ListLock(wh, settings, run_id or "", sleep, clock)
@@ -744,14 +789,16 @@ async def run_export(
         op.check_columns(opened[0])  # missing column -> nothing sent, no request made
         list_id = await find_list(client, settings)  # before a row is read
         fingerprint = run_fingerprint(settings, query, opened[0])
-        if not settings.skip_invalid_records or resume:
+        if resume:
+            await op.restore(RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=True))
+        if not settings.skip_invalid_records or resume or op.reads_input_first:
             # Strict mode: invalid rows fail the job with nothing sent; resume: the batches'
             # fingerprints are compared with the first attempt's before anything is sent.
             pre, _ = await _validate_all(table, op, opened)
             _close(opened)
             opened = None  # read again to send
         if resume:
-            states, run_id = _resume(st, run_id, fingerprint, pre)
+            states, run_id = _resume(st, run_id, fingerprint, pre, op)
             run_started = True
         else:
             states = {}
@@ -764,19 +811,37 @@ async def run_export(
         warnings: list[str] = list(pre.warnings) if pre else []
         if pre is not None and pre.invalid and not settings.skip_invalid_records:
             await _refuse_invalid(wh, op, table, run_id, pre, states, resume)
+        run_ctx = RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=resume)
+        await op.begin(run_ctx)  # may stop the run here, nothing sent
         rows_read, valid, invalid, seq, warnings = await _pipeline(wh, op, ex, table, opened, run_id, states, resume,
                                                                   lock, warnings)
+        phases = [(0, rows_read)]
+        for k, (follow, follow_rows) in enumerate(op.followups()):
+            if ex.fatal is not None or ex.stop:
+                break
+            ex.op = follow
+            first = rows_read
+            r, vd, inv, sq, warnings = await _pipeline(wh, follow, ex, follow_rows, None, run_id, states, resume, lock,
+                                                       warnings, first_row=first, prefix=f"{run_id}-f{k + 1}")
+            rows_read, valid, invalid, seq = rows_read + r, valid + vd, invalid + inv, seq + sq
+            phases.append((first, rows_read))
+        ex.op = op
         if ex.fatal is not None:
             raise ex.fatal
         summary = export_summary(wh, run_id)
         status, error = _status(summary, ex, rows_read, valid)
         c = summary.counts
+        run_ctx.list_id = ex.list_id
+        run_ctx.phase_counts = [st.export_outcome_counts(run_id, a, b) for a, b in phases]
+        if status == "success":
+            await op.end(run_ctx)
         st.finish_run(run_id, status, rows_read=rows_read,
                       rows_written=c.get("accepted", 0) + c.get("submitted", 0), counts=c, error=error)
         result = ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,
                               resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
                               would_send=valid, invalid=invalid, seconds=time.perf_counter() - started,
-                              requests=client.stats.requests, status=status, error=error)
+                              requests=client.stats.requests, status=status, error=error,
+                              details=op.report(run_ctx))
         if status != "success":
             raise ExportFailed(f"export run {run_id} failed: {error}", result=result)
         if op.consent:
@@ -790,10 +855,13 @@ async def run_export(
         if run_started:
             try:
                 summary = export_summary(wh, run_id)
-                wh.state.finish_run(run_id, "killed" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
-                                    or type(exc).__name__ == "JobCancelled" else "error",
-                                    rows_read=rows_read or (pre.rows if pre else 0), counts=summary.counts,
-                                    error=message[:2000])
+                killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or \
+                    type(exc).__name__ == "JobCancelled"
+                total = rows_read or (pre.rows if pre else 0)
+                if killed:
+                    message = killed_message(summary.counts, total, run_id)
+                wh.state.finish_run(run_id, "killed" if killed else "error",
+                                    rows_read=total, counts=summary.counts, error=message[:2000])
             except Exception:  # pragma: no cover - keep the original error
                 log.exception("could not record the failed run")
         raise
@@ -805,23 +873,44 @@ async def run_export(
             ex.close()
 
 
-async def _dry_run(table: Source, op: Operation, started: float) -> ExportResult:
+def killed_message(counts: Mapping[str, int], total: int, run_id: str) -> str:
+    """What a stopped export had done: the rows with an outcome (sent or not), the rows never sent."""
+    done = {k: v for k, v in counts.items() if v}
+    settled = sum(done.values())
+    said = ", ".join(f"{v} {k}" for k, v in done.items()) or "none"
+    rest = max(total - settled, 0)
+    return (f"stopped before the end: of {total} rows, {settled} have an outcome ({said}); the other {rest} were "
+            f"not sent (klaviyo-bridge query ... --resume {run_id} sends only those)")
+
+
+async def _dry_run(table: Source, op: Operation, started: float, client: KlaviyoClient | None = None,
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> ExportResult:
+    """Validate and count; with ``client`` (an operation that decides from Klaviyo's state, such as
+    mirror) the destination is resolved and the operation's ``begin`` reads it, changing nothing."""
     opened = await asyncio.to_thread(_open, table)
     try:
         op.check_columns(opened[0])
     except BaseException:
         _close(opened)
         raise
+    list_id = await find_list(client, op.settings) if client is not None else None
     counts, samples = await _validate_all(table, op, opened)
+    details: list[str] = []
+    if client is not None:
+        ctx = RunContext(client, list_id, sleep, clock, dry_run=True)
+        await op.begin(ctx)
+        details = op.report(ctx)
     summary = ExportSummary(run_id="(dry run)", total=counts.rows,
                             counts={"would_send": counts.valid, "invalid": counts.invalid})
-    return ExportResult("(dry run)", summary, batches=counts.batches, warnings=counts.warnings, dry_run=True,
-                        samples=samples, would_send=counts.valid, invalid=counts.invalid,
-                        seconds=time.perf_counter() - started, invalid_rows=counts.invalid_rows)
+    return ExportResult("(dry run)", summary, list_id=list_id, batches=counts.batches, warnings=counts.warnings,
+                        dry_run=True, samples=samples, would_send=counts.valid, invalid=counts.invalid,
+                        seconds=time.perf_counter() - started, invalid_rows=counts.invalid_rows,
+                        requests=client.stats.requests if client is not None else 0, details=details)
 
 
 def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
-            pre: _Counts | None) -> tuple[dict[str, dict[str, Any]], str]:
+            pre: _Counts | None, op: Operation) -> tuple[dict[str, dict[str, Any]], str]:
     """Reopen a run for ``--resume``, refusing a changed query, settings or input.
 
     Returns the earlier attempt's batch states, keyed by batch fingerprint."""
@@ -843,11 +932,12 @@ def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
     planned = set(pre.fingerprints if pre else [])
     states: dict[str, dict[str, Any]] = {}
     for b in batches:
-        if b.operation == "validation" or b.fingerprint is None:
+        if b.operation in ("validation", HELD) or b.fingerprint is None:
             states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
                                   "batch_id": b.batch_id}
             continue
-        if b.fingerprint not in planned:
+        if b.fingerprint not in planned and b.operation == op.endpoint.operation_id:
+            # (batches of a follow-up, such as a mirror's removals, come from the run's stored plan)
             raise ExportError(f"run {run_id} cannot be resumed: the query's rows differ from the first attempt "
                               f"(batch {b.batch_id}, {b.row_count} rows, status {b.status}, is not in the result "
                               "any more; give the query an ORDER BY and unchanged data, or start a new run)")
@@ -882,8 +972,13 @@ def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
 async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
                     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None, run_id: str,
                     states: dict[str, dict[str, Any]], resume: bool, lock: _ListLock,
-                    warnings: list[str]) -> tuple[int, int, int, int, list[str]]:
-    """Read, validate and send chunk by chunk; a bounded number of batches is held at a time."""
+                    warnings: list[str], *, first_row: int = 0,
+                    prefix: str | None = None) -> tuple[int, int, int, int, list[str]]:
+    """Read, validate and send chunk by chunk; a bounded number of batches is held at a time.
+
+    ``first_row``: the input's first row number (a follow-up's rows come after the input's);
+    ``prefix``: of its batch ids (default: the run id)."""
+    prefix = prefix or run_id
     st, settings = wh.state, op.settings
     sem = asyncio.Semaphore(settings.concurrency)
     #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
@@ -902,15 +997,48 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
 
     rows_read = valid = invalid = seq = 0
     invalid_seq = 0
-    invalid_id = f"{run_id}-invalid"
-    async for offset, p in _aiter(_prepared_chunks(table, op, opened)):
+    invalid_id = f"{prefix}-invalid"
+    held_seq = 0
+    planner = _Planner(op)
+
+    async def dispatch(plan: list[tuple[np.ndarray, Payloads, str]]) -> None:
+        nonlocal seq
+        if plan and ex.list_id is None and settings.list_value:
+            ex.list_id = await create_list(ex.client, op, warnings)
+            await lock.acquire(ex.list_id)
+        for index, items, fp in plan:
+            state = states.get(fp)
+            if state is not None:
+                batch_id = state["batch_id"]
+            else:
+                batch_id = f"{prefix}-b{seq:05d}"
+                while batch_id in used_ids:
+                    batch_id += "r"
+                used_ids.add(batch_id)
+            seq += 1
+            if errors:
+                break
+            await held.acquire()
+            task = asyncio.ensure_future(one(_Batch(batch_id, index, items, fp, state)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async for offset, p in _aiter(_prepared_chunks(table, op, opened, first_row)):
+        p = op.hold_back(p)
         if not warnings and p.warnings:
             warnings = list(p.warnings)
         rows_read += p.total
-        valid += len(p.items)
+        valid += len(p.items) + len(p.held_index)
         invalid += len(p.skipped_index)
         ex.progress("validated", p.total)
         await ex.record(_store_identifiers, st, run_id, offset, p)
+        if len(p.held_index):
+            bid = f"{prefix}-held-{held_seq:05d}"
+            held_seq += 1
+            if bid not in states:
+                if resume:
+                    await ex.record(_forget_rows, wh, bid)
+                await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
         if len(p.skipped_index):
             bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
             invalid_seq += 1
@@ -921,29 +1049,13 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
                     p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
                 await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
                                 row_count=len(p.skipped_index))
-        plan = _batch_plan(op, offset, p)
-        if plan and ex.list_id is None and settings.list_value:
-            ex.list_id = await create_list(ex.client, op, warnings)
-            await lock.acquire(ex.list_id)
-        for a, b, fp in plan:
-            state = states.get(fp)
-            if state is not None:
-                batch_id = state["batch_id"]
-            else:
-                batch_id = f"{run_id}-b{seq:05d}"
-                while batch_id in used_ids:
-                    batch_id += "r"
-                used_ids.add(batch_id)
-            seq += 1
-            if errors:
-                break
-            await held.acquire()
-            task = asyncio.ensure_future(one(_Batch(batch_id, p.row_index[a:b], p.items[a:b], fp, state)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        plan = planner.add(offset, p)
         del p
+        await dispatch(plan)
         if errors:
             break
+    if not errors:
+        await dispatch(planner.flush())
     if tasks:
         await asyncio.gather(*list(tasks))
     if errors:

@@ -4,7 +4,7 @@ A user pastes the vendor document's ``result_settings`` and it runs::
 
     type: klaviyo
     api_token: pk_...
-    operation: add                 # add | remove_profiles | batch_consent
+    operation: add                 # add | remove_profiles | batch_consent | mirror | upsert | track_events
     list_identify_type: id         # id | name
     list_value: Xy12Ab
     wait_for_completion: true
@@ -18,7 +18,6 @@ an unknown key written that way stays an error.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
@@ -27,7 +26,11 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from ..api.settings import ClientSettings, config_error_from, known_keys
 from ..errors import ConfigError
 
-OPERATIONS = ("add", "remove_profiles", "batch_consent")
+OPERATIONS = ("add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events")
+#: Operations that write to a list and need ``list_value``.
+LIST_OPERATIONS = ("add", "remove_profiles", "mirror")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hd])\s*$")
 SUBSCRIPTION_TYPES = ("all_marketing", "email_marketing_only", "sms_marketing_only", "sms_marketing_transactional")
 #: Channels each subscription type touches: (channel, message type).
 CHANNELS = {
@@ -45,7 +48,7 @@ class ExportSettings(ClientSettings):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
 
     type: Literal["klaviyo"] = "klaviyo"
-    operation: Literal["add", "remove_profiles", "batch_consent"]
+    operation: Literal["add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events"]
     list_identify_type: Literal["id", "name"] = "id"
     list_value: str | None = None
     consent_type: Literal["subscribed", "unsubscribed"] = "subscribed"
@@ -69,11 +72,28 @@ class ExportSettings(ClientSettings):
     consent_settle_seconds: float = Field(60.0, ge=0, le=3600)
     #: How long to wait for another export writing to the same list before failing.
     list_lock_timeout_seconds: float = Field(3600.0, ge=0, le=86_400)
+    #: mirror: the most members one run may remove, a count (500) or a share of the list ("10%").
+    #: More than that aborts the run before anything is sent, naming the numbers.
+    max_removals: int | str = "10%"
+    #: mirror: an empty query result empties the list only when this is true.
+    allow_empty: bool = False
+    #: track_events: events whose time is older than this ("24h", "7d") are sent with Klaviyo's
+    #: ``backfill`` flag (recorded, but they do not trigger flows); "never" sends no flag.
+    backfill_older_than: str = "24h"
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExportSettings":
-        if self.operation in ("add", "remove_profiles") and not self.list_value:
+        if self.operation in LIST_OPERATIONS and not self.list_value:
             raise ValueError(f"operation {self.operation} needs list_value (the list's {self.list_identify_type})")
+        if self.operation in ("upsert", "track_events") and self.list_value:
+            raise ValueError(f"operation {self.operation} writes to no list: remove list_value "
+                             "(to add the profiles to a list, use operation add)")
+        self.removal_limit(0)  # checks the form of max_removals
+        self.backfill_after_seconds  # checks the form of backfill_older_than
+        if self.operation != "mirror" and (self.allow_empty or self.max_removals != "10%"):
+            raise ValueError("max_removals and allow_empty apply to operation mirror only")
+        if self.operation != "track_events" and self.backfill_older_than != "24h":
+            raise ValueError("backfill_older_than applies to operation track_events only")
         if self.operation == "batch_consent":
             if self.subscription_type is None:
                 raise ValueError("operation batch_consent needs subscription_type "
@@ -91,6 +111,38 @@ class ExportSettings(ClientSettings):
     def client_settings(self) -> ClientSettings:
         return ClientSettings.model_validate({name: getattr(self, name) for name in ClientSettings.model_fields})
 
+    def removal_limit(self, members: int) -> int:
+        """The most removals ``max_removals`` allows for a list of ``members`` (rounded down)."""
+        value = self.max_removals
+        if isinstance(value, bool):
+            raise ValueError("max_removals is a count (500) or a percentage of the list (\"10%\")")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"max_removals must be 0 or more, got {value}")
+            return value
+        text = str(value)
+        m = _PERCENT.match(text)
+        if m:
+            share = float(m.group(1))
+            if share > 100:
+                raise ValueError(f"max_removals {text!r} is more than 100%")
+            return int(members * share / 100)
+        if text.strip().isdigit():
+            return int(text.strip())
+        raise ValueError(f"max_removals {text!r} is neither a count (500) nor a percentage (\"10%\")")
+
+    @property
+    def backfill_after_seconds(self) -> float | None:
+        """Age after which an event is sent as a backfill (None: never)."""
+        text = self.backfill_older_than.strip().lower()
+        if text == "never":
+            return None
+        m = _DURATION.match(text)
+        if not m:
+            raise ValueError(f"backfill_older_than {self.backfill_older_than!r}: give hours or days, e.g. \"24h\" "
+                             "or \"7d\", or \"never\"")
+        return float(m.group(1)) * (3600 if m.group(2) == "h" else 86400)
+
     @property
     def wait_seconds(self) -> float:
         return self.waiting_time_for_completion_millis / 1000
@@ -98,6 +150,7 @@ class ExportSettings(ClientSettings):
 
 # --- parsing -----------------------------------------------------------------------------------
 
+SECRET_SETTING_KEYS = ("api_token", "api_key")
 _KEY_NO_SPACE = re.compile(r"^(\s*)([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")
 
 
@@ -111,8 +164,12 @@ def lenient_yaml(text: str, origin: str, known: set[str]) -> tuple[str, list[str
         m = _KEY_NO_SPACE.match(line)
         if m and m.group(2) in known:
             fixed = f"{m.group(1)}{m.group(2)}: {m.group(3)}"
-            warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
-                            f"read as {fixed.strip()!r}")
+            if m.group(2) in SECRET_SETTING_KEYS:  # the value is a key: name the line, never show it
+                warnings.append(f"{origin}, line {number}: {m.group(2)} has no space after the colon; "
+                                f"read as '{m.group(2)}: <the key>'")
+            else:
+                warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
+                                f"read as {fixed.strip()!r}")
             line = fixed
         lines.append(line)
     return "\n".join(lines) + ("\n" if text.endswith("\n") else ""), warnings
@@ -122,21 +179,36 @@ def setting_keys() -> set[str]:
     return set(known_keys(ExportSettings)) | {"result_connection", "connection"}
 
 
-def parse_settings_text(text: str, origin: str = "result settings") -> tuple[dict[str, Any], list[str]]:
-    """YAML or inline JSON text -> (mapping, warnings)."""
-    from ..config import load_yaml
+def parse_settings_text(text: str, origin: str = "result settings", *,
+                        command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
+    (inline JSON), where a key is refused."""
+    from ..config import load_json_document, load_yaml
 
     stripped = text.strip()
     if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        data = load_json_document(stripped, origin)
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping of settings")
+        if command_line:
+            refuse_command_line_key(data, origin)
         return data, []
     fixed, warnings = lenient_yaml(text, origin, setting_keys())
     return load_yaml(fixed, origin), warnings
+
+
+KEY_POINTER = ("save it once with 'klaviyo-bridge auth:create NAME' (it asks for the key, or reads "
+               "--stdin / --from-env VAR) and give result_connection: NAME, set KLAVIYO_API_KEY, or put "
+               "api_token in a settings file only you can read")
+
+
+def refuse_command_line_key(data: dict[str, Any], origin: str) -> None:
+    """Inline JSON settings come from the command line, where every user sees them in ``ps``:
+    a key there is refused (not echoed), with where to put it instead."""
+    present = [k for k in SECRET_SETTING_KEYS if k in data]
+    if present:
+        raise ConfigError(f"{origin}: inline settings on the command line may not carry {present[0]} (any user "
+                          f"on this machine can read a command line); {KEY_POINTER}", key=present[0])
 
 
 def parse_export_settings(data: dict[str, Any], origin: str = "result settings") -> ExportSettings:

@@ -37,6 +37,10 @@ class Checked:
 def require_columns(table_schema: pa.Schema, required: Sequence[str], operation: str, *, any_of: bool = False) -> None:
     """Fail before sending when a required column is missing or not text (names are case-sensitive)."""
     names = table_schema.names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ExportError(f"the query returned the column {twice[0]!r} {names.count(twice[0])} times; give each column "
+                          f"one name (SELECT ... AS {twice[0]}_2)", column=twice[0])
     present = [c for c in required if c in names]
     missing = [c for c in required if c not in names]
     if (any_of and not present) or (not any_of and missing):
@@ -81,6 +85,10 @@ def check_emails(column: pa.Array, name: str = "email", *, required: bool = True
     reasons = _reason_where(has_display_name, f"{name} has a display name; give the address only", reasons)
     too_long = pc.greater(pc.utf8_length(text), MAX_EMAIL_LENGTH)
     reasons = _reason_where(too_long, f"{name} is longer than {MAX_EMAIL_LENGTH} characters", reasons)
+    # Control characters (NUL, CR/LF: header injection) and invisible format characters (bidi
+    # overrides, zero-width: an address that reads as another) are never part of a real address.
+    hidden = pc.match_substring_regex(text, r"[\x00-\x1f\x7f\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{feff}]")
+    reasons = _reason_where(hidden, f"{name} contains a control or invisible character", reasons)
     bad = pc.and_kleene(pc.invert(empty), pc.invert(pc.match_substring_regex(text, EMAIL_PATTERN)))
     reasons = _reason_where(bad, f"{name} is not a valid email address", reasons)
     cleaned = pc.if_else(empty, pa.scalar(None, pa.string()), pc.utf8_lower(text))

@@ -20,7 +20,6 @@ from typing import Any, Optional, Union
 
 import msgspec
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -122,8 +121,10 @@ class PageDecoder:
         except msgspec.ValidationError:
             return self._fallback(body)
         rows = doc.data
-        lookups = _PageRelations(rows, doc.included if hasattr(doc, "included") else ())
         ids = [r.id for r in rows]
+        if not all(ids):
+            return self._fallback(body)  # an empty id: the fallback names the record
+        lookups = _PageRelations(rows, doc.included if hasattr(doc, "included") else ())
         arrays = []
         for col, getter in zip(self.columns, self._getters):
             if isinstance(getter, _MarkGetter):  # per-task constant (channel, parent id)
@@ -157,10 +158,10 @@ class PageDecoder:
 
     def _fallback(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
         from .fetch import attach_included
-        from ..api.client import Page
+        from ..api.client import Page, split_page
 
-        doc = orjson.loads(body)
-        page = Page(doc.get("data") or [], doc.get("included") or [], (doc.get("links") or {}).get("next"), 0)
+        doc, next_url = split_page(body)  # raises PageShapeError: no data array, a record without id
+        page = Page(doc["data"], doc.get("included") or [], next_url, 0)
         attach_included(page)
         for record in page.data:
             record.update({k: v for k, v in self.marks.items() if v is not None})

@@ -18,12 +18,14 @@ from typing import Any
 import pyarrow as pa
 
 from ..api.client import KlaviyoClient, Page
+from ..errors import MalformedResponse
 from ..api.query import Condition, Query
 from .columns import Column
 from .decode import PageDecoder
 from .flatten import to_batch
 from .partition import Window, keep_mask, window_filter
 from .streams import Stream
+from .suppression import is_derived, with_suppression
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,15 @@ class Fetcher:
         self.concurrency = max(1, concurrency)
         self.marks = marks or {}
         self.stats = FetchStats()
-        self.decoder = PageDecoder(self.columns, self.marks)
+        # derived columns are computed from the page afterwards (``trim``), not decoded
+        self.decoder = PageDecoder([c for c in self.columns if not is_derived(c)], self.marks)
 
     def _query(self, task: Task) -> Query:
         s = self.stream
         return Query(
             filters=task.conditions,
             page_size=s.page_size(),
-            fields={k: list(v) for k, v in s.fields.items()} if s.include else {},
+            fields={k: list(v) for k, v in s.fields.items()} if s.include or s.membership or s.sparse else {},
             additional_fields={k: list(v) for k, v in s.additional_fields.items()},
             include=s.include,
         )
@@ -118,7 +121,12 @@ class Fetcher:
         return self.decoder.with_marks({k: v for k, v in task.marks.items() if v is not None})
 
     def trim(self, batch: pa.RecordBatch, task: Task) -> pa.RecordBatch:
-        """Drop rows of a widened window that belong to its neighbours."""
+        """Drop rows of a widened window that belong to its neighbours; add derived columns
+        (profiles: ``suppressed``, ``suppressed_at``)."""
+        batch = self._trim(batch, task)
+        return with_suppression(batch) if self.stream.suppression else batch
+
+    def _trim(self, batch: pa.RecordBatch, task: Task) -> pa.RecordBatch:
         if task.trim_window is None or not self.time_column or not batch.num_rows:
             return batch
         kept = batch.filter(keep_mask(batch.column(self.time_column), task.trim_window))
@@ -190,7 +198,12 @@ async def fetch_per_id(
     async def one(event_id: str) -> dict[str, Any]:
         async with slots:
             doc = await client.request(stream.operation_id, path_params={"id": event_id})
-        record = dict((doc or {}).get("data") or {})
+        data = doc.get("data", doc) if isinstance(doc, dict) else doc
+        if data is not None and (not isinstance(data, dict) or not data.get("id")):
+            raise MalformedResponse(f"{stream.operation_id} for event {event_id}: the answer has no resource "
+                                    "with an id in 'data' (it would be stored as an empty row)",
+                                    operation=stream.operation_id)
+        record = dict(data or {})
         record["_event_id"] = event_id
         return record
 

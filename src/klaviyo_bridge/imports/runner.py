@@ -31,8 +31,10 @@ from ..errors import ConfigError
 from ..store.warehouse import Warehouse
 from .columns import Column
 from .fetch import Fetcher, fetch_per_id, plan_tasks
+from .membership import group_ids, run_membership
+from .metrics import resolve_ids
 from .partition import Window, split
-from .streams import Stream, stream as stream_named
+from .streams import PROFILE_ID_COLUMNS, PROFILE_IDS, Stream, stream as stream_named
 
 log = logging.getLogger("klaviyo_bridge.imports")
 
@@ -51,6 +53,10 @@ MIN_WINDOW = timedelta(minutes=5)
 #: 131,072 rows left a part-filled row group each, which the next checkpoint rewrote: 1M events
 #: then spent 2 s more in that checkpoint and the file was twice the size (234 MB vs 122 MB).
 WRITE_ROWS = 122_880
+#: An event import's range ends this long before "now" (and its cursor with it): Klaviyo may
+#: return records stamped in the future (a sender's clock), and writes stamped a moment ago may
+#: not be readable yet. The next run starts there anyway, minus the lookback.
+SAFETY_MARGIN = timedelta(minutes=1)
 
 
 @dataclass
@@ -72,6 +78,10 @@ class ImportResult:
     end: datetime | None = None
     run_id: str | None = None
     committed: bool = False  # the rows and the cursor are in the warehouse
+    fetched: int = 0  # records received, also those not yet handed to the writer when a run stops
+    joined: int | None = None  # membership history: rows opened and closed by this run
+    left: int | None = None
+    deleted: int | None = None  # detect_deleted: profiles newly found deleted in Klaviyo
 
     def summary(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
@@ -80,6 +90,8 @@ class ImportResult:
             f"{self.data_source} -> {self.database}.{self.table} ({self.mode}): {self.rows} rows, {self.pages} pages, "
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled, "
             f"{self.seconds:.1f}s ({rate:,.0f} rows/s){span}"
+            + (f"; {self.joined} joined, {self.left} left since the last run" if self.joined is not None else "")
+            + (f"; {self.deleted} newly deleted in Klaviyo" if self.deleted is not None else "")
         )
 
 
@@ -90,8 +102,8 @@ def stopped_message(exc: BaseException, result: ImportResult) -> str:
     what = "stopped (Ctrl-C or a kill)" if interrupted else (str(exc) or type(exc).__name__)
     if result.committed:
         return f"{what}, after the commit: all {result.rows} records were written"
-    return (f"{what}; nothing was committed: the {result.rows} records fetched were discarded and the "
-            "cursor did not move, so the next run starts where the last successful one ended")
+    return (f"{what}; nothing was committed: the {max(result.rows, result.fetched)} records fetched were discarded "
+            "and the cursor did not move, so the next run starts where the last successful one ended")
 
 
 def effective_stream(config: ImportConfig) -> Stream:
@@ -152,14 +164,15 @@ async def _earliest(client: KlaviyoClient, s: Stream, api_field: str, path_param
     return None
 
 
-async def _resolve_metric_id(client: KlaviyoClient, name: str) -> str:
-    names = []
-    async for metric in client.records("get_metrics"):
-        metric_name = (metric.get("attributes") or {}).get("name")
-        if metric_name == name:
-            return metric["id"]
-        names.append(metric_name)
-    raise ConfigError(f"metric {name!r} not found in the account; it has: {', '.join(sorted(filter(None, names)))}", key="metric")
+async def with_metrics(client: KlaviyoClient, s: Stream, config: ImportConfig) -> Stream:
+    """An event stream limited to the configured metrics (``metric`` / ``metrics``): one request
+    sequence per metric (Klaviyo's events filter takes one ``metric_id`` at a time)."""
+    source = config.source
+    choices = source.metric_choices()
+    if not s.events or not choices:
+        return s
+    found = await resolve_ids(client, choices, key="metrics" if source.metrics else "metric")
+    return dataclasses.replace(s, variants=tuple((equals("metric_id", m.id),) for m in found))
 
 
 async def run_import(
@@ -190,7 +203,7 @@ async def run_import(
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=result.rows,
+        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
                          rows_written=result.rows if result.committed else 0,
                          error=stopped_message(exc, result)[:2000])
         raise
@@ -211,7 +224,23 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
     partition_key = partition_column(columns, target.partition_key)
 
     async with KlaviyoClient(source.client_settings(), transport=transport) as client:
-        writer_cm = warehouse.writer(database, table, target.mode, primary_key=primary_key)
+        if s.membership:
+            result.end = now
+
+            async def windows_for(client, s, api_field, lo, hi, now, count, path):
+                return await _windows(client, s, api_field, lo, hi, now, count, path,
+                                      shortest=None if window_count else MIN_WINDOW)
+
+            await run_membership(client, s, config, warehouse, database, table, job, now, concurrency,
+                                 window_count or concurrency * WINDOWS_PER_WORKER, on_batch, result, windows_for)
+            st = client.stats
+            result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+            return
+        s = await with_metrics(client, s, config)
+        # Event imports re-read a lookback window: in append mode an event already stored is not
+        # added again (merge mode updates it).
+        writer_cm = warehouse.writer(database, table, target.mode, primary_key=primary_key,
+                                     skip_existing=s.events)
         with writer_cm as writer:
             if s.per_event_id:
                 batch = with_partition(await fetch_per_id(client, s, columns, source.event_ids, concurrency),
@@ -222,8 +251,6 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                 result.committed = True
             else:
                 extra = ()
-                if s.name == "metric_events":
-                    extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
                 field_name = source.incremental_field or s.default_time_field
                 api_field = s.time_fields.get(field_name) if field_name else None
                 lo, hi = _bounds(config, job, warehouse, now)
@@ -264,7 +291,9 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         writing = asyncio.ensure_future(asyncio.to_thread(writer.write, rows.slice(0, cut)))
 
                 try:
-                    async for batch in fetcher.batches(tasks):
+                    async for batch in _counted(fetcher.batches(tasks), fetcher, result):
+                        if source.detect_deleted:
+                            batch = not_deleted(batch)
                         pending.append(with_partition(batch, partition_key))
                         pending_rows += batch.num_rows
                         result.rows += batch.num_rows
@@ -281,11 +310,47 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                         # before the writer rolls back on the same connection.
                         await asyncio.wait({writing})
                 result.pages = fetcher.stats.pages
+                if source.detect_deleted:
+                    present = await sweep_profile_ids(client, now, concurrency, window_count)
+                    writer.mark_absent("id", present, "deleted", "deleted_at", now)
                 cursor = {job: hi.isoformat()} if source.incremental and hi else None
                 await asyncio.to_thread(writer.commit, cursor)
                 result.committed = True
+                if source.detect_deleted:
+                    result.deleted = writer.marked_absent
         st = client.stats
         result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
+
+
+def not_deleted(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A fetched profile exists: ``deleted`` false, ``deleted_at`` NULL (a merge resets them)."""
+    n = batch.num_rows
+    return (batch.append_column("deleted", pa.array([False] * n, pa.bool_()))
+            .append_column("deleted_at", pa.nulls(n, pa.timestamp("us", tz="UTC"))))
+
+
+async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: int, window_count: int | None) -> pa.Array:
+    """Every profile id the account has now (Klaviyo lists no deleted profiles: a deletion is
+    an id that stopped appearing). One request per 100 profiles, windows fetched side by side."""
+    s = PROFILE_IDS
+    count = window_count or concurrency * WINDOWS_PER_WORKER
+    windows = await _windows(client, s, "created", None, None, now, count, {},
+                             shortest=None if window_count else MIN_WINDOW)
+    tasks = plan_tasks(s, time_field="created" if windows else None, windows=windows)
+    fetcher = Fetcher(client, s, PROFILE_ID_COLUMNS, time_column="created", concurrency=concurrency)
+    ids = [batch.column("id") async for batch in fetcher.batches(tasks)]
+    return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+
+
+async def _counted(batches, fetcher: Fetcher, result: ImportResult):
+    """The fetcher's batches; ``result.fetched`` follows every record received (pages still queued
+    for the writer included), so a stopped run reports what it had really fetched."""
+    try:
+        async for batch in batches:
+            result.fetched = fetcher.stats.records
+            yield batch
+    finally:
+        result.fetched = fetcher.stats.records
 
 
 def _as_table(batches: list[pa.RecordBatch]) -> pa.Table:
@@ -304,14 +369,20 @@ def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime)
     previous run as new start time, and current system time as end time": so ``start_time``
     alone (the seed's own example) only bounds the first run, later runs resume at the cursor.
     Both given: that fixed window every time. Not incremental: the given times, if any.
+
+    Event sources re-read ``lookback`` before the cursor (late events; never before
+    ``start_time``) and end ``SAFETY_MARGIN`` before now, so neither a future-dated event nor
+    one written a moment ago can move the cursor past events not yet readable.
     """
     source = config.source
     lo, hi = source.start_time, source.end_time
     if source.incremental:
         saved = warehouse.state.cursor(job)
         if saved and (lo is None or hi is None):
-            lo, hi = parse_time(saved), None
-        hi = min(hi or now, now)  # a cursor never points into the future
+            resumed = parse_time(saved) - source.lookback_span()
+            lo, hi = (max(resumed, lo) if lo is not None else resumed), None
+        limit = now - SAFETY_MARGIN if stream_named(source.data_source).events else now
+        hi = min(hi or limit, limit)  # a cursor never points into the future
     to_utc = lambda t: t.astimezone(timezone.utc) if t is not None else None  # noqa: E731
     return to_utc(lo), to_utc(hi)
 
@@ -346,9 +417,13 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
         path_params, marks = {}, {}
         if s.id_setting:
             path_params["id"] = marks["_parent_id"] = getattr(source, s.id_setting)
+        if s.membership:  # the members of the first group, as the current table would hold them
+            groups, _ = await group_ids(client, s, config)
+            if not groups:
+                return pa.Table.from_batches([], schema=pa.schema([c.field() for c in columns]))
+            path_params["id"] = marks["_parent_id"] = groups[0]
         extra = ()
-        if s.name == "metric_events":
-            extra = (equals("metric_id", await _resolve_metric_id(client, source.metric)),)
+        s = await with_metrics(client, s, config)
         # in.start_time / in.end_time bound the preview as they bound the import
         field_name = source.incremental_field or s.default_time_field
         api_field = s.time_fields.get(field_name) if field_name else None

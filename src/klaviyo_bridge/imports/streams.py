@@ -46,6 +46,15 @@ class Stream:
     #: (a window costs at least one request, and campaigns/flows have low rate limits)
     partition: bool = False
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
+    #: an event source: incremental runs re-read ``lookback``, ``metrics`` limits it, and
+    #: append mode adds only events whose id the table lacks
+    events: bool = False
+    #: a membership history source: the group column (list_id / segment_id); see membership.py
+    membership: str | None = None
+    #: profiles: ``suppressed`` / ``suppressed_at`` derived from the email suppressions
+    suppression: bool = False
+    #: send ``fields`` (sparse fieldsets) even without ``include``
+    sparse: bool = False
 
     @property
     def op(self):
@@ -56,10 +65,17 @@ class Stream:
         return self.op.page_size_max
 
     def columns(self, *, related: bool = True) -> list[Column]:
+        if self.membership:
+            return [_related(self.membership, "_parent_id"), _related("profile_id", "id"),
+                    _related("joined_at", "attributes", "joined_group_at", kind=pa.timestamp("us", tz="UTC"))]
         keep_additional = set(self.additional_fields.get("profile", ()))
         omit = tuple(p for p in ADDITIONAL_PREFIXES if p not in keep_additional)
         cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
         extras = [c for c in self.extra_columns if related or c.path[0] == "relationships"]
+        if self.suppression:
+            from .suppression import DERIVED_COLUMNS
+
+            extras += list(DERIVED_COLUMNS)
         return cols + extras
 
     def time_filter_ops(self, api_field: str) -> tuple[str, ...]:
@@ -85,6 +101,7 @@ EVENT_STREAM_OPTIONS = dict(
     include=("metric", "profile"),
     fields={"metric": ("name",), "profile": ("email", "phone_number", "external_id")},
     extra_columns=EVENT_RELATED,
+    events=True,
 )
 CREATED_UPDATED = {"created": "created", "updated": "updated"}
 SUPPRESSION_TIMESTAMP = "subscriptions.email.marketing.suppression.timestamp"
@@ -116,11 +133,21 @@ STREAMS: dict[str, Stream] = {
         Stream("lists", "get_lists", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_list", "get_profiles_for_list", id_setting="list_id",
                extra_columns=(_related("list_id", "_parent_id"),), primary_key=("list_id", "id")),
-        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated", partition=True),
+        # Subscriptions come with every profile: suppressed / suppressed_at are derived from them
+        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated", partition=True,
+               additional_fields={"profile": ("subscriptions",)}, suppression=True),
         Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
                extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
-        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated"),
+        # Klaviyo's get_flows leaves archived flows out unless filtered for: both, as for campaigns.
+        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated",
+               variants=((equals("archived", False),), (equals("archived", True),))),
+        # Membership with history: every run reads the groups' members (only joined_group_at) and
+        # records joins and departures; windows over joined_group_at fetch a big list concurrently.
+        Stream("list_memberships", "get_profiles_for_list", membership="list_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("list_id", "profile_id", "joined_at")),
+        Stream("segment_memberships", "get_profiles_for_segment", membership="segment_id", partition=True,
+               fields={"profile": ("joined_group_at",)}, primary_key=("segment_id", "profile_id", "joined_at")),
         Stream(
             "global_exclusions",
             "get_profiles",
@@ -130,9 +157,17 @@ STREAMS: dict[str, Stream] = {
             fixed_filters=(greater_or_equal(SUPPRESSION_TIMESTAMP, datetime(2000, 1, 1, tzinfo=timezone.utc)),),
             partition=True,
             additional_fields={"profile": ("subscriptions",)},
+            suppression=True,
         ),
     )
 }
+
+#: Every profile id, as cheaply as the API allows (100 a page, only ``created``), windows over
+#: ``created`` fetched side by side: the sweep that finds deleted profiles (``detect_deleted``).
+PROFILE_IDS = Stream("profile_ids", "get_profiles", time_fields={"created": "created"}, partition=True,
+                     fields={"profile": ("created",)}, sparse=True)
+PROFILE_ID_COLUMNS = [Column("id", ("id",), pa.string()), Column("created", ("attributes", "created"), pa.timestamp("us", tz="UTC"))]
+
 
 def stream(name: str) -> Stream:
     from ..errors import ConfigError
@@ -144,6 +179,7 @@ def stream(name: str) -> Stream:
 
         close = difflib.get_close_matches(name, STREAMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = repr(name) if name.isascii() else ascii(name)  # a look-alike letter shows as \u0456
         raise ConfigError(
-            f"data_source {name!r} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
+            f"data_source {shown} is not supported{hint}; choose one of: {', '.join(STREAMS)}", key="data_source"
         ) from None

@@ -28,3 +28,51 @@ def create_schedule(wh: Warehouse, credentials: CredentialStore | None, record: 
         for auth in keys:
             credentials.delete(auth, missing_ok=True)
         raise
+
+
+def migrate_stored_keys(wh: Warehouse, credentials: CredentialStore) -> list[str]:
+    """Schedules stored by an older version with a key inside their settings: the key is moved to
+    the credential store (``connector:NAME`` / ``sched:NAME`` / ``workflow:NAME``, as creating them
+    does today) and the stored settings name it instead. Returns the schedules changed. A record
+    whose key cannot be moved (an unreadable key, a key left where push refuses one) is left as it
+    is: every page and command that shows settings masks keys on read (``secrets.redact_config``)."""
+    import copy
+    import json
+
+    from ..secrets import TOKEN_KEYS, ApiKey
+
+    changed = []
+    for record in wh.state.schedules():
+        config = copy.deepcopy(record.config)
+        moved: dict[str, ApiKey] = {}
+        try:
+            if record.kind in ("import", "export"):
+                section = config.get("in") if record.kind == "import" else config.get("result_settings")
+                ref_key = "connection" if record.kind == "import" else "result_connection"
+                auth = f"{'connector' if record.kind == 'import' else 'sched'}:{record.name}"
+                if isinstance(section, dict):
+                    present = [k for k in TOKEN_KEYS if section.get(k) not in (None, "")]
+                    if present:
+                        token = ApiKey.parse(section[present[0]])
+                        for k in TOKEN_KEYS:
+                            section.pop(k, None)
+                        if not isinstance(section.get(ref_key) or section.get("connection"), str):
+                            moved[auth] = token
+                            section[ref_key] = auth
+            elif record.kind == "workflow":
+                from ..workflows.push import move_keys
+
+                stored = config.get("workflow") or {}
+                doc = stored.get("document")
+                if isinstance(doc, dict):
+                    moved, _ = move_keys(doc, str(stored.get("name") or record.name), record.name, credentials,
+                                         stored.get("files") or {}, f"workflow {record.name}")
+        except ConfigError:
+            continue
+        if json.dumps(config, sort_keys=True, default=str) == json.dumps(record.config, sort_keys=True, default=str):
+            continue
+        for auth, key in moved.items():
+            credentials.save(auth, key, replace=True)
+        wh.state.update_schedule(record.name, config=config)
+        changed.append(record.name)
+    return changed

@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -91,6 +91,10 @@ class _Running:
     run_id: str
     thread: threading.Thread
     scheduled_for: datetime
+    #: Set when the job's worker has recorded its end. Waiting on it, not on ``thread.join()``: a
+    #: Ctrl-C that lands inside ``join`` makes Python mark the still-running thread stopped
+    #: (bpo-45274), and the shutdown that follows would not wait for the job to record ``killed``.
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Scheduler:
@@ -192,16 +196,25 @@ class Scheduler:
         scheduled_for = fire.scheduled_at.astimezone(timezone.utc)
         triggered_by = "recovery" if record.name in self._retry else "schedule"
         self._retry.discard(record.name)
+        done = threading.Event()
         thread = threading.Thread(target=self._run, name=f"job-{record.name}", daemon=True,
-                                  args=(record, run_id, scheduled_for, triggered_by))
+                                  args=(record, run_id, scheduled_for, triggered_by, done))
         with self._lock:
-            self._running[record.name] = _Running(run_id, thread, scheduled_for)
+            self._running[record.name] = _Running(run_id, thread, scheduled_for, done)
         log.info("started %s (job %s, slot %s%s)", job_label(record), run_id, scheduled_for.isoformat(),
                  ", again after an interruption" if triggered_by == "recovery" else "")
         thread.start()
         return run_id
 
-    def _run(self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str) -> None:
+    def _run(self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str,
+             done: threading.Event | None = None) -> None:
+        try:
+            self._run_job(record, run_id, scheduled_for, triggered_by)
+        finally:
+            if done is not None:
+                done.set()
+
+    def _run_job(self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str) -> None:
         try:
             result = execute_job(spec_for(record), self.warehouse, self.credentials, now=scheduled_for,
                                  scheduled_for=scheduled_for, triggered_by=triggered_by,
@@ -269,7 +282,8 @@ class Scheduler:
     def wait(self, timeout: float | None = None) -> None:
         """Block until every job started so far has ended (for tests and shutdown)."""
         for running in list(self._running.values()):
-            running.thread.join(timeout)
+            running.done.wait(timeout)
+            running.thread.join(1 if timeout is None else timeout)
         self._reap()
 
     # --- the loop ------------------------------------------------------------------------
@@ -299,7 +313,7 @@ class Scheduler:
         """Cancel running jobs (their slots run again on the next start) and wait for them."""
         self._shutting_down = True
         for running in list(self._running.values()):
-            cancel_local(running.run_id)
+            cancel_local(running.run_id, "stopped: the scheduler was shut down (Ctrl-C or SIGTERM)")
         self.wait(timeout)
         self._shutting_down = False
         self.release_if_idle()

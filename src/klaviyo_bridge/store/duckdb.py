@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ..errors import StoreError
+from ..errors import StoreError, disk_full_message, disk_full_reason
+from ..home import make_private, private_files
 
 log = logging.getLogger("klaviyo_bridge.store")
 from .columns import SEQUENCE_COLUMN, Kind
@@ -68,6 +69,15 @@ def _kind_of_sql(type_name: str) -> Kind:
     return Kind.TEXT
 
 
+def _store_error(path: Any, exc: BaseException) -> StoreError:
+    """A DuckDB error in our words; a full disk (the WAL or a checkpoint that cannot be written)
+    says so plainly: DuckDB rolled the transaction back, nothing of it is in the file."""
+    reason = disk_full_reason(str(exc))
+    if reason:
+        return StoreError(disk_full_message(path, reason))
+    return StoreError(f"DuckDB {path}: {exc}")
+
+
 def _converting_errors(method: F) -> F:
     """The one boundary where duckdb exceptions become StoreError."""
 
@@ -78,7 +88,7 @@ def _converting_errors(method: F) -> F:
         except duckdb.InterruptException:
             raise KeyboardInterrupt from None  # Ctrl-C landed inside DuckDB: it is still the user's Ctrl-C
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self.path}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
         except RuntimeError as exc:
             if "interrupted" in str(exc).lower():  # the same, from DuckDB's result fetching
                 raise KeyboardInterrupt from None
@@ -104,6 +114,8 @@ class DuckDBSession(Session):
     def commit(self) -> None:
         self._con.execute("COMMIT")
         self._in_transaction = False
+        # DuckDB makes the log with the process umask, after the file was opened private
+        make_private(Path(f"{self.path}.wal"), "warehouse write-ahead log", notice=False)
 
     def rollback(self) -> None:
         if self._in_transaction:
@@ -228,13 +240,13 @@ class _ConvertingReader:
         try:
             return self._reader.read_next_batch()
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+            raise _store_error(self._path, exc) from exc
 
     def read_all(self) -> pa.Table:
         try:
             return self._reader.read_all()
         except duckdb.Error as exc:
-            raise StoreError(f"DuckDB {self._path}: {exc}") from exc
+            raise _store_error(self._path, exc) from exc
 
 
 #: The warehouse file is attached under this catalog name. Opened directly, DuckDB names the
@@ -253,7 +265,8 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
     limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
     con = duckdb.connect(":memory:", config={"memory_limit": limit})
     try:
-        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
+        with private_files():  # a new warehouse file is created 0600, never readable by others for a moment
+            con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
         con.execute(f"USE {CATALOG}")
     except BaseException:
         con.close()
@@ -289,7 +302,9 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, path: Path, *, lock_timeout: float = 0.0) -> None:
         self.path = path.expanduser().resolve()
         self.url = f"duckdb:///{self.path}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
+            make_private(file, what)  # an older one made 0644: tightened, with a notice
         self._con = self._connect(lock_timeout)
         self._init_state()
 

@@ -80,6 +80,9 @@ class Session(ABC):
     @abstractmethod
     def clear_table(self, target: str) -> None: ...
 
+    def lookup_index(self, database: str, table: str, columns: list[str]) -> None:
+        """An index for joins on ``columns`` where the engine needs one (PostgreSQL)."""
+
     def prepare_merge(self, database: str, table: str, keys: list[str]) -> None:
         """Anything the merge statement needs on the target (PostgreSQL: a unique index)."""
 

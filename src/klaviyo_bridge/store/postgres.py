@@ -172,6 +172,13 @@ class PostgresSession(Session):
         self._cur.execute(f"TRUNCATE {target}")
 
     @_converting_errors
+    def lookup_index(self, database: str, table: str, columns: list[str]) -> None:
+        digest = hashlib.sha1("\x00".join(columns).encode()).hexdigest()[:8]
+        cols = ", ".join(quote(c) for c in columns)
+        self._cur.execute(f"CREATE INDEX IF NOT EXISTS {quote(f'{table[:40]}__ix_{digest}')} "
+                          f"ON {quote(database)}.{quote(table)} ({cols})")
+
+    @_converting_errors
     def prepare_merge(self, database: str, table: str, keys: list[str]) -> None:
         """ON CONFLICT needs a unique index on the key; create it once, named after the key."""
         digest = hashlib.sha1("\x00".join(keys).encode()).hexdigest()[:8]

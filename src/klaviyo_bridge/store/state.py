@@ -37,6 +37,10 @@ from .state_common import (  # noqa: F401 (re-exported)
 )
 
 
+#: What a list snapshot keeps of each member.
+SNAPSHOT_COLUMNS = ("profile_id", "email", "phone_number", "external_id")
+
+
 def _state_ddl(session: Session) -> list[str]:
     t = session.sql_type
     text, ts, big, js = t(Kind.TEXT), t(Kind.TIMESTAMP), t(Kind.INTEGER), t(Kind.JSON)
@@ -68,6 +72,17 @@ def _state_ddl(session: Session) -> list[str]:
         # of consecutive rows: outcomes stay ranges, and a row's identifier is still at hand.
         f"""CREATE TABLE IF NOT EXISTS {S}.export_row_ids (
             run_id {text} NOT NULL, first_row {big} NOT NULL, identifiers {text} NOT NULL)""",
+        # What an export run decided before sending and a --resume must reuse (a mirror's removals).
+        f"""CREATE TABLE IF NOT EXISTS {S}.export_plans (
+            run_id {text} NOT NULL, name {text} NOT NULL, body {text} NOT NULL)""",
+        # A list's members as a mirror export last knew them (profile id and the key it matched on),
+        # and when it read them: the next run reads only what joined since, when the count agrees.
+        f"""CREATE TABLE IF NOT EXISTS {S}.list_snapshots (
+            destination {text} NOT NULL, profile_id {text} NOT NULL, email {text}, phone_number {text},
+            external_id {text})""",
+        f"""CREATE TABLE IF NOT EXISTS {S}.list_snapshot_meta (
+            destination {text} PRIMARY KEY, newest_joined {text}, members {big} NOT NULL, run_id {text},
+            saved_at {ts} NOT NULL)""",
     ]
 
 
@@ -282,6 +297,62 @@ class StateStore(_ScheduleStateMixin):
             for i, ident in enumerate(json.loads(text)):
                 out[int(first) + i] = ident
         return out
+
+    def export_outcome_counts(self, run_id: str, first_row: int = 0, end_row: int | None = None) -> dict[str, int]:
+        """Rows per outcome among rows ``first_row ..< end_row`` of a run (ranges never straddle a batch)."""
+        sql = (f"SELECT outcome, sum(row_count) FROM {S}.export_row_ranges WHERE run_id = $1 "
+               "AND first_row >= CAST($2 AS BIGINT)")
+        params: list[Any] = [run_id, int(first_row)]
+        if end_row is not None:
+            sql += " AND first_row < CAST($3 AS BIGINT)"
+            params.append(int(end_row))
+        with self._transaction() as s:
+            rows = s.fetch(sql + " GROUP BY outcome", params)
+        return {o: int(n) for o, n in rows}
+
+    def save_export_plan(self, run_id: str, name: str, body: Any) -> None:
+        """What a run decided before sending (JSON), for a --resume of it to reuse."""
+        with self._transaction() as s:
+            s.execute(f"DELETE FROM {S}.export_plans WHERE run_id = $1 AND name = $2", [run_id, name])
+            s.execute(f"INSERT INTO {S}.export_plans (run_id, name, body) VALUES ($1, $2, $3)",
+                      [run_id, name, json.dumps(body)])
+
+    def export_plan(self, run_id: str, name: str) -> Any:
+        with self._transaction() as s:
+            rows = s.fetch(f"SELECT body FROM {S}.export_plans WHERE run_id = $1 AND name = $2", [run_id, name])
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_list_snapshot(self, destination: str, members: pa.Table, newest_joined: str | None,
+                           run_id: str | None) -> None:
+        """Replace the stored members of ``destination`` (profile_id, email, phone_number, external_id)
+        in one transaction: a reader sees the old snapshot or the new one."""
+        kinds = {c: Kind.TEXT for c in SNAPSHOT_COLUMNS}
+        table = members.select(list(SNAPSHOT_COLUMNS)).cast(pa.schema([(c, pa.string()) for c in SNAPSHOT_COLUMNS]))
+        table = table.add_column(0, "destination", pa.array([destination] * table.num_rows, pa.string()))
+        kinds = {"destination": Kind.TEXT, **kinds}
+        with self._transaction() as s:
+            s.execute(f"DELETE FROM {S}.list_snapshots WHERE destination = $1", [destination])
+            s.execute(f"DELETE FROM {S}.list_snapshot_meta WHERE destination = $1", [destination])
+            for batch in table.to_batches(max_chunksize=100_000):
+                s.insert_batch(f"{S}.list_snapshots", batch, {c: c for c in kinds}, kinds)
+            s.execute(f"INSERT INTO {S}.list_snapshot_meta (destination, newest_joined, members, run_id, saved_at) "
+                      "VALUES ($1, $2, CAST($3 AS BIGINT), $4, now())",
+                      [destination, newest_joined, table.num_rows, run_id])
+
+    def list_snapshot(self, destination: str) -> tuple[dict[str, Any], pa.Table] | None:
+        """(meta: newest_joined, members, run_id; the members), or None when none is stored."""
+        with self._transaction() as s:
+            meta = s.fetch(f"SELECT newest_joined, members, run_id FROM {S}.list_snapshot_meta "
+                           "WHERE destination = $1", [destination])
+        if not meta:
+            return None
+        cols = ", ".join(SNAPSHOT_COLUMNS)
+        batches = list(self._warehouse.query_arrow(
+            f"SELECT {cols} FROM {S}.list_snapshots WHERE destination = $1", [destination]))
+        schema = pa.schema([(c, pa.string()) for c in SNAPSHOT_COLUMNS])
+        table = pa.Table.from_batches(batches).cast(schema) if batches and batches[0].num_columns else schema.empty_table()
+        newest, members, run_id = meta[0]
+        return {"newest_joined": newest, "members": int(members), "run_id": run_id}, table
 
     def finish_export_batch(self, batch_id: str, run_id: str, operation: str, status: str,
                             results: pa.Table | pa.RecordBatch, *, klaviyo_job_id: str | None = None,

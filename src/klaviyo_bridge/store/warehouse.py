@@ -19,6 +19,7 @@ import enum
 from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
 from .locks import NamedLock
-from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified
+from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified, quote
 
 
 class WriteMode(str, enum.Enum):
@@ -99,10 +100,14 @@ class Warehouse(ABC):
         primary_key: str | Sequence[str] = "id",
         schema: pa.Schema | None = None,
         lock_timeout: float = 0.0,
+        skip_existing: bool = False,
     ) -> "TableWriter":
-        """Start a write session; the second writer of a table waits ``lock_timeout`` s, then fails."""
+        """Start a write session; the second writer of a table waits ``lock_timeout`` s, then fails.
+
+        ``skip_existing`` (append only): rows whose ``primary_key`` the table already holds are
+        left out, the rows already there untouched (event imports re-reading a lookback window)."""
         return TableWriter(self, database, table, WriteMode.parse(mode), primary_key=primary_key,
-                           schema=schema, lock_timeout=lock_timeout)
+                           schema=schema, lock_timeout=lock_timeout, skip_existing=skip_existing)
 
     def write(self, database: str, table: str, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
               mode: WriteMode | str = WriteMode.APPEND, *, cursors: Mapping[str, str] | None = None,
@@ -180,7 +185,8 @@ class TableWriter:
     """One run's writes to one table, applied atomically (with cursor updates) at ``commit``."""
 
     def __init__(self, warehouse: Warehouse, database: str, table: str, mode: WriteMode, *,
-                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float) -> None:
+                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float,
+                 skip_existing: bool = False) -> None:
         self.database = check_user_database(database)
         self.table = check_object_name(table, "table")
         self.mode = mode
@@ -199,6 +205,10 @@ class TableWriter:
         self._present: set[str] = set()  # columns this run actually sent
         self._stage: str | None = None
         self._done = False
+        self._absent: tuple | None = None  # see mark_absent
+        self.marked_absent = 0
+        self._skip_existing = skip_existing and mode is WriteMode.APPEND
+        self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
 
     # --- session lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "TableWriter":
@@ -213,6 +223,11 @@ class TableWriter:
             self._session.lock_table(self.database, self.table, self._lock_timeout)
             self._target_columns = self._session.table_columns(self.database, self.table)
             self._columns = dict(self._target_columns or {})
+            if self._skip_existing and self._target_columns is not None and self._session.fetch(
+                    f"SELECT 1 FROM {self._target} LIMIT 1"):
+                # Into an empty or new table every row is new: a plain insert. Otherwise rows are
+                # staged and only keys the table lacks go in at commit.
+                self.mode, self._insert_only = WriteMode.MERGE, True
             if self._declared is not None:
                 self._evolve(schema_kinds(self._declared, table=self._label))
         except BaseException:
@@ -327,6 +342,26 @@ class TableWriter:
                 "_bridge_stage", self._columns, self.mode is WriteMode.MERGE)
         return self._stage
 
+    def mark_absent(self, key: str, present: pa.Array, flag: str, at_column: str, at: datetime) -> None:
+        """At commit, rows whose ``key`` is not in ``present`` get ``flag`` = TRUE and
+        ``at_column`` = ``at`` (once: rows already flagged keep their time). For profiles
+        deleted in Klaviyo, which the API shows only as absences."""
+        self._absent = (key, present, flag, at_column, at)
+
+    def _apply_absent(self, session: Session) -> None:
+        key, present, flag, at_column, at = self._absent
+        self._evolve({flag: Kind.BOOLEAN, at_column: Kind.TIMESTAMP})
+        self._sync_target()
+        names = resolve_names(self._columns, [key, flag, at_column])
+        k, f, t = (quote(names[n]) for n in (key, flag, at_column))
+        seen = session.create_stage("_bridge_present", {"key": Kind.TEXT}, False)
+        if len(present):
+            session.insert_batch(seen, pa.table({"key": present}), {"key": "key"}, {"key": Kind.TEXT})
+        when = session.cast("'" + at.astimezone(timezone.utc).isoformat() + "'", Kind.TIMESTAMP)
+        gone = f"({f} IS NULL OR {f} = FALSE) AND NOT EXISTS (SELECT 1 FROM {seen} AS p WHERE p.key = {self._target}.{k})"
+        self.marked_absent = int(session.fetch(f"SELECT count(*) FROM {self._target} WHERE {gone}")[0][0])
+        session.execute(f"UPDATE {self._target} SET {f} = TRUE, {t} = {when} WHERE {gone}")
+
     # --- commit --------------------------------------------------------------------------
     def commit(self, cursors: Mapping[str, str] | None = None) -> int:
         """Apply the mode, store ``cursors`` (job/stream -> value) and commit, all at once."""
@@ -344,8 +379,10 @@ class TableWriter:
             elif self.mode is WriteMode.MERGE and self.rows > 0:
                 keys = list(resolve_names(self._columns, self.primary_key).values())
                 session.prepare_merge(self.database, self.table, keys)
-                updates = [c for c in self._columns if c in self._present and c not in keys]
+                updates = [] if self._insert_only else [c for c in self._columns if c in self._present and c not in keys]
                 session.merge(self._target, self._ensure_stage(), list(self._columns), keys, updates)
+            if self._absent is not None:
+                self._apply_absent(session)
             if cursors:
                 state_tables.save_cursors(session, cursors)
             session.commit()
@@ -356,6 +393,27 @@ class TableWriter:
         session.release_locks()
         session.close()
         return self.rows
+
+
+def duckdb_url_path(url: str) -> str:
+    """SQLAlchemy's rule: ``duckdb:///relative.duckdb``, ``duckdb:////absolute/path.duckdb``.
+
+    ``duckdb:///tmp/x.duckdb`` reads as the relative ``tmp/x.duckdb`` by that rule, which is
+    rarely what was meant when ``/tmp`` exists: such a URL is refused with both spellings."""
+    if not url.startswith("duckdb:///"):
+        raise ConfigError(f"{url!r}: a DuckDB URL has three slashes and a path (duckdb:///relative.duckdb or "
+                          "duckdb:////absolute/path.duckdb)", key="warehouse")
+    path = url[len("duckdb:///"):]
+    if not path or path == "/":
+        raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
+    if not path.startswith(("/", "./", "../", "~")):
+        first = path.split("/", 1)[0]
+        if "/" in path and Path("/", first).is_dir():
+            raise ConfigError(
+                f"{url!r} is ambiguous: by SQLAlchemy's rule three slashes make the relative path {path!r} "
+                f"(in {Path.cwd()}), yet /{first} exists; write duckdb:////{path} for the absolute path "
+                f"/{path}, or duckdb:///./{path} for the relative one", key="warehouse")
+    return path
 
 
 def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> Warehouse:
@@ -370,10 +428,7 @@ def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> War
         raise ConfigError(f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)",
                           key="warehouse")
     if target.startswith("duckdb://"):
-        # SQLAlchemy's convention: duckdb:///relative.duckdb, duckdb:////absolute/path.duckdb
-        target = target[len("duckdb:///"):] if target.startswith("duckdb:///") else target[len("duckdb://"):]
-        if not target:
-            raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
+        target = duckdb_url_path(target)
     from .duckdb import DuckDBWarehouse
 
     return DuckDBWarehouse(Path(target), lock_timeout=lock_timeout)

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from ..config import load_yaml
+from ..config import load_yaml, read_text_bounded
 from ..errors import ConfigError
 from ..exports.job import export_query, load_result_settings, report_lines
 from ..exports.runner import ExportResult
@@ -83,7 +83,7 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def load_workflow(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_text_bounded(p, "workflow")
     except OSError as exc:
         raise ConfigError(f"cannot read workflow {p}: {exc.strerror}") from None
     fixed, warnings = lenient_yaml(text, str(p), setting_keys())

@@ -2,7 +2,7 @@
 
 from starlette.routing import Route
 
-from . import authentications, exports, jobs, schedules, sources
+from . import authentications, exports, jobs, login, schedules, sources
 from ..web import redirect
 
 
@@ -10,5 +10,5 @@ async def index(request):
     return redirect(request, "/sources")
 
 
-ROUTES = [Route("/", index), *authentications.ROUTES, *sources.ROUTES, *exports.ROUTES, *schedules.ROUTES,
+ROUTES = [Route("/", index), *login.ROUTES, *authentications.ROUTES, *sources.ROUTES, *exports.ROUTES, *schedules.ROUTES,
           *jobs.ROUTES]

@@ -1,9 +1,6 @@
-"""Authentications: create (the key is entered once, then only shown masked), test, delete, and
-the token login form (when the console runs with an access token)."""
+"""Authentications: create (the key is entered once, then only shown masked), test, delete."""
 
 from __future__ import annotations
-
-import hmac
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -12,7 +9,6 @@ from ...api.client import KlaviyoClient
 from ...api.settings import ClientSettings
 from ...errors import BridgeError, ConfigError
 from ...secrets import hint, redact
-from ..app import AUTH_COOKIE
 from ..web import blocking, checked_form, console_of, field_errors, redirect, render
 
 
@@ -85,23 +81,9 @@ async def delete(request: Request):
     return redirect(request, "/authentications", f"Deleted authentication {name!r}.")
 
 
-async def login(request: Request):
-    console = console_of(request)
-    if request.method == "POST":
-        form = await checked_form(request)
-        supplied = str(form.get("token") or "")
-        if console.config.token and hmac.compare_digest(supplied, console.config.token):
-            response = redirect(request, "/")
-            response.set_cookie(AUTH_COOKIE, console.auth_cookie_value() or "", httponly=True, samesite="strict")
-            return response
-        return render(request, "login.html", error="wrong token", status=403)
-    return render(request, "login.html", error=None)
-
-
 ROUTES = [
     Route("/authentications", page, methods=["GET"]),
     Route("/authentications", create, methods=["POST"]),
     Route("/authentications/{name}/test", test, methods=["POST"]),
     Route("/authentications/{name}/delete", delete, methods=["POST"]),
-    Route("/login", login, methods=["GET", "POST"]),
 ]

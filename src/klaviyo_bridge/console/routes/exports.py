@@ -14,10 +14,10 @@ from starlette.routing import Route
 from ...errors import BridgeError, ConfigError
 from ...exports.job import export_query, load_result_settings
 from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES
-from ...exports.source import query_source
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
+from ...store.sandbox import QueryRefused
 from ...schedule.saving import create_schedule
 from ...store.state import ScheduleRecord
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
@@ -26,8 +26,14 @@ from ..web import as_bool, blocking, checked_form, console_of, field_errors, red
 PREVIEW_ROWS = 100
 DEFAULT_SQL = "SELECT email, first_name, last_name FROM profiles LIMIT 100"
 SETTING_FIELDS = ("operation", "list_identify_type", "list_value", "consent_type", "subscription_type",
-                  "waiting_time_for_completion_millis", "default_phone_region")
-FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion")
+                  "waiting_time_for_completion_millis", "default_phone_region", "max_removals",
+                  "backfill_older_than")
+FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion", "allow_empty")
+#: Fields that belong to one operation only: sent when that operation is chosen.
+ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_than": "track_events",
+            "consent_type": "batch_consent", "subscription_type": "batch_consent",
+            "historical_consent": "batch_consent"}
+NO_LIST = ("upsert", "track_events")
 SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast", "_bridge")
 
 
@@ -42,7 +48,12 @@ def _values(form) -> dict[str, Any]:
 def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, Any]:
     """The seed's result_settings mapping from the form (names a saved authentication, no key)."""
     data = {"type": "klaviyo", "result_connection": values.get("connection") or None}
+    operation = values.get("operation")
     for key in (*SETTING_FIELDS, *FLAGS):
+        if ONLY_FOR.get(key, operation) != operation:
+            continue  # another operation's field (the form shows them all)
+        if operation in NO_LIST and key in ("list_identify_type", "list_value"):
+            continue
         data[key] = values.get(key)
     wait = str(data.get("waiting_time_for_completion_millis") or "")
     if wait.isdigit():
@@ -109,25 +120,20 @@ async def index(request: Request):
 
 
 def _preview(request: Request, sql: str, database: str | None) -> pa.Table:
-    with console_of(request).holder.use() as wh:
-        schema, stream = query_source(wh, sql, database or None)()
-        try:
-            batches = []
-            for batch in stream:
-                batches.append(batch)
-                if sum(b.num_rows for b in batches) >= PREVIEW_ROWS:
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
-    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
-    return table.slice(0, PREVIEW_ROWS)
+    """The first rows of the user's query, run in the console's sandbox (read-only, no files)."""
+    return console_of(request).holder.read_query(sql, database or None, max_rows=PREVIEW_ROWS)
+
+
+def _read(request: Request, sql: str, database: str | None) -> pa.Table:
+    """The whole result of the user's query, read in the sandbox (then exported the normal way)."""
+    return console_of(request).holder.read_query(sql, database or None)
 
 
 def _dry_run(request: Request, sql: str, settings, database: str | None):
+    table = _read(request, sql, database)
     with console_of(request).holder.use() as wh:
-        return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True)
+        return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True,
+                            table=table)
 
 
 async def submit(request: Request):
@@ -153,16 +159,26 @@ async def submit(request: Request):
     if errors:
         return await blocking(_page, request, values, schedule, errors, status=400)
     if action == "dry_run":
+        status = 200
         try:
             dry = await blocking(_dry_run, request, values["sql"], settings, values["database"])
             error = None
         except BridgeError as exc:
             dry, error = None, str(exc)
-        return await blocking(_page, request, values, schedule, {}, dry=dry, dry_error=error,
+            status = 400 if isinstance(exc, QueryRefused) else 200
+        return await blocking(_page, request, values, schedule, {}, dry=dry, dry_error=error, status=status,
                               invalid_rows=list(getattr(dry, "invalid_rows", []) or [])[:50])
     config = {"query": values["sql"].strip(), "result_settings": data}
+    if action in ("run", "schedule"):
+        # The query runs in the sandbox first: a refused one is shown here, never run or saved.
+        try:
+            result = await blocking(_read if action == "run" else _preview, request, values["sql"],
+                                    values["database"])
+        except BridgeError as exc:
+            return await blocking(_page, request, values, schedule, {}, query_error=str(exc), status=400)
     if action == "run":
-        run_id = console.jobs.start(JobSpec("export", "console:export", config, values["database"] or None))
+        run_id = console.jobs.start(JobSpec("export", "console:export", config, values["database"] or None,
+                                            result=result))
         return redirect(request, f"/jobs/{run_id}", "Export started.")
     # action == "schedule"
     problem = name_error(values["name"])

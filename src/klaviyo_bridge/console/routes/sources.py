@@ -31,29 +31,38 @@ PARAMETERS = {name: [s for s in ("list_id", "segment_id", "event_ids") if
                      (STREAMS[name].id_setting == s or (s == "event_ids" and STREAMS[name].per_event_id))]
               for name in STREAMS}
 for _name in STREAMS:
+    if STREAMS[_name].membership:  # optional: none reads every list / segment
+        PARAMETERS[_name].append(STREAMS[_name].membership)
     if _name == "metric_events":
         PARAMETERS[_name].append("metric")
+    if STREAMS[_name].events:
+        PARAMETERS[_name] += ["metrics", "lookback"]
+    if _name == "profiles":
+        PARAMETERS[_name].append("detect_deleted")
     if STREAMS[_name].include:
         PARAMETERS[_name].append("skip_related_object")
     if STREAMS[_name].operation_id in ("get_profiles", "get_profiles_for_list", "get_profiles_for_segment"):
         PARAMETERS[_name].append("predictive_analytics")
 SOURCES_FOR = {p: " ".join(n for n, ps in PARAMETERS.items() if p in ps)
-               for p in ("list_id", "segment_id", "event_ids", "metric", "skip_related_object", "predictive_analytics")}
+               for p in ("list_id", "segment_id", "event_ids", "metric", "skip_related_object", "predictive_analytics",
+                         "metrics", "lookback", "detect_deleted")}
 TIME_FIELDS = {name: list(s.time_fields) for name, s in STREAMS.items()}
 
 #: Library error keys -> the wizard's field names.
 KEY_MAP = {"in.api_token": "connection", "in.api_key": "connection", "api_token": "connection",
            "connection": "connection", "in": "data_source", "out": "mode", "out.mode": "mode",
            "out.primary_key": "primary_key", "out.partition_key": "partition_key", "partition_key": "partition_key",
-           "out.timezone": "timezone", "metric": "metric", "data_source": "data_source"}
+           "out.timezone": "timezone", "metric": "metric", "data_source": "data_source", "metrics": "metrics",
+           "in.metrics": "metrics", "lookback": "lookback", "in.lookback": "lookback", "detect_deleted": "detect_deleted",
+           "in.detect_deleted": "detect_deleted"}
 
 
 def _values(form) -> dict[str, Any]:
     names = ("name", "connection", "data_source", "list_id", "segment_id", "metric", "event_ids",
              "incremental_field", "start_time", "end_time", "database", "table", "mode", "primary_key",
-             "partition_key", "timezone")
+             "partition_key", "timezone", "metrics", "lookback")
     values = {n: text(form, n) for n in names}
-    for flag in ("incremental", "skip_related_object", "predictive_analytics"):
+    for flag in ("incremental", "skip_related_object", "predictive_analytics", "detect_deleted"):
         values[flag] = as_bool(form, flag)
     return values
 
@@ -63,9 +72,12 @@ def build_config(values: dict[str, Any], base_url: str | None) -> dict[str, Any]
     params = set(PARAMETERS.get(values.get("data_source") or "", []))
     source = {"type": "klaviyo", "connection": values.get("connection") or None,
               "data_source": values.get("data_source")}
-    for key in ("list_id", "segment_id", "metric", "event_ids", "skip_related_object", "predictive_analytics"):
+    for key in ("list_id", "segment_id", "metric", "event_ids", "skip_related_object", "predictive_analytics",
+                "lookback", "detect_deleted"):
         if key in params:
             source[key] = values.get(key)
+    if "metrics" in params and values.get("metrics"):  # comma-separated names, ids or "Name (Integration)"
+        source["metrics"] = [m.strip() for m in str(values["metrics"]).split(",") if m.strip()]
     source.update({"incremental": values.get("incremental"), "incremental_field": values.get("incremental_field"),
                    "start_time": values.get("start_time"), "end_time": values.get("end_time")})
     if base_url:
@@ -138,7 +150,7 @@ async def submit(request: Request):
     preview = preview_error = None
     if action == "preview":
         if parsed is not None:
-            key = parsed.source.api_key.get_secret_value()
+            key = parsed.source.api_key
             try:
                 preview = await preview_rows(parsed, rows=10)
             except BridgeError as exc:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from ..settings import ExportSettings
 from .add import AddToList
-from .base import BatchContext, Operation, Outcomes, Prepared
+from .base import BatchContext, Operation, Outcomes, Prepared, RunContext
 from .consent import Subscribe, Unsubscribe, UnsubscribeFromList
+from .events import TrackEvents
+from .mirror import Mirror, MirrorRemove
 from .remove import RemoveFromList
+from .upsert import Upsert
 
-__all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Prepared", "RemoveFromList", "Subscribe",
-           "Unsubscribe", "UnsubscribeFromList", "operation_for"]
+__all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Mirror", "MirrorRemove", "Prepared", "RemoveFromList", "RunContext", "Subscribe",
+           "TrackEvents", "Unsubscribe", "UnsubscribeFromList", "Upsert", "operation_for"]
 
 
 def operation_for(settings: ExportSettings) -> Operation:
@@ -22,6 +25,12 @@ def operation_for(settings: ExportSettings) -> Operation:
         return AddToList(settings)
     if settings.operation == "remove_profiles":
         return RemoveFromList(settings)
+    if settings.operation == "mirror":
+        return Mirror(settings)
+    if settings.operation == "upsert":
+        return Upsert(settings)
+    if settings.operation == "track_events":
+        return TrackEvents(settings)
     if settings.consent_type == "subscribed":
         return Subscribe(settings)
     return UnsubscribeFromList(settings) if settings.list_value else Unsubscribe(settings)

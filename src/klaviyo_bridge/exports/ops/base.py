@@ -47,10 +47,15 @@ class Prepared:
     skipped_reason: list[str]
     warnings: list[str] = field(default_factory=list)
     identity: pa.Array | None = None
+    #: What an operation keeps of the chunk for itself (``observe``), by name.
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Valid rows the operation decided not to send (``hold_back``: a mirror's members), with the reason.
+    held_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    held_reason: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.row_index) + len(self.skipped_index)
+        return len(self.row_index) + len(self.skipped_index) + len(self.held_index)
 
 
 @dataclass
@@ -69,6 +74,20 @@ class BatchContext:
     list_id: str | None
     sleep: Callable[[float], Awaitable[None]]
     clock: Callable[[], float]
+    #: Input positions of the items being checked (``presend``), when the runner knows them.
+    rows: np.ndarray | None = None
+
+
+@dataclass
+class RunContext(BatchContext):
+    """What an operation may use before the first batch (``begin``) and after the last (``end``)."""
+
+    state: Any = None  # the warehouse's state store (``store/state.py``): every SQL statement lives there
+    run_id: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    #: Rows of the input (``end``: per phase, counts per outcome: the input, then each follow-up).
+    phase_counts: list[dict[str, int]] = field(default_factory=list)
 
 
 class Operation:
@@ -140,6 +159,42 @@ class Operation:
     def may_resend_unapplied(self) -> bool:
         """Whether rows that ``confirm`` shows not applied may be sent again after an unclear answer."""
         return True
+
+    # --- the whole run (operations that decide from the whole input: mirror) ---------------
+    #: The runner reads the whole input once before anything is sent (as strict mode does) and
+    #: shows each prepared chunk to ``observe``.
+    reads_input_first: ClassVar[bool] = False
+    #: ``--dry-run`` resolves the destination and calls ``begin`` (read-only) to report what it would do.
+    dry_run_reads_klaviyo: ClassVar[bool] = False
+
+    def hold_back(self, prepared: Prepared) -> Prepared:
+        """Valid rows not to send, decided before batches are cut (so the rest fill whole requests):
+        moved from ``row_index``/``items`` to ``held_index``/``held_reason``. Must decide the same
+        on a ``--resume`` (batches are matched by content): keep the decision in the run's plan."""
+        return prepared
+
+    async def restore(self, ctx: RunContext) -> None:
+        """On ``--resume``, before the input is read: reload what the first attempt decided."""
+
+    def observe(self, offset: int, prepared: Prepared) -> None:
+        """One chunk of the input (input-wide row indexes) during the pass before sending; may be
+        called again for the same chunk (a later pass): keyed by ``offset``."""
+
+    async def begin(self, ctx: RunContext) -> None:
+        """After the destination is resolved and locked and the input read, before the first batch.
+        Raise ``ExportError`` to stop the run with nothing sent (with ``ctx.dry_run``: read only)."""
+
+    def followups(self) -> list[tuple["Operation", pa.Table]]:
+        """More rows to send after the input, each with the operation that sends them (numbered
+        after the input rows, accounted like them, batched and resumed by fingerprint)."""
+        return []
+
+    async def end(self, ctx: RunContext) -> None:
+        """After a run that ended ``success`` (``ctx.phase_counts`` filled)."""
+
+    def report(self, ctx: RunContext | None = None) -> list[str]:
+        """Lines for the user: what a dry run would do, or what the run did."""
+        return []
 
 
 #: Stands for the items in a request envelope; replaced by the joined items without parsing them again.

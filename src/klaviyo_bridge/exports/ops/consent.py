@@ -29,7 +29,7 @@ from ..batching import Endpoint
 from ..payloads import Payloads
 from ..settings import CHANNELS
 from .base import BatchContext, Operation, Outcomes, Prepared, dumps, finish, identity_of, take_py, \
-    valid_only_duplicates, value_problems
+    valid_only_duplicates
 
 NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
 #: Values one ``any(field, [...])`` filter carries at most.
