@@ -37,7 +37,7 @@ class Clock:
 
 def make_client(app, clock: Clock, *, adaptive: bool = True) -> KlaviyoClient:
     settings = ClientSettings(api_key=EmulatorSettings().api_key, base_url=BASE)
-    limiter = RateLimiter(clock=clock, sleep=clock.sleep, margin=0.08, adaptive=adaptive)
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, margin=0.08, adaptive=adaptive, probe=adaptive)
     return KlaviyoClient(settings, transport=httpx.ASGITransport(app=app), limiter=limiter, sleep=clock.sleep)
 
 
@@ -145,3 +145,26 @@ def test_emulator_headers_tell_the_accounts_own_limit():
     assert [r.status_code for r in answers] == [200] * 5 + [429]
     assert answers[0].headers["RateLimit-Limit"] == "40"
     assert answers[4].headers["RateLimit-Remaining"] == "35"
+
+
+
+async def test_until_a_tier_is_answered_one_request_goes_first():
+    """Before any answer told a tier's limit, one request goes alone and the others wait for its
+    answer: a run's first wave must not hit an account's lower limit blind."""
+    clock = Clock()
+
+    async def still(seconds: float) -> None:  # time stands still while the probe is out
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter(clock=clock, sleep=still, probe=True)
+    assert await limiter.acquire("get_lists") == 0  # the probe
+    second = asyncio.create_task(limiter.acquire("get_lists"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not second.done()
+    limiter.answered("get_lists", "")
+    await second
+    clock.now += 10  # the probe's answer is long past: the later requests go without waiting
+    # another tier, another probe; the answered one no longer waits
+    assert await limiter.acquire("get_lists") == 0
+    assert await limiter.acquire("get_profiles") == 0  # the probe of get_profiles

@@ -94,7 +94,7 @@ class KlaviyoClient:
         self.settings = settings
         self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
         self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
-            RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN)
+            RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN, probe=True)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
             initial_wait=settings.initial_retry_wait,
@@ -332,11 +332,15 @@ class KlaviyoClient:
         decode: Decode | None = None,
     ) -> Any:
         tier = _tier(op, url, params)
-        self.stats.rate_wait_seconds += await self.limiter.acquire(op, tier)
+        booked = self.limiter.clock()
+        waited = await self.limiter.acquire(op, tier)
+        self.stats.rate_wait_seconds += waited
+        booked += waited
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
         try:
             async with self._slots:
+                self.limiter.left_late(op.operation_id, tier, self.limiter.clock() - booked)
                 response = await self._http.request(op.method, url, params=params, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransportError(
@@ -358,6 +362,7 @@ class KlaviyoClient:
             err.not_sent = isinstance(exc, httpx.ConnectError)
             raise err from None
         self.stats.requests += 1
+        self.limiter.answered(op.operation_id, tier)
         _observe_rate_headers(self.limiter, op.operation_id, tier, response.headers)
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug(
@@ -512,7 +517,7 @@ def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable
 
             budget = open_budget(_shared_budget_url) if _shared_budget_url else None
             limiter = _shared_limiters[account] = RateLimiter(
-                margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key))
+                margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key), probe=True)
     return limiter
 
 

@@ -50,6 +50,10 @@ MAX_MARGIN = 0.3
 BURST_BACKOFF = 0.8
 #: ...and grows back by one every this many seconds without a 429.
 BURST_REGROW_SECONDS = 5.0
+#: Before a tier's limit is known, the others wait this long at most for the first request's answer...
+PROBE_SECONDS = 5.0
+#: ...looking every this many seconds.
+PROBE_POLL_SECONDS = 0.01
 #: A wake-up later than this after a slot's time moves the slot to when the request really left.
 LATE_WAKE_SECONDS = 0.002
 
@@ -71,6 +75,10 @@ class WindowLimiter:
         #: The burst count 429s taught (headers tell the steady window only), and when it was learned.
         self.learned_burst: int | None = None
         self.learned_at = 0.0
+        #: Adaptive pacing: whether an answer told this tier's limit yet, and since when a first
+        #: request (the probe) is out to learn it.
+        self.known = False
+        self.probing_since: float | None = None
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
@@ -200,12 +208,16 @@ class RateLimiter:
         adaptive: bool = True,
         budget: SharedBudget | None = None,
         account: str = "",
+        probe: bool = False,
     ) -> None:
         self.clock = clock
         self.margin = margin
         self.sleep = sleep
         self.enabled = enabled
         self.adaptive = adaptive
+        #: One request per tier first, the others after its answer (see ``_probe``); for limiters
+        #: whose requests are answered (the client's), never for a bare limiter nobody answers.
+        self.probe = probe and adaptive
         self.budget = budget
         self.account = account
         self._overrides = limits or {}
@@ -233,6 +245,9 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         op_id = op if isinstance(op, str) else op.operation_id
+        waited = 0.0
+        if self.probe:
+            waited = await self._probe(op_id, tier)
         with self._lock:
             limiter = self.limiter(op_id, tier)
             now = self.clock()
@@ -246,28 +261,46 @@ class RateLimiter:
                 limiter.note(now + delay)  # our own share, for what a 429 teaches
             if delay > 0:
                 await self.sleep(delay)
-                late = self.clock() - (now + delay)
-                if late > LATE_WAKE_SECONDS:
-                    with self._lock:
-                        self._absorb_lateness(limiter, late)
-            return delay
+            return delay + waited
         if delay > 0:
             await self.sleep(delay)
             late = self.clock() - (now + delay)
             if late > LATE_WAKE_SECONDS:
                 with self._lock:
                     limiter.correct(now + delay, now + delay + late)
-                    self._absorb_lateness(limiter, late)
-        return delay
+        return delay + waited
 
-    def _absorb_lateness(self, limiter: WindowLimiter, late: float) -> None:
-        """A request left ``late`` after its slot (a busy event loop, a loaded machine): the
-        slots already booked were planned without it, so it may land closer to them than the
-        windows allow. Keep every window at least that much longer than published from now on
-        (up to ``MAX_MARGIN``): lateness up to the margin then never brings two slots closer than
-        the server's window."""
-        if self.margin > 0:
-            limiter.widen_to(min(MAX_MARGIN, self.margin + late))
+    async def _probe(self, op_id: str, tier: str) -> float:
+        """Until an answer has told a tier's limit (the account's may be lower than published,
+        another user may have spent it), one request goes first and the others wait for its
+        answer (at most ``PROBE_SECONDS``): a run's first wave must not hit a lower limit blind."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                lim, now = self.limiter(op_id, tier), self.clock()
+                if lim.known:
+                    return waited
+                if lim.probing_since is None or now - lim.probing_since > PROBE_SECONDS:
+                    lim.probing_since = now  # this request is the probe
+                    return waited
+            await self.sleep(PROBE_POLL_SECONDS)
+            waited += PROBE_POLL_SECONDS
+
+    def answered(self, operation_id: str, tier: str) -> None:
+        """The server answered a request of this tier (headers or not): stop probing."""
+        if self.adaptive:
+            with self._lock:
+                self.limiter(operation_id, tier).known = True
+
+    def left_late(self, operation_id: str, tier: str, late: float) -> None:
+        """A request left ``late`` seconds after its slot (a busy event loop, a loaded machine,
+        a wait for a connection): the slots already booked were planned without it, so it may
+        land closer to them than the windows allow. Keep every window at least that much longer
+        than published from now on (up to ``MAX_MARGIN``): lateness within the margin never
+        brings two requests closer than the server's window."""
+        if late > LATE_WAKE_SECONDS and self.enabled and self.margin > 0:
+            with self._lock:
+                self.limiter(operation_id, tier).widen_to(min(MAX_MARGIN, self.margin + late))
 
     def observe(self, operation_id: str, tier: str, limit: int, remaining: int, reset: float) -> None:
         """Pace ``operation_id``'s ``tier`` from an answer's ``RateLimit-*`` headers (the state of
@@ -291,6 +324,7 @@ class RateLimiter:
             counts = list(lim.published)
             counts[0], counts[1] = min(burst, self._learned_burst(lim, now)), steady
             lim.adapt(tuple(counts))
+            lim.known = True
             if remaining <= 0 and reset > 1:
                 lim.penalise(now, reset - 1)  # Reset is rounded up: hold back until just before it
 
@@ -329,9 +363,12 @@ class RateLimiter:
                     if self.margin > 0:
                         limiter.widen(MARGIN_STEP, MAX_MARGIN)
                     if self.adaptive:
-                        burst_seconds = limiter.windows[0][1]
-                        sent = limiter.count_since(now - burst_seconds) - limiter.count_since(now)
                         current = min(limiter.windows[0][0], self._learned_burst(limiter, now))
+                        if self.budget is None:
+                            burst_seconds = limiter.windows[0][1]
+                            sent = limiter.count_since(now - burst_seconds) - limiter.count_since(now)
+                        else:
+                            sent = current  # the other processes' share is not in our log
                         learned = max(1, min(current - 1, math.floor(sent * BURST_BACKOFF)))
                         limiter.learned_burst, limiter.learned_at = learned, now
                         counts = list(c for c, _ in limiter.windows)
