@@ -139,6 +139,10 @@ def _main(argv: list[str] | None) -> None:
         click.echo(f"error: {disk_full_message(where, reason)}", err=True)
         sys.exit(1)
     except Exception as exc:  # a bug or an unconverted foreign error: still one line, no traceback
+        if isinstance(exc, RuntimeError) and "query interrupted" in str(exc).lower():
+            # DuckDB's answer to a Ctrl-C that landed inside it: the user's Ctrl-C, not a bug
+            click.echo("Terminated." if _terminated else "Interrupted.", err=True)
+            sys.exit(143 if _terminated else 130)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", err=True)

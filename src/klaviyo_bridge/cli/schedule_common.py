@@ -178,9 +178,13 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
                 click.echo(f"job {run_id} started ({job_label(record)}{describe(record)})", err=True)
                 result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
                                      control_dir=_control_dir(home), run_id=run_id)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, RuntimeError) as exc:
+                if not isinstance(exc, KeyboardInterrupt) and "interrupted" not in str(exc).lower():
+                    raise
+                # a Ctrl-C that landed inside DuckDB outside a store session surfaces as its
+                # RuntimeError "Query interrupted": still the user's Ctrl-C
                 _say_what_was_committed(wh, run_id)
-                raise
+                raise KeyboardInterrupt from None
             job = wh.state.job(result.run_id)
     finally:
         signal.signal(signal.SIGTERM, previous)
