@@ -304,16 +304,26 @@ class _Sender:
             # have it. A consent write is read back after the settle time, never resent blind.
             self.resent += 1
             if op.consent:
-                index, items, confirmed = await self._settle(index, items)
+                # Only the rows that went out (kept by the check before sending, saved with the
+                # batch) can have been applied; the others were never sent and are checked afresh.
+                sent_rows = await self.record(st.export_plan, self.run_id, f"sent:{batch.batch_id}")
+                went = (np.isin(index, np.asarray(sent_rows, dtype=index.dtype)) if sent_rows is not None
+                        else np.ones(len(index), dtype=bool))
+                s_index, s_items, confirmed = await self._settle(index[went], items.filter(went))
                 done.append(confirmed)
-                if len(items) and not op.may_resend_unapplied():
-                    index, items = await self._presend(index, items, done)  # non-members now: skipped
-                    done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(1, None)))
-                    index, items = index[:0], items[:0]
+                if len(s_items) and not op.may_resend_unapplied():
+                    s_index, s_items = await self._presend(s_index, s_items, done)  # non-members now: skipped
+                    done.append(_rows_table(s_index, "unconfirmed", self._unconfirmed_reason(1, None)))
+                    keep = ~went
+                else:
+                    keep = ~went | np.isin(index, s_index)
+                index, items = index[keep], items.filter(keep)
         if len(items):
             index, items = await self._presend(index, items, done)
         job_id = None
         if len(items):
+            if op.consent:  # which rows go out, for a resume that finds this batch's answer unclear
+                await self.record(st.save_export_plan, self.run_id, f"sent:{batch.batch_id}", index.tolist())
             await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sending",
                               row_count=len(batch.index), fingerprint=batch.fingerprint)
             self.attempted += len(items)
