@@ -90,7 +90,7 @@ class SelectionCache:
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         #: small rendered records (an events page's included metrics), valid as long as this cache:
         #: the emulator starts a new one whenever a write changes the account
-        self.rendered: dict[tuple[str, tuple[str, ...] | None], bytes] = {}
+        self.rendered: dict[tuple[str, tuple[str, ...] | None, int], bytes] = {}
 
     def get(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         rows = self._items.get(key)
