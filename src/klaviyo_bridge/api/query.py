@@ -25,9 +25,8 @@ def format_value(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat()
+        moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return moment.isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (int, float)):
