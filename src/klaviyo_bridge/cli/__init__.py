@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -79,7 +80,7 @@ cli.add_command(console_command)
 _terminated = False
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops a command as Ctrl-C does (the running import or export ends ``killed`` and
     says what was committed), instead of ending the process with its job left ``running``.
     Commands with their own SIGTERM handling (sched:run, connector:run, scheduler) replace this."""

@@ -218,7 +218,7 @@ def cron_next(expression: str, tz: str, start: str | None, delay: int, count: in
         raise ScheduleError("; ".join(str(e) for e in errors))
     schedule = CronSchedule.parse(expression, tz, delay)
     try:
-        after = parse_time(start) if start else datetime.now(timezone.utc)
+        after = (parse_time(start) if start else None) or datetime.now(timezone.utc)
     except (ValueError, ConfigError):
         raise ConfigError(f"--from must be an ISO 8601 time, got {start!r}", key="from") from None
     runs = schedule.next_runs(after, count)

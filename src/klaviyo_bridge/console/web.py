@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -15,12 +16,16 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from ..errors import ConfigError
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
        ("exports", "/exports", "Exports"), ("schedules", "/schedules", "Schedules"), ("jobs", "/jobs", "Jobs"))
 
 
 def console_of(request: Request) -> Console:
-    return request.app.state.console
+    console: Console = request.app.state.console  # set by create_app
+    return console
 
 
 def csrf_token(request: Request) -> str:
@@ -89,7 +94,7 @@ def field_errors(exc: ConfigError, prefix: str = "") -> dict[str, str]:
     return errors
 
 
-async def blocking(func: Any, *args: Any, **kw: Any) -> Any:
+async def blocking(func: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
     return await run_in_threadpool(func, *args, **kw)
 
 

@@ -106,8 +106,10 @@ def undeclared(value: Any, tree: AttributeTree) -> dict[str, Any] | None:
     for key, item in value.items():
         if key not in tree:
             extra[key] = item
-        elif tree[key] is not None:
-            inner = undeclared(item, tree[key])
+            continue
+        subtree = tree[key]
+        if subtree is not None:
+            inner = undeclared(item, subtree)
             if inner:
                 extra[key] = inner
     return extra or None

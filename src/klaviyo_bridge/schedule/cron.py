@@ -240,9 +240,11 @@ class CronSchedule:
         return cls._from_values(expression, text, values, timezone, delay)
 
     @classmethod
-    def _from_values(cls, expression: str, text: str, values: list, timezone: str,
+    def _from_values(cls, expression: str, text: str, values: list[frozenset[int] | None], timezone: str,
                      delay: int) -> "CronSchedule":
-        minutes, hours, days, months, weekdays = values
+        """``values``: the five fields of ``_parse_fields`` when it found no error (none is None)."""
+        parsed = [value for value in values if value is not None]
+        minutes, hours, days, months, weekdays = parsed
         ignored = None
         days_restricted = days != FIELDS[2].full
         weekdays_restricted = weekdays != FIELDS[4].full

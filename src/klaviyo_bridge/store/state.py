@@ -26,14 +26,14 @@ from .identifiers import STATE_SCHEMA
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
-from .state_common import (  # noqa: F401 (re-exported)
-    OLD_STATUS_WORDS,
-    ROW_OUTCOMES,
-    RUN_KINDS,
-    RUN_STATUSES,
-    S,
-    RunRecord,
-    _opt_int,
+from .state_common import (  # re-exported ("X as X": callers import them from here)
+    OLD_STATUS_WORDS as OLD_STATUS_WORDS,
+    ROW_OUTCOMES as ROW_OUTCOMES,
+    RUN_KINDS as RUN_KINDS,
+    RUN_STATUSES as RUN_STATUSES,
+    S as S,
+    RunRecord as RunRecord,
+    _opt_int as _opt_int,
 )
 
 
@@ -163,11 +163,11 @@ def save_cursors(session: Session, cursors: Mapping[str, str]) -> None:
         )
 
 
-from .schedule_state import (  # noqa: E402, F401  (re-exported: callers import them from here)
-    JobRecord,
-    ScheduleRecord,
-    _ScheduleStateMixin,
-    create_schedule_tables,
+from .schedule_state import (  # noqa: E402  (re-exported ("X as X"): callers import them from here)
+    JobRecord as JobRecord,
+    ScheduleRecord as ScheduleRecord,
+    _ScheduleStateMixin as _ScheduleStateMixin,
+    create_schedule_tables as create_schedule_tables,
 )
 
 
