@@ -13,13 +13,16 @@ from starlette.datastructures import FormData
 from ..schedule.naming import check_schedule_name as _check_name
 from ..errors import ConfigError
 from ..schedule.cron import CronSchedule, validate
-from ..schedule.timezones import TimezoneError
 
 #: The seed console's drop-down: (value, label). "" = None (runs only by hand).
 PRESETS = (("", "None (run by hand)"), ("@hourly", "@hourly (:00)"), ("@daily", "@daily (midnight)"),
            ("@monthly", "@monthly"), ("custom", "Custom cron…"))
 COMMON_ZONES = ("UTC", "America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Paris",
                 "Asia/Tokyo", "Asia/Singapore", "Australia/Sydney")
+
+
+#: The schedule errors' fields -> this form's field names.
+FORM_FIELDS = {"cron": "cron", "timezone": "schedule_timezone", "delay": "delay"}
 
 
 @dataclass
@@ -66,8 +69,7 @@ def schedule_errors(expression: str, tz: str, delay: str | int) -> dict[str, str
     except (TypeError, ValueError):
         return {"delay": "the delay must be a whole number of seconds"}
     for problem in validate(expression, tz, seconds):
-        key = "schedule_timezone" if isinstance(problem, TimezoneError) else \
-            "delay" if "delay" in str(problem).lower() and "cron" not in str(problem).lower() else "cron"
+        key = FORM_FIELDS.get(problem.field or "cron", "cron")
         errors[key] = f"{errors[key]}; {problem}" if key in errors else str(problem)
     return errors
 

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from ..errors import ConfigError
+from ..errors import BridgeError
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
 
 NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
@@ -64,28 +64,15 @@ def redirect(request: Request, url: str, message: str | None = None, kind: str =
     return RedirectResponse(url, status_code=303)
 
 
-_PART = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*(.+)$")
-
-
-def field_errors(exc: ConfigError, prefix: str = "") -> dict[str, str]:
-    """The library's ConfigError as {field: message}: the keys ``config_error_from`` names
-    ("invalid settings: in.list_id: ...; out.timezone: ..."), else ``exc.key``, else "_form"."""
-    text = str(exc)
-    body = text.split("invalid settings: ", 1)[1] if "invalid settings: " in text else None
+def field_errors(exc: BridgeError, prefix: str = "") -> dict[str, str]:
+    """The library's error as {field: message}, read from its problems (``field`` paths such as
+    ``in.list_id``, without ``prefix``); a problem without a field goes to "_form"."""
     errors: dict[str, str] = {}
-    if body:
-        for part in body.split("; "):
-            m = _PART.match(part)
-            if m:
-                key = m.group(1)
-                if prefix and key.startswith(prefix):
-                    key = key[len(prefix):]
-                errors.setdefault(key, m.group(2).removeprefix("Value error, "))
-    if not errors:
-        key = (exc.key or "_form")
+    for problem in exc.problems:
+        key = problem.field or "_form"
         if prefix and key.startswith(prefix):
             key = key[len(prefix):]
-        errors[key] = text
+        errors[key] = f"{errors[key]}; {problem.message}" if key in errors else problem.message
     return errors
 
 

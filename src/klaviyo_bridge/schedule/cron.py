@@ -123,9 +123,9 @@ def _check_after(after: datetime) -> datetime:
 
 def _check_delay(delay_seconds: object) -> int:
     if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
-        raise ScheduleError(f"delay must be a whole number of seconds, got {delay_seconds!r}")
+        raise ScheduleError(f"delay must be a whole number of seconds, got {delay_seconds!r}", field="delay")
     if delay_seconds < 0:
-        raise ScheduleError(f"delay must not be negative, got {delay_seconds}")
+        raise ScheduleError(f"delay must not be negative, got {delay_seconds}", field="delay")
     return delay_seconds
 
 
@@ -171,7 +171,7 @@ def _parse_fields(expression: str) -> tuple[list[frozenset[int] | None], list[Sc
 def _expand_preset(expression: str) -> str | None:
     """Return the five-field text (or "" for no schedule); CronSyntaxError for unknown presets."""
     if not isinstance(expression, str):
-        raise ScheduleError(f"cron expression must be a string, got {type(expression).__name__}")
+        raise ScheduleError(f"cron expression must be a string, got {type(expression).__name__}", field="cron")
     if expression.lower() in MANUAL:
         return ""
     if expression.startswith("@"):
