@@ -48,6 +48,11 @@ def _range_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
     return (ge, le) if ge is not None and le is not None else None
 
 
+def _number(value: float) -> str:
+    """1, 300000, 86400000, 0.5: whole numbers in full (not 8.64e+07)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def problems_from(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
     """One ``Problem`` per error in pydantic's report: field path, our message, a hint."""
     candidates = known_keys(model)
@@ -63,7 +68,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel]) -> list[Problem]
             msg = str(cause)  # our validators' own words, without pydantic's "Value error, "
         bounds = _range_of(model, str(loc[-1])) if loc else None
         if err["type"] in ("greater_than_equal", "less_than_equal") and bounds:
-            msg = f"must be between {bounds[0]:g} and {bounds[1]:g}"
+            msg = f"must be between {_number(bounds[0])} and {_number(bounds[1])}"
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
             close = difflib.get_close_matches(str(err["loc"][-1]), candidates, n=1)
@@ -82,5 +87,9 @@ def config_error_from(exc: ValidationError, model: type[BaseModel], origin: str 
     lines = "; ".join(f"{p.field or '(config)'}: {p.message}" for p in problems)
     prefix = f"{origin}: " if origin else ""
     first = problems[0] if problems else None
-    return ConfigError(f"{prefix}invalid settings: {lines}", field=first.field if first else None,
-                       hint=first.hint if first else None, problems=problems)
+    return ConfigError(
+        f"{prefix}invalid settings: {lines}",
+        field=first.field if first else None,
+        hint=first.hint if first else None,
+        problems=problems,
+    )
