@@ -289,3 +289,91 @@ def test_the_same_bad_import_config_names_the_same_field_and_message_everywhere(
     change, field, form_field, message = BAD_IMPORTS[bad]
     expected = (form_field if entry == "console" else field, message)  # the form's fields are unprefixed
     assert IMPORT_ENTRY_POINTS[entry](world, change, capsys) == expected
+
+
+#: Schedule settings: (cron, zone, the field, the console's field, the message).
+BAD_SCHEDULES = {
+    "zone_abbreviation": (
+        "0 3 * * *",
+        "PST",
+        "timezone",
+        "schedule_timezone",
+        "time zone 'PST': abbreviations are not supported (they are ambiguous and ignore daylight "
+        "saving time); use America/Los_Angeles (IANA names only, as in Asia/Tokyo or "
+        "America/Los_Angeles)",
+    ),
+    "minute_out_of_range": ("61 3 * * *", "UTC", "cron", "cron", "cron field 1 (minute) '61': out of range 0-59 in '61 3 * * *'"),
+}
+
+
+def schedule_via_connector_create(
+    world: tuple[str, Path, Path], cron: str, zone: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    url, wh_path, tmp = world
+    code, err = _cli(
+        tmp,
+        wh_path,
+        "connector:create",
+        "daily",
+        cron,
+        "klaviyo",
+        "people",
+        _config_file(tmp, _import_config(url, {})),
+        "-t",
+        zone,
+        capsys=capsys,
+    )
+    assert code == 2, err
+    return _cli_field_message(err)
+
+
+def schedule_via_sched_create(
+    world: tuple[str, Path, Path], cron: str, zone: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    _, wh_path, tmp = world
+    settings = _settings_file(tmp, {"operation": "upsert"})
+    code, err = _cli(
+        tmp, wh_path, "sched:create", "nightly", cron, "-d", "main", "-t", zone, "--result-settings", settings, SQL, capsys=capsys
+    )
+    assert code == 2, err
+    return _cli_field_message(err)
+
+
+def schedule_via_console(
+    world: tuple[str, Path, Path], cron: str, zone: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    url, wh_path, tmp = world
+    app = create_app(ConsoleConfig(home=Home(tmp / "console-home"), base_url=url, warehouse_url=str(wh_path)))
+    with serving(app, lifespan="on", name="console") as base, httpx.Client(base_url=base) as http:
+        assert http.get("/login", params={"token": app.state.console.token}).status_code == 303
+        csrf = CSRF_RE.search(http.get("/exports").text)
+        assert csrf is not None
+        page = http.post(
+            "/exports",
+            data={
+                "csrf_token": csrf.group(1),
+                "action": "runs",
+                "preset": "custom",
+                "cron": cron,
+                "schedule_timezone": zone,
+                "delay": "0",
+            },
+        )
+    shown = re.findall(r'<span class="field-error" id="error-([\w-]+)">(.*?)</span>', page.text, re.S)
+    assert len(shown) == 1, shown
+    return shown[0][0], html.unescape(shown[0][1])
+
+
+SCHEDULE_ENTRY_POINTS = {
+    "connector_create": schedule_via_connector_create,
+    "sched_create": schedule_via_sched_create,
+    "console": schedule_via_console,
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SCHEDULES))
+@pytest.mark.parametrize("entry", list(SCHEDULE_ENTRY_POINTS))
+def test_the_same_bad_schedule_names_the_same_field_and_message_everywhere(world, capsys, entry, bad):
+    cron, zone, field, form_field, message = BAD_SCHEDULES[bad]
+    expected = (form_field if entry == "console" else field, message)
+    assert SCHEDULE_ENTRY_POINTS[entry](world, cron, zone, capsys) == expected

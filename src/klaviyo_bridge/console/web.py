@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from ..errors import BridgeError
+from .forms import field_messages
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
 
 NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
@@ -64,16 +65,10 @@ def redirect(request: Request, url: str, message: str | None = None, kind: str =
     return RedirectResponse(url, status_code=303)
 
 
-def field_errors(exc: BridgeError, prefix: str = "") -> dict[str, str]:
+def field_errors(exc: BridgeError) -> dict[str, str]:
     """The library's error as {field: message}, read from its problems (``field`` paths such as
-    ``in.list_id``, without ``prefix``); a problem without a field goes to "_form"."""
-    errors: dict[str, str] = {}
-    for problem in exc.problems:
-        key = problem.field or "_form"
-        if prefix and key.startswith(prefix):
-            key = key[len(prefix):]
-        errors[key] = f"{errors[key]}; {problem.message}" if key in errors else problem.message
-    return errors
+    ``in.list_id``); a problem without a field goes to "_form"."""
+    return field_messages(exc)
 
 
 async def blocking(func: Any, *args: Any, **kw: Any) -> Any:

@@ -121,7 +121,7 @@ def _check_after(after: datetime) -> datetime:
     return after.astimezone(UTC)
 
 
-def _check_delay(delay_seconds: object) -> int:
+def check_delay(delay_seconds: object) -> int:
     if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
         raise ScheduleError(f"delay must be a whole number of seconds, got {delay_seconds!r}", field="delay")
     if delay_seconds < 0:
@@ -202,7 +202,7 @@ def validate(expression: str, timezone: str = "UTC", delay_seconds: int = 0) -> 
                 CronSchedule._from_values(expression, text, values, "UTC", 0)
     except ScheduleError as exc:
         errors.append(exc)
-    for check in (lambda: resolve_timezone(timezone), lambda: _check_delay(delay_seconds)):
+    for check in (lambda: resolve_timezone(timezone), lambda: check_delay(delay_seconds)):
         try:
             check()
         except ScheduleError as exc:
@@ -231,7 +231,7 @@ class CronSchedule:
         """Parse and check everything; raise the first ``ScheduleError`` found."""
         text = _expand_preset(expression)
         zone = resolve_timezone(timezone)
-        delay = _check_delay(delay_seconds)
+        delay = check_delay(delay_seconds)
         if not text:
             return cls(expression, timezone, delay, zone=zone)
         values, errors = _parse_fields(text)
