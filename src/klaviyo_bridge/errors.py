@@ -311,5 +311,28 @@ class ExportBusy(ExportError):
     """Another export holds the list this one writes to, for longer than ``list_lock_timeout_seconds``."""
 
 
+class JobFailed(BridgeError):
+    """A job ran (a schedule, a pushed workflow) and did not succeed. ``error`` is the job's
+    recorded error as data (``to_dict()`` of what stopped it, redacted): its field, row, hint and
+    problems are this error's, so the CLI shows them as it would the original error's."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, error: dict[str, Any] | None = None) -> None:
+        detail = dict(error or {})
+        row = detail.get("row")
+        super().__init__(message, field=_text_or_none(detail.get("field")),
+                         row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+                         hint=_text_or_none(detail.get("hint")))
+        self.run_id = run_id
+        self.error = detail
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        recorded = [Problem.from_dict(p) for p in self.error.get("problems") or [] if isinstance(p, dict)]
+        return tuple(recorded) or super().problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "run_id": self.run_id, "cause": self.error.get("code")}
+
+
 class ScheduleError(BridgeError):
     """Invalid cron expression, time zone or schedule state."""
