@@ -83,8 +83,10 @@ class BridgeError(Exception):
         if "error_code" not in cls.__dict__:
             cls.error_code = _snake(cls.__name__)
 
+    _problems: tuple[Problem, ...] = ()
+
     def __init__(self, message: str = "", *args: Any, field: str | None = None, row: int | None = None,
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
         super().__init__(message, *args)
         if field is not None:
             self.field = field
@@ -92,6 +94,8 @@ class BridgeError(Exception):
             self.row = row
         if hint is not None:
             self.hint = hint
+        if problems:
+            self._problems = tuple(problems)
 
     @property
     def message(self) -> str:
@@ -99,8 +103,9 @@ class BridgeError(Exception):
 
     @property
     def problems(self) -> tuple[Problem, ...]:
-        """Every problem this error reports (one unless several settings were wrong at once)."""
-        return (Problem(self.message, self.field, self.row, self.hint),)
+        """Every problem this error reports: several when several settings or rows were wrong at
+        once, else the error itself as one problem."""
+        return self._problems or (Problem(self.message, self.field, self.row, self.hint),)
 
     def to_dict(self) -> dict[str, Any]:
         """The error as data: code, message, field, row, hint and the list of problems."""
@@ -126,13 +131,8 @@ class ConfigError(BridgeError):
 
     def __init__(self, message: str, *, key: str | None = None, field: str | None = None, row: int | None = None,
                  hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
-        super().__init__(message, field=field or key, row=row, hint=hint)
+        super().__init__(message, field=field or key, row=row, hint=hint, problems=problems)
         self.key = field or key
-        self._problems = tuple(problems)
-
-    @property
-    def problems(self) -> tuple[Problem, ...]:
-        return self._problems or super().problems
 
     def within(self, origin: str) -> "ConfigError":
         """The same error, its message prefixed with where the settings came from."""
@@ -293,8 +293,8 @@ class ExportError(BridgeError):
     """An export cannot proceed (missing column, ambiguous list name, ...)."""
 
     def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(message, field=column, row=row, hint=hint)
+                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+        super().__init__(message, field=column, row=row, hint=hint, problems=problems)
         self.column = column
 
 

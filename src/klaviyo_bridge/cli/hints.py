@@ -17,11 +17,10 @@ def next_step(*commands: str) -> None:
 
 
 def error_lines(error: Mapping[str, Any]) -> list[str]:
-    """How the CLI shows an error (``BridgeError.to_dict()``): its message, then its hint on a
-    line of its own when the message does not already say it."""
+    """How the CLI shows an error (``BridgeError.to_dict()``): one line, its message, then its
+    hint when the message does not already say it."""
     message = str(error.get("message") or error.get("code") or "error")
-    lines = [f"error: {message}"]
     hint = error.get("hint")
     if hint and str(hint) not in message:
-        lines.append(f"hint: {hint}")
-    return lines
+        message = f"{message.rstrip()}; hint: {hint}"
+    return [f"error: {message}"]
