@@ -19,6 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
+from .hints import error_lines
 from ..home import HOME_ENV, LEGACY_HOME, Home
 from .api_cmd import api_command
 from .demo_cmd import demo_command
@@ -120,7 +121,8 @@ def _main(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BridgeError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in error_lines(exc.to_dict()):
+            click.echo(line, err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if _terminated:

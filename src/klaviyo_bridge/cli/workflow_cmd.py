@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import BridgeError, ConfigError
+from ..errors import ConfigError, JobFailed
 from ..home import Home
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse, open_warehouse
@@ -38,7 +38,7 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
     line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
             f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "success":
-        raise BridgeError(f"{line}: {result.error}")
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     click.echo(f"History: klaviyo-bridge job:list --schedule {name}")
 

@@ -60,6 +60,7 @@ from ..errors import (
     ExportFailed,
     InvalidRequest,
     NotFound,
+    Problem,
     RetriesExhausted,
     ServerError,
     TransportError,
@@ -976,7 +977,9 @@ async def _refuse_invalid(wh: Warehouse, op: Operation, table: Source, run_id: s
             st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
                 p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
         st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
-    raise ExportError(_invalid_message(pre))
+    raise ExportError(_invalid_message(pre), row=int(pre.invalid_rows[0][0]) + 1 if pre.invalid_rows else None,
+                      hint="fix those rows in the query, or set skip_invalid_records: true to send the others",
+                      problems=[Problem(str(reason), row=int(i) + 1) for i, reason in pre.invalid_rows[:100]])
 
 
 def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:

@@ -7,7 +7,6 @@ A source is saved as an import schedule, exactly what ``connector:create`` saves
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -97,9 +96,6 @@ def _map_errors(exc: ConfigError) -> dict[str, str]:
         short = key[3:] if key.startswith("in.") and key not in KEY_MAP else key
         short = short[4:] if short.startswith("out.") and short not in KEY_MAP else short
         name = KEY_MAP.get(key, KEY_MAP.get(short, short))
-        needs = re.search(r"needs (list_id|segment_id|event_ids|metric)\b", message)
-        if name == "data_source" and needs:  # "data_source profiles_in_list needs list_id": point at list_id
-            name = needs.group(1)
         out[name] = f"{out[name]}; {message}" if name in out else message
     return out
 
