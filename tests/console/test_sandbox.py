@@ -13,7 +13,7 @@ import pytest
 
 from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.console import ConsoleConfig, create_app
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 
 from .conftest import API_KEY, EMULATOR, SignedIn

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 

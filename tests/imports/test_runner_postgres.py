@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, effective_stream, run_import
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .conftest import EMU, make_config
 from .test_import_incremental import LATER, api_profiles, change_profiles

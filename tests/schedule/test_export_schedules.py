@@ -258,7 +258,7 @@ def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
     from klaviyo_bridge.schedule.saving import create_schedule
     from klaviyo_bridge.secrets import CredentialStore
     from klaviyo_bridge.store.state import ScheduleRecord
-    from klaviyo_bridge.store.warehouse import open_warehouse
+    from klaviyo_bridge.store.factory import open_warehouse
 
     credentials = CredentialStore(tmp_path / "credentials.json")
     now = datetime.now(timezone.utc)

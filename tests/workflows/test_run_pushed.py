@@ -8,7 +8,7 @@ import pytest
 
 from klaviyo_bridge.cli import main
 from klaviyo_emulator.server import running_emulator
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .test_seed_workflows import ADD_SQL, EMU, SEED
 

@@ -13,7 +13,7 @@ from klaviyo_bridge.cli import main
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.errors import ConfigError
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_bridge.workflows import interpolate
 
 SEED = Path(__file__).parent / "seed"

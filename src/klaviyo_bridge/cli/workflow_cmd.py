@@ -8,7 +8,7 @@ import click
 
 from ..errors import BridgeError, ConfigError
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
 from ..workflows import run_workflow
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."

@@ -2,7 +2,8 @@
 
 from .columns import Kind, SchemaConflict
 from .state import ExportBatchRecord, RunRecord, StateStore
-from .warehouse import TableWriter, Warehouse, WriteMode, open_warehouse
+from .factory import open_warehouse
+from .warehouse import TableWriter, Warehouse, WriteMode
 
 __all__ = [
     "ExportBatchRecord", "Kind", "RunRecord", "SchemaConflict", "StateStore", "TableWriter",
