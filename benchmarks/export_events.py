@@ -36,13 +36,12 @@ METRIC = "Benchmark Order"
 
 def make_rows(db: Path, n: int) -> None:
     with open_warehouse(db) as wh:
-        s = wh._open_session()
-        s.execute("CREATE SCHEMA bench")
-        s.execute(f"""CREATE TABLE bench.orders AS SELECT i AS n, 'buyer' || (i % 50000) || '@example.org' AS email,
-            '{METRIC}' AS metric_name, TIMESTAMP '2025-01-01' + i * INTERVAL 7 SECOND AS time,
-            round((i % 997) * 1.37, 2) AS value, 'SKU-' || (i % 311) AS sku, (i % 5) + 1 AS quantity
-            FROM range({n}) t(i)""")
-        s.close()
+        with wh.transaction() as s:
+            s.execute("CREATE SCHEMA bench")
+            s.execute(f"""CREATE TABLE bench.orders AS SELECT i AS n, 'buyer' || (i % 50000) || '@example.org' AS email,
+                '{METRIC}' AS metric_name, TIMESTAMP '2025-01-01' + i * INTERVAL 7 SECOND AS time,
+                round((i % 997) * 1.37, 2) AS value, 'SKU-' || (i % 311) AS sku, (i % 5) + 1 AS quantity
+                FROM range({n}) t(i)""")
 
 
 def events_recorded(base: str) -> int:

@@ -26,13 +26,10 @@ def pg():
     wh = open_warehouse(PG_URL)
     schema = "imp_" + uuid.uuid4().hex[:10]
     yield wh, schema
-    session = wh._open_session()
     try:
-        session.begin()
-        session.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        session.commit()
+        with wh.transaction() as session:
+            session.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
-        session.close()
         wh.close()
 
 

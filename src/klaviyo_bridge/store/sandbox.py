@@ -30,7 +30,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -102,7 +104,7 @@ def _first_line(text: str) -> str:
 
 
 # --- DuckDB --------------------------------------------------------------------------------
-def _duckdb_refusal(statements) -> None:
+def _duckdb_refusal(statements: Sequence[Any]) -> None:
     import duckdb
 
     if len(statements) != 1:

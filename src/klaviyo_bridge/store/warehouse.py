@@ -143,6 +143,21 @@ class Warehouse(ABC):
         finally:
             session.close()
 
+    def stream_query(self, sql: str, database: str | None = None, *, batch_size: int = 65_536) -> "QueryStream":
+        """Run a user's query (``database`` as its default schema) and stream its Arrow batches;
+        the session closes when the stream ends, on ``close()``, or when the stream is dropped."""
+        if database:
+            check_object_name(database, "database")
+        session = self._open_session()
+        try:
+            if database:
+                session.use_schema(database)
+            reader = session.stream(sql, (), batch_size)
+        except BaseException:
+            session.close()
+            raise
+        return QueryStream(session, reader)
+
     def table_arrow(self, database: str, table: str) -> pa.Table:
         """A whole table as one Arrow table (for small tables and tests; exports stream)."""
         check_object_name(database, "database")
@@ -168,6 +183,16 @@ class Warehouse(ABC):
         finally:
             session.close()
 
+    def table_names(self) -> list[tuple[str, str]]:
+        """(database, table) of every table and view a user's query may read, sorted; the catalogues
+        and ``_bridge`` left out (the console's table picker). Cheap: no row counts."""
+        excluded = ", ".join(f"'{s}'" for s in ("information_schema", "pg_catalog", "pg_toast", STATE_SCHEMA))
+        out: list[tuple[str, str]] = []
+        for batch in self.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
+                                      f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
+            out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
+        return out
+
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
         session = self._open_session()
         try:
@@ -178,6 +203,41 @@ class Warehouse(ABC):
     @property
     def state(self) -> "state_tables.StateStore":
         return state_tables.StateStore(self)
+
+
+class QueryStream:
+    """A query's Arrow batches; closes its session at the end, on ``close()``, or when dropped.
+
+    (A generator would only close the session once iterated: a run refused before reading,
+    e.g. for a missing column, kept the DuckDB file attached in a long-lived scheduler.)
+    """
+
+    def __init__(self, session: Session, reader: pa.RecordBatchReader) -> None:
+        self._session: Session | None = session
+        self._reader: pa.RecordBatchReader | None = reader
+        self.schema: pa.Schema = reader.schema
+
+    def __iter__(self) -> "QueryStream":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._session is None or self._reader is None:
+            raise StopIteration
+        try:
+            batch: pa.RecordBatch = self._reader.read_next_batch()
+        except StopIteration:
+            self.close()
+            raise
+        return batch
+
+    def close(self) -> None:
+        self._reader = None  # the reader pins DuckDB's result (and so the database file) too
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class WriteSession:
@@ -272,7 +332,7 @@ class TableWriter(WriteSession):
         self._columns: dict[str, Kind] = {}  # as the table must be at commit
         self._present: set[str] = set()  # columns this run actually sent
         self._stage: str | None = None
-        self._absent: tuple | None = None  # see mark_absent
+        self._absent: tuple[str, pa.Array, str, str, datetime] | None = None  # see mark_absent
         self.marked_absent = 0
         self._skip_existing = skip_existing and mode is WriteMode.APPEND
         self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
@@ -383,6 +443,7 @@ class TableWriter(WriteSession):
         self._absent = (key, present, flag, at_column, at)
 
     def _apply_absent(self, session: Session) -> None:
+        assert self._absent is not None
         key, present, flag, at_column, at = self._absent
         self._evolve({flag: Kind.BOOLEAN, at_column: Kind.TIMESTAMP})
         self._sync_target()
