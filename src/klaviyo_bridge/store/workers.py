@@ -142,16 +142,19 @@ class Attempt:
     status: str | None  # of our job record; None when the attempt died before writing it
     kind: str | None
     worker: str | None  # name@host (pid) of the worker that ran it, when still known
+    heartbeat_age: float | None  # seconds since its worker's last heartbeat; None: the worker is gone
 
 
 def attempts(conn: psycopg.Connection[Any], job_id: int) -> list[Attempt]:
     rows = conn.execute(
         f"SELECT a.run_id, a.worker_id, a.attempt, r.status, r.kind, "
-        f"w.name || ' on ' || w.host || ' (pid ' || w.pid || ')' "
+        f"w.name || ' on ' || w.host || ' (pid ' || w.pid || ')', "
+        f"extract(epoch FROM now() - p.last_heartbeat)::float8 "
         f"FROM {S}.worker_runs a LEFT JOIN {S}.runs r ON r.run_id = a.run_id "
-        f"LEFT JOIN {S}.workers w ON w.worker_id = a.worker_id WHERE a.job_id = %s ORDER BY a.attempt, a.started_at",
+        f"LEFT JOIN {S}.workers w ON w.worker_id = a.worker_id "
+        f"LEFT JOIN procrastinate_workers p ON p.id = a.worker_id WHERE a.job_id = %s ORDER BY a.attempt, a.started_at",
         [job_id]).fetchall()
-    return [Attempt(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
+    return [Attempt(r[0], r[1], int(r[2]), r[3], r[4], r[5], None if r[6] is None else float(r[6])) for r in rows]
 
 
 def batches_sent(conn: psycopg.Connection[Any], run_id: str) -> int:

@@ -156,6 +156,7 @@ class Runtime:
     control_dir: Path | None = None
     max_failures: int = 3
     notify_command: str | None = None
+    stalled_seconds: float = 30.0
     worker: Any = None  # procrastinate.worker.Worker
 
     def connect(self) -> Any:
@@ -178,6 +179,11 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
     conn = rt.connect()
     try:
         earlier = sql.attempts(conn, job_id)
+        for a in earlier:
+            if a.status == "running" and a.heartbeat_age is not None and a.heartbeat_age < rt.stalled_seconds:
+                # Judged stalled, but its worker's heartbeat is back (a slow machine): it is still
+                # running; never close a live run's record nor run its slot beside it. Try later.
+                raise ScheduleBusy(f"attempt {a.attempt + 1} (run {a.run_id}) is still running on {a.worker}")
         for a in earlier:
             if a.status == "running":
                 who = a.worker or f"worker {a.worker_id}"
@@ -258,7 +264,8 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
     warehouse = open_warehouse(url)
     try:
         prepare(url)
-        _RUNTIME = Runtime(url, warehouse, credentials, control_dir, options.max_failures, options.notify_command)
+        _RUNTIME = Runtime(url, warehouse, credentials, control_dir, options.max_failures, options.notify_command,
+                           options.stalled_seconds)
         asyncio.run(_serve(url, _RUNTIME, options, clock or (lambda: datetime.now(timezone.utc)), on_ready))
     finally:
         _RUNTIME = None
