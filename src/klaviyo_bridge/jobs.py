@@ -36,6 +36,7 @@ from typing import Any
 from . import aio
 from .errors import (
     BridgeError,
+    error_dict,
     ConfigError,
     ExportBusy,
     ExportError,
@@ -341,6 +342,9 @@ class JobResult:
     rows: int | None = None
     error: str | None = None
     error_class: str | None = None  # config / transient / other / killed
+    #: The error as data (``BridgeError.to_dict()``: code, message, field, row, hint, problems),
+    #: redacted like ``error``; what notify and the console read instead of parsing ``error``.
+    error_detail: dict[str, Any] | None = None
     consecutive_failures: int | None = None
     disabled: bool = False
     note: str | None = None
@@ -439,6 +443,7 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
     error_class = classify(failure) if failure is not None else None
     status = "success" if failure is None else "killed" if error_class == "killed" else "error"
     error = None
+    error_detail = None
     if failure is not None:
         if error_class == "killed":
             # Who stopped it, then what the engine recorded of what was and was not committed.
@@ -450,6 +455,7 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
         else:
             message = f"{type(failure).__name__}: {failure}"
         error = redact(message, secrets)[:2000]  # type: ignore[index]
+        error_detail = structured_error(failure, secrets, killed=message if error_class == "killed" else None)
     schedule = state.schedule(spec.schedule) if spec.schedule else None
     changes: dict[str, Any] = {}
     note = None
@@ -475,8 +481,23 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
                      started, datetime.now(timezone.utc),
                      rows=record.rows_written if record and record.rows_written is not None else
                      (record.rows_read if record else None),
-                     error=error, error_class=error_class, consecutive_failures=failures,
+                     error=error, error_class=error_class, error_detail=error_detail, consecutive_failures=failures,
                      disabled="enabled" in changes, note=note)
+
+
+def structured_error(failure: BaseException, secrets: list[Any], *, killed: str | None = None) -> dict[str, Any]:
+    """``failure`` as data for the job record and notify: ``error_dict`` with every text redacted
+    and cut like ``error`` (a stopped run: code "killed" and who stopped it)."""
+    data = error_dict(failure) if killed is None else {
+        "code": "killed", "message": killed, "field": None, "row": None, "hint": None, "problems": []}
+
+    def clean(text: Any) -> Any:
+        return redact(text, secrets)[:2000] if isinstance(text, str) else text  # type: ignore[index]
+
+    data = {k: clean(v) for k, v in data.items()}
+    data["problems"] = [{k: clean(v) for k, v in p.items()} for p in data.get("problems") or []]
+    data["error_type"] = type(failure).__name__
+    return data
 
 
 _ENGINE_STOP_PREFIXES = ("stopped (Ctrl-C or a kill)", "CancelledError: ", "KeyboardInterrupt: ", "JobCancelled: ")

@@ -99,6 +99,7 @@ def test_add_by_name_then_remove_by_name(project, capsys):
     run, outcomes, reasons = _last_run(wh_path)
     # the third row has no profile_id and skip_invalid_records defaults to false: nothing is sent
     assert code != 0 and "skip_invalid_records is false" in err
+    assert "; hint: fix those rows in the query, or set skip_invalid_records: true" in err  # from the error's data
     assert outcomes.count("skipped") == 3
     code, out, err = _run(project, "removing_profiles_by_list_name",
                           "SELECT profile_id FROM your_table WHERE profile_id IS NOT NULL;\n", capsys)

@@ -27,14 +27,14 @@ from .identifiers import STATE_SCHEMA
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
-from .state_common import (  # noqa: F401 (re-exported)
-    OLD_STATUS_WORDS,
-    ROW_OUTCOMES,
-    RUN_KINDS,
-    RUN_STATUSES,
-    S,
-    JobRecord,
-    _opt_int,
+from .state_common import (  # re-exported ("X as X"): callers import them from here
+    OLD_STATUS_WORDS as OLD_STATUS_WORDS,
+    ROW_OUTCOMES as ROW_OUTCOMES,
+    RUN_KINDS as RUN_KINDS,
+    RUN_STATUSES as RUN_STATUSES,
+    S as S,
+    JobRecord as JobRecord,
+    _opt_int as _opt_int,
 )
 
 
@@ -164,13 +164,13 @@ def save_cursors(session: Session, cursors: Mapping[str, str]) -> None:
         )
 
 
-from .schedule_state import (  # noqa: E402, F401  (re-exported: callers import them from here)
-    _JOB_COLUMNS,
-    ScheduleRecord,
-    _detail_json,
-    _job_from_row,
-    _ScheduleStateMixin,
-    create_schedule_tables,
+from .schedule_state import (  # noqa: E402  re-exported ("X as X"): callers import them from here
+    _JOB_COLUMNS as _JOB_COLUMNS,
+    ScheduleRecord as ScheduleRecord,
+    _detail_json as _detail_json,
+    _job_from_row as _job_from_row,
+    _ScheduleStateMixin as _ScheduleStateMixin,
+    create_schedule_tables as create_schedule_tables,
 )
 
 

@@ -8,12 +8,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+from starlette.datastructures import FormData
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ...errors import BridgeError, ConfigError
 from ...exports.job import export_query, load_result_settings
-from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES
+from ...exports.runner import ExportResult
+from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES, ExportSettings
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
@@ -36,8 +39,8 @@ ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_t
 NO_LIST = ("upsert", "track_events")
 
 
-def _values(form) -> dict[str, Any]:
-    values = {n: text(form, n) for n in ("connection", "database", "name", *SETTING_FIELDS)}
+def _values(form: FormData) -> dict[str, Any]:
+    values: dict[str, Any] = {n: text(form, n) for n in ("connection", "database", "name", *SETTING_FIELDS)}
     values["sql"] = str(form.get("sql") or "")
     for flag in FLAGS:
         values[flag] = as_bool(form, flag)
@@ -62,7 +65,9 @@ def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, A
     return without_empty(data)
 
 
-def validate(request: Request, values: dict[str, Any]):
+def validate(
+    request: Request, values: dict[str, Any]
+) -> tuple[dict[str, Any], ExportSettings | None, dict[str, str]]:
     console = console_of(request)
     data = result_settings(values, console.config.base_url)
     errors: dict[str, str] = {}
@@ -87,7 +92,7 @@ def validate(request: Request, values: dict[str, Any]):
 
 
 def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
-          status: int = 200, **extra: Any):
+          status: int = 200, **extra: Any) -> Response:
     console = console_of(request)
     try:
         with console.holder.use() as wh:
@@ -100,7 +105,7 @@ def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, err
                   status=status, **extra)
 
 
-async def index(request: Request):
+async def index(request: Request) -> Response:
     values = {"sql": DEFAULT_SQL, "database": "klaviyo", "operation": "add", "list_identify_type": "name",
               "list_value": "", "skip_invalid_records": True, "wait_for_completion": True,
               "waiting_time_for_completion_millis": "300000"}
@@ -119,14 +124,14 @@ def _read(request: Request, sql: str, database: str | None) -> pa.Table:
     return console_of(request).holder.read_query(sql, database or None)
 
 
-def _dry_run(request: Request, sql: str, settings, database: str | None):
+def _dry_run(request: Request, sql: str, settings: ExportSettings, database: str | None) -> ExportResult:
     table = _read(request, sql, database)
     with console_of(request).holder.use() as wh:
         return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True,
                             table=table)
 
 
-async def submit(request: Request):
+async def submit(request: Request) -> Response:
     form = await checked_form(request)
     action = text(form, "action", "query")
     values = _values(form)
@@ -146,7 +151,7 @@ async def submit(request: Request):
     if action == "runs":
         return await blocking(_page, request, values, schedule, {})
     data, settings, errors = await blocking(validate, request, values)
-    if errors:
+    if errors or settings is None:  # (settings are missing only with an error that says why)
         return await blocking(_page, request, values, schedule, errors, status=400)
     if action == "dry_run":
         status = 200
@@ -177,7 +182,7 @@ async def submit(request: Request):
     record = ScheduleRecord(values["name"], "export", schedule.expression, schedule.timezone, schedule.delay_seconds,
                             values["database"] or None, None, config, last_scheduled_for=datetime.now(timezone.utc))
 
-    def save():
+    def save() -> None:
         with console.holder.use() as wh:
             create_schedule(wh, None, record, hint="pick another name")
     try:
