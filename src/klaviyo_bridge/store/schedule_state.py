@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,18 +89,38 @@ _SCHEDULE_FIELDS = {"cron": Kind.TEXT, "timezone": Kind.TEXT, "delay_seconds": K
                     "consecutive_failures": Kind.INTEGER, "last_scheduled_for": Kind.TIMESTAMP}
 
 
-def _schedule_from_row(row: tuple) -> ScheduleRecord:
+def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
     (name, kind, cron, tz, delay, database, table, config, enabled, reason, disabled_at, failures,
      last, last_run, created, updated) = row
     return ScheduleRecord(name, kind, cron, tz, int(delay), database, table, json.loads(config), bool(enabled),
                           reason, disabled_at, int(failures), last, last_run, created, updated)
 
 
-def _job_from_row(row: tuple) -> JobRecord:
-    return JobRecord(*row[:8], counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
+def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                     counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
                      note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
+
+
+def _schedule_update(name: str, changes: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
+    """The UPDATE of schedule ``name`` setting ``changes`` (column -> value), or None for no change."""
+    sets: list[str] = []
+    params: list[Any] = [name]
+    for column, value in changes.items():
+        kind = _SCHEDULE_FIELDS[column]
+        if column == "config":
+            value = json.dumps(value, sort_keys=True)
+        elif kind is Kind.TIMESTAMP:
+            value = _iso(value)
+        params.append(value)
+        cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
+                Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
+        sets.append(f"{column} = CAST(${len(params)} AS {cast})")
+    if not sets:
+        return None
+    return f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params
 
 
 def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
@@ -116,6 +137,9 @@ def _iso(value: datetime | None) -> str | None:
 
 class _ScheduleStateMixin:
     """Schedules and jobs; mixed into ``StateStore`` below."""
+
+    def _transaction(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError
 
     # --- schedules ---------------------------------------------------------------------
     def create_schedule(self, record: ScheduleRecord) -> None:
@@ -151,23 +175,15 @@ class _ScheduleStateMixin:
         unknown = set(changes) - set(_SCHEDULE_FIELDS)
         if unknown:
             raise StoreError(f"cannot update schedule field(s) {sorted(unknown)}")
-        sets, params = [], [name]
-        for column, value in changes.items():
-            kind = _SCHEDULE_FIELDS[column]
-            if column == "config":
-                value = json.dumps(value, sort_keys=True)
-            elif kind is Kind.TIMESTAMP:
-                value = _iso(value)
-            params.append(value)
-            cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
-                    Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
-            sets.append(f"{column} = CAST(${len(params)} AS {cast})")
+        update = _schedule_update(name, changes)
         with self._transaction() as s:
             if not s.fetch(f"SELECT count(*) FROM {S}.schedules WHERE name = $1", [name])[0][0]:
                 raise StoreError(f"no schedule named {name!r}")
-            if sets:
-                s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
-        return self.schedule(name)  # type: ignore[return-value]
+            if update is not None:
+                s.execute(*update)
+        record = self.schedule(name)
+        assert record is not None
+        return record
 
     def delete_schedule(self, name: str) -> bool:
         with self._transaction() as s:
@@ -221,14 +237,9 @@ class _ScheduleStateMixin:
                 f"error_detail = CAST($7 AS {s.sql_type(Kind.JSON)}) WHERE run_id = $1",
                 [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)])
             if schedule is not None and schedule_changes:
-                sets, params = [], [schedule]
-                for column, value in schedule_changes.items():
-                    kind = _SCHEDULE_FIELDS[column]
-                    params.append(_iso(value) if kind is Kind.TIMESTAMP else value)
-                    cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
-                            Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
-                    sets.append(f"{column} = CAST(${len(params)} AS {cast})")
-                s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
+                update = _schedule_update(schedule, schedule_changes)
+                if update is not None:
+                    s.execute(*update)
 
     def job(self, run_id: str) -> JobRecord | None:
         """One job by id or by a unique id prefix (at least 6 characters)."""
