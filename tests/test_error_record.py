@@ -47,3 +47,5 @@ def test_a_failed_scheduled_export_records_its_error_as_data(tmp_path, capsys, m
     assert (job.error_detail["code"], job.error_detail["field"]) == ("export", "time")
     assert "operation 'track_events' needs a column time" in job.error_detail["message"]
     assert DEFAULT_API_KEY not in json.dumps(job.error_detail)
+    code, out, _ = _cli(tmp_path, wh, "job:show", job.run_id, capsys=capsys)
+    assert code == 0 and "Error code     : export" in out and "Error field    : time" in out
