@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..api.client import KlaviyoClient
 from ..api.query import Query, equals
 from ..config import ImportConfig, parse_time
-from ..errors import ConfigError
+from ..errors import ConfigError, error_dict
 from ..store.warehouse import Warehouse
 from .columns import Column
 from .fetch import Fetcher, fetch_per_id, plan_tasks
@@ -207,9 +207,10 @@ async def run_import(
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        message = stopped_message(exc, result)[:2000]
         state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
-                         rows_written=result.rows if result.committed else 0,
-                         error=stopped_message(exc, result)[:2000])
+                         rows_written=result.rows if result.committed else 0, error=message,
+                         error_detail=None if stopped else {**error_dict(exc), "message": message})
         raise
     result.seconds = time.perf_counter() - started
     state.finish_run(result.run_id, "success", rows_read=result.rows, rows_written=result.rows)

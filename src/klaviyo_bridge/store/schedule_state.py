@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, error_from_text
 from .columns import Kind
 from .engine import Session
 from .identifiers import STATE_SCHEMA
@@ -101,7 +101,16 @@ def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
                      counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
-                     note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
+                     note=row[18], error_detail=_detail_of(row[19], row[9], row[3]))
+
+
+def _detail_of(stored: str | None, error: str | None, status: str) -> dict[str, Any] | None:
+    """The record's error as data: as stored, or (a record written before ``error_detail``
+    existed, or ended with a sentence only) read from its text."""
+    if stored:
+        detail: dict[str, Any] = json.loads(stored)
+        return detail
+    return error_from_text(error, status=status) if error else None
 
 
 def _schedule_update(name: str, changes: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
@@ -124,6 +133,8 @@ def _schedule_update(name: str, changes: Mapping[str, Any]) -> tuple[str, list[A
 
 
 def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+    """``error_detail`` as stored; None without one (a record's text error is read as data by
+    ``_detail_of``, so old records and sentence-only ends read the same)."""
     return None if detail is None else json.dumps(dict(detail), sort_keys=True, default=str)
 
 
