@@ -53,16 +53,37 @@ def main() -> None:
     ap.add_argument("--warehouse", help="a PostgreSQL warehouse URL instead of the home's DuckDB file")
     args = ap.parse_args()
     latency = args.latency_ms / 1000
-    print(f"replicate every table: {args.events:,} events, {args.profiles:,} profiles, latency {args.latency_ms} ms, "
-          f"spec rate limits on; load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    print(
+        f"replicate every table: {args.events:,} events, {args.profiles:,} profiles, latency {args.latency_ms} ms, "
+        f"spec rate limits on; load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)"
+    )
     for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory() as tmp, \
-                counting_emulator(profiles=args.profiles, events=args.events, latency_ms=args.latency_ms,
-                                  rate_limits=True) as (base, emu):
-            env = {**os.environ, "KLAVIYO_API_KEY": DEFAULT_API_KEY, "KLAVIYO_BASE_URL": base,
-                   "KLAVIYO_BRIDGE_RATE_BUDGET": "local"}
-            cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", tmp, "replicate", "-d", "qlik",
-                   "--start-date", "2020-01-01", *(["--warehouse", args.warehouse] if args.warehouse else [])]
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            counting_emulator(profiles=args.profiles, events=args.events, latency_ms=args.latency_ms, rate_limits=True) as (
+                base,
+                emu,
+            ),
+        ):
+            env = {
+                **os.environ,
+                "KLAVIYO_API_KEY": DEFAULT_API_KEY,
+                "KLAVIYO_BASE_URL": base,
+                "KLAVIYO_BRIDGE_RATE_BUDGET": "local",
+            }
+            cmd = [
+                sys.executable,
+                "-m",
+                "klaviyo_bridge",
+                "--home",
+                tmp,
+                "replicate",
+                "-d",
+                "qlik",
+                "--start-date",
+                "2020-01-01",
+                *(["--warehouse", args.warehouse] if args.warehouse else []),
+            ]
             emu0 = cpu_seconds(emu.pid)
             t0 = time.perf_counter()
             with open(os.path.join(tmp, "out.txt"), "w+") as out, open(os.path.join(tmp, "err.txt"), "w+") as err:
@@ -89,13 +110,19 @@ def main() -> None:
             bound = bound_seconds(op_id, tier, n - refused, latency)
             bounds.append(bound)
             rl = operation(op_id).ratelimit
-            print(f"    {op_id}{':' + tier if tier else ''} ({rl.burst_per_second}/s, {rl.steady_per_minute}/min): "
-                  f"{n} requests, {refused} answered 429, bound {bound:.2f}s")
-        print(f"  {total} requests, {refused_total} answered 429 ({100 * refused_total / max(total, 1):.2f}%); "
-              f"wall {wall:.2f}s; bound, tables one after the other {sum(bounds):.2f}s (ratio "
-              f"{wall / max(sum(bounds), 1e-9):.2f}), all at once {max(bounds):.2f}s (ratio {wall / max(bounds):.2f})")
-        print(f"  CPU: replicate {usage.ru_utime + usage.ru_stime:.1f}s (peak RSS {usage.ru_maxrss / 1024:.0f} MB), "
-              f"emulator {emu_cpu:.1f}s; load {os.getloadavg()[0]:.1f}")
+            print(
+                f"    {op_id}{':' + tier if tier else ''} ({rl.burst_per_second}/s, {rl.steady_per_minute}/min): "
+                f"{n} requests, {refused} answered 429, bound {bound:.2f}s"
+            )
+        print(
+            f"  {total} requests, {refused_total} answered 429 ({100 * refused_total / max(total, 1):.2f}%); "
+            f"wall {wall:.2f}s; bound, tables one after the other {sum(bounds):.2f}s (ratio "
+            f"{wall / max(sum(bounds), 1e-9):.2f}), all at once {max(bounds):.2f}s (ratio {wall / max(bounds):.2f})"
+        )
+        print(
+            f"  CPU: replicate {usage.ru_utime + usage.ru_stime:.1f}s (peak RSS {usage.ru_maxrss / 1024:.0f} MB), "
+            f"emulator {emu_cpu:.1f}s; load {os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,20 @@ def run_pair(tmp: Path, base: str, budget: str) -> tuple[float, list[dict[str, f
         if budget == "postgres":
             env.pop("KLAVIYO_BRIDGE_RATE_BUDGET")
         database = f"shared_{uuid.uuid4().hex[:8]}"
-        args = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "connector:issue", str(cfg),
-                "-d", database, "-t", "profiles", *(["--warehouse", PG_URL] if budget == "postgres" else [])]
+        args = [
+            sys.executable,
+            "-m",
+            "klaviyo_bridge",
+            "--home",
+            str(home),
+            "connector:issue",
+            str(cfg),
+            "-d",
+            database,
+            "-t",
+            "profiles",
+            *(["--warehouse", PG_URL] if budget == "postgres" else []),
+        ]
         out = (home / "out.txt").open("w+")
         err = (home / "err.txt").open("w+")
         procs.append((subprocess.Popen(args, env=env, stdout=out, stderr=err, text=True), out, err))
@@ -109,8 +121,15 @@ def run_pair(tmp: Path, base: str, budget: str) -> tuple[float, list[dict[str, f
         if not m:
             raise RuntimeError(f"no summary in: {stdout[-2000:]}")
         rows, requests, throttled = (int(x) for x in m.groups())
-        per.append({"rows": rows, "requests": requests, "throttled": throttled,
-                    "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024})
+        per.append(
+            {
+                "rows": rows,
+                "requests": requests,
+                "throttled": throttled,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "rss": usage.ru_maxrss / 1024,
+            }
+        )
     return wall, per
 
 
@@ -123,18 +142,29 @@ def main() -> None:
     ap.add_argument("--limits", default="spec,*=0.3")
     ap.add_argument("--low-profiles", type=int, default=6_000, help="profiles per run with a lower account limit")
     args = ap.parse_args()
-    print(f"two connector:issue processes importing every profile of one account at once; "
-          f"latency {args.latency_ms} ms; load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    print(
+        f"two connector:issue processes importing every profile of one account at once; "
+        f"latency {args.latency_ms} ms; load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for limits in args.limits.split(","):
             windows = account_windows(limits)
             profiles = args.profiles if limits == "spec" else args.low_profiles
-            print(f"\n{OPERATION} limits {limits}: " + ", ".join(f"{n}/{t:g}s" for n, t in windows)
-                  + f"; {profiles:,} profiles each")
+            print(
+                f"\n{OPERATION} limits {limits}: "
+                + ", ".join(f"{n}/{t:g}s" for n, t in windows)
+                + f"; {profiles:,} profiles each"
+            )
             for budget in args.budgets.split(","):
                 for _ in range(args.repeat):
-                    settings = dict(profiles=profiles, events=0, lists=0, latency_ms=args.latency_ms,
-                                    rate_limits=True, rate_limit_overrides=None if limits == "spec" else limits)
+                    settings = dict(
+                        profiles=profiles,
+                        events=0,
+                        lists=0,
+                        latency_ms=args.latency_ms,
+                        rate_limits=True,
+                        rate_limit_overrides=None if limits == "spec" else limits,
+                    )
                     with counting_emulator(**settings) as (base, emu):
                         emu_cpu0 = cpu_seconds(emu.pid)
                         wall, per = run_pair(Path(tmp), base, budget)
@@ -143,14 +173,18 @@ def main() -> None:
                     answered = sum(counted.values())
                     refused = counted.get(429, 0)
                     bound = bound_seconds(windows, answered - refused, args.latency_ms / 1000)
-                    procs = "; ".join(f"p{i + 1}: {p['rows']:,} rows, {p['requests']} requests, "
-                                      f"{p['throttled']} 429, {p['cpu']:.1f} CPU-s, {p['rss']:.0f} MB"
-                                      for i, p in enumerate(per))
+                    procs = "; ".join(
+                        f"p{i + 1}: {p['rows']:,} rows, {p['requests']} requests, "
+                        f"{p['throttled']} 429, {p['cpu']:.1f} CPU-s, {p['rss']:.0f} MB"
+                        for i, p in enumerate(per)
+                    )
                     print(f"  {budget:8s} {procs}")
-                    print(f"  {'':8s} server: {answered} requests, {refused} answered 429 "
-                          f"({100 * refused / max(answered, 1):.2f}%)  wall {wall:.2f}s  bound {bound:.2f}s "
-                          f"({answered - refused} requests)  ratio {wall / bound:.2f}  emulator {emu_cpu:.1f} CPU-s"
-                          f"  load {os.getloadavg()[0]:.1f}")
+                    print(
+                        f"  {'':8s} server: {answered} requests, {refused} answered 429 "
+                        f"({100 * refused / max(answered, 1):.2f}%)  wall {wall:.2f}s  bound {bound:.2f}s "
+                        f"({answered - refused} requests)  ratio {wall / bound:.2f}  emulator {emu_cpu:.1f} CPU-s"
+                        f"  load {os.getloadavg()[0]:.1f}"
+                    )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n(this process: {usage.ru_utime + usage.ru_stime:.1f} CPU-s)")
 
