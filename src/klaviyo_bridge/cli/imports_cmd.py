@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,7 +20,8 @@ from ..home import Home
 from ..imports.metrics import UnknownMetric
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
 
@@ -83,7 +85,7 @@ def preview_command(home: Home, config_file: str, rows: int) -> None:
     next_step(f"import it: klaviyo-bridge connector:issue {config_file} -d DATABASE -t TABLE")
 
 
-def _type_name(arrow_type) -> str:
+def _type_name(arrow_type: object) -> str:
     text = str(arrow_type)
     if text.startswith("timestamp"):
         return "timestamp"
@@ -186,7 +188,9 @@ async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: 
                      progress: ImportProgress) -> tuple[int, int, list[str], list[str]]:
     """Import every table, ``REPLICATE_AT_ONCE`` at a time; (tables done, rows, skipped, failed)."""
     slots = asyncio.Semaphore(REPLICATE_AT_ONCE)
-    done, total, skipped, failed = 0, 0, [], []
+    done, total = 0, 0
+    skipped: list[str] = []
+    failed: list[str] = []
 
     def counted(rows: int, pages: int = 0, windows: tuple[int, int] | None = None) -> None:
         progress(rows)  # the tables' rows together; pages and windows are each table's own
@@ -216,7 +220,7 @@ async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: 
     return done, total, sorted(skipped, key=order.index), sorted(failed, key=order.index)
 
 
-def _connection_settings(home: Home, config_file: str | None) -> dict:
+def _connection_settings(home: Home, config_file: str | None) -> dict[str, Any]:
     import os
 
     from ..api.settings import API_KEY_ENV, BASE_URL_ENV
