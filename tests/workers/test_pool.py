@@ -200,3 +200,47 @@ def test_racing_enqueuers_enqueue_each_slot_once(klaviyo_emulator, pool):
     assert all(lock.startswith("account:") and "pk_" not in lock for _, _, lock in args)
     assert len({lock for _, _, lock in args}) == ACCOUNTS
     assert TASK == "klaviyo_bridge.run_schedule"
+
+
+@pytest.mark.klaviyo_emulator(extra_api_keys=KEYS, rate_limits=False, profiles=20, events=0, lists=1,
+                              latency_ms=1500)
+def test_export_killed_after_a_batch_is_not_resent_blind(klaviyo_emulator, pool):
+    """A worker killed while an export's batch is on the wire: the worker that takes the job over
+    closes the dead attempt (error, interrupted) and does NOT send the batch again (consent is
+    never resent blind); it names the resume command instead."""
+    home = Home.resolve(pool.home)
+    url = pool.url
+    credentials = CredentialStore(home.ensure().credentials)
+    credentials.save("acct0", KEYS[0])
+    wh = open_warehouse(url)
+    try:
+        with wh.transaction() as s:
+            s.execute("CREATE SCHEMA shop")
+            s.execute("CREATE TABLE shop.customers (email TEXT)")
+            s.execute("INSERT INTO shop.customers SELECT 'c' || g || '@example.com' FROM generate_series(1, 5) g")
+        settings = {"type": "klaviyo", "connection": "acct0", "base_url": klaviyo_emulator.base_url,
+                    "operation": "add", "list_identify_type": "name", "list_value": "Workers",
+                    "skip_invalid_records": True}
+        wh.state.create_schedule(ScheduleRecord("exp", "export", "1 * * * *", "UTC", 0, "shop", None,
+                                                {"query": "SELECT email FROM customers ORDER BY email",
+                                                 "result_settings": settings}, last_scheduled_for=T0))
+    finally:
+        wh.close()
+    prepare(url)
+    workers = pool.start(2, *FAST)
+    wait_for("workers registered", lambda: len(fetch(url, "SELECT 1 FROM _bridge.workers")) == 2)
+    assert [n for n, _, _ in enqueue(url, credentials, T0 + timedelta(minutes=1, seconds=5)).enqueued] == ["exp"]
+    batch = wait_for("the export's first batch recorded", lambda: fetch(
+        url, "SELECT b.run_id, r.pid FROM _bridge.export_batches b JOIN _bridge.runs r USING (run_id)"), interval=0.01)
+    killed_run, pid = batch[0]
+    victim = next(p for p in workers if p.pid == pid)
+    os.kill(pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    wait_for("the job taken over and ended", lambda: queue_empty(url), timeout=120)
+    runs = {r[0]: r[1:] for r in fetch(url, "SELECT run_id, status, triggered_by, error FROM _bridge.runs")}
+    assert runs[killed_run][0] == "error" and "interrupted" in runs[killed_run][2]
+    (other,) = [v for k, v in runs.items() if k != killed_run]
+    assert other[0] == "error" and other[1] == "recovery"
+    assert "not rerun" in other[2] and f"--resume {killed_run}" in other[2]
+    # No second batch: only the dead attempt's one was ever recorded (and so sent).
+    assert [r[0] for r in fetch(url, "SELECT run_id FROM _bridge.export_batches")] == [killed_run]
