@@ -10,7 +10,7 @@ from collections.abc import Callable
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_yaml, parse_import_config, parse_time, read_text_bounded
-from ..jobs import cancel_local, execute_job
+from ..jobs import JobResult, cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
 from ..errors import BridgeError, ConfigError, StoreError
@@ -26,7 +26,8 @@ from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
 from ..store.state import JobRecord, ScheduleRecord
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
@@ -62,7 +63,10 @@ def _fmt_seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}s"
 
 
-def warehouse_option(f):
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def warehouse_option(f: _Command) -> _Command:
     return click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)(f)
 
 
@@ -166,7 +170,7 @@ def parse_as_of(time: str | None, example: str) -> datetime | None:
 
 
 def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[Warehouse, str], ScheduleRecord],
-            describe: Callable[[ScheduleRecord], str], as_of: datetime | None):
+            describe: Callable[[ScheduleRecord], str], as_of: datetime | None) -> tuple[JobResult, JobRecord | None]:
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex

@@ -96,7 +96,7 @@ def worker_status(ctx: click.Context, stalled_seconds: float) -> None:
 @click.pass_context
 def worker_enqueue(ctx: click.Context, as_of: str | None) -> None:
     """Enqueue the schedules' due runs once (what a worker does every --poll) and exit."""
-    from ..store.warehouse import open_warehouse
+    from ..store.factory import open_warehouse
 
     home: Home = ctx.obj
     url = _url(ctx.meta.get("worker_warehouse"))

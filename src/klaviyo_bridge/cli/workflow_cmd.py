@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import BridgeError, ConfigError
+from ..errors import ConfigError, JobFailed
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
+from ..store.state import ScheduleRecord
+from ..store.warehouse import Warehouse
 from ..workflows import run_workflow
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
@@ -19,7 +22,7 @@ def workflow_command() -> None:
     """Run workflow (.dig) files: td> query tasks that export their results to Klaviyo."""
 
 
-def get_pushed(wh, name: str):
+def get_pushed(wh: Warehouse, name: str) -> ScheduleRecord:
     """The pushed workflow NAME (a schedule of kind workflow)."""
     record = wh.state.schedule(name)
     if record is None or record.kind != "workflow":
@@ -36,7 +39,7 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
     line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
             f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "success":
-        raise BridgeError(f"{line}: {result.error}")
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     click.echo(f"History: klaviyo-bridge job:list --schedule {name}")
 
@@ -69,7 +72,7 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
             raise ConfigError("--param and --dry-run work with a .dig file, not a pushed workflow", key="dig_file")
         run_pushed(home, warehouse_url, dig_file)
         return
-    variables: dict = {}
+    variables: dict[str, Any] = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not sep:
@@ -130,7 +133,7 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
                                                     last_scheduled_for=now))
             verb = "pushed"
         else:
-            changes: dict = {"config": pushed.config}
+            changes: dict[str, Any] = {"config": pushed.config}
             if (cron, tz, delay) != (existing.cron, existing.timezone, existing.delay_seconds) or not existing.enabled:
                 changes.update(cron=cron, timezone=tz, delay_seconds=delay, last_scheduled_for=now, enabled=True,
                                disabled_reason=None, disabled_at=None, consecutive_failures=0)
@@ -151,16 +154,17 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
         click.echo(f"{task}: its saved result_connection supplies the key; the inline api_token was not stored.")
 
 
-def _workflow_auths(record) -> list[str]:
+def _workflow_auths(record: ScheduleRecord | None) -> list[str]:
     """Authentications a pushed workflow's tasks name that push created (workflow:NAME...)."""
     if record is None:
         return []
-    out = []
+    out: list[str] = []
+    name = record.name
 
-    def walk(node):
+    def walk(node: Any) -> None:
         if isinstance(node, dict):
             value = node.get("result_connection")
-            if isinstance(value, str) and value.startswith(f"workflow:{record.name}"):
+            if isinstance(value, str) and value.startswith(f"workflow:{name}"):
                 out.append(value)
             for v in node.values():
                 walk(v)
@@ -176,7 +180,7 @@ def list_command(home: Home, warehouse_url: str | None) -> None:
     """Pushed workflows: Name, Cron, Timezone, Delay, File, Pushed at, Status."""
     from rich.table import Table
 
-    from .schedule_cmd import _console
+    from .schedule_common import _console
 
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         records = wh.state.schedules("workflow")

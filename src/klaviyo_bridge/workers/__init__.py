@@ -43,7 +43,8 @@ from ..schedule.scheduler import Scheduler, spec_for
 from ..secrets import ApiKey, CredentialStore, resolve_connection
 from ..store import workers as sql
 from ..store.schedule_state import ScheduleRecord
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.factory import open_warehouse
+from ..store.warehouse import Warehouse
 
 log = logging.getLogger("klaviyo_bridge.workers")
 
