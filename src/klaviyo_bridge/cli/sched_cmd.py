@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import click
-from rich.table import Table
 
 from ..errors import ConfigError, JobFailed
 from ..home import Home
@@ -21,19 +20,8 @@ from .hints import next_step
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
-from ..schedule.saving import create_schedule
-from .schedule_common import (
-    delete_saved,
-    _console,
-    _fmt_time,
-    _next_run,
-    _open,
-    echo_yaml,
-    parse_as_of,
-    print_history,
-    run_now,
-    warehouse_option,
-)
+from . import schedule_common as common
+from .schedule_common import schedule_verb
 
 
 # --- sched:* (export schedules) -----------------------------------------------------------------
@@ -98,21 +86,16 @@ def _read_query(query: str | None, query_file: str | None) -> str:
     return sql
 
 
-@click.command("sched:create")
-@click.argument("name")
-@click.argument("cron")
-@click.argument("query", required=False)
-@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False),
-              help="Read the SQL from a file (stored at create time).")
-@click.option("-d", "--database", required=True, help="Database (schema) the query's unqualified table names refer to.")
-@click.option("--result-settings", "result_settings", required=True,
-              help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key).")
-@click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME).")
-@click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
-              help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are rejected).")
-@click.option("--delay", default=0, show_default=True, type=click.IntRange(0), help="Seconds to wait after each scheduled time.")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:create",
+    click.argument("cron"),
+    click.argument("query", required=False),
+    click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False),
+                  help="Read the SQL from a file (stored at create time)."),
+    click.option("-d", "--database", required=True, help="Database (schema) the query's unqualified table names refer to."),
+    click.option("--result-settings", "result_settings", required=True,
+                  help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key)."),
+    click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME)."),
+    common.timing_options)
 def sched_create(home: Home, name: str, cron: str, query: str | None, query_file: str | None, database: str,
                  result_settings: str, connection: str | None, tz: str, delay: int, warehouse_url: str | None) -> None:
     """Save an export schedule: run QUERY (or -f FILE) on DATABASE at CRON times and export the result.
@@ -131,103 +114,63 @@ def sched_create(home: Home, name: str, cron: str, query: str | None, query_file
     credentials = credential_store(home)
     settings, key = _load_result_settings(name, result_settings, connection, credentials)
     now = datetime.now(timezone.utc)
-    with _open(home, warehouse_url) as wh:
-        record = ScheduleRecord(name, "export", cron, tz, delay, database, None,
-                                {"query": sql, "result_settings": settings}, last_scheduled_for=now)
-        create_schedule(wh, credentials, record, {f"sched:{name}": key} if key else {},
-                        hint="sched:update or sched:delete it")
-    run = schedule.next_run(now)
-    click.echo(f"Export schedule {name!r} created: {schedule.describe()}; next run: "
-               f"{run.isoformat() if run else 'none (runs only by hand: sched:run)'}")
-    if key:
-        click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
-    next_step(f"run it now: klaviyo-bridge sched:run {name}", f"its jobs: klaviyo-bridge sched:history {name}",
-              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
+    record = ScheduleRecord(name, "export", cron, tz, delay, database, None,
+                            {"query": sql, "result_settings": settings}, last_scheduled_for=now)
+    common.save_new(home, warehouse_url, credentials, record, f"sched:{name}", key, "sched:update or sched:delete it")
+    common.say_created(f"Export schedule {name!r}", schedule, now, "none (runs only by hand: sched:run)",
+                       key and f"The result settings' api_token was saved as authentication 'sched:{name}'.",
+                       "sched", name)
 
 
-@click.command("sched:list")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:list", named=False)
 def sched_list(home: Home, warehouse_url: str | None) -> None:
     """List export schedules: Name, Cron, Timezone, Delay, Database, Query (shortened), Status."""
-    with _open(home, warehouse_url) as wh:
-        records = wh.state.schedules("export")
-    out = Table()
-    for column in ("Name", "Cron", "Timezone", "Delay", "Database", "Query", "Status"):
-        out.add_column(column, overflow="fold")
-    for r in records:
-        out.add_row(r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "",
-                    _short(str(r.config.get("query", ""))), r.status)
-    _console().print(out)
+    common.list_table(home, warehouse_url, "export", ("Name", "Cron", "Timezone", "Delay", "Database", "Query", "Status"),
+               lambda r: (r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "",
+                          _short(str(r.config.get("query", ""))), r.status))
 
 
-@click.command("sched:show")
-@click.argument("name")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:show")
 def sched_show(home: Home, name: str, warehouse_url: str | None) -> None:
     """Show export schedule NAME: timing, query, result settings (keys redacted), next run."""
-    with _open(home, warehouse_url) as wh:
+    with common._open(home, warehouse_url) as wh:
         r = _get_export(wh, name)
     rows = [("Name", r.name), ("Cron", r.cron), ("Timezone", r.timezone), ("Delay", r.delay_seconds),
             ("Database", r.database), ("Status", r.status), ("Failures", r.consecutive_failures),
-            ("Next run", _next_run(r, datetime.now(timezone.utc)).replace("connector:run", "sched:run")),
-            ("Last slot", _fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
-    for label, value in rows:
-        click.echo(f"{label:<9}: {value}")
+            ("Next run", common._next_run(r, datetime.now(timezone.utc)).replace("connector:run", "sched:run")),
+            ("Last slot", common._fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
+    common.echo_rows(rows)
     click.echo("Query    :")
     click.echo("".join(f"  {line}\n" for line in str(r.config.get("query", "")).splitlines()), nl=False)
     click.echo("Result settings:")
-    echo_yaml(r.config.get("result_settings") or {})
+    common.echo_yaml(r.config.get("result_settings") or {})
 
 
-@click.command("sched:history")
-@click.argument("name")
-@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:history", common.limit_option)
 def sched_history(home: Home, name: str, limit: int, warehouse_url: str | None) -> None:
     """Jobs of export schedule NAME, newest first (Records = rows accepted or submitted; job:show JOB_ID)."""
-    with _open(home, warehouse_url) as wh:
-        record = _get_export(wh, name)
-        jobs = wh.state.jobs(schedule=name, limit=limit)
-    print_history(record, jobs)
+    common.history(home, warehouse_url, name, limit, _get_export)
 
 
-@click.command("sched:update")
-@click.argument("name")
-@click.option("--cron", help='New cron expression ("" for run-by-hand only).')
-@click.option("-t", "--timezone", "tz", help="New IANA time zone.")
-@click.option("--delay", type=click.IntRange(0), help="New delay in seconds.")
-@click.option("-d", "--database", help="New database.")
-@click.option("--query", help="New SQL.")
-@click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="New SQL from a file.")
-@click.option("--result-settings", "result_settings", help="New export settings (file or inline JSON).")
-@click.option("--result-connection", "connection", help="With --result-settings: saved authentication to use.")
-@click.option("--enable", is_flag=True, help="Re-enable a disabled schedule (resets its failure count).")
-@click.option("--disable", is_flag=True, help="Disable the schedule (sched:run still works).")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:update", common.update_timing_options,
+    click.option("-d", "--database", help="New database."),
+    click.option("--query", help="New SQL."),
+    click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="New SQL from a file."),
+    click.option("--result-settings", "result_settings", help="New export settings (file or inline JSON)."),
+    click.option("--result-connection", "connection", help="With --result-settings: saved authentication to use."),
+    common.enable_options("sched:run"))
 def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay: int | None, database: str | None,
                  query: str | None, query_file: str | None, result_settings: str | None, connection: str | None,
                  enable: bool, disable: bool, warehouse_url: str | None) -> None:
     """Change export schedule NAME. A new cron/time zone/delay, or --enable, counts slots from now on."""
-    if enable and disable:
-        raise ConfigError("give --enable or --disable, not both")
+    common.check_enable(enable, disable)
     if connection and not result_settings:
         raise ConfigError("--result-connection goes with --result-settings", key="result_connection")
     now = datetime.now(timezone.utc)
     credentials = credential_store(home)
-    with _open(home, warehouse_url) as wh:
+    with common._open(home, warehouse_url) as wh:
         r = _get_export(wh, name)
-        changes: dict[str, Any] = {}
-        if cron is not None or tz is not None or delay is not None:
-            new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
-                   r.delay_seconds if delay is None else delay)
-            _check_schedule(*new)
-            changes.update(cron=new[0], timezone=new[1], delay_seconds=new[2], last_scheduled_for=now)
-        if database:
-            changes["target_database"] = database
+        changes = common.common_changes(r, cron, tz, delay, database, enable, disable, now)
         config = dict(r.config)
         key = None
         if query is not None or query_file:
@@ -236,11 +179,6 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
             config["result_settings"], key = _load_result_settings(name, result_settings, connection, credentials)
         if config != r.config:
             changes["config"] = config
-        if enable:
-            changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0,
-                           last_scheduled_for=now)
-        if disable:
-            changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
         if not changes and not key:
             raise ConfigError("nothing to update (see sched:update --help)")
         if key:
@@ -251,38 +189,31 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
     if key:
         click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
     click.echo(f"Export schedule {name!r} updated ({r.status}); next run: "
-               f"{_next_run(r, now).replace('connector:run', 'sched:run')}")
+               f"{common._next_run(r, now).replace('connector:run', 'sched:run')}")
 
 
-@click.command("sched:delete")
-@click.argument("name")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:delete")
 def sched_delete(home: Home, name: str, warehouse_url: str | None) -> None:
     """Delete export schedule NAME (its job history stays; its sched:NAME authentication goes)."""
-    delete_saved(home, warehouse_url, name, _get_export, f"sched:{name}")
+    common.delete_saved(home, warehouse_url, name, _get_export, f"sched:{name}")
     click.echo(f"Deleted export schedule {name!r}")
 
 
-@click.command("sched:run")
-@click.argument("name")
-@click.argument("time", required=False)
-@warehouse_option
-@click.pass_obj
+@schedule_verb("sched:run", click.argument("time", required=False))
 def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
     """Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job).
 
     NAME may also be a workflow saved with `workflow push` (as `workflow run NAME`).
     """
-    with _open(home, warehouse_url) as wh:
+    with common._open(home, warehouse_url) as wh:
         record = wh.state.schedule(name)
     if record is not None and record.kind == "workflow":
         from .workflow_cmd import run_pushed
 
         run_pushed(home, warehouse_url, name)
         return
-    as_of = parse_as_of(time, "2024-06-01T07:00:00+09:00")
-    result, job = run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
+    as_of = common.parse_as_of(time, "2024-06-01T07:00:00+09:00")
+    result, job = common.run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
             f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")

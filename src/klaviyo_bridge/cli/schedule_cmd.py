@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any
 
 import click
-from rich.table import Table
 
 from ..config import parse_time
 from ..errors import ConfigError, JobFailed, ScheduleError
@@ -22,35 +20,34 @@ from .hints import next_step
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
-from ..schedule.saving import create_schedule
 from .schedule_common import (
-    delete_saved,
-    _console,
     _fmt_time,
     _get_schedule,
     _load_config,
     _next_run,
     _open,
+    check_enable,
+    common_changes,
+    delete_saved,
+    echo_rows,
     echo_yaml,
+    enable_options,
+    history,
+    limit_option,
+    list_table,
     parse_as_of,
-    print_history,
     run_now,
-    warehouse_option,
+    save_new,
+    say_created,
+    schedule_verb,
+    timing_options,
+    update_timing_options,
 )
 
 
 # --- connector:* -------------------------------------------------------------------------
-@click.command("connector:create")
-@click.argument("name")
-@click.argument("cron")
-@click.argument("database")
-@click.argument("table")
-@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
-              help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are rejected).")
-@click.option("--delay", default=0, show_default=True, type=click.IntRange(0), help="Seconds to wait after each scheduled time.")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:create", click.argument("cron"), click.argument("database"), click.argument("table"),
+               click.argument("config_file", type=click.Path(exists=True, dir_okay=False)), timing_options)
 def connector_create(home: Home, name: str, cron: str, database: str, table: str, config_file: str, tz: str,
                      delay: int, warehouse_url: str | None) -> None:
     """Save an import schedule: run CONFIG_FILE into DATABASE.TABLE at CRON times.
@@ -65,38 +62,22 @@ def connector_create(home: Home, name: str, cron: str, database: str, table: str
     credentials = credential_store(home)
     config, key = _load_config(name, config_file, credentials)
     now = datetime.now(timezone.utc)
-    with _open(home, warehouse_url) as wh:
-        create_schedule(wh, credentials,
-                        ScheduleRecord(name, "import", cron, tz, delay, database, table, config, last_scheduled_for=now),
-                        {f"connector:{name}": key} if key else {}, hint="connector:update or connector:delete it")
-    run = schedule.next_run(now)
-    click.echo(f"Schedule {name!r} created: {schedule.describe()}; next run: "
-               f"{run.isoformat() if run else 'none (runs only by hand)'}")
-    if key:
-        click.echo(f"The config's api_token was saved as authentication 'connector:{name}'.")
-    next_step(f"run it now: klaviyo-bridge connector:run {name}", f"its jobs: klaviyo-bridge connector:history {name}",
-              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
+    save_new(home, warehouse_url, credentials,
+             ScheduleRecord(name, "import", cron, tz, delay, database, table, config, last_scheduled_for=now),
+             f"connector:{name}", key, "connector:update or connector:delete it")
+    say_created(f"Schedule {name!r}", schedule, now, "none (runs only by hand)",
+                key and f"The config's api_token was saved as authentication 'connector:{name}'.", "connector", name)
 
 
-@click.command("connector:list")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:list", named=False)
 def connector_list(home: Home, warehouse_url: str | None) -> None:
     """List import schedules: Name, Cron, Timezone, Delay, Database, Table, Status."""
-    with _open(home, warehouse_url) as wh:
-        records = wh.state.schedules("import")
-    out = Table()
-    for column in ("Name", "Cron", "Timezone", "Delay", "Database", "Table", "Status"):
-        out.add_column(column, overflow="fold")
-    for r in records:
-        out.add_row(r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "", r.table or "", r.status)
-    _console().print(out)
+    list_table(home, warehouse_url, "import", ("Name", "Cron", "Timezone", "Delay", "Database", "Table", "Status"),
+               lambda r: (r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "", r.table or "",
+                          r.status))
 
 
-@click.command("connector:show")
-@click.argument("name")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:show")
 def connector_show(home: Home, name: str, warehouse_url: str | None) -> None:
     """Show the settings of schedule NAME (keys redacted) and its next run time."""
     with _open(home, warehouse_url) as wh:
@@ -105,65 +86,37 @@ def connector_show(home: Home, name: str, warehouse_url: str | None) -> None:
             ("Database", r.database), ("Table", r.table), ("Status", r.status),
             ("Failures", r.consecutive_failures), ("Next run", _next_run(r, datetime.now(timezone.utc))),
             ("Last slot", _fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
-    for label, value in rows:
-        click.echo(f"{label:<9}: {value}")
+    echo_rows(rows)
     click.echo("Config   :")
     echo_yaml(r.config)
 
 
-@click.command("connector:history")
-@click.argument("name")
-@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:history", limit_option)
 def connector_history(home: Home, name: str, limit: int, warehouse_url: str | None) -> None:
     """Jobs of schedule NAME, newest first (details: job:show JOB_ID)."""
-    with _open(home, warehouse_url) as wh:
-        record = _get_schedule(wh, name)
-        jobs = wh.state.jobs(schedule=name, limit=limit)
-    print_history(record, jobs)
+    history(home, warehouse_url, name, limit, _get_schedule)
 
 
-@click.command("connector:update")
-@click.argument("name")
-@click.option("--cron", help='New cron expression ("" for run-by-hand only).')
-@click.option("-t", "--timezone", "tz", help="New IANA time zone.")
-@click.option("--delay", type=click.IntRange(0), help="New delay in seconds.")
-@click.option("--database", help="New target database.")
-@click.option("--table", help="New target table.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="New config file.")
-@click.option("--enable", is_flag=True, help="Re-enable a disabled schedule (resets its failure count).")
-@click.option("--disable", is_flag=True, help="Disable the schedule (connector:run still works).")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:update", update_timing_options, click.option("--database", help="New target database."),
+               click.option("--table", help="New target table."),
+               click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                            help="New config file."),
+               enable_options("connector:run"))
 def connector_update(home: Home, name: str, cron: str | None, tz: str | None, delay: int | None,
                      database: str | None, table: str | None, config_file: str | None, enable: bool,
                      disable: bool, warehouse_url: str | None) -> None:
     """Change schedule NAME. A new cron/time zone/delay, or --enable, counts slots from now on."""
-    if enable and disable:
-        raise ConfigError("give --enable or --disable, not both")
+    check_enable(enable, disable)
     now = datetime.now(timezone.utc)
     credentials = credential_store(home)
     with _open(home, warehouse_url) as wh:
         r = _get_schedule(wh, name)
-        changes: dict[str, Any] = {}
-        if cron is not None or tz is not None or delay is not None:
-            new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
-                   r.delay_seconds if delay is None else delay)
-            _check_schedule(*new)
-            changes.update(cron=new[0], timezone=new[1], delay_seconds=new[2], last_scheduled_for=now)
-        if database:
-            changes["target_database"] = database
+        changes = common_changes(r, cron, tz, delay, database, enable, disable, now)
         if table:
             changes["target_table"] = table
         key = None
         if config_file:
             changes["config"], key = _load_config(name, config_file, credentials)
-        if enable:
-            changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0,
-                           last_scheduled_for=now)
-        if disable:
-            changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
         if not changes:
             raise ConfigError("nothing to update (see connector:update --help)")
         if key:
@@ -172,21 +125,14 @@ def connector_update(home: Home, name: str, cron: str | None, tz: str | None, de
     click.echo(f"Schedule {name!r} updated ({r.status}); next run: {_next_run(r, now)}")
 
 
-@click.command("connector:delete")
-@click.argument("name")
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:delete")
 def connector_delete(home: Home, name: str, warehouse_url: str | None) -> None:
     """Delete schedule NAME (its job history stays; its connector:NAME authentication goes)."""
     delete_saved(home, warehouse_url, name, _get_schedule, f"connector:{name}")
     click.echo(f"Deleted schedule {name!r}")
 
 
-@click.command("connector:run")
-@click.argument("name")
-@click.argument("time", required=False)
-@warehouse_option
-@click.pass_obj
+@schedule_verb("connector:run", click.argument("time", required=False))
 def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | None) -> None:
     """Run schedule NAME now, as if it were TIME (ISO 8601; default: now).
 

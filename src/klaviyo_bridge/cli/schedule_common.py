@@ -218,3 +218,129 @@ def delete_saved(home: Home, warehouse_url: str | None, name: str,
         get(wh, name)
         wh.state.delete_schedule(name)
     credential_store(home).delete(auth, missing_ok=True)
+
+
+def timing_options(f: _Command) -> _Command:
+    """``-t/--timezone`` and ``--delay`` of a *:create verb."""
+    f = click.option("--delay", default=0, show_default=True, type=click.IntRange(0),
+                     help="Seconds to wait after each scheduled time.")(f)
+    return click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
+                        help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are "
+                             "rejected).")(f)
+
+
+def limit_option(f: _Command) -> _Command:
+    """``-n/--limit`` of a *:history verb."""
+    return click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="Jobs to show.")(f)
+
+
+def update_timing_options(f: _Command) -> _Command:
+    """``--cron``, ``-t/--timezone`` and ``--delay`` of a *:update verb."""
+    f = click.option("--delay", type=click.IntRange(0), help="New delay in seconds.")(f)
+    f = click.option("-t", "--timezone", "tz", help="New IANA time zone.")(f)
+    return click.option("--cron", help='New cron expression ("" for run-by-hand only).')(f)
+
+
+def enable_options(run_verb: str) -> Callable[[_Command], _Command]:
+    """``--enable`` and ``--disable`` of a *:update verb (RUN_VERB: the verb that still runs it)."""
+
+    def decorate(f: _Command) -> _Command:
+        f = click.option("--disable", is_flag=True, help=f"Disable the schedule ({run_verb} still works).")(f)
+        return click.option("--enable", is_flag=True,
+                            help="Re-enable a disabled schedule (resets its failure count).")(f)
+
+    return decorate
+
+
+def save_new(home: Home, warehouse_url: str | None, credentials: CredentialStore, record: ScheduleRecord,
+             auth: str, key: str | None, hint: str) -> None:
+    """Save a new schedule, with KEY (if any) saved as authentication AUTH."""
+    from ..schedule.saving import create_schedule
+
+    with _open(home, warehouse_url) as wh:
+        create_schedule(wh, credentials, record, {auth: key} if key else {}, hint=hint)
+
+
+def list_table(home: Home, warehouse_url: str | None, kind: str, columns: tuple[str, ...],
+               row: Callable[[ScheduleRecord], tuple[str, ...]]) -> None:
+    """Print the schedules of KIND as a table (for *:list)."""
+    with _open(home, warehouse_url) as wh:
+        records = wh.state.schedules(kind)
+    out = Table()
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for r in records:
+        out.add_row(*row(r))
+    _console().print(out)
+
+
+def echo_rows(rows: list[tuple[str, Any]]) -> None:
+    """Labelled lines, labels padded (for *:show)."""
+    for label, value in rows:
+        click.echo(f"{label:<9}: {value}")
+
+
+def history(home: Home, warehouse_url: str | None, name: str, limit: int,
+            get: Callable[[Warehouse, str], ScheduleRecord]) -> None:
+    """The jobs of schedule NAME, newest first (for *:history)."""
+    with _open(home, warehouse_url) as wh:
+        record = get(wh, name)
+        jobs = wh.state.jobs(schedule=name, limit=limit)
+    print_history(record, jobs)
+
+
+def check_enable(enable: bool, disable: bool) -> None:
+    if enable and disable:
+        raise ConfigError("give --enable or --disable, not both")
+
+
+def common_changes(r: ScheduleRecord, cron: str | None, tz: str | None, delay: int | None, database: str | None,
+                   enable: bool, disable: bool, now: datetime) -> dict[str, Any]:
+    """The changes of the options every *:update has: a new cron/time zone/delay (checked) or
+    --enable count slots from NOW on; --database, --disable."""
+    from ..schedule.naming import checked_schedule
+
+    changes: dict[str, Any] = {}
+    if cron is not None or tz is not None or delay is not None:
+        new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
+               r.delay_seconds if delay is None else delay)
+        checked_schedule(*new)
+        changes.update(cron=new[0], timezone=new[1], delay_seconds=new[2], last_scheduled_for=now)
+    if database:
+        changes["target_database"] = database
+    if enable:
+        changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0,
+                       last_scheduled_for=now)
+    if disable:
+        changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
+    return changes
+
+
+def schedule_verb(verb: str, *params: Callable[[Any], Any],
+                  named: bool = True) -> Callable[[Callable[..., Any]], click.Command]:
+    """A schedule verb: ``click.command(VERB)``, the NAME argument (if NAMED), PARAMS in order,
+    ``--warehouse``, and the Home as first argument."""
+
+    def decorate(f: Callable[..., Any]) -> click.Command:
+        f = warehouse_option(click.pass_obj(f))
+        for param in reversed(params):
+            f = param(f)
+        if named:
+            f = click.argument("name")(f)
+        return click.command(verb)(f)
+
+    return decorate
+
+
+def say_created(what: str, schedule: CronSchedule, now: datetime, by_hand: str, key_note: str | None,
+                verbs: str, name: str) -> None:
+    """What *:create says: WHAT created, its timing and next run (BY_HAND: the words for none), KEY_NOTE
+    (where an inline key was saved, if one was) and the next steps with the VERBS:run/history."""
+    from .hints import next_step
+
+    run = schedule.next_run(now)
+    click.echo(f"{what} created: {schedule.describe()}; next run: {run.isoformat() if run else by_hand}")
+    if key_note:
+        click.echo(key_note)
+    next_step(f"run it now: klaviyo-bridge {verbs}:run {name}", f"its jobs: klaviyo-bridge {verbs}:history {name}",
+              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
