@@ -99,3 +99,4 @@ def text(form: FormData, name: str, default: str = "") -> str:
 
 def without_empty(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v not in (None, "", [], False)}
+

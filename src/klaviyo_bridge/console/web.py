@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from ..errors import BridgeError
-from .forms import field_messages
+from ..errors import BridgeError, ConfigError
+from ..store.state import ScheduleRecord
+from .forms import ScheduleInput, field_messages, text
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
 
 _P = ParamSpec("_P")
@@ -82,3 +83,50 @@ async def blocking(func: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _
 
 def as_bool(form: FormData, name: str) -> bool:
     return form.get(name) in ("on", "true", "1", "yes")
+
+
+async def save_new_schedule(request: Request, name: str, kind: str, schedule: ScheduleInput, database: str | None,
+                            table: str | None, config: dict[str, Any]) -> tuple[ScheduleRecord, str | None]:
+    """Save a new schedule from a form; (the record, why it was not saved or None)."""
+    from datetime import datetime, timezone
+
+    from ..schedule.saving import create_schedule
+
+    record = ScheduleRecord(name, kind, schedule.expression, schedule.timezone, schedule.delay_seconds, database, table,
+                            config, last_scheduled_for=datetime.now(timezone.utc))
+
+    def save() -> None:
+        with console_of(request).holder.use() as wh:
+            create_schedule(wh, None, record, hint="pick another name")
+    try:
+        await blocking(save)
+    except ConfigError as exc:
+        return record, str(exc)
+    return record, None
+
+
+async def schedule_form(request: Request, default_action: str,
+                        values_of: Callable[[FormData], dict[str, Any]]) -> tuple[FormData, str, dict[str, Any], ScheduleInput]:
+    """A POSTed schedule form (CSRF-checked): (form, its action, its values, its checked schedule)."""
+    form = await checked_form(request)
+    schedule = ScheduleInput.from_form(form)
+    schedule.check()
+    return form, text(form, "action", default_action), values_of(form), schedule
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def validate_form(request: Request, values: dict[str, Any], build: Callable[[dict[str, Any], str | None], dict[str, Any]],
+                  parse: Callable[[Console, dict[str, Any]], _Parsed], map_errors: Callable[[ConfigError], dict[str, str]],
+                  ) -> tuple[dict[str, Any], _Parsed | None, dict[str, str]]:
+    """BUILD the settings from the form's VALUES and PARSE them with the library if the form names a saved
+    authentication; (settings, parsed or None, field errors)."""
+    console = console_of(request)
+    config = build(values, console.config.base_url)
+    if not values.get("connection"):
+        return config, None, {"connection": "choose a saved authentication (create one on the Authentications page)"}
+    try:
+        return config, parse(console, config), {}
+    except ConfigError as exc:
+        return config, None, map_errors(exc)

@@ -4,7 +4,6 @@ save as an export schedule (what ``sched:create`` saves)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -21,10 +20,8 @@ from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
 from ...store.sandbox import QueryRefused
-from ...schedule.saving import create_schedule
-from ...store.state import ScheduleRecord
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
-from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
+from ..web import as_bool, blocking, console_of, field_errors, redirect, render, save_new_schedule, schedule_form, validate_form
 
 PREVIEW_ROWS = 100
 DEFAULT_SQL = "SELECT email, first_name, last_name FROM profiles LIMIT 100"
@@ -65,22 +62,16 @@ def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, A
     return without_empty(data)
 
 
+_FIELD_OF = {"result_connection": "connection", "api_token": "connection"}  # the form field of a settings key
+
+
 def validate(
     request: Request, values: dict[str, Any]
 ) -> tuple[dict[str, Any], ExportSettings | None, dict[str, str]]:
-    console = console_of(request)
-    data = result_settings(values, console.config.base_url)
-    errors: dict[str, str] = {}
-    settings = None
-    if not values.get("connection"):
-        errors["connection"] = "choose a saved authentication (create one on the Authentications page)"
-    else:
-        try:
-            settings = load_result_settings(dict(data), credentials_path=console.credentials.path)
-        except ConfigError as exc:
-            for key, message in field_errors(exc).items():
-                key = {"result_connection": "connection", "api_token": "connection"}.get(key, key)
-                errors[key] = message
+    data, settings, errors = validate_form(
+        request, values, result_settings,
+        lambda console, data: load_result_settings(dict(data), credentials_path=console.credentials.path),
+        lambda exc: {_FIELD_OF.get(key, key): message for key, message in field_errors(exc).items()})
     if not values["sql"].strip():
         errors["sql"] = "the query is empty"
     if values.get("database"):
@@ -132,11 +123,7 @@ def _dry_run(request: Request, sql: str, settings: ExportSettings, database: str
 
 
 async def submit(request: Request) -> Response:
-    form = await checked_form(request)
-    action = text(form, "action", "query")
-    values = _values(form)
-    schedule = ScheduleInput.from_form(form)
-    schedule.check()
+    form, action, values, schedule = await schedule_form(request, "query", _values)
     console = console_of(request)
     if action == "query":
         errors = {"sql": "the query is empty"} if not values["sql"].strip() else {}
@@ -179,16 +166,10 @@ async def submit(request: Request) -> Response:
     problem = name_error(values["name"])
     if problem or schedule.errors:
         return await blocking(_page, request, values, schedule, {"name": problem} if problem else {}, status=400)
-    record = ScheduleRecord(values["name"], "export", schedule.expression, schedule.timezone, schedule.delay_seconds,
-                            values["database"] or None, None, config, last_scheduled_for=datetime.now(timezone.utc))
-
-    def save() -> None:
-        with console.holder.use() as wh:
-            create_schedule(wh, None, record, hint="pick another name")
-    try:
-        await blocking(save)
-    except ConfigError as exc:
-        return await blocking(_page, request, values, schedule, {"name": str(exc)}, status=400)
+    record, refused = await save_new_schedule(request, values["name"], "export", schedule, values["database"] or None,
+                                              None, config)
+    if refused:
+        return await blocking(_page, request, values, schedule, {"name": refused}, status=400)
     if as_bool(form, "run_after_save"):
         run_id = console.jobs.start(spec_for(record))
         return redirect(request, f"/jobs/{run_id}", f"Export schedule {record.name!r} saved; first run started.")

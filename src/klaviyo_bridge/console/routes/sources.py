@@ -7,7 +7,6 @@ A source is saved as an import schedule, exactly what ``connector:create`` saves
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -23,10 +22,9 @@ from ...imports.streams import STREAMS
 from ...schedule.scheduler import spec_for
 from ...secrets import redact, resolve_connection
 from ...store.identifiers import check_object_name
-from ...schedule.saving import create_schedule
 from ...store.state import ScheduleRecord
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
-from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
+from ..web import as_bool, blocking, console_of, field_errors, redirect, render, save_new_schedule, schedule_form, validate_form
 
 #: Which data-source parameter each source uses (the wizard shows only those).
 PARAMETERS: dict[str, list[str]] = {name: [s for s in ("list_id", "segment_id", "event_ids") if
@@ -104,18 +102,9 @@ def validate_source(
     request: Request, values: dict[str, Any]
 ) -> tuple[dict[str, Any], ImportConfig | None, dict[str, str]]:
     """Parse with the library (every problem at once); returns (config, parsed, errors)."""
-    console = console_of(request)
-    config = build_config(values, console.config.base_url)
-    errors: dict[str, str] = {}
-    parsed = None
-    if not values.get("connection"):
-        errors["connection"] = "choose a saved authentication (create one on the Authentications page)"
-    else:
-        try:
-            parsed = parse_import_config(resolve_connection(config, console.credentials), "source")
-        except ConfigError as exc:
-            errors.update(_map_errors(exc))
-    return config, parsed, errors
+    return validate_form(request, values, build_config,
+                         lambda console, config: parse_import_config(resolve_connection(config, console.credentials),
+                                                                     "source"), _map_errors)
 
 
 async def index(request: Request) -> Response:
@@ -143,11 +132,7 @@ async def new(request: Request) -> Response:
 
 
 async def submit(request: Request) -> Response:
-    form = await checked_form(request)
-    action = text(form, "action", "preview")
-    values = _values(form)
-    schedule = ScheduleInput.from_form(form)
-    schedule.check()
+    form, action, values, schedule = await schedule_form(request, "preview", _values)
     config, parsed, errors = await blocking(validate_source, request, values)
     preview = preview_error = None
     if action == "preview":
@@ -173,17 +158,11 @@ async def submit(request: Request) -> Response:
     if errors or schedule.errors:
         return await blocking(_form_page, request, values, schedule, errors, status=400)
 
+    record, refused = await save_new_schedule(request, values["name"], "import", schedule, values["database"],
+                                              values["table"], config)
+    if refused:
+        return await blocking(_form_page, request, values, schedule, {"name": refused}, status=400)
     console = console_of(request)
-    record = ScheduleRecord(values["name"], "import", schedule.expression, schedule.timezone, schedule.delay_seconds,
-                            values["database"], values["table"], config, last_scheduled_for=datetime.now(timezone.utc))
-
-    def save() -> None:
-        with console.holder.use() as wh:
-            create_schedule(wh, None, record, hint="pick another name")
-    try:
-        await blocking(save)
-    except ConfigError as exc:
-        return await blocking(_form_page, request, values, schedule, {"name": str(exc)}, status=400)
     if action == "save_run":
         run_id = console.jobs.start(spec_for(record))
         return redirect(request, f"/jobs/{run_id}", f"Source {record.name!r} saved; import started.")
