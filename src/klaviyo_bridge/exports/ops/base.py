@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -236,6 +236,22 @@ def finish(reasons: pa.Array, build: Any, warnings: list[str], identity: pa.Arra
         skipped_reason = [(skipped_reason + extra_reason)[i] for i in order]
     return Prepared(good_index.astype(np.int64), items, bad_index.astype(np.int64), skipped_reason, warnings,
                     identity)
+
+
+def utc_time(value: Any, label: str) -> tuple[datetime | None, str | None]:
+    """A cell as an aware time (no zone: UTC; a date: its midnight), or the reason it is not one,
+    LABEL naming the column."""
+    if isinstance(value, datetime):
+        stamp = value
+    elif isinstance(value, date):
+        stamp = datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None, f"{label} {text!r} is not an ISO 8601 time"
+    return (stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp), None
 
 
 def take_py(column: pa.Array, index: np.ndarray) -> list[Any]:

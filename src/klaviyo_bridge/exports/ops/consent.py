@@ -29,6 +29,7 @@ from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads
 from ..settings import CHANNELS
+from .base import utc_time
 from .base import BatchContext, Operation, Outcomes, Prepared, dumps, finish, identity_of, take_py, \
     valid_only_duplicates
 
@@ -38,16 +39,9 @@ FILTER_VALUES = 100
 
 
 def _parse_consent_time(value: Any, now: datetime) -> tuple[str | None, str | None]:
-    if isinstance(value, datetime):
-        stamp = value
-    else:
-        text = str(value).strip()
-        try:
-            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None, f"consent_at {text!r} is not an ISO 8601 time"
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
+    stamp, reason = utc_time(value, "consent_at")
+    if stamp is None:
+        return None, reason
     if stamp >= now:
         return None, "consent_at must be in the past for historical consent"
     return stamp.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"), None

@@ -36,6 +36,7 @@ from ...errors import ExportError
 from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads
+from .base import utc_time
 from .base import Operation, Prepared, finish, identity_of, valid_only_duplicates, value_problems
 
 EVENT_IDENTIFIERS = ("email", "phone_number", "external_id", "profile_id")
@@ -64,19 +65,8 @@ def _default(value: Any) -> Any:
 
 
 def _parse_time(value: Any) -> tuple[float | None, str | None]:
-    if isinstance(value, datetime):
-        stamp = value
-    elif isinstance(value, date):
-        stamp = datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip()
-        try:
-            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None, f"column 'time': {text!r} is not an ISO 8601 time"
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp(), None
+    stamp, reason = utc_time(value, "column 'time':")
+    return (None, reason) if stamp is None else (stamp.timestamp(), None)
 
 
 def _times(column: pa.Array) -> tuple[list[float | None], list[str | None]]:
