@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -162,18 +162,25 @@ class Scheduler:
                 started.append(run_id)
         return started
 
-    def due(self, now: datetime) -> list[tuple[ScheduleRecord, Fire]]:
-        """Enabled schedules with a slot due at ``now`` that are not running."""
-        out = []
+    def _idle(self, *, say_errors: bool) -> Iterator[tuple[ScheduleRecord, CronSchedule, datetime]]:
+        """Enabled schedules that are not running, parsed, with their last slot. One whose timing no
+        longer parses (saved before a rule changed) is passed over, logged if SAY_ERRORS."""
         for record in self.state.schedules():
             if not record.enabled or record.name in self._running or record.last_scheduled_for is None:
                 continue
             try:
                 schedule = CronSchedule.parse(record.cron, record.timezone, record.delay_seconds)
-            except ScheduleError as exc:  # saved before a rule changed; say so, keep the others going
-                log.error("schedule %s: %s", record.name, exc)
+            except ScheduleError as exc:
+                if say_errors:
+                    log.error("schedule %s: %s", record.name, exc)
                 continue
-            fire = latest_due(schedule, record.last_scheduled_for, now)
+            yield record, schedule, record.last_scheduled_for
+
+    def due(self, now: datetime) -> list[tuple[ScheduleRecord, Fire]]:
+        """Enabled schedules with a slot due at ``now`` that are not running."""
+        out = []
+        for record, schedule, last in self._idle(say_errors=True):
+            fire = latest_due(schedule, last, now)
             if fire is not None:
                 out.append((record, fire))
         return out
@@ -181,14 +188,8 @@ class Scheduler:
     def next_wake(self, now: datetime) -> datetime | None:
         """The earliest run time of any enabled, idle schedule after ``now``."""
         times = []
-        for record in self.state.schedules():
-            if not record.enabled or record.name in self._running or record.last_scheduled_for is None:
-                continue
-            try:
-                schedule = CronSchedule.parse(record.cron, record.timezone, record.delay_seconds)
-            except ScheduleError:
-                continue
-            base = max(record.last_scheduled_for + timedelta(seconds=schedule.delay_seconds), now)
+        for _, schedule, last in self._idle(say_errors=False):
+            base = max(last + timedelta(seconds=schedule.delay_seconds), now)
             fires = schedule.next_fires(base, 1)
             if fires:
                 times.append(fires[0].run_at.astimezone(timezone.utc))
