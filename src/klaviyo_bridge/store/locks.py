@@ -14,17 +14,30 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .engine import Session
+from typing import Any
 
 
 class NamedLock:
+    #: What ``try_acquire`` took (a file descriptor, a session) while the lock is held; else None.
+    _held: Any = None
+
     def try_acquire(self, holder: dict[str, Any]) -> bool:
         raise NotImplementedError
 
     def release(self) -> None:
+        """Let the lock go (a second call does nothing): unlock, then close what was taken, even if
+        unlocking failed."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            try:
+                self._unlock(held)
+            finally:
+                self._close(held)
+
+    def _unlock(self, held: Any) -> None:
+        raise NotImplementedError
+
+    def _close(self, held: Any) -> None:
         raise NotImplementedError
 
     def holder(self) -> dict[str, Any] | None:
@@ -38,7 +51,6 @@ class FileLock(NamedLock):
     def __init__(self, folder: Path, name: str) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = folder / (hashlib.sha1(name.encode()).hexdigest() + ".lock")
-        self._fd: int | None = None
 
     def try_acquire(self, holder: dict[str, Any]) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -49,16 +61,14 @@ class FileLock(NamedLock):
             return False
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
-        self._fd = fd
+        self._held = fd
         return True
 
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.ftruncate(fd, 0)
-            finally:
-                os.close(fd)  # closing the descriptor drops the flock
+    def _unlock(self, held: Any) -> None:
+        os.ftruncate(held, 0)
+
+    def _close(self, held: Any) -> None:
+        os.close(held)  # closing the descriptor drops the flock
 
     def holder(self) -> dict[str, Any] | None:
         try:
@@ -74,7 +84,6 @@ class AdvisoryLock(NamedLock):
     def __init__(self, open_session: Any, name: str) -> None:
         self._open_session = open_session
         self.name = f"klaviyo-bridge:lock:{name}"
-        self._session: "Session | None" = None
 
     def try_acquire(self, holder: dict[str, Any]) -> bool:
         session = self._open_session()
@@ -86,16 +95,14 @@ class AdvisoryLock(NamedLock):
         if not got:
             session.close()
             return False
-        self._session = session
+        self._held = session
         return True
 
-    def release(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            try:
-                session.fetch("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [self.name])
-            finally:
-                session.close()
+    def _unlock(self, held: Any) -> None:
+        held.fetch("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [self.name])
+
+    def _close(self, held: Any) -> None:
+        held.close()
 
     def holder(self) -> dict[str, Any] | None:
         session = self._open_session()
