@@ -6,35 +6,36 @@ result tables. (``connector:preview`` keeps the seed platform's own words: strin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
+
+
+_T = pa.types
+
+#: The user's word for each kind of Arrow type, tried in order: (tests, word).
+_WORDS: tuple[tuple[tuple[Callable[[pa.DataType], bool], ...], str], ...] = (
+    ((_T.is_string, _T.is_large_string, getattr(_T, "is_string_view", lambda _: False)), "text"),
+    ((_T.is_integer, _T.is_floating, _T.is_decimal), "number"),
+    ((_T.is_timestamp,), "time"),
+    ((_T.is_date,), "date"),
+    ((_T.is_time,), "time of day"),
+    ((_T.is_duration, _T.is_interval), "duration"),
+    ((_T.is_boolean,), "true/false"),
+    ((_T.is_list, _T.is_large_list, _T.is_fixed_size_list), "list"),
+    ((_T.is_struct, _T.is_map), "object"),
+    ((_T.is_binary, _T.is_large_binary, _T.is_fixed_size_binary), "bytes"),
+    ((_T.is_null,), "empty"),
+)
 
 
 def friendly_type(arrow_type: pa.DataType) -> str:
     t = arrow_type
     if isinstance(t, pa.ExtensionType):
         return "json" if "json" in str(t.extension_name) else friendly_type(t.storage_type)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
-        return "text"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "number"
-    if pa.types.is_timestamp(t):
-        return "time"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_time(t):
-        return "time of day"
-    if pa.types.is_duration(t) or pa.types.is_interval(t):
-        return "duration"
-    if pa.types.is_boolean(t):
-        return "true/false"
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return "list"
-    if pa.types.is_struct(t) or pa.types.is_map(t):
-        return "object"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return "bytes"
-    if pa.types.is_null(t):
-        return "empty"
+    for tests, word in _WORDS:
+        if any(test(t) for test in tests):
+            return word
     if pa.types.is_dictionary(t):
         return friendly_type(t.value_type)
     return str(t)
