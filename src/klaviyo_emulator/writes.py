@@ -23,6 +23,7 @@ from .bodies import BodyError
 from .catalog import Record
 from .handlers import Document, Handler, NotFound, Request, _page, _url
 from .identifiers import EMAIL_RE, identifier_problems
+from .state import AccountState
 from .jobs import ImportProblem, Job
 from .jsontypes import JSON
 from .keyset import by_row
@@ -310,8 +311,19 @@ def _consent_profiles(req: Request, limit: int, subscribe: bool) -> tuple[list[C
     return parsed, list_id
 
 
-def bulk_subscribe_profiles(req: Request) -> tuple[int, None]:
-    parsed, list_id = _consent_profiles(req, MAX_SUBSCRIBE, subscribe=True)
+def _consent_row(state: AccountState, pid: str | None, attrs: dict[str, Any], now: int) -> int:
+    """The row of a consent request's profile (by id, email or phone), created if there is none."""
+    ident = {k: attrs[k] for k in ("email", "phone_number") if attrs.get(k)}
+    row = state.match(ident, pid)
+    if row is None:
+        row, _ = state.upsert(ident, now)
+    return row
+
+
+def _consent_write(req: Request, most: int, *, subscribe: bool) -> tuple[int, None]:
+    """Subscribe (and add to the list, if one is given) or unsubscribe (from the list, if one is
+    given) each profile of a bulk consent request, as one consent change."""
+    parsed, list_id = _consent_profiles(req, most, subscribe=subscribe)
     ctx = req.emulator
     state = ctx.state
 
@@ -319,33 +331,24 @@ def bulk_subscribe_profiles(req: Request) -> tuple[int, None]:
         now = ctx.now()
         rows: list[int] = []
         for pid, attrs, channels, consented in parsed:
-            ident = {k: attrs[k] for k in ("email", "phone_number") if attrs.get(k)}
-            row = state.match(ident, pid)
-            if row is None:
-                row, _ = state.upsert(ident, now)
-            state.subscribe(row, channels, now, consented)
+            row = _consent_row(state, pid, attrs, now)
+            if subscribe:
+                state.subscribe(row, channels, now, consented)
+            else:
+                state.unsubscribe(row, channels, now, list_id)
             rows.append(row)
-        if list_id:
+        if subscribe and list_id:
             state.add_members(list_id, np.array(rows, dtype=np.int64), now)
     ctx.consent_change(apply)
     return 202, None
 
 
-def bulk_unsubscribe_profiles(req: Request) -> tuple[int, None]:
-    parsed, list_id = _consent_profiles(req, MAX_UNSUBSCRIBE, subscribe=False)
-    ctx = req.emulator
-    state = ctx.state
+def bulk_subscribe_profiles(req: Request) -> tuple[int, None]:
+    return _consent_write(req, MAX_SUBSCRIBE, subscribe=True)
 
-    def apply() -> None:
-        now = ctx.now()
-        for pid, attrs, channels, _ in parsed:
-            ident = {k: attrs[k] for k in ("email", "phone_number") if attrs.get(k)}
-            row = state.match(ident, pid)
-            if row is None:
-                row, _ = state.upsert(ident, now)
-            state.unsubscribe(row, channels, now, list_id)
-    ctx.consent_change(apply)
-    return 202, None
+
+def bulk_unsubscribe_profiles(req: Request) -> tuple[int, None]:
+    return _consent_write(req, MAX_UNSUBSCRIBE, subscribe=False)
 
 
 # ----- suppression ----------------------------------------------------------------------------
