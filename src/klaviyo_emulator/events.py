@@ -154,18 +154,24 @@ class EventTable:
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
         """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``; synthetic rows' kept per block)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self.count > self.base and len(rows) and rows.max() >= self.base:
-            synthetic, written = self._split(rows)
-            out = np.empty(len(rows), dtype="S26")
-            out[synthetic] = self.id_bytes(rows[synthetic])
-            out[written] = self.written_ids[rows[written] - self.base]
-            return out
-        return self._column("id", self._compute_id_bytes, rows)
+        return self._kept("id", self._compute_id_bytes, self.written_ids, rows)
 
     def _compute_id_bytes(self, rows: np.ndarray) -> np.ndarray:
         tags = ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
+
+    def _kept(self, name: str, compute: Callable[[np.ndarray], np.ndarray], written_values: np.ndarray,
+              rows: np.ndarray) -> np.ndarray:
+        """Column NAME of ``rows``: computed (and kept per block) for synthetic rows, from
+        WRITTEN_VALUES for written ones."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.count > self.base and len(rows) and rows.max() >= self.base:
+            synthetic, written = self._split(rows)
+            out = np.empty(len(rows), dtype=written_values.dtype)
+            out[synthetic] = self._column(name, compute, rows[synthetic])
+            out[written] = written_values[rows[written] - self.base]
+            return out
+        return self._column(name, compute, rows)
 
     def _column(self, name: str, compute: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
         """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``).
@@ -238,14 +244,8 @@ class EventTable:
 
     def uuid_bytes(self, rows: np.ndarray) -> np.ndarray:
         """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``; synthetic rows' kept per block)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self.count > self.base and len(rows) and rows.max() >= self.base:
-            synthetic, written = self._split(rows)
-            out = np.empty(len(rows), dtype="S36")
-            out[synthetic] = self.uuid_bytes(rows[synthetic])
-            out[written] = self.written_uuids[rows[written] - self.base]
-            return out
-        return self._column("uuid", lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)), rows)
+        return self._kept("uuid", lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)),
+                          self.written_uuids, rows)
 
     def numbers(self, rows: np.ndarray) -> np.ndarray:
         """The number behind each event's ``$event_id`` (and ``$message``)."""
