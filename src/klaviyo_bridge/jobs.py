@@ -1,9 +1,10 @@
 """Run one job (an import now, an export later), record it, and let it be killed.
 
 Used by ``connector:run`` (in the CLI's own process) and by the scheduler (in worker threads).
-Every job is one row of ``_bridge.runs`` written by ``StateStore.begin_job`` before any work;
-the engine (``run_import``) then fills in its counts on the same row, and ``end_job`` closes it
-with the status and the schedule's failure bookkeeping in one transaction.
+Every job is one row of ``_bridge.runs`` (one ``JobRecord``) written by ``StateStore.begin_job``
+before any work; the engine (``run_import``, ``export_query``), handed that ``run_id``, fills in
+its counts on the same row, and ``end_job`` closes it with the status and the schedule's failure
+bookkeeping in one transaction.
 
 Job kinds are a small registry: ``register_kind("import", run_import_job)``. The export engine
 adds ``"export"`` the same way; the scheduler only calls ``execute_job`` and needs no change.
@@ -130,32 +131,6 @@ def register_kind(kind: str, runner: Runner) -> None:
 
 
 # --- the import kind -----------------------------------------------------------------------
-class _AdoptedState(StateStore):
-    """The engine's ``start_run`` adopts the row ``begin_job`` already wrote."""
-
-    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
-        super().__init__(warehouse)
-        self._run_id = run_id
-
-    def start_run(self, job: str, kind: str, *, run_id: str | None = None) -> str:
-        return self._run_id
-
-
-class _JobWarehouse:
-    """The warehouse as the engine sees it during one job (same object, adopted run row)."""
-
-    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
-        self._warehouse = warehouse
-        self._run_id = run_id
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._warehouse, name)
-
-    @property
-    def state(self) -> StateStore:
-        return _AdoptedState(self._warehouse, self._run_id)
-
-
 async def run_import_job(ctx: JobContext) -> JobOutcome:
     from .config import parse_import_config
     from .imports.runner import run_import
@@ -164,8 +139,8 @@ async def run_import_job(ctx: JobContext) -> JobOutcome:
     if not spec.database or not spec.table:
         raise ConfigError("an import job needs a database and a table")
     config = parse_import_config(ctx.resolved_config(), f"schedule {spec.schedule or spec.job}")
-    result = await run_import(config, _JobWarehouse(ctx.warehouse, ctx.run_id), spec.database, spec.table,  # type: ignore[arg-type]
-                              job=spec.job, now=ctx.now)
+    result = await run_import(config, ctx.warehouse, spec.database, spec.table, job=spec.job, now=ctx.now,
+                              run_id=ctx.run_id)
     return JobOutcome(rows_read=result.rows, rows_written=result.rows,
                       counts={"pages": result.pages, "requests": result.requests, "retries": result.retries,
                               "throttled": result.throttled, "seconds": round(result.seconds, 3)})
@@ -226,8 +201,8 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     stop = threading.Event()
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
-    result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
-                              database=spec.database, job=spec.job, progress=_stopper(stop), table=spec.result)
+    result = await _in_thread(stop, export_query, ctx.warehouse, sql, settings, database=spec.database,
+                              job=spec.job, run_id=ctx.run_id, progress=_stopper(stop), table=spec.result)
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:

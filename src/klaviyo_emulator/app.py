@@ -267,7 +267,8 @@ class Emulator:
         if not auth:
             return error_response(401, "not_authenticated", "Authentication credentials were not provided.")
         scheme, _, key = auth.partition(" ")
-        if scheme != "Klaviyo-API-Key" or key.strip() != self.settings.api_key:
+        if scheme != "Klaviyo-API-Key" or (key.strip() != self.settings.api_key
+                                             and key.strip() not in self.settings.extra_api_keys):
             return error_response(401, "authentication_failed", "Incorrect authentication credentials.",
                                   title="Incorrect authentication credentials.")
         revision = request.headers.get("revision")

@@ -29,6 +29,9 @@ class EmulatorSettings:
     templates: int = 12
     flows: int = 8
     api_key: str = DEFAULT_API_KEY
+    #: More keys the server accepts, each standing for one more account (``klaviyo-bridge worker``'s
+    #: tests and benchmark run many accounts): they share this account's data and limits.
+    extra_api_keys: tuple[str, ...] = ()
     rate_limits: bool = True
     #: The account's own limits where they differ from the published ones (``limits.py``), e.g.
     #: "get_profiles=5/50,*=0.5"; None: the spec's.

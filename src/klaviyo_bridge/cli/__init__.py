@@ -77,6 +77,11 @@ for _command in WAREHOUSE_COMMANDS:
 
 cli.add_command(console_command)
 
+from .worker_cmd import COMMANDS as WORKER_COMMANDS  # noqa: E402
+
+for _command in WORKER_COMMANDS:
+    cli.add_command(_command)
+
 
 _terminated = False
 

@@ -53,7 +53,7 @@ def _export_back(console: Console, home: Home, api_key: str, base_url: str) -> N
     """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
     from ..exports.job import export_query, report_lines
     from ..exports.settings import parse_export_settings
-    from ..store.warehouse import open_warehouse
+    from ..store.factory import open_warehouse
 
     settings = parse_export_settings({
         "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
@@ -83,7 +83,7 @@ async def _count_members(settings: ClientSettings, list_id: str) -> int:
 def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: str) -> None:
     from ..config import parse_import_config
     from ..imports.runner import run_import
-    from ..store.warehouse import open_warehouse
+    from ..store.factory import open_warehouse
 
     path = home.ensure().warehouse
     with open_warehouse(path, lock_timeout=30) as wh:

@@ -19,7 +19,8 @@ from ..home import Home
 from ..imports.metrics import UnknownMetric
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
 

@@ -26,7 +26,8 @@ from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
 from ..store.state import JobRecord, ScheduleRecord
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
 from ..typenames import friendly_type
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."

@@ -9,8 +9,9 @@ import click
 
 from ..errors import ConfigError, JobFailed
 from ..home import Home
+from ..store.factory import open_warehouse
 from ..store.state import ScheduleRecord
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
 from ..workflows import run_workflow
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."

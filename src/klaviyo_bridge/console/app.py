@@ -54,7 +54,8 @@ from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
 from ..store.sandbox import read_duckdb, read_postgres
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from ..typenames import friendly_type
 
 TOKEN_ENV = "KLAVIYO_BRIDGE_CONSOLE_TOKEN"

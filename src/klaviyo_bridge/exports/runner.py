@@ -66,7 +66,6 @@ from ..errors import (
     TransportError,
 )
 from ..memory import use_lean_arrow_pool
-from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.locks import NamedLock
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
@@ -151,8 +150,7 @@ def _forget_rows(wh: Warehouse, batch_id: str) -> None:
     """Drop the row outcomes a killed run stored for a batch it never marked final: on resume they are
     recorded again, and each input row must have exactly one outcome (a kill -9 can land between
     storing a batch's rows and storing its final status, two separate transactions)."""
-    with wh.transaction() as s:
-        s.execute(f"DELETE FROM {quote(STATE_SCHEMA)}.export_row_ranges WHERE batch_id = $1", [batch_id])
+    wh.state.forget_export_rows(batch_id)
 
 
 def _row_positions(err: ApiError) -> dict[int, str] | None:
@@ -764,6 +762,7 @@ async def run_export(
     job: str = "query",
     run_id: str | None = None,
     resume: bool = False,
+    begun: bool = False,
     dry_run: bool = False,
     query: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -777,6 +776,8 @@ async def run_export(
     Returns the result of a run that ended ``success``; raises ``ExportFailed`` (status ``error``,
     recorded, with ``.result``) when it did not, and other ``BridgeError``s when it could not start.
     ``query`` is the SQL text, kept (as a hash) so ``--resume`` can refuse a changed query.
+    ``begun``: ``run_id`` is a run ``StateStore.begin_job`` already recorded (a job run by
+    ``jobs.execute_job``); the export records on it.
     """
     started = time.perf_counter()
     use_lean_arrow_pool()
@@ -797,7 +798,7 @@ async def run_export(
     pre: _Counts | None = None
     st = wh.state
     if not resume:
-        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex)
+        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex, begun=begun)
         run_started = True
     try:
         opened = await asyncio.to_thread(_open, table)
@@ -934,7 +935,7 @@ def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
         raise ExportError("--resume needs the run id")
     before = st.export_fingerprint(run_id)
     batches = st.export_batches(run_id)
-    if before is None and not batches and any(r.run_id == run_id for r in st.runs(limit=100_000)):
+    if before is None and not batches and st.has_run(run_id):
         # it died before it recorded what it exports (so before anything was sent): start it over
         st.save_export_fingerprint(run_id, fingerprint)
         before = fingerprint

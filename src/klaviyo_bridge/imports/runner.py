@@ -187,15 +187,19 @@ async def run_import(
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
     on_batch: Callable[..., None] | None = None,
+    run_id: str | None = None,
 ) -> ImportResult:
-    """Fetch the configured source and write it to ``database.table`` with the configured mode."""
+    """Fetch the configured source and write it to ``database.table`` with the configured mode.
+
+    ``run_id``: a run ``StateStore.begin_job`` already recorded (a job run by ``jobs.execute_job``);
+    the import records on it. Without it the import records a run of its own."""
     target = config.target
     s = effective_stream(config)
     job = job or f"{database}.{table}"
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     result = ImportResult(job, database, table, s.name, target.mode)
     state = warehouse.state
-    result.run_id = state.start_run(job, "import")
+    result.run_id = state.start_run(job, "import", run_id=run_id, begun=run_id is not None)
     started = time.perf_counter()
     try:
         await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,

@@ -23,7 +23,6 @@ from ...store.identifiers import check_object_name
 from ...store.sandbox import QueryRefused
 from ...schedule.saving import create_schedule
 from ...store.state import ScheduleRecord
-from ...store.warehouse import Warehouse
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, without_empty
 from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
 
@@ -38,7 +37,6 @@ ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_t
             "consent_type": "batch_consent", "subscription_type": "batch_consent",
             "historical_consent": "batch_consent"}
 NO_LIST = ("upsert", "track_events")
-SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast", "_bridge")
 
 
 def _values(form: FormData) -> dict[str, Any]:
@@ -93,21 +91,12 @@ def validate(
     return data, settings, errors
 
 
-def _tables(wh: Warehouse) -> list[tuple[str, str]]:
-    excluded = ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS)
-    out: list[tuple[str, str]] = []
-    for batch in wh.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
-                                f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
-        out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
-    return out
-
-
 def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
           status: int = 200, **extra: Any) -> Response:
     console = console_of(request)
     try:
         with console.holder.use() as wh:
-            tables = _tables(wh)
+            tables = wh.table_names()
     except BridgeError:
         tables = []
     return render(request, "exports.html", active="exports", v=values, s=schedule, errors={**schedule.errors, **errors},
