@@ -155,7 +155,7 @@ class DuckDBSession(Session):
         self._con.execute(sql, list(params) or None)
 
     @_converting_errors
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         # via Arrow: DuckDB's Python rows would need pytz for TIMESTAMPTZ
         table = self._con.sql(sql, params=list(params) or None).to_arrow_table()
         columns = [column.to_pylist() for column in table.columns]
@@ -312,7 +312,7 @@ class DuckDBWarehouse(Warehouse):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
             make_private(file, what)  # an older one made 0644: tightened, with a notice
-        self._con = self._connect(lock_timeout)
+        self._con: duckdb.DuckDBPyConnection | None = self._connect(lock_timeout)
         self._init_state()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:

@@ -127,9 +127,10 @@ class PostgresSession(Session):
             self._cur.execute(sql)
 
     @_converting_errors
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.execute(sql, params)
-        return self._cur.fetchall()
+        rows: list[tuple[Any, ...]] = self._cur.fetchall()  # (the ADBC driver is untyped)
+        return rows
 
     @_converting_errors
     def stream(self, sql: str, params: Sequence[Any] = (), batch_size: int = 65_536) -> pa.RecordBatchReader:

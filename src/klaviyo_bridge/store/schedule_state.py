@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,15 +89,16 @@ _SCHEDULE_FIELDS = {"cron": Kind.TEXT, "timezone": Kind.TEXT, "delay_seconds": K
                     "consecutive_failures": Kind.INTEGER, "last_scheduled_for": Kind.TIMESTAMP}
 
 
-def _schedule_from_row(row: tuple) -> ScheduleRecord:
+def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
     (name, kind, cron, tz, delay, database, table, config, enabled, reason, disabled_at, failures,
      last, last_run, created, updated) = row
     return ScheduleRecord(name, kind, cron, tz, int(delay), database, table, json.loads(config), bool(enabled),
                           reason, disabled_at, int(failures), last, last_run, created, updated)
 
 
-def _job_from_row(row: tuple) -> JobRecord:
-    return JobRecord(*row[:8], counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
+def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    run_id, job, kind, status, started_at, ended_at, rows_read, rows_written = row[:8]
+    return JobRecord(run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
                      note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
@@ -116,6 +118,10 @@ def _iso(value: datetime | None) -> str | None:
 
 class _ScheduleStateMixin:
     """Schedules and jobs; mixed into ``StateStore`` below."""
+
+    def _transaction(self) -> AbstractContextManager[Session]:
+        """One session in one transaction (``StateStore`` gives the warehouse's)."""
+        raise NotImplementedError
 
     # --- schedules ---------------------------------------------------------------------
     def create_schedule(self, record: ScheduleRecord) -> None:
@@ -221,7 +227,8 @@ class _ScheduleStateMixin:
                 f"error_detail = CAST($7 AS {s.sql_type(Kind.JSON)}) WHERE run_id = $1",
                 [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)])
             if schedule is not None and schedule_changes:
-                sets, params = [], [schedule]
+                sets: list[str] = []
+                params: list[Any] = [schedule]
                 for column, value in schedule_changes.items():
                     kind = _SCHEDULE_FIELDS[column]
                     params.append(_iso(value) if kind is Kind.TIMESTAMP else value)

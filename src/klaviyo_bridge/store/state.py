@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -193,7 +194,7 @@ class StateStore(_ScheduleStateMixin):
     def __init__(self, warehouse: "Warehouse") -> None:
         self._warehouse = warehouse
 
-    def _transaction(self):
+    def _transaction(self) -> AbstractContextManager[Session]:
         return self._warehouse.transaction()
 
     # --- cursors -------------------------------------------------------------------------
@@ -406,7 +407,7 @@ class StateStore(_ScheduleStateMixin):
             _insert_export_rows(s, table)
             _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error,
                                  fingerprint)
-        return results.num_rows
+        return int(results.num_rows)
 
     def export_batches(self, run_id: str) -> list[ExportBatchRecord]:
         with self._transaction() as s:
@@ -421,7 +422,7 @@ class StateStore(_ScheduleStateMixin):
         table = _export_rows_table(batch_id, run_id, results)
         with self._transaction() as s:
             _insert_export_rows(s, table)
-        return results.num_rows
+        return int(results.num_rows)
 
     def export_rows(self, *, batch_id: str | None = None, run_id: str | None = None) -> pa.Table:
         if (batch_id is None) == (run_id is None):
@@ -433,7 +434,7 @@ class StateStore(_ScheduleStateMixin):
         schema = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("row_index", pa.int64()),
                             ("outcome", pa.string()), ("reason", pa.string())])
         table = pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
-        runs = set(table.column("run_id").to_pylist()) if batch_id is not None else {run_id}
+        runs: set[str] = set(table.column("run_id").to_pylist()) if run_id is None else {run_id}
         names: dict[tuple[str, int], str | None] = {}
         for run in runs:
             names.update({(run, i): ident for i, ident in self.export_identifiers(run).items()})
@@ -481,15 +482,16 @@ def _export_rows_table(batch_id: str, run_id: str, results: pa.Table | pa.Record
 def _codes(values: pa.Array) -> np.ndarray:
     """An integer per value, equal where the values are equal (null is its own code)."""
     codes = values.dictionary_encode().indices.fill_null(-1)
-    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    out: np.ndarray = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    return out
 
 
-def _insert_export_rows(s, table: pa.Table) -> None:
+def _insert_export_rows(s: Session, table: pa.Table) -> None:
     for batch in table.combine_chunks().to_batches():
         s.insert_batch(f"{S}.export_row_ranges", batch, {c: c for c in _RANGE_KINDS}, _RANGE_KINDS)
 
 
-def _upsert_export_batch(s, batch_id: str, run_id: str, operation: str, status: str, klaviyo_job_id: str | None,
+def _upsert_export_batch(s: Session, batch_id: str, run_id: str, operation: str, status: str, klaviyo_job_id: str | None,
                          row_count: int | None, error: str | None, fingerprint: str | None = None) -> None:
     """An UPDATE, or an INSERT when the batch is new: in DuckDB either costs a third of an
     INSERT .. ON CONFLICT, and every batch of an export is written three times."""
