@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -30,7 +30,8 @@ from .identifiers import quote
 from .locks import FileLock
 from .warehouse import Warehouse
 
-F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _SQL_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -78,11 +79,13 @@ def _store_error(path: Any, exc: BaseException) -> StoreError:
     return StoreError(f"DuckDB {path}: {exc}")
 
 
-def _converting_errors(method: F) -> F:
+def _converting_errors(
+    method: Callable[Concatenate["DuckDBSession", _P], _T],
+) -> Callable[Concatenate["DuckDBSession", _P], _T]:
     """The one boundary where duckdb exceptions become StoreError."""
 
     @functools.wraps(method)
-    def wrapper(self: "DuckDBSession", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: "DuckDBSession", /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return method(self, *args, **kwargs)
         except duckdb.InterruptException:
@@ -94,7 +97,7 @@ def _converting_errors(method: F) -> F:
                 raise KeyboardInterrupt from None
             raise
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class DuckDBSession(Session):

@@ -173,7 +173,10 @@ class _ScheduleStateMixin:
                 raise StoreError(f"no schedule named {name!r}")
             if sets:
                 s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
-        return self.schedule(name)  # type: ignore[return-value]
+        record = self.schedule(name)
+        if record is None:  # deleted by another process since the update
+            raise StoreError(f"no schedule named {name!r}")
+        return record
 
     def delete_schedule(self, name: str) -> bool:
         with self._transaction() as s:
