@@ -97,8 +97,8 @@ def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
 
 
 def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
-    run_id, job, kind, status, started_at, ended_at, rows_read, rows_written = row[:8]
-    return JobRecord(run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
+    return JobRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                     counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
                      note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
@@ -120,7 +120,6 @@ class _ScheduleStateMixin:
     """Schedules and jobs; mixed into ``StateStore`` below."""
 
     def _transaction(self) -> AbstractContextManager[Session]:
-        """One session in one transaction (``StateStore`` gives the warehouse's)."""
         raise NotImplementedError
 
     # --- schedules ---------------------------------------------------------------------
@@ -173,10 +172,7 @@ class _ScheduleStateMixin:
                 raise StoreError(f"no schedule named {name!r}")
             if sets:
                 s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
-        record = self.schedule(name)
-        if record is None:  # deleted by another process since the update
-            raise StoreError(f"no schedule named {name!r}")
-        return record
+        return self.schedule(name)  # type: ignore[return-value]
 
     def delete_schedule(self, name: str) -> bool:
         with self._transaction() as s:

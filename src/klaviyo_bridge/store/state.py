@@ -434,7 +434,7 @@ class StateStore(_ScheduleStateMixin):
         schema = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("row_index", pa.int64()),
                             ("outcome", pa.string()), ("reason", pa.string())])
         table = pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
-        runs: set[str] = set(table.column("run_id").to_pylist()) if run_id is None else {run_id}
+        runs: set[str] = set(table.column("run_id").to_pylist()) if batch_id is not None else {str(run_id)}
         names: dict[tuple[str, int], str | None] = {}
         for run in runs:
             names.update({(run, i): ident for i, ident in self.export_identifiers(run).items()})
