@@ -364,9 +364,24 @@ def schedule_via_console(
     return shown[0][0], html.unescape(shown[0][1])
 
 
+def schedule_via_workflow_push(
+    world: tuple[str, Path, Path], cron: str, zone: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    _, wh_path, tmp = world
+    (tmp / "people.sql").write_text(SQL + "\n")
+    (tmp / "wf.dig").write_text(
+        f'timezone: {zone}\nschedule:\n  cron>: "{cron}"\n+export_task:\n  td>: people.sql\n'
+        "  result_settings:\n    type: klaviyo\n    operation: upsert\n"
+    )
+    code, err = _cli(tmp, wh_path, "workflow", "push", str(tmp / "wf.dig"), capsys=capsys)
+    assert code == 2, err
+    return _cli_field_message(err)
+
+
 SCHEDULE_ENTRY_POINTS = {
     "connector_create": schedule_via_connector_create,
     "sched_create": schedule_via_sched_create,
+    "workflow_push": schedule_via_workflow_push,
     "console": schedule_via_console,
 }
 

@@ -122,6 +122,20 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
             "problems": [Problem(message).to_dict()]}
 
 
+def error_from_text(text: str, *, status: str = "error") -> dict[str, Any]:
+    """An error known only as text, as data: a job record written before errors were data (its
+    ``error`` column), or a run ended with a sentence and no exception behind it. The code is the
+    error class the text starts with when it is one of ours ("ConfigError: ..." -> "config"),
+    else "killed" for a killed run, else "error"; field, row and hint are unknown."""
+    code = "killed" if status == "killed" else "error"
+    name, sep, _ = text.partition(": ")
+    cls = globals().get(name) if sep and name.isidentifier() else None
+    if isinstance(cls, type) and issubclass(cls, BridgeError) and status != "killed":
+        code = cls.error_code
+    return {"code": code, "message": text, "field": None, "row": None, "hint": None,
+            "problems": [Problem(text).to_dict()]}
+
+
 class ConfigError(BridgeError):
     """Settings are invalid; carries the offending key when known (``key`` is ``field``), and
     every bad setting as ``problems`` when several were found at once."""

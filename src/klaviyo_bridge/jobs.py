@@ -476,7 +476,8 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
         if failures != schedule.consecutive_failures:
             changes["consecutive_failures"] = failures
     state.end_job(run_id, status, error=error, note=note, rows_read=outcome.rows_read,
-                  rows_written=outcome.rows_written, schedule=spec.schedule, schedule_changes=changes)
+                  rows_written=outcome.rows_written, schedule=spec.schedule, schedule_changes=changes,
+                  error_detail=error_detail)
     record = state.job(run_id)
     return JobResult(run_id, spec.kind, spec.job, spec.schedule, status, spec.database, spec.table, scheduled_for,
                      started, datetime.now(timezone.utc),

@@ -23,6 +23,7 @@ class ArrivalStampingProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # uvicorn types the scope as a TypedDict without our key; ASGI lets a server add extension keys.
         self.scope[SCOPE_KEY] = time.monotonic()  # type: ignore[literal-required]
 
 

@@ -92,6 +92,25 @@ async def test_a_second_user_of_the_key_is_seen_in_the_headers_and_shares_the_wi
     assert a.stats.throttled + b.stats.throttled >= 10
 
 
+async def test_a_user_that_stopped_leaves_the_whole_burst_to_the_other():
+    """Another user of the key read 30 pages and stopped; its requests stay in the server's
+    one-minute window, but they are no longer traffic of this second: the client that reads
+    now soon paces at the account's whole burst, not at its share of the minute's requests
+    (two importers on one key took 5x the rate-limit bound that way, the later one at 1/s)."""
+    clock = Clock()
+    app = create_app(EmulatorSettings(profiles=400, events=0, rate_limit_overrides="*=0.1"), clock=clock)  # 7/s, 75/min
+    a, b = make_client(app, clock), make_client(app, clock)
+    async with a, b:
+        assert await read_pages(b, 30) == 30
+        started = clock.now
+        assert await read_pages(a, 20) == 20
+    lim = a.limiter.limiter("get_profiles")
+    assert [n for n, _ in lim.windows] == [7, 75 - 30]  # the whole burst; the minute less b's 30
+    assert a.stats.throttled == 0 and b.stats.throttled == 0
+    # 20 requests at up to 7 a second (after the first answer): about 3 s of the fake clock, not 10+
+    assert clock.now - started < 6
+
+
 async def test_a_lower_tier_is_paced_on_its_own():
     """get_profiles with predictive analytics is counted in a tier of its own (10/s, 150/min
     published; 2/s, 10/min on this account): its requests wait for that tier's windows and

@@ -59,3 +59,18 @@ async def test_upsert_and_track_events_from_the_form_take_no_list(client):
     assert r.status_code == 200 and 'id="dry-send">1<' in r.text, r.text[-2000:]
     r = await client.submit("/exports", {**base, "operation": "track_events", "sql": sql, "action": "run"})
     assert (await _wait_job(client, _run_id(r)))["status"] == "success"
+
+
+async def test_a_failed_export_job_shows_its_error_fields(client):
+    """The job page and progress.json read the job record's error as data (the column it names)."""
+    await client.page("/exports")
+    await _auth(client)
+    sql = "SELECT 'ann.c@example.com' AS email, 'Console Event' AS metric_name"  # no column time
+    r = await client.submit("/exports", {"connection": "emu", "database": "", "operation": "track_events",
+                                         "waiting_time_for_completion_millis": "300000", "sql": sql, "action": "run"})
+    run_id = _run_id(r)
+    p = await _wait_job(client, run_id)
+    assert p["status"] == "error", p
+    assert (p["error_detail"]["code"], p["error_detail"]["field"]) == ("export", "time")
+    page = await client.get(f"/jobs/{run_id}")
+    assert re.search(r'id="job-error-field">time<', page.text), page.text[-3000:]

@@ -266,6 +266,11 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
         detail[e["schedule"]].add((e["error_detail"]["code"], e["error_detail"]["field"]))
     assert detail["bad"] and detail["bad"] <= {("config", "in.data_source"), ("auth", None)}
     assert detail["flaky"] == {("retries_exhausted", None), ("server", None)}
+    # ... and so does the job record, the same data
+    recorded = {j.schedule: set() for j in wh.state.jobs()}
+    for j in wh.state.jobs():
+        recorded[j.schedule].add((j.error_detail["code"], j.error_detail["field"]))
+    assert recorded == detail
 
 
 def test_success_resets_the_failure_count(wh, creds, kind):

@@ -69,3 +69,36 @@ def test_duckdb_file_held_by_another_process_is_a_clear_error(tmp_path):
         holder.kill()
         holder.wait()
     open_warehouse(path).close()  # free again once the other run is gone
+
+
+def test_first_runs_into_a_new_database_at_once_all_succeed(engine, warehouse_url, db):
+    """Twelve runs creating one new schema at the same moment (a worker pool's first slot): on
+    PostgreSQL a bare CREATE SCHEMA IF NOT EXISTS fails with a duplicate key on pg_namespace for
+    all but one of them; every run must succeed and write its table."""
+    if engine != "postgres":
+        pytest.skip("DuckDB has one writer process")
+    runs = 12
+    barrier = threading.Barrier(runs)
+    failures: list[BaseException] = []
+    warehouses = [open_warehouse(warehouse_url) for _ in range(runs)]
+
+    def run(i: int) -> None:
+        try:
+            with warehouses[i].transaction() as session:  # connected: the barrier lines up the statements
+                barrier.wait(10)
+                session.create_schema(db)
+            warehouses[i].write(db, f"t{i}", pa.table({"id": [str(i)]}))
+        except BaseException as exc:  # reported below, with the others
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert failures == []
+        assert all([r["id"] for r in rows(warehouses[0], db, f"t{i}")] == [str(i)] for i in range(runs))
+    finally:
+        for w in warehouses:
+            w.close()

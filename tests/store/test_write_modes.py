@@ -152,3 +152,21 @@ def test_duckdb_row_groups_stay_whole_for_inserts_of_many_chunks(tmp_path):
         counts = pa.Table.from_batches(list(wh.query_arrow(
             "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL")))
     assert counts.column("n").to_pylist() == [group, group]
+
+
+def test_duckdb_inserts_of_part_row_groups_fill_whole_row_groups(tmp_path):
+    """The importer inserts a quarter row group at a time (imports/runner.py WRITE_ROWS): the
+    inserts of one run fill the open row group instead of each leaving a part-filled one."""
+    from klaviyo_bridge.imports.runner import WRITE_ROWS
+    from klaviyo_bridge.store import open_warehouse
+
+    group = 122_880
+    data = pa.table({"id": [f"evt-{i:09d}" for i in range(2 * group)], "value": list(range(2 * group))})
+    with open_warehouse(tmp_path / "w.duckdb") as wh:
+        with wh.writer("db", "events", "append") as writer:
+            for start in range(0, 2 * group, WRITE_ROWS):
+                writer.write(pa.Table.from_batches(data.slice(start, WRITE_ROWS).to_batches(max_chunksize=1000)))
+            writer.commit()
+        counts = pa.Table.from_batches(list(wh.query_arrow(
+            "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL ORDER BY 1")))
+    assert counts.column("n").to_pylist() == [group, group]

@@ -19,7 +19,9 @@ Adaptive pacing (``RateLimiter.observe``): every counted answer carries ``RateLi
 ``Limit`` below the published steady count (an account with lower limits) scales that tier's
 windows down (the burst in proportion); ``Limit - Remaining`` more than our own requests in the
 window is another user of the key (a second tool, a process we do not share a budget with): our
-steady count shrinks by what it used and our burst by its share of the window's traffic.
+steady count shrinks by what it used, and our burst by its share of the *recent* traffic (how
+much its count grew over the last ``SHARE_SECONDS``, against ours): a user that stopped leaves
+the whole burst to us at once, not after its requests have left the one-minute window.
 ``Remaining: 0`` holds the tier back until ``Reset``. A 429 still holds the tier back for
 ``Retry-After`` and widens its windows.
 
@@ -56,6 +58,8 @@ PROBE_SECONDS = 5.0
 PROBE_POLL_SECONDS = 0.01
 #: A wake-up later than this after a slot's time moves the slot to when the request really left.
 LATE_WAKE_SECONDS = 0.002
+#: Another user's share of the burst is judged from the requests both sent in about this long.
+SHARE_SECONDS = 2.0
 
 
 class Clock(Protocol):
@@ -79,6 +83,8 @@ class WindowLimiter:
         #: request (the probe) is out to learn it.
         self.known = False
         self.probing_since: float | None = None
+        #: (when, requests of other users in the server's steady window) from recent answers.
+        self.foreign_seen: deque[tuple[float, int]] = deque()
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
@@ -318,9 +324,23 @@ class RateLimiter:
                 # slots we booked in it up to now. More than ours: someone else uses the key.
                 ours = lim.count_since(now - STEADY_SECONDS) - lim.count_since(now)
                 foreign = max(0, limit - remaining - ours)
+                seen = lim.foreign_seen
+                seen.append((now, foreign))
+                while len(seen) > 1 and seen[1][0] <= now - SHARE_SECONDS:
+                    seen.popleft()
+                if len(seen) > 1:
+                    # Shares of the recent traffic: the window's counts would keep a user that has
+                    # stopped (or started early) in our burst for a whole minute (measured: two
+                    # importers on one key took 5x the bound, the second crawling at 1/s).
+                    since, before = seen[0]
+                    ours_recent = lim.count_since(since) - lim.count_since(now)
+                    theirs = max(0, foreign - before)
+                    if theirs:
+                        burst = max(1, math.floor(burst_cap * ours_recent / (ours_recent + theirs)))
+                elif foreign:
+                    burst = max(1, math.floor(burst_cap * ours / (ours + foreign)))
                 if foreign:
                     steady = max(1, limit - foreign)
-                    burst = max(1, math.floor(burst_cap * ours / (ours + foreign)))
             counts = list(lim.published)
             counts[0], counts[1] = min(burst, self._learned_burst(lim, now)), steady
             lim.adapt(tuple(counts))

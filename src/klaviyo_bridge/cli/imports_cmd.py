@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -166,30 +167,57 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     if metrics:
         connection["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
     configs = replicate_configs(connection, start, chosen)
-    total, done, skipped, failed = 0, 0, [], []
-    # one rate budget for all the tables: Klaviyo counts per account, not per import
-    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
-        for name, config in configs.items():
-            try:
-                result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
-            except UnknownMetric:
-                # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
-                skipped.append(name)
-                click.echo(f"{name}: skipped, the account has no {QLIK_TABLES[name]!r} metric")
-                continue
-            except BridgeError as exc:
-                # One table's failure (its cursor stays put) must not cost the others their sync.
-                failed.append(name)
-                click.echo(f"{name}: failed, {exc}", err=True)
-                continue
-            done += 1
-            total += result.rows
-            click.echo(result.summary())
+    # one rate budget per tier for all the tables: Klaviyo counts per account, not per import
+    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)), \
+            ImportProgress(f"replicate -> {database}") as progress:
+        done, total, skipped, failed = aio.run(_replicate(configs, wh, database, progress))
     tail = "".join(f"; {label} {len(names)}: {', '.join(names)}" for label, names in
                    (("skipped", skipped), ("failed", failed)) if names)
     click.echo(f"replicated {done} tables, {total} rows{tail}")
     if failed:
         raise click.exceptions.Exit(1)
+
+
+#: Tables replicated at once. Their requests share one budget per rate tier (one account), so
+#: together they run at the account's limits instead of one table's round trips: 21 tables one
+#: after the other took 10-16x the rate-limit bound (benchmarks/replicate_tables.py).
+REPLICATE_AT_ONCE = 4
+
+
+async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: str,
+                     progress: ImportProgress) -> tuple[int, int, list[str], list[str]]:
+    """Import every table, ``REPLICATE_AT_ONCE`` at a time; (tables done, rows, skipped, failed)."""
+    slots = asyncio.Semaphore(REPLICATE_AT_ONCE)
+    done, total = 0, 0
+    skipped: list[str] = []
+    failed: list[str] = []
+
+    def counted(rows: int, pages: int = 0, windows: tuple[int, int] | None = None) -> None:
+        progress(rows)  # the tables' rows together; pages and windows are each table's own
+
+    async def one(name: str, config: ImportConfig) -> None:
+        nonlocal done, total
+        async with slots:
+            try:
+                result = await run_import(config, wh, database, name, job=f"replicate:{database}.{name}",
+                                          on_batch=counted)
+            except UnknownMetric:
+                # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
+                skipped.append(name)
+                click.echo(f"{name}: skipped, the account has no {QLIK_TABLES[name]!r} metric")
+                return
+            except BridgeError as exc:
+                # One table's failure (its cursor stays put) must not cost the others their sync.
+                failed.append(name)
+                click.echo(f"{name}: failed, {exc}", err=True)
+                return
+        done += 1
+        total += result.rows
+        click.echo(result.summary())
+
+    await asyncio.gather(*(one(name, config) for name, config in configs.items()))
+    order = list(configs)
+    return done, total, sorted(skipped, key=order.index), sorted(failed, key=order.index)
 
 
 def _connection_settings(home: Home, config_file: str | None) -> dict[str, Any]:

@@ -73,7 +73,10 @@ def job_show(home: Home, job_id: str, show_rows: bool, outcome: str | None, ware
             ("Records written", "" if j.rows_written is None else j.rows_written),
             ("Counts", ", ".join(f"{k}={v}" for k, v in j.counts.items())), ("PID", j.pid or ""),
             ("Host", j.host or ""), ("Kill requested", "yes" if j.cancel_requested else ""),
-            ("Error", j.error or ""), ("Note", j.note or "")]
+            ("Error", j.error or "")]
+    detail = j.error_detail or {}
+    rows += [("Error code", detail.get("code") or ""), ("Error field", detail.get("field") or ""),
+             ("Error row", detail.get("row") or ""), ("Hint", detail.get("hint") or ""), ("Note", j.note or "")]
     for label, value in rows:
         if value != "" or label in ("Status", "Error"):
             click.echo(f"{label:<15}: {value}")

@@ -64,6 +64,7 @@ from ..errors import (
     RetriesExhausted,
     ServerError,
     TransportError,
+    error_dict,
 )
 from ..memory import use_lean_arrow_pool
 from ..store.locks import NamedLock
@@ -878,7 +879,8 @@ async def run_export(
                 if killed:
                     message = killed_message(summary.counts, total, run_id)
                 wh.state.finish_run(run_id, "killed" if killed else "error",
-                                    rows_read=total, counts=summary.counts, error=message[:2000])
+                                    rows_read=total, counts=summary.counts, error=message[:2000],
+                                    error_detail=None if killed else {**error_dict(exc), "message": message[:2000]})
             except Exception:  # pragma: no cover - keep the original error
                 log.exception("could not record the failed run")
         raise

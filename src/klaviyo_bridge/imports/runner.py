@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..api.client import KlaviyoClient
 from ..api.query import Query, equals
 from ..config import ImportConfig, parse_time
-from ..errors import ConfigError
+from ..errors import ConfigError, error_dict
 from ..store.warehouse import Warehouse
 from .columns import Column
 from .fetch import Fetcher, fetch_per_id, plan_tasks
@@ -48,11 +48,12 @@ WINDOWS_PER_WORKER = 4
 MIN_WINDOW = timedelta(minutes=5)
 #: Pages are written to the warehouse in inserts of whole multiples of this many rows, the last
 #: insert taking the rest. Each insert has a fixed cost (measured on DuckDB: 1M rows took 3.9 s
-#: in 1,000-row inserts, 1.4 s in 10,000-row ones), and this is DuckDB's row group size: an
-#: insert of whole row groups goes straight to the file as finished row groups. Inserts of
-#: 131,072 rows left a part-filled row group each, which the next checkpoint rewrote: 1M events
-#: then spent 2 s more in that checkpoint and the file was twice the size (234 MB vs 122 MB).
-WRITE_ROWS = 122_880
+#: in 1,000-row inserts, 1.4 s in 10,000-row ones), and every row waiting for an insert, or in
+#: one, is held in memory. DuckDB 1.x left a part-filled row group per insert that was not a
+#: whole row group (122,880 rows), which the next checkpoint rewrote; DuckDB 2.0 appends into
+#: the open row group: on 300k events, quarter row groups made a 41 MB file where whole ones
+#: made 57 MB, used less CPU, and peaked ~50 MB lower (benchmarks/import_vs_read_json.py).
+WRITE_ROWS = 30_720
 #: An event import's range ends this long before "now" (and its cursor with it): Klaviyo may
 #: return records stamped in the future (a sender's clock), and writes stamped a moment ago may
 #: not be readable yet. The next run starts there anyway, minus the lookback.
@@ -207,9 +208,10 @@ async def run_import(
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        message = stopped_message(exc, result)[:2000]
         state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
-                         rows_written=result.rows if result.committed else 0,
-                         error=stopped_message(exc, result)[:2000])
+                         rows_written=result.rows if result.committed else 0, error=message,
+                         error_detail=None if stopped else {**error_dict(exc), "message": message})
         raise
     result.seconds = time.perf_counter() - started
     state.finish_run(result.run_id, "success", rows_read=result.rows, rows_written=result.rows)

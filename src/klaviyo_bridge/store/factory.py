@@ -20,9 +20,11 @@ def duckdb_url_path(url: str) -> str:
     ``duckdb:///tmp/x.duckdb`` reads as the relative ``tmp/x.duckdb`` by that rule, which is
     rarely what was meant when ``/tmp`` exists: such a URL is refused with both spellings."""
     if not url.startswith("duckdb:///"):
-        raise ConfigError(f"{url!r}: a DuckDB URL has three slashes and a path (duckdb:///relative.duckdb or "
-                          "duckdb:////absolute/path.duckdb)", key="warehouse")
-    path = url[len("duckdb:///"):]
+        raise ConfigError(
+            f"{url!r}: a DuckDB URL has three slashes and a path (duckdb:///relative.duckdb or duckdb:////absolute/path.duckdb)",
+            key="warehouse",
+        )
+    path = url[len("duckdb:///") :]
     if not path or path == "/":
         raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
     if not path.startswith(("/", "./", "../", "~")):
@@ -31,7 +33,9 @@ def duckdb_url_path(url: str) -> str:
             raise ConfigError(
                 f"{url!r} is ambiguous: by SQLAlchemy's rule three slashes make the relative path {path!r} "
                 f"(in {Path.cwd()}), yet /{first} exists; write duckdb:////{path} for the absolute path "
-                f"/{path}, or duckdb:///./{path} for the relative one", key="warehouse")
+                f"/{path}, or duckdb:///./{path} for the relative one",
+                key="warehouse",
+            )
     return path
 
 
@@ -42,8 +46,9 @@ def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> War
         return PostgresWarehouse(target)
     if "://" in target and not target.startswith("duckdb://"):
         scheme = target.split("://", 1)[0]
-        raise ConfigError(f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)",
-                          key="warehouse")
+        raise ConfigError(
+            f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)", key="warehouse"
+        )
     if target.startswith("duckdb://"):
         target = duckdb_url_path(target)
     return DuckDBWarehouse(Path(target), lock_timeout=lock_timeout)

@@ -116,6 +116,18 @@ class PostgresSession(Session):
                                  f"(PostgreSQL advisory lock held on {self.where})")
             time.sleep(0.05)
 
+    def create_schema(self, database: str) -> None:
+        """CREATE SCHEMA IF NOT EXISTS is not safe under concurrency on PostgreSQL: sessions creating
+        one new schema at the same moment (a worker pool's first slots) fail with a duplicate key on
+        pg_namespace, all but one (and ADBC cannot roll back to a savepoint after an error). So
+        creators of one schema take turns under a transaction-scoped advisory lock: the next one's
+        statement then sees the schema the first committed. Callers commit right after (the write
+        session does), so the lock is held for a moment, and only when the schema is missing."""
+        if self.fetch("SELECT count(*) FROM pg_namespace WHERE nspname = $1", [database])[0][0]:
+            return
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [f"klaviyo-bridge:schema:{database}"])
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
+
     def use_schema(self, database: str) -> None:
         found = self.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [database])
         if not found[0][0]:

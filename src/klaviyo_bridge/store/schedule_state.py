@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, error_from_text
 from .columns import Kind
 from .engine import Session
 from .identifiers import STATE_SCHEMA
@@ -101,10 +101,40 @@ def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
                      counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
-                     note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
+                     note=row[18], error_detail=_detail_of(row[19], row[9], row[3]))
+
+
+def _detail_of(stored: str | None, error: str | None, status: str) -> dict[str, Any] | None:
+    """The record's error as data: as stored, or (a record written before ``error_detail``
+    existed, or ended with a sentence only) read from its text."""
+    if stored:
+        detail: dict[str, Any] = json.loads(stored)
+        return detail
+    return error_from_text(error, status=status) if error else None
+
+
+def _schedule_update(name: str, changes: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
+    """The UPDATE of schedule ``name`` setting ``changes`` (column -> value), or None for no change."""
+    sets: list[str] = []
+    params: list[Any] = [name]
+    for column, value in changes.items():
+        kind = _SCHEDULE_FIELDS[column]
+        if column == "config":
+            value = json.dumps(value, sort_keys=True)
+        elif kind is Kind.TIMESTAMP:
+            value = _iso(value)
+        params.append(value)
+        cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
+                Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
+        sets.append(f"{column} = CAST(${len(params)} AS {cast})")
+    if not sets:
+        return None
+    return f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params
 
 
 def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+    """``error_detail`` as stored; None without one (a record's text error is read as data by
+    ``_detail_of``, so old records and sentence-only ends read the same)."""
     return None if detail is None else json.dumps(dict(detail), sort_keys=True, default=str)
 
 
@@ -156,23 +186,15 @@ class _ScheduleStateMixin:
         unknown = set(changes) - set(_SCHEDULE_FIELDS)
         if unknown:
             raise StoreError(f"cannot update schedule field(s) {sorted(unknown)}")
-        sets, params = [], [name]
-        for column, value in changes.items():
-            kind = _SCHEDULE_FIELDS[column]
-            if column == "config":
-                value = json.dumps(value, sort_keys=True)
-            elif kind is Kind.TIMESTAMP:
-                value = _iso(value)
-            params.append(value)
-            cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
-                    Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
-            sets.append(f"{column} = CAST(${len(params)} AS {cast})")
+        update = _schedule_update(name, changes)
         with self._transaction() as s:
             if not s.fetch(f"SELECT count(*) FROM {S}.schedules WHERE name = $1", [name])[0][0]:
                 raise StoreError(f"no schedule named {name!r}")
-            if sets:
-                s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
-        return self.schedule(name)  # type: ignore[return-value]
+            if update is not None:
+                s.execute(*update)
+        record = self.schedule(name)
+        assert record is not None
+        return record
 
     def delete_schedule(self, name: str) -> bool:
         with self._transaction() as s:
@@ -226,15 +248,9 @@ class _ScheduleStateMixin:
                 f"error_detail = CAST($7 AS {s.sql_type(Kind.JSON)}) WHERE run_id = $1",
                 [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)])
             if schedule is not None and schedule_changes:
-                sets: list[str] = []
-                params: list[Any] = [schedule]
-                for column, value in schedule_changes.items():
-                    kind = _SCHEDULE_FIELDS[column]
-                    params.append(_iso(value) if kind is Kind.TIMESTAMP else value)
-                    cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
-                            Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
-                    sets.append(f"{column} = CAST(${len(params)} AS {cast})")
-                s.execute(f"UPDATE {S}.schedules SET {', '.join(sets)}, updated_at = now() WHERE name = $1", params)
+                update = _schedule_update(schedule, schedule_changes)
+                if update is not None:
+                    s.execute(*update)
 
     def job(self, run_id: str) -> JobRecord | None:
         """One job by id or by a unique id prefix (at least 6 characters)."""

@@ -38,7 +38,7 @@ import procrastinate
 from procrastinate.job_context import JobContext
 
 from ..errors import BridgeError, ConfigError, StoreError
-from ..jobs import execute_job, notify
+from ..jobs import cancel_local, execute_job, notify
 from ..schedule.scheduler import Scheduler, spec_for
 from ..secrets import ApiKey, CredentialStore, resolve_connection
 from ..store import workers as sql
@@ -132,6 +132,14 @@ def enqueue_due(warehouse: Warehouse, credentials: CredentialStore, conn: Any, n
     return report
 
 
+def pass_on_kills(warehouse: Warehouse) -> None:
+    """``job:kill`` from any machine sets ``cancel_requested``: cancel such runs of this process."""
+    here, pid = socket.gethostname(), os.getpid()
+    for job in warehouse.state.jobs(status="running", limit=1000):
+        if job.pid == pid and job.host == here and job.cancel_requested:
+            cancel_local(job.run_id)
+
+
 def recover_stalled(conn: Any, seconds_since_heartbeat: float) -> list[int]:
     """Put our jobs whose worker stopped sending heartbeats back to ``todo``; returns their ids."""
     done = []
@@ -197,21 +205,26 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
                      "gone" if record is None else "disabled")
             return "skipped"
         run_id = uuid.uuid4().hex
-        sent = [a.run_id for a in earlier if a.kind in ("export", "workflow") and sql.batches_sent(conn, a.run_id)]
+        # Consent writes may have gone out from a dead attempt: never resend them blind. An export
+        # that recorded batches is resumed by hand (the resume reads the list back first); a
+        # workflow's export tasks record runs of their own, so any dead workflow attempt counts.
+        sent = [a.run_id for a in earlier if a.status is not None and (
+            a.kind == "workflow" or (a.kind == "export" and sql.batches_sent(conn, a.run_id)))]
         sql.link_attempt(conn, run_id, job_id, worker_id, attempt)
     finally:
         conn.close()
     triggered_by = "recovery" if attempt else "schedule"
     if sent:
-        # Consent writes may have gone out: never resend blind. The resume reads state back first.
         spec = spec_for(record)
+        how = (f"check its export runs (klaviyo-bridge job:show {sent[-1]}), then run it by hand"
+               if record.kind == "workflow" else
+               f"resume it, which checks before resending: klaviyo-bridge query ... --resume {sent[-1]}")
         state.begin_job(run_id, spec.job, spec.kind, schedule=record.name, scheduled_for=slot,
                         triggered_by=triggered_by, pid=os.getpid(), host=socket.gethostname(),
                         database=record.database, table=record.table)
         state.end_job(run_id, "error", schedule=record.name,
-                      error=f"not rerun: the interrupted attempt (run {sent[-1]}) had recorded export batches, so "
-                            "some writes may have happened; resume it, which checks before resending: "
-                            f"klaviyo-bridge query ... --resume {sent[-1]}")
+                      error=f"not rerun: the interrupted attempt (run {sent[-1]}) may have sent consent or list "
+                            f"writes; {how}")
         return "error"
     try:
         result = execute_job(spec_for(record), rt.warehouse, rt.credentials, now=slot, scheduled_for=slot,
@@ -319,6 +332,7 @@ async def _housekeeping(worker: Any, rt: Runtime, options: WorkerOptions, name: 
         while True:
             try:
                 await asyncio.to_thread(recover_stalled, conn, options.stalled_seconds)
+                await asyncio.to_thread(pass_on_kills, rt.warehouse)
                 if options.enqueue:
                     await asyncio.to_thread(enqueue_due, rt.warehouse, rt.credentials, conn, clock())
             except BridgeError as exc:

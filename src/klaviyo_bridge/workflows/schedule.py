@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..schedule.cron import CronSchedule, validate
+from ..schedule.cron import CronSchedule
+from ..schedule.naming import schedule_settings
 
 OPERATORS = ("cron>", "hourly>", "daily>", "weekly>", "monthly>")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -125,7 +126,8 @@ def parse_schedule(doc: Mapping[str, Any], origin: str = "workflow") -> Workflow
         cron = f"{minute} {hour} {int(day)} * *"
     if not cron:
         raise ConfigError(f"{where}: the cron expression is empty", key="schedule")
-    errors = validate(cron, tz.strip(), delay)
-    if errors:
-        raise ConfigError(f"{where}: " + "; ".join(str(e) for e in errors), key="schedule")
+    try:
+        schedule_settings(cron, tz.strip(), delay)  # the same checks and words as sched:create and the console
+    except ConfigError as exc:
+        raise exc.within(where) from None
     return WorkflowSchedule(cron, tz.strip(), delay, f"{op} {value}")

@@ -135,7 +135,7 @@ async def progress(request: Request) -> Response:
     return JSONResponse({"run_id": job.run_id, "status": status, "done": status != "running",
                          "elapsed_seconds": max(ended - job.started_at.timestamp(), 0.0), "rows": rows,
                          "rows_read": job.rows_read, "rows_written": job.rows_written, "error": job.error,
-                         "cancel_requested": job.cancel_requested})
+                         "error_detail": job.error_detail, "cancel_requested": job.cancel_requested})
 
 
 async def cancel(request: Request) -> Response:
