@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ConfigError, TransportError
+from ..store.rate_budget import PostgresBudget
 
 #: Environment variable naming a shared rate budget: redis://HOST:PORT[/DB], postgresql://..., or
 #: "local" (one budget per process even when the state is PostgreSQL).
@@ -74,7 +75,7 @@ class RedisBudget:
     """Slots booked in Redis by one Lua script call per request."""
 
     def __init__(self, url: str) -> None:
-        try:
+        try:  # deferred (tests/test_layers.py ALLOWED): only a redis:// budget needs it
             import redis
         except ImportError:  # pragma: no cover - redis is a dependency
             raise ConfigError(f"{BUDGET_ENV}={redact(url)} needs the redis package (pip install redis)") from None
@@ -122,8 +123,6 @@ def open_budget(url: str):
             if scheme in ("redis", "rediss", "unix"):
                 found = RedisBudget(url)
             elif scheme in ("postgresql", "postgres"):
-                from ..store.rate_budget import PostgresBudget
-
                 found = PostgresBudget(url)
             else:
                 raise ConfigError(f"{BUDGET_ENV} must be a redis:// or postgresql:// URL, or local "

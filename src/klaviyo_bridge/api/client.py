@@ -47,6 +47,8 @@ from .ratelimit import RateLimiter
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
 from klaviyo_spec import Operation, default_base_url, operation
+from .budget import open_budget
+from .budget import account_id
 
 log = logging.getLogger("klaviyo_bridge.api")
 
@@ -496,8 +498,6 @@ def shared_account_limits(budget_url: str | None = None) -> Iterator[None]:
     outer, outer_url = _shared_limiters, _shared_budget_url
     if outer is None or budget_url != outer_url:
         if budget_url:
-            from .budget import open_budget
-
             open_budget(budget_url)  # fails here, before any run, when it cannot be reached
         _shared_limiters, _shared_budget_url = {}, budget_url
     try:
@@ -513,8 +513,6 @@ def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable
     with _shared_lock:
         limiter = _shared_limiters.get(account)
         if limiter is None:
-            from .budget import account_id, open_budget
-
             budget = open_budget(_shared_budget_url) if _shared_budget_url else None
             limiter = _shared_limiters[account] = RateLimiter(
                 margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key), probe=True)

@@ -19,6 +19,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from ..errors import ConfigError
 from ..secrets import ApiKey
 from klaviyo_spec import default_base_url, spec_revision
+from urllib.parse import urlsplit
+import difflib
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 API_KEY_ENV = "KLAVIYO_API_KEY"
@@ -62,7 +64,6 @@ class ClientSettings(BaseModel):
     def _base_url_shape(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
-        from urllib.parse import urlsplit
 
         try:
             host = urlsplit(value).hostname or ""
@@ -121,8 +122,6 @@ def _range_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
 
 def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
     """Turn pydantic's report into one readable ConfigError (values never echoed)."""
-    import difflib
-
     candidates = known_keys(model or ClientSettings)
     lines = []
     first_key = None

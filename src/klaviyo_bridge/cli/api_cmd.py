@@ -14,6 +14,7 @@ from ..api.query import Query
 from ..api.settings import API_KEY_ENV, ClientSettings
 from klaviyo_spec import operation
 from ..errors import ConfigError
+from ..secrets import CredentialStore
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
@@ -61,8 +62,6 @@ def api_command(
     KLAVIYO_API_KEY, never the command line. Pages are followed until the end or --limit.
     """
     if auth:
-        from ..secrets import CredentialStore
-
         key = CredentialStore(home.credentials).get(auth)
     else:
         key = os.environ.get(API_KEY_ENV)

@@ -13,6 +13,11 @@ from rich.table import Table
 from ..api.client import KlaviyoClient, shared_account_limits
 from ..api.query import Query
 from ..api.settings import ClientSettings
+from ..exports.job import export_query, report_lines
+from ..exports.settings import parse_export_settings
+from ..store.warehouse import open_warehouse
+from ..config import parse_import_config
+from ..imports.runner import run_import
 
 
 @click.command("demo")
@@ -30,6 +35,7 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
     figures printed are what the client achieves under the published limits.
     The warehouse is HOME/warehouse.duckdb (tables demo.profiles, demo.events).
     """
+    # Deferred (tests/test_layers.py ALLOWED): the emulator (~0.5 s to import) loads for demo only.
     from klaviyo_emulator.server import running_emulator
     from klaviyo_emulator.settings import EmulatorSettings
 
@@ -49,10 +55,6 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
 
 def _export_back(console: Console, home, api_key: str, base_url: str) -> None:
     """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
-    from ..exports.job import export_query, report_lines
-    from ..exports.settings import parse_export_settings
-    from ..store.warehouse import open_warehouse
-
     settings = parse_export_settings({
         "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
         "list_identify_type": "name", "list_value": "Demo: most engaged", "wait_for_completion": True,
@@ -79,10 +81,6 @@ async def _count_members(settings: ClientSettings, list_id: str) -> int:
 
 
 def _import_into_duckdb(console: Console, home, api_key: str, base_url: str) -> None:
-    from ..config import parse_import_config
-    from ..imports.runner import run_import
-    from ..store.warehouse import open_warehouse
-
     path = home.ensure().warehouse
     with open_warehouse(path, lock_timeout=30) as wh:
         console.print(f"[bold]5.[/] Import into DuckDB ({path}), merge on id:")

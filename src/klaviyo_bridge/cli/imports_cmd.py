@@ -21,6 +21,9 @@ from ..imports.runner import ImportResult, preview_rows, run_import
 from ..store.warehouse import Warehouse, open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
+from ..secrets import CredentialStore, resolve_connection
+import os
+from ..api.settings import API_KEY_ENV, BASE_URL_ENV
 
 #: Narrowest readable column of the preview table; with more columns than fit, rows print one column a line.
 PREVIEW_MIN_COLUMN = 14
@@ -30,8 +33,6 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 def read_import_config(home: Home, path: str) -> ImportConfig:
     """A config file, with ``in: connection: NAME`` (a saved authentication) filled in, as
     ``connector:create`` reads it: every verb that reads a config takes a saved connection."""
-    from ..secrets import CredentialStore, resolve_connection
-
     try:
         text = read_text_bounded(path, "config")
     except OSError as exc:
@@ -191,11 +192,6 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
 
 
 def _connection_settings(home: Home, config_file: str | None) -> dict:
-    import os
-
-    from ..api.settings import API_KEY_ENV, BASE_URL_ENV
-    from ..secrets import CredentialStore, resolve_connection
-
     if config_file:
         try:
             text = read_text_bounded(config_file, "config")

@@ -25,6 +25,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from ..api.settings import ClientSettings, config_error_from, known_keys
 from ..errors import ConfigError
+from ..documents import load_json_document, load_yaml
+from ..secrets import CredentialStore
 
 OPERATIONS = ("add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events")
 #: Operations that write to a list and need ``list_value``.
@@ -183,8 +185,6 @@ def parse_settings_text(text: str, origin: str = "result settings", *,
                         command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
     """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
     (inline JSON), where a key is refused."""
-    from ..config import load_json_document, load_yaml
-
     stripped = text.strip()
     if stripped.startswith("{"):
         data = load_json_document(stripped, origin)
@@ -225,8 +225,8 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
     """Fill ``api_token`` from a saved authentication named by ``result_connection``.
 
     A saved authentication, when it exists, wins over an inline ``api_token`` (the seed's examples
-    carry both: a connection name and a placeholder token); we say so in a warning. Without the
-    saved-authentications module, or when the name is not saved, the inline key is used.
+    carry both: a connection name and a placeholder token); we say so in a warning. When the name
+    is not saved (or no credential store is given), the inline key is used.
     """
     out = dict(data)
     name = connection or out.pop("result_connection", None) or out.pop("connection", None)
@@ -234,13 +234,9 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
     out.pop("connection", None)
     if not name:
         return out
-    try:
-        from .. import secrets
-    except ImportError:
-        secrets = None
     key = None
-    if secrets is not None and credentials_path is not None:
-        store = secrets.CredentialStore(credentials_path)
+    if credentials_path is not None:
+        store = CredentialStore(credentials_path)
         try:
             if name in store:
                 key = store.get(name)

@@ -9,13 +9,12 @@ import pyarrow as pa
 from ..errors import ConfigError
 from ..store.identifiers import check_object_name, quote
 from ..store.warehouse import Warehouse
+from ..store.duckdb import CATALOG
 
 
 def _use_database(session, database: str) -> None:
     kind = type(session).__name__
     if kind.startswith("DuckDB"):
-        from ..store.duckdb import CATALOG
-
         found = session.fetch("SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
                               [CATALOG, database])
         if not found[0][0]:

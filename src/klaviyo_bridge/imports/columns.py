@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from klaviyo_spec import _raw as _spec_raw
+from klaviyo_spec import operation
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Open-ended objects travel as Arrow's JSON type, so the warehouse stores them as JSON
@@ -129,8 +130,6 @@ def columns_for_attributes(schema: dict[str, Any], prefix: tuple[str, ...] = ("a
 
 def operation_resource(operation_id: str) -> dict[str, Any]:
     """The resource object schema of an operation's ``data`` (item schema for collections)."""
-    from klaviyo_spec import operation
-
     document = _deref(_schemas()[operation(operation_id).response_schema])
     data = _deref(document["properties"]["data"])
     return _deref(data["items"]) if "items" in data else data

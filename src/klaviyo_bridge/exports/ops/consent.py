@@ -30,6 +30,7 @@ from ..payloads import Payloads
 from ..settings import CHANNELS
 from .base import BatchContext, Operation, Outcomes, Prepared, dumps, finish, identity_of, take_py, \
     valid_only_duplicates
+from ...errors import ExportError
 
 NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
 #: Values one ``any(field, [...])`` filter carries at most.
@@ -99,7 +100,6 @@ class _Consent(Operation):
         if self.settings.historical_consent and "consent_at" not in schema.names:
             near = [n for n in schema.names if n.lower() == "consent_at"]
             hint = f" (found {near[0]!r}: column names are case-sensitive)" if near else ""
-            from ...errors import ExportError
             raise ExportError(f"operation 'batch_consent' with historical_consent needs a column consent_at{hint}; "
                               f"the query returned: {', '.join(schema.names)}", column="consent_at")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..schedule.cron import CronSchedule, validate
+from .cron import CronSchedule, validate
 
 OPERATORS = ("cron>", "hourly>", "daily>", "weekly>", "monthly>")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
