@@ -41,7 +41,7 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from .network import use_asyncio_backend
+from .network import AsyncioTransport, environment_proxy
 from .query import Query
 from .ratelimit import RateLimiter
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
@@ -106,6 +106,12 @@ class KlaviyoClient:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self.stats = ClientStats()
         self._origin = _origin(settings.base_url)
+        limits = httpx.Limits(max_connections=settings.max_concurrency,
+                              max_keepalive_connections=settings.max_concurrency)
+        if transport is None and not environment_proxy(settings.base_url):
+            transport = AsyncioTransport(limits=limits)  # cheaper reads of large pages than anyio's
+        #: What carries the requests: the one given, ours, or None (httpx's own, for a proxy).
+        self.transport = transport
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,
@@ -121,13 +127,8 @@ class KlaviyoClient:
                 write=settings.write_timeout,
                 pool=None,
             ),
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency,
-                max_keepalive_connections=settings.max_concurrency,
-            ),
+            limits=limits,
         )
-        if transport is None:
-            use_asyncio_backend(self._http)  # cheaper reads of large pages than anyio's
 
     def __repr__(self) -> str:
         return f"KlaviyoClient(base_url={self.settings.base_url!r}, revision={self.settings.revision!r})"

@@ -64,7 +64,6 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from ..memory import use_lean_arrow_pool
 from ..store.identifiers import STATE_SCHEMA, quote
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
@@ -776,7 +775,6 @@ async def run_export(
     ``query`` is the SQL text, kept (as a hash) so ``--resume`` can refuse a changed query.
     """
     started = time.perf_counter()
-    use_lean_arrow_pool()
     op = operation_for(settings)
     if dry_run and not op.dry_run_reads_klaviyo:
         return await _dry_run(table, op, started)

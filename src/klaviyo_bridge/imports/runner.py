@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -187,8 +187,12 @@ async def run_import(
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
     on_batch: Callable[..., None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ImportResult:
-    """Fetch the configured source and write it to ``database.table`` with the configured mode."""
+    """Fetch the configured source and write it to ``database.table`` with the configured mode.
+
+    Its dependencies are parameters: the warehouse, ``now`` (the clock's reading), ``transport``
+    (the client's HTTP transport) and ``sleep`` (the client's waits: rate limits, retries)."""
     target = config.target
     s = effective_stream(config)
     job = job or f"{database}.{table}"
@@ -199,7 +203,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-                   windows)
+                   windows, sleep)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
@@ -213,7 +217,7 @@ async def run_import(
 
 
 async def _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-               window_count) -> None:
+               window_count, sleep=asyncio.sleep) -> None:
     source, target = config.source, config.target
     columns = s.columns(related=not source.skip_related_object)
     path_params: dict[str, str] = {}
@@ -223,7 +227,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
     primary_key = target.primary_key or list(s.primary_key)
     partition_key = partition_column(columns, target.partition_key)
 
-    async with KlaviyoClient(source.client_settings(), transport=transport) as client:
+    async with KlaviyoClient(source.client_settings(), transport=transport, sleep=sleep) as client:
         if s.membership:
             result.end = now
 
