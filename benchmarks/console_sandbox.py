@@ -83,10 +83,8 @@ def main() -> None:
               f"ratio {b / p:5.2f}  (median of {args.repeat})")
     if args.engine == "postgres":
         with open_warehouse(PG_URL) as wh:
-            session = wh._open_session()
-            session.execute(f'DROP SCHEMA "{database}" CASCADE')
-            session.commit()
-            session.close()
+            with wh.transaction() as session:
+                session.execute(f'DROP SCHEMA "{database}" CASCADE')
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

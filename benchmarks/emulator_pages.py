@@ -88,7 +88,7 @@ def import_events(base: str, expected: int) -> tuple[int, int, float, float]:
     from klaviyo_bridge import aio
     from klaviyo_bridge.config import parse_import_config
     from klaviyo_bridge.imports.runner import run_import
-    from klaviyo_bridge.store.warehouse import open_warehouse
+    from klaviyo_bridge.store.factory import open_warehouse
 
     config = parse_import_config({"in": {"data_source": "events", "api_token": DEFAULT_API_KEY, "base_url": base,
                                          "skip_related_object": False}, "out": {"mode": "append"}})

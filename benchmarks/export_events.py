@@ -30,20 +30,19 @@ from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 METRIC = "Benchmark Order"
 
 
 def make_rows(db: Path, n: int) -> None:
     with open_warehouse(db) as wh:
-        s = wh._open_session()
-        s.execute("CREATE SCHEMA bench")
-        s.execute(f"""CREATE TABLE bench.orders AS SELECT i AS n, 'buyer' || (i % 50000) || '@example.org' AS email,
-            '{METRIC}' AS metric_name, TIMESTAMP '2025-01-01' + i * INTERVAL 7 SECOND AS time,
-            round((i % 997) * 1.37, 2) AS value, 'SKU-' || (i % 311) AS sku, (i % 5) + 1 AS quantity
-            FROM range({n}) t(i)""")
-        s.close()
+        with wh.transaction() as s:
+            s.execute("CREATE SCHEMA bench")
+            s.execute(f"""CREATE TABLE bench.orders AS SELECT i AS n, 'buyer' || (i % 50000) || '@example.org' AS email,
+                '{METRIC}' AS metric_name, TIMESTAMP '2025-01-01' + i * INTERVAL 7 SECOND AS time,
+                round((i % 997) * 1.37, 2) AS value, 'SKU-' || (i % 311) AS sku, (i % 5) + 1 AS quantity
+                FROM range({n}) t(i)""")
 
 
 def events_recorded(base: str) -> int:

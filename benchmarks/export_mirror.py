@@ -38,7 +38,7 @@ from klaviyo_emulator.timefmt import iso
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 SEED = 23
 LIST_SHARE = 0.55  # the emulator's first list holds about 55% of the profiles

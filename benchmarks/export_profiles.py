@@ -39,7 +39,7 @@ from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 PROFILES_PER_JOB = 10_000
 

@@ -29,7 +29,7 @@ from klaviyo_bridge.config import parse_import_config
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.imports.runner import run_import
 from klaviyo_bridge.imports.streams import stream
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 
 def run_mode(base: str, source: str, concurrency: int, windows: int | None, label: str, expected: int, latency: float,

@@ -36,7 +36,7 @@ from _emulator_process import emulator_process  # noqa: E402
 from client_rate_limit import bound_seconds  # noqa: E402
 from klaviyo_bridge.config import parse_import_config  # noqa: E402
 from klaviyo_bridge.imports.runner import run_import  # noqa: E402
-from klaviyo_bridge.store.warehouse import open_warehouse  # noqa: E402
+from klaviyo_bridge.store.factory import open_warehouse  # noqa: E402
 from klaviyo_emulator.data import LIST_FRACTIONS  # noqa: E402
 from klaviyo_emulator.settings import DEFAULT_API_KEY  # noqa: E402
 

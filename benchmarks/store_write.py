@@ -72,11 +72,8 @@ def run_case(engine: str, mode: str, rows: int, batch_rows: int) -> dict:
             seconds = one_run(rows // 2)
         count = next(wh.query_arrow(f"SELECT count(*) AS n FROM {quote(database)}.events")).column(0)[0].as_py()
     finally:
-        session = wh._open_session()
-        session.begin()
-        session.execute(f"DROP SCHEMA IF EXISTS {quote(database)} CASCADE")
-        session.commit()
-        session.close()
+        with wh.transaction() as session:
+            session.execute(f"DROP SCHEMA IF EXISTS {quote(database)} CASCADE")
         wh.close()
     return {"engine": engine, "mode": mode, "rows": rows, "table_rows": count, "seconds": round(seconds, 2),
             "rows_per_s": round(rows / seconds), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}

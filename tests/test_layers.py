@@ -25,10 +25,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("klaviyo_bridge.cli.console_cmd", "klaviyo_bridge.console.server"): "heavy: as above",
     ("klaviyo_bridge.cli.demo_cmd", "klaviyo_emulator.server"): "heavy: the emulator (~0.5 s) loads for demo only",
     ("klaviyo_bridge.cli.demo_cmd", "klaviyo_emulator.settings"): "heavy: as above",
-    # Temporary (issue 18): open_warehouse builds its own subclasses; the factory moves to a module
-    # of its own (store/factory.py), and these two entries go with it.
-    ("klaviyo_bridge.store.warehouse", "klaviyo_bridge.store.duckdb"): "temporary: factory inside the base class's module",
-    ("klaviyo_bridge.store.warehouse", "klaviyo_bridge.store.postgres"): "temporary: as above",
 }
 
 

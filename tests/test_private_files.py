@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.secrets import CredentialStore
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 
 def _run(*argv: str) -> None:

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .api.settings import ClientSettings, KeyedValueError, config_error_from
+from .api.settings import ClientSettings
 # The document readers moved to documents.py (a leaf every layer may use); re-exported here.
 from .documents import (
     MAX_DOCUMENT_BYTES as MAX_DOCUMENT_BYTES,
@@ -41,6 +41,7 @@ from .documents import (
 )
 from .errors import ConfigError
 from .imports.streams import stream
+from .validation import KeyedValueError, config_error_from
 
 WRITE_MODES = ("append", "replace", "replace_on_new_data", "merge")
 #: Incremental event imports re-read this much before the cursor (late events, see docs/imports.md).
@@ -270,16 +271,16 @@ class ImportConfig(BaseModel):
     @model_validator(mode="after")
     def _history_kept(self) -> "ImportConfig":
         s = stream(self.source.data_source)
+        bad = KeyedValueError  # reported with the path of the key across sections
         if s.membership and self.target.mode not in ("append", "merge"):
-            raise ConfigError(f"out.mode: {s.name} keeps a history (joined_at, left_at) that out.mode "
-                              f"{self.target.mode} would erase; use append or merge (they mean the same here)",
-                              key="mode")
+            raise bad("out.mode", f"{s.name} keeps a history (joined_at, left_at) that out.mode "
+                      f"{self.target.mode} would erase; use append or merge (they mean the same here)")
         if self.source.detect_deleted and self.target.mode != "merge":
-            raise ConfigError("in.detect_deleted marks the rows of deleted profiles, which needs out.mode: merge "
-                              "(one row per profile)", key="detect_deleted")
+            raise bad("in.detect_deleted", "detect_deleted marks the rows of deleted profiles, which needs "
+                      "out.mode: merge (one row per profile)")
         if s.membership and (self.target.primary_key or self.target.partition_key):
-            raise ConfigError(f"out: {s.name} has fixed columns ({s.membership}, profile_id, joined_at, left_at); "
-                              "primary_key and partition_key do not apply", key="primary_key")
+            raise bad("out.primary_key", f"{s.name} has fixed columns ({s.membership}, profile_id, joined_at, "
+                      "left_at); primary_key and partition_key do not apply")
         return self
 
     @model_validator(mode="before")
@@ -321,10 +322,9 @@ def parse_import_config(data: dict[str, Any], origin: str = "config") -> ImportC
     try:
         return ImportConfig.model_validate(data)
     except ValidationError as exc:
-        err = config_error_from(exc, ImportSource)
-        raise ConfigError(f"{origin}: {err}", key=err.key) from None
+        raise config_error_from(exc, ImportSource, origin) from None
     except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}", key=exc.key) from None
+        raise exc.within(origin) from None
 
 
 def load_import_config(path: str | Path) -> ImportConfig:

@@ -22,28 +22,122 @@ The branches are named for what the caller should do about them::
 
 Errors carry their context as attributes (status, code, detail, pointer, ...),
 and the message never contains an API key: the client redacts before raising.
+
+Every error is also data: ``error_code``, ``field`` (a dotted path such as ``in.list_id``),
+``row``, ``hint`` and ``problems`` (one ``Problem`` per bad field, when several are reported at
+once). ``to_dict()`` is what every surface reads (the CLI's message, the console's field errors,
+the job record, the notify payload), so none of them parses the message text back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, as data: what (``message``), where (``field`` path, ``row``), what to do
+    (``hint``). A ``ConfigError`` holds one per bad setting."""
+
+    message: str
+    field: str | None = None
+    row: int | None = None
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "field": self.field, "row": self.row, "hint": self.hint}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Problem":
+        row = data.get("row")
+        return cls(message=str(data.get("message") or ""), field=_text_or_none(data.get("field")),
+                   row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+                   hint=_text_or_none(data.get("hint")))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _snake(name: str) -> str:
+    out = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+    return out.removesuffix("_error") or out
 
 
 class BridgeError(Exception):
-    """Root of all deliberate klaviyo-bridge errors."""
+    """Root of all deliberate klaviyo-bridge errors.
 
-    exit_code = 1
+    ``error_code`` names the branch ("config", "auth", "rate_limited", ...; the class name in
+    snake case unless a class sets it); ``field``, ``row`` and ``hint`` are None unless known.
+    """
+
+    exit_code: ClassVar[int] = 1
+    error_code: ClassVar[str] = "bridge"
+    field: str | None = None
+    row: int | None = None
+    hint: str | None = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "error_code" not in cls.__dict__:
+            cls.error_code = _snake(cls.__name__)
+
+    _problems: tuple[Problem, ...] = ()
+
+    def __init__(self, message: str = "", *args: Any, field: str | None = None, row: int | None = None,
+                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+        super().__init__(message, *args)
+        if field is not None:
+            self.field = field
+        if row is not None:
+            self.row = row
+        if hint is not None:
+            self.hint = hint
+        if problems:
+            self._problems = tuple(problems)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """Every problem this error reports: several when several settings or rows were wrong at
+        once, else the error itself as one problem."""
+        return self._problems or (Problem(self.message, self.field, self.row, self.hint),)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as data: code, message, field, row, hint and the list of problems."""
+        return {"code": self.error_code, "message": self.message, "field": self.field, "row": self.row,
+                "hint": self.hint, "problems": [p.to_dict() for p in self.problems]}
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """``to_dict()`` of a bridge error; any other exception as code "internal" with its class name."""
+    if isinstance(exc, BridgeError):
+        return exc.to_dict()
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return {"code": "internal", "message": message, "field": None, "row": None, "hint": None,
+            "problems": [Problem(message).to_dict()]}
 
 
 class ConfigError(BridgeError):
-    """Settings are invalid; carries the offending key when known."""
+    """Settings are invalid; carries the offending key when known (``key`` is ``field``), and
+    every bad setting as ``problems`` when several were found at once."""
 
     exit_code = 2
+    error_code = "config"
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
+    def __init__(self, message: str, *, key: str | None = None, field: str | None = None, row: int | None = None,
+                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+        super().__init__(message, field=field or key, row=row, hint=hint, problems=problems)
+        self.key = field or key
+
+    def within(self, origin: str) -> "ConfigError":
+        """The same error, its message prefixed with where the settings came from."""
+        return ConfigError(f"{origin}: {self}", field=self.field, row=self.row, hint=self.hint,
+                           problems=self._problems)
 
 
 @dataclass(frozen=True)
@@ -83,7 +177,8 @@ class ApiError(BridgeError):
         url: str | None = None,
         operation: str | None = None,
     ) -> None:
-        super().__init__(message)
+        first = errors[0] if errors else None
+        super().__init__(message, field=(first.pointer or first.parameter) if first else None)
         self.status = status
         self.errors = errors
         self.method = method
@@ -101,6 +196,9 @@ class ApiError(BridgeError):
     @property
     def pointer(self) -> str | None:
         return self.errors[0].pointer if self.errors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "status": self.status, "api_code": self.code or None}
 
 
 class RetryableApiError(ApiError):
@@ -194,9 +292,9 @@ def disk_full_message(where: object, reason: str) -> str:
 class ExportError(BridgeError):
     """An export cannot proceed (missing column, ambiguous list name, ...)."""
 
-    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
-        super().__init__(message)
-        self.row = row
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
+                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+        super().__init__(message, field=column, row=row, hint=hint, problems=problems)
         self.column = column
 
 
@@ -211,6 +309,29 @@ class ExportFailed(ExportError):
 
 class ExportBusy(ExportError):
     """Another export holds the list this one writes to, for longer than ``list_lock_timeout_seconds``."""
+
+
+class JobFailed(BridgeError):
+    """A job ran (a schedule, a pushed workflow) and did not succeed. ``error`` is the job's
+    recorded error as data (``to_dict()`` of what stopped it, redacted): its field, row, hint and
+    problems are this error's, so the CLI shows them as it would the original error's."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, error: dict[str, Any] | None = None) -> None:
+        detail = dict(error or {})
+        row = detail.get("row")
+        super().__init__(message, field=_text_or_none(detail.get("field")),
+                         row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+                         hint=_text_or_none(detail.get("hint")))
+        self.run_id = run_id
+        self.error = detail
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        recorded = [Problem.from_dict(p) for p in self.error.get("problems") or [] if isinstance(p, dict)]
+        return tuple(recorded) or super().problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "run_id": self.run_id, "cause": self.error.get("code")}
 
 
 class ScheduleError(BridgeError):

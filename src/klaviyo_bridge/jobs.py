@@ -1,9 +1,10 @@
 """Run one job (an import now, an export later), record it, and let it be killed.
 
 Used by ``connector:run`` (in the CLI's own process) and by the scheduler (in worker threads).
-Every job is one row of ``_bridge.runs`` written by ``StateStore.begin_job`` before any work;
-the engine (``run_import``) then fills in its counts on the same row, and ``end_job`` closes it
-with the status and the schedule's failure bookkeeping in one transaction.
+Every job is one row of ``_bridge.runs`` (one ``JobRecord``) written by ``StateStore.begin_job``
+before any work; the engine (``run_import``, ``export_query``), handed that ``run_id``, fills in
+its counts on the same row, and ``end_job`` closes it with the status and the schedule's failure
+bookkeeping in one transaction.
 
 Job kinds are a small registry: ``register_kind("import", run_import_job)``. The export engine
 adds ``"export"`` the same way; the scheduler only calls ``execute_job`` and needs no change.
@@ -35,6 +36,7 @@ from typing import Any
 from . import aio
 from .errors import (
     BridgeError,
+    error_dict,
     ConfigError,
     ExportBusy,
     ExportError,
@@ -137,32 +139,6 @@ def register_kind(kind: str, runner: Runner) -> None:
 
 
 # --- the import kind -----------------------------------------------------------------------
-class _AdoptedState(StateStore):
-    """The engine's ``start_run`` adopts the row ``begin_job`` already wrote."""
-
-    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
-        super().__init__(warehouse)
-        self._run_id = run_id
-
-    def start_run(self, job: str, kind: str, *, run_id: str | None = None) -> str:
-        return self._run_id
-
-
-class _JobWarehouse:
-    """The warehouse as the engine sees it during one job (same object, adopted run row)."""
-
-    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
-        self._warehouse = warehouse
-        self._run_id = run_id
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._warehouse, name)
-
-    @property
-    def state(self) -> StateStore:
-        return _AdoptedState(self._warehouse, self._run_id)
-
-
 def adopt_earlier_cursor(state: StateStore, spec: JobSpec) -> str | None:
     """A job stored under an earlier name (``spec.earlier_jobs``) keeps its place: when the job has
     no cursor yet, the first earlier name's cursor is copied to it (the old one stays, unread), so
@@ -184,8 +160,8 @@ async def run_import_job(ctx: JobContext) -> JobOutcome:
         raise ConfigError("an import job needs a database and a table")
     config = parse_import_config(ctx.resolved_config(), f"schedule {spec.schedule or spec.job}")
     adopt_earlier_cursor(ctx.warehouse.state, spec)
-    result = await run_import(config, _JobWarehouse(ctx.warehouse, ctx.run_id), spec.database, spec.table,  # type: ignore[arg-type]
-                              job=spec.job, now=ctx.now)
+    result = await run_import(config, ctx.warehouse, spec.database, spec.table, job=spec.job, now=ctx.now,
+                              run_id=ctx.run_id)
     return JobOutcome(rows_read=result.rows, rows_written=result.rows,
                       counts={"pages": result.pages, "requests": result.requests, "retries": result.retries,
                               "throttled": result.throttled, "seconds": round(result.seconds, 3)})
@@ -242,8 +218,8 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     stop = threading.Event()
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
-    result = await _in_thread(stop, export_query, _JobWarehouse(ctx.warehouse, ctx.run_id), sql, settings,
-                              database=spec.database, job=spec.job, progress=_stopper(stop), table=spec.result)
+    result = await _in_thread(stop, export_query, ctx.warehouse, sql, settings, database=spec.database,
+                              job=spec.job, run_id=ctx.run_id, progress=_stopper(stop), table=spec.result)
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:
@@ -381,6 +357,9 @@ class JobResult:
     rows: int | None = None
     error: str | None = None
     error_class: str | None = None  # config / transient / other / killed
+    #: The error as data (``BridgeError.to_dict()``: code, message, field, row, hint, problems),
+    #: redacted like ``error``; what notify and the console read instead of parsing ``error``.
+    error_detail: dict[str, Any] | None = None
     consecutive_failures: int | None = None
     disabled: bool = False
     note: str | None = None
@@ -479,6 +458,7 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
     error_class = classify(failure) if failure is not None else None
     status = "success" if failure is None else "killed" if error_class == "killed" else "error"
     error = None
+    error_detail = None
     if failure is not None:
         if error_class == "killed":
             # Who stopped it, then what the engine recorded of what was and was not committed.
@@ -490,6 +470,7 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
         else:
             message = f"{type(failure).__name__}: {failure}"
         error = redact(message, secrets)[:2000]  # type: ignore[index]
+        error_detail = structured_error(failure, secrets, killed=message if error_class == "killed" else None)
     schedule = state.schedule(spec.schedule) if spec.schedule else None
     changes: dict[str, Any] = {}
     note = None
@@ -515,8 +496,23 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
                      started, datetime.now(timezone.utc),
                      rows=record.rows_written if record and record.rows_written is not None else
                      (record.rows_read if record else None),
-                     error=error, error_class=error_class, consecutive_failures=failures,
+                     error=error, error_class=error_class, error_detail=error_detail, consecutive_failures=failures,
                      disabled="enabled" in changes, note=note)
+
+
+def structured_error(failure: BaseException, secrets: list[Any], *, killed: str | None = None) -> dict[str, Any]:
+    """``failure`` as data for the job record and notify: ``error_dict`` with every text redacted
+    and cut like ``error`` (a stopped run: code "killed" and who stopped it)."""
+    data = error_dict(failure) if killed is None else {
+        "code": "killed", "message": killed, "field": None, "row": None, "hint": None, "problems": []}
+
+    def clean(text: Any) -> Any:
+        return redact(text, secrets)[:2000] if isinstance(text, str) else text  # type: ignore[index]
+
+    data = {k: clean(v) for k, v in data.items()}
+    data["problems"] = [{k: clean(v) for k, v in p.items()} for p in data.get("problems") or []]
+    data["error_type"] = type(failure).__name__
+    return data
 
 
 _ENGINE_STOP_PREFIXES = ("stopped (Ctrl-C or a kill)", "CancelledError: ", "KeyboardInterrupt: ", "JobCancelled: ")

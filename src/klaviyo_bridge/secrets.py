@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import ConfigError
 from urllib.parse import urlsplit
@@ -75,6 +75,7 @@ class ApiKey:
     """
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         object.__setattr__(self, "_value", value)
@@ -91,9 +92,9 @@ class ApiKey:
         (``*.klaviyo.com``) it must also be a real private key: ``pk_`` + 32-40 hex digits.
         """
         key, problem = cls._check(raw, base_url)
-        if problem:
+        if problem or key is None:
             raise ConfigError(f"{field}: {problem}", key=field)
-        return key  # type: ignore[return-value]
+        return key
 
     @classmethod
     def _check(cls, raw: Any, base_url: str | None) -> "tuple[ApiKey | None, str | None]":
@@ -158,7 +159,7 @@ class ApiKey:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self):  # no pickle, no copy.deepcopy to a str
+    def __reduce__(self) -> NoReturn:  # no pickle, no copy.deepcopy to a str
         raise TypeError("an ApiKey cannot be pickled")
 
     def __deepcopy__(self, memo: Any) -> "ApiKey":
@@ -322,8 +323,9 @@ def has_saved_connection(config: Mapping[str, Any]) -> str | None:
     section = config.get("in")
     for part in (section if isinstance(section, Mapping) else {}, config):
         for key in CONNECTION_KEYS:
-            if isinstance(part.get(key), str):
-                return part[key]
+            name = part.get(key)
+            if isinstance(name, str):
+                return name
     return None
 
 

@@ -16,26 +16,32 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 import logging
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 import klaviyo_spec as spec
+from klaviyo_spec import Operation
 from .clock import parse_clock
 from .collections import Orders
 from .data import Account, build_account
 from . import bulkimport
 from .arrival import arrived_at
 from .bodies import BodyError, validate_body
-from .handlers import HANDLERS, NotFound, Request
+from .faults import FaultyApp, with_faults
+from .handlers import HANDLERS, Document, Handler, NotFound, Request
 from .jobs import JobBook
-from .limits import ServerLimits, overridden, parse_overrides
+from .jsontypes import JSON
+from .limits import ServerLimits, WindowLog, overridden, parse_overrides
 from .pages import encode_document
 from .query import QueryError, parse_query
 from .selection import SelectionCache
@@ -46,7 +52,7 @@ from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS, Conflict
 
 log = logging.getLogger("klaviyo_emulator")
 
-ALL_READS = {**HANDLERS, **READ_HANDLERS, **RELATED_READS}
+ALL_READS: dict[str, Handler] = {**HANDLERS, **READ_HANDLERS, **RELATED_READS}
 
 JSON_API = "application/vnd.api+json"
 _REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.pre)?$")
@@ -58,7 +64,7 @@ _ERROR_TITLES = {
 
 
 def error_response(status: int, code: str, detail: str, *, parameter: str | None = None,
-                   pointer: str | None = None, title: str | None = None, headers: dict | None = None) -> Response:
+                   pointer: str | None = None, title: str | None = None, headers: dict[str, str] | None = None) -> Response:
     """A JSON:API error document as Klaviyo sends it."""
     error = {"id": str(uuid.uuid4()), "status": status, "code": code, "title": title or _ERROR_TITLES.get(status, "Error."),
              "detail": detail, "source": {"parameter": parameter} if parameter else ({"pointer": pointer} if pointer else {})}
@@ -78,7 +84,7 @@ def _segment(path: str) -> str:
     return parts[2] if len(parts) > 2 else ""
 
 
-def rate_headers(log, now: float) -> dict[str, str]:
+def rate_headers(log: WindowLog, now: float) -> dict[str, str]:
     """Klaviyo's RateLimit-* headers: the state of the steady (one-minute) window of the tier the
     request was counted in."""
     limit, remaining, reset = log.steady_state(now)
@@ -104,6 +110,8 @@ def revision_window() -> tuple[date, date]:
     """(oldest revision still supported, the revision whose shapes are served): the spec's revision
     and the two years before it."""
     served = _revision_date(spec.spec_revision())
+    if served is None:
+        raise ValueError(f"the spec's revision {spec.spec_revision()!r} is not a date")
     return served.replace(year=served.year - REVISION_LIFETIME_YEARS), served
 
 
@@ -150,8 +158,9 @@ def served_revision(text: str) -> str | None:
 class Emulator:
     """One account plus its limiter, caches and routing table."""
 
-    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock=None, wall=time.time) -> None:
-        self._now_function = None
+    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock: Callable[[], float] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self._now_function: Callable[[], int] | None = None
         if settings.clock:
             account_clock = parse_clock(settings.clock)
             # The synthetic data spreads over the two years before the clock's start.
@@ -161,10 +170,10 @@ class Emulator:
         self.account = account or build_account(settings)
         self.clock = clock or time.monotonic
         self._clock0 = self.clock()
-        if not isinstance(self.account.profiles, LiveProfiles):
-            self.account.state = AccountState(self.account)
-            self.account.profiles = LiveProfiles(self.account.state)
-        self.state: AccountState = self.account.state
+        profiles = self.account.profiles
+        if not isinstance(profiles, LiveProfiles):  # the account's writes go to one state, however many emulators serve it
+            profiles = self.account.profiles = LiveProfiles(AccountState(self.account))
+        self.state: AccountState = profiles.state
         self._seen_version = self.state.version
         self.jobs = JobBook(settings.seed, settings.now)
         self.limits = ServerLimits(enabled=settings.rate_limits, clock=self.clock)
@@ -176,7 +185,7 @@ class Emulator:
         # Every operation of the spec, by the first segment after /api/ (a request tries a handful of
         # patterns, not hundreds); literal paths first, so /api/events/{id}/metric is not mistaken
         # for something shorter.
-        self.routes: dict[str, list] = {}
+        self.routes: dict[str, list[tuple[re.Pattern[str], Operation]]] = {}
         for op in sorted(spec.operations().values(), key=lambda o: (-o.path.count("/"), o.path.count("{"))):
             self.routes.setdefault(_segment(op.path), []).append((op.path_regex, op))
         self._revisions_noted: set[str] = set()
@@ -194,7 +203,7 @@ class Emulator:
     def real_now() -> float:
         return time.time()
 
-    def consent_change(self, apply) -> None:
+    def consent_change(self, apply: Callable[[], None]) -> None:
         """Subscribe/unsubscribe have no job: apply after ``consent_delay_seconds``."""
         self.jobs.later(self.clock() + self.settings.consent_delay_seconds, apply)
         self.advance()
@@ -207,20 +216,20 @@ class Emulator:
             self.cache = SelectionCache()
             self.orders = Orders(self.account)
 
-    def reevaluate_segment(self, segment_id: str, add=(), remove=()) -> tuple[int, int]:
+    def reevaluate_segment(self, segment_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> tuple[int, int]:
         """Klaviyo recomputes a segment from its definition; the emulator's segments change when
         told: profiles ``add`` (ids) join now (``joined_group_at``), profiles ``remove`` leave now.
         Done on the account's worker, in order with requests; returns (joined, left)."""
         if segment_id not in self.account.segment_members:
             raise KeyError(f"no segment {segment_id!r}")
 
-        def rows(ids):
+        def rows(ids: Iterable[str]) -> np.ndarray:
             found = [self.state.row_for_id(i) for i in ids]
             if None in found:
                 raise KeyError(f"no profile {list(ids)[found.index(None)]!r}")
             return np.array(found, dtype=np.int64)
 
-        def apply():
+        def apply() -> tuple[int, int]:
             now = self.now()
             left = self.state.remove_members(segment_id, rows(remove), now, segment=True) if remove else 0
             joined = self.state.add_members(segment_id, rows(add), now, segment=True) if add else 0
@@ -228,15 +237,15 @@ class Emulator:
             return joined, left
         return self._state_worker.submit(apply).result()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> JSON:
         """Introspection for tests: list members, consent and suppressions after due changes."""
         self.advance()
         return self.state.snapshot()
 
-    def match(self, path: str, method: str = "GET"):
+    def match(self, path: str, method: str = "GET") -> tuple[Operation | Literal[False] | None, dict[str, str]]:
         """(operation, path parameters) of the spec for this method and path; (False, {}) when the
         path is the spec's but not for this method (405), (None, {}) when no operation has it (404)."""
-        found = None
+        found: Operation | None = None
         for regex, op in self.routes.get(_segment(path), ()):
             m = regex.match(path)
             if m:
@@ -258,7 +267,8 @@ class Emulator:
         if not auth:
             return error_response(401, "not_authenticated", "Authentication credentials were not provided.")
         scheme, _, key = auth.partition(" ")
-        if scheme != "Klaviyo-API-Key" or key.strip() != self.settings.api_key:
+        if scheme != "Klaviyo-API-Key" or (key.strip() != self.settings.api_key
+                                             and key.strip() not in self.settings.extra_api_keys):
             return error_response(401, "authentication_failed", "Incorrect authentication credentials.",
                                   title="Incorrect authentication credentials.")
         revision = request.headers.get("revision")
@@ -307,14 +317,14 @@ class Emulator:
             log.warning("revision %s requested: serving revision %s's shapes (the newest the emulator's spec has)",
                         asked, shapes)
 
-    def respond(self, request: HttpRequest, op, path_params: dict, raw: bytes | None) -> Response:
+    def respond(self, request: HttpRequest, op: Operation, path_params: dict[str, str], raw: bytes | None) -> Response:
         """Everything after authentication and the rate limit, for one request (worker thread)."""
         params = request.query_params.multi_items()
         path_id = path_params.get("id") or path_params.get("job_id")
         self.advance()
-        body = fast = None
-        write = raw is not None
-        if write:
+        body: Any = None
+        fast: bulkimport.Body | None = None
+        if raw is not None:
             limit = PAYLOAD_LIMITS.get(op.operation_id)
             if limit and len(raw) > limit:
                 return error_response(413, "payload_too_large", f"The payload is {len(raw):,} bytes; the maximum is {limit:,} bytes.",
@@ -330,14 +340,17 @@ class Emulator:
             query = parse_query(op, params, scope=path_id or "")
             req = Request(self.account, self.orders, self.cache, query, str(request.base_url).rstrip("/"),
                           request.url.path, params, path_id, body, self)
-            if write:
+            document: Document | None
+            if raw is not None:
                 result = bulkimport.accept(req, fast) if fast is not None else None
                 if result is None:
                     if fast is not None:
                         req.body = body = orjson.loads(raw)
                     validate_body(op.operation_id, body)
-                    result = WRITE_HANDLERS[op.operation_id](req)
-                status, document = result
+                    written = WRITE_HANDLERS[op.operation_id](req)
+                else:
+                    written = result
+                status, document = written
                 self.advance()
             else:
                 status, document = 200, ALL_READS[op.operation_id](req)
@@ -366,7 +379,7 @@ class EmulatorApp:
         self.emulator = emulator
         self.state = SimpleNamespace(emulator=emulator)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             response = await self.emulator.handle(HttpRequest(scope, receive))
             await response(scope, receive, send)
@@ -380,8 +393,8 @@ class EmulatorApp:
                     return
 
 
-def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None, clock=None,
-               wall=time.time) -> EmulatorApp:
+def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None,
+               clock: Callable[[], float] | None = None, wall: Callable[[], float] = time.time) -> EmulatorApp | FaultyApp:
     """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
 
     ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time
@@ -389,7 +402,5 @@ def create_app(settings: EmulatorSettings | None = None, *, account: Account | N
     emulator = Emulator(settings or EmulatorSettings(), account, clock, wall)
     app = EmulatorApp(emulator)
     if emulator.settings.faults:
-        from .faults import with_faults
-
         return with_faults(app, emulator, emulator.settings.faults)
     return app

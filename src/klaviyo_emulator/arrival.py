@@ -11,6 +11,7 @@ the time it starts parsing each request; the app counts the request at that time
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -25,5 +26,6 @@ class ArrivalStampingProtocol(HttpToolsProtocol):
         self.scope[SCOPE_KEY] = time.monotonic()  # type: ignore[literal-required]
 
 
-def arrived_at(scope: dict) -> float | None:
-    return scope.get(SCOPE_KEY)
+def arrived_at(scope: Mapping[str, object]) -> float | None:
+    arrived = scope.get(SCOPE_KEY)
+    return arrived if isinstance(arrived, float) else None

@@ -49,6 +49,7 @@ class BlockColumn:
                 blocks = touched[~self.done[touched]].tolist()
             for block in blocks:
                 self._fill(block)
+        assert self.values is not None  # every block of a non-empty ``rows`` is filled above
         return np.take(self.values, rows)  # (3x faster than values[rows] for ``S`` values)
 
     def _fill(self, block: int) -> None:

@@ -11,6 +11,7 @@ bulk import, and every error carries a JSON pointer into the body
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from functools import cache
 
 import klaviyo_spec as spec
@@ -27,7 +28,13 @@ _JSON_TYPES: dict[str, Callable[[object], bool]] = {
     "null": lambda v: v is None,
 }
 
-Check = Callable[[object, tuple, list], None]
+#: where a value sits in the body: object keys and array indexes
+Path = tuple[str | int, ...]
+#: (JSON pointer, message) per problem
+Problems = list[tuple[str, str]]
+Check = Callable[[object, Path, Problems], None]
+#: a JSON Schema node of the spec, as JSON
+Schema = dict[str, Any]
 
 
 class BodyError(Exception):
@@ -38,12 +45,12 @@ class BodyError(Exception):
         self.problems, self.status = problems, status
 
 
-def pointer(path: tuple) -> str:
+def pointer(path: Path) -> str:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path) if path else "/data"
 
 
 class _Compiler:
-    def __init__(self, defs: dict) -> None:
+    def __init__(self, defs: dict[str, Schema]) -> None:
         self.defs = defs
         self.compiled: dict[str, Check] = {}
 
@@ -54,7 +61,7 @@ class _Compiler:
             self.compiled[name] = fn
         return lambda v, p, e: self.compiled[name](v, p, e)
 
-    def schema(self, node: dict) -> Check:  # noqa: C901 - one branch per keyword
+    def schema(self, node: Schema) -> Check:  # noqa: C901 - one branch per keyword
         checks: list[Check] = []
         if "$ref" in node:
             checks.append(self.ref(node["$ref"].rsplit("/", 1)[-1]))
@@ -63,7 +70,8 @@ class _Compiler:
             tests = [_JSON_TYPES[t] for t in types]
             label = " or ".join(types)
 
-            def typed(v, p, e, tests=tests, label=label):
+            def typed(v: object, p: Path, e: Problems, tests: list[Callable[[object], bool]] = tests,
+                      label: str = label) -> None:
                 if not any(t(v) for t in tests):
                     e.append((pointer(p), f"'{p[-1] if p else 'data'}' must be {label}, got {_kind(v)}."))
                     raise _Stop
@@ -71,12 +79,12 @@ class _Compiler:
         if "enum" in node:
             allowed = node["enum"]
 
-            def enum(v, p, e, allowed=allowed):
+            def enum(v: object, p: Path, e: Problems, allowed: list[object] = allowed) -> None:
                 if v not in allowed:
                     e.append((pointer(p), f"{v!r} is not one of {', '.join(map(repr, allowed))}."))
             checks.append(enum)
         if node.get("format") in ("date-time", "date"):
-            def fmt(v, p, e):
+            def fmt(v: object, p: Path, e: Problems) -> None:
                 if isinstance(v, str) and parse_datetime(v) is None:
                     e.append((pointer(p), f"{v!r} is not a valid ISO 8601 datetime."))
             checks.append(fmt)
@@ -85,7 +93,8 @@ class _Compiler:
         extra = node.get("additionalProperties")
         extra_check = self.schema(extra) if isinstance(extra, dict) else None
         if props or required or extra is not None:
-            def obj(v, p, e, props=props, required=required):
+            def obj(v: object, p: Path, e: Problems, props: dict[str, Check] = props,
+                    required: list[str] = required) -> None:
                 if not isinstance(v, dict):
                     return
                 for name in required:
@@ -103,7 +112,7 @@ class _Compiler:
         if "items" in node:
             item = self.schema(node["items"])
 
-            def arr(v, p, e, item=item):
+            def arr(v: object, p: Path, e: Problems, item: Check = item) -> None:
                 if isinstance(v, list):
                     for i, x in enumerate(v):
                         _run(item, x, p + (i,), e)
@@ -114,22 +123,23 @@ class _Compiler:
             if key in node:
                 alternatives = [self.schema(a) for a in node[key]]
 
-                def any_of(v, p, e, alternatives=alternatives):
-                    trials = []
+                def any_of(v: object, p: Path, e: Problems, alternatives: list[Check] = alternatives) -> None:
+                    trials: list[Problems] = []
                     for alt in alternatives:
-                        trial: list = []
+                        trial: Problems = []
                         _run(alt, v, p, trial)
                         if not trial:
                             return
                         trials.append(trial)
                     # Report the alternative that got furthest into the value (a nullable
                     # object's own errors, not "must be null").
-                    e.extend(max(trials, key=lambda t: len(t[0][0])))
+                    furthest = max(trials, key=_reach)
+                    e.extend(furthest)
                 checks.append(any_of)
         if len(checks) == 1:
             return checks[0]
 
-        def all_of(v, p, e, checks=checks):
+        def all_of(v: object, p: Path, e: Problems, checks: list[Check] = checks) -> None:
             for c in checks:
                 c(v, p, e)
         return all_of
@@ -139,14 +149,19 @@ class _Stop(Exception):
     """A wrong type: the node's other keywords are moot."""
 
 
-def _run(check: Check, value, path: tuple, errors: list) -> None:
+def _run(check: Check, value: object, path: Path, errors: Problems) -> None:
     try:
         check(value, path, errors)
     except _Stop:
         pass
 
 
-def _kind(v) -> str:
+def _reach(problems: Problems) -> int:
+    """How deep into the value the first problem lies (its pointer's length)."""
+    return len(problems[0][0])
+
+
+def _kind(v: object) -> str:
     for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
         if _JSON_TYPES[name](v):
             return name
@@ -169,7 +184,7 @@ def validate_body(operation_id: str, body: object) -> None:
         raise BodyError(errors)
 
 
-def request_json_schema(operation_id: str) -> dict:
+def request_json_schema(operation_id: str) -> Schema:
     """Self-contained JSON Schema of an emulated operation's request body (for tests)."""
     name = spec.operation(operation_id).request_schema
     return {"$ref": f"#/$defs/{name}", "$defs": spec._raw()["schemas"]}

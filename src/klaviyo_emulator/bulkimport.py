@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, cast
 
 import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .handlers import Request
+from .handlers import Document, Request
+from .identifiers import EMAIL_RE, PHONE_RE
+from .writes import MAX_IMPORT_PROFILES, MAX_PROFILE_BYTES, ImportColumns, submit_import_job
 
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Scalar = Union[str, Int64, float, bool, None]
@@ -109,20 +111,20 @@ _SURELY_SMALL = 10_000
 
 
 _LABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
-#: ``writes.EMAIL_RE`` without backtracking: a domain label "alnum, then optionally [alnum-]* ending
+#: ``identifiers.EMAIL_RE`` without backtracking: a domain label "alnum, then optionally [alnum-]* ending
 #: in alnum" is "alnum runs joined by hyphen runs", and no part given back could let the rest match.
 _EMAIL_BODY = rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]++@{_LABEL}(?:\.{_LABEL})++"
 _EMAIL_RE_TEXT = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 
 
 @cache
-def _joined(pattern: re.Pattern) -> re.Pattern:
+def _joined(pattern: re.Pattern[str]) -> re.Pattern[str]:
     """``pattern`` (``^...$``, no newline in what it matches) over newline-joined values, one regex call for all."""
     body = _EMAIL_BODY if pattern.pattern == _EMAIL_RE_TEXT else pattern.pattern.removeprefix("^").removesuffix("$")
     return re.compile(f"(?>{body}\n)*{body}")
 
 
-def _all_match(pattern: re.Pattern, values: list[str]) -> bool:
+def _all_match(pattern: re.Pattern[str], values: list[str]) -> bool:
     """``all(map(pattern.match, values))``, in one call when no value holds a newline (``$`` also
     matches before a final one, so such values go one by one)."""
     text = "\n".join(values)
@@ -131,18 +133,18 @@ def _all_match(pattern: re.Pattern, values: list[str]) -> bool:
     return all(map(pattern.match, values))
 
 
-def _texts(values: list) -> list[str]:
+def _texts(values: list[str | None | UnsetType]) -> list[str]:
     """The strings among ``values`` (str, None or UNSET); all of them when all are truthy, without a scan in Python."""
-    return values if all(values) else [v for v in values if v.__class__ is str]
+    return cast("list[str]", values) if all(values) else [v for v in values if isinstance(v, str)]
 
 
-def _unset_to_none(values: list) -> list:
+def _unset_to_none(values: list[str | None | UnsetType]) -> list[str | None]:
     """``values`` with UNSET as None; C-level checks first, for the common all-set and all-unset columns."""
-    if all(values):
-        return values
+    if all(values):  # None and UNSET are falsy: all are strings
+        return cast("list[str | None]", values)
     if values.count(UNSET) == len(values):
         return [None] * len(values)
-    return [None if v is UNSET else v for v in values]
+    return [v if isinstance(v, str) else None for v in values]
 
 
 def decode(raw: bytes) -> Body | None:
@@ -152,10 +154,8 @@ def decode(raw: bytes) -> Body | None:
         return None
 
 
-def accept(req: Request, body: Body) -> tuple[int, dict] | None:
+def accept(req: Request, body: Body) -> tuple[int, Document] | None:
     """The 202 of ``bulk_import_profiles`` for a body without problems; None: take the general path."""
-    from .writes import EMAIL_RE, MAX_IMPORT_PROFILES, MAX_PROFILE_BYTES, PHONE_RE, submit_import_job
-
     data = body.data
     profiles = data.attributes.profiles.data
     if not 0 < len(profiles) <= MAX_IMPORT_PROFILES:
@@ -167,7 +167,7 @@ def accept(req: Request, body: Body) -> tuple[int, dict] | None:
     attrs = [p.attributes for p in profiles]
     blobs = list(map(_encode, attrs))
     pids = [p.id for p in profiles]
-    if max(map(len, blobs)) + 6 * max(map(len, filter(None, pids)), default=0) > _SURELY_SMALL:
+    if max(map(len, blobs)) + 6 * max((len(p) for p in pids if isinstance(p, str)), default=0) > _SURELY_SMALL:
         if any(len(orjson.dumps(msgspec.to_builtins(p))) > MAX_PROFILE_BYTES for p in profiles):
             return None
     emails = [a.email for a in attrs]
@@ -177,5 +177,6 @@ def accept(req: Request, body: Body) -> tuple[int, dict] | None:
         return None
     if not (all(emails) or all(phones) or all(map(any, zip(emails, phones, exts, pids)))):  # UNSET is falsy
         return None
-    columns = (*map(_unset_to_none, (pids, emails, phones, exts)), attrs, blobs)
+    columns = ImportColumns(_unset_to_none(pids), _unset_to_none(emails), _unset_to_none(phones), _unset_to_none(exts),
+                            attrs, blobs)
     return submit_import_job(req, len(profiles), columns, list_ids, [], msgspec.to_builtins)

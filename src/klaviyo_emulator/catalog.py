@@ -9,13 +9,20 @@ seconds). Counts come from the settings; names from ``vocabulary``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from . import ids, vocabulary as V
+from .jsontypes import JSON
+from .settings import EmulatorSettings
 from .timefmt import iso
 
 S_ACCOUNT, S_LIST, S_SEGMENT, S_METRIC, S_CAMPAIGN, S_MESSAGE, S_TEMPLATE, S_FLOW, S_ACTION, S_TAG, S_TIME = range(500, 511)
+
+
+#: a to-one relationship's (type, id), or a to-many one's list of them
+Related = tuple[str, str] | list[tuple[str, str]]
 
 
 @dataclass
@@ -24,17 +31,29 @@ class Record:
 
     type: str
     id: str
-    attributes: dict
-    values: dict = field(default_factory=dict)
+    attributes: JSON
+    #: what filters and sorts compare: numbers, strings, booleans, epoch seconds
+    values: dict[str, Any] = field(default_factory=dict)
     #: relationship name -> list of (type, id) for to-many, or a (type, id) tuple for to-one
-    related: dict = field(default_factory=dict)
+    related: dict[str, Related] = field(default_factory=dict)
+
+    def to_many(self, name: str) -> list[tuple[str, str]]:
+        """The to-many relationship ``name`` (a list to add to)."""
+        targets = self.related[name]
+        if not isinstance(targets, list):
+            raise TypeError(f"{self.type} {name} is a to-one relationship")
+        return targets
+
+    def to_many_or_none(self, name: str) -> list[tuple[str, str]]:
+        """``to_many``, or no targets when the record has no such relationship."""
+        return self.to_many(name) if name in self.related else []
 
 
 def _time(seed: int, stream: int, index: int, now: int, max_days: int = 700) -> int:
     return now - int(ids.unit(seed, stream, index) * max_days * 86400)
 
 
-def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, list[Record]]:
+def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = None) -> dict[str, list[Record]]:
     """All small collections, keyed by JSON:API type."""
     seed, now = settings.seed, settings.now
     tags = [Record("tag", ids.uuid_text(seed, S_TAG, i), {"name": name}) for i, name in enumerate(V.TAG_NAMES)]
@@ -100,7 +119,7 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
         updated = min(now, (scheduled or created) + 3600)
         archived = status == "Sent" and i % 5 == 0
         theme = V.CAMPAIGN_THEMES[i % len(V.CAMPAIGN_THEMES)]
-        name = f"{theme} {iso(created)[:7]} ({channel.upper()})"
+        name = f"{theme} {(iso(created) or '')[:7]} ({channel.upper()})"
         cid = ids.ulid(created * 1000, int(ids.mix(seed, S_CAMPAIGN, i)) >> 24, i, ids.index_key(seed, S_CAMPAIGN))
         mid = ids.ulid(created * 1000, int(ids.mix(seed, S_MESSAGE, i)) >> 24, i, ids.index_key(seed, S_MESSAGE))
         audience = [lists[i % len(lists)].id] if lists else []
@@ -140,14 +159,14 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
         for aid in action_ids:
             actions.append(Record("flow-action", aid, {"definition": None, "created": iso(created), "updated": iso(updated)},
                                   {}, {"flow": ("flow", fid)}))
-        triggers = []
+        triggers: list[dict[str, str | None]] = []
         if trigger == "Added to List" and lists:
             lst = lists[i % len(lists)]
-            lst.related["flow-triggers"].append(("flow", fid))
+            lst.to_many("flow-triggers").append(("flow", fid))
             triggers = [{"type": "list", "id": lst.id}]
         elif trigger == "Metric":
             metric = metrics[(18, 21, 20, 18, 22)[i % 5]]
-            metric.related["flow-triggers"].append(("flow", fid))
+            metric.to_many("flow-triggers").append(("flow", fid))
             triggers = [{"type": "metric", "id": metric.id, "trigger_filter": None}]
         flows.append(Record("flow", fid, {
             "name": name, "status": status, "archived": archived, "created": iso(created),
@@ -165,8 +184,8 @@ def build_catalog(settings, list_sizes: list[int] | None = None) -> dict[str, li
         t.related = {"tag-group": ("tag-group", group.id), "campaigns": [], "flows": [], "lists": [], "segments": []}
     for plural, records in (("campaigns", campaigns), ("flows", flows), ("lists", lists), ("segments", segments)):
         for r in records:
-            for _, tag_id in r.related.get("tags", []):
-                by_id[tag_id].related[plural].append((r.type, r.id))
+            for _, tag_id in r.to_many_or_none("tags"):
+                by_id[tag_id].to_many(plural).append((r.type, r.id))
     for records in (lists, segments, templates, campaigns, flows, metrics):
         for r in records:
             r.values.setdefault("id", r.id)

@@ -53,25 +53,25 @@ def emulator_command(
     spec) over a deterministic synthetic account, with the spec's per-endpoint
     rate limits. Point the client at it with KLAVIYO_BASE_URL=http://HOST:PORT.
     """
+    # Imported here, not at the top: the emulator's modules load numpy, starlette and uvicorn, a cost
+    # every other `klaviyo-bridge` command (this one is part of that CLI) would pay at start.
+    from .app import SERVED_REVISION_HEADER, revision_window
+    from .clock import parse_clock
+    from .faults import parse_faults
+    from .limits import parse_overrides
     from .server import serve
-    from .settings import EmulatorSettings
+    from .settings import DEFAULT_API_KEY, EmulatorSettings
 
     if faults:
-        from .faults import parse_faults
-
         try:
             parse_faults(faults)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--faults") from None
     if rate_limit_overrides:
-        from .limits import parse_overrides
-
         try:
             parse_overrides(rate_limit_overrides)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rate-limits") from None
-    from .clock import parse_clock
-
     try:
         clock_spec = parse_clock(clock)
     except ValueError as exc:
@@ -87,10 +87,8 @@ def emulator_command(
         latency_ms=latency_ms,
         rate_limits=not no_rate_limits,
         rate_limit_overrides=rate_limit_overrides or None,
-        **({"api_key": api_key} if api_key else {}),
+        api_key=api_key or DEFAULT_API_KEY,
     )
-    from .app import SERVED_REVISION_HEADER, revision_window
-
     oldest, served = revision_window()
     accepted = (f"{oldest.isoformat()} to today" if strict_revisions else "up to today")
     accepted += (f"; a later one than {served.isoformat()} gets {served.isoformat()}'s shapes and the header "

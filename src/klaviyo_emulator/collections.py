@@ -4,6 +4,9 @@ permutation a sort makes. Orders are computed once per account and kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from .catalog import Record, ordered_records
@@ -12,6 +15,7 @@ from .filters import Condition
 from .keyset import Keyset
 from .members import Membership
 from .selection import lookup_mask, order_by, time_mask, value_mask
+from .state import LiveProfiles
 from . import vocabulary as V
 
 LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
@@ -23,9 +27,9 @@ class Orders:
 
     def __init__(self, account: Account) -> None:
         self.account = account
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._cache: dict[tuple[object, ...], np.ndarray] = {}
 
-    def _get(self, key: tuple, compute) -> np.ndarray:
+    def _get(self, key: tuple[object, ...], compute: Callable[[], np.ndarray]) -> np.ndarray:
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
@@ -48,7 +52,7 @@ class Orders:
         p = self.account.profiles
         if name == "id":
             return self._get(("profile", "id-rank", p.count), lambda: p.state.id_rank(np.arange(p.count, dtype=np.int64))
-                             if hasattr(p, "state") else _rank(p.id_sort_order))
+                             if isinstance(p, LiveProfiles) else _rank(p.id_sort_order))
         return {"created": lambda: p.created, "updated": lambda: p.updated, "email": lambda: p.email_sort_key,
                 LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
                 SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts)}[name]()
@@ -60,7 +64,9 @@ class Orders:
 
     def member_keyset(self, members: Membership, sort: str | None) -> Keyset:
         """Members are in profile-id order; sorted by joined_group_at, ties in profile-id order."""
-        ranks = lambda rows: self._profile_key_column("id")[members.profiles[rows]]  # noqa: E731
+        def ranks(rows: np.ndarray) -> np.ndarray:
+            rank: np.ndarray = self._profile_key_column("id")[members.profiles[rows]]
+            return rank
         if sort is None:
             return Keyset(lambda rows: (ranks(rows), ranks(rows)))
         return Keyset(lambda rows: (members.joined[rows], ranks(rows)), sort.startswith("-"), False)
@@ -70,8 +76,8 @@ class Orders:
         """Small collections: by the sort value (None last), ties by creation; descending reverses both."""
         name = sort.lstrip("-") if sort else None
 
-        def values(rows: np.ndarray):
-            idx = rows.tolist()
+        def values(rows: np.ndarray) -> tuple[list[Any], list[int]]:
+            idx: list[int] = rows.tolist()
             if name is None:
                 return idx, idx
             keys = [(records[i].values.get(name) is None, records[i].values.get(name) or 0) for i in idx]
@@ -132,17 +138,22 @@ def profile_mask(account: Account, cond: Condition, rows: np.ndarray | None, joi
     if f in ("created", "updated"):
         return time_mask(col(p.created if f == "created" else p.updated), cond)
     if f == "joined_group_at":
+        if joined is None:
+            raise KeyError("joined_group_at filters only a group's members")
         return time_mask(joined, cond)
     if f == LIST_SUPPRESSION + "list_id":
         index = account.profiles.list_ids.index(cond.value) if cond.value in account.profiles.list_ids else -2
-        return col(p.list_suppression_list) == index
+        listed: np.ndarray = col(p.list_suppression_list) == index
+        return listed
     if f == LIST_SUPPRESSION + "reason":
-        return (col(p.list_suppression_list) >= 0) & (cond.value == "USER_SUPPRESSED")
+        suppressed: np.ndarray = (col(p.list_suppression_list) >= 0) & (cond.value == "USER_SUPPRESSED")
+        return suppressed
     if f == LIST_SUPPRESSION + "timestamp":
         return time_mask(col(p.list_suppression_ts), cond)
     if f == SUPPRESSION + "reason":
         code = V.SUPPRESSION_REASONS.index(cond.value) if cond.value in V.SUPPRESSION_REASONS else -2
-        return col(p.suppression_reason) == code
+        reason: np.ndarray = col(p.suppression_reason) == code
+        return reason
     if f == SUPPRESSION + "timestamp":
         return time_mask(col(p.suppression_ts), cond)
     raise KeyError(f"no profile filter for {f!r}")

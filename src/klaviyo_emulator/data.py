@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .catalog import Record, build_catalog
 from .events import EventTable
 from .members import Membership, build_memberships
-from .profiles import ProfileTable
+from .profiles import Profiles, ProfileTable
 from .settings import EmulatorSettings
 
 LIST_FRACTIONS = (0.55, 0.3, 0.18, 0.1, 0.06, 0.04, 0.03, 0.02)
@@ -24,7 +24,8 @@ class Account:
     """Everything one emulated account serves."""
 
     settings: EmulatorSettings
-    profiles: ProfileTable
+    #: the synthetic table; an emulator replaces it with the table seen through its writes (``state.LiveProfiles``)
+    profiles: Profiles
     events: EventTable
     records: dict[str, list[Record]]
     list_members: dict[str, Membership]
@@ -35,6 +36,11 @@ class Account:
 
     def record(self, type_: str, id_: str) -> Record | None:
         return self._by_id.get((type_, id_))
+
+    def add_record(self, rec: Record) -> None:
+        """A record created through the API (a list, a metric): last of its collection."""
+        self.records[rec.type].append(rec)
+        self._by_id[(rec.type, rec.id)] = rec
 
 
 def build_account(settings: EmulatorSettings) -> Account:

@@ -10,7 +10,9 @@ derived from (seed, row) when a page is rendered.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import orjson
@@ -18,6 +20,7 @@ import orjson
 from . import ids, vocabulary as V
 from .profiles import TWO_YEARS, ProfileTable
 from .blockcache import BlockColumn
+from .jsontypes import JSON
 from .timefmt import iso_array, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
@@ -49,7 +52,7 @@ class EventTable:
         #: when each late event becomes visible (epoch seconds); None: every event is visible at once
         self.arrival: np.ndarray | None = None
         self.late_rows: np.ndarray | None = None  # rows of late events, by arrival
-        self._formats: dict[int | tuple, bytes] = {}
+        self._formats: dict[int | tuple[int, ...], bytes] = {}
         self._block_columns: dict[str, BlockColumn] = {}
         #: event_properties formats by shape number (the ``shape`` block column's values)
         self._shape_list: list[bytes] = []
@@ -141,12 +144,13 @@ class EventTable:
 
     def event_id(self, row: int) -> str:
         if row >= self.base:
-            return self.written_ids[row - self.base].decode()
+            return str(self.written_ids[row - self.base].decode())
         tag = int(ids.mix(self.seed, S_EVENT_ID, row)) >> 24
         return ids.ulid(int(self.datetime[row]) * 1000, tag, row, self.id_key)
 
     def event_ids(self, rows: np.ndarray) -> list[str]:
-        return self.id_bytes(rows).astype("U26").tolist()
+        ids_text: list[str] = self.id_bytes(rows).astype("U26").tolist()
+        return ids_text
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
         """Event ids of ``rows`` as ``S26`` (vectorised ``event_id``; synthetic rows' kept per block)."""
@@ -163,7 +167,7 @@ class EventTable:
         tags = ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
 
-    def _column(self, name: str, compute, rows: np.ndarray) -> np.ndarray:
+    def _column(self, name: str, compute: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
         """``compute(rows)``, taken from the kept block column ``name`` (see ``blockcache.py``).
 
         Only the synthetic rows (before ``base``) are kept: their values never change."""
@@ -193,13 +197,13 @@ class EventTable:
 
     def uuid(self, row: int) -> str:
         if row >= self.base:
-            return self.written_uuids[row - self.base].decode()
+            return str(self.written_uuids[row - self.base].decode())
         return ids.uuid_text(self.seed, S_EVENT_ID + 7, row)
 
-    def attributes(self, row: int) -> dict:
+    def attributes(self, row: int) -> JSON:
         return self.attributes_for(np.array([row], dtype=np.int64))[0]
 
-    def attributes_for(self, rows: np.ndarray, wanted: tuple[str, ...] | None = None) -> list[dict]:
+    def attributes_for(self, rows: np.ndarray, wanted: tuple[str, ...] | None = None) -> list[JSON]:
         """``attributes`` for many rows, with every random draw vectorised.
 
         With a sparse fieldset (``wanted``) the attributes it leaves out are not
@@ -208,7 +212,7 @@ class EventTable:
         names = [n for n in ATTRIBUTES if not wanted or n in wanted]
         rows = np.asarray(rows, dtype=np.int64)
         if self.count > self.base and len(rows) and rows.max() >= self.base:
-            out: list[dict] = []
+            out: list[JSON] = []
             for row in rows.tolist():
                 if row < self.base:
                     out += self.attributes_for(np.array([row], dtype=np.int64), wanted)
@@ -219,7 +223,7 @@ class EventTable:
                           "uuid": self.written_uuids[row - self.base].decode()}
                 out.append({n: values[n] for n in names})
             return out
-        cols: dict[str, list] = {}
+        cols: dict[str, list[Any]] = {}
         if "timestamp" in names:
             cols["timestamp"] = self.datetime[rows].tolist()
         if "event_properties" in names:
@@ -285,22 +289,23 @@ class EventTable:
         put(kind == K_ACTIVE, 0, (u[:, 0] * 4).astype(np.int64))
         return c
 
-    def properties(self, row: int) -> dict:
+    def properties(self, row: int) -> JSON:
         if row >= self.base:
-            return orjson.loads(self.written_properties[row - self.base])
+            props: JSON = orjson.loads(self.written_properties[row - self.base])
+            return props
         rows = np.array([row], dtype=np.int64)
         return self._scalar_properties(row, self.choices(rows)[0].tolist(), int(self.numbers(rows)[0]))
 
-    def _scalar_properties(self, row: int, c: list[int], number: int) -> dict:
+    def _scalar_properties(self, row: int, c: list[int], number: int) -> JSON:
         event_id = str(number)
         return self._properties(int(self.metric[row]), c, event_id, f"01J{event_id:0>12}"[:15], f"#{1000 + row}")
 
-    def _properties(self, metric: int, c: list[int], event_id: str, message: str, order_id: str) -> dict:
+    def _properties(self, metric: int, c: list[int], event_id: str, message: str, order_id: str) -> JSON:
         """``event_properties`` of a ``metric`` event from its ``choices`` and its per-row strings."""
         name = V.ALL_METRICS[metric][0]
         if name in EMAIL_METRICS:
             campaign, subject = self.campaigns[c[0]]
-            props = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
+            props: JSON = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
             if name == "Clicked Email":
                 props["URL"] = f"https://shop.example.com/products/{c[2]}"
             if name == "Bounced Email":

@@ -34,9 +34,16 @@ import random
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+import klaviyo_spec
+from klaviyo_spec import Operation
 
 STATUSES = (429, 500, 502, 503, 504, 524)
 #: Fixed order in which probabilities are stacked onto [0, 1): part of the determinism contract.
@@ -80,9 +87,7 @@ class FaultSpec:
 
 
 def _known_operations() -> list[str]:
-    import klaviyo_spec as spec
-
-    return [*spec.emulated_operations(), *spec._raw().get("emulated_bodyless_operations", ())]
+    return [*klaviyo_spec.emulated_operations(), *klaviyo_spec._raw().get("emulated_bodyless_operations", ())]
 
 
 def parse_faults(text: str | None) -> FaultSpec:
@@ -97,7 +102,7 @@ def parse_faults(text: str | None) -> FaultSpec:
         if not item:
             continue
 
-        def bad(why: str, item=item) -> ValueError:
+        def bad(why: str, item: str = item) -> ValueError:
             return ValueError(f"faults: item {item!r}: {why}")
 
         key, eq, value = item.partition("=")
@@ -169,8 +174,8 @@ class FaultPlan:
     """Per-request decisions (``decide``) and what was injected (``injected``)."""
 
     spec: FaultSpec
-    counters: Counter = field(default_factory=Counter)
-    injected: Counter = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
     storm_started: dict[int, float] = field(default_factory=dict)
 
     def decide(self, operation_id: str, now: float) -> str | None:
@@ -216,31 +221,52 @@ def _fault_response(kind: str, spec: FaultSpec) -> tuple[int, list[tuple[bytes, 
     return status, headers, body
 
 
+class Routed(Protocol):
+    """What the wrapper asks the emulator (``app.Emulator``): which operation a request is, and its clock."""
+
+    def match(self, path: str, method: str = "GET") -> tuple[Operation | Literal[False] | None, dict[str, str]]: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+class StatefulApp(Protocol):
+    """An ASGI app with a ``state`` namespace (``app.EmulatorApp``)."""
+
+    @property
+    def state(self) -> SimpleNamespace: ...
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+App = TypeVar("App", bound=StatefulApp)
+
+
 class FaultyApp:
-    """ASGI wrapper around the emulator's app; everything else delegates to the inner app
+    """ASGI wrapper around the emulator's app, with the inner app's ``state``
     (``app.state.emulator`` still works, and ``app.state.faults`` is the plan)."""
 
-    def __init__(self, app, emulator, spec: FaultSpec) -> None:
+    def __init__(self, app: StatefulApp, emulator: Routed, spec: FaultSpec) -> None:
         self.app = app
         self.emulator = emulator
         self.plan = FaultPlan(spec)
+        self.state = app.state
         app.state.faults = self.plan
 
-    def __getattr__(self, name):
-        return getattr(self.app, name)
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         op, _ = self.emulator.match(scope["path"], scope["method"])
         if not op:
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         kind = self.plan.decide(op.operation_id, self.emulator.clock())
         if kind is None:
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         if kind == "reset":
             self.plan.injected[kind] += 1
-            return await _drop(send)
+            await _drop(send)
+            return
         if kind not in ("slow", "truncate"):
             self.plan.injected[kind] += 1
             status, headers, body = _fault_response(kind, self.plan.spec)
@@ -248,9 +274,9 @@ class FaultyApp:
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         # Handle the request for real, then spoil the answer.
-        messages: list[dict] = []
+        messages: list[Message] = []
 
-        async def capture(message):
+        async def capture(message: Message) -> None:
             messages.append(message)
 
         await self.app(scope, receive, capture)
@@ -264,7 +290,8 @@ class FaultyApp:
             return
         self.plan.injected[kind] += 1
         if start is None or len(body) < 2:
-            return await _drop(send)  # nothing to cut: the answer is lost instead
+            await _drop(send)  # nothing to cut: the answer is lost instead
+            return
         cut = random.Random(f"{self.plan.spec.seed}/cut/{len(body)}").randint(1, len(body) - 1)
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(cut).encode()))
@@ -272,9 +299,9 @@ class FaultyApp:
         await send({"type": "http.response.body", "body": body[:cut], "more_body": False})
 
 
-async def _drop(send) -> None:
+async def _drop(send: Send) -> None:
     """Close the connection without a response."""
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)  # uvicorn's request-response cycle (its internals, untyped)
     transport = getattr(cycle, "transport", None)
     if transport is not None:  # uvicorn: abort the TCP connection, send nothing
         transport.abort()
@@ -283,12 +310,15 @@ async def _drop(send) -> None:
         if hasattr(cycle, "disconnected"):
             cycle.disconnected = True
         return
-    import httpx  # in-process (httpx.ASGITransport re-raises app exceptions to the client)
+    # In process (httpx.ASGITransport re-raises app exceptions to the client): only there is the
+    # exception httpx's, and httpx is loaded already. Imported here so a served emulator, which
+    # never gets here, does not load the HTTP client library (heavy, and not the server's).
+    import httpx
 
     raise httpx.RemoteProtocolError("Server disconnected without sending a response (injected fault).")
 
 
-async def _wait_or_disconnect(receive, seconds: float) -> None:
+async def _wait_or_disconnect(receive: Receive, seconds: float) -> None:
     """Sleep ``seconds`` but stop early when the client goes away (so a server can shut down)."""
 
     async def disconnected() -> None:
@@ -303,7 +333,7 @@ async def _wait_or_disconnect(receive, seconds: float) -> None:
         pass
 
 
-def with_faults(app, emulator, text: str | None):
+def with_faults(app: App, emulator: Routed, text: str | None) -> App | FaultyApp:
     """``app`` itself when SPEC injects nothing, else the faulty wrapper."""
     spec = parse_faults(text)
     if not spec.rates and not spec.storms:

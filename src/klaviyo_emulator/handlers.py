@@ -8,7 +8,9 @@ selection while the data is unchanged, the item after the last one served otherw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import numpy as np
@@ -18,15 +20,41 @@ from .catalog import Record
 from .collections import Orders, event_mask, profile_mask, record_mask
 from .data import Account
 from .filters import Condition
+from .jobs import JobBook
+from .jsontypes import JSON
+from .members import Membership
 from .keyset import Keyset, by_row, cursor_after, locate
 from .query import Query, encode_cursor
 from .pages import RawArray, events_pieces, profiles_pieces
 from .resources import Renderer
 from .selection import SelectionCache, select
+from .state import AccountState, LiveProfiles
 
 
 class NotFound(Exception):
     """The path names a resource the account does not have."""
+
+
+class Context(Protocol):
+    """What writes and job reads use of the emulator serving them (``app.Emulator``)."""
+
+    @property
+    def state(self) -> AccountState: ...
+    @property
+    def jobs(self) -> JobBook: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    def now(self) -> int: ...
+    def real_now(self) -> float: ...
+    def consent_change(self, apply: Callable[[], None]) -> None: ...
+
+
+#: a handler's answer: a JSON:API document (a dict, or ``pages.RawArray`` pieces inside one)
+Document = JSON
+#: a read: the request in, its document out
+Handler = Callable[["Request"], Document]
+#: extra attributes of one record (``additional-fields``)
+Extra = Callable[["Request", Record], JSON]
 
 
 @dataclass
@@ -41,21 +69,38 @@ class Request:
     path: str
     params: list[tuple[str, str]]
     id: str | None = None
-    #: the validated JSON body of a write, and the Emulator (clock, jobs) for writes and job reads
-    body: object = None
-    ctx: object = None
+    #: the JSON body of a write (validated against the spec's request schema)
+    body: Any = None
+    #: the Emulator (clock, jobs, state) for writes and job reads
+    ctx: Context | None = None
+    #: (URL without query, query without the cursor), made on first use by ``_url``
+    plain_url: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def renderer(self) -> Renderer:
         return Renderer(self.account, self.base, self.query)
 
+    @property
+    def item_id(self) -> str:
+        """The id in the path, for the operations on one item (their routes always have one)."""
+        if self.id is None:
+            raise NotFound("no id in the path")
+        return self.id
+
+    @property
+    def emulator(self) -> Context:
+        """``ctx``, for the handlers only an emulator serves (writes, job reads)."""
+        if self.ctx is None:
+            raise RuntimeError("this handler needs the emulator (Request.ctx)")
+        return self.ctx
+
 
 def _url(req: Request, cursor: str | None) -> str:
     """The request's URL without its cursor, then with ``cursor`` (last, as before)."""
-    plain = req.__dict__.get("_plain_url")
+    plain = req.plain_url
     if plain is None:
         params = [(k, v) for k, v in req.params if k != "page[cursor]"]
-        plain = req.__dict__["_plain_url"] = (f"{req.base}{req.path}", urlencode(params))
+        plain = req.plain_url = (f"{req.base}{req.path}", urlencode(params))
     where, query = plain
     if cursor is not None:
         query = f"{query}&{urlencode([('page[cursor]', cursor)])}" if query else urlencode([("page[cursor]", cursor)])
@@ -66,7 +111,8 @@ def _version(req: Request) -> int:
     return req.ctx.state.version if req.ctx is not None else 0
 
 
-def _page(req: Request, key: str, compute, keyset: Keyset | None = None) -> tuple[np.ndarray, dict]:
+def _page(req: Request, key: str, compute: Callable[[], np.ndarray],
+          keyset: Keyset | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """The current page of a cached selection, and the collection links."""
     q = req.query
     keyset = keyset or by_row()
@@ -88,39 +134,41 @@ def _page(req: Request, key: str, compute, keyset: Keyset | None = None) -> tupl
     return page, links
 
 
-def _document(data, links: dict, included: list | None, include_requested: bool) -> dict:
-    doc = {"data": data, "links": links}
+def _document(data: object, links: dict[str, str], included: list[JSON] | RawArray | None,
+              include_requested: bool) -> Document:
+    doc: Document = {"data": data, "links": links}
     if include_requested:
         doc["included"] = included or []
     return doc
 
 
 # ----- profiles --------------------------------------------------------------------------
-def get_profiles(req: Request) -> dict:
+def get_profiles(req: Request) -> Document:
     acc, q = req.account, req.query
     gone = _deleted(req)
     page, links = _page(req, "profiles", lambda: select(
         acc.profiles.count, req.orders.profiles(q.sort),
         [profile_mask(acc, c, None) for c in q.conditions] + ([~gone] if gone is not None else [])),
         req.orders.profile_keyset(q.sort))
-    empty = {name: [] for name in q.include}
+    empty: dict[str, list[JSON]] = {name: [] for name in q.include}
     data = profiles_pieces(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
     return _document(RawArray(data), links, [], bool(q.include))
 
 
 def _deleted(req: Request) -> np.ndarray | None:
     """Deleted profile rows (data-privacy deletions), None when there are none."""
-    state = getattr(req.account, "state", None)
-    return state.deleted_rows(req.account.profiles.count) if state is not None else None
+    profiles = req.account.profiles
+    return profiles.state.deleted_rows(profiles.count) if isinstance(profiles, LiveProfiles) else None
 
 
-def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = False) -> dict:
-    members = groups.get(req.id)
+def _group_profiles(req: Request, groups: dict[str, Membership], kind: str, ids_only: bool = False) -> Document:
+    group_id = req.item_id
+    members = groups.get(group_id)
     if members is None:
-        raise NotFound(f"{kind} {req.id!r}")
+        raise NotFound(f"{kind} {group_id!r}")
     acc, q = req.account, req.query
-    page, links = _page(req, f"{kind}:{req.id}", lambda: select(
-        len(members), req.orders.members(req.id, members, q.sort),
+    page, links = _page(req, f"{kind}:{group_id}", lambda: select(
+        len(members), req.orders.members(group_id, members, q.sort),
         [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]),
         req.orders.member_keyset(members, q.sort))
     if ids_only:
@@ -129,11 +177,11 @@ def _group_profiles(req: Request, groups: dict, kind: str, ids_only: bool = Fals
     return {"data": RawArray(data), "links": links}
 
 
-def get_profiles_for_list(req: Request) -> dict:
+def get_profiles_for_list(req: Request) -> Document:
     return _group_profiles(req, req.account.list_members, "list")
 
 
-def get_profiles_for_segment(req: Request) -> dict:
+def get_profiles_for_segment(req: Request) -> Document:
     return _group_profiles(req, req.account.segment_members, "segment")
 
 
@@ -144,15 +192,15 @@ def _profile_row(req: Request, pid: str) -> int:
     return row
 
 
-def get_profile(req: Request) -> dict:
+def get_profile(req: Request) -> Document:
     acc, q = req.account, req.query
-    row = _profile_row(req, req.id)
-    related: dict[str, list] = {}
-    included: list[dict] = []
+    row = _profile_row(req, req.item_id)
+    related: dict[str, list[JSON]] = {}
+    included: list[JSON] = []
     r = req.renderer
     for name, type_, groups in (("lists", "list", acc.list_members), ("segments", "segment", acc.segment_members)):
         if name in q.include:
-            records = [acc.record(type_, gid) for gid, m in groups.items() if m.contains(row)]
+            records = [rec for gid, m in groups.items() if m.contains(row) and (rec := acc.record(type_, gid)) is not None]
             related[name] = [{"type": type_, "id": rec.id} for rec in records]
             included += [r.record(rec) for rec in records]
     for name in ("push-tokens", "conversations"):
@@ -167,7 +215,7 @@ def _now(req: Request) -> int:
     return req.ctx.now() if req.ctx is not None else req.account.settings.now
 
 
-def get_events(req: Request) -> dict:
+def get_events(req: Request) -> Document:
     acc, q = req.account, req.query
     now = _now(req)
     visible = acc.events.visible_mask(now)  # late events show once they have arrived
@@ -175,7 +223,9 @@ def get_events(req: Request) -> dict:
     if gone is not None:
         kept = ~gone[acc.events.profile]
         visible = kept if visible is None else visible & kept
-    masks = lambda: [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])  # noqa: E731
+
+    def masks() -> list[np.ndarray]:
+        return [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])
     page, links = _page(req, f"events|arrived:{acc.events.arrived(now)}", lambda: select(
         acc.events.count, req.orders.events(q.sort), masks()),
         by_row(bool(q.sort and q.sort.startswith("-"))))
@@ -208,7 +258,7 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
 
 
 def _event_row(req: Request) -> int:
-    row = req.account.events.row_for_id(req.id)
+    row = req.account.events.row_for_id(req.item_id)
     gone = _deleted(req)
     if row is None or not req.account.events.visible(row, _now(req)) or (
             gone is not None and gone[req.account.events.profile[row]]):
@@ -216,18 +266,18 @@ def _event_row(req: Request) -> int:
     return row
 
 
-def get_event(req: Request) -> dict:
+def get_event(req: Request) -> Document:
     rows = np.array([_event_row(req)])
     r = req.renderer
     return _document(r.events(rows)[0], {"self": _url(req, None)}, _event_includes(req, r, rows), bool(req.query.include))
 
 
-def get_metric_for_event(req: Request) -> dict:
+def get_metric_for_event(req: Request) -> Document:
     metric = req.account.records["metric"][int(req.account.events.metric[_event_row(req)])]
     return {"data": req.renderer.record(metric), "links": {"self": _url(req, None)}}
 
 
-def get_profile_for_event(req: Request) -> dict:
+def get_profile_for_event(req: Request) -> Document:
     row = int(req.account.events.profile[_event_row(req)])
     return {"data": req.renderer.profiles(np.array([row]))[0], "links": {"self": _url(req, None)}}
 
@@ -245,8 +295,8 @@ def _conditions(type_: str, conditions: list[Condition]) -> list[Condition]:
     return [*conditions, default]
 
 
-def _record_collection(type_: str):
-    def handler(req: Request) -> dict:
+def _record_collection(type_: str) -> Handler:
+    def handler(req: Request) -> Document:
         records = req.account.records[type_]
         q = req.query
         conditions = _conditions(type_, q.conditions)
@@ -260,9 +310,9 @@ def _record_collection(type_: str):
     return handler
 
 
-def _record_single(type_: str, extra=None):
-    def handler(req: Request) -> dict:
-        rec = req.account.record(type_, req.id)
+def _record_single(type_: str, extra: Extra | None = None) -> Handler:
+    def handler(req: Request) -> Document:
+        rec = req.account.record(type_, req.item_id)
         if rec is None:
             raise NotFound(f"{type_} {req.id!r}")
         extras = extra(req, rec) if extra else None
@@ -272,16 +322,16 @@ def _record_single(type_: str, extra=None):
     return handler
 
 
-def _profile_count(groups_attr: str, type_: str):
-    def extra(req: Request, rec: Record) -> dict:
+def _profile_count(groups_attr: str, type_: str) -> Extra:
+    def extra(req: Request, rec: Record) -> JSON:
         if req.query.wants(type_, "profile_count"):
             return {"profile_count": len(getattr(req.account, groups_attr)[rec.id])}
         return {}
     return extra
 
 
-def _definition(type_: str):
-    def extra(req: Request, rec: Record) -> dict:
+def _definition(type_: str) -> Extra:
+    def extra(req: Request, rec: Record) -> JSON:
         if req.query.wants(type_, "definition"):
             # Code-editor templates have no drag-and-drop definition; flows carry their triggers.
             return {"definition": rec.values.get("definition")}
@@ -289,7 +339,7 @@ def _definition(type_: str):
     return extra
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "get_accounts": _record_collection("account"),
     "get_account": _record_single("account"),
     "get_lists": _record_collection("list"),

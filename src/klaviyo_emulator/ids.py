@@ -10,6 +10,7 @@ bits carry the row index, so an id maps back to its row without a lookup table.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CROCKFORD_VALUE = {c: i for i, c in enumerate(CROCKFORD)}
@@ -18,7 +19,7 @@ _U64 = np.uint64
 _MASK40 = (1 << 40) - 1
 
 
-def mix(seed: int, stream: int, index) -> np.ndarray:
+def mix(seed: int, stream: int, index: npt.ArrayLike) -> np.ndarray:
     """64 well-mixed bits per index (numpy uint64 array, or 0-d for a scalar)."""
     x = np.asarray(index, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -28,12 +29,12 @@ def mix(seed: int, stream: int, index) -> np.ndarray:
         return z ^ (z >> _U64(31))
 
 
-def unit(seed: int, stream: int, index) -> np.ndarray:
+def unit(seed: int, stream: int, index: npt.ArrayLike) -> np.ndarray:
     """Uniform floats in [0, 1) from ``mix``."""
     return (mix(seed, stream, index) >> _U64(11)).astype(np.float64) / float(1 << 53)
 
 
-def choice(seed: int, stream: int, index, n: int) -> np.ndarray:
+def choice(seed: int, stream: int, index: npt.ArrayLike, n: int) -> np.ndarray:
     """Uniform ints in [0, n)."""
     return (mix(seed, stream, index) % _U64(max(n, 1))).astype(np.int64)
 
@@ -76,7 +77,7 @@ _SHIFTS_48 = np.arange(45, -1, -5, dtype=np.uint64)  # 10 digits of the 48-bit t
 _SHIFTS_40 = np.arange(35, -1, -5, dtype=np.uint64)  # 8 digits of a 40-bit half
 
 
-def ulids(ms, tag, index, key: int) -> np.ndarray:
+def ulids(ms: npt.ArrayLike, tag: npt.ArrayLike, index: npt.ArrayLike, key: int) -> np.ndarray:
     """``ulid`` for whole arrays at once, as fixed-width ASCII (numpy ``S26``).
 
     Pages render up to 2000 ids; building each string digit by digit in Python

@@ -13,14 +13,28 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import numpy as np
 
 from . import ids
 from .timefmt import iso
 
 S_JOB, S_ERROR = 910, 911
 JOB_LIFETIME = 7 * 86400
+
+
+class ImportProblem(TypedDict):
+    """One profile a bulk import job could not import (an import-error resource)."""
+
+    index: int  # of the profile in the request
+    code: str
+    title: str
+    detail: str
+    pointer: str
+    payload: Any  # the profile as sent (JSON)
 
 
 @dataclass
@@ -35,12 +49,11 @@ class Job:
     total: int
     rate: float
     queued_seconds: float
-    items: list = field(default_factory=list)
     list_ids: list[str] = field(default_factory=list)
     segment_ids: list[str] = field(default_factory=list)
     #: import errors, sorted by the index of the item they belong to
-    errors: list[dict] = field(default_factory=list)
-    profile_rows: Sequence[int] = field(default_factory=list)  # an int64 array once applied
+    errors: list[ImportProblem] = field(default_factory=list)
+    profile_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # int64, once applied
     skipped: int = 0
     applied: bool = False
 
@@ -59,17 +72,17 @@ class Job:
             return "complete"
         return "queued" if clock - self.clock_created < self.queued_seconds else "processing"
 
-    def visible_errors(self, clock: float) -> list[dict]:
+    def visible_errors(self, clock: float) -> list[ImportProblem]:
         if self.applied:
             return self.errors
         done = self.processed(clock)
         return self.errors[:bisect_left([e["index"] for e in self.errors], done)]
 
-    def attributes(self, clock: float) -> dict:
+    def attributes(self, clock: float) -> dict[str, Any]:
         processed = self.total if self.applied else self.processed(clock)
         failed = len(self.visible_errors(clock))
         started = clock - self.clock_created >= self.queued_seconds
-        attrs = {
+        attrs: dict[str, Any] = {
             "status": self.status(clock),
             "created_at": iso(self.created),
             "total_count": self.total,
@@ -105,9 +118,13 @@ class JobBook:
         return ids.uuid_text(self.seed, S_ERROR + job.seq * 16, index)
 
     def submit(self, type_: str, clock: float, created: int, total: int, rate: float, queued_seconds: float,
-               apply: Callable[[Job], None], **kwargs) -> Job:
+               apply: Callable[[Job], None], *, list_ids: list[str] | None = None, segment_ids: list[str] | None = None,
+               errors: list[ImportProblem] | None = None) -> Job:
+        """A job finishing (``apply(job)``) after its queue time and ``total / rate`` seconds; what it
+        works on is ``apply``'s (released once it ran)."""
         seq = self._next()
-        job = Job(type_, self.job_id(seq), seq, clock, created, total, rate, queued_seconds, **kwargs)
+        job = Job(type_, self.job_id(seq), seq, clock, created, total, rate, queued_seconds,
+                  list_ids=list_ids or [], segment_ids=segment_ids or [], errors=errors or [])
         self.jobs[job.id] = job
         self.order.append(job)
 

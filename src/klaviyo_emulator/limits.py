@@ -55,7 +55,7 @@ def parse_overrides(text: str) -> dict[str, "RateLimit | float"]:
     return out
 
 
-def overridden(overrides: dict, operation_id: str, tier: str, limit: RateLimit) -> RateLimit:
+def overridden(overrides: dict[str, RateLimit | float], operation_id: str, tier: str, limit: RateLimit) -> RateLimit:
     """The account's limit for this operation and tier under ``overrides``."""
     if not overrides:
         return limit
@@ -65,7 +65,8 @@ def overridden(overrides: dict, operation_id: str, tier: str, limit: RateLimit) 
         return found
     factor = overrides.get("*")
     if isinstance(factor, float):
-        scale = lambda n: max(1, int(n * factor))  # noqa: E731
+        def scale(n: int) -> int:
+            return max(1, int(n * factor))
         return RateLimit(scale(limit.burst_per_second), scale(limit.steady_per_minute),
                          scale(limit.daily) if limit.daily else None)
     return limit

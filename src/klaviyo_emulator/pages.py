@@ -20,9 +20,15 @@ import re
 import numpy as np
 import orjson
 
-from .profiles import ATTRIBUTES
+from .events import EventTable
+from .jsontypes import JSON
+from .profiles import ATTRIBUTES, Profiles, ProfileTable
 from .resources import PROFILE_RELATIONSHIPS, Renderer, prune
+from .state import LiveProfiles
 from .timefmt import iso_many
+
+#: a page column: numpy ``S`` values, or each record's JSON bytes
+Column = np.ndarray | list[bytes]
 
 #: Placeholders: private-use characters orjson writes unescaped and no base URL contains.
 #: Text slots sit inside a JSON string (ids, datetimes); raw slots replace a whole JSON value.
@@ -37,7 +43,7 @@ _SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
 
 
-def template(resource: dict) -> "Template":
+def template(resource: JSON) -> "Template":
     """The ``Template`` of a resource shape, kept (a page asks for the same few shapes again and again)."""
     raw = orjson.dumps(resource)
     found = _TEMPLATES.get(raw)
@@ -60,7 +66,7 @@ class Template:
     only the variable-width columns are interleaved per record, by one join.
     """
 
-    def __init__(self, resource: dict, raw: bytes | None = None) -> None:
+    def __init__(self, resource: JSON, raw: bytes | None = None) -> None:
         raw = raw if raw is not None else orjson.dumps(resource)
         self.slots: list[str] = []
         self.literals: list[bytes] = []
@@ -71,18 +77,18 @@ class Template:
             last = m.end()
         self.literals.append(raw[last:] + b",")
 
-    def render(self, columns: dict, n: int) -> bytes:
+    def render(self, columns: dict[str, Column], n: int) -> bytes:
         """Records ``0..n-1`` as JSON objects joined by commas (b'' for none)."""
         return b"".join(self.pieces(columns, n))
 
-    def pieces(self, columns: dict, n: int) -> list[bytes]:
+    def pieces(self, columns: dict[str, Column], n: int) -> list[bytes]:
         """``render``'s text as the pieces that join to it ([] for none): a page's megabyte is
         then copied once, when the whole document is joined (``encode_document``)."""
         if not n:
             return []
         fixed = {name: col for name, col in columns.items() if isinstance(col, np.ndarray) and _uniform(col)}
         pieces: list[list[bytes]] = []
-        run: list = [self.literals[0]]
+        run: list[bytes | np.ndarray] = [self.literals[0]]
         for name, literal in zip(self.slots, self.literals[1:]):
             if name in fixed:
                 run += [fixed[name], literal]
@@ -92,7 +98,7 @@ class Template:
                 pieces.append(col if isinstance(col, list) else col.tolist())
                 run = [literal]
         pieces.append(_matrix(run, n))
-        out: list = [None] * (n * len(pieces))
+        out: list[bytes] = [b""] * (n * len(pieces))  # every item is one piece's
         for i, piece in enumerate(pieces):
             out[i::len(pieces)] = piece
         out[-1] = out[-1][:-1]  # no comma after the last record
@@ -105,10 +111,11 @@ def _uniform(col: np.ndarray) -> bool:
     return col.dtype.kind == "S" and bool((np.strings.str_len(col) == width).all())
 
 
-def _matrix(run: list, n: int) -> list[bytes]:
+def _matrix(run: list[bytes | np.ndarray], n: int) -> list[bytes]:
     """Literals and fixed-width columns side by side, for all ``n`` records at once."""
-    if len(run) == 1:
-        return [run[0]] * n
+    first = run[0]
+    if len(run) == 1 and isinstance(first, bytes):  # a literal alone (a run always starts with one)
+        return [first] * n
     widths = [len(x) if isinstance(x, bytes) else x.dtype.itemsize for x in run]
     # Every row starts as the literals (one broadcast copy), then each column is written in.
     row = b"".join(x if isinstance(x, bytes) else bytes(w) for x, w in zip(run, widths))
@@ -119,7 +126,8 @@ def _matrix(run: list, n: int) -> list[bytes]:
         if not isinstance(x, bytes):
             matrix[:, at:at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
         at += w
-    return matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
+    records: list[bytes] = matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
+    return records
 
 
 class RawArray:
@@ -135,7 +143,7 @@ class RawArray:
         self.groups = [g for g in groups if g]
 
 
-def encode_document(document: dict) -> bytes:
+def encode_document(document: JSON) -> bytes:
     """``orjson.dumps(document)``, with ``RawArray`` members written from their pieces: one join,
     one copy of the page's text."""
     parts: list[bytes] = []
@@ -154,7 +162,7 @@ def encode_document(document: dict) -> bytes:
     return b"".join(parts)
 
 
-def dump_attributes(dicts: list[dict], wanted: tuple[str, ...] | None) -> list[bytes]:
+def dump_attributes(dicts: list[JSON], wanted: tuple[str, ...] | None) -> list[bytes]:
     """Each record's attributes as JSON, pruned to the sparse fieldset like ``Renderer.resource``."""
     dumps = orjson.dumps
     if not wanted:
@@ -165,8 +173,8 @@ def dump_attributes(dicts: list[dict], wanted: tuple[str, ...] | None) -> list[b
 
 
 # ----- profiles ---------------------------------------------------------------------------
-def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, predictive: bool,
-                            wanted: tuple[str, ...] | None) -> list[dict]:
+def profile_attribute_dicts(profiles: Profiles, rows: np.ndarray, subscriptions: bool, predictive: bool,
+                            wanted: tuple[str, ...] | None) -> list[JSON]:
     """Attributes of ``rows``, computing only the top-level fields ``wanted`` needs.
 
     Rows the write overlay touched (new profiles, changed attributes or
@@ -187,10 +195,19 @@ def profile_attribute_dicts(profiles, rows: np.ndarray, subscriptions: bool, pre
     return [next(overlay) if s else next(fast) for s in special.tolist()]
 
 
-def _overlay_rows(profiles, rows: np.ndarray) -> tuple:
+def _base(profiles: Profiles) -> ProfileTable:
+    """The synthetic table under ``profiles``."""
+    if isinstance(profiles, LiveProfiles):
+        return profiles.base
+    if not isinstance(profiles, ProfileTable):
+        raise TypeError(f"no synthetic profile table under {type(profiles).__name__}")
+    return profiles
+
+
+def _overlay_rows(profiles: Profiles, rows: np.ndarray) -> tuple[ProfileTable, np.ndarray]:
     """The base table, and which ``rows`` the write overlay touched (new, changed or re-``updated``)."""
-    state = getattr(profiles, "state", None)
-    base = state.base if state is not None else profiles
+    state = profiles.state if isinstance(profiles, LiveProfiles) else None
+    base = _base(profiles)
     special = np.zeros(len(rows), dtype=bool)
     if state is not None and state.touched:
         touched = np.fromiter([*state.changes, *state.new_updated], dtype=np.int64)
@@ -198,7 +215,7 @@ def _overlay_rows(profiles, rows: np.ndarray) -> tuple:
     return base, special
 
 
-def profile_attribute_columns(profiles, rows: np.ndarray, wanted: tuple[str, ...] | None) -> dict[str, list[bytes]] | None:
+def profile_attribute_columns(profiles: Profiles, rows: np.ndarray, wanted: tuple[str, ...] | None) -> dict[str, list[bytes]] | None:
     """Each wanted top-level attribute of ``rows`` as a column of JSON values (None: not this way).
 
     A sparse page (an events page's included profiles want three fields) then
@@ -225,24 +242,24 @@ def profile_attribute_columns(profiles, rows: np.ndarray, wanted: tuple[str, ...
     return cols
 
 
-def profile_ids(profiles, rows: np.ndarray) -> np.ndarray:
+def profile_ids(profiles: Profiles, rows: np.ndarray) -> np.ndarray:
     """Profile ids as ``S26`` (new profiles' ids come from the overlay)."""
-    state = getattr(profiles, "state", None)
-    if state is not None and len(rows) and rows.max() >= state.base.count:
+    base = _base(profiles)
+    if isinstance(profiles, LiveProfiles) and len(rows) and rows.max() >= base.count:
         return np.array([i.encode() for i in profiles.ids_for(rows)], dtype="S26")
-    return (state.base if state is not None else profiles).id_bytes(rows)
+    return base.id_bytes(rows)
 
 
 def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
                   relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
-                  related_data: dict[str, list] | None = None) -> bytes:
+                  related_data: dict[str, list[JSON]] | None = None) -> bytes:
     """``Renderer.profiles`` as comma-joined JSON objects (same arguments, same output)."""
     return b"".join(profiles_pieces(r, rows, joined, relationships, extras, related_data))
 
 
 def profiles_pieces(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
                     relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
-                    related_data: dict[str, list] | None = None) -> list[bytes]:
+                    related_data: dict[str, list[JSON]] | None = None) -> list[bytes]:
     """``profiles_page`` as the pieces that join to it."""
     rows = np.asarray(rows, dtype=np.int64)
     p, q = r.account.profiles, r.query
@@ -298,9 +315,9 @@ def events_pieces(r: Renderer, rows: np.ndarray) -> list[bytes]:
     return shape.pieces({**columns, **_event_attributes(e, rows, resource["attributes"])}, len(rows))
 
 
-def _event_attributes(e, rows: np.ndarray, kept: dict) -> dict:
+def _event_attributes(e: EventTable, rows: np.ndarray, kept: JSON) -> dict[str, Column]:
     """The attribute columns the (pruned) template ``kept``, and only those."""
-    cols = {}
+    cols: dict[str, Column] = {}
     if "timestamp" in kept:
         cols["timestamp"] = e.timestamp_text(rows)
     if "event_properties" in kept:

@@ -62,6 +62,9 @@ class HashSet:
     """
 
     def __init__(self, bits: int = 10) -> None:
+        self._empty(bits)
+
+    def _empty(self, bits: int) -> None:
         self.table = np.zeros(1 << bits, dtype=np.int64)
         self.shift = np.uint64(64 - bits)
         self.spill: list[np.ndarray] = []  # sorted arrays, sizes decreasing
@@ -104,7 +107,7 @@ class HashSet:
 
     def _grow(self, count: int) -> None:
         everything = np.concatenate([self.table[self.table != 0], *self.spill])
-        self.__init__(max(10, (4 * count - 1).bit_length()))
+        self._empty(max(10, (4 * count - 1).bit_length()))
         self.add(everything)
 
 

@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
 from . import ids, vocabulary as V
 from .blockcache import BlockColumn
-from .timefmt import iso, iso_many
+from .jsontypes import JSON
+from .timefmt import iso, iso_date, iso_many
 
 TWO_YEARS = 2 * 365 * 86400
+#: ``draw(stream, size)``: one code in [0, size) per row of the page, from the stream's hash
+Draw = Callable[[int, int], list[int]]
 S_ID, S_NAME, S_LAST, S_DOMAIN, S_PHONE, S_EXT, S_CITY, S_ORG, S_TITLE, S_LOCALE = range(100, 110)
 S_PROPS, S_TIE, S_UPD, S_BULK, S_SUPP, S_LSUPP, S_CONSENT, S_GAP, S_PRED = range(110, 119)
 PHONE_MODULUS, PHONE_MULT = 8_000_000_000, 7_919_003
@@ -39,13 +44,53 @@ _LOWER = {n: n.lower() for n in (*V.FIRST_NAMES, *V.LAST_NAMES)}
 _ORGS = (*V.ORGANIZATIONS, *[None] * len(V.ORGANIZATIONS))
 _TITLES = (*V.TITLES, *[None] * len(V.TITLES))
 #: The 12000 possible birthdays, formatted once (``iso`` per profile was measurable).
-_BIRTHDAYS = [iso(3_000 * 86400 + d * 86400)[:10] for d in range(12000)]
+_BIRTHDAYS = [iso_date(3_000 * 86400 + d * 86400) for d in range(12000)]
 
 
 def _tied(values: np.ndarray, tie_mask: np.ndarray) -> np.ndarray:
     """Copy each tied row's value from the nearest untied row before it (keeps order)."""
     anchor = np.where(tie_mask, 0, np.arange(len(values)))
     return values[np.maximum.accumulate(anchor)] if len(values) else values
+
+
+class Profiles(Protocol):
+    """What the read path sees of the account's profiles: the synthetic ``ProfileTable``, or the same
+    seen through the write overlay (``state.LiveProfiles``)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def now(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def list_ids(self) -> list[str]: ...
+    @property
+    def id_sort_order(self) -> np.ndarray: ...
+    @property
+    def email_sort_key(self) -> np.ndarray: ...
+    @property
+    def created(self) -> np.ndarray: ...
+    @property
+    def updated(self) -> np.ndarray: ...
+    @property
+    def suppression_reason(self) -> np.ndarray: ...
+    @property
+    def suppression_ts(self) -> np.ndarray: ...
+    @property
+    def list_suppression_list(self) -> np.ndarray: ...
+    @property
+    def list_suppression_ts(self) -> np.ndarray: ...
+    @property
+    def last_event(self) -> np.ndarray: ...
+    def profile_id(self, row: int) -> str: ...
+    def ids_for(self, rows: np.ndarray) -> list[str]: ...
+    def row_for_id(self, text: str) -> int | None: ...
+    def row_for_email(self, text: str) -> int | None: ...
+    def row_for_phone(self, text: str) -> int | None: ...
+    def row_for_external_id(self, text: str) -> int | None: ...
+    def row_for_exchange_id(self, text: str) -> int | None: ...
+    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[JSON]: ...
 
 
 class ProfileTable:
@@ -89,7 +134,8 @@ class ProfileTable:
         return ids.ulid(int(ms[0]), int(tag[0]), row, self.id_key)
 
     def ids_for(self, rows: np.ndarray) -> list[str]:
-        return self.id_bytes(rows).astype("U26").tolist()
+        ids_text: list[str] = self.id_bytes(rows).astype("U26").tolist()
+        return ids_text
 
     def id_bytes(self, rows: np.ndarray) -> np.ndarray:
         """Profile ids of ``rows`` as ``S26`` (vectorised; the page renderers use the bytes; kept per block)."""
@@ -102,7 +148,7 @@ class ProfileTable:
         ms, tag = self._id_parts(rows)
         return ids.ulids(ms, tag, rows, self.id_key)
 
-    def _block_column(self, name: str, compute) -> BlockColumn:
+    def _block_column(self, name: str, compute: Callable[[np.ndarray], np.ndarray]) -> BlockColumn:
         """The kept column ``name`` (see ``blockcache.py``): the table's values never change."""
         column = self._block_columns.get(name)
         if column is None:
@@ -199,7 +245,7 @@ class ProfileTable:
         return self.row_for_id(raw[len(prefix):]) if raw.startswith(prefix) else None
 
     # ----- rendering -----------------------------------------------------------------
-    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[dict]:
+    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[JSON]:
         """JSON:API attributes of ``rows`` (vectorised columns, then one dict per row)."""
         rows = np.asarray(rows, dtype=np.int64)
         cols = self.columns(rows, ATTRIBUTES)
@@ -213,7 +259,7 @@ class ProfileTable:
                     attrs["predictive_analytics"] = self._predictive(row)
         return out
 
-    def columns(self, rows: np.ndarray, names) -> dict[str, list]:
+    def columns(self, rows: np.ndarray, names: Iterable[str]) -> dict[str, list[Any]]:
         """Values of the top-level attributes ``names`` for ``rows``, one list per attribute.
 
         Only what is asked for is drawn: an events page including profiles with
@@ -221,11 +267,12 @@ class ProfileTable:
         locations, properties and three timestamps it then prunes away.
         """
         seed, names, n = self.seed, set(names), len(rows)
-        cols: dict[str, list] = {}
+        cols: dict[str, list[Any]] = {}
         row_list = rows.tolist()
 
-        def draw(stream: int, size: int) -> list:
-            return ids.choice(seed, stream, rows, size).tolist()
+        def draw(stream: int, size: int) -> list[int]:
+            codes: list[int] = ids.choice(seed, stream, rows, size).tolist()
+            return codes
         if names & {"email", "first_name", "last_name"}:
             first = [V.FIRST_NAMES[c] for c in draw(S_NAME, len(V.FIRST_NAMES))]
             last = [V.LAST_NAMES[c] for c in draw(S_LAST, len(V.LAST_NAMES))]
@@ -257,7 +304,7 @@ class ProfileTable:
             cols["properties"] = self._properties(row_list, draw)
         return cols
 
-    def json_columns(self, rows: np.ndarray, names) -> dict[str, list[bytes]]:
+    def json_columns(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, list[bytes]]:
         """``columns`` with every value already JSON (``orjson.dumps`` of it), for page templates.
 
         The identifiers an events page includes (email, phone number, external id)
@@ -285,7 +332,7 @@ class ProfileTable:
         has = ids.unit(self.seed, S_EXT, rows) < 0.6
         return np.where(has, np.strings.add(np.strings.add(b'"cust_', numbers), b'"'), b"null")
 
-    def _locations(self, rows: np.ndarray, row_list: list, draw) -> list[dict]:
+    def _locations(self, rows: np.ndarray, row_list: list[int], draw: Draw) -> list[JSON]:
         jitter = ((ids.unit(self.seed, S_CITY + 52, rows) - 0.5) * 0.2).tolist()
         out = []
         for row, c, street, number, j in zip(row_list, draw(S_CITY, len(V.CITIES)), draw(S_CITY + 50, len(V.STREETS)),
@@ -296,12 +343,12 @@ class ProfileTable:
                         "zip": city[3], "timezone": city[4], "ip": f"203.0.113.{row % 254 + 1}"})
         return out
 
-    def _properties(self, row_list: list, draw) -> list[dict]:
+    def _properties(self, row_list: list[int], draw: Draw) -> list[JSON]:
         out = []
         for row, source, orders, tier, birthday, consent in zip(
                 row_list, draw(S_PROPS, len(V.SIGNUP_SOURCES)), draw(S_PROPS + 2, 25), draw(S_PROPS + 1, len(V.LOYALTY_TIERS)),
                 draw(S_PROPS + 3, 12000), draw(S_CONSENT, 10)):
-            props: dict = {"signup_source": V.SIGNUP_SOURCES[source], "lifetime_orders": orders}
+            props: JSON = {"signup_source": V.SIGNUP_SOURCES[source], "lifetime_orders": orders}
             if row % 3 == 0:
                 props["loyalty_tier"] = V.LOYALTY_TIERS[tier]
             if row % 4 == 1:
@@ -311,7 +358,7 @@ class ProfileTable:
             out.append(props)
         return out
 
-    def _subscriptions(self, row: int, consent_code: int, has_phone: bool) -> dict:
+    def _subscriptions(self, row: int, consent_code: int, has_phone: bool) -> JSON:
         reason = int(self.suppression_reason[row])
         consent = 1 if consent_code < 6 else (2 if consent_code < 8 else 0)
         if reason >= 0 and V.SUPPRESSION_REASONS[reason] == "UNSUBSCRIBE":
@@ -353,7 +400,7 @@ class ProfileTable:
             "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}},
         }
 
-    def _predictive(self, row: int) -> dict:
+    def _predictive(self, row: int) -> JSON:
         u = ids.unit(self.seed, S_PRED, np.arange(row * 4, row * 4 + 4))
         orders = int(u[0] * 8)
         aov = round(20 + float(u[1]) * 180, 2)
@@ -367,7 +414,7 @@ class ProfileTable:
         }
 
 
-def _json_strings(values) -> np.ndarray:
+def _json_strings(values: Iterable[str]) -> np.ndarray:
     return np.array([v.encode() for v in values], dtype=bytes)
 
 

@@ -21,10 +21,17 @@ returning seconds (a fake clock for rate limits and job progress).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+import klaviyo_spec
+
+if TYPE_CHECKING:  # the emulator's modules are heavy: imported when the fixture runs (see below)
+    from .app import Emulator
+    from .settings import EmulatorSettings
 
 MARKER = "klaviyo_emulator"
 SMALL = {"profiles": 200, "events": 2000, "lists": 3}
@@ -38,15 +45,15 @@ class RunningEmulator:
     base_url: str
     api_key: str
     revision: str
-    settings: Any
-    emulator: Any = field(repr=False)
+    settings: EmulatorSettings
+    emulator: Emulator = field(repr=False)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Klaviyo-API-Key {self.api_key}", "revision": self.revision,
                 "accept": "application/vnd.api+json"}
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """List members, consent and suppressions as they are now (after due jobs)."""
         return self.emulator.snapshot()
 
@@ -57,10 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def klaviyo_emulator(request: pytest.FixtureRequest):
+def klaviyo_emulator(request: pytest.FixtureRequest) -> Iterator[RunningEmulator]:
     """A Klaviyo emulator served over HTTP on a free port of 127.0.0.1 for this test."""
-    import klaviyo_spec
-
+    # Imported here, not at the top: pytest loads this plugin in every session of every project that
+    # installs the distribution, and the emulator's modules load numpy, starlette and uvicorn.
     from .app import create_app
     from .server import serving
     from .settings import EmulatorSettings
@@ -69,7 +76,7 @@ def klaviyo_emulator(request: pytest.FixtureRequest):
     options = dict(marker.kwargs) if marker else {}
     clean = options.pop("clean", False)
     app_clock = options.pop("app_clock", None)
-    base = dict(EMPTY if clean else SMALL)
+    base: dict[str, Any] = dict(EMPTY if clean else SMALL)
     base.update(options)
     settings = EmulatorSettings(**base)
     if app_clock is not None and not callable(app_clock):

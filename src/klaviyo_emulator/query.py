@@ -80,7 +80,7 @@ def decode_cursor(text: str, fingerprint: str) -> Cursor:
     return Cursor(position, version, tuple(key) if isinstance(key, list) else key, tie)
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     if isinstance(value, Bare):
         return value.text
     if isinstance(value, str):
@@ -88,7 +88,7 @@ def _shown(value) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _typed_item(field_name: str, spec: FilterField, value):
+def _typed_item(field_name: str, spec: FilterField, value: object) -> object:
     """One operand checked against the field's type (``x-klaviyo-filters``) and made comparable:
     datetimes become epoch seconds, numbers stay numbers, strings must be quoted."""
     if spec.is_datetime:
@@ -208,10 +208,11 @@ def parse_query(op: Operation, params: list[tuple[str, str]], scope: str = "") -
             raise QueryError(f"'{name}' is not a valid query parameter for this endpoint.", name)
     if op.filter_required and "messages.channel" in op.filters and not any(c.field == "messages.channel" for c in q.conditions):
         raise QueryError("A channel filter is required, e.g. filter=equals(messages.channel,'email').", "filter")
-    if collection and not op.page_size_max:
-        q.page_size = UNSIZED_PAGE
-    elif collection:
-        q.page_size = q.page_size if "page[size]" in seen else (op.page_size_default or op.page_size_max)
+    if collection:
+        if not op.page_size_max:
+            q.page_size = UNSIZED_PAGE
+        elif "page[size]" not in seen:
+            q.page_size = op.page_size_default or op.page_size_max
     basis = f"{op.operation_id}|{scope}|{q.conditions!r}|{q.sort}"
     q.fingerprint = f"{zlib.crc32(basis.encode()):08x}"
     if cursor_text is not None:

@@ -13,43 +13,44 @@ import numpy as np
 
 from .catalog import Record
 from .collections import record_mask
-from .handlers import NotFound, Request, _document, _page, _profile_row, _url, _group_profiles, _event_row
+from .handlers import Document, Handler, NotFound, Request, _document, _page, _profile_row, _url, _group_profiles, _event_row
+from .jsontypes import JSON
 from .keyset import by_row
 from .resources import PLURAL
 from .selection import select
 
 
 def _owner(req: Request, type_: str) -> Record:
-    rec = req.account.record(type_, req.id)
+    rec = req.account.record(type_, req.item_id)
     if rec is None:
         raise NotFound(f"{type_} {req.id!r}")
     return rec
 
 
-def _records(req: Request, targets: list) -> list[Record]:
+def _records(req: Request, targets: list[tuple[str, str]]) -> list[Record]:
     return [r for r in (req.account.record(t, i) for t, i in targets) if r is not None]
 
 
-def _paged(req: Request, key: str, records: list[Record]) -> tuple[list[Record], dict]:
+def _paged(req: Request, key: str, records: list[Record]) -> tuple[list[Record], dict[str, str]]:
     q = req.query
     page, links = _page(req, f"{key}:{len(records)}", lambda: select(
         len(records), None, [record_mask(records, c) for c in q.conditions]), by_row())
     return [records[i] for i in page.tolist()], links
 
 
-def _identifier(rec: Record) -> dict:
+def _identifier(rec: Record) -> JSON:
     return {"type": rec.type, "id": rec.id}
 
 
-def _targets_of(req: Request, owner_type: str, name: str):
+def _targets_of(req: Request, owner_type: str, name: str) -> list[tuple[str, str]]:
     if owner_type == "profile":
         return _profile_targets(req, name)
     rec = _owner(req, owner_type)
-    return rec.related.get(name, [])
+    return rec.to_many_or_none(name)
 
 
-def _profile_targets(req: Request, name: str) -> list:
-    row = _profile_row(req, req.id)
+def _profile_targets(req: Request, name: str) -> list[tuple[str, str]]:
+    row = _profile_row(req, req.item_id)
     if name in ("lists", "segments"):
         type_ = name[:-1]
         groups = req.account.list_members if name == "lists" else req.account.segment_members
@@ -57,9 +58,9 @@ def _profile_targets(req: Request, name: str) -> list:
     return []  # push-tokens, conversations: the synthetic profiles have none
 
 
-def related_records(owner_type: str, name: str):
+def related_records(owner_type: str, name: str) -> Handler:
     """``/api/{owner}/{id}/{name}``: the related resources, paged and filtered as the spec allows."""
-    def handler(req: Request) -> dict:
+    def handler(req: Request) -> Document:
         targets = _targets_of(req, owner_type, name)
         chosen, links = _paged(req, f"rel:{owner_type}:{req.id}:{name}", _records(req, targets))
         include = req.query.include
@@ -69,9 +70,9 @@ def related_records(owner_type: str, name: str):
     return handler
 
 
-def related_ids(owner_type: str, name: str):
+def related_ids(owner_type: str, name: str) -> Handler:
     """``/api/{owner}/{id}/relationships/{name}``: identifiers of the related resources."""
-    def handler(req: Request) -> dict:
+    def handler(req: Request) -> Document:
         targets = _targets_of(req, owner_type, name)
         chosen, links = _paged(req, f"ids:{owner_type}:{req.id}:{name}", _records(req, targets))
         return {"data": [_identifier(r) for r in chosen], "links": links}
@@ -79,19 +80,19 @@ def related_ids(owner_type: str, name: str):
     return handler
 
 
-def empty_collection(owner_type: str):
-    def handler(req: Request) -> dict:
+def empty_collection(owner_type: str) -> Handler:
+    def handler(req: Request) -> Document:
         if owner_type == "profile":
-            _profile_row(req, req.id)
+            _profile_row(req, req.item_id)
         else:
             _owner(req, owner_type)
         return {"data": [], "links": {"self": _url(req, None)}}
     return handler
 
 
-def related_record(owner_type: str, name: str):
+def related_record(owner_type: str, name: str) -> Handler:
     """To-one: ``/api/{owner}/{id}/{name}``."""
-    def handler(req: Request) -> dict:
+    def handler(req: Request) -> Document:
         target = _owner(req, owner_type).related.get(name)
         rec = req.account.record(*target) if isinstance(target, tuple) else None
         if rec is None:
@@ -100,18 +101,18 @@ def related_record(owner_type: str, name: str):
     return handler
 
 
-def related_id(owner_type: str, name: str):
+def related_id(owner_type: str, name: str) -> Handler:
     """To-one: ``/api/{owner}/{id}/relationships/{name}``."""
-    def handler(req: Request) -> dict:
+    def handler(req: Request) -> Document:
         target = _owner(req, owner_type).related.get(name)
         data = {"type": target[0], "id": target[1]} if isinstance(target, tuple) else None
         return {"data": data, "links": {"self": _url(req, None), "related": _url(req, None).replace("/relationships/", "/")}}
     return handler
 
 
-def record_collection(type_: str):
+def record_collection(type_: str) -> Handler:
     """A small collection with no synthetic generator of its own (tags, tag groups)."""
-    def handler(req: Request) -> dict:
+    def handler(req: Request) -> Document:
         records = req.account.records.get(type_, [])
         chosen, links = _paged(req, f"all:{type_}", records)
         include = req.query.include
@@ -120,8 +121,8 @@ def record_collection(type_: str):
     return handler
 
 
-def record_single(type_: str):
-    def handler(req: Request) -> dict:
+def record_single(type_: str) -> Handler:
+    def handler(req: Request) -> Document:
         rec = _owner(req, type_)
         include = req.query.include
         return _document(req.renderer.record(rec, include), {"self": _url(req, None)},
@@ -130,30 +131,30 @@ def record_single(type_: str):
 
 
 # ----- members, events ------------------------------------------------------------------------
-def get_profile_ids_for_list(req: Request) -> dict:
+def get_profile_ids_for_list(req: Request) -> Document:
     return _group_profiles(req, req.account.list_members, "list", ids_only=True)
 
 
-def get_profile_ids_for_segment(req: Request) -> dict:
+def get_profile_ids_for_segment(req: Request) -> Document:
     return _group_profiles(req, req.account.segment_members, "segment", ids_only=True)
 
 
-def _event_link(req: Request) -> dict:
+def _event_link(req: Request) -> dict[str, str]:
     return {"self": _url(req, None), "related": _url(req, None).replace("/relationships/", "/")}
 
 
-def get_metric_id_for_event(req: Request) -> dict:
+def get_metric_id_for_event(req: Request) -> Document:
     metric = req.account.records["metric"][int(req.account.events.metric[_event_row(req)])]
     return {"data": {"type": "metric", "id": metric.id}, "links": _event_link(req)}
 
 
-def get_profile_id_for_event(req: Request) -> dict:
+def get_profile_id_for_event(req: Request) -> Document:
     row = int(req.account.events.profile[_event_row(req)])
     return {"data": {"type": "profile", "id": req.account.profiles.profile_id(row)}, "links": _event_link(req)}
 
 
 # ----- campaigns --------------------------------------------------------------------------------
-def get_campaign_recipient_estimation(req: Request) -> dict:
+def get_campaign_recipient_estimation(req: Request) -> Document:
     """Estimated recipients of a campaign: the distinct members of its included lists and segments."""
     campaign = _owner(req, "campaign")
     acc = req.account
@@ -166,7 +167,7 @@ def get_campaign_recipient_estimation(req: Request) -> dict:
             "links": {"self": _url(req, None)}}
 
 
-READS = {
+READS: dict[str, Handler] = {
     # profiles
     "get_lists_for_profile": related_records("profile", "lists"),
     "get_list_ids_for_profile": related_ids("profile", "lists"),

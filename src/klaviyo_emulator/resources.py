@@ -13,7 +13,9 @@ import numpy as np
 
 from .catalog import Record
 from .data import Account
+from .jsontypes import JSON
 from .query import Query
+from .timefmt import iso
 
 PLURAL = {
     "profile": "profiles", "event": "events", "metric": "metrics", "list": "lists", "segment": "segments",
@@ -25,12 +27,13 @@ PLURAL = {
 PROFILE_RELATIONSHIPS = ("lists", "segments", "push-tokens")
 
 
-def prune(attributes: dict, wanted: tuple[str, ...]) -> dict:
+def prune(attributes: JSON, wanted: tuple[str, ...]) -> JSON:
     """Keep only the (dotted) ``wanted`` attribute paths, Klaviyo's sparse fieldsets."""
     out: dict[str, Any] = {}
     for path in wanted:
         parts = path.split(".")
-        src, dst = attributes, out
+        src: Any = attributes
+        dst = out
         for i, part in enumerate(parts):
             if not isinstance(src, dict) or part not in src:
                 break
@@ -54,7 +57,7 @@ class Renderer:
     def self_link(self, type_: str, id_: str) -> str:
         return f"{self.base}/api/{PLURAL[type_]}/{id_}/"
 
-    def relationship(self, type_: str, id_: str, name: str, data: Any = ..., with_data: bool = True) -> dict:
+    def relationship(self, type_: str, id_: str, name: str, data: Any = ..., with_data: bool = True) -> JSON:
         own = self.self_link(type_, id_)
         rel: dict[str, Any] = {}
         if data is not ... and with_data:
@@ -62,7 +65,7 @@ class Renderer:
         rel["links"] = {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"}
         return rel
 
-    def resource(self, type_: str, id_: str, attributes: dict, relationships: dict | None) -> dict:
+    def resource(self, type_: str, id_: str, attributes: JSON, relationships: JSON | None) -> JSON:
         wanted = self.query.fields.get(type_)
         out: dict[str, Any] = {"type": type_, "id": id_, "attributes": prune(attributes, wanted) if wanted else attributes}
         if relationships:
@@ -72,7 +75,7 @@ class Renderer:
 
     # ----- profiles ---------------------------------------------------------------
     def profiles(self, rows: np.ndarray, joined: np.ndarray | None = None, relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
-                 extras: bool = True, related_data: dict[str, list] | None = None) -> list[dict]:
+                 extras: bool = True, related_data: dict[str, list[JSON]] | None = None) -> list[JSON]:
         p = self.account.profiles
         subs = extras and self.query.wants("profile", "subscriptions")
         pred = extras and self.query.wants("profile", "predictive_analytics")
@@ -90,7 +93,7 @@ class Renderer:
         return out
 
     # ----- events -----------------------------------------------------------------
-    def events(self, rows: np.ndarray) -> list[dict]:
+    def events(self, rows: np.ndarray) -> list[JSON]:
         e, p = self.account.events, self.account.profiles
         metrics = self.account.records["metric"]
         out = []
@@ -106,7 +109,7 @@ class Renderer:
         return out
 
     # ----- small records --------------------------------------------------------------
-    def record(self, record: Record, included_names: tuple[str, ...] = (), extra_attributes: dict | None = None) -> dict:
+    def record(self, record: Record, included_names: tuple[str, ...] = (), extra_attributes: JSON | None = None) -> JSON:
         rels = {}
         for name, target in record.related.items():
             if isinstance(target, tuple):
@@ -119,9 +122,9 @@ class Renderer:
         attributes = {**record.attributes, **(extra_attributes or {})}
         return self.resource(record.type, record.id, attributes, rels or None)
 
-    def included_records(self, records: list[Record], names: tuple[str, ...]) -> list[dict]:
+    def included_records(self, records: list[Record], names: tuple[str, ...]) -> list[JSON]:
         """Distinct related records of ``records`` through relationships ``names``, first-seen order."""
-        seen: dict[tuple[str, str], dict] = {}
+        seen: dict[tuple[str, str], JSON] = {}
         for record in records:
             for name in names:
                 target = record.related.get(name, [])
@@ -132,7 +135,5 @@ class Renderer:
         return list(seen.values())
 
 
-def _iso(seconds) -> str | None:
-    from .timefmt import iso
-
+def _iso(seconds: int | np.integer[Any]) -> str | None:
     return iso(int(seconds))

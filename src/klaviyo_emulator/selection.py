@@ -12,9 +12,10 @@ timestamp.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .filters import Condition
 
@@ -23,24 +24,27 @@ NULL_TIME = -1
 
 def time_mask(column: np.ndarray, cond: Condition) -> np.ndarray:
     """Compare an epoch-seconds column (NULL_TIME = missing) with a condition's datetime(s)."""
-    present = column != NULL_TIME
+    present: np.ndarray = column != NULL_TIME
     op, v = cond.operator, cond.value
+    hit: npt.NDArray[np.bool_]
     if op == "equals":
-        return present & (column == v)
-    if op == "any":
-        return present & np.isin(column, np.array(v))
-    if op == "greater-than":
-        return present & (column > v)
-    if op == "greater-or-equal":
-        return present & (column >= v)
-    if op == "less-than":
-        return present & (column < v)
-    if op == "less-or-equal":
-        return present & (column <= v)
-    raise ValueError(op)
+        hit = column == v
+    elif op == "any":
+        hit = np.isin(column, np.array(v))
+    elif op == "greater-than":
+        hit = column > v
+    elif op == "greater-or-equal":
+        hit = column >= v
+    elif op == "less-than":
+        hit = column < v
+    elif op == "less-or-equal":
+        hit = column <= v
+    else:
+        raise ValueError(op)
+    return present & hit
 
 
-def value_mask(values: list, cond: Condition) -> np.ndarray:
+def value_mask(values: Sequence[object], cond: Condition) -> np.ndarray:
     """Compare a small column of Python values (strings, bools) with a condition."""
     op, v = cond.operator, cond.value
     test: Callable[[object], bool]
@@ -86,7 +90,7 @@ class SelectionCache:
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         #: small rendered records (an events page's included metrics), valid as long as this cache:
         #: the emulator starts a new one whenever a write changes the account
-        self.rendered: dict[tuple, bytes] = {}
+        self.rendered: dict[tuple[str, tuple[str, ...] | None, int], bytes] = {}
 
     def get(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         rows = self._items.get(key)
@@ -105,5 +109,6 @@ def select(count: int, order: np.ndarray | None, masks: list[np.ndarray]) -> np.
     rows = np.arange(count, dtype=np.int64) if order is None else order
     if not masks:
         return rows
-    mask = masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
-    return rows[mask[rows]]
+    mask: np.ndarray = masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
+    picked: np.ndarray = rows[mask[rows]]
+    return picked

@@ -9,8 +9,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from .app import create_app
 from .arrival import ArrivalStampingProtocol
@@ -30,7 +32,7 @@ def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765)
 
 
 @contextmanager
-def serving(app, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off",
+def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, lifespan: Literal["auto", "on", "off"] = "off",
             name: str = "asgi-server", log_level: str = "warning") -> Iterator[str]:
     """Serve any ASGI app with uvicorn in a thread; yield its base URL, stop it on exit.
 

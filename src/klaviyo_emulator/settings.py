@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .clock import parse_clock
+from .faults import parse_faults
+from .limits import parse_overrides
+
 #: The key the emulator accepts unless told otherwise. Deliberately not shaped like a
 #: real private key (``pk_`` + 30+ hex chars) so secret scanners never flag it.
 DEFAULT_API_KEY = "pk_emulator_demo_key"
@@ -25,6 +29,9 @@ class EmulatorSettings:
     templates: int = 12
     flows: int = 8
     api_key: str = DEFAULT_API_KEY
+    #: More keys the server accepts, each standing for one more account (``klaviyo-bridge worker``'s
+    #: tests and benchmark run many accounts): they share this account's data and limits.
+    extra_api_keys: tuple[str, ...] = ()
     rate_limits: bool = True
     #: The account's own limits where they differ from the published ones (``limits.py``), e.g.
     #: "get_profiles=5/50,*=0.5"; None: the spec's.
@@ -67,14 +74,8 @@ class EmulatorSettings:
         if self.events and not self.profiles:
             raise ValueError("events need at least one profile")
         if self.clock:
-            from .clock import parse_clock
-
             parse_clock(self.clock)  # a bad SPEC fails here, saying what is expected
         if self.rate_limit_overrides:
-            from .limits import parse_overrides
-
             parse_overrides(self.rate_limit_overrides)
         if self.faults:
-            from .faults import parse_faults
-
             parse_faults(self.faults)  # a bad SPEC fails here, naming the item

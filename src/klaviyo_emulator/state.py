@@ -20,14 +20,19 @@ same writes give the same state and ids.
 from __future__ import annotations
 
 import copy
-from itertools import compress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from . import ids, vocabulary as V
 from .catalog import Record
+from .data import Account
+from .jsontypes import JSON
 from .members import Membership
 from .pendingkeys import PendingKeys, sorted_hashes
 from .profiles import ProfileTable
@@ -40,20 +45,29 @@ LOCATION_FIELDS = ("address1", "address2", "city", "country", "latitude", "longi
 REASON_CODE = {r: i for i, r in enumerate(V.SUPPRESSION_REASONS)}
 
 
+#: (consent, timestamp, method) of one channel
+ChannelConsent = tuple[str, int, str]
+
+
 @dataclass
 class Consent:
     """Changed consent of one profile; ``None`` fields keep the synthetic value."""
 
-    email: tuple | None = None  # (consent, timestamp, method)
-    sms: tuple | None = None
-    sms_transactional: tuple | None = None
-    suppression: list = field(default_factory=list)  # [(reason, ts)]
-    list_suppressions: list = field(default_factory=list)  # [(list_id, ts)]
+    email: ChannelConsent | None = None
+    sms: ChannelConsent | None = None
+    sms_transactional: ChannelConsent | None = None
+    suppression: list[tuple[str, int]] = field(default_factory=list)  # [(reason, ts)]
+    list_suppressions: list[tuple[str, int]] = field(default_factory=list)  # [(list_id, ts)]
 
 
-def _pack(attributes: dict) -> bytes:
+def _pack(attributes: JSON) -> bytes:
     """orjson's bytes keep a 4 KB buffer; copy to the exact size (x25 less memory per profile)."""
     return bytes(memoryview(orjson.dumps(attributes)))
+
+
+def _present(values: Sequence[str | None]) -> list[str]:
+    """The identifiers given in a column (None: not given); when all are, without a scan in Python."""
+    return list(cast("Sequence[str]", values)) if all(values) else [v for v in values if v]
 
 
 def _key(field_name: str, value: str) -> str:
@@ -63,25 +77,32 @@ def _key(field_name: str, value: str) -> str:
 class AccountState:
     """Everything writes changed, and the operations that change it."""
 
-    def __init__(self, account) -> None:
+    def __init__(self, account: Account) -> None:
         self.account = account
-        self.base: ProfileTable = account.profiles
+        base = account.profiles
+        if not isinstance(base, ProfileTable):
+            raise TypeError("the account's profiles are seen through writes already: it has its AccountState")
+        self.base = base
         self.version = 0
         self.new_blobs: list[bytes] = []
         self.new_created: list[int] = []
         self.new_updated: dict[int, int] = {}  # rows updated after creation (a new row's is its created until then)
-        self.changes: dict[int, dict] = {}
+        self.changes: dict[int, JSON] = {}
         self._index: dict[str, dict[str, int]] = {f: {} for f in IDENTIFIERS}
         self._pending: dict[str, PendingKeys] = {f: PendingKeys() for f in IDENTIFIERS}
         self._unindexed = False
-        self._member_room: dict[str, tuple[Membership, np.ndarray, np.ndarray]] = {}  # see _appended
+        self._member_room: dict[tuple[str, str], tuple[Membership, np.ndarray, np.ndarray]] = {}  # see _appended
         self.consent: dict[int, Consent] = {}
         self.new_list_ids: list[str] = []
         self.list_creations = 0
         self._id_rank: np.ndarray | None = None
         #: rows a completed data-privacy deletion removed: gone from every read (profiles, members, events)
         self.deleted: set[int] = set()
-        self._deleted_mask: tuple[int, np.ndarray] | None = None
+        self._deleted_mask: tuple[tuple[int, int], np.ndarray] | None = None
+        #: (profile row, metric index, unique_id) of every event written: a repeat is not recorded again
+        self.event_keys: set[tuple[int, int, str | None]] = set()
+        #: metric name -> index in the account's metrics (built on the first event written)
+        self.metric_by_name: dict[str, int] | None = None
 
     # ----- identity -----------------------------------------------------------------
     @property
@@ -147,15 +168,15 @@ class AccountState:
         return np.where(base, self._id_rank[np.where(base, rows, 0)] if self.base.count else 0, rows)
 
     # ----- profiles -------------------------------------------------------------------
-    def current_identifiers(self, row: int) -> dict:
+    def current_identifiers(self, row: int) -> JSON:
         if row >= self.base.count:
-            attrs = orjson.loads(self.new_blobs[row - self.base.count])
+            attrs: JSON = orjson.loads(self.new_blobs[row - self.base.count])
             return {f: attrs.get(f) for f in IDENTIFIERS}
         changed = self.changes.get(row, {})
         base = {"email": self.base.email(row), "phone_number": self.base.phone(row), "external_id": self.base.external_id(row)}
         return {f: changed.get(f, base[f]) for f in IDENTIFIERS}
 
-    def match(self, attributes: dict, profile_id: str | None = None) -> int | None:
+    def match(self, attributes: JSON, profile_id: str | None = None) -> int | None:
         """Klaviyo's matching: by id, else email, else phone number, else external id."""
         if profile_id:
             row = self.row_for_id(profile_id)
@@ -169,11 +190,11 @@ class AccountState:
                     return row
         return None
 
-    def upsert(self, attributes: dict, now: int, profile_id: str | None = None) -> tuple[int, bool]:
+    def upsert(self, attributes: JSON, now: int, profile_id: str | None = None) -> tuple[int, bool]:
         """Create or update one profile; returns (row, created)."""
         row = self.match(attributes, profile_id)
         created = row is None
-        if created:
+        if row is None:
             row = self._create(_pack({k: v for k, v in attributes.items() if k != "_kx"}), now)
         else:
             self._update(row, attributes, now)
@@ -189,7 +210,7 @@ class AccountState:
         self.new_created.append(now)
         return row
 
-    def _update(self, row: int, attributes: dict, now: int) -> None:
+    def _update(self, row: int, attributes: JSON, now: int) -> None:
         old = self.current_identifiers(row)
         if row >= self.base.count:
             attrs = _merge(orjson.loads(self.new_blobs[row - self.base.count]), attributes)
@@ -201,7 +222,9 @@ class AccountState:
             if f in attributes and old.get(f) and old[f] != attributes[f]:
                 self.index[f].pop(_key(f, old[f]), None)
 
-    def upsert_many(self, pids, emails, phones, external_ids, attributes, blobs, now: int, attributes_of=None) -> list[int]:
+    def upsert_many(self, pids: Sequence[str | None], emails: Sequence[str | None], phones: Sequence[str | None],
+                    external_ids: Sequence[str | None], attributes: Sequence[Any], blobs: Sequence[bytes | None] | None,
+                    now: int, attributes_of: Callable[[Any], JSON] | None = None) -> list[int]:
         """``upsert`` of a batch, in order (a later item matches what an earlier one created or changed).
 
         Columns, one entry per item: the profile id, the attributes' email, phone_number and
@@ -215,16 +238,16 @@ class AccountState:
             blobs = [None] * len(pids)
         if not len(pids):
             return []
-        rows = self._create_all(pids, emails, phones, external_ids, attributes, blobs, now)
-        if rows is not None:
-            return rows
+        created = self._create_all(pids, emails, phones, external_ids, attributes, blobs, now)
+        if created is not None:
+            return created
         base = self.base
         base_n = base.count
         ix_email, ix_phone, ix_ext = (self.index[f] for f in IDENTIFIERS)
         changes = self.changes
         new_blobs, new_created = self.new_blobs, self.new_created
-        rows = []
-        for pid, email, phone, ext, attributes, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
+        rows: list[int] = []
+        for pid, email, phone, ext, item, blob in zip(pids, emails, phones, external_ids, attributes, blobs):
             row = self.row_for_id(pid) if pid else None
             if row is None and email and email.__class__ is str:
                 key = email.strip().lower()
@@ -247,12 +270,12 @@ class AccountState:
                         row = None
             if row is None:
                 if blob is None:
-                    blob = _pack({k: v for k, v in attributes.items() if k != "_kx"})
+                    blob = _pack({k: v for k, v in item.items() if k != "_kx"})
                 row = base_n + len(new_blobs)
                 new_blobs.append(blob)
                 new_created.append(now)
             else:
-                self._update(row, attributes if attributes_of is None else attributes_of(attributes), now)
+                self._update(row, item if attributes_of is None else attributes_of(item), now)
             if email:
                 ix_email[email.strip().lower()] = row
             if phone:
@@ -263,46 +286,49 @@ class AccountState:
         self.version += len(rows)
         return rows
 
-    def _create_all(self, pids, all_emails, all_phones, all_exts, attributes, blobs, now: int) -> list[int] | None:
+    def _create_all(self, pids: Sequence[str | None], all_emails: Sequence[str | None], all_phones: Sequence[str | None],
+                    all_exts: Sequence[str | None], attributes: Sequence[Any], blobs: Sequence[bytes | None],
+                    now: int) -> list[int] | None:
         """The common batch, done in bulk: no item names a profile id and no identifier matches an
         existing profile or an earlier item, so every item creates a profile. None: not so."""
         if any(pids):
             return None
-        emails, phones, exts = (list(values) if all(values) else [v for v in values if v]
-                                for values in (all_emails, all_phones, all_exts))
+        emails, phones, exts = (_present(values) for values in (all_emails, all_phones, all_exts))
         if not set(map(type, emails)).union(map(type, phones), map(type, exts)) <= {str}:
             return None
         email_keys = list(map(str.lower, map(str.strip, emails)))
-        hashes = {}
+        hashes: dict[str, np.ndarray] = {}
         for field_name, keys in (("email", email_keys), ("phone_number", phones), ("external_id", exts)):
-            h = hashes[field_name] = sorted_hashes(keys)  # also: no key twice in the batch
+            h = sorted_hashes(keys)  # also: no key twice in the batch
             index = self._index[field_name]
             if h is None or (index and not index.keys().isdisjoint(keys)) or self._pending[field_name].may_hold(h):
                 return None
+            hashes[field_name] = h
         for field_name, row in self.base.rows_for_identifiers(email_keys, phones, exts):
             if field_name not in self.changes.get(row, ()):
                 return None
         rows = range(self.count, self.count + len(pids))
-        if not all(blobs):  # a None among them (packed bytes are never empty)
-            blobs = [blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
-                     for attrs, blob in zip(attributes, blobs)]
-        self.new_blobs.extend(blobs)
+        if all(blobs):  # no None among them (packed bytes are never empty)
+            self.new_blobs.extend(cast("Sequence[bytes]", blobs))
+        else:
+            self.new_blobs.extend([blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
+                                   for attrs, blob in zip(attributes, blobs)])
         self.new_created.extend([now] * len(rows))
         for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
                                           ("external_id", exts, all_exts)):
-            keyed = rows if len(keys) == len(rows) else list(compress(rows, present))  # a range holds no row objects
+            keyed: Sequence[int] = rows if len(keys) == len(rows) else list(compress(rows, present))  # a range holds no row objects
             self._pending[field_name].add(keys, keyed, hashes[field_name])
         self._unindexed = True
         self.version += len(rows)
         return list(rows)
 
-    def profile_attributes(self, rows: np.ndarray, subscriptions: bool, predictive: bool) -> list[dict]:
+    def profile_attributes(self, rows: np.ndarray, subscriptions: bool, predictive: bool) -> list[JSON]:
         """Attributes of ``rows`` as they are now (base rendering + overrides, or overlay rows)."""
         base_n = self.base.count
         rows = np.asarray(rows, dtype=np.int64)
         is_base = rows < base_n
         base_attrs = iter(self.base.attributes(rows[is_base], subscriptions, predictive))
-        out = []
+        out: list[JSON] = []
         for row in rows.tolist():
             if row < base_n:
                 attrs = next(base_attrs)
@@ -318,10 +344,10 @@ class AccountState:
             out.append(attrs)
         return out
 
-    def _new_attributes(self, row: int, subscriptions: bool, predictive: bool) -> dict:
+    def _new_attributes(self, row: int, subscriptions: bool, predictive: bool) -> JSON:
         k = row - self.base.count
         stored = orjson.loads(self.new_blobs[k])
-        attrs: dict = {f: None for f in PROFILE_FIELDS}
+        attrs: JSON = {f: None for f in PROFILE_FIELDS}
         attrs.update({"created": iso(self.new_created[k]), "updated": iso(self.new_updated.get(row, self.new_created[k])),
                       "last_event_date": None, "location": {f: None for f in LOCATION_FIELDS}, "properties": {}})
         attrs = _merge(attrs, stored)
@@ -349,7 +375,7 @@ class AccountState:
             self.consent[row] = c
         return c
 
-    def subscribe(self, row: int, channels: dict, now: int, consented_at: dict) -> None:
+    def subscribe(self, row: int, channels: dict[str, bool], now: int, consented_at: dict[str, int]) -> None:
         """channels: {'email': bool, 'sms': bool, 'sms_transactional': bool}; removes opt-out suppressions."""
         c = self.consent_for(row)
         if channels.get("email"):
@@ -361,12 +387,12 @@ class AccountState:
             c.sms_transactional = ("SUBSCRIBED", consented_at.get("sms_transactional") or now, "API")
         self._touch(row, now)
 
-    def unsubscribe(self, row: int, channels: dict, now: int, list_id: str | None) -> None:
+    def unsubscribe(self, row: int, channels: dict[str, bool], now: int, list_id: str | None) -> None:
         """Unsubscribe; with a list the profile is removed from it (and list-suppressed) if a member,
         otherwise unsubscribed globally, as the spec warns."""
         c = self.consent_for(row)
         members = self.account.list_members.get(list_id) if list_id else None
-        if members is not None and members.contains(row):
+        if list_id and members is not None and members.contains(row):
             self.remove_members(list_id, np.array([row]))
             if channels.get("email"):
                 c.list_suppressions = [s for s in c.list_suppressions if s[0] != list_id] + [(list_id, now)]
@@ -424,7 +450,7 @@ class AccountState:
         self.new_updated[row] = now
         self.version += 1
 
-    def _apply_consent(self, subs: dict, c: Consent) -> dict:
+    def _apply_consent(self, subs: JSON, c: Consent) -> JSON:
         subs = copy.deepcopy(subs)
         email = subs["email"]["marketing"]
         if c.email:
@@ -451,8 +477,7 @@ class AccountState:
                                        "opt_in_process": opt_in or "single_opt_in"},
                      {"id": list_id, "name": name, "created": now, "updated": now},
                      {"tags": [], "flow-triggers": []} if tags is not None else {})
-        self.account.records["list"].append(rec)
-        self.account._by_id[("list", list_id)] = rec
+        self.account.add_record(rec)
         self.account.list_members[list_id] = Membership(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
         self.new_list_ids.append(list_id)
         self.version += 1
@@ -494,13 +519,13 @@ class AccountState:
         self._touch_group(list_id, now, segment)
         return True
 
-    def _appended(self, list_id: str, m: Membership, rows: np.ndarray, now: int) -> Membership:
+    def _appended(self, key: tuple[str, str], m: Membership, rows: np.ndarray, now: int) -> Membership:
         """``m`` plus ``rows`` joined ``now``, as views of buffers with room to spare (amortised O(rows),
         not a copy of every member per job). Only the tail past ``m`` is written, which no earlier
         Membership of the buffers can see; a membership replaced since (remove_members, the sorted
         insert) gets new buffers."""
         n, k = len(m.profiles), len(rows)
-        room = self._member_room.get(list_id)
+        room = self._member_room.get(key)
         if room is not None and room[0] is m and n + k <= len(room[1]):
             profiles, joined = room[1], room[2]
         else:
@@ -509,7 +534,7 @@ class AccountState:
             profiles[:n], joined[:n] = m.profiles, m.joined
         profiles[n:n + k], joined[n:n + k] = rows, now
         out = Membership(profiles[:n + k], joined[:n + k])
-        self._member_room[list_id] = (out, profiles, joined)
+        self._member_room[key] = (out, profiles, joined)
         return out
 
     def remove_members(self, list_id: str, rows: np.ndarray, now: int | None = None, segment: bool = False) -> int:
@@ -522,7 +547,7 @@ class AccountState:
             self._touch_group(list_id, now, segment)
         return removed
 
-    def _groups(self, segment: bool) -> dict:
+    def _groups(self, segment: bool) -> dict[str, Membership]:
         return self.account.segment_members if segment else self.account.list_members
 
     def _touch_group(self, group_id: str, now: int | None, segment: bool) -> None:
@@ -533,7 +558,7 @@ class AccountState:
 
     def _touch_list(self, list_id: str, now: int | None) -> None:
         if now is not None:
-            rec = self.account.record("list", list_id)
+            rec = self._list(list_id)
             rec.values["updated"] = now
             rec.attributes["updated"] = iso(now)
         self.version += 1
@@ -564,15 +589,15 @@ class AccountState:
         return col
 
     # ----- introspection --------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> JSON:
         """Final state for tests: list members (profile ids, id order), consent and suppressions
         of every profile a write touched, new lists and profile count."""
-        lists = {}
+        lists: dict[str, list[str]] = {}
         for rec in self.account.records["list"]:
             m = self.account.list_members[rec.id]
             lists[rec.id] = self.profile_ids(m.profiles)
         touched = sorted(self.consent)
-        subs = {}
+        subs: dict[str, JSON] = {}
         for row, attrs in zip(touched, self.profile_attributes(np.array(touched, dtype=np.int64), True, False)):
             s = attrs["subscriptions"]
             subs[self.profile_id(row)] = {
@@ -583,13 +608,19 @@ class AccountState:
                 "list_suppressions": [x["list_id"] for x in s["email"]["marketing"]["list_suppressions"]],
             }
         return {"profiles": self.count, "new_profiles": len(self.new_blobs),
-                "new_lists": {lid: self.account.record("list", lid).attributes["name"] for lid in self.new_list_ids},
+                "new_lists": {lid: self._list(lid).attributes["name"] for lid in self.new_list_ids},
                 "list_members": lists, "subscriptions": subs}
+
+    def _list(self, list_id: str) -> Record:
+        rec = self.account.record("list", list_id)
+        if rec is None:
+            raise KeyError(f"no list {list_id!r}")
+        return rec
 
     def profile_id(self, row: int) -> str:
         return self.base.profile_id(row) if row < self.base.count else self.new_id(row)
 
-    def profile_ids(self, rows) -> list[str]:
+    def profile_ids(self, rows: npt.ArrayLike) -> list[str]:
         rows = np.asarray(rows, dtype=np.int64)
         base = rows < self.base.count
         if base.all():
@@ -599,7 +630,7 @@ class AccountState:
         return [next(it) if r < self.base.count else self.new_id(r) for r in rows.tolist()]
 
 
-def _merge(target: dict, changes: dict) -> dict:
+def _merge(target: JSON, changes: JSON) -> JSON:
     """Profile update semantics: given keys replace, ``location``/``properties`` merge by key."""
     out = dict(target)
     for k, v in changes.items():
@@ -610,7 +641,7 @@ def _merge(target: dict, changes: dict) -> dict:
     return out
 
 
-def _never_subscribed() -> dict:
+def _never_subscribed() -> JSON:
     return {
         "email": {"marketing": {"can_receive_email_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None,
                                 "last_updated": None, "method": None, "method_detail": "", "custom_method_detail": None,
@@ -622,23 +653,59 @@ def _never_subscribed() -> dict:
 
 
 class LiveProfiles:
-    """The base ProfileTable's interface, seen through the write overlay."""
+    """The base ProfileTable's interface (``profiles.Profiles``), seen through the write overlay."""
 
     COLUMNS = ("created", "updated", "suppression_reason", "suppression_ts", "list_suppression_list", "list_suppression_ts", "last_event")
 
     def __init__(self, state: AccountState) -> None:
         self.state = state
         self.base = state.base
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
 
-    def __getattr__(self, name: str):
-        if name in LiveProfiles.COLUMNS:
-            if not self.state.touched:
-                return getattr(self.base, name)
-            return self._cached((name, self.state.version), lambda: self.state.column(name))
-        return getattr(self.base, name)
+    def _column(self, name: str) -> np.ndarray:
+        """One of ``COLUMNS``: the base table's until the first write, then patched once per state version."""
+        if not self.state.touched:
+            column: np.ndarray = getattr(self.base, name)
+            return column
+        return self._cached((name, self.state.version), lambda: self.state.column(name))
 
-    def _cached(self, key: tuple, compute) -> np.ndarray:
+    @property
+    def created(self) -> np.ndarray:
+        return self._column("created")
+
+    @property
+    def updated(self) -> np.ndarray:
+        return self._column("updated")
+
+    @property
+    def suppression_reason(self) -> np.ndarray:
+        return self._column("suppression_reason")
+
+    @property
+    def suppression_ts(self) -> np.ndarray:
+        return self._column("suppression_ts")
+
+    @property
+    def list_suppression_list(self) -> np.ndarray:
+        return self._column("list_suppression_list")
+
+    @property
+    def list_suppression_ts(self) -> np.ndarray:
+        return self._column("list_suppression_ts")
+
+    @property
+    def last_event(self) -> np.ndarray:
+        return self._column("last_event")
+
+    @property
+    def seed(self) -> int:
+        return self.base.seed
+
+    @property
+    def now(self) -> int:
+        return self.base.now
+
+    def _cached(self, key: tuple[str, int], compute: Callable[[], np.ndarray]) -> np.ndarray:
         value = self._cache.get(key)
         if value is None:
             if len(self._cache) > 16:
@@ -667,7 +734,7 @@ class LiveProfiles:
         if not self.state.touched:
             return self.base.email_sort_key
 
-        def compute():
+        def compute() -> np.ndarray:
             keys = self.base.email_sort_key.astype(object)
             extra = [self.state.current_identifiers(r)["email"] or "" for r in range(self.base.count, self.state.count)]
             keys = np.concatenate([keys, np.array(extra, dtype=object)]) if extra else keys.copy()
@@ -695,10 +762,13 @@ class LiveProfiles:
     def row_for_external_id(self, text: str) -> int | None:
         return self.state.row_for("external_id", text)
 
+    def exchange_id(self, row: int) -> str:
+        return self.base.exchange_id(row)
+
     def row_for_exchange_id(self, text: str) -> int | None:
         return self.base.row_for_exchange_id(text)
 
-    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[dict]:
+    def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[JSON]:
         if not self.state.touched:
             return self.base.attributes(rows, subscriptions, predictive)
         return self.state.profile_attributes(rows, subscriptions, predictive)

@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timezone
 
 import numpy as np
+import numpy.typing as npt
 
 _ISO_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
@@ -19,7 +20,7 @@ def iso(seconds: int | float | None) -> str | None:
     return datetime.fromtimestamp(int(seconds), tz=timezone.utc).isoformat()
 
 
-def iso_array(seconds) -> np.ndarray:
+def iso_array(seconds: npt.ArrayLike) -> np.ndarray:
     """``iso`` for a whole column at once, as ``S25`` bytes (negative = missing -> b'').
 
     ``datetime.fromtimestamp(...).isoformat()`` per record was a fifth of a page's
@@ -32,7 +33,7 @@ def iso_array(seconds) -> np.ndarray:
     return np.where(seconds >= 0, out, b"") if (seconds < 0).any() else out
 
 
-def iso_many(seconds) -> list[str | None]:
+def iso_many(seconds: npt.ArrayLike) -> list[str | None]:
     """``iso`` of each value of an epoch-seconds column (negative -> None)."""
     return [t or None for t in iso_array(seconds).astype("U25").tolist()]
 

@@ -28,8 +28,12 @@ from . import ids
 from .bodies import BodyError
 from .catalog import Record
 from .handlers import Request
+from .identifiers import identifier_problems
+from .jsontypes import JSON
 from .timefmt import iso, parse_datetime
-from .writes import _identifier_problems
+
+#: (pointer, message) of each problem found
+Problems = list[tuple[str, str]]
 
 MAX_BULK_EVENTS = 1_000
 MAX_EVENT_PROPERTIES = 400
@@ -43,29 +47,29 @@ BULK_PTR = "/data/attributes/events-bulk-create/data"
 
 def _metric_index(req: Request, name: str, service: str | None) -> int:
     """The metric's index in the catalog, created (as an API metric) when the account has none of that name."""
-    acc = req.account
+    acc, ctx = req.account, req.emulator
     metrics = acc.records["metric"]
-    index = getattr(acc, "_metric_by_name", None)
+    index = ctx.state.metric_by_name
     if index is None:
-        index = acc._metric_by_name = {}
+        index = ctx.state.metric_by_name = {}
         for i, rec in enumerate(metrics):
             index.setdefault(rec.attributes["name"], i)
     if name in index:
         return index[name]
-    stamp = iso(req.ctx.now())
+    stamp = iso(ctx.now())
     key = (service or "api").lower()
     rec = Record("metric", ids.short_id(acc.settings.seed, S_WRITTEN, len(metrics)), {
         "name": name, "created": stamp, "updated": stamp,
         "integration": {"object": "integration", "id": "0rG4eQ", "key": key, "name": service or "API",
                         "category": "API"},
     }, {"integration.name": service or "API", "integration.category": "API"}, {"flow-triggers": []})
-    metrics.append(rec)
-    acc._by_id[(rec.type, rec.id)] = rec
+    acc.add_record(rec)
     index[name] = len(metrics) - 1
     return index[name]
 
 
-def _event_time(value: str | None, now: int, pointer: str, problems: list, cache: dict | None = None) -> int:
+def _event_time(value: str | None, now: int, pointer: str, problems: Problems,
+                cache: dict[str, float | None] | None = None) -> int:
     if value is None:
         return now
     if cache is not None and value in cache:
@@ -77,15 +81,15 @@ def _event_time(value: str | None, now: int, pointer: str, problems: list, cache
     if seconds is None:
         problems.append((pointer, f"Invalid time {value!r}: expected an ISO 8601 date-time."))
         return now
-    seconds = int(seconds)  # truncated to the second
-    if seconds <= EARLIEST:
+    whole = int(seconds)  # truncated to the second
+    if whole <= EARLIEST:
         problems.append((pointer, "The time must be after the year 1990."))
-    elif seconds > now + ONE_YEAR:
+    elif whole > now + ONE_YEAR:
         problems.append((pointer, "The time can only be up to 1 year in the future."))
-    return seconds
+    return whole
 
 
-def _string_problems(value, pointer: str, out: list) -> None:
+def _string_problems(value: object, pointer: str, out: Problems) -> None:
     if isinstance(value, str):
         if len(value.encode()) > MAX_STRING_BYTES:
             out.append((pointer, f"A string cannot be larger than 100 KB (this one is {len(value.encode()):,} bytes)."))
@@ -97,7 +101,8 @@ def _string_problems(value, pointer: str, out: list) -> None:
             _string_problems(v, f"{pointer}/{i}", out)
 
 
-def _check_event(attrs: dict, base: str, now: int, problems: list, cache: dict | None = None) -> tuple[int, str]:
+def _check_event(attrs: JSON, base: str, now: int, problems: Problems,
+                 cache: dict[str, float | None] | None = None) -> tuple[int, str]:
     """(time, metric name) of one event's attributes; its problems appended to ``problems``."""
     props = attrs.get("properties") or {}
     if len(props) > MAX_EVENT_PROPERTIES:
@@ -106,7 +111,7 @@ def _check_event(attrs: dict, base: str, now: int, problems: list, cache: dict |
     name = attrs["metric"]["data"]["attributes"]["name"]
     if not str(name).strip():
         problems.append((f"{base}/metric/data/attributes/name", "A metric name cannot be blank."))
-    return _event_time(attrs.get("time"), now, f"{base}/time", problems, cache), name
+    return _event_time(attrs.get("time"), now, f"{base}/time", problems, cache), str(name)
 
 
 class _Batch:
@@ -114,21 +119,24 @@ class _Batch:
 
     def __init__(self, req: Request) -> None:
         self.req = req
-        self.now = req.ctx.now()
-        self.events: list[tuple[dict, str | None, dict, int, str]] = []  # (profile attrs, id, event attrs, time, metric)
+        self.now = req.emulator.now()
+        self.events: list[tuple[JSON, str | None, JSON, int, str]] = []  # (profile attrs, id, event attrs, time, metric)
 
-    def add(self, profile: dict, event: dict, time: int, metric: str) -> None:
+    def add(self, profile: JSON, event: JSON, time: int, metric: str) -> None:
         attrs = {k: v for k, v in (profile.get("attributes") or {}).items() if k not in ("_kx", "anonymous_id")}
         self.events.append((attrs, profile.get("id"), event, time, metric))
 
     def record(self) -> int:
         """Upsert the profiles, then store every event not recorded before; the number stored."""
         req, acc = self.req, self.req.account
-        state, table = acc.state, acc.events
-        seen = getattr(acc, "_event_keys", None)
-        if seen is None:
-            seen = acc._event_keys = set()
-        metric_rows, profile_rows, times, event_ids, uuids, props, backfill = [], [], [], [], [], [], []
+        state, table = req.emulator.state, acc.events
+        seen = state.event_keys
+        metric_rows: list[int] = []
+        profile_rows: list[int] = []
+        times: list[int] = []
+        numbers: list[int] = []
+        props: list[bytes] = []
+        backfill: list[bool] = []
         for attrs, pid, event, time, metric in self.events:
             profile_attrs = {k: v for k, v in attrs.items() if k not in ("meta",)}
             row = None if profile_attrs else state.match(profile_attrs, pid)
@@ -140,7 +148,6 @@ class _Batch:
             if key in seen:
                 continue  # "only the first processed event will be recorded"
             seen.add(key)
-            n = table.count + len(event_ids)
             properties = dict(event.get("properties") or {})
             if event.get("value") is not None:
                 properties["$value"] = event["value"]
@@ -150,23 +157,23 @@ class _Batch:
             metric_rows.append(m)
             profile_rows.append(row)
             times.append(time)
-            event_ids.append(n)
+            numbers.append(table.count + len(numbers))
             # an exact-size copy: orjson's result keeps its >= 4 KB buffer (1M events: 4 GB instead of 150 MB)
             props.append(bytes(memoryview(orjson.dumps(properties))))
             backfill.append(bool(event.get("backfill")))
-        if event_ids:
+        if numbers:
             # ids and uuids of the whole request at once (vectorised, as the synthetic events')
-            n = np.array(event_ids, dtype=np.int64)
+            n = np.array(numbers, dtype=np.int64)
             seed = acc.settings.seed
             tags = ids.mix(seed, S_WRITTEN, n) >> np.uint64(24)
-            event_ids = ids.ulids(np.array(times, dtype=np.int64) * 1000, tags, n,
+            event_ids: list[str] = ids.ulids(np.array(times, dtype=np.int64) * 1000, tags, n,
                                   table.id_key ^ 0x5A5A5A5A5A).astype("U26").tolist()
-            uuids = ids.uuids(ids.mix(seed, S_WRITTEN + 1, n), ids.mix(seed, S_WRITTEN + 2, n)).astype("U36").tolist()
+            uuids: list[str] = ids.uuids(ids.mix(seed, S_WRITTEN + 1, n), ids.mix(seed, S_WRITTEN + 2, n)).astype("U36").tolist()
             table.append(np.array(metric_rows), np.array(profile_rows), np.array(times, dtype=np.int64), event_ids,
                          uuids, props)
             table.written_backfill += backfill
             state.version += 1  # new events: cached selections and orders are stale
-        return len(event_ids)
+        return len(numbers)
 
 
 def create_event(req: Request) -> tuple[int, None]:
@@ -176,7 +183,7 @@ def create_event(req: Request) -> tuple[int, None]:
     problems: list[tuple[str, str]] = []
     profile = attrs["profile"]["data"]
     pattrs = profile.get("attributes") or {}
-    problems += _identifier_problems({**pattrs, "id": profile.get("id")}, f"{base}/profile/data/attributes")
+    problems += identifier_problems({**pattrs, "id": profile.get("id")}, f"{base}/profile/data/attributes")
     batch = _Batch(req)
     time, metric = _check_event(attrs, base, batch.now, problems)
     if problems:
@@ -195,13 +202,13 @@ def bulk_create_events(req: Request) -> tuple[int, None]:
         raise BodyError([(BULK_PTR, "At least one event is required.")])
     batch = _Batch(req)
     problems: list[tuple[str, str]] = []
-    repeats: dict[tuple, str] = {}
+    repeats: dict[tuple[object, ...], str] = {}
     times: dict[str, float | None] = {}
     for i, entry in enumerate(entries):
         ea = entry["attributes"]
         profile = ea["profile"]["data"]
         pattrs = profile.get("attributes") or {}
-        problems += _identifier_problems({**pattrs, "id": profile.get("id")}, f"{BULK_PTR}/{i}/attributes/profile/data/attributes")
+        problems += identifier_problems({**pattrs, "id": profile.get("id")}, f"{BULK_PTR}/{i}/attributes/profile/data/attributes")
         who = (profile.get("id"), pattrs.get("email"), pattrs.get("phone_number"), pattrs.get("external_id"))
         for j, event in enumerate(ea["events"]["data"]):
             attrs = dict(event["attributes"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 SPEC_DATA_PATH = Path(__file__).with_name("spec_data.json")
 
@@ -108,8 +109,6 @@ class Operation:
 
     def url_path(self, **path_params: str) -> str:
         """Fill ``{id}``-style placeholders (values are URL-quoted)."""
-        from urllib.parse import quote
-
         path = self.path
         for name in self.path_params:
             if name not in path_params:
@@ -125,7 +124,8 @@ class Operation:
 
 @cache
 def _raw() -> dict[str, Any]:
-    return json.loads(SPEC_DATA_PATH.read_text())
+    data: dict[str, Any] = json.loads(SPEC_DATA_PATH.read_text())
+    return data
 
 
 def _build(entry: dict[str, Any]) -> Operation:
@@ -180,11 +180,11 @@ def emulated_operations() -> tuple[str, ...]:
 
 def spec_revision() -> str:
     """The API revision the derived data was taken from (e.g. '2026-07-15')."""
-    return _raw()["revision"]
+    return str(_raw()["revision"])
 
 
 def default_base_url() -> str:
-    return _raw()["base_url"]
+    return str(_raw()["base_url"])
 
 
 def response_json_schema(operation_id: str) -> dict[str, Any]:
@@ -197,4 +197,5 @@ def response_json_schema(operation_id: str) -> dict[str, Any]:
 
 def error_json_schema() -> dict[str, Any]:
     """JSON Schema of Klaviyo's JSON:API error document."""
-    return _raw()["error_schema"]
+    schema: dict[str, Any] = _raw()["error_schema"]
+    return schema

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+#: An OpenAPI document, or a node of it, as JSON.
+JSON: TypeAlias = dict[str, Any]
 
 HTTP_METHODS = ("get", "post", "patch", "put", "delete")
 
@@ -170,14 +174,15 @@ def filter_type(desc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_param(spec: dict, prm: dict) -> dict:
+def _resolve_param(spec: JSON, prm: JSON) -> JSON:
     if "$ref" in prm:
         name = prm["$ref"].rsplit("/", 1)[-1]
-        return spec["components"]["parameters"][name]
+        resolved: JSON = spec["components"]["parameters"][name]
+        return resolved
     return prm
 
 
-def _response_ref(op: dict) -> tuple[str | None, str | None]:
+def _response_ref(op: JSON) -> tuple[str | None, str | None]:
     for status in ("200", "201", "202", "204"):
         resp = op.get("responses", {}).get(status)
         if resp is None:
@@ -191,16 +196,16 @@ def _response_ref(op: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _request_ref(op: dict) -> str | None:
+def _request_ref(op: JSON) -> str | None:
     body = op.get("requestBody") or {}
     for media in (body.get("content") or {}).values():
         ref = media.get("schema", {}).get("$ref")
         if ref:
-            return ref.rsplit("/", 1)[-1]
+            return str(ref.rsplit("/", 1)[-1])
     return None
 
 
-def derive_operation(spec: dict, path: str, method: str, op: dict) -> dict[str, Any]:
+def derive_operation(spec: JSON, path: str, method: str, op: JSON) -> JSON:
     """Summarise one operation: limits, paging, filters, sorts, fieldsets."""
     entry: dict[str, Any] = {
         "operation_id": op["operationId"],
@@ -276,7 +281,7 @@ def to_json_schema(node: Any) -> Any:
     return out
 
 
-def _collect_refs(node: Any, found: set[str], schemas: dict) -> None:
+def _collect_refs(node: Any, found: set[str], schemas: JSON) -> None:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
@@ -291,14 +296,15 @@ def _collect_refs(node: Any, found: set[str], schemas: dict) -> None:
             _collect_refs(value, found, schemas)
 
 
-def error_schema(spec: dict) -> dict:
+def error_schema(spec: JSON) -> JSON:
     """JSON:API error document schema as the spec's ClientError response gives it."""
     resp = spec["components"]["responses"]["ClientError"]
     media = next(iter(resp["content"].values()))
-    return to_json_schema(copy.deepcopy(media["schema"]))
+    schema: JSON = to_json_schema(copy.deepcopy(media["schema"]))
+    return schema
 
 
-def derive(spec: dict) -> dict[str, Any]:
+def derive(spec: JSON) -> dict[str, Any]:
     """The full derived document written to ``spec_data.json``."""
     operations: dict[str, Any] = {}
     for path, item in spec["paths"].items():
@@ -332,15 +338,13 @@ def derive(spec: dict) -> dict[str, Any]:
     }
 
 
-def render(spec: dict) -> str:
+def render(spec: JSON) -> str:
     """Canonical text of the derived file (stable key order, trailing newline)."""
     return json.dumps(derive(spec), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def find_spec(explicit: str | Path | None = None) -> Path | None:
     """Locate stable.json: an explicit path, $KLAVIYO_OPENAPI_SPEC, or ../shared next to the repo."""
-    import os
-
     candidates = [explicit, os.environ.get("KLAVIYO_OPENAPI_SPEC"), *DEFAULT_SPEC_LOCATIONS]
     for cand in candidates:
         if cand and Path(cand).is_file():

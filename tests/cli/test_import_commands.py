@@ -16,7 +16,7 @@ from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
 from klaviyo_bridge.imports.replicate import QLIK_TABLES
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 EMU = EmulatorSettings(seed=3, profiles=400, events=3000, lists=4, rate_limits=False)
 

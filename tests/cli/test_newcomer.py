@@ -18,7 +18,7 @@ from klaviyo_bridge.cli import main
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.store.identifiers import quote
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 EMU = EmulatorSettings(seed=5, profiles=200, events=1500, lists=8, rate_limits=False)
 
@@ -216,7 +216,7 @@ def test_scheduler_reports_each_job_start_and_end_at_the_default_level(tmp_path,
 
 
 # --- waiting for a DuckDB file held by another process is not silent ------------------------------
-HOLD = ("import sys\nfrom klaviyo_bridge.store.warehouse import open_warehouse\nwh = open_warehouse(sys.argv[1])\n"
+HOLD = ("import sys\nfrom klaviyo_bridge.store.factory import open_warehouse\nwh = open_warehouse(sys.argv[1])\n"
         "print('held', flush=True)\nsys.stdin.readline()\nwh.close()\n")
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_emulator.server import running_emulator
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .conftest import EMULATOR
 from .test_pages import _auth, _run_id, _wait_job

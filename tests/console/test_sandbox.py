@@ -13,7 +13,7 @@ import pytest
 
 from klaviyo_bridge.cli import main as cli_main
 from klaviyo_bridge.console import ConsoleConfig, create_app
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 
 from .conftest import API_KEY, EMULATOR, SignedIn
@@ -40,11 +40,8 @@ def _people(target, database: str = "crm") -> None:
 
 def _count(target, database: str = "crm") -> int:
     with open_warehouse(target) as wh:
-        session = wh._open_session()
-        try:
+        with wh.transaction() as session:
             return session.fetch(f"SELECT count(*) FROM {database}.people")[0][0]
-        finally:
-            session.close()
 
 
 EXPORT = {"connection": "emu", "database": "crm", "operation": "add", "list_identify_type": "name",

@@ -39,7 +39,7 @@ def test_event_and_profile_pages_across_a_block_boundary_equal_the_renderer():
     for _ in range(2):  # computed, then kept
         assert b"[" + events_page(r, rows) + b"]" == orjson.dumps(r.events(rows))
         assert b"[" + profiles_page(r, rows[::-1], extras=False) + b"]" == orjson.dumps(r.profiles(rows[::-1], extras=False))
-    state = emulator.account.state
+    state = emulator.state
     state.upsert({"email": "moved@example.com"}, emulator.now(), state.profile_id(BLOCK + 1))
     after = profiles_page(r, rows, extras=False)
     assert b"[" + after + b"]" == orjson.dumps(r.profiles(rows, extras=False)) and b"moved@example.com" in after

@@ -272,7 +272,7 @@ async def test_fast_path_is_taken_for_a_plain_body(monkeypatch):
 @pytest.mark.parametrize("seed", range(20))
 def test_all_match_in_one_call_is_all_of_match(seed):
     """The newline-joined regex check answers as one ``match`` per value (``$`` before a final newline too)."""
-    from klaviyo_emulator.writes import EMAIL_RE, PHONE_RE
+    from klaviyo_emulator.identifiers import EMAIL_RE, PHONE_RE
 
     rng = random.Random(seed)
     emails = ["a@b.co", "x.y+z@sub.example.com", "a@b", "@b.co", "a@-b.co", "a@b.co\n", "a@b.co\n\n", "a\n@b.co",
@@ -288,7 +288,7 @@ def test_all_match_in_one_call_is_all_of_match(seed):
 @pytest.mark.parametrize("seed", range(10))
 def test_email_check_without_backtracking_is_email_re(seed):
     """The possessive email pattern of the one-call check accepts exactly what EMAIL_RE does."""
-    from klaviyo_emulator.writes import EMAIL_RE
+    from klaviyo_emulator.identifiers import EMAIL_RE
 
     assert bulkimport._joined(EMAIL_RE).pattern.startswith(f"(?>{bulkimport._EMAIL_BODY}")  # EMAIL_RE unchanged
     rng = random.Random(seed)

@@ -44,7 +44,7 @@ def included_profiles(emulator: Emulator, rows: np.ndarray, fields: str) -> tupl
 
 def test_included_profiles_follow_writes():
     emulator = Emulator(EmulatorSettings(seed=4, profiles=200, events=100, rate_limits=False))
-    state = emulator.account.state
+    state = emulator.state
     rows = np.array([7, 3, 150, 0], dtype=np.int64)
     before, reference = included_profiles(emulator, rows, "email,phone_number,external_id")
     assert before == reference

@@ -22,7 +22,7 @@ from klaviyo_bridge.errors import AuthError, ExportBusy, ExportError, ExportFail
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.runner import CONFIRMED_REASON, EXIT_PARTIAL, run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from ..fakes import FakeClock
 

@@ -9,7 +9,7 @@ import pytest
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.exports.jobwatch import JobWatcher
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings
 

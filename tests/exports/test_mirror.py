@@ -12,7 +12,7 @@ import pytest
 from klaviyo_bridge.errors import ConfigError, ExportError
 from klaviyo_bridge.exports.job import report_lines
 from klaviyo_bridge.exports.runner import run_export
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
@@ -23,15 +23,14 @@ def world(tmp_path):
     with running_emulator(EMU) as url:
         wh_path = tmp_path / "wh.duckdb"
         with open_warehouse(wh_path) as wh:
-            s = wh._open_session()
-            s.execute("CREATE SCHEMA crm")
-            s.execute("CREATE TABLE crm.people (email VARCHAR, first_name VARCHAR)")
-            s.execute("INSERT INTO crm.people SELECT 'p' || i || '@example.com', 'P' || i FROM range(30) t(i)")
-            s.execute("CREATE TABLE crm.orders (email VARCHAR, metric_name VARCHAR, time TIMESTAMP, value DOUBLE, "
-                      "order_id VARCHAR)")
-            s.execute("INSERT INTO crm.orders SELECT 'p' || i || '@example.com', 'Placed Offline Order', "
-                      "TIMESTAMP '2025-03-01 10:00:00' + i * INTERVAL 1 HOUR, i * 1.5, 'o' || i FROM range(12) t(i)")
-            s.close()
+            with wh.transaction() as s:
+                s.execute("CREATE SCHEMA crm")
+                s.execute("CREATE TABLE crm.people (email VARCHAR, first_name VARCHAR)")
+                s.execute("INSERT INTO crm.people SELECT 'p' || i || '@example.com', 'P' || i FROM range(30) t(i)")
+                s.execute("CREATE TABLE crm.orders (email VARCHAR, metric_name VARCHAR, time TIMESTAMP, value DOUBLE, "
+                          "order_id VARCHAR)")
+                s.execute("INSERT INTO crm.orders SELECT 'p' || i || '@example.com', 'Placed Offline Order', "
+                          "TIMESTAMP '2025-03-01 10:00:00' + i * INTERVAL 1 HOUR, i * 1.5, 'o' || i FROM range(12) t(i)")
         yield url, wh_path, tmp_path
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from klaviyo_bridge.errors import ConfigError, ExportError, ExportFailed
 from klaviyo_bridge.exports.settings import parse_settings_text
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, outcomes, settings
 

@@ -6,7 +6,7 @@ from klaviyo_bridge.errors import ExportError
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.exports.source import query_source
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 
 def test_unread_stream_closes_on_close(tmp_path):

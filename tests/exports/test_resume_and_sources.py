@@ -13,7 +13,7 @@ from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.runner import run_export
 
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings
 
@@ -64,15 +64,12 @@ async def test_postgresql_source_query():
     app = make_app()
     list_id = app.state.emulator.account.records["list"][1].id
     with open_warehouse(PG_URL) as wh:
-        s = wh._open_session()
-        s.begin()
-        s.execute("DROP SCHEMA IF EXISTS export_src CASCADE")
-        s.execute("CREATE SCHEMA export_src")
-        s.execute("CREATE TABLE export_src.people (email text, first_name text, score integer)")
-        s.execute("INSERT INTO export_src.people VALUES ('pg1@example.com', 'Pat', 3), ('pg2@example.com', NULL, NULL), "
-                  "('nope', 'X', 1)")
-        s.commit()
-        s.close()
+        with wh.transaction() as s:
+            s.execute("DROP SCHEMA IF EXISTS export_src CASCADE")
+            s.execute("CREATE SCHEMA export_src")
+            s.execute("CREATE TABLE export_src.people (email text, first_name text, score integer)")
+            s.execute("INSERT INTO export_src.people VALUES ('pg1@example.com', 'Pat', 3), ('pg2@example.com', NULL, NULL), "
+                      "('nope', 'X', 1)")
         try:
             result = await export(wh, "SELECT email, first_name, score FROM people ORDER BY email", settings(
                 operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True), app,
@@ -80,11 +77,8 @@ async def test_postgresql_source_query():
             assert result.summary.counts == {"accepted": 2, "skipped": 1}
             assert sum(wh.state.export_rows(run_id=result.run_id).column("row_index").to_pylist()) == 3
         finally:
-            s = wh._open_session()
-            s.begin()
-            s.execute("DROP SCHEMA IF EXISTS export_src CASCADE")
-            s.commit()
-            s.close()
+            with wh.transaction() as s:
+                s.execute("DROP SCHEMA IF EXISTS export_src CASCADE")
 
 
 def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.errors import ConfigError, ExportError, ExportFailed
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, outcomes, settings
 

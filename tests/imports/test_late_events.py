@@ -15,7 +15,7 @@ import pytest
 from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from ..emulator.writes_helpers import FakeClock
 

@@ -15,7 +15,7 @@ from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.imports.runner import run_import
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from ..emulator.writes_helpers import FakeClock
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, effective_stream, run_import
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .conftest import EMU, make_config
 from .test_import_incremental import LATER, api_profiles, change_profiles
@@ -26,13 +26,10 @@ def pg():
     wh = open_warehouse(PG_URL)
     schema = "imp_" + uuid.uuid4().hex[:10]
     yield wh, schema
-    session = wh._open_session()
     try:
-        session.begin()
-        session.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        session.commit()
+        with wh.transaction() as session:
+            session.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
-        session.close()
         wh.close()
 
 

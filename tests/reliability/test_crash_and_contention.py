@@ -16,7 +16,7 @@ import pytest
 from klaviyo_bridge.api.retry import RetryPolicy
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, rows_of, serve_app
 
@@ -137,7 +137,7 @@ def test_a_held_lock_makes_the_second_run_wait_then_succeed(tmp_path, slow_emula
     home.mkdir()
     cfg = write_config(tmp_path / "c.yml", slow_emulator)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from klaviyo_bridge.store.warehouse import open_warehouse; "
+        "import sys, time; from klaviyo_bridge.store.factory import open_warehouse; "
         f"wh = open_warehouse({str(home / 'warehouse.duckdb')!r}); print('held', flush=True); time.sleep(2); wh.close()")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

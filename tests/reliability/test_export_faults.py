@@ -31,7 +31,7 @@ from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports import batching, ops, runner
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .export_ledger import PostLedger, check_accepted_once, check_applied_once, consent_of, normal_snapshot
 from .helpers import FIGURES, fast_client_class, serve_app

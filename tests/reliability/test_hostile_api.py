@@ -22,7 +22,7 @@ from klaviyo_bridge.errors import ApiError, BridgeError, ExportError, MalformedR
 from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.imports import runner
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 

@@ -19,7 +19,7 @@ from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.errors import ConfigError, ExportError
 from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES
 

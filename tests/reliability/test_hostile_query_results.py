@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, rows_of
 

@@ -22,7 +22,7 @@ from klaviyo_bridge.config import parse_import_config
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, fast_client_class, rows_of, serve_app
 

@@ -17,7 +17,7 @@ import pytest
 
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, serve_app
 from .test_crash_and_contention import KEY, cli

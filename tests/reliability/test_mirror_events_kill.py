@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.jobs import live_file, process_identity
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 

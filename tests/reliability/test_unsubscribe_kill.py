@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 
 from .export_ledger import PostLedger
 from .helpers import FIGURES, serve_app

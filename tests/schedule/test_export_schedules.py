@@ -60,12 +60,11 @@ def cli(tmp_path, capsys):
 def home(tmp_path):
     home = Home(tmp_path / "home").ensure()
     with open_warehouse(home.warehouse) as wh:
-        s = wh._open_session()
-        s.execute("CREATE SCHEMA klaviyo_db")
-        s.execute("CREATE TABLE klaviyo_db.customers (email VARCHAR, first_name VARCHAR)")
-        s.execute("INSERT INTO klaviyo_db.customers VALUES ('s1@example.com', 'Ann'), ('s2@example.com', 'Bob'), "
-                  "('s3@example.com', 'Cy')")
-        s.close()
+        with wh.transaction() as s:
+            s.execute("CREATE SCHEMA klaviyo_db")
+            s.execute("CREATE TABLE klaviyo_db.customers (email VARCHAR, first_name VARCHAR)")
+            s.execute("INSERT INTO klaviyo_db.customers VALUES ('s1@example.com', 'Ann'), ('s2@example.com', 'Bob'), "
+                      "('s3@example.com', 'Cy')")
     return home
 
 
@@ -117,9 +116,8 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
 
     # run 2: one scheduler tick on a fake clock runs both (07:00 and 00:10 Tokyo of 2 January)
     with open_warehouse(home.warehouse) as wh:
-        s = wh._open_session()
-        s.execute("INSERT INTO klaviyo_db.customers VALUES ('s4@example.com', 'Di'), ('s5@example.com', 'Ed')")
-        s.close()
+        with wh.transaction() as s:
+            s.execute("INSERT INTO klaviyo_db.customers VALUES ('s4@example.com', 'Di'), ('s5@example.com', 'Ed')")
         for name in ("nightly_export", "daily_import"):
             wh.state.update_schedule(name, last_scheduled_for=datetime(2026, 1, 1, 0, 0, tzinfo=UTC))
     wh, scheduler = scheduler_for(home, datetime(2026, 1, 2, 0, 0, tzinfo=UTC))
@@ -258,7 +256,7 @@ def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
     from klaviyo_bridge.schedule.saving import create_schedule
     from klaviyo_bridge.secrets import CredentialStore
     from klaviyo_bridge.store.state import ScheduleRecord
-    from klaviyo_bridge.store.warehouse import open_warehouse
+    from klaviyo_bridge.store.factory import open_warehouse
 
     credentials = CredentialStore(tmp_path / "credentials.json")
     now = datetime.now(timezone.utc)

@@ -118,7 +118,8 @@ def test_field_errors_name_the_field_and_token(expr, field, name, token, message
         CronSchedule.parse(expr)
     error = caught.value
     assert message in str(error)
-    assert (error.field, error.field_name, error.token, error.expression) == (field, name, token, expr)
+    assert (error.field_number, error.field_name, error.token, error.expression) == (field, name, token, expr)
+    assert error.field == "cron" and error.to_dict()["field"] == "cron"  # the setting, as data
     assert isinstance(error, ScheduleError) and isinstance(error, BridgeError)
 
 
@@ -143,7 +144,7 @@ def test_structural_errors(expr, message):
     with pytest.raises(CronSyntaxError) as caught:
         CronSchedule.parse(expr)
     assert message in str(caught.value)
-    assert caught.value.field is None
+    assert caught.value.field_number is None
 
 
 def test_day_that_never_occurs_in_the_chosen_months_is_an_error():
@@ -158,7 +159,8 @@ def test_validate_reports_every_problem_at_once_and_nothing_when_valid():
     assert validate("10 0 * * *") == []
     assert validate("") == []
     problems = validate("99 0 32 * funday", timezone="PST", delay_seconds=-5)
-    assert [getattr(p, "field", None) for p in problems] == [1, 3, 5, None, None]
+    assert [getattr(p, "field_number", None) for p in problems] == [1, 3, 5, None, None]
+    assert [p.field for p in problems] == ["cron", "cron", "cron", "timezone", "delay"]
     assert "America/Los_Angeles" in str(problems[3])
     assert "negative" in str(problems[4])
 

@@ -238,7 +238,8 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
 
     def body(ctx):
         if ctx.spec.schedule == "bad":
-            raise AuthError("the API key was rejected", status=401) if len(kind.calls) % 2 else ConfigError("in.data_source: bad")
+            raise AuthError("the API key was rejected", status=401) if len(kind.calls) % 2 else ConfigError("in.data_source: bad",
+                                                                                                        key="in.data_source")
         raise [RetriesExhausted("failed after 5 attempts", attempts=5, last_error=OSError()),
                ServerError("503", status=503)][len(kind.calls) % 2]
 
@@ -259,6 +260,12 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
     assert sum(e["event"] == "job_error" for e in events) == 2 + 5
     disabled = next(e for e in events if e["event"] == "schedule_disabled")
     assert disabled["schedule"] == "bad" and disabled["error_class"] == "config" and disabled["consecutive_failures"] == 3
+    # the notification carries the error as data: its code, and the field a config error names
+    detail = {e["schedule"]: set() for e in events}
+    for e in events:
+        detail[e["schedule"]].add((e["error_detail"]["code"], e["error_detail"]["field"]))
+    assert detail["bad"] and detail["bad"] <= {("config", "in.data_source"), ("auth", None)}
+    assert detail["flaky"] == {("retries_exhausted", None), ("server", None)}
 
 
 def test_success_resets_the_failure_count(wh, creds, kind):

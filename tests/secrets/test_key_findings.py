@@ -16,7 +16,7 @@ from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.secrets import ApiKey, CredentialStore, redact_config
 from klaviyo_bridge.store.state import ScheduleRecord
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 

@@ -21,7 +21,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 

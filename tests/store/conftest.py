@@ -46,13 +46,8 @@ def wh(engine, warehouse_url):
 def db(wh) -> str:
     name = f"t_{uuid.uuid4().hex[:10]}"
     yield name
-    session = wh._open_session()
-    try:
-        session.begin()
+    with wh.transaction() as session:
         session.execute(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE")
-        session.commit()
-    finally:
-        session.close()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_database_named_like_the_duckdb_file(tmp_path):
     """A schema called like the file's stem (klaviyo in klaviyo.duckdb) must not be ambiguous."""
     import pyarrow as pa
 
-    from klaviyo_bridge.store.warehouse import open_warehouse
+    from klaviyo_bridge.store.factory import open_warehouse
 
     with open_warehouse(tmp_path / "klaviyo.duckdb") as wh:
         wh.write("klaviyo", "lists", pa.table({"id": ["a", "b"]}))

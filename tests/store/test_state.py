@@ -134,3 +134,89 @@ def test_state_has_no_place_for_secrets(wh):
     for table in ("cursors", "runs", "export_batches", "export_row_ranges", "export_rows"):
         columns |= {c.lower() for c in wh.table_columns("_bridge", table)}
     assert not {c for c in columns if "key" in c or "token" in c or "secret" in c}
+
+
+def test_a_job_and_its_engine_share_one_record(wh, job):
+    """``begin_job`` writes the run; the engine's ``start_run(begun=True)`` records on that row
+    (no second record), and ``runs`` and ``jobs`` read the same record."""
+    wh.state.begin_job("r-" + job, job, "import", triggered_by="schedule", pid=42, host="here",
+                       database="klaviyo", table="events")
+    assert wh.state.start_run(job, "import", run_id="r-" + job, begun=True) == "r-" + job
+    wh.state.finish_run("r-" + job, "success", rows_read=3, rows_written=3, counts={"pages": 1})
+    [run] = wh.state.runs(job)
+    assert run == wh.state.job("r-" + job) == wh.state.jobs(job=job)[0]
+    assert (run.triggered_by, run.pid, run.database, run.rows_written, run.counts) == (
+        "schedule", 42, "klaviyo", 3, {"pages": 1})
+    with pytest.raises(StoreError, match="was begun"):
+        wh.state.start_run(job, "import", run_id="never-begun-" + job, begun=True)
+    with pytest.raises(StoreError, match="was begun"):
+        wh.state.start_run(job, "export", run_id="r-" + job, begun=True)  # another kind's run
+    assert len(wh.state.runs(job)) == 1
+
+
+def test_a_run_carries_its_error_as_data(wh, job):
+    run = wh.state.start_run(job, "export")
+    detail = {"code": "invalid_email", "message": "not an email", "field": "email", "row": 7, "hint": "fix row 8"}
+    wh.state.finish_run(run, "error", error="not an email", error_detail=detail)
+    assert wh.state.job(run).error_detail == detail
+    wh.state.end_job(run, "error", error="stopped", error_detail={"code": "killed", "message": "stopped"})
+    assert wh.state.runs(job)[0].error_detail == {"code": "killed", "message": "stopped"}
+    wh.state.reopen_run(run)
+    assert wh.state.job(run).error_detail is None
+
+
+OLD_RUNS = ("CREATE TABLE _bridge.runs (run_id VARCHAR PRIMARY KEY, job VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
+            "status VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ, rows_read BIGINT, "
+            "rows_written BIGINT, counts {json}, error VARCHAR)")
+OLD_ROW = ("INSERT INTO _bridge.runs VALUES ('old-1', 'klaviyo.events', 'import', 'succeeded', "
+           "'2024-05-01 10:00:00+00', '2024-05-01 10:01:00+00', 5, 5, '{{\"pages\": 1}}', NULL)")
+
+
+def _check_old_state_reads(url: str) -> None:
+    from klaviyo_bridge.store.factory import open_warehouse
+
+    with open_warehouse(url) as wh:  # opening migrates: job columns added, old status words renamed
+        [run] = wh.state.runs("klaviyo.events")
+        assert (run.run_id, run.status, run.rows_written, run.counts) == ("old-1", "success", 5, {"pages": 1})
+        assert (run.schedule, run.triggered_by, run.cancel_requested, run.error_detail) == (None, None, False, None)
+        assert wh.state.jobs() == [run]
+        wh.state.end_job("old-1", "error", error="x", error_detail={"code": "c", "message": "x"})
+        assert wh.state.job("old-1").error_detail == {"code": "c", "message": "x"}
+
+
+def test_a_duckdb_state_of_an_older_shape_still_reads(tmp_path):
+    """A warehouse whose ``runs`` has only the columns of the first versions (no job columns, no
+    error_detail, old status words) opens, migrates and reads."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA _bridge")
+    con.execute(OLD_RUNS.format(json="JSON"))
+    con.execute(OLD_ROW.format())
+    con.close()
+    _check_old_state_reads(str(path))
+
+
+def test_a_postgres_state_of_an_older_shape_still_reads():
+    """The same on PostgreSQL, in a database of its own (the shared one's state is in use)."""
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as pg
+
+    from .conftest import PG_URL
+
+    name = f"store18_old_{uuid.uuid4().hex[:8]}"
+    base, _, _ = PG_URL.rpartition("/")
+    with pg.connect(PG_URL, autocommit=True) as admin, admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with pg.connect(f"{base}/{name}") as con, con.cursor() as cur:
+            cur.execute("CREATE SCHEMA _bridge")
+            cur.execute(OLD_RUNS.format(json="JSONB"))
+            cur.execute(OLD_ROW.format())
+            con.commit()
+        _check_old_state_reads(f"{base}/{name}")
+    finally:
+        with pg.connect(PG_URL, autocommit=True) as admin, admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,7 @@ from klaviyo_bridge.cli import main
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.errors import ConfigError
-from klaviyo_bridge.store.warehouse import open_warehouse
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_bridge.workflows import interpolate
 
 SEED = Path(__file__).parent / "seed"
@@ -36,15 +36,14 @@ def project(tmp_path, emulator, monkeypatch):
     monkeypatch.setenv("KLAVIYO_BASE_URL", emulator)
     wh_path = tmp_path / "wh.duckdb"
     with open_warehouse(wh_path) as wh:
-        s = wh._open_session()
-        s.execute("CREATE SCHEMA klaviyo_db")
-        s.execute("CREATE TABLE klaviyo_db.your_table (profile_id VARCHAR, email VARCHAR, phone_number VARCHAR, "
-                  "col_a VARCHAR, col_b INTEGER, col_c VARCHAR)")
-        s.execute("INSERT INTO klaviyo_db.your_table VALUES "
-                  "(NULL, 'wf1@example.com', '+15005550010', 'a', 1, NULL), "
-                  "(NULL, 'wf2@example.com', '+15005550011', 'b', 2, 'x'), "
-                  "(NULL, 'wf3@example.com', NULL, 'c', 3, NULL)")
-        s.close()
+        with wh.transaction() as s:
+            s.execute("CREATE SCHEMA klaviyo_db")
+            s.execute("CREATE TABLE klaviyo_db.your_table (profile_id VARCHAR, email VARCHAR, phone_number VARCHAR, "
+                      "col_a VARCHAR, col_b INTEGER, col_c VARCHAR)")
+            s.execute("INSERT INTO klaviyo_db.your_table VALUES "
+                      "(NULL, 'wf1@example.com', '+15005550010', 'a', 1, NULL), "
+                      "(NULL, 'wf2@example.com', '+15005550011', 'b', 2, 'x'), "
+                      "(NULL, 'wf3@example.com', NULL, 'c', 3, NULL)")
     return tmp_path, wh_path
 
 
@@ -93,14 +92,14 @@ def test_add_by_name_then_remove_by_name(project, capsys):
         for email in ("wf1@example.com", "wf2@example.com"):
             ids[email] = c.get(f"/api/profiles?filter={quote(f'equals(email,{chr(39)}{email}{chr(39)})')}").json()["data"][0]["id"]
     with open_warehouse(wh_path) as wh:
-        s = wh._open_session()
-        for email, pid in ids.items():
-            s.execute("UPDATE klaviyo_db.your_table SET profile_id = $1 WHERE email = $2", [pid, email])
-        s.close()
+        with wh.transaction() as s:
+            for email, pid in ids.items():
+                s.execute("UPDATE klaviyo_db.your_table SET profile_id = $1 WHERE email = $2", [pid, email])
     code, out, err = _run(project, "removing_profiles_by_list_name", REMOVE_SQL, capsys)
     run, outcomes, reasons = _last_run(wh_path)
     # the third row has no profile_id and skip_invalid_records defaults to false: nothing is sent
     assert code != 0 and "skip_invalid_records is false" in err
+    assert "; hint: fix those rows in the query, or set skip_invalid_records: true" in err  # from the error's data
     assert outcomes.count("skipped") == 3
     code, out, err = _run(project, "removing_profiles_by_list_name",
                           "SELECT profile_id FROM your_table WHERE profile_id IS NOT NULL;\n", capsys)

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError, TransportError
 from ..store.rate_budget import PostgresBudget
+from .ratelimit import SharedBudget
 
 #: Environment variable naming a shared rate budget: redis://HOST:PORT[/DB], postgresql://..., or
 #: "local" (one budget per process even when the state is PostgreSQL).
@@ -108,17 +109,17 @@ class RedisBudget:
         self._redis.close()
 
 
-_budgets: dict[str, object] = {}
+_budgets: dict[str, SharedBudget] = {}
 _budgets_lock = threading.Lock()
 
 
-def open_budget(url: str):
+def open_budget(url: str) -> SharedBudget | None:
     """The shared budget at ``url`` (one per URL and process), or None for "local"."""
     if not url or url == "local":
         return None
     scheme = urllib.parse.urlsplit(url).scheme
     with _budgets_lock:
-        found = _budgets.get(url)
+        found: SharedBudget | None = _budgets.get(url)
         if found is None:
             if scheme in ("redis", "rediss", "unix"):
                 found = RedisBudget(url)

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -183,7 +183,7 @@ class KlaviyoClient:
         self, operation_id: str, resource_id: str, *, query: Query | None = None
     ) -> dict[str, Any]:
         """GET one resource by id; returns the whole document (data + included)."""
-        doc = await self.request(operation_id, path_params={"id": resource_id}, query=query)
+        doc: dict[str, Any] | None = await self.request(operation_id, path_params={"id": resource_id}, query=query)
         assert doc is not None
         return doc
 
@@ -344,7 +344,9 @@ class KlaviyoClient:
         try:
             async with self._slots:
                 self.limiter.left_late(op.operation_id, tier, self.limiter.clock() - booked)
-                response = await self._http.request(op.method, url, params=params, content=body, headers=headers)
+                # A tuple: httpx's parameter type takes a list only of its wider value type.
+                response = await self._http.request(op.method, url, params=tuple(params) if params is not None else None,
+                                                    content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
@@ -394,7 +396,7 @@ class KlaviyoClient:
         first = items[0] if items else ErrorItem(status=status)
         what = first.detail or first.title or response.reason_phrase
         where = f"{op.method} {op.path}"
-        kw = dict(status=status, errors=items, method=op.method, url=op.path, operation=op.operation_id)
+        kw = _ErrorContext(status=status, errors=items, method=op.method, url=op.path, operation=op.operation_id)
         if first.pointer or first.parameter:
             what += f" (at {first.pointer or first.parameter})"
         what = self._scrub(what)
@@ -417,6 +419,16 @@ class KlaviyoClient:
 
     def _scrub(self, text: str) -> str:
         return self._key.scrub(text)
+
+
+class _ErrorContext(TypedDict):
+    """The keyword arguments every ``ApiError`` built from a response carries."""
+
+    status: int
+    errors: tuple[ErrorItem, ...]
+    method: str
+    url: str
+    operation: str
 
 
 class PageShapeError(Exception):

@@ -28,7 +28,8 @@ from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 #: Received bytes a connection holds before it stops reading the socket (until the next read).
 READ_BYTES = 1 << 20
 
-SocketOption = tuple[int, int, Any]
+#: httpcore's socket option shapes (``socket.setsockopt`` arguments)
+SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 
 #: httpcore's extra-info names -> asyncio's
@@ -47,8 +48,8 @@ class _Receiver(asyncio.Protocol):
         self.error: BaseException | None = None
         self._reading_paused = False
         self._writing_paused = False
-        self._read_waiter: asyncio.Future | None = None
-        self._drain_waiter: asyncio.Future | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- transport callbacks ------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class _Receiver(asyncio.Protocol):
             raise ConnectionResetError("connection closed while writing")
 
 
-def _wake(waiter: asyncio.Future | None) -> None:
+def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
@@ -172,8 +173,8 @@ class AsyncioStream(AsyncNetworkStream):
             raise httpcore.ConnectError(str(exc)) from exc
         if tls is None:
             raise httpcore.ConnectError("TLS handshake did not complete")
-        self._receiver.transport = tls  # type: ignore[assignment]
-        return AsyncioStream(tls, self._receiver)  # type: ignore[arg-type]
+        self._receiver.transport = tls
+        return AsyncioStream(tls, self._receiver)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":

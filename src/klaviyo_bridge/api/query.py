@@ -9,7 +9,7 @@ locally with the list of what the endpoint allows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
@@ -25,9 +25,8 @@ def format_value(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat()
+        moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return moment.isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (int, float)):
@@ -92,8 +91,8 @@ class Query:
     filters: tuple[Condition, ...] = ()
     sort: str | None = None
     page_size: int | None = None
-    fields: dict[str, Sequence[str]] = field(default_factory=dict)
-    additional_fields: dict[str, Sequence[str]] = field(default_factory=dict)
+    fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    additional_fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
     include: Sequence[str] = ()
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -54,7 +54,7 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int) -> float:
         """Wait before retry number ``retries_done + 1``: half fixed, half jitter."""
-        ceiling = min(self.max_wait, self.initial_wait * (2**retries_done))
+        ceiling = min(self.max_wait, self.initial_wait * (2.0**retries_done))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
     def wait_for(self, error: BaseException, retries_done: int) -> float:
@@ -67,4 +67,4 @@ class RetryPolicy:
 
     def worst_case_total_wait(self) -> float:
         """Upper bound of all backoff sleeps of one call (documentation and tests)."""
-        return sum(min(self.max_wait, self.initial_wait * 2**i) for i in range(self.retry_limit))
+        return sum(min(self.max_wait, self.initial_wait * 2.0**i) for i in range(self.retry_limit))

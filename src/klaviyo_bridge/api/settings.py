@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError
 from ..secrets import ApiKey
+from ..validation import KeyedValueError, config_error_from, known_keys
+
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "ClientSettings", "KeyedValueError", "config_error_from", "known_keys"]
 from klaviyo_spec import default_base_url, spec_revision
 from urllib.parse import urlsplit
-import difflib
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 API_KEY_ENV = "KLAVIYO_API_KEY"
@@ -88,60 +89,3 @@ class ClientSettings(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise config_error_from(exc, cls) from None
-
-
-def known_keys(model: type[BaseModel]) -> list[str]:
-    """Field names and their aliases: what a config may say."""
-    keys = []
-    for name, info in model.model_fields.items():
-        keys.append(name)
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            keys.extend(str(choice) for choice in alias.choices)
-    return keys
-
-
-class KeyedValueError(ValueError):
-    """A model-level check's error that belongs to one key (``incremental_field``, say):
-    pydantic reports it at the section, ``config_error_from`` moves it to the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def _range_of(model: type[BaseModel], name: str) -> tuple[float, float] | None:
-    """The field's inclusive (ge, le) range, for messages that give the whole range."""
-    info = model.model_fields.get(name)
-    if info is None:
-        return None
-    ge = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
-    le = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
-    return (ge, le) if ge is not None and le is not None else None
-
-
-def config_error_from(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
-    """Turn pydantic's report into one readable ConfigError (values never echoed)."""
-    candidates = known_keys(model or ClientSettings)
-    lines = []
-    first_key = None
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = err["loc"]
-        msg = err["msg"]
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, KeyedValueError):
-            loc, msg = (*loc, cause.key), str(cause)
-        elif err["type"] == "value_error" and cause is not None:
-            msg = str(cause)  # our validators' own words, without pydantic's "Value error, "
-        key = ".".join(str(p) for p in loc) or "(config)"
-        first_key = first_key or key
-        bounds = _range_of(model or ClientSettings, str(loc[-1])) if loc else None
-        if err["type"] in ("greater_than_equal", "less_than_equal") and bounds:
-            msg = f"must be between {bounds[0]:g} and {bounds[1]:g}"
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            close = difflib.get_close_matches(str(err["loc"][-1]), candidates, n=1)
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
-        lines.append(f"{key}: {msg}")
-    return ConfigError("invalid settings: " + "; ".join(lines), key=first_key)

@@ -13,11 +13,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
+from .hints import error_lines
 from ..home import HOME_ENV, LEGACY_HOME, Home
 from ..memory import use_lean_arrow_pool
 from .api_cmd import api_command
@@ -76,11 +78,16 @@ for _command in WAREHOUSE_COMMANDS:
 
 cli.add_command(console_command)
 
+from .worker_cmd import COMMANDS as WORKER_COMMANDS  # noqa: E402
+
+for _command in WORKER_COMMANDS:
+    cli.add_command(_command)
+
 
 _terminated = False
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops a command as Ctrl-C does (the running import or export ends ``killed`` and
     says what was committed), instead of ending the process with its job left ``running``.
     Commands with their own SIGTERM handling (sched:run, connector:run, scheduler) replace this."""
@@ -121,7 +128,8 @@ def _main(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BridgeError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in error_lines(exc.to_dict()):
+            click.echo(line, err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if _terminated:

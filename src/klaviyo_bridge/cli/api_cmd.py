@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 import orjson
@@ -15,10 +17,12 @@ from ..api.settings import API_KEY_ENV, ClientSettings
 from klaviyo_spec import operation
 from ..errors import ConfigError
 from ..secrets import CredentialStore
+from ..home import Home
+from ..secrets import ApiKey
 
 
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, Sequence[str]]:
+    out: dict[str, Sequence[str]] = {}
     for text in values:
         rtype, sep, names = text.partition("=")
         if not sep or not names:
@@ -42,7 +46,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
 @click.option("--auth", "auth", metavar="NAME", help="Use the saved authentication NAME (auth:create) instead of KLAVIYO_API_KEY.")
 @click.pass_obj
 def api_command(
-    home,
+    home: Home,
     operation_id: str,
     resource_id: str | None,
     filter_expr: str | None,
@@ -61,6 +65,7 @@ def api_command(
     The API key is a saved authentication (--auth NAME) or the environment variable
     KLAVIYO_API_KEY, never the command line. Pages are followed until the end or --limit.
     """
+    key: ApiKey | str | None
     if auth:
         key = CredentialStore(home.credentials).get(auth)
     else:
@@ -72,7 +77,7 @@ def api_command(
         op = operation(operation_id)
     except KeyError as exc:
         raise ConfigError(str(exc.args[0]), key="operation_id") from None
-    settings = {"api_key": key}
+    settings: dict[str, Any] = {"api_key": key}
     if base_url:
         settings["base_url"] = base_url
     if revision:
@@ -93,10 +98,12 @@ def is_collection(operation_id: str) -> bool:
     return "Collection" in (operation(operation_id).response_schema or "")
 
 
-async def _print_records(settings, operation_id, resource_id, query, limit) -> None:
+async def _print_records(
+    settings: ClientSettings, operation_id: str, resource_id: str | None, query: Query, limit: int | None
+) -> None:
     out = sys.stdout.buffer
     op = operation(operation_id)
-    path_params = {}
+    path_params: dict[str, str] = {}
     if "id" in op.path_params:
         if resource_id is None:
             raise ConfigError(f"{operation_id} needs --id", key="id")

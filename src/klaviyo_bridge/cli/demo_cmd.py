@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,9 +16,10 @@ from ..api.query import Query
 from ..api.settings import ClientSettings
 from ..exports.job import export_query, report_lines
 from ..exports.settings import parse_export_settings
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
 from ..config import parse_import_config
 from ..imports.runner import run_import
+from ..home import Home
 
 
 @click.command("demo")
@@ -26,7 +28,7 @@ from ..imports.runner import run_import
 @click.option("--lists", default=5, show_default=True, type=click.IntRange(1), help="Lists in the account.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Emulator seed.")
 @click.pass_obj
-def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> None:
+def demo_command(home: Home, profiles: int, events: int, lists: int, seed: int) -> None:
     """Start an emulator on 127.0.0.1, read its lists and profiles through the client,
     import profiles and events into the DuckDB warehouse, query them, and export a
     query result back to a Klaviyo list (emulator -> import -> DuckDB -> export back).
@@ -53,8 +55,9 @@ def demo_command(home, profiles: int, events: int, lists: int, seed: int) -> Non
         _export_back(console, home, emu.api_key, base_url)
 
 
-def _export_back(console: Console, home, api_key: str, base_url: str) -> None:
+def _export_back(console: Console, home: Home, api_key: str, base_url: str) -> None:
     """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
+
     settings = parse_export_settings({
         "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
         "list_identify_type": "name", "list_value": "Demo: most engaged", "wait_for_completion": True,
@@ -80,7 +83,8 @@ async def _count_members(settings: ClientSettings, list_id: str) -> int:
             "get_profiles_for_list", path_params={"id": list_id}, query=Query(page_size=100))])
 
 
-def _import_into_duckdb(console: Console, home, api_key: str, base_url: str) -> None:
+def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: str) -> None:
+
     path = home.ensure().warehouse
     with open_warehouse(path, lock_timeout=30) as wh:
         console.print(f"[bold]5.[/] Import into DuckDB ({path}), merge on id:")
@@ -124,7 +128,7 @@ async def _read_account(console: Console, settings: ClientSettings) -> None:
         console.print(table)
 
         t1 = time.perf_counter()
-        sample: list[dict] = []
+        sample: list[dict[str, Any]] = []
         total = 0
         async for page in client.pages("get_profiles", query=Query(page_size=100, sort="created")):
             total += len(page.data)

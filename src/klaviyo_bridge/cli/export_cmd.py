@@ -9,7 +9,7 @@ import click
 from ..errors import ExportFailed
 from ..exports.job import export_query, load_result_settings, read_sql, report_lines
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
 from .progress import ExportProgress
 from .hints import next_step
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 from rich.console import Console
@@ -18,7 +19,8 @@ from ..home import Home
 from ..imports.metrics import UnknownMetric
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
 from ..secrets import CredentialStore, resolve_connection
@@ -83,7 +85,7 @@ def preview_command(home: Home, config_file: str, rows: int) -> None:
     next_step(f"import it: klaviyo-bridge connector:issue {config_file} -d DATABASE -t TABLE")
 
 
-def _type_name(arrow_type) -> str:
+def _type_name(arrow_type: object) -> str:
     text = str(arrow_type)
     if text.startswith("timestamp"):
         return "timestamp"
@@ -191,7 +193,8 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         raise click.exceptions.Exit(1)
 
 
-def _connection_settings(home: Home, config_file: str | None) -> dict:
+def _connection_settings(home: Home, config_file: str | None) -> dict[str, Any]:
+
     if config_file:
         try:
             text = read_text_bounded(config_file, "config")

@@ -23,10 +23,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
@@ -41,7 +41,7 @@ def _plain_line(text: str) -> None:
 class EtaColumn(ProgressColumn):
     """``ETA m:ss`` for a task with a known total once its speed is known; nothing otherwise."""
 
-    def render(self, task) -> Text:
+    def render(self, task: Task) -> Text:
         remaining = task.time_remaining if task.total else None
         if remaining is None or task.finished:
             return Text("")
@@ -69,7 +69,7 @@ class _Display:
         self.started = self.last_log = clock()
         self.console = _live_console(console)
         self.bar: Progress | None = None
-        self._rerouted: list[tuple[logging.StreamHandler, Any]] = []
+        self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
         if self.console is not None:
             own_stderr = console is None
             self.bar = Progress(*self.columns(), console=self.console, transient=True, get_time=clock,
@@ -115,7 +115,7 @@ class _Display:
             bar, self.bar = self.bar, None
             bar.stop()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..errors import BridgeError, ConfigError
+from ..errors import ConfigError, JobFailed
 from ..home import Home
 from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord
@@ -284,7 +284,7 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
             f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "success":
-        raise BridgeError(f"{line}: {result.error}")
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     next_step(f"its history: klaviyo-bridge sched:history {name}", f"this job: klaviyo-bridge job:show {result.run_id}")
 

@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from ..config import parse_time
-from ..errors import BridgeError, ConfigError, ScheduleError
+from ..errors import ConfigError, JobFailed, ScheduleError
 from ..home import Home
 from ..schedule.cron import CronSchedule, validate
 from ..store.state import ScheduleRecord
@@ -198,7 +198,7 @@ def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | 
     line = (f"job {result.run_id} {result.status}: {result.rows or 0} records into {result.database}.{result.table}"
             f" in {(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "success":
-        raise BridgeError(f"{line}: {result.error}")
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     next_step(f"its history: klaviyo-bridge connector:history {name}",
               f'the rows: klaviyo-bridge sql "SELECT * FROM {result.database}.{result.table} LIMIT 10"')
@@ -218,7 +218,7 @@ def cron_next(expression: str, tz: str, start: str | None, delay: int, count: in
         raise ScheduleError("; ".join(str(e) for e in errors))
     schedule = CronSchedule.parse(expression, tz, delay)
     try:
-        after = parse_time(start) if start else datetime.now(timezone.utc)
+        after = (parse_time(start) if start else None) or datetime.now(timezone.utc)
     except (ValueError, ConfigError):
         raise ConfigError(f"--from must be an ISO 8601 time, got {start!r}", key="from") from None
     runs = schedule.next_runs(after, count)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -18,15 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_yaml, parse_import_config, parse_time, read_text_bounded
-from ..jobs import cancel_local, execute_job
+from ..jobs import JobResult, cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
-from ..errors import BridgeError, ConfigError, StoreError
+from ..errors import BridgeError, ConfigError, JobFailed, StoreError
 from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
 from ..store.state import JobRecord, ScheduleRecord
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from .auth_cmd import credential_store
 from .hints import next_step
 from ..schedule.saving import migrate_stored_keys
@@ -62,7 +63,10 @@ def _fmt_seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}s"
 
 
-def warehouse_option(f):
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def warehouse_option(f: _Command) -> _Command:
     return click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)(f)
 
 
@@ -165,7 +169,7 @@ def parse_as_of(time: str | None, example: str) -> datetime | None:
 
 
 def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[Warehouse, str], ScheduleRecord],
-            describe: Callable[[ScheduleRecord], str], as_of: datetime | None):
+            describe: Callable[[ScheduleRecord], str], as_of: datetime | None) -> tuple[JobResult, JobRecord | None]:
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex
@@ -215,7 +219,7 @@ def delete_saved(home: Home, warehouse_url: str | None, name: str,
     credential_store(home).delete(auth, missing_ok=True)
 
 
-def get_pushed(wh, name: str):
+def get_pushed(wh: Warehouse, name: str) -> ScheduleRecord:
     """The pushed workflow NAME (a schedule of kind workflow)."""
     record = wh.state.schedule(name)
     if record is None or record.kind != "workflow":
@@ -230,6 +234,6 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
     line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
             f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
     if result.status != "success":
-        raise BridgeError(f"{line}: {result.error}")
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     click.echo(f"History: klaviyo-bridge job:list --schedule {name}")

@@ -10,7 +10,8 @@ import csv
 import sys
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
 from ..typenames import friendly_type
 from ..exports.source import query_source
 
@@ -92,7 +93,10 @@ class _Printer:
             sys.stdout.flush()
 
 
-def _format_option(f):
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _format_option(f: _Command) -> _Command:
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
                         help="table on screen, CSV (with a header), or JSON lines (one object per row).")(f)
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import ConfigError
 from ..home import Home
-from ..store.warehouse import open_warehouse
+from ..store.factory import open_warehouse
+from ..store.state import ScheduleRecord
 from ..workflows import run_workflow
 from ..exports.settings import KEY_POINTER
 from datetime import datetime, timezone
 from ..schedule.cron import CronSchedule
-from ..store.state import ScheduleRecord
 from .auth_cmd import credential_store
 from ..schedule.naming import check_schedule_name as _check_name
 from rich.table import Table
@@ -54,7 +55,7 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
             raise ConfigError("--param and --dry-run work with a .dig file, not a pushed workflow", key="dig_file")
         run_pushed(home, warehouse_url, dig_file)
         return
-    variables: dict = {}
+    variables: dict[str, Any] = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not sep:
@@ -107,7 +108,7 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
                                                     last_scheduled_for=now))
             verb = "pushed"
         else:
-            changes: dict = {"config": pushed.config}
+            changes: dict[str, Any] = {"config": pushed.config}
             if (cron, tz, delay) != (existing.cron, existing.timezone, existing.delay_seconds) or not existing.enabled:
                 changes.update(cron=cron, timezone=tz, delay_seconds=delay, last_scheduled_for=now, enabled=True,
                                disabled_reason=None, disabled_at=None, consecutive_failures=0)
@@ -128,16 +129,17 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
         click.echo(f"{task}: its saved result_connection supplies the key; the inline api_token was not stored.")
 
 
-def _workflow_auths(record) -> list[str]:
+def _workflow_auths(record: ScheduleRecord | None) -> list[str]:
     """Authentications a pushed workflow's tasks name that push created (workflow:NAME...)."""
     if record is None:
         return []
-    out = []
+    out: list[str] = []
+    name = record.name
 
-    def walk(node):
+    def walk(node: Any) -> None:
         if isinstance(node, dict):
             value = node.get("result_connection")
-            if isinstance(value, str) and value.startswith(f"workflow:{record.name}"):
+            if isinstance(value, str) and value.startswith(f"workflow:{name}"):
                 out.append(value)
             for v in node.values():
                 walk(v)

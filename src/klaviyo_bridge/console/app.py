@@ -43,14 +43,16 @@ from typing import Any
 
 import pyarrow as pa
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError, StoreError
 from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
 from ..store.sandbox import read_duckdb, read_postgres
-from ..store.warehouse import Warehouse, open_warehouse
+from ..store.warehouse import Warehouse
+from ..store.factory import open_warehouse
 from ..typenames import friendly_type
 
 TOKEN_ENV = "KLAVIYO_BRIDGE_CONSOLE_TOKEN"
@@ -337,7 +339,7 @@ class Console:
         return key
 
 
-def _cookies(scope: dict[str, Any]) -> dict[str, str]:
+def _cookies(scope: Scope) -> dict[str, str]:
     jar: dict[str, str] = {}
     for name, value in scope.get("headers", []):
         if name == b"cookie":
@@ -350,24 +352,25 @@ def _cookies(scope: dict[str, Any]) -> dict[str, str]:
     return jar
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-def client_of(scope: dict[str, Any]) -> str:
+def client_of(scope: Scope) -> str:
     """The client's address (after ``--proxy-headers`` rewrote it from a trusted proxy)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
 
-def is_https(scope: dict[str, Any]) -> bool:
+def is_https(scope: Scope) -> bool:
     return scope.get("scheme") in ("https", "wss")
 
 
-def cookie_header(name: str, value: str, scope: dict[str, Any], *, max_age: int | None = None) -> bytes:
+def cookie_header(name: str, value: str, scope: Scope, *, max_age: int | None = None) -> bytes:
     """``Set-Cookie``: HttpOnly, SameSite=Strict, Path=/, and Secure when the request came over https."""
     parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
     if max_age is not None:
@@ -390,11 +393,11 @@ class SecurityMiddleware:
     #: Served without a session: the login page, and the CSS/JS/icon it needs (package code, no data).
     OPEN_PATHS = ("/static/", "/login")
 
-    def __init__(self, app: Any, console: Console) -> None:
+    def __init__(self, app: ASGIApp, console: Console) -> None:
         self.app = app
         self.console = console
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -406,7 +409,7 @@ class SecurityMiddleware:
             seed = new_seed = pysecrets.token_urlsafe(24)
         scope.setdefault("state", {})["csrf_seed"] = seed
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
@@ -428,7 +431,7 @@ class SecurityMiddleware:
         path = scope.get("path", "")
         signed_in = console.session_ok(cookies.get(SESSION_COOKIE))
         if not path.startswith(self.OPEN_PATHS) and not signed_in:
-            response = None
+            response: Response | None = None
             bearer = _header(scope, b"authorization") or ""
             if bearer.startswith("Bearer "):
                 client = client_of(scope)
@@ -471,7 +474,7 @@ def _templates() -> Environment:
     return env
 
 
-def _json_text(value, indent: int | None = None) -> str:
+def _json_text(value: Any, indent: int | None = None) -> str:
     """JSON to read on a page (inside <pre>, escaped by autoescape like any text): quotes and
     non-ASCII as written, not Jinja's ``tojson`` escapes (``\u0027``), which are for <script>."""
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)

@@ -1,9 +1,10 @@
 """Form pieces several pages share: the schedule block (presets, custom cron, zone, delay) and
-the saved-authentication choice. Validation is the library's (``schedule.cron.validate``,
-``cli.schedule_cmd._check_name``); this module only maps its errors onto form fields."""
+the saved-authentication choice. Validation is the library's (``schedule.naming.schedule_settings``,
+``check_schedule_name``); this module only maps its errors' fields onto form fields."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -11,15 +12,19 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from ..schedule.naming import check_schedule_name as _check_name
-from ..errors import ConfigError
-from ..schedule.cron import CronSchedule, validate
-from ..schedule.timezones import TimezoneError
+from ..errors import BridgeError, ConfigError
+from ..schedule.cron import CronSchedule
+from ..schedule.naming import schedule_settings
 
 #: The seed console's drop-down: (value, label). "" = None (runs only by hand).
 PRESETS = (("", "None (run by hand)"), ("@hourly", "@hourly (:00)"), ("@daily", "@daily (midnight)"),
            ("@monthly", "@monthly"), ("custom", "Custom cron…"))
 COMMON_ZONES = ("UTC", "America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Paris",
                 "Asia/Tokyo", "Asia/Singapore", "Australia/Sydney")
+
+
+#: The schedule errors' fields -> this form's field names.
+FORM_FIELDS = {"cron": "cron", "timezone": "schedule_timezone", "delay": "delay"}
 
 
 @dataclass
@@ -60,15 +65,23 @@ class ScheduleInput:
 
 
 def schedule_errors(expression: str, tz: str, delay: str | int) -> dict[str, str]:
-    errors: dict[str, str] = {}
+    """The schedule settings' problems (``schedule_settings``, as the CLI and workflows check
+    them) by this form's field names."""
+    text = str(delay).strip()
+    seconds: str | int = int(text) if re.fullmatch(r"-?\d+", text) else text
     try:
-        seconds = int(delay)
-    except (TypeError, ValueError):
-        return {"delay": "the delay must be a whole number of seconds"}
-    for problem in validate(expression, tz, seconds):
-        key = "schedule_timezone" if isinstance(problem, TimezoneError) else \
-            "delay" if "delay" in str(problem).lower() and "cron" not in str(problem).lower() else "cron"
-        errors[key] = f"{errors[key]}; {problem}" if key in errors else str(problem)
+        schedule_settings(expression, tz, seconds)
+    except ConfigError as exc:
+        return field_messages(exc, FORM_FIELDS)
+    return {}
+
+
+def field_messages(exc: BridgeError, names: dict[str, str] | None = None) -> dict[str, str]:
+    """{form field: message} from the error's problems (several for one field joined by "; ")."""
+    errors: dict[str, str] = {}
+    for problem in exc.problems:
+        key = (names or {}).get(problem.field or "", problem.field or "_form")
+        errors[key] = f"{errors[key]}; {problem.message}" if key in errors else problem.message
     return errors
 
 

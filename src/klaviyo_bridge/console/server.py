@@ -3,7 +3,7 @@ pages of ``routes/`` (which use those parts, so the assembly lives apart from th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -29,7 +29,7 @@ def create_app(config: ConsoleConfig, *, clock: Callable[[], float] | None = Non
         console.limiter.clock = clock
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         jobs.shutdown()
 

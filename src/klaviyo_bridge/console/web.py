@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -12,15 +13,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from ..errors import ConfigError
+from ..errors import BridgeError
+from .forms import field_messages
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
        ("exports", "/exports", "Exports"), ("schedules", "/schedules", "Schedules"), ("jobs", "/jobs", "Jobs"))
 
 
 def console_of(request: Request) -> Console:
-    return request.app.state.console
+    console: Console = request.app.state.console  # set by create_app
+    return console
 
 
 def csrf_token(request: Request) -> str:
@@ -64,32 +70,13 @@ def redirect(request: Request, url: str, message: str | None = None, kind: str =
     return RedirectResponse(url, status_code=303)
 
 
-_PART = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*:\s*(.+)$")
+def field_errors(exc: BridgeError) -> dict[str, str]:
+    """The library's error as {field: message}, read from its problems (``field`` paths such as
+    ``in.list_id``); a problem without a field goes to "_form"."""
+    return field_messages(exc)
 
 
-def field_errors(exc: ConfigError, prefix: str = "") -> dict[str, str]:
-    """The library's ConfigError as {field: message}: the keys ``config_error_from`` names
-    ("invalid settings: in.list_id: ...; out.timezone: ..."), else ``exc.key``, else "_form"."""
-    text = str(exc)
-    body = text.split("invalid settings: ", 1)[1] if "invalid settings: " in text else None
-    errors: dict[str, str] = {}
-    if body:
-        for part in body.split("; "):
-            m = _PART.match(part)
-            if m:
-                key = m.group(1)
-                if prefix and key.startswith(prefix):
-                    key = key[len(prefix):]
-                errors.setdefault(key, m.group(2).removeprefix("Value error, "))
-    if not errors:
-        key = (exc.key or "_form")
-        if prefix and key.startswith(prefix):
-            key = key[len(prefix):]
-        errors[key] = text
-    return errors
-
-
-async def blocking(func: Any, *args: Any, **kw: Any) -> Any:
+async def blocking(func: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
     return await run_in_threadpool(func, *args, **kw)
 
 

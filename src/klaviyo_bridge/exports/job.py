@@ -73,15 +73,19 @@ def read_sql(query: str | None, query_file: str | None) -> str:
 
 
 def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
-                 job: str = "query", dry_run: bool = False, resume: str | None = None,
+                 job: str = "query", dry_run: bool = False, resume: str | None = None, run_id: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, table: Any = None, **kw: Any) -> ExportResult:
     """Run ``sql`` on the warehouse (``database`` as default schema) and export the result.
 
     ``table``: the query's result already read (an Arrow table; the console reads it in its sandbox),
-    exported as the result of ``sql``."""
+    exported as the result of ``sql``. ``run_id``: the job run ``StateStore.begin_job`` already
+    recorded (``jobs.execute_job``), which the export records on."""
+    if resume is not None and run_id is not None:
+        raise ConfigError("resume a run, or record on a begun one: not both", key="run_id")
     source = table if table is not None else query_source(wh, sql, database)
-    return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume,
-                                  resume=resume is not None, query=sql, transport=transport, **kw))
+    return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume or run_id,
+                                  resume=resume is not None, begun=run_id is not None, query=sql,
+                                  transport=transport, **kw))
 
 
 def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:

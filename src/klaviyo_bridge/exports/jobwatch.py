@@ -23,7 +23,7 @@ MAX_ROUND_WAIT = 15.0
 
 @dataclass
 class _Waiter:
-    future: asyncio.Future
+    future: asyncio.Future[dict[str, Any] | None]  # the finished job's attributes, None at the deadline
     deadline: float
     status: str = "queued"
 
@@ -38,7 +38,7 @@ class JobWatcher:
         self.floor = first_wait
         self.round_wait = first_wait
         self._waiters: dict[str, _Waiter] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def wait(self, job_id: str, deadline: float) -> tuple[str, dict[str, Any] | None]:
         """(last status seen, attributes when finished else None)."""

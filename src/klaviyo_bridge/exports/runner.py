@@ -37,11 +37,11 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import numpy as np
@@ -60,11 +60,12 @@ from ..errors import (
     ExportFailed,
     InvalidRequest,
     NotFound,
+    Problem,
     RetriesExhausted,
     ServerError,
     TransportError,
 )
-from ..store.identifiers import STATE_SCHEMA, quote
+from ..store.locks import NamedLock
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
 from .jobwatch import JobWatcher
@@ -128,7 +129,7 @@ class ExportResult:
                 f"(exit code {EXIT_PARTIAL})")
 
 
-def _rows_table(index: np.ndarray, outcome: str | list[str], reasons: list[str | None] | str | None) -> pa.Table:
+def _rows_table(index: np.ndarray, outcome: str | list[str], reasons: Sequence[str | None] | str | None) -> pa.Table:
     n = len(index)
     if reasons is None or isinstance(reasons, str):
         reason_arr = pa.repeat(pa.scalar(reasons, pa.string()), n)
@@ -148,8 +149,7 @@ def _forget_rows(wh: Warehouse, batch_id: str) -> None:
     """Drop the row outcomes a killed run stored for a batch it never marked final: on resume they are
     recorded again, and each input row must have exactly one outcome (a kill -9 can land between
     storing a batch's rows and storing its final status, two separate transactions)."""
-    with wh.transaction() as s:
-        s.execute(f"DELETE FROM {quote(STATE_SCHEMA)}.export_row_ranges WHERE batch_id = $1", [batch_id])
+    wh.state.forget_export_rows(batch_id)
 
 
 def _row_positions(err: ApiError) -> dict[int, str] | None:
@@ -486,7 +486,7 @@ class _Sender:
                             e = orjson.loads(it).get("attributes", {}).get("email")
                             if e:
                                 by_email[e] = i
-                    pos = (by_email or {}).get(email)
+                    pos = (by_email or {}).get(email) if isinstance(email, str) else None
                 if pos is not None and reasons[pos] is None:
                     reasons[pos] = f"rejected by Klaviyo: {message}"
         outcomes = ["accepted" if r is None else "rejected" for r in reasons]
@@ -496,7 +496,7 @@ class _Sender:
 
 # --- the destination -------------------------------------------------------------------------
 
-async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]):
+async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]) -> AsyncIterator[dict[str, Any]]:
     async for item in client.records("get_lists", params=params):
         yield item
 
@@ -528,7 +528,7 @@ async def create_list(client: KlaviyoClient, op: Operation, warnings: list[str])
         raise ExportError(f"no list named {name!r} in this Klaviyo account")
     doc = await client.request("create_list", json={"data": {"type": "list", "attributes": {"name": name}}})
     list_id = (doc or {}).get("data", {}).get("id")
-    if not list_id:
+    if not list_id or not isinstance(list_id, str):
         raise ExportError(f"creating list {name!r} returned no id")
     warnings.append(f"created list {name!r} ({list_id}); Klaviyo allows 150 list creations a day")
     return list_id
@@ -540,7 +540,7 @@ class _ListLock:
     def __init__(self, wh: Warehouse, settings: ExportSettings, run_id: str,
                  sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
         self.wh, self.settings, self.run_id, self.sleep, self.clock = wh, settings, run_id, sleep, clock
-        self.lock = None
+        self.lock: NamedLock | None = None
 
     async def acquire(self, list_id: str) -> None:
         name = f"list:{self.settings.base_url}:{list_id}"
@@ -589,7 +589,7 @@ CHUNK_BYTES = 32 * 1024 * 1024
 FIRST_CHUNK_ROWS = 10_000
 #: Source: an Arrow table, or a callable that opens the query and returns (schema, record batches);
 #: called once more for the sending pass when invalid rows must fail the job before anything is sent.
-Source = pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]
+Source: TypeAlias = "pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]"
 
 
 def _open(source: Source) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -606,7 +606,7 @@ def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
     for col in batch.columns:
         t = col.type
         if pa.types.is_string(t) or pa.types.is_binary(t):
-            offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1]
+            offsets: np.ndarray = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1]
             sizes += np.diff(offsets)
         elif pa.types.is_large_string(t) or pa.types.is_large_binary(t):
             offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset:col.offset + n + 1]
@@ -717,7 +717,8 @@ class _Planner:
 async def _validate_all(source: Source, op: Operation,
                         opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> tuple[_Counts, list[Any]]:
     """A pass over the whole input (dry run; strict mode; resume): counts, samples, batch fingerprints."""
-    counts, samples = _Counts(), []
+    samples: list[Any] = []
+    counts = _Counts()
     it = _prepared_chunks(source, op, opened)
     planner = _Planner(op)
     while True:
@@ -760,6 +761,7 @@ async def run_export(
     job: str = "query",
     run_id: str | None = None,
     resume: bool = False,
+    begun: bool = False,
     dry_run: bool = False,
     query: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -773,6 +775,8 @@ async def run_export(
     Returns the result of a run that ended ``success``; raises ``ExportFailed`` (status ``error``,
     recorded, with ``.result``) when it did not, and other ``BridgeError``s when it could not start.
     ``query`` is the SQL text, kept (as a hash) so ``--resume`` can refuse a changed query.
+    ``begun``: ``run_id`` is a run ``StateStore.begin_job`` already recorded (a job run by
+    ``jobs.execute_job``); the export records on it.
     """
     started = time.perf_counter()
     op = operation_for(settings)
@@ -792,7 +796,7 @@ async def run_export(
     pre: _Counts | None = None
     st = wh.state
     if not resume:
-        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex)
+        run_id = st.start_run(job, "export", run_id=run_id or uuid.uuid4().hex, begun=begun)
         run_started = True
     try:
         opened = await asyncio.to_thread(_open, table)
@@ -811,6 +815,7 @@ async def run_export(
             states, run_id = _resume(st, run_id, fingerprint, pre, op)
             run_started = True
         else:
+            assert run_id is not None  # recorded by start_run above
             states = {}
             st.save_export_fingerprint(run_id, fingerprint)
         lock.run_id = run_id
@@ -862,7 +867,7 @@ async def run_export(
         raise
     except BaseException as exc:
         message = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
-        if run_started:
+        if run_started and run_id is not None:  # (a started run has its id)
             try:
                 summary = export_summary(wh, run_id)
                 killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or \
@@ -928,7 +933,7 @@ def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
         raise ExportError("--resume needs the run id")
     before = st.export_fingerprint(run_id)
     batches = st.export_batches(run_id)
-    if before is None and not batches and any(r.run_id == run_id for r in st.runs(limit=100_000)):
+    if before is None and not batches and st.has_run(run_id):
         # it died before it recorded what it exports (so before anything was sent): start it over
         st.save_export_fingerprint(run_id, fingerprint)
         before = fingerprint
@@ -971,7 +976,9 @@ async def _refuse_invalid(wh: Warehouse, op: Operation, table: Source, run_id: s
             st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
                 p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
         st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
-    raise ExportError(_invalid_message(pre))
+    raise ExportError(_invalid_message(pre), row=int(pre.invalid_rows[0][0]) + 1 if pre.invalid_rows else None,
+                      hint="fix those rows in the query, or set skip_invalid_records: true to send the others",
+                      problems=[Problem(str(reason), row=int(i) + 1) for i, reason in pre.invalid_rows[:100]])
 
 
 def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
@@ -993,7 +1000,7 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
     sem = asyncio.Semaphore(settings.concurrency)
     #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
     held = asyncio.Semaphore(max(2 * settings.concurrency, 8))
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Future[None]] = set()
     errors: list[BaseException] = []
     used_ids = {s["batch_id"] for s in states.values()}
 
@@ -1091,7 +1098,7 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
     return "success", f"{ex.failed} batch(es) failed" if ex.failed else None
 
 
-async def _aiter(it: Iterator[Any]):
+async def _aiter(it: Iterator[Any]) -> AsyncIterator[Any]:
     """Iterate a CPU-bound generator in a worker thread, so requests in flight keep moving."""
     while True:
         got = await asyncio.to_thread(next, it, _END)

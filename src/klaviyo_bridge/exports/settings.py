@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from ..api.settings import ClientSettings, config_error_from, known_keys
+from ..api.settings import ClientSettings
 from ..errors import ConfigError
 from ..documents import load_json_document, load_yaml
 from ..secrets import CredentialStore
+from ..validation import KeyedValueError, config_error_from, known_keys
 
 OPERATIONS = ("add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events")
 #: Operations that write to a list and need ``list_value``.
@@ -85,29 +86,37 @@ class ExportSettings(ClientSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExportSettings":
+        bad = KeyedValueError  # each check names the setting it is about
         if self.operation in LIST_OPERATIONS and not self.list_value:
-            raise ValueError(f"operation {self.operation} needs list_value (the list's {self.list_identify_type})")
+            raise bad("list_value", f"operation {self.operation} needs list_value (the list's {self.list_identify_type})")
         if self.operation in ("upsert", "track_events") and self.list_value:
-            raise ValueError(f"operation {self.operation} writes to no list: remove list_value "
-                             "(to add the profiles to a list, use operation add)")
-        self.removal_limit(0)  # checks the form of max_removals
-        self.backfill_after_seconds  # checks the form of backfill_older_than
+            raise bad("list_value", f"operation {self.operation} writes to no list: remove list_value "
+                      "(to add the profiles to a list, use operation add)")
+        try:
+            self.removal_limit(0)  # checks the form of max_removals
+        except ValueError as exc:
+            raise bad("max_removals", str(exc)) from None
+        try:
+            self.backfill_after_seconds  # checks the form of backfill_older_than
+        except ValueError as exc:
+            raise bad("backfill_older_than", str(exc)) from None
         if self.operation != "mirror" and (self.allow_empty or self.max_removals != "10%"):
-            raise ValueError("max_removals and allow_empty apply to operation mirror only")
+            raise bad("allow_empty" if self.allow_empty else "max_removals",
+                      "max_removals and allow_empty apply to operation mirror only")
         if self.operation != "track_events" and self.backfill_older_than != "24h":
-            raise ValueError("backfill_older_than applies to operation track_events only")
+            raise bad("backfill_older_than", "backfill_older_than applies to operation track_events only")
         if self.operation == "batch_consent":
             if self.subscription_type is None:
-                raise ValueError("operation batch_consent needs subscription_type "
-                                 f"(one of {', '.join(SUBSCRIPTION_TYPES)})")
+                raise bad("subscription_type", "operation batch_consent needs subscription_type "
+                          f"(one of {', '.join(SUBSCRIPTION_TYPES)})")
             if self.historical_consent and self.consent_type != "subscribed":
-                raise ValueError("historical_consent applies to consent_type subscribed only")
+                raise bad("historical_consent", "historical_consent applies to consent_type subscribed only")
         if self.unsubscribe_non_members_globally and not (
                 self.operation == "batch_consent" and self.consent_type == "unsubscribed" and self.list_value):
-            raise ValueError("unsubscribe_non_members_globally applies to batch_consent with consent_type "
-                             "unsubscribed and a list only")
+            raise bad("unsubscribe_non_members_globally", "unsubscribe_non_members_globally applies to batch_consent "
+                      "with consent_type unsubscribed and a list only")
         if self.list_value is not None and not str(self.list_value).strip():
-            raise ValueError("list_value is empty")
+            raise bad("list_value", "list_value is empty")
         return self
 
     def client_settings(self) -> ClientSettings:
@@ -216,8 +225,7 @@ def parse_export_settings(data: dict[str, Any], origin: str = "result settings")
     try:
         return ExportSettings.model_validate(data)
     except ValidationError as exc:
-        err = config_error_from(exc, ExportSettings)
-        raise ConfigError(f"{origin}: {err}", key=err.key) from None
+        raise config_error_from(exc, ExportSettings, origin) from None
 
 
 def resolve_result_connection(data: dict[str, Any], connection: str | None, credentials_path: Any,

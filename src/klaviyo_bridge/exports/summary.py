@@ -10,11 +10,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..store.identifiers import STATE_SCHEMA, quote
-from ..store.state import ROW_OUTCOMES
+from ..store.state_common import ROW_OUTCOMES
 from ..store.warehouse import Warehouse
-
-S = quote(STATE_SCHEMA)
 
 
 @dataclass
@@ -32,24 +29,11 @@ class ExportSummary:
 
 
 def export_summary(wh: Warehouse, run_id: str, *, reasons: int = 5) -> ExportSummary:
+    st = wh.state
     counts = {o: 0 for o in ROW_OUTCOMES}
-    for batch in wh.query_arrow(f"SELECT outcome, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
-                                "GROUP BY outcome", [run_id]):
-        for o, n in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            counts[o] = int(n)
-    batches: dict[str, int] = {}
-    for batch in wh.query_arrow(f"SELECT status, count(*) FROM {S}.export_batches WHERE run_id = $1 "
-                                "GROUP BY status", [run_id]):
-        for s, n in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            batches[s] = int(n)
-    top: list[tuple[str, str, int]] = []
-    for batch in wh.query_arrow(
-            f"SELECT outcome, reason, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
-            "AND reason IS NOT NULL "
-            f"AND outcome IN ('rejected', 'skipped', 'unconfirmed') GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(reasons)}",
-            [run_id]):
-        top += [(o, r, int(n)) for o, r, n in zip(*(c.to_pylist() for c in batch.columns))]
-    return ExportSummary(run_id, sum(counts.values()), {k: v for k, v in counts.items() if v}, batches, top)
+    counts.update(st.export_outcome_counts(run_id))
+    return ExportSummary(run_id, sum(counts.values()), {k: v for k, v in counts.items() if v},
+                         st.export_batch_counts(run_id), st.export_top_reasons(run_id, reasons))
 
 
 def export_row_results(wh: Warehouse, run_id: str) -> pa.Table:

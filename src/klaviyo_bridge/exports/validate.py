@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata, PhoneNumberDesc
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ExportError
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 #: local@domain.tld, unicode allowed (IDN domains, non-ASCII local parts), no spaces,
 #: no display names or brackets, a dot in the domain, a TLD of 2+ characters.
@@ -121,17 +122,17 @@ _NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_co
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 
 
-def _desc_matches(nsn: pa.Array, lengths: np.ndarray, desc) -> np.ndarray:
+def _desc_matches(nsn: pa.Array, lengths: np.ndarray, desc: PhoneNumberDesc | None) -> np.ndarray:
     """libphonenumber's _is_number_matching_desc over a column: possible length and full pattern match."""
     if desc is None or not desc.national_number_pattern:
         return np.zeros(len(nsn), dtype=bool)
-    ok = pc.match_substring_regex(nsn, f"^(?:{desc.national_number_pattern})$").to_numpy(zero_copy_only=False)
+    ok: np.ndarray = pc.match_substring_regex(nsn, f"^(?:{desc.national_number_pattern})$").to_numpy(zero_copy_only=False)
     if desc.possible_length:
         ok &= np.isin(lengths, np.array(desc.possible_length))
     return ok
 
 
-def _valid_in_region(nsn: pa.Array, lengths: np.ndarray, metadata) -> np.ndarray:
+def _valid_in_region(nsn: pa.Array, lengths: np.ndarray, metadata: PhoneMetadata) -> np.ndarray:
     """Number type is not UNKNOWN (libphonenumber's _number_type_helper), a column at a time.
 
     Each type's pattern runs only on the rows no earlier type matched (any type will do), so a
@@ -249,7 +250,8 @@ def _repeats_exactly(values: pa.Array) -> np.ndarray:
     table = pa.table({"v": values, "i": pa.array(np.arange(len(values)), pa.int64())})
     firsts = table.group_by("v", use_threads=False).aggregate([("i", "min")])
     first_index = pc.take(firsts.column("i_min"), pc.index_in(values, value_set=firsts.column("v")))
-    return pc.not_equal(first_index, table.column("i")).to_numpy(zero_copy_only=False)
+    repeats: np.ndarray = pc.not_equal(first_index, table.column("i")).to_numpy(zero_copy_only=False)
+    return repeats
 
 
 class SeenValues:

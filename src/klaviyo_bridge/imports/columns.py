@@ -47,7 +47,8 @@ class Column:
 
 
 def _schemas() -> dict[str, Any]:
-    return _spec_raw()["schemas"]
+    schemas: dict[str, Any] = _spec_raw()["schemas"]  # the spec file's JSON
+    return schemas
 
 
 def _deref(node: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +131,10 @@ def columns_for_attributes(schema: dict[str, Any], prefix: tuple[str, ...] = ("a
 
 def operation_resource(operation_id: str) -> dict[str, Any]:
     """The resource object schema of an operation's ``data`` (item schema for collections)."""
-    document = _deref(_schemas()[operation(operation_id).response_schema])
+    name = operation(operation_id).response_schema
+    if name is None:  # (a KeyError, as the lookup of a missing schema gave)
+        raise KeyError(f"{operation_id} answers without a response schema")
+    document = _deref(_schemas()[name])
     data = _deref(document["properties"]["data"])
     return _deref(data["items"]) if "items" in data else data
 

@@ -15,6 +15,7 @@ type drift costs speed on that page, never data.
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -28,6 +29,9 @@ from ..api.client import Page, split_page
 from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, attach_included, to_batch
 
 Marks = dict[str, Any]
+#: A column's values for a page: (the page's decoded rows, the page's relations) -> one value per row.
+#: Rows are instances of Struct types built at run time from the columns, hence Any.
+RowGetter = Callable[[list[Any], "_PageRelations"], list[Any]]
 log = logging.getLogger("klaviyo_bridge.imports")
 
 
@@ -88,7 +92,7 @@ class PageDecoder:
             {c.path[1] for c in self.columns if c.path[0] == "relationships"}
             | {c.path[0][1:] for c in self.columns if c.path[0].startswith("_") and len(c.path) > 1}
         )
-        resource_fields: list[tuple[str, Any, Any]] = [("id", str)]
+        resource_fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("id", str)]
         if attribute_paths:
             resource_fields.append(("attributes", Optional[_struct_for(attribute_paths, "Attributes")], None))
         if self.relations:
@@ -96,7 +100,9 @@ class PageDecoder:
             relationships = msgspec.defstruct("Relationships", [(r, Optional[Relationship], None) for r in self.relations], gc=False)
             resource_fields.append(("relationships", Optional[relationships], None))
         resource = msgspec.defstruct("Resource", resource_fields, gc=False)
-        doc_fields: list[tuple[str, Any, Any]] = [("data", list[resource]), ("links", Optional[Links], None)]
+        # types.GenericAlias(list, (t,)) is list[t] for a type made at run time
+        doc_fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            ("data", types.GenericAlias(list, (resource,))), ("links", Optional[Links], None)]
         related_attrs = sorted({c.path[2] for c in self.columns
                                 if c.path[0].startswith("_") and len(c.path) == 3 and c.path[1] == "attributes"})
         if related_attrs:
@@ -104,8 +110,9 @@ class PageDecoder:
             # metric's name. Decoding them into a small Struct skips building a dict per resource.
             attrs = msgspec.defstruct("IncludedAttributes", [(a, Any, None) for a in related_attrs], gc=False)
             included = msgspec.defstruct("Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)], gc=False)
-            doc_fields.append(("included", list[included], []))
-        self._decoder = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
+            doc_fields.append(("included", types.GenericAlias(list, (included,)), []))
+        #: decodes into the run-time "Document" Struct: its fields are known only here, hence Any
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
         self._getters = [self._getter(c) for c in self.columns]
         self._warned: set[str] = set()
 
@@ -141,7 +148,7 @@ class PageDecoder:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _getter(self, col: Column) -> Callable[[list, dict], list]:
+    def _getter(self, col: Column) -> RowGetter | _MarkGetter:
         path = col.path
         if path == ("id",):
             return lambda rows, _: [r.id for r in rows]
@@ -209,12 +216,12 @@ def _json_texts(values: list[Any]) -> pa.Array:
 _NULL = b"null"
 
 
-def _attribute_getter(path: tuple[str, ...]) -> Callable[[list, dict], list]:
+def _attribute_getter(path: tuple[str, ...]) -> RowGetter:
     if len(path) == 1:
         (a,) = path
         return lambda rows, _: [getattr(r.attributes, a) if r.attributes is not None else None for r in rows]
 
-    def get(rows: list, _: dict) -> list:
+    def get(rows: list[Any], _: _PageRelations) -> list[Any]:
         out = []
         for r in rows:
             node = r.attributes
@@ -231,7 +238,7 @@ def _attribute_getter(path: tuple[str, ...]) -> Callable[[list, dict], list]:
 class _PageRelations:
     """Per page, computed once and shared by every column: each row's related ids and resources."""
 
-    def __init__(self, rows: list, included: Sequence[Any]) -> None:
+    def __init__(self, rows: list[Any], included: Sequence[Any]) -> None:
         self.rows = rows
         self.included = included
         self._refs: dict[str, list[Ref | None]] = {}
@@ -289,7 +296,7 @@ class _IncludedGetter:
             # Name the row, not the included resource, in the error (the row-wise path does).
             return _typed(self(rel.rows, rel), col, ids)
 
-    def __call__(self, rows: list, rel: _PageRelations) -> list:
+    def __call__(self, rows: list[Any], rel: _PageRelations) -> list[Any]:
         key = self.key
         return [getattr(a, key) if a is not None else None for a in rel.related_attributes(self.name)]
 

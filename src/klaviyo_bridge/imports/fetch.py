@@ -119,7 +119,7 @@ class Fetcher:
         self.stats.trimmed += batch.num_rows - kept.num_rows
         return kept
 
-    async def _run_task(self, task: Task, out: asyncio.Queue) -> None:
+    async def _run_task(self, task: Task, out: asyncio.Queue[Any]) -> None:
         async for batch in self.client.decoded_pages(
             self.stream.operation_id, self.decoder_for(task), query=self._query(task), path_params=self.path_params
         ):
@@ -135,7 +135,7 @@ class Fetcher:
         todo: asyncio.Queue[Task] = asyncio.Queue()
         for task in tasks:
             todo.put_nowait(task)
-        out: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.concurrency * 2)  # pages, then the end marker
         done_marker = object()
 
         async def worker() -> None:

@@ -66,7 +66,8 @@ def _timestamps(values: list[Any], column: str, ids: Sequence[Any]) -> pa.Array:
         try:
             parsed.append(_parse_timestamp(str(value)))
         except ValueError:
-            raise FlattenError(f"column {column!r} of record {rid!r}: {value!r} is not an ISO 8601 datetime") from None
+            raise FlattenError(f"column {column!r} of record {rid!r}: {value!r} is not an ISO 8601 datetime",
+                               field=str(column)) from None
     return pa.array(parsed, TIMESTAMP)
 
 
@@ -84,7 +85,8 @@ def _typed(values: list[Any], col: Column, ids: Sequence[Any]) -> pa.Array:
             try:
                 pa.array([value], col.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                raise FlattenError(f"column {col.name!r} of record {rid!r}: {value!r} is not {col.type}") from None
+                raise FlattenError(f"column {col.name!r} of record {rid!r}: {value!r} is not {col.type}",
+                                   field=col.name) from None
         raise
 
 
@@ -121,8 +123,10 @@ def undeclared(value: Any, tree: AttributeTree) -> dict[str, Any] | None:
     for key, item in value.items():
         if key not in tree:
             extra[key] = item
-        elif tree[key] is not None:
-            inner = undeclared(item, tree[key])
+            continue
+        subtree = tree[key]
+        if subtree is not None:
+            inner = undeclared(item, subtree)
             if inner:
                 extra[key] = inner
     return extra or None

@@ -53,7 +53,8 @@ def split(start: datetime, end: datetime, parts: int, *, open_start: bool = Fals
     if total_us <= 0:
         return [Window(None, None)] if open_start and open_end else []
     parts = min(parts, total_us)
-    bounds: list[datetime | None] = [start + timedelta(microseconds=total_us * i // parts) for i in range(parts)] + [end]
+    bounds: list[datetime | None] = [start + timedelta(microseconds=total_us * i // parts) for i in range(parts)]
+    bounds.append(end)
     if open_start:
         bounds[0] = None
     if open_end:

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -187,11 +187,14 @@ async def run_import(
     concurrency: int = DEFAULT_CONCURRENCY,
     windows: int | None = None,
     on_batch: Callable[..., None] | None = None,
+    run_id: str | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode.
 
-    Its dependencies are parameters: the warehouse, ``now`` (the clock's reading), ``transport``
+    ``run_id``: a run ``StateStore.begin_job`` already recorded (a job run by ``jobs.execute_job``);
+    the import records on it. Without it the import records a run of its own. The other
+    dependencies are parameters too: the warehouse, ``now`` (the clock's reading), ``transport``
     (the client's HTTP transport) and ``sleep`` (the client's waits: rate limits, retries)."""
     target = config.target
     s = effective_stream(config)
@@ -199,7 +202,7 @@ async def run_import(
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     result = ImportResult(job, database, table, s.name, target.mode)
     state = warehouse.state
-    result.run_id = state.start_run(job, "import")
+    result.run_id = state.start_run(job, "import", run_id=run_id, begun=run_id is not None)
     started = time.perf_counter()
     try:
         await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
@@ -216,8 +219,10 @@ async def run_import(
     return result
 
 
-async def _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-               window_count, sleep=asyncio.sleep) -> None:
+async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: str, table: str, job: str,
+               now: datetime, transport: httpx.AsyncBaseTransport | None, concurrency: int,
+               on_batch: Callable[..., None] | None, result: ImportResult, window_count: int | None,
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     source, target = config.source, config.target
     columns = s.columns(related=not source.skip_related_object)
     path_params: dict[str, str] = {}
@@ -231,7 +236,8 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
         if s.membership:
             result.end = now
 
-            async def windows_for(client, s, api_field, lo, hi, now, count, path):
+            async def windows_for(client: KlaviyoClient, s: Stream, api_field: str | None, lo: datetime | None,
+                                  hi: datetime | None, now: datetime, count: int, path: dict[str, str]) -> list[Window]:
                 return await _windows(client, s, api_field, lo, hi, now, count, path,
                                       shortest=None if window_count else MIN_WINDOW)
 
@@ -272,7 +278,7 @@ async def _run(config, s, warehouse, database, table, job, now, transport, concu
                                   concurrency=concurrency, marks=marks)
                 pending: list[pa.RecordBatch] = []
                 pending_rows = 0
-                writing: asyncio.Future | None = None  # at most one insert in flight, in a thread
+                writing: asyncio.Future[None] | None = None  # at most one insert in flight, in a thread
 
                 async def drain() -> None:
                     nonlocal writing
@@ -346,7 +352,9 @@ async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: i
     return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
 
 
-async def _counted(batches, fetcher: Fetcher, result: ImportResult):
+async def _counted(
+    batches: AsyncIterator[pa.RecordBatch], fetcher: Fetcher, result: ImportResult
+) -> AsyncIterator[pa.RecordBatch]:
     """The fetcher's batches; ``result.fetched`` follows every record received (pages still queued
     for the writer included), so a stopped run reports what it had really fetched."""
     try:
@@ -366,7 +374,7 @@ def _as_table(batches: list[pa.RecordBatch]) -> pa.Table:
     return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
 
 
-def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime):
+def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime) -> tuple[datetime | None, datetime | None]:
     """The run's ``[lo, hi)``, with the seed's incremental rule.
 
     "If start time and/or end time is missing, the connector uses the end time from the
@@ -382,16 +390,21 @@ def _bounds(config: ImportConfig, job: str, warehouse: Warehouse, now: datetime)
     lo, hi = source.start_time, source.end_time
     if source.incremental:
         saved = warehouse.state.cursor(job)
-        if saved and (lo is None or hi is None):
-            resumed = parse_time(saved) - source.lookback_span()
+        # (parse_time gives None only for no cursor: a saved one parses or raises)
+        if (lo is None or hi is None) and (cursor_time := parse_time(saved)) is not None:
+            resumed = cursor_time - source.lookback_span()
             lo, hi = (max(resumed, lo) if lo is not None else resumed), None
         limit = now - SAFETY_MARGIN if stream_named(source.data_source).events else now
         hi = min(hi or limit, limit)  # a cursor never points into the future
-    to_utc = lambda t: t.astimezone(timezone.utc) if t is not None else None  # noqa: E731
-    return to_utc(lo), to_utc(hi)
+    return _utc(lo), _utc(hi)
 
 
-async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params,
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(timezone.utc) if moment is not None else None
+
+
+async def _windows(client: KlaviyoClient, s: Stream, api_field: str | None, lo: datetime | None, hi: datetime | None,
+                   now: datetime, count: int, path_params: dict[str, str],
                    shortest: timedelta | None = None) -> list[Window]:
     """Up to ``count`` time windows to fetch side by side, none shorter than ``shortest``;
     [] means no time filter at all."""
@@ -410,7 +423,9 @@ async def _windows(client, s: Stream, api_field, lo, hi, now, count, path_params
     return split(a, b, count, open_start=lo is None, open_end=hi is None)
 
 
-async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None):
+async def preview_rows(
+    config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None
+) -> pa.Table:
     """The first ``rows`` rows the import would write (one page, no windows, nothing stored)."""
     source = config.source
     s = effective_stream(config)
@@ -418,7 +433,8 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
     async with KlaviyoClient(source.client_settings(), transport=transport) as client:
         if s.per_event_id:
             return pa.Table.from_batches([await fetch_per_id(client, s, columns, source.event_ids[:rows])])
-        path_params, marks = {}, {}
+        path_params: dict[str, str] = {}
+        marks: dict[str, str] = {}
         if s.id_setting:
             path_params["id"] = marks["_parent_id"] = getattr(source, s.id_setting)
         if s.membership:  # the members of the first group, as the current table would hold them
@@ -434,7 +450,7 @@ async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx
         lo, hi = (t.astimezone(timezone.utc) if t is not None else None for t in (source.start_time, source.end_time))
         windows = [Window(lo, hi)] if api_field and (lo or hi) else []
         fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks,
-                          time_column=_time_column(columns, api_field) if windows else None)
+                          time_column=_time_column(columns, api_field) if windows and api_field else None)
         task = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)[0]
         batch, _ = await client.request(s.operation_id, query=fetcher._query(task), path_params=path_params,
                                         decode=fetcher.decoder_for(task))

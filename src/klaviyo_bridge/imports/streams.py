@@ -8,13 +8,14 @@ says what differs. Names are the seed's ``data_source`` values plus ours
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import pyarrow as pa
 
 from datetime import datetime, timezone
 
 from ..api.query import Condition, equals, greater_or_equal
-from klaviyo_spec import operation
+from klaviyo_spec import Operation, operation
 from .columns import Column, operation_resource, resource_columns
 from .suppression import DERIVED_COLUMNS
 from ..errors import ConfigError
@@ -60,7 +61,7 @@ class Stream:
     sparse: bool = False
 
     @property
-    def op(self):
+    def op(self) -> Operation:
         return operation(self.operation_id)
 
     def page_size(self) -> int | None:
@@ -95,7 +96,21 @@ EVENT_RELATED = (
     _related("profile_phone_number", "_profile", "attributes", "phone_number"),
     _related("profile_external_id", "_profile", "attributes", "external_id"),
 )
-EVENT_STREAM_OPTIONS = dict(
+
+
+class _EventStreamOptions(TypedDict):
+    """The ``Stream`` fields every event source shares."""
+
+    time_fields: dict[str, str]
+    default_time_field: str
+    partition: bool
+    include: tuple[str, ...]
+    fields: dict[str, tuple[str, ...]]
+    extra_columns: tuple[Column, ...]
+    events: bool
+
+
+EVENT_STREAM_OPTIONS = _EventStreamOptions(
     time_fields={"created": "datetime", "datetime": "datetime", "timestamp": "datetime"},
     default_time_field="created",
     partition=True,

@@ -37,8 +37,8 @@ def with_suppression(batch: pa.RecordBatch) -> pa.RecordBatch:
     for text in texts:
         marketing = json.loads(text) if text else None
         entries = ((marketing or {}).get("suppression") or []) if isinstance(marketing, dict) else []
-        stamps = [_instant(e.get("timestamp")) for e in entries if isinstance(e, dict)]
-        stamps = [t for t in stamps if t is not None]
+        found = [_instant(e.get("timestamp")) for e in entries if isinstance(e, dict)]
+        stamps = [t for t in found if t is not None]
         flags.append(None if marketing is None else bool(entries))
         times.append(min(stamps) if stamps else None)
     for field, values in zip(DERIVED, (pa.array(flags, pa.bool_()), pa.array(times, TIMESTAMP))):
@@ -46,7 +46,7 @@ def with_suppression(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch
 
 
-def _instant(text) -> datetime | None:
+def _instant(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:

@@ -122,11 +122,11 @@ def _check_after(after: datetime) -> datetime:
     return after.astimezone(UTC)
 
 
-def _check_delay(delay_seconds: object) -> int:
+def check_delay(delay_seconds: object) -> int:
     if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
-        raise ScheduleError(f"delay must be a whole number of seconds, got {delay_seconds!r}")
+        raise ScheduleError(f"delay must be a whole number of seconds, got {delay_seconds!r}", field="delay")
     if delay_seconds < 0:
-        raise ScheduleError(f"delay must not be negative, got {delay_seconds}")
+        raise ScheduleError(f"delay must not be negative, got {delay_seconds}", field="delay")
     return delay_seconds
 
 
@@ -172,7 +172,7 @@ def _parse_fields(expression: str) -> tuple[list[frozenset[int] | None], list[Sc
 def _expand_preset(expression: str) -> str | None:
     """Return the five-field text (or "" for no schedule); CronSyntaxError for unknown presets."""
     if not isinstance(expression, str):
-        raise ScheduleError(f"cron expression must be a string, got {type(expression).__name__}")
+        raise ScheduleError(f"cron expression must be a string, got {type(expression).__name__}", field="cron")
     if expression.lower() in MANUAL:
         return ""
     if expression.startswith("@"):
@@ -203,7 +203,7 @@ def validate(expression: str, timezone: str = "UTC", delay_seconds: int = 0) -> 
                 CronSchedule._from_values(expression, text, values, "UTC", 0)
     except ScheduleError as exc:
         errors.append(exc)
-    for check in (lambda: resolve_timezone(timezone), lambda: _check_delay(delay_seconds)):
+    for check in (lambda: resolve_timezone(timezone), lambda: check_delay(delay_seconds)):
         try:
             check()
         except ScheduleError as exc:
@@ -232,7 +232,7 @@ class CronSchedule:
         """Parse and check everything; raise the first ``ScheduleError`` found."""
         text = _expand_preset(expression)
         zone = resolve_timezone(timezone)
-        delay = _check_delay(delay_seconds)
+        delay = check_delay(delay_seconds)
         if not text:
             return cls(expression, timezone, delay, zone=zone)
         values, errors = _parse_fields(text)
@@ -241,9 +241,11 @@ class CronSchedule:
         return cls._from_values(expression, text, values, timezone, delay)
 
     @classmethod
-    def _from_values(cls, expression: str, text: str, values: list, timezone: str,
+    def _from_values(cls, expression: str, text: str, values: list[frozenset[int] | None], timezone: str,
                      delay: int) -> "CronSchedule":
-        minutes, hours, days, months, weekdays = values
+        """``values``: the five fields of ``_parse_fields`` when it found no error (none is None)."""
+        parsed = [value for value in values if value is not None]
+        minutes, hours, days, months, weekdays = parsed
         ignored = None
         days_restricted = days != FIELDS[2].full
         weekdays_restricted = weekdays != FIELDS[4].full

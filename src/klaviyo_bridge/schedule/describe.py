@@ -7,6 +7,7 @@ day-field rule), so it describes what will actually run, not what was typed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from klaviyo_bridge.schedule.fields import DAY_NAMES, FIELDS, MONTH_NAMES
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from klaviyo_bridge.schedule.cron import CronSchedule
 
 
-def _runs(values: frozenset[int], label=str) -> str:
+def _runs(values: frozenset[int], label: Callable[[int], str] = str) -> str:
     """'1-10, 15, 20' style: consecutive values collapse to ranges."""
     ordered = sorted(values)
     parts, start = [], None

@@ -27,8 +27,8 @@ from klaviyo_bridge.errors import ScheduleError
 class CronSyntaxError(ScheduleError):
     """A cron expression is malformed; carries where, so a UI can point at it.
 
-    Attributes: ``expression`` (the whole text), ``field`` (1-5, or None when the
-    problem is not inside one field), ``field_name`` ("day of month", ...), ``token``
+    Attributes: ``expression`` (the whole text), ``field`` ("cron", the setting it belongs to),
+    ``field_number`` (1-5, or None when the problem is not inside one field), ``field_name`` ("day of month", ...), ``token``
     (the offending text) and ``column`` (0-based offset of ``token`` in the expression).
     """
 
@@ -42,9 +42,9 @@ class CronSyntaxError(ScheduleError):
         token: str | None = None,
         column: int | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, field="cron")
         self.expression = expression
-        self.field = field
+        self.field_number = field
         self.field_name = field_name
         self.token = token
         self.column = column

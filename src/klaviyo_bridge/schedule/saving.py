@@ -24,13 +24,15 @@ def create_schedule(wh: Warehouse, credentials: CredentialStore | None, record: 
     keys = keys or {}
     if keys and credentials is None:
         raise ConfigError("a schedule with an inline key needs the credential store", key="api_token")
-    for auth, key in keys.items():
-        credentials.save(auth, key, replace=True)
+    if credentials is not None:  # (not None whenever there are keys)
+        for auth, key in keys.items():
+            credentials.save(auth, key, replace=True)
     try:
         wh.state.create_schedule(record)
     except BaseException:
-        for auth in keys:
-            credentials.delete(auth, missing_ok=True)
+        if credentials is not None:
+            for auth in keys:
+                credentials.delete(auth, missing_ok=True)
         raise
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from ..errors import ScheduleError, StoreError
 from ..jobs import JobResult, JobSpec, cancel_local, execute_job, is_live_here, notify, pid_alive
 from ..secrets import CredentialStore
-from ..store.state import ScheduleRecord
+from ..store.state import ScheduleRecord, StateStore
 from ..store.warehouse import Warehouse
 from .cron import CronSchedule, Fire
 import uuid
@@ -121,8 +121,12 @@ class Scheduler:
             raise ScheduleError("max failures must be at least 1")
         # A factory lets run_forever close the warehouse between ticks when no job runs, so other
         # commands can open an embedded DuckDB file (one process at a time) while the scheduler idles.
-        self._factory = warehouse if callable(warehouse) and not isinstance(warehouse, Warehouse) else None
-        self._warehouse = None if self._factory else warehouse
+        self._factory: Callable[[], Warehouse] | None = None
+        self._warehouse: Warehouse | None = None
+        if callable(warehouse) and not isinstance(warehouse, Warehouse):
+            self._factory = warehouse
+        else:
+            self._warehouse = warehouse
         self.credentials = credentials
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.stop_event = threading.Event()
@@ -141,7 +145,8 @@ class Scheduler:
     @property
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
-            self._warehouse = self._factory()  # type: ignore[misc]
+            assert self._factory is not None  # set when no warehouse was given
+            self._warehouse = self._factory()
         return self._warehouse
 
     def release_if_idle(self) -> None:
@@ -153,7 +158,7 @@ class Scheduler:
             self._warehouse = None
 
     @property
-    def state(self):
+    def state(self) -> StateStore:
         return self.warehouse.state
 
     # --- one pass ------------------------------------------------------------------------

@@ -50,7 +50,8 @@ class TimezoneError(ScheduleError):
     """
 
     def __init__(self, message: str, *, timezone: str, suggestion: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, field="timezone",
+                         hint=f"use {suggestion}" if suggestion else "use an IANA name such as Europe/Berlin")
         self.timezone = timezone
         self.suggestion = suggestion
 

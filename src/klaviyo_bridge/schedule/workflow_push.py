@@ -19,7 +19,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,15 +71,18 @@ def _collect_files(group: Mapping[str, Any], variables: dict[str, Any], folder: 
             raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}", key="td>") from None
 
 
-def _tasks_with_variables(group: Mapping[str, Any], variables: dict[str, Any], prefix: str):
-    """(name, task body, the variables it sees) for every +task, ``_export`` chains applied."""
+def _tasks_with_variables(
+    group: Mapping[str, Any], variables: dict[str, Any], prefix: str
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, task body, the variables it sees) for every +task, ``_export`` chains applied.
+    Bodies are the document's own dicts (as YAML loads them): ``move_keys`` edits them in place."""
     if isinstance(group.get("_export"), Mapping):
         try:
             variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
         except ConfigError:
             variables = _merge(variables, group["_export"])
     for key, body in group.items():
-        if not str(key).startswith("+") or not isinstance(body, Mapping):
+        if not str(key).startswith("+") or not isinstance(body, dict):
             continue
         name = f"{prefix}{key}"
         if any(str(k).startswith("+") for k in body) and "td>" not in body:
@@ -101,16 +104,17 @@ def _drop_variables(node: Any, dotted: set[str]) -> None:
         if isinstance(export, dict):
             for var in dotted:
                 parts = var.split(".")
-                parent = export
-                chain = []
+                parent: dict[Any, Any] = export
+                chain: list[tuple[dict[Any, Any], str]] = []
+                found = True
                 for part in parts[:-1]:
-                    child = parent.get(part) if isinstance(parent, dict) else None
+                    child = parent.get(part)
                     if not isinstance(child, dict):
-                        parent = None
+                        found = False
                         break
                     chain.append((parent, part))
                     parent = child
-                if isinstance(parent, dict) and parts[-1] in parent:
+                if found and parts[-1] in parent:
                     del parent[parts[-1]]
                     for holder, part in reversed(chain):
                         if holder[part] == {}:

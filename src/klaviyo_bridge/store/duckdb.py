@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from ..errors import StoreError, disk_full_message, disk_full_reason
+from ..errors import ConfigError, StoreError, disk_full_message, disk_full_reason
 from ..home import make_private, private_files
 
 log = logging.getLogger("klaviyo_bridge.store")
@@ -142,6 +142,13 @@ class DuckDBSession(Session):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def use_schema(self, database: str) -> None:
+        found = self.fetch("SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
+                           [CATALOG, database])
+        if not found[0][0]:
+            raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
+        self.execute(f"USE {CATALOG}.{quote(database)}")
 
     @_converting_errors
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:

@@ -51,6 +51,11 @@ class Session(ABC):
     def stream(self, sql: str, params: Sequence[Any] = (), batch_size: int = 65_536) -> pa.RecordBatchReader:
         """Run a query and return its rows as Arrow batches, produced as they are read."""
 
+    @abstractmethod
+    def use_schema(self, database: str) -> None:
+        """Make ``database`` the default schema of what this session runs next (a user's query
+        with ``-d``); ConfigError when the warehouse has no such database."""
+
     # --- catalogue and types -------------------------------------------------------------
     @abstractmethod
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:

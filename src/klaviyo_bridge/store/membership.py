@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from ..errors import StoreError
-from . import state as state_tables
 from .columns import Kind
 from .engine import Session
-from .identifiers import check_object_name, check_user_database, qualified, quote
+from .identifiers import check_object_name, qualified, quote
+from .warehouse import Warehouse, WriteSession
 
 CURRENT_SUFFIX = "_current"
 
@@ -40,72 +40,43 @@ class MembershipChanges:
     left: int = 0  # rows closed
 
 
-class MembershipWriter:
+class MembershipWriter(WriteSession):
     """One run's snapshot of some groups' members, applied at ``commit``."""
 
-    def __init__(self, warehouse, database: str, table: str, group_column: str, *, lock_timeout: float = 0.0) -> None:
-        self.database = check_user_database(database)
-        self.table = check_object_name(table, "table")
+    def __init__(self, warehouse: Warehouse, database: str, table: str, group_column: str, *,
+                 lock_timeout: float = 0.0) -> None:
+        super().__init__(warehouse, database, table, lock_timeout=lock_timeout)
         check_object_name(table + CURRENT_SUFFIX, "table")
         self.group = group_column
-        self._warehouse = warehouse
-        self._lock_timeout = lock_timeout
         self.history = qualified(database, table)
         self.current = qualified(database, table + CURRENT_SUFFIX)
         self.history_columns = {group_column: Kind.TEXT, "profile_id": Kind.TEXT, "joined_at": Kind.TIMESTAMP,
                                 "left_at": Kind.TIMESTAMP}
         self.current_columns = {group_column: Kind.TEXT, "profile_id": Kind.TEXT, "joined_at": Kind.TIMESTAMP}
-        self._session: Session | None = None
         self._stage = ""
-        self._done = False
         self.rows = 0
 
-    def __enter__(self) -> "MembershipWriter":
-        s = self._session = self._warehouse._open_session()
-        try:
-            s.begin()
-            s.create_schema(self.database)
-            s.commit()
-            s.begin()
-            s.lock_table(self.database, self.table, self._lock_timeout)
-            for name, target, columns in ((self.table, self.history, self.history_columns),
-                                          (self.table + CURRENT_SUFFIX, self.current, self.current_columns)):
-                existing = s.table_columns(self.database, name)
-                if existing is None:
-                    s.create_table(target, columns)
-                    continue
-                folded = {c.casefold() for c in existing}
-                missing = [c for c in columns if c.casefold() not in folded]
-                if missing:
-                    raise StoreError(f"{self.database}.{name} exists without the membership columns "
-                                     f"{', '.join(missing)}: choose another table for the membership history")
-            s.lookup_index(self.database, self.table, [self.group, "profile_id"])
-            self._stage = s.create_stage("_bridge_members", self.current_columns, False)
-        except BaseException:
-            self._abort()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done:
-            self._abort()
-
-    def _abort(self) -> None:
-        self._done = True
-        if self._session is None:
-            return
-        try:
-            self._session.rollback()
-        finally:
-            self._session.release_locks()
-            self._session.close()
+    def _prepare(self, s: Session) -> None:
+        for name, target, columns in ((self.table, self.history, self.history_columns),
+                                      (self.table + CURRENT_SUFFIX, self.current, self.current_columns)):
+            existing = s.table_columns(self.database, name)
+            if existing is None:
+                s.create_table(target, columns)
+                continue
+            folded = {c.casefold() for c in existing}
+            missing = [c for c in columns if c.casefold() not in folded]
+            if missing:
+                raise StoreError(f"{self.database}.{name} exists without the membership columns "
+                                 f"{', '.join(missing)}: choose another table for the membership history")
+        s.lookup_index(self.database, self.table, [self.group, "profile_id"])
+        self._stage = s.create_stage("_bridge_members", self.current_columns, False)
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Rows of (group column, ``profile_id``, ``joined_at``)."""
         if not batch.num_rows:
             return
         names = {n: n for n in batch.schema.names}
-        self._session.insert_batch(self._stage, batch, names, self.current_columns)
+        self.session.insert_batch(self._stage, batch, names, self.current_columns)
         self.rows += batch.num_rows
 
     def commit(self, groups: Sequence[str], observed_at: datetime, *, every_group: bool,
@@ -113,11 +84,10 @@ class MembershipWriter:
         """Apply the snapshot of ``groups`` (complete for each of them) taken at ``observed_at``.
         ``every_group``: the snapshot covers every group of the account, so open rows of groups
         that no longer exist close too."""
-        s = self._session
         g, h, c = quote(self.group), self.history, self.current
-        at = s.cast("'" + observed_at.astimezone(timezone.utc).isoformat() + "'", Kind.TIMESTAMP)
+        at = self.session.cast("'" + observed_at.astimezone(timezone.utc).isoformat() + "'", Kind.TIMESTAMP)
         changes = MembershipChanges()
-        try:
+        with self._committing(cursors) as s:
             # One row per (group, profile): a profile paged twice (the list changed while it was
             # read) counts once, with its latest join.
             snap = s.create_stage("_bridge_snapshot", self.current_columns, False)
@@ -149,13 +119,4 @@ class MembershipWriter:
             else:
                 s.execute(f"DELETE FROM {c} WHERE {g} IN (SELECT {g} FROM {chosen})")
             s.execute(f"INSERT INTO {c} ({g}, profile_id, joined_at) SELECT {g}, profile_id, joined_at FROM {snap}")
-            if cursors:
-                state_tables.save_cursors(s, cursors)
-            s.commit()
-        except BaseException:
-            self._abort()
-            raise
-        self._done = True
-        s.release_locks()
-        s.close()
         return changes

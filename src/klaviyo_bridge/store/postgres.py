@@ -18,7 +18,7 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
@@ -113,6 +113,12 @@ class PostgresSession(Session):
                 raise StoreError(f"table {database}.{table} is being written by another run "
                                  f"(PostgreSQL advisory lock held on {self.where})")
             time.sleep(0.05)
+
+    def use_schema(self, database: str) -> None:
+        found = self.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [database])
+        if not found[0][0]:
+            raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
+        self.execute(f"SET search_path TO {quote(database)}, public")
 
     @_converting_errors
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:

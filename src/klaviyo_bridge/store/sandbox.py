@@ -30,7 +30,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -86,12 +88,27 @@ def _clean(sql: str) -> str:
     return sql
 
 
+def _first_rows(reader: pa.RecordBatchReader, max_rows: int | None) -> pa.Table:
+    """The reader's first ``max_rows`` rows (all of them for None); reads no batch past them."""
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    while max_rows is None or rows < max_rows:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        batches.append(batch)
+        rows += batch.num_rows
+    table = pa.Table.from_batches(batches, schema=reader.schema) if batches else reader.schema.empty_table()
+    return table.slice(0, max_rows) if max_rows is not None else table
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
 # --- DuckDB --------------------------------------------------------------------------------
-def _duckdb_refusal(statements) -> None:
+def _duckdb_refusal(statements: Sequence[Any]) -> None:
     if len(statements) != 1:
         raise QueryRefused(f"one statement at a time ({len(statements)} given)")
     statement = statements[0]
@@ -154,17 +171,7 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
             timer.start()
         started = time.monotonic()
         try:
-            reader = con.sql(sql).to_arrow_reader(batch_size)
-            batches: list[pa.RecordBatch] = []
-            rows = 0
-            while max_rows is None or rows < max_rows:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                batches.append(batch)
-                rows += batch.num_rows
-            schema = reader.schema
+            table = _first_rows(con.sql(sql).to_arrow_reader(batch_size), max_rows)
         except (duckdb.InterruptException, RuntimeError) as exc:
             if isinstance(exc, duckdb.InterruptException) or "interrupt" in str(exc).lower():
                 if timeout and time.monotonic() - started >= timeout * 0.9:
@@ -180,8 +187,7 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
         if timer is not None:
             timer.cancel()
         con.close()
-    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
-    return table.slice(0, max_rows) if max_rows is not None else table
+    return table
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -210,25 +216,13 @@ def read_postgres(dsn: str, where: str, sql: str, database: str | None = None, *
                 raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
             session.execute(f"SET LOCAL search_path TO {quote(database)}, public")
         try:
-            reader = session.stream(sql, (), 4096)
-            batches: list[pa.RecordBatch] = []
-            rows = 0
-            while max_rows is None or rows < max_rows:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                batches.append(batch)
-                rows += batch.num_rows
-            schema = reader.schema
-            del reader
+            table = _first_rows(session.stream(sql, (), 4096), max_rows)
         except (adbc_driver_manager.Error, StoreError, OSError) as exc:  # pyarrow raises OSError mid-stream
             raise _postgres_error(exc, where, timeout) from None
     finally:
         session.rollback()
         session.close()
-    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
-    return table.slice(0, max_rows) if max_rows is not None else table
+    return table
 
 
 def _postgres_error(exc: BaseException, where: str, timeout: float) -> Exception:

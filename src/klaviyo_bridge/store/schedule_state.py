@@ -18,7 +18,7 @@ from ..errors import StoreError
 from .columns import Kind
 from .engine import Session
 from .identifiers import STATE_SCHEMA
-from .state_common import RUN_KINDS, S, RunRecord, _opt_int
+from .state_common import RUN_KINDS, S, JobRecord, _opt_int
 
 
 JOB_STATUSES = ("running", "success", "error", "killed")
@@ -28,7 +28,8 @@ def _job_columns(session: Session) -> dict[str, str]:
     t = session.sql_type
     return {"schedule": t(Kind.TEXT), "scheduled_for": t(Kind.TIMESTAMP), "pid": t(Kind.INTEGER),
             "host": t(Kind.TEXT), "triggered_by": t(Kind.TEXT), "target_database": t(Kind.TEXT),
-            "target_table": t(Kind.TEXT), "cancel_requested": t(Kind.BOOLEAN), "note": t(Kind.TEXT)}
+            "target_table": t(Kind.TEXT), "cancel_requested": t(Kind.BOOLEAN), "note": t(Kind.TEXT),
+            "error_detail": t(Kind.JSON)}
 
 
 def _schedule_ddl(session: Session) -> str:
@@ -75,31 +76,12 @@ class ScheduleRecord:
         return "enabled" if self.enabled else f"disabled: {self.disabled_reason or 'by hand'}"
 
 
-@dataclass(frozen=True)
-class JobRecord(RunRecord):
-    """A row of ``runs`` with the scheduling columns: what job:show / connector:history print."""
-
-    schedule: str | None
-    scheduled_for: datetime | None
-    pid: int | None
-    host: str | None
-    triggered_by: str | None
-    database: str | None
-    table: str | None
-    cancel_requested: bool
-    note: str | None
-
-    @property
-    def duration(self) -> float | None:
-        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
-
-
 _SCHEDULE_COLUMNS = ("name, kind, cron, timezone, delay_seconds, target_database, target_table, config, enabled, "
                      "disabled_reason, disabled_at, consecutive_failures, last_scheduled_for, last_run_id, "
                      "created_at, updated_at")
 _JOB_COLUMNS = ("run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, CAST(counts AS VARCHAR), "
                 "error, schedule, scheduled_for, pid, host, triggered_by, target_database, target_table, "
-                "cancel_requested, note")
+                "cancel_requested, note, CAST(error_detail AS VARCHAR)")
 _SCHEDULE_FIELDS = {"cron": Kind.TEXT, "timezone": Kind.TEXT, "delay_seconds": Kind.INTEGER,
                     "target_database": Kind.TEXT, "target_table": Kind.TEXT, "config": Kind.TEXT,
                     "enabled": Kind.BOOLEAN, "disabled_reason": Kind.TEXT, "disabled_at": Kind.TIMESTAMP,
@@ -117,7 +99,11 @@ def _job_from_row(row: tuple) -> JobRecord:
     return JobRecord(*row[:8], counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
                      scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
                      triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
-                     note=row[18])
+                     note=row[18], error_detail=json.loads(row[19]) if row[19] else None)
+
+
+def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+    return None if detail is None else json.dumps(dict(detail), sort_keys=True, default=str)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -191,7 +177,7 @@ class _ScheduleStateMixin:
 
     # --- jobs ----------------------------------------------------------------------------
     def begin_job(self, run_id: str, job: str, kind: str, *, schedule: str | None = None,
-                  scheduled_for: datetime | None = None, triggered_by: str = "manual", pid: int | None = None,
+                  scheduled_for: datetime | None = None, triggered_by: str | None = "manual", pid: int | None = None,
                   host: str | None = None, database: str | None = None, table: str | None = None) -> None:
         """Record a starting run; for a scheduled run also move the schedule's ``last_scheduled_for``,
         in the SAME transaction, so a crash can neither lose the record nor run the slot twice.
@@ -209,7 +195,7 @@ class _ScheduleStateMixin:
             s.execute(
                 f"INSERT INTO {S}.runs (run_id, job, kind, status, started_at, schedule, scheduled_for, pid, host, "
                 "triggered_by, target_database, target_table, cancel_requested) VALUES ($1, $2, $3, 'running', now(), "
-                "CAST($4 AS VARCHAR), CAST($5 AS TIMESTAMPTZ), CAST($6 AS BIGINT), CAST($7 AS VARCHAR), $8, "
+                "CAST($4 AS VARCHAR), CAST($5 AS TIMESTAMPTZ), CAST($6 AS BIGINT), CAST($7 AS VARCHAR), CAST($8 AS VARCHAR), "
                 "CAST($9 AS VARCHAR), CAST($10 AS VARCHAR), false)",
                 [run_id, job, kind, schedule, _iso(scheduled_for), pid, host, triggered_by, database, table])
             if schedule is not None and triggered_by != "manual" and scheduled_for is not None:
@@ -220,16 +206,20 @@ class _ScheduleStateMixin:
 
     def end_job(self, run_id: str, status: str, *, error: str | None = None, note: str | None = None,
                 rows_read: int | None = None, rows_written: int | None = None,
-                schedule_changes: Mapping[str, Any] | None = None, schedule: str | None = None) -> None:
-        """Close a job (whatever the engine already recorded) and update its schedule, atomically."""
+                schedule_changes: Mapping[str, Any] | None = None, schedule: str | None = None,
+                error_detail: Mapping[str, Any] | None = None) -> None:
+        """Close a job (whatever the engine already recorded) and update its schedule, atomically.
+
+        ``error_detail``: the failure as data (code, message, field, row, hint), beside ``error``."""
         if status not in JOB_STATUSES[1:]:
             raise StoreError(f"a job ends as one of {JOB_STATUSES[1:]}, got {status!r}")
         with self._transaction() as s:
             s.execute(
                 f"UPDATE {S}.runs SET status = $2, ended_at = coalesce(ended_at, now()), error = CAST($3 AS VARCHAR), "
                 "note = CAST($4 AS VARCHAR), rows_read = coalesce(CAST($5 AS BIGINT), rows_read), "
-                "rows_written = coalesce(CAST($6 AS BIGINT), rows_written) WHERE run_id = $1",
-                [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written)])
+                "rows_written = coalesce(CAST($6 AS BIGINT), rows_written), "
+                f"error_detail = CAST($7 AS {s.sql_type(Kind.JSON)}) WHERE run_id = $1",
+                [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)])
             if schedule is not None and schedule_changes:
                 sets, params = [], [schedule]
                 for column, value in schedule_changes.items():
@@ -250,10 +240,11 @@ class _ScheduleStateMixin:
                     raise StoreError(f"job id prefix {run_id!r} is ambiguous; give more characters")
         return _job_from_row(rows[0]) if rows else None
 
-    def jobs(self, *, schedule: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRecord]:
-        """Most recent first."""
+    def jobs(self, *, job: str | None = None, schedule: str | None = None, status: str | None = None,
+             limit: int = 50) -> list[JobRecord]:
+        """Most recent first; ``job`` is the history label (``klaviyo.events``), ``schedule`` a schedule's name."""
         conditions, params = [], []
-        for column, value in (("schedule", schedule), ("status", status)):
+        for column, value in (("job", job), ("schedule", schedule), ("status", status)):
             if value is not None:
                 params.append(value)
                 conditions.append(f"{column} = ${len(params)}")

@@ -26,14 +26,14 @@ from .identifiers import STATE_SCHEMA
 if TYPE_CHECKING:
     from .warehouse import Warehouse
 
-from .state_common import (  # noqa: F401 (re-exported)
-    OLD_STATUS_WORDS,
-    ROW_OUTCOMES,
-    RUN_KINDS,
-    RUN_STATUSES,
-    S,
-    RunRecord,
-    _opt_int,
+from .state_common import (  # re-exported ("X as X"): callers import them from here
+    OLD_STATUS_WORDS as OLD_STATUS_WORDS,
+    ROW_OUTCOMES as ROW_OUTCOMES,
+    RUN_KINDS as RUN_KINDS,
+    RUN_STATUSES as RUN_STATUSES,
+    S as S,
+    JobRecord as JobRecord,
+    _opt_int as _opt_int,
 )
 
 
@@ -163,11 +163,13 @@ def save_cursors(session: Session, cursors: Mapping[str, str]) -> None:
         )
 
 
-from .schedule_state import (  # noqa: E402, F401  (re-exported: callers import them from here)
-    JobRecord,
-    ScheduleRecord,
-    _ScheduleStateMixin,
-    create_schedule_tables,
+from .schedule_state import (  # noqa: E402  re-exported ("X as X"): callers import them from here
+    _JOB_COLUMNS as _JOB_COLUMNS,
+    ScheduleRecord as ScheduleRecord,
+    _detail_json as _detail_json,
+    _job_from_row as _job_from_row,
+    _ScheduleStateMixin as _ScheduleStateMixin,
+    create_schedule_tables as create_schedule_tables,
 )
 
 
@@ -210,54 +212,72 @@ class StateStore(_ScheduleStateMixin):
             save_cursors(s, {job: value})
 
     # --- runs ----------------------------------------------------------------------------
-    def start_run(self, job: str, kind: str, *, run_id: str | None = None) -> str:
+    # One record per run (``JobRecord``, a row of ``runs``), whoever starts it: ``begin_job`` writes
+    # it (with the schedule's bookkeeping), the engine fills in its outcome (``finish_run``) and
+    # ``end_job`` closes a job run by ``jobs.execute_job``.
+    def start_run(self, job: str, kind: str, *, run_id: str | None = None, begun: bool = False) -> str:
+        """The id of the run an engine records on: a new one, or with ``begun`` the row ``run_id``
+        that ``begin_job`` already wrote (a job run by ``execute_job``: one record, not two)."""
         if kind not in RUN_KINDS:
             raise StoreError(f"run kind must be one of {RUN_KINDS}, got {kind!r}")
+        if begun:
+            if run_id is None:
+                raise StoreError("a run begun elsewhere needs its run id")
+            with self._transaction() as s:
+                found = s.fetch(f"SELECT kind FROM {S}.runs WHERE run_id = $1", [run_id])
+            if not found or found[0][0] != kind:
+                raise StoreError(f"no {kind} run {run_id!r} was begun in the job history")
+            return run_id
         run_id = run_id or uuid.uuid4().hex
-        with self._transaction() as s:
-            s.execute(f"INSERT INTO {S}.runs (run_id, job, kind, status, started_at) "
-                      "VALUES ($1, $2, $3, 'running', now())", [run_id, job, kind])
+        self.begin_job(run_id, job, kind, triggered_by=None)
         return run_id
 
     def finish_run(self, run_id: str, status: str, *, rows_read: int | None = None,
                    rows_written: int | None = None, counts: Mapping[str, Any] | None = None,
-                   error: str | None = None) -> None:
+                   error: str | None = None, error_detail: Mapping[str, Any] | None = None) -> None:
+        """The engine's account of its run: status, counts and error (as text, and as data in
+        ``error_detail``: code, message, field, row, hint)."""
         if status not in RUN_STATUSES[1:]:
             raise StoreError(f"a run finishes as one of {RUN_STATUSES[1:]}, got {status!r}")
         with self._transaction() as s:
             found = s.fetch(f"SELECT count(*) FROM {S}.runs WHERE run_id = $1", [run_id])
             if not found[0][0]:
                 raise StoreError(f"no run {run_id!r} in the job history")
+            js = s.sql_type(Kind.JSON)
             s.execute(
                 f"UPDATE {S}.runs SET status = $2, ended_at = now(), rows_read = CAST($3 AS BIGINT), "
-                f"rows_written = CAST($4 AS BIGINT), counts = CAST($5 AS {s.sql_type(Kind.JSON)}), "
-                "error = CAST($6 AS VARCHAR) WHERE run_id = $1",
+                f"rows_written = CAST($4 AS BIGINT), counts = CAST($5 AS {js}), "
+                f"error = CAST($6 AS VARCHAR), error_detail = CAST($7 AS {js}) WHERE run_id = $1",
                 [run_id, status, _opt_int(rows_read), _opt_int(rows_written),
-                 json.dumps(dict(counts or {})), error],
+                 json.dumps(dict(counts or {})), error, _detail_json(error_detail)],
             )
 
-    def reopen_run(self, run_id: str) -> RunRecord:
+    def reopen_run(self, run_id: str) -> JobRecord:
         """Mark a finished (or crashed) run as running again, for ``--resume``; returns it as it was."""
-        before = next((r for r in self.runs(limit=100_000) if r.run_id == run_id), None)
+        before = self._run(run_id)
         if before is None:
             raise StoreError(f"no run {run_id!r} in the job history")
         with self._transaction() as s:
-            s.execute(f"UPDATE {S}.runs SET status = 'running', ended_at = NULL, error = NULL WHERE run_id = $1",
-                      [run_id])
+            s.execute(f"UPDATE {S}.runs SET status = 'running', ended_at = NULL, error = NULL, "
+                      "error_detail = NULL WHERE run_id = $1", [run_id])
         return before
 
-    def runs(self, job: str | None = None, *, limit: int = 50) -> list[RunRecord]:
-        """Most recent first."""
-        where, params = ("WHERE job = $1", [job]) if job is not None else ("", [])
+    def _run(self, run_id: str) -> JobRecord | None:
+        """One run by its exact id (``job`` also takes a unique prefix)."""
         with self._transaction() as s:
-            rows = s.fetch(
-                f"SELECT run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, "
-                f"CAST(counts AS VARCHAR), error FROM {S}.runs {where} "
-                f"ORDER BY started_at DESC, run_id LIMIT {int(limit)}", params)
-        return [RunRecord(*row[:8], counts=json.loads(row[8]) if row[8] else {}, error=row[9]) for row in rows]
+            rows = s.fetch(f"SELECT {_JOB_COLUMNS} FROM {S}.runs WHERE run_id = $1", [run_id])
+        return _job_from_row(rows[0]) if rows else None
 
-    def last_successful_run(self, job: str) -> RunRecord | None:
-        return next((r for r in self.runs(job, limit=1000) if r.status == "success"), None)
+    def has_run(self, run_id: str) -> bool:
+        return self._run(run_id) is not None
+
+    def runs(self, job: str | None = None, *, limit: int = 50) -> list[JobRecord]:
+        """Most recent first (``jobs`` filtered on the history label)."""
+        return self.jobs(job=job, limit=limit)
+
+    def last_successful_run(self, job: str) -> JobRecord | None:
+        found = self.jobs(job=job, status="success", limit=1)
+        return found[0] if found else None
 
     # --- exports -------------------------------------------------------------------------
     def record_export_batch(self, batch_id: str, run_id: str, operation: str, status: str, *,
@@ -309,6 +329,28 @@ class StateStore(_ScheduleStateMixin):
         with self._transaction() as s:
             rows = s.fetch(sql + " GROUP BY outcome", params)
         return {o: int(n) for o, n in rows}
+
+    def export_batch_counts(self, run_id: str) -> dict[str, int]:
+        """Batches of a run per status."""
+        with self._transaction() as s:
+            rows = s.fetch(f"SELECT status, count(*) FROM {S}.export_batches WHERE run_id = $1 GROUP BY status",
+                           [run_id])
+        return {status: int(n) for status, n in rows}
+
+    def export_top_reasons(self, run_id: str, limit: int = 5) -> list[tuple[str, str, int]]:
+        """The most frequent (outcome, reason, rows) among a run's rejected, skipped and unconfirmed rows."""
+        with self._transaction() as s:
+            rows = s.fetch(
+                f"SELECT outcome, reason, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
+                "AND reason IS NOT NULL AND outcome IN ('rejected', 'skipped', 'unconfirmed') "
+                f"GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(limit)}", [run_id])
+        return [(outcome, reason, int(n)) for outcome, reason, n in rows]
+
+    def forget_export_rows(self, batch_id: str) -> None:
+        """Drop the row outcomes stored for a batch (a killed run's, never marked final: a resume
+        records them again, and each input row must have exactly one outcome)."""
+        with self._transaction() as s:
+            s.execute(f"DELETE FROM {S}.export_row_ranges WHERE batch_id = $1", [batch_id])
 
     def save_export_plan(self, run_id: str, name: str, body: Any) -> None:
         """What a run decided before sending (JSON), for a --resume of it to reuse."""

@@ -1,4 +1,4 @@
-"""Names shared by the state modules: the schema, run kinds and statuses, row outcomes, a run row."""
+"""Names shared by the state modules: the schema, run kinds and statuses, row outcomes, the job record."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def _opt_int(value: int | None) -> int | None:
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """A row of ``_bridge.runs``: one import, export or workflow run."""
+class JobRecord:
+    """A row of ``_bridge.runs``: one import, export or workflow run, however it was started (a
+    command, a schedule, the console). The scheduling fields are None for a run started by a
+    command; ``error_detail`` is the failure as data (code, message, field, row, hint) where the
+    run recorded one, ``error`` its one-line text."""
 
     run_id: str
     job: str
@@ -37,3 +40,17 @@ class RunRecord:
     rows_written: int | None
     counts: dict[str, Any]
     error: str | None
+    schedule: str | None = None
+    scheduled_for: datetime | None = None
+    pid: int | None = None
+    host: str | None = None
+    triggered_by: str | None = None
+    database: str | None = None
+    table: str | None = None
+    cancel_requested: bool = False
+    note: str | None = None
+    error_detail: dict[str, Any] | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None

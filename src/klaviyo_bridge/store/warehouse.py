@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -144,6 +143,21 @@ class Warehouse(ABC):
         finally:
             session.close()
 
+    def stream_query(self, sql: str, database: str | None = None, *, batch_size: int = 65_536) -> "QueryStream":
+        """Run a user's query (``database`` as its default schema) and stream its Arrow batches;
+        the session closes when the stream ends, on ``close()``, or when the stream is dropped."""
+        if database:
+            check_object_name(database, "database")
+        session = self._open_session()
+        try:
+            if database:
+                session.use_schema(database)
+            reader = session.stream(sql, (), batch_size)
+        except BaseException:
+            session.close()
+            raise
+        return QueryStream(session, reader)
+
     def table_arrow(self, database: str, table: str) -> pa.Table:
         """A whole table as one Arrow table (for small tables and tests; exports stream)."""
         check_object_name(database, "database")
@@ -169,6 +183,16 @@ class Warehouse(ABC):
         finally:
             session.close()
 
+    def table_names(self) -> list[tuple[str, str]]:
+        """(database, table) of every table and view a user's query may read, sorted; the catalogues
+        and ``_bridge`` left out (the console's table picker). Cheap: no row counts."""
+        excluded = ", ".join(f"'{s}'" for s in ("information_schema", "pg_catalog", "pg_toast", STATE_SCHEMA))
+        out: list[tuple[str, str]] = []
+        for batch in self.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
+                                      f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
+            out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
+        return out
+
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
         session = self._open_session()
         try:
@@ -181,61 +205,78 @@ class Warehouse(ABC):
         return state_tables.StateStore(self)
 
 
-class TableWriter:
-    """One run's writes to one table, applied atomically (with cursor updates) at ``commit``."""
+class QueryStream:
+    """A query's Arrow batches; closes its session at the end, on ``close()``, or when dropped.
 
-    def __init__(self, warehouse: Warehouse, database: str, table: str, mode: WriteMode, *,
-                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float,
-                 skip_existing: bool = False) -> None:
+    (A generator would only close the session once iterated: a run refused before reading,
+    e.g. for a missing column, kept the DuckDB file attached in a long-lived scheduler.)
+    """
+
+    def __init__(self, session: Session, reader: pa.RecordBatchReader) -> None:
+        self._session: Session | None = session
+        self._reader: pa.RecordBatchReader | None = reader
+        self.schema: pa.Schema = reader.schema
+
+    def __iter__(self) -> "QueryStream":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._session is None or self._reader is None:
+            raise StopIteration
+        try:
+            batch: pa.RecordBatch = self._reader.read_next_batch()
+        except StopIteration:
+            self.close()
+            raise
+        return batch
+
+    def close(self) -> None:
+        self._reader = None  # the reader pins DuckDB's result (and so the database file) too
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class WriteSession:
+    """What every writer of user tables shares: one session, its table's lock, all or nothing.
+
+    Entering opens the session, creates the schema in its own short transaction (two runs
+    creating tables in one new schema would otherwise conflict on it until one of them
+    committed), begins the run's transaction and takes the one-writer-per-table lock; then
+    ``_prepare`` does the writer's own setup. Any failure, at entry or at commit, rolls back,
+    releases the lock and closes the session; leaving the ``with`` block without ``commit`` too.
+    """
+
+    def __init__(self, warehouse: Warehouse, database: str, table: str, *, lock_timeout: float) -> None:
         self.database = check_user_database(database)
         self.table = check_object_name(table, "table")
-        self.mode = mode
-        self.primary_key = [primary_key] if isinstance(primary_key, str) else list(primary_key)
-        if mode is WriteMode.MERGE and not self.primary_key:
-            raise ConfigError("merge mode needs a primary key", key="primary_key")
-        self.rows = 0
         self._warehouse = warehouse
-        self._declared = schema
         self._lock_timeout = lock_timeout
         self._label = f"{database}.{table}"
-        self._target = qualified(database, table)
         self._session: Session | None = None
-        self._target_columns: dict[str, Kind] | None = None  # as the table is now
-        self._columns: dict[str, Kind] = {}  # as the table must be at commit
-        self._present: set[str] = set()  # columns this run actually sent
-        self._stage: str | None = None
         self._done = False
-        self._absent: tuple | None = None  # see mark_absent
-        self.marked_absent = 0
-        self._skip_existing = skip_existing and mode is WriteMode.APPEND
-        self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
 
-    # --- session lifecycle ---------------------------------------------------------------
-    def __enter__(self) -> "TableWriter":
-        self._session = self._warehouse._open_session()
+    def __enter__(self) -> Self:
+        session = self._session = self._warehouse._open_session()
         try:
-            # The schema is created in its own short transaction: two runs creating tables in
-            # one new schema would otherwise conflict on it until one of them committed.
-            self._session.begin()
-            self._session.create_schema(self.database)
-            self._session.commit()
-            self._session.begin()
-            self._session.lock_table(self.database, self.table, self._lock_timeout)
-            self._target_columns = self._session.table_columns(self.database, self.table)
-            self._columns = dict(self._target_columns or {})
-            if self._skip_existing and self._target_columns is not None and self._session.fetch(
-                    f"SELECT 1 FROM {self._target} LIMIT 1"):
-                # Into an empty or new table every row is new: a plain insert. Otherwise rows are
-                # staged and only keys the table lacks go in at commit.
-                self.mode, self._insert_only = WriteMode.MERGE, True
-            if self._declared is not None:
-                self._evolve(schema_kinds(self._declared, table=self._label))
+            session.begin()
+            session.create_schema(self.database)
+            session.commit()
+            session.begin()
+            session.lock_table(self.database, self.table, self._lock_timeout)
+            self._prepare(session)
         except BaseException:
             self._abort()
             raise
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def _prepare(self, session: Session) -> None:
+        """The writer's own setup, inside the run's transaction and under the table lock."""
+
+    def __exit__(self, *exc: object) -> None:
         if not self._done:
             self._abort()
 
@@ -254,6 +295,59 @@ class TableWriter:
         if self._session is None or self._done:
             raise StoreError(f"writer for {self._label} is not open (use it in a with block, once)")
         return self._session
+
+    @contextmanager
+    def _committing(self, cursors: Mapping[str, str] | None) -> Iterator[Session]:
+        """The body applies the run; then ``cursors`` are stored and all of it commits at once.
+        A failure anywhere rolls everything back."""
+        session = self.session
+        try:
+            yield session
+            if cursors:
+                state_tables.save_cursors(session, cursors)
+            session.commit()
+        except BaseException:
+            self._abort()
+            raise
+        self._done = True
+        session.release_locks()
+        session.close()
+
+
+class TableWriter(WriteSession):
+    """One run's writes to one table, applied atomically (with cursor updates) at ``commit``."""
+
+    def __init__(self, warehouse: Warehouse, database: str, table: str, mode: WriteMode, *,
+                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float,
+                 skip_existing: bool = False) -> None:
+        super().__init__(warehouse, database, table, lock_timeout=lock_timeout)
+        self.mode = mode
+        self.primary_key = [primary_key] if isinstance(primary_key, str) else list(primary_key)
+        if mode is WriteMode.MERGE and not self.primary_key:
+            raise ConfigError("merge mode needs a primary key", key="primary_key")
+        self.rows = 0
+        self._declared = schema
+        self._target = qualified(database, table)
+        self._target_columns: dict[str, Kind] | None = None  # as the table is now
+        self._columns: dict[str, Kind] = {}  # as the table must be at commit
+        self._present: set[str] = set()  # columns this run actually sent
+        self._stage: str | None = None
+        self._absent: tuple[str, pa.Array, str, str, datetime] | None = None  # see mark_absent
+        self.marked_absent = 0
+        self._skip_existing = skip_existing and mode is WriteMode.APPEND
+        self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
+
+    # --- session lifecycle ---------------------------------------------------------------
+    def _prepare(self, session: Session) -> None:
+        self._target_columns = session.table_columns(self.database, self.table)
+        self._columns = dict(self._target_columns or {})
+        if self._skip_existing and self._target_columns is not None and session.fetch(
+                f"SELECT 1 FROM {self._target} LIMIT 1"):
+            # Into an empty or new table every row is new: a plain insert. Otherwise rows are
+            # staged and only keys the table lacks go in at commit.
+            self.mode, self._insert_only = WriteMode.MERGE, True
+        if self._declared is not None:
+            self._evolve(schema_kinds(self._declared, table=self._label))
 
     # --- writing -------------------------------------------------------------------------
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
@@ -349,6 +443,7 @@ class TableWriter:
         self._absent = (key, present, flag, at_column, at)
 
     def _apply_absent(self, session: Session) -> None:
+        assert self._absent is not None
         key, present, flag, at_column, at = self._absent
         self._evolve({flag: Kind.BOOLEAN, at_column: Kind.TIMESTAMP})
         self._sync_target()
@@ -365,8 +460,7 @@ class TableWriter:
     # --- commit --------------------------------------------------------------------------
     def commit(self, cursors: Mapping[str, str] | None = None) -> int:
         """Apply the mode, store ``cursors`` (job/stream -> value) and commit, all at once."""
-        session = self.session
-        try:
+        with self._committing(cursors) as session:
             replaces = self.mode is WriteMode.REPLACE or (
                 self.mode is WriteMode.REPLACE_ON_NEW_DATA and self.rows > 0)
             if replaces or (self.mode is WriteMode.MERGE and self.rows > 0) or self._target_columns is None:
@@ -383,52 +477,4 @@ class TableWriter:
                 session.merge(self._target, self._ensure_stage(), list(self._columns), keys, updates)
             if self._absent is not None:
                 self._apply_absent(session)
-            if cursors:
-                state_tables.save_cursors(session, cursors)
-            session.commit()
-        except BaseException:
-            self._abort()
-            raise
-        self._done = True
-        session.release_locks()
-        session.close()
         return self.rows
-
-
-def duckdb_url_path(url: str) -> str:
-    """SQLAlchemy's rule: ``duckdb:///relative.duckdb``, ``duckdb:////absolute/path.duckdb``.
-
-    ``duckdb:///tmp/x.duckdb`` reads as the relative ``tmp/x.duckdb`` by that rule, which is
-    rarely what was meant when ``/tmp`` exists: such a URL is refused with both spellings."""
-    if not url.startswith("duckdb:///"):
-        raise ConfigError(f"{url!r}: a DuckDB URL has three slashes and a path (duckdb:///relative.duckdb or "
-                          "duckdb:////absolute/path.duckdb)", key="warehouse")
-    path = url[len("duckdb:///"):]
-    if not path or path == "/":
-        raise ConfigError("duckdb:/// URL has no file path", key="warehouse")
-    if not path.startswith(("/", "./", "../", "~")):
-        first = path.split("/", 1)[0]
-        if "/" in path and Path("/", first).is_dir():
-            raise ConfigError(
-                f"{url!r} is ambiguous: by SQLAlchemy's rule three slashes make the relative path {path!r} "
-                f"(in {Path.cwd()}), yet /{first} exists; write duckdb:////{path} for the absolute path "
-                f"/{path}, or duckdb:///./{path} for the relative one", key="warehouse")
-    return path
-
-
-def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> Warehouse:
-    """``path`` / ``duckdb:///path`` -> DuckDB file; ``postgresql://...`` -> PostgreSQL."""
-    target = str(url_or_path)
-    if target.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresWarehouse
-
-        return PostgresWarehouse(target)
-    if "://" in target and not target.startswith("duckdb://"):
-        scheme = target.split("://", 1)[0]
-        raise ConfigError(f"unsupported warehouse URL scheme {scheme!r} (use a path, duckdb:/// or postgresql://)",
-                          key="warehouse")
-    if target.startswith("duckdb://"):
-        target = duckdb_url_path(target)
-    from .duckdb import DuckDBWarehouse
-
-    return DuckDBWarehouse(Path(target), lock_timeout=lock_timeout)

@@ -1,12 +1,14 @@
 """Routes, one module per page."""
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import authentications, exports, jobs, login, schedules, sources
 from ..web import redirect
 
 
-async def index(request):
+async def index(request: Request) -> Response:
     return redirect(request, "/sources")
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ...api.client import KlaviyoClient
 from ...api.settings import ClientSettings
 from ...errors import BridgeError, ConfigError
-from ...secrets import hint, redact
+from ...secrets import ApiKey, hint, redact
 from ..web import blocking, checked_form, console_of, field_errors, redirect, render
 
 
@@ -16,7 +19,7 @@ def _entries(request: Request) -> list[dict[str, str]]:
     return console_of(request).credentials.list()
 
 
-async def page(request: Request, errors: dict[str, str] | None = None, name: str = "", status: int = 200):
+async def page(request: Request, errors: dict[str, str] | None = None, name: str = "", status: int = 200) -> Response:
     try:
         entries = await blocking(_entries, request)
         problem = None
@@ -26,7 +29,7 @@ async def page(request: Request, errors: dict[str, str] | None = None, name: str
                   name=name, problem=problem, status=status)
 
 
-async def create(request: Request):
+async def create(request: Request) -> Response:
     form = await checked_form(request)
     name = str(form.get("name") or "").strip()
     key = str(form.get("api_key") or "")
@@ -41,9 +44,9 @@ async def create(request: Request):
     return redirect(request, "/authentications", f"Saved authentication {name!r} ({hint(key.strip())}).")
 
 
-async def account_check(key: str, base_url: str | None) -> str:
+async def account_check(key: ApiKey | str, base_url: str | None) -> str:
     """One get_accounts call with the saved key; returns a line naming the account."""
-    data = {"api_key": key}
+    data: dict[str, Any] = {"api_key": key}
     if base_url:
         data["base_url"] = base_url
     settings = ClientSettings.from_mapping(data)
@@ -57,7 +60,7 @@ async def account_check(key: str, base_url: str | None) -> str:
     return f"account {accounts[0].get('id')}" + (f" ({org})" if org else "")
 
 
-async def test(request: Request):
+async def test(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     console = console_of(request)
@@ -71,7 +74,7 @@ async def test(request: Request):
     return redirect(request, "/authentications", f"Test of {name!r} succeeded: {line}.")
 
 
-async def delete(request: Request):
+async def delete(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     try:

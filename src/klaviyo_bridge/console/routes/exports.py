@@ -8,12 +8,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+from starlette.datastructures import FormData
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ...errors import BridgeError, ConfigError
 from ...exports.job import export_query, load_result_settings
-from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES
+from ...exports.runner import ExportResult
+from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES, ExportSettings
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
@@ -34,11 +37,10 @@ ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_t
             "consent_type": "batch_consent", "subscription_type": "batch_consent",
             "historical_consent": "batch_consent"}
 NO_LIST = ("upsert", "track_events")
-SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast", "_bridge")
 
 
-def _values(form) -> dict[str, Any]:
-    values = {n: text(form, n) for n in ("connection", "database", "name", *SETTING_FIELDS)}
+def _values(form: FormData) -> dict[str, Any]:
+    values: dict[str, Any] = {n: text(form, n) for n in ("connection", "database", "name", *SETTING_FIELDS)}
     values["sql"] = str(form.get("sql") or "")
     for flag in FLAGS:
         values[flag] = as_bool(form, flag)
@@ -63,7 +65,9 @@ def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, A
     return without_empty(data)
 
 
-def validate(request: Request, values: dict[str, Any]):
+def validate(
+    request: Request, values: dict[str, Any]
+) -> tuple[dict[str, Any], ExportSettings | None, dict[str, str]]:
     console = console_of(request)
     data = result_settings(values, console.config.base_url)
     errors: dict[str, str] = {}
@@ -87,21 +91,12 @@ def validate(request: Request, values: dict[str, Any]):
     return data, settings, errors
 
 
-def _tables(wh) -> list[tuple[str, str]]:
-    excluded = ", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS)
-    out: list[tuple[str, str]] = []
-    for batch in wh.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
-                                f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
-        out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
-    return out
-
-
 def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
-          status: int = 200, **extra: Any):
+          status: int = 200, **extra: Any) -> Response:
     console = console_of(request)
     try:
         with console.holder.use() as wh:
-            tables = _tables(wh)
+            tables = wh.table_names()
     except BridgeError:
         tables = []
     return render(request, "exports.html", active="exports", v=values, s=schedule, errors={**schedule.errors, **errors},
@@ -110,7 +105,7 @@ def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, err
                   status=status, **extra)
 
 
-async def index(request: Request):
+async def index(request: Request) -> Response:
     values = {"sql": DEFAULT_SQL, "database": "klaviyo", "operation": "add", "list_identify_type": "name",
               "list_value": "", "skip_invalid_records": True, "wait_for_completion": True,
               "waiting_time_for_completion_millis": "300000"}
@@ -129,14 +124,14 @@ def _read(request: Request, sql: str, database: str | None) -> pa.Table:
     return console_of(request).holder.read_query(sql, database or None)
 
 
-def _dry_run(request: Request, sql: str, settings, database: str | None):
+def _dry_run(request: Request, sql: str, settings: ExportSettings, database: str | None) -> ExportResult:
     table = _read(request, sql, database)
     with console_of(request).holder.use() as wh:
         return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True,
                             table=table)
 
 
-async def submit(request: Request):
+async def submit(request: Request) -> Response:
     form = await checked_form(request)
     action = text(form, "action", "query")
     values = _values(form)
@@ -156,7 +151,7 @@ async def submit(request: Request):
     if action == "runs":
         return await blocking(_page, request, values, schedule, {})
     data, settings, errors = await blocking(validate, request, values)
-    if errors:
+    if errors or settings is None:  # (settings are missing only with an error that says why)
         return await blocking(_page, request, values, schedule, errors, status=400)
     if action == "dry_run":
         status = 200
@@ -187,7 +182,7 @@ async def submit(request: Request):
     record = ScheduleRecord(values["name"], "export", schedule.expression, schedule.timezone, schedule.delay_seconds,
                             values["database"] or None, None, config, last_scheduled_for=datetime.now(timezone.utc))
 
-    def save():
+    def save() -> None:
         with console.holder.use() as wh:
             create_schedule(wh, None, record, hint="pick another name")
     try:

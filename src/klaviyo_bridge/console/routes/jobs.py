@@ -29,13 +29,13 @@ OUTCOMES = ("accepted", "rejected", "skipped", "submitted", "unconfirmed")
 ROWS_PER_PAGE = 50
 
 
-async def index(request: Request):
+async def index(request: Request) -> Response:
     q = request.query_params
     schedule = q.get("schedule") or None
     status = q.get("status") if q.get("status") in STATUSES else None
     kind = q.get("kind") if q.get("kind") in KINDS else None
 
-    def load():
+    def load() -> tuple[list[JobRecord], list[str]]:
         with console_of(request).holder.use() as wh:
             jobs = wh.state.jobs(schedule=schedule, status=status, limit=200)
             names = [r.name for r in wh.state.schedules()]
@@ -91,7 +91,7 @@ def _load_job(request: Request, run_id: str) -> dict[str, Any]:
     return out
 
 
-async def detail(request: Request):
+async def detail(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     console = console_of(request)
     data = await blocking(_load_job, request, run_id)
@@ -107,13 +107,13 @@ async def detail(request: Request):
                   **data)
 
 
-async def progress(request: Request):
+async def progress(request: Request) -> Response:
     """JSON for the live view: status, elapsed seconds, rows so far (export rows are counted as
     their batches are recorded; an import's rows are known when it ends), done."""
     run_id = request.path_params["run_id"]
     console = console_of(request)
 
-    def load():
+    def load() -> tuple[JobRecord | None, int | None]:
         with console.holder.use() as wh:
             job = wh.state.job(run_id)
             rows = None
@@ -138,12 +138,12 @@ async def progress(request: Request):
                          "cancel_requested": job.cancel_requested})
 
 
-async def cancel(request: Request):
+async def cancel(request: Request) -> Response:
     await checked_form(request)
     run_id = request.path_params["run_id"]
     console = console_of(request)
 
-    def kill():
+    def kill() -> list[str] | None:
         with console.holder.use() as wh:
             job = wh.state.job(run_id)
             if job is None or job.status != "running":
@@ -155,10 +155,10 @@ async def cancel(request: Request):
     return redirect(request, f"/jobs/{run_id}", f"Cancel requested: {', '.join(done)}.")
 
 
-async def rows_csv(request: Request):
+async def rows_csv(request: Request) -> Response:
     run_id = request.path_params["run_id"]
 
-    def load():
+    def load() -> tuple[JobRecord | None, pa.Table | None]:
         with console_of(request).holder.use() as wh:
             job = wh.state.job(run_id)
             if job is None or job.kind != "export":
@@ -166,7 +166,7 @@ async def rows_csv(request: Request):
             return job, filtered_rows(export_row_results(wh, job.run_id), request.query_params.get("outcome"),
                                       request.query_params.get("q"))
     job, table = await blocking(load)
-    if job is None:
+    if job is None or table is None:
         return Response("no export job with that id", 404, media_type="text/plain")
     buf = io.StringIO()
     writer = csv.writer(buf)

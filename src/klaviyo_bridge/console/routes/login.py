@@ -4,7 +4,7 @@ form) opens a session; failed attempts are rate-limited per client address."""
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..app import SESSION_COOKIE, client_of, cookie_header, too_many_message
@@ -25,7 +25,7 @@ def _signed_in(request: Request, target: str) -> RedirectResponse:
     return response
 
 
-def _attempt(request: Request, supplied: str, target: str):
+def _attempt(request: Request, supplied: str, target: str) -> Response:
     console = console_of(request)
     client = client_of(request.scope)
     wait = console.limiter.blocked(client)
@@ -39,7 +39,7 @@ def _attempt(request: Request, supplied: str, target: str):
     return render(request, "login.html", active="login", error="wrong token", status=403, next=target)
 
 
-async def login(request: Request):
+async def login(request: Request) -> Response:
     target = request.query_params.get("next", "/")
     if request.method == "POST":
         form = await checked_form(request)
@@ -52,7 +52,7 @@ async def login(request: Request):
     return render(request, "login.html", active="login", error=None, next=target)
 
 
-async def logout(request: Request):
+async def logout(request: Request) -> Response:
     await checked_form(request)
     console_of(request).end_session(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...secrets import redact_config as _redacted
@@ -51,8 +51,8 @@ def chart(jobs: list[JobRecord], width: int = 560, height: int = 140) -> dict[st
             "first": bars[0]["label"] if bars else "", "last": bars[-1]["label"] if bars else ""}
 
 
-async def index(request: Request):
-    def load():
+async def index(request: Request) -> Response:
+    def load() -> list[ScheduleRecord]:
         with console_of(request).holder.use() as wh:
             return wh.state.schedules()
     records = await blocking(load)
@@ -60,10 +60,10 @@ async def index(request: Request):
     return render(request, "schedules.html", active="schedules", rows=rows)
 
 
-async def detail(request: Request, schedule_input: ScheduleInput | None = None, status: int = 200):
+async def detail(request: Request, schedule_input: ScheduleInput | None = None, status: int = 200) -> Response:
     name = request.path_params["name"]
 
-    def load():
+    def load() -> tuple[ScheduleRecord | None, list[JobRecord]]:
         with console_of(request).holder.use() as wh:
             return wh.state.schedule(name), wh.state.jobs(schedule=name, limit=30)
     record, jobs = await blocking(load)
@@ -87,7 +87,7 @@ def _change(request: Request, name: str, **changes: Any) -> ScheduleRecord | Non
         return wh.state.update_schedule(name, **changes)
 
 
-async def enable(request: Request):
+async def enable(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     now = datetime.now(timezone.utc)  # as connector:update --enable: slots count from now on
@@ -99,7 +99,7 @@ async def enable(request: Request):
                     "ok" if done else "error")
 
 
-async def disable(request: Request):
+async def disable(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     done = await blocking(_change, request, name, enabled=False, disabled_reason="disabled by hand",
@@ -109,7 +109,7 @@ async def disable(request: Request):
                     "ok" if done else "error")
 
 
-async def update(request: Request):
+async def update(request: Request) -> Response:
     form = await checked_form(request)
     name = request.path_params["name"]
     s = ScheduleInput.from_form(form)
@@ -121,12 +121,12 @@ async def update(request: Request):
                     "ok" if done else "error")
 
 
-async def run_now(request: Request):
+async def run_now(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     console = console_of(request)
 
-    def load():
+    def load() -> ScheduleRecord | None:
         with console.holder.use() as wh:
             return wh.state.schedule(name)
     record = await blocking(load)
@@ -136,11 +136,11 @@ async def run_now(request: Request):
     return redirect(request, f"/jobs/{run_id}", f"Job started for schedule {name!r}.")
 
 
-async def delete(request: Request):
+async def delete(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
 
-    def drop():
+    def drop() -> bool:
         with console_of(request).holder.use() as wh:
             return wh.state.delete_schedule(name)
     try:
@@ -151,7 +151,7 @@ async def delete(request: Request):
                     else f"No schedule {name!r}.", "ok" if done else "error")
 
 
-async def cron_next(request: Request):
+async def cron_next(request: Request) -> Response:
     """JSON: the next 5 run times of ?cron=&timezone=&delay= (for the live preview in the forms)."""
     q = request.query_params
     expression, tz, delay = q.get("cron", ""), q.get("timezone", "UTC") or "UTC", q.get("delay", "0") or "0"

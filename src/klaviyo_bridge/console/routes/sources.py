@@ -7,14 +7,16 @@ A source is saved as an import schedule, exactly what ``connector:create`` saves
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
+from starlette.datastructures import FormData
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ...config import WRITE_MODES, parse_import_config
+from ...config import WRITE_MODES, ImportConfig, parse_import_config
 from ...errors import BridgeError, ConfigError
 from ...imports.runner import preview_rows
 from ...imports.streams import STREAMS
@@ -27,12 +29,13 @@ from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, name_error, text, with
 from ..web import as_bool, blocking, checked_form, console_of, field_errors, redirect, render
 
 #: Which data-source parameter each source uses (the wizard shows only those).
-PARAMETERS = {name: [s for s in ("list_id", "segment_id", "event_ids") if
+PARAMETERS: dict[str, list[str]] = {name: [s for s in ("list_id", "segment_id", "event_ids") if
                      (STREAMS[name].id_setting == s or (s == "event_ids" and STREAMS[name].per_event_id))]
               for name in STREAMS}
 for _name in STREAMS:
-    if STREAMS[_name].membership:  # optional: none reads every list / segment
-        PARAMETERS[_name].append(STREAMS[_name].membership)
+    _group = STREAMS[_name].membership
+    if _group:  # optional: none reads every list / segment
+        PARAMETERS[_name].append(_group)
     if _name == "metric_events":
         PARAMETERS[_name].append("metric")
     if STREAMS[_name].events:
@@ -57,11 +60,11 @@ KEY_MAP = {"in.api_token": "connection", "in.api_key": "connection", "api_token"
            "in.detect_deleted": "detect_deleted"}
 
 
-def _values(form) -> dict[str, Any]:
+def _values(form: FormData) -> dict[str, Any]:
     names = ("name", "connection", "data_source", "list_id", "segment_id", "metric", "event_ids",
              "incremental_field", "start_time", "end_time", "database", "table", "mode", "primary_key",
              "partition_key", "timezone", "metrics", "lookback")
-    values = {n: text(form, n) for n in names}
+    values: dict[str, Any] = {n: text(form, n) for n in names}
     for flag in ("incremental", "skip_related_object", "predictive_analytics", "detect_deleted"):
         values[flag] = as_bool(form, flag)
     return values
@@ -93,14 +96,13 @@ def _map_errors(exc: ConfigError) -> dict[str, str]:
         short = key[3:] if key.startswith("in.") and key not in KEY_MAP else key
         short = short[4:] if short.startswith("out.") and short not in KEY_MAP else short
         name = KEY_MAP.get(key, KEY_MAP.get(short, short))
-        needs = re.search(r"needs (list_id|segment_id|event_ids|metric)\b", message)
-        if name == "data_source" and needs:  # "data_source profiles_in_list needs list_id": point at list_id
-            name = needs.group(1)
         out[name] = f"{out[name]}; {message}" if name in out else message
     return out
 
 
-def validate_source(request: Request, values: dict[str, Any]):
+def validate_source(
+    request: Request, values: dict[str, Any]
+) -> tuple[dict[str, Any], ImportConfig | None, dict[str, str]]:
     """Parse with the library (every problem at once); returns (config, parsed, errors)."""
     console = console_of(request)
     config = build_config(values, console.config.base_url)
@@ -116,15 +118,15 @@ def validate_source(request: Request, values: dict[str, Any]):
     return config, parsed, errors
 
 
-async def index(request: Request):
-    def load():
+async def index(request: Request) -> Response:
+    def load() -> list[ScheduleRecord]:
         with console_of(request).holder.use() as wh:
             return wh.state.schedules("import")
     return render(request, "sources.html", active="sources", sources=await blocking(load))
 
 
 def _form_page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
-               preview=None, preview_error=None, status=200):
+               preview: pa.Table | None = None, preview_error: str | None = None, status: int = 200) -> Response:
     connections = [e["name"] for e in console_of(request).credentials.list()]
     return render(request, "source_new.html", active="sources", v=values, s=schedule,
                   errors={**schedule.errors, **errors}, connections=connections, streams=list(STREAMS),
@@ -132,7 +134,7 @@ def _form_page(request: Request, values: dict[str, Any], schedule: ScheduleInput
                   time_fields=TIME_FIELDS, preview=preview, preview_error=preview_error, status=status)
 
 
-async def new(request: Request):
+async def new(request: Request) -> Response:
     values = {"data_source": "profiles", "mode": "append", "timezone": "UTC", "database": "klaviyo",
               "incremental": False}
     schedule = ScheduleInput()
@@ -140,7 +142,7 @@ async def new(request: Request):
     return await blocking(_form_page, request, values, schedule, {})
 
 
-async def submit(request: Request):
+async def submit(request: Request) -> Response:
     form = await checked_form(request)
     action = text(form, "action", "preview")
     values = _values(form)
@@ -175,7 +177,7 @@ async def submit(request: Request):
     record = ScheduleRecord(values["name"], "import", schedule.expression, schedule.timezone, schedule.delay_seconds,
                             values["database"], values["table"], config, last_scheduled_for=datetime.now(timezone.utc))
 
-    def save():
+    def save() -> None:
         with console.holder.use() as wh:
             create_schedule(wh, None, record, hint="pick another name")
     try:

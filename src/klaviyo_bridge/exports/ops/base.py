@@ -77,6 +77,13 @@ class BatchContext:
     #: Input positions of the items being checked (``presend``), when the runner knows them.
     rows: np.ndarray | None = None
 
+    def the_list(self) -> str:
+        """The export's list id, for a step that reads the list (its operation needs one, or
+        checks that the run has one first)."""
+        if self.list_id is None:
+            raise ExportError("internal error: a step that reads the export's list ran without a list")
+        return self.list_id
+
 
 @dataclass
 class RunContext(BatchContext):
@@ -204,7 +211,8 @@ _ITEMS = b'"\x00items\x00"'
 # --- shared helpers ------------------------------------------------------------------------------
 
 def reasons_to_numpy(reasons: pa.Array) -> np.ndarray:
-    return pc.is_valid(reasons).to_numpy(zero_copy_only=False)
+    valid: np.ndarray = pc.is_valid(reasons).to_numpy(zero_copy_only=False)
+    return valid
 
 
 def finish(reasons: pa.Array, build: Any, warnings: list[str], identity: pa.Array | None) -> Prepared:
@@ -231,7 +239,8 @@ def finish(reasons: pa.Array, build: Any, warnings: list[str], identity: pa.Arra
 
 
 def take_py(column: pa.Array, index: np.ndarray) -> list[Any]:
-    return pc.take(column, pa.array(index, pa.int64())).to_pylist()
+    values: list[Any] = pc.take(column, pa.array(index, pa.int64())).to_pylist()
+    return values
 
 
 def default(value: Any) -> Any:

@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...api.query import Query, any_of
+from ...errors import ExportError
 from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads
 from ..settings import CHANNELS
 from .base import BatchContext, Operation, Outcomes, Prepared, dumps, finish, identity_of, take_py, \
     valid_only_duplicates
-from ...errors import ExportError
 
 NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
 #: Values one ``any(field, [...])`` filter carries at most.
@@ -73,7 +73,11 @@ def check_consent_times(column: pa.Array, now: datetime) -> v.Checked:
     return v.Checked(values, reasons)
 
 
-def profile_key(item: bytes) -> tuple[str, str | None]:
+#: How a consent payload names its profile: (field, value), e.g. ("email", "a@example.com").
+ProfileKey = tuple[str, str | None]
+
+
+def profile_key(item: bytes) -> ProfileKey:
     """How a consent payload names its profile: ("email", x), else ("phone_number", y)."""
     attrs = orjson.loads(item).get("attributes") or {}
     return ("email", attrs["email"]) if attrs.get("email") else ("phone_number", attrs.get("phone_number"))
@@ -85,7 +89,10 @@ class _Consent(Operation):
 
     @property
     def channels(self) -> tuple[tuple[str, str], ...]:
-        return CHANNELS[self.settings.subscription_type]
+        kind = self.settings.subscription_type
+        if kind is None:  # the settings refuse batch_consent without one
+            raise ExportError("operation batch_consent needs subscription_type", column="subscription_type")
+        return CHANNELS[kind]
 
     def required_columns(self) -> tuple[tuple[str, ...], bool]:
         st = self.settings.subscription_type
@@ -179,24 +186,24 @@ class _Consent(Operation):
         return {"data": data}
 
     # --- reading Klaviyo back --------------------------------------------------------------
-    async def profiles(self, ctx: BatchContext, keys: list[tuple[str, str | None]], *,
-                       in_list: bool = False, subscriptions: bool = False) -> dict[tuple[str, str], dict]:
+    async def profiles(self, ctx: BatchContext, keys: list[ProfileKey], *,
+                       in_list: bool = False, subscriptions: bool = False) -> dict[ProfileKey, dict[str, Any]]:
         """The profiles named by ``keys`` (in the list only, with ``in_list``), by (field, value)."""
         wanted: dict[str, list[str]] = {}
         for field, value in keys:
             if value:
                 wanted.setdefault(field, []).append(value)
-        found: dict[tuple[str, str], dict] = {}
+        found: dict[ProfileKey, dict[str, Any]] = {}
         for field, values in wanted.items():
             values = sorted(set(values))
             for start in range(0, len(values), FILTER_VALUES):
                 part = values[start:start + FILTER_VALUES]
                 fields = [field] if not subscriptions else [field, "subscriptions"]
-                extra = {"profile": ["subscriptions"]} if subscriptions else {}
+                extra: dict[str, list[str]] = {"profile": ["subscriptions"]} if subscriptions else {}
                 query = Query(filters=(any_of(field, part),), page_size=100, fields={"profile": fields},
                               additional_fields=extra)
                 if in_list:
-                    records = ctx.client.records("get_profiles_for_list", path_params={"id": ctx.list_id},
+                    records = ctx.client.records("get_profiles_for_list", path_params={"id": ctx.the_list()},
                                                  query=query)
                 else:
                     records = ctx.client.records("get_profiles", query=query)
@@ -206,7 +213,7 @@ class _Consent(Operation):
                         found[(field, attrs[field])] = attrs
         return found
 
-    def shows(self, attrs: dict | None, want: str) -> bool:
+    def shows(self, attrs: dict[str, Any] | None, want: str) -> bool:
         """Whether a profile's subscriptions show ``want`` on every channel this export changes."""
         if not attrs:
             return False
@@ -252,7 +259,7 @@ class Unsubscribe(_Consent):
     consent_word = "UNSUBSCRIBED"
     sent_reason = NO_JOB_REASON
 
-    def shows(self, attrs: dict | None, want: str) -> bool:
+    def shows(self, attrs: dict[str, Any] | None, want: str) -> bool:
         """Unsubscribed, and for email also suppressed as unsubscribed (what Klaviyo's unsubscribe does)."""
         if not super().shows(attrs, want):
             return False

@@ -85,7 +85,8 @@ def _times(column: pa.Array) -> tuple[list[float | None], list[str | None]]:
         column = column.combine_chunks()
     values = column.to_pylist()
     cache: dict[Any, tuple[float | None, str | None]] = {}
-    seconds, reasons = [], []
+    seconds: list[float | None] = []
+    reasons: list[str | None] = []
     for value in values:
         if value is None or (isinstance(value, str) and not value.strip()):
             seconds.append(None)
@@ -105,7 +106,7 @@ def _text(column: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
 
 
-def _row_hash(row: tuple) -> str:
+def _row_hash(row: tuple[Any, ...]) -> str:
     return hashlib.blake2b(orjson.dumps(row, default=_default, option=orjson.OPT_NON_STR_KEYS),
                            digest_size=16).hexdigest()
 

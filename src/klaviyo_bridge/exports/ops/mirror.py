@@ -37,7 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...api.query import Query, greater_or_equal, less_than
+from ...api.query import Condition, Query, greater_or_equal, less_than
 from ...errors import ExportError
 from .. import validate as v
 from ..batching import Endpoint
@@ -72,7 +72,9 @@ def _in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     if not len(value_set):
         return np.zeros(len(values), dtype=bool)
-    return pc.fill_null(pc.is_in(values, value_set=value_set, skip_nulls=True), False).to_numpy(zero_copy_only=False)
+    found: np.ndarray = pc.fill_null(pc.is_in(values, value_set=value_set, skip_nulls=True), False).to_numpy(
+        zero_copy_only=False)
+    return found
 
 
 def _parse_joined(text: str | None) -> datetime | None:
@@ -163,13 +165,14 @@ class Mirror(Operation):
         joined_group_at windows at once, so a large list is read at the rate limit, not at one
         page per round trip)."""
         fields = {"profile": list(MEMBER_FIELDS) + ["joined_group_at"]}
+        windows: list[tuple[Condition, ...]]
         if since is not None:
             windows = [(greater_or_equal("joined_group_at", since),)]
         else:
             windows = await self._windows(ctx, fields)
         parts = await asyncio.gather(*(self._read_window(ctx, Query(filters=f, page_size=100, fields=fields))
                                        for f in windows))
-        cols: dict[str, list] = {"profile_id": [], **{c: [] for c in MEMBER_FIELDS}}
+        cols: dict[str, list[str | None]] = {"profile_id": [], **{c: [] for c in MEMBER_FIELDS}}
         newest = None
         for part, part_newest in parts:
             for c in cols:
@@ -182,11 +185,11 @@ class Mirror(Operation):
                 [(c, "first") for c in MEMBER_FIELDS]).rename_columns(["profile_id", *MEMBER_FIELDS])
         return table, newest
 
-    async def _windows(self, ctx: BatchContext, fields: dict) -> list[tuple]:
+    async def _windows(self, ctx: BatchContext, fields: dict[str, list[str]]) -> list[tuple[Condition, ...]]:
         """joined_group_at windows covering the list: from its earliest to its newest member."""
         ends = []
         for sort in ("joined_group_at", "-joined_group_at"):
-            doc = await ctx.client.request("get_profiles_for_list", path_params={"id": ctx.list_id},
+            doc = await ctx.client.request("get_profiles_for_list", path_params={"id": ctx.the_list()},
                                            query=Query(sort=sort, page_size=1, fields=fields))
             data = (doc or {}).get("data") or []
             if not data:
@@ -197,16 +200,16 @@ class Mirror(Operation):
             return [()]
         step = (last - first) / READ_WINDOWS
         cuts = [first + step * i for i in range(1, READ_WINDOWS)]
-        out: list[tuple] = [(less_than("joined_group_at", cuts[0]),)]
+        out: list[tuple[Condition, ...]] = [(less_than("joined_group_at", cuts[0]),)]
         for a, b in zip(cuts, cuts[1:]):
             out.append((greater_or_equal("joined_group_at", a), less_than("joined_group_at", b)))
         out.append((greater_or_equal("joined_group_at", cuts[-1]),))
         return out
 
-    async def _read_window(self, ctx: BatchContext, query: Query) -> tuple[dict[str, list], str | None]:
-        cols: dict[str, list] = {"profile_id": [], **{c: [] for c in MEMBER_FIELDS}}
+    async def _read_window(self, ctx: BatchContext, query: Query) -> tuple[dict[str, list[str | None]], str | None]:
+        cols: dict[str, list[str | None]] = {"profile_id": [], **{c: [] for c in MEMBER_FIELDS}}
         newest = None
-        async for page in ctx.client.pages("get_profiles_for_list", path_params={"id": ctx.list_id}, query=query):
+        async for page in ctx.client.pages("get_profiles_for_list", path_params={"id": ctx.the_list()}, query=query):
             for rec in page.data:
                 attrs = rec.get("attributes") or {}
                 cols["profile_id"].append(rec["id"])
@@ -218,7 +221,7 @@ class Mirror(Operation):
         return cols, newest
 
     async def _count(self, ctx: BatchContext) -> int | None:
-        doc = await ctx.client.request("get_list", path_params={"id": ctx.list_id},
+        doc = await ctx.client.request("get_list", path_params={"id": ctx.the_list()},
                                        params=[("additional-fields[list]", "profile_count")])
         return (((doc or {}).get("data") or {}).get("attributes") or {}).get("profile_count")
 
@@ -275,23 +278,25 @@ class Mirror(Operation):
         if planned is not None:  # a --resume: the first attempt's decisions (restore)
             self.member_rows = self.planned_members
             is_member = self.member_rows if len(self.member_rows) == n else np.zeros(n, dtype=bool)
+            departed = self.departed
+            assert departed is not None, "restore sets it with the plan"
         else:
-            self.departed = m.filter(pa.array(~in_result))
+            departed = self.departed = m.filter(pa.array(~in_result))
         adds = int((valid & ~is_member).sum())
         self.already = int((valid & is_member).sum())
         self.samples_add = [x for x in identity_sample(ids, valid & ~is_member)]
-        self.refusal = self._check(m.num_rows, self.departed.num_rows, n) if planned is None else None
+        self.refusal = self._check(m.num_rows, departed.num_rows, n) if planned is None else None
         if self.refusal:
             if ctx.dry_run:
                 return
             raise ExportError(self.refusal)
         if not ctx.dry_run and ctx.state is not None and planned is None:
-            plan = {c: self.departed.column(c).to_pylist() for c in ("profile_id",) + MEMBER_FIELDS}
+            plan = {c: departed.column(c).to_pylist() for c in ("profile_id",) + MEMBER_FIELDS}
             plan["member_runs"] = _runs(self.member_rows)
             plan["rows"] = n
             ctx.state.save_export_plan(ctx.run_id, PLAN, plan)
         log.info("mirror of list %s: %s; %d to add, %d already members, %d to remove", ctx.list_id, self.read_mode,
-                 adds, int((valid & is_member).sum()), self.departed.num_rows)
+                 adds, int((valid & is_member).sum()), departed.num_rows)
 
     def _check(self, members: int, removals: int, rows: int) -> str | None:
         s = self.settings
