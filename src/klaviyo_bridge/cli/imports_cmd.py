@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .. import aio
 from ..api.budget import budget_url
-from ..api.client import shared_account_limits
+from ..api.client import AccountLimits
 from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
@@ -47,9 +47,10 @@ def open_target(home: Home, url: str | None) -> Warehouse:
     return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
 
 
-def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None) -> ImportResult:
+def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None,
+            limits: AccountLimits | None = None) -> ImportResult:
     with ImportProgress(f"{config.source.data_source} -> {database}.{table}") as progress:
-        return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
+        return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress, limits=limits))
 
 
 @click.command("connector:preview")
@@ -109,11 +110,12 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     config = read_import_config(home, config_file)
     # one rate budget per account in this process; shared with other processes through Redis or
     # the PostgreSQL state (api/budget.py)
-    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
+    with open_target(home, warehouse_url) as wh:
+        limits = AccountLimits.at(budget_url(warehouse_url))  # fails here when the budget is unreachable
         job = f"{database}.{table}"
         before = _last_run_id(wh, job)
         try:
-            result = run_one(config, wh, database, table)
+            result = run_one(config, wh, database, table, limits=limits)
         except KeyboardInterrupt:
             _say_what_was_committed(wh, job, before)
             raise
@@ -169,10 +171,11 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     configs = replicate_configs(connection, start, chosen)
     total, done, skipped, failed = 0, 0, [], []
     # one rate budget for all the tables: Klaviyo counts per account, not per import
-    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
+    with open_target(home, warehouse_url) as wh:
+        limits = AccountLimits.at(budget_url(warehouse_url))  # one budget for every stream of the account
         for name, config in configs.items():
             try:
-                result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}")
+                result = run_one(config, wh, database, name, job=f"replicate:{database}.{name}", limits=limits)
             except UnknownMetric:
                 # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
                 skipped.append(name)

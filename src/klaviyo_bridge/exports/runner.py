@@ -49,7 +49,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..api.client import KlaviyoClient
+from ..api.client import AccountLimits, KlaviyoClient
 from ..api.query import format_value
 from ..errors import (
     ApiError,
@@ -769,6 +769,7 @@ async def run_export(
     clock: Callable[[], float] = time.monotonic,
     poll_initial: float = 0.1,
     progress: Callable[[str, int], None] | None = None,
+    limits: AccountLimits | None = None,
 ) -> ExportResult:
     """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
 
@@ -782,7 +783,7 @@ async def run_export(
     op = operation_for(settings)
     if dry_run and not op.dry_run_reads_klaviyo:
         return await _dry_run(table, op, started)
-    client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
+    client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep, limits=limits)
     if dry_run:
         try:
             return await _dry_run(table, op, started, client, sleep, clock)
