@@ -28,6 +28,7 @@ import psycopg
 from ..errors import StoreError
 from .identifiers import STATE_SCHEMA
 from .postgres import redact_url
+from procrastinate.schema import SchemaManager
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
@@ -56,8 +57,6 @@ def connect(url: str) -> psycopg.Connection[Any]:
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     """procrastinate's schema (once per database) and our two tables; safe to race."""
-    from procrastinate.schema import SchemaManager
-
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [_SCHEMA_LOCK])
         row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()

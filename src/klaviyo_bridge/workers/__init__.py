@@ -45,6 +45,7 @@ from ..store import workers as sql
 from ..store.schedule_state import ScheduleRecord
 from ..store.factory import open_warehouse
 from ..store.warehouse import Warehouse
+from procrastinate.worker import Worker
 
 log = logging.getLogger("klaviyo_bridge.workers")
 
@@ -288,8 +289,6 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
 
 async def _serve(url: str, rt: Runtime, options: WorkerOptions, clock: Callable[[], datetime],
                  on_ready: Callable[[int], None] | None) -> None:
-    from procrastinate.worker import Worker
-
     app = make_app(url)
     name = options.name or f"{socket.gethostname()}:{os.getpid()}"
     async with app.open_async():
