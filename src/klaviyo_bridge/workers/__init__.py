@@ -193,12 +193,21 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
                 # Judged stalled, but its worker's heartbeat is back (a slow machine): it is still
                 # running; never close a live run's record nor run its slot beside it. Try later.
                 raise ScheduleBusy(f"attempt {a.attempt + 1} (run {a.run_id}) is still running on {a.worker}")
+        finished = [a for a in earlier if a.finished_on_its_own]
+        if finished:
+            # Judged stalled while its worker was only late, an earlier attempt ran the slot to its
+            # end: the slot is done (whatever its status says); running it again would be a second run.
+            a = finished[-1]
+            log.warning("job %s: slot %s of %s already done by attempt %s (run %s, %s); attempt %s skips it",
+                        job_id, scheduled_for, schedule, a.attempt + 1, a.run_id, a.status, attempt + 1)
+            return f"skipped: already done by attempt {a.attempt + 1} (run {a.run_id}, {a.status})"
         for a in earlier:
             if a.status == "running":
                 who = a.worker or f"worker {a.worker_id}"
                 state.end_job(a.run_id, "error", error=f"interrupted: {who} stopped sending heartbeats before the "
                               "job ended; nothing after its last commit was written",
                               note=f"taken over by attempt {attempt + 1} (procrastinate job {job_id})")
+                sql.mark_taken_over(conn, a.run_id, attempt)
         record = state.schedule(schedule)
         if record is None or not record.enabled:
             log.info("job %s: schedule %s is %s; nothing run", job_id, schedule,
