@@ -31,6 +31,8 @@ from .postgres import redact_url
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
+#: Held (shared) by every ``klaviyo-bridge scheduler`` on a PostgreSQL state; workers refuse it.
+SCHEDULER_LOCK = "klaviyo-bridge:scheduler"
 _SCHEMA_LOCK = "klaviyo-bridge:worker:schema"
 
 _OUR_TABLES = (
@@ -176,6 +178,31 @@ def batches_sent(conn: psycopg.Connection[Any], run_id: str) -> int:
     """Export batches a run recorded (sent or about to be): a resume must not resend them blind."""
     row = conn.execute(f"SELECT count(*) FROM {S}.export_batches WHERE run_id = %s", [run_id]).fetchone()
     return int(row[0]) if row else 0
+
+
+# --- the scheduler and the workers never share a state ----------------------------------------
+def hold_scheduler_lock(conn: psycopg.Connection[Any]) -> None:
+    """Say a scheduler runs on this state, for as long as ``conn`` stays open (a shared lock:
+    several schedulers may hold it; a worker only looks at it)."""
+    conn.execute("SELECT pg_advisory_lock_shared(hashtextextended(%s, 0))", [SCHEDULER_LOCK])
+
+
+def scheduler_holders(conn: psycopg.Connection[Any]) -> list[tuple[int, str | None, str | None]]:
+    """PostgreSQL backend pid, client address and application of each scheduler holding the state."""
+    rows = conn.execute(
+        "SELECT l.pid, host(a.client_addr), a.application_name FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
+        "l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND "
+        "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)", [SCHEDULER_LOCK]).fetchall()
+    return [(int(r[0]), r[1], r[2]) for r in rows]
+
+
+def live_workers(conn: psycopg.Connection[Any], stalled_seconds: float) -> list["WorkerRow"]:
+    """Workers registered on this state whose heartbeat is younger than ``stalled_seconds``."""
+    row = conn.execute("SELECT to_regclass('procrastinate_workers') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return []
+    return [w for w in worker_rows(conn) if w.heartbeat_age < stalled_seconds]
 
 
 # --- worker status -----------------------------------------------------------------------------
