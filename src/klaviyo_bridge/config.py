@@ -329,9 +329,9 @@ def _yaml_error(exc: yaml.YAMLError, origin: str, text: str) -> ConfigError:
         number, line = culprit
         return ConfigError(f"{origin}, line {number}: {line!r} needs a space after the colon ('key: value')")
     if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
+        line_number = text.count("\n", 0, exc.position) + 1
         what = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
-        return ConfigError(f"{origin}, line {line}: invalid YAML: the control character {what} is not allowed "
+        return ConfigError(f"{origin}, line {line_number}: invalid YAML: the control character {what} is not allowed "
                            "(remove it; write it as an escape in a double-quoted string if it is meant)")
     mark = getattr(exc, "problem_mark", None)
     where = f"{origin}, line {mark.line + 1}, column {mark.column + 1}" if mark else origin

@@ -47,6 +47,7 @@ from .errors import (
     ScheduleError,
     StoreError,
 )
+from .exports.settings import ExportSettings
 from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
@@ -171,7 +172,7 @@ async def _in_thread(stop: threading.Event, func: Callable[..., Any], *args: Any
 
 
 def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
-                       secrets: list[str] | None = None):
+                       secrets: list[str] | None = None) -> ExportSettings:
     """An export schedule's stored ``result_settings`` -> validated ExportSettings (saved key filled in)."""
     from .exports.job import load_result_settings
 
@@ -243,7 +244,7 @@ register_kind("workflow", run_workflow_job)
 
 
 # --- local control: live jobs of this process, marker files for other processes --------------
-_LIVE: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
+_LIVE: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 _LIVE_LOCK = threading.Lock()
 #: Why a job of this process was cancelled (run id -> words for its record), set by ``cancel_local``.
 _KILL_REASONS: dict[str, str] = {}
@@ -356,7 +357,7 @@ class JobResult:
         return data
 
 
-async def _watch(run_id: str, task: asyncio.Task, marker: Path | None) -> None:
+async def _watch(run_id: str, task: asyncio.Task[Any], marker: Path | None) -> None:
     while not task.done():
         if marker is not None and marker.exists():
             task.cancel()
@@ -569,7 +570,7 @@ def request_kill(run_id: str, *, control_dir: Path, state: StateStore | None = N
             state.request_cancel(run_id)
         except StoreError:  # pragma: no cover - best effort
             pass
-    if ours and info.get("triggered_by") == "manual" and pid != os.getpid():
+    if ours and info is not None and info.get("triggered_by") == "manual" and pid is not None and pid != os.getpid():
         try:
             os.kill(int(pid), signal.SIGTERM)
             done.append(f"signalled pid {pid}")

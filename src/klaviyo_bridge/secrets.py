@@ -174,9 +174,9 @@ class ApiKey:
 
         def validate(value: Any) -> "ApiKey":
             key, problem = cls._check(value, None)
-            if problem:
+            if problem or key is None:
                 raise ValueError(problem)
-            return key  # type: ignore[return-value]
+            return key
 
         return core_schema.no_info_plain_validator_function(
             validate,

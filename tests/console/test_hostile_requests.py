@@ -89,6 +89,15 @@ async def test_post_with_a_forged_csrf_is_refused_and_changes_nothing(client):
     await _still_saved(client)
 
 
+async def test_post_with_a_file_as_the_csrf_field_is_refused_and_changes_nothing(client):
+    """A multipart upload under the token's name is no token (it once reached hmac: a 500)."""
+    await _saved_auth(client)
+    r = await _post(client, "/authentications/keep_me/delete", files={"csrf_token": ("token.txt", b"x" * 40)})
+    _no_500(r)
+    assert r.status_code == 403
+    await _still_saved(client)
+
+
 async def test_post_with_csrf_from_another_site_origin_is_refused(client):
     await _saved_auth(client)
     r = await asyncio.wait_for(client.submit("/authentications/keep_me/delete", {},

@@ -588,8 +588,10 @@ def _is_name_resolution_failure(exc: BaseException) -> bool:
 
 def _root_cause(exc: BaseException) -> str:
     cur = exc
-    while (cur.__cause__ or cur.__context__) is not None and not isinstance(cur, socket.gaierror):
-        cur = cur.__cause__ or cur.__context__  # type: ignore[assignment]
+    below = cur.__cause__ or cur.__context__
+    while below is not None and not isinstance(cur, socket.gaierror):
+        cur = below
+        below = cur.__cause__ or cur.__context__
     return str(cur) or type(cur).__name__
 
 

@@ -59,7 +59,8 @@ def check_csrf(request: Request, supplied: str | None) -> None:
 async def checked_form(request: Request) -> FormData:
     """The POSTed form, after the CSRF check (403 otherwise)."""
     form = await request.form()
-    check_csrf(request, form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))  # type: ignore[arg-type]
+    field = form.get(CSRF_FIELD)  # a str, or an UploadFile if a client sent a file under that name
+    check_csrf(request, field if isinstance(field, str) and field else request.headers.get(CSRF_HEADER))
     return form
 
 

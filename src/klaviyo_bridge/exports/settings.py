@@ -242,12 +242,10 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
     out.pop("connection", None)
     if not name:
         return out
-    try:
-        from .. import secrets
-    except ImportError:
-        secrets = None
+    from .. import secrets  # (part of this package: it cannot be missing)
+
     key = None
-    if secrets is not None and credentials_path is not None:
+    if credentials_path is not None:
         store = secrets.CredentialStore(credentials_path)
         try:
             if name in store:

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -30,7 +30,8 @@ from .identifiers import quote
 from .locks import FileLock
 from .warehouse import Warehouse
 
-F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _SQL_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -78,11 +79,13 @@ def _store_error(path: Any, exc: BaseException) -> StoreError:
     return StoreError(f"DuckDB {path}: {exc}")
 
 
-def _converting_errors(method: F) -> F:
+def _converting_errors(
+    method: Callable[Concatenate["DuckDBSession", _P], _T],
+) -> Callable[Concatenate["DuckDBSession", _P], _T]:
     """The one boundary where duckdb exceptions become StoreError."""
 
     @functools.wraps(method)
-    def wrapper(self: "DuckDBSession", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: "DuckDBSession", /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return method(self, *args, **kwargs)
         except duckdb.InterruptException:
@@ -94,7 +97,7 @@ def _converting_errors(method: F) -> F:
                 raise KeyboardInterrupt from None
             raise
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class DuckDBSession(Session):
@@ -155,7 +158,7 @@ class DuckDBSession(Session):
         self._con.execute(sql, list(params) or None)
 
     @_converting_errors
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         # via Arrow: DuckDB's Python rows would need pytz for TIMESTAMPTZ
         table = self._con.sql(sql, params=list(params) or None).to_arrow_table()
         columns = [column.to_pylist() for column in table.columns]
@@ -312,7 +315,7 @@ class DuckDBWarehouse(Warehouse):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
             make_private(file, what)  # an older one made 0644: tightened, with a notice
-        self._con = self._connect(lock_timeout)
+        self._con: duckdb.DuckDBPyConnection | None = self._connect(lock_timeout)
         self._init_state()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:

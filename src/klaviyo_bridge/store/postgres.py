@@ -12,7 +12,7 @@ import functools
 import hashlib
 import time
 import urllib.parse
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
@@ -25,7 +25,8 @@ from .identifiers import quote
 from .locks import AdvisoryLock
 from .warehouse import Warehouse
 
-F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _SQL_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -56,17 +57,19 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _converting_errors(method: F) -> F:
+def _converting_errors(
+    method: Callable[Concatenate["PostgresSession", _P], _T],
+) -> Callable[Concatenate["PostgresSession", _P], _T]:
     """The one boundary where ADBC/PostgreSQL exceptions become StoreError."""
 
     @functools.wraps(method)
-    def wrapper(self: "PostgresSession", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: "PostgresSession", /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return method(self, *args, **kwargs)
         except adbc_driver_manager.Error as exc:
             raise StoreError(f"PostgreSQL {self.where}: {exc}") from exc
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class PostgresSession(Session):
@@ -139,9 +142,10 @@ class PostgresSession(Session):
             self._cur.execute(sql)
 
     @_converting_errors
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.execute(sql, params)
-        return self._cur.fetchall()
+        rows: list[tuple[Any, ...]] = self._cur.fetchall()  # (the ADBC driver is untyped)
+        return rows
 
     @_converting_errors
     def stream(self, sql: str, params: Sequence[Any] = (), batch_size: int = 65_536) -> pa.RecordBatchReader:
