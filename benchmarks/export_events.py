@@ -28,6 +28,7 @@ from _emulator_process import cpu_seconds, emulator_process, PIDS
 from client_rate_limit import bound_seconds
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
 
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--count-events", action="store_true", help="read every event back to count them (slow)")
     args = ap.parse_args()
+    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     n = args.events
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"

@@ -36,6 +36,7 @@ from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_emulator.timefmt import iso
 from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
 
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--first-run", action="store_true", help="also time a mirror with no snapshot (reads every member)")
     args = ap.parse_args()
+    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     t0 = time.perf_counter()
     profiles, list_id, result_emails, snapshot, newest, k = account(args.members, args.churn)
     setup = time.perf_counter() - t0

@@ -37,6 +37,7 @@ from client_rate_limit import bound_seconds
 from klaviyo_spec import spec_revision
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
 
@@ -113,6 +114,7 @@ def main() -> None:
     ap.add_argument("--distinct-phones", type=int, default=0, help="0 = every row has its own phone number")
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
+    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     n = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "warehouse.duckdb"

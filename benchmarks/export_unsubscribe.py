@@ -35,6 +35,7 @@ from client_rate_limit import bound_seconds
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--latency-ms", type=int, default=150)
     args = ap.parse_args()
+    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     profiles = max(2 * args.rows, 10_000) * 2
     list_id, emails, n_members = rows_for(profiles, args.rows)
     n = len(emails)

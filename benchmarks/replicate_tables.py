@@ -7,7 +7,7 @@
 One ``replicate`` process (every table of ``imports/replicate.py``: one per event metric, plus
 campaigns, lists and global exclusions) into a fresh DuckDB home, against the emulator in its
 own process with the spec's rate limits and ``--latency-ms`` per request. Its streams share one
-rate budget per account and tier (``shared_account_limits``), so no request should be answered
+rate budget per account and tier (one ``AccountLimits`` handed to every table), so no request should be answered
 429. Prints the server's count of requests and 429s per operation and tier, the bound of each
 (the earliest time its requests can be answered under the published windows, a fresh
 sliding-window limiter, plus one round trip), the sum of those bounds (the tables run one after

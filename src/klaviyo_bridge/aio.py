@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
+    try:  # deferred (tests/test_layers.py ALLOWED): optional, absent on Windows
         import uvloop
     except ImportError:  # Windows, or a minimal install
         return asyncio.run(coro)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from .errors import ConfigError
 
 log = logging.getLogger("klaviyo_bridge.home")
 _UMASK_LOCK = threading.Lock()
@@ -74,8 +75,6 @@ def default_home() -> Path:
     try:
         return Path.home() / ".local" / "share" / APP_DIR
     except RuntimeError:
-        from .errors import ConfigError
-
         raise ConfigError(f"no home directory to keep state in: set {HOME_ENV} or pass --home DIR") from None
 
 

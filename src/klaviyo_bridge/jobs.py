@@ -51,6 +51,11 @@ from .exports.settings import ExportSettings
 from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
+from .workflows.dig import WorkflowRunner
+from .config import parse_import_config
+from .imports.runner import run_import
+from .exports.job import load_result_settings
+from .exports.job import export_query
 
 log = logging.getLogger("klaviyo_bridge.jobs")
 
@@ -83,7 +88,7 @@ class JobSpec:
     """What to run: a saved schedule or an ad-hoc job of some kind."""
 
     kind: str
-    job: str  # history label and cursor key, e.g. "connector:daily_import"
+    job: str  # history label and cursor key, e.g. "import:daily_import"
     config: Mapping[str, Any]
     database: str | None = None
     table: str | None = None
@@ -91,6 +96,9 @@ class JobSpec:
     #: An export's query result already read (an Arrow table): the console reads the user's SQL in
     #: its sandbox (``store.sandbox``) and the export then runs from it. Never stored.
     result: Any = field(default=None, repr=False, compare=False)
+    #: Names the same job was stored under before (``connector:NAME`` for ``import:NAME``): an
+    #: import with no cursor of its own starts from the first of these that has one.
+    earlier_jobs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,14 +140,27 @@ def register_kind(kind: str, runner: Runner) -> None:
 
 
 # --- the import kind -----------------------------------------------------------------------
-async def run_import_job(ctx: JobContext) -> JobOutcome:
-    from .config import parse_import_config
-    from .imports.runner import run_import
+def adopt_earlier_cursor(state: StateStore, spec: JobSpec) -> str | None:
+    """A job stored under an earlier name (``spec.earlier_jobs``) keeps its place: when the job has
+    no cursor yet, the first earlier name's cursor is copied to it (the old one stays, unread), so
+    the import resumes where it was instead of starting over. Returns the name adopted from."""
+    if not spec.earlier_jobs or state.cursor(spec.job) is not None:
+        return None
+    for earlier in spec.earlier_jobs:
+        value = state.cursor(earlier)
+        if value is not None:
+            state.save_cursor(spec.job, value)
+            log.info("job %s: resuming from the cursor stored as %s", spec.job, earlier)
+            return earlier
+    return None
 
+
+async def run_import_job(ctx: JobContext) -> JobOutcome:
     spec = ctx.spec
     if not spec.database or not spec.table:
         raise ConfigError("an import job needs a database and a table")
     config = parse_import_config(ctx.resolved_config(), f"schedule {spec.schedule or spec.job}")
+    adopt_earlier_cursor(ctx.warehouse.state, spec)
     result = await run_import(config, ctx.warehouse, spec.database, spec.table, job=spec.job, now=ctx.now,
                               run_id=ctx.run_id)
     return JobOutcome(rows_read=result.rows, rows_written=result.rows,
@@ -174,8 +195,6 @@ async def _in_thread(stop: threading.Event, func: Callable[..., Any], *args: Any
 def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
                        secrets: list[str] | None = None) -> ExportSettings:
     """An export schedule's stored ``result_settings`` -> validated ExportSettings (saved key filled in)."""
-    from .exports.job import load_result_settings
-
     raw = config.get("result_settings")
     if not isinstance(raw, Mapping):
         raise ConfigError("an export job needs result_settings", key="result_settings")
@@ -192,8 +211,6 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     Calls the export engine's public entry point (``exports.job.export_query``) in a worker
     thread, on the run row ``begin_job`` wrote, so the export's row outcomes hang off this job.
     """
-    from .exports.job import export_query
-
     spec = ctx.spec
     sql = spec.config.get("query")
     if not isinstance(sql, str) or not sql.strip():
@@ -224,8 +241,6 @@ async def run_workflow_job(ctx: JobContext) -> JobOutcome:
     ``config = {"workflow": {"name", "document", "files", ...}}``: later edits of the file on disk
     do not change what runs. Each export task records its own export run (``job:list``).
     """
-    from .workflows.dig import WorkflowRunner
-
     stored = ctx.spec.config.get("workflow")
     if not isinstance(stored, Mapping) or not isinstance(stored.get("document"), Mapping):
         raise ConfigError("a workflow job needs a pushed workflow (workflow push FILE.dig)")

@@ -1,8 +1,10 @@
-"""The allocators of this process: Arrow's pool and glibc's malloc.
+"""Arrow's allocator: which one a process should use, chosen by the process, not by an engine.
 
 Exports build many short-lived Arrow arrays a chunk at a time; with Arrow's default pool
 (mimalloc) a 1M-row export peaked about 25 MB higher than with jemalloc, which hands freed
-pages back sooner. An ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins.
+pages back sooner. Arrow's default pool is process-wide, so the engines never set it: the
+process entry points do (``klaviyo-bridge``'s ``main``, the benchmarks standing in for it), once,
+with ``use_lean_arrow_pool()``. An ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins.
 
 glibc's malloc raises its mmap threshold to the size of the largest mmapped block freed (up to
 32 MB): after the first request body of a few MB is freed, every later body, response and
@@ -27,15 +29,23 @@ MMAP_THRESHOLD = 128 * 1024
 _malloc_done = False
 
 
-def use_lean_arrow_pool() -> None:
-    use_lean_malloc()
+def lean_arrow_pool() -> pa.MemoryPool | None:
+    """The pool a process that exports should allocate from (jemalloc), or None to keep Arrow's
+    default: the user chose one (``ARROW_DEFAULT_MEMORY_POOL``), or this build has no jemalloc."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
+        return None
     try:
-        pool = pa.jemalloc_memory_pool()
+        return pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
-        return  # a build without jemalloc: keep the default
-    if pa.default_memory_pool().backend_name != "jemalloc":
+        return None
+
+
+def use_lean_arrow_pool() -> None:
+    """Make ``lean_arrow_pool()`` this process's default pool, and fix glibc's mmap threshold
+    (``use_lean_malloc``). For process entry points only."""
+    use_lean_malloc()
+    pool = lean_arrow_pool()
+    if pool is not None and pa.default_memory_pool().backend_name != pool.backend_name:
         pa.set_memory_pool(pool)
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ConfigError
+from urllib.parse import urlsplit
+from pydantic_core import core_schema
 
 # --- the key itself -----------------------------------------------------------------------------
 #: Shape of a real Klaviyo private key: ``pk_`` and 32 to 40 hex digits (Klaviyo's own keys are
@@ -59,8 +61,6 @@ def _describe_bad(raw: str) -> str:
 
 
 def is_klaviyo_host(base_url: str | None) -> bool:
-    from urllib.parse import urlsplit
-
     host = (urlsplit(base_url).hostname or "") if base_url else ""
     return any(host == h or host.endswith("." + h) for h in KLAVIYO_HOSTS)
 
@@ -170,8 +170,6 @@ class ApiKey:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        from pydantic_core import core_schema
-
         def validate(value: Any) -> "ApiKey":
             key, problem = cls._check(value, None)
             if problem or key is None:

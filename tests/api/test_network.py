@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, AsyncioStream, use_asyncio_backend
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioStream, AsyncioTransport
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
@@ -65,7 +65,19 @@ def big_page(records: int) -> bytes:
 
 async def test_the_client_reads_through_the_asyncio_backend():
     async with client_at("http://127.0.0.1:1") as client:
-        assert isinstance(client._http._transport._pool._network_backend, AsyncioBackend)
+        assert isinstance(client.transport, AsyncioTransport)
+
+
+async def test_a_proxy_from_the_environment_keeps_httpx_transport(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    real_shaped = "pk_" + "0123456789abcdef" * 2 + "01"
+    async with KlaviyoClient(ClientSettings(api_key=real_shaped, base_url="https://a.klaviyo.com"),
+                             limiter=RateLimiter(enabled=False), sleep=Sleeps()) as client:
+        assert client.transport is None  # httpx's own, which routes through the proxy
+    async with client_at("http://127.0.0.1:1") as client:  # no proxy named for http
+        assert isinstance(client.transport, AsyncioTransport)
 
 
 async def test_a_page_split_across_many_small_writes_arrives_whole():
@@ -133,8 +145,7 @@ async def test_a_silent_server_times_out():
         await read_request(reader)
         await asyncio.sleep(5)
 
-    async with Server(silent) as base, httpx.AsyncClient(base_url=base, timeout=0.2) as http:
-        assert use_asyncio_backend(http)
+    async with Server(silent) as base, httpx.AsyncClient(base_url=base, timeout=0.2, transport=AsyncioTransport()) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.get("/")
 
@@ -147,8 +158,7 @@ async def test_requests_travel_on_asyncio_streams():
         writer.write(head(len(body)) + body)
         await writer.drain()
 
-    async with Server(answer) as base, httpx.AsyncClient(base_url=base) as http:
-        assert use_asyncio_backend(http)
+    async with Server(answer) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
         response = await http.get("/")
     assert isinstance(response.extensions["network_stream"], AsyncioStream)
     assert response.content == body
@@ -201,7 +211,6 @@ async def test_a_large_upload_waits_for_a_slow_server():
         writer.write(head(len(answer)) + answer)
         await writer.drain()
 
-    async with Server(slow_reader) as base, httpx.AsyncClient(base_url=base) as http:
-        assert use_asyncio_backend(http)
+    async with Server(slow_reader) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
         response = await http.post("/", content=upload)
     assert response.json() == {"received": len(upload)}

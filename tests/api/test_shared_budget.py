@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from klaviyo_bridge.api.budget import BUDGET_ENV, budget_url, open_budget
+from klaviyo_bridge.api.client import AccountLimits, KlaviyoClient
+from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import ConfigError
 
 REDIS_URL = os.environ.get("KLAVIYO_BRIDGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -30,6 +32,23 @@ async def test_a_shared_budget_books_every_window(url):
     # a hold (after a 429) moves the next slot at least that far
     other = f"test:{uuid.uuid4().hex}"
     assert await budget.reserve(other, ((10, 1.0),), 5.0) == pytest.approx(5.0, abs=0.5)
+
+
+async def test_clients_handed_one_account_limits_share_its_limiter():
+    """Sharing is an object the command hands its clients (and engines), never process state."""
+    key = "pk_" + "0123456789abcdef" * 2 + "01"
+    same = ClientSettings(api_key=key, base_url="http://127.0.0.1:1")
+    other_key = ClientSettings(api_key=key[:-2] + "02", base_url="http://127.0.0.1:1")
+    limits = AccountLimits()
+    clients = [KlaviyoClient(same, limits=limits), KlaviyoClient(same, limits=limits),
+               KlaviyoClient(other_key, limits=limits), KlaviyoClient(same), KlaviyoClient(same, limits=AccountLimits())]
+    try:
+        first, second, other_account, alone, elsewhere = (c.limiter for c in clients)
+        assert first is second  # one account, one budget for both clients
+        assert other_account is not first and alone is not first and elsewhere is not first
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def test_an_unreachable_budget_is_a_clear_error():

@@ -208,8 +208,8 @@ def test_scheduler_reports_each_job_start_and_end_at_the_default_level(tmp_path,
     done = cli_process("--home", home, "scheduler", "--once")  # its own process: logging as a user sees it
     assert done.returncode == 0, done.stderr
     err = done.stderr
-    started = [line for line in err.splitlines() if "started connector:hourly_lists (job " in line]
-    ended = [line for line in err.splitlines() if "ended connector:hourly_lists (job " in line]
+    started = [line for line in err.splitlines() if "started import:hourly_lists (job " in line]
+    ended = [line for line in err.splitlines() if "ended import:hourly_lists (job " in line]
     assert len(started) == 1 and len(ended) == 1, err
     assert re.search(r"success, \d+ records in", ended[0]), ended[0]
     assert "WARNING" not in err
@@ -358,7 +358,7 @@ def test_ctrl_c_during_connector_run_says_nothing_was_committed(tmp_path, home):
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             first = proc.stderr.readline()
-            assert first.startswith("job ") and "started (connector:slow_events" in first, first
+            assert first.startswith("job ") and "started (import:slow_events" in first, first
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
         finally:

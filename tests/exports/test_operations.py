@@ -267,3 +267,16 @@ def test_seed_line_without_space_is_read_with_a_warning():
         parse_settings_text("operation: add\nwaiting_tme:3600000\n", "x.yml")
     with pytest.raises(ConfigError, match="300000"):
         settings(operation="add", list_value="x", waiting_time_for_completion_millis=1000)
+
+
+async def test_an_export_leaves_the_process_arrow_allocator_alone(wh):
+    """Arrow's default pool is process-wide: a process's entry point chooses it (memory.py), an
+    export run inside someone else's process never switches it."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        s = settings(operation="add", list_identify_type="name", list_value="Never Created", skip_invalid_records=True)
+        await export(wh, ADD_ROWS, s, make_app(), dry_run=True)
+        assert pa.default_memory_pool().backend_name == "system"
+    finally:
+        pa.set_memory_pool(previous)

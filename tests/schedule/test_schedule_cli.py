@@ -59,6 +59,32 @@ def write_config(tmp_path, base_url, **in_keys):
     return str(path)
 
 
+def test_an_import_schedule_resumes_from_a_cursor_stored_under_its_old_name(tmp_path, base_url, cli):
+    """Before issue 18 a schedule's cursor key (and run label) was the CLI verb's namespace:
+    ``connector:NAME``. New records say ``import:NAME``; a warehouse with an old-shaped cursor
+    must resume from it, not import everything again."""
+    config = write_config(tmp_path, base_url, api_token=KEY)
+    for name, table in (("nightly", "resumed"), ("fresh", "everything")):
+        cli("connector:create", name, "10 0 * * *", "db", table, config)
+    home = Home(tmp_path / "home")
+    old_cursor = "2024-05-31T15:10:00+00:00"
+    with open_warehouse(home.warehouse) as wh:  # what connector:run NAME 2024-06-01T00:10+09:00 left before
+        wh.state.save_cursor("connector:nightly", old_cursor)
+
+    counts = {}
+    for name in ("nightly", "fresh"):
+        out, _ = cli("connector:run", name, "2026-01-02T00:00:00+00:00")
+        assert " success: " in out, out
+        counts[name] = int(out.split(" success: ")[1].split()[0])
+    assert 0 < counts["nightly"] < counts["fresh"]  # only the profiles updated after the old cursor
+
+    with open_warehouse(home.warehouse) as wh:
+        assert wh.state.cursor("import:nightly") > old_cursor  # the new record, in the library's words
+        assert wh.state.cursor("connector:nightly") == old_cursor  # the old one is left as it was
+        assert "connector:fresh" not in wh.state.cursors()
+        assert {r.job for r in wh.state.runs()} == {"import:nightly", "import:fresh"}
+
+
 def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, cli):
     config = write_config(tmp_path, base_url, api_token=KEY)
     out, _ = cli("connector:create", "daily_klaviyo_import", "10 0 * * *", "sample_db", "sample_table", config,
@@ -98,7 +124,7 @@ def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, c
     out, _ = cli("job:show", job_id[:8])
     assert "Status         : success" in out and "Triggered by   : schedule" in out
     out, _ = cli("job:list")
-    assert out.count("connector:daily_klaviyo_import") == 2
+    assert out.count("import:daily_klaviyo_import") == 2  # the job label: kind and name, never a CLI verb
 
     out, _ = cli("connector:update", "daily_klaviyo_import", "--cron", "@hourly")
     assert "updated (enabled)" in out

@@ -11,8 +11,8 @@ import pytest
 from klaviyo_bridge.config import load_yaml
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.secrets import CredentialStore
-from klaviyo_bridge.workflows.push import snapshot
-from klaviyo_bridge.workflows.schedule import parse_schedule
+from klaviyo_bridge.schedule.workflow_push import snapshot
+from klaviyo_bridge.schedule.workflow_block import parse_schedule
 
 
 def sched(text):

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ConfigError, TransportError
+from ..store.rate_budget import PostgresBudget
 from .ratelimit import SharedBudget
 
 #: Environment variable naming a shared rate budget: redis://HOST:PORT[/DB], postgresql://..., or
@@ -75,7 +76,7 @@ class RedisBudget:
     """Slots booked in Redis by one Lua script call per request."""
 
     def __init__(self, url: str) -> None:
-        try:
+        try:  # deferred (tests/test_layers.py ALLOWED): only a redis:// budget needs it
             import redis
         except ImportError:  # pragma: no cover - redis is a dependency
             raise ConfigError(f"{BUDGET_ENV}={redact(url)} needs the redis package (pip install redis)") from None
@@ -123,8 +124,6 @@ def open_budget(url: str) -> SharedBudget | None:
             if scheme in ("redis", "rediss", "unix"):
                 found = RedisBudget(url)
             elif scheme in ("postgresql", "postgres"):
-                from ..store.rate_budget import PostgresBudget
-
                 found = PostgresBudget(url)
             else:
                 raise ConfigError(f"{BUDGET_ENV} must be a redis:// or postgresql:// URL, or local "

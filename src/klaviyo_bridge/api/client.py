@@ -16,8 +16,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlsplit
@@ -41,12 +40,14 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from .network import use_asyncio_backend
+from .network import AsyncioTransport, environment_proxy
 from .query import Query
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedBudget
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
 from klaviyo_spec import Operation, default_base_url, operation
+from .budget import open_budget
+from .budget import account_id
 
 log = logging.getLogger("klaviyo_bridge.api")
 
@@ -88,12 +89,15 @@ class KlaviyoClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: RateLimiter | None = None,
+        limits: AccountLimits | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
-        self.limiter = limiter or _account_limiter(settings.base_url, self._key, sleep) or \
+        if limiter is None and limits is not None and sleep is asyncio.sleep:  # a fake sleep: a limiter of its own
+            limiter = limits.limiter(settings.base_url, self._key)
+        self.limiter = limiter or \
             RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN, probe=True)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
@@ -104,6 +108,12 @@ class KlaviyoClient:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self.stats = ClientStats()
         self._origin = _origin(settings.base_url)
+        http_limits = httpx.Limits(max_connections=settings.max_concurrency,
+                                   max_keepalive_connections=settings.max_concurrency)
+        if transport is None and not environment_proxy(settings.base_url):
+            transport = AsyncioTransport(limits=http_limits)  # cheaper reads of large pages than anyio's
+        #: What carries the requests: the one given, ours, or None (httpx's own, for a proxy).
+        self.transport = transport
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,
@@ -119,13 +129,8 @@ class KlaviyoClient:
                 write=settings.write_timeout,
                 pool=None,
             ),
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency,
-                max_keepalive_connections=settings.max_concurrency,
-            ),
+            limits=http_limits,
         )
-        if transport is None:
-            use_asyncio_backend(self._http)  # cheaper reads of large pages than anyio's
 
     def __repr__(self) -> str:
         return f"KlaviyoClient(base_url={self.settings.base_url!r}, revision={self.settings.revision!r})"
@@ -491,46 +496,36 @@ def _redact_link(url: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-_shared_limiters: dict[tuple[str, str], RateLimiter] | None = None
-_shared_budget_url: str | None = None
-_shared_lock = threading.Lock()
+class AccountLimits:
+    """The rate limiters of the accounts one command talks to, shared by every client given this
+    object (``KlaviyoClient(limits=...)``, ``run_import(limits=...)``, ``run_export(limits=...)``):
+    Klaviyo counts requests per account, so a command that reads with one client and then imports
+    with another must not start the second with a fresh budget (the demo drew 429s that way), and
+    streams run at once (on one or several threads) book from one budget per rate tier.
+    ``budget``: a shared budget (``api/budget.py``: Redis, or the PostgreSQL state) that every
+    process using the key books from. An explicit object, not process state: two commands in one
+    process (tests, the console) share nothing unless they are handed the same one."""
 
+    def __init__(self, budget: SharedBudget | None = None) -> None:
+        self.budget = budget
+        self._limiters: dict[tuple[str, Any], RateLimiter] = {}
+        self._lock = threading.Lock()
 
-@contextmanager
-def shared_account_limits(budget_url: str | None = None) -> Iterator[None]:
-    """Inside this block, clients of one account (base URL and key) made without a limiter of
-    their own share one: Klaviyo counts requests per account, so a command that reads with one
-    client and then imports with another must not start the second with a fresh budget (the
-    demo drew 429s that way), and streams run at once (on one or several threads) book from one
-    budget per rate tier. ``budget_url``: a shared budget (``redis://``, ``postgresql://``, see
-    ``api/budget.py``) that every process using the key books from instead."""
-    global _shared_limiters, _shared_budget_url
-    outer, outer_url = _shared_limiters, _shared_budget_url
-    if outer is None or budget_url != outer_url:
-        if budget_url:
-            from .budget import open_budget
+    @classmethod
+    def at(cls, budget_url: str | None) -> "AccountLimits":
+        """With the shared budget at ``budget_url`` (``budget.budget_url()``), opened now: it fails
+        here, before any run, when it cannot be reached."""
+        return cls(open_budget(budget_url) if budget_url else None)
 
-            open_budget(budget_url)  # fails here, before any run, when it cannot be reached
-        _shared_limiters, _shared_budget_url = {}, budget_url
-    try:
-        yield
-    finally:
-        _shared_limiters, _shared_budget_url = outer, outer_url
-
-
-def _account_limiter(base_url: str, key: Any, sleep: Callable[[float], Awaitable[None]]) -> RateLimiter | None:
-    if _shared_limiters is None or sleep is not asyncio.sleep:
-        return None
-    account = (_origin(base_url), key)  # an ApiKey hashes and compares by value
-    with _shared_lock:
-        limiter = _shared_limiters.get(account)
-        if limiter is None:
-            from .budget import account_id, open_budget
-
-            budget = open_budget(_shared_budget_url) if _shared_budget_url else None
-            limiter = _shared_limiters[account] = RateLimiter(
-                margin=CLIENT_WINDOW_MARGIN, budget=budget, account=account_id(_origin(base_url), key), probe=True)
-    return limiter
+    def limiter(self, base_url: str, key: Any) -> RateLimiter:
+        """The one limiter of the account (origin and key; an ApiKey hashes and compares by value)."""
+        origin = _origin(base_url)
+        with self._lock:
+            found = self._limiters.get((origin, key))
+            if found is None:
+                found = self._limiters[(origin, key)] = RateLimiter(
+                    margin=CLIENT_WINDOW_MARGIN, budget=self.budget, account=account_id(origin, key), probe=True)
+            return found
 
 
 def _tier(op: Operation, url: str, params: list[tuple[str, str]] | None) -> str:

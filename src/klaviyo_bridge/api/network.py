@@ -14,11 +14,15 @@ import asyncio
 import select
 import socket
 import ssl
+import urllib.parse
+import urllib.request
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore
+import httpx
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
 #: Received bytes a connection holds before it stops reading the socket (until the next read).
@@ -243,15 +247,92 @@ def _readable(sock: socket.socket | None) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def use_asyncio_backend(client: Any) -> bool:
-    """Give an httpx.AsyncClient's default connection pool the asyncio backend.
+#: httpcore's exceptions -> httpx's, as httpx's own transport maps them (most specific first).
+_HTTPX_ERRORS: dict[type[Exception], type[httpx.HTTPError]] = {
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+    httpcore.ProtocolError: httpx.ProtocolError,
+}
 
-    Only the default transport is changed (proxy mounts from the environment keep theirs).
-    Returns False, changing nothing, if httpx/httpcore no longer have the expected shape.
-    """
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
-        return False
-    pool._network_backend = AsyncioBackend()
-    return True
 
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for kind in type(exc).__mro__:
+            mapped = _HTTPX_ERRORS.get(kind)
+            if mapped is not None:
+                raise mapped(str(exc)) from exc
+        raise
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class AsyncioTransport(httpx.AsyncBaseTransport):
+    """httpx's default transport (a pool of HTTP/1.1 connections, TLS) with reads on
+    ``AsyncioBackend``, built from httpcore's public API: give it to an ``httpx.AsyncClient`` as
+    ``transport=`` (``KlaviyoClient`` does when it is given none). ``limits`` as httpx's;
+    ``verify``: True (the system's CAs, honouring ``SSL_CERT_FILE``), False, or an SSLContext."""
+
+    def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True,
+                 backend: AsyncNetworkBackend | None = None) -> None:
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        self.backend = backend or AsyncioBackend()
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=self.backend,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            response = await self._pool.handle_async_request(core)
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(status_code=response.status, headers=response.headers,
+                              stream=_ResponseStream(response.stream), extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def environment_proxy(url: str) -> bool:
+    """Whether the environment names a proxy for ``url``'s scheme (``HTTPS_PROXY``, ``ALL_PROXY``,
+    ...): httpx's own transport then carries the requests, with its proxy and ``NO_PROXY`` rules."""
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(urllib.parse.urlsplit(url).scheme) or proxies.get("all"))

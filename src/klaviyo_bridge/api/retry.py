@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import RateLimited, RetryableApiError
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
 _EXPECTED_RE = re.compile(r"Expected available in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
@@ -26,9 +28,6 @@ def retry_after_seconds(header: str | None, detail: str | None = None) -> float 
         try:
             return max(0.0, float(header.strip()))
         except ValueError:
-            from email.utils import parsedate_to_datetime
-            from datetime import datetime, timezone
-
             try:
                 when = parsedate_to_datetime(header)
                 return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

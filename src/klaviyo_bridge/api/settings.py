@@ -21,6 +21,7 @@ from ..validation import KeyedValueError, config_error_from, known_keys
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "ClientSettings", "KeyedValueError", "config_error_from", "known_keys"]
 from klaviyo_spec import default_base_url, spec_revision
+from urllib.parse import urlsplit
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 API_KEY_ENV = "KLAVIYO_API_KEY"
@@ -64,7 +65,6 @@ class ClientSettings(BaseModel):
     def _base_url_shape(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
-        from urllib.parse import urlsplit
 
         try:
             host = urlsplit(value).hostname or ""

@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
 from .hints import error_lines
 from ..home import HOME_ENV, LEGACY_HOME, Home
+from ..memory import use_lean_arrow_pool
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
@@ -102,6 +103,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the single error handler."""
     global _terminated
+    use_lean_arrow_pool()  # the process's Arrow allocator: chosen here, never by an engine (memory.py)
     _terminated = False
     previous = None
     if threading.current_thread() is threading.main_thread():

@@ -16,6 +16,7 @@ from ..api.query import Query
 from ..api.settings import API_KEY_ENV, ClientSettings
 from klaviyo_spec import operation
 from ..errors import ConfigError
+from ..secrets import CredentialStore
 from ..home import Home
 from ..secrets import ApiKey
 
@@ -66,8 +67,6 @@ def api_command(
     """
     key: ApiKey | str | None
     if auth:
-        from ..secrets import CredentialStore
-
         key = CredentialStore(home.credentials).get(auth)
     else:
         key = os.environ.get(API_KEY_ENV)

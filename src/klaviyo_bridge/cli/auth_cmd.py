@@ -10,6 +10,7 @@ import click
 from ..errors import ConfigError
 from ..home import Home
 from ..secrets import CredentialStore, check_name
+from .hints import next_step
 
 
 def credential_store(home: Home) -> CredentialStore:
@@ -48,7 +49,6 @@ def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool,
     store = credential_store(home)
     store.save(name, key, replace=replace)
     click.echo(f"Saved authentication {name!r} ({store.get(name)}) in {store.path}")
-    from .hints import next_step
 
     next_step(f"use it with 'connection: {name}' under in: of an import config (connector:preview CONFIG), "
               f"'result_connection: {name}' in export settings, or api OPERATION --auth {name}")

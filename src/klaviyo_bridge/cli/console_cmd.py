@@ -60,8 +60,9 @@ def console_command(home: Home, host: str, port: int, token_file: str | None, to
     Queries typed in the console run read-only and sandboxed; the CLI keeps full power.
     See docs/console.md for TLS and reverse-proxy setups.
     """
+    # Deferred (tests/test_layers.py ALLOWED): the web stack loads for this verb only.
     from ..console import ConsoleConfig, check_bind
-    from ..console.app import create_app, serve_app
+    from ..console.server import create_app, serve_app
 
     if token_file:
         token = _read_token_file(token_file)

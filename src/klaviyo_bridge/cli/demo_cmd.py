@@ -11,9 +11,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..api.client import KlaviyoClient, shared_account_limits
+from ..api.client import AccountLimits, KlaviyoClient
 from ..api.query import Query
 from ..api.settings import ClientSettings
+from ..exports.job import export_query, report_lines
+from ..exports.settings import parse_export_settings
+from ..store.factory import open_warehouse
+from ..config import parse_import_config
+from ..imports.runner import run_import
 from ..home import Home
 
 
@@ -32,6 +37,7 @@ def demo_command(home: Home, profiles: int, events: int, lists: int, seed: int) 
     figures printed are what the client achieves under the published limits.
     The warehouse is HOME/warehouse.duckdb (tables demo.profiles, demo.events).
     """
+    # Deferred (tests/test_layers.py ALLOWED): the emulator (~0.5 s to import) loads for demo only.
     from klaviyo_emulator.server import running_emulator
     from klaviyo_emulator.settings import EmulatorSettings
 
@@ -40,20 +46,18 @@ def demo_command(home: Home, profiles: int, events: int, lists: int, seed: int) 
     started = time.perf_counter()
     # One rate budget for the whole demo, as the emulator (and Klaviyo) count per account: each
     # step's client starts where the previous one left off, so the demo stays inside the limits.
-    with running_emulator(emu) as base_url, shared_account_limits():
+    limits = AccountLimits()
+    with running_emulator(emu) as base_url:
         console.print(f"[bold]1.[/] Emulator up at {base_url} in {time.perf_counter() - started:.1f}s "
                       f"({profiles} profiles, {events} events, {lists} lists)")
         settings = ClientSettings(api_key=emu.api_key, base_url=base_url)
-        asyncio.run(_read_account(console, settings))
-        _import_into_duckdb(console, home, emu.api_key, base_url)
-        _export_back(console, home, emu.api_key, base_url)
+        asyncio.run(_read_account(console, settings, limits))
+        _import_into_duckdb(console, home, emu.api_key, base_url, limits)
+        _export_back(console, home, emu.api_key, base_url, limits)
 
 
-def _export_back(console: Console, home: Home, api_key: str, base_url: str) -> None:
+def _export_back(console: Console, home: Home, api_key: str, base_url: str, limits: AccountLimits) -> None:
     """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
-    from ..exports.job import export_query, report_lines
-    from ..exports.settings import parse_export_settings
-    from ..store.factory import open_warehouse
 
     settings = parse_export_settings({
         "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
@@ -66,25 +70,21 @@ def _export_back(console: Console, home: Home, api_key: str, base_url: str) -> N
     with open_warehouse(home.ensure().warehouse, lock_timeout=30) as wh:
         console.print("[bold]6.[/] Export back: the 250 profiles with most opens -> list 'Demo: most engaged'")
         console.print(f"   {sql}")
-        result = export_query(wh, sql, settings)
+        result = export_query(wh, sql, settings, limits=limits)
         for line in report_lines(result, settings):
             console.print("   " + line)
     if result.list_id:
-        members = asyncio.run(_count_members(ClientSettings(api_key=api_key, base_url=base_url), result.list_id))
+        members = asyncio.run(_count_members(ClientSettings(api_key=api_key, base_url=base_url), result.list_id, limits))
         console.print(f"[bold]7.[/] Read back through the API: list {result.list_id} now has {members} members.")
 
 
-async def _count_members(settings: ClientSettings, list_id: str) -> int:
-    async with KlaviyoClient(settings) as client:
+async def _count_members(settings: ClientSettings, list_id: str, limits: AccountLimits) -> int:
+    async with KlaviyoClient(settings, limits=limits) as client:
         return sum([len(page.data) async for page in client.pages(
             "get_profiles_for_list", path_params={"id": list_id}, query=Query(page_size=100))])
 
 
-def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: str) -> None:
-    from ..config import parse_import_config
-    from ..imports.runner import run_import
-    from ..store.factory import open_warehouse
-
+def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: str, limits: AccountLimits) -> None:
     path = home.ensure().warehouse
     with open_warehouse(path, lock_timeout=30) as wh:
         console.print(f"[bold]5.[/] Import into DuckDB ({path}), merge on id:")
@@ -93,7 +93,7 @@ def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: st
                 "in": {"type": "klaviyo", "data_source": source, "api_token": api_key, "base_url": base_url},
                 "out": {"mode": "merge"},
             })
-            result = asyncio.run(run_import(config, wh, "demo", source))
+            result = asyncio.run(run_import(config, wh, "demo", source, limits=limits))
             console.print("   " + result.summary())
         top = next(wh.query_arrow(
             "SELECT metric_name, count(*) AS events, count(DISTINCT profile_id) AS profiles "
@@ -106,8 +106,8 @@ def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: st
         console.print(table)
 
 
-async def _read_account(console: Console, settings: ClientSettings) -> None:
-    async with KlaviyoClient(settings) as client:
+async def _read_account(console: Console, settings: ClientSettings, limits: AccountLimits) -> None:
+    async with KlaviyoClient(settings, limits=limits) as client:
         t0 = time.perf_counter()
         lists = [item async for item in client.records("get_lists", query=Query(sort="name"))]
 

@@ -11,6 +11,7 @@ from ..exports.job import export_query, load_result_settings, read_sql, report_l
 from ..home import Home
 from ..store.factory import open_warehouse
 from .progress import ExportProgress
+from .hints import next_step
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 
@@ -50,7 +51,6 @@ def query_command(home: Home, query: str | None, query_file: str | None, databas
             raise
     for line in report_lines(result, settings):
         click.echo(line)
-    from .hints import next_step
 
     if dry_run:
         next_step("send it: the same command without --dry-run")

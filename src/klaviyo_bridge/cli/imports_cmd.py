@@ -13,7 +13,7 @@ from rich.table import Table
 
 from .. import aio
 from ..api.budget import budget_url
-from ..api.client import shared_account_limits
+from ..api.client import AccountLimits
 from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
@@ -24,6 +24,9 @@ from ..store.warehouse import Warehouse
 from ..store.factory import open_warehouse
 from .hints import next_step
 from .progress import ImportProgress
+from ..secrets import CredentialStore, resolve_connection
+import os
+from ..api.settings import API_KEY_ENV, BASE_URL_ENV
 
 #: Narrowest readable column of the preview table; with more columns than fit, rows print one column a line.
 PREVIEW_MIN_COLUMN = 14
@@ -33,8 +36,6 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 def read_import_config(home: Home, path: str) -> ImportConfig:
     """A config file, with ``in: connection: NAME`` (a saved authentication) filled in, as
     ``connector:create`` reads it: every verb that reads a config takes a saved connection."""
-    from ..secrets import CredentialStore, resolve_connection
-
     try:
         text = read_text_bounded(path, "config")
     except OSError as exc:
@@ -47,9 +48,10 @@ def open_target(home: Home, url: str | None) -> Warehouse:
     return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
 
 
-def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None) -> ImportResult:
+def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None,
+            limits: AccountLimits | None = None) -> ImportResult:
     with ImportProgress(f"{config.source.data_source} -> {database}.{table}") as progress:
-        return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress))
+        return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress, limits=limits))
 
 
 @click.command("connector:preview")
@@ -109,11 +111,12 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
     config = read_import_config(home, config_file)
     # one rate budget per account in this process; shared with other processes through Redis or
     # the PostgreSQL state (api/budget.py)
-    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)):
+    with open_target(home, warehouse_url) as wh:
+        limits = AccountLimits.at(budget_url(warehouse_url))  # fails here when the budget is unreachable
         job = f"{database}.{table}"
         before = _last_run_id(wh, job)
         try:
-            result = run_one(config, wh, database, table)
+            result = run_one(config, wh, database, table, limits=limits)
         except KeyboardInterrupt:
             _say_what_was_committed(wh, job, before)
             raise
@@ -168,9 +171,9 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
         connection["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
     configs = replicate_configs(connection, start, chosen)
     # one rate budget per tier for all the tables: Klaviyo counts per account, not per import
-    with open_target(home, warehouse_url) as wh, shared_account_limits(budget_url(warehouse_url)), \
-            ImportProgress(f"replicate -> {database}") as progress:
-        done, total, skipped, failed = aio.run(_replicate(configs, wh, database, progress))
+    with open_target(home, warehouse_url) as wh, ImportProgress(f"replicate -> {database}") as progress:
+        limits = AccountLimits.at(budget_url(warehouse_url))  # one budget for every stream of the account
+        done, total, skipped, failed = aio.run(_replicate(configs, wh, database, progress, limits))
     tail = "".join(f"; {label} {len(names)}: {', '.join(names)}" for label, names in
                    (("skipped", skipped), ("failed", failed)) if names)
     click.echo(f"replicated {done} tables, {total} rows{tail}")
@@ -185,7 +188,7 @@ REPLICATE_AT_ONCE = 4
 
 
 async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: str,
-                     progress: ImportProgress) -> tuple[int, int, list[str], list[str]]:
+                     progress: ImportProgress, limits: AccountLimits) -> tuple[int, int, list[str], list[str]]:
     """Import every table, ``REPLICATE_AT_ONCE`` at a time; (tables done, rows, skipped, failed)."""
     slots = asyncio.Semaphore(REPLICATE_AT_ONCE)
     done, total = 0, 0
@@ -200,7 +203,7 @@ async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: 
         async with slots:
             try:
                 result = await run_import(config, wh, database, name, job=f"replicate:{database}.{name}",
-                                          on_batch=counted)
+                                          on_batch=counted, limits=limits)
             except UnknownMetric:
                 # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
                 skipped.append(name)
@@ -221,10 +224,6 @@ async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: 
 
 
 def _connection_settings(home: Home, config_file: str | None) -> dict[str, Any]:
-    import os
-
-    from ..api.settings import API_KEY_ENV, BASE_URL_ENV
-    from ..secrets import CredentialStore, resolve_connection
 
     if config_file:
         try:

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..home import Home
 from ..jobs import live_jobs, request_kill
 from ..schedule.scheduler import Scheduler
+from ..workers import guard_scheduler
 from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
@@ -129,6 +130,17 @@ def scheduler_command(home: Home, max_failures: int, notify_command: str | None,
     """
     if not log.isEnabledFor(logging.INFO):
         log.setLevel(logging.INFO)  # one line per job start and end, also without -v
+    # On a PostgreSQL state: refuses while workers run there, and keeps them out while it runs.
+    guard = guard_scheduler(str(warehouse_url or home.ensure().warehouse))
+    try:
+        _scheduler(home, max_failures, notify_command, poll_seconds, once, warehouse_url)
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def _scheduler(home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool,
+               warehouse_url: str | None) -> None:
     scheduler = Scheduler(lambda: _open(home, warehouse_url), credential_store(home), max_failures=max_failures,
                           notify_command=notify_command, control_dir=_control_dir(home), poll_seconds=poll_seconds)
     if once:

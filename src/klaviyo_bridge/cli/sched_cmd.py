@@ -21,7 +21,11 @@ log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
 from . import schedule_common as common
-from .schedule_common import schedule_verb
+from .schedule_common import run_pushed, schedule_verb
+from ..documents import read_text_bounded
+from ..exports.job import load_result_settings
+from ..exports.settings import parse_settings_text
+from ..exports.job import read_sql
 
 
 # --- sched:* (export schedules) -----------------------------------------------------------------
@@ -44,10 +48,6 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
                           credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
     """Read and validate --result-settings (file or inline JSON); return the mapping to store, with
     an inline key replaced by ``result_connection: sched:NAME``, and the key to save under that name."""
-    from ..config import read_text_bounded
-    from ..exports.job import load_result_settings
-    from ..exports.settings import parse_settings_text
-
     if spec.lstrip().startswith("{"):
         data, warnings = parse_settings_text(spec, "--result-settings", command_line=True)
     else:
@@ -78,8 +78,6 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
 
 
 def _read_query(query: str | None, query_file: str | None) -> str:
-    from ..exports.job import read_sql
-
     sql = read_sql(query, query_file).strip()
     if not sql:
         raise ConfigError("the query is empty", key="query")
@@ -208,8 +206,6 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     with common._open(home, warehouse_url) as wh:
         record = wh.state.schedule(name)
     if record is not None and record.kind == "workflow":
-        from .workflow_cmd import run_pushed
-
         run_pushed(home, warehouse_url, name)
         return
     as_of = common.parse_as_of(time, "2024-06-01T07:00:00+09:00")

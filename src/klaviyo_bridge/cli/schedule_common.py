@@ -21,7 +21,7 @@ from ..config import load_yaml, parse_import_config, parse_time, read_text_bound
 from ..jobs import JobResult, cancel_local, execute_job
 from ..schedule.scheduler import job_label, spec_for
 from ..secrets import redact_config
-from ..errors import BridgeError, ConfigError, StoreError
+from ..errors import BridgeError, ConfigError, JobFailed, StoreError
 from ..home import Home
 from ..schedule.cron import CronSchedule
 from ..secrets import CredentialStore, has_saved_connection, resolve_connection
@@ -29,6 +29,9 @@ from ..store.state import JobRecord, ScheduleRecord
 from ..store.warehouse import Warehouse
 from ..store.factory import open_warehouse
 from .auth_cmd import credential_store
+from .hints import next_step
+from ..schedule.naming import checked_schedule
+from ..schedule.saving import create_schedule, migrate_stored_keys
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
@@ -37,8 +40,6 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 
 def _open(home: Home, url: str | None) -> Warehouse:
     """The warehouse, with any key an older version stored inside a schedule moved out first."""
-    from ..schedule.saving import migrate_stored_keys
-
     wh = open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
     try:
         migrate_stored_keys(wh, CredentialStore(home.ensure().credentials))
@@ -150,7 +151,6 @@ def print_history(record: ScheduleRecord, jobs: list[JobRecord]) -> None:
             click.echo(f"{j.run_id}: {j.note}")
         if j.error:
             click.echo(f"{j.run_id}: {j.error}")
-    from .hints import next_step
 
     if jobs:
         next_step(f"one job's details: klaviyo-bridge job:show {jobs[0].run_id}")
@@ -255,8 +255,6 @@ def enable_options(run_verb: str) -> Callable[[_Command], _Command]:
 def save_new(home: Home, warehouse_url: str | None, credentials: CredentialStore, record: ScheduleRecord,
              auth: str, key: str | None, hint: str) -> None:
     """Save a new schedule, with KEY (if any) saved as authentication AUTH."""
-    from ..schedule.saving import create_schedule
-
     with _open(home, warehouse_url) as wh:
         create_schedule(wh, credentials, record, {auth: key} if key else {}, hint=hint)
 
@@ -298,8 +296,6 @@ def common_changes(r: ScheduleRecord, cron: str | None, tz: str | None, delay: i
                    enable: bool, disable: bool, now: datetime) -> dict[str, Any]:
     """The changes of the options every *:update has: a new cron/time zone/delay (checked) or
     --enable count slots from NOW on; --database, --disable."""
-    from ..schedule.naming import checked_schedule
-
     changes: dict[str, Any] = {}
     if cron is not None or tz is not None or delay is not None:
         new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
@@ -336,11 +332,29 @@ def say_created(what: str, schedule: CronSchedule, now: datetime, by_hand: str, 
                 verbs: str, name: str) -> None:
     """What *:create says: WHAT created, its timing and next run (BY_HAND: the words for none), KEY_NOTE
     (where an inline key was saved, if one was) and the next steps with the VERBS:run/history."""
-    from .hints import next_step
-
     run = schedule.next_run(now)
     click.echo(f"{what} created: {schedule.describe()}; next run: {run.isoformat() if run else by_hand}")
     if key_note:
         click.echo(key_note)
     next_step(f"run it now: klaviyo-bridge {verbs}:run {name}", f"its jobs: klaviyo-bridge {verbs}:history {name}",
               "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
+
+
+def get_pushed(wh: Warehouse, name: str) -> ScheduleRecord:
+    """The pushed workflow NAME (a schedule of kind workflow)."""
+    record = wh.state.schedule(name)
+    if record is None or record.kind != "workflow":
+        raise ConfigError(f"no .dig file and no pushed workflow named {name!r} (see workflow list)", key="name")
+    return record
+
+
+def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
+    """Run the stored copy of pushed workflow NAME now, in this process, recorded in its history."""
+    result, job = run_now(home, warehouse_url, name, get_pushed, lambda r: "", None)
+    read, written = (job.rows_read, job.rows_written) if job else (None, None)
+    line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
+            f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
+    if result.status != "success":
+        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
+    click.echo(line)
+    click.echo(f"History: klaviyo-bridge job:list --schedule {name}")

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..home import Home
 from ..store.factory import open_warehouse
 from ..typenames import friendly_type
+from ..exports.source import query_source
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 FORMATS = ("table", "csv", "json")
@@ -147,8 +148,6 @@ def sql_command(home: Home, query: str | None, query_file: str | None, database:
     klaviyo-bridge sql "SELECT count(*) FROM klaviyo.events"
     klaviyo-bridge sql -d klaviyo "SELECT email, first_name FROM profiles LIMIT 5" --format csv
     """
-    from ..exports.source import query_source
-
     if query and query_file:
         raise ConfigError("give the SQL as an argument or with -f FILE, not both", key="query")
     if query_file:

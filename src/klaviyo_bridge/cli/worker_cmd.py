@@ -11,6 +11,8 @@ from ..home import Home
 from ..workers import EnqueueReport, WorkerOptions, enqueue_due, pool_status, prepare, require_postgres, run_worker
 from .auth_cmd import credential_store
 from .schedule_common import _control_dir, _fmt_time, parse_as_of
+from ..store.factory import open_warehouse
+from ..store import workers as sql
 
 WAREHOUSE_HELP = "The PostgreSQL state: postgresql://USER@HOST:PORT/DB."
 
@@ -96,13 +98,10 @@ def worker_status(ctx: click.Context, stalled_seconds: float) -> None:
 @click.pass_context
 def worker_enqueue(ctx: click.Context, as_of: str | None) -> None:
     """Enqueue the schedules' due runs once (what a worker does every --poll) and exit."""
-    from ..store.factory import open_warehouse
-
     home: Home = ctx.obj
     url = _url(ctx.meta.get("worker_warehouse"))
     now = parse_as_of(as_of, "2026-01-01T00:10:00Z") or datetime.now(timezone.utc)
     prepare(url)
-    from ..store import workers as sql
 
     wh = open_warehouse(url)
     conn = sql.connect(url)

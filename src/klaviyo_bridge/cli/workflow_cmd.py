@@ -7,12 +7,19 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, JobFailed
+from ..errors import ConfigError
 from ..home import Home
 from ..store.factory import open_warehouse
 from ..store.state import ScheduleRecord
-from ..store.warehouse import Warehouse
 from ..workflows import run_workflow
+from ..exports.settings import KEY_POINTER
+from datetime import datetime, timezone
+from ..schedule.cron import CronSchedule
+from .auth_cmd import credential_store
+from ..schedule.naming import check_schedule_name as _check_name
+from rich.table import Table
+from .schedule_common import _console, run_pushed
+from ..schedule.workflow_push import snapshot
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 
@@ -20,28 +27,6 @@ WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (
 @click.group("workflow")
 def workflow_command() -> None:
     """Run workflow (.dig) files: td> query tasks that export their results to Klaviyo."""
-
-
-def get_pushed(wh: Warehouse, name: str) -> ScheduleRecord:
-    """The pushed workflow NAME (a schedule of kind workflow)."""
-    record = wh.state.schedule(name)
-    if record is None or record.kind != "workflow":
-        raise ConfigError(f"no .dig file and no pushed workflow named {name!r} (see workflow list)", key="name")
-    return record
-
-
-def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
-    """Run the stored copy of pushed workflow NAME now, in this process, recorded in its history."""
-    from .schedule_common import run_now
-
-    result, job = run_now(home, warehouse_url, name, get_pushed, lambda r: "", None)
-    read, written = (job.rows_read, job.rows_written) if job else (None, None)
-    line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
-            f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
-    if result.status != "success":
-        raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
-    click.echo(line)
-    click.echo(f"History: klaviyo-bridge job:list --schedule {name}")
 
 
 @workflow_command.command("run")
@@ -61,8 +46,6 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
         key, sep, value = item.partition("=")
         leaf_name = key.rsplit(".", 1)[-1].strip().lower()
         if leaf_name in ("api_token", "api_key") or value.strip().startswith("pk_") or item.strip().startswith("pk_"):
-            from ..exports.settings import KEY_POINTER
-
             raise ConfigError(f"--param {key if sep else '(value)'}: an API key may not be given on the command line "
                               f"(any user on this machine can read it); {KEY_POINTER}", key="param")
     if not Path(dig_file).is_file():
@@ -106,14 +89,6 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
     result_settings is moved into the saved authentications as workflow:NAME. A file without a
     schedule: block is stored too and runs only by hand. `klaviyo-bridge scheduler` runs it.
     """
-    from datetime import datetime, timezone
-
-    from ..schedule.cron import CronSchedule
-    from ..store.state import ScheduleRecord
-    from ..workflows.push import snapshot
-    from .auth_cmd import credential_store
-    from ..schedule.naming import check_schedule_name as _check_name
-
     name = _check_name(name or Path(dig_file).stem)
     credentials = credential_store(home)
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
@@ -178,10 +153,6 @@ def _workflow_auths(record: ScheduleRecord | None) -> list[str]:
 @click.pass_obj
 def list_command(home: Home, warehouse_url: str | None) -> None:
     """Pushed workflows: Name, Cron, Timezone, Delay, File, Pushed at, Status."""
-    from rich.table import Table
-
-    from .schedule_common import _console
-
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         records = wh.state.schedules("workflow")
     out = Table()
@@ -200,8 +171,6 @@ def list_command(home: Home, warehouse_url: str | None) -> None:
 @click.pass_obj
 def delete_command(home: Home, name: str, warehouse_url: str | None) -> None:
     """Delete pushed workflow NAME (its job history stays; the workflow:NAME keys push saved go)."""
-    from .auth_cmd import credential_store
-
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         record = wh.state.schedule(name)
         if record is None or record.kind != "workflow":

@@ -7,6 +7,7 @@ module per page), templates in ``templates/`` and CSS/JS in ``static/`` (package
 build step, no CDN).
 """
 
-from .app import ConsoleConfig, check_bind, create_app, serve
+from .app import ConsoleConfig, check_bind
+from .server import create_app, serve
 
 __all__ = ["ConsoleConfig", "check_bind", "create_app", "serve"]

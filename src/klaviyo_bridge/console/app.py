@@ -34,8 +34,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -43,10 +43,7 @@ from typing import Any
 
 import pyarrow as pa
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError, StoreError
@@ -481,54 +478,6 @@ def _json_text(value: Any, indent: int | None = None) -> str:
     """JSON to read on a page (inside <pre>, escaped by autoescape like any text): quotes and
     non-ASCII as written, not Jinja's ``tojson`` escapes (``\u0027``), which are for <script>."""
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
-
-
-def create_app(config: ConsoleConfig, *, clock: Callable[[], float] | None = None) -> Starlette:
-    """The app; ``app.state.console.token`` is the access token (generated unless ``config.token``)."""
-    from .routes import ROUTES
-
-    check_bind(config.host, config.token)
-    home = config.home.ensure()
-    credentials = CredentialStore(home.credentials)
-    holder = WarehouseHolder(config.warehouse_url or home.warehouse, config.lock_timeout, config.query_timeout)
-    jobs = ConsoleJobs(holder, credentials, home.root / "jobs")
-    console = Console(config, credentials, holder, jobs, _templates())
-    if clock is not None:
-        console.limiter.clock = clock
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        jobs.shutdown()
-
-    routes = [*ROUTES, Mount("/static", app=StaticFiles(packages=[("klaviyo_bridge.console", "static")]),
-                             name="static")]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.console = console
-    app.add_middleware(SecurityMiddleware, console=console)
-    if config.proxy_headers:
-        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
-        # outermost: the client address and scheme are the original request's before anything checks them
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))
-    return app
-
-
-def serve(config: ConsoleConfig) -> None:
-    """Serve until interrupted (``klaviyo-bridge console``)."""
-
-    app = create_app(config)
-    serve_app(app, config)
-
-
-def serve_app(app: Starlette, config: ConsoleConfig, announce: Callable[[str], None] | None = None) -> None:
-    import uvicorn
-
-    if announce:
-        announce(app.state.console.login_url)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
-                server_header=False, proxy_headers=False,  # handled in create_app, for trusted proxies only
-                ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
 
 
 def token_from_env() -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from ..errors import BridgeError, ConfigError
+from ..schedule.saving import create_schedule
 from ..store.state import ScheduleRecord
 from .forms import ScheduleInput, field_messages, text
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
@@ -89,10 +91,6 @@ def as_bool(form: FormData, name: str) -> bool:
 async def save_new_schedule(request: Request, name: str, kind: str, schedule: ScheduleInput, database: str | None,
                             table: str | None, config: dict[str, Any]) -> tuple[ScheduleRecord, str | None]:
     """Save a new schedule from a form; (the record, why it was not saved or None)."""
-    from datetime import datetime, timezone
-
-    from ..schedule.saving import create_schedule
-
     record = ScheduleRecord(name, kind, schedule.expression, schedule.timezone, schedule.delay_seconds, database, table,
                             config, last_scheduled_for=datetime.now(timezone.utc))
 

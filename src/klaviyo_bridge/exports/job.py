@@ -16,13 +16,15 @@ from typing import Any
 
 import httpx
 
-from ..config import read_text_bounded
+from ..documents import read_text_bounded
 from ..errors import ConfigError
 from ..secrets import ApiKey
 from ..store.warehouse import Warehouse
 from .runner import ExportResult, run_export
 from .settings import ExportSettings, parse_export_settings, parse_settings_text, resolve_result_connection
 from .source import query_source
+import os
+from ..api.settings import API_KEY_ENV
 
 
 def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | None = None,
@@ -53,10 +55,6 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
     data.update(overrides or {})
     if env_key and not connection and not any(data.get(k) for k in ("api_token", "api_key", "result_connection",
                                                                       "connection")):
-        import os
-
-        from ..api.settings import API_KEY_ENV
-
         if os.environ.get(API_KEY_ENV):
             data["api_token"] = ApiKey.parse(os.environ[API_KEY_ENV], field=API_KEY_ENV)
     data = resolve_result_connection(data, connection, credentials_path, warn)

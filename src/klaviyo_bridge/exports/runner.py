@@ -49,7 +49,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..api.client import KlaviyoClient
+from ..api.client import AccountLimits, KlaviyoClient
 from ..api.query import format_value
 from ..errors import (
     ApiError,
@@ -66,7 +66,6 @@ from ..errors import (
     TransportError,
     error_dict,
 )
-from ..memory import use_lean_arrow_pool
 from ..store.locks import NamedLock
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
@@ -771,6 +770,7 @@ async def run_export(
     clock: Callable[[], float] = time.monotonic,
     poll_initial: float = 0.1,
     progress: Callable[[str, int], None] | None = None,
+    limits: AccountLimits | None = None,
 ) -> ExportResult:
     """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
 
@@ -781,11 +781,10 @@ async def run_export(
     ``jobs.execute_job``); the export records on it.
     """
     started = time.perf_counter()
-    use_lean_arrow_pool()
     op = operation_for(settings)
     if dry_run and not op.dry_run_reads_klaviyo:
         return await _dry_run(table, op, started)
-    client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep)
+    client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep, limits=limits)
     if dry_run:
         try:
             return await _dry_run(table, op, started, client, sleep, clock)

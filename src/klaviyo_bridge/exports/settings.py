@@ -25,6 +25,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from ..api.settings import ClientSettings
 from ..errors import ConfigError
+from ..documents import load_json_document, load_yaml
+from ..secrets import CredentialStore
 from ..validation import KeyedValueError, config_error_from, known_keys
 
 OPERATIONS = ("add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events")
@@ -192,8 +194,6 @@ def parse_settings_text(text: str, origin: str = "result settings", *,
                         command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
     """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
     (inline JSON), where a key is refused."""
-    from ..config import load_json_document, load_yaml
-
     stripped = text.strip()
     if stripped.startswith("{"):
         data = load_json_document(stripped, origin)
@@ -233,8 +233,8 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
     """Fill ``api_token`` from a saved authentication named by ``result_connection``.
 
     A saved authentication, when it exists, wins over an inline ``api_token`` (the seed's examples
-    carry both: a connection name and a placeholder token); we say so in a warning. Without the
-    saved-authentications module, or when the name is not saved, the inline key is used.
+    carry both: a connection name and a placeholder token); we say so in a warning. When the name
+    is not saved (or no credential store is given), the inline key is used.
     """
     out = dict(data)
     name = connection or out.pop("result_connection", None) or out.pop("connection", None)
@@ -242,11 +242,9 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
     out.pop("connection", None)
     if not name:
         return out
-    from .. import secrets  # (part of this package: it cannot be missing)
-
     key = None
     if credentials_path is not None:
-        store = secrets.CredentialStore(credentials_path)
+        store = CredentialStore(credentials_path)
         try:
             if name in store:
                 key = store.get(name)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ExportError
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 #: local@domain.tld, unicode allowed (IDN domains, non-ASCII local parts), no spaces,
 #: no display names or brackets, a dot in the domain, a TLD of 2+ characters.
@@ -154,8 +155,6 @@ def valid_e164(values: pa.Array) -> np.ndarray:
     type, then the region's length and type patterns), run as regex kernels per country code
     instead of a parse per value. False means "not shown valid here": the caller parses those.
     """
-    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
-
     n = len(values)
     out = np.zeros(n, dtype=bool)
     if not n:

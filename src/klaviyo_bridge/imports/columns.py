@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from klaviyo_spec import _raw as _spec_raw
+from klaviyo_spec import operation
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Open-ended objects travel as Arrow's JSON type, so the warehouse stores them as JSON
@@ -130,8 +131,6 @@ def columns_for_attributes(schema: dict[str, Any], prefix: tuple[str, ...] = ("a
 
 def operation_resource(operation_id: str) -> dict[str, Any]:
     """The resource object schema of an operation's ``data`` (item schema for collections)."""
-    from klaviyo_spec import operation
-
     name = operation(operation_id).response_schema
     if name is None:  # (a KeyError, as the lookup of a missing schema gave)
         raise KeyError(f"{operation_id} answers without a response schema")

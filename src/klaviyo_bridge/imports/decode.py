@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .columns import TIMESTAMP, Column, arrow_schema, as_json
-from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, to_batch
+from ..api.client import Page, split_page
+from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, attach_included, to_batch
 
 Marks = dict[str, Any]
 #: A column's values for a page: (the page's decoded rows, the page's relations) -> one value per row.
@@ -164,9 +165,6 @@ class PageDecoder:
         return _MarkGetter(key)
 
     def _fallback(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
-        from .fetch import attach_included
-        from ..api.client import Page, split_page
-
         doc, next_url = split_page(body)  # raises PageShapeError: no data array, a record without id
         page = Page(doc["data"], doc.get("included") or [], next_url, 0)
         attach_included(page)

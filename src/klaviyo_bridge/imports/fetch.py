@@ -17,12 +17,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..api.client import KlaviyoClient, Page
+from ..api.client import KlaviyoClient
 from ..errors import MalformedResponse
 from ..api.query import Condition, Query
 from .columns import Column
 from .decode import PageDecoder
-from .flatten import to_batch
+from .flatten import attach_included, to_batch  # noqa: F401 (attach_included: re-exported)
 from .partition import Window, keep_mask, window_filter
 from .streams import Stream
 from .suppression import is_derived, with_suppression
@@ -66,20 +66,6 @@ def plan_tasks(
             wf = window_filter(time_field, window, ops)
             tasks.append(Task((*base, *wf.conditions), window if wf.trim else None, marks))
     return tasks
-
-
-def attach_included(page: Page) -> None:
-    """Put each related resource next to the record as ``_<relationship>`` (for column paths)."""
-    if not page.included:
-        return
-    by_key = {(r.get("type"), r.get("id")): r for r in page.included}
-    for record in page.data:
-        for name, rel in (record.get("relationships") or {}).items():
-            data = rel.get("data") if isinstance(rel, dict) else None
-            if isinstance(data, dict):
-                found = by_key.get((data.get("type"), data.get("id")))
-                if found is not None:
-                    record["_" + name] = found
 
 
 class Fetcher:

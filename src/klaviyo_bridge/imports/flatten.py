@@ -14,8 +14,23 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from ..api.client import Page
 from ..errors import BridgeError
 from .columns import TIMESTAMP, Column, arrow_schema, as_json
+
+
+def attach_included(page: Page) -> None:
+    """Put each related resource next to the record as ``_<relationship>`` (for column paths)."""
+    if not page.included:
+        return
+    by_key = {(r.get("type"), r.get("id")): r for r in page.included}
+    for record in page.data:
+        for name, rel in (record.get("relationships") or {}).items():
+            data = rel.get("data") if isinstance(rel, dict) else None
+            if isinstance(data, dict):
+                found = by_key.get((data.get("type"), data.get("id")))
+                if found is not None:
+                    record["_" + name] = found
 
 
 class FlattenError(BridgeError):

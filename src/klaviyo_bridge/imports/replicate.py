@@ -11,6 +11,8 @@ from typing import Any
 
 from ..config import ImportConfig, parse_import_config
 from ..errors import ConfigError
+from ..config import metric_choice
+import difflib
 
 #: Qlik table name -> Klaviyo metric name (None: a non-event data source of the same name).
 QLIK_TABLES: dict[str, str | None] = {
@@ -72,7 +74,6 @@ def _wanted_metrics(value: Any) -> dict[str, Any] | None:
     """``metrics`` -> {Qlik metric name: the entry to resolve it with}; None: every table."""
     if value is None:
         return None
-    from ..config import metric_choice
 
     entries = value if isinstance(value, list) else [value]
     known = {m for m in QLIK_TABLES.values() if m}
@@ -83,8 +84,6 @@ def _wanted_metrics(value: Any) -> dict[str, Any] | None:
         except ValueError as exc:
             raise ConfigError(f"metrics: {exc}", key="metrics") from None
         if choice.name not in known:
-            import difflib
-
             close = difflib.get_close_matches(choice.name or choice.id or "", sorted(known), n=2, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ConfigError(f"metrics: {choice.label()!r} has no replication table{hint}; the tables' metrics are: "

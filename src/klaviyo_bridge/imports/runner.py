@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -24,7 +24,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..api.client import KlaviyoClient
+from ..api.client import AccountLimits, KlaviyoClient
 from ..api.query import Query, equals
 from ..config import ImportConfig, parse_time
 from ..errors import ConfigError, error_dict
@@ -189,11 +189,16 @@ async def run_import(
     windows: int | None = None,
     on_batch: Callable[..., None] | None = None,
     run_id: str | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    limits: AccountLimits | None = None,
 ) -> ImportResult:
     """Fetch the configured source and write it to ``database.table`` with the configured mode.
 
     ``run_id``: a run ``StateStore.begin_job`` already recorded (a job run by ``jobs.execute_job``);
-    the import records on it. Without it the import records a run of its own."""
+    the import records on it. Without it the import records a run of its own. The other
+    dependencies are parameters too: the warehouse, ``now`` (the clock's reading), ``transport``
+    (the client's HTTP transport), ``sleep`` (the client's waits: rate limits, retries) and
+    ``limits`` (rate limiters shared with the command's other clients, ``api.client.AccountLimits``)."""
     target = config.target
     s = effective_stream(config)
     job = job or f"{database}.{table}"
@@ -204,7 +209,7 @@ async def run_import(
     started = time.perf_counter()
     try:
         await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-                   windows)
+                   windows, sleep, limits)
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
@@ -220,7 +225,8 @@ async def run_import(
 
 async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: str, table: str, job: str,
                now: datetime, transport: httpx.AsyncBaseTransport | None, concurrency: int,
-               on_batch: Callable[..., None] | None, result: ImportResult, window_count: int | None) -> None:
+               on_batch: Callable[..., None] | None, result: ImportResult, window_count: int | None,
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, limits: AccountLimits | None = None) -> None:
     source, target = config.source, config.target
     columns = s.columns(related=not source.skip_related_object)
     path_params: dict[str, str] = {}
@@ -230,7 +236,7 @@ async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: 
     primary_key = target.primary_key or list(s.primary_key)
     partition_key = partition_column(columns, target.partition_key)
 
-    async with KlaviyoClient(source.client_settings(), transport=transport) as client:
+    async with KlaviyoClient(source.client_settings(), transport=transport, sleep=sleep, limits=limits) as client:
         if s.membership:
             result.end = now
 

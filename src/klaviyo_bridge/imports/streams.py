@@ -17,6 +17,9 @@ from datetime import datetime, timezone
 from ..api.query import Condition, equals, greater_or_equal
 from klaviyo_spec import Operation, operation
 from .columns import Column, operation_resource, resource_columns
+from .suppression import DERIVED_COLUMNS
+from ..errors import ConfigError
+import difflib
 
 ADDITIONAL_PREFIXES = ("predictive_analytics", "subscriptions")
 
@@ -74,8 +77,6 @@ class Stream:
         cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
         extras = [c for c in self.extra_columns if related or c.path[0] == "relationships"]
         if self.suppression:
-            from .suppression import DERIVED_COLUMNS
-
             extras += list(DERIVED_COLUMNS)
         return cols + extras
 
@@ -185,13 +186,9 @@ PROFILE_ID_COLUMNS = [Column("id", ("id",), pa.string()), Column("created", ("at
 
 
 def stream(name: str) -> Stream:
-    from ..errors import ConfigError
-
     try:
         return STREAMS[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, STREAMS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         shown = repr(name) if name.isascii() else ascii(name)  # a look-alike letter shows as \u0456

@@ -65,6 +65,7 @@ from klaviyo_bridge.schedule.fields import (
     parse_field,
 )
 from klaviyo_bridge.schedule.timezones import UTC, resolve_local, resolve_timezone
+from klaviyo_bridge.schedule.describe import describe
 
 #: Preset names (lower case) and the five-field expression each stands for.
 PRESETS: dict[str, str] = {
@@ -331,8 +332,6 @@ class CronSchedule:
 
     def describe(self) -> str:
         """A short English description, e.g. "at 00:10 every day (UTC)"."""
-        from klaviyo_bridge.schedule.describe import describe
-
         return describe(self)
 
 

@@ -6,6 +6,10 @@ from ..errors import ConfigError
 from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse
+from .workflow_push import move_keys
+import copy
+import json
+from ..secrets import TOKEN_KEYS, ApiKey
 
 
 def create_schedule(wh: Warehouse, credentials: CredentialStore | None, record: ScheduleRecord,
@@ -38,11 +42,6 @@ def migrate_stored_keys(wh: Warehouse, credentials: CredentialStore) -> list[str
     does today) and the stored settings name it instead. Returns the schedules changed. A record
     whose key cannot be moved (an unreadable key, a key left where push refuses one) is left as it
     is: every page and command that shows settings masks keys on read (``secrets.redact_config``)."""
-    import copy
-    import json
-
-    from ..secrets import TOKEN_KEYS, ApiKey
-
     changed = []
     for record in wh.state.schedules():
         config = copy.deepcopy(record.config)
@@ -62,8 +61,6 @@ def migrate_stored_keys(wh: Warehouse, credentials: CredentialStore) -> list[str
                             moved[auth] = token
                             section[ref_key] = auth
             elif record.kind == "workflow":
-                from ..workflows.push import move_keys
-
                 stored = config.get("workflow") or {}
                 doc = stored.get("document")
                 if isinstance(doc, dict):

@@ -43,11 +43,14 @@ from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord, StateStore
 from ..store.warehouse import Warehouse
 from .cron import CronSchedule, Fire
+import uuid
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
-#: History label (and cursor key) prefix per job kind: the CLI verbs' namespaces.
-LABEL_PREFIX = {"import": "connector", "export": "sched", "workflow": "workflow"}
+#: What versions before issue 18 named a schedule's job (its runs' label and an import's cursor
+#: key): the CLI verb namespace of its kind. Stored cursors and run records keep these words, so
+#: ``spec_for`` names them as the job's earlier names and an import resumes from such a cursor.
+LEGACY_LABEL_PREFIX = {"import": "connector", "export": "sched"}
 #: Windows tried, smallest first, to find the latest missed slot without walking every slot.
 _SPANS = (timedelta(minutes=2), timedelta(hours=3), timedelta(days=3), timedelta(days=40),
           timedelta(days=400), timedelta(days=3700))
@@ -55,11 +58,21 @@ _ONE_US = timedelta(microseconds=1)
 
 
 def job_label(record: ScheduleRecord) -> str:
-    return f"{LABEL_PREFIX.get(record.kind, record.kind)}:{record.name}"
+    """A schedule's job name, stored as its runs' label and as an import's cursor key: the kind
+    in the library's words (import, export, workflow) and the schedule's name. Never a CLI verb:
+    renaming a command must not orphan stored state."""
+    return f"{record.kind}:{record.name}"
+
+
+def legacy_labels(record: ScheduleRecord) -> tuple[str, ...]:
+    """The names older versions stored for the same job (``connector:NAME``, ``sched:NAME``)."""
+    prefix = LEGACY_LABEL_PREFIX.get(record.kind)
+    return (f"{prefix}:{record.name}",) if prefix else ()
 
 
 def spec_for(record: ScheduleRecord) -> JobSpec:
-    return JobSpec(record.kind, job_label(record), record.config, record.database, record.table, record.name)
+    return JobSpec(record.kind, job_label(record), record.config, record.database, record.table, record.name,
+                   earlier_jobs=legacy_labels(record))
 
 
 def latest_due(schedule: CronSchedule, after: datetime, now: datetime) -> Fire | None:
@@ -196,8 +209,6 @@ class Scheduler:
         return min(times) if times else None
 
     def _start(self, record: ScheduleRecord, fire: Fire) -> str | None:
-        import uuid
-
         run_id = uuid.uuid4().hex
         scheduled_for = fire.scheduled_at.astimezone(timezone.utc)
         triggered_by = "recovery" if record.name in self._retry else "schedule"

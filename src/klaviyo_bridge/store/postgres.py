@@ -24,6 +24,7 @@ from .engine import Session, stage_columns_sql
 from .identifiers import quote
 from .locks import AdvisoryLock
 from .warehouse import Warehouse
+from .state import create_state_tables
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -236,7 +237,6 @@ class PostgresWarehouse(Warehouse):
         # Fails loudly now if the server is unreachable; the lock serialises concurrent first runs.
         with self.transaction() as session:
             session.execute(f"SELECT pg_advisory_xact_lock({_STATE_INIT_LOCK})")
-            from .state import create_state_tables
 
             create_state_tables(session)
 

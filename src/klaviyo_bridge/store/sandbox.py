@@ -38,6 +38,10 @@ import pyarrow as pa
 
 from ..errors import ConfigError, StoreError
 from .identifiers import check_object_name, quote
+import duckdb
+from .duckdb import CATALOG, DEFAULT_MEMORY_LIMIT
+import adbc_driver_manager
+from .postgres import PostgresSession
 
 READ_ONLY = "the console runs read-only queries"
 USE_CLI = "use the CLI (klaviyo-bridge export / sql), which runs with your own rights"
@@ -105,8 +109,6 @@ def _first_line(text: str) -> str:
 
 # --- DuckDB --------------------------------------------------------------------------------
 def _duckdb_refusal(statements: Sequence[Any]) -> None:
-    import duckdb
-
     if len(statements) != 1:
         raise QueryRefused(f"one statement at a time ({len(statements)} given)")
     statement = statements[0]
@@ -117,8 +119,6 @@ def _duckdb_refusal(statements: Sequence[Any]) -> None:
 
 
 def _duckdb_error(exc: BaseException, path: Path) -> Exception:
-    import duckdb
-
     message = _first_line(str(exc))
     if isinstance(exc, duckdb.PermissionException):
         return QueryRefused(f"reading or writing files is not allowed ({message})")
@@ -131,10 +131,6 @@ def _duckdb_error(exc: BaseException, path: Path) -> Exception:
 def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: int | None = None,
                 lock_timeout: float = 0.0, timeout: float = 60.0, batch_size: int = 4096) -> pa.Table:
     """Run ``sql`` on the DuckDB file at ``path`` in the sandbox; its first ``max_rows`` rows as Arrow."""
-    import duckdb
-
-    from .duckdb import CATALOG, DEFAULT_MEMORY_LIMIT
-
     sql = _clean(sql)
     if database:
         check_object_name(database, "database")
@@ -206,10 +202,6 @@ def check_postgres_sql(sql: str) -> str:
 def read_postgres(dsn: str, where: str, sql: str, database: str | None = None, *, max_rows: int | None = None,
                   timeout: float = 60.0) -> pa.Table:
     """Run ``sql`` on PostgreSQL in a READ ONLY transaction with a statement timeout, rolled back."""
-    import adbc_driver_manager
-
-    from .postgres import PostgresSession
-
     sql = check_postgres_sql(sql)
     if database:
         check_object_name(database, "database")

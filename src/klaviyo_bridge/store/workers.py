@@ -28,9 +28,12 @@ import psycopg
 from ..errors import StoreError
 from .identifiers import STATE_SCHEMA
 from .postgres import redact_url
+from procrastinate.schema import SchemaManager
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
+#: Held (shared) by every ``klaviyo-bridge scheduler`` on a PostgreSQL state; workers refuse it.
+SCHEDULER_LOCK = "klaviyo-bridge:scheduler"
 _SCHEMA_LOCK = "klaviyo-bridge:worker:schema"
 
 _OUR_TABLES = (
@@ -42,6 +45,9 @@ _OUR_TABLES = (
         run_id TEXT PRIMARY KEY, job_id BIGINT NOT NULL, worker_id BIGINT, attempt INTEGER NOT NULL,
         started_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
     f"CREATE INDEX IF NOT EXISTS worker_runs_job ON {S}.worker_runs (job_id)",
+    # The attempt that closed this one's record after its worker's heartbeat stopped (NULL: it
+    # ended on its own, or still runs): a retried attempt skips a slot an earlier one finished.
+    f"ALTER TABLE {S}.worker_runs ADD COLUMN IF NOT EXISTS closed_by_attempt INTEGER",
 )
 
 
@@ -56,8 +62,6 @@ def connect(url: str) -> psycopg.Connection[Any]:
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     """procrastinate's schema (once per database) and our two tables; safe to race."""
-    from procrastinate.schema import SchemaManager
-
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [_SCHEMA_LOCK])
         row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
@@ -134,6 +138,11 @@ def link_attempt(conn: psycopg.Connection[Any], run_id: str, job_id: int, worker
                  [run_id, job_id, worker_id, attempt])
 
 
+def mark_taken_over(conn: psycopg.Connection[Any], run_id: str, by_attempt: int) -> None:
+    """Record that attempt ``by_attempt`` closed ``run_id``'s record (its worker stopped)."""
+    conn.execute(f"UPDATE {S}.worker_runs SET closed_by_attempt = %s WHERE run_id = %s", [by_attempt, run_id])
+
+
 @dataclass(frozen=True)
 class Attempt:
     run_id: str
@@ -143,24 +152,56 @@ class Attempt:
     kind: str | None
     worker: str | None  # name@host (pid) of the worker that ran it, when still known
     heartbeat_age: float | None  # seconds since its worker's last heartbeat; None: the worker is gone
+    closed_by_attempt: int | None = None  # the attempt that closed its record; None: it ended on its own
+
+    @property
+    def finished_on_its_own(self) -> bool:
+        """Its record ended (success, error, killed) by itself, not closed by a takeover."""
+        return self.status not in (None, "running") and self.closed_by_attempt is None
 
 
 def attempts(conn: psycopg.Connection[Any], job_id: int) -> list[Attempt]:
     rows = conn.execute(
         f"SELECT a.run_id, a.worker_id, a.attempt, r.status, r.kind, "
         f"w.name || ' on ' || w.host || ' (pid ' || w.pid || ')', "
-        f"extract(epoch FROM now() - p.last_heartbeat)::float8 "
+        f"extract(epoch FROM now() - p.last_heartbeat)::float8, a.closed_by_attempt "
         f"FROM {S}.worker_runs a LEFT JOIN {S}.runs r ON r.run_id = a.run_id "
         f"LEFT JOIN {S}.workers w ON w.worker_id = a.worker_id "
         f"LEFT JOIN procrastinate_workers p ON p.id = a.worker_id WHERE a.job_id = %s ORDER BY a.attempt, a.started_at",
         [job_id]).fetchall()
-    return [Attempt(r[0], r[1], int(r[2]), r[3], r[4], r[5], None if r[6] is None else float(r[6])) for r in rows]
+    return [Attempt(r[0], r[1], int(r[2]), r[3], r[4], r[5], None if r[6] is None else float(r[6]),
+                    None if r[7] is None else int(r[7])) for r in rows]
 
 
 def batches_sent(conn: psycopg.Connection[Any], run_id: str) -> int:
     """Export batches a run recorded (sent or about to be): a resume must not resend them blind."""
     row = conn.execute(f"SELECT count(*) FROM {S}.export_batches WHERE run_id = %s", [run_id]).fetchone()
     return int(row[0]) if row else 0
+
+
+# --- the scheduler and the workers never share a state ----------------------------------------
+def hold_scheduler_lock(conn: psycopg.Connection[Any]) -> None:
+    """Say a scheduler runs on this state, for as long as ``conn`` stays open (a shared lock:
+    several schedulers may hold it; a worker only looks at it)."""
+    conn.execute("SELECT pg_advisory_lock_shared(hashtextextended(%s, 0))", [SCHEDULER_LOCK])
+
+
+def scheduler_holders(conn: psycopg.Connection[Any]) -> list[tuple[int, str | None, str | None]]:
+    """PostgreSQL backend pid, client address and application of each scheduler holding the state."""
+    rows = conn.execute(
+        "SELECT l.pid, host(a.client_addr), a.application_name FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
+        "l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND "
+        "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)", [SCHEDULER_LOCK]).fetchall()
+    return [(int(r[0]), r[1], r[2]) for r in rows]
+
+
+def live_workers(conn: psycopg.Connection[Any], stalled_seconds: float) -> list["WorkerRow"]:
+    """Workers registered on this state whose heartbeat is younger than ``stalled_seconds``."""
+    row = conn.execute("SELECT to_regclass('procrastinate_workers') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return []
+    return [w for w in worker_rows(conn) if w.heartbeat_age < stalled_seconds]
 
 
 # --- worker status -----------------------------------------------------------------------------

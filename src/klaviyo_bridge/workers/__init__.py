@@ -45,6 +45,7 @@ from ..store import workers as sql
 from ..store.schedule_state import ScheduleRecord
 from ..store.factory import open_warehouse
 from ..store.warehouse import Warehouse
+from procrastinate.worker import Worker
 
 log = logging.getLogger("klaviyo_bridge.workers")
 
@@ -167,6 +168,8 @@ class Runtime:
     notify_command: str | None = None
     stalled_seconds: float = 30.0
     worker: Any = None  # procrastinate.worker.Worker
+    worker_id: int | None = None  # procrastinate's id, once registered (it forgets it on stop)
+    refused: str | None = None  # a scheduler took the state while this worker started: it stopped
 
     def connect(self) -> Any:
         return sql.connect(self.url)
@@ -193,12 +196,21 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
                 # Judged stalled, but its worker's heartbeat is back (a slow machine): it is still
                 # running; never close a live run's record nor run its slot beside it. Try later.
                 raise ScheduleBusy(f"attempt {a.attempt + 1} (run {a.run_id}) is still running on {a.worker}")
+        finished = [a for a in earlier if a.finished_on_its_own]
+        if finished:
+            # Judged stalled while its worker was only late, an earlier attempt ran the slot to its
+            # end: the slot is done (whatever its status says); running it again would be a second run.
+            a = finished[-1]
+            log.warning("job %s: slot %s of %s already done by attempt %s (run %s, %s); attempt %s skips it",
+                        job_id, scheduled_for, schedule, a.attempt + 1, a.run_id, a.status, attempt + 1)
+            return f"skipped: already done by attempt {a.attempt + 1} (run {a.run_id}, {a.status})"
         for a in earlier:
             if a.status == "running":
                 who = a.worker or f"worker {a.worker_id}"
                 state.end_job(a.run_id, "error", error=f"interrupted: {who} stopped sending heartbeats before the "
                               "job ended; nothing after its last commit was written",
                               note=f"taken over by attempt {attempt + 1} (procrastinate job {job_id})")
+                sql.mark_taken_over(conn, a.run_id, attempt)
         record = state.schedule(schedule)
         if record is None or not record.enabled:
             log.info("job %s: schedule %s is %s; nothing run", job_id, schedule,
@@ -269,6 +281,41 @@ def prepare(url: str) -> None:
         conn.close()
 
 
+def refuse_scheduler(conn: Any) -> str | None:
+    """Why a worker may not run on this state: a ``klaviyo-bridge scheduler`` holds it (or None)."""
+    holders = sql.scheduler_holders(conn)
+    if not holders:
+        return None
+    pid, addr, _app = holders[0]
+    where = f" from {addr}" if addr else ""
+    return (f"a `klaviyo-bridge scheduler` runs on this state (PostgreSQL backend pid {pid}{where}); the scheduler "
+            "and workers never run on one state at once (a slot could run twice): stop the scheduler first, "
+            "or keep using it instead of workers")
+
+
+def guard_scheduler(url: str, stalled_seconds: float = 30.0) -> Any:
+    """Before ``klaviyo-bridge scheduler`` on a PostgreSQL state: mark the state as the scheduler's
+    and refuse (ConfigError) when live workers are registered on it. Returns the connection that
+    holds the mark: keep it open while the scheduler runs, close it after. None for DuckDB."""
+    if not is_postgres_url(url):
+        return None
+    conn = sql.connect(url)
+    try:
+        sql.hold_scheduler_lock(conn)  # first: a worker starting from now on sees it
+        live = sql.live_workers(conn, stalled_seconds)
+    except BaseException:
+        conn.close()
+        raise
+    if live:
+        conn.close()
+        names = ", ".join(f"{w.name or w.worker_id}" + (f" on {w.host}" if w.host else "") for w in live[:5])
+        raise ConfigError(f"{len(live)} live worker(s) run on this state ({names}): the scheduler and workers never "
+                          "run on one state at once (a slot could run twice). See them with "
+                          "`klaviyo-bridge worker --warehouse URL status`; stop them first, or let the workers run "
+                          "the schedules instead of the scheduler", key="warehouse")
+    return conn
+
+
 def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *, control_dir: Path | None = None,
                clock: Callable[[], datetime] | None = None,
                on_ready: Callable[[int], None] | None = None) -> None:
@@ -278,9 +325,18 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
     warehouse = open_warehouse(url)
     try:
         prepare(url)
+        conn = sql.connect(url)
+        try:
+            refused = refuse_scheduler(conn)
+        finally:
+            conn.close()
+        if refused:
+            raise ConfigError(refused, key="warehouse")
         _RUNTIME = Runtime(url, warehouse, credentials, control_dir, options.max_failures, options.notify_command,
                            options.stalled_seconds)
         asyncio.run(_serve(url, _RUNTIME, options, clock or (lambda: datetime.now(timezone.utc)), on_ready))
+        if _RUNTIME.refused:
+            raise ConfigError(_RUNTIME.refused, key="warehouse")
     finally:
         _RUNTIME = None
         warehouse.close()
@@ -288,8 +344,6 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
 
 async def _serve(url: str, rt: Runtime, options: WorkerOptions, clock: Callable[[], datetime],
                  on_ready: Callable[[int], None] | None) -> None:
-    from procrastinate.worker import Worker
-
     app = make_app(url)
     name = options.name or f"{socket.gethostname()}:{os.getpid()}"
     async with app.open_async():
@@ -304,8 +358,9 @@ async def _serve(url: str, rt: Runtime, options: WorkerOptions, clock: Callable[
         finally:
             house.cancel()
             await asyncio.gather(house, return_exceptions=True)
-            if worker.worker_id is not None:
-                await asyncio.to_thread(_unregister, rt, int(worker.worker_id))
+            worker_id = worker.worker_id if worker.worker_id is not None else rt.worker_id
+            if worker_id is not None:
+                await asyncio.to_thread(_unregister, rt, int(worker_id))
 
 
 def _unregister(rt: Runtime, worker_id: int) -> None:
@@ -321,11 +376,17 @@ async def _housekeeping(worker: Any, rt: Runtime, options: WorkerOptions, name: 
     """Say who this worker is; then, every poll, requeue stalled jobs and enqueue due slots."""
     while worker.worker_id is None:
         await asyncio.sleep(0.05)
-    worker_id = int(worker.worker_id)
+    worker_id = rt.worker_id = int(worker.worker_id)
     conn = await asyncio.to_thread(rt.connect)
     try:
         await asyncio.to_thread(sql.register_worker, conn, worker_id, name, socket.gethostname(), os.getpid(),
                                 options.concurrency)
+        # A scheduler that started between our first check and this registration did not see us.
+        refused = await asyncio.to_thread(refuse_scheduler, conn)
+        if refused:
+            rt.refused = refused
+            worker.stop()
+            return
         log.info("worker %s (id %s) ready", name, worker_id)
         if on_ready is not None:
             on_ready(worker_id)

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from ..config import load_yaml, read_text_bounded
+from ..documents import load_yaml, read_text_bounded
 from ..errors import ConfigError
 from ..exports.job import export_query, load_result_settings, report_lines
 from ..exports.runner import ExportResult

@@ -101,7 +101,6 @@ class _Consent(Operation):
         if self.settings.historical_consent and "consent_at" not in schema.names:
             near = [n for n in schema.names if n.lower() == "consent_at"]
             hint = f" (found {near[0]!r}: column names are case-sensitive)" if near else ""
-            from ...errors import ExportError
             raise ExportError(f"operation 'batch_consent' with historical_consent needs a column consent_at{hint}; "
                               f"the query returned: {', '.join(schema.names)}", column="consent_at")
 

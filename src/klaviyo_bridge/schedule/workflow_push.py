@@ -27,8 +27,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..secrets import KLAVIYO_KEY_RE, ApiKey, CredentialStore
-from .dig import _VAR, _merge, interpolate, load_workflow
-from .schedule import WorkflowSchedule, parse_schedule
+from ..workflows.dig import _VAR, _merge, interpolate, load_workflow
+from .workflow_block import WorkflowSchedule, parse_schedule
 
 TOKEN_KEYS = ("api_token", "api_key")
 

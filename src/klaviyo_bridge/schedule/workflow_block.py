@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..schedule.cron import CronSchedule
-from ..schedule.naming import schedule_settings
+from .cron import CronSchedule
+from .naming import schedule_settings
 
 OPERATORS = ("cron>", "hourly>", "daily>", "weekly>", "monthly>")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
