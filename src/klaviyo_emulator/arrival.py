@@ -11,7 +11,8 @@ the time it starts parsing each request; the app counts the request at that time
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -21,10 +22,13 @@ SCOPE_KEY = "klaviyo_emulator.arrived"
 class ArrivalStampingProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the monotonic time each request began arriving."""
 
+    #: The clock stamped: the rate limiter's. A test serves a subclass with a fake one (``serving(http=)``).
+    clock: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         # uvicorn types the scope as a TypedDict without our key; ASGI lets a server add extension keys.
-        self.scope[SCOPE_KEY] = time.monotonic()  # type: ignore[literal-required]
+        self.scope[SCOPE_KEY] = self.clock()  # type: ignore[literal-required]
 
 
 def arrived_at(scope: Mapping[str, object]) -> float | None:
