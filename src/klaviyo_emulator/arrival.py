@@ -21,10 +21,13 @@ SCOPE_KEY = "klaviyo_emulator.arrived"
 class ArrivalStampingProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the monotonic time each request began arriving."""
 
+    #: The clock stamped: the rate limiter's. A test serves a subclass with a fake one (``serving(http=)``).
+    clock = staticmethod(time.monotonic)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         # uvicorn types the scope as a TypedDict without our key; ASGI lets a server add extension keys.
-        self.scope[SCOPE_KEY] = time.monotonic()  # type: ignore[literal-required]
+        self.scope[SCOPE_KEY] = self.clock()  # type: ignore[literal-required]
 
 
 def arrived_at(scope: Mapping[str, object]) -> float | None:

@@ -33,7 +33,8 @@ def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765)
 
 @contextmanager
 def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, lifespan: Literal["auto", "on", "off"] = "off",
-            name: str = "asgi-server", log_level: str = "warning") -> Iterator[str]:
+            name: str = "asgi-server", log_level: str = "warning",
+            http: type[ArrivalStampingProtocol] = ArrivalStampingProtocol) -> Iterator[str]:
     """Serve any ASGI app with uvicorn in a thread; yield its base URL, stop it on exit.
 
     Shared by the emulator, the demo, the console's browser tests and the reliability tests.
@@ -43,7 +44,7 @@ def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, lifespan: L
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan=lifespan,
-                            timeout_graceful_shutdown=2, http=ArrivalStampingProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                            timeout_graceful_shutdown=2, http=http, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()

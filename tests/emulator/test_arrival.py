@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
-from klaviyo_emulator.arrival import arrived_at
+from klaviyo_emulator.arrival import ArrivalStampingProtocol, arrived_at
 from klaviyo_emulator.server import serving
 
+from ..fakes import FakeClock
 
-async def _echo_arrival(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    stamp = arrived_at(scope)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": repr(stamp).encode()})
+HANDLER_LAG = 7.0  # the event loop reaches a handler late (earlier requests' work): the clock moved on
 
 
 def test_each_request_carries_the_time_it_began_arriving():
-    with serving(_echo_arrival) as url:
-        before = time.monotonic()
+    clock = FakeClock(now=100.0)
+
+    class Stamping(ArrivalStampingProtocol):
+        pass
+
+    Stamping.clock = staticmethod(clock)
+
+    async def echo_arrival(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        clock.advance(HANDLER_LAG)
+        stamp = arrived_at(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": repr(stamp).encode()})
+
+    with serving(echo_arrival, http=Stamping) as url:
         first = float(httpx.get(url + "/").text)
+        clock.advance(2.5)
         second = float(httpx.get(url + "/").text)
-        after = time.monotonic()
-    assert before <= first <= second <= after
+    # Each is the clock's reading when the request began arriving, not when its handler ran.
+    assert (first, second) == (100.0, 100.0 + HANDLER_LAG + 2.5)

@@ -76,7 +76,16 @@ def test_upsert_and_events_take_no_list():
             settings(operation=op, list_value="abc")
 
 
-NOW = datetime.now(timezone.utc)
+#: A fixed instant for both sides: the exporter's wall clock (export(wall=)) and the emulator's account clock.
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_events_app():
+    return make_app(clock="fixed:2026-12-01T12:00:00Z")
+
+
+async def export_events(wh, table, s, app, **kw):
+    return await export(wh, table, s, app, wall=lambda: NOW, **kw)
 
 
 def _events_table(**extra):
@@ -93,9 +102,9 @@ def _events_table(**extra):
 
 
 async def test_track_events_happy_path_accounting_and_reasons(wh):
-    app = make_app()
+    app = make_events_app()
     s = settings(operation="track_events", skip_invalid_records=True)
-    result = await export(wh, _events_table(), s, app)
+    result = await export_events(wh, _events_table(), s, app)
     rows, outs, reasons = outcomes(wh, result.run_id)
     assert rows == list(range(6))
     assert outs == ["submitted", "submitted", "skipped", "skipped", "skipped", "skipped"]
@@ -115,22 +124,22 @@ async def test_track_events_happy_path_accounting_and_reasons(wh):
 
 
 async def test_track_events_rerun_does_not_double_count(wh):
-    app = make_app()
+    app = make_events_app()
     table = _events_table().slice(0, 2)
     s = settings(operation="track_events")
-    await export(wh, table, s, app)
-    await export(wh, table, s, app)  # the same rows again: the row hash is the unique_id
+    await export_events(wh, table, s, app)
+    await export_events(wh, table, s, app)  # the same rows again: the row hash is the unique_id
     assert len(await _events(app, "Renewed Plan")) == 2
     changed = table.set_column(4, "plan", pa.array(["platinum", "silver"]))
-    await export(wh, changed, s, app)  # a changed row is another event
+    await export_events(wh, changed, s, app)  # a changed row is another event
     assert len(await _events(app, "Renewed Plan")) == 3
 
 
 async def test_track_events_unique_id_column_and_duplicates_in_input(wh):
-    app = make_app()
+    app = make_events_app()
     t = pa.table({"metric_name": ["Paid"] * 3, "profile_id": [None, None, None],
                   "external_id": ["c-1", "c-1", "c-2"], "time": [NOW, NOW, NOW], "unique_id": ["o1", "o1", "o1"]})
-    result = await export(wh, t, settings(operation="track_events", skip_invalid_records=True), app)
+    result = await export_events(wh, t, settings(operation="track_events", skip_invalid_records=True), app)
     _, outs, reasons = outcomes(wh, result.run_id)
     assert outs == ["submitted", "skipped", "submitted"]
     assert "duplicate event" in reasons[1]
@@ -138,33 +147,33 @@ async def test_track_events_unique_id_column_and_duplicates_in_input(wh):
 
 
 async def test_track_events_refuses_backfill_with_an_older_revision(wh):
-    app = make_app()
+    app = make_events_app()
     s = settings(operation="track_events", revision="2025-10-15", skip_invalid_records=True)
-    result = await export(wh, _events_table().slice(0, 2), s, app)
+    result = await export_events(wh, _events_table().slice(0, 2), s, app)
     _, outs, reasons = outcomes(wh, result.run_id)
     assert outs == ["submitted", "skipped"]
     assert "backfill" in reasons[1] and "2025-10-15" in reasons[1] and "2026-07-15" in reasons[1]
     never = settings(operation="track_events", revision="2025-10-15", backfill_older_than="never")
-    result = await export(wh, _events_table().slice(0, 2), never, app)
+    result = await export_events(wh, _events_table().slice(0, 2), never, app)
     assert outcomes(wh, result.run_id)[1] == ["submitted", "submitted"]
 
 
 async def test_track_events_missing_columns_fail_before_sending(wh):
-    app = make_app()
+    app = make_events_app()
     with pytest.raises(ExportError, match="needs a column time"):
-        await export(wh, pa.table({"metric_name": ["x"], "email": ["a@b.co"]}), settings(operation="track_events"), app)
+        await export_events(wh, pa.table({"metric_name": ["x"], "email": ["a@b.co"]}), settings(operation="track_events"), app)
     with pytest.raises(ExportError, match="profile identifier"):
-        await export(wh, pa.table({"metric_name": ["x"], "time": [NOW]}), settings(operation="track_events"), app)
+        await export_events(wh, pa.table({"metric_name": ["x"], "time": [NOW]}), settings(operation="track_events"), app)
 
 
 async def test_track_events_all_rows_refused_by_klaviyo_is_an_error(wh):
-    app = make_app()
+    app = make_events_app()
     # a time past 2100: valid for us as ISO, but Klaviyo refuses more than a year ahead -> we refuse first
     t = pa.table({"metric_name": ["x"], "email": ["a@b.co"], "time": ["2199-01-01T00:00:00Z"]})
     with pytest.raises(ExportError, match="more than a year in the future"):
-        await export(wh, t, settings(operation="track_events"), app)
+        await export_events(wh, t, settings(operation="track_events"), app)
     with pytest.raises(ExportFailed, match="none of the 1 row"):
-        await export(wh, t, settings(operation="track_events", skip_invalid_records=True), app)
+        await export_events(wh, t, settings(operation="track_events", skip_invalid_records=True), app)
 
 
 def test_backfill_setting_is_checked():

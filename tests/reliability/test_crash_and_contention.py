@@ -133,20 +133,41 @@ def test_two_imports_of_one_table_at_once(tmp_path, slow_emulator, reference):
 
 
 def test_a_held_lock_makes_the_second_run_wait_then_succeed(tmp_path, slow_emulator, reference):
+    """Proved by order, not elapsed time: the holder keeps the warehouse until the test releases
+    it; meanwhile the second run says it is waiting and is still running; it finishes, successfully,
+    only after the holder let go."""
     expected, _ = reference
     home = tmp_path / "home"
     home.mkdir()
     cfg = write_config(tmp_path / "c.yml", slow_emulator)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from klaviyo_bridge.store.factory import open_warehouse; "
-        f"wh = open_warehouse({str(home / 'warehouse.duckdb')!r}); print('held', flush=True); time.sleep(2); wh.close()")],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    started = time.monotonic()
-    done = subprocess.run(issue(home, cfg), capture_output=True, text=True, timeout=120)
-    holder.wait(timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started >= 1.5  # it waited for the lock
+        "import sys; from klaviyo_bridge.store.factory import open_warehouse; "
+        f"wh = open_warehouse({str(home / 'warehouse.duckdb')!r}); print('held', flush=True); "
+        "sys.stdin.readline(); wh.close(); print('released', flush=True)")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.Popen(issue(home, cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        before = []  # its log up to the moment it says it waits for the warehouse (EOF if it never does)
+        for line in second.stderr:
+            before.append(line)
+            if "waiting for the DuckDB warehouse" in line:
+                break
+        assert before and "waiting for the DuckDB warehouse" in before[-1], "".join(before)
+        assert second.poll() is None  # still running while the warehouse is held: it did not fail
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        assert holder.wait(timeout=30) == 0
+        out, after = second.communicate(timeout=120)
+    finally:
+        for proc in (holder, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert second.returncode == 0, "".join(before) + after
+    assert "is free now" in after and "Traceback" not in after, after  # it went on once released
     assert table_and_cursor(home)[0] == expected
 
 

@@ -259,7 +259,7 @@ def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
     from klaviyo_bridge.store.factory import open_warehouse
 
     credentials = CredentialStore(tmp_path / "credentials.json")
-    now = datetime.now(timezone.utc)
+    now = datetime(2026, 1, 1, 7, 0, tzinfo=UTC)  # a fixed instant: nothing here depends on the real time
     with open_warehouse(tmp_path / "w.duckdb") as wh:
         record = ScheduleRecord("daily", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"},
                                 last_scheduled_for=now)

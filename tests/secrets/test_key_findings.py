@@ -191,7 +191,7 @@ def test_a_schedule_stored_with_a_key_by_an_older_version_is_migrated_and_never_
         "_export": {"klaviyo": {"apikey": KEY}}, "+a": {"td>": "q.sql", "database": "crm", "result_settings": {
             "api_token": "${klaviyo.apikey}", "base_url": url, "operation": "add", "list_identify_type": "name",
             "list_value": "LegacyWf"}}}}}
-    now = datetime.now(timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)  # a fixed instant: sched:run / workflow run run at once
     with open_warehouse(home.warehouse) as wh:  # written as an older version did
         wh.state.create_schedule(ScheduleRecord("legacy", "export", "", "UTC", 0, "crm", None, legacy_export,
                                                 last_scheduled_for=now))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import pyarrow as pa
 import pytest
@@ -27,22 +26,42 @@ def test_second_writer_of_a_table_fails_clearly(wh, db):
 
 
 def test_second_writer_waits_for_the_first(wh, db):
-    started = threading.Event()
+    """Proved by order of effects, not durations: while the first run holds the table the second
+    neither finishes nor fails; it writes only after the first committed, so its row wins."""
+    first_wrote, release_first, second_done = threading.Event(), threading.Event(), threading.Event()
+    effects: list[str] = []
+    errors: list[BaseException] = []
 
     def first_run():
         with wh.writer(db, "e", "merge") as w:
             w.write(pa.table({"id": ["a"], "n": [1]}))
-            started.set()
-            time.sleep(0.5)
+            first_wrote.set()
+            release_first.wait(30)
             w.commit()
+            effects.append("first committed")  # still holding the table: the second cannot be done yet
 
-    thread = threading.Thread(target=first_run)
-    thread.start()
-    started.wait(5)
-    began = time.monotonic()
-    wh.write(db, "e", pa.table({"id": ["a"], "n": [2]}), "merge", lock_timeout=10)
-    assert time.monotonic() - began > 0.2
-    thread.join()
+    def second_run():
+        try:
+            wh.write(db, "e", pa.table({"id": ["a"], "n": [2]}), "merge", lock_timeout=60)
+            effects.append("second written")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            errors.append(exc)
+        finally:
+            second_done.set()
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    assert first_wrote.wait(30)
+    second = threading.Thread(target=second_run)
+    second.start()
+    # A bounded poll for a state that must NOT come: a writer that did not wait would be done here.
+    assert not second_done.wait(0.5), (effects, errors)
+    release_first.set()
+    first.join(30)
+    assert second_done.wait(60)
+    second.join(30)
+    assert errors == []
+    assert effects == ["first committed", "second written"]
     assert rows(wh, db, "e") == [{"id": "a", "n": 2}]
 
 

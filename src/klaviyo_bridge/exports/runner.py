@@ -40,6 +40,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -771,6 +772,7 @@ async def run_export(
     poll_initial: float = 0.1,
     progress: Callable[[str, int], None] | None = None,
     limits: AccountLimits | None = None,
+    wall: Callable[[], datetime] | None = None,
 ) -> ExportResult:
     """Export ``table`` (a query result, or a source streaming it) and record every row's outcome.
 
@@ -778,10 +780,13 @@ async def run_export(
     recorded, with ``.result``) when it did not, and other ``BridgeError``s when it could not start.
     ``query`` is the SQL text, kept (as a hash) so ``--resume`` can refuse a changed query.
     ``begun``: ``run_id`` is a run ``StateStore.begin_job`` already recorded (a job run by
-    ``jobs.execute_job``); the export records on it.
+    ``jobs.execute_job``); the export records on it. ``wall``: the clock event ages are judged by
+    (default the real UTC time; a test gives a fixed one, with the emulator's ``clock``).
     """
     started = time.perf_counter()
     op = operation_for(settings)
+    if wall is not None:
+        op.wall = wall
     if dry_run and not op.dry_run_reads_klaviyo:
         return await _dry_run(table, op, started)
     client = KlaviyoClient(settings.client_settings(), transport=transport, sleep=sleep, limits=limits)

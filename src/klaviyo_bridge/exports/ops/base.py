@@ -97,8 +97,15 @@ class RunContext(BatchContext):
     phase_counts: list[dict[str, int]] = field(default_factory=list)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class Operation:
     """One export operation. Subclasses set the class attributes and override what differs."""
+
+    #: The wall clock ``prepare`` judges times by (event ages); ``run_export(wall=)`` gives a test a fixed one.
+    wall: Callable[[], datetime] = staticmethod(_utc_now)
 
     #: The seed's name of the operation (what ``operation:`` says), for messages.
     name: ClassVar[str]

@@ -141,7 +141,7 @@ class TrackEvents(Operation):
 
     def prepare(self, table: pa.Table, seen: v.SeenValues, now: datetime | None = None) -> Prepared:
         settings = self.settings
-        now_s = (now or datetime.now(timezone.utc)).timestamp()
+        now_s = (now or self.wall()).timestamp()
         names = table.schema.names
         n = table.num_rows
         own: list[pa.Array] = []
