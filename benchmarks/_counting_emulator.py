@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 
 import httpx
-
 from _emulator_process import free_port
 
 _SERVER = """

@@ -17,12 +17,13 @@ import asyncio
 import time
 
 from _emulator_process import emulator_process
+
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.query import Query
 from klaviyo_bridge.api.ratelimit import WindowLimiter
 from klaviyo_bridge.api.settings import ClientSettings
-from klaviyo_spec import operation
 from klaviyo_emulator.settings import DEFAULT_API_KEY
+from klaviyo_spec import operation
 
 
 def bound_seconds(op_id: str, n: int, latency: float) -> float:
@@ -55,10 +56,14 @@ def main() -> None:
         wall, client = asyncio.run(run(base, args.operation, args.requests, args.concurrency))
     bound = bound_seconds(args.operation, args.requests, args.latency_ms / 1000)
     s = client.stats
-    print(f"{args.operation}: limits {rl.burst_per_second}/s burst, {rl.steady_per_minute}/min steady; "
-          f"{args.requests} requests, {args.latency_ms} ms latency, concurrency {args.concurrency}")
-    print(f"wall {wall:.2f}s  bound {bound:.2f}s  ratio {wall / bound:.3f}  "
-          f"{args.requests / wall:.1f} req/s  429s {s.throttled}  retries {s.retries}")
+    print(
+        f"{args.operation}: limits {rl.burst_per_second}/s burst, {rl.steady_per_minute}/min steady; "
+        f"{args.requests} requests, {args.latency_ms} ms latency, concurrency {args.concurrency}"
+    )
+    print(
+        f"wall {wall:.2f}s  bound {bound:.2f}s  ratio {wall / bound:.3f}  "
+        f"{args.requests / wall:.1f} req/s  429s {s.throttled}  retries {s.retries}"
+    )
 
 
 if __name__ == "__main__":

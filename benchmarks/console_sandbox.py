@@ -27,9 +27,13 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def people(n: int) -> pa.Table:
     ids = np.arange(n)
-    return pa.table({"email": pa.array([f"person{i}@example.com" for i in ids]),
-                     "first_name": pa.array([f"P{i % 997}" for i in ids]),
-                     "score": pa.array(np.random.default_rng(3).random(n))})
+    return pa.table(
+        {
+            "email": pa.array([f"person{i}@example.com" for i in ids]),
+            "first_name": pa.array([f"P{i % 997}" for i in ids]),
+            "score": pa.array(np.random.default_rng(3).random(n)),
+        }
+    )
 
 
 def direct(wh, sql: str, database: str, max_rows: int | None) -> int:
@@ -79,8 +83,10 @@ def main() -> None:
             boxed.append(time.perf_counter() - started)
             assert table.num_rows == n_plain, (table.num_rows, n_plain)
         p, b = statistics.median(plain), statistics.median(boxed)
-        print(f"  {case:8s} rows {n_plain:>9,}  normal connection {p * 1000:8.1f} ms  sandbox {b * 1000:8.1f} ms  "
-              f"ratio {b / p:5.2f}  (median of {args.repeat})")
+        print(
+            f"  {case:8s} rows {n_plain:>9,}  normal connection {p * 1000:8.1f} ms  sandbox {b * 1000:8.1f} ms  "
+            f"ratio {b / p:5.2f}  (median of {args.repeat})"
+        )
     if args.engine == "postgres":
         with open_warehouse(PG_URL) as wh:
             with wh.transaction() as session:

@@ -20,9 +20,9 @@ import time
 
 import orjson
 
-from klaviyo_spec import spec_revision
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_spec import spec_revision
 
 
 def body(start: int, n: int, list_id: str) -> bytes:
@@ -31,19 +31,43 @@ def body(start: int, n: int, list_id: str) -> bytes:
         attrs = {"email": f"user{i}@example.com", "first_name": f"First{i % 997}"}
         if i % 10:
             attrs["last_name"] = f"Last{i % 4999}"
-        attrs["phone_number"] = f"+4420{30000000 + (i * 7919) % 30000000 + (30000000 if (i * 7919) % 30000000 >= 10000000 else 0)}"
+        attrs["phone_number"] = (
+            f"+4420{30000000 + (i * 7919) % 30000000 + (30000000 if (i * 7919) % 30000000 >= 10000000 else 0)}"
+        )
         attrs["properties"] = {"tier": ("gold", "silver", "bronze")[i % 3], "points": i % 5000}
         profiles.append({"type": "profile", "attributes": attrs})
-    return orjson.dumps({"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": profiles}},
-                                  "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}})
+    return orjson.dumps(
+        {
+            "data": {
+                "type": "profile-bulk-import-job",
+                "attributes": {"profiles": {"data": profiles}},
+                "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}},
+            }
+        }
+    )
 
 
 async def call(app, method: str, path: str, raw: bytes = b"") -> tuple[int, bytes]:
-    headers = [(b"authorization", f"Klaviyo-API-Key {DEFAULT_API_KEY}".encode()), (b"revision", spec_revision().encode()),
-               (b"content-type", b"application/vnd.api+json"), (b"content-length", str(len(raw)).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-             "server": ("127.0.0.1", 8765), "client": ("127.0.0.1", 1)}
+    headers = [
+        (b"authorization", f"Klaviyo-API-Key {DEFAULT_API_KEY}".encode()),
+        (b"revision", spec_revision().encode()),
+        (b"content-type", b"application/vnd.api+json"),
+        (b"content-length", str(len(raw)).encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "server": ("127.0.0.1", 8765),
+        "client": ("127.0.0.1", 1),
+    }
     sent = False
     out: dict = {"body": b""}
 
@@ -59,6 +83,7 @@ async def call(app, method: str, path: str, raw: bytes = b"") -> tuple[int, byte
             out["status"] = message["status"]
         elif message["type"] == "http.response.body":
             out["body"] += message.get("body", b"")
+
     await app(scope, receive, send)
     return out["status"], out["body"]
 
@@ -72,8 +97,9 @@ async def main() -> None:
     args = ap.parse_args()
 
     now = [0.0]
-    app = create_app(EmulatorSettings(profiles=1000, events=1000, rate_limits=False, job_queued_seconds=0.0),
-                     clock=lambda: now[0])
+    app = create_app(
+        EmulatorSettings(profiles=1000, events=1000, rate_limits=False, job_queued_seconds=0.0), clock=lambda: now[0]
+    )
     emulator = app.state.emulator
     status, raw = await call(app, "GET", "/api/lists/")
     list_id = orjson.loads(raw)["data"][0]["id"]
@@ -96,8 +122,10 @@ async def main() -> None:
         apply += t2 - t1
     per = 10_000 / (len(bodies) * args.profiles)
     total_profiles = emulator.state.count
-    print(f"{len(bodies)} bodies x {args.profiles:,} profiles ({total_profiles:,} profiles in the account); "
-          f"CPU s per 10,000 profiles: request {handle * per:.4f}  apply {apply * per:.4f}  total {(handle + apply) * per:.4f}")
+    print(
+        f"{len(bodies)} bodies x {args.profiles:,} profiles ({total_profiles:,} profiles in the account); "
+        f"CPU s per 10,000 profiles: request {handle * per:.4f}  apply {apply * per:.4f}  total {(handle + apply) * per:.4f}"
+    )
 
 
 if __name__ == "__main__":

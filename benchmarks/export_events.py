@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 
 import httpx
-
-from _emulator_process import cpu_seconds, emulator_process, PIDS
+from _emulator_process import PIDS, cpu_seconds, emulator_process
 from client_rate_limit import bound_seconds
-from klaviyo_emulator.settings import DEFAULT_API_KEY
+
 from klaviyo_bridge.exports.job import export_query
-from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.settings import DEFAULT_API_KEY
 
 METRIC = "Benchmark Order"
 
@@ -75,15 +75,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"
         make_rows(db, n)
-        with emulator_process("--seed", "3", "--profiles", "1000", "--events", "0", "--lists", "1",
-                              "--latency-ms", str(args.latency_ms)) as base:
-            settings = parse_export_settings({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": base,
-                                              "operation": "track_events", "skip_invalid_records": True})
+        with emulator_process(
+            "--seed", "3", "--profiles", "1000", "--events", "0", "--lists", "1", "--latency-ms", str(args.latency_ms)
+        ) as base:
+            settings = parse_export_settings(
+                {
+                    "type": "klaviyo",
+                    "api_token": DEFAULT_API_KEY,
+                    "base_url": base,
+                    "operation": "track_events",
+                    "skip_invalid_records": True,
+                }
+            )
             with open_warehouse(db) as wh:
                 cpu0 = time.process_time()
                 t0 = time.perf_counter()
-                result = export_query(wh, "SELECT email, metric_name, time, value, sku, quantity FROM orders ORDER BY n",
-                                      settings, database="bench")
+                result = export_query(
+                    wh, "SELECT email, metric_name, time, value, sku, quantity FROM orders ORDER BY n", settings, database="bench"
+                )
                 wall = time.perf_counter() - t0
                 cpu = time.process_time() - cpu0
             emulator_cpu = cpu_seconds(PIDS[base])
@@ -91,11 +100,15 @@ def main() -> None:
     requests = math.ceil(n / 1000)
     bound = bound_seconds("bulk_create_events", requests, args.latency_ms / 1000)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"track_events: {n:,} events in {requests:,} bulk requests of 1,000; emulator latency {args.latency_ms} ms, "
-          "spec rate limits on (bulk_create_events: 10/s burst, 150/min steady)")
+    print(
+        f"track_events: {n:,} events in {requests:,} bulk requests of 1,000; emulator latency {args.latency_ms} ms, "
+        "spec rate limits on (bulk_create_events: 10/s burst, 150/min steady)"
+    )
     print(f"  {result.summary.line()}")
-    print(f"  wall {wall:.1f}s, requests {result.requests:,}, our CPU {cpu:.1f}s, emulator CPU {emulator_cpu:.1f}s, "
-          f"peak RSS {rss:,.0f} MB")
+    print(
+        f"  wall {wall:.1f}s, requests {result.requests:,}, our CPU {cpu:.1f}s, emulator CPU {emulator_cpu:.1f}s, "
+        f"peak RSS {rss:,.0f} MB"
+    )
     if recorded is not None:
         print(f"  events the emulator holds for the metric: {recorded:,} (expected {n:,})")
     print(f"rate-limit bound {bound:.1f}s; ratio {wall / bound:.2f} (goal <= 1.20)")

@@ -29,16 +29,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
-
 from _emulator_process import emulator_process
 from client_rate_limit import bound_seconds
+
+from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.exports.settings import parse_export_settings
+from klaviyo_bridge.memory import use_lean_arrow_pool
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_emulator.timefmt import iso
-from klaviyo_bridge.exports.job import export_query
-from klaviyo_bridge.memory import use_lean_arrow_pool
-from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.factory import open_warehouse
 
 SEED = 23
 LIST_SHARE = 0.55  # the emulator's first list holds about 55% of the profiles
@@ -60,10 +60,14 @@ def account(members: int, churn: float):
     outsiders = np.setdiff1d(np.arange(base.count, dtype=np.int64), rows)[:k]
     new = [base.email(int(r)) for r in outsiders]
     result = sorted(list(emails[~gone]) + new)  # the new rows spread through the result
-    snapshot = pa.table({"profile_id": pa.array(emu.state.profile_ids(rows), pa.string()),
-                         "email": pa.array(list(emails), pa.string()),
-                         "phone_number": pa.nulls(len(rows), pa.string()),
-                         "external_id": pa.nulls(len(rows), pa.string())})
+    snapshot = pa.table(
+        {
+            "profile_id": pa.array(emu.state.profile_ids(rows), pa.string()),
+            "email": pa.array(list(emails), pa.string()),
+            "phone_number": pa.nulls(len(rows), pa.string()),
+            "external_id": pa.nulls(len(rows), pa.string()),
+        }
+    )
     newest = iso(int(m.joined.max()))
     return profiles, list_id, result, snapshot, newest, k
 
@@ -71,8 +75,9 @@ def account(members: int, churn: float):
 def profile_count(base: str, list_id: str) -> int:
     headers = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
     for _ in range(30):
-        r = httpx.get(f"{base}/api/lists/{list_id}", params={"additional-fields[list]": "profile_count"},
-                      headers=headers, timeout=60)
+        r = httpx.get(
+            f"{base}/api/lists/{list_id}", params={"additional-fields[list]": "profile_count"}, headers=headers, timeout=60
+        )
         if r.status_code == 200:
             return r.json()["data"]["attributes"]["profile_count"]
         time.sleep(int(r.headers.get("Retry-After", "1")))
@@ -81,12 +86,31 @@ def profile_count(base: str, list_id: str) -> int:
 
 def run(db: Path, args, profiles: int, list_id: str, operation: str, snapshot=None, newest=None, max_removals="10%"):
     # the account's clock fixed at the in-process account's "now", so both hold the same members
-    emu_args = ["--seed", str(SEED), "--profiles", str(profiles), "--events", "0", "--lists", "1",
-                "--latency-ms", str(args.latency_ms), "--clock", "fixed:2026-01-01T00:00:00Z"]
+    emu_args = [
+        "--seed",
+        str(SEED),
+        "--profiles",
+        str(profiles),
+        "--events",
+        "0",
+        "--lists",
+        "1",
+        "--latency-ms",
+        str(args.latency_ms),
+        "--clock",
+        "fixed:2026-01-01T00:00:00Z",
+    ]
     with emulator_process(*emu_args) as base:
-        keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": base, "operation": operation,
-                "list_value": list_id, "wait_for_completion": True, "waiting_time_for_completion_millis": 3_600_000,
-                "skip_invalid_records": True}
+        keys = {
+            "type": "klaviyo",
+            "api_token": DEFAULT_API_KEY,
+            "base_url": base,
+            "operation": operation,
+            "list_value": list_id,
+            "wait_for_completion": True,
+            "waiting_time_for_completion_millis": 3_600_000,
+            "skip_invalid_records": True,
+        }
         if operation == "mirror":
             keys["max_removals"] = max_removals
         settings = parse_export_settings(keys)
@@ -115,8 +139,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"
         with open_warehouse(db) as wh:
-            wh.write("bench", "people", pa.table({"n": pa.array(np.arange(len(result_emails))),
-                                                  "email": pa.array(result_emails, pa.string())}))
+            wh.write(
+                "bench",
+                "people",
+                pa.table({"n": pa.array(np.arange(len(result_emails))), "email": pa.array(result_emails, pa.string())}),
+            )
         figures = {}
         figures["mirror (snapshot)"] = run(db, args, profiles, list_id, "mirror", snapshot, newest)
         figures["full re-add"] = run(db, args, profiles, list_id, "add")
@@ -124,20 +151,25 @@ def main() -> None:
             figures["mirror (first run)"] = run(db, args, profiles, list_id, "mirror")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     latency = args.latency_ms / 1000
-    print(f"mirror of a list of {members:,} members, churn {args.churn:.0%} ({k:,} gone, {k:,} new), "
-          f"{len(result_emails):,} result rows; emulator latency {args.latency_ms} ms, spec rate limits on "
-          f"(setup {setup:.0f}s)")
+    print(
+        f"mirror of a list of {members:,} members, churn {args.churn:.0%} ({k:,} gone, {k:,} new), "
+        f"{len(result_emails):,} result rows; emulator latency {args.latency_ms} ms, spec rate limits on "
+        f"(setup {setup:.0f}s)"
+    )
     for name, (wall, result, size) in figures.items():
-        print(f"  {name:<20} {wall:7.1f}s  requests {result.requests:>6,}  list size after {size:,}  "
-              f"{result.summary.line()}")
+        print(f"  {name:<20} {wall:7.1f}s  requests {result.requests:>6,}  list size after {size:,}  {result.summary.line()}")
         for line in result.details:
             print(f"      {line}")
     m, full = figures["mirror (snapshot)"], figures["full re-add"]
-    print(f"mirror / full re-add: time {m[0] / full[0]:.2f}x, requests {m[1].requests / full[1].requests:.2f}x; "
-          f"the full re-add leaves {full[2] - (members - k + k):,} departed member(s) in the list")
-    print(f"first run (no snapshot) reads {math.ceil(members / 100):,} member pages: rate-limit bound "
-          f"{bound_seconds('get_profiles_for_list', math.ceil(members / 100), latency):.0f}s; "
-          f"full re-add bound {bound_seconds('bulk_import_profiles', math.ceil(len(result_emails) / 10_000), latency):.0f}s")
+    print(
+        f"mirror / full re-add: time {m[0] / full[0]:.2f}x, requests {m[1].requests / full[1].requests:.2f}x; "
+        f"the full re-add leaves {full[2] - (members - k + k):,} departed member(s) in the list"
+    )
+    print(
+        f"first run (no snapshot) reads {math.ceil(members / 100):,} member pages: rate-limit bound "
+        f"{bound_seconds('get_profiles_for_list', math.ceil(members / 100), latency):.0f}s; "
+        f"full re-add bound {bound_seconds('bulk_import_profiles', math.ceil(len(result_emails) / 10_000), latency):.0f}s"
+    )
     print(f"peak RSS {rss:,.0f} MB")
 
 

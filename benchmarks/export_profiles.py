@@ -31,15 +31,15 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _emulator_process import cpu_seconds, free_port
 from client_rate_limit import bound_seconds
-from klaviyo_spec import spec_revision
-from klaviyo_emulator.settings import DEFAULT_API_KEY
+
 from klaviyo_bridge.exports.job import export_query
-from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.exports.settings import parse_export_settings
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.settings import DEFAULT_API_KEY
+from klaviyo_spec import spec_revision
 
 PROFILES_PER_JOB = 10_000
 
@@ -100,8 +100,14 @@ class Emulator:
             self.proc.kill()
 
     def first_list_id(self) -> str:
-        r = httpx.get(self.base + "/api/lists/", headers={"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": spec_revision(),
-                                                          "Accept": "application/vnd.api+json"})
+        r = httpx.get(
+            self.base + "/api/lists/",
+            headers={
+                "Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}",
+                "revision": spec_revision(),
+                "Accept": "application/vnd.api+json",
+            },
+        )
         r.raise_for_status()
         return r.json()["data"][0]["id"]
 
@@ -121,14 +127,25 @@ def main() -> None:
         gen = generate(db, n, args.distinct_phones)
         with Emulator(args.latency_ms, args.job_speed) as emu:
             list_id = emu.first_list_id()
-            settings = parse_export_settings({
-                "type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": emu.base, "operation": "add",
-                "list_identify_type": "id", "list_value": list_id, "skip_invalid_records": True,
-                "wait_for_completion": True, "waiting_time_for_completion_millis": 300_000,
-                "concurrency": args.concurrency})
-            print(f"add {n:,} rows (generated in {gen:.1f}s) to list {list_id}; emulator latency {args.latency_ms} ms, "
-                  f"spec rate limits on, jobs queued 0 s then {args.job_speed:,.0f} profiles/s; "
-                  f"phones {'unique' if args.distinct_phones <= 0 else f'{args.distinct_phones:,} distinct'}")
+            settings = parse_export_settings(
+                {
+                    "type": "klaviyo",
+                    "api_token": DEFAULT_API_KEY,
+                    "base_url": emu.base,
+                    "operation": "add",
+                    "list_identify_type": "id",
+                    "list_value": list_id,
+                    "skip_invalid_records": True,
+                    "wait_for_completion": True,
+                    "waiting_time_for_completion_millis": 300_000,
+                    "concurrency": args.concurrency,
+                }
+            )
+            print(
+                f"add {n:,} rows (generated in {gen:.1f}s) to list {list_id}; emulator latency {args.latency_ms} ms, "
+                f"spec rate limits on, jobs queued 0 s then {args.job_speed:,.0f} profiles/s; "
+                f"phones {'unique' if args.distinct_phones <= 0 else f'{args.distinct_phones:,} distinct'}"
+            )
             with open_warehouse(db) as wh:
                 cpu0, emu0 = _cpu_seconds(), cpu_seconds(emu.proc.pid)
                 t0 = time.perf_counter()
@@ -143,10 +160,14 @@ def main() -> None:
     accounted = sum(counts.values())
     ok = "" if accounted == n else f"  MISMATCH: {accounted:,} rows accounted for, expected {n:,}"
     print(f"  {result.summary.line()}")
-    print(f"wall {wall:.2f}s  {n / wall:,.0f} rows/s  peak RSS {rss:,.0f} MB  batches {result.batches}  "
-          f"requests {result.requests}  bound {bound:.2f}s ({jobs} job POSTs)  ratio {wall / bound:.2f}{ok}")
-    print(f"CPU: bridge {cpu:.1f}s ({n / max(cpu, 1e-9):,.0f} rows per CPU-s), emulator {emulator_cpu:.1f}s "
-          f"(both share this machine's cores)")
+    print(
+        f"wall {wall:.2f}s  {n / wall:,.0f} rows/s  peak RSS {rss:,.0f} MB  batches {result.batches}  "
+        f"requests {result.requests}  bound {bound:.2f}s ({jobs} job POSTs)  ratio {wall / bound:.2f}{ok}"
+    )
+    print(
+        f"CPU: bridge {cpu:.1f}s ({n / max(cpu, 1e-9):,.0f} rows per CPU-s), emulator {emulator_cpu:.1f}s "
+        f"(both share this machine's cores)"
+    )
 
 
 def _cpu_seconds() -> float:

@@ -29,15 +29,15 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _emulator_process import emulator_process
 from client_rate_limit import bound_seconds
+
+from klaviyo_bridge.exports.job import export_query
+from klaviyo_bridge.exports.settings import parse_export_settings
+from klaviyo_bridge.memory import use_lean_arrow_pool
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.exports.job import export_query
-from klaviyo_bridge.memory import use_lean_arrow_pool
-from klaviyo_bridge.exports.settings import parse_export_settings
-from klaviyo_bridge.store.factory import open_warehouse
 
 SEED = 5
 
@@ -51,15 +51,24 @@ def rows_for(profiles: int, rows: int) -> tuple[str, list[str], int]:
     member_rows = set(int(r) for r in emu.account.list_members[best.id].profiles)
     members = [emu.state.base.email(r) for r in sorted(member_rows)][: rows // 2]
     others = [emu.state.base.email(r) for r in range(emu.state.base.count) if r not in member_rows][: rows - len(members)]
-    emails = [e for pair in zip(members, others) for e in pair] + members[len(others):] + others[len(members):]
+    emails = [e for pair in zip(members, others) for e in pair] + members[len(others) :] + others[len(members) :]
     return best.id, emails, len(members)
 
 
 def run(base: str, db: Path, list_id: str, globally: bool) -> tuple[float, object]:
-    settings = parse_export_settings({
-        "type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": base, "operation": "batch_consent",
-        "consent_type": "unsubscribed", "subscription_type": "email_marketing_only", "list_value": list_id,
-        "skip_invalid_records": True, "unsubscribe_non_members_globally": globally})
+    settings = parse_export_settings(
+        {
+            "type": "klaviyo",
+            "api_token": DEFAULT_API_KEY,
+            "base_url": base,
+            "operation": "batch_consent",
+            "consent_type": "unsubscribed",
+            "subscription_type": "email_marketing_only",
+            "list_value": list_id,
+            "skip_invalid_records": True,
+            "unsubscribe_non_members_globally": globally,
+        }
+    )
     with open_warehouse(db) as wh:
         t0 = time.perf_counter()
         result = export_query(wh, "SELECT email FROM rows ORDER BY n", settings, database="bench")
@@ -72,14 +81,17 @@ def unsubscribed(base: str, emails: list[str]) -> int:
     found = 0
     with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
         for start in range(0, min(len(emails), 1000), 100):
-            part = ",".join(f"'{e}'" for e in emails[start:start + 100])
-            r = c.get("/api/profiles", params={"filter": f"any(email,[{part}])", "page[size]": "100",
-                                               "additional-fields[profile]": "subscriptions"})
+            part = ",".join(f"'{e}'" for e in emails[start : start + 100])
+            r = c.get(
+                "/api/profiles",
+                params={"filter": f"any(email,[{part}])", "page[size]": "100", "additional-fields[profile]": "subscriptions"},
+            )
             while r.status_code == 429:
                 time.sleep(1)
                 r = c.get(r.request.url)
-            found += sum(1 for p in r.json()["data"]
-                         if p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "UNSUBSCRIBED")
+            found += sum(
+                1 for p in r.json()["data"] if p["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "UNSUBSCRIBED"
+            )
     return found
 
 
@@ -95,15 +107,27 @@ def main() -> None:
     others = [e for i, e in enumerate(emails) if i % 2 == 1][:1000]
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"
-        code = ("import duckdb, sys, json; con = duckdb.connect(sys.argv[1]); con.execute('CREATE SCHEMA bench');"
-                "emails = json.load(open(sys.argv[2])); con.execute('CREATE TABLE bench.rows (n BIGINT, email VARCHAR)');"
-                "con.executemany('INSERT INTO bench.rows VALUES (?, ?)', list(enumerate(emails))); con.close()")
+        code = (
+            "import duckdb, sys, json; con = duckdb.connect(sys.argv[1]); con.execute('CREATE SCHEMA bench');"
+            "emails = json.load(open(sys.argv[2])); con.execute('CREATE TABLE bench.rows (n BIGINT, email VARCHAR)');"
+            "con.executemany('INSERT INTO bench.rows VALUES (?, ?)', list(enumerate(emails))); con.close()"
+        )
         (Path(tmp) / "e.json").write_text(__import__("json").dumps(emails))
         subprocess.run([sys.executable, "-c", code, str(db), str(Path(tmp) / "e.json")], check=True)
         figures = {}
         for name, globally in (("checked", False), ("sending alone", True)):
-            with emulator_process("--seed", str(SEED), "--profiles", str(profiles), "--events", "0", "--lists", "3",
-                                  "--latency-ms", str(args.latency_ms)) as base:
+            with emulator_process(
+                "--seed",
+                str(SEED),
+                "--profiles",
+                str(profiles),
+                "--events",
+                "0",
+                "--lists",
+                "3",
+                "--latency-ms",
+                str(args.latency_ms),
+            ) as base:
                 before = unsubscribed(base, others)
                 wall, result = run(base, db, list_id, globally)
                 harmed = unsubscribed(base, others) - before
@@ -112,17 +136,22 @@ def main() -> None:
     checked, alone = figures["checked"], figures["sending alone"]
     posts_checked = math.ceil(n_members / 100)
     reads = math.ceil(n / 100)
-    bound_checked = max(bound_seconds("bulk_unsubscribe_profiles", posts_checked, latency),
-                        bound_seconds("get_profiles_for_list", reads, latency))
+    bound_checked = max(
+        bound_seconds("bulk_unsubscribe_profiles", posts_checked, latency), bound_seconds("get_profiles_for_list", reads, latency)
+    )
     bound_alone = bound_seconds("bulk_unsubscribe_profiles", math.ceil(n / 100), latency)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"unsubscribe {n:,} rows from list {list_id} ({n_members:,} members, {n - n_members:,} not); "
-          f"emulator latency {args.latency_ms} ms, spec rate limits on")
+    print(
+        f"unsubscribe {n:,} rows from list {list_id} ({n_members:,} members, {n - n_members:,} not); "
+        f"emulator latency {args.latency_ms} ms, spec rate limits on"
+    )
     for name, (wall, result, harmed) in figures.items():
         bound = bound_checked if name == "checked" else bound_alone
-        print(f"  {name:<14} {wall:6.1f}s  {result.summary.line()}  requests {result.requests}  "
-              f"bound {bound:.1f}s (ratio {wall / bound:.2f})  non-members globally unsubscribed "
-              f"(first 1,000 checked): {harmed}")
+        print(
+            f"  {name:<14} {wall:6.1f}s  {result.summary.line()}  requests {result.requests}  "
+            f"bound {bound:.1f}s (ratio {wall / bound:.2f})  non-members globally unsubscribed "
+            f"(first 1,000 checked): {harmed}"
+        )
     print(f"checked / sending alone: {checked[0] / alone[0]:.2f} (goal <= 1.30)  peak RSS {rss:,.0f} MB")
 
 

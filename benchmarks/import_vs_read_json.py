@@ -44,20 +44,19 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _emulator_process import PIDS, cpu_seconds, emulator_process
+
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 
 REVISION = "2026-07-15"
 #: The import's own request (see Fetcher._query for events with their related objects).
-REQUEST = ("/api/events?page[size]=1000&fields[metric]=name&fields[profile]=email,phone_number,external_id"
-           "&include=metric,profile")
+REQUEST = "/api/events?page[size]=1000&fields[metric]=name&fields[profile]=email,phone_number,external_id&include=metric,profile"
 RSS_GOAL_MB = 300.0
 
 _REF = "STRUCT(type VARCHAR, id VARCHAR)"
 PAGE_COLUMNS = (
     "{data: 'STRUCT(id VARCHAR, attributes STRUCT(datetime TIMESTAMPTZ, event_properties JSON, "
-    f"\"timestamp\" BIGINT, uuid VARCHAR), relationships STRUCT(metric STRUCT(data {_REF}), "
+    f'"timestamp" BIGINT, uuid VARCHAR), relationships STRUCT(metric STRUCT(data {_REF}), '
     f"profile STRUCT(data {_REF})))[]', "
     "included: 'STRUCT(type VARCHAR, id VARCHAR, attributes STRUCT(name VARCHAR, email VARCHAR, "
     "phone_number VARCHAR, external_id VARCHAR))[]'}"
@@ -99,6 +98,7 @@ def save_pages(base: str, folder: Path) -> tuple[int, int]:
 
 # --- the two sides, each run as `python this.py --side NAME ...` in a fresh process ---------------
 
+
 def _own() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
@@ -125,8 +125,12 @@ def side_import(base: str, db: str) -> dict:
     from klaviyo_bridge.imports.runner import run_import
     from klaviyo_bridge.store.factory import open_warehouse
 
-    config = parse_import_config({"in": {"data_source": "events", "api_token": DEFAULT_API_KEY, "base_url": base,
-                                         "skip_related_object": False}, "out": {"mode": "append"}})
+    config = parse_import_config(
+        {
+            "in": {"data_source": "events", "api_token": DEFAULT_API_KEY, "base_url": base, "skip_related_object": False},
+            "out": {"mode": "append"},
+        }
+    )
     cpu0, _ = _own()
     t0 = time.perf_counter()
     with open_warehouse(Path(db)) as wh:
@@ -153,9 +157,22 @@ def differing_rows(db_rj: Path, db_imp: Path) -> int:
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"ATTACH '{db_rj}' AS rj (READ_ONLY)")
     con.execute(f"ATTACH '{db_imp}' AS imp (READ_ONLY)")
-    cols = ", ".join(f'"{c}"::VARCHAR' for c in ("id", "datetime", "event_properties", "timestamp", "uuid", "metric_id",
-                                                 "profile_id", "metric_name", "profile_email",
-                                                 "profile_phone_number", "profile_external_id"))
+    cols = ", ".join(
+        f'"{c}"::VARCHAR'
+        for c in (
+            "id",
+            "datetime",
+            "event_properties",
+            "timestamp",
+            "uuid",
+            "metric_id",
+            "profile_id",
+            "metric_name",
+            "profile_email",
+            "profile_phone_number",
+            "profile_external_id",
+        )
+    )
     a, b = f"SELECT {cols} FROM rj.events", f"SELECT {cols} FROM imp.bench.events"
     (count,) = con.execute(f"SELECT count(*) FROM (({a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL {a}))").fetchone()
     con.close()
@@ -172,34 +189,49 @@ def main() -> None:
     args = ap.parse_args()
     if args.side:
         name, *rest = args.side
-        sides = {"read_json": side_read_json, "import": side_import,
-                 "compare": lambda a, b: {"differing": differing_rows(Path(a), Path(b))}}
+        sides = {
+            "read_json": side_read_json,
+            "import": side_import,
+            "compare": lambda a, b: {"differing": differing_rows(Path(a), Path(b))},
+        }
         figures = sides[name](*rest)
         print(json.dumps(figures))
         return
     profiles = args.profiles or max(1000, args.events // 10)
-    with tempfile.TemporaryDirectory() as tmp, emulator_process(
-            "--events", str(args.events), "--profiles", str(profiles), "--no-rate-limits",
-            "--clock", "fixed:2026-12-01T00:00:00Z") as base:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        emulator_process(
+            "--events", str(args.events), "--profiles", str(profiles), "--no-rate-limits", "--clock", "fixed:2026-12-01T00:00:00Z"
+        ) as base,
+    ):
         pages_dir = Path(args.keep_pages) if args.keep_pages else Path(tmp) / "pages"
         pages_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         pages, size = save_pages(base, pages_dir)
         load = os.getloadavg()
-        print(f"{args.events:,} events: {pages:,} pages, {size / 1e6:,.0f} MB saved in {time.perf_counter() - t0:.1f}s "
-              f"(not timed); load average {load[0]:.1f} {load[1]:.1f}; {os.cpu_count()} cores")
-        print(f"{'run':>3} {'read_json s':>11} {'import s':>9} {'ratio':>6} {'rj CPU-s':>9} {'imp CPU-s':>9} "
-              f"{'CPU ratio':>9} {'rj RSS MB':>9} {'imp RSS MB':>10} {'RSS/goal':>8} {'emu CPU-s':>9}")
+        print(
+            f"{args.events:,} events: {pages:,} pages, {size / 1e6:,.0f} MB saved in {time.perf_counter() - t0:.1f}s "
+            f"(not timed); load average {load[0]:.1f} {load[1]:.1f}; {os.cpu_count()} cores"
+        )
+        print(
+            f"{'run':>3} {'read_json s':>11} {'import s':>9} {'ratio':>6} {'rj CPU-s':>9} {'imp CPU-s':>9} "
+            f"{'CPU ratio':>9} {'rj RSS MB':>9} {'imp RSS MB':>10} {'RSS/goal':>8} {'emu CPU-s':>9}"
+        )
         for run in range(1, args.runs + 1):
             db_rj, db_imp = Path(tmp) / f"rj{run}.duckdb", Path(tmp) / f"imp{run}.duckdb"
             rj = run_side("read_json", str(pages_dir), str(db_rj))
             imp = run_side("import", base, str(db_imp), emulator_pid=PIDS[base])
-            mismatch = "" if rj["rows"] == imp["rows"] == args.events else (
-                f"  MISMATCH: read_json {rj['rows']:,} rows, import {imp['rows']:,}, expected {args.events:,}")
-            print(f"{run:>3} {rj['wall']:>11.2f} {imp['wall']:>9.2f} {imp['wall'] / rj['wall']:>6.2f} "
-                  f"{rj['cpu']:>9.1f} {imp['cpu']:>9.1f} {imp['cpu'] / rj['cpu']:>9.2f} {rj['rss']:>9,.0f} "
-                  f"{imp['rss']:>10,.0f} {imp['rss'] / RSS_GOAL_MB:>8.2f} {imp['emulator_cpu']:>9.1f}{mismatch}",
-                  flush=True)
+            mismatch = (
+                ""
+                if rj["rows"] == imp["rows"] == args.events
+                else (f"  MISMATCH: read_json {rj['rows']:,} rows, import {imp['rows']:,}, expected {args.events:,}")
+            )
+            print(
+                f"{run:>3} {rj['wall']:>11.2f} {imp['wall']:>9.2f} {imp['wall'] / rj['wall']:>6.2f} "
+                f"{rj['cpu']:>9.1f} {imp['cpu']:>9.1f} {imp['cpu'] / rj['cpu']:>9.2f} {rj['rss']:>9,.0f} "
+                f"{imp['rss']:>10,.0f} {imp['rss'] / RSS_GOAL_MB:>8.2f} {imp['emulator_cpu']:>9.1f}{mismatch}",
+                flush=True,
+            )
             if run == 1:
                 # in a subprocess too: this process's peak would become its children's ru_maxrss
                 differing = run_side("compare", str(db_rj), str(db_imp))["differing"]
@@ -207,8 +239,10 @@ def main() -> None:
             for db in (db_rj, db_imp):
                 for file in (db, Path(f"{db}.wal")):
                     file.unlink(missing_ok=True)
-        print("ratio = import wall / read_json wall (goal <= 1.0); CPU ratio = import process CPU / read_json "
-              f"process CPU; RSS/goal = import peak RSS / {RSS_GOAL_MB:.0f} MB (goal <= 1.0)")
+        print(
+            "ratio = import wall / read_json wall (goal <= 1.0); CPU ratio = import process CPU / read_json "
+            f"process CPU; RSS/goal = import peak RSS / {RSS_GOAL_MB:.0f} MB (goal <= 1.0)"
+        )
         if not args.keep_pages:
             shutil.rmtree(pages_dir, ignore_errors=True)
 

@@ -34,6 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from _emulator_process import emulator_process  # noqa: E402
 from client_rate_limit import bound_seconds  # noqa: E402
+
 from klaviyo_bridge.config import parse_import_config  # noqa: E402
 from klaviyo_bridge.imports.runner import run_import  # noqa: E402
 from klaviyo_bridge.store.factory import open_warehouse  # noqa: E402
@@ -41,8 +42,11 @@ from klaviyo_emulator.data import LIST_FRACTIONS  # noqa: E402
 from klaviyo_emulator.settings import DEFAULT_API_KEY  # noqa: E402
 
 SEED = 9
-HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15",
-           "content-type": "application/vnd.api+json"}
+HEADERS = {
+    "Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}",
+    "revision": "2026-07-15",
+    "content-type": "application/vnd.api+json",
+}
 
 
 def _send(c: httpx.Client, method: str, url: str, json: dict | None = None) -> httpx.Response:
@@ -70,7 +74,7 @@ def churn(base: str, list_id: str, leaving: list[str], joining: list[str]) -> No
     with httpx.Client(base_url=base, headers=HEADERS, timeout=60) as c:
         for method, ids in (("DELETE", leaving), ("POST", joining)):
             for i in range(0, len(ids), 1000):
-                body = {"data": [{"type": "profile", "id": p} for p in ids[i:i + 1000]]}
+                body = {"data": [{"type": "profile", "id": p} for p in ids[i : i + 1000]]}
                 _send(c, method, f"/api/lists/{list_id}/relationships/profiles", json=body)
 
 
@@ -94,14 +98,38 @@ def main() -> None:
     args = ap.parse_args()
     profiles = int(args.members / LIST_FRACTIONS[0])
     latency = args.latency_ms / 1000
-    with emulator_process("--seed", str(SEED), "--profiles", str(profiles), "--events", "0", "--lists", "2",
-                          "--latency-ms", str(args.latency_ms), "--clock", "real") as base, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        emulator_process(
+            "--seed",
+            str(SEED),
+            "--profiles",
+            str(profiles),
+            "--events",
+            "0",
+            "--lists",
+            "2",
+            "--latency-ms",
+            str(args.latency_ms),
+            "--clock",
+            "real",
+        ) as base,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         list_id, ids = list_and_ids(base)
-        cfg = parse_import_config({"in": {"type": "klaviyo", "data_source": "list_memberships", "list_id": list_id,
-                                          "api_token": DEFAULT_API_KEY, "base_url": base}})
+        cfg = parse_import_config(
+            {
+                "in": {
+                    "type": "klaviyo",
+                    "data_source": "list_memberships",
+                    "list_id": list_id,
+                    "api_token": DEFAULT_API_KEY,
+                    "base_url": base,
+                }
+            }
+        )
         runs = []
         with open_warehouse(Path(tmp) / "w.duckdb") as wh:
+
             def one(label: str) -> None:
                 t0 = time.perf_counter()
                 result = asyncio.run(run_import(cfg, wh, "bench", "members", now=datetime.now(timezone.utc)))
@@ -109,26 +137,32 @@ def main() -> None:
 
             one("first run")
             n = int(len(ids) * args.churn)
-            leaving, joining = ids[::max(1, len(ids) // n)][:n], outsiders(base, set(ids), n)
+            leaving, joining = ids[:: max(1, len(ids) // n)][:n], outsiders(base, set(ids), n)
             churn(base, list_id, leaving, joining)
             one(f"after {n:,} left and {n:,} joined")
             one("nothing changed")
             history = wh.table_arrow("bench", "members")
             current = wh.table_arrow("bench", "members_current").num_rows
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"membership history of list {list_id}: {len(ids):,} members, emulator latency {args.latency_ms} ms, "
-          f"spec rate limits on (get_profiles_for_list)")
+    print(
+        f"membership history of list {list_id}: {len(ids):,} members, emulator latency {args.latency_ms} ms, "
+        f"spec rate limits on (get_profiles_for_list)"
+    )
     ok = True
     for label, wall, r in runs:
         pages = r.pages
         bound = bound_seconds("get_profiles_for_list", pages, latency)
-        print(f"  {label:<34} {wall:7.1f} s  {r.requests:>6,} requests ({pages:,} member pages)  "
-              f"joined {r.joined:>7,}  left {r.left:>6,}  bound {bound:6.1f} s  ratio {wall / bound:4.2f}x")
+        print(
+            f"  {label:<34} {wall:7.1f} s  {r.requests:>6,} requests ({pages:,} member pages)  "
+            f"joined {r.joined:>7,}  left {r.left:>6,}  bound {bound:6.1f} s  ratio {wall / bound:4.2f}x"
+        )
     expected = [(len(ids), 0), (n, n), (0, 0)]
     got = [(r.joined, r.left) for _, _, r in runs]
     ok = got == expected and history.num_rows == len(ids) + n and current == len(ids)
-    print(f"  history rows {history.num_rows:,} (= members + joiners: {len(ids) + n:,}), current rows {current:,}; "
-          f"counts {'as expected' if ok else f'WRONG: {got} != {expected}'}")
+    print(
+        f"  history rows {history.num_rows:,} (= members + joiners: {len(ids) + n:,}), current rows {current:,}; "
+        f"counts {'as expected' if ok else f'WRONG: {got} != {expected}'}"
+    )
     print(f"  importer peak RSS {rss:,.0f} MB")
     if not ok:
         raise SystemExit(1)

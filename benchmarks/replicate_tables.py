@@ -26,6 +26,7 @@ import time
 
 from _counting_emulator import counting_emulator, server_counts
 from _emulator_process import cpu_seconds
+
 from klaviyo_bridge.api.ratelimit import WindowLimiter
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 from klaviyo_spec import operation

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from _counting_emulator import counting_emulator, server_counts
 from _emulator_process import cpu_seconds
+
 from klaviyo_bridge.api.ratelimit import WindowLimiter
 from klaviyo_emulator.limits import overridden, parse_overrides
 from klaviyo_emulator.settings import DEFAULT_API_KEY

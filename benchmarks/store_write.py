@@ -32,20 +32,25 @@ def event_batch(start: int, n: int, rng: np.random.Generator) -> pa.RecordBatch:
     ids = pc.binary_join_element_wise("ev", pc.cast(pa.array(np.arange(start, start + n)), pa.string()), "")
     value = np.round(rng.random(n) * 200, 2)
     props = pc.binary_join_element_wise(
-        '{"$value": ', pc.cast(pa.array(value), pa.string()),
-        ', "Campaign Name": "Spring sale", "items": [{"sku": "SKU-', pc.cast(pa.array(rng.integers(0, 999, n)), pa.string()),
-        '", "qty": 1}], "$source": "web"}', "")
-    return pa.RecordBatch.from_pydict({
-        "id": ids,
-        "datetime": pa.array(1_700_000_000_000_000 + np.arange(start, start + n) * 1_000_000,
-                             pa.timestamp("us", tz="UTC")),
-        "metric_id": pa.array(METRICS[rng.integers(0, len(METRICS), n)]),
-        "profile_id": pc.binary_join_element_wise("P", pc.cast(pa.array(rng.integers(0, n // 5 + 1, n)), pa.string()), ""),
-        "value": pa.array(value),
-        "quantity": pa.array(rng.integers(1, 5, n)),
-        "is_test": pa.array(rng.random(n) < 0.01),
-        "event_properties": pa.ExtensionArray.from_storage(pa.json_(), props),
-    })
+        '{"$value": ',
+        pc.cast(pa.array(value), pa.string()),
+        ', "Campaign Name": "Spring sale", "items": [{"sku": "SKU-',
+        pc.cast(pa.array(rng.integers(0, 999, n)), pa.string()),
+        '", "qty": 1}], "$source": "web"}',
+        "",
+    )
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": ids,
+            "datetime": pa.array(1_700_000_000_000_000 + np.arange(start, start + n) * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "metric_id": pa.array(METRICS[rng.integers(0, len(METRICS), n)]),
+            "profile_id": pc.binary_join_element_wise("P", pc.cast(pa.array(rng.integers(0, n // 5 + 1, n)), pa.string()), ""),
+            "value": pa.array(value),
+            "quantity": pa.array(rng.integers(1, 5, n)),
+            "is_test": pa.array(rng.random(n) < 0.01),
+            "event_properties": pa.ExtensionArray.from_storage(pa.json_(), props),
+        }
+    )
 
 
 def run_case(engine: str, mode: str, rows: int, batch_rows: int) -> dict:
@@ -75,8 +80,15 @@ def run_case(engine: str, mode: str, rows: int, batch_rows: int) -> dict:
         with wh.transaction() as session:
             session.execute(f"DROP SCHEMA IF EXISTS {quote(database)} CASCADE")
         wh.close()
-    return {"engine": engine, "mode": mode, "rows": rows, "table_rows": count, "seconds": round(seconds, 2),
-            "rows_per_s": round(rows / seconds), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {
+        "engine": engine,
+        "mode": mode,
+        "rows": rows,
+        "table_rows": count,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 def main() -> None:
@@ -94,9 +106,23 @@ def main() -> None:
     print(f"{'engine':9} {'mode':10} {'rows':>9} {'seconds':>8} {'rows/s':>9} {'peak RSS MB':>12}")
     for engine in engines:
         for mode in modes:
-            out = subprocess.run([sys.executable, __file__, "--one", "--engine", engine, "--mode", mode,
-                                  "--rows", str(args.rows), "--batch-rows", str(args.batch_rows)],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    "--engine",
+                    engine,
+                    "--mode",
+                    mode,
+                    "--rows",
+                    str(args.rows),
+                    "--batch-rows",
+                    str(args.batch_rows),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 print(f"{engine:9} {mode:10} FAILED: {out.stderr.strip().splitlines()[-1]}")
                 continue

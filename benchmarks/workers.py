@@ -63,20 +63,50 @@ def one_round(base_url: str, keys: list[str], workers: int, concurrency: int, wo
         try:
             for i, key in enumerate(keys):
                 credentials.save(f"acct{i}", key)
-                config = {"in": {"type": "klaviyo", "data_source": "profiles", "connection": f"acct{i}",
-                                 "base_url": base_url, "incremental": True, "start_time": "2025-09-01T00:00:00Z"},
-                          "out": {"mode": "merge"}}
-                wh.state.create_schedule(ScheduleRecord(f"a{i:03d}", "import", "* * * * *", "UTC", 0, "klaviyo",
-                                                        f"a{i:03d}", config, last_scheduled_for=T0))
+                config = {
+                    "in": {
+                        "type": "klaviyo",
+                        "data_source": "profiles",
+                        "connection": f"acct{i}",
+                        "base_url": base_url,
+                        "incremental": True,
+                        "start_time": "2025-09-01T00:00:00Z",
+                    },
+                    "out": {"mode": "merge"},
+                }
+                wh.state.create_schedule(
+                    ScheduleRecord(
+                        f"a{i:03d}", "import", "* * * * *", "UTC", 0, "klaviyo", f"a{i:03d}", config, last_scheduled_for=T0
+                    )
+                )
         finally:
             wh.close()
         prepare(url)
         log = open(work / f"{name}.log", "wb")
         for w in range(workers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "klaviyo_bridge", "--home", str(home.root), "worker", "--warehouse", url,
-                 "--name", f"w{w}", "--no-schedules", "--poll", "0.2", "--concurrency", str(concurrency)],
-                stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "klaviyo_bridge",
+                        "--home",
+                        str(home.root),
+                        "worker",
+                        "--warehouse",
+                        url,
+                        "--name",
+                        f"w{w}",
+                        "--no-schedules",
+                        "--poll",
+                        "0.2",
+                        "--concurrency",
+                        str(concurrency),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         log.close()
         with psycopg.connect(url, autocommit=True) as conn:
             while conn.execute("SELECT count(*) FROM _bridge.workers").fetchone()[0] < workers:  # type: ignore[index]
@@ -88,8 +118,7 @@ def one_round(base_url: str, keys: list[str], workers: int, concurrency: int, wo
             finally:
                 wh.close()
             assert len(report.enqueued) == len(keys), report
-            while conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
-                               ).fetchone()[0]:  # type: ignore[index]
+            while conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()[0]:  # type: ignore[index]
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
             done = dict(conn.execute("SELECT status, count(*) FROM _bridge.runs GROUP BY 1").fetchall())
@@ -118,8 +147,10 @@ def main() -> None:
     keys = [f"pk_emulator_bench_{i:03d}" for i in range(args.accounts)]
     settings = EmulatorSettings(extra_api_keys=tuple(keys), rate_limits=False, profiles=120, events=0, lists=1)
     work = Path(tempfile.mkdtemp(prefix="kb-workers-bench-"))
-    print(f"{args.accounts} accounts, one import schedule each (120 profiles, incremental, merge); "
-          f"concurrency {args.concurrency} per worker; {os.cpu_count()} cores")
+    print(
+        f"{args.accounts} accounts, one import schedule each (120 profiles, incremental, merge); "
+        f"concurrency {args.concurrency} per worker; {os.cpu_count()} cores"
+    )
     base_rate = None
     try:
         with serving(create_app(settings), name="klaviyo-emulator") as base_url:
@@ -130,9 +161,11 @@ def main() -> None:
                 if base_rate is None:
                     base_rate = rate / counts[0]
                 bound = base_rate * w
-                print(f"{w} worker(s): {args.accounts} runs in {seconds:.1f} s = {rate:.1f} runs/min; "
-                      f"linear bound {bound:.1f} runs/min; ratio {rate / bound:.2f} (load before {load:.1f})",
-                      flush=True)
+                print(
+                    f"{w} worker(s): {args.accounts} runs in {seconds:.1f} s = {rate:.1f} runs/min; "
+                    f"linear bound {bound:.1f} runs/min; ratio {rate / bound:.2f} (load before {load:.1f})",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

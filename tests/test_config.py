@@ -83,7 +83,19 @@ def test_sources_that_need_an_id(source, fragment):
     assert info.value.key == "in." + fragment.split()[-1]
 
 
-@pytest.mark.parametrize("tz, ok", [("Asia/Tokyo", True), ("UTC", True), ("GMT", True), ("Etc/GMT+5", True), ("EST", False), ("PST", False), ("CST", False), ("Mars/Base", False)])
+@pytest.mark.parametrize(
+    "tz, ok",
+    [
+        ("Asia/Tokyo", True),
+        ("UTC", True),
+        ("GMT", True),
+        ("Etc/GMT+5", True),
+        ("EST", False),
+        ("PST", False),
+        ("CST", False),
+        ("Mars/Base", False),
+    ],
+)
 def test_time_zones_are_iana_only(tz, ok):
     data = {"in": {"data_source": "lists", "api_token": KEY}, "out": {"timezone": tz}}
     if ok:
@@ -93,13 +105,16 @@ def test_time_zones_are_iana_only(tz, ok):
             parse_import_config(data)
 
 
-@pytest.mark.parametrize("written, tz, utc", [
-    ("2023-06-01T17:06:39", "Asia/Tokyo", "2023-06-01T08:06:39+00:00"),
-    ("2023-06-01", "America/Los_Angeles", "2023-06-01T07:00:00+00:00"),
-    ("2023-06-01T17:06:39Z", "Asia/Tokyo", "2023-06-01T17:06:39+00:00"),
-    ("2023-06-01T17:06:39+02:00", "Asia/Tokyo", "2023-06-01T15:06:39+00:00"),
-    ("2023-06-01T17:06:39", "UTC", "2023-06-01T17:06:39+00:00"),
-])
+@pytest.mark.parametrize(
+    "written, tz, utc",
+    [
+        ("2023-06-01T17:06:39", "Asia/Tokyo", "2023-06-01T08:06:39+00:00"),
+        ("2023-06-01", "America/Los_Angeles", "2023-06-01T07:00:00+00:00"),
+        ("2023-06-01T17:06:39Z", "Asia/Tokyo", "2023-06-01T17:06:39+00:00"),
+        ("2023-06-01T17:06:39+02:00", "Asia/Tokyo", "2023-06-01T15:06:39+00:00"),
+        ("2023-06-01T17:06:39", "UTC", "2023-06-01T17:06:39+00:00"),
+    ],
+)
 def test_times_without_offset_are_read_in_the_storage_time_zone(written, tz, utc):
     from datetime import timezone
 

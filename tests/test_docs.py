@@ -65,9 +65,10 @@ def argv_of(line: str) -> list[str] | None:
             word = word[:-1]
         words[i] = word
     for i, word in enumerate(words):
-        if word.endswith("klaviyo-bridge") and (i == 0 or "=" in words[i - 1] or words[i - 1] in ("&&", ";")
-                                                or all("=" in w for w in words[:i])):
-            rest = words[i + 1:]
+        if word.endswith("klaviyo-bridge") and (
+            i == 0 or "=" in words[i - 1] or words[i - 1] in ("&&", ";") or all("=" in w for w in words[:i])
+        ):
+            rest = words[i + 1 :]
             for stop, item in enumerate(rest):
                 if item in ("|", ">", "<", "&", "&&", ";", "2>&1") or item.startswith((">", "<")):
                     return rest[:stop]

@@ -54,17 +54,24 @@ def expectations() -> dict[str, list[str]]:
     return {
         "auth:create": ["Saved authentication 'my_account'", "next: use it with 'connection: my_account'"],
         "connector:preview": ["email:string", "next: import it: klaviyo-bridge connector:issue profiles.yml"],
-        "connector:issue": ["profiles -> klaviyo.profiles (merge): 1000 rows",
-                            "next: look at it: klaviyo-bridge tables -d klaviyo",
-                            'klaviyo-bridge sql "SELECT * FROM klaviyo.profiles LIMIT 10"'],
+        "connector:issue": [
+            "profiles -> klaviyo.profiles (merge): 1000 rows",
+            "next: look at it: klaviyo-bridge tables -d klaviyo",
+            'klaviyo-bridge sql "SELECT * FROM klaviyo.profiles LIMIT 10"',
+        ],
         "tables": ["profiles", "1000", 'look inside one with: klaviyo-bridge sql "SELECT * FROM klaviyo.profiles'],
         "sql": ["email", "first_name", "created", "(5 rows)"],
-        "query --dry-run": ["100 would be sent", "0 invalid\n", "dry run: nothing was sent",
-                            "next: send it"],
-        "query": ["100 rows: 100 accepted", "next: each row's outcome: klaviyo-bridge job:show",
-                  "next: run it on a schedule: klaviyo-bridge sched:create"],
-        "sched:create": ["Export schedule 'weekly_export' created", "next: run it now: klaviyo-bridge sched:run weekly_export",
-                         "its jobs: klaviyo-bridge sched:history weekly_export"],
+        "query --dry-run": ["100 would be sent", "0 invalid\n", "dry run: nothing was sent", "next: send it"],
+        "query": [
+            "100 rows: 100 accepted",
+            "next: each row's outcome: klaviyo-bridge job:show",
+            "next: run it on a schedule: klaviyo-bridge sched:create",
+        ],
+        "sched:create": [
+            "Export schedule 'weekly_export' created",
+            "next: run it now: klaviyo-bridge sched:run weekly_export",
+            "its jobs: klaviyo-bridge sched:history weekly_export",
+        ],
         "sched:run": ["100 records exported", "next: its history: klaviyo-bridge sched:history weekly_export"],
         "sched:history": ["JobID", "success", "next: one job's details: klaviyo-bridge job:show"],
     }
@@ -81,8 +88,15 @@ def shell_env(tmp_path):
 
 
 def sh(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", "set -e -o pipefail\n" + script], cwd=cwd, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+    return subprocess.run(
+        ["bash", "-c", "set -e -o pipefail\n" + script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
 
 
 def test_the_readme_walkthrough_from_a_clean_home(tmp_path, shell_env):
@@ -117,8 +131,18 @@ def test_the_readme_walkthrough_from_a_clean_home(tmp_path, shell_env):
                 if verb("klaviyo-bridge " + command) in READ_ONLY and not re.search(r"\b[A-Z]{4,}\b", command):
                     followed = sh("\n".join([*prelude, "klaviyo-bridge " + command]), work, shell_env)
                     assert followed.returncode == 0, f"the hint {command!r} after {step!r} fails:\n{followed.stderr}"
-    assert seen == ["auth:create", "connector:preview", "connector:issue", "tables", "sql", "query --dry-run",
-                    "query", "sched:create", "sched:run", "sched:history"]
+    assert seen == [
+        "auth:create",
+        "connector:preview",
+        "connector:issue",
+        "tables",
+        "sql",
+        "query --dry-run",
+        "query",
+        "sched:create",
+        "sched:run",
+        "sched:history",
+    ]
     assert not (Path(shell_env["HOME"]) / ".klaviyo-bridge").exists()  # everything in the home the README set
     assert not (Path(shell_env["HOME"]) / ".local" / "share" / "klaviyo-bridge").exists()  # not the default one
     if shell_env.get("XDG_DATA_HOME"):

@@ -28,15 +28,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .api.settings import ClientSettings
+
 # The document readers moved to documents.py (a leaf every layer may use); re-exported here.
 from .documents import (
     MAX_DOCUMENT_BYTES as MAX_DOCUMENT_BYTES,
+)
+from .documents import (
     MAX_DOCUMENT_DEPTH as MAX_DOCUMENT_DEPTH,
+)
+from .documents import (
     MAX_DOCUMENT_VALUES as MAX_DOCUMENT_VALUES,
+)
+from .documents import (
     check_document_size as check_document_size,
+)
+from .documents import (
     load_json_document as load_json_document,
+)
+from .documents import (
     load_yaml as load_yaml,
+)
+from .documents import (
     missing_space_line as missing_space_line,
+)
+from .documents import (
     read_text_bounded as read_text_bounded,
 )
 from .errors import ConfigError
@@ -180,7 +195,7 @@ class ImportSource(ClientSettings):
         if isinstance(value, (str, dict)):
             value = [value]
         if not isinstance(value, list):
-            raise ValueError("must be a list of metric names or ids, e.g. [\"Placed Order\", \"Opened Email\"]")
+            raise ValueError('must be a list of metric names or ids, e.g. ["Placed Order", "Opened Email"]')
         out = []
         for i, item in enumerate(value):
             try:
@@ -214,8 +229,10 @@ class ImportSource(ClientSettings):
         if self.start_time and self.end_time and self.end_time <= self.start_time:
             raise bad("end_time", "must be after start_time")
         if s.membership and self.incremental_field is not None:
-            raise bad("incremental_field", f"{s.name} reads every member each run (departures show only as "
-                      "absences); it takes no incremental_field")
+            raise bad(
+                "incremental_field",
+                f"{s.name} reads every member each run (departures show only as absences); it takes no incremental_field",
+            )
         if self.incremental_field is not None and self.incremental_field not in s.time_fields:
             allowed = ", ".join(s.time_fields) or "none (this source has no time filter)"
             raise bad("incremental_field", f"{self.incremental_field!r} is not available for {s.name}; allowed: {allowed}")
@@ -234,9 +251,7 @@ class ImportSource(ClientSettings):
         return self
 
     def client_settings(self) -> ClientSettings:
-        return ClientSettings.model_validate(
-            {name: getattr(self, name) for name in ClientSettings.model_fields}
-        )
+        return ClientSettings.model_validate({name: getattr(self, name) for name in ClientSettings.model_fields})
 
 
 class ImportTarget(BaseModel):
@@ -273,14 +288,22 @@ class ImportConfig(BaseModel):
         s = stream(self.source.data_source)
         bad = KeyedValueError  # reported with the path of the key across sections
         if s.membership and self.target.mode not in ("append", "merge"):
-            raise bad("out.mode", f"{s.name} keeps a history (joined_at, left_at) that out.mode "
-                      f"{self.target.mode} would erase; use append or merge (they mean the same here)")
+            raise bad(
+                "out.mode",
+                f"{s.name} keeps a history (joined_at, left_at) that out.mode "
+                f"{self.target.mode} would erase; use append or merge (they mean the same here)",
+            )
         if self.source.detect_deleted and self.target.mode != "merge":
-            raise bad("in.detect_deleted", "detect_deleted marks the rows of deleted profiles, which needs "
-                      "out.mode: merge (one row per profile)")
+            raise bad(
+                "in.detect_deleted",
+                "detect_deleted marks the rows of deleted profiles, which needs out.mode: merge (one row per profile)",
+            )
         if s.membership and (self.target.primary_key or self.target.partition_key):
-            raise bad("out.primary_key", f"{s.name} has fixed columns ({s.membership}, profile_id, joined_at, "
-                      "left_at); primary_key and partition_key do not apply")
+            raise bad(
+                "out.primary_key",
+                f"{s.name} has fixed columns ({s.membership}, profile_id, joined_at, "
+                "left_at); primary_key and partition_key do not apply",
+            )
         return self
 
     @model_validator(mode="before")

@@ -15,7 +15,6 @@ import yaml
 
 from .errors import ConfigError
 
-
 _MISSING_SPACE = re.compile(r"^\s*([A-Za-z_][\w-]*):(?![\s/]|$)(\S.*)$")
 
 

@@ -51,9 +51,12 @@ class Problem:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Problem":
         row = data.get("row")
-        return cls(message=str(data.get("message") or ""), field=_text_or_none(data.get("field")),
-                   row=row if isinstance(row, int) and not isinstance(row, bool) else None,
-                   hint=_text_or_none(data.get("hint")))
+        return cls(
+            message=str(data.get("message") or ""),
+            field=_text_or_none(data.get("field")),
+            row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+            hint=_text_or_none(data.get("hint")),
+        )
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -85,8 +88,15 @@ class BridgeError(Exception):
 
     _problems: tuple[Problem, ...] = ()
 
-    def __init__(self, message: str = "", *args: Any, field: str | None = None, row: int | None = None,
-                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *args: Any,
+        field: str | None = None,
+        row: int | None = None,
+        hint: str | None = None,
+        problems: tuple[Problem, ...] | list[Problem] = (),
+    ) -> None:
         super().__init__(message, *args)
         if field is not None:
             self.field = field
@@ -109,8 +119,14 @@ class BridgeError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The error as data: code, message, field, row, hint and the list of problems."""
-        return {"code": self.error_code, "message": self.message, "field": self.field, "row": self.row,
-                "hint": self.hint, "problems": [p.to_dict() for p in self.problems]}
+        return {
+            "code": self.error_code,
+            "message": self.message,
+            "field": self.field,
+            "row": self.row,
+            "hint": self.hint,
+            "problems": [p.to_dict() for p in self.problems],
+        }
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
@@ -118,8 +134,14 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, BridgeError):
         return exc.to_dict()
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return {"code": "internal", "message": message, "field": None, "row": None, "hint": None,
-            "problems": [Problem(message).to_dict()]}
+    return {
+        "code": "internal",
+        "message": message,
+        "field": None,
+        "row": None,
+        "hint": None,
+        "problems": [Problem(message).to_dict()],
+    }
 
 
 def error_from_text(text: str, *, status: str = "error") -> dict[str, Any]:
@@ -132,8 +154,7 @@ def error_from_text(text: str, *, status: str = "error") -> dict[str, Any]:
     cls = globals().get(name) if sep and name.isidentifier() else None
     if isinstance(cls, type) and issubclass(cls, BridgeError) and status != "killed":
         code = cls.error_code
-    return {"code": code, "message": text, "field": None, "row": None, "hint": None,
-            "problems": [Problem(text).to_dict()]}
+    return {"code": code, "message": text, "field": None, "row": None, "hint": None, "problems": [Problem(text).to_dict()]}
 
 
 class ConfigError(BridgeError):
@@ -143,15 +164,22 @@ class ConfigError(BridgeError):
     exit_code = 2
     error_code = "config"
 
-    def __init__(self, message: str, *, key: str | None = None, field: str | None = None, row: int | None = None,
-                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        field: str | None = None,
+        row: int | None = None,
+        hint: str | None = None,
+        problems: tuple[Problem, ...] | list[Problem] = (),
+    ) -> None:
         super().__init__(message, field=field or key, row=row, hint=hint, problems=problems)
         self.key = field or key
 
     def within(self, origin: str) -> "ConfigError":
         """The same error, its message prefixed with where the settings came from."""
-        return ConfigError(f"{origin}: {self}", field=self.field, row=self.row, hint=self.hint,
-                           problems=self._problems)
+        return ConfigError(f"{origin}: {self}", field=self.field, row=self.row, hint=self.hint, problems=self._problems)
 
 
 @dataclass(frozen=True)
@@ -299,15 +327,24 @@ def disk_full_reason(text: str) -> str | None:
 
 
 def disk_full_message(where: object, reason: str) -> str:
-    return (f"the disk holding {where} is full ({reason}): this command's changes were rolled back, so the "
-            "tables, cursors, schedules and job history are as they were before it; free some space and run it again")
+    return (
+        f"the disk holding {where} is full ({reason}): this command's changes were rolled back, so the "
+        "tables, cursors, schedules and job history are as they were before it; free some space and run it again"
+    )
 
 
 class ExportError(BridgeError):
     """An export cannot proceed (missing column, ambiguous list name, ...)."""
 
-    def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
-                 hint: str | None = None, problems: tuple[Problem, ...] | list[Problem] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+        problems: tuple[Problem, ...] | list[Problem] = (),
+    ) -> None:
         super().__init__(message, field=column, row=row, hint=hint, problems=problems)
         self.column = column
 
@@ -333,9 +370,12 @@ class JobFailed(BridgeError):
     def __init__(self, message: str, *, run_id: str | None = None, error: dict[str, Any] | None = None) -> None:
         detail = dict(error or {})
         row = detail.get("row")
-        super().__init__(message, field=_text_or_none(detail.get("field")),
-                         row=row if isinstance(row, int) and not isinstance(row, bool) else None,
-                         hint=_text_or_none(detail.get("hint")))
+        super().__init__(
+            message,
+            field=_text_or_none(detail.get("field")),
+            row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+            hint=_text_or_none(detail.get("hint")),
+        )
         self.run_id = run_id
         self.error = detail
 

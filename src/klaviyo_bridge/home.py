@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
 from .errors import ConfigError
 
 log = logging.getLogger("klaviyo_bridge.home")
@@ -38,11 +39,13 @@ def make_private(path: Path, what: str, *, notice: bool = True) -> bool:
     try:
         os.chmod(path, new)
     except OSError as exc:
-        log.warning("%s %s can be read by other users (mode %04o) and could not be made private: %s",
-                    what, path, mode, exc.strerror)
+        log.warning(
+            "%s %s can be read by other users (mode %04o) and could not be made private: %s", what, path, mode, exc.strerror
+        )
         return False
-    (log.warning if notice else log.debug)("%s %s could be read by other users (mode %04o); made it private (%04o)",
-                                           what, path, mode, new)
+    (log.warning if notice else log.debug)(
+        "%s %s could be read by other users (mode %04o); made it private (%04o)", what, path, mode, new
+    )
     return True
 
 
@@ -58,6 +61,7 @@ def private_files() -> Iterator[None]:
             yield
         finally:
             os.umask(old)
+
 
 HOME_ENV = "KLAVIYO_BRIDGE_HOME"
 #: The folder name inside the user's data directory.

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from . import aio
+from .config import parse_import_config
 from .errors import (
     BridgeError,
-    error_dict,
     ConfigError,
     ExportBusy,
     ExportError,
@@ -46,16 +46,15 @@ from .errors import (
     RetryableApiError,
     ScheduleError,
     StoreError,
+    error_dict,
 )
+from .exports.job import export_query, load_result_settings
 from .exports.settings import ExportSettings
+from .imports.runner import run_import
 from .secrets import ApiKey, CredentialStore, redact, resolve_connection
 from .store.state import StateStore
 from .store.warehouse import Warehouse
 from .workflows.dig import WorkflowRunner
-from .config import parse_import_config
-from .imports.runner import run_import
-from .exports.job import load_result_settings
-from .exports.job import export_query
 
 log = logging.getLogger("klaviyo_bridge.jobs")
 
@@ -161,11 +160,18 @@ async def run_import_job(ctx: JobContext) -> JobOutcome:
         raise ConfigError("an import job needs a database and a table")
     config = parse_import_config(ctx.resolved_config(), f"schedule {spec.schedule or spec.job}")
     adopt_earlier_cursor(ctx.warehouse.state, spec)
-    result = await run_import(config, ctx.warehouse, spec.database, spec.table, job=spec.job, now=ctx.now,
-                              run_id=ctx.run_id)
-    return JobOutcome(rows_read=result.rows, rows_written=result.rows,
-                      counts={"pages": result.pages, "requests": result.requests, "retries": result.retries,
-                              "throttled": result.throttled, "seconds": round(result.seconds, 3)})
+    result = await run_import(config, ctx.warehouse, spec.database, spec.table, job=spec.job, now=ctx.now, run_id=ctx.run_id)
+    return JobOutcome(
+        rows_read=result.rows,
+        rows_written=result.rows,
+        counts={
+            "pages": result.pages,
+            "requests": result.requests,
+            "retries": result.retries,
+            "throttled": result.throttled,
+            "seconds": round(result.seconds, 3),
+        },
+    )
 
 
 register_kind("import", run_import_job)
@@ -177,9 +183,11 @@ def _stopper(stop: threading.Event) -> Callable[[str, int], None]:
 
     Only batch events stop it (raised inside a batch, the export lets the batches in flight finish);
     other kinds (``validated``, any new one) are ignored."""
+
     def progress(what: str, rows: int) -> None:
         if what in ("sent", "done") and stop.is_set():
             raise JobCancelled("killed by job:kill")
+
     return progress
 
 
@@ -192,8 +200,9 @@ async def _in_thread(stop: threading.Event, func: Callable[..., Any], *args: Any
         raise
 
 
-def export_settings_of(config: Mapping[str, Any], credentials: CredentialStore,
-                       secrets: list[str] | None = None) -> ExportSettings:
+def export_settings_of(
+    config: Mapping[str, Any], credentials: CredentialStore, secrets: list[str] | None = None
+) -> ExportSettings:
     """An export schedule's stored ``result_settings`` -> validated ExportSettings (saved key filled in)."""
     raw = config.get("result_settings")
     if not isinstance(raw, Mapping):
@@ -219,16 +228,33 @@ async def run_export_job(ctx: JobContext) -> JobOutcome:
     stop = threading.Event()
     # The engine checks the destination (one read of a list given by id) before the query runs, and
     # raises ExportFailed (status error) when nothing sent was accepted or stop_on_batch_failure tripped.
-    result = await _in_thread(stop, export_query, ctx.warehouse, sql, settings, database=spec.database,
-                              job=spec.job, run_id=ctx.run_id, progress=_stopper(stop), table=spec.result)
+    result = await _in_thread(
+        stop,
+        export_query,
+        ctx.warehouse,
+        sql,
+        settings,
+        database=spec.database,
+        job=spec.job,
+        run_id=ctx.run_id,
+        progress=_stopper(stop),
+        table=spec.result,
+    )
     counts = dict(result.summary.counts)
     partial = result.partial_warning()
     if partial:
         log.warning("export %s: %s", ctx.run_id, partial)
-    return JobOutcome(rows_read=result.summary.total,
-                      rows_written=counts.get("accepted", 0) + counts.get("submitted", 0),
-                      counts={**counts, "batches": result.batches, "failed_batches": result.failed_batches,
-                              "requests": result.requests, "seconds": round(result.seconds, 3)})
+    return JobOutcome(
+        rows_read=result.summary.total,
+        rows_written=counts.get("accepted", 0) + counts.get("submitted", 0),
+        counts={
+            **counts,
+            "batches": result.batches,
+            "failed_batches": result.failed_batches,
+            "requests": result.requests,
+            "seconds": round(result.seconds, 3),
+        },
+    )
 
 
 register_kind("export", run_export_job)
@@ -245,14 +271,19 @@ async def run_workflow_job(ctx: JobContext) -> JobOutcome:
     if not isinstance(stored, Mapping) or not isinstance(stored.get("document"), Mapping):
         raise ConfigError("a workflow job needs a pushed workflow (workflow push FILE.dig)")
     stop = threading.Event()
-    runner = WorkflowRunner(ctx.warehouse, credentials_path=ctx.credentials.path,
-                            files=dict(stored.get("files") or {}), export_options={"progress": _stopper(stop)})
+    runner = WorkflowRunner(
+        ctx.warehouse,
+        credentials_path=ctx.credentials.path,
+        files=dict(stored.get("files") or {}),
+        export_options={"progress": _stopper(stop)},
+    )
     results = await _in_thread(stop, runner.run_document, stored["document"], str(stored.get("name") or ctx.spec.job))
     rows = sum(r.rows or 0 for r in results)
     exported = [r.export for r in results if r.export is not None]
     written = sum(e.summary.counts.get("accepted", 0) + e.summary.counts.get("submitted", 0) for e in exported)
-    return JobOutcome(rows_read=rows, rows_written=written,
-                      counts={"tasks": len(results), "export_runs": ",".join(e.run_id for e in exported)})
+    return JobOutcome(
+        rows_read=rows, rows_written=written, counts={"tasks": len(results), "export_runs": ",".join(e.run_id for e in exported)}
+    )
 
 
 register_kind("workflow", run_workflow_job)
@@ -313,7 +344,7 @@ def process_identity(pid: int) -> str | None:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except (OSError, ValueError):
         return None
-    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime 22
     try:
         return f"{boot}:{fields[19]}"
     except IndexError:
@@ -393,11 +424,19 @@ async def _run_cancellable(runner: Runner, ctx: JobContext, marker: Path | None)
             _LIVE.pop(ctx.run_id, None)
 
 
-def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStore, *,
-                now: datetime | None = None, scheduled_for: datetime | None = None,
-                triggered_by: str = "manual", control_dir: Path | None = None,
-                max_failures: int | None = None, run_id: str | None = None,
-                clock: Callable[[], datetime] | None = None) -> JobResult:
+def execute_job(
+    spec: JobSpec,
+    warehouse: Warehouse,
+    credentials: CredentialStore,
+    *,
+    now: datetime | None = None,
+    scheduled_for: datetime | None = None,
+    triggered_by: str = "manual",
+    control_dir: Path | None = None,
+    max_failures: int | None = None,
+    run_id: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> JobResult:
     """Run ``spec`` to the end in this thread and record it; never raises for the job's own failure.
 
     ``now`` is the job's "as of" time (an import's end of range); ``scheduled_for`` the slot a
@@ -411,19 +450,37 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
     state = warehouse.state
     as_of = (now or clock()).astimezone(timezone.utc)
     started = datetime.now(timezone.utc)
-    state.begin_job(run_id, spec.job, spec.kind,
-                    schedule=spec.schedule, scheduled_for=scheduled_for, triggered_by=triggered_by,
-                    pid=os.getpid(), host=socket.gethostname(), database=spec.database, table=spec.table)
+    state.begin_job(
+        run_id,
+        spec.job,
+        spec.kind,
+        schedule=spec.schedule,
+        scheduled_for=scheduled_for,
+        triggered_by=triggered_by,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        database=spec.database,
+        table=spec.table,
+    )
     marker = cancel_marker(control_dir, run_id) if control_dir is not None else None
     ctx = JobContext(spec, run_id, as_of, warehouse, credentials)
     outcome, failure = JobOutcome(), None
     try:
         if control_dir is not None:  # inside the try: a full disk here still ends the job recorded
             control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            live_file(control_dir, run_id).write_text(json.dumps(
-                {"run_id": run_id, "pid": os.getpid(), "proc": process_identity(os.getpid()),
-                 "schedule": spec.schedule, "triggered_by": triggered_by, "kind": spec.kind,
-                 "started_at": started.isoformat()}))
+            live_file(control_dir, run_id).write_text(
+                json.dumps(
+                    {
+                        "run_id": run_id,
+                        "pid": os.getpid(),
+                        "proc": process_identity(os.getpid()),
+                        "schedule": spec.schedule,
+                        "triggered_by": triggered_by,
+                        "kind": spec.kind,
+                        "started_at": started.isoformat(),
+                    }
+                )
+            )
         if runner is None:
             raise ConfigError(f"no job kind {spec.kind!r} is installed (known: {', '.join(sorted(KINDS))})")
         outcome = aio.run(_run_cancellable(runner, ctx, marker)) or JobOutcome()
@@ -438,8 +495,9 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
         if control_dir is not None:
             for path in (live_file(control_dir, run_id), cancel_marker(control_dir, run_id)):
                 path.unlink(missing_ok=True)
-    result = _finish(state, spec, run_id, outcome, failure, ctx.secrets, scheduled_for, started,
-                     triggered_by, max_failures, kill_reason=reason)
+    result = _finish(
+        state, spec, run_id, outcome, failure, ctx.secrets, scheduled_for, started, triggered_by, max_failures, kill_reason=reason
+    )
     if isinstance(failure, (KeyboardInterrupt, SystemExit)):
         raise failure
     if failure is not None:
@@ -453,9 +511,19 @@ def execute_job(spec: JobSpec, warehouse: Warehouse, credentials: CredentialStor
     return result
 
 
-def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, failure: BaseException | None,
-            secrets: list[str], scheduled_for: datetime | None, started: datetime, triggered_by: str,
-            max_failures: int | None, kill_reason: str | None = None) -> JobResult:
+def _finish(
+    state: StateStore,
+    spec: JobSpec,
+    run_id: str,
+    outcome: JobOutcome,
+    failure: BaseException | None,
+    secrets: list[str],
+    scheduled_for: datetime | None,
+    started: datetime,
+    triggered_by: str,
+    max_failures: int | None,
+    kill_reason: str | None = None,
+) -> JobResult:
     error_class = classify(failure) if failure is not None else None
     status = "success" if failure is None else "killed" if error_class == "killed" else "error"
     error = None
@@ -484,29 +552,53 @@ def _finish(state: StateStore, spec: JobSpec, run_id: str, outcome: JobOutcome, 
             if failures >= max_failures and schedule.enabled:
                 reason = f"{failures} configuration failures in a row (last: {error})"
                 changes.update(enabled=False, disabled_reason=reason[:500], disabled_at=datetime.now(timezone.utc))
-                how = {"export": f"sched:update {schedule.name} --enable",
-                       "workflow": "workflow push the fixed file again"}.get(schedule.kind,
-                                                                              f"connector:update {schedule.name} --enable")
+                how = {"export": f"sched:update {schedule.name} --enable", "workflow": "workflow push the fixed file again"}.get(
+                    schedule.kind, f"connector:update {schedule.name} --enable"
+                )
                 note = f"schedule disabled after {failures} configuration failures in a row; fix it, then {how}"
         if failures != schedule.consecutive_failures:
             changes["consecutive_failures"] = failures
-    state.end_job(run_id, status, error=error, note=note, rows_read=outcome.rows_read,
-                  rows_written=outcome.rows_written, schedule=spec.schedule, schedule_changes=changes,
-                  error_detail=error_detail)
+    state.end_job(
+        run_id,
+        status,
+        error=error,
+        note=note,
+        rows_read=outcome.rows_read,
+        rows_written=outcome.rows_written,
+        schedule=spec.schedule,
+        schedule_changes=changes,
+        error_detail=error_detail,
+    )
     record = state.job(run_id)
-    return JobResult(run_id, spec.kind, spec.job, spec.schedule, status, spec.database, spec.table, scheduled_for,
-                     started, datetime.now(timezone.utc),
-                     rows=record.rows_written if record and record.rows_written is not None else
-                     (record.rows_read if record else None),
-                     error=error, error_class=error_class, error_detail=error_detail, consecutive_failures=failures,
-                     disabled="enabled" in changes, note=note)
+    return JobResult(
+        run_id,
+        spec.kind,
+        spec.job,
+        spec.schedule,
+        status,
+        spec.database,
+        spec.table,
+        scheduled_for,
+        started,
+        datetime.now(timezone.utc),
+        rows=record.rows_written if record and record.rows_written is not None else (record.rows_read if record else None),
+        error=error,
+        error_class=error_class,
+        error_detail=error_detail,
+        consecutive_failures=failures,
+        disabled="enabled" in changes,
+        note=note,
+    )
 
 
 def structured_error(failure: BaseException, secrets: list[Any], *, killed: str | None = None) -> dict[str, Any]:
     """``failure`` as data for the job record and notify: ``error_dict`` with every text redacted
     and cut like ``error`` (a stopped run: code "killed" and who stopped it)."""
-    data = error_dict(failure) if killed is None else {
-        "code": "killed", "message": killed, "field": None, "row": None, "hint": None, "problems": []}
+    data = (
+        error_dict(failure)
+        if killed is None
+        else {"code": "killed", "message": killed, "field": None, "row": None, "hint": None, "problems": []}
+    )
 
     def clean(text: Any) -> Any:
         return redact(text, secrets)[:2000] if isinstance(text, str) else text  # type: ignore[index]
@@ -528,7 +620,7 @@ def _engine_account(text: str | None) -> str:
         changed = False
         for prefix in _ENGINE_STOP_PREFIXES:
             if text.startswith(prefix):
-                text = text[len(prefix):].lstrip(" ;,:")
+                text = text[len(prefix) :].lstrip(" ;,:")
                 changed = True
     return "" if text in ("killed by job:kill", "CancelledError", "KeyboardInterrupt") else text
 
@@ -565,15 +657,22 @@ def request_kill(run_id: str, *, control_dir: Path, state: StateStore | None = N
         # The process that wrote the file is gone (or its pid was reused): nothing runs the job.
         live_file(control_dir, run_id).unlink(missing_ok=True)
         cancel_marker(control_dir, run_id).unlink(missing_ok=True)
-        why = (f"its process (pid {pid}) is gone" if not pid_alive(pid if isinstance(pid, int) else None) else
-               f"pid {pid} now belongs to another process (the job's own ended without closing its record)")
+        why = (
+            f"its process (pid {pid}) is gone"
+            if not pid_alive(pid if isinstance(pid, int) else None)
+            else f"pid {pid} now belongs to another process (the job's own ended without closing its record)"
+        )
         done.append(f"not signalled: {why}")
         if state is not None:
             try:
                 record = state.job(run_id)
                 if record is not None and record.status == "running":
-                    state.end_job(run_id, "killed", error=f"killed by job:kill; {why}, so the run had already "
-                                  "stopped: nothing after its last commit was written")
+                    state.end_job(
+                        run_id,
+                        "killed",
+                        error=f"killed by job:kill; {why}, so the run had already "
+                        "stopped: nothing after its last commit was written",
+                    )
                     done.append("recorded as killed")
             except StoreError:  # pragma: no cover - best effort
                 pass

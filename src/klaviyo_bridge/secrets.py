@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from pydantic_core import core_schema
 
 from .errors import ConfigError
-from urllib.parse import urlsplit
-from pydantic_core import core_schema
 
 # --- the key itself -----------------------------------------------------------------------------
 #: Shape of a real Klaviyo private key: ``pk_`` and 32 to 40 hex digits (Klaviyo's own keys are
@@ -109,8 +110,10 @@ class ApiKey:
                 return None, f"the API key {_describe_bad(raw)}; paste only the key (it is not shown here)"
             key = cls(raw)
         if base_url is not None and is_klaviyo_host(base_url) and not KLAVIYO_KEY_RE.match(key._value):
-            return None, (f"{key} is not a Klaviyo private API key (expected pk_ followed by 32-40 hex digits,"
-                          " as shown in Klaviyo's Settings > API keys)")
+            return None, (
+                f"{key} is not a Klaviyo private API key (expected pk_ followed by 32-40 hex digits,"
+                " as shown in Klaviyo's Settings > API keys)"
+            )
         return key, None
 
     def check_for(self, base_url: str | None) -> str | None:
@@ -177,8 +180,8 @@ class ApiKey:
             return key
 
         return core_schema.no_info_plain_validator_function(
-            validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v)))
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v))
+        )
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -190,8 +193,11 @@ TOKEN_KEYS = ("api_token", "api_key")
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(f"authentication name {name!r} is invalid: use letters, digits and _ . : @ -"
-                          " (up to 128 characters, starting with a letter or digit)", key="name")
+        raise ConfigError(
+            f"authentication name {name!r} is invalid: use letters, digits and _ . : @ -"
+            " (up to 128 characters, starting with a letter or digit)",
+            key="name",
+        )
     return name
 
 
@@ -218,12 +224,12 @@ class CredentialStore:
             raise ConfigError(
                 f"credentials file {self.path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o});"
                 f" refusing to use it: run 'chmod 600 {self.path}' (and consider rotating the keys in it)",
-                key="credentials")
+                key="credentials",
+            )
         try:
             data = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read credentials file {self.path}: {type(exc).__name__}",
-                              key="credentials") from None
+            raise ConfigError(f"cannot read credentials file {self.path}: {type(exc).__name__}", key="credentials") from None
         entries = data.get("credentials") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             raise ConfigError(f"credentials file {self.path} is not in the expected format", key="credentials")
@@ -254,8 +260,7 @@ class CredentialStore:
         key = ApiKey.parse(key).reveal()  # shape checked before anything is written
         entries = self._read()
         if name in entries and not replace:
-            raise ConfigError(f"authentication {name!r} already exists (delete it first, or use --replace)",
-                              key="name")
+            raise ConfigError(f"authentication {name!r} already exists (delete it first, or use --replace)", key="name")
         entries[name] = {"api_token": key, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self._write(entries)
 
@@ -282,8 +287,10 @@ class CredentialStore:
 
     def list(self) -> list[dict[str, str]]:
         """Names, masked hints and creation times; never the keys."""
-        return [{"name": name, "hint": hint(str(e.get("api_token", ""))), "created_at": str(e.get("created_at", ""))}
-                for name, e in sorted(self._read().items())]
+        return [
+            {"name": name, "hint": hint(str(e.get("api_token", ""))), "created_at": str(e.get("created_at", ""))}
+            for name, e in sorted(self._read().items())
+        ]
 
 
 def _fill(section: dict[str, Any], store: CredentialStore, where: str) -> None:
@@ -354,8 +361,14 @@ def redact_config(config: Any, _secret_name: bool = False) -> Any:
     ``pk_...`` strings under a key/token/secret name (an ``_export`` variable stored by an older
     version). Settings stored today hold no key; this is what keeps older records from showing one."""
     if isinstance(config, dict):
-        return {k: (REDACTED if k in SECRET_KEYS and config[k] not in (None, "")
-                    else redact_config(v, bool(_SECRET_NAME.search(str(k))))) for k, v in config.items()}
+        return {
+            k: (
+                REDACTED
+                if k in SECRET_KEYS and config[k] not in (None, "")
+                else redact_config(v, bool(_SECRET_NAME.search(str(k))))
+            )
+            for k, v in config.items()
+        }
     if isinstance(config, list):
         return [redact_config(v, _secret_name) for v in config]
     if isinstance(config, ApiKey):

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-
 _T = pa.types
 
 #: The user's word for each kind of Arrow type, tried in order: (tests, word).

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import math
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-import logging
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -31,12 +31,13 @@ from starlette.types import Receive, Scope, Send
 
 import klaviyo_spec as spec
 from klaviyo_spec import Operation
-from .clock import parse_clock
-from .collections import Orders
-from .data import Account, build_account
+
 from . import bulkimport
 from .arrival import arrived_at
 from .bodies import BodyError, validate_body
+from .clock import parse_clock
+from .collections import Orders
+from .data import Account, build_account
 from .faults import FaultyApp, with_faults
 from .handlers import HANDLERS, Document, Handler, NotFound, Request
 from .jobs import JobBook
@@ -44,10 +45,10 @@ from .jsontypes import JSON
 from .limits import ServerLimits, WindowLog, overridden, parse_overrides
 from .pages import encode_document
 from .query import QueryError, parse_query
+from .related import READS as RELATED_READS
 from .selection import SelectionCache
 from .settings import EmulatorSettings
 from .state import AccountState, LiveProfiles
-from .related import READS as RELATED_READS
 from .writes import PAYLOAD_LIMITS, READ_HANDLERS, WRITE_HANDLERS, Conflict
 
 log = logging.getLogger("klaviyo_emulator")
@@ -57,24 +58,54 @@ ALL_READS: dict[str, Handler] = {**HANDLERS, **READ_HANDLERS, **RELATED_READS}
 JSON_API = "application/vnd.api+json"
 _REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.pre)?$")
 _ERROR_TITLES = {
-    400: "Invalid input.", 401: "Authentication credentials were not provided.", 403: "You do not have permission to perform this action.",
-    404: "Not found.", 405: "Method not allowed.", 409: "Conflict.", 413: "Request entity too large.", 415: "Unsupported media type.",
-    429: "Request was throttled.", 501: "Not implemented.",
+    400: "Invalid input.",
+    401: "Authentication credentials were not provided.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    409: "Conflict.",
+    413: "Request entity too large.",
+    415: "Unsupported media type.",
+    429: "Request was throttled.",
+    501: "Not implemented.",
 }
 
 
-def error_response(status: int, code: str, detail: str, *, parameter: str | None = None,
-                   pointer: str | None = None, title: str | None = None, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    parameter: str | None = None,
+    pointer: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A JSON:API error document as Klaviyo sends it."""
-    error = {"id": str(uuid.uuid4()), "status": status, "code": code, "title": title or _ERROR_TITLES.get(status, "Error."),
-             "detail": detail, "source": {"parameter": parameter} if parameter else ({"pointer": pointer} if pointer else {})}
+    error = {
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "code": code,
+        "title": title or _ERROR_TITLES.get(status, "Error."),
+        "detail": detail,
+        "source": {"parameter": parameter} if parameter else ({"pointer": pointer} if pointer else {}),
+    }
     return Response(orjson.dumps({"errors": [error]}), status_code=status, media_type=JSON_API, headers=headers)
 
 
 def body_error_response(exc: BodyError) -> Response:
     """Every problem of a rejected body, each pointing at its field or row."""
-    errors = [{"id": str(uuid.uuid4()), "status": exc.status, "code": "invalid", "title": _ERROR_TITLES[400],
-               "detail": detail, "source": {"pointer": ptr}} for ptr, detail in exc.problems]
+    errors = [
+        {
+            "id": str(uuid.uuid4()),
+            "status": exc.status,
+            "code": "invalid",
+            "title": _ERROR_TITLES[400],
+            "detail": detail,
+            "source": {"pointer": ptr},
+        }
+        for ptr, detail in exc.problems
+    ]
     return Response(orjson.dumps({"errors": errors}), status_code=exc.status, media_type=JSON_API)
 
 
@@ -136,8 +167,10 @@ def revision_problem(text: str, strict: bool, today: date | None = None) -> str 
     oldest, served = revision_window()
     today = today or served
     if day > today:
-        return (f"Revision {text!r} is not a valid revision: it is later than today ({today.isoformat()}). "
-                f"The newest revision is {today.isoformat()} or earlier.")
+        return (
+            f"Revision {text!r} is not a valid revision: it is later than today ({today.isoformat()}). "
+            f"The newest revision is {today.isoformat()} or earlier."
+        )
     if strict and day < oldest:
         return f"Revision {text!r} is retired: supported revisions are {oldest.isoformat()} to {served.isoformat()}."
     return None
@@ -158,8 +191,13 @@ def served_revision(text: str) -> str | None:
 class Emulator:
     """One account plus its limiter, caches and routing table."""
 
-    def __init__(self, settings: EmulatorSettings, account: Account | None = None, clock: Callable[[], float] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        account: Account | None = None,
+        clock: Callable[[], float] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._now_function: Callable[[], int] | None = None
         if settings.clock:
             account_clock = parse_clock(settings.clock)
@@ -235,6 +273,7 @@ class Emulator:
             joined = self.state.add_members(segment_id, rows(add), now, segment=True) if add else 0
             self.advance()
             return joined, left
+
         return self._state_worker.submit(apply).result()
 
     def snapshot(self) -> JSON:
@@ -259,18 +298,27 @@ class Emulator:
         if op is None:
             return error_response(404, "not_found", f"No endpoint at {request.url.path}.")
         if op is not None and op is not False and op.operation_id not in self.served:
-            return error_response(501, "not_emulated", f"{request.method} {request.url.path} is Klaviyo's "
-                                  f"{op.operation_id}, which the emulator does not serve.", title="Not implemented.")
+            return error_response(
+                501,
+                "not_emulated",
+                f"{request.method} {request.url.path} is Klaviyo's {op.operation_id}, which the emulator does not serve.",
+                title="Not implemented.",
+            )
         if op is False:
             return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed at {request.url.path}.")
         auth = request.headers.get("authorization")
         if not auth:
             return error_response(401, "not_authenticated", "Authentication credentials were not provided.")
         scheme, _, key = auth.partition(" ")
-        if scheme != "Klaviyo-API-Key" or (key.strip() != self.settings.api_key
-                                             and key.strip() not in self.settings.extra_api_keys):
-            return error_response(401, "authentication_failed", "Incorrect authentication credentials.",
-                                  title="Incorrect authentication credentials.")
+        if scheme != "Klaviyo-API-Key" or (
+            key.strip() != self.settings.api_key and key.strip() not in self.settings.extra_api_keys
+        ):
+            return error_response(
+                401,
+                "authentication_failed",
+                "Incorrect authentication credentials.",
+                title="Incorrect authentication credentials.",
+            )
         revision = request.headers.get("revision")
         if not revision:
             return error_response(400, "invalid", "Missing required header 'revision' (YYYY-MM-DD).", parameter="revision")
@@ -286,8 +334,9 @@ class Emulator:
         # some parameter values (get_profiles with additional-fields[profile]=predictive_analytics).
         tier, limit = op.ratelimit_for(request.query_params.multi_items()) if op.ratelimit_tiers else ("", op.ratelimit)
         limit = overridden(self.limit_overrides, op.operation_id, tier, limit)
-        wait, window = self.limits.admit(op.operation_id, limit, tier=tier,
-                                         arrived=stamp if self.clock is time.monotonic else None)
+        wait, window = self.limits.admit(
+            op.operation_id, limit, tier=tier, arrived=stamp if self.clock is time.monotonic else None
+        )
         if self.settings.latency_ms:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         headers = rate_headers(window, self.clock())
@@ -296,8 +345,9 @@ class Emulator:
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             headers["Retry-After"] = str(seconds)
-            return error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
-                                  headers=headers)
+            return error_response(
+                429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.", headers=headers
+            )
         raw = await request.body() if op.operation_id in WRITE_HANDLERS else None
         if stamp is None:
             response = self.respond(request, op, path_params, raw)
@@ -306,7 +356,8 @@ class Emulator:
             # time: a bulk import's decode and apply take tens of ms, and on the event loop they held
             # back the reading of requests arriving meanwhile (their arrival times: the rate limit).
             response = await asyncio.get_running_loop().run_in_executor(
-                self._state_worker, self.respond, request, op, path_params, raw)
+                self._state_worker, self.respond, request, op, path_params, raw
+            )
         response.headers.update(headers)
         return response
 
@@ -314,8 +365,7 @@ class Emulator:
         """Log once per revision that a later revision than the spec's got the spec's shapes."""
         if asked not in self._revisions_noted:
             self._revisions_noted.add(asked)
-            log.warning("revision %s requested: serving revision %s's shapes (the newest the emulator's spec has)",
-                        asked, shapes)
+            log.warning("revision %s requested: serving revision %s's shapes (the newest the emulator's spec has)", asked, shapes)
 
     def respond(self, request: HttpRequest, op: Operation, path_params: dict[str, str], raw: bytes | None) -> Response:
         """Everything after authentication and the rate limit, for one request (worker thread)."""
@@ -327,8 +377,12 @@ class Emulator:
         if raw is not None:
             limit = PAYLOAD_LIMITS.get(op.operation_id)
             if limit and len(raw) > limit:
-                return error_response(413, "payload_too_large", f"The payload is {len(raw):,} bytes; the maximum is {limit:,} bytes.",
-                                      pointer="/data")
+                return error_response(
+                    413,
+                    "payload_too_large",
+                    f"The payload is {len(raw):,} bytes; the maximum is {limit:,} bytes.",
+                    pointer="/data",
+                )
             # A valid bulk import decodes straight into strict Structs; anything else takes the general path.
             fast = bulkimport.decode(raw) if op.operation_id == "bulk_import_profiles" else None
             if fast is None:
@@ -338,8 +392,18 @@ class Emulator:
                     return error_response(400, "invalid", f"The body is not valid JSON: {exc}.", pointer="/data")
         try:
             query = parse_query(op, params, scope=path_id or "")
-            req = Request(self.account, self.orders, self.cache, query, str(request.base_url).rstrip("/"),
-                          request.url.path, params, path_id, body, self)
+            req = Request(
+                self.account,
+                self.orders,
+                self.cache,
+                query,
+                str(request.base_url).rstrip("/"),
+                request.url.path,
+                params,
+                path_id,
+                body,
+                self,
+            )
             document: Document | None
             if raw is not None:
                 result = bulkimport.accept(req, fast) if fast is not None else None
@@ -361,9 +425,15 @@ class Emulator:
         except NotFound as exc:
             return error_response(404, "not_found", f"A resource with id {path_id!r} does not exist ({exc}).")
         except Conflict as exc:
-            error = {"id": str(uuid.uuid4()), "status": 409, "code": "duplicate_profile", "title": "Conflict.",
-                     "detail": "A profile already exists with one of these identifiers.", "source": {"pointer": "/data/attributes"},
-                     "meta": {"duplicate_profile_id": exc.profile_id}}
+            error = {
+                "id": str(uuid.uuid4()),
+                "status": 409,
+                "code": "duplicate_profile",
+                "title": "Conflict.",
+                "detail": "A profile already exists with one of these identifiers.",
+                "source": {"pointer": "/data/attributes"},
+                "meta": {"duplicate_profile_id": exc.profile_id},
+            }
             return Response(orjson.dumps({"errors": [error]}), status_code=409, media_type=JSON_API)
         if document is None:
             return Response(status_code=status)
@@ -393,8 +463,13 @@ class EmulatorApp:
                     return
 
 
-def create_app(settings: EmulatorSettings | None = None, *, account: Account | None = None,
-               clock: Callable[[], float] | None = None, wall: Callable[[], float] = time.time) -> EmulatorApp | FaultyApp:
+def create_app(
+    settings: EmulatorSettings | None = None,
+    *,
+    account: Account | None = None,
+    clock: Callable[[], float] | None = None,
+    wall: Callable[[], float] = time.time,
+) -> EmulatorApp | FaultyApp:
     """ASGI app serving one synthetic account (use with uvicorn or httpx.ASGITransport).
 
     ``clock``: the app's monotonic clock (rate limits, job progress); ``wall``: the real time

@@ -62,6 +62,6 @@ class BlockColumn:
                 self.values = np.zeros(self.count, dtype=values.dtype)
             elif values.dtype.itemsize > self.values.dtype.itemsize:
                 self.values = self.values.astype(values.dtype)
-            self.values[start:start + len(values)] = values
+            self.values[start : start + len(values)] = values
             self.done[block] = True
             self.missing -= 1

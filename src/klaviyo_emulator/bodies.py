@@ -11,10 +11,11 @@ bulk import, and every error carries a JSON pointer into the body
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from functools import cache
+from typing import Any
 
 import klaviyo_spec as spec
+
 from .timefmt import parse_datetime
 
 MAX_ERRORS = 100
@@ -70,11 +71,11 @@ class _Compiler:
             tests = [_JSON_TYPES[t] for t in types]
             label = " or ".join(types)
 
-            def typed(v: object, p: Path, e: Problems, tests: list[Callable[[object], bool]] = tests,
-                      label: str = label) -> None:
+            def typed(v: object, p: Path, e: Problems, tests: list[Callable[[object], bool]] = tests, label: str = label) -> None:
                 if not any(t(v) for t in tests):
                     e.append((pointer(p), f"'{p[-1] if p else 'data'}' must be {label}, got {_kind(v)}."))
                     raise _Stop
+
             checks.append(typed)
         if "enum" in node:
             allowed = node["enum"]
@@ -82,19 +83,22 @@ class _Compiler:
             def enum(v: object, p: Path, e: Problems, allowed: list[object] = allowed) -> None:
                 if v not in allowed:
                     e.append((pointer(p), f"{v!r} is not one of {', '.join(map(repr, allowed))}."))
+
             checks.append(enum)
         if node.get("format") in ("date-time", "date"):
+
             def fmt(v: object, p: Path, e: Problems) -> None:
                 if isinstance(v, str) and parse_datetime(v) is None:
                     e.append((pointer(p), f"{v!r} is not a valid ISO 8601 datetime."))
+
             checks.append(fmt)
         props = {k: self.schema(v) for k, v in node.get("properties", {}).items()}
         required = node.get("required", [])
         extra = node.get("additionalProperties")
         extra_check = self.schema(extra) if isinstance(extra, dict) else None
         if props or required or extra is not None:
-            def obj(v: object, p: Path, e: Problems, props: dict[str, Check] = props,
-                    required: list[str] = required) -> None:
+
+            def obj(v: object, p: Path, e: Problems, props: dict[str, Check] = props, required: list[str] = required) -> None:
                 if not isinstance(v, dict):
                     return
                 for name in required:
@@ -108,6 +112,7 @@ class _Compiler:
                         e.append((pointer(p + (name,)), f"'{name}' is not a valid field."))
                     elif extra_check is not None:
                         _run(extra_check, value, p + (name,), e)
+
             checks.append(obj)
         if "items" in node:
             item = self.schema(node["items"])
@@ -118,6 +123,7 @@ class _Compiler:
                         _run(item, x, p + (i,), e)
                         if len(e) >= MAX_ERRORS:
                             return
+
             checks.append(arr)
         for key in ("anyOf", "oneOf"):
             if key in node:
@@ -135,6 +141,7 @@ class _Compiler:
                     # object's own errors, not "must be null").
                     furthest = max(trials, key=_reach)
                     e.extend(furthest)
+
                 checks.append(any_of)
         if len(checks) == 1:
             return checks[0]
@@ -142,6 +149,7 @@ class _Compiler:
         def all_of(v: object, p: Path, e: Problems, checks: list[Check] = checks) -> None:
             for c in checks:
                 c(v, p, e)
+
         return all_of
 
 

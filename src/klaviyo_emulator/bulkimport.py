@@ -114,7 +114,9 @@ _LABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
 #: ``identifiers.EMAIL_RE`` without backtracking: a domain label "alnum, then optionally [alnum-]* ending
 #: in alnum" is "alnum runs joined by hyphen runs", and no part given back could let the rest match.
 _EMAIL_BODY = rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]++@{_LABEL}(?:\.{_LABEL})++"
-_EMAIL_RE_TEXT = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+_EMAIL_RE_TEXT = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 
 
 @cache
@@ -177,6 +179,7 @@ def accept(req: Request, body: Body) -> tuple[int, Document] | None:
         return None
     if not (all(emails) or all(phones) or all(map(any, zip(emails, phones, exts, pids)))):  # UNSET is falsy
         return None
-    columns = ImportColumns(_unset_to_none(pids), _unset_to_none(emails), _unset_to_none(phones), _unset_to_none(exts),
-                            attrs, blobs)
+    columns = ImportColumns(
+        _unset_to_none(pids), _unset_to_none(emails), _unset_to_none(phones), _unset_to_none(exts), attrs, blobs
+    )
     return submit_import_job(req, len(profiles), columns, list_ids, [], msgspec.to_builtins)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from . import ids, vocabulary as V
+from . import ids
+from . import vocabulary as V
 from .jsontypes import JSON
 from .settings import EmulatorSettings
 from .timefmt import iso
@@ -57,59 +58,128 @@ def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = Non
     """All small collections, keyed by JSON:API type."""
     seed, now = settings.seed, settings.now
     tags = [Record("tag", ids.uuid_text(seed, S_TAG, i), {"name": name}) for i, name in enumerate(V.TAG_NAMES)]
-    account = Record("account", ids.short_id(seed, S_ACCOUNT, 0), {
-        "test_account": False,
-        "contact_information": {
-            "default_sender_name": "Example Outfitters", "default_sender_email": "hello@example.com",
-            "website_url": "https://shop.example.com", "organization_name": "Example Outfitters",
-            "street_address": {"address1": "125 Summer St", "address2": "Floor 6", "city": "Boston",
-                               "region": "MA", "country": "US", "zip": "02110"},
+    account = Record(
+        "account",
+        ids.short_id(seed, S_ACCOUNT, 0),
+        {
+            "test_account": False,
+            "contact_information": {
+                "default_sender_name": "Example Outfitters",
+                "default_sender_email": "hello@example.com",
+                "website_url": "https://shop.example.com",
+                "organization_name": "Example Outfitters",
+                "street_address": {
+                    "address1": "125 Summer St",
+                    "address2": "Floor 6",
+                    "city": "Boston",
+                    "region": "MA",
+                    "country": "US",
+                    "zip": "02110",
+                },
+            },
+            "industry": "Apparel & Accessories",
+            "timezone": "America/New_York",
+            "preferred_currency": "USD",
+            "public_api_key": ids.short_id(seed, S_ACCOUNT, 1),
+            "locale": "en-US",
         },
-        "industry": "Apparel & Accessories", "timezone": "America/New_York", "preferred_currency": "USD",
-        "public_api_key": ids.short_id(seed, S_ACCOUNT, 1), "locale": "en-US",
-    })
+    )
     lists = []
     for i in range(settings.lists):
         created = _time(seed, S_TIME, i, now)
         updated = min(now, created + int(ids.unit(seed, S_TIME + 100, i) * 200 * 86400))
         name = V.LIST_NAMES[i % len(V.LIST_NAMES)] + (f" {i // len(V.LIST_NAMES) + 1}" if i >= len(V.LIST_NAMES) else "")
-        lists.append(Record("list", ids.short_id(seed, S_LIST, i), {
-            "name": name, "created": iso(created), "updated": iso(updated),
-            "opt_in_process": "double_opt_in" if i % 3 == 1 else "single_opt_in",
-        }, {"id": None, "name": name, "created": created, "updated": updated},
-            {"tags": [("tag", tags[i % len(tags)].id)], "flow-triggers": []}))
+        lists.append(
+            Record(
+                "list",
+                ids.short_id(seed, S_LIST, i),
+                {
+                    "name": name,
+                    "created": iso(created),
+                    "updated": iso(updated),
+                    "opt_in_process": "double_opt_in" if i % 3 == 1 else "single_opt_in",
+                },
+                {"id": None, "name": name, "created": created, "updated": updated},
+                {"tags": [("tag", tags[i % len(tags)].id)], "flow-triggers": []},
+            )
+        )
     segments = []
     for i in range(settings.segments):
         created = _time(seed, S_TIME + 200, i, now)
         updated = min(now, created + int(ids.unit(seed, S_TIME + 201, i) * 100 * 86400))
-        name = V.SEGMENT_NAMES[i % len(V.SEGMENT_NAMES)] + (f" {i // len(V.SEGMENT_NAMES) + 1}" if i >= len(V.SEGMENT_NAMES) else "")
+        name = V.SEGMENT_NAMES[i % len(V.SEGMENT_NAMES)] + (
+            f" {i // len(V.SEGMENT_NAMES) + 1}" if i >= len(V.SEGMENT_NAMES) else ""
+        )
         active, starred = i % 5 != 4, i % 2 == 0
-        segments.append(Record("segment", ids.short_id(seed, S_SEGMENT, i), {
-            "name": name, "definition": None, "created": iso(created), "updated": iso(updated),
-            "is_active": active, "is_processing": False, "is_starred": starred,
-        }, {"name": name, "created": created, "updated": updated, "is_active": active, "is_starred": starred},
-            {"tags": [("tag", tags[(i + 2) % len(tags)].id)], "flow-triggers": []}))
+        segments.append(
+            Record(
+                "segment",
+                ids.short_id(seed, S_SEGMENT, i),
+                {
+                    "name": name,
+                    "definition": None,
+                    "created": iso(created),
+                    "updated": iso(updated),
+                    "is_active": active,
+                    "is_processing": False,
+                    "is_starred": starred,
+                },
+                {"name": name, "created": created, "updated": updated, "is_active": active, "is_starred": starred},
+                {"tags": [("tag", tags[(i + 2) % len(tags)].id)], "flow-triggers": []},
+            )
+        )
     metrics = []
-    for i, (name, integration, category, _) in enumerate(V.METRICS + (V.SECOND_STORE_METRICS if getattr(settings, "second_store", False) else ())):
+    for i, (name, integration, category, _) in enumerate(
+        V.METRICS + (V.SECOND_STORE_METRICS if getattr(settings, "second_store", False) else ())
+    ):
         created = _time(seed, S_TIME + 300, i, now, 720)
-        metrics.append(Record("metric", ids.short_id(seed, S_METRIC, i), {
-            "name": name, "created": iso(created), "updated": iso(created),
-            "integration": {"object": "integration", "id": V.INTEGRATION_IDS[integration], "key": integration.lower(),
-                            "name": integration, "category": category},
-        }, {"integration.name": integration, "integration.category": category}, {"flow-triggers": []}))
+        metrics.append(
+            Record(
+                "metric",
+                ids.short_id(seed, S_METRIC, i),
+                {
+                    "name": name,
+                    "created": iso(created),
+                    "updated": iso(created),
+                    "integration": {
+                        "object": "integration",
+                        "id": V.INTEGRATION_IDS[integration],
+                        "key": integration.lower(),
+                        "name": integration,
+                        "category": category,
+                    },
+                },
+                {"integration.name": integration, "integration.category": category},
+                {"flow-triggers": []},
+            )
+        )
     templates = []
     for i in range(settings.templates):
         created = _time(seed, S_TIME + 400, i, now)
         updated = min(now, created + int(ids.unit(seed, S_TIME + 401, i) * 60 * 86400))
         theme = V.CAMPAIGN_THEMES[i % len(V.CAMPAIGN_THEMES)]
         name = f"{theme} Template {i + 1}"
-        html = (f"<!DOCTYPE html><html><head><title>{theme}</title></head><body><h1>{theme}</h1>"
-                f"<p>Hi {{{{ first_name|default:'there' }}}}, see what's new.</p>"
-                f"<a href=\"https://shop.example.com\">Shop now</a>{{% unsubscribe %}}</body></html>")
-        templates.append(Record("template", ids.short_id(seed, S_TEMPLATE, i), {
-            "name": name, "editor_type": "CODE", "html": html, "text": f"{theme}\nShop now: https://shop.example.com",
-            "amp": None, "created": iso(created), "updated": iso(updated),
-        }, {"name": name, "created": created, "updated": updated}))
+        html = (
+            f"<!DOCTYPE html><html><head><title>{theme}</title></head><body><h1>{theme}</h1>"
+            f"<p>Hi {{{{ first_name|default:'there' }}}}, see what's new.</p>"
+            f'<a href="https://shop.example.com">Shop now</a>{{% unsubscribe %}}</body></html>'
+        )
+        templates.append(
+            Record(
+                "template",
+                ids.short_id(seed, S_TEMPLATE, i),
+                {
+                    "name": name,
+                    "editor_type": "CODE",
+                    "html": html,
+                    "text": f"{theme}\nShop now: https://shop.example.com",
+                    "amp": None,
+                    "created": iso(created),
+                    "updated": iso(updated),
+                },
+                {"name": name, "created": created, "updated": updated},
+            )
+        )
     campaigns, messages = [], []
     for i in range(settings.campaigns):
         channel = "sms" if i % 4 == 3 else "email"
@@ -123,30 +193,78 @@ def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = Non
         cid = ids.ulid(created * 1000, int(ids.mix(seed, S_CAMPAIGN, i)) >> 24, i, ids.index_key(seed, S_CAMPAIGN))
         mid = ids.ulid(created * 1000, int(ids.mix(seed, S_MESSAGE, i)) >> 24, i, ids.index_key(seed, S_MESSAGE))
         audience = [lists[i % len(lists)].id] if lists else []
-        strategy = ({"method": "static", "datetime": iso(scheduled), "options": {"is_local": False}} if scheduled
-                    else {"method": "immediate"})
-        tracking = ({"add_tracking_params": False, "custom_tracking_params": None, "is_tracking_clicks": True, "is_tracking_opens": True}
-                    if channel == "email" else {"add_tracking_params": False, "custom_tracking_params": None})
-        campaigns.append(Record("campaign", cid, {
-            "name": name, "status": status, "archived": archived,
-            "audiences": {"included": audience, "excluded": []},
-            "send_options": {"use_smart_sending": True}, "tracking_options": tracking, "send_strategy": strategy,
-            "created_at": iso(created), "scheduled_at": iso(scheduled), "updated_at": iso(updated),
-            "send_time": iso(scheduled) if status in ("Sent", "Sending") else None,
-        }, {"name": name, "status": status, "archived": archived, "messages.channel": channel, "created_at": created,
-            "scheduled_at": scheduled, "updated_at": updated},
-            {"campaign-messages": [("campaign-message", mid)], "tags": [("tag", tags[i % len(tags)].id)]}))
+        strategy = (
+            {"method": "static", "datetime": iso(scheduled), "options": {"is_local": False}}
+            if scheduled
+            else {"method": "immediate"}
+        )
+        tracking = (
+            {"add_tracking_params": False, "custom_tracking_params": None, "is_tracking_clicks": True, "is_tracking_opens": True}
+            if channel == "email"
+            else {"add_tracking_params": False, "custom_tracking_params": None}
+        )
+        campaigns.append(
+            Record(
+                "campaign",
+                cid,
+                {
+                    "name": name,
+                    "status": status,
+                    "archived": archived,
+                    "audiences": {"included": audience, "excluded": []},
+                    "send_options": {"use_smart_sending": True},
+                    "tracking_options": tracking,
+                    "send_strategy": strategy,
+                    "created_at": iso(created),
+                    "scheduled_at": iso(scheduled),
+                    "updated_at": iso(updated),
+                    "send_time": iso(scheduled) if status in ("Sent", "Sending") else None,
+                },
+                {
+                    "name": name,
+                    "status": status,
+                    "archived": archived,
+                    "messages.channel": channel,
+                    "created_at": created,
+                    "scheduled_at": scheduled,
+                    "updated_at": updated,
+                },
+                {"campaign-messages": [("campaign-message", mid)], "tags": [("tag", tags[i % len(tags)].id)]},
+            )
+        )
         subject = f"{theme}: picked for you"
-        definition = ({"channel": "email", "label": f"{theme} email", "content": {
-            "subject": subject, "preview_text": "Don't miss out", "from_email": "hello@example.com",
-            "from_label": "Example Outfitters", "reply_to_email": None, "cc_email": None, "bcc_email": None}}
-            if channel == "email" else {"channel": "sms", "content": {"body": f"{theme}! Shop: https://ex.co/s", "media_url": None}})
+        definition = (
+            {
+                "channel": "email",
+                "label": f"{theme} email",
+                "content": {
+                    "subject": subject,
+                    "preview_text": "Don't miss out",
+                    "from_email": "hello@example.com",
+                    "from_label": "Example Outfitters",
+                    "reply_to_email": None,
+                    "cc_email": None,
+                    "bcc_email": None,
+                },
+            }
+            if channel == "email"
+            else {"channel": "sms", "content": {"body": f"{theme}! Shop: https://ex.co/s", "media_url": None}}
+        )
         template_rel = ("template", templates[i % len(templates)].id) if templates and channel == "email" else None
-        messages.append(Record("campaign-message", mid, {
-            "definition": definition, "send_times": [{"datetime": iso(scheduled), "is_local": False}] if scheduled else [],
-            "created_at": iso(created), "updated_at": iso(updated),
-        }, {"subject": subject, "campaign_name": name},
-            {"campaign": ("campaign", cid), **({"template": template_rel} if template_rel else {})}))
+        messages.append(
+            Record(
+                "campaign-message",
+                mid,
+                {
+                    "definition": definition,
+                    "send_times": [{"datetime": iso(scheduled), "is_local": False}] if scheduled else [],
+                    "created_at": iso(created),
+                    "updated_at": iso(updated),
+                },
+                {"subject": subject, "campaign_name": name},
+                {"campaign": ("campaign", cid), **({"template": template_rel} if template_rel else {})},
+            )
+        )
     flows, actions = [], []
     for i in range(settings.flows):
         name, trigger = V.FLOW_NAMES[i % len(V.FLOW_NAMES)]
@@ -157,8 +275,15 @@ def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = Non
         fid = ids.short_id(seed, S_FLOW, i)
         action_ids = [str(int(ids.mix(seed, S_ACTION, i * 3 + k)) % 10**8) for k in range(2)]
         for aid in action_ids:
-            actions.append(Record("flow-action", aid, {"definition": None, "created": iso(created), "updated": iso(updated)},
-                                  {}, {"flow": ("flow", fid)}))
+            actions.append(
+                Record(
+                    "flow-action",
+                    aid,
+                    {"definition": None, "created": iso(created), "updated": iso(updated)},
+                    {},
+                    {"flow": ("flow", fid)},
+                )
+            )
         triggers: list[dict[str, str | None]] = []
         if trigger == "Added to List" and lists:
             lst = lists[i % len(lists)]
@@ -168,16 +293,44 @@ def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = Non
             metric = metrics[(18, 21, 20, 18, 22)[i % 5]]
             metric.to_many("flow-triggers").append(("flow", fid))
             triggers = [{"type": "metric", "id": metric.id, "trigger_filter": None}]
-        flows.append(Record("flow", fid, {
-            "name": name, "status": status, "archived": archived, "created": iso(created),
-            "updated": iso(updated), "trigger_type": trigger,
-        }, {"name": name, "status": status, "archived": archived, "created": created, "updated": updated,
-            "trigger_type": trigger, "definition": {"triggers": triggers, "actions": [], "entry_action_id": None,
-                                                    "profile_filter": None, "reentry_criteria": None}},
-            {"flow-actions": [("flow-action", a) for a in action_ids], "tags": [("tag", tags[(i + 1) % len(tags)].id)]}))
+        flows.append(
+            Record(
+                "flow",
+                fid,
+                {
+                    "name": name,
+                    "status": status,
+                    "archived": archived,
+                    "created": iso(created),
+                    "updated": iso(updated),
+                    "trigger_type": trigger,
+                },
+                {
+                    "name": name,
+                    "status": status,
+                    "archived": archived,
+                    "created": created,
+                    "updated": updated,
+                    "trigger_type": trigger,
+                    "definition": {
+                        "triggers": triggers,
+                        "actions": [],
+                        "entry_action_id": None,
+                        "profile_filter": None,
+                        "reentry_criteria": None,
+                    },
+                },
+                {"flow-actions": [("flow-action", a) for a in action_ids], "tags": [("tag", tags[(i + 1) % len(tags)].id)]},
+            )
+        )
     # Tags belong to the account's one tag group, and know what they tag (the reverse relationships).
-    group = Record("tag-group", ids.uuid_text(seed, S_TAG, 1000), {"name": "Default", "exclusive": False, "default": True},
-                   {"name": "Default", "exclusive": False, "default": True}, {"tags": [("tag", t.id) for t in tags]})
+    group = Record(
+        "tag-group",
+        ids.uuid_text(seed, S_TAG, 1000),
+        {"name": "Default", "exclusive": False, "default": True},
+        {"name": "Default", "exclusive": False, "default": True},
+        {"tags": [("tag", t.id) for t in tags]},
+    )
     by_id = {t.id: t for t in tags}
     for t in tags:
         t.values.update(name=t.attributes["name"], id=t.id)
@@ -190,14 +343,26 @@ def build_catalog(settings: EmulatorSettings, list_sizes: list[int] | None = Non
         for r in records:
             r.values.setdefault("id", r.id)
             r.values["id"] = r.id
-    return {"account": [account], "list": lists, "segment": segments, "metric": metrics, "template": templates,
-            "campaign": campaigns, "campaign-message": messages, "flow": flows, "flow-action": actions, "tag": tags,
-            "tag-group": [group]}
+    return {
+        "account": [account],
+        "list": lists,
+        "segment": segments,
+        "metric": metrics,
+        "template": templates,
+        "campaign": campaigns,
+        "campaign-message": messages,
+        "flow": flows,
+        "flow-action": actions,
+        "tag": tags,
+        "tag-group": [group],
+    }
 
 
 def ordered_records(records: list[Record], key: str | None) -> np.ndarray:
     """Positions of records in the order of ``key`` (ties by position); None keys last."""
     if key is None:
         return np.arange(len(records))
-    return np.array(sorted(range(len(records)), key=lambda i: (records[i].values.get(key) is None,
-                                                               records[i].values.get(key) or 0, i)), dtype=np.int64)
+    return np.array(
+        sorted(range(len(records)), key=lambda i: (records[i].values.get(key) is None, records[i].values.get(key) or 0, i)),
+        dtype=np.int64,
+    )

@@ -14,18 +14,36 @@ import click
 @click.option("--lists", default=5, show_default=True, type=click.IntRange(0), help="Number of lists.")
 @click.option("--latency-ms", default=0, show_default=True, type=click.IntRange(0), help="Added latency per request.")
 @click.option("--no-rate-limits", is_flag=True, help="Do not answer 429 when the spec's rate limits are exceeded.")
-@click.option("--rate-limits", "rate_limit_overrides", default=None, metavar="SPEC",
-              help='The account\'s own limits instead of the published ones, e.g. "get_profiles=5/50" (5 a second, '
-                   '50 a minute), "get_profiles:predictive_analytics=2/20" (one tier) or "*=0.1" (a tenth of every limit).')
-@click.option("--faults", default=None, metavar="SPEC",
-              help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
-                   'or "storm=get_events:503:10s" (see emulator/faults.py).')
-@click.option("--clock", "clock", default="real", show_default=True, metavar="SPEC",
-              help="The account's clock: real (data over the two years before now; writes stamped with the "
-                   "real time), fixed:ISO (e.g. fixed:2026-01-01T00:00:00Z, frozen: same seed, same bytes) "
-                   "or offset:DURATION (real time shifted, e.g. offset:-30d, offset:+2h).")
-@click.option("--strict-revisions", is_flag=True,
-              help="Refuse revisions Klaviyo has retired (older than two years before the spec's revision).")
+@click.option(
+    "--rate-limits",
+    "rate_limit_overrides",
+    default=None,
+    metavar="SPEC",
+    help='The account\'s own limits instead of the published ones, e.g. "get_profiles=5/50" (5 a second, '
+    '50 a minute), "get_profiles:predictive_analytics=2/20" (one tier) or "*=0.1" (a tenth of every limit).',
+)
+@click.option(
+    "--faults",
+    default=None,
+    metavar="SPEC",
+    help='Inject faults, e.g. "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:30s,truncate=0.01,seed=7" '
+    'or "storm=get_events:503:10s" (see emulator/faults.py).',
+)
+@click.option(
+    "--clock",
+    "clock",
+    default="real",
+    show_default=True,
+    metavar="SPEC",
+    help="The account's clock: real (data over the two years before now; writes stamped with the "
+    "real time), fixed:ISO (e.g. fixed:2026-01-01T00:00:00Z, frozen: same seed, same bytes) "
+    "or offset:DURATION (real time shifted, e.g. offset:-30d, offset:+2h).",
+)
+@click.option(
+    "--strict-revisions",
+    is_flag=True,
+    help="Refuse revisions Klaviyo has retired (older than two years before the spec's revision).",
+)
 @click.option(
     "--api-key",
     envvar="KLAVIYO_EMULATOR_API_KEY",
@@ -90,12 +108,16 @@ def emulator_command(
         api_key=api_key or DEFAULT_API_KEY,
     )
     oldest, served = revision_window()
-    accepted = (f"{oldest.isoformat()} to today" if strict_revisions else "up to today")
-    accepted += (f"; a later one than {served.isoformat()} gets {served.isoformat()}'s shapes and the header "
-                 f"{SERVED_REVISION_HEADER}")
-    click.echo(f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
-               f"clock {clock_spec.describe()}; serves revision {served.isoformat()}'s shapes, accepts revisions {accepted})"
-               + (f", faults {faults}" if faults else ""), err=True)
+    accepted = f"{oldest.isoformat()} to today" if strict_revisions else "up to today"
+    accepted += (
+        f"; a later one than {served.isoformat()} gets {served.isoformat()}'s shapes and the header {SERVED_REVISION_HEADER}"
+    )
+    click.echo(
+        f"Klaviyo emulator on http://{host}:{port} (seed {seed}, {profiles} profiles, {events} events, "
+        f"clock {clock_spec.describe()}; serves revision {served.isoformat()}'s shapes, accepts revisions {accepted})"
+        + (f", faults {faults}" if faults else ""),
+        err=True,
+    )
     serve(settings, host=host, port=port)
 
 

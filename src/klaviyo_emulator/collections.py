@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import vocabulary as V
 from .catalog import Record, ordered_records
 from .data import Account
 from .filters import Condition
@@ -16,7 +17,6 @@ from .keyset import Keyset
 from .members import Membership
 from .selection import lookup_mask, order_by, time_mask, value_mask
 from .state import LiveProfiles
-from . import vocabulary as V
 
 LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
 SUPPRESSION = "subscriptions.email.marketing.suppression."
@@ -42,7 +42,9 @@ class Orders:
         if name == "id":
             return self._get(("profile", "id", desc), lambda: p.id_sort_order[::-1].copy() if desc else p.id_sort_order)
         columns = {
-            "created": lambda: p.created, "updated": lambda: p.updated, "email": lambda: p.email_sort_key,
+            "created": lambda: p.created,
+            "updated": lambda: p.updated,
+            "email": lambda: p.email_sort_key,
             LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
             SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts),
         }
@@ -51,11 +53,19 @@ class Orders:
     def _profile_key_column(self, name: str) -> np.ndarray:
         p = self.account.profiles
         if name == "id":
-            return self._get(("profile", "id-rank", p.count), lambda: p.state.id_rank(np.arange(p.count, dtype=np.int64))
-                             if isinstance(p, LiveProfiles) else _rank(p.id_sort_order))
-        return {"created": lambda: p.created, "updated": lambda: p.updated, "email": lambda: p.email_sort_key,
-                LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
-                SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts)}[name]()
+            return self._get(
+                ("profile", "id-rank", p.count),
+                lambda: (
+                    p.state.id_rank(np.arange(p.count, dtype=np.int64)) if isinstance(p, LiveProfiles) else _rank(p.id_sort_order)
+                ),
+            )
+        return {
+            "created": lambda: p.created,
+            "updated": lambda: p.updated,
+            "email": lambda: p.email_sort_key,
+            LIST_SUPPRESSION + "timestamp": lambda: _nulls_last(p.list_suppression_ts),
+            SUPPRESSION + "timestamp": lambda: _nulls_last(p.suppression_ts),
+        }[name]()
 
     def profile_keyset(self, sort: str | None) -> Keyset:
         """Profiles are ordered by the sort column, ties by row (the id sort has no ties)."""
@@ -64,9 +74,11 @@ class Orders:
 
     def member_keyset(self, members: Membership, sort: str | None) -> Keyset:
         """Members are in profile-id order; sorted by joined_group_at, ties in profile-id order."""
+
         def ranks(rows: np.ndarray) -> np.ndarray:
             rank: np.ndarray = self._profile_key_column("id")[members.profiles[rows]]
             return rank
+
         if sort is None:
             return Keyset(lambda rows: (ranks(rows), ranks(rows)))
         return Keyset(lambda rows: (members.joined[rows], ranks(rows)), sort.startswith("-"), False)
@@ -82,6 +94,7 @@ class Orders:
                 return idx, idx
             keys = [(records[i].values.get(name) is None, records[i].values.get(name) or 0) for i in idx]
             return keys, idx
+
         desc = bool(sort and sort.startswith("-"))
         return Keyset(values, desc, desc)
 
@@ -129,8 +142,14 @@ def profile_mask(account: Account, cond: Condition, rows: np.ndarray | None, joi
         return column if rows is None else column[rows]
 
     f = cond.field
-    lookups = {"email": p.row_for_email, "phone_number": p.row_for_phone, "external_id": p.row_for_external_id,
-               "id": p.row_for_id, "profile_id": p.row_for_id, "_kx": p.row_for_exchange_id}
+    lookups = {
+        "email": p.row_for_email,
+        "phone_number": p.row_for_phone,
+        "external_id": p.row_for_external_id,
+        "id": p.row_for_id,
+        "profile_id": p.row_for_id,
+        "_kx": p.row_for_exchange_id,
+    }
     if f in lookups:
         return lookup_mask(key, cond, lookups[f])
     if f == "push_token":

@@ -17,23 +17,43 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import ids, vocabulary as V
-from .profiles import TWO_YEARS, ProfileTable
+from . import ids
+from . import vocabulary as V
 from .blockcache import BlockColumn
 from .jsontypes import JSON
+from .profiles import TWO_YEARS, ProfileTable
 from .timefmt import iso_array, iso_many
 
 S_EVENT_ID, S_METRIC, S_PROFILE, S_GAP, S_TIE, S_PROPS = range(400, 406)
 S_LATE, S_DELAY, S_STORE = 420, 421, 422
-EMAIL_METRICS = {"Received Email", "Opened Email", "Clicked Email", "Bounced Email", "Marked Email as Spam", "Dropped Email", "Unsubscribed"}
+EMAIL_METRICS = {
+    "Received Email",
+    "Opened Email",
+    "Clicked Email",
+    "Bounced Email",
+    "Marked Email as Spam",
+    "Dropped Email",
+    "Unsubscribed",
+}
 ATTRIBUTES = ("timestamp", "event_properties", "datetime", "uuid")
-SMS_METRICS = {"Received SMS", "Sent SMS", "Clicked SMS", "Failed to Deliver SMS", "Failed to Deliver Automated Response SMS", "Received Automated Response SMS", "Consented to Receive SMS", "Unsubscribed from SMS"}
+SMS_METRICS = {
+    "Received SMS",
+    "Sent SMS",
+    "Clicked SMS",
+    "Failed to Deliver SMS",
+    "Failed to Deliver Automated Response SMS",
+    "Received Automated Response SMS",
+    "Consented to Receive SMS",
+    "Unsubscribed from SMS",
+}
 
 
 class EventTable:
     """All events; row i is the i-th event by datetime."""
 
-    def __init__(self, seed: int, count: int, profiles: ProfileTable, campaigns: list[tuple[str, str]], list_ids: list[str]) -> None:
+    def __init__(
+        self, seed: int, count: int, profiles: ProfileTable, campaigns: list[tuple[str, str]], list_ids: list[str]
+    ) -> None:
         self.seed, self.count = seed, count
         self.campaigns = campaigns or [("Weekly Digest", "This week's picks")]
         self.list_ids = list_ids
@@ -70,15 +90,26 @@ class EventTable:
         self.written_row: dict[str, int] = {}
 
     # ----- events written through the API -------------------------------------------------
-    def append(self, metric: np.ndarray, profile: np.ndarray, when: np.ndarray, event_ids: list[str],
-               uuids: list[str], properties: list[bytes]) -> None:
+    def append(
+        self,
+        metric: np.ndarray,
+        profile: np.ndarray,
+        when: np.ndarray,
+        event_ids: list[str],
+        uuids: list[str],
+        properties: list[bytes],
+    ) -> None:
         """Record written events (after the synthetic ones; ``datetime`` order is kept by ``Orders``)."""
         first, k = self.count, len(event_ids)
         # columns grow into buffers of doubling capacity (a million events in 1,000-event requests
         # would otherwise copy every column a thousand times); the public arrays are views
-        for name, values in (("metric", metric), ("profile", profile), ("datetime", when),
-                             ("written_ids", np.array(event_ids, dtype="S26")),
-                             ("written_uuids", np.array(uuids, dtype="S36"))):
+        for name, values in (
+            ("metric", metric),
+            ("profile", profile),
+            ("datetime", when),
+            ("written_ids", np.array(event_ids, dtype="S26")),
+            ("written_uuids", np.array(uuids, dtype="S36")),
+        ):
             current = getattr(self, name)
             used = len(current)
             buf = self._buffers.get(name)
@@ -86,8 +117,8 @@ class EventTable:
                 buf = np.empty(max(2 * (used + k), 1024), dtype=current.dtype)
                 buf[:used] = current
                 self._buffers[name] = buf
-            buf[used:used + k] = values
-            setattr(self, name, buf[:used + k])
+            buf[used : used + k] = values
+            setattr(self, name, buf[: used + k])
         self.written_properties += properties
         for i, eid in enumerate(event_ids):
             self.written_row[eid] = first + i
@@ -96,7 +127,7 @@ class EventTable:
     @property
     def sorted_by_row(self) -> bool:
         """Whether row order is datetime order (no written event came before a later row's time)."""
-        return self.count == self.base or bool(np.all(np.diff(self.datetime[self.base - 1 if self.base else 0:]) >= 0))
+        return self.count == self.base or bool(np.all(np.diff(self.datetime[self.base - 1 if self.base else 0 :]) >= 0))
 
     def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         written = rows >= self.base
@@ -160,8 +191,9 @@ class EventTable:
         tags = ids.mix(self.seed, S_EVENT_ID, rows) >> np.uint64(24)
         return ids.ulids(self.datetime[rows] * 1000, tags, rows, self.id_key)
 
-    def _kept(self, name: str, compute: Callable[[np.ndarray], np.ndarray], written_values: np.ndarray,
-              rows: np.ndarray) -> np.ndarray:
+    def _kept(
+        self, name: str, compute: Callable[[np.ndarray], np.ndarray], written_values: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
         """Column NAME of ``rows``: computed (and kept per block) for synthetic rows, from
         WRITTEN_VALUES for written ones."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -223,10 +255,12 @@ class EventTable:
                 if row < self.base:
                     out += self.attributes_for(np.array([row], dtype=np.int64), wanted)
                     continue
-                values = {"timestamp": int(self.datetime[row]),
-                          "event_properties": orjson.loads(self.written_properties[row - self.base]),
-                          "datetime": iso_many(self.datetime[row:row + 1])[0],
-                          "uuid": self.written_uuids[row - self.base].decode()}
+                values = {
+                    "timestamp": int(self.datetime[row]),
+                    "event_properties": orjson.loads(self.written_properties[row - self.base]),
+                    "datetime": iso_many(self.datetime[row : row + 1])[0],
+                    "uuid": self.written_uuids[row - self.base].decode(),
+                }
                 out.append({n: values[n] for n in names})
             return out
         cols: dict[str, list[Any]] = {}
@@ -235,7 +269,9 @@ class EventTable:
         if "event_properties" in names:
             choices = self.choices(rows).tolist()
             numbers = self.numbers(rows).tolist()
-            cols["event_properties"] = [self._scalar_properties(row, c, number) for row, c, number in zip(rows.tolist(), choices, numbers)]
+            cols["event_properties"] = [
+                self._scalar_properties(row, c, number) for row, c, number in zip(rows.tolist(), choices, numbers)
+            ]
         if "datetime" in names:
             cols["datetime"] = iso_many(self.datetime[rows])
         if "uuid" in names:
@@ -244,8 +280,12 @@ class EventTable:
 
     def uuid_bytes(self, rows: np.ndarray) -> np.ndarray:
         """Event uuids of ``rows`` as ``S36`` (vectorised ``uuid``; synthetic rows' kept per block)."""
-        return self._kept("uuid", lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)),
-                          self.written_uuids, rows)
+        return self._kept(
+            "uuid",
+            lambda r: ids.uuids(ids.mix(self.seed, S_EVENT_ID + 7, r), ids.mix(self.seed, S_EVENT_ID + 8, r)),
+            self.written_uuids,
+            rows,
+        )
 
     def numbers(self, rows: np.ndarray) -> np.ndarray:
         """The number behind each event's ``$event_id`` (and ``$message``)."""
@@ -266,6 +306,7 @@ class EventTable:
 
         def put(mask: np.ndarray, col: int, values: np.ndarray) -> None:
             c[mask, col] = values[mask]
+
         n_campaigns = len(self.campaigns)
         email, sms = np.isin(kind, (K_EMAIL, K_CLICKED, K_BOUNCED)), kind == K_SMS
         put(email | sms, 0, (u[:, 0] * n_campaigns).astype(np.int64))
@@ -305,7 +346,13 @@ class EventTable:
         name = V.ALL_METRICS[metric][0]
         if name in EMAIL_METRICS:
             campaign, subject = self.campaigns[c[0]]
-            props: JSON = {"Campaign Name": campaign, "Subject": subject, "Email Domain": V.EMAIL_DOMAINS[c[1]], "$message": message, "$event_id": event_id}
+            props: JSON = {
+                "Campaign Name": campaign,
+                "Subject": subject,
+                "Email Domain": V.EMAIL_DOMAINS[c[1]],
+                "$message": message,
+                "$event_id": event_id,
+            }
             if name == "Clicked Email":
                 props["URL"] = f"https://shop.example.com/products/{c[2]}"
             if name == "Bounced Email":
@@ -313,7 +360,12 @@ class EventTable:
             return props
         if name in SMS_METRICS:
             campaign, _ = self.campaigns[c[0]]
-            return {"Campaign Name": campaign, "Message Body": f"{campaign}: reply STOP to opt out", "Carrier": ("Verizon", "AT&T", "T-Mobile")[c[1]], "$event_id": event_id}
+            return {
+                "Campaign Name": campaign,
+                "Message Body": f"{campaign}: reply STOP to opt out",
+                "Carrier": ("Verizon", "AT&T", "T-Mobile")[c[1]],
+                "$event_id": event_id,
+            }
         if name in ("Subscribed to List", "Unsubscribed from List"):
             list_id = self.list_ids[c[0]] if self.list_ids else None
             return {"List": list_id, "$event_id": event_id}
@@ -321,9 +373,16 @@ class EventTable:
             return {"Preferences": ["Newsletter"] if c[0] else ["Newsletter", "Promotions"], "$event_id": event_id}
         if name in ("Placed Order", "Started Checkout"):
             n_items = c[0]
-            picks = [V.PRODUCTS[p] for p in c[1:1 + n_items]]
+            picks = [V.PRODUCTS[p] for p in c[1 : 1 + n_items]]
             value = round(sum(p[1] for p in picks), 2)
-            return {"$value": value, "OrderId": order_id, "Items": [p[0] for p in picks], "ItemCount": n_items, "Discount Codes": ["WELCOME10"] if c[4] else [], "$event_id": event_id}
+            return {
+                "$value": value,
+                "OrderId": order_id,
+                "Items": [p[0] for p in picks],
+                "ItemCount": n_items,
+                "Discount Codes": ["WELCOME10"] if c[4] else [],
+                "$event_id": event_id,
+            }
         if name in ("Ordered Product", "Viewed Product"):
             product = V.PRODUCTS[c[0]]
             props = {"ProductName": product[0], "ProductID": str(1000 + c[0]), "Price": product[1], "$event_id": event_id}
@@ -349,8 +408,7 @@ class EventTable:
         if self.count > self.base and rows.max() >= self.base:
             synthetic, written = self._split(rows)
             parts = iter(self.properties_json(rows[synthetic]))
-            return [self.written_properties[row - self.base] if row >= self.base else next(parts)
-                    for row in rows.tolist()]
+            return [self.written_properties[row - self.base] if row >= self.base else next(parts) for row in rows.tolist()]
         if rows.min() >= 0 and rows.max() < self.count:
             shapes = self._column("shape", self._shapes, rows)
             if shapes is not None and (shapes >= 0).all():
@@ -399,7 +457,9 @@ class EventTable:
         """
         metric, *c = [(key >> int(s)) & m for s, m in zip(_SHIFTS, _MASKS)] if isinstance(key, int) else key
         raw = orjson.dumps(self._properties(metric, c, EVENT_ID, MESSAGE, ORDER_ID))
-        fmt = self._formats[key if isinstance(key, int) else tuple(key)] = _percent_format(raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)])
+        fmt = self._formats[key if isinstance(key, int) else tuple(key)] = _percent_format(
+            raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)]
+        )
         return fmt
 
 
@@ -421,9 +481,16 @@ def _kind(name: str) -> int:
         return K_EMAIL
     if name in SMS_METRICS:
         return K_SMS
-    return {"Subscribed to List": K_LIST, "Unsubscribed from List": K_LIST, "Updated Email Preferences": K_PREFS,
-            "Placed Order": K_ORDER, "Started Checkout": K_ORDER, "Viewed Product": K_PRODUCT,
-            "Ordered Product": K_ORDERED_PRODUCT, "Active on Site": K_ACTIVE}.get(name, K_OTHER)
+    return {
+        "Subscribed to List": K_LIST,
+        "Unsubscribed from List": K_LIST,
+        "Updated Email Preferences": K_PREFS,
+        "Placed Order": K_ORDER,
+        "Started Checkout": K_ORDER,
+        "Viewed Product": K_PRODUCT,
+        "Ordered Product": K_ORDERED_PRODUCT,
+        "Active on Site": K_ACTIVE,
+    }.get(name, K_OTHER)
 
 
 _KIND = np.array([_kind(m[0]) for m in V.ALL_METRICS], dtype=np.int8)
@@ -446,7 +513,7 @@ def _percent_format(raw: bytes, slots: list[bytes]) -> bytes:
         k = slots.index(m.group(0))
         if k < consumed:
             raise ValueError("event_properties placeholders out of order")
-        out += [raw[last:m.start()], b"%.0s" * (k - consumed), b"%s"]
+        out += [raw[last : m.start()], b"%.0s" * (k - consumed), b"%s"]
         consumed, last = k + 1, m.end()
     out += [raw[last:], b"%.0s" * (len(slots) - consumed)]
     return b"".join(out)

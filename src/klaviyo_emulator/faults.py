@@ -213,8 +213,9 @@ def _fault_response(kind: str, spec: FaultSpec) -> tuple[int, list[tuple[bytes, 
         code, title = "throttled", "Request was throttled."
     else:
         detail, code, title = "A server error occurred (injected fault).", "server_error", "Server error."
-    body = orjson.dumps({"errors": [{"id": str(uuid.uuid4()), "status": status, "code": code, "title": title,
-                                     "detail": detail, "source": {}}]})
+    body = orjson.dumps(
+        {"errors": [{"id": str(uuid.uuid4()), "status": status, "code": code, "title": title, "detail": detail, "source": {}}]}
+    )
     headers = [(b"content-type", b"application/vnd.api+json"), (b"content-length", str(len(body)).encode())]
     if status == 429:
         headers.append((b"retry-after", str(spec.retry_after).encode()))

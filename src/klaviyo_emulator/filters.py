@@ -17,8 +17,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-OPERATORS = ("equals", "any", "greater-than", "greater-or-equal", "less-than", "less-or-equal",
-             "contains", "starts-with", "ends-with", "has")
+OPERATORS = (
+    "equals",
+    "any",
+    "greater-than",
+    "greater-or-equal",
+    "less-than",
+    "less-or-equal",
+    "contains",
+    "starts-with",
+    "ends-with",
+    "has",
+)
 _NAME_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.\-]*")
 _BARE_RE = re.compile(r"[^,()\[\]\s'\"]+")
 _NUMBER_RE = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")

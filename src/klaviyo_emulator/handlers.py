@@ -22,10 +22,10 @@ from .data import Account
 from .filters import Condition
 from .jobs import JobBook
 from .jsontypes import JSON
-from .members import Membership
 from .keyset import Keyset, by_row, cursor_after, locate
-from .query import Query, encode_cursor
+from .members import Membership
 from .pages import RawArray, events_pieces, profiles_pieces
+from .query import Query, encode_cursor
 from .resources import Renderer
 from .selection import SelectionCache, select
 from .state import AccountState, LiveProfiles
@@ -111,15 +111,16 @@ def _version(req: Request) -> int:
     return req.ctx.state.version if req.ctx is not None else 0
 
 
-def _page(req: Request, key: str, compute: Callable[[], np.ndarray],
-          keyset: Keyset | None = None) -> tuple[np.ndarray, dict[str, str]]:
+def _page(
+    req: Request, key: str, compute: Callable[[], np.ndarray], keyset: Keyset | None = None
+) -> tuple[np.ndarray, dict[str, str]]:
     """The current page of a cached selection, and the collection links."""
     q = req.query
     keyset = keyset or by_row()
     rows = req.cache.get(f"{q.fingerprint}|{key}", compute)
     version = _version(req)
     start = locate(rows, q.cursor, version, keyset)
-    page = rows[start:start + q.page_size]
+    page = rows[start : start + q.page_size]
 
     def link(position: int | None) -> str:
         if position is None:
@@ -134,8 +135,7 @@ def _page(req: Request, key: str, compute: Callable[[], np.ndarray],
     return page, links
 
 
-def _document(data: object, links: dict[str, str], included: list[JSON] | RawArray | None,
-              include_requested: bool) -> Document:
+def _document(data: object, links: dict[str, str], included: list[JSON] | RawArray | None, include_requested: bool) -> Document:
     doc: Document = {"data": data, "links": links}
     if include_requested:
         doc["included"] = included or []
@@ -146,12 +146,20 @@ def _document(data: object, links: dict[str, str], included: list[JSON] | RawArr
 def get_profiles(req: Request) -> Document:
     acc, q = req.account, req.query
     gone = _deleted(req)
-    page, links = _page(req, "profiles", lambda: select(
-        acc.profiles.count, req.orders.profiles(q.sort),
-        [profile_mask(acc, c, None) for c in q.conditions] + ([~gone] if gone is not None else [])),
-        req.orders.profile_keyset(q.sort))
+    page, links = _page(
+        req,
+        "profiles",
+        lambda: select(
+            acc.profiles.count,
+            req.orders.profiles(q.sort),
+            [profile_mask(acc, c, None) for c in q.conditions] + ([~gone] if gone is not None else []),
+        ),
+        req.orders.profile_keyset(q.sort),
+    )
     empty: dict[str, list[JSON]] = {name: [] for name in q.include}
-    data = profiles_pieces(req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty)
+    data = profiles_pieces(
+        req.renderer, page, relationships=("conversations", "lists", "push-tokens", "segments"), related_data=empty
+    )
     return _document(RawArray(data), links, [], bool(q.include))
 
 
@@ -167,10 +175,16 @@ def _group_profiles(req: Request, groups: dict[str, Membership], kind: str, ids_
     if members is None:
         raise NotFound(f"{kind} {group_id!r}")
     acc, q = req.account, req.query
-    page, links = _page(req, f"{kind}:{group_id}", lambda: select(
-        len(members), req.orders.members(group_id, members, q.sort),
-        [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions]),
-        req.orders.member_keyset(members, q.sort))
+    page, links = _page(
+        req,
+        f"{kind}:{group_id}",
+        lambda: select(
+            len(members),
+            req.orders.members(group_id, members, q.sort),
+            [profile_mask(acc, c, members.profiles, members.joined) for c in q.conditions],
+        ),
+        req.orders.member_keyset(members, q.sort),
+    )
     if ids_only:
         return {"data": [{"type": "profile", "id": i} for i in acc.profiles.ids_for(members.profiles[page])], "links": links}
     data = profiles_pieces(req.renderer, members.profiles[page], joined=members.joined[page])
@@ -206,7 +220,9 @@ def get_profile(req: Request) -> Document:
     for name in ("push-tokens", "conversations"):
         if name in q.include:
             related[name] = []
-    data = r.profiles(np.array([row]), relationships=("conversations", "lists", "push-tokens", "segments"), related_data=related)[0]
+    data = r.profiles(np.array([row]), relationships=("conversations", "lists", "push-tokens", "segments"), related_data=related)[
+        0
+    ]
     return _document(data, {"self": _url(req, None)}, included, bool(q.include))
 
 
@@ -226,9 +242,13 @@ def get_events(req: Request) -> Document:
 
     def masks() -> list[np.ndarray]:
         return [event_mask(acc, c) for c in q.conditions] + ([visible] if visible is not None else [])
-    page, links = _page(req, f"events|arrived:{acc.events.arrived(now)}", lambda: select(
-        acc.events.count, req.orders.events(q.sort), masks()),
-        by_row(bool(q.sort and q.sort.startswith("-"))))
+
+    page, links = _page(
+        req,
+        f"events|arrived:{acc.events.arrived(now)}",
+        lambda: select(acc.events.count, req.orders.events(q.sort), masks()),
+        by_row(bool(q.sort and q.sort.startswith("-"))),
+    )
     r = req.renderer
     return _document(RawArray(events_pieces(r, page)), links, _event_includes(req, r, page), bool(q.include))
 
@@ -249,6 +269,7 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
             if found is None:
                 found = kept[(*shape, m)] = orjson.dumps(r.record(metrics[m]))
             return found
+
         metrics_json = [b",".join(map(metric_json, dict.fromkeys(acc.events.metric[rows].tolist())))]
     if "profile" in q.include:
         profiles = acc.events.profile[rows]
@@ -260,8 +281,11 @@ def _event_includes(req: Request, r: Renderer, rows: np.ndarray) -> RawArray:
 def _event_row(req: Request) -> int:
     row = req.account.events.row_for_id(req.item_id)
     gone = _deleted(req)
-    if row is None or not req.account.events.visible(row, _now(req)) or (
-            gone is not None and gone[req.account.events.profile[row]]):
+    if (
+        row is None
+        or not req.account.events.visible(row, _now(req))
+        or (gone is not None and gone[req.account.events.profile[row]])
+    ):
         raise NotFound(f"event {req.id!r}")
     return row
 
@@ -300,12 +324,16 @@ def _record_collection(type_: str) -> Handler:
         records = req.account.records[type_]
         q = req.query
         conditions = _conditions(type_, q.conditions)
-        page, links = _page(req, type_, lambda: select(
-            len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in conditions]),
-            Orders.record_keyset(records, q.sort))
+        page, links = _page(
+            req,
+            type_,
+            lambda: select(len(records), Orders.records(records, q.sort), [record_mask(records, c) for c in conditions]),
+            Orders.record_keyset(records, q.sort),
+        )
         chosen = [records[i] for i in page.tolist()]
         data = [req.renderer.record(rec, q.include) for rec in chosen]
         return _document(data, links, req.renderer.included_records(chosen, q.include), bool(q.include))
+
     handler.__name__ = f"get_{type_}s"
     return handler
 
@@ -317,7 +345,10 @@ def _record_single(type_: str, extra: Extra | None = None) -> Handler:
             raise NotFound(f"{type_} {req.id!r}")
         extras = extra(req, rec) if extra else None
         data = req.renderer.record(rec, req.query.include, extras)
-        return _document(data, {"self": _url(req, None)}, req.renderer.included_records([rec], req.query.include), bool(req.query.include))
+        return _document(
+            data, {"self": _url(req, None)}, req.renderer.included_records([rec], req.query.include), bool(req.query.include)
+        )
+
     handler.__name__ = f"get_{type_}"
     return handler
 
@@ -327,6 +358,7 @@ def _profile_count(groups_attr: str, type_: str) -> Extra:
         if req.query.wants(type_, "profile_count"):
             return {"profile_count": len(getattr(req.account, groups_attr)[rec.id])}
         return {}
+
     return extra
 
 
@@ -336,6 +368,7 @@ def _definition(type_: str) -> Extra:
             # Code-editor templates have no drag-and-drop definition; flows carry their triggers.
             return {"definition": rec.values.get("definition")}
         return {}
+
     return extra
 
 

@@ -76,7 +76,7 @@ class Job:
         if self.applied:
             return self.errors
         done = self.processed(clock)
-        return self.errors[:bisect_left([e["index"] for e in self.errors], done)]
+        return self.errors[: bisect_left([e["index"] for e in self.errors], done)]
 
     def attributes(self, clock: float) -> dict[str, Any]:
         processed = self.total if self.applied else self.processed(clock)
@@ -90,8 +90,11 @@ class Job:
             "completed_at": iso(self.created + math.ceil(self.duration)) if self.applied else None,
         }
         if self.type == "profile-bulk-import-job":
-            attrs.update(failed_count=failed, expires_at=iso(self.created + JOB_LIFETIME),
-                         started_at=iso(self.created + math.ceil(self.queued_seconds)) if started else None)
+            attrs.update(
+                failed_count=failed,
+                expires_at=iso(self.created + JOB_LIFETIME),
+                started_at=iso(self.created + math.ceil(self.queued_seconds)) if started else None,
+            )
         else:
             attrs["skipped_count"] = self.skipped
         return attrs
@@ -117,20 +120,43 @@ class JobBook:
     def error_id(self, job: Job, index: int) -> str:
         return ids.uuid_text(self.seed, S_ERROR + job.seq * 16, index)
 
-    def submit(self, type_: str, clock: float, created: int, total: int, rate: float, queued_seconds: float,
-               apply: Callable[[Job], None], *, list_ids: list[str] | None = None, segment_ids: list[str] | None = None,
-               errors: list[ImportProblem] | None = None) -> Job:
+    def submit(
+        self,
+        type_: str,
+        clock: float,
+        created: int,
+        total: int,
+        rate: float,
+        queued_seconds: float,
+        apply: Callable[[Job], None],
+        *,
+        list_ids: list[str] | None = None,
+        segment_ids: list[str] | None = None,
+        errors: list[ImportProblem] | None = None,
+    ) -> Job:
         """A job finishing (``apply(job)``) after its queue time and ``total / rate`` seconds; what it
         works on is ``apply``'s (released once it ran)."""
         seq = self._next()
-        job = Job(type_, self.job_id(seq), seq, clock, created, total, rate, queued_seconds,
-                  list_ids=list_ids or [], segment_ids=segment_ids or [], errors=errors or [])
+        job = Job(
+            type_,
+            self.job_id(seq),
+            seq,
+            clock,
+            created,
+            total,
+            rate,
+            queued_seconds,
+            list_ids=list_ids or [],
+            segment_ids=segment_ids or [],
+            errors=errors or [],
+        )
         self.jobs[job.id] = job
         self.order.append(job)
 
         def finish() -> None:
             apply(job)
             job.applied = True
+
         self.later(clock + job.duration, finish)
         return job
 

@@ -43,7 +43,7 @@ def cursor_after(rows: np.ndarray, position: int, version: int, keyset: Keyset) 
     """The cursor of a page starting at ``position`` of ``rows``."""
     if position <= 0:
         return Cursor(0, version)
-    keys, ties = keyset.values(rows[position - 1:position])
+    keys, ties = keyset.values(rows[position - 1 : position])
     return Cursor(position, version, _plain(keys[0]), _plain(ties[0]))
 
 

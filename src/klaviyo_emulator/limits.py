@@ -49,8 +49,10 @@ def parse_overrides(text: str) -> dict[str, "RateLimit | float"]:
             if len(numbers) not in (2, 3) or min(numbers) < 1:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"rate limit override {item!r}: use OP=BURST/STEADY[/DAILY] (e.g. get_profiles=5/50), "
-                             "OP:TIER=BURST/STEADY or *=FACTOR (e.g. *=0.1)") from None
+            raise ValueError(
+                f"rate limit override {item!r}: use OP=BURST/STEADY[/DAILY] (e.g. get_profiles=5/50), "
+                "OP:TIER=BURST/STEADY or *=FACTOR (e.g. *=0.1)"
+            ) from None
         out[key] = RateLimit(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None)
     return out
 
@@ -65,10 +67,13 @@ def overridden(overrides: dict[str, RateLimit | float], operation_id: str, tier:
         return found
     factor = overrides.get("*")
     if isinstance(factor, float):
+
         def scale(n: int) -> int:
             return max(1, int(n * factor))
-        return RateLimit(scale(limit.burst_per_second), scale(limit.steady_per_minute),
-                         scale(limit.daily) if limit.daily else None)
+
+        return RateLimit(
+            scale(limit.burst_per_second), scale(limit.steady_per_minute), scale(limit.daily) if limit.daily else None
+        )
     return limit
 
 
@@ -125,8 +130,9 @@ class ServerLimits:
             found = self._logs[key] = WindowLog(limit)
         return found
 
-    def admit(self, operation_id: str, limit: RateLimit, *, tier: str = "",
-              arrived: float | None = None) -> tuple[float | None, WindowLog]:
+    def admit(
+        self, operation_id: str, limit: RateLimit, *, tier: str = "", arrived: float | None = None
+    ) -> tuple[float | None, WindowLog]:
         """Count one request: (None, log) when granted, else (seconds until a slot frees, log).
 
         ``arrived``: when the request came in, if the caller knows it better than "now"; a

@@ -37,7 +37,12 @@ ATTRS, TIMESTAMP, PROPERTIES = "\ue001", "\ue006", "\ue007"
 _TEXT_SLOTS = {ID: "id", METRIC: "metric", PROFILE: "profile", DATETIME: "datetime", UUID: "uuid"}
 #: One raw slot per top-level profile attribute, for pages that render them as columns.
 PROFILE_SLOTS = {name: chr(0xE100 + i) for i, name in enumerate(ATTRIBUTES)}
-_RAW_SLOTS = {ATTRS: "attributes", TIMESTAMP: "timestamp", PROPERTIES: "event_properties", **{s: n for n, s in PROFILE_SLOTS.items()}}
+_RAW_SLOTS = {
+    ATTRS: "attributes",
+    TIMESTAMP: "timestamp",
+    PROPERTIES: "event_properties",
+    **{s: n for n, s in PROFILE_SLOTS.items()},
+}
 _SLOT_NAMES = {**{s.encode(): n for s, n in _TEXT_SLOTS.items()}, **{f'"{s}"'.encode(): n for s, n in _RAW_SLOTS.items()}}
 _SLOT_RE = re.compile(b"|".join(re.escape(s) for s in _SLOT_NAMES))
 _FAST_PROFILE_FIELDS = frozenset(ATTRIBUTES) | {"joined_group_at"}
@@ -72,7 +77,7 @@ class Template:
         self.literals: list[bytes] = []
         last = 0
         for m in _SLOT_RE.finditer(raw):
-            self.literals.append(raw[last:m.start()])
+            self.literals.append(raw[last : m.start()])
             self.slots.append(_SLOT_NAMES[m.group(0)])
             last = m.end()
         self.literals.append(raw[last:] + b",")
@@ -100,7 +105,7 @@ class Template:
         pieces.append(_matrix(run, n))
         out: list[bytes] = [b""] * (n * len(pieces))  # every item is one piece's
         for i, piece in enumerate(pieces):
-            out[i::len(pieces)] = piece
+            out[i :: len(pieces)] = piece
         out[-1] = out[-1][:-1]  # no comma after the last record
         return out
 
@@ -124,7 +129,7 @@ def _matrix(run: list[bytes | np.ndarray], n: int) -> list[bytes]:
     at = 0
     for x, w in zip(run, widths):
         if not isinstance(x, bytes):
-            matrix[:, at:at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
+            matrix[:, at : at + w] = np.ascontiguousarray(x).view(np.uint8).reshape(n, w)
         at += w
     records: list[bytes] = matrix.view(f"S{at}").ravel().tolist() if at else [b""] * n
     return records
@@ -148,7 +153,7 @@ def encode_document(document: JSON) -> bytes:
     one copy of the page's text."""
     parts: list[bytes] = []
     for key, value in document.items():
-        parts.append((b',' if parts else b'{') + orjson.dumps(key) + b":")
+        parts.append((b"," if parts else b"{") + orjson.dumps(key) + b":")
         if isinstance(value, RawArray):
             parts.append(b"[")
             for i, group in enumerate(value.groups):
@@ -173,8 +178,9 @@ def dump_attributes(dicts: list[JSON], wanted: tuple[str, ...] | None) -> list[b
 
 
 # ----- profiles ---------------------------------------------------------------------------
-def profile_attribute_dicts(profiles: Profiles, rows: np.ndarray, subscriptions: bool, predictive: bool,
-                            wanted: tuple[str, ...] | None) -> list[JSON]:
+def profile_attribute_dicts(
+    profiles: Profiles, rows: np.ndarray, subscriptions: bool, predictive: bool, wanted: tuple[str, ...] | None
+) -> list[JSON]:
     """Attributes of ``rows``, computing only the top-level fields ``wanted`` needs.
 
     Rows the write overlay touched (new profiles, changed attributes or
@@ -215,7 +221,9 @@ def _overlay_rows(profiles: Profiles, rows: np.ndarray) -> tuple[ProfileTable, n
     return base, special
 
 
-def profile_attribute_columns(profiles: Profiles, rows: np.ndarray, wanted: tuple[str, ...] | None) -> dict[str, list[bytes]] | None:
+def profile_attribute_columns(
+    profiles: Profiles, rows: np.ndarray, wanted: tuple[str, ...] | None
+) -> dict[str, list[bytes]] | None:
     """Each wanted top-level attribute of ``rows`` as a column of JSON values (None: not this way).
 
     A sparse page (an events page's included profiles want three fields) then
@@ -250,16 +258,26 @@ def profile_ids(profiles: Profiles, rows: np.ndarray) -> np.ndarray:
     return base.id_bytes(rows)
 
 
-def profiles_page(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
-                  relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
-                  related_data: dict[str, list[JSON]] | None = None) -> bytes:
+def profiles_page(
+    r: Renderer,
+    rows: np.ndarray,
+    joined: np.ndarray | None = None,
+    relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
+    extras: bool = True,
+    related_data: dict[str, list[JSON]] | None = None,
+) -> bytes:
     """``Renderer.profiles`` as comma-joined JSON objects (same arguments, same output)."""
     return b"".join(profiles_pieces(r, rows, joined, relationships, extras, related_data))
 
 
-def profiles_pieces(r: Renderer, rows: np.ndarray, joined: np.ndarray | None = None,
-                    relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS, extras: bool = True,
-                    related_data: dict[str, list[JSON]] | None = None) -> list[bytes]:
+def profiles_pieces(
+    r: Renderer,
+    rows: np.ndarray,
+    joined: np.ndarray | None = None,
+    relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
+    extras: bool = True,
+    related_data: dict[str, list[JSON]] | None = None,
+) -> list[bytes]:
     """``profiles_page`` as the pieces that join to it."""
     rows = np.asarray(rows, dtype=np.int64)
     p, q = r.account.profiles, r.query

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from . import ids, vocabulary as V
+from . import ids
+from . import vocabulary as V
 from .blockcache import BlockColumn
 from .jsontypes import JSON
 from .timefmt import iso, iso_date, iso_many
@@ -37,8 +38,22 @@ _EMAIL_RE = re.compile(r"^[a-z]+\.[a-z]+(\d+)@[a-z.]+$")
 #: In every text _EMAIL_RE matches: a batch of email keys without it (joined) holds no synthetic email.
 _EMAIL_HINT = re.compile(r"\.[a-z]+\d")
 #: Top-level profile attributes in Klaviyo's order (subscriptions/predictive_analytics follow on request).
-ATTRIBUTES = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title", "image",
-              "created", "updated", "last_event_date", "location", "properties")
+ATTRIBUTES = (
+    "email",
+    "phone_number",
+    "external_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+    "created",
+    "updated",
+    "last_event_date",
+    "location",
+    "properties",
+)
 _LOWER = {n: n.lower() for n in (*V.FIRST_NAMES, *V.LAST_NAMES)}
 #: Codes past the vocabulary mean "not set" (about half the profiles have no organization/title).
 _ORGS = (*V.ORGANIZATIONS, *[None] * len(V.ORGANIZATIONS))
@@ -113,10 +128,14 @@ class ProfileTable:
         self.updated = np.where(in_bulk, bulk, updated)
         # Global suppressions (~4%) and list suppressions (~3%).
         supp = ids.unit(seed, S_SUPP, rows) < 0.04
-        self.suppression_reason = np.where(supp, ids.choice(seed, S_SUPP + 1, rows, len(V.SUPPRESSION_REASONS)), -1).astype(np.int8)
+        self.suppression_reason = np.where(supp, ids.choice(seed, S_SUPP + 1, rows, len(V.SUPPRESSION_REASONS)), -1).astype(
+            np.int8
+        )
         self.suppression_ts = np.where(supp, np.minimum(self.updated, self.created + (span * 0.5).astype(np.int64)), -1)
         lsupp = (ids.unit(seed, S_LSUPP, rows) < 0.03) & (len(list_ids) > 0)
-        self.list_suppression_list = np.where(lsupp, ids.choice(seed, S_LSUPP + 1, rows, max(len(list_ids), 1)), -1).astype(np.int16)
+        self.list_suppression_list = np.where(lsupp, ids.choice(seed, S_LSUPP + 1, rows, max(len(list_ids), 1)), -1).astype(
+            np.int16
+        )
         self.list_suppression_ts = np.where(lsupp, self.created + (span * 0.3).astype(np.int64), -1)
         self.last_event = np.full(count, -1, dtype=np.int64)
         self.phone_offset = int(ids.mix(seed, S_PHONE + 1, 0)) % PHONE_MODULUS
@@ -242,7 +261,7 @@ class ProfileTable:
         except (ValueError, UnicodeDecodeError):
             return None
         prefix = f"kx:{self.seed}:"
-        return self.row_for_id(raw[len(prefix):]) if raw.startswith(prefix) else None
+        return self.row_for_id(raw[len(prefix) :]) if raw.startswith(prefix) else None
 
     # ----- rendering -----------------------------------------------------------------
     def attributes(self, rows: np.ndarray, subscriptions: bool = False, predictive: bool = False) -> list[JSON]:
@@ -273,13 +292,16 @@ class ProfileTable:
         def draw(stream: int, size: int) -> list[int]:
             codes: list[int] = ids.choice(seed, stream, rows, size).tolist()
             return codes
+
         if names & {"email", "first_name", "last_name"}:
             first = [V.FIRST_NAMES[c] for c in draw(S_NAME, len(V.FIRST_NAMES))]
             last = [V.LAST_NAMES[c] for c in draw(S_LAST, len(V.LAST_NAMES))]
             cols["first_name"], cols["last_name"] = first, last
             if "email" in names:
-                cols["email"] = [f"{_LOWER[f]}.{_LOWER[la]}{r}@{V.EMAIL_DOMAINS[d]}"
-                                 for f, la, r, d in zip(first, last, row_list, draw(S_DOMAIN, len(V.EMAIL_DOMAINS)))]
+                cols["email"] = [
+                    f"{_LOWER[f]}.{_LOWER[la]}{r}@{V.EMAIL_DOMAINS[d]}"
+                    for f, la, r, d in zip(first, last, row_list, draw(S_DOMAIN, len(V.EMAIL_DOMAINS)))
+                ]
         if "phone_number" in names:
             numbers = (2_000_000_000 + (rows * PHONE_MULT + self.phone_offset) % PHONE_MODULUS).tolist()
             cols["phone_number"] = [f"+1{v}" if h else None for v, h in zip(numbers, self.has_phone(rows).tolist())]
@@ -311,8 +333,11 @@ class ProfileTable:
         are assembled as byte columns in numpy, not formatted per profile.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        fast = {n: self._block_column(n, f.__get__(self)).take(rows) for n, f in _JSON_COLUMNS.items() if n in names} \
-            if _SAFE_VOCABULARY and len(rows) else {}
+        fast = (
+            {n: self._block_column(n, f.__get__(self)).take(rows) for n, f in _JSON_COLUMNS.items() if n in names}
+            if _SAFE_VOCABULARY and len(rows)
+            else {}
+        )
         rest = self.columns(rows, [n for n in names if n not in fast])
         return {n: fast[n].tolist() if n in fast else list(map(orjson.dumps, rest[n])) for n in names}
 
@@ -335,19 +360,36 @@ class ProfileTable:
     def _locations(self, rows: np.ndarray, row_list: list[int], draw: Draw) -> list[JSON]:
         jitter = ((ids.unit(self.seed, S_CITY + 52, rows) - 0.5) * 0.2).tolist()
         out = []
-        for row, c, street, number, j in zip(row_list, draw(S_CITY, len(V.CITIES)), draw(S_CITY + 50, len(V.STREETS)),
-                                              draw(S_CITY + 51, 990), jitter):
+        for row, c, street, number, j in zip(
+            row_list, draw(S_CITY, len(V.CITIES)), draw(S_CITY + 50, len(V.STREETS)), draw(S_CITY + 51, 990), jitter
+        ):
             city = V.CITIES[c]
-            out.append({"address1": f"{number + 10} {V.STREETS[street]}", "address2": None, "city": city[0], "country": city[2],
-                        "latitude": round(city[5] + j, 4), "longitude": round(city[6] + j, 4), "region": city[1],
-                        "zip": city[3], "timezone": city[4], "ip": f"203.0.113.{row % 254 + 1}"})
+            out.append(
+                {
+                    "address1": f"{number + 10} {V.STREETS[street]}",
+                    "address2": None,
+                    "city": city[0],
+                    "country": city[2],
+                    "latitude": round(city[5] + j, 4),
+                    "longitude": round(city[6] + j, 4),
+                    "region": city[1],
+                    "zip": city[3],
+                    "timezone": city[4],
+                    "ip": f"203.0.113.{row % 254 + 1}",
+                }
+            )
         return out
 
     def _properties(self, row_list: list[int], draw: Draw) -> list[JSON]:
         out = []
         for row, source, orders, tier, birthday, consent in zip(
-                row_list, draw(S_PROPS, len(V.SIGNUP_SOURCES)), draw(S_PROPS + 2, 25), draw(S_PROPS + 1, len(V.LOYALTY_TIERS)),
-                draw(S_PROPS + 3, 12000), draw(S_CONSENT, 10)):
+            row_list,
+            draw(S_PROPS, len(V.SIGNUP_SOURCES)),
+            draw(S_PROPS + 2, 25),
+            draw(S_PROPS + 1, len(V.LOYALTY_TIERS)),
+            draw(S_PROPS + 3, 12000),
+            draw(S_CONSENT, 10),
+        ):
             props: JSON = {"signup_source": V.SIGNUP_SOURCES[source], "lifetime_orders": orders}
             if row % 3 == 0:
                 props["loyalty_tier"] = V.LOYALTY_TIERS[tier]
@@ -364,11 +406,14 @@ class ProfileTable:
         if reason >= 0 and V.SUPPRESSION_REASONS[reason] == "UNSUBSCRIBE":
             consent = 2
         since = iso(self.created[row]) if consent else None
-        suppression = [{"reason": V.SUPPRESSION_REASONS[reason], "timestamp": iso(self.suppression_ts[row])}] if reason >= 0 else []
+        suppression = (
+            [{"reason": V.SUPPRESSION_REASONS[reason], "timestamp": iso(self.suppression_ts[row])}] if reason >= 0 else []
+        )
         lsupp = int(self.list_suppression_list[row])
         list_suppressions = (
             [{"list_id": self.list_ids[lsupp], "reason": "USER_SUPPRESSED", "timestamp": iso(self.list_suppression_ts[row])}]
-            if lsupp >= 0 else []
+            if lsupp >= 0
+            else []
         )
         sms_consent = "SUBSCRIBED" if has_phone and consent_code < 5 else "NEVER_SUBSCRIBED"
         return {
@@ -397,7 +442,9 @@ class ProfileTable:
                 },
                 "transactional": None,
             },
-            "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}},
+            "mobile_push": {
+                "marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}
+            },
         }
 
     def _predictive(self, row: int) -> JSON:
@@ -405,10 +452,14 @@ class ProfileTable:
         orders = int(u[0] * 8)
         aov = round(20 + float(u[1]) * 180, 2)
         return {
-            "historic_clv": round(orders * aov, 2), "predicted_clv": round(float(u[2]) * 300, 2),
-            "total_clv": round(orders * aov + float(u[2]) * 300, 2), "historic_number_of_orders": orders,
-            "predicted_number_of_orders": round(float(u[3]) * 3, 2), "average_days_between_orders": round(30 + float(u[3]) * 90, 1) if orders > 1 else None,
-            "average_order_value": aov if orders else None, "churn_probability": round(float(u[1]), 2),
+            "historic_clv": round(orders * aov, 2),
+            "predicted_clv": round(float(u[2]) * 300, 2),
+            "total_clv": round(orders * aov + float(u[2]) * 300, 2),
+            "historic_number_of_orders": orders,
+            "predicted_number_of_orders": round(float(u[3]) * 3, 2),
+            "average_days_between_orders": round(30 + float(u[3]) * 90, 1) if orders > 1 else None,
+            "average_order_value": aov if orders else None,
+            "churn_probability": round(float(u[1]), 2),
             "expected_date_of_next_order": iso(self.now + int(u[2] * 90 * 86400)) if orders else None,
             "ranked_channel_affinity": ["email", "sms", "push"] if u[0] < 0.5 else ["sms", "email", "push"],
         }
@@ -423,5 +474,8 @@ _LOWER_LAST = _json_strings(n.lower() for n in V.LAST_NAMES)
 _DOMAINS = _json_strings(V.EMAIL_DOMAINS)
 #: The byte-built columns are only right if no vocabulary word needs JSON escaping (checked once).
 _SAFE_VOCABULARY = all(orjson.dumps(w) == b'"' + w.encode() + b'"' for w in (*_LOWER.values(), *V.EMAIL_DOMAINS))
-_JSON_COLUMNS = {"email": ProfileTable._email_json, "phone_number": ProfileTable._phone_json,
-                 "external_id": ProfileTable._external_id_json}
+_JSON_COLUMNS = {
+    "email": ProfileTable._email_json,
+    "phone_number": ProfileTable._phone_json,
+    "external_id": ProfileTable._external_id_json,
+}

@@ -50,8 +50,11 @@ class RunningEmulator:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Klaviyo-API-Key {self.api_key}", "revision": self.revision,
-                "accept": "application/vnd.api+json"}
+        return {
+            "Authorization": f"Klaviyo-API-Key {self.api_key}",
+            "revision": self.revision,
+            "accept": "application/vnd.api+json",
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """List members, consent and suppressions as they are now (after due jobs)."""
@@ -59,8 +62,11 @@ class RunningEmulator:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{MARKER}(**settings): settings of the klaviyo_emulator fixture "
-                                       "(EmulatorSettings fields, clean=True for an empty account, app_clock=callable)")
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**settings): settings of the klaviyo_emulator fixture "
+        "(EmulatorSettings fields, clean=True for an empty account, app_clock=callable)",
+    )
 
 
 @pytest.fixture

@@ -17,11 +17,14 @@ from typing import Any
 import orjson
 
 from klaviyo_spec import FilterField, Operation
+
 from .filters import Bare, Condition, FilterSyntaxError, parse_filter
 from .timefmt import parse_datetime
 
 #: Page size for collections the spec gives no page[size] for (accounts, metrics).
 UNSIZED_PAGE = 200
+
+
 class QueryError(Exception):
     """A 400 the client caused: ``detail`` and the offending query ``parameter``."""
 
@@ -96,8 +99,10 @@ def _typed_item(field_name: str, spec: FilterField, value: object) -> object:
             parsed = parse_datetime(value.text)
             if parsed is not None:
                 return parsed
-            raise QueryError(f"Invalid datetime {value.text!r} for field '{field_name}': expected ISO 8601, "
-                             "e.g. 2023-06-01T17:06:39+00:00.", "filter")
+            raise QueryError(
+                f"Invalid datetime {value.text!r} for field '{field_name}': expected ISO 8601, e.g. 2023-06-01T17:06:39+00:00.",
+                "filter",
+            )
         hint = " (datetimes are written without quotes)" if isinstance(value, str) else ""
         raise QueryError(f"Field '{field_name}' takes a datetime, not {_shown(value)}{hint}.", "filter")
     kind = spec.type
@@ -106,8 +111,9 @@ def _typed_item(field_name: str, spec: FilterField, value: object) -> object:
         if ok and kind == "integer" and isinstance(value, float):
             ok = False
         if not ok:
-            raise QueryError(f"Field '{field_name}' takes {'an integer' if kind == 'integer' else 'a number'}, "
-                             f"not {_shown(value)}.", "filter")
+            raise QueryError(
+                f"Field '{field_name}' takes {'an integer' if kind == 'integer' else 'a number'}, not {_shown(value)}.", "filter"
+            )
         return value
     if kind == "boolean":
         if not isinstance(value, bool):
@@ -118,8 +124,9 @@ def _typed_item(field_name: str, spec: FilterField, value: object) -> object:
         hint = " (strings are quoted, e.g. 'text')" if isinstance(value, Bare) else ""
         raise QueryError(f"Field '{field_name}' takes a string, not {_shown(value)}{hint}.", "filter")
     if spec.enum and value not in spec.enum:
-        raise QueryError(f"{value!r} is not a valid value for field '{field_name}'; allowed: "
-                         f"{', '.join(map(str, spec.enum))}.", "filter")
+        raise QueryError(
+            f"{value!r} is not a valid value for field '{field_name}'; allowed: {', '.join(map(str, spec.enum))}.", "filter"
+        )
     return value
 
 
@@ -133,8 +140,9 @@ def typed_condition(op: Operation, cond: Condition) -> Condition:
         raise QueryError(f"'{cond.field}' is not a valid field for filtering; allowed: {', '.join(allowed)}.", "filter")
     every = tuple(dict.fromkeys((*spec.single, *spec.list, *spec.none)))
     if cond.operator not in every:
-        raise QueryError(f"Operator '{cond.operator}' is not allowed for field '{cond.field}'; allowed: "
-                         f"{', '.join(sorted(every))}.", "filter")
+        raise QueryError(
+            f"Operator '{cond.operator}' is not allowed for field '{cond.field}'; allowed: {', '.join(sorted(every))}.", "filter"
+        )
     if cond.operator in spec.none and cond.value is None:
         return cond
     if isinstance(cond.value, list):
@@ -149,8 +157,10 @@ def typed_condition(op: Operation, cond: Condition) -> Condition:
         # answer a single value at Klaviyo, as the one-item list (the product sends equals(name,'X')).
         return Condition("any", cond.field, [_typed_item(cond.field, spec, cond.value)])
     if cond.operator not in spec.single:
-        raise QueryError(f"Operator '{cond.operator}' on field '{cond.field}' takes a list, e.g. "
-                         f"{cond.operator}({cond.field},['a','b']).", "filter")
+        raise QueryError(
+            f"Operator '{cond.operator}' on field '{cond.field}' takes a list, e.g. {cond.operator}({cond.field},['a','b']).",
+            "filter",
+        )
     return Condition(cond.operator, cond.field, _typed_item(cond.field, spec, cond.value))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .catalog import Record
 from .collections import record_mask
-from .handlers import Document, Handler, NotFound, Request, _document, _page, _profile_row, _url, _group_profiles, _event_row
+from .handlers import Document, Handler, NotFound, Request, _document, _event_row, _group_profiles, _page, _profile_row, _url
 from .jsontypes import JSON
 from .keyset import by_row
 from .resources import PLURAL
@@ -33,8 +33,12 @@ def _records(req: Request, targets: list[tuple[str, str]]) -> list[Record]:
 
 def _paged(req: Request, key: str, records: list[Record]) -> tuple[list[Record], dict[str, str]]:
     q = req.query
-    page, links = _page(req, f"{key}:{len(records)}", lambda: select(
-        len(records), None, [record_mask(records, c) for c in q.conditions]), by_row())
+    page, links = _page(
+        req,
+        f"{key}:{len(records)}",
+        lambda: select(len(records), None, [record_mask(records, c) for c in q.conditions]),
+        by_row(),
+    )
     return [records[i] for i in page.tolist()], links
 
 
@@ -60,22 +64,26 @@ def _profile_targets(req: Request, name: str) -> list[tuple[str, str]]:
 
 def related_records(owner_type: str, name: str) -> Handler:
     """``/api/{owner}/{id}/{name}``: the related resources, paged and filtered as the spec allows."""
+
     def handler(req: Request) -> Document:
         targets = _targets_of(req, owner_type, name)
         chosen, links = _paged(req, f"rel:{owner_type}:{req.id}:{name}", _records(req, targets))
         include = req.query.include
         data = [req.renderer.record(rec, include) for rec in chosen]
         return _document(data, links, req.renderer.included_records(chosen, include), bool(include))
+
     handler.__name__ = f"get_{name}_for_{owner_type}"
     return handler
 
 
 def related_ids(owner_type: str, name: str) -> Handler:
     """``/api/{owner}/{id}/relationships/{name}``: identifiers of the related resources."""
+
     def handler(req: Request) -> Document:
         targets = _targets_of(req, owner_type, name)
         chosen, links = _paged(req, f"ids:{owner_type}:{req.id}:{name}", _records(req, targets))
         return {"data": [_identifier(r) for r in chosen], "links": links}
+
     handler.__name__ = f"get_{name}_ids_for_{owner_type}"
     return handler
 
@@ -87,37 +95,44 @@ def empty_collection(owner_type: str) -> Handler:
         else:
             _owner(req, owner_type)
         return {"data": [], "links": {"self": _url(req, None)}}
+
     return handler
 
 
 def related_record(owner_type: str, name: str) -> Handler:
     """To-one: ``/api/{owner}/{id}/{name}``."""
+
     def handler(req: Request) -> Document:
         target = _owner(req, owner_type).related.get(name)
         rec = req.account.record(*target) if isinstance(target, tuple) else None
         if rec is None:
             raise NotFound(f"{name} of {owner_type} {req.id!r}")
         return {"data": req.renderer.record(rec), "links": {"self": _url(req, None)}}
+
     return handler
 
 
 def related_id(owner_type: str, name: str) -> Handler:
     """To-one: ``/api/{owner}/{id}/relationships/{name}``."""
+
     def handler(req: Request) -> Document:
         target = _owner(req, owner_type).related.get(name)
         data = {"type": target[0], "id": target[1]} if isinstance(target, tuple) else None
         return {"data": data, "links": {"self": _url(req, None), "related": _url(req, None).replace("/relationships/", "/")}}
+
     return handler
 
 
 def record_collection(type_: str) -> Handler:
     """A small collection with no synthetic generator of its own (tags, tag groups)."""
+
     def handler(req: Request) -> Document:
         records = req.account.records.get(type_, [])
         chosen, links = _paged(req, f"all:{type_}", records)
         include = req.query.include
         data = [req.renderer.record(rec, include) for rec in chosen]
         return _document(data, links, req.renderer.included_records(chosen, include), bool(include))
+
     return handler
 
 
@@ -125,8 +140,13 @@ def record_single(type_: str) -> Handler:
     def handler(req: Request) -> Document:
         rec = _owner(req, type_)
         include = req.query.include
-        return _document(req.renderer.record(rec, include), {"self": _url(req, None)},
-                         req.renderer.included_records([rec], include), bool(include))
+        return _document(
+            req.renderer.record(rec, include),
+            {"self": _url(req, None)},
+            req.renderer.included_records([rec], include),
+            bool(include),
+        )
+
     return handler
 
 
@@ -158,13 +178,23 @@ def get_campaign_recipient_estimation(req: Request) -> Document:
     """Estimated recipients of a campaign: the distinct members of its included lists and segments."""
     campaign = _owner(req, "campaign")
     acc = req.account
-    rows = [m.profiles for gid in campaign.attributes["audiences"]["included"]
-            for m in (acc.list_members.get(gid) or acc.segment_members.get(gid),) if m is not None]
+    rows = [
+        m.profiles
+        for gid in campaign.attributes["audiences"]["included"]
+        for m in (acc.list_members.get(gid) or acc.segment_members.get(gid),)
+        if m is not None
+    ]
     count = int(len(np.unique(np.concatenate(rows)))) if rows else 0
     own = f"{req.base}/api/campaign-recipient-estimations/{campaign.id}/"
-    return {"data": {"type": "campaign-recipient-estimation", "id": campaign.id,
-                     "attributes": {"estimated_recipient_count": count}, "links": {"self": own}},
-            "links": {"self": _url(req, None)}}
+    return {
+        "data": {
+            "type": "campaign-recipient-estimation",
+            "id": campaign.id,
+            "attributes": {"estimated_recipient_count": count},
+            "links": {"self": own},
+        },
+        "links": {"self": _url(req, None)},
+    }
 
 
 READS: dict[str, Handler] = {

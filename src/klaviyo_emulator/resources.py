@@ -18,11 +18,24 @@ from .query import Query
 from .timefmt import iso
 
 PLURAL = {
-    "profile": "profiles", "event": "events", "metric": "metrics", "list": "lists", "segment": "segments",
-    "campaign": "campaigns", "campaign-message": "campaign-messages", "template": "templates", "flow": "flows",
-    "flow-action": "flow-actions", "tag": "tags", "account": "accounts", "conversation": "conversations",
-    "push-token": "push-tokens", "attribution": "attributions", "tag-group": "tag-groups",
-    "flow-message": "flow-messages", "metric-property": "metric-properties",
+    "profile": "profiles",
+    "event": "events",
+    "metric": "metrics",
+    "list": "lists",
+    "segment": "segments",
+    "campaign": "campaigns",
+    "campaign-message": "campaign-messages",
+    "template": "templates",
+    "flow": "flows",
+    "flow-action": "flow-actions",
+    "tag": "tags",
+    "account": "accounts",
+    "conversation": "conversations",
+    "push-token": "push-tokens",
+    "attribution": "attributions",
+    "tag-group": "tag-groups",
+    "flow-message": "flow-messages",
+    "metric-property": "metric-properties",
 }
 PROFILE_RELATIONSHIPS = ("lists", "segments", "push-tokens")
 
@@ -74,8 +87,14 @@ class Renderer:
         return out
 
     # ----- profiles ---------------------------------------------------------------
-    def profiles(self, rows: np.ndarray, joined: np.ndarray | None = None, relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
-                 extras: bool = True, related_data: dict[str, list[JSON]] | None = None) -> list[JSON]:
+    def profiles(
+        self,
+        rows: np.ndarray,
+        joined: np.ndarray | None = None,
+        relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
+        extras: bool = True,
+        related_data: dict[str, list[JSON]] | None = None,
+    ) -> list[JSON]:
         p = self.account.profiles
         subs = extras and self.query.wants("profile", "subscriptions")
         pred = extras and self.query.wants("profile", "predictive_analytics")

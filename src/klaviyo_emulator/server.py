@@ -18,7 +18,6 @@ from .app import create_app
 from .arrival import ArrivalStampingProtocol
 from .settings import EmulatorSettings
 
-
 #: How long an idle keep-alive connection stays open. uvicorn's default (5 s) closed connections a
 #: busy client (an import inserting into its warehouse) still held, and its next request on one
 #: met "Server disconnected without sending a response" (a retry). Klaviyo keeps them longer.
@@ -27,14 +26,28 @@ KEEP_ALIVE_SECONDS = 75
 
 def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``)."""
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
-                http=ArrivalStampingProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=ArrivalStampingProtocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
 
 
 @contextmanager
-def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, lifespan: Literal["auto", "on", "off"] = "off",
-            name: str = "asgi-server", log_level: str = "warning",
-            http: type[ArrivalStampingProtocol] = ArrivalStampingProtocol) -> Iterator[str]:
+def serving(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    name: str = "asgi-server",
+    log_level: str = "warning",
+    http: type[ArrivalStampingProtocol] = ArrivalStampingProtocol,
+) -> Iterator[str]:
     """Serve any ASGI app with uvicorn in a thread; yield its base URL, stop it on exit.
 
     Shared by the emulator, the demo, the console's browser tests and the reliability tests.
@@ -43,8 +56,15 @@ def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, lifespan: L
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan=lifespan,
-                            timeout_graceful_shutdown=2, http=http, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan=lifespan,
+        timeout_graceful_shutdown=2,
+        http=http,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()

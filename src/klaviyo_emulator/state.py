@@ -29,7 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from . import ids, vocabulary as V
+from . import ids
+from . import vocabulary as V
 from .catalog import Record
 from .data import Account
 from .jsontypes import JSON
@@ -144,13 +145,19 @@ class AccountState:
         if row is not None:
             return row
         if self.deleted and field_name in ("email", "phone_number", "external_id"):
-            lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
-                      "external_id": self.base.row_for_external_id}[field_name]
+            lookup = {
+                "email": self.base.row_for_email,
+                "phone_number": self.base.row_for_phone,
+                "external_id": self.base.row_for_external_id,
+            }[field_name]
             found = lookup(value)
             if found is not None and found in self.deleted:
                 return None
-        lookup = {"email": self.base.row_for_email, "phone_number": self.base.row_for_phone,
-                  "external_id": self.base.row_for_external_id}[field_name]
+        lookup = {
+            "email": self.base.row_for_email,
+            "phone_number": self.base.row_for_phone,
+            "external_id": self.base.row_for_external_id,
+        }[field_name]
         row = lookup(value)
         if row is not None and field_name in self.changes.get(row, {}):
             return None  # the profile's identifier was changed by a write
@@ -222,9 +229,17 @@ class AccountState:
             if f in attributes and old.get(f) and old[f] != attributes[f]:
                 self.index[f].pop(_key(f, old[f]), None)
 
-    def upsert_many(self, pids: Sequence[str | None], emails: Sequence[str | None], phones: Sequence[str | None],
-                    external_ids: Sequence[str | None], attributes: Sequence[Any], blobs: Sequence[bytes | None] | None,
-                    now: int, attributes_of: Callable[[Any], JSON] | None = None) -> list[int]:
+    def upsert_many(
+        self,
+        pids: Sequence[str | None],
+        emails: Sequence[str | None],
+        phones: Sequence[str | None],
+        external_ids: Sequence[str | None],
+        attributes: Sequence[Any],
+        blobs: Sequence[bytes | None] | None,
+        now: int,
+        attributes_of: Callable[[Any], JSON] | None = None,
+    ) -> list[int]:
         """``upsert`` of a batch, in order (a later item matches what an earlier one created or changed).
 
         Columns, one entry per item: the profile id, the attributes' email, phone_number and
@@ -286,9 +301,16 @@ class AccountState:
         self.version += len(rows)
         return rows
 
-    def _create_all(self, pids: Sequence[str | None], all_emails: Sequence[str | None], all_phones: Sequence[str | None],
-                    all_exts: Sequence[str | None], attributes: Sequence[Any], blobs: Sequence[bytes | None],
-                    now: int) -> list[int] | None:
+    def _create_all(
+        self,
+        pids: Sequence[str | None],
+        all_emails: Sequence[str | None],
+        all_phones: Sequence[str | None],
+        all_exts: Sequence[str | None],
+        attributes: Sequence[Any],
+        blobs: Sequence[bytes | None],
+        now: int,
+    ) -> list[int] | None:
         """The common batch, done in bulk: no item names a profile id and no identifier matches an
         existing profile or an earlier item, so every item creates a profile. None: not so."""
         if any(pids):
@@ -311,12 +333,21 @@ class AccountState:
         if all(blobs):  # no None among them (packed bytes are never empty)
             self.new_blobs.extend(cast("Sequence[bytes]", blobs))
         else:
-            self.new_blobs.extend([blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
-                                   for attrs, blob in zip(attributes, blobs)])
+            self.new_blobs.extend(
+                [
+                    blob if blob is not None else _pack({k: v for k, v in attrs.items() if k != "_kx"})
+                    for attrs, blob in zip(attributes, blobs)
+                ]
+            )
         self.new_created.extend([now] * len(rows))
-        for field_name, keys, present in (("email", email_keys, all_emails), ("phone_number", phones, all_phones),
-                                          ("external_id", exts, all_exts)):
-            keyed: Sequence[int] = rows if len(keys) == len(rows) else list(compress(rows, present))  # a range holds no row objects
+        for field_name, keys, present in (
+            ("email", email_keys, all_emails),
+            ("phone_number", phones, all_phones),
+            ("external_id", exts, all_exts),
+        ):
+            keyed: Sequence[int] = (
+                rows if len(keys) == len(rows) else list(compress(rows, present))
+            )  # a range holds no row objects
             self._pending[field_name].add(keys, keyed, hashes[field_name])
         self._unindexed = True
         self.version += len(rows)
@@ -348,15 +379,33 @@ class AccountState:
         k = row - self.base.count
         stored = orjson.loads(self.new_blobs[k])
         attrs: JSON = {f: None for f in PROFILE_FIELDS}
-        attrs.update({"created": iso(self.new_created[k]), "updated": iso(self.new_updated.get(row, self.new_created[k])),
-                      "last_event_date": None, "location": {f: None for f in LOCATION_FIELDS}, "properties": {}})
+        attrs.update(
+            {
+                "created": iso(self.new_created[k]),
+                "updated": iso(self.new_updated.get(row, self.new_created[k])),
+                "last_event_date": None,
+                "location": {f: None for f in LOCATION_FIELDS},
+                "properties": {},
+            }
+        )
         attrs = _merge(attrs, stored)
         if subscriptions:
             attrs["subscriptions"] = _never_subscribed()
         if predictive:
-            attrs["predictive_analytics"] = {name: None for name in (
-                "historic_clv", "predicted_clv", "total_clv", "historic_number_of_orders", "predicted_number_of_orders",
-                "average_days_between_orders", "average_order_value", "churn_probability", "expected_date_of_next_order")}
+            attrs["predictive_analytics"] = {
+                name: None
+                for name in (
+                    "historic_clv",
+                    "predicted_clv",
+                    "total_clv",
+                    "historic_number_of_orders",
+                    "predicted_number_of_orders",
+                    "average_days_between_orders",
+                    "average_order_value",
+                    "churn_probability",
+                    "expected_date_of_next_order",
+                )
+            }
             attrs["predictive_analytics"]["ranked_channel_affinity"] = []
         return attrs
 
@@ -456,16 +505,29 @@ class AccountState:
         if c.email:
             email.update(consent=c.email[0], consent_timestamp=iso(c.email[1]), last_updated=iso(c.email[1]), method=c.email[2])
         email["suppression"] = [{"reason": r, "timestamp": iso(ts)} for r, ts in c.suppression]
-        email["list_suppressions"] = [{"list_id": lid, "reason": "USER_SUPPRESSED", "timestamp": iso(ts)} for lid, ts in c.list_suppressions]
+        email["list_suppressions"] = [
+            {"list_id": lid, "reason": "USER_SUPPRESSED", "timestamp": iso(ts)} for lid, ts in c.list_suppressions
+        ]
         email["can_receive_email_marketing"] = email["consent"] == "SUBSCRIBED" and not c.suppression
         sms = subs["sms"]
         if c.sms:
-            sms["marketing"].update(consent=c.sms[0], consent_timestamp=iso(c.sms[1]), last_updated=iso(c.sms[1]), method=c.sms[2],
-                                    can_receive_sms_marketing=c.sms[0] == "SUBSCRIBED")
+            sms["marketing"].update(
+                consent=c.sms[0],
+                consent_timestamp=iso(c.sms[1]),
+                last_updated=iso(c.sms[1]),
+                method=c.sms[2],
+                can_receive_sms_marketing=c.sms[0] == "SUBSCRIBED",
+            )
         if c.sms_transactional:
             consent, ts, method = c.sms_transactional
-            sms["transactional"] = {"can_receive_sms_transactional": consent == "SUBSCRIBED", "consent": consent,
-                                    "consent_timestamp": iso(ts), "last_updated": iso(ts), "method": method, "method_detail": ""}
+            sms["transactional"] = {
+                "can_receive_sms_transactional": consent == "SUBSCRIBED",
+                "consent": consent,
+                "consent_timestamp": iso(ts),
+                "last_updated": iso(ts),
+                "method": method,
+                "method_detail": "",
+            }
         return subs
 
     # ----- lists ----------------------------------------------------------------------
@@ -473,10 +535,13 @@ class AccountState:
         k = len(self.new_list_ids)
         list_id = ids.short_id(self.base.seed, S_NEW_LIST, k)
         tags = self.account.records.get("tag") or []
-        rec = Record("list", list_id, {"name": name, "created": iso(now), "updated": iso(now),
-                                       "opt_in_process": opt_in or "single_opt_in"},
-                     {"id": list_id, "name": name, "created": now, "updated": now},
-                     {"tags": [], "flow-triggers": []} if tags is not None else {})
+        rec = Record(
+            "list",
+            list_id,
+            {"name": name, "created": iso(now), "updated": iso(now), "opt_in_process": opt_in or "single_opt_in"},
+            {"id": list_id, "name": name, "created": now, "updated": now},
+            {"tags": [], "flow-triggers": []} if tags is not None else {},
+        )
         self.account.add_record(rec)
         self.account.list_members[list_id] = Membership(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
         self.new_list_ids.append(list_id)
@@ -499,8 +564,9 @@ class AccountState:
         order = np.argsort(ranks, kind="stable")
         rows, ranks = rows[order], ranks[order]
         at = np.searchsorted(self.id_rank(m.profiles), ranks)
-        groups[list_id] = Membership(np.insert(m.profiles, at, rows),
-                                     np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64)))
+        groups[list_id] = Membership(
+            np.insert(m.profiles, at, rows), np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64))
+        )
         self._touch_group(list_id, now, segment)
         return len(rows)
 
@@ -532,8 +598,8 @@ class AccountState:
             capacity = max(2 * (n + k), 1024)
             profiles, joined = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
             profiles[:n], joined[:n] = m.profiles, m.joined
-        profiles[n:n + k], joined[n:n + k] = rows, now
-        out = Membership(profiles[:n + k], joined[:n + k])
+        profiles[n : n + k], joined[n : n + k] = rows, now
+        out = Membership(profiles[: n + k], joined[: n + k])
         self._member_room[key] = (out, profiles, joined)
         return out
 
@@ -607,9 +673,13 @@ class AccountState:
                 "suppressions": [x["reason"] for x in s["email"]["marketing"]["suppression"]],
                 "list_suppressions": [x["list_id"] for x in s["email"]["marketing"]["list_suppressions"]],
             }
-        return {"profiles": self.count, "new_profiles": len(self.new_blobs),
-                "new_lists": {lid: self._list(lid).attributes["name"] for lid in self.new_list_ids},
-                "list_members": lists, "subscriptions": subs}
+        return {
+            "profiles": self.count,
+            "new_profiles": len(self.new_blobs),
+            "new_lists": {lid: self._list(lid).attributes["name"] for lid in self.new_list_ids},
+            "list_members": lists,
+            "subscriptions": subs,
+        }
 
     def _list(self, list_id: str) -> Record:
         rec = self.account.record("list", list_id)
@@ -643,19 +713,49 @@ def _merge(target: JSON, changes: JSON) -> JSON:
 
 def _never_subscribed() -> JSON:
     return {
-        "email": {"marketing": {"can_receive_email_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None,
-                                "last_updated": None, "method": None, "method_detail": "", "custom_method_detail": None,
-                                "double_optin": None, "suppression": [], "list_suppressions": []}},
-        "sms": {"marketing": {"can_receive_sms_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None,
-                              "method": None, "method_detail": "", "last_updated": None}, "transactional": None},
-        "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}},
+        "email": {
+            "marketing": {
+                "can_receive_email_marketing": False,
+                "consent": "NEVER_SUBSCRIBED",
+                "consent_timestamp": None,
+                "last_updated": None,
+                "method": None,
+                "method_detail": "",
+                "custom_method_detail": None,
+                "double_optin": None,
+                "suppression": [],
+                "list_suppressions": [],
+            }
+        },
+        "sms": {
+            "marketing": {
+                "can_receive_sms_marketing": False,
+                "consent": "NEVER_SUBSCRIBED",
+                "consent_timestamp": None,
+                "method": None,
+                "method_detail": "",
+                "last_updated": None,
+            },
+            "transactional": None,
+        },
+        "mobile_push": {
+            "marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}
+        },
     }
 
 
 class LiveProfiles:
     """The base ProfileTable's interface (``profiles.Profiles``), seen through the write overlay."""
 
-    COLUMNS = ("created", "updated", "suppression_reason", "suppression_ts", "list_suppression_list", "list_suppression_ts", "last_event")
+    COLUMNS = (
+        "created",
+        "updated",
+        "suppression_reason",
+        "suppression_ts",
+        "list_suppression_list",
+        "list_suppression_ts",
+        "last_event",
+    )
 
     def __init__(self, state: AccountState) -> None:
         self.state = state
@@ -726,8 +826,12 @@ class LiveProfiles:
         extra = len(self.state.new_blobs)
         if not extra:
             return self.base.id_sort_order
-        return self._cached(("id_order", extra), lambda: np.concatenate(
-            [self.base.id_sort_order, np.arange(self.base.count, self.base.count + extra, dtype=np.int64)]))
+        return self._cached(
+            ("id_order", extra),
+            lambda: np.concatenate(
+                [self.base.id_sort_order, np.arange(self.base.count, self.base.count + extra, dtype=np.int64)]
+            ),
+        )
 
     @property
     def email_sort_key(self) -> np.ndarray:
@@ -742,6 +846,7 @@ class LiveProfiles:
                 if "email" in changed:
                     keys[row] = (changed["email"] or "").lower()
             return keys.astype(str)
+
         return self._cached(("email", self.state.version), compute)
 
     def profile_id(self, row: int) -> str:

@@ -8,9 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 import numpy.typing as npt
 
-_ISO_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
-)
+_ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 
 
 def iso(seconds: int | float | None) -> str | None:

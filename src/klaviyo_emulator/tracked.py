@@ -58,18 +58,26 @@ def _metric_index(req: Request, name: str, service: str | None) -> int:
         return index[name]
     stamp = iso(ctx.now())
     key = (service or "api").lower()
-    rec = Record("metric", ids.short_id(acc.settings.seed, S_WRITTEN, len(metrics)), {
-        "name": name, "created": stamp, "updated": stamp,
-        "integration": {"object": "integration", "id": "0rG4eQ", "key": key, "name": service or "API",
-                        "category": "API"},
-    }, {"integration.name": service or "API", "integration.category": "API"}, {"flow-triggers": []})
+    rec = Record(
+        "metric",
+        ids.short_id(acc.settings.seed, S_WRITTEN, len(metrics)),
+        {
+            "name": name,
+            "created": stamp,
+            "updated": stamp,
+            "integration": {"object": "integration", "id": "0rG4eQ", "key": key, "name": service or "API", "category": "API"},
+        },
+        {"integration.name": service or "API", "integration.category": "API"},
+        {"flow-triggers": []},
+    )
     acc.add_record(rec)
     index[name] = len(metrics) - 1
     return index[name]
 
 
-def _event_time(value: str | None, now: int, pointer: str, problems: Problems,
-                cache: dict[str, float | None] | None = None) -> int:
+def _event_time(
+    value: str | None, now: int, pointer: str, problems: Problems, cache: dict[str, float | None] | None = None
+) -> int:
     if value is None:
         return now
     if cache is not None and value in cache:
@@ -101,8 +109,9 @@ def _string_problems(value: object, pointer: str, out: Problems) -> None:
             _string_problems(v, f"{pointer}/{i}", out)
 
 
-def _check_event(attrs: JSON, base: str, now: int, problems: Problems,
-                 cache: dict[str, float | None] | None = None) -> tuple[int, str]:
+def _check_event(
+    attrs: JSON, base: str, now: int, problems: Problems, cache: dict[str, float | None] | None = None
+) -> tuple[int, str]:
     """(time, metric name) of one event's attributes; its problems appended to ``problems``."""
     props = attrs.get("properties") or {}
     if len(props) > MAX_EVENT_PROPERTIES:
@@ -166,11 +175,11 @@ class _Batch:
             n = np.array(numbers, dtype=np.int64)
             seed = acc.settings.seed
             tags = ids.mix(seed, S_WRITTEN, n) >> np.uint64(24)
-            event_ids: list[str] = ids.ulids(np.array(times, dtype=np.int64) * 1000, tags, n,
-                                  table.id_key ^ 0x5A5A5A5A5A).astype("U26").tolist()
+            event_ids: list[str] = (
+                ids.ulids(np.array(times, dtype=np.int64) * 1000, tags, n, table.id_key ^ 0x5A5A5A5A5A).astype("U26").tolist()
+            )
             uuids: list[str] = ids.uuids(ids.mix(seed, S_WRITTEN + 1, n), ids.mix(seed, S_WRITTEN + 2, n)).astype("U36").tolist()
-            table.append(np.array(metric_rows), np.array(profile_rows), np.array(times, dtype=np.int64), event_ids,
-                         uuids, props)
+            table.append(np.array(metric_rows), np.array(profile_rows), np.array(times, dtype=np.int64), event_ids, uuids, props)
             table.written_backfill += backfill
             state.version += 1  # new events: cached selections and orders are stale
         return len(numbers)
@@ -219,8 +228,13 @@ def bulk_create_events(req: Request) -> tuple[int, None]:
             if attrs.get("unique_id"):
                 key = (who, metric, attrs["unique_id"])
                 if key in repeats:
-                    problems.append((f"{base}/unique_id", f"unique_id {attrs['unique_id']!r} is repeated for the same "
-                                     f"profile and metric (first at {repeats[key]}); no events were processed."))
+                    problems.append(
+                        (
+                            f"{base}/unique_id",
+                            f"unique_id {attrs['unique_id']!r} is repeated for the same "
+                            f"profile and metric (first at {repeats[key]}); no events were processed.",
+                        )
+                    )
                 else:
                     repeats[key] = base
             batch.add(profile, attrs, time, metric)

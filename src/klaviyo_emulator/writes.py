@@ -23,10 +23,10 @@ from .bodies import BodyError
 from .catalog import Record
 from .handlers import Document, Handler, NotFound, Request, _page, _url
 from .identifiers import EMAIL_RE, identifier_problems
-from .state import AccountState
 from .jobs import ImportProblem, Job
 from .jsontypes import JSON
 from .keyset import by_row
+from .state import AccountState
 from .timefmt import parse_datetime
 
 MAX_IMPORT_PROFILES = 10_000
@@ -70,8 +70,11 @@ def bulk_import_profiles(req: Request) -> tuple[int, Document]:
     _too_many(len(profiles), MAX_IMPORT_PROFILES, PROFILES_PTR, "profiles")
     if not profiles:
         raise BodyError([(PROFILES_PTR, "At least one profile is required.")])
-    oversize = [(f"{PROFILES_PTR}/{i}", f"Profile {i} is {n:,} bytes; the maximum per profile is {MAX_PROFILE_BYTES:,} bytes.")
-                for i, n in ((i, len(orjson.dumps(p))) for i, p in enumerate(profiles)) if n > MAX_PROFILE_BYTES]
+    oversize = [
+        (f"{PROFILES_PTR}/{i}", f"Profile {i} is {n:,} bytes; the maximum per profile is {MAX_PROFILE_BYTES:,} bytes.")
+        for i, n in ((i, len(orjson.dumps(p))) for i, p in enumerate(profiles))
+        if n > MAX_PROFILE_BYTES
+    ]
     if oversize:
         raise BodyError(oversize)
     lists = (data.get("relationships") or {}).get("lists", {}).get("data") or []
@@ -83,18 +86,38 @@ def bulk_import_profiles(req: Request) -> tuple[int, Document]:
         problems = identifier_problems({**attrs, "id": profile.get("id")}, f"{PROFILES_PTR}/{i}/attributes")
         if problems:
             pointer, detail = problems[0]
-            errors.append({"index": i, "code": "invalid", "title": "Invalid input.", "detail": detail, "pointer": pointer,
-                           "payload": profile})
+            errors.append(
+                {
+                    "index": i,
+                    "code": "invalid",
+                    "title": "Invalid input.",
+                    "detail": detail,
+                    "pointer": pointer,
+                    "payload": profile,
+                }
+            )
         else:
             items.append((i, profile.get("id"), attrs))
     attrs = [a for _, _, a in items]
-    columns = ImportColumns([pid for _, pid, _ in items], [a.get("email") for a in attrs], [a.get("phone_number") for a in attrs],
-                            [a.get("external_id") for a in attrs], attrs, None)
+    columns = ImportColumns(
+        [pid for _, pid, _ in items],
+        [a.get("email") for a in attrs],
+        [a.get("phone_number") for a in attrs],
+        [a.get("external_id") for a in attrs],
+        attrs,
+        None,
+    )
     return submit_import_job(req, len(profiles), columns, list_ids, errors)
 
 
-def submit_import_job(req: Request, count: int, columns: ImportColumns, list_ids: list[str], errors: list[ImportProblem],
-                      attributes_of: Callable[[Any], JSON] | None = None) -> tuple[int, Document]:
+def submit_import_job(
+    req: Request,
+    count: int,
+    columns: ImportColumns,
+    list_ids: list[str],
+    errors: list[ImportProblem],
+    attributes_of: Callable[[Any], JSON] | None = None,
+) -> tuple[int, Document]:
     """Queue a bulk import job (both request paths): at completion it upserts ``columns`` (ids,
     emails, phones, external ids, attributes, blobs: see ``AccountState.upsert_many``) and adds
     the profiles to ``list_ids``."""
@@ -110,8 +133,17 @@ def submit_import_job(req: Request, count: int, columns: ImportColumns, list_ids
             state.add_members(list_id, job.profile_rows, now)
 
     s = req.account.settings
-    job = ctx.jobs.submit("profile-bulk-import-job", ctx.clock(), ctx.now(), count, s.job_profiles_per_second,
-                          s.job_queued_seconds, apply, list_ids=list_ids, errors=errors)
+    job = ctx.jobs.submit(
+        "profile-bulk-import-job",
+        ctx.clock(),
+        ctx.now(),
+        count,
+        s.job_profiles_per_second,
+        s.job_queued_seconds,
+        apply,
+        list_ids=list_ids,
+        errors=errors,
+    )
     return 202, {"data": _import_job(req, job), "links": {"self": _url(req, None)}}
 
 
@@ -122,10 +154,14 @@ def _import_job(req: Request, job: Job) -> Document:
     if wanted:
         attrs = {k: v for k, v in attrs.items() if k in wanted}
     return {
-        "type": "profile-bulk-import-job", "id": job.id, "attributes": attrs,
+        "type": "profile-bulk-import-job",
+        "id": job.id,
+        "attributes": attrs,
         "relationships": {
-            "lists": {"data": [{"type": "list", "id": lid} for lid in job.list_ids],
-                      "links": {"self": f"{own}relationships/lists/", "related": f"{own}lists/"}},
+            "lists": {
+                "data": [{"type": "list", "id": lid} for lid in job.list_ids],
+                "links": {"self": f"{own}relationships/lists/", "related": f"{own}lists/"},
+            },
             "profiles": {"links": {"self": f"{own}relationships/profiles/", "related": f"{own}profiles/"}},
             "import-errors": {"links": {"related": f"{own}import-errors/"}},
         },
@@ -160,6 +196,7 @@ def get_bulk_import_profiles_jobs(req: Request) -> Document:
             keep &= np.array([s in allowed for s in statuses], dtype=bool)
         rows = np.arange(len(jobs), dtype=np.int64)[keep]
         return rows[::-1].copy() if q.sort == "-created_at" else rows
+
     page, links = _page(req, f"jobs:{len(jobs)}:{','.join(statuses)}", compute, by_row(q.sort == "-created_at"))
     return {"data": [_import_job(req, jobs[i]) for i in page.tolist()], "links": links}
 
@@ -180,12 +217,23 @@ def get_errors_for_bulk_import_profiles_job(req: Request) -> Document:
     data: list[JSON] = []
     for i in page.tolist():
         e = errors[i]
-        attrs: JSON = {"code": e["code"], "title": e["title"], "detail": e["detail"], "source": {"pointer": e["pointer"]},
-                 "original_payload": e["payload"]}
+        attrs: JSON = {
+            "code": e["code"],
+            "title": e["title"],
+            "detail": e["detail"],
+            "source": {"pointer": e["pointer"]},
+            "original_payload": e["payload"],
+        }
         if wanted:
             attrs = {k: v for k, v in attrs.items() if k in wanted}
-        data.append({"type": "import-error", "id": req.emulator.jobs.error_id(job, e["index"]), "attributes": attrs,
-                     "links": {"self": f"{req.base}/api/import-errors/{req.emulator.jobs.error_id(job, e['index'])}/"}})
+        data.append(
+            {
+                "type": "import-error",
+                "id": req.emulator.jobs.error_id(job, e["index"]),
+                "attributes": attrs,
+                "links": {"self": f"{req.base}/api/import-errors/{req.emulator.jobs.error_id(job, e['index'])}/"},
+            }
+        )
     return {"data": data, "links": links}
 
 
@@ -281,8 +329,9 @@ def _consent_profiles(req: Request, limit: int, subscribe: bool) -> tuple[list[C
         base = f"{PROFILES_PTR}/{i}/attributes"
         attrs = profile["attributes"]
         subs = attrs.get("subscriptions") or {}
-        problems += identifier_problems({"email": attrs.get("email"), "phone_number": attrs.get("phone_number"),
-                                          "id": profile.get("id")}, base)
+        problems += identifier_problems(
+            {"email": attrs.get("email"), "phone_number": attrs.get("phone_number"), "id": profile.get("id")}, base
+        )
         channels: dict[str, bool] = {}
         consented: dict[str, int] = {}
         for channel, kind, key in CHANNELS:
@@ -339,6 +388,7 @@ def _consent_write(req: Request, most: int, *, subscribe: bool) -> tuple[int, No
             rows.append(row)
         if subscribe and list_id:
             state.add_members(list_id, np.array(rows, dtype=np.int64), now)
+
     ctx.consent_change(apply)
     return 202, None
 
@@ -360,8 +410,11 @@ def _suppression(req: Request, type_: str, suppress: bool) -> tuple[int, Documen
     if bool(profiles) + len(group) != 1:
         raise BodyError([("/data", "Give either profiles (emails) or one list or segment, not both and not neither.")])
     _too_many(len(profiles), MAX_SUPPRESS, PROFILES_PTR, "email addresses")
-    problems = [(f"{PROFILES_PTR}/{i}/attributes/email", f"Invalid email address {p['attributes']['email']!r}.")
-                for i, p in enumerate(profiles) if not EMAIL_RE.match(p["attributes"]["email"])]
+    problems = [
+        (f"{PROFILES_PTR}/{i}/attributes/email", f"Invalid email address {p['attributes']['email']!r}.")
+        for i, p in enumerate(profiles)
+        if not EMAIL_RE.match(p["attributes"]["email"])
+    ]
     if problems:
         raise BodyError(problems)
     ctx = req.emulator
@@ -394,8 +447,17 @@ def _suppression(req: Request, type_: str, suppress: bool) -> tuple[int, Documen
                 job.skipped += 1
 
     s = req.account.settings
-    job = ctx.jobs.submit(type_, ctx.clock(), ctx.now(), len(targets), s.job_profiles_per_second, s.job_queued_seconds, apply,
-                          list_ids=list_ids, segment_ids=segment_ids)
+    job = ctx.jobs.submit(
+        type_,
+        ctx.clock(),
+        ctx.now(),
+        len(targets),
+        s.job_profiles_per_second,
+        s.job_queued_seconds,
+        apply,
+        list_ids=list_ids,
+        segment_ids=segment_ids,
+    )
     return 202, {"data": _suppression_job(req, job), "links": {"self": _url(req, None)}}
 
 
@@ -407,8 +469,10 @@ def _suppression_job(req: Request, job: Job) -> Document:
         attrs = {k: v for k, v in attrs.items() if k in wanted}
     relationships: JSON = {}
     for name, values, rtype in (("lists", job.list_ids, "list"), ("segments", job.segment_ids, "segment")):
-        relationships[name] = {"data": [{"type": rtype, "id": v} for v in values],
-                               "links": {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"}}
+        relationships[name] = {
+            "data": [{"type": rtype, "id": v} for v in values],
+            "links": {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"},
+        }
     return {"type": job.type, "id": job.id, "attributes": attrs, "relationships": relationships, "links": {"self": own}}
 
 
@@ -422,20 +486,28 @@ def _suppression_jobs(type_: str) -> Handler:
         def keep(job: Job, status: str) -> bool:
             for cond in q.conditions:
                 allowed = cond.value if isinstance(cond.value, list) else [cond.value]
-                value = status if cond.field == "status" else next(iter(job.list_ids), None) if cond.field == "list_id" \
+                value = (
+                    status
+                    if cond.field == "status"
+                    else next(iter(job.list_ids), None)
+                    if cond.field == "list_id"
                     else next(iter(job.segment_ids), None)
+                )
                 if value not in allowed:
                     return False
             return True
+
         rows = np.array([i for i, (j, st) in enumerate(zip(jobs, statuses)) if keep(j, st)], dtype=np.int64)
         page, links = _page(req, f"{type_}:{len(jobs)}:{','.join(statuses)}", lambda: rows)
         return {"data": [_suppression_job(req, jobs[i]) for i in page.tolist()], "links": links}
+
     return handler
 
 
 def _suppression_job_read(type_: str) -> Handler:
     def handler(req: Request) -> Document:
         return {"data": _suppression_job(req, _job(req, type_)), "links": {"self": _url(req, None)}}
+
     return handler
 
 
@@ -465,6 +537,7 @@ def request_profile_deletion(req: Request) -> tuple[int, None]:
         row = state.row_for_id(profile["id"]) if key == "id" else state.row_for(key, attrs[key])
         if row is not None:
             state.delete_profile(row, ctx.now())
+
     ctx.jobs.later(ctx.clock() + req.account.settings.deletion_delay_seconds, apply)
     return 202, None
 
@@ -517,8 +590,7 @@ def update_profile(req: Request) -> tuple[int, Document]:
     if state.row_for_id(req.item_id) is None:
         raise NotFound(f"profile {req.id!r}")
     attrs = {k: v for k, v in (data.get("attributes") or {}).items() if k != "_kx"}
-    problems = identifier_problems({k: v for k, v in attrs.items() if v is not None}, "/data/attributes",
-                                    need_identifier=False)
+    problems = identifier_problems({k: v for k, v in attrs.items() if v is not None}, "/data/attributes", need_identifier=False)
     if problems:
         raise BodyError(problems)
     row, _ = state.upsert(attrs, req.emulator.now(), req.id)
@@ -564,5 +636,10 @@ WRITE_HANDLERS: dict[str, WriteHandler] = {
 }
 #: Whole-request byte limits the spec documents (5 MB per bulk import or bulk event create, 100 KB per
 #: profile upsert).
-PAYLOAD_LIMITS = {"bulk_import_profiles": 5 * 1024 * 1024, "bulk_create_events": 5 * 1024 * 1024, "create_or_update_profile": MAX_PROFILE_BYTES,
-                  "create_profile": MAX_PROFILE_BYTES, "update_profile": MAX_PROFILE_BYTES}
+PAYLOAD_LIMITS = {
+    "bulk_import_profiles": 5 * 1024 * 1024,
+    "bulk_create_events": 5 * 1024 * 1024,
+    "create_or_update_profile": MAX_PROFILE_BYTES,
+    "create_profile": MAX_PROFILE_BYTES,
+    "update_profile": MAX_PROFILE_BYTES,
+}

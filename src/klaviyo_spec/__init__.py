@@ -151,14 +151,22 @@ def _build(entry: dict[str, Any]) -> Operation:
         response_schema=entry.get("response_schema"),
         request_schema=entry.get("request_schema"),
         filter_types={name: _filter_field(d) for name, d in entry.get("filter_types", {}).items()},
-        ratelimit_tiers=tuple(RateTier(t["parameter"], t["value"], RateLimit(t["burst_per_second"], t["steady_per_minute"]))
-                              for t in entry.get("ratelimit_tiers", ())),
+        ratelimit_tiers=tuple(
+            RateTier(t["parameter"], t["value"], RateLimit(t["burst_per_second"], t["steady_per_minute"]))
+            for t in entry.get("ratelimit_tiers", ())
+        ),
     )
 
 
 def _filter_field(d: dict[str, Any]) -> FilterField:
-    return FilterField(tuple(d.get("single", ())), tuple(d.get("list", ())), tuple(d.get("none", ())),
-                       d.get("type"), d.get("format"), tuple(d.get("enum", ())))
+    return FilterField(
+        tuple(d.get("single", ())),
+        tuple(d.get("list", ())),
+        tuple(d.get("none", ())),
+        d.get("type"),
+        d.get("format"),
+        tuple(d.get("enum", ())),
+    )
 
 
 @cache

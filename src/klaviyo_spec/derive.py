@@ -63,29 +63,68 @@ EMULATED_OPERATIONS = (
     "bulk_unsuppress_profiles",
     "create_or_update_profile",
     # reads that follow relationships (klaviyo_emulator/related.py)
-    "get_lists_for_profile", "get_list_ids_for_profile", "get_segments_for_profile", "get_segment_ids_for_profile",
-    "get_push_tokens_for_profile", "get_push_token_ids_for_profile", "get_conversations_for_profile",
+    "get_lists_for_profile",
+    "get_list_ids_for_profile",
+    "get_segments_for_profile",
+    "get_segment_ids_for_profile",
+    "get_push_tokens_for_profile",
+    "get_push_token_ids_for_profile",
+    "get_conversations_for_profile",
     "get_conversation_ids_for_profile",
-    "get_metric_id_for_event", "get_profile_id_for_event",
-    "get_profile_ids_for_list", "get_profile_ids_for_segment",
-    "get_tags_for_list", "get_tag_ids_for_list", "get_tags_for_segment", "get_tag_ids_for_segment",
-    "get_flows_triggered_by_list", "get_ids_for_flows_triggered_by_list",
-    "get_flows_triggered_by_segment", "get_ids_for_flows_triggered_by_segment",
-    "get_flows_triggered_by_metric", "get_ids_for_flows_triggered_by_metric",
-    "get_properties_for_metric", "get_property_ids_for_metric",
-    "get_messages_for_campaign", "get_message_ids_for_campaign", "get_tags_for_campaign", "get_tag_ids_for_campaign",
-    "get_campaign_message", "get_campaign_for_campaign_message", "get_campaign_id_for_campaign_message",
-    "get_template_for_campaign_message", "get_template_id_for_campaign_message", "get_campaign_recipient_estimation",
-    "get_actions_for_flow", "get_action_ids_for_flow", "get_tags_for_flow", "get_tag_ids_for_flow",
-    "get_flow_action", "get_flow_for_flow_action", "get_flow_id_for_flow_action",
-    "get_flow_action_messages", "get_message_ids_for_flow_action",
-    "get_tags", "get_tag", "get_tag_group_for_tag", "get_tag_group_id_for_tag",
-    "get_campaign_ids_for_tag", "get_flow_ids_for_tag", "get_list_ids_for_tag", "get_segment_ids_for_tag",
-    "get_tag_groups", "get_tag_group", "get_tags_for_tag_group", "get_tag_ids_for_tag_group",
+    "get_metric_id_for_event",
+    "get_profile_id_for_event",
+    "get_profile_ids_for_list",
+    "get_profile_ids_for_segment",
+    "get_tags_for_list",
+    "get_tag_ids_for_list",
+    "get_tags_for_segment",
+    "get_tag_ids_for_segment",
+    "get_flows_triggered_by_list",
+    "get_ids_for_flows_triggered_by_list",
+    "get_flows_triggered_by_segment",
+    "get_ids_for_flows_triggered_by_segment",
+    "get_flows_triggered_by_metric",
+    "get_ids_for_flows_triggered_by_metric",
+    "get_properties_for_metric",
+    "get_property_ids_for_metric",
+    "get_messages_for_campaign",
+    "get_message_ids_for_campaign",
+    "get_tags_for_campaign",
+    "get_tag_ids_for_campaign",
+    "get_campaign_message",
+    "get_campaign_for_campaign_message",
+    "get_campaign_id_for_campaign_message",
+    "get_template_for_campaign_message",
+    "get_template_id_for_campaign_message",
+    "get_campaign_recipient_estimation",
+    "get_actions_for_flow",
+    "get_action_ids_for_flow",
+    "get_tags_for_flow",
+    "get_tag_ids_for_flow",
+    "get_flow_action",
+    "get_flow_for_flow_action",
+    "get_flow_id_for_flow_action",
+    "get_flow_action_messages",
+    "get_message_ids_for_flow_action",
+    "get_tags",
+    "get_tag",
+    "get_tag_group_for_tag",
+    "get_tag_group_id_for_tag",
+    "get_campaign_ids_for_tag",
+    "get_flow_ids_for_tag",
+    "get_list_ids_for_tag",
+    "get_segment_ids_for_tag",
+    "get_tag_groups",
+    "get_tag_group",
+    "get_tags_for_tag_group",
+    "get_tag_ids_for_tag_group",
     # suppression jobs' reads, profile create and update
-    "get_bulk_suppress_profiles_jobs", "get_bulk_suppress_profiles_job",
-    "get_bulk_unsuppress_profiles_jobs", "get_bulk_unsuppress_profiles_job",
-    "create_profile", "update_profile",
+    "get_bulk_suppress_profiles_jobs",
+    "get_bulk_suppress_profiles_job",
+    "get_bulk_unsuppress_profiles_jobs",
+    "get_bulk_unsuppress_profiles_job",
+    "create_profile",
+    "update_profile",
 )
 
 #: Emulated operations whose success response has no body (202/204): their request
@@ -100,12 +139,12 @@ EMULATED_BODYLESS_OPERATIONS = (
     "bulk_create_events",
 )
 
-DEFAULT_SPEC_LOCATIONS = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "klaviyo-openapi" / "stable.json",
-)
+DEFAULT_SPEC_LOCATIONS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "klaviyo-openapi" / "stable.json",)
 
-_TIER_RE = re.compile(r"Rate limits when using the `([^=`]+)=([^`]+)` parameter in your API request:"
-                      r"\s*(?:<br>)*\s*Burst:\s*`([^`]+)`\s*(?:<br>)*\s*Steady:\s*`([^`]+)`")
+_TIER_RE = re.compile(
+    r"Rate limits when using the `([^=`]+)=([^`]+)` parameter in your API request:"
+    r"\s*(?:<br>)*\s*Burst:\s*`([^`]+)`\s*(?:<br>)*\s*Steady:\s*`([^`]+)`"
+)
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smd])\s*$")
 _FILTER_LINE_RE = re.compile(r"`([^`]+)`:\s*((?:`[^`]+`(?:,\s*)?)+)")
 

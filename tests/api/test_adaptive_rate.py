@@ -116,8 +116,9 @@ async def test_a_lower_tier_is_paced_on_its_own():
     published; 2/s, 10/min on this account): its requests wait for that tier's windows and
     plain get_profiles requests do not."""
     clock = Clock()
-    app = create_app(EmulatorSettings(profiles=200, events=0,
-                                      rate_limit_overrides="get_profiles:predictive_analytics=2/10"), clock=clock)
+    app = create_app(
+        EmulatorSettings(profiles=200, events=0, rate_limit_overrides="get_profiles:predictive_analytics=2/10"), clock=clock
+    )
     async with make_client(app, clock) as client:
         await read_pages(client, 25, additional_fields={"profile": ("predictive_analytics",)})
         assert client.stats.throttled <= 1
@@ -164,7 +165,6 @@ def test_emulator_headers_tell_the_accounts_own_limit():
     assert [r.status_code for r in answers] == [200] * 5 + [429]
     assert answers[0].headers["RateLimit-Limit"] == "40"
     assert answers[4].headers["RateLimit-Remaining"] == "35"
-
 
 
 async def test_until_a_tier_is_answered_one_request_goes_first():

@@ -13,11 +13,11 @@ from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
-from klaviyo_spec import operation
+from klaviyo_bridge.errors import AuthError, InvalidRequest, NotFound
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.errors import AuthError, InvalidRequest, NotFound
+from klaviyo_spec import operation
 
 EMU = EmulatorSettings(seed=7, profiles=523, events=2111, lists=3, rate_limits=False)
 BASE = "http://emulator.local"
@@ -39,8 +39,13 @@ def app():
 
 @pytest.mark.parametrize(
     "operation_id, page_size, expected",
-    [("get_profiles", 37, EMU.profiles), ("get_profiles", None, EMU.profiles), ("get_events", 1000, EMU.events),
-     ("get_events", 333, EMU.events), ("get_lists", 2, EMU.lists)],
+    [
+        ("get_profiles", 37, EMU.profiles),
+        ("get_profiles", None, EMU.profiles),
+        ("get_events", 1000, EMU.events),
+        ("get_events", 333, EMU.events),
+        ("get_lists", 2, EMU.lists),
+    ],
 )
 async def test_paging_to_exhaustion_gives_every_record_once(app, operation_id, page_size, expected):
     async with client(app) as c:
@@ -57,7 +62,9 @@ async def test_list_members_add_up_through_the_relationship_endpoint(app):
     async with client(app) as c:
         lists = [item async for item in c.records("get_lists")]
         for item in lists:
-            members = [m async for m in c.records("get_profiles_for_list", path_params={"id": item["id"]}, query=q.Query(page_size=100))]
+            members = [
+                m async for m in c.records("get_profiles_for_list", path_params={"id": item["id"]}, query=q.Query(page_size=100))
+            ]
             doc = await c.get_resource("get_list", item["id"], query=q.Query(additional_fields={"list": ["profile_count"]}))
             assert len(members) == doc["data"]["attributes"]["profile_count"]
 
@@ -67,10 +74,12 @@ async def test_datetime_filters_select_what_a_local_filter_selects(app):
         everyone = [p async for p in c.records("get_profiles", query=q.Query(page_size=100, fields={"profile": ["updated"]}))]
         stamps = sorted(datetime.fromisoformat(p["attributes"]["updated"]) for p in everyone)
         pivot = stamps[len(stamps) // 3]
-        later = [p async for p in c.records("get_profiles", query=q.Query(
-            filters=(q.greater_than("updated", pivot),), page_size=100))]
-        earlier = [p async for p in c.records("get_profiles", query=q.Query(
-            filters=(q.less_than("updated", pivot),), page_size=100))]
+        later = [
+            p async for p in c.records("get_profiles", query=q.Query(filters=(q.greater_than("updated", pivot),), page_size=100))
+        ]
+        earlier = [
+            p async for p in c.records("get_profiles", query=q.Query(filters=(q.less_than("updated", pivot),), page_size=100))
+        ]
     assert len(later) == sum(s > pivot for s in stamps)
     assert len(earlier) == sum(s < pivot for s in stamps)
     assert len(later) + len(earlier) + sum(s == pivot for s in stamps) == EMU.profiles
@@ -83,10 +92,20 @@ async def test_event_window_filters_partition_the_events(app):
         lo = datetime.fromisoformat(first["data"][0]["attributes"]["datetime"])
         hi = datetime.fromisoformat(last["data"][0]["attributes"]["datetime"])
         mid = lo + (hi - lo) / 2
-        a = [e async for e in c.records("get_events", query=q.Query(
-            filters=(q.greater_or_equal("datetime", lo), q.less_than("datetime", mid)), page_size=1000))]
-        b = [e async for e in c.records("get_events", query=q.Query(
-            filters=(q.greater_or_equal("datetime", mid), q.less_or_equal("datetime", hi)), page_size=1000))]
+        a = [
+            e
+            async for e in c.records(
+                "get_events",
+                query=q.Query(filters=(q.greater_or_equal("datetime", lo), q.less_than("datetime", mid)), page_size=1000),
+            )
+        ]
+        b = [
+            e
+            async for e in c.records(
+                "get_events",
+                query=q.Query(filters=(q.greater_or_equal("datetime", mid), q.less_or_equal("datetime", hi)), page_size=1000),
+            )
+        ]
     assert len(a) + len(b) == EMU.events
     assert not {e["id"] for e in a} & {e["id"] for e in b}
 

@@ -25,8 +25,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 def head(length: int, extra: str = "") -> bytes:
-    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.api+json\r\n"
-            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.api+json\r\nContent-Length: {length}\r\n{extra}\r\n").encode()
 
 
 class Server:
@@ -54,8 +53,9 @@ class Server:
 
 
 def client_at(base: str, **settings) -> KlaviyoClient:
-    return KlaviyoClient(ClientSettings(api_key=KEY, base_url=base, **settings),
-                         limiter=RateLimiter(enabled=False), sleep=Sleeps())
+    return KlaviyoClient(
+        ClientSettings(api_key=KEY, base_url=base, **settings), limiter=RateLimiter(enabled=False), sleep=Sleeps()
+    )
 
 
 def big_page(records: int) -> bytes:
@@ -73,8 +73,9 @@ async def test_a_proxy_from_the_environment_keeps_httpx_transport(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     real_shaped = "pk_" + "0123456789abcdef" * 2 + "01"
-    async with KlaviyoClient(ClientSettings(api_key=real_shaped, base_url="https://a.klaviyo.com"),
-                             limiter=RateLimiter(enabled=False), sleep=Sleeps()) as client:
+    async with KlaviyoClient(
+        ClientSettings(api_key=real_shaped, base_url="https://a.klaviyo.com"), limiter=RateLimiter(enabled=False), sleep=Sleeps()
+    ) as client:
         assert client.transport is None  # httpx's own, which routes through the proxy
     async with client_at("http://127.0.0.1:1") as client:  # no proxy named for http
         assert isinstance(client.transport, AsyncioTransport)
@@ -88,7 +89,7 @@ async def test_a_page_split_across_many_small_writes_arrives_whole():
         await read_request(reader)
         writer.write(head(len(body)))
         for i in range(0, len(body), 50_000):
-            writer.write(body[i:i + 50_000])
+            writer.write(body[i : i + 50_000])
             await writer.drain()
             if i % 500_000 == 0:
                 await asyncio.sleep(0.01)  # let the client read a partial page

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api import query as q
-from klaviyo_spec import operation
 from klaviyo_bridge.errors import ConfigError
+from klaviyo_spec import operation
 
 
 def test_datetimes_are_unquoted_iso_with_offset():

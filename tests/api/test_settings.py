@@ -5,7 +5,6 @@ import pytest
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import ConfigError
 
-
 KEY = "pk_" + "0123456789abcdef" * 2 + "00"  # Klaviyo's shape, built so no scanner mistakes it
 
 

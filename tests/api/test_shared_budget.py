@@ -40,8 +40,13 @@ async def test_clients_handed_one_account_limits_share_its_limiter():
     same = ClientSettings(api_key=key, base_url="http://127.0.0.1:1")
     other_key = ClientSettings(api_key=key[:-2] + "02", base_url="http://127.0.0.1:1")
     limits = AccountLimits()
-    clients = [KlaviyoClient(same, limits=limits), KlaviyoClient(same, limits=limits),
-               KlaviyoClient(other_key, limits=limits), KlaviyoClient(same), KlaviyoClient(same, limits=AccountLimits())]
+    clients = [
+        KlaviyoClient(same, limits=limits),
+        KlaviyoClient(same, limits=limits),
+        KlaviyoClient(other_key, limits=limits),
+        KlaviyoClient(same),
+        KlaviyoClient(same, limits=AccountLimits()),
+    ]
     try:
         first, second, other_account, alone, elsewhere = (c.limiter for c in clients)
         assert first is second  # one account, one budget for both clients
@@ -93,8 +98,20 @@ def two_importers(tmp_path: Path, emulator, budget: str | None, warehouse: str |
         if budget:
             env[BUDGET_ENV] = budget
         database = f"budget_{uuid.uuid4().hex[:8]}"
-        args = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "connector:issue", str(cfg),
-                "-d", database, "-t", "profiles", *(["--warehouse", warehouse] if warehouse else [])]
+        args = [
+            sys.executable,
+            "-m",
+            "klaviyo_bridge",
+            "--home",
+            str(home),
+            "connector:issue",
+            str(cfg),
+            "-d",
+            database,
+            "-t",
+            "profiles",
+            *(["--warehouse", warehouse] if warehouse else []),
+        ]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     out = []
     for p in procs:

@@ -12,11 +12,11 @@ from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.cli import main
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_emulator.server import running_emulator
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
 from klaviyo_bridge.imports.replicate import QLIK_TABLES
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 
 EMU = EmulatorSettings(seed=3, profiles=400, events=3000, lists=4, rate_limits=False)
 
@@ -76,8 +76,11 @@ def test_issue_imports_into_the_home_warehouse_and_resumes(tmp_path, base_url, c
         assert EMU.api_key not in str(wh.state.runs())
 
 
-SUMMARY = re.compile(r"^(\S+) -> (\w+)\.(\w+) \((\w+)\): (\d+) rows, (\d+) pages, (\d+) requests, (\d+) retries, "
-                     r"(\d+) throttled, ([\d.]+)s \(", re.M)
+SUMMARY = re.compile(
+    r"^(\S+) -> (\w+)\.(\w+) \((\w+)\): (\d+) rows, (\d+) pages, (\d+) requests, (\d+) retries, "
+    r"(\d+) throttled, ([\d.]+)s \(",
+    re.M,
+)
 
 
 def summaries(out: str) -> dict[str, dict]:
@@ -85,8 +88,17 @@ def summaries(out: str) -> dict[str, dict]:
     found = {}
     for m in SUMMARY.finditer(out):
         rows, pages, requests, retries, throttled = map(int, m.group(5, 6, 7, 8, 9))
-        found[m.group(3)] = dict(source=m.group(1), database=m.group(2), mode=m.group(4), rows=rows, pages=pages,
-                                 requests=requests, retries=retries, throttled=throttled, seconds=float(m.group(10)))
+        found[m.group(3)] = dict(
+            source=m.group(1),
+            database=m.group(2),
+            mode=m.group(4),
+            rows=rows,
+            pages=pages,
+            requests=requests,
+            retries=retries,
+            throttled=throttled,
+            seconds=float(m.group(10)),
+        )
     return found
 
 
@@ -100,24 +112,45 @@ def assert_plausible(line: dict, rows: int, page_size: int) -> None:
 
 async def api_expected_counts(base_url: str, start: datetime) -> dict[str, int]:
     """What each Qlik table should hold: the account's records stamped at or after ``start``, from the API."""
-    settings = parse_import_config({"in": {"type": "klaviyo", "data_source": "lists", "api_token": EMU.api_key,
-                                           "base_url": base_url}}).source.client_settings()
+    settings = parse_import_config(
+        {"in": {"type": "klaviyo", "data_source": "lists", "api_token": EMU.api_key, "base_url": base_url}}
+    ).source.client_settings()
     since = lambda text: text is not None and datetime.fromisoformat(text) >= start  # noqa: E731
     async with KlaviyoClient(settings, limiter=RateLimiter(enabled=False)) as c:
         names = {m["id"]: m["attributes"]["name"] async for m in c.records("get_metrics")}
-        by_metric = Counter([names[e["relationships"]["metric"]["data"]["id"]] async for e in c.records(
-            "get_events", query=q.Query(page_size=1000)) if since(e["attributes"]["datetime"])])
+        by_metric = Counter(
+            [
+                names[e["relationships"]["metric"]["data"]["id"]]
+                async for e in c.records("get_events", query=q.Query(page_size=1000))
+                if since(e["attributes"]["datetime"])
+            ]
+        )
         counts = {table: by_metric[metric] for table, metric in QLIK_TABLES.items() if metric}
         counts["lists"] = len([x async for x in c.records("get_lists") if since(x["attributes"]["updated"])])
         counts["campaigns"] = 0
         for channel in ("email", "sms"):
             for archived in (False, True):
-                counts["campaigns"] += len([x async for x in c.records("get_campaigns", query=q.Query(filters=(
-                    q.equals("messages.channel", channel), q.equals("archived", archived))))
-                    if since(x["attributes"]["updated_at"])])
-        counts["global_exclusions"] = len([p async for p in c.records("get_profiles", query=q.Query(
-            page_size=100, additional_fields={"profile": ["subscriptions"]})) if any(
-            since(s["timestamp"]) for s in p["attributes"]["subscriptions"]["email"]["marketing"].get("suppression") or [])])
+                counts["campaigns"] += len(
+                    [
+                        x
+                        async for x in c.records(
+                            "get_campaigns",
+                            query=q.Query(filters=(q.equals("messages.channel", channel), q.equals("archived", archived))),
+                        )
+                        if since(x["attributes"]["updated_at"])
+                    ]
+                )
+        counts["global_exclusions"] = len(
+            [
+                p
+                async for p in c.records(
+                    "get_profiles", query=q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+                )
+                if any(
+                    since(s["timestamp"]) for s in p["attributes"]["subscriptions"]["email"]["marketing"].get("suppression") or []
+                )
+            ]
+        )
     return counts
 
 
@@ -188,8 +221,9 @@ def test_replicate_skips_a_metric_the_account_does_not_have(tmp_path, base_url, 
     monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
     monkeypatch.setenv("KLAVIYO_BASE_URL", base_url)
     home = tmp_path / "home"
-    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
-               "--tables", "viewed_widget,open") == 0
+    assert (
+        run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--tables", "viewed_widget,open") == 0
+    )
     out = capsys.readouterr().out
     assert "viewed_widget: skipped, the account has no 'Viewed Widget' metric" in out
     assert "replicated 1 tables" in out and "skipped 1: viewed_widget" in out
@@ -204,13 +238,26 @@ def test_replicate_metrics_limits_the_per_metric_tables(tmp_path, base_url, monk
     monkeypatch.setenv("KLAVIYO_API_KEY", EMU.api_key)
     monkeypatch.setenv("KLAVIYO_BASE_URL", base_url)
     home = tmp_path / "home"
-    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
-               "--tables", "open,click,bounce,lists", "--metrics", "Opened Email,Clicked Email (Klaviyo)") == 0
+    assert (
+        run(
+            "--home",
+            str(home),
+            "replicate",
+            "-d",
+            "qlik",
+            "--start-date",
+            "2024-01-01",
+            "--tables",
+            "open,click,bounce,lists",
+            "--metrics",
+            "Opened Email,Clicked Email (Klaviyo)",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert sorted(summaries(out)) == ["click", "lists", "open"] and "replicated 3 tables" in out
     with open_warehouse(home / "warehouse.duckdb") as wh:
         assert wh.table_columns("qlik", "bounce") is None
         assert {r["metric_name"] for r in wh.table_arrow("qlik", "click").to_pylist()} == {"Clicked Email"}
-    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01",
-               "--metrics", "Opened Emial") == 2
+    assert run("--home", str(home), "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--metrics", "Opened Emial") == 2
     assert "did you mean 'Opened Email'" in capsys.readouterr().err

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
-import os
 import socket
 import subprocess
 import sys
@@ -15,10 +15,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from klaviyo_bridge.cli import main
+from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_bridge.store.identifiers import quote
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.identifiers import quote
-from klaviyo_bridge.store.factory import open_warehouse
 
 EMU = EmulatorSettings(seed=5, profiles=200, events=1500, lists=8, rate_limits=False)
 
@@ -39,8 +39,14 @@ def run(*args) -> int:
 
 def cli_process(*args, **env) -> subprocess.CompletedProcess:
     """The CLI in a process of its own (logging configured as for a user), stdin closed."""
-    return subprocess.run([sys.executable, "-m", "klaviyo_bridge", *map(str, args)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "klaviyo_bridge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -63,8 +69,10 @@ def lists_from_api(base_url, capsys, monkeypatch) -> list[dict]:
 
 def connection_config(tmp_path, base_url, source="lists", extra="") -> str:
     path = tmp_path / f"{source}-conn.yml"
-    path.write_text(f"in:\n  type: klaviyo\n  connection: acme\n  base_url: {base_url}\n  data_source: {source}\n"
-                    f"{extra}out:\n  mode: append\n")
+    path.write_text(
+        f"in:\n  type: klaviyo\n  connection: acme\n  base_url: {base_url}\n  data_source: {source}\n"
+        f"{extra}out:\n  mode: append\n"
+    )
     return str(path)
 
 
@@ -78,8 +86,9 @@ def test_saved_connection_works_for_preview_issue_and_replicate(tmp_path, base_u
     assert "id:string" in out.out and "name:string" in out.out, out.err
     assert run("--home", home, "connector:issue", config, "-d", "klaviyo", "-t", "lists") == 0
     assert f"lists -> klaviyo.lists (append): {n} rows" in capsys.readouterr().out
-    assert run("--home", home, "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--config", config,
-               "--tables", "lists") == 0
+    assert (
+        run("--home", home, "replicate", "-d", "qlik", "--start-date", "2024-01-01", "--config", config, "--tables", "lists") == 0
+    )
     assert f"replicated 1 tables, {n} rows" in capsys.readouterr().out
     assert run("--home", home, "connector:create", "nightly", "@daily", "klaviyo", "lists2", config) == 0
     capsys.readouterr()
@@ -98,8 +107,11 @@ def test_preview_shows_only_rows_inside_start_and_end_time(tmp_path, base_url, h
     lists = lists_from_api(base_url, capsys, monkeypatch)
     stamps = sorted(datetime.fromisoformat(item["attributes"]["updated"]) for item in lists)
     lo, hi = stamps[2], stamps[6]  # four of the eight lists
-    config = connection_config(tmp_path, base_url, extra=(
-        f"  incremental_field: updated\n  start_time: '{lo.isoformat()}'\n  end_time: '{hi.isoformat()}'\n"))
+    config = connection_config(
+        tmp_path,
+        base_url,
+        extra=(f"  incremental_field: updated\n  start_time: '{lo.isoformat()}'\n  end_time: '{hi.isoformat()}'\n"),
+    )
     assert run("--home", home, "connector:preview", config) == 0
     out = capsys.readouterr().out
     inside = {i["id"] for i in lists if lo <= datetime.fromisoformat(i["attributes"]["updated"]) < hi}
@@ -111,16 +123,31 @@ def test_preview_shows_only_rows_inside_start_and_end_time(tmp_path, base_url, h
 # --- sched:update --result-settings with only a new key ------------------------------------------
 def export_settings(tmp_path, base_url, key, name="export.yml") -> str:
     path = tmp_path / name
-    path.write_text(f"type: klaviyo\napi_token: {key}\nbase_url: {base_url}\noperation: add\n"
-                    "list_identify_type: name\nlist_value: Newcomers\nwait_for_completion: true\n")
+    path.write_text(
+        f"type: klaviyo\napi_token: {key}\nbase_url: {base_url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Newcomers\nwait_for_completion: true\n"
+    )
     return str(path)
 
 
 def test_sched_update_with_only_a_new_key_saves_it(tmp_path, base_url, home, capsys):
     assert run("--home", home, "connector:issue", connection_config(tmp_path, base_url), "-d", "klaviyo", "-t", "lists") == 0
     old = export_settings(tmp_path, base_url, "pk_revoked_key_of_last_week_0000", "old.yml")
-    assert run("--home", home, "sched:create", "weekly", "", "-d", "klaviyo", "--result-settings", old,
-               "SELECT 'new.comer@example.com' AS email") == 0
+    assert (
+        run(
+            "--home",
+            home,
+            "sched:create",
+            "weekly",
+            "",
+            "-d",
+            "klaviyo",
+            "--result-settings",
+            old,
+            "SELECT 'new.comer@example.com' AS email",
+        )
+        == 0
+    )
     assert run("--home", home, "sched:run", "weekly") != 0
     assert "the API key was rejected (401)" in capsys.readouterr().err
     new = export_settings(tmp_path, base_url, EMU.api_key, "new.yml")
@@ -171,17 +198,33 @@ def test_tables_and_sql_print_the_warehouse(tmp_path, base_url, home, capsys, mo
 
     assert run("--home", home, "tables", "--warehouse", url, "-d", db, "--format", "json") == 0
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
-        {"database": db, "table": "lists", "columns": 5, "rows": n}]
+        {"database": db, "table": "lists", "columns": 5, "rows": n}
+    ]
     assert run("--home", home, "tables", "--warehouse", url, "-d", db) == 0
     shown = capsys.readouterr()
     assert "lists" in shown.out and f'klaviyo-bridge sql "SELECT * FROM {db}.lists LIMIT 10"' in shown.err
 
-    assert run("--home", home, "sql", "--warehouse", url, f"SELECT id, name, created FROM {db}.lists ORDER BY id",
-               "--format", "csv") == 0
+    assert (
+        run("--home", home, "sql", "--warehouse", url, f"SELECT id, name, created FROM {db}.lists ORDER BY id", "--format", "csv")
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "id,name,created" and len(lines) == n + 1
-    assert run("--home", home, "sql", "--warehouse", url, "-d", db,
-               "SELECT count(*) AS n, max(updated) AS last FROM lists", "--format", "json") == 0
+    assert (
+        run(
+            "--home",
+            home,
+            "sql",
+            "--warehouse",
+            url,
+            "-d",
+            db,
+            "SELECT count(*) AS n, max(updated) AS last FROM lists",
+            "--format",
+            "json",
+        )
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)
     assert row["n"] == n and row["last"].startswith("20")
     # the screen table names each column's type in a user's words
@@ -216,22 +259,32 @@ def test_scheduler_reports_each_job_start_and_end_at_the_default_level(tmp_path,
 
 
 # --- waiting for a DuckDB file held by another process is not silent ------------------------------
-HOLD = ("import sys\nfrom klaviyo_bridge.store.factory import open_warehouse\nwh = open_warehouse(sys.argv[1])\n"
-        "print('held', flush=True)\nsys.stdin.readline()\nwh.close()\n")
+HOLD = (
+    "import sys\nfrom klaviyo_bridge.store.factory import open_warehouse\nwh = open_warehouse(sys.argv[1])\n"
+    "print('held', flush=True)\nsys.stdin.readline()\nwh.close()\n"
+)
 
 
 def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
     home = tmp_path / "home"
     home.mkdir(mode=0o700)  # a wider folder gets tightened, with a notice on the first line
     (tmp_path / "hold.py").write_text(HOLD)
-    holder = subprocess.Popen([sys.executable, str(tmp_path / "hold.py"), str(home / "warehouse.duckdb"),
-                               "--pretend-scheduler"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, str(tmp_path / "hold.py"), str(home / "warehouse.duckdb"), "--pretend-scheduler"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     waiter = None
     try:
         assert holder.stdout.readline().strip() == "held"
-        waiter = subprocess.Popen([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "tables"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "tables"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         first = waiter.stderr.readline()
         assert "waiting for the DuckDB warehouse" in first and f"in use by another run (pid {holder.pid})" in first
         assert "--pretend-scheduler" in first and "giving up after 30s" in first
@@ -251,8 +304,10 @@ def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
 def test_dry_run_wording_follows_the_invalid_rows(tmp_path, base_url, home, capsys):
     assert run("--home", home, "connector:issue", connection_config(tmp_path, base_url), "-d", "klaviyo", "-t", "lists") == 0
     settings = tmp_path / "strict.yml"
-    settings.write_text(f"type: klaviyo\nresult_connection: acme\nbase_url: {base_url}\noperation: add\n"
-                        "list_identify_type: name\nlist_value: Dry\nskip_invalid_records: false\n")
+    settings.write_text(
+        f"type: klaviyo\nresult_connection: acme\nbase_url: {base_url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Dry\nskip_invalid_records: false\n"
+    )
     capsys.readouterr()
     good = "SELECT * FROM (VALUES ('a@example.com'), ('b@example.com')) AS t(email)"
     assert run("--home", home, "query", "-d", "klaviyo", "--result-settings", settings, "--dry-run", good) == 0
@@ -314,17 +369,24 @@ def test_the_demo_as_the_readme_runs_it_draws_no_429(tmp_path):
 # --- an import stopped with Ctrl-C says what was committed -------------------------------------------
 SLOW = EmulatorSettings(seed=6, profiles=100, events=6000, lists=1, rate_limits=False, latency_ms=250)
 #: The CLI with a progress line at every batch, so the test knows the import is under way.
-EVERY_BATCH = ("import sys; from klaviyo_bridge.cli import progress, main; progress.LOG_EVERY = 0; "
-               "sys.argv[0] = 'klaviyo-bridge'; main(sys.argv[1:])")
+EVERY_BATCH = (
+    "import sys; from klaviyo_bridge.cli import progress, main; progress.LOG_EVERY = 0; "
+    "sys.argv[0] = 'klaviyo-bridge'; main(sys.argv[1:])"
+)
 
 
 def test_ctrl_c_during_an_import_says_nothing_was_committed(tmp_path, home):
     with running_emulator(SLOW) as slow_url:
-        config = connection_config(tmp_path, slow_url, source="events",
-                                   extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n")
-        proc = subprocess.Popen([sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:issue", config,
-                                 "-d", "klaviyo", "-t", "events"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        config = connection_config(
+            tmp_path, slow_url, source="events", extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:issue", config, "-d", "klaviyo", "-t", "events"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             first = proc.stderr.readline()
             assert first.startswith("progress: events -> klaviyo.events: "), first
@@ -351,11 +413,17 @@ def test_ctrl_c_during_an_import_says_nothing_was_committed(tmp_path, home):
 
 def test_ctrl_c_during_connector_run_says_nothing_was_committed(tmp_path, home):
     with running_emulator(SLOW) as slow_url:
-        config = connection_config(tmp_path, slow_url, source="events",
-                                   extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n")
+        config = connection_config(
+            tmp_path, slow_url, source="events", extra="  incremental: true\n  start_time: '2020-01-01T00:00:00'\n"
+        )
         assert cli_process("--home", home, "connector:create", "slow_events", "", "klaviyo", "events", config).returncode == 0
-        proc = subprocess.Popen([sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:run", "slow_events"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EVERY_BATCH, "--home", str(home), "connector:run", "slow_events"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             first = proc.stderr.readline()
             assert first.startswith("job ") and "started (import:slow_events" in first, first
@@ -367,8 +435,11 @@ def test_ctrl_c_during_connector_run_says_nothing_was_committed(tmp_path, home):
                 proc.wait()
     assert proc.returncode == 130, err
     # however far it got (the signal may come before the job's record is written), nothing was committed
-    assert re.search(r"job \w+ (killed: \d+ records fetched, 0 written; nothing was committed, the cursor did not "
-                     r"move|stopped before it began: nothing was committed)", err), err
+    assert re.search(
+        r"job \w+ (killed: \d+ records fetched, 0 written; nothing was committed, the cursor did not "
+        r"move|stopped before it began: nothing was committed)",
+        err,
+    ), err
     assert "No tables yet" in cli_process("--home", home, "tables").stderr
 
 
@@ -380,8 +451,9 @@ def test_membership_history_lookback_and_metrics_through_the_cli(tmp_path, base_
     assert "profile_id:string" in shown.out and "joined_at:timestamp" in shown.out
     assert run("--home", home, "connector:issue", members, "-d", "klaviyo", "-t", "lm") == 0
     assert "joined, 0 left since the last run" in capsys.readouterr().out
-    events = connection_config(tmp_path, base_url, "events",
-                               extra="  incremental: true\n  lookback: 12h\n  metrics: [Opened Email, Placed Order]\n")
+    events = connection_config(
+        tmp_path, base_url, "events", extra="  incremental: true\n  lookback: 12h\n  metrics: [Opened Email, Placed Order]\n"
+    )
     assert run("--home", home, "connector:create", "ev", "@daily", "klaviyo", "ev", events) == 0
     assert run("--home", home, "connector:run", "ev") == 0
     with open_warehouse(home / "warehouse.duckdb") as wh:

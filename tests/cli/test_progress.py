@@ -135,8 +135,8 @@ def test_not_a_terminal_prints_a_plain_line_at_most_every_10_s_never_as_a_warnin
         exp("done", 100)
     assert stderr.getvalue().splitlines() == [
         "progress: lists -> k.lists: 600 records, 6 pages, 60 records/s, 0:10 elapsed",
-        "progress: export (add): 1,000 rows validated; 5 batches sent (500 rows, 50 rows/s); 0/5 batches completed, "
-        "0:10 elapsed"]
+        "progress: export (add): 1,000 rows validated; 5 batches sent (500 rows, 50 rows/s); 0/5 batches completed, 0:10 elapsed",
+    ]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -158,17 +158,17 @@ def test_import_plain_lines_give_windows_and_eta_only_when_known(monkeypatch):
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     clock = Clock()
-    with ImportProgress("events -> k.events", clock=clock) as windowed, ImportProgress("lists -> k.lists",
-                                                                                      clock=clock) as single:
+    with ImportProgress("events -> k.events", clock=clock) as windowed, ImportProgress("lists -> k.lists", clock=clock) as single:
         clock.now += 10
         windowed(600, 6, (16, 64))  # a quarter in 10 s: 30 s to go
-        single(600, 6, (0, 1))      # one window: no share to extrapolate from
+        single(600, 6, (0, 1))  # one window: no share to extrapolate from
         clock.now += 10
         windowed(600, 12, (64, 64))  # all fetched: nothing left to estimate
     assert stderr.getvalue().splitlines() == [
         "progress: events -> k.events: 600 records, 6 pages, 60 records/s, 16/64 windows, ETA 0:30, 0:10 elapsed",
         "progress: lists -> k.lists: 600 records, 6 pages, 60 records/s, 0:10 elapsed",
-        "progress: events -> k.events: 1,200 records, 12 pages, 60 records/s, 64/64 windows, 0:20 elapsed"]
+        "progress: events -> k.events: 1,200 records, 12 pages, 60 records/s, 64/64 windows, 0:20 elapsed",
+    ]
 
 
 def test_job_kill_callback_ignores_kinds_it_does_not_know():
@@ -201,8 +201,10 @@ out:
 """
 
 #: The CLI with progress lines due at every event (not every 10 s), so a short run shows them.
-EVERY_EVENT = ("import sys; from klaviyo_bridge.cli import progress, main; progress.LOG_EVERY = 0; "
-               "sys.argv[0] = 'klaviyo-bridge'; main(sys.argv[1:])")
+EVERY_EVENT = (
+    "import sys; from klaviyo_bridge.cli import progress, main; progress.LOG_EVERY = 0; "
+    "sys.argv[0] = 'klaviyo-bridge'; main(sys.argv[1:])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -215,43 +217,89 @@ def emulator_url():
 def project(tmp_path, emulator_url):
     wh_path = tmp_path / "wh.duckdb"
     with open_warehouse(wh_path) as wh:
-        wh.write("crm", "customers", pa.table({"email": [f"p{i}@example.com" for i in range(300)] + ["bad"],
-                                                "first_name": [f"P{i}" for i in range(301)]}))
+        wh.write(
+            "crm",
+            "customers",
+            pa.table({"email": [f"p{i}@example.com" for i in range(300)] + ["bad"], "first_name": [f"P{i}" for i in range(301)]}),
+        )
     export_conf = tmp_path / "export.yml"
-    export_conf.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {emulator_url}\noperation: add\n"
-                           "list_identify_type: name\nlist_value: Progress Test\nskip_invalid_records: true\n"
-                           "wait_for_completion: true\n")
+    export_conf.write_text(
+        f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {emulator_url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Progress Test\nskip_invalid_records: true\n"
+        "wait_for_completion: true\n"
+    )
     import_conf = tmp_path / "events.yml"
     import_conf.write_text(IMPORT_CONFIG.format(key=EMU.api_key, base=emulator_url))
     base = ["--home", str(tmp_path / "home")]
     return {
-        "import": [*base, "connector:issue", str(import_conf), "-d", "klaviyo", "-t", "events",
-                   "--warehouse", str(tmp_path / "imported.duckdb")],
-        "export": [*base, "query", "-d", "crm", "--warehouse", str(wh_path), "--result-settings", str(export_conf),
-                   "SELECT email, first_name FROM customers ORDER BY email"],
-        "failing export": [*base, "query", "-d", "crm", "--warehouse", str(wh_path), "--result-settings",
-                           str(export_conf).replace("export.yml", "bad.yml"), "SELECT email FROM customers"],
+        "import": [
+            *base,
+            "connector:issue",
+            str(import_conf),
+            "-d",
+            "klaviyo",
+            "-t",
+            "events",
+            "--warehouse",
+            str(tmp_path / "imported.duckdb"),
+        ],
+        "export": [
+            *base,
+            "query",
+            "-d",
+            "crm",
+            "--warehouse",
+            str(wh_path),
+            "--result-settings",
+            str(export_conf),
+            "SELECT email, first_name FROM customers ORDER BY email",
+        ],
+        "failing export": [
+            *base,
+            "query",
+            "-d",
+            "crm",
+            "--warehouse",
+            str(wh_path),
+            "--result-settings",
+            str(export_conf).replace("export.yml", "bad.yml"),
+            "SELECT email FROM customers",
+        ],
         "bad settings": export_conf.read_text().replace("operation: add", "operation: remove_profiles"),
     }
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
-                                                             "NO_COLOR", "COLUMNS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR", "COLUMNS")
+    }
     env.update(extra)
     return env
 
 
 def run_piped(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", EVERY_EVENT, *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, env=cli_env(FORCE_COLOR="1"))
+    return subprocess.run(
+        [sys.executable, "-c", EVERY_EVENT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(FORCE_COLOR="1"),
+    )
 
 
 def run_on_terminal(args: list[str]) -> tuple[int, str, str]:
     """Run the CLI with stderr on a pseudo-terminal; (exit code, stdout, what the terminal got)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_bridge", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave, env=cli_env(TERM="xterm-256color", COLUMNS="120"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klaviyo_bridge", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=cli_env(TERM="xterm-256color", COLUMNS="120"),
+    )
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -278,8 +326,11 @@ def test_import_not_on_a_terminal_prints_plain_lines_and_the_summary(project):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^events -> klaviyo\.events \(append\): \d+ rows", done.stdout, re.M)
     assert "progress: events -> klaviyo.events: " in done.stderr and "WARNING" not in done.stderr
-    assert re.search(r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s, [\d,]+/[\d,]+ windows(, ETA \d+:\d\d)?, "
-                     r"\d+:\d\d elapsed", done.stderr)
+    assert re.search(
+        r"[\d,]+ records, \d+ pages, ([\d,]+|-) records/s, [\d,]+/[\d,]+ windows(, ETA \d+:\d\d)?, "
+        r"\d+:\d\d elapsed",
+        done.stderr,
+    )
     last = re.findall(r"([\d,]+)/([\d,]+) windows", done.stderr)[-1]
     assert int(last[0].replace(",", "")) <= int(last[1].replace(",", "")) and int(last[1].replace(",", "")) > 1
     assert not CONTROL.search(done.stderr + done.stdout), repr(done.stderr[:300])
@@ -290,8 +341,11 @@ def test_export_not_on_a_terminal_prints_plain_lines_and_one_summary(project):
     assert done.returncode == 0, done.stderr
     summary = [line for line in done.stdout.splitlines() if line.startswith("success: run ")]
     assert len(summary) == 1 and "301 rows: 300 accepted, 1 skipped" in summary[0]
-    assert re.search(r"progress: export \(add\): 301 rows validated; 1 batches sent \(300 rows, ([\d,]+|-) rows/s\); "
-                     r"1/1 batches completed", done.stderr)
+    assert re.search(
+        r"progress: export \(add\): 301 rows validated; 1 batches sent \(300 rows, ([\d,]+|-) rows/s\); "
+        r"1/1 batches completed",
+        done.stderr,
+    )
     assert "WARNING" not in done.stderr
     assert not CONTROL.search(done.stderr + done.stdout), repr(done.stderr[:300])
 

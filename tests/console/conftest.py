@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from klaviyo_bridge.console import ConsoleConfig, create_app
+from klaviyo_bridge.home import Home
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.home import Home
 
 EMULATOR = EmulatorSettings(profiles=300, events=2000, rate_limits=False)
 API_KEY = EmulatorSettings().api_key

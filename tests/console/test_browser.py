@@ -18,16 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from klaviyo_emulator.server import serving
-
 from klaviyo_bridge.console import ConsoleConfig, create_app
 from klaviyo_bridge.home import Home
+from klaviyo_emulator.server import serving
 
 from .conftest import API_KEY
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 
 
@@ -42,16 +49,17 @@ def running_console(config: ConsoleConfig):
 @pytest.fixture(scope="module")
 def browser():
     if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        notice = (f"{CHROMIUM} is missing: browser tests skipped (apt-get install -y chromium to run them; "
-                  "CI installs it)")
+        notice = f"{CHROMIUM} is missing: browser tests skipped (apt-get install -y chromium to run them; CI installs it)"
         if os.environ.get("KLAVIYO_BRIDGE_REQUIRE_BROWSER") == "1":
             pytest.fail(notice.replace("skipped", "required here"), pytrace=False)
         pytest.skip(notice)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed: pip install -e '.[test]' (it drives /usr/bin/chromium; "
-                    "never run `playwright install`)", pytrace=False)
+        pytest.fail(
+            "playwright is not installed: pip install -e '.[test]' (it drives /usr/bin/chromium; never run `playwright install`)",
+            pytrace=False,
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
@@ -70,7 +78,8 @@ def _wait_for_job_end(page, timeout_ms: int = 30_000) -> str:
     page.wait_for_function(
         "() => { const s = document.querySelector('#job-status');"
         " return s && !document.querySelector('#job-live') && s.textContent.trim() !== 'running'; }",
-        timeout=timeout_ms)
+        timeout=timeout_ms,
+    )
     return page.inner_text("#job-status").strip()
 
 
@@ -122,9 +131,11 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
         page.select_option("#f-preset", "custom")
         page.fill("#f-cron", "30 6 * * 1-5")
         page.fill("#f-schedule_timezone", "Asia/Tokyo")
-        page.wait_for_function("() => document.querySelector('#cron-describe').textContent.length > 0"
-                               " && document.querySelectorAll('#next-runs li').length === 5"
-                               " && document.querySelector('#next-runs li').textContent.includes('JST')")
+        page.wait_for_function(
+            "() => document.querySelector('#cron-describe').textContent.length > 0"
+            " && document.querySelectorAll('#next-runs li').length === 5"
+            " && document.querySelector('#next-runs li').textContent.includes('JST')"
+        )
         _shot(page, "02-source-wizard")
         page.click("#save-run-source")
         assert _wait_for_job_end(page) == "success"
@@ -134,8 +145,11 @@ def test_console_flows_in_a_real_browser(browser, emulator_url, tmp_path):
         # 3. Exports: query editor, export parameters, dry run with invalid rows, run.
         page.click("#nav-exports")
         page.fill("#f-database", "klaviyo")
-        page.fill("#f-sql", "SELECT 'not-an-email' AS email, 'x' AS first_name UNION ALL "
-                            "(SELECT email, first_name FROM profiles ORDER BY email LIMIT 40)")
+        page.fill(
+            "#f-sql",
+            "SELECT 'not-an-email' AS email, 'x' AS first_name UNION ALL "
+            "(SELECT email, first_name FROM profiles ORDER BY email LIMIT 40)",
+        )
         page.click("#run-query")
         page.wait_for_selector("#query-result tbody tr")
         page.select_option("#f-connection", "emulator")
@@ -239,9 +253,11 @@ def test_sandboxed_query_refused_with_its_message_in_a_real_browser(browser, emu
         page.wait_for_selector("#flash")
         page.click("#nav-exports")
         page.fill("#f-database", "")  # a new warehouse has no database yet
-        for sql, why in [(f"SELECT * FROM read_text('{home.credentials}')", "reading or writing files is not allowed"),
-                         (f"ATTACH '{tmp_path / 'other.duckdb'}' AS other", "ATTACH is not allowed"),
-                         ("DROP TABLE profiles", "DROP is not allowed")]:
+        for sql, why in [
+            (f"SELECT * FROM read_text('{home.credentials}')", "reading or writing files is not allowed"),
+            (f"ATTACH '{tmp_path / 'other.duckdb'}' AS other", "ATTACH is not allowed"),
+            ("DROP TABLE profiles", "DROP is not allowed"),
+        ]:
             page.fill("#f-sql", sql)
             page.click("#run-query")
             page.wait_for_selector("#query-error")

@@ -100,8 +100,9 @@ async def test_post_with_a_file_as_the_csrf_field_is_refused_and_changes_nothing
 
 async def test_post_with_csrf_from_another_site_origin_is_refused(client):
     await _saved_auth(client)
-    r = await asyncio.wait_for(client.submit("/authentications/keep_me/delete", {},
-                                             headers={"Origin": "http://evil.example"}), CASE_TIMEOUT)
+    r = await asyncio.wait_for(
+        client.submit("/authentications/keep_me/delete", {}, headers={"Origin": "http://evil.example"}), CASE_TIMEOUT
+    )
     assert r.status_code == 403
     await _still_saved(client)
 
@@ -117,13 +118,33 @@ FORMS = {
     "auth_name_path": ("/authentications", {"name": "../../etc/passwd", "api_key": API_KEY}),
     "auth_key_with_newline": ("/authentications", {"name": "nl", "api_key": API_KEY + "\r\nX-Injected: 1"}),
     "auth_key_1mb": ("/authentications", {"name": "big", "api_key": "pk_" + "a" * (1 << 20)}),
-    "export_sql_1mb": ("/exports", {"connection": "keep_me", "database": "klaviyo", "operation": "add",
-                                    "list_identify_type": "name", "list_value": "x", "sql": "SELECT 1 --" + "x" * (1 << 20)}),
+    "export_sql_1mb": (
+        "/exports",
+        {
+            "connection": "keep_me",
+            "database": "klaviyo",
+            "operation": "add",
+            "list_identify_type": "name",
+            "list_value": "x",
+            "sql": "SELECT 1 --" + "x" * (1 << 20),
+        },
+    ),
     "export_sql_script": ("/exports", {"connection": "keep_me", "database": SCRIPT, "operation": SCRIPT, "sql": SCRIPT}),
-    "export_unknown_connection": ("/exports", {"connection": "nope", "database": "klaviyo", "operation": "add",
-                                               "list_identify_type": "name", "list_value": "x", "sql": "SELECT 1"}),
-    "source_hostile_values": ("/sources/new", {"name": SCRIPT, "connection": "keep_me", "data_source": SCRIPT,
-                                               "database": SCRIPT, "table": SCRIPT, "cron": SCRIPT}),
+    "export_unknown_connection": (
+        "/exports",
+        {
+            "connection": "nope",
+            "database": "klaviyo",
+            "operation": "add",
+            "list_identify_type": "name",
+            "list_value": "x",
+            "sql": "SELECT 1",
+        },
+    ),
+    "source_hostile_values": (
+        "/sources/new",
+        {"name": SCRIPT, "connection": "keep_me", "data_source": SCRIPT, "database": SCRIPT, "table": SCRIPT, "cron": SCRIPT},
+    ),
     "schedule_update_unknown": (f"/schedules/{SCRIPT}/update", {"cron": SCRIPT}),
     "job_cancel_unknown": ("/jobs/ffffffffffffffffffffffffffffffff/cancel", {}),
     "many_fields": ("/authentications", {f"f{i}": "x" for i in range(20000)}),
@@ -143,8 +164,12 @@ async def test_hostile_form_is_a_clear_answer_and_loses_nothing(client, case):
 
 async def test_an_oversized_body_is_refused(client):
     await _saved_auth(client)
-    r = await _post(client, "/authentications", content=b"name=" + b"x" * (32 << 20),
-                    headers={"Content-Type": "application/x-www-form-urlencoded", "x-csrf-token": client.csrf or ""})
+    r = await _post(
+        client,
+        "/authentications",
+        content=b"name=" + b"x" * (32 << 20),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "x-csrf-token": client.csrf or ""},
+    )
     _no_500(r)
     assert r.status_code in (400, 403, 413), r.status_code
     await _still_saved(client)
@@ -152,8 +177,9 @@ async def test_an_oversized_body_is_refused(client):
 
 async def test_a_json_body_on_a_form_endpoint_is_refused(client):
     await _saved_auth(client)
-    r = await _post(client, "/authentications/keep_me/delete", json={"csrf_token": client.csrf},
-                    headers={"x-csrf-token": "wrong"})
+    r = await _post(
+        client, "/authentications/keep_me/delete", json={"csrf_token": client.csrf}, headers={"x-csrf-token": "wrong"}
+    )
     _no_500(r)
     assert r.status_code in (400, 403, 415)
     await _still_saved(client)

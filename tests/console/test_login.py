@@ -93,11 +93,13 @@ async def test_wrong_tokens_are_rate_limited_per_client(home, emulator_url):
     token = app.state.console.token
     async with _client(app, client=("10.1.1.1", 4000)) as c:
         await c.page("/login")
-        attempts = [c.get("/login", params={"token": "guess-1"}),
-                    c.submit("/login", {"token": "guess-2"}),
-                    c.get("/jobs", headers={"authorization": "Bearer guess-3"}),
-                    c.submit("/login", {"token": "guess-4"}),
-                    c.get("/login", params={"token": "guess-5"})]
+        attempts = [
+            c.get("/login", params={"token": "guess-1"}),
+            c.submit("/login", {"token": "guess-2"}),
+            c.get("/jobs", headers={"authorization": "Bearer guess-3"}),
+            c.submit("/login", {"token": "guess-4"}),
+            c.get("/login", params={"token": "guess-5"}),
+        ]
         codes = [(await a).status_code for a in attempts]
         assert codes == [403, 403, 401, 403, 403]
         blocked = await c.get("/login", params={"token": token})  # even the right token, for a minute
@@ -119,8 +121,9 @@ async def test_cookie_is_secure_over_https_and_behind_a_trusted_proxy(home, emul
         assert "Secure" in _session_cookie(r)
         assert "Secure" in r.headers["set-cookie"]  # the CSRF cookie too
         assert "strict-transport-security" in r.headers
-    proxied = create_app(ConsoleConfig(home=home, base_url=emulator_url, host="127.0.0.1", proxy_headers=True,
-                                       trusted_proxies=("127.0.0.1",)))
+    proxied = create_app(
+        ConsoleConfig(home=home, base_url=emulator_url, host="127.0.0.1", proxy_headers=True, trusted_proxies=("127.0.0.1",))
+    )
     token = proxied.state.console.token
     https = {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.9", "host": "console.example.com"}
     async with _client(proxied) as c:
@@ -133,15 +136,12 @@ async def test_cookie_is_secure_over_https_and_behind_a_trusted_proxy(home, emul
         r = await c.get("/login", params={"token": token}, headers=https)
         assert "Secure" not in _session_cookie(r)
     # failures count against the original client, not the proxy
-    limited = create_app(ConsoleConfig(home=home, proxy_headers=True, trusted_proxies=("127.0.0.1",)),
-                         clock=FakeClock())
+    limited = create_app(ConsoleConfig(home=home, proxy_headers=True, trusted_proxies=("127.0.0.1",)), clock=FakeClock())
     async with _client(limited) as c:
         for _ in range(5):
             await c.get("/login", params={"token": "nope"}, headers={"x-forwarded-for": "203.0.113.1"})
-        assert (await c.get("/login", params={"token": "nope"},
-                            headers={"x-forwarded-for": "203.0.113.1"})).status_code == 429
-        good = await c.get("/login", params={"token": limited.state.console.token},
-                           headers={"x-forwarded-for": "203.0.113.2"})
+        assert (await c.get("/login", params={"token": "nope"}, headers={"x-forwarded-for": "203.0.113.1"})).status_code == 429
+        good = await c.get("/login", params={"token": limited.state.console.token}, headers={"x-forwarded-for": "203.0.113.2"})
         assert good.status_code == 303
 
 
@@ -163,8 +163,13 @@ def _free_port() -> int:
 
 def _start_console(home: Path, *args: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_BRIDGE_CONSOLE_TOKEN"}
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "console", *args],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "console", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     lines = []
     for line in proc.stderr:
         lines.append(line)
@@ -207,8 +212,26 @@ def test_cli_prints_a_login_url_once_and_the_token_is_not_in_ps(tmp_path):
 
 def test_cli_serves_tls_with_a_secure_cookie(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
     proc, url = _start_console(tmp_path / "home", "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key))
     try:

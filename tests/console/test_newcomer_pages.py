@@ -8,8 +8,8 @@ import re
 import pyarrow as pa
 import pytest
 
-from klaviyo_emulator.server import running_emulator
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.server import running_emulator
 
 from .conftest import EMULATOR
 from .test_pages import _auth, _run_id, _wait_job
@@ -22,6 +22,7 @@ def emulator_url():
     with running_emulator(EMULATOR) as url:
         yield url
 
+
 ROWS = 121  # 120 valid emails and one that is not: three pages of 50 row results
 
 
@@ -32,11 +33,17 @@ def _people(home) -> None:
         wh.write("crm", "people", pa.table({"email": emails, "first_name": names}))
 
 
-EXPORT = {"connection": "emu", "database": "crm", "operation": "add", "list_identify_type": "name",
-          "list_value": "Bob's picks", "skip_invalid_records": "on", "wait_for_completion": "on",
-          "waiting_time_for_completion_millis": "300000",
-          "sql": "SELECT email, first_name, 1.5 AS score, TIMESTAMPTZ '2024-01-02 03:04:05+00' AS seen "
-                 "FROM people ORDER BY email"}
+EXPORT = {
+    "connection": "emu",
+    "database": "crm",
+    "operation": "add",
+    "list_identify_type": "name",
+    "list_value": "Bob's picks",
+    "skip_invalid_records": "on",
+    "wait_for_completion": "on",
+    "waiting_time_for_completion_millis": "300000",
+    "sql": "SELECT email, first_name, 1.5 AS score, TIMESTAMPTZ '2024-01-02 03:04:05+00' AS seen FROM people ORDER BY email",
+}
 
 
 async def test_query_preview_names_types_in_a_users_words(client, home):
@@ -57,12 +64,14 @@ async def test_json_is_shown_as_written_not_with_script_escapes(client, home):
     assert r.status_code == 200, r.text
     assert "Sample payloads" in r.text and "O&#39;Brien" in r.text  # the page shows O'Brien
     assert "\\u0027" not in r.text
-    r = await client.submit("/exports", {**EXPORT, "action": "schedule", "name": "picks", "preset": "@daily",
-                                         "schedule_timezone": "UTC", "delay": "0"})
+    r = await client.submit(
+        "/exports",
+        {**EXPORT, "action": "schedule", "name": "picks", "preset": "@daily", "schedule_timezone": "UTC", "delay": "0"},
+    )
     assert r.status_code == 303, r.text
     page = await client.get("/schedules/picks")
     config = re.search(r'<pre class="card" id="schedule-config">(.*?)</pre>', page.text, re.S).group(1)
-    assert '&#34;list_value&#34;: &#34;Bob&#39;s picks&#34;' in config or "Bob&#39;s picks" in config
+    assert "&#34;list_value&#34;: &#34;Bob&#39;s picks&#34;" in config or "Bob&#39;s picks" in config
     assert "\\u0027" not in page.text
 
 

@@ -39,9 +39,18 @@ def _run_id(response) -> str:
     return m.group(1)
 
 
-SOURCE = {"name": "profiles_src", "connection": "emu", "data_source": "profiles", "database": "klaviyo",
-          "table": "profiles", "mode": "merge", "timezone": "UTC", "preset": "@daily", "schedule_timezone": "Asia/Tokyo",
-          "delay": "60"}
+SOURCE = {
+    "name": "profiles_src",
+    "connection": "emu",
+    "data_source": "profiles",
+    "database": "klaviyo",
+    "table": "profiles",
+    "mode": "merge",
+    "timezone": "UTC",
+    "preset": "@daily",
+    "schedule_timezone": "Asia/Tokyo",
+    "delay": "60",
+}
 
 
 async def test_every_page_renders_with_security_headers(client):
@@ -60,8 +69,11 @@ async def test_every_page_renders_with_security_headers(client):
 
 async def test_every_form_post_requires_the_csrf_token(app, client):
     await client.page("/authentications")
-    posts = [r.path.replace("{name}", "x").replace("{run_id}", "0" * 32)
-             for r in app.routes if isinstance(r, Route) and "POST" in (r.methods or ())]
+    posts = [
+        r.path.replace("{name}", "x").replace("{run_id}", "0" * 32)
+        for r in app.routes
+        if isinstance(r, Route) and "POST" in (r.methods or ())
+    ]
     assert len(posts) >= 12
     for path in posts:
         r = await client.post(path, data={"name": "x", "api_key": API_KEY})
@@ -69,8 +81,11 @@ async def test_every_form_post_requires_the_csrf_token(app, client):
         r = await client.post(path, data={"csrf_token": "forged" * 8})
         assert r.status_code == 403, path
     # the right token from another site is refused too
-    r = await client.post("/authentications", data={"csrf_token": client.csrf, "name": "a", "api_key": API_KEY},
-                          headers={"origin": "http://evil.example"})
+    r = await client.post(
+        "/authentications",
+        data={"csrf_token": client.csrf, "name": "a", "api_key": API_KEY},
+        headers={"origin": "http://evil.example"},
+    )
     assert r.status_code == 403
     assert "emu" not in (await client.get("/authentications")).text
 
@@ -139,8 +154,17 @@ async def test_token_gate_and_host_check(home):
 async def test_source_wizard_validation_messages_next_to_fields(client):
     await client.page("/sources/new")
     await _auth(client)
-    r = await client.submit("/sources/new", {**SOURCE, "data_source": "profiles_in_list", "timezone": "PST",
-                                             "preset": "custom", "cron": "61 * * * *", "action": "save"})
+    r = await client.submit(
+        "/sources/new",
+        {
+            **SOURCE,
+            "data_source": "profiles_in_list",
+            "timezone": "PST",
+            "preset": "custom",
+            "cron": "61 * * * *",
+            "action": "save",
+        },
+    )
     assert r.status_code == 400
     for field in ("list_id", "timezone", "cron"):
         assert f'id="error-{field}"' in r.text, field
@@ -174,11 +198,18 @@ async def test_export_query_dry_run_run_and_rows(client):
     await _auth(client)
     r = await client.submit("/sources/new", {**SOURCE, "action": "save_run"})
     await _wait_job(client, _run_id(r))
-    base = {"connection": "emu", "database": "klaviyo", "operation": "add", "list_identify_type": "name",
-            "list_value": "Console export", "skip_invalid_records": "on", "wait_for_completion": "on",
-            "waiting_time_for_completion_millis": "300000",
-            "sql": "SELECT 'not-an-email' AS email, 'x' AS first_name UNION ALL SELECT NULL, 'y' "
-                       "UNION ALL (SELECT email, first_name FROM profiles ORDER BY email LIMIT 48)"}
+    base = {
+        "connection": "emu",
+        "database": "klaviyo",
+        "operation": "add",
+        "list_identify_type": "name",
+        "list_value": "Console export",
+        "skip_invalid_records": "on",
+        "wait_for_completion": "on",
+        "waiting_time_for_completion_millis": "300000",
+        "sql": "SELECT 'not-an-email' AS email, 'x' AS first_name UNION ALL SELECT NULL, 'y' "
+        "UNION ALL (SELECT email, first_name FROM profiles ORDER BY email LIMIT 48)",
+    }
     r = await client.submit("/exports", {**base, "action": "query"})
     assert r.status_code == 200 and 'id="query-result"' in r.text
     r = await client.submit("/exports", {**base, "action": "dry_run"})
@@ -205,17 +236,23 @@ async def test_export_query_dry_run_run_and_rows(client):
 async def test_schedules_enable_disable_run_and_next_runs(client):
     await client.page("/sources/new")
     await _auth(client)
-    assert (await client.submit("/sources/new", {**SOURCE, "name": "lists_src", "data_source": "lists",
-                                                 "table": "lists", "mode": "replace", "action": "save"})).status_code == 303
+    assert (
+        await client.submit(
+            "/sources/new",
+            {**SOURCE, "name": "lists_src", "data_source": "lists", "table": "lists", "mode": "replace", "action": "save"},
+        )
+    ).status_code == 303
     page = await client.get("/schedules/lists_src")
     assert page.text.count("<time ") >= 5 and "Asia/Tokyo" in page.text
     r = await client.submit("/schedules/lists_src/disable", {}, follow_redirects=True)
     assert "disabled: disabled by hand" in r.text
     r = await client.submit("/schedules/lists_src/enable", {}, follow_redirects=True)
     assert "enabled" in r.text
-    r = await client.submit("/schedules/lists_src/update", {"preset": "custom", "cron": "0 */5 * * *",
-                                                            "schedule_timezone": "Europe/Paris", "delay": "0"},
-                            follow_redirects=True)
+    r = await client.submit(
+        "/schedules/lists_src/update",
+        {"preset": "custom", "cron": "0 */5 * * *", "schedule_timezone": "Europe/Paris", "delay": "0"},
+        follow_redirects=True,
+    )
     assert "0 */5 * * *" in r.text and "Europe/Paris" in r.text
     r = await client.submit("/schedules/lists_src/run", {})
     run_id = _run_id(r)
@@ -239,8 +276,17 @@ async def test_long_job_shows_progress_and_can_be_cancelled(home):
             async with SignedIn(app) as client:
                 await client.page("/sources/new")
                 await _auth(client)
-                r = await client.submit("/sources/new", {**SOURCE, "name": "slow_events", "data_source": "events",
-                                                         "table": "events", "mode": "append", "action": "save_run"})
+                r = await client.submit(
+                    "/sources/new",
+                    {
+                        **SOURCE,
+                        "name": "slow_events",
+                        "data_source": "events",
+                        "table": "events",
+                        "mode": "append",
+                        "action": "save_run",
+                    },
+                )
                 run_id = _run_id(r)
                 for _ in range(100):
                     p = (await client.get(f"/jobs/{run_id}/progress.json")).json()
@@ -262,18 +308,31 @@ async def test_source_wizard_late_events_metrics_memberships_and_deletions(clien
     for field in ("metrics", "lookback", "detect_deleted"):
         assert f'name="{field}"' in page.text, field
     await _auth(client)
-    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "3 weeks",
-                                             "metrics": "Placed Ordr", "action": "save"})
+    r = await client.submit(
+        "/sources/new",
+        {**SOURCE, "name": "ev", "data_source": "events", "lookback": "3 weeks", "metrics": "Placed Ordr", "action": "save"},
+    )
     assert r.status_code == 400 and 'id="error-lookback"' in r.text and "12h" in r.text
-    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
-                                             "metrics": "Placed Ordr", "action": "preview"})
+    r = await client.submit(
+        "/sources/new",
+        {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h", "metrics": "Placed Ordr", "action": "preview"},
+    )
     assert "did you mean" in r.text and "Placed Order" in r.text  # resolved against the account
-    r = await client.submit("/sources/new", {**SOURCE, "name": "ev", "data_source": "events", "lookback": "12h",
-                                             "metrics": "Opened Email, Clicked Email", "action": "preview"})
+    r = await client.submit(
+        "/sources/new",
+        {
+            **SOURCE,
+            "name": "ev",
+            "data_source": "events",
+            "lookback": "12h",
+            "metrics": "Opened Email, Clicked Email",
+            "action": "preview",
+        },
+    )
     assert r.status_code == 200 and 'id="preview"' in r.text and "Opened Email" in r.text
-    r = await client.submit("/sources/new", {**SOURCE, "name": "pr", "mode": "append", "detect_deleted": "on",
-                                             "action": "save"})
+    r = await client.submit("/sources/new", {**SOURCE, "name": "pr", "mode": "append", "detect_deleted": "on", "action": "save"})
     assert r.status_code == 400 and "needs out.mode: merge" in r.text
-    r = await client.submit("/sources/new", {**SOURCE, "name": "lm", "data_source": "list_memberships", "mode": "append",
-                                             "action": "preview"})
+    r = await client.submit(
+        "/sources/new", {**SOURCE, "name": "lm", "data_source": "list_memberships", "mode": "append", "action": "preview"}
+    )
     assert r.status_code == 200 and 'id="preview"' in r.text and "joined_at" in r.text

@@ -34,8 +34,11 @@ READ_ONLY = "the console runs read-only queries"
 
 def _people(target, database: str = "crm") -> None:
     with open_warehouse(target) as wh:
-        wh.write(database, "people", pa.table({"email": [f"p{i}@example.com" for i in range(20)],
-                                               "first_name": [f"P{i}" for i in range(20)]}))
+        wh.write(
+            database,
+            "people",
+            pa.table({"email": [f"p{i}@example.com" for i in range(20)], "first_name": [f"P{i}" for i in range(20)]}),
+        )
 
 
 def _count(target, database: str = "crm") -> int:
@@ -44,9 +47,16 @@ def _count(target, database: str = "crm") -> int:
             return session.fetch(f"SELECT count(*) FROM {database}.people")[0][0]
 
 
-EXPORT = {"connection": "emu", "database": "crm", "operation": "add", "list_identify_type": "name",
-          "list_value": "Sandbox", "skip_invalid_records": "on", "wait_for_completion": "on",
-          "waiting_time_for_completion_millis": "300000"}
+EXPORT = {
+    "connection": "emu",
+    "database": "crm",
+    "operation": "add",
+    "list_identify_type": "name",
+    "list_value": "Sandbox",
+    "skip_invalid_records": "on",
+    "wait_for_completion": "on",
+    "waiting_time_for_completion_millis": "300000",
+}
 
 
 def _error(page) -> str:
@@ -99,12 +109,15 @@ async def test_duckdb_console_queries_are_sandboxed(client, home, tmp_path):
     r = await _query(client, "SELECT email, first_name FROM people ORDER BY email")
     assert 'id="query-result"' in r.text and r.text.count("@example.com") >= 20 and 'id="query-error"' not in r.text
     # the sandbox's own settings, as a query sees them
-    r = await _query(client, "SELECT current_setting('enable_external_access') AS ext, "
-                             "current_setting('lock_configuration') AS locked, "
-                             "current_setting('autoload_known_extensions') AS autoload, "
-                             "current_setting('autoinstall_known_extensions') AS autoinstall, "
-                             "(SELECT bool_and(readonly) FROM duckdb_databases() WHERE NOT internal "
-                             "AND database_name <> 'memory') AS readonly")
+    r = await _query(
+        client,
+        "SELECT current_setting('enable_external_access') AS ext, "
+        "current_setting('lock_configuration') AS locked, "
+        "current_setting('autoload_known_extensions') AS autoload, "
+        "current_setting('autoinstall_known_extensions') AS autoinstall, "
+        "(SELECT bool_and(readonly) FROM duckdb_databases() WHERE NOT internal "
+        "AND database_name <> 'memory') AS readonly",
+    )
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", r.text.split('id="query-result"', 1)[1])[:5]
     assert cells == ["False", "True", "False", "False", "True"], cells
 
@@ -219,11 +232,19 @@ async def test_postgres_least_privilege_role_from_the_docs(home, emulator_url, p
     _pg(PG_URL, f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", f"CREATE DATABASE {database}")
     try:
         # the company's table, made by its owner (not through klaviyo-bridge: the role makes _bridge itself)
-        _pg(admin_db, "CREATE SCHEMA crm", "CREATE TABLE crm.people (email TEXT, first_name TEXT)",
-            "INSERT INTO crm.people SELECT 'p' || i || '@example.com', 'P' || i FROM generate_series(0, 19) i")
-        _pg(admin_db, f"GRANT CONNECT, CREATE ON DATABASE {database} TO {role}",
-            f"GRANT USAGE ON SCHEMA crm TO {role}", f"GRANT SELECT ON ALL TABLES IN SCHEMA crm TO {role}",
-            f"ALTER DEFAULT PRIVILEGES IN SCHEMA crm GRANT SELECT ON TABLES TO {role}")
+        _pg(
+            admin_db,
+            "CREATE SCHEMA crm",
+            "CREATE TABLE crm.people (email TEXT, first_name TEXT)",
+            "INSERT INTO crm.people SELECT 'p' || i || '@example.com', 'P' || i FROM generate_series(0, 19) i",
+        )
+        _pg(
+            admin_db,
+            f"GRANT CONNECT, CREATE ON DATABASE {database} TO {role}",
+            f"GRANT USAGE ON SCHEMA crm TO {role}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA crm TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA crm GRANT SELECT ON TABLES TO {role}",
+        )
         role_url = PG_URL.split("://", 1)[0] + f"://{role}@" + admin_db.split("@", 1)[1]
         assert _pg(role_url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == [(False,)]
         app = create_app(ConsoleConfig(home=home, base_url=emulator_url, warehouse_url=role_url))
@@ -253,14 +274,32 @@ async def test_run_now_reads_an_export_schedule_in_the_sandbox(client, home):
     _people(home.ensure().warehouse)
     await client.page("/exports")
     await _auth(client)
-    settings = {"type": "klaviyo", "result_connection": "emu", "operation": "add", "list_identify_type": "name",
-                "list_value": "Sandbox", "base_url": client._transport.app.state.console.config.base_url}
+    settings = {
+        "type": "klaviyo",
+        "result_connection": "emu",
+        "operation": "add",
+        "list_identify_type": "name",
+        "list_value": "Sandbox",
+        "base_url": client._transport.app.state.console.config.base_url,
+    }
     steal = f"SELECT content AS email FROM read_text('{home.credentials}')"
     with open_warehouse(home.warehouse) as wh:
         for name, sql in (("cli_steal", steal), ("cli_ok", "SELECT email FROM people")):
-            create_schedule(wh, None, ScheduleRecord(name, "export", "", "UTC", 0, "crm", None,
-                                                     {"query": sql, "result_settings": settings},
-                                                     last_scheduled_for=datetime.now(timezone.utc)))
+            create_schedule(
+                wh,
+                None,
+                ScheduleRecord(
+                    name,
+                    "export",
+                    "",
+                    "UTC",
+                    0,
+                    "crm",
+                    None,
+                    {"query": sql, "result_settings": settings},
+                    last_scheduled_for=datetime.now(timezone.utc),
+                ),
+            )
     await client.page("/schedules")
     r = await client.submit("/schedules/cli_steal/run", {})
     run_id = r.headers["location"].split("/jobs/")[1].split("?")[0]
@@ -288,8 +327,17 @@ async def test_a_console_query_waits_for_a_running_job_then_says_so(home):
         async with app.router.lifespan_context(app), SignedIn(app) as client:
             await client.page("/sources/new")
             await _auth(client)
-            r = await client.submit("/sources/new", {**SOURCE, "name": "slow_events", "data_source": "events",
-                                                     "table": "events", "mode": "append", "action": "save_run"})
+            r = await client.submit(
+                "/sources/new",
+                {
+                    **SOURCE,
+                    "name": "slow_events",
+                    "data_source": "events",
+                    "table": "events",
+                    "mode": "append",
+                    "action": "save_run",
+                },
+            )
             run_id = _run_id(r)
             for _ in range(200):
                 p = (await client.get(f"/jobs/{run_id}/progress.json")).json()

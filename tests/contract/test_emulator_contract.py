@@ -23,9 +23,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema._keywords import anyOf as _any_of
 
 import klaviyo_spec as spec
-from klaviyo_spec.derive import find_spec, to_json_schema
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_spec.derive import find_spec, to_json_schema
 
 HEADERS = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
 OpenApiValidator = jsonschema.validators.extend(Draft202012Validator, {"oneOf": _any_of})
@@ -34,7 +34,9 @@ FORMATS = FormatChecker()
 
 @pytest.fixture(scope="module")
 def app():
-    return create_app(EmulatorSettings(seed=11, profiles=150, events=400, lists=3, campaigns=9, templates=4, flows=9, rate_limits=False))
+    return create_app(
+        EmulatorSettings(seed=11, profiles=150, events=400, lists=3, campaigns=9, templates=4, flows=9, rate_limits=False)
+    )
 
 
 @pytest.fixture
@@ -146,8 +148,11 @@ async def test_operation_matches_schema(client, op_id):
 
 async def test_sparse_fieldsets_keep_only_requested_attributes(client):
     # Sparse responses may omit attributes the schema marks required, so they are checked directly.
-    for path, type_, wanted in (("/api/profiles", "profile", "email,location.city"), ("/api/lists", "list", "name"),
-                                ("/api/accounts", "account", "timezone,contact_information.street_address.city")):
+    for path, type_, wanted in (
+        ("/api/profiles", "profile", "email,location.city"),
+        ("/api/lists", "list", "name"),
+        ("/api/accounts", "account", "timezone,contact_information.street_address.city"),
+    ):
         body = (await client.get(path, params={f"fields[{type_}]": wanted})).json()
         tops = {w.split(".")[0] for w in wanted.split(",")}
         assert body["data"] and all(set(item["attributes"]) == tops for item in body["data"])
@@ -162,10 +167,18 @@ def test_every_emulated_operation_has_a_handler():
     assert {*HANDLERS, *READ_HANDLERS, *READS, *WRITE_HANDLERS} == served
 
 
-@pytest.mark.parametrize("url,status", [
-    ("/api/profiles?filter=equals(nope,'x')", 400), ("/api/profiles?sort=nope", 400), ("/api/profiles?page[size]=0", 400),
-    ("/api/campaigns", 400), ("/api/profiles/NOPE", 404), ("/api/nowhere", 404), ("/api/events?bogus=1", 400),
-])
+@pytest.mark.parametrize(
+    "url,status",
+    [
+        ("/api/profiles?filter=equals(nope,'x')", 400),
+        ("/api/profiles?sort=nope", 400),
+        ("/api/profiles?page[size]=0", 400),
+        ("/api/campaigns", 400),
+        ("/api/profiles/NOPE", 404),
+        ("/api/nowhere", 404),
+        ("/api/events?bogus=1", 400),
+    ],
+)
 async def test_errors_match_error_schema(client, url, status):
     response = await client.get(url)
     assert response.status_code == status

@@ -25,9 +25,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import klaviyo_spec as spec
-from klaviyo_spec.derive import to_json_schema
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
+from klaviyo_spec.derive import to_json_schema
 
 from ..emulator.writes_helpers import FakeClock, suppression_body
 from .test_emulator_contract import FORMATS, SYNTHETIC_READS, OpenApiValidator, _path_for, check, official_components
@@ -96,6 +96,7 @@ def _lift_attribute_requirements(schema: dict) -> dict:
         elif isinstance(node, list):
             for value in node:
                 walk(value)
+
     walk(schema)
     for name in refs:
         if name in defs:
@@ -212,31 +213,110 @@ async def test_sparse_fieldsets_match_the_success_schema(client, op_id):
 # ----- the writes and job reads test_write_contract.py does not walk ---------------------------
 #: (operation, method, path, body, status) in order; "{profile}" and "{job}" are filled in as they become known.
 OTHER_SUCCESSES = [
-    ("create_profile", "POST", "/api/profiles",
-     {"data": {"type": "profile", "attributes": {"email": "walked@example.com", "first_name": "Walked",
-                                                 "location": {"city": "Oslo"}, "properties": {"plan": "gold"}}}}, 201),
-    ("update_profile", "PATCH", "/api/profiles/{profile}",
-     {"data": {"type": "profile", "id": "{profile}", "attributes": {"last_name": "Through", "properties": {"plan": "silver"}}}}, 200),
-    ("bulk_suppress_profiles", "POST", "/api/profile-suppression-bulk-create-jobs",
-     suppression_body(["walked@example.com"]), 202),
+    (
+        "create_profile",
+        "POST",
+        "/api/profiles",
+        {
+            "data": {
+                "type": "profile",
+                "attributes": {
+                    "email": "walked@example.com",
+                    "first_name": "Walked",
+                    "location": {"city": "Oslo"},
+                    "properties": {"plan": "gold"},
+                },
+            }
+        },
+        201,
+    ),
+    (
+        "update_profile",
+        "PATCH",
+        "/api/profiles/{profile}",
+        {
+            "data": {
+                "type": "profile",
+                "id": "{profile}",
+                "attributes": {"last_name": "Through", "properties": {"plan": "silver"}},
+            }
+        },
+        200,
+    ),
+    (
+        "bulk_suppress_profiles",
+        "POST",
+        "/api/profile-suppression-bulk-create-jobs",
+        suppression_body(["walked@example.com"]),
+        202,
+    ),
     ("get_bulk_suppress_profiles_jobs", "GET", "/api/profile-suppression-bulk-create-jobs", None, 200),
     ("get_bulk_suppress_profiles_job", "GET", "/api/profile-suppression-bulk-create-jobs/{job}", None, 200),
-    ("bulk_unsuppress_profiles", "POST", "/api/profile-suppression-bulk-delete-jobs",
-     suppression_body(["walked@example.com"], delete=True), 202),
+    (
+        "bulk_unsuppress_profiles",
+        "POST",
+        "/api/profile-suppression-bulk-delete-jobs",
+        suppression_body(["walked@example.com"], delete=True),
+        202,
+    ),
     ("get_bulk_unsuppress_profiles_jobs", "GET", "/api/profile-suppression-bulk-delete-jobs", None, 200),
     ("get_bulk_unsuppress_profiles_job", "GET", "/api/profile-suppression-bulk-delete-jobs/{job}", None, 200),
-    ("create_event", "POST", "/api/events",
-     {"data": {"type": "event", "attributes": {
-         "properties": {"OrderId": "walk-1", "Items": ["Tea"]}, "time": "2025-12-01T10:00:00Z", "value": 12.5,
-         "unique_id": "walk-1", "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
-         "profile": {"data": {"type": "profile", "attributes": {"email": "walked@example.com"}}}}}}, 202),
-    ("bulk_create_events", "POST", "/api/event-bulk-create-jobs",
-     {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
-         {"type": "event-bulk-create", "attributes": {
-             "profile": {"data": {"type": "profile", "attributes": {"email": "walked-too@example.com"}}},
-             "events": {"data": [{"type": "event", "attributes": {
-                 "properties": {"Page": "home"}, "time": "2025-12-02T10:00:00Z",
-                 "metric": {"data": {"type": "metric", "attributes": {"name": "Walked Through"}}}}}]}}}]}}}}, 202),
+    (
+        "create_event",
+        "POST",
+        "/api/events",
+        {
+            "data": {
+                "type": "event",
+                "attributes": {
+                    "properties": {"OrderId": "walk-1", "Items": ["Tea"]},
+                    "time": "2025-12-01T10:00:00Z",
+                    "value": 12.5,
+                    "unique_id": "walk-1",
+                    "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+                    "profile": {"data": {"type": "profile", "attributes": {"email": "walked@example.com"}}},
+                },
+            }
+        },
+        202,
+    ),
+    (
+        "bulk_create_events",
+        "POST",
+        "/api/event-bulk-create-jobs",
+        {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {
+                    "events-bulk-create": {
+                        "data": [
+                            {
+                                "type": "event-bulk-create",
+                                "attributes": {
+                                    "profile": {"data": {"type": "profile", "attributes": {"email": "walked-too@example.com"}}},
+                                    "events": {
+                                        "data": [
+                                            {
+                                                "type": "event",
+                                                "attributes": {
+                                                    "properties": {"Page": "home"},
+                                                    "time": "2025-12-02T10:00:00Z",
+                                                    "metric": {
+                                                        "data": {"type": "metric", "attributes": {"name": "Walked Through"}}
+                                                    },
+                                                },
+                                            }
+                                        ]
+                                    },
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        },
+        202,
+    ),
     # the written events, their new metric and their profiles read back valid
     ("get_events", "GET", "/api/events?sort=-datetime&page[size]=5&include=metric,profile", None, 200),
 ]

@@ -24,7 +24,9 @@ def account(small_app):
 
 @pytest.fixture
 async def client(small_app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=small_app), base_url="http://emulator.test", headers=HEADERS) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=small_app), base_url="http://emulator.test", headers=HEADERS
+    ) as c:
         yield c
 
 

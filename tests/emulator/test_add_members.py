@@ -30,7 +30,9 @@ def _reference(state: AccountState, m: Membership, rows, now: int) -> tuple[Memb
     order = np.argsort(ranks, kind="stable")
     rows, ranks = rows[order], ranks[order]
     at = np.searchsorted(state.id_rank(m.profiles), ranks)
-    return Membership(np.insert(m.profiles, at, rows), np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64))), len(rows)
+    return Membership(np.insert(m.profiles, at, rows), np.insert(m.joined, at, np.full(len(rows), now, dtype=np.int64))), len(
+        rows
+    )
 
 
 def _batch(rng: random.Random, s: AccountState) -> list[int]:

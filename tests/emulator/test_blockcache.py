@@ -33,7 +33,9 @@ def test_block_column_equals_compute_across_blocks_and_widths():
 
 def test_event_and_profile_pages_across_a_block_boundary_equal_the_renderer():
     emulator = Emulator(EmulatorSettings(seed=9, profiles=BLOCK + 1000, events=BLOCK + 2000, lists=2, rate_limits=False))
-    query = parse_query(spec.operation("get_events"), [("include", "profile"), ("fields[profile]", "email,phone_number,external_id")], scope="")
+    query = parse_query(
+        spec.operation("get_events"), [("include", "profile"), ("fields[profile]", "email,phone_number,external_id")], scope=""
+    )
     r = Renderer(emulator.account, "http://emulator.test", query)
     rows = np.arange(BLOCK - 700, BLOCK + 700, dtype=np.int64)
     for _ in range(2):  # computed, then kept

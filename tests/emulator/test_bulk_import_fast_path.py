@@ -27,22 +27,79 @@ JOBS = "/api/profile-bulk-import-jobs"
 
 
 def _full_profile(i: int) -> dict:
-    return {"type": "profile", "id": None, "attributes": {
-        "email": f"p{i}@example.com", "phone_number": f"+4420300{i:05d}", "external_id": f"x{i}", "first_name": "Ann",
-        "last_name": None, "organization": "Org", "locale": "en-GB", "title": "Dr", "image": "https://i/x.png",
-        "location": {"address1": "1 High St", "address2": None, "city": "Leeds", "country": "UK", "ip": "10.0.0.1",
-                     "latitude": 53.8, "longitude": "-1.5", "region": "Yorks", "timezone": "Europe/London", "zip": "LS1"},
-        "properties": {"tier": "gold", "points": 12, "ratio": 0.5, "vip": True, "none": None, "tags": ["a", 1],
-                       "nested": {"k": "v"}}}}
+    return {
+        "type": "profile",
+        "id": None,
+        "attributes": {
+            "email": f"p{i}@example.com",
+            "phone_number": f"+4420300{i:05d}",
+            "external_id": f"x{i}",
+            "first_name": "Ann",
+            "last_name": None,
+            "organization": "Org",
+            "locale": "en-GB",
+            "title": "Dr",
+            "image": "https://i/x.png",
+            "location": {
+                "address1": "1 High St",
+                "address2": None,
+                "city": "Leeds",
+                "country": "UK",
+                "ip": "10.0.0.1",
+                "latitude": 53.8,
+                "longitude": "-1.5",
+                "region": "Yorks",
+                "timezone": "Europe/London",
+                "zip": "LS1",
+            },
+            "properties": {
+                "tier": "gold",
+                "points": 12,
+                "ratio": 0.5,
+                "vip": True,
+                "none": None,
+                "tags": ["a", 1],
+                "nested": {"k": "v"},
+            },
+        },
+    }
 
 
 def _full_body(n: int = 2, list_id: str = "L1") -> dict:
-    return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [_full_profile(i) for i in range(n)]}},
-                     "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}}
+    return {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": [_full_profile(i) for i in range(n)]}},
+            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}},
+        }
+    }
 
 
-REPLACEMENTS = [None, True, False, 0, -1, 1.5, 2**63, 2**64 + 1, -(2**63) - 1, "", "x", "profile", "list",
-                "profile-bulk-import-job", [], [1], ["s"], {}, {"a": 1}, {"a": [1]}, {"a": {"b": {"c": 1}}}, [[1]], [{"a": 1}]]
+REPLACEMENTS = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    2**63,
+    2**64 + 1,
+    -(2**63) - 1,
+    "",
+    "x",
+    "profile",
+    "list",
+    "profile-bulk-import-job",
+    [],
+    [1],
+    ["s"],
+    {},
+    {"a": 1},
+    {"a": [1]},
+    {"a": {"b": {"c": 1}}},
+    [[1]],
+    [{"a": 1}],
+]
 
 
 def _paths(node, path=()):
@@ -123,21 +180,27 @@ def test_fast_decode_never_accepts_what_the_schema_rejects():
     assert accepted > 50 and rejected_by_schema > 50
 
 
-@pytest.mark.parametrize("text", [
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"n":123456789012345678901234567890}}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"n":18446744073709551615}}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","type":"x","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}}',
-    b'{"data":{"type":"x","type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":1,"email":"a@b.co"}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"a":1,"b":2,"a":3}}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":"\\ud800"}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"f":1e400}}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"f":1E5,"g":-0.0,"h":5e-324}}}]}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[]}},"relationships":{}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}},"relationships":{"lists":{}}}}',
-    b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}} ',
-    b'[]', b'null', b'{"data":null}', b'',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"n":123456789012345678901234567890}}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"n":18446744073709551615}}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","type":"x","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}}',
+        b'{"data":{"type":"x","type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":1,"email":"a@b.co"}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"a":1,"b":2,"a":3}}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":"\\ud800"}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"f":1e400}}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"properties":{"f":1E5,"g":-0.0,"h":5e-324}}}]}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[]}},"relationships":{}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}},"relationships":{"lists":{}}}}',
+        b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{}}]}}}} ',
+        b"[]",
+        b"null",
+        b'{"data":null}',
+        b"",
+    ],
+)
 def test_fast_decode_edge_texts(text):
     try:
         _check_never_looser(text)
@@ -153,7 +216,10 @@ def test_random_floats_decode_alike():
     body["data"]["attributes"]["profiles"]["data"][0]["attributes"]["properties"] = props
     raw = orjson.dumps(body)
     assert _check_never_looser(raw)
-    assert msgspec.to_builtins(bulkimport.decode(raw))["data"]["attributes"]["profiles"]["data"][0]["attributes"]["properties"] == props
+    assert (
+        msgspec.to_builtins(bulkimport.decode(raw))["data"]["attributes"]["profiles"]["data"][0]["attributes"]["properties"]
+        == props
+    )
 
 
 # ----- end to end: fast path vs general path ------------------------------------------------------
@@ -186,10 +252,15 @@ async def _run(app, clock, bodies) -> list:
         clock.advance(3600)
         for jid in job_ids:
             for suffix in ("", "/import-errors", "/profiles", "/relationships/profiles", "/lists"):
-                r = await c.get(f"{JOBS}/{jid}{suffix}", params={"page[size]": 100} if suffix in ("/profiles", "/relationships/profiles") else None)
+                r = await c.get(
+                    f"{JOBS}/{jid}{suffix}",
+                    params={"page[size]": 100} if suffix in ("/profiles", "/relationships/profiles") else None,
+                )
                 out.append((suffix, r.status_code, _norm(r.content)))
-        for params in ({"sort": "-updated", "page[size]": 100, "additional-fields[profile]": "subscriptions"},
-                       {"sort": "-created", "page[size]": 100}):
+        for params in (
+            {"sort": "-updated", "page[size]": 100, "additional-fields[profile]": "subscriptions"},
+            {"sort": "-created", "page[size]": 100},
+        ):
             r = await c.get("/api/profiles", params=params)
             out.append((r.status_code, _norm(r.content)))
         r = await c.get(f"/api/lists/{list_id}/profiles", params={"page[size]": 100})
@@ -208,11 +279,16 @@ def _bodies(existing_emails, existing_phone, existing_id):
             if lists:
                 data["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
             return orjson.dumps({"data": data})
+
         return make
 
     def p(i, **attrs):
-        a = {"email": f"user{i}@example.com", "first_name": f"F{i}", "phone_number": f"+4420{30000000 + i}",
-             "properties": {"tier": "gold", "points": i}}
+        a = {
+            "email": f"user{i}@example.com",
+            "first_name": f"F{i}",
+            "phone_number": f"+4420{30000000 + i}",
+            "properties": {"tier": "gold", "points": i},
+        }
         a.update(attrs)
         return {"type": "profile", "attributes": {k: v for k, v in a.items() if v != "DROP"}}
 
@@ -220,22 +296,49 @@ def _bodies(existing_emails, existing_phone, existing_id):
     mixed = [p(i, last_name="New") for i in range(30, 60)]  # 30..39 match the first body
     mixed.append(p(100, email=existing_emails[0]))  # matches a synthetic profile by email
     mixed.append(p(101, email="DROP", phone_number=existing_phone))
-    mixed.append({"type": "profile", "id": existing_id, "attributes": {"first_name": "ById", "location": {"zip": "Z", "city": None}}})
+    mixed.append(
+        {"type": "profile", "id": existing_id, "attributes": {"first_name": "ById", "location": {"zip": "Z", "city": None}}}
+    )
     mixed.append(p(102, email="User5@Example.COM"))  # same key as profile 5
     mixed.append(p(103, phone_number="+442030000100"))  # phone of profile 100 in this job
     dup_inside = [p(200), p(201, email="user200@example.com", phone_number="DROP")]
     with_errors = [p(300), p(301, email="not-an-email"), p(302, phone_number="555"), p(303, email=None, phone_number=None)]
-    odd = [p(400, location={"latitude": 1, "longitude": 2.5, "city": "X"}, properties={"x": [1, "a"], "y": {"k": None}}),
-           {"type": "profile", "attributes": {"email": "kx@example.com", "_kx": "token"}},
-           {"type": "profile", "attributes": {"email": "meta@example.com"}, "meta": {"patch_properties": {"unset": "x"}}},
-           {"type": "profile", "attributes": {"email": "extra@example.com", "favourite": "blue"}}]
+    odd = [
+        p(400, location={"latitude": 1, "longitude": 2.5, "city": "X"}, properties={"x": [1, "a"], "y": {"k": None}}),
+        {"type": "profile", "attributes": {"email": "kx@example.com", "_kx": "token"}},
+        {"type": "profile", "attributes": {"email": "meta@example.com"}, "meta": {"patch_properties": {"unset": "x"}}},
+        {"type": "profile", "attributes": {"email": "extra@example.com", "favourite": "blue"}},
+    ]
     big = [p(500, properties={"blob": "x" * 120_000})]
-    return [body(fresh), body(mixed), body(dup_inside, lists=False), body(with_errors), *[body([q]) for q in odd], body(big),
-            body([]), body([p(600 + i) for i in range(10_001)]),
-            orjson.dumps({"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [p(700)]}},
-                                   "relationships": {"lists": {"data": [{"type": "list", "id": "nope"}]}}}}),
-            orjson.dumps({"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {"email": 5}}]}}}}),
-            b"{not json", body([p(800, last_name="DROP"), p(801, last_name=None)])]
+    return [
+        body(fresh),
+        body(mixed),
+        body(dup_inside, lists=False),
+        body(with_errors),
+        *[body([q]) for q in odd],
+        body(big),
+        body([]),
+        body([p(600 + i) for i in range(10_001)]),
+        orjson.dumps(
+            {
+                "data": {
+                    "type": "profile-bulk-import-job",
+                    "attributes": {"profiles": {"data": [p(700)]}},
+                    "relationships": {"lists": {"data": [{"type": "list", "id": "nope"}]}},
+                }
+            }
+        ),
+        orjson.dumps(
+            {
+                "data": {
+                    "type": "profile-bulk-import-job",
+                    "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {"email": 5}}]}},
+                }
+            }
+        ),
+        b"{not json",
+        body([p(800, last_name="DROP"), p(801, last_name=None)]),
+    ]
 
 
 async def test_fast_path_and_general_path_answer_and_store_alike(monkeypatch):
@@ -263,8 +366,14 @@ async def test_fast_path_is_taken_for_a_plain_body(monkeypatch):
     clock = FakeClock()
     app = make_app(clock)
     async with client_for(app) as c:
-        body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
-            {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"n": 1}}}]}}}}
+        body = {
+            "data": {
+                "type": "profile-bulk-import-job",
+                "attributes": {
+                    "profiles": {"data": [{"type": "profile", "attributes": {"email": "a@example.com", "properties": {"n": 1}}}]}
+                },
+            }
+        }
         r = await c.post(JOBS, json=body)
         assert r.status_code == 202 and taken
 
@@ -275,10 +384,34 @@ def test_all_match_in_one_call_is_all_of_match(seed):
     from klaviyo_emulator.identifiers import EMAIL_RE, PHONE_RE
 
     rng = random.Random(seed)
-    emails = ["a@b.co", "x.y+z@sub.example.com", "a@b", "@b.co", "a@-b.co", "a@b.co\n", "a@b.co\n\n", "a\n@b.co",
-              "", "é@b.co", "a@b.co ", "a@b-.co", "a@b.c-d.co"]
-    phones = ["+15005550006", "+1500555", "+150055", "+0123456789", "+4420300000001234", "+442030000000\n", "+44\n2030000",
-              "", "+١٢٣٤٥٦٧٨", "15005550006", "+1 5005550006"]
+    emails = [
+        "a@b.co",
+        "x.y+z@sub.example.com",
+        "a@b",
+        "@b.co",
+        "a@-b.co",
+        "a@b.co\n",
+        "a@b.co\n\n",
+        "a\n@b.co",
+        "",
+        "é@b.co",
+        "a@b.co ",
+        "a@b-.co",
+        "a@b.c-d.co",
+    ]
+    phones = [
+        "+15005550006",
+        "+1500555",
+        "+150055",
+        "+0123456789",
+        "+4420300000001234",
+        "+442030000000\n",
+        "+44\n2030000",
+        "",
+        "+١٢٣٤٥٦٧٨",
+        "15005550006",
+        "+1 5005550006",
+    ]
     for pattern, pool in ((EMAIL_RE, emails), (PHONE_RE, phones)):
         for _ in range(60):
             values = [rng.choice(pool[:2] if rng.random() < 0.7 else pool) for _ in range(rng.choice([0, 1, 2, 5, 40]))]
@@ -296,6 +429,7 @@ def test_email_check_without_backtracking_is_email_re(seed):
 
     def label() -> str:
         return "".join(rng.choice("ab9-" if rng.random() < 0.8 else alphabet) for _ in range(rng.randint(1, 4)))
+
     valid = 0
     for _ in range(3000):
         if rng.random() < 0.3:

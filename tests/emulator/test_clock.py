@@ -31,8 +31,11 @@ def _epoch(text: str) -> float:
 
 
 def _app(clock_spec: str, wall: Wall):
-    return create_app(EmulatorSettings(seed=4, profiles=50, events=200, lists=2, rate_limits=False, clock=clock_spec),
-                      clock=FakeClock(), wall=wall)
+    return create_app(
+        EmulatorSettings(seed=4, profiles=50, events=200, lists=2, rate_limits=False, clock=clock_spec),
+        clock=FakeClock(),
+        wall=wall,
+    )
 
 
 async def _create_profile(c: httpx.AsyncClient, email: str) -> dict:
@@ -46,17 +49,25 @@ async def _latest_event(c: httpx.AsyncClient) -> float:
     return _epoch(r.json()["data"][0]["attributes"]["datetime"])
 
 
-@pytest.mark.parametrize("text,kind,at", [
-    ("real", "real", 0.0), ("fixed:2026-01-01T00:00:00Z", "fixed", 1_767_225_600.0),
-    ("offset:-30d", "offset", -30 * 86400.0), ("offset:+2h", "offset", 7200.0), ("offset:90s", "offset", 90.0),
-])
+@pytest.mark.parametrize(
+    "text,kind,at",
+    [
+        ("real", "real", 0.0),
+        ("fixed:2026-01-01T00:00:00Z", "fixed", 1_767_225_600.0),
+        ("offset:-30d", "offset", -30 * 86400.0),
+        ("offset:+2h", "offset", 7200.0),
+        ("offset:90s", "offset", 90.0),
+    ],
+)
 def test_clock_specs(text, kind, at):
     spec = parse_clock(text)
     assert (spec.kind, spec.at) == (kind, at)
 
 
-@pytest.mark.parametrize("text,needle", [("wall", "unknown clock"), ("fixed:yesterday", "ISO 8601"),
-                                         ("offset:-3w", "offset:-30d"), ("real:now", "unknown clock")])
+@pytest.mark.parametrize(
+    "text,needle",
+    [("wall", "unknown clock"), ("fixed:yesterday", "ISO 8601"), ("offset:-3w", "offset:-30d"), ("real:now", "unknown clock")],
+)
 def test_bad_clock_specs_say_what_is_expected(text, needle):
     with pytest.raises(ValueError, match=needle):
         parse_clock(text)
@@ -66,22 +77,27 @@ def test_bad_clock_specs_say_what_is_expected(text, needle):
 
 async def test_real_clock_anchors_the_data_and_stamps_writes_with_the_real_time():
     wall = Wall()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app("real", wall)), base_url="http://e.test",
-                                 headers=HEADERS) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app("real", wall)), base_url="http://e.test", headers=HEADERS
+    ) as c:
         latest = await _latest_event(c)
         assert REAL_START - 30 * 86400 < latest <= REAL_START  # the data runs up to the real time at start
         wall.t += 3600
         created = await _create_profile(c, "later@example.com")
         assert _epoch(created["created"]) == REAL_START + 3600
         # an incremental read after it finds it
-        r = await c.get("/api/profiles", params={"filter": f"greater-than(created,{datetime.fromtimestamp(REAL_START, timezone.utc).isoformat()})"})
+        r = await c.get(
+            "/api/profiles",
+            params={"filter": f"greater-than(created,{datetime.fromtimestamp(REAL_START, timezone.utc).isoformat()})"},
+        )
         assert [p["attributes"]["email"] for p in r.json()["data"]] == ["later@example.com"]
 
 
 async def test_fixed_clock_does_not_move():
     wall = Wall()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app("fixed:2025-06-01T12:00:00Z", wall)),
-                                 base_url="http://e.test", headers=HEADERS) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app("fixed:2025-06-01T12:00:00Z", wall)), base_url="http://e.test", headers=HEADERS
+    ) as c:
         fixed = _epoch("2025-06-01T12:00:00+00:00")
         assert fixed - 30 * 86400 < await _latest_event(c) <= fixed
         wall.t += 86400
@@ -91,16 +107,20 @@ async def test_fixed_clock_does_not_move():
 async def test_fixed_clock_gives_the_same_bytes_whatever_the_real_time():
     bodies = []
     for start in (REAL_START, REAL_START + 12345):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app("fixed:2025-06-01T12:00:00Z", Wall(start))),
-                                     base_url="http://e.test", headers=HEADERS) as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=_app("fixed:2025-06-01T12:00:00Z", Wall(start))),
+            base_url="http://e.test",
+            headers=HEADERS,
+        ) as c:
             bodies.append((await c.get("/api/profiles", params={"page[size]": "20"})).content)
     assert bodies[0] == bodies[1]
 
 
 async def test_offset_clock_moves_with_the_real_time():
     wall = Wall()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app("offset:-1d", wall)), base_url="http://e.test",
-                                 headers=HEADERS) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app("offset:-1d", wall)), base_url="http://e.test", headers=HEADERS
+    ) as c:
         assert await _latest_event(c) <= REAL_START - 86400
         wall.t += 60
         assert _epoch((await _create_profile(c, "b@example.com"))["created"]) == REAL_START - 86400 + 60

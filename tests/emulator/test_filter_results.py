@@ -11,8 +11,12 @@ import klaviyo_spec as spec
 
 from .conftest import collect
 
-CMP = {"greater-than": lambda a, b: a > b, "greater-or-equal": lambda a, b: a >= b,
-       "less-than": lambda a, b: a < b, "less-or-equal": lambda a, b: a <= b}
+CMP = {
+    "greater-than": lambda a, b: a > b,
+    "greater-or-equal": lambda a, b: a >= b,
+    "less-than": lambda a, b: a < b,
+    "less-or-equal": lambda a, b: a <= b,
+}
 
 
 def _ts(text: str | None) -> float | None:
@@ -106,9 +110,13 @@ async def _check_all(client, path: str, op_id: str, getter, base_params: dict | 
 
 
 async def test_profile_filters(client, account):
-    await _check_all(client, "/api/profiles", "get_profiles",
-                     lambda it, f: _profile_values(it, f, account),
-                     {"additional-fields[profile]": "subscriptions"})
+    await _check_all(
+        client,
+        "/api/profiles",
+        "get_profiles",
+        lambda it, f: _profile_values(it, f, account),
+        {"additional-fields[profile]": "subscriptions"},
+    )
 
 
 async def test_event_filters(client):
@@ -116,31 +124,42 @@ async def test_event_filters(client):
 
 
 async def test_list_filters(client):
-    await _check_all(client, "/api/lists", "get_lists",
-                     lambda it, f: [it["id"]] if f == "id" else [it["attributes"].get(f)])
+    await _check_all(client, "/api/lists", "get_lists", lambda it, f: [it["id"]] if f == "id" else [it["attributes"].get(f)])
 
 
 async def test_group_member_filters(client, account):
     list_id = max(account.list_members, key=lambda k: len(account.list_members[k]))
-    await _check_all(client, f"/api/lists/{list_id}/profiles", "get_profiles_for_list",
-                     lambda it, f: _profile_values(it, f, account))
+    await _check_all(
+        client, f"/api/lists/{list_id}/profiles", "get_profiles_for_list", lambda it, f: _profile_values(it, f, account)
+    )
     segment_id = next(iter(account.segment_members))
-    await _check_all(client, f"/api/segments/{segment_id}/profiles", "get_profiles_for_segment",
-                     lambda it, f: _profile_values(it, f, account))
+    await _check_all(
+        client, f"/api/segments/{segment_id}/profiles", "get_profiles_for_segment", lambda it, f: _profile_values(it, f, account)
+    )
 
 
-@pytest.mark.parametrize("text", [
-    "greater-than(updated,2025-01-01T00:00:00Z)", "greater-than(updated,2025-01-01T00:00:00.000+00:00)",
-    "greater-than(updated,2025-01-01T00:00:00)",
-    "and(greater-than(updated,2025-01-01T00:00:00Z),less-than(updated,2030-01-01T00:00:00Z))",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "greater-than(updated,2025-01-01T00:00:00Z)",
+        "greater-than(updated,2025-01-01T00:00:00.000+00:00)",
+        "greater-than(updated,2025-01-01T00:00:00)",
+        "and(greater-than(updated,2025-01-01T00:00:00Z),less-than(updated,2030-01-01T00:00:00Z))",
+    ],
+)
 async def test_datetime_spellings_agree(client, text):
-    baseline, _ = await collect(client, "/api/profiles", {"filter": "greater-than(updated,2025-01-01T00:00:00+00:00)", "page[size]": "100"})
+    baseline, _ = await collect(
+        client, "/api/profiles", {"filter": "greater-than(updated,2025-01-01T00:00:00+00:00)", "page[size]": "100"}
+    )
     got, _ = await collect(client, "/api/profiles", {"filter": text, "page[size]": "100"})
     assert [i["id"] for i in got] == [i["id"] for i in baseline] and baseline
 
 
 async def test_several_top_level_conditions_are_anded(client, account):
     pid = account.profiles.profile_id(5)
-    body = (await client.get("/api/events", params={"filter": f"equals(profile_id,'{pid}'),greater-or-equal(datetime,2020-01-01T00:00:00Z)"})).json()
+    body = (
+        await client.get(
+            "/api/events", params={"filter": f"equals(profile_id,'{pid}'),greater-or-equal(datetime,2020-01-01T00:00:00Z)"}
+        )
+    ).json()
     assert body["data"] and all(e["relationships"]["profile"]["data"]["id"] == pid for e in body["data"])

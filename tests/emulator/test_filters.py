@@ -9,7 +9,9 @@ from klaviyo_emulator.timefmt import parse_datetime
 
 
 def test_values_and_nesting():
-    got = parse_filter("equals(email,'a@b.com'),any(id,[\"x\",'y']),and(greater-than(updated,2023-06-01T17:06:39+00:00),has(metric))")
+    got = parse_filter(
+        "equals(email,'a@b.com'),any(id,[\"x\",'y']),and(greater-than(updated,2023-06-01T17:06:39+00:00),has(metric))"
+    )
     assert got == [
         Condition("equals", "email", "a@b.com"),
         Condition("any", "id", ["x", "y"]),
@@ -22,18 +24,26 @@ def test_values_and_nesting():
     assert parse_filter(r"equals(name,'it\'s')")[0].value == "it's"
 
 
-@pytest.mark.parametrize("text", ["", "equals(email)", "equals(email,'x'", "nope(email,'x')", "equals(email,'x') junk",
-                                  "or(equals(a,'b'),equals(a,'c'))"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "equals(email)", "equals(email,'x'", "nope(email,'x')", "equals(email,'x') junk", "or(equals(a,'b'),equals(a,'c'))"],
+)
 def test_syntax_errors(text):
     with pytest.raises(FilterSyntaxError):
         parse_filter(text)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("2023-06-01T17:06:39+00:00", 1685639199.0), ("2023-06-01T17:06:39Z", 1685639199.0),
-    ("2023-06-01T17:06:39", 1685639199.0), ("2023-06-01T17:06:39.250Z", 1685639199.25),
-    ("2023-06-01T19:06:39+02:00", 1685639199.0), ("2023-06-01", 1685577600.0),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("2023-06-01T17:06:39+00:00", 1685639199.0),
+        ("2023-06-01T17:06:39Z", 1685639199.0),
+        ("2023-06-01T17:06:39", 1685639199.0),
+        ("2023-06-01T17:06:39.250Z", 1685639199.25),
+        ("2023-06-01T19:06:39+02:00", 1685639199.0),
+        ("2023-06-01", 1685577600.0),
+    ],
+)
 def test_datetimes(text, expected):
     assert parse_datetime(text) == expected
 
@@ -44,8 +54,9 @@ def test_bad_datetime():
 
 # ----- typed by the spec's x-klaviyo-filters, over HTTP ---------------------------------------------
 
-from klaviyo_spec import error_json_schema  # noqa: E402
 from jsonschema import Draft202012Validator  # noqa: E402
+
+from klaviyo_spec import error_json_schema  # noqa: E402
 
 
 def _klaviyo_400(response, needle: str) -> dict:
@@ -63,14 +74,22 @@ async def test_event_timestamp_takes_epoch_seconds_as_the_spec_types_it(client):
     everything = (await client.get("/api/events", params={"page[size]": "1000", "sort": "datetime"})).json()["data"]
     middle = datetime.fromisoformat(everything[len(everything) // 2]["attributes"]["datetime"])
     epoch = int(middle.timestamp())
-    by_number = (await client.get("/api/events", params={"filter": f"greater-than(timestamp,{epoch})", "page[size]": "1000",
-                                                          "sort": "datetime"})).json()["data"]
-    by_datetime = (await client.get("/api/events", params={"filter": f"greater-than(datetime,{middle.isoformat()})",
-                                                            "page[size]": "1000", "sort": "datetime"})).json()["data"]
+    by_number = (
+        await client.get(
+            "/api/events", params={"filter": f"greater-than(timestamp,{epoch})", "page[size]": "1000", "sort": "datetime"}
+        )
+    ).json()["data"]
+    by_datetime = (
+        await client.get(
+            "/api/events",
+            params={"filter": f"greater-than(datetime,{middle.isoformat()})", "page[size]": "1000", "sort": "datetime"},
+        )
+    ).json()["data"]
     assert by_number and [e["id"] for e in by_number] == [e["id"] for e in by_datetime]
     assert all(e["attributes"]["timestamp"] > epoch for e in by_number)
-    _klaviyo_400(await client.get("/api/events", params={"filter": "greater-than(timestamp,2024-01-01T00:00:00Z)"}),
-                 "takes a number")
+    _klaviyo_400(
+        await client.get("/api/events", params={"filter": "greater-than(timestamp,2024-01-01T00:00:00Z)"}), "takes a number"
+    )
 
 
 async def test_equals_with_a_list_where_the_spec_allows_it(client, account):
@@ -84,19 +103,22 @@ async def test_equals_with_a_list_where_the_spec_allows_it(client, account):
     _klaviyo_400(await client.get("/api/events", params={"filter": f"equals(profile_id,{text})"}), "single value")
 
 
-@pytest.mark.parametrize("url,flt,needle", [
-    ("/api/profiles", "equals(email,ava@example.com)", "quoted"),  # strings are quoted
-    ("/api/profiles", "greater-than(updated,'2025-01-01T00:00:00+00:00')", "without quotes"),  # datetimes are not
-    ("/api/profiles", "any(id,'abc')", "takes a list"),
-    ("/api/profiles", "equals(id,[])", "at least one"),
-    ("/api/profiles", "equals(shoe_size,'9')", "shoe_size"),
-    ("/api/profiles", "contains(email,'ava')", "contains"),
-    ("/api/campaigns", "equals(messages.channel,'fax')", "'fax' is not a valid value"),
-    ("/api/campaigns", "and(equals(messages.channel,'email'),equals(archived,'true'))", "true or false"),
-    ("/api/segments", "equals(is_active,1)", "true or false"),
-    ("/api/events", "equals(metric_id,42)", "takes a string"),
-    ("/api/profiles", "equals(email,null)", "takes a string"),
-])
+@pytest.mark.parametrize(
+    "url,flt,needle",
+    [
+        ("/api/profiles", "equals(email,ava@example.com)", "quoted"),  # strings are quoted
+        ("/api/profiles", "greater-than(updated,'2025-01-01T00:00:00+00:00')", "without quotes"),  # datetimes are not
+        ("/api/profiles", "any(id,'abc')", "takes a list"),
+        ("/api/profiles", "equals(id,[])", "at least one"),
+        ("/api/profiles", "equals(shoe_size,'9')", "shoe_size"),
+        ("/api/profiles", "contains(email,'ava')", "contains"),
+        ("/api/campaigns", "equals(messages.channel,'fax')", "'fax' is not a valid value"),
+        ("/api/campaigns", "and(equals(messages.channel,'email'),equals(archived,'true'))", "true or false"),
+        ("/api/segments", "equals(is_active,1)", "true or false"),
+        ("/api/events", "equals(metric_id,42)", "takes a string"),
+        ("/api/profiles", "equals(email,null)", "takes a string"),
+    ],
+)
 async def test_values_must_have_the_spec_type(client, url, flt, needle):
     _klaviyo_400(await client.get(url, params={"filter": flt}), needle)
 

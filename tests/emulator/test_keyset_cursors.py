@@ -55,8 +55,9 @@ async def test_a_profile_updated_between_pages_moves_to_its_new_place_others_sta
         served, pending = first[10], peek[20]
         clock.advance(10)
         for p in (served, pending):
-            r = await c.post("/api/profile-import", json={"data": {"type": "profile", "id": p["id"],
-                                                                 "attributes": {"first_name": "Moved"}}})
+            r = await c.post(
+                "/api/profile-import", json={"data": {"type": "profile", "id": p["id"], "attributes": {"first_name": "Moved"}}}
+            )
             assert r.status_code == 200, r.text
         rest = []
         while nxt:

@@ -67,6 +67,9 @@ def test_the_plugin_fixture_serves_a_faulty_account(klaviyo_emulator):
 
 @pytest.mark.klaviyo_emulator(profiles=5, events=5, lists=1, clock="fixed:2024-03-01T00:00:00Z", rate_limits=False)
 def test_the_plugin_fixture_takes_a_clock(klaviyo_emulator):
-    r = httpx.post(f"{klaviyo_emulator.base_url}/api/profile-import", headers=klaviyo_emulator.headers,
-                   json={"data": {"type": "profile", "attributes": {"email": "p@example.com"}}})
+    r = httpx.post(
+        f"{klaviyo_emulator.base_url}/api/profile-import",
+        headers=klaviyo_emulator.headers,
+        json={"data": {"type": "profile", "attributes": {"email": "p@example.com"}}},
+    )
     assert r.status_code == 201 and r.json()["data"]["attributes"]["created"].startswith("2024-03-01T00:00:00")

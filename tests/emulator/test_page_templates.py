@@ -22,8 +22,16 @@ def emulator():
     return Emulator(EmulatorSettings(seed=11, profiles=300, events=5000, lists=3, campaigns=7, rate_limits=False))
 
 
-@pytest.mark.parametrize("params", [[], [("include", "attributions")], [("fields[event]", "uuid,timestamp")],
-                                    [("fields[event]", "event_properties,id")], [("fields[event]", "id")]])
+@pytest.mark.parametrize(
+    "params",
+    [
+        [],
+        [("include", "attributions")],
+        [("fields[event]", "uuid,timestamp")],
+        [("fields[event]", "event_properties,id")],
+        [("fields[event]", "id")],
+    ],
+)
 def test_events_page_equals_renderer(emulator, params):
     r = renderer(emulator, "get_events", params)
     rows = np.arange(emulator.account.events.count, dtype=np.int64)[::-1]

@@ -11,21 +11,24 @@ from klaviyo_emulator.query import UNSIZED_PAGE
 from .conftest import SMALL, collect
 
 
-@pytest.mark.parametrize("path,params,expected", [
-    ("/api/profiles", {"page[size]": "17"}, SMALL.profiles),
-    ("/api/profiles", {"page[size]": "100", "sort": "-updated"}, SMALL.profiles),
-    ("/api/profiles", {"page[size]": "33", "sort": "email"}, SMALL.profiles),
-    ("/api/events", {"page[size]": "301"}, SMALL.events),
-    ("/api/events", {"page[size]": "999", "sort": "-datetime"}, SMALL.events),
-    ("/api/lists", {}, SMALL.lists),
-    ("/api/segments", {}, SMALL.segments),
-    ("/api/metrics", {}, 23),
-    ("/api/campaigns", {"filter": "equals(messages.channel,'email')", "page[size]": "7"}, None),
-    ("/api/templates", {"sort": "-name"}, SMALL.templates),
-    ("/api/flows", {"page[size]": "3"}, SMALL.flows - 1),  # one flow is archived: listed only when asked for
-    ("/api/flows", {"page[size]": "3", "filter": "equals(archived,true)"}, 1),
-    ("/api/accounts", {}, 1),
-])
+@pytest.mark.parametrize(
+    "path,params,expected",
+    [
+        ("/api/profiles", {"page[size]": "17"}, SMALL.profiles),
+        ("/api/profiles", {"page[size]": "100", "sort": "-updated"}, SMALL.profiles),
+        ("/api/profiles", {"page[size]": "33", "sort": "email"}, SMALL.profiles),
+        ("/api/events", {"page[size]": "301"}, SMALL.events),
+        ("/api/events", {"page[size]": "999", "sort": "-datetime"}, SMALL.events),
+        ("/api/lists", {}, SMALL.lists),
+        ("/api/segments", {}, SMALL.segments),
+        ("/api/metrics", {}, 23),
+        ("/api/campaigns", {"filter": "equals(messages.channel,'email')", "page[size]": "7"}, None),
+        ("/api/templates", {"sort": "-name"}, SMALL.templates),
+        ("/api/flows", {"page[size]": "3"}, SMALL.flows - 1),  # one flow is archived: listed only when asked for
+        ("/api/flows", {"page[size]": "3", "filter": "equals(archived,true)"}, 1),
+        ("/api/accounts", {}, 1),
+    ],
+)
 async def test_exhaustive_paging(client, path, params, expected):
     items, pages = await collect(client, path, params)
     ids = [i["id"] for i in items]
@@ -58,7 +61,12 @@ async def test_sorted_by_updated_with_ties_gives_each_profile_once(client, accou
 
 
 async def test_links_are_absolute_and_keep_the_query(client):
-    body = (await client.get("/api/events", params={"page[size]": "10", "filter": "greater-than(datetime,2025-01-01T00:00:00Z)", "sort": "-datetime"})).json()
+    body = (
+        await client.get(
+            "/api/events",
+            params={"page[size]": "10", "filter": "greater-than(datetime,2025-01-01T00:00:00Z)", "sort": "-datetime"},
+        )
+    ).json()
     nxt = urlsplit(body["links"]["next"])
     assert nxt.scheme == "http" and nxt.netloc == "emulator.test" and nxt.path == "/api/events"
     q = parse_qs(nxt.query)
@@ -86,8 +94,11 @@ async def test_same_seed_same_bytes(small_app):
     from .conftest import HEADERS
 
     other = create_app(SMALL)
-    urls = ["/api/profiles?page[size]=50&additional-fields[profile]=subscriptions,predictive_analytics",
-            "/api/events?page[size]=200&include=metric,profile", "/api/campaigns?filter=equals(messages.channel,'sms')&include=campaign-messages"]
+    urls = [
+        "/api/profiles?page[size]=50&additional-fields[profile]=subscriptions,predictive_analytics",
+        "/api/events?page[size]=200&include=metric,profile",
+        "/api/campaigns?filter=equals(messages.channel,'sms')&include=campaign-messages",
+    ]
     bodies = []
     for app in (small_app, other):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e.test", headers=HEADERS) as c:

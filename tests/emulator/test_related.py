@@ -13,7 +13,9 @@ from .writes_helpers import FakeClock, client_for, make_app, suppression_body
 
 #: Links Klaviyo's schemas require (RelationshipLinks: self and related) for relationships the spec
 #: has no endpoint for: events' attributions, and the resources a tag tags (only their ids are served).
-UNSERVED_BY_THE_SPEC = re.compile(r"/api/(events/[^/]+/(relationships/)?attributions|tags/[^/]+/(campaigns|flows|lists|segments))/$")
+UNSERVED_BY_THE_SPEC = re.compile(
+    r"/api/(events/[^/]+/(relationships/)?attributions|tags/[^/]+/(campaigns|flows|lists|segments))/$"
+)
 
 
 def _links(node, out: set) -> set:
@@ -32,9 +34,19 @@ def _links(node, out: set) -> set:
 async def test_every_link_returned_can_be_followed():
     app = make_app(profiles=60, events=80)
     async with client_for(app) as c:
-        starts = ["/api/accounts", "/api/lists", "/api/segments", "/api/metrics", "/api/events?include=metric,profile",
-                  "/api/profiles", "/api/campaigns?filter=equals(messages.channel,'email')", "/api/templates", "/api/flows",
-                  "/api/tags", "/api/tag-groups"]
+        starts = [
+            "/api/accounts",
+            "/api/lists",
+            "/api/segments",
+            "/api/metrics",
+            "/api/events?include=metric,profile",
+            "/api/profiles",
+            "/api/campaigns?filter=equals(messages.channel,'email')",
+            "/api/templates",
+            "/api/flows",
+            "/api/tags",
+            "/api/tag-groups",
+        ]
         links: set = set()
         for path in starts:
             _links((await c.get(path)).json(), links)
@@ -87,15 +99,22 @@ async def test_relationships_agree_with_the_data():
         tagged = (await c.get(f"/api/tags/{tag['id']}/relationships/campaigns")).json()["data"]
         assert campaign["id"] in [t["id"] for t in tagged]
         event = (await c.get("/api/events", params={"page[size]": "1"})).json()["data"][0]
-        assert (await c.get(f"/api/events/{event['id']}/relationships/metric")).json()["data"] == \
-            event["relationships"]["metric"]["data"]
+        assert (await c.get(f"/api/events/{event['id']}/relationships/metric")).json()["data"] == event["relationships"][
+            "metric"
+        ]["data"]
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/api/nowhere", 404), ("GET", "/api/profiles/abc/shoes", 404),
-    ("DELETE", "/api/profiles/abc", 405), ("PUT", "/api/lists", 405), ("POST", "/api/events/abc", 405),
-    ("GET", "/api/images", 501),  # Klaviyo's get_images: in the spec, not emulated
-])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/api/nowhere", 404),
+        ("GET", "/api/profiles/abc/shoes", 404),
+        ("DELETE", "/api/profiles/abc", 405),
+        ("PUT", "/api/lists", 405),
+        ("POST", "/api/events/abc", 405),
+        ("GET", "/api/images", 501),  # Klaviyo's get_images: in the spec, not emulated
+    ],
+)
 async def test_unknown_paths_wrong_methods_and_unemulated_operations(method, path, status):
     async with client_for(make_app()) as c:
         r = await c.request(method, path)
@@ -144,5 +163,12 @@ async def test_suppression_jobs_can_be_read_back():
 
 def test_the_served_operations_are_the_spec_s():
     served = set(spec.emulated_operations())
-    assert {"get_profile_ids_for_list", "create_profile", "update_profile", "get_campaign_message",
-            "get_campaign_recipient_estimation", "get_tags", "get_bulk_suppress_profiles_job"} <= served
+    assert {
+        "get_profile_ids_for_list",
+        "create_profile",
+        "update_profile",
+        "get_campaign_message",
+        "get_campaign_recipient_estimation",
+        "get_tags",
+        "get_bulk_suppress_profiles_job",
+    } <= served

@@ -25,7 +25,9 @@ def _error(response: httpx.Response, status: int, code: str | None = None) -> di
 async def test_auth_and_revision(client):
     _error(await client.get("/api/profiles", headers={"Authorization": ""}), 401, "not_authenticated")
     _error(await client.get("/api/profiles", headers={"Authorization": "Klaviyo-API-Key pk_wrong"}), 401, "authentication_failed")
-    _error(await client.get("/api/profiles", headers={"Authorization": "Bearer pk_emulator_demo_key"}), 401, "authentication_failed")
+    _error(
+        await client.get("/api/profiles", headers={"Authorization": "Bearer pk_emulator_demo_key"}), 401, "authentication_failed"
+    )
     no_revision = {k: v for k, v in HEADERS.items() if k != "revision"}
     async with httpx.AsyncClient(transport=client._transport, base_url="http://e.test", headers=no_revision) as bare:
         assert _error(await bare.get("/api/profiles"), 400)["source"] == {"parameter": "revision"}
@@ -34,30 +36,40 @@ async def test_auth_and_revision(client):
     assert (await client.get("/api/profiles", headers={"revision": "2024-10-15"})).status_code == 200
 
 
-@pytest.mark.parametrize("url,parameter,needle", [
-    ("/api/profiles?filter=equals(first_name,'Ava')", "filter", "first_name"),
-    ("/api/profiles?filter=contains(email,'ava')", "filter", "contains"),
-    ("/api/profiles?filter=greater-than(updated,not-a-date)", "filter", "not-a-date"),
-    ("/api/events?filter=equals(metric_id,42)", "filter", "metric_id"),
-    ("/api/profiles?sort=first_name", "sort", "first_name"),
-    ("/api/profiles?page[size]=101", "page[size]", "100"),
-    ("/api/profiles?page[size]=abc", "page[size]", "between"),
-    ("/api/events?page[size]=1001", "page[size]", "1000"),
-    ("/api/profiles?fields[profile]=email,shoe_size", "fields[profile]", "shoe_size"),
-    ("/api/profiles?additional-fields[profile]=secrets", "additional-fields[profile]", "secrets"),
-    ("/api/events?include=campaign", "include", "campaign"),
-    ("/api/profiles?colour=blue", "colour", "colour"),
-    ("/api/campaigns?page[size]=5", "filter", "channel"),
-    ("/api/campaigns?filter=equals(status,'Sent')", "filter", "channel"),
-])
+@pytest.mark.parametrize(
+    "url,parameter,needle",
+    [
+        ("/api/profiles?filter=equals(first_name,'Ava')", "filter", "first_name"),
+        ("/api/profiles?filter=contains(email,'ava')", "filter", "contains"),
+        ("/api/profiles?filter=greater-than(updated,not-a-date)", "filter", "not-a-date"),
+        ("/api/events?filter=equals(metric_id,42)", "filter", "metric_id"),
+        ("/api/profiles?sort=first_name", "sort", "first_name"),
+        ("/api/profiles?page[size]=101", "page[size]", "100"),
+        ("/api/profiles?page[size]=abc", "page[size]", "between"),
+        ("/api/events?page[size]=1001", "page[size]", "1000"),
+        ("/api/profiles?fields[profile]=email,shoe_size", "fields[profile]", "shoe_size"),
+        ("/api/profiles?additional-fields[profile]=secrets", "additional-fields[profile]", "secrets"),
+        ("/api/events?include=campaign", "include", "campaign"),
+        ("/api/profiles?colour=blue", "colour", "colour"),
+        ("/api/campaigns?page[size]=5", "filter", "channel"),
+        ("/api/campaigns?filter=equals(status,'Sent')", "filter", "channel"),
+    ],
+)
 async def test_invalid_queries_are_400_naming_the_parameter(client, url, parameter, needle):
     err = _error(await client.get(url), 400, "invalid")
     assert err["source"] == {"parameter": parameter} and needle in err["detail"]
 
 
 async def test_unknown_ids_are_404(client, account):
-    for path in ("/api/profiles/01GDDKASAP8TKDDA2GRZDSVP4H", "/api/lists/NOPE42", "/api/lists/NOPE42/profiles",
-                 "/api/events/01GDDKASAP8TKDDA2GRZDSVP4H/metric", "/api/metrics/zzzzzz", "/api/flows/x", "/api/nowhere"):
+    for path in (
+        "/api/profiles/01GDDKASAP8TKDDA2GRZDSVP4H",
+        "/api/lists/NOPE42",
+        "/api/lists/NOPE42/profiles",
+        "/api/events/01GDDKASAP8TKDDA2GRZDSVP4H/metric",
+        "/api/metrics/zzzzzz",
+        "/api/flows/x",
+        "/api/nowhere",
+    ):
         _error(await client.get(path), 404, "not_found")
 
 
@@ -78,7 +90,11 @@ async def test_includes_and_additional_fields(client, account):
 
     plain = (await client.get("/api/profiles", params={"page[size]": "3"})).json()["data"][0]["attributes"]
     assert "subscriptions" not in plain and "predictive_analytics" not in plain
-    extra = (await client.get("/api/profiles", params={"page[size]": "3", "additional-fields[profile]": "subscriptions,predictive_analytics"})).json()
+    extra = (
+        await client.get(
+            "/api/profiles", params={"page[size]": "3", "additional-fields[profile]": "subscriptions,predictive_analytics"}
+        )
+    ).json()
     attrs = extra["data"][0]["attributes"]
     assert attrs["subscriptions"]["email"]["marketing"]["consent"] in ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")
     assert "predictive_analytics" in attrs
@@ -88,14 +104,28 @@ async def test_includes_and_additional_fields(client, account):
     assert {"type": "list", "id": list_id} in profile["data"]["relationships"]["lists"]["data"]
     assert any(i["type"] == "list" and i["id"] == list_id for i in profile["included"])
 
-    campaigns = (await client.get("/api/campaigns", params={"filter": "equals(messages.channel,'sms')", "include": "campaign-messages,tags"})).json()
+    campaigns = (
+        await client.get(
+            "/api/campaigns", params={"filter": "equals(messages.channel,'sms')", "include": "campaign-messages,tags"}
+        )
+    ).json()
     assert campaigns["data"] and {i["type"] for i in campaigns["included"]} == {"campaign-message", "tag"}
-    assert all(i["attributes"]["definition"]["channel"] == "sms" for i in campaigns["included"] if i["type"] == "campaign-message")
+    assert all(
+        i["attributes"]["definition"]["channel"] == "sms" for i in campaigns["included"] if i["type"] == "campaign-message"
+    )
 
 
 async def test_suppressed_profiles_are_findable(client):
-    body = (await client.get("/api/profiles", params={"filter": "greater-than(subscriptions.email.marketing.suppression.timestamp,2000-01-01T00:00:00Z)",
-                                                        "additional-fields[profile]": "subscriptions", "page[size]": "100"})).json()
+    body = (
+        await client.get(
+            "/api/profiles",
+            params={
+                "filter": "greater-than(subscriptions.email.marketing.suppression.timestamp,2000-01-01T00:00:00Z)",
+                "additional-fields[profile]": "subscriptions",
+                "page[size]": "100",
+            },
+        )
+    ).json()
     assert body["data"]
     for p in body["data"]:
         marketing = p["attributes"]["subscriptions"]["email"]["marketing"]

@@ -53,7 +53,7 @@ def _metric_id(c, name):
 
 def _events_of(c, metric_id, **params):
     out, url = [], EVENTS
-    query = {"filter": f"equals(metric_id,\"{metric_id}\")", "page[size]": "1000", **params}
+    query = {"filter": f'equals(metric_id,"{metric_id}")', "page[size]": "1000", **params}
     while url:
         doc = c.get(url, params=query if url == EVENTS else None).json()
         out += doc["data"]
@@ -64,12 +64,21 @@ def _events_of(c, metric_id, **params):
 @pytest.mark.klaviyo_emulator(profiles=20, events=50, lists=1, rate_limits=False)
 def test_bulk_create_records_events_and_a_new_metric(klaviyo_emulator):
     with _client(klaviyo_emulator) as c:
-        body = _bulk([
-            ({"email": "ann@example.com"}, [_event("Renewed Plan", time="2025-03-01T10:00:00Z", value=12.5,
-                                                   unique_id="r-1", props={"plan": "gold"})]),
-            ({"email": "bob@example.com"}, [_event("Renewed Plan", time="2025-06-01T10:00:00.900Z", unique_id="r-2"),
-                                            _event("Renewed Plan", time="2025-07-01T10:00:00Z", unique_id="r-3")]),
-        ])
+        body = _bulk(
+            [
+                (
+                    {"email": "ann@example.com"},
+                    [_event("Renewed Plan", time="2025-03-01T10:00:00Z", value=12.5, unique_id="r-1", props={"plan": "gold"})],
+                ),
+                (
+                    {"email": "bob@example.com"},
+                    [
+                        _event("Renewed Plan", time="2025-06-01T10:00:00.900Z", unique_id="r-2"),
+                        _event("Renewed Plan", time="2025-07-01T10:00:00Z", unique_id="r-3"),
+                    ],
+                ),
+            ]
+        )
         r = c.post(BULK, content=httpx.Request("POST", "/", json=body).content)
         assert r.status_code == 202, r.text
         assert r.content == b""
@@ -77,7 +86,10 @@ def test_bulk_create_records_events_and_a_new_metric(klaviyo_emulator):
         assert metric is not None, "a new metric shows in GET /api/metrics"
         events = _events_of(c, metric)
         assert [e["attributes"]["datetime"] for e in events] == [
-            "2025-03-01T10:00:00+00:00", "2025-06-01T10:00:00+00:00", "2025-07-01T10:00:00+00:00"]
+            "2025-03-01T10:00:00+00:00",
+            "2025-06-01T10:00:00+00:00",
+            "2025-07-01T10:00:00+00:00",
+        ]
         first = events[0]["attributes"]["event_properties"]
         assert first["plan"] == "gold" and first["$value"] == 12.5
         profile = c.get(f"/api/profiles/{events[0]['relationships']['profile']['data']['id']}").json()["data"]
@@ -123,10 +135,12 @@ def test_single_create_event_and_validation_pointers(klaviyo_emulator):
         r = c.post(EVENTS, json=_single({"phone_number": "+15005550006"}, _event("Called", time="2024-05-05T05:05:05Z")))
         assert r.status_code == 202, r.text
         assert len(_events_of(c, _metric_id(c, "Called"))) == 1
-        bad = _bulk([
-            ({"email": "not-an-email"}, [_event("X", time="1989-01-01T00:00:00Z")]),
-            ({}, [_event("X", time="3099-01-01T00:00:00Z")]),
-        ])
+        bad = _bulk(
+            [
+                ({"email": "not-an-email"}, [_event("X", time="1989-01-01T00:00:00Z")]),
+                ({}, [_event("X", time="3099-01-01T00:00:00Z")]),
+            ]
+        )
         r = c.post(BULK, json=bad)
         assert r.status_code == 400
         pointers = [e["source"]["pointer"] for e in r.json()["errors"]]
@@ -137,9 +151,24 @@ def test_single_create_event_and_validation_pointers(klaviyo_emulator):
         too_many = _bulk([({"email": f"p{i}@example.com"}, [_event("Y")]) for i in range(1001)])
         r = c.post(BULK, json=too_many)
         assert r.status_code == 400 and "1,000" in r.json()["errors"][0]["detail"]
-        missing_metric = {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
-            {"type": "event-bulk-create", "attributes": {"profile": {"data": {"type": "profile", "attributes": {"email": "a@b.co"}}},
-                                                         "events": {"data": [{"type": "event", "attributes": {"properties": {}}}]}}}]}}}}
+        missing_metric = {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {
+                    "events-bulk-create": {
+                        "data": [
+                            {
+                                "type": "event-bulk-create",
+                                "attributes": {
+                                    "profile": {"data": {"type": "profile", "attributes": {"email": "a@b.co"}}},
+                                    "events": {"data": [{"type": "event", "attributes": {"properties": {}}}]},
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        }
         r = c.post(BULK, json=missing_metric)
         assert r.status_code == 400 and "metric" in r.text
 
@@ -147,10 +176,14 @@ def test_single_create_event_and_validation_pointers(klaviyo_emulator):
 @pytest.mark.klaviyo_emulator(profiles=5, events=0, lists=0, rate_limits=False)
 def test_backfill_is_kept_per_event_and_per_entry(klaviyo_emulator):
     with _client(klaviyo_emulator) as c:
-        body = _bulk([
-            ({"email": "ann@example.com"}, [_event("Old", time="2020-01-01T00:00:00Z", backfill=True),
-                                            _event("Old", time="2020-01-02T00:00:00Z")]),
-            ({"email": "bob@example.com"}, [_event("Old", time="2020-01-03T00:00:00Z")], True),
-        ])
+        body = _bulk(
+            [
+                (
+                    {"email": "ann@example.com"},
+                    [_event("Old", time="2020-01-01T00:00:00Z", backfill=True), _event("Old", time="2020-01-02T00:00:00Z")],
+                ),
+                ({"email": "bob@example.com"}, [_event("Old", time="2020-01-03T00:00:00Z")], True),
+            ]
+        )
         assert c.post(BULK, json=body).status_code == 202
     assert klaviyo_emulator.emulator.account.events.written_backfill == [True, False, True]

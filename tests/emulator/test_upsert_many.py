@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from klaviyo_emulator.data import build_account
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_emulator.pendingkeys import HashSet, sorted_hashes
+from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_emulator.state import AccountState
 
 
@@ -18,9 +18,15 @@ def _state() -> AccountState:
 
 
 def _fingerprint(s: AccountState) -> dict:
-    return {"blobs": list(s.new_blobs), "created": list(s.new_created), "updated": list(s.new_updated.items()),
-            "changes": {k: list(v.items()) for k, v in s.changes.items()}, "index": {f: list(ix.items()) for f, ix in s.index.items()},
-            "version": s.version, "count": s.count}
+    return {
+        "blobs": list(s.new_blobs),
+        "created": list(s.new_created),
+        "updated": list(s.new_updated.items()),
+        "changes": {k: list(v.items()) for k, v in s.changes.items()},
+        "index": {f: list(ix.items()) for f, ix in s.index.items()},
+        "version": s.version,
+        "count": s.count,
+    }
 
 
 def _pools(s: AccountState, rng: random.Random):
@@ -59,8 +65,12 @@ def _item(rng: random.Random, pools) -> tuple[str | None, dict]:
 
 
 def _items(batch):
-    return ([pid for pid, _ in batch], *([a.get(f) for _, a in batch] for f in ("email", "phone_number", "external_id")),
-            [a for _, a in batch], [None] * len(batch))
+    return (
+        [pid for pid, _ in batch],
+        *([a.get(f) for _, a in batch] for f in ("email", "phone_number", "external_id")),
+        [a for _, a in batch],
+        [None] * len(batch),
+    )
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -71,8 +81,10 @@ def test_upsert_many_matches_one_by_one(seed):
     for b in range(4):
         size = rng.choice([1, 5, 30, 120])
         if rng.random() < 0.5:  # a batch of fresh identifiers: the bulk create path
-            batch = [(None, {"email": f"fresh{seed}-{b}-{i}@x.org", "phone_number": f"+4479{seed:03d}{b}{i:05d}",
-                             "last_name": "L"}) for i in range(size)]
+            batch = [
+                (None, {"email": f"fresh{seed}-{b}-{i}@x.org", "phone_number": f"+4479{seed:03d}{b}{i:05d}", "last_name": "L"})
+                for i in range(size)
+            ]
         else:
             batch = [_item(rng, pools) for _ in range(size)]
         rows_one = [one.upsert(dict(a), 1000 + b, pid)[0] for pid, a in batch]
@@ -126,15 +138,17 @@ def test_hash_set_answers_as_a_set(seed):
     rng = np.random.default_rng(seed)
     hashes, added = HashSet(), set()
     for size in [1, 3, 10, 10, 100, 7, 1000, 2, 50, 3000]:
-        wide = rng.integers(-2**63, 2**63 - 1, size, dtype=np.int64)
+        wide = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
         narrow = rng.integers(0, 2**40, size, dtype=np.int64)  # top bits 0: one slot for all
-        fresh = np.array(sorted({*wide.tolist(), *narrow[: size // 3].tolist(), *([0] if size == 7 else [])} - added), dtype=np.int64)
+        fresh = np.array(
+            sorted({*wide.tolist(), *narrow[: size // 3].tolist(), *([0] if size == 7 else [])} - added), dtype=np.int64
+        )
         assert not hashes.any_of(fresh[fresh != 0])
         hashes.add(fresh)
         added |= set(fresh.tolist())
         probe = sorted(added)
-        assert all(hashes.any_of(np.array(probe[i:i + 1], dtype=np.int64)) for i in range(0, len(probe), 3))
-        others = np.unique(rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64))
+        assert all(hashes.any_of(np.array(probe[i : i + 1], dtype=np.int64)) for i in range(0, len(probe), 3))
+        others = np.unique(rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64))
         assert hashes.any_of(others) == bool(set(others.tolist()) & added)
     assert hashes.count == len(added) and 2 * hashes.count <= len(hashes.table)
 
@@ -151,7 +165,14 @@ def test_rows_for_identifiers_is_one_lookup_per_value(seed):
     keys = [e.strip().lower() for e in rng.sample(pool, rng.randint(0, 12))]
     phones = [p for p in (base.phone(r) for r in range(0, 200, 13)) if p][: rng.randint(0, 3)] + ["+442030000000"]
     exts = [x for x in (base.external_id(r) for r in range(0, 200, 17)) if x][: rng.randint(0, 3)] + ["cust_x"]
-    expected = [(f, row) for f, values, find in (("email", keys, base.row_for_email), ("phone_number", phones, base.row_for_phone),
-                                                 ("external_id", exts, base.row_for_external_id))
-                for row in map(find, values) if row is not None]
+    expected = [
+        (f, row)
+        for f, values, find in (
+            ("email", keys, base.row_for_email),
+            ("phone_number", phones, base.row_for_phone),
+            ("external_id", exts, base.row_for_external_id),
+        )
+        for row in map(find, values)
+        if row is not None
+    ]
     assert base.rows_for_identifiers(keys, phones, exts) == expected

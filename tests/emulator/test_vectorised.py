@@ -10,7 +10,9 @@ def test_ulids_match_scalar_ulid():
     rng = np.random.default_rng(7)
     ms, tag, idx = rng.integers(0, 2**48, 2000), rng.integers(0, 2**40, 2000), rng.integers(0, 2**31, 2000)
     key = ids.index_key(3, 100)
-    assert ids.ulids(ms, tag, idx, key).astype("U26").tolist() == [ids.ulid(int(m), int(t), int(i), key) for m, t, i in zip(ms, tag, idx)]
+    assert ids.ulids(ms, tag, idx, key).astype("U26").tolist() == [
+        ids.ulid(int(m), int(t), int(i), key) for m, t, i in zip(ms, tag, idx)
+    ]
 
 
 def test_uuids_match_scalar_uuid():

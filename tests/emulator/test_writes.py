@@ -6,8 +6,18 @@ from __future__ import annotations
 import orjson
 
 from .writes_helpers import (
-    FakeClock, client_for, consent_profile, ids_body, import_body, list_body, make_app, pointers, profile,
-    subscribe_body, suppression_body, unsubscribe_body,
+    FakeClock,
+    client_for,
+    consent_profile,
+    ids_body,
+    import_body,
+    list_body,
+    make_app,
+    pointers,
+    profile,
+    subscribe_body,
+    suppression_body,
+    unsubscribe_body,
 )
 
 JOBS = "/api/profile-bulk-import-jobs"
@@ -42,7 +52,9 @@ async def test_bulk_import_job_progresses_and_lands_in_the_list():
         assert r.status_code == 202, r.text
         job = r.json()["data"]
         assert job["type"] == "profile-bulk-import-job" and job["attributes"]["status"] == "queued"
-        assert job["attributes"]["total_count"] == 26 and job["relationships"]["lists"]["data"] == [{"type": "list", "id": list_id}]
+        assert job["attributes"]["total_count"] == 26 and job["relationships"]["lists"]["data"] == [
+            {"type": "list", "id": list_id}
+        ]
         url = f"{JOBS}/{job['id']}"
 
         clock.advance(3)  # 1 s of processing at 10/s
@@ -114,9 +126,13 @@ async def test_bulk_import_limits_and_schema_errors():
         typed[3]["attributes"]["email"] = 42
         typed[4]["type"] = "person"
         assert pointers(await c.post(JOBS, json=import_body(typed))) == [
-            "/data/attributes/profiles/data/3/attributes/email", "/data/attributes/profiles/data/4/type"]
+            "/data/attributes/profiles/data/3/attributes/email",
+            "/data/attributes/profiles/data/4/type",
+        ]
         assert pointers(await c.post(JOBS, json={"data": {"attributes": {}}})) == ["/data/type", "/data/attributes/profiles"]
-        assert pointers(await c.post(JOBS, json=import_body([profile("a@e.com")], "NOLIST"))) == ["/data/relationships/lists/data/0/id"]
+        assert pointers(await c.post(JOBS, json=import_body([profile("a@e.com")], "NOLIST"))) == [
+            "/data/relationships/lists/data/0/id"
+        ]
         r = await c.post(JOBS, content=b"{not json")
         assert r.status_code == 400
         assert (await c.get(f"{JOBS}/NOPE")).status_code == 404
@@ -130,7 +146,9 @@ async def test_create_list_is_found_by_name_and_daily_limit_applies():
         list_id = await _new_list(c, "Spring Export")
         found = (await c.get("/api/lists", params={"filter": "equals(name,'Spring Export')"})).json()["data"]
         assert [x["id"] for x in found] == [list_id]
-        assert pointers(await c.post("/api/lists", json={"data": {"type": "list", "attributes": {}}})) == ["/data/attributes/name"]
+        assert pointers(await c.post("/api/lists", json={"data": {"type": "list", "attributes": {}}})) == [
+            "/data/attributes/name"
+        ]
         for i in range(148):  # 150 requests in all: the rejected one counts too, as at Klaviyo's gateway
             clock.advance(1)
             r = await c.post("/api/lists", json=list_body(f"L{i}"))
@@ -173,21 +191,38 @@ async def test_subscribe_changes_consent_and_adds_to_list():
     app = make_app()
     async with client_for(app) as c:
         list_id = await _new_list(c)
-        body = subscribe_body([
-            consent_profile("sub1@example.com"),
-            consent_profile(phone="+15005550006", channels=("sms", "sms_transactional")),
-            consent_profile("both@example.com", "+15005550007", channels=("email", "sms"), consented_at="2024-03-01T10:00:00Z"),
-        ], list_id, historical=True)
-        body["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]["email"]["marketing"]["consented_at"] = "2024-01-01T00:00:00Z"
-        body["data"]["attributes"]["profiles"]["data"][1]["attributes"]["subscriptions"]["sms"]["marketing"]["consented_at"] = "2024-01-01T00:00:00Z"
-        body["data"]["attributes"]["profiles"]["data"][1]["attributes"]["subscriptions"]["sms"]["transactional"]["consented_at"] = "2024-01-01T00:00:00Z"
+        body = subscribe_body(
+            [
+                consent_profile("sub1@example.com"),
+                consent_profile(phone="+15005550006", channels=("sms", "sms_transactional")),
+                consent_profile(
+                    "both@example.com", "+15005550007", channels=("email", "sms"), consented_at="2024-03-01T10:00:00Z"
+                ),
+            ],
+            list_id,
+            historical=True,
+        )
+        body["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]["email"]["marketing"]["consented_at"] = (
+            "2024-01-01T00:00:00Z"
+        )
+        body["data"]["attributes"]["profiles"]["data"][1]["attributes"]["subscriptions"]["sms"]["marketing"]["consented_at"] = (
+            "2024-01-01T00:00:00Z"
+        )
+        body["data"]["attributes"]["profiles"]["data"][1]["attributes"]["subscriptions"]["sms"]["transactional"][
+            "consented_at"
+        ] = "2024-01-01T00:00:00Z"
         r = await c.post(SUBSCRIBE, json=body)
         assert r.status_code == 202 and r.content == b""
         one = (await _profile_by_email(c, "both@example.com"))["attributes"]["subscriptions"]
         assert one["email"]["marketing"]["consent"] == "SUBSCRIBED" and one["email"]["marketing"]["can_receive_email_marketing"]
         assert one["email"]["marketing"]["consent_timestamp"] == "2024-03-01T10:00:00+00:00"
         assert one["sms"]["marketing"]["consent"] == "SUBSCRIBED"
-        sms = (await c.get("/api/profiles", params={"filter": "equals(phone_number,'+15005550006')", "additional-fields[profile]": "subscriptions"})).json()
+        sms = (
+            await c.get(
+                "/api/profiles",
+                params={"filter": "equals(phone_number,'+15005550006')", "additional-fields[profile]": "subscriptions"},
+            )
+        ).json()
         subs = sms["data"][0]["attributes"]["subscriptions"]["sms"]
         assert subs["marketing"]["consent"] == "SUBSCRIBED" and subs["transactional"]["consent"] == "SUBSCRIBED"
         assert len(app.state.emulator.snapshot()["list_members"][list_id]) == 3
@@ -199,18 +234,28 @@ async def test_subscribe_validation():
         r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile(f"s{i}@e.com") for i in range(1_001)]))
         assert pointers(r) == ["/data/attributes/profiles/data"]
         base = "/data/attributes/profiles/data"
-        r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com"), consent_profile("b@e.com")], historical=True))
-        assert pointers(r) == [f"{base}/0/attributes/subscriptions/email/marketing/consented_at",
-                               f"{base}/1/attributes/subscriptions/email/marketing/consented_at"]
-        r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com", consented_at="2999-01-01T00:00:00Z")], historical=True))
+        r = await c.post(
+            SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com"), consent_profile("b@e.com")], historical=True)
+        )
+        assert pointers(r) == [
+            f"{base}/0/attributes/subscriptions/email/marketing/consented_at",
+            f"{base}/1/attributes/subscriptions/email/marketing/consented_at",
+        ]
+        r = await c.post(
+            SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com", consented_at="2999-01-01T00:00:00Z")], historical=True)
+        )
         assert pointers(r) == [f"{base}/0/attributes/subscriptions/email/marketing/consented_at"]
         r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com", channels=("sms",))]))
         assert pointers(r) == [f"{base}/0/attributes/phone_number"]
-        r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com"), consent_profile(phone="12345", channels=("sms",))]))
+        r = await c.post(
+            SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com"), consent_profile(phone="12345", channels=("sms",))])
+        )
         assert pointers(r) == [f"{base}/1/attributes/phone_number"]
         r = await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com", consent="UNSUBSCRIBED")]))
         assert pointers(r) == [f"{base}/0/attributes/subscriptions/email/marketing/consent"]
-        assert pointers(await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com")], "NOLIST"))) == ["/data/relationships/list/data/id"]
+        assert pointers(await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("a@e.com")], "NOLIST"))) == [
+            "/data/relationships/list/data/id"
+        ]
         assert app.state.emulator.snapshot()["subscriptions"] == {}  # nothing applied
 
 
@@ -223,8 +268,12 @@ async def test_unsubscribe_with_list_removes_members_and_unsubscribes_others_glo
     outsider = next(r for r in range(acc.profiles.count) if not acc.list_members[list_id].contains(r))
     m_email, o_email = acc.profiles.base.email(member), acc.profiles.base.email(outsider)
     async with client_for(app) as c:
-        r = await c.post(UNSUBSCRIBE, json=unsubscribe_body(
-            [consent_profile(m_email, consent="UNSUBSCRIBED"), consent_profile(o_email, consent="UNSUBSCRIBED")], list_id))
+        r = await c.post(
+            UNSUBSCRIBE,
+            json=unsubscribe_body(
+                [consent_profile(m_email, consent="UNSUBSCRIBED"), consent_profile(o_email, consent="UNSUBSCRIBED")], list_id
+            ),
+        )
         assert r.status_code == 202, r.text
         m = (await _profile_by_email(c, m_email))["attributes"]["subscriptions"]["email"]["marketing"]
         o = (await _profile_by_email(c, o_email))["attributes"]["subscriptions"]["email"]["marketing"]
@@ -232,7 +281,9 @@ async def test_unsubscribe_with_list_removes_members_and_unsubscribes_others_glo
         assert not acc.list_members[list_id].contains(member)
         assert o["consent"] == "UNSUBSCRIBED" and not o["can_receive_email_marketing"]
         assert "UNSUBSCRIBE" in [s["reason"] for s in o["suppression"]]
-        r = await c.post(UNSUBSCRIBE, json=unsubscribe_body([consent_profile(f"u{i}@e.com", consent="UNSUBSCRIBED") for i in range(101)]))
+        r = await c.post(
+            UNSUBSCRIBE, json=unsubscribe_body([consent_profile(f"u{i}@e.com", consent="UNSUBSCRIBED") for i in range(101)])
+        )
         assert pointers(r) == ["/data/attributes/profiles/data"]
 
 
@@ -257,18 +308,29 @@ async def test_suppress_and_unsuppress():
         r = await c.post("/api/profile-suppression-bulk-create-jobs", json=suppression_body([email, "fresh@example.com"]))
         assert r.status_code == 202 and r.json()["data"]["attributes"]["total_count"] == 2
         clock.advance(1)
-        found = (await c.get("/api/profiles", params={
-            "filter": "equals(subscriptions.email.marketing.suppression.reason,'USER_SUPPRESSED')", "page[size]": "100"})).json()["data"]
+        found = (
+            await c.get(
+                "/api/profiles",
+                params={
+                    "filter": "equals(subscriptions.email.marketing.suppression.reason,'USER_SUPPRESSED')",
+                    "page[size]": "100",
+                },
+            )
+        ).json()["data"]
         assert {email, "fresh@example.com"} <= {p["attributes"]["email"] for p in found}
-        r = await c.post("/api/profile-suppression-bulk-delete-jobs", json=suppression_body([email, "nobody@example.com"], delete=True))
+        r = await c.post(
+            "/api/profile-suppression-bulk-delete-jobs", json=suppression_body([email, "nobody@example.com"], delete=True)
+        )
         assert r.status_code == 202
         clock.advance(1)
         marketing = (await _profile_by_email(c, email))["attributes"]["subscriptions"]["email"]["marketing"]
         assert "USER_SUPPRESSED" not in [s["reason"] for s in marketing["suppression"]]
-        assert pointers(await c.post("/api/profile-suppression-bulk-create-jobs",
-                                     json=suppression_body([f"s{i}@e.com" for i in range(101)]))) == ["/data/attributes/profiles/data"]
+        assert pointers(
+            await c.post("/api/profile-suppression-bulk-create-jobs", json=suppression_body([f"s{i}@e.com" for i in range(101)]))
+        ) == ["/data/attributes/profiles/data"]
         assert pointers(await c.post("/api/profile-suppression-bulk-create-jobs", json=suppression_body(["bad"]))) == [
-            "/data/attributes/profiles/data/0/attributes/email"]
+            "/data/attributes/profiles/data/0/attributes/email"
+        ]
 
 
 async def test_create_or_update_profile():
@@ -297,7 +359,9 @@ async def _script(app) -> tuple[dict, list]:
         r = await c.post(JOBS, json=import_body([profile(f"d{i}@example.com") for i in range(50)] + [profile("bad")], list_id))
         seen.append(r.json()["data"]["id"])
         clock.advance(1)
-        await c.post(SUBSCRIBE, json=subscribe_body([consent_profile("d3@example.com"), consent_profile("e@example.com")], list_id))
+        await c.post(
+            SUBSCRIBE, json=subscribe_body([consent_profile("d3@example.com"), consent_profile("e@example.com")], list_id)
+        )
         ids = [p["id"] for p in (await c.get(f"/api/lists/{list_id}/profiles", params={"page[size]": "100"})).json()["data"]]
         await c.request("DELETE", f"/api/lists/{list_id}/relationships/profiles", json=ids_body(ids[:7]))
         seen.append(ids)

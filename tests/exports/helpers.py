@@ -6,18 +6,28 @@ import asyncio
 
 import httpx
 
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.exports.source import read_query
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 BASE = "http://emulator.test"
 
 
 def make_app(**overrides):
-    settings = dict(seed=7, profiles=200, events=10, lists=2, segments=1, campaigns=1, templates=1, flows=1,
-                    rate_limits=False, job_profiles_per_second=1e9)
+    settings = dict(
+        seed=7,
+        profiles=200,
+        events=10,
+        lists=2,
+        segments=1,
+        campaigns=1,
+        templates=1,
+        flows=1,
+        rate_limits=False,
+        job_profiles_per_second=1e9,
+    )
     settings.update(overrides)
     return create_app(EmulatorSettings(**settings))
 

@@ -16,13 +16,13 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.errors import AuthError, ExportBusy, ExportError, ExportFailed, RetriesExhausted
 from klaviyo_bridge.exports.job import export_query
 from klaviyo_bridge.exports.runner import CONFIRMED_REASON, EXIT_PARTIAL, run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 from ..fakes import FakeClock
 
@@ -37,8 +37,18 @@ def wh(tmp_path):
 
 
 def make(clock, **overrides):
-    settings = dict(seed=7, profiles=200, events=10, lists=2, segments=1, campaigns=1, templates=1, flows=1,
-                    rate_limits=False, job_profiles_per_second=1e9)
+    settings = dict(
+        seed=7,
+        profiles=200,
+        events=10,
+        lists=2,
+        segments=1,
+        campaigns=1,
+        templates=1,
+        flows=1,
+        rate_limits=False,
+        job_profiles_per_second=1e9,
+    )
     settings.update(overrides)
     return create_app(EmulatorSettings(**settings), clock=clock)
 
@@ -50,13 +60,20 @@ def settings(**keys):
 
 
 def unsubscribe(list_id, **keys):
-    return settings(operation="batch_consent", consent_type="unsubscribed", subscription_type="email_marketing_only",
-                    list_value=list_id, skip_invalid_records=True, **keys)
+    return settings(
+        operation="batch_consent",
+        consent_type="unsubscribed",
+        subscription_type="email_marketing_only",
+        list_value=list_id,
+        skip_invalid_records=True,
+        **keys,
+    )
 
 
 async def export(wh, table, s, app, clock, **kw):
-    return await run_export(wh, table, s, transport=httpx.ASGITransport(app=app), sleep=clock.sleep, clock=clock,
-                            poll_initial=0.01, **kw)
+    return await run_export(
+        wh, table, s, transport=httpx.ASGITransport(app=app), sleep=clock.sleep, clock=clock, poll_initial=0.01, **kw
+    )
 
 
 def people(app, n_members=5, n_others=5, index=0):
@@ -114,6 +131,7 @@ def posts(app, op=UNSUBSCRIBE) -> int:
 
 # --- 1. a list unsubscribe touches members only -------------------------------------------------
 
+
 async def test_list_unsubscribe_sends_members_only_and_a_rerun_harms_nobody(wh):
     clock = FakeClock()
     app = make(clock)
@@ -123,8 +141,9 @@ async def test_list_unsubscribe_sends_members_only_and_a_rerun_harms_nobody(wh):
     result = await export(wh, table, unsubscribe(list_id), app, clock)
     got = outcomes_by_email(wh, result.run_id)
     assert [got[e][0] for e in members] == ["submitted"] * 5
-    assert all(got[e][0] == "skipped" and f"not a member of list {list_id}" in got[e][1]
-               and "all marketing" in got[e][1] for e in others)
+    assert all(
+        got[e][0] == "skipped" and f"not a member of list {list_id}" in got[e][1] and "all marketing" in got[e][1] for e in others
+    )
     assert watch.globally_unsubscribed() == []
     left = set(app.state.emulator.snapshot()["list_members"][list_id])
     assert not {app.state.emulator.state.profile_id(app.state.emulator.state.row_for_id(p)) for p in left} & set(members)
@@ -147,6 +166,7 @@ async def test_unsubscribe_non_members_globally_is_explicit_and_loud(wh):
 
 
 # --- 2. no blind resend of a consent write -----------------------------------------------------
+
 
 async def test_lost_answer_while_klaviyo_is_still_processing_is_read_back_not_resent(wh):
     clock = FakeClock()
@@ -188,8 +208,9 @@ async def test_some_rows_unconfirmed_is_success_with_exit_code_3(wh, monkeypatch
     app = make(clock, consent_delay_seconds=20, faults=f"storm={UNSUBSCRIBE}:truncate:1s")
     list_id, members, others = people(app, n_members=6, n_others=0)
     watch = Consent(app, members)
-    result = await export(wh, pa.table({"email": members}), unsubscribe(list_id, consent_settle_seconds=5,
-                                                                         concurrency=1), app, clock)
+    result = await export(
+        wh, pa.table({"email": members}), unsubscribe(list_id, consent_settle_seconds=5, concurrency=1), app, clock
+    )
     assert result.status == "success" and result.exit_code == EXIT_PARTIAL
     assert result.summary.counts == {"unconfirmed": 3, "submitted": 3}
     assert "3 unconfirmed row(s)" in result.partial_warning()
@@ -217,14 +238,20 @@ async def test_subscribe_after_an_unclear_answer_is_read_back_and_resent_once_co
     clock = FakeClock()
     app = make(clock, faults="storm=bulk_subscribe_profiles:503:1s")
     list_id, _, others = people(app, n_members=1, n_others=6)
-    s = settings(operation="batch_consent", consent_type="subscribed", subscription_type="email_marketing_only",
-                 list_value=list_id, consent_settle_seconds=10)
+    s = settings(
+        operation="batch_consent",
+        consent_type="subscribed",
+        subscription_type="email_marketing_only",
+        list_value=list_id,
+        consent_settle_seconds=10,
+    )
     result = await export(wh, pa.table({"email": others}), s, app, clock)
     assert result.summary.counts == {"submitted": 6} and result.summary.total == 6
     assert posts(app, "bulk_subscribe_profiles") == 2 and 10 in clock.sleeps
 
 
 # --- a property: random members, faults, delays and reruns -------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_random_mixes_never_unsubscribe_a_non_member_and_always_add_up(wh, seed):
@@ -236,8 +263,7 @@ async def test_random_mixes_never_unsubscribe_a_non_member_and_always_add_up(wh,
     watch = Consent(app, members + others)
     emails = members + others
     rnd.shuffle(emails)
-    s = unsubscribe(list_id, consent_settle_seconds=rnd.choice([1, 10, 60]), concurrency=rnd.choice([1, 4]),
-                    read_timeout=30)
+    s = unsubscribe(list_id, consent_settle_seconds=rnd.choice([1, 10, 60]), concurrency=rnd.choice([1, 4]), read_timeout=30)
     for attempt in range(3):  # a run, and reruns as a user would after unconfirmed rows
         try:
             result = await export(wh, pa.table({"email": emails}), s, app, clock)
@@ -250,6 +276,7 @@ async def test_random_mixes_never_unsubscribe_a_non_member_and_always_add_up(wh,
 
 
 # --- 3. one writer per list --------------------------------------------------------------------
+
 
 async def test_two_exports_on_one_list_do_not_interleave(wh, caplog):
     clock = FakeClock()
@@ -282,8 +309,9 @@ async def test_concurrent_runs_on_one_list_take_turns(wh):
     list_id, members, others = people(app)
     watch = Consent(app, members + others)
     table = pa.table({"email": members + others})
-    a, b = await asyncio.gather(export(wh, table, unsubscribe(list_id), app, clock),
-                                export(wh, table, unsubscribe(list_id), app, clock))
+    a, b = await asyncio.gather(
+        export(wh, table, unsubscribe(list_id), app, clock), export(wh, table, unsubscribe(list_id), app, clock)
+    )
     counts = sorted([a.summary.counts, b.summary.counts], key=len)
     assert counts == [{"skipped": 10}, {"submitted": 5, "skipped": 5}]  # the second saw the first's result
     assert watch.globally_unsubscribed() == []
@@ -312,8 +340,8 @@ ADD = pa.table({"email": [f"r{i}@example.com" for i in range(30)], "first_name":
 
 
 async def test_resume_refuses_changed_settings_rows_or_query(wh, monkeypatch):
-    from klaviyo_bridge.exports.ops import AddToList
     from klaviyo_bridge.exports.batching import Endpoint
+    from klaviyo_bridge.exports.ops import AddToList
 
     monkeypatch.setattr(AddToList, "endpoint", Endpoint("bulk_import_profiles", 10))
     clock = FakeClock()
@@ -323,8 +351,7 @@ async def test_resume_refuses_changed_settings_rows_or_query(wh, monkeypatch):
     first = await export(wh, ADD, s, app, clock, run_id="run-a")
     assert first.batches == 3
     with pytest.raises(ExportError, match=r"setting skip_invalid_records \(false -> true\) changed"):
-        await export(wh, ADD, s.model_copy(update={"skip_invalid_records": True}), app, clock, run_id="run-a",
-                     resume=True)
+        await export(wh, ADD, s.model_copy(update={"skip_invalid_records": True}), app, clock, run_id="run-a", resume=True)
     changed = ADD.set_column(0, "email", pa.array([f"x{i}@example.com" for i in range(30)]))
     with pytest.raises(ExportError, match=r"rows differ from the first attempt \(batch run-a-b0000\d"):
         await export(wh, changed, s, app, clock, run_id="run-a", resume=True)
@@ -337,17 +364,41 @@ def test_resume_refuses_a_changed_query(wh):
     app = make(clock)
     s = settings(operation="add", list_value=app.state.emulator.account.records["list"][0].id)
     wh.write("crm", "people", ADD)
-    run = export_query(wh, "SELECT * FROM people ORDER BY email", s, database="crm",
-                       transport=httpx.ASGITransport(app=app), sleep=clock.sleep, clock=clock)
+    run = export_query(
+        wh,
+        "SELECT * FROM people ORDER BY email",
+        s,
+        database="crm",
+        transport=httpx.ASGITransport(app=app),
+        sleep=clock.sleep,
+        clock=clock,
+    )
     with pytest.raises(ExportError, match="the query text"):
-        export_query(wh, "SELECT email, first_name FROM people ORDER BY email DESC", s, database="crm",
-                     resume=run.run_id, transport=httpx.ASGITransport(app=app), sleep=clock.sleep, clock=clock)
-    again = export_query(wh, "SELECT * FROM people ORDER BY email", s, database="crm", resume=run.run_id,
-                         transport=httpx.ASGITransport(app=app), sleep=clock.sleep, clock=clock)
+        export_query(
+            wh,
+            "SELECT email, first_name FROM people ORDER BY email DESC",
+            s,
+            database="crm",
+            resume=run.run_id,
+            transport=httpx.ASGITransport(app=app),
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    again = export_query(
+        wh,
+        "SELECT * FROM people ORDER BY email",
+        s,
+        database="crm",
+        resume=run.run_id,
+        transport=httpx.ASGITransport(app=app),
+        sleep=clock.sleep,
+        clock=clock,
+    )
     assert again.skipped_on_resume == again.batches == 1
 
 
 # --- 5. honest status --------------------------------------------------------------------------
+
 
 async def test_rejected_key_unreachable_host_and_all_rejected_are_errors(wh):
     clock = FakeClock()
@@ -357,8 +408,13 @@ async def test_rejected_key_unreachable_host_and_all_rejected_are_errors(wh):
     with pytest.raises(AuthError):
         await export(wh, ADD, bad_key, app, clock)
     assert wh.state.runs()[0].status == "error" and "pk_wrong" not in (wh.state.runs()[0].error or "")
-    nowhere = settings(operation="batch_consent", consent_type="subscribed", subscription_type="email_marketing_only",
-                       base_url="http://127.0.0.1:9", retry_limit=1)
+    nowhere = settings(
+        operation="batch_consent",
+        consent_type="subscribed",
+        subscription_type="email_marketing_only",
+        base_url="http://127.0.0.1:9",
+        retry_limit=1,
+    )
     with pytest.raises(ExportFailed, match="none of the 30 row"):
         await run_export(wh, ADD, nowhere, sleep=clock.sleep, clock=clock)
     run = wh.state.runs()[0]
@@ -366,6 +422,7 @@ async def test_rejected_key_unreachable_host_and_all_rejected_are_errors(wh):
 
 
 # --- 6. per-row outcomes name the row ----------------------------------------------------------
+
 
 def test_job_show_rows_names_each_row(tmp_path):
     from klaviyo_bridge.cli import main
@@ -380,18 +437,44 @@ def test_job_show_rows_names_each_row(tmp_path):
         import subprocess
         import sys
 
-        conf = json.dumps({"base_url": url, "operation": "add",  # the key from the environment, not argv
-                           "list_identify_type": "name", "list_value": "Named rows", "skip_invalid_records": True})
+        conf = json.dumps(
+            {
+                "base_url": url,
+                "operation": "add",  # the key from the environment, not argv
+                "list_identify_type": "name",
+                "list_value": "Named rows",
+                "skip_invalid_records": True,
+            }
+        )
         home = ["--home", str(tmp_path / "home"), "--warehouse", str(wh_path)]
-        done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(tmp_path / "home"), "query",
-                               "-d", "crm", "--warehouse", str(wh_path), "--result-settings", conf,
-                               "SELECT email FROM c ORDER BY email DESC"], capture_output=True, text=True,
-                              env={**__import__("os").environ, "KLAVIYO_API_KEY": DEFAULT_API_KEY})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "klaviyo_bridge",
+                "--home",
+                str(tmp_path / "home"),
+                "query",
+                "-d",
+                "crm",
+                "--warehouse",
+                str(wh_path),
+                "--result-settings",
+                conf,
+                "SELECT email FROM c ORDER BY email DESC",
+            ],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "KLAVIYO_API_KEY": DEFAULT_API_KEY},
+        )
         assert done.returncode == 0, done.stderr
         with open_warehouse(wh_path) as wh:
             run_id = wh.state.runs()[0].run_id
-        shown = subprocess.run([sys.executable, "-m", "klaviyo_bridge", home[0], home[1], "job:show", run_id,
-                                "--rows", home[2], home[3]], capture_output=True, text=True)
+        shown = subprocess.run(
+            [sys.executable, "-m", "klaviyo_bridge", home[0], home[1], "job:show", run_id, "--rows", home[2], home[3]],
+            capture_output=True,
+            text=True,
+        )
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.strip().splitlines()
     assert lines[0] == "row_number,identifier,outcome,reason"
@@ -403,18 +486,26 @@ def test_job_show_rows_names_each_row(tmp_path):
 
 # --- 7 and 8. wide rows, values sent as meant --------------------------------------------------
 
+
 async def test_nan_blob_and_duplicates_of_invalid_rows(wh):
     clock = FakeClock()
     app = make(clock)
     list_id = app.state.emulator.account.records["list"][0].id
-    table = pa.table({
-        "email": ["a@example.com", "b@example.com", "c@example.com", "c@example.com", "d@example.com"],
-        "phone_number": [None, None, "not a phone", None, None],
-        "score": [1.5, float("nan"), 2.0, 3.0, float("inf")],
-        "avatar": pa.array([None, None, None, None, b"\x00\x01"], pa.binary()),
-    })
-    s = settings(operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True,
-                 waiting_time_for_completion_millis=300_000)
+    table = pa.table(
+        {
+            "email": ["a@example.com", "b@example.com", "c@example.com", "c@example.com", "d@example.com"],
+            "phone_number": [None, None, "not a phone", None, None],
+            "score": [1.5, float("nan"), 2.0, 3.0, float("inf")],
+            "avatar": pa.array([None, None, None, None, b"\x00\x01"], pa.binary()),
+        }
+    )
+    s = settings(
+        operation="add",
+        list_value=list_id,
+        skip_invalid_records=True,
+        wait_for_completion=True,
+        waiting_time_for_completion_millis=300_000,
+    )
     result = await export(wh, table, s, app, clock)
     got = [(r["outcome"], r["reason"]) for r in wh.state.export_rows(run_id=result.run_id).sort_by("row_index").to_pylist()]
     assert got[0] == ("accepted", None)
@@ -439,10 +530,12 @@ def test_wide_rows_stream_in_byte_bounded_chunks_and_oversize_rows_name_their_si
         for chunk in real(*args, **kw):
             chunks.append(chunk.nbytes)
             yield chunk
+
     runner._chunks = spy
     try:
-        result = export_query(wh, sql, settings(operation="add", list_value=list_id, skip_invalid_records=True),
-                              database="crm", dry_run=True)
+        result = export_query(
+            wh, sql, settings(operation="add", list_value=list_id, skip_invalid_records=True), database="crm", dry_run=True
+        )
     finally:
         runner._chunks = real
     assert result.would_send == 1199 and result.invalid == 1

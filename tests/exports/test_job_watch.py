@@ -27,11 +27,16 @@ def _import_body(email: str) -> dict:
 
 async def test_a_job_older_than_the_newest_page_is_read_by_its_id():
     app = make_app()
-    client = KlaviyoClient(settings(operation="remove_profiles", list_identify_type="id", list_value="L").client_settings(),
-                           transport=httpx.ASGITransport(app=app), limiter=RateLimiter(enabled=False))
+    client = KlaviyoClient(
+        settings(operation="remove_profiles", list_identify_type="id", list_value="L").client_settings(),
+        transport=httpx.ASGITransport(app=app),
+        limiter=RateLimiter(enabled=False),
+    )
     try:
-        ids = [(await client.request("bulk_import_profiles", json=_import_body(f"j{i}@example.com")))["data"]["id"]
-               for i in range(103)]
+        ids = [
+            (await client.request("bulk_import_profiles", json=_import_body(f"j{i}@example.com")))["data"]["id"]
+            for i in range(103)
+        ]
         watcher = JobWatcher(client, no_sleep, lambda: 0.0, 0.0)
         newest = await watcher._newest_jobs()
         assert ids[0] not in newest and ids[-1] in newest and len(newest) == 100
@@ -52,8 +57,14 @@ async def test_jobs_still_running_when_the_waiting_time_ends_are_reported_as_sub
     async def sleep(seconds: float) -> None:
         now[0] += max(seconds, 1.0)
 
-    s = settings(operation="add", list_identify_type="id", list_value=app.state.emulator.account.records["list"][0].id,
-                 skip_invalid_records=True, wait_for_completion=True, waiting_time_for_completion_millis=300_000)
+    s = settings(
+        operation="add",
+        list_identify_type="id",
+        list_value=app.state.emulator.account.records["list"][0].id,
+        skip_invalid_records=True,
+        wait_for_completion=True,
+        waiting_time_for_completion_millis=300_000,
+    )
     table = pa.table({"email": [f"w{i}@example.com" for i in range(5)]})
     result = await export(wh, table, s, app, sleep=sleep, clock=lambda: now[0])
     _, outs, reasons = outcomes(wh, result.run_id)

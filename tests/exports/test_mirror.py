@@ -16,8 +16,11 @@ from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings
 
-HEADERS = {"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15",
-           "content-type": "application/vnd.api+json"}
+HEADERS = {
+    "Authorization": "Klaviyo-API-Key pk_emulator_demo_key",
+    "revision": "2026-07-15",
+    "content-type": "application/vnd.api+json",
+}
 
 
 @pytest.fixture
@@ -35,6 +38,7 @@ def _setup(n_members=40, **emu):
     state = e.state
     current = e.snapshot()["list_members"].get(list_id, [])
     import numpy as np
+
     state.remove_members(list_id, np.array([state.row_for_id(p) for p in current], dtype=np.int64), e.now())
     state.add_members(list_id, np.arange(n_members, dtype=np.int64), e.now())
     return app, list_id
@@ -137,8 +141,9 @@ async def test_dry_run_prints_counts_and_samples_and_changes_nothing(wh):
 
 async def _remove_in_klaviyo(app, list_id, pid):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e", headers=HEADERS) as c:
-        r = await c.request("DELETE", f"/api/lists/{list_id}/relationships/profiles",
-                            json={"data": [{"type": "profile", "id": pid}]})
+        r = await c.request(
+            "DELETE", f"/api/lists/{list_id}/relationships/profiles", json={"data": [{"type": "profile", "id": pid}]}
+        )
         assert r.status_code == 204
 
 

@@ -14,8 +14,7 @@ from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
-EMU = EmulatorSettings(seed=19, profiles=100, events=20, lists=2, segments=1, rate_limits=False,
-                       job_profiles_per_second=1e9)
+EMU = EmulatorSettings(seed=19, profiles=100, events=20, lists=2, segments=1, rate_limits=False, job_profiles_per_second=1e9)
 
 
 @pytest.fixture
@@ -27,10 +26,13 @@ def world(tmp_path):
                 s.execute("CREATE SCHEMA crm")
                 s.execute("CREATE TABLE crm.people (email VARCHAR, first_name VARCHAR)")
                 s.execute("INSERT INTO crm.people SELECT 'p' || i || '@example.com', 'P' || i FROM range(30) t(i)")
-                s.execute("CREATE TABLE crm.orders (email VARCHAR, metric_name VARCHAR, time TIMESTAMP, value DOUBLE, "
-                          "order_id VARCHAR)")
-                s.execute("INSERT INTO crm.orders SELECT 'p' || i || '@example.com', 'Placed Offline Order', "
-                          "TIMESTAMP '2025-03-01 10:00:00' + i * INTERVAL 1 HOUR, i * 1.5, 'o' || i FROM range(12) t(i)")
+                s.execute(
+                    "CREATE TABLE crm.orders (email VARCHAR, metric_name VARCHAR, time TIMESTAMP, value DOUBLE, order_id VARCHAR)"
+                )
+                s.execute(
+                    "INSERT INTO crm.orders SELECT 'p' || i || '@example.com', 'Placed Offline Order', "
+                    "TIMESTAMP '2025-03-01 10:00:00' + i * INTERVAL 1 HOUR, i * 1.5, 'o' || i FROM range(12) t(i)"
+                )
         yield url, wh_path, tmp_path
 
 
@@ -66,12 +68,13 @@ def _members(url, list_id):
 def test_query_mirror_dry_run_run_and_refusal(world, capsys):
     url, wh_path, tmp = world
     conf = tmp / "mirror.yml"
-    conf.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: mirror\n"
-                    "list_identify_type: name\nlist_value: Mirrored\nskip_invalid_records: true\n"
-                    "wait_for_completion: true\nwaiting_time_for_completion_millis: 300000\n")
+    conf.write_text(
+        f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: mirror\n"
+        "list_identify_type: name\nlist_value: Mirrored\nskip_invalid_records: true\n"
+        "wait_for_completion: true\nwaiting_time_for_completion_millis: 300000\n"
+    )
     sql = "SELECT email, first_name FROM people ORDER BY email"
-    code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf), "--dry-run", sql,
-                          capsys=capsys)
+    code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf), "--dry-run", sql, capsys=capsys)
     assert code == 0, err
     assert "would add 30, 0 already members, would remove 0" in out and "nothing was sent" in out
     code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf), sql, capsys=capsys)
@@ -80,22 +83,36 @@ def test_query_mirror_dry_run_run_and_refusal(world, capsys):
     list_id = [line for line in out.splitlines() if line.startswith("success:")][0].split("list ")[1].split(";")[0]
     assert _members(url, list_id) == {f"p{i}@example.com" for i in range(30)}
     # 18 of 30 would leave (p0, p1, p10..p19 stay): more than the default 10%
-    code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf),
-                          "SELECT email FROM people WHERE email < 'p2' ORDER BY email", capsys=capsys)
+    code, out, err = _cli(
+        tmp,
+        wh_path,
+        "query",
+        "-d",
+        "crm",
+        "--result-settings",
+        str(conf),
+        "SELECT email FROM people WHERE email < 'p2' ORDER BY email",
+        capsys=capsys,
+    )
     assert code == 1
     assert "remove 18 of the 30 members" in err and "max_removals 10% (3)" in err
     assert len(_members(url, list_id)) == 30
-    code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf),
-                          "SELECT email FROM people WHERE false", capsys=capsys)
+    code, out, err = _cli(
+        tmp, wh_path, "query", "-d", "crm", "--result-settings", str(conf), "SELECT email FROM people WHERE false", capsys=capsys
+    )
     assert code == 1 and "returned no rows" in err and "allow_empty" in err
 
 
 def test_query_upsert_and_track_events(world, capsys):
     url, wh_path, tmp = world
-    up = _file(tmp, "up", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "upsert",
-                           "wait_for_completion": True})
-    code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", up,
-                          "SELECT email, first_name FROM people", capsys=capsys)
+    up = _file(
+        tmp,
+        "up",
+        {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "upsert", "wait_for_completion": True},
+    )
+    code, out, err = _cli(
+        tmp, wh_path, "query", "-d", "crm", "--result-settings", up, "SELECT email, first_name FROM people", capsys=capsys
+    )
     assert code == 0, err
     assert "30 accepted" in out
     ev = _file(tmp, "ev", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "track_events"})
@@ -107,13 +124,15 @@ def test_query_upsert_and_track_events(world, capsys):
     assert code == 0  # again: the same 12 unique_ids, Klaviyo records nothing twice
     headers = {"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2026-07-15"}
     with httpx.Client(base_url=url, headers=headers) as c:
-        metric = [m["id"] for m in c.get("/api/metrics").json()["data"]
-                  if m["attributes"]["name"] == "Placed Offline Order"][0]
+        metric = [m["id"] for m in c.get("/api/metrics").json()["data"] if m["attributes"]["name"] == "Placed Offline Order"][0]
         events = c.get("/api/events", params={"filter": f'equals(metric_id,"{metric}")', "page[size]": "100"}).json()
     assert len(events["data"]) == 12
     assert {e["attributes"]["event_properties"]["order_id"] for e in events["data"]} == {f"o{i}" for i in range(12)}
-    bad = _file(tmp, "bad", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url,
-                             "operation": "track_events", "max_removals": 5})
+    bad = _file(
+        tmp,
+        "bad",
+        {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "track_events", "max_removals": 5},
+    )
     code, out, err = _cli(tmp, wh_path, "query", "-d", "crm", "--result-settings", bad, sql, capsys=capsys)
     assert code == 2 and "max_removals and allow_empty apply to operation mirror only" in err
 
@@ -157,12 +176,33 @@ def test_workflow_and_schedule_shapes(world, capsys, monkeypatch):
         runs = {r.job: r for r in wh.state.runs()}
     assert runs["wf+mirror_task"].status == "success" and runs["wf+events_task"].status == "success"
     assert runs["wf+events_task"].counts.get("submitted") == 12
-    settings = _file(tmp, "sched", {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url,
-                                    "operation": "mirror", "list_identify_type": "name",
-                                    "list_value": "Workflow mirror", "max_removals": "100%",
-                                    "skip_invalid_records": True})
-    code, out, err = _cli(tmp, wh_path, "sched:create", "nightly_mirror", "0 3 * * *", "-d", "crm",
-                          "--result-settings", settings, "SELECT email FROM people WHERE email < 'p2'", capsys=capsys)
+    settings = _file(
+        tmp,
+        "sched",
+        {
+            "type": "klaviyo",
+            "api_token": DEFAULT_API_KEY,
+            "base_url": url,
+            "operation": "mirror",
+            "list_identify_type": "name",
+            "list_value": "Workflow mirror",
+            "max_removals": "100%",
+            "skip_invalid_records": True,
+        },
+    )
+    code, out, err = _cli(
+        tmp,
+        wh_path,
+        "sched:create",
+        "nightly_mirror",
+        "0 3 * * *",
+        "-d",
+        "crm",
+        "--result-settings",
+        settings,
+        "SELECT email FROM people WHERE email < 'p2'",
+        capsys=capsys,
+    )
     assert code == 0, err
     code, out, err = _cli(tmp, wh_path, "sched:run", "nightly_mirror", capsys=capsys)
     assert code == 0, err

@@ -34,12 +34,14 @@ def _adds_up(wh, result, total):
     assert sum(result.summary.counts.values()) == total
 
 
-ADD_ROWS = pa.table({
-    "email": ["ann@example.com", "not-an-email", "bob@example.com", None, "ANN@example.com", "cy@example.com"],
-    "first_name": ["Ann", "X", None, "Nobody", "Dup", "Cy"],
-    "city": ["Oslo", None, None, None, None, "Rome"],
-    "tier": ["gold", None, "silver", None, None, None],
-})
+ADD_ROWS = pa.table(
+    {
+        "email": ["ann@example.com", "not-an-email", "bob@example.com", None, "ANN@example.com", "cy@example.com"],
+        "first_name": ["Ann", "X", None, "Nobody", "Dup", "Cy"],
+        "city": ["Oslo", None, None, None, None, "Rome"],
+        "tier": ["gold", None, "silver", None, None, None],
+    }
+)
 
 
 @pytest.mark.parametrize("by", ["id", "name"])
@@ -48,8 +50,13 @@ async def test_add_skips_invalid_and_lands_in_the_list(wh, by, wait):
     app = make_app()
     list_id, name = _list(app)
     before = _members(app, list_id)
-    s = settings(operation="add", list_identify_type=by, list_value=list_id if by == "id" else name,
-                 skip_invalid_records=True, wait_for_completion=wait)
+    s = settings(
+        operation="add",
+        list_identify_type=by,
+        list_value=list_id if by == "id" else name,
+        skip_invalid_records=True,
+        wait_for_completion=wait,
+    )
     result = await export(wh, ADD_ROWS, s, app)
     _adds_up(wh, result, 6)
     rows, outs, reasons = outcomes(wh, result.run_id)
@@ -59,8 +66,11 @@ async def test_add_skips_invalid_and_lands_in_the_list(wh, by, wait):
     assert result.list_id == list_id
     added = _members(app, list_id) - before
     assert len(added) == 3
-    async with __import__("httpx").AsyncClient(transport=__import__("httpx").ASGITransport(app=app),
-                                              base_url="http://e", headers={"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15"}) as c:
+    async with __import__("httpx").AsyncClient(
+        transport=__import__("httpx").ASGITransport(app=app),
+        base_url="http://e",
+        headers={"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15"},
+    ) as c:
         doc = (await c.get("/api/profiles", params={"filter": "equals(email,'ann@example.com')"})).json()["data"][0]
     attrs = doc["attributes"]
     assert attrs["first_name"] == "Ann" and attrs["location"]["city"] == "Oslo" and attrs["properties"] == {"tier": "gold"}
@@ -80,8 +90,12 @@ async def test_ambiguous_list_name_fails_clearly(wh):
     s = settings(operation="add", list_identify_type="name", list_value="Twice", skip_invalid_records=True)
     await export(wh, ADD_ROWS, s, app)
     import httpx
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
-                                 headers={"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15"}) as c:
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://e",
+        headers={"Authorization": "Klaviyo-API-Key pk_emulator_demo_key", "revision": "2026-07-15"},
+    ) as c:
         assert (await c.post("/api/lists", json={"data": {"type": "list", "attributes": {"name": "Twice"}}})).status_code == 201
     with pytest.raises(ExportError, match="ambiguous"):
         await export(wh, ADD_ROWS, s, app)
@@ -108,8 +122,12 @@ async def test_remove_profiles(wh, by, skip_invalid):
     list_id, name = _list(app)
     members = sorted(_members(app, list_id))
     ids = members[:30] + ([None, members[0]] if skip_invalid else [])
-    s = settings(operation="remove_profiles", list_identify_type=by, list_value=list_id if by == "id" else name,
-                 skip_invalid_records=skip_invalid)
+    s = settings(
+        operation="remove_profiles",
+        list_identify_type=by,
+        list_value=list_id if by == "id" else name,
+        skip_invalid_records=skip_invalid,
+    )
     result = await export(wh, pa.table({"profile_id": pa.array(ids, pa.string())}), s, app)
     _adds_up(wh, result, len(ids))
     assert result.summary.counts["accepted"] == 30
@@ -132,14 +150,18 @@ async def test_remove_in_chunks_of_1000_and_unknown_ids_are_dropped_and_retried(
     assert not (_members(app, list_id) & set(ids))
 
 
-CONSENT_ROWS = pa.table({
-    "email": ["s1@example.com", "s2@example.com", "bad@", "s4@example.com"],
-    "phone_number": ["+15005550006", "(500) 555-0007", "+15005550008", "12"],
-    "consent_at": ["2024-01-01T00:00:00", "2023-05-05T10:00:00Z", "2024-01-01T00:00:00", "2999-01-01T00:00:00"],
-})
+CONSENT_ROWS = pa.table(
+    {
+        "email": ["s1@example.com", "s2@example.com", "bad@", "s4@example.com"],
+        "phone_number": ["+15005550006", "(500) 555-0007", "+15005550008", "12"],
+        "consent_at": ["2024-01-01T00:00:00", "2023-05-05T10:00:00Z", "2024-01-01T00:00:00", "2999-01-01T00:00:00"],
+    }
+)
 EXPECTED_CHANNELS = {
-    "all_marketing": ("email", "sms"), "email_marketing_only": ("email",),
-    "sms_marketing_only": ("sms",), "sms_marketing_transactional": ("sms", "sms_transactional"),
+    "all_marketing": ("email", "sms"),
+    "email_marketing_only": ("email",),
+    "sms_marketing_only": ("sms",),
+    "sms_marketing_transactional": ("sms", "sms_transactional"),
 }
 
 
@@ -149,13 +171,26 @@ EXPECTED_CHANNELS = {
 async def test_batch_consent(wh, subscription_type, consent_type, historical, by):
     app = make_app()
     list_id, name = _list(app)
-    s = settings(operation="batch_consent", list_identify_type=by, list_value=list_id if by == "id" else name,
-                 consent_type=consent_type, subscription_type=subscription_type, historical_consent=historical,
-                 skip_invalid_records=True, default_phone_region="US")
+    s = settings(
+        operation="batch_consent",
+        list_identify_type=by,
+        list_value=list_id if by == "id" else name,
+        consent_type=consent_type,
+        subscription_type=subscription_type,
+        historical_consent=historical,
+        skip_invalid_records=True,
+        default_phone_region="US",
+    )
     if consent_type == "unsubscribed":  # a list unsubscribe reaches members only: make the rows members first
-        join = settings(operation="batch_consent", list_identify_type=by, list_value=s.list_value,
-                        consent_type="subscribed", subscription_type=subscription_type,
-                        skip_invalid_records=True, default_phone_region="US")
+        join = settings(
+            operation="batch_consent",
+            list_identify_type=by,
+            list_value=s.list_value,
+            consent_type="subscribed",
+            subscription_type=subscription_type,
+            skip_invalid_records=True,
+            default_phone_region="US",
+        )
         await export(wh, CONSENT_ROWS, join, app)
         members_before = _members(app, list_id)
     result = await export(wh, CONSENT_ROWS, s, app)
@@ -216,13 +251,31 @@ async def test_unknown_list_id_fails_before_the_query_and_is_recorded_as_error(w
     assert wh.state.export_batches(run.run_id) == []  # nothing sent
 
 
-@pytest.mark.parametrize("settings_keys,columns,needle", [
-    ({"operation": "add", "list_value": "x"}, {"Email": ["a@b.co"]}, "'add' needs a string column email or phone_number or external_id (found 'Email'"),
-    ({"operation": "remove_profiles", "list_value": "x"}, {"id": ["1"]}, "'remove_profiles' needs a string column profile_id"),
-    ({"operation": "batch_consent", "subscription_type": "sms_marketing_only"}, {"email": ["a@b.co"]}, "'batch_consent' needs a string column phone_number"),
-    ({"operation": "batch_consent", "subscription_type": "email_marketing_only", "historical_consent": True},
-     {"email": ["a@b.co"]}, "needs a column consent_at"),
-])
+@pytest.mark.parametrize(
+    "settings_keys,columns,needle",
+    [
+        (
+            {"operation": "add", "list_value": "x"},
+            {"Email": ["a@b.co"]},
+            "'add' needs a string column email or phone_number or external_id (found 'Email'",
+        ),
+        (
+            {"operation": "remove_profiles", "list_value": "x"},
+            {"id": ["1"]},
+            "'remove_profiles' needs a string column profile_id",
+        ),
+        (
+            {"operation": "batch_consent", "subscription_type": "sms_marketing_only"},
+            {"email": ["a@b.co"]},
+            "'batch_consent' needs a string column phone_number",
+        ),
+        (
+            {"operation": "batch_consent", "subscription_type": "email_marketing_only", "historical_consent": True},
+            {"email": ["a@b.co"]},
+            "needs a column consent_at",
+        ),
+    ],
+)
 async def test_missing_columns_fail_before_sending(wh, settings_keys, columns, needle):
     app = make_app()
     if settings_keys.get("list_value"):
@@ -251,8 +304,9 @@ async def test_batches_by_bytes_and_oversize_rows(wh):
     notes = ["x" * 2500] * n
     notes[7] = "y" * 120_000
     table = pa.table({"email": [f"big{i}@example.com" for i in range(n)], "notes": notes})
-    result = await export(wh, table, settings(operation="add", list_value=list_id, skip_invalid_records=True,
-                                             wait_for_completion=True), app)
+    result = await export(
+        wh, table, settings(operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True), app
+    )
     assert result.batches == 2  # 2,099 x ~2.6 KB > 5 MB: split by bytes although far under 10,000
     _, outs, reasons = outcomes(wh, result.run_id)
     assert outs[7] == "skipped" and "100 KB" in reasons[7]

@@ -18,8 +18,15 @@ def test_unread_stream_closes_on_close(tmp_path):
 
 def test_missing_column_leaves_the_warehouse_reopenable(tmp_path):
     path = tmp_path / "w.duckdb"
-    settings = parse_export_settings({"type": "klaviyo", "api_token": "pk_test", "base_url": "http://127.0.0.1:9",
-                                      "operation": "batch_consent", "subscription_type": "email_marketing_only"})
+    settings = parse_export_settings(
+        {
+            "type": "klaviyo",
+            "api_token": "pk_test",
+            "base_url": "http://127.0.0.1:9",
+            "operation": "batch_consent",
+            "subscription_type": "email_marketing_only",
+        }
+    )
     wh = open_warehouse(path)
     with pytest.raises(ExportError, match="email"):
         export_query(wh, "SELECT 'x' AS mail", settings)

@@ -9,11 +9,10 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.cli import main
+from klaviyo_bridge.exports.runner import run_export
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.exports.runner import run_export
-
-from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import export, make_app, no_sleep, outcomes, settings
 
@@ -68,12 +67,18 @@ async def test_postgresql_source_query():
             s.execute("DROP SCHEMA IF EXISTS export_src CASCADE")
             s.execute("CREATE SCHEMA export_src")
             s.execute("CREATE TABLE export_src.people (email text, first_name text, score integer)")
-            s.execute("INSERT INTO export_src.people VALUES ('pg1@example.com', 'Pat', 3), ('pg2@example.com', NULL, NULL), "
-                      "('nope', 'X', 1)")
+            s.execute(
+                "INSERT INTO export_src.people VALUES ('pg1@example.com', 'Pat', 3), ('pg2@example.com', NULL, NULL), "
+                "('nope', 'X', 1)"
+            )
         try:
-            result = await export(wh, "SELECT email, first_name, score FROM people ORDER BY email", settings(
-                operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True), app,
-                database="export_src")
+            result = await export(
+                wh,
+                "SELECT email, first_name, score FROM people ORDER BY email",
+                settings(operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True),
+                app,
+                database="export_src",
+            )
             assert result.summary.counts == {"accepted": 2, "skipped": 1}
             assert sum(wh.state.export_rows(run_id=result.run_id).column("row_index").to_pylist()) == 3
         finally:
@@ -85,15 +90,28 @@ def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys, monkeypatch):
     emu = EmulatorSettings(seed=4, profiles=100, events=10, lists=2, rate_limits=False, job_profiles_per_second=1e9)
     wh_path = tmp_path / "wh.duckdb"
     with open_warehouse(wh_path) as wh:
-        wh.write("crm", "customers", pa.table({"email": ["c1@example.com", "c2@example.com", "bad"],
-                                                "first_name": ["C1", "C2", "B"]}))
+        wh.write(
+            "crm", "customers", pa.table({"email": ["c1@example.com", "c2@example.com", "bad"], "first_name": ["C1", "C2", "B"]})
+        )
     with running_emulator(emu) as url:
         conf = tmp_path / "export.yml"
-        conf.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
-                        "list_identify_type: name\nlist_value: CLI Export\nskip_invalid_records: true\n"
-                        "wait_for_completion: true\nwaiting_time_for_completion_millis:300000\n")
-        args = ["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
-                "--result-settings", str(conf), "SELECT email, first_name FROM customers ORDER BY email"]
+        conf.write_text(
+            f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
+            "list_identify_type: name\nlist_value: CLI Export\nskip_invalid_records: true\n"
+            "wait_for_completion: true\nwaiting_time_for_completion_millis:300000\n"
+        )
+        args = [
+            "--home",
+            str(tmp_path / "home"),
+            "query",
+            "-d",
+            "crm",
+            "--warehouse",
+            str(wh_path),
+            "--result-settings",
+            str(conf),
+            "SELECT email, first_name FROM customers ORDER BY email",
+        ]
         main([*args[:-1], "--dry-run", args[-1]])
         out = capsys.readouterr()
         assert "2 would be sent in 1 batch(es)" in out.out and "nothing was sent" in out.out
@@ -107,13 +125,37 @@ def test_query_cli_end_to_end_on_a_real_socket(tmp_path, capsys, monkeypatch):
         sql = tmp_path / "q.sql"
         sql.write_text("SELECT email FROM customers WHERE email LIKE '%@%'")
         with pytest.raises(SystemExit) as info:  # an unknown list id is an error, before any row is read
-            main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
-                  "--result-settings", inline, "-f", str(sql)])
+            main(
+                [
+                    "--home",
+                    str(tmp_path / "home"),
+                    "query",
+                    "-d",
+                    "crm",
+                    "--warehouse",
+                    str(wh_path),
+                    "--result-settings",
+                    inline,
+                    "-f",
+                    str(sql),
+                ]
+            )
         assert info.value.code == 1
         assert "list 'nope' does not exist" in capsys.readouterr().err
         with pytest.raises(SystemExit) as info:
-            main(["--home", str(tmp_path / "home"), "query", "-d", "crm", "--warehouse", str(wh_path),
-                  "--result-settings", json.dumps({"operation": "remove_profiles", "list_value": "x", "base_url": url}),
-                  "SELECT email FROM customers"])
+            main(
+                [
+                    "--home",
+                    str(tmp_path / "home"),
+                    "query",
+                    "-d",
+                    "crm",
+                    "--warehouse",
+                    str(wh_path),
+                    "--result-settings",
+                    json.dumps({"operation": "remove_profiles", "list_value": "x", "base_url": url}),
+                    "SELECT email FROM customers",
+                ]
+            )
         assert info.value.code == 1
         assert "'remove_profiles' needs a string column profile_id" in capsys.readouterr().err

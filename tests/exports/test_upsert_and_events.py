@@ -40,11 +40,13 @@ async def _events(app, metric):
     return out
 
 
-UPSERT_ROWS = pa.table({
-    "email": ["ann@example.com", "bad@", "bob@example.com", None],
-    "first_name": ["Ann", "X", "Bob", "Nobody"],
-    "plan": ["gold", None, "silver", None],
-})
+UPSERT_ROWS = pa.table(
+    {
+        "email": ["ann@example.com", "bad@", "bob@example.com", None],
+        "first_name": ["Ann", "X", "Bob", "Nobody"],
+        "plan": ["gold", None, "silver", None],
+    }
+)
 
 
 @pytest.mark.parametrize("wait", [True, False])
@@ -92,8 +94,14 @@ def _events_table(**extra):
     data = {
         "metric_name": ["Renewed Plan", "Renewed Plan", "", "Renewed Plan", "Renewed Plan", "Renewed Plan"],
         "email": ["ann@example.com", "bob@example.com", "cy@example.com", None, "dee@example.com", "eve@example.com"],
-        "time": [(NOW - timedelta(hours=1)).isoformat(), (NOW - timedelta(days=400)).isoformat(),
-                 NOW.isoformat(), NOW.isoformat(), "yesterday", (NOW - timedelta(minutes=5)).isoformat()],
+        "time": [
+            (NOW - timedelta(hours=1)).isoformat(),
+            (NOW - timedelta(days=400)).isoformat(),
+            NOW.isoformat(),
+            NOW.isoformat(),
+            "yesterday",
+            (NOW - timedelta(minutes=5)).isoformat(),
+        ],
         "value": [9.5, 20, 1, 1, 1, float("nan")],
         "plan": ["gold", "silver", None, None, None, None],
     }
@@ -137,8 +145,15 @@ async def test_track_events_rerun_does_not_double_count(wh):
 
 async def test_track_events_unique_id_column_and_duplicates_in_input(wh):
     app = make_events_app()
-    t = pa.table({"metric_name": ["Paid"] * 3, "profile_id": [None, None, None],
-                  "external_id": ["c-1", "c-1", "c-2"], "time": [NOW, NOW, NOW], "unique_id": ["o1", "o1", "o1"]})
+    t = pa.table(
+        {
+            "metric_name": ["Paid"] * 3,
+            "profile_id": [None, None, None],
+            "external_id": ["c-1", "c-1", "c-2"],
+            "time": [NOW, NOW, NOW],
+            "unique_id": ["o1", "o1", "o1"],
+        }
+    )
     result = await export_events(wh, t, settings(operation="track_events", skip_invalid_records=True), app)
     _, outs, reasons = outcomes(wh, result.run_id)
     assert outs == ["submitted", "skipped", "submitted"]

@@ -4,9 +4,9 @@ import httpx
 import pytest
 
 from klaviyo_bridge.config import parse_import_config
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.factory import open_warehouse
 
 from ..emulator.writes_helpers import FakeClock
 

@@ -24,17 +24,25 @@ def generic(body: bytes, columns, marks=None):
     return to_batch(page.data, columns)
 
 
-@pytest.mark.parametrize("source, url", [
-    ("events", "/api/events?page[size]=300&include=metric,profile&fields[metric]=name"
-               "&fields[profile]=email,phone_number,external_id"),
-    ("profiles", "/api/profiles?page[size]=100&additional-fields[profile]=subscriptions"),
-    ("global_exclusions", "/api/profiles?page[size]=100&additional-fields[profile]=subscriptions"),
-    ("campaigns", "/api/campaigns?filter=equals(messages.channel,'email')"),
-    ("lists", "/api/lists"), ("metrics", "/api/metrics"), ("templates", "/api/templates"), ("flows", "/api/flows"),
-])
+@pytest.mark.parametrize(
+    "source, url",
+    [
+        (
+            "events",
+            "/api/events?page[size]=300&include=metric,profile&fields[metric]=name"
+            "&fields[profile]=email,phone_number,external_id",
+        ),
+        ("profiles", "/api/profiles?page[size]=100&additional-fields[profile]=subscriptions"),
+        ("global_exclusions", "/api/profiles?page[size]=100&additional-fields[profile]=subscriptions"),
+        ("campaigns", "/api/campaigns?filter=equals(messages.channel,'email')"),
+        ("lists", "/api/lists"),
+        ("metrics", "/api/metrics"),
+        ("templates", "/api/templates"),
+        ("flows", "/api/flows"),
+    ],
+)
 async def test_typed_decoding_matches_the_generic_path(emulator_app, source, url):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator_app), base_url="http://e",
-                                 headers=HEADERS) as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator_app), base_url="http://e", headers=HEADERS) as c:
         body = (await c.get(url)).content
     columns = page_columns(source)
     marks = {"_channel": "email"} if source == "campaigns" else {}
@@ -53,8 +61,9 @@ def page_columns(source: str):
 
 def test_type_drift_falls_back_without_losing_the_row():
     columns = page_columns("profiles")
-    body = orjson.dumps({"data": [{"type": "profile", "id": "P1", "attributes": {"email": 12345, "first_name": "A"}}],
-                         "links": {"next": None}})
+    body = orjson.dumps(
+        {"data": [{"type": "profile", "id": "P1", "attributes": {"email": 12345, "first_name": "A"}}], "links": {"next": None}}
+    )
     batch, _ = PageDecoder(columns)(body)
     row = batch.to_pylist()[0]
     assert row["id"] == "P1" and row["email"] == "12345" and row["first_name"] == "A"
@@ -115,13 +124,15 @@ def test_edge_cases_match_the_generic_path():
 
 
 def test_a_related_value_of_the_wrong_type_names_the_row():
-    from klaviyo_bridge.imports.columns import Column
-    from klaviyo_bridge.imports.flatten import FlattenError
     import pyarrow as pa
 
+    from klaviyo_bridge.imports.columns import Column
+    from klaviyo_bridge.imports.flatten import FlattenError
+
     columns = [Column("id", ("id",), pa.string()), Column("metric_count", ("_metric", "attributes", "name"), pa.int64())]
-    body = orjson.dumps({"data": [event("E1"), event("E2")],
-                         "included": [{"type": "metric", "id": "M1", "attributes": {"name": "not a number"}}]})
+    body = orjson.dumps(
+        {"data": [event("E1"), event("E2")], "included": [{"type": "metric", "id": "M1", "attributes": {"name": "not a number"}}]}
+    )
     with pytest.raises(FlattenError, match="'E1'"):
         PageDecoder(columns)(body)
 

@@ -26,8 +26,19 @@ ACCOUNT = dict(seed=61, profiles=300, events=0, lists=2, rate_limits=False)
 
 
 def config(base_url, mode="merge", **extra):
-    return parse_import_config({"in": {"type": "klaviyo", "data_source": "profiles", "api_token": "pk_emulator_demo_key",
-                                       "base_url": base_url, "incremental": True, **extra}, "out": {"mode": mode}})
+    return parse_import_config(
+        {
+            "in": {
+                "type": "klaviyo",
+                "data_source": "profiles",
+                "api_token": "pk_emulator_demo_key",
+                "base_url": base_url,
+                "incremental": True,
+                **extra,
+            },
+            "out": {"mode": mode},
+        }
+    )
 
 
 def at(seconds) -> datetime:
@@ -55,8 +66,12 @@ def client(base_url) -> KlaviyoClient:
 
 async def api_profiles(base_url) -> dict[str, dict]:
     async with client(base_url) as c:
-        return {r["id"]: r async for r in c.records("get_profiles", query=q.Query(
-            page_size=100, additional_fields={"profile": ["subscriptions"]}))}
+        return {
+            r["id"]: r
+            async for r in c.records(
+                "get_profiles", query=q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+            )
+        }
 
 
 def suppression_of(record) -> tuple[bool, datetime | None]:
@@ -67,14 +82,28 @@ def suppression_of(record) -> tuple[bool, datetime | None]:
 
 async def suppress(base_url, emails):
     async with client(base_url) as c:
-        await c.request("bulk_suppress_profiles", json={"data": {"type": "profile-suppression-bulk-create-job", "attributes": {
-            "profiles": {"data": [{"type": "profile", "attributes": {"email": e}} for e in emails]}}}})
+        await c.request(
+            "bulk_suppress_profiles",
+            json={
+                "data": {
+                    "type": "profile-suppression-bulk-create-job",
+                    "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {"email": e}} for e in emails]}},
+                }
+            },
+        )
 
 
 async def delete(base_url, profile_id):
     async with client(base_url) as c:
-        await c.request("request_profile_deletion", json={"data": {"type": "data-privacy-deletion-job", "attributes": {
-            "profile": {"data": {"type": "profile", "id": profile_id, "attributes": {}}}}}})
+        await c.request(
+            "request_profile_deletion",
+            json={
+                "data": {
+                    "type": "data-privacy-deletion-job",
+                    "attributes": {"profile": {"data": {"type": "profile", "id": profile_id, "attributes": {}}}},
+                }
+            },
+        )
 
 
 @pytest.mark.klaviyo_emulator(**ACCOUNT, app_clock=FakeClock())
@@ -86,8 +115,7 @@ async def test_suppressed_and_deleted_profiles_after_an_incremental_run(klaviyo_
     api = await api_profiles(base)
     rows = {r["id"]: r for r in wh.table_arrow(schema, "profiles").to_pylist()}
     assert first.rows == len(rows) == len(api) and first.deleted == 0
-    assert {i: (r["suppressed"], r["suppressed_at"]) for i, r in rows.items()} == {
-        i: suppression_of(p) for i, p in api.items()}
+    assert {i: (r["suppressed"], r["suppressed_at"]) for i, r in rows.items()} == {i: suppression_of(p) for i, p in api.items()}
     assert any(r["suppressed"] for r in rows.values()) and not any(r["deleted"] for r in rows.values())
 
     fresh = [i for i, p in api.items() if not suppression_of(p)[0]]
@@ -129,9 +157,20 @@ async def test_a_failed_sweep_commits_nothing(klaviyo_emulator, tmp_path, monkey
 
     base = klaviyo_emulator.base_url
     with open_warehouse(tmp_path / "w.duckdb") as wh:
-        cfg = parse_import_config({"in": {"type": "klaviyo", "data_source": "profiles", "api_token": "pk_emulator_demo_key",
-                                          "base_url": base, "incremental": True, "detect_deleted": True, "retry_limit": 7},
-                                   "out": {"mode": "merge"}})
+        cfg = parse_import_config(
+            {
+                "in": {
+                    "type": "klaviyo",
+                    "data_source": "profiles",
+                    "api_token": "pk_emulator_demo_key",
+                    "base_url": base,
+                    "incremental": True,
+                    "detect_deleted": True,
+                    "retry_limit": 7,
+                },
+                "out": {"mode": "merge"},
+            }
+        )
         result = await run_import(cfg, wh, "klaviyo", "p", now=at(klaviyo_emulator.emulator.now()), sleep=fast_sleep)
         table = wh.table_arrow("klaviyo", "p")
         assert result.deleted == 0 and table.num_rows == ACCOUNT["profiles"]
@@ -143,5 +182,15 @@ def test_detect_deleted_config():
     with pytest.raises(ConfigError, match="detect_deleted marks the rows of deleted profiles, which needs out.mode: merge"):
         config("http://127.0.0.1:1", mode="append", detect_deleted=True)
     with pytest.raises(ConfigError, match="detect_deleted applies to data_source profiles, not lists"):
-        parse_import_config({"in": {"type": "klaviyo", "data_source": "lists", "api_token": "pk_emulator_demo_key", "base_url": "http://127.0.0.1:1", "detect_deleted": True},
-                             "out": {"mode": "merge"}})
+        parse_import_config(
+            {
+                "in": {
+                    "type": "klaviyo",
+                    "data_source": "lists",
+                    "api_token": "pk_emulator_demo_key",
+                    "base_url": "http://127.0.0.1:1",
+                    "detect_deleted": True,
+                },
+                "out": {"mode": "merge"},
+            }
+        )

@@ -32,17 +32,25 @@ def client(transport) -> KlaviyoClient:
 async def change_profiles(transport, existing_ids: list[str], new_emails: list[str]) -> None:
     async with client(transport) as c:
         for pid in existing_ids:
-            await c.request("create_or_update_profile", json={"data": {
-                "type": "profile", "id": pid, "attributes": {"first_name": "Changed", "title": "Second run"}}})
+            await c.request(
+                "create_or_update_profile",
+                json={"data": {"type": "profile", "id": pid, "attributes": {"first_name": "Changed", "title": "Second run"}}},
+            )
         for email in new_emails:
-            await c.request("create_or_update_profile", json={"data": {
-                "type": "profile", "attributes": {"email": email, "first_name": "New"}}})
+            await c.request(
+                "create_or_update_profile",
+                json={"data": {"type": "profile", "attributes": {"email": email, "first_name": "New"}}},
+            )
 
 
 async def api_profiles(transport) -> list[dict]:
     async with client(transport) as c:
-        return [r async for r in c.records("get_profiles", query=q.Query(
-            page_size=100, additional_fields={"profile": ["subscriptions"]}))]
+        return [
+            r
+            async for r in c.records(
+                "get_profiles", query=q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+            )
+        ]
 
 
 @pytest.mark.parametrize("field, changed", [("updated", 5), ("created", 2)])
@@ -106,9 +114,15 @@ async def test_global_exclusions_second_run_fetches_only_the_newly_suppressed(ac
     async with client(transport) as c:
         everyone = [r async for r in c.records("get_profiles", query=q.Query(page_size=100))]
         emails = [r["attributes"]["email"] for r in everyone if r["id"] not in before][:2] + ["second.run@example.com"]
-        await c.request("bulk_suppress_profiles", json={"data": {
-            "type": "profile-suppression-bulk-create-job", "attributes": {"profiles": {"data": [
-                {"type": "profile", "attributes": {"email": e}} for e in emails]}}}})
+        await c.request(
+            "bulk_suppress_profiles",
+            json={
+                "data": {
+                    "type": "profile-suppression-bulk-create-job",
+                    "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {"email": e}} for e in emails]}},
+                }
+            },
+        )
     clock.t += 1  # the job completes
     after = await suppressed_profiles(transport)
     assert len(after) == len(before) + 3
@@ -123,6 +137,10 @@ async def test_global_exclusions_second_run_fetches_only_the_newly_suppressed(ac
 
 async def suppressed_profiles(transport) -> dict[str, dict]:
     async with client(transport) as c:
-        return {r["id"]: r async for r in c.records("get_profiles", query=q.Query(
-            page_size=100, additional_fields={"profile": ["subscriptions"]}))
-            if r["attributes"]["subscriptions"]["email"]["marketing"].get("suppression")}
+        return {
+            r["id"]: r
+            async for r in c.records(
+                "get_profiles", query=q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+            )
+            if r["attributes"]["subscriptions"]["email"]["marketing"].get("suppression")
+        }

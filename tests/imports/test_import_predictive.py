@@ -70,9 +70,12 @@ async def test_predictive_analytics_opt_in_adds_the_columns_with_the_api_values(
     table = warehouse.table_arrow("klaviyo", "p")
     assert predictive and set(predictive) <= set(table.column_names)
     operation_id, id_setting, _ = SOURCES[data_source]
-    documents = await api_documents(transport, operation_id, q.Query(
-        page_size=100, additional_fields={"profile": list(effective_stream(cfg).additional_fields["profile"])}),
-        {"id": settings[id_setting]} if id_setting else None)
+    documents = await api_documents(
+        transport,
+        operation_id,
+        q.Query(page_size=100, additional_fields={"profile": list(effective_stream(cfg).additional_fields["profile"])}),
+        {"id": settings[id_setting]} if id_setting else None,
+    )
     marks = {"_parent_id": settings[id_setting]} if id_setting else {}
     expected = {r["id"]: expected_row(columns, r, inc, marks) for r, inc in documents}
     stored = {r["id"]: actual_row(columns, r) for r in table.to_pylist()}

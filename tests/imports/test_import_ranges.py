@@ -18,12 +18,18 @@ from .test_runner import NOW
 
 CASES = [
     ("events", "created", "datetime"),
-    ("templates", "created", "created"), ("templates", "updated", "updated"),
-    ("campaigns", "created", "created_at"), ("campaigns", "updated", "updated_at"),
-    ("lists", "created", "created"), ("lists", "updated", "updated"),
-    ("segments", "created", "created"), ("segments", "updated", "updated"),
-    ("flows", "created", "created"), ("flows", "updated", "updated"),
-    ("profiles", "created", "created"), ("profiles", "updated", "updated"),
+    ("templates", "created", "created"),
+    ("templates", "updated", "updated"),
+    ("campaigns", "created", "created_at"),
+    ("campaigns", "updated", "updated_at"),
+    ("lists", "created", "created"),
+    ("lists", "updated", "updated"),
+    ("segments", "created", "created"),
+    ("segments", "updated", "updated"),
+    ("flows", "created", "created"),
+    ("flows", "updated", "updated"),
+    ("profiles", "created", "created"),
+    ("profiles", "updated", "updated"),
 ]
 
 

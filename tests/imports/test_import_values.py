@@ -64,9 +64,15 @@ def expected_row(columns, record: dict, included: list[dict], marks: dict[str, A
         elif head == "_derived":  # suppressed / suppressed_at, from the email suppressions
             marketing = dig(record, ("attributes", "subscriptions", "email", "marketing"))
             entries = (marketing or {}).get("suppression") or []
-            value = (None if marketing is None else bool(entries)) if col.path[1] == "suppressed" else (
-                min((e["timestamp"] for e in entries), key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")))
-                if entries else None)
+            value = (
+                (None if marketing is None else bool(entries))
+                if col.path[1] == "suppressed"
+                else (
+                    min((e["timestamp"] for e in entries), key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")))
+                    if entries
+                    else None
+                )
+            )
         elif head.startswith("_"):
             value = dig(related(record, included, head[1:]), col.path[1:])
         else:
@@ -98,42 +104,70 @@ async def expected_documents(transport, data_source: str, settings: dict) -> lis
     if data_source in ("event_metrics", "event_profiles"):
         operation_id = "get_metric_for_event" if data_source == "event_metrics" else "get_profile_for_event"
         cfg = make_config("profiles")
-        async with KlaviyoClient(cfg.source.client_settings(), transport=transport,
-                                 limiter=RateLimiter(enabled=False)) as c:
-            return [((await c.request(operation_id, path_params={"id": event_id}))["data"], [], {"_event_id": event_id})
-                    for event_id in settings["event_ids"]]
+        async with KlaviyoClient(cfg.source.client_settings(), transport=transport, limiter=RateLimiter(enabled=False)) as c:
+            return [
+                ((await c.request(operation_id, path_params={"id": event_id}))["data"], [], {"_event_id": event_id})
+                for event_id in settings["event_ids"]
+            ]
     if data_source == "campaigns":
         out = []
         for channel in ("email", "sms"):
             for archived in (False, True):
-                docs = await api_documents(transport, "get_campaigns", q.Query(
-                    filters=(CHANNEL_FILTER[channel], q.equals("archived", archived))))
+                docs = await api_documents(
+                    transport, "get_campaigns", q.Query(filters=(CHANNEL_FILTER[channel], q.equals("archived", archived)))
+                )
                 out += [(r, inc, {"_channel": channel}) for r, inc in docs]
         return out
     if data_source in ("profiles_in_list", "profiles_in_segment"):
-        key, op = ("list_id", "get_profiles_for_list") if data_source == "profiles_in_list" else (
-            "segment_id", "get_profiles_for_segment")
+        key, op = (
+            ("list_id", "get_profiles_for_list")
+            if data_source == "profiles_in_list"
+            else ("segment_id", "get_profiles_for_segment")
+        )
         docs = await api_documents(transport, op, q.Query(page_size=100), {"id": settings[key]})
         return [(r, inc, {"_parent_id": settings[key]}) for r, inc in docs]
     if data_source == "global_exclusions":
-        docs = await api_documents(transport, "get_profiles", q.Query(
-            page_size=100, additional_fields={"profile": ["subscriptions"]}))
+        docs = await api_documents(
+            transport, "get_profiles", q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+        )
         suppressed = ("subscriptions", "email", "marketing", "suppression")
         return [(r, inc, {}) for r, inc in docs if dig(r["attributes"], suppressed)]
     if data_source == "flows":  # archived flows are listed only when filtered for
-        return [(r, inc, {}) for archived in (False, True) for r, inc in await api_documents(
-            transport, "get_flows", q.Query(page_size=50, filters=(q.equals("archived", archived),)))]
+        return [
+            (r, inc, {})
+            for archived in (False, True)
+            for r, inc in await api_documents(
+                transport, "get_flows", q.Query(page_size=50, filters=(q.equals("archived", archived),))
+            )
+        ]
     operation_id, page_size = {
-        "lists": ("get_lists", 10), "metrics": ("get_metrics", None), "templates": ("get_templates", 10),
-        "flows": ("get_flows", 50), "segments": ("get_segments", 10), "profiles": ("get_profiles", 100),
+        "lists": ("get_lists", 10),
+        "metrics": ("get_metrics", None),
+        "templates": ("get_templates", 10),
+        "flows": ("get_flows", 50),
+        "segments": ("get_segments", 10),
+        "profiles": ("get_profiles", 100),
     }[data_source]
     extra = {"additional_fields": {"profile": ["subscriptions"]}} if data_source == "profiles" else {}
     return [(r, inc, {}) for r, inc in await api_documents(transport, operation_id, q.Query(page_size=page_size, **extra))]
 
 
-SOURCES = ["events", "lists", "metrics", "templates", "flows", "segments", "campaigns", "profiles",
-           "profiles_in_list", "profiles_in_segment", "global_exclusions", "metric_events",
-           "event_metrics", "event_profiles"]
+SOURCES = [
+    "events",
+    "lists",
+    "metrics",
+    "templates",
+    "flows",
+    "segments",
+    "campaigns",
+    "profiles",
+    "profiles_in_list",
+    "profiles_in_segment",
+    "global_exclusions",
+    "metric_events",
+    "event_metrics",
+    "event_profiles",
+]
 
 
 @pytest.mark.parametrize("data_source", SOURCES)
@@ -165,8 +199,12 @@ async def test_every_column_equals_the_api_value(transport, warehouse, data_sour
         expected[tuple(row[k] for k in key)] = row
     assert result.rows == len(rows) == len(stored) == len(expected)
     assert stored.keys() == expected.keys()
-    wrong = [(k, name, stored[k][name], value) for k, row in expected.items() for name, value in row.items()
-             if stored[k][name] != value]
+    wrong = [
+        (k, name, stored[k][name], value)
+        for k, row in expected.items()
+        for name, value in row.items()
+        if stored[k][name] != value
+    ]
     assert not wrong, f"{len(wrong)} values differ, e.g. (key, column, stored, api): {wrong[:5]}"
     # a wrong path finds nothing in the API record either: so every attribute the API sent has a column
     covered = {c.path[1] for c in columns if c.path[0] == "attributes"}
@@ -194,10 +232,14 @@ class Drifting(httpx.AsyncBaseTransport):
         return httpx.Response(response.status_code, headers=headers, content=json.dumps(doc).encode())
 
 
-@pytest.mark.parametrize("data_source, path, attribute", [
-    ("events", "/api/events", "uuid"), ("campaigns", "/api/campaigns", "name"),
-    ("profiles_in_list", None, "first_name"),
-])
+@pytest.mark.parametrize(
+    "data_source, path, attribute",
+    [
+        ("events", "/api/events", "uuid"),
+        ("campaigns", "/api/campaigns", "name"),
+        ("profiles_in_list", None, "first_name"),
+    ],
+)
 async def test_a_page_with_drifted_types_keeps_every_value(transport, warehouse, data_source, path, attribute):
     """Such a page leaves the fast typed decoder for the generic one: related resources (events),
     per-task marks (campaigns' channel, the list id) and every other value must come through alike;
@@ -226,6 +268,10 @@ async def test_a_page_with_drifted_types_keeps_every_value(transport, warehouse,
         row = expected_row(columns, record, included, marks)
         expected[tuple(row[k] for k in key)] = row
     assert stored.keys() == expected.keys()
-    wrong = [(k, name, stored[k][name], value) for k, row in expected.items() for name, value in row.items()
-             if stored[k][name] != value]
+    wrong = [
+        (k, name, stored[k][name], value)
+        for k, row in expected.items()
+        for name, value in row.items()
+        if stored[k][name] != value
+    ]
     assert not wrong, f"{len(wrong)} values differ, e.g. (key, column, stored, api): {wrong[:5]}"

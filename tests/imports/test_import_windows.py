@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from klaviyo_bridge.api import query as q
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.data import build_account
 from klaviyo_bridge.imports.partition import split
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.data import build_account
 
 from .conftest import EMU, make_config
 from .test_runner import NOW, all_records
@@ -40,7 +40,7 @@ def tied():
     instants = [start + k * int(D.total_seconds()) for k in range(len(BLOCKS))]
     for t, n in zip(instants, BLOCKS):
         r = int(np.searchsorted(dt, t))
-        dt[r:r + n] = t  # only later events are moved back onto t: the rows stay in time order
+        dt[r : r + n] = t  # only later events are moved back onto t: the rows stay in time order
     assert np.all(np.diff(dt) >= 0)
     counts = Counter(dt.tolist())
     assert all(counts[t] >= n for t, n in zip(instants, BLOCKS))
@@ -49,8 +49,11 @@ def tied():
 
 
 async def api_event_ids(transport, lo: datetime, hi: datetime) -> list[str]:
-    records = await all_records(transport, "get_events", query=q.Query(page_size=1000, filters=(
-        q.greater_or_equal("datetime", lo), q.less_than("datetime", hi))))
+    records = await all_records(
+        transport,
+        "get_events",
+        query=q.Query(page_size=1000, filters=(q.greater_or_equal("datetime", lo), q.less_than("datetime", hi))),
+    )
     return [r["id"] for r in records]
 
 
@@ -64,8 +67,7 @@ async def test_split_points_on_shared_timestamps_lose_and_double_nothing(tied, w
     lo, hi = instants[0], instants[-1]
     assert [w.start for w in split(lo, hi, 4)] == instants[:-1]  # the scenario: every bound is shared
     cfg = make_config("events", start_time=iso(lo), end_time=iso(hi))
-    result = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=NOW, windows=4,
-                              concurrency=4)
+    result = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=NOW, windows=4, concurrency=4)
     rows = warehouse.table_arrow("klaviyo", "events").select(["id", "datetime"]).to_pylist()
     ids = [r["id"] for r in rows]
     expected = await api_event_ids(transport, lo, hi)

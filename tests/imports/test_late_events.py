@@ -20,15 +20,25 @@ from klaviyo_bridge.store.factory import open_warehouse
 from ..emulator.writes_helpers import FakeClock
 
 DAY = 86400
-LATE = dict(seed=41, profiles=150, events=4000, lists=2, rate_limits=False, late_events=0.3,
-            arrival_delay=5 * DAY, app_clock=FakeClock())
+LATE = dict(
+    seed=41, profiles=150, events=4000, lists=2, rate_limits=False, late_events=0.3, arrival_delay=5 * DAY, app_clock=FakeClock()
+)
 
 
 def config(base_url: str, mode: str = "append", **source):
-    return parse_import_config({
-        "in": {"type": "klaviyo", "data_source": source.pop("data_source", "events"), "api_token": "pk_emulator_demo_key",
-               "base_url": base_url, "incremental": True, **source},
-        "out": {"mode": mode}})
+    return parse_import_config(
+        {
+            "in": {
+                "type": "klaviyo",
+                "data_source": source.pop("data_source", "events"),
+                "api_token": "pk_emulator_demo_key",
+                "base_url": base_url,
+                "incremental": True,
+                **source,
+            },
+            "out": {"mode": mode},
+        }
+    )
 
 
 def at(seconds: int) -> datetime:
@@ -92,7 +102,8 @@ async def test_late_events_arrive_on_the_next_run_and_nothing_is_doubled(klaviyo
     assert arrived, "the account should have late events for this test"
     assert arrived <= set(ids)  # the late ones inside the lookback are in
     assert set(ids) == visible_events(klaviyo_emulator, start, emu.now() - 60) - _older_than_lookback(
-        klaviyo_emulator, arrived, second.start)
+        klaviyo_emulator, arrived, second.start
+    )
 
 
 def _older_than_lookback(emulator, arrived: set[str], lookback_start: datetime) -> set[str]:
@@ -106,17 +117,19 @@ async def test_without_lookback_late_events_are_lost(klaviyo_emulator, warehouse
     arrived late with an earlier datetime are never read. The default lookback gets them."""
     emu = klaviyo_emulator.emulator
     start = at(emu.now() - 20 * DAY).isoformat()
-    first = await run_import(config(klaviyo_emulator.base_url, start_time=start, lookback="0h"), warehouse,
-                             "klaviyo", "no_lookback", now=at(emu.now()))
-    await run_import(config(klaviyo_emulator.base_url, start_time=start), warehouse, "klaviyo", "lookback",
-                     now=at(emu.now()))
+    first = await run_import(
+        config(klaviyo_emulator.base_url, start_time=start, lookback="0h"), warehouse, "klaviyo", "no_lookback", now=at(emu.now())
+    )
+    await run_import(config(klaviyo_emulator.base_url, start_time=start), warehouse, "klaviyo", "lookback", now=at(emu.now()))
     emu.clock.advance(2 * DAY)
     for table, lookback in (("no_lookback", "0h"), ("lookback", None)):
         extra = {"lookback": lookback} if lookback else {}
-        await run_import(config(klaviyo_emulator.base_url, start_time=start, **extra), warehouse, "klaviyo", table,
-                         now=at(emu.now()))
+        await run_import(
+            config(klaviyo_emulator.base_url, start_time=start, **extra), warehouse, "klaviyo", table, now=at(emu.now())
+        )
     late = visible_events(klaviyo_emulator, emu.now() - 22 * DAY, int(first.end.timestamp())) - set(
-        stored_ids(warehouse, "no_lookback"))
+        stored_ids(warehouse, "no_lookback")
+    )
     assert late and not late & set(stored_ids(warehouse, "no_lookback"))
     assert late <= set(stored_ids(warehouse, "lookback"))
 
@@ -148,10 +161,20 @@ async def test_late_events_through_faults(klaviyo_emulator, warehouse, monkeypat
     monkeypatch.setattr(runner, "KlaviyoClient", fast_client_class())
     emu = klaviyo_emulator.emulator
     start = emu.now() - 10 * DAY
-    cfg = parse_import_config({"in": {"type": "klaviyo", "data_source": "events", "api_token": "pk_emulator_demo_key",
-                                      "base_url": klaviyo_emulator.base_url, "incremental": True,
-                                      "start_time": at(start).isoformat(), "retry_limit": 7},
-                               "out": {"mode": "append"}})
+    cfg = parse_import_config(
+        {
+            "in": {
+                "type": "klaviyo",
+                "data_source": "events",
+                "api_token": "pk_emulator_demo_key",
+                "base_url": klaviyo_emulator.base_url,
+                "incremental": True,
+                "start_time": at(start).isoformat(),
+                "retry_limit": 7,
+            },
+            "out": {"mode": "append"},
+        }
+    )
     await run_import(cfg, warehouse, "klaviyo", "events", now=at(emu.now()))
     emu.clock.advance(DAY)
     second = await run_import(cfg, warehouse, "klaviyo", "events", now=at(emu.now()))
@@ -161,11 +184,14 @@ async def test_late_events_through_faults(klaviyo_emulator, warehouse, monkeypat
 
 
 # ----- validation ----------------------------------------------------------------------------
-@pytest.mark.parametrize("value, message", [
-    ("3 weeks", "write hours or days, e.g. 3d, 12h or 0h"),
-    ("-2d", "write hours or days"),
-    ("400d", "longer than the longest lookback, 90d"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("3 weeks", "write hours or days, e.g. 3d, 12h or 0h"),
+        ("-2d", "write hours or days"),
+        ("400d", "longer than the longest lookback, 90d"),
+    ],
+)
 def test_lookback_is_validated(value, message):
     with pytest.raises(ConfigError) as err:
         config("http://127.0.0.1:1", lookback=value)
@@ -192,8 +218,9 @@ TWO_STORES = dict(seed=43, profiles=150, events=4000, lists=2, rate_limits=False
 
 
 def metric_ids(emulator) -> dict[tuple[str, str], str]:
-    return {(r.attributes["name"], r.attributes["integration"]["name"]): r.id
-            for r in emulator.emulator.account.records["metric"]}
+    return {
+        (r.attributes["name"], r.attributes["integration"]["name"]): r.id for r in emulator.emulator.account.records["metric"]
+    }
 
 
 def expected_count(emulator, metric_id: str) -> int:
@@ -203,8 +230,9 @@ def expected_count(emulator, metric_id: str) -> int:
 
 
 def plain(base_url, mode="append", **source):
-    return parse_import_config({"in": {"type": "klaviyo", "api_token": "pk_emulator_demo_key", "base_url": base_url,
-                                       **source}, "out": {"mode": mode}})
+    return parse_import_config(
+        {"in": {"type": "klaviyo", "api_token": "pk_emulator_demo_key", "base_url": base_url, **source}, "out": {"mode": mode}}
+    )
 
 
 @pytest.mark.klaviyo_emulator(**TWO_STORES)
@@ -226,12 +254,18 @@ async def test_metrics_limit_the_events_and_tell_integrations_apart(klaviyo_emul
 
 
 @pytest.mark.klaviyo_emulator(**TWO_STORES)
-@pytest.mark.parametrize("choice, message", [
-    (["Placed Order"], '2 metrics are named \'Placed Order\', from different integrations; say which: '
-                       '"Placed Order (Shopify)", "Placed Order (WooCommerce)"'),
-    (["Placed Ordr"], "metric 'Placed Ordr' not found in the account (did you mean 'Placed Order'"),
-    (["Placed Order (Magento)"], "not from integration 'Magento'; it comes from: Shopify, WooCommerce"),
-])
+@pytest.mark.parametrize(
+    "choice, message",
+    [
+        (
+            ["Placed Order"],
+            "2 metrics are named 'Placed Order', from different integrations; say which: "
+            '"Placed Order (Shopify)", "Placed Order (WooCommerce)"',
+        ),
+        (["Placed Ordr"], "metric 'Placed Ordr' not found in the account (did you mean 'Placed Order'"),
+        (["Placed Order (Magento)"], "not from integration 'Magento'; it comes from: Shopify, WooCommerce"),
+    ],
+)
 async def test_metric_choice_errors(klaviyo_emulator, warehouse, choice, message):
     cfg = plain(klaviyo_emulator.base_url, data_source="events", metrics=choice)
     with pytest.raises(ConfigError) as err:
@@ -245,8 +279,12 @@ def test_replicate_metrics_choose_the_per_metric_tables():
 
     from klaviyo_bridge.imports.replicate import replicate_configs
 
-    conn = {"api_token": "pk_emulator_demo_key", "base_url": "http://127.0.0.1:1",
-            "metrics": ["Opened Email", "Clicked Email (Klaviyo)"], "lookback": "12h"}
+    conn = {
+        "api_token": "pk_emulator_demo_key",
+        "base_url": "http://127.0.0.1:1",
+        "metrics": ["Opened Email", "Clicked Email (Klaviyo)"],
+        "lookback": "12h",
+    }
     configs = replicate_configs(conn, dt(2025, 1, 1, tzinfo=timezone.utc), ["open", "click", "bounce", "lists"])
     assert list(configs) == ["click", "lists", "open"]
     assert configs["click"].source.metric == "Clicked Email (Klaviyo)"

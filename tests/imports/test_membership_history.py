@@ -24,8 +24,12 @@ ACCOUNT = dict(seed=51, profiles=400, events=0, lists=3, segments=2, rate_limits
 
 
 def config(base_url, source="list_memberships", mode="append", **extra):
-    return parse_import_config({"in": {"type": "klaviyo", "data_source": source, "api_token": "pk_emulator_demo_key",
-                                       "base_url": base_url, **extra}, "out": {"mode": mode}})
+    return parse_import_config(
+        {
+            "in": {"type": "klaviyo", "data_source": source, "api_token": "pk_emulator_demo_key", "base_url": base_url, **extra},
+            "out": {"mode": mode},
+        }
+    )
 
 
 def at(seconds: int) -> datetime:
@@ -57,11 +61,15 @@ def client(emu) -> KlaviyoClient:
 async def change_list(emu, list_id: str, add=(), remove=()):
     async with client(emu) as c:
         if add:
-            await c.request("add_profiles_to_list", path_params={"id": list_id},
-                            json={"data": [{"type": "profile", "id": p} for p in add]})
+            await c.request(
+                "add_profiles_to_list", path_params={"id": list_id}, json={"data": [{"type": "profile", "id": p} for p in add]}
+            )
         if remove:
-            await c.request("remove_profiles_from_list", path_params={"id": list_id},
-                            json={"data": [{"type": "profile", "id": p} for p in remove]})
+            await c.request(
+                "remove_profiles_from_list",
+                path_params={"id": list_id},
+                json={"data": [{"type": "profile", "id": p} for p in remove]},
+            )
 
 
 def members(emu, list_id: str, segment: bool = False) -> dict[str, int]:
@@ -71,8 +79,7 @@ def members(emu, list_id: str, segment: bool = False) -> dict[str, int]:
 
 
 def history(wh, schema, table, group="list_id") -> list[tuple]:
-    return sorted((r[group], r["profile_id"], r["joined_at"], r["left_at"])
-                  for r in wh.table_arrow(schema, table).to_pylist())
+    return sorted((r[group], r["profile_id"], r["joined_at"], r["left_at"]) for r in wh.table_arrow(schema, table).to_pylist())
 
 
 @pytest.mark.klaviyo_emulator(**ACCOUNT, app_clock=FakeClock())
@@ -107,9 +114,11 @@ async def test_list_history_joins_leaves_and_returns(klaviyo_emulator, warehouse
     assert (third.joined, third.left) == (2, 0)
 
     rows = history(wh, schema, "members")
-    expected = sorted([(target, p, at(j), at(second_at) if p in leaving else None) for p, j in start.items()]
-                      + [(target, p, at(joined_at), None) for p in outsiders]
-                      + [(target, p, at(back_at), None) for p in leaving[:2]])
+    expected = sorted(
+        [(target, p, at(j), at(second_at) if p in leaving else None) for p, j in start.items()]
+        + [(target, p, at(joined_at), None) for p in outsiders]
+        + [(target, p, at(back_at), None) for p in leaving[:2]]
+    )
     assert rows == expected
     current = {r["profile_id"]: r["joined_at"] for r in wh.table_arrow(schema, "members_current").to_pylist()}
     assert current == {p: at(j) for p, j in members(emu, target).items()}
@@ -163,7 +172,8 @@ async def test_segment_history(klaviyo_emulator, tmp_path):
         rows = {r["profile_id"]: r for r in wh.table_arrow("klaviyo", "seg").to_pylist()}
         assert rows[gone]["left_at"] == at(emu.emulator.now()) and rows[newcomer]["left_at"] is None
         assert set(r["profile_id"] for r in wh.table_arrow("klaviyo", "seg_current").to_pylist()) == set(
-            members(emu, seg, segment=True))
+            members(emu, seg, segment=True)
+        )
 
 
 def test_membership_config_errors():

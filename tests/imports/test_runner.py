@@ -20,17 +20,26 @@ async def all_records(transport, operation_id, **kw):
         return [r async for r in c.records(operation_id, **kw)]
 
 
-@pytest.mark.parametrize("data_source, operation_id, page_size", [
-    ("profiles", "get_profiles", 100), ("events", "get_events", 1000), ("lists", "get_lists", 10),
-    ("metrics", "get_metrics", None), ("templates", "get_templates", 10), ("flows", "get_flows", 50),
-    ("segments", "get_segments", 10),
-])
+@pytest.mark.parametrize(
+    "data_source, operation_id, page_size",
+    [
+        ("profiles", "get_profiles", 100),
+        ("events", "get_events", 1000),
+        ("lists", "get_lists", 10),
+        ("metrics", "get_metrics", None),
+        ("templates", "get_templates", 10),
+        ("flows", "get_flows", 50),
+        ("segments", "get_segments", 10),
+    ],
+)
 async def test_full_import_has_exactly_the_emulator_records(transport, warehouse, data_source, operation_id, page_size):
     result = await run_import(make_config(data_source), warehouse, "klaviyo", data_source, transport=transport, now=NOW)
     table = warehouse.table_arrow("klaviyo", data_source)
     expected = await all_records(transport, operation_id, query=q.Query(page_size=page_size))
     if data_source == "flows":  # archived flows are listed only when filtered for; the import has both
-        archived = await all_records(transport, operation_id, query=q.Query(page_size=page_size, filters=(q.equals("archived", True),)))
+        archived = await all_records(
+            transport, operation_id, query=q.Query(page_size=page_size, filters=(q.equals("archived", True),))
+        )
         assert archived and not {r["id"] for r in archived} & {r["id"] for r in expected}
         expected += archived
     assert result.rows == table.num_rows == len(expected)
@@ -55,8 +64,9 @@ async def test_events_carry_metric_name_and_profile_identifiers(transport, wareh
 
 
 async def test_skip_related_object_leaves_out_the_lookups(transport, warehouse):
-    await run_import(make_config("events", skip_related_object=True), warehouse, "klaviyo", "events",
-                     transport=transport, now=NOW)
+    await run_import(
+        make_config("events", skip_related_object=True), warehouse, "klaviyo", "events", transport=transport, now=NOW
+    )
     names = warehouse.table_arrow("klaviyo", "events").column_names
     assert "metric_name" not in names and "profile_email" not in names
 
@@ -67,16 +77,22 @@ async def test_campaigns_cover_email_and_sms_archived_and_not(transport, warehou
     expected = 0
     for channel in ("email", "sms"):
         for archived in (False, True):
-            expected += len(await all_records(transport, "get_campaigns", query=q.Query(
-                filters=(q.equals("messages.channel", channel), q.equals("archived", archived)))))
+            expected += len(
+                await all_records(
+                    transport,
+                    "get_campaigns",
+                    query=q.Query(filters=(q.equals("messages.channel", channel), q.equals("archived", archived))),
+                )
+            )
     assert len(rows) == expected and {r["channel"] for r in rows} == {"email", "sms"}
 
 
 async def test_profiles_in_list_match_the_list_count(transport, warehouse):
     lists = await all_records(transport, "get_lists")
     list_id = lists[0]["id"]
-    await run_import(make_config("profiles_in_list", list_id=list_id), warehouse, "klaviyo", "members",
-                     transport=transport, now=NOW)
+    await run_import(
+        make_config("profiles_in_list", list_id=list_id), warehouse, "klaviyo", "members", transport=transport, now=NOW
+    )
     rows = warehouse.table_arrow("klaviyo", "members").to_pylist()
     members = await all_records(transport, "get_profiles_for_list", path_params={"id": list_id})
     assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in members)
@@ -84,8 +100,9 @@ async def test_profiles_in_list_match_the_list_count(transport, warehouse):
 
 
 async def test_metric_events_only_that_metric(transport, warehouse):
-    await run_import(make_config("metric_events", metric="Opened Email"), warehouse, "klaviyo", "open",
-                     transport=transport, now=NOW)
+    await run_import(
+        make_config("metric_events", metric="Opened Email"), warehouse, "klaviyo", "open", transport=transport, now=NOW
+    )
     rows = warehouse.table_arrow("klaviyo", "open").to_pylist()
     assert rows and {r["metric_name"] for r in rows} == {"Opened Email"}
 
@@ -94,8 +111,9 @@ async def test_incremental_second_run_fetches_only_newer_records(transport, ware
     """Without a lookback (lookback: 0h) a second run starts exactly at the cursor, which is the
     first run's "now" minus the safety margin."""
     cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z", lookback="0h")
-    first = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport,
-                             now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN)
+    first = await run_import(
+        cfg, warehouse, "klaviyo", "events", transport=transport, now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN
+    )
     assert warehouse.state.cursor("klaviyo.events") == "2025-09-01T00:00:00+00:00"
     cfg2 = make_config("events", mode="append", incremental=True, lookback="0h")
     later = NOW + SAFETY_MARGIN
@@ -104,14 +122,19 @@ async def test_incremental_second_run_fetches_only_newer_records(transport, ware
     assert len(ids) == len(set(ids)) == first.rows + second.rows
     stamps = warehouse.table_arrow("klaviyo", "events").column("datetime").to_pylist()
     assert min(stamps) >= datetime(2025, 6, 1, tzinfo=timezone.utc)
-    everything = await all_records(transport, "get_events", query=q.Query(page_size=1000, filters=(
-        q.greater_or_equal("datetime", datetime(2025, 6, 1, tzinfo=timezone.utc)), q.less_than("datetime", NOW))))
+    everything = await all_records(
+        transport,
+        "get_events",
+        query=q.Query(
+            page_size=1000,
+            filters=(q.greater_or_equal("datetime", datetime(2025, 6, 1, tzinfo=timezone.utc)), q.less_than("datetime", NOW)),
+        ),
+    )
     assert len(ids) == len(everything)
     third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=later)
     assert third.rows == 0 and third.requests == 0
     # a run a minute later: one window, one request (not one per default window)
-    fourth = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport,
-                              now=later + timedelta(minutes=1))
+    fourth = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=later + timedelta(minutes=1))
     assert fourth.rows == 0 and fourth.requests == 1
 
 
@@ -120,9 +143,17 @@ async def test_profiles_windows_lose_nothing_at_shared_timestamps(transport, war
     cfg = make_config("profiles", incremental=True, incremental_field="updated", start_time="2024-01-01T00:00:00Z")
     result = await run_import(cfg, warehouse, "klaviyo", "profiles", transport=transport, now=NOW, concurrency=8)
     ids = warehouse.table_arrow("klaviyo", "profiles").column("id").to_pylist()
-    expected = await all_records(transport, "get_profiles", query=q.Query(page_size=100, filters=(
-        q.greater_than("updated", datetime(2024, 1, 1, tzinfo=timezone.utc) - timedelta(microseconds=1)),
-        q.less_than("updated", NOW))))
+    expected = await all_records(
+        transport,
+        "get_profiles",
+        query=q.Query(
+            page_size=100,
+            filters=(
+                q.greater_than("updated", datetime(2024, 1, 1, tzinfo=timezone.utc) - timedelta(microseconds=1)),
+                q.less_than("updated", NOW),
+            ),
+        ),
+    )
     assert len(ids) == len(set(ids)) == len(expected) == result.rows
 
 
@@ -164,8 +195,9 @@ async def test_event_metrics_and_event_profiles_for_given_ids(transport, warehou
     events = (await all_records(transport, "get_events", query=q.Query(page_size=5)))[:5]
     ids = [e["id"] for e in events]
     await run_import(make_config("event_metrics", event_ids=ids), warehouse, "klaviyo", "em", transport=transport, now=NOW)
-    await run_import(make_config("event_profiles", event_ids=",".join(ids)), warehouse, "klaviyo", "ep",
-                     transport=transport, now=NOW)
+    await run_import(
+        make_config("event_profiles", event_ids=",".join(ids)), warehouse, "klaviyo", "ep", transport=transport, now=NOW
+    )
     metrics = {r["event_id"]: r for r in warehouse.table_arrow("klaviyo", "em").to_pylist()}
     profiles = {r["event_id"]: r for r in warehouse.table_arrow("klaviyo", "ep").to_pylist()}
     for event in events:
@@ -175,8 +207,9 @@ async def test_event_metrics_and_event_profiles_for_given_ids(transport, warehou
 
 async def test_profiles_in_segment(transport, warehouse):
     segment = (await all_records(transport, "get_segments"))[0]
-    await run_import(make_config("profiles_in_segment", segment_id=segment["id"]), warehouse, "klaviyo", "seg",
-                     transport=transport, now=NOW)
+    await run_import(
+        make_config("profiles_in_segment", segment_id=segment["id"]), warehouse, "klaviyo", "seg", transport=transport, now=NOW
+    )
     rows = warehouse.table_arrow("klaviyo", "seg").to_pylist()
     members = await all_records(transport, "get_profiles_for_segment", path_params={"id": segment["id"]})
     assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in members)
@@ -186,18 +219,23 @@ async def test_profiles_in_segment(transport, warehouse):
 async def test_global_exclusions_are_the_suppressed_profiles(transport, warehouse):
     await run_import(make_config("global_exclusions"), warehouse, "klaviyo", "excl", transport=transport, now=NOW)
     rows = warehouse.table_arrow("klaviyo", "excl").to_pylist()
-    everyone = await all_records(transport, "get_profiles", query=q.Query(
-        page_size=100, additional_fields={"profile": ["subscriptions"]}))
-    suppressed = {p["id"] for p in everyone
-                  if (((p["attributes"].get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get("suppression")}
+    everyone = await all_records(
+        transport, "get_profiles", query=q.Query(page_size=100, additional_fields={"profile": ["subscriptions"]})
+    )
+    suppressed = {
+        p["id"]
+        for p in everyone
+        if (((p["attributes"].get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get("suppression")
+    }
     assert rows and {r["id"] for r in rows} == suppressed
 
 
 async def test_seed_example_with_start_time_resumes_from_the_cursor(transport, warehouse):
     """The seed's config gives start_time and no end_time: only the first run starts there."""
     cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z", lookback="0h")
-    first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport,
-                             now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN)
+    first = await run_import(
+        cfg, warehouse, "klaviyo", "ev", transport=transport, now=datetime(2025, 9, 1, tzinfo=timezone.utc) + SAFETY_MARGIN
+    )
     second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
     assert second.start == datetime(2025, 9, 1, tzinfo=timezone.utc)
     ids = warehouse.table_arrow("klaviyo", "ev").column("id").to_pylist()
@@ -205,8 +243,9 @@ async def test_seed_example_with_start_time_resumes_from_the_cursor(transport, w
 
 
 async def test_fixed_window_when_both_times_are_given(transport, warehouse):
-    cfg = make_config("events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z",
-                      end_time="2025-07-01T00:00:00Z")
+    cfg = make_config(
+        "events", mode="append", incremental=True, start_time="2025-06-01T00:00:00Z", end_time="2025-07-01T00:00:00Z"
+    )
     first = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
     second = await run_import(cfg, warehouse, "klaviyo", "ev", transport=transport, now=NOW)
     assert first.start == second.start == datetime(2025, 6, 1, tzinfo=timezone.utc)
@@ -277,8 +316,7 @@ async def test_attributes_the_spec_does_not_declare_land_in_extra_attributes(emu
     assert result.rows == len(rows) == EMU.profiles
     for row in rows:
         extra = json.loads(row["extra_attributes"])
-        assert extra == {"loyalty_tier": {"name": "gold", "since": row["id"][:4]},
-                         "location": {"plus_code": row["id"][-4:]}}
+        assert extra == {"loyalty_tier": {"name": "gold", "since": row["id"][:4]}, "location": {"plus_code": row["id"][-4:]}}
     plain = httpx.ASGITransport(app=emulator_app)
     await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=plain, now=NOW)
     table = warehouse.table_arrow("klaviyo", "profiles")
@@ -293,13 +331,16 @@ async def test_open_ended_objects_are_stored_as_json(transport, warehouse):
 
     await run_import(make_config("events"), warehouse, "klaviyo", "events", transport=transport, now=NOW)
     assert warehouse.table_columns("klaviyo", "events")["event_properties"] is Kind.JSON
-    value = next(warehouse.query_arrow(
-        "SELECT count(*) AS n FROM klaviyo.events WHERE json_type(event_properties) = 'OBJECT'")).to_pylist()
+    value = next(
+        warehouse.query_arrow("SELECT count(*) AS n FROM klaviyo.events WHERE json_type(event_properties) = 'OBJECT'")
+    ).to_pylist()
     assert value == [{"n": EMU.events}]
 
     with warehouse.transaction() as session:
-        session.execute("CREATE TABLE klaviyo.old_events AS SELECT id, event_properties::VARCHAR AS event_properties "
-                        "FROM klaviyo.events LIMIT 0")
+        session.execute(
+            "CREATE TABLE klaviyo.old_events AS SELECT id, event_properties::VARCHAR AS event_properties "
+            "FROM klaviyo.events LIMIT 0"
+        )
     result = await run_import(make_config("events"), warehouse, "klaviyo", "old_events", transport=transport, now=NOW)
     assert warehouse.table_columns("klaviyo", "old_events")["event_properties"] is Kind.TEXT
     rows = warehouse.table_arrow("klaviyo", "old_events")

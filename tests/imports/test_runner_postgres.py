@@ -51,8 +51,9 @@ async def test_incremental_events_into_postgres(transport, pg):
     job = f"{schema}.events"
     cfg = make_config("events", mode="merge", incremental=True, start_time="2025-06-01T00:00:00Z")
     await run_import(cfg, wh, schema, "events", transport=transport, job=job, now=datetime(2025, 9, 1, tzinfo=timezone.utc))
-    second = await run_import(make_config("events", mode="merge", incremental=True), wh, schema, "events",
-                              transport=transport, job=job, now=NOW)
+    second = await run_import(
+        make_config("events", mode="merge", incremental=True), wh, schema, "events", transport=transport, job=job, now=NOW
+    )
     assert wh.state.cursor(job) == (NOW - SAFETY_MARGIN).isoformat()
     ids = wh.table_arrow(schema, "events").column("id").to_pylist()
     assert len(ids) == len(set(ids)) and second.rows > 0
@@ -61,9 +62,12 @@ async def test_incremental_events_into_postgres(transport, pg):
 def _comparable(table, stream) -> dict:
     """Rows by primary key, JSON columns parsed (PostgreSQL's jsonb need not keep the text as sent)."""
     json_cols = {c.name for c in stream.columns() if c.is_json}
-    return {tuple(row[k] for k in stream.primary_key): {
-        name: json.loads(v) if name in json_cols and isinstance(v, str) else v for name, v in row.items()}
-        for row in table.to_pylist()}
+    return {
+        tuple(row[k] for k in stream.primary_key): {
+            name: json.loads(v) if name in json_cols and isinstance(v, str) else v for name, v in row.items()
+        }
+        for row in table.to_pylist()
+    }
 
 
 SOURCES = {

@@ -45,8 +45,11 @@ def referee_venv(requirement: str) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         base = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", requirement],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", requirement],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pip install {requirement} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
         (venv / ".complete").write_text(requirement + "\n")
@@ -69,8 +72,11 @@ class EmulatorProcess:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Klaviyo-API-Key {self.api_key}", "revision": SPEC_REVISION,
-                "accept": "application/vnd.api+json"}
+        return {
+            "Authorization": f"Klaviyo-API-Key {self.api_key}",
+            "revision": SPEC_REVISION,
+            "accept": "application/vnd.api+json",
+        }
 
     def fetch(self, url: str, params: dict | None = None) -> dict:
         """GET a document, waiting out the emulator's 429s as its Retry-After says (at most 10 times)."""
@@ -104,8 +110,7 @@ def referee_emulator(request, tmp_path_factory) -> Iterator[EmulatorProcess]:
     port = _free_port()
     cli = Path(sys.executable).parent / "klaviyo-bridge"
     log = open(tmp_path_factory.mktemp("emulator") / "emulator.log", "w")
-    process = subprocess.Popen([str(cli), "emulator", "--host", "127.0.0.1", "--port", str(port), *extra],
-                               stdout=log, stderr=log)
+    process = subprocess.Popen([str(cli), "emulator", "--host", "127.0.0.1", "--port", str(port), *extra], stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -133,8 +138,7 @@ def referee_emulator(request, tmp_path_factory) -> Iterator[EmulatorProcess]:
 
 def run_json_lines(argv: list[str], *, cwd: Path, timeout: float, env: dict | None = None) -> tuple[list[dict], str]:
     """Run a client, return its stdout as parsed JSON lines (non-JSON lines skipped) and its stderr."""
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     messages = []
     for line in done.stdout.splitlines():
         line = line.strip()
@@ -144,6 +148,8 @@ def run_json_lines(argv: list[str], *, cwd: Path, timeout: float, env: dict | No
             except ValueError:
                 pass
     if done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv[:3])} ... exited {done.returncode}\n"
-                             f"stdout tail:\n{done.stdout[-3000:]}\nstderr tail:\n{done.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(argv[:3])} ... exited {done.returncode}\n"
+            f"stdout tail:\n{done.stdout[-3000:]}\nstderr tail:\n{done.stderr[-5000:]}"
+        )
     return messages, done.stderr

@@ -26,8 +26,9 @@ def source():
 
 
 def _run(source, emu, cwd, *args, timeout=900):
-    return run_json_lines([str(source), str(HERE / "clients" / "airbyte_klaviyo_run.py"), emu.base_url, *args],
-                          cwd=cwd, timeout=timeout)
+    return run_json_lines(
+        [str(source), str(HERE / "clients" / "airbyte_klaviyo_run.py"), emu.base_url, *args], cwd=cwd, timeout=timeout
+    )
 
 
 def _expected_counts(emu) -> dict[str, int]:
@@ -37,14 +38,25 @@ def _expected_counts(emu) -> dict[str, int]:
         body = emu.fetch(url, params)
         suppressed += sum(1 for p in body["data"] if p["attributes"]["subscriptions"]["email"]["marketing"].get("suppression"))
         url, params = body["links"].get("next"), None
-    campaigns = sum(emu.count("/api/campaigns", {"filter": f"equals(messages.channel,'{channel}')"}) for channel in ("email", "sms"))
+    campaigns = sum(
+        emu.count("/api/campaigns", {"filter": f"equals(messages.channel,'{channel}')"}) for channel in ("email", "sms")
+    )
     flows = sum(emu.count("/api/flows", {"filter": f"equals(archived,{archived})"}) for archived in ("true", "false"))
     events = emu.count("/api/events", {"page[size]": "200"})
     lists = emu.count("/api/lists")
-    return {"profiles": emu.count("/api/profiles", {"page[size]": "100"}), "global_exclusions": suppressed,
-            "events": events, "events_detailed": events, "email_templates": emu.count("/api/templates"),
-            "campaigns": campaigns, "campaigns_detailed": campaigns, "flows": flows,
-            "metrics": emu.count("/api/metrics"), "lists": lists, "lists_detailed": lists}
+    return {
+        "profiles": emu.count("/api/profiles", {"page[size]": "100"}),
+        "global_exclusions": suppressed,
+        "events": events,
+        "events_detailed": events,
+        "email_templates": emu.count("/api/templates"),
+        "campaigns": campaigns,
+        "campaigns_detailed": campaigns,
+        "flows": flows,
+        "metrics": emu.count("/api/metrics"),
+        "lists": lists,
+        "lists_detailed": lists,
+    }
 
 
 def test_airbyte_spec_check_discover_and_read_every_stream(source, referee_emulator, tmp_path):
@@ -66,14 +78,19 @@ def test_airbyte_spec_check_discover_and_read_every_stream(source, referee_emula
     assert {s["name"] for s in streams} == set(expected)
 
     configured = tmp_path / "configured_catalog.json"
-    configured.write_text(json.dumps({"streams": [
-        {"stream": s, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"} for s in streams]}))
+    configured.write_text(
+        json.dumps(
+            {"streams": [{"stream": s, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"} for s in streams]}
+        )
+    )
     messages, _ = _run(source, emu, tmp_path, "read", "--config", str(config), "--catalog", str(configured))
-    errors = [m["trace"]["error"]["message"] for m in messages
-              if m["type"] == "TRACE" and m["trace"]["type"] == "ERROR"]
+    errors = [m["trace"]["error"]["message"] for m in messages if m["type"] == "TRACE" and m["trace"]["type"] == "ERROR"]
     assert errors == []
-    statuses = {m["trace"]["stream_status"]["stream_descriptor"]["name"]: m["trace"]["stream_status"]["status"]
-                for m in messages if m["type"] == "TRACE" and m["trace"]["type"] == "STREAM_STATUS"}
+    statuses = {
+        m["trace"]["stream_status"]["stream_descriptor"]["name"]: m["trace"]["stream_status"]["status"]
+        for m in messages
+        if m["type"] == "TRACE" and m["trace"]["type"] == "STREAM_STATUS"
+    }
     assert statuses == {name: "COMPLETE" for name in expected}
     records = Counter(m["record"]["stream"] for m in messages if m["type"] == "RECORD")
     assert all(expected.values()), f"the emulator's account should have data for every stream: {expected}"

@@ -53,32 +53,89 @@ def _body(operation_id: str, ids: dict) -> dict | None:
         "update_profile": {"data": {"type": "profile", "id": profile_id, "attributes": {"last_name": "Refereed"}}},
         "add_profiles_to_list": {"data": [{"type": "profile", "id": profile_id}]},
         "remove_profiles_from_list": {"data": [{"type": "profile", "id": profile_id}]},
-        "bulk_import_profiles": {"data": {"type": "profile-bulk-import-job", "attributes": {
-            "profiles": {"data": [_profile(), _profile()]}}}},
-        "bulk_suppress_profiles": {"data": {"type": "profile-suppression-bulk-create-job", "attributes": {
-            "profiles": {"data": [_profile()]}}}},
-        "bulk_unsuppress_profiles": {"data": {"type": "profile-suppression-bulk-delete-job", "attributes": {
-            "profiles": {"data": [_profile()]}}}},
-        "bulk_subscribe_profiles": {"data": {"type": "profile-subscription-bulk-create-job", "attributes": {
-            "profiles": {"data": [_profile(subscriptions=consent)]}},
-            "relationships": {"list": {"data": {"type": "list", "id": list_id}}}}},
-        "bulk_unsubscribe_profiles": {"data": {"type": "profile-subscription-bulk-delete-job", "attributes": {
-            "profiles": {"data": [{"type": "profile", "attributes": {
-                "email": ids["list_member_email"],
-                "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}]}},
-            "relationships": {"list": {"data": {"type": "list", "id": list_id}}}}},
-        "request_profile_deletion": {"data": {"type": "data-privacy-deletion-job", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": {"email": next(_emails)}}}}}},
-        "create_event": {"data": {"type": "event", "attributes": {
-            "properties": {"source": "referee"}, "time": "2025-12-01T00:00:00Z",
-            "metric": {"data": {"type": "metric", "attributes": {"name": "Referee Event"}}},
-            "profile": {"data": _profile()}}}},
-        "bulk_create_events": {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
-            {"type": "event-bulk-create", "attributes": {
-                "profile": {"data": _profile()},
-                "events": {"data": [{"type": "event", "attributes": {
-                    "properties": {"source": "referee"}, "time": "2025-12-01T00:00:00Z",
-                    "metric": {"data": {"type": "metric", "attributes": {"name": "Referee Event"}}}}}]}}}]}}}},
+        "bulk_import_profiles": {
+            "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [_profile(), _profile()]}}}
+        },
+        "bulk_suppress_profiles": {
+            "data": {"type": "profile-suppression-bulk-create-job", "attributes": {"profiles": {"data": [_profile()]}}}
+        },
+        "bulk_unsuppress_profiles": {
+            "data": {"type": "profile-suppression-bulk-delete-job", "attributes": {"profiles": {"data": [_profile()]}}}
+        },
+        "bulk_subscribe_profiles": {
+            "data": {
+                "type": "profile-subscription-bulk-create-job",
+                "attributes": {"profiles": {"data": [_profile(subscriptions=consent)]}},
+                "relationships": {"list": {"data": {"type": "list", "id": list_id}}},
+            }
+        },
+        "bulk_unsubscribe_profiles": {
+            "data": {
+                "type": "profile-subscription-bulk-delete-job",
+                "attributes": {
+                    "profiles": {
+                        "data": [
+                            {
+                                "type": "profile",
+                                "attributes": {
+                                    "email": ids["list_member_email"],
+                                    "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+                                },
+                            }
+                        ]
+                    }
+                },
+                "relationships": {"list": {"data": {"type": "list", "id": list_id}}},
+            }
+        },
+        "request_profile_deletion": {
+            "data": {
+                "type": "data-privacy-deletion-job",
+                "attributes": {"profile": {"data": {"type": "profile", "attributes": {"email": next(_emails)}}}},
+            }
+        },
+        "create_event": {
+            "data": {
+                "type": "event",
+                "attributes": {
+                    "properties": {"source": "referee"},
+                    "time": "2025-12-01T00:00:00Z",
+                    "metric": {"data": {"type": "metric", "attributes": {"name": "Referee Event"}}},
+                    "profile": {"data": _profile()},
+                },
+            }
+        },
+        "bulk_create_events": {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {
+                    "events-bulk-create": {
+                        "data": [
+                            {
+                                "type": "event-bulk-create",
+                                "attributes": {
+                                    "profile": {"data": _profile()},
+                                    "events": {
+                                        "data": [
+                                            {
+                                                "type": "event",
+                                                "attributes": {
+                                                    "properties": {"source": "referee"},
+                                                    "time": "2025-12-01T00:00:00Z",
+                                                    "metric": {
+                                                        "data": {"type": "metric", "attributes": {"name": "Referee Event"}}
+                                                    },
+                                                },
+                                            }
+                                        ]
+                                    },
+                                },
+                            }
+                        ]
+                    }
+                },
+            }
+        },
     }
     if operation_id not in bodies:
         raise AssertionError(f"the emulator serves {operation_id}: add a valid body for it here")
@@ -88,9 +145,21 @@ def _body(operation_id: str, ids: dict) -> dict | None:
 def _sample_ids(emu) -> dict[str, str]:
     """One existing id per path segment, read from the emulator over HTTP."""
     ids: dict[str, str] = {}
-    for segment in ("accounts", "profiles", "lists", "segments", "metrics", "events", "templates", "flows", "tags",
-                    "tag-groups", "profile-bulk-import-jobs", "profile-suppression-bulk-create-jobs",
-                    "profile-suppression-bulk-delete-jobs"):
+    for segment in (
+        "accounts",
+        "profiles",
+        "lists",
+        "segments",
+        "metrics",
+        "events",
+        "templates",
+        "flows",
+        "tags",
+        "tag-groups",
+        "profile-bulk-import-jobs",
+        "profile-suppression-bulk-create-jobs",
+        "profile-suppression-bulk-delete-jobs",
+    ):
         data = emu.get(f"/api/{segment}")["data"]
         if data:
             ids[segment] = data[0]["id"]
@@ -111,15 +180,23 @@ JOBS = ("profile-bulk-import-jobs", "profile-suppression-bulk-create-jobs", "pro
 
 def _wrong(results: list[dict]) -> list[str]:
     """Each call that did not end as Klaviyo documents (event create's 501 is pending, not wrong)."""
-    return [f"{r['group']}.{r['method']}({r.get('label') or 'valid'}): expected {r['expect']}, got {r['status']}: "
-            f"{r.get('error', '')[:600]}" for r in results
-            if r["status"] != r["expect"] and not (r["op"] in PENDING_OK and r["status"] == 501)]
+    return [
+        f"{r['group']}.{r['method']}({r.get('label') or 'valid'}): expected {r['expect']}, got {r['status']}: "
+        f"{r.get('error', '')[:600]}"
+        for r in results
+        if r["status"] != r["expect"] and not (r["op"] in PENDING_OK and r["status"] == 501)
+    ]
 
 
 def _run_sdk(python, emu, cwd, *args) -> object:
-    done = subprocess.run([str(python), str(HERE / "clients" / "klaviyo_sdk_run.py"), args[0], emu.base_url, *args[1:]],
-                          capture_output=True, text=True, timeout=900, cwd=cwd,
-                          env={**os.environ, "KLAVIYO_API_KEY": emu.api_key})
+    done = subprocess.run(
+        [str(python), str(HERE / "clients" / "klaviyo_sdk_run.py"), args[0], emu.base_url, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+        env={**os.environ, "KLAVIYO_API_KEY": emu.api_key},
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     return json.loads(done.stdout)
 
@@ -174,8 +251,14 @@ def _plan(methods: list[dict], op_of: dict, ids: dict, *, writes: bool, skip_mis
         if m["http"] == "GET":
             plan += _variants(item, m, kwargs)
         if m["http"] == "GET" and "filter" in m["params"]:
-            plan.append({**item, "kwargs": {**kwargs, "filter": "equals(no_such_field,'x')"}, "expect": 400,
-                         "label": "unknown filter field"})
+            plan.append(
+                {
+                    **item,
+                    "kwargs": {**kwargs, "filter": "equals(no_such_field,'x')"},
+                    "expect": 400,
+                    "label": "unknown filter field",
+                }
+            )
         if m["http"] == "GET" and "sort" in m["params"]:
             plan.append({**item, "kwargs": {**kwargs, "sort": "no_such_field"}, "expect": 400, "label": "unknown sort field"})
     return plan
@@ -190,7 +273,7 @@ def _follow_links(emu, results: list[dict]) -> None:
     for outcome in results:
         for link in outcome.get("links", []):
             path = link.split("?")[0]
-            shape = re.sub(r"/api/([^/]+)/[^/]+/", r"/api/\1/{id}/", path[len(emu.base_url):])
+            shape = re.sub(r"/api/([^/]+)/[^/]+/", r"/api/\1/{id}/", path[len(emu.base_url) :])
             shapes.setdefault(shape, link)
     get_paths = [o.path_regex for o in klaviyo_spec.operations().values() if o.method == "GET"]
     nowhere = sorted(shape for shape in shapes if not any(rx.match(shape.replace("{id}", "x")) for rx in get_paths))
@@ -198,12 +281,16 @@ def _follow_links(emu, results: list[dict]) -> None:
     for shape, link in sorted(shapes.items()):
         if shape in nowhere:
             continue
-        params = {"filter": "equals(messages.channel,'email')"} if shape.rstrip("/") == "/api/campaigns" and "?" not in link else None
+        params = (
+            {"filter": "equals(messages.channel,'email')"} if shape.rstrip("/") == "/api/campaigns" and "?" not in link else None
+        )
         response = httpx.get(link, params=params, headers=emu.headers, timeout=60)
         if response.status_code != 200:
             broken[shape] = f"{response.status_code}: {response.text[:200]}"
-    print(f"{len(shapes) - len(nowhere)} link shapes in the answers followed, {len(broken)} broken; {len(nowhere)} lead to "
-          f"no operation of the spec: {', '.join(nowhere)}")
+    print(
+        f"{len(shapes) - len(nowhere)} link shapes in the answers followed, {len(broken)} broken; {len(nowhere)} lead to "
+        f"no operation of the spec: {', '.join(nowhere)}"
+    )
     assert not broken, "\n".join(f"{shape} -> {problem}" for shape, problem in broken.items())
 
 
@@ -244,13 +331,16 @@ def test_sdk_calls_every_emulated_operation(version, referee_emulator, tmp_path)
     tally = Counter("ok" if r["status"] == r["expect"] else "pending" if r["op"] in pending else "wrong" for r in results)
     ops = {r["op"] for r in results}
     not_served = {op for op in op_of.values() if op not in served | PENDING_OK}
-    print(f"\nklaviyo-api {version} (revision {revision}): {len(methods)} SDK methods over "
-          f"{len(set(op_of.values()))} operations; {len(called)} methods over {len(ops)} emulated operations called "
-          f"{len(results)} times ({followed} next pages): {tally['ok']} as documented, {tally['wrong']} not, {tally['pending']} pending "
-          f"({', '.join(pending) or 'none'}); {len(not_served)} operations not emulated")
+    print(
+        f"\nklaviyo-api {version} (revision {revision}): {len(methods)} SDK methods over "
+        f"{len(set(op_of.values()))} operations; {len(called)} methods over {len(ops)} emulated operations called "
+        f"{len(results)} times ({followed} next pages): {tally['ok']} as documented, {tally['wrong']} not, {tally['pending']} pending "
+        f"({', '.join(pending) or 'none'}); {len(not_served)} operations not emulated"
+    )
     if wrong and served_revision != revision:
-        pytest.xfail(f"the emulator served revision {served_revision}'s shapes to the SDK's {revision}; "
-                     f"{len(wrong)} calls do not parse:\n" + "\n".join(wrong))
+        pytest.xfail(
+            f"the emulator served revision {served_revision}'s shapes to the SDK's {revision}; "
+            f"{len(wrong)} calls do not parse:\n" + "\n".join(wrong)
+        )
     assert wrong == [], "\n".join(wrong)
     _follow_links(emu, results)
-

@@ -9,8 +9,9 @@ import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true", default=False,
-                     help="reliability: run the whole set (20+ kill points, every slow case)")
+    parser.addoption(
+        "--full", action="store_true", default=False, help="reliability: run the whole set (20+ kill points, every slow case)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-WRITE_OPS = ("bulk_import_profiles", "remove_profiles_from_list", "bulk_subscribe_profiles",
-             "bulk_unsubscribe_profiles", "create_list")
+WRITE_OPS = (
+    "bulk_import_profiles",
+    "remove_profiles_from_list",
+    "bulk_subscribe_profiles",
+    "bulk_unsubscribe_profiles",
+    "create_list",
+)
 LOST = ("slow", "truncate")
 _current: contextvars.ContextVar = contextvars.ContextVar("ledger_entry", default=None)
 
@@ -63,8 +68,10 @@ def batch_key(op: str, body: bytes) -> tuple | None:
     if op == "create_list":
         return (data["attributes"]["name"],)
     profiles = data["attributes"]["profiles"]["data"]
-    return tuple((p.get("attributes") or {}).get("email") or (p.get("attributes") or {}).get("phone_number")
-                 or p.get("id") for p in profiles)
+    return tuple(
+        (p.get("attributes") or {}).get("email") or (p.get("attributes") or {}).get("phone_number") or p.get("id")
+        for p in profiles
+    )
 
 
 class PostLedger:
@@ -106,6 +113,7 @@ class PostLedger:
                 await send(message)
 
             await inner(scope, receive, watch)
+
         handled.state = inner.state
         return handled
 
@@ -166,13 +174,13 @@ def check_accepted_once(ledger: PostLedger, op: str, expected_keys: list[tuple])
         if whole is not None and whole in batches:
             batches[whole] = batches[whole] + batches.pop(key)
     assert sorted(batches) == sorted(expected_keys), (
-        f"{op}: the emulator saw {len(batches)} distinct batches, the input makes {len(expected_keys)}")
+        f"{op}: the emulator saw {len(batches)} distinct batches, the input makes {len(expected_keys)}"
+    )
     figures = Counter()
     for key, entries in batches.items():
         accepted = [e for e in entries if e.accepted]
         confirmed = [e for e in accepted if e.confirmed]
-        where = f"{op} batch of {len(key)} starting {key[0]!r}: " + ", ".join(
-            f"{e.kind or 'ok'}/{e.status}" for e in entries)
+        where = f"{op} batch of {len(key)} starting {key[0]!r}: " + ", ".join(f"{e.kind or 'ok'}/{e.status}" for e in entries)
         assert len(confirmed) == 1, "accepted and confirmed more than once (resent after Klaviyo said yes): " + where
         assert accepted[-1] is confirmed[0], "sent again after a confirmed acceptance: " + where
         assert all(e.answer_lost for e in accepted[:-1]), where
@@ -192,15 +200,15 @@ def check_applied_once(ledger: PostLedger, op: str, expected_keys: list[tuple]) 
         if whole is not None and whole in batches:
             batches[whole] = batches[whole] + batches.pop(key)
     assert sorted(batches) == sorted(expected_keys), (
-        f"{op}: the emulator saw {len(batches)} distinct batches, the input makes {len(expected_keys)}")
+        f"{op}: the emulator saw {len(batches)} distinct batches, the input makes {len(expected_keys)}"
+    )
     figures = Counter()
     for key, entries in batches.items():
         applied: Counter = Counter()
         for e in entries:
             if e.accepted:
                 applied.update(e.key)
-        where = f"{op} batch of {len(key)} starting {key[0]!r}: " + ", ".join(
-            f"{e.kind or 'ok'}/{e.status}" for e in entries)
+        where = f"{op} batch of {len(key)} starting {key[0]!r}: " + ", ".join(f"{e.kind or 'ok'}/{e.status}" for e in entries)
         # a profile never written is one that reading back found already as asked (the final
         # state, compared with a fault-free run's by the caller, says whether that was right)
         assert set(applied) <= set(key) and max(applied.values(), default=1) == 1, "a profile written twice: " + where
@@ -232,11 +240,16 @@ def normal_snapshot(app) -> dict:
     new_rows = np.arange(state.base.count, state.count, dtype=np.int64)
     new_profiles = {}
     for row, attrs in zip(new_rows.tolist(), state.profile_attributes(new_rows, False, False)):
-        new_profiles[_identity(state, row)] = {k: attrs.get(k) for k in ("email", "phone_number", "first_name",
-                                                                         "last_name")}
+        new_profiles[_identity(state, row)] = {k: attrs.get(k) for k in ("email", "phone_number", "first_name", "last_name")}
     changed = {_identity(state, row): {k: v for k, v in attrs.items()} for row, attrs in sorted(state.changes.items())}
-    return {"profiles": snap["profiles"], "new_profiles": new_profiles, "changed": changed,
-            "new_lists": sorted(snap["new_lists"].values()), "list_members": lists, "subscriptions": subs}
+    return {
+        "profiles": snap["profiles"],
+        "new_profiles": new_profiles,
+        "changed": changed,
+        "new_lists": sorted(snap["new_lists"].values()),
+        "list_members": lists,
+        "subscriptions": subs,
+    }
 
 
 def consent_of(app, identities) -> dict:
@@ -256,7 +269,10 @@ def consent_of(app, identities) -> dict:
     out = {}
     for ident, attrs in zip(identities, state.profile_attributes(np.array(rows, dtype=np.int64), True, False)):
         s = attrs["subscriptions"]
-        out[ident] = {"email": s["email"]["marketing"]["consent"], "sms": s["sms"]["marketing"]["consent"],
-                      "suppressions": [x["reason"] for x in s["email"]["marketing"]["suppression"]],
-                      "list_suppressions": [x["list_id"] for x in s["email"]["marketing"]["list_suppressions"]]}
+        out[ident] = {
+            "email": s["email"]["marketing"]["consent"],
+            "sms": s["sms"]["marketing"]["consent"],
+            "suppressions": [x["reason"] for x in s["email"]["marketing"]["suppression"]],
+            "list_suppressions": [x["list_id"] for x in s["email"]["marketing"]["list_suppressions"]],
+        }
     return out

@@ -7,7 +7,6 @@ import asyncio
 from collections import Counter
 from contextlib import contextmanager
 
-
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_emulator.server import serving
 

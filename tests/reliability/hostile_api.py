@@ -72,6 +72,7 @@ class HostileApp:
 
 # --- ways to spoil a page ----------------------------------------------------------------------
 
+
 def drop_data(doc, url):
     return {k: v for k, v in doc.items() if k != "data"}
 
@@ -89,6 +90,7 @@ def drop_id(index: int = 0):
         data = [dict(r) for r in doc["data"]]
         data[index].pop("id", None)
         return {**doc, "data": data}
+
     return how
 
 
@@ -97,6 +99,7 @@ def set_id(value):
         data = [dict(r) for r in doc["data"]]
         data[0]["id"] = value
         return {**doc, "data": data}
+
     return how
 
 
@@ -106,9 +109,11 @@ def next_to_itself(doc, url):
 
 def next_to(target: dict):
     """A next link to the URL recorded in ``target['url']`` (a cycle through earlier pages)."""
+
     def how(doc, url):
         target.setdefault("url", url)
         return {**doc, "links": {**(doc.get("links") or {}), "next": target["url"]}}
+
     return how
 
 
@@ -144,7 +149,9 @@ def huge_string(doc, url):
 
 def copies(n: int):
     """A page of ``n`` records (the first record repeated with new ids)."""
+
     def how(doc, url):
         first = doc["data"][0]
         return {**doc, "data": [{**first, "id": f"{first['id']}-{i}"} for i in range(n)], "links": {"next": None}}
+
     return how

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from klaviyo_bridge.api.retry import RetryPolicy
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, rows_of, serve_app
 
@@ -103,7 +103,9 @@ def test_kill_9_at_random_points_then_rerun(tmp_path, slow_emulator, reference, 
         rerun = subprocess.run(issue(home, cfg), capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, f"rerun after kill point {point} ({delay:.2f}s): {rerun.stderr}"
         rows, cursor = table_and_cursor(home)
-        assert rows == expected, f"after kill point {point} ({delay:.2f}s) and a rerun: {len(expected)} {len(expected_set)} {len(set(rows))} {len(rows)} rows, {len(set(rows) - expected_set)} unexpected, {len(expected_set - set(rows))} missing"
+        assert rows == expected, (
+            f"after kill point {point} ({delay:.2f}s) and a rerun: {len(expected)} {len(expected_set)} {len(set(rows))} {len(rows)} rows, {len(set(rows) - expected_set)} unexpected, {len(expected_set - set(rows))} missing"
+        )
         assert set(rows) == expected_set and cursor is not None
         FIGURES["rows checked (kill -9 reruns)"] += len(rows)
     FIGURES["kill points tried"] += points
@@ -117,8 +119,7 @@ def test_two_imports_of_one_table_at_once(tmp_path, slow_emulator, reference):
     expected, _ = reference
     home = tmp_path / "home"
     cfg = write_config(tmp_path / "c.yml", slow_emulator)
-    procs = [subprocess.Popen(issue(home, cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [subprocess.Popen(issue(home, cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     codes = sorted(r[0] for r in results)
     for code, out, err in results:
@@ -140,11 +141,20 @@ def test_a_held_lock_makes_the_second_run_wait_then_succeed(tmp_path, slow_emula
     home = tmp_path / "home"
     home.mkdir()
     cfg = write_config(tmp_path / "c.yml", slow_emulator)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from klaviyo_bridge.store.factory import open_warehouse; "
-        f"wh = open_warehouse({str(home / 'warehouse.duckdb')!r}); print('held', flush=True); "
-        "sys.stdin.readline(); wh.close(); print('released', flush=True)")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from klaviyo_bridge.store.factory import open_warehouse; "
+                f"wh = open_warehouse({str(home / 'warehouse.duckdb')!r}); print('held', flush=True); "
+                "sys.stdin.readline(); wh.close(); print('released', flush=True)"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     second = None
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -39,8 +39,12 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-                          capture_output=True, text=True, timeout=WAIT)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     return done.returncode == 0
 
 
@@ -76,19 +80,28 @@ def _file_size_limit(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def cli(home: Path, *args: str, stdin: str | None = None, limit: int | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    return subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), *args], capture_output=True,
-                          text=True, input=stdin, env=env, timeout=WAIT,
-                          preexec_fn=_file_size_limit(limit) if limit else None)
+    return subprocess.run(
+        [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=env,
+        timeout=WAIT,
+        preexec_fn=_file_size_limit(limit) if limit else None,
+    )
 
 
 def config(path: Path, url: str, source: str) -> Path:
-    path.write_text(f"in:\n  type: klaviyo\n  data_source: {source}\n  api_token: {DEFAULT_API_KEY}\n  base_url: {url}\n"
-                    "  incremental: true\nout:\n  mode: merge\n")
+    path.write_text(
+        f"in:\n  type: klaviyo\n  data_source: {source}\n  api_token: {DEFAULT_API_KEY}\n  base_url: {url}\n"
+        "  incremental: true\nout:\n  mode: merge\n"
+    )
     return path
 
 
@@ -109,8 +122,16 @@ def test_an_import_that_does_not_fit_fails_clearly_and_leaves_state_and_data_agr
     with open_warehouse(home / "warehouse.duckdb") as wh:
         lists_before, cursor_before = rows_of(wh, "klaviyo", "lists"), wh.state.cursor("klaviyo.lists")
     size = (home / "warehouse.duckdb").stat().st_size
-    done = cli(home, "connector:issue", str(config(tmp_path / "events.yml", url, "events")), "-d", "klaviyo",
-               "-t", "events", limit=None if how == "tmpfs" else size + 64 * 1024)
+    done = cli(
+        home,
+        "connector:issue",
+        str(config(tmp_path / "events.yml", url, "events")),
+        "-d",
+        "klaviyo",
+        "-t",
+        "events",
+        limit=None if how == "tmpfs" else size + 64 * 1024,
+    )
     assert_clear_disk_full(done)
     with open_warehouse(home / "warehouse.duckdb") as wh:
         assert rows_of(wh, "klaviyo", "lists") == lists_before and wh.state.cursor("klaviyo.lists") == cursor_before
@@ -149,12 +170,21 @@ def test_an_export_on_a_full_disk_sends_nothing(tmp_path, small_disk, emulator):
     home = disk / "home"
     assert cli(home, "sql", "CREATE SCHEMA klaviyo; CREATE TABLE klaviyo.keep AS SELECT 1 AS x").returncode == 0
     settings = tmp_path / "export.yml"
-    settings.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
-                        "list_identify_type: name\nlist_value: Disk full\n")
+    settings.write_text(
+        f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Disk full\n"
+    )
     before = app.state.emulator.snapshot()
     _fill(disk)
-    done = cli(home, "query", "-d", "klaviyo", "--result-settings", str(settings),
-               "SELECT 'd' || i || '@example.com' AS email FROM range(500) t(i)")
+    done = cli(
+        home,
+        "query",
+        "-d",
+        "klaviyo",
+        "--result-settings",
+        str(settings),
+        "SELECT 'd' || i || '@example.com' AS email FROM range(500) t(i)",
+    )
     assert_clear_disk_full(done)
     assert app.state.emulator.snapshot() == before, "something was sent although the run could not be recorded"
     (disk / "filler").unlink()
@@ -171,11 +201,22 @@ def test_a_schedule_on_a_full_disk_is_not_half_saved(tmp_path, small_disk, emula
     home = disk / "home"
     assert cli(home, "sql", "CREATE SCHEMA klaviyo").returncode == 0
     settings = tmp_path / "export.yml"
-    settings.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
-                        "list_identify_type: name\nlist_value: Disk full\n")
+    settings.write_text(
+        f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Disk full\n"
+    )
     _fill(disk)
-    done = cli(home, "sched:create", "weekly", "0 7 * * 1", "-d", "klaviyo", "--result-settings", str(settings),
-               "SELECT 'a@example.com' AS email")
+    done = cli(
+        home,
+        "sched:create",
+        "weekly",
+        "0 7 * * 1",
+        "-d",
+        "klaviyo",
+        "--result-settings",
+        str(settings),
+        "SELECT 'a@example.com' AS email",
+    )
     assert_clear_disk_full(done)
     (disk / "filler").unlink()
     with open_warehouse(home / "warehouse.duckdb") as wh:

@@ -27,21 +27,35 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.exports import batching, ops, runner
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 from .export_ledger import PostLedger, check_accepted_once, check_applied_once, consent_of, normal_snapshot
 from .helpers import FIGURES, fast_client_class, serve_app
 
 MIX = "429=0.2,500=0.05,503=0.05,reset=0.02,slow=0.05:1s,truncate=0.01,seed={seed}"
-EMU = dict(seed=51, profiles=400, events=0, lists=3, segments=1, campaigns=1, templates=1, flows=1,
-           rate_limits=False, job_profiles_per_second=1e9)
+EMU = dict(
+    seed=51,
+    profiles=400,
+    events=0,
+    lists=3,
+    segments=1,
+    campaigns=1,
+    templates=1,
+    flows=1,
+    rate_limits=False,
+    job_profiles_per_second=1e9,
+)
 SMALL = {"add": 30, "remove_profiles": 25, "subscribed": 25, "unsubscribed": 10}
-OP_CLASSES = {"add": (ops.AddToList,), "remove_profiles": (ops.RemoveFromList,), "subscribed": (ops.Subscribe,),
-              "unsubscribed": (ops.Unsubscribe, ops.UnsubscribeFromList)}
+OP_CLASSES = {
+    "add": (ops.AddToList,),
+    "remove_profiles": (ops.RemoveFromList,),
+    "subscribed": (ops.Subscribe,),
+    "unsubscribed": (ops.Unsubscribe, ops.UnsubscribeFromList),
+}
 OPS = ("add", "remove_profiles", "subscribe", "unsubscribe")
 
 
@@ -67,23 +81,38 @@ def scenario(op: str, app, n: int = 600):
     existing = [base.email(r) for r in range(0, 2 * n // 3, 2)][: n // 3]
     new = [f"fault.{i}@example.org" for i in range(n - len(existing))]
     emails = sorted(existing + new)
-    keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": "http://emulator.test", "retry_limit": 7,
-            "concurrency": 1}
+    keys = {
+        "type": "klaviyo",
+        "api_token": DEFAULT_API_KEY,
+        "base_url": "http://emulator.test",
+        "retry_limit": 7,
+        "concurrency": 1,
+    }
     if op == "add":
-        s = dict(operation="add", list_identify_type="id", list_value=lists[0], wait_for_completion=True,
-                 waiting_time_for_completion_millis=300_000)
+        s = dict(
+            operation="add",
+            list_identify_type="id",
+            list_value=lists[0],
+            wait_for_completion=True,
+            waiting_time_for_completion_millis=300_000,
+        )
         table = pa.table({"email": emails, "first_name": [f"F{i}" for i in range(len(emails))]})
     elif op == "remove_profiles":
-        ids = sorted(members[lists[1]])[:n // 2] + [base.profile_id(r) for r in range(n // 2)]
+        ids = sorted(members[lists[1]])[: n // 2] + [base.profile_id(r) for r in range(n // 2)]
         s = dict(operation="remove_profiles", list_value=lists[1])
         table = pa.table({"profile_id": sorted(set(ids))})
     elif op == "subscribe":
-        s = dict(operation="batch_consent", consent_type="subscribed", subscription_type="email_marketing_only",
-                 list_value=lists[2])
+        s = dict(
+            operation="batch_consent", consent_type="subscribed", subscription_type="email_marketing_only", list_value=lists[2]
+        )
         table = pa.table({"email": emails})
     else:  # unsubscribe (globally) or unsubscribe_from_list
-        s = dict(operation="batch_consent", consent_type="unsubscribed", subscription_type="email_marketing_only",
-                 **({"list_value": lists[0]} if op == "unsubscribe_from_list" else {}))
+        s = dict(
+            operation="batch_consent",
+            consent_type="unsubscribed",
+            subscription_type="email_marketing_only",
+            **({"list_value": lists[0]} if op == "unsubscribe_from_list" else {}),
+        )
         table = pa.table({"email": [base.email(r) for r in range(0, 3 * (n // 3), 3)][: n // 3]})
     return parse_export_settings({**keys, **s}), table
 
@@ -104,8 +133,7 @@ def _expected_keys(op, table, settings, sent=None):
     never sent (a list unsubscribe skips non-members)."""
     column = table.column("profile_id" if op == "remove_profiles" else "email").to_pylist()
     size = ops.operation_for(settings).endpoint.max_items
-    batches = [[(i, column[i]) for i in range(start, min(start + size, len(column)))]
-               for start in range(0, len(column), size)]
+    batches = [[(i, column[i]) for i in range(start, min(start + size, len(column)))] for start in range(0, len(column), size)]
     keys = [tuple(v for i, v in batch if sent is None or i in sent) for batch in batches]
     return [k for k in keys if k]
 
@@ -113,8 +141,9 @@ def _expected_keys(op, table, settings, sent=None):
 def check(tmp_path, op, seed, concurrency, n=600):
     clean = PostLedger(create_app(EmulatorSettings(**EMU)))
     _, table, clean_result, clean_rows, _ = export_once(tmp_path, "clean", clean, op, concurrency, n)
-    sent = {i for i, o in zip(clean_rows.column("row_index").to_pylist(), clean_rows.column("outcome").to_pylist())
-            if o != "skipped"}
+    sent = {
+        i for i, o in zip(clean_rows.column("row_index").to_pylist(), clean_rows.column("outcome").to_pylist()) if o != "skipped"
+    }
     faulty = PostLedger(create_app(EmulatorSettings(**EMU, faults=MIX.format(seed=seed))))
     s, table, result, rows, runs = export_once(tmp_path, "faulty", faulty, op, concurrency, n)
     n = table.num_rows
@@ -146,8 +175,9 @@ def check(tmp_path, op, seed, concurrency, n=600):
     if op == "add":
         jobs = [j for j in faulty.emulator.jobs.order if j.type == "profile-bulk-import-job"]
         assert len(jobs) == figures["posts"] - sum(1 for e in faulty.entries if e.op == op_id and not e.accepted)
-        FIGURES["export: duplicate bulk import jobs (answer lost, same profiles, same final state)"] += \
-            figures["accepted again after a lost answer"]
+        FIGURES["export: duplicate bulk import jobs (answer lost, same profiles, same final state)"] += figures[
+            "accepted again after a lost answer"
+        ]
     plan = faulty.state.faults
     FIGURES["export runs under faults"] += 1
     FIGURES["export requests under faults"] += plan.total_requests
@@ -201,8 +231,9 @@ def test_unsubscribe_from_a_list_under_faults_never_unsubscribes_globally(tmp_pa
     assert faulty.emulator.state.count == state.base.count, "a non-member was created by an unsubscribe"
     assert wrongly == [], "globally unsubscribed by a list unsubscribe"
     assert faulty.kinds(ops.operation_for(s).endpoint.operation_id), "no fault landed on a list unsubscribe"
-    unconfirmed = [i for i, o in zip(out_rows.column("row_index").to_pylist(), out_rows.column("outcome").to_pylist())
-                   if o == "unconfirmed"]
+    unconfirmed = [
+        i for i, o in zip(out_rows.column("row_index").to_pylist(), out_rows.column("outcome").to_pylist()) if o == "unconfirmed"
+    ]
     members = set(faulty.emulator.snapshot()["list_members"][s.list_value])
     assert all(idents[i] in members for i in unconfirmed), "an unconfirmed row left the list"
     FIGURES["list unsubscribe rows left unconfirmed under faults (then finished by a rerun)"] += len(unconfirmed)

@@ -32,15 +32,25 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.store.factory import open_warehouse
 
 from .export_ledger import PostLedger, normal_snapshot
 from .helpers import FIGURES, serve_app
 
-EMU = dict(seed=61, profiles=300, events=0, lists=2, segments=1, campaigns=1, templates=1, flows=1,
-           rate_limits=False, job_profiles_per_second=100_000)
+EMU = dict(
+    seed=61,
+    profiles=300,
+    events=0,
+    lists=2,
+    segments=1,
+    campaigns=1,
+    templates=1,
+    flows=1,
+    rate_limits=False,
+    job_profiles_per_second=100_000,
+)
 ROWS, BATCH = 15_000, 10_000
 SQL = "SELECT email, first_name FROM people ORDER BY email"
 IMPORT = "bulk_import_profiles"
@@ -52,7 +62,7 @@ def emails() -> list[str]:
 
 def batch_keys() -> list[tuple]:
     e = emails()
-    return [tuple(e[i:i + BATCH]) for i in range(0, ROWS, BATCH)]
+    return [tuple(e[i : i + BATCH]) for i in range(0, ROWS, BATCH)]
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +82,20 @@ def new_home(tmp_path: Path, name: str, template: Path) -> Path:
 
 
 def query_cmd(home: Path, url: str, list_id: str, resume: str | None = None) -> list[str]:
-    settings = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "add",
-                "list_identify_type": "id", "list_value": list_id, "wait_for_completion": True,
-                "waiting_time_for_completion_millis": 300_000, "retry_limit": 3}
+    settings = {
+        "type": "klaviyo",
+        "api_token": DEFAULT_API_KEY,
+        "base_url": url,
+        "operation": "add",
+        "list_identify_type": "id",
+        "list_value": list_id,
+        "wait_for_completion": True,
+        "waiting_time_for_completion_millis": 300_000,
+        "retry_limit": 3,
+    }
     conf = home.parent / f"{home.name}-settings.json"  # a file: a key on the command line is refused
     conf.write_text(json.dumps(settings))
-    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", str(conf)]
+    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm", "--result-settings", str(conf)]
     return cmd + (["--resume", resume] if resume else []) + [SQL]
 
 
@@ -151,15 +168,17 @@ def test_kill_9_at_random_points_of_an_export_then_resume(tmp_path, template, re
             else:
                 for status in at_kill.values():
                     outcomes[f"batches '{status}' at the kill"] += 1
-                again = subprocess.run(query_cmd(home, url, list_id, resume=run.run_id), capture_output=True,
-                                       text=True, timeout=120)
+                again = subprocess.run(
+                    query_cmd(home, url, list_id, resume=run.run_id), capture_output=True, text=True, timeout=120
+                )
             assert again.returncode == 0, f"{where}: {again.stderr}"
         run2, batches, rows = run_state(home)
         assert run is None or run2.run_id == run.run_id
         assert run2.status == "success", where
         # Every row accounted for exactly once.
-        assert rows.sort_by("row_index").column("row_index").to_pylist() == list(range(ROWS)), \
+        assert rows.sort_by("row_index").column("row_index").to_pylist() == list(range(ROWS)), (
             f"{where}: {rows.num_rows} outcomes for {ROWS} rows"
+        )
         assert set(rows.column("outcome").to_pylist()) == {"accepted"}, where
         assert set(batches.values()) == {"done"} and len(batches) == len(keys), (where, batches)
         # The same final state as an uninterrupted run.
@@ -187,6 +206,7 @@ def test_kill_9_at_random_points_of_an_export_then_resume(tmp_path, template, re
 
 
 # --- the crash windows between two state writes, hit exactly (in-process) ----------------------
+
 
 class Killed(BaseException):
     """Stands in for kill -9 at one exact line: nothing after it runs."""
@@ -216,9 +236,18 @@ def test_kill_in_each_window_between_state_writes_then_resume(tmp_path, monkeypa
     app, list_id = emulator()
     n = 12_000
     table = pa.table({"email": [f"w{i:05d}@example.org" for i in range(n)]})
-    s = parse_export_settings({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": "http://emulator.test",
-                               "operation": "add", "list_value": list_id, "wait_for_completion": True,
-                               "concurrency": 1, "retry_limit": 1})
+    s = parse_export_settings(
+        {
+            "type": "klaviyo",
+            "api_token": DEFAULT_API_KEY,
+            "base_url": "http://emulator.test",
+            "operation": "add",
+            "list_value": list_id,
+            "wait_for_completion": True,
+            "concurrency": 1,
+            "retry_limit": 1,
+        }
+    )
     if status == "failed":  # the first batch fails: a 503 storm on every POST, retry_limit 1
         app = PostLedger(create_app(EmulatorSettings(**EMU, faults="storm=bulk_import_profiles:503:forever")))
         list_id = app.emulator.account.records["list"][0].id
@@ -239,15 +268,29 @@ def test_kill_in_each_window_between_state_writes_then_resume(tmp_path, monkeypa
     with open_warehouse(tmp_path / "wh.duckdb") as wh:
         monkeypatch.setattr(StateStore, method, dying)
         with pytest.raises(Killed):
-            asyncio.run(run_export(wh, table, s, transport=httpx.ASGITransport(app=app), sleep=no_sleep,
-                                   run_id="run-w", poll_initial=0.01))
+            asyncio.run(
+                run_export(
+                    wh, table, s, transport=httpx.ASGITransport(app=app), sleep=no_sleep, run_id="run-w", poll_initial=0.01
+                )
+            )
         monkeypatch.setattr(StateStore, method, original)
         if status == "failed":
             app.state.faults.spec = type(app.state.faults.spec)()  # the storm is over
-        asyncio.run(run_export(wh, table, s, transport=httpx.ASGITransport(app=app), sleep=no_sleep,
-                               run_id="run-w", resume=True, poll_initial=0.01))
+        asyncio.run(
+            run_export(
+                wh,
+                table,
+                s,
+                transport=httpx.ASGITransport(app=app),
+                sleep=no_sleep,
+                run_id="run-w",
+                resume=True,
+                poll_initial=0.01,
+            )
+        )
         rows = wh.state.export_rows(run_id="run-w").sort_by("row_index")
         indexes = rows.column("row_index").to_pylist()
-        assert len(indexes) == n and indexes == list(range(n)), \
+        assert len(indexes) == n and indexes == list(range(n)), (
             f"{window}: {len(indexes)} outcomes for {n} rows ({len(indexes) - len(set(indexes))} recorded twice)"
+        )
     FIGURES["rows checked (export crash windows)"] += n

@@ -35,24 +35,27 @@ def test_storms_and_durations():
     assert parse_faults("") == parse_faults(None) == parse_faults(" , ")
 
 
-@pytest.mark.parametrize(("text", "names"), [
-    ("429=0.2,50=0.1", ["'50=0.1'", "unknown fault '50'"]),
-    ("503=high", ["'503=high'", "not a probability"]),
-    ("503=1.5", ["'503=1.5'", "outside 0..1"]),
-    ("503=-0.1", ["'503=-0.1'", "outside 0..1"]),
-    ("reset", ["'reset'", "KEY=VALUE"]),
-    ("seed=x", ["'seed=x'", "integer"]),
-    ("slow=0.1:soon", ["'slow=0.1:soon'", "not a duration"]),
-    ("slow=0.1:forever", ["'slow=0.1:forever'", "finite"]),
-    ("storm=get_evnts:503:10s", ["'storm=get_evnts:503:10s'", "did you mean 'get_events'"]),
-    ("storm=get_events:418:10s", ["'storm=get_events:418:10s'", "unknown fault kind '418'"]),
-    ("storm=get_events:503", ["'storm=get_events:503'", "OPERATION:KIND:DURATION"]),
-    ("storm=get_events:503:ten", ["'storm=get_events:503:ten'", "not a duration"]),
-    ("truncte=0.1", ["'truncte=0.1'", "did you mean 'truncate'"]),
-    ("503=0.1,503=0.2", ["'503=0.2'", "given twice"]),
-    ("429=0.6,503=0.6", ["add up to 1.2"]),
-    ("retry_after=-1", ["'retry_after=-1'", ">= 0"]),
-])
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("429=0.2,50=0.1", ["'50=0.1'", "unknown fault '50'"]),
+        ("503=high", ["'503=high'", "not a probability"]),
+        ("503=1.5", ["'503=1.5'", "outside 0..1"]),
+        ("503=-0.1", ["'503=-0.1'", "outside 0..1"]),
+        ("reset", ["'reset'", "KEY=VALUE"]),
+        ("seed=x", ["'seed=x'", "integer"]),
+        ("slow=0.1:soon", ["'slow=0.1:soon'", "not a duration"]),
+        ("slow=0.1:forever", ["'slow=0.1:forever'", "finite"]),
+        ("storm=get_evnts:503:10s", ["'storm=get_evnts:503:10s'", "did you mean 'get_events'"]),
+        ("storm=get_events:418:10s", ["'storm=get_events:418:10s'", "unknown fault kind '418'"]),
+        ("storm=get_events:503", ["'storm=get_events:503'", "OPERATION:KIND:DURATION"]),
+        ("storm=get_events:503:ten", ["'storm=get_events:503:ten'", "not a duration"]),
+        ("truncte=0.1", ["'truncte=0.1'", "did you mean 'truncate'"]),
+        ("503=0.1,503=0.2", ["'503=0.2'", "given twice"]),
+        ("429=0.6,503=0.6", ["add up to 1.2"]),
+        ("retry_after=-1", ["'retry_after=-1'", ">= 0"]),
+    ],
+)
 def test_parse_errors_name_the_bad_item(text, names):
     with pytest.raises(ValueError) as info:
         parse_faults(text)
@@ -107,6 +110,7 @@ def test_storm_lasts_its_duration_from_the_first_hit():
 
 # ----- each fault as the client sees it ------------------------------------------------------
 
+
 def _client(transport=None, base="http://emulator.local", read_timeout=None, retry_limit=1):
     settings = ClientSettings(api_key=DEFAULT_API_KEY, base_url=base, retry_limit=retry_limit)
     if read_timeout is not None:
@@ -115,8 +119,9 @@ def _client(transport=None, base="http://emulator.local", read_timeout=None, ret
     async def no_sleep(_):
         return None
 
-    return KlaviyoClient(settings, transport=transport, sleep=no_sleep,
-                         retry=RetryPolicy(retry_limit=retry_limit, initial_wait=0.0, max_wait=0.0))
+    return KlaviyoClient(
+        settings, transport=transport, sleep=no_sleep, retry=RetryPolicy(retry_limit=retry_limit, initial_wait=0.0, max_wait=0.0)
+    )
 
 
 def _emu(faults, **kw):

@@ -30,8 +30,18 @@ from . import hostile_api as h
 from .helpers import FIGURES, fast_client_class, rows_of
 
 BASE = "http://emulator.test"
-DATA = dict(seed=5, profiles=250, events=300, lists=4, segments=1, campaigns=0, templates=1, flows=1,
-            rate_limits=False, job_profiles_per_second=1e9)
+DATA = dict(
+    seed=5,
+    profiles=250,
+    events=300,
+    lists=4,
+    segments=1,
+    campaigns=0,
+    templates=1,
+    flows=1,
+    rate_limits=False,
+    job_profiles_per_second=1e9,
+)
 #: Every case ends within this many seconds or fails (retries are compressed, nothing waits for real).
 CASE_TIMEOUT = 30
 
@@ -40,6 +50,7 @@ def remember(target: dict):
     def how(doc, url):
         target["url"] = url
         return doc
+
     return how
 
 
@@ -51,56 +62,107 @@ def _cycle():
 MALFORMED = MalformedResponse
 # id -> (data_source, spoils or a faults spec, expected exception, fragments of its message)
 IMPORT_CASES = {
-    "page1_without_data": ("profiles", [h.Spoil("get_profiles", h.drop_data, 1)], MALFORMED,
-                           ["get_profiles, page 1", "no 'data' array", "/api/profiles"]),
-    "page2_without_data": ("profiles", [h.Spoil("get_profiles", h.drop_data, 2)], MALFORMED,
-                           ["get_profiles, page 2", "no 'data' array", "page%5Bcursor%5D"]),
+    "page1_without_data": (
+        "profiles",
+        [h.Spoil("get_profiles", h.drop_data, 1)],
+        MALFORMED,
+        ["get_profiles, page 1", "no 'data' array", "/api/profiles"],
+    ),
+    "page2_without_data": (
+        "profiles",
+        [h.Spoil("get_profiles", h.drop_data, 2)],
+        MALFORMED,
+        ["get_profiles, page 2", "no 'data' array", "page%5Bcursor%5D"],
+    ),
     "data_null": ("profiles", [h.Spoil("get_profiles", h.data_null, 3)], MALFORMED, ["page 3", "'data' is a JSON null"]),
     "data_object": ("profiles", [h.Spoil("get_profiles", h.data_object, 1)], MALFORMED, ["'data' is a JSON dict"]),
-    "record_without_id": ("profiles", [h.Spoil("get_profiles", h.drop_id(0), 1)], MALFORMED,
-                          ["page 1", "record 1 of the page has no 'id'"]),
-    "record_6_without_id_page2": ("profiles", [h.Spoil("get_profiles", h.drop_id(5), 2)], MALFORMED,
-                                  ["page 2", "record 6 of the page has no 'id'"]),
+    "record_without_id": (
+        "profiles",
+        [h.Spoil("get_profiles", h.drop_id(0), 1)],
+        MALFORMED,
+        ["page 1", "record 1 of the page has no 'id'"],
+    ),
+    "record_6_without_id_page2": (
+        "profiles",
+        [h.Spoil("get_profiles", h.drop_id(5), 2)],
+        MALFORMED,
+        ["page 2", "record 6 of the page has no 'id'"],
+    ),
     "empty_id": ("profiles", [h.Spoil("get_profiles", h.set_id(""), 1)], MALFORMED, ["record 1", "invalid id ''"]),
     "numeric_id": ("profiles", [h.Spoil("get_profiles", h.set_id(12345), 1)], MALFORMED, ["invalid id '12345'"]),
     "null_id": ("profiles", [h.Spoil("get_profiles", h.set_id(None), 2)], MALFORMED, ["page 2", "has no 'id'"]),
-    "next_to_itself_page1": ("profiles", [h.Spoil("get_profiles", h.next_to_itself, 1)], MALFORMED,
-                             ["next link of page", "leads back to a page already read"]),
-    "next_to_itself_page3": ("profiles", [h.Spoil("get_profiles", h.next_to_itself, 3)], MALFORMED,
-                             ["leads back to a page already read"]),
+    "next_to_itself_page1": (
+        "profiles",
+        [h.Spoil("get_profiles", h.next_to_itself, 1)],
+        MALFORMED,
+        ["next link of page", "leads back to a page already read"],
+    ),
+    "next_to_itself_page3": (
+        "profiles",
+        [h.Spoil("get_profiles", h.next_to_itself, 3)],
+        MALFORMED,
+        ["leads back to a page already read"],
+    ),
     "cycle_page3_to_page1": ("profiles", _cycle(), MALFORMED, ["next link of page 3", "leads back"]),
-    "next_not_a_string": ("profiles", [h.Spoil("get_profiles", h.next_not_a_string, 1)], MALFORMED,
-                          ["links.next is a JSON dict"]),
-    "next_to_another_host": ("profiles", [h.Spoil("get_profiles", h.next_to_other_host, 1)], ApiError,
-                             ["refusing to follow a link to another host"]),
-    "html_with_200": ("profiles", [h.Spoil("get_profiles", h.html_200)], RetriesExhausted,
-                      ["get_profiles failed after", "not JSON"]),
-    "json_list_document": ("profiles", [h.Spoil("get_profiles", h.json_list, 2)], MALFORMED,
-                           ["page 2", "JSON list, not a JSON:API document"]),
+    "next_not_a_string": (
+        "profiles",
+        [h.Spoil("get_profiles", h.next_not_a_string, 1)],
+        MALFORMED,
+        ["links.next is a JSON dict"],
+    ),
+    "next_to_another_host": (
+        "profiles",
+        [h.Spoil("get_profiles", h.next_to_other_host, 1)],
+        ApiError,
+        ["refusing to follow a link to another host"],
+    ),
+    "html_with_200": (
+        "profiles",
+        [h.Spoil("get_profiles", h.html_200)],
+        RetriesExhausted,
+        ["get_profiles failed after", "not JSON"],
+    ),
+    "json_list_document": (
+        "profiles",
+        [h.Spoil("get_profiles", h.json_list, 2)],
+        MALFORMED,
+        ["page 2", "JSON list, not a JSON:API document"],
+    ),
     "truncated_always": ("profiles", [h.Spoil("get_profiles", h.truncated)], RetriesExhausted, ["cut off"]),
     "empty_body_200": ("profiles", [h.Spoil("get_profiles", h.empty_200, 2)], MALFORMED, ["page 2", "no body"]),
-    "events_without_data": ("events", [h.Spoil("get_events", h.drop_data, 1)], MALFORMED,
-                            ["get_events, page 1", "no 'data' array"]),
-    "events_record_without_id": ("events", [h.Spoil("get_events", h.drop_id(3), 1)], MALFORMED,
-                                 ["get_events, page 1", "record 4 of the page has no 'id'"]),
+    "events_without_data": (
+        "events",
+        [h.Spoil("get_events", h.drop_data, 1)],
+        MALFORMED,
+        ["get_events, page 1", "no 'data' array"],
+    ),
+    "events_record_without_id": (
+        "events",
+        [h.Spoil("get_events", h.drop_id(3), 1)],
+        MALFORMED,
+        ["get_events, page 1", "record 4 of the page has no 'id'"],
+    ),
     "events_next_to_itself": ("events", [h.Spoil("get_events", h.next_to_itself, 1)], MALFORMED, ["leads back"]),
     "lists_without_data": ("lists", [h.Spoil("get_lists", h.drop_data, 1)], MALFORMED, ["get_lists, page 1"]),
     "lists_next_to_itself": ("lists", [h.Spoil("get_lists", h.next_to_itself, 1)], MALFORMED, ["leads back"]),
     "metrics_record_without_id": ("metrics", [h.Spoil("get_metrics", h.drop_id(0), 1)], MALFORMED, ["get_metrics"]),
-    "storm_503_forever": ("profiles", "storm=get_profiles:503:forever", RetriesExhausted,
-                          ["get_profiles failed after", "503"]),
-    "storm_429_forever": ("profiles", "storm=get_profiles:429:forever", RetriesExhausted,
-                          ["get_profiles failed after", "429"]),
-    "storm_reset_forever": ("profiles", "storm=get_profiles:reset:forever", RetriesExhausted,
-                            ["get_profiles failed after"]),
+    "storm_503_forever": ("profiles", "storm=get_profiles:503:forever", RetriesExhausted, ["get_profiles failed after", "503"]),
+    "storm_429_forever": ("profiles", "storm=get_profiles:429:forever", RetriesExhausted, ["get_profiles failed after", "429"]),
+    "storm_reset_forever": ("profiles", "storm=get_profiles:reset:forever", RetriesExhausted, ["get_profiles failed after"]),
 }
 
 #: Hostile answers that must still import correctly: (data_source, spoils or faults, check(rows table)).
 GOOD_CASES = {
-    "huge_page_5000_records": ("profiles", [h.Spoil("get_profiles", h.copies(5000), 1)],
-                               lambda t: t.num_rows == 5000 and len(set(t.column("id").to_pylist())) == 5000),
-    "two_megabyte_string": ("profiles", [h.Spoil("get_profiles", h.huge_string, 1)],
-                            lambda t: max(len(v or "") for v in t.column("first_name").to_pylist()) == 2_000_000),
+    "huge_page_5000_records": (
+        "profiles",
+        [h.Spoil("get_profiles", h.copies(5000), 1)],
+        lambda t: t.num_rows == 5000 and len(set(t.column("id").to_pylist())) == 5000,
+    ),
+    "two_megabyte_string": (
+        "profiles",
+        [h.Spoil("get_profiles", h.huge_string, 1)],
+        lambda t: max(len(v or "") for v in t.column("first_name").to_pylist()) == 2_000_000,
+    ),
     "5xx_and_429_mix": ("profiles", "429=0.3,500=0.1,503=0.1,seed=4", None),
     "truncate_and_reset_mix": ("profiles", "truncate=0.2,reset=0.1,seed=2", None),
 }
@@ -109,9 +171,19 @@ GOOD_CASES = {
 def _config(source: str):
     # A start time: no extra one-record request for the oldest record, so page N is request N.
     since = {"start_time": "2000-01-01T00:00:00"} if source in ("profiles", "events") else {}
-    return parse_import_config({"in": {"type": "klaviyo", "data_source": source, "api_token": DEFAULT_API_KEY,
-                                       "base_url": BASE, "retry_limit": 3, **since},
-                                "out": {"mode": "merge"}})
+    return parse_import_config(
+        {
+            "in": {
+                "type": "klaviyo",
+                "data_source": source,
+                "api_token": DEFAULT_API_KEY,
+                "base_url": BASE,
+                "retry_limit": 3,
+                **since,
+            },
+            "out": {"mode": "merge"},
+        }
+    )
 
 
 @pytest.fixture
@@ -126,8 +198,9 @@ def _app(spoils):
 
 
 def _import(wh, source, app, table=None):
-    coro = runner.run_import(_config(source), wh, "klaviyo", table or source, transport=httpx.ASGITransport(app=app),
-                             concurrency=1, windows=1)
+    coro = runner.run_import(
+        _config(source), wh, "klaviyo", table or source, transport=httpx.ASGITransport(app=app), concurrency=1, windows=1
+    )
     return asyncio.run(asyncio.wait_for(coro, CASE_TIMEOUT))
 
 
@@ -173,6 +246,7 @@ def test_hostile_answer_still_imports_correctly(case, tmp_path, fast):
 
 # --- exports: the destination and membership reads -------------------------------------------
 
+
 def _list_of(app, index=0):
     return app.state.emulator.account.records["list"][index]
 
@@ -205,20 +279,34 @@ def _by_name(app):
 
 
 def _unsubscribe(app):
-    return {"operation": "batch_consent", "consent_type": "unsubscribed", "subscription_type": "email_marketing_only",
-            "list_value": _list_of(app).id, "skip_invalid_records": True}
+    return {
+        "operation": "batch_consent",
+        "consent_type": "unsubscribed",
+        "subscription_type": "email_marketing_only",
+        "list_value": _list_of(app).id,
+        "skip_invalid_records": True,
+    }
 
 
 EXPORT_CASES = {
     "list_by_name_page_without_data": (_by_name, [h.Spoil("get_lists", h.drop_data, 1)], ["get_lists, page 1", "no 'data'"]),
     "list_by_name_next_to_itself": (_by_name, [h.Spoil("get_lists", h.next_to_itself, 1)], ["leads back"]),
     "list_by_name_record_without_id": (_by_name, [h.Spoil("get_lists", h.drop_id(0), 1)], ["has no 'id'"]),
-    "membership_read_next_to_itself": (_unsubscribe, [h.Spoil("get_profiles_for_list", h.next_to_itself, 1)],
-                                       ["get_profiles_for_list", "leads back"]),
-    "membership_read_without_data": (_unsubscribe, [h.Spoil("get_profiles_for_list", h.drop_data, 1)],
-                                     ["get_profiles_for_list, page 1", "no 'data'"]),
-    "membership_record_without_id": (_unsubscribe, [h.Spoil("get_profiles_for_list", h.drop_id(0), 1)],
-                                     ["get_profiles_for_list", "has no 'id'"]),
+    "membership_read_next_to_itself": (
+        _unsubscribe,
+        [h.Spoil("get_profiles_for_list", h.next_to_itself, 1)],
+        ["get_profiles_for_list", "leads back"],
+    ),
+    "membership_read_without_data": (
+        _unsubscribe,
+        [h.Spoil("get_profiles_for_list", h.drop_data, 1)],
+        ["get_profiles_for_list, page 1", "no 'data'"],
+    ),
+    "membership_record_without_id": (
+        _unsubscribe,
+        [h.Spoil("get_profiles_for_list", h.drop_id(0), 1)],
+        ["get_profiles_for_list", "has no 'id'"],
+    ),
 }
 
 
@@ -229,16 +317,18 @@ def test_hostile_answer_stops_the_export_before_anything_is_sent(case, tmp_path)
     app = h.HostileApp(inner, *spoils)
     members, others = _members_and_others(inner, _list_of(inner).id)
     table = pa.table({"email": members + others})
-    settings = parse_export_settings({"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": BASE,
-                                      "retry_limit": 1, **make_settings(inner)})
+    settings = parse_export_settings(
+        {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": BASE, "retry_limit": 1, **make_settings(inner)}
+    )
     before = inner.state.emulator.snapshot()
     transport = Writes(app)
     with open_warehouse(tmp_path / "w.duckdb") as wh:
         wh.write("klaviyo", "keep", pa.table({"id": ["a"]}), "append")
         message = None
         try:
-            result = asyncio.run(asyncio.wait_for(run_export(wh, table, settings, transport=transport, sleep=_no_sleep),
-                                                  CASE_TIMEOUT))
+            result = asyncio.run(
+                asyncio.wait_for(run_export(wh, table, settings, transport=transport, sleep=_no_sleep), CASE_TIMEOUT)
+            )
         except (ExportError, ApiError) as exc:
             message = str(exc)
         else:  # a failed check before sending: every row ends not sent, the reason recorded per row

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 from klaviyo_bridge.errors import ConfigError, ExportError
 from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 from .helpers import FIGURES
 
@@ -65,9 +65,11 @@ def app():
 def list_id(app):
     async def first():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as http:
-            r = await http.get("/api/lists", headers={"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}",
-                                                       "revision": "2024-10-15"})
+            r = await http.get(
+                "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}", "revision": "2024-10-15"}
+            )
             return r.json()["data"][0]["id"]
+
     return asyncio.run(first())
 
 
@@ -88,8 +90,13 @@ async def _no_sleep(_):
 @pytest.mark.parametrize("path", [_export_param(p) for p in EXPORTS])
 def test_export_case(path, tmp_path, app, list_id):
     case = json.loads(path.read_text())
-    keys = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": "http://e", "skip_invalid_records": False,
-            **{k: (list_id if v == "LIST_ID" else v) for k, v in case["settings"].items()}}
+    keys = {
+        "type": "klaviyo",
+        "api_token": DEFAULT_API_KEY,
+        "base_url": "http://e",
+        "skip_invalid_records": False,
+        **{k: (list_id if v == "LIST_ID" else v) for k, v in case["settings"].items()},
+    }
     settings = parse_export_settings(keys)
     names = list(dict.fromkeys(k for row in case["rows"] for k in row))
     fields = [pa.field(n, getattr(pa, case["types"].get(n, "string"))()) for n in names]

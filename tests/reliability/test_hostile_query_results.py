@@ -19,28 +19,34 @@ SETTINGS = "type: klaviyo\napi_token: pk_corpus_key\nbase_url: http://127.0.0.1:
 CASES = {
     # id: (SQL, fragments expected in stderr+stdout)
     "duplicate_email_column": ("SELECT 'a@example.com' AS email, 'b@example.com' AS email", ["column 'email' 2 times"]),
-    "duplicate_other_column": ("SELECT 'a@example.com' AS email, 'x' AS first_name, 'y' AS first_name",
-                               ["column 'first_name' 2 times"]),
-    "nan_phone_number": ("SELECT 'a@example.com' AS email, 'nan'::DOUBLE AS phone_number",
-                         ["column 'phone_number' must be a string"]),
+    "duplicate_other_column": (
+        "SELECT 'a@example.com' AS email, 'x' AS first_name, 'y' AS first_name",
+        ["column 'first_name' 2 times"],
+    ),
+    "nan_phone_number": (
+        "SELECT 'a@example.com' AS email, 'nan'::DOUBLE AS phone_number",
+        ["column 'phone_number' must be a string"],
+    ),
     "email_is_a_list": ("SELECT [1, 2] AS email", ["column 'email' must be a string"]),
     "email_is_a_struct": ("SELECT {'a': 1} AS email", ["column 'email' must be a string"]),
     "email_is_an_integer": ("SELECT 42 AS email", ["column 'email' must be a string"]),
     "upper_case_column": ("SELECT 'a@example.com' AS \"EMAIL\"", ["found 'EMAIL': column names are case-sensitive"]),
     "no_identifier_column": ("SELECT 1 AS x", ["needs a string column email or phone_number"]),
     "null_identifier": ("SELECT NULL::VARCHAR AS email", ["invalid row 1", "email"]),
-    "five_megabyte_value": ("SELECT 'a@example.com' AS email, repeat('x', 5000000) AS first_name",
-                            ["invalid row 1", "100 KB"]),
+    "five_megabyte_value": ("SELECT 'a@example.com' AS email, repeat('x', 5000000) AS first_name", ["invalid row 1", "100 KB"]),
     "nul_in_email": ("SELECT 'ada' || chr(0) || '@example.com' AS email", ["invalid row 1", "control or invisible"]),
-    "crlf_in_email": ("SELECT 'ada@example.com' || chr(13) || chr(10) || 'Bcc: x@example.com' AS email",
-                      ["invalid row 1"]),
-    "invalid_and_valid_mixed": ("SELECT * FROM (VALUES ('ok@example.com'), ('not-an-email'), (NULL)) t(email)",
-                                ["invalid row 2", "not a valid email", "invalid row 3"]),
+    "crlf_in_email": ("SELECT 'ada@example.com' || chr(13) || chr(10) || 'Bcc: x@example.com' AS email", ["invalid row 1"]),
+    "invalid_and_valid_mixed": (
+        "SELECT * FROM (VALUES ('ok@example.com'), ('not-an-email'), (NULL)) t(email)",
+        ["invalid row 2", "not a valid email", "invalid row 3"],
+    ),
     "sql_syntax_error": ("SELEC email FROM nowhere", ["syntax error"]),
     "unknown_table": ("SELECT email FROM no_such_table", ["no_such_table"]),
     "zero_rows": ("SELECT 'a@example.com' AS email WHERE false", ["nothing was sent"]),
-    "three_thousand_columns": ("SELECT 'a@example.com' AS email, " + ", ".join(f"{i} AS c{i}" for i in range(3000)),
-                               ["nothing was sent"]),
+    "three_thousand_columns": (
+        "SELECT 'a@example.com' AS email, " + ", ".join(f"{i} AS c{i}" for i in range(3000)),
+        ["nothing was sent"],
+    ),
 }
 
 

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.config import parse_import_config
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.imports import runner
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .helpers import FIGURES, fast_client_class, rows_of, serve_app
 
@@ -38,19 +38,30 @@ SOURCES = {
 
 
 def config(source, mode, base_url):
-    return parse_import_config({
-        "in": {"type": "klaviyo", "data_source": source, "api_token": "pk_emulator_demo_key", "base_url": base_url,
-               "retry_limit": 7, **SOURCES[source]},
-        "out": {"mode": mode},
-    })
+    return parse_import_config(
+        {
+            "in": {
+                "type": "klaviyo",
+                "data_source": source,
+                "api_token": "pk_emulator_demo_key",
+                "base_url": base_url,
+                "retry_limit": 7,
+                **SOURCES[source],
+            },
+            "out": {"mode": mode},
+        }
+    )
 
 
 def run_twice(tmp_path, name, base_url, source, mode, concurrency, windows=12):
     """Two runs of the same import into one table (merge/replace/append semantics all show)."""
     with open_warehouse(tmp_path / f"{name}.duckdb") as wh:
         for _ in range(2):
-            asyncio.run(runner.run_import(config(source, mode, base_url), wh, "klaviyo", source, now=NOW,
-                                          concurrency=concurrency, windows=windows))
+            asyncio.run(
+                runner.run_import(
+                    config(source, mode, base_url), wh, "klaviyo", source, now=NOW, concurrency=concurrency, windows=windows
+                )
+            )
         rows = rows_of(wh, "klaviyo", source)
         runs = [r.status for r in wh.state.runs(f"klaviyo.{source}")]
     return rows, runs

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
-from klaviyo_bridge.store.factory import open_warehouse
 
 from .helpers import FIGURES, serve_app
 from .test_crash_and_contention import KEY, cli
@@ -27,8 +27,10 @@ HEADERS = {"Authorization": f"Klaviyo-API-Key {KEY}", "revision": "2026-07-15", 
 
 
 def write_config(path: Path, base: str, list_id: str) -> Path:
-    path.write_text(f"in:\n  type: klaviyo\n  data_source: list_memberships\n  api_token: {KEY}\n  base_url: {base}\n"
-                    f"  list_id: {list_id}\nout:\n  mode: append\n")
+    path.write_text(
+        f"in:\n  type: klaviyo\n  data_source: list_memberships\n  api_token: {KEY}\n  base_url: {base}\n"
+        f"  list_id: {list_id}\nout:\n  mode: append\n"
+    )
     return path
 
 
@@ -39,8 +41,10 @@ def issue(home: Path, cfg: Path) -> list[str]:
 def state(home: Path):
     """(history as (list, profile, joined_at, still open), current members, cursor)."""
     with open_warehouse(home / "warehouse.duckdb") as wh:
-        history = sorted((r["list_id"], r["profile_id"], r["joined_at"], r["left_at"] is None)
-                         for r in wh.table_arrow("klaviyo", "members").to_pylist())
+        history = sorted(
+            (r["list_id"], r["profile_id"], r["joined_at"], r["left_at"] is None)
+            for r in wh.table_arrow("klaviyo", "members").to_pylist()
+        )
         current = sorted(r["profile_id"] for r in wh.table_arrow("klaviyo", "members_current").to_pylist())
         return history, current, wh.state.cursor("klaviyo.members")
 
@@ -62,10 +66,17 @@ def test_kill_9_during_a_membership_history_run(tmp_path, served, full):
     members = [p for _, p, _, _ in before[0]]
     everyone = [p["id"] for p in httpx.get(f"{base}/api/profiles?page[size]=100", headers=HEADERS).json()["data"]]
     joining = [p for p in everyone if p not in set(members)][:20]
-    httpx.request("DELETE", f"{base}/api/lists/{list_id}/relationships/profiles", headers=HEADERS,
-                  json={"data": [{"type": "profile", "id": p} for p in members[:30]]}).raise_for_status()
-    httpx.post(f"{base}/api/lists/{list_id}/relationships/profiles", headers=HEADERS,
-               json={"data": [{"type": "profile", "id": p} for p in joining]}).raise_for_status()
+    httpx.request(
+        "DELETE",
+        f"{base}/api/lists/{list_id}/relationships/profiles",
+        headers=HEADERS,
+        json={"data": [{"type": "profile", "id": p} for p in members[:30]]},
+    ).raise_for_status()
+    httpx.post(
+        f"{base}/api/lists/{list_id}/relationships/profiles",
+        headers=HEADERS,
+        json={"data": [{"type": "profile", "id": p} for p in joining]},
+    ).raise_for_status()
     reference = tmp_path / "reference"
     shutil.copytree(first, reference)
     started = time.monotonic()

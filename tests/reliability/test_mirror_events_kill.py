@@ -30,8 +30,19 @@ from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 
 from .helpers import FIGURES, serve_app
 
-EMU = dict(seed=91, profiles=4000, events=0, lists=2, segments=1, campaigns=1, templates=1, flows=1,
-           rate_limits=False, job_profiles_per_second=200_000, latency_ms=40)
+EMU = dict(
+    seed=91,
+    profiles=4000,
+    events=0,
+    lists=2,
+    segments=1,
+    campaigns=1,
+    templates=1,
+    flows=1,
+    rate_limits=False,
+    job_profiles_per_second=200_000,
+    latency_ms=40,
+)
 MEMBERS, STAY, NEW = 3000, 1500, 2000
 EVENTS = 6000
 
@@ -87,8 +98,7 @@ def _cmd(home: Path, settings: dict, sql: str, resume: str | None = None) -> lis
     path = home.parent / "settings.json"  # a key never goes on a command line: a file only we read
     path.write_text(json.dumps(settings))
     path.chmod(0o600)
-    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", str(path)]
+    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm", "--result-settings", str(path)]
     return cmd + (["--resume", resume] if resume else []) + [sql]
 
 
@@ -109,8 +119,9 @@ def _kill_then_finish(home, url, settings, sql, delay):
     proc.wait(timeout=30)
     time.sleep(0.1)
     run, _ = _newest_run(home)
-    again = subprocess.run(_cmd(home, settings, sql, resume=run.run_id if run else None), capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        _cmd(home, settings, sql, resume=run.run_id if run else None), capture_output=True, text=True, timeout=300
+    )
     return killed, run, again
 
 
@@ -123,9 +134,16 @@ def test_kill_9_during_a_mirror_then_resume(tmp_path, full):
     killed_count = 0
     # an uninterrupted run, for its duration
     ledger, list_id, home, result, stay_ids = _mirror_world(tmp_path / "ref")
-    settings = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "operation": "mirror", "list_value": list_id,
-                "max_removals": "60%", "wait_for_completion": True, "waiting_time_for_completion_millis": 300_000,
-                "concurrency": 1}
+    settings = {
+        "type": "klaviyo",
+        "api_token": DEFAULT_API_KEY,
+        "operation": "mirror",
+        "list_value": list_id,
+        "max_removals": "60%",
+        "wait_for_completion": True,
+        "waiting_time_for_completion_millis": 300_000,
+        "concurrency": 1,
+    }
     sql = "SELECT email FROM people ORDER BY email"
     with serve_app(ledger) as url:
         settings["base_url"] = url
@@ -165,18 +183,25 @@ def test_kill_9_during_track_events_then_resume_counts_each_event_once(tmp_path,
         home = tmp_path / name / "home"
         home.mkdir(parents=True)
         with open_warehouse(home / "warehouse.duckdb") as wh:
-            wh.write("crm", "ev", pa.table({
-                "email": [f"buyer{i % 300}@example.org" for i in range(EVENTS)],
-                "metric_name": ["Kill Test Order"] * EVENTS,
-                "time": [f"2025-0{1 + i % 9}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z" for i in range(EVENTS)],
-                "value": [float(i % 50) for i in range(EVENTS)],
-                "n": list(range(EVENTS))}))
+            wh.write(
+                "crm",
+                "ev",
+                pa.table(
+                    {
+                        "email": [f"buyer{i % 300}@example.org" for i in range(EVENTS)],
+                        "metric_name": ["Kill Test Order"] * EVENTS,
+                        "time": [f"2025-0{1 + i % 9}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z" for i in range(EVENTS)],
+                        "value": [float(i % 50) for i in range(EVENTS)],
+                        "n": list(range(EVENTS)),
+                    }
+                ),
+            )
         return app, home
 
     def count(app):
         acc = app.state.emulator.account
         metric = [i for i, m in enumerate(acc.records["metric"]) if m.attributes["name"] == "Kill Test Order"]
-        return int((acc.events.metric[acc.events.base:] == metric[0]).sum()) if metric else 0
+        return int((acc.events.metric[acc.events.base :] == metric[0]).sum()) if metric else 0
 
     app, home = world("ref")
     settings = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "operation": "track_events", "concurrency": 1}

@@ -25,9 +25,14 @@ def test_the_key_is_written_nowhere(tmp_path):
     written: list[str] = []
 
     def cli(*args, stdin=None, ok=True):
-        done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
-                              input=stdin, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "KLAVIYO_API_KEY": ""})
+        done = subprocess.run(
+            [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "KLAVIYO_API_KEY": ""},
+        )
         written.extend([done.stdout, done.stderr])
         if ok:
             assert done.returncode == 0, (args, done.stderr)
@@ -39,7 +44,8 @@ def test_the_key_is_written_nowhere(tmp_path):
         for name, base, source in (("ok", url, "events"), ("lists", url, "lists"), ("fail", bad_url, "lists")):
             (tmp_path / f"{name}.yml").write_text(
                 f"in:\n  type: klaviyo\n  data_source: {source}\n  api_token: {KEY}\n  base_url: {base}\n"
-                f"  retry_limit: 1\n  incremental: true\nout:\n  mode: merge\n")
+                f"  retry_limit: 1\n  incremental: true\nout:\n  mode: merge\n"
+            )
         cli("connector:issue", str(tmp_path / "ok.yml"), "-d", "klaviyo", "-t", "events")
         cli("connector:issue", str(tmp_path / "lists.yml"), "-d", "klaviyo", "-t", "lists")
         failed = cli("connector:issue", str(tmp_path / "fail.yml"), "-d", "klaviyo", "-t", "bad", ok=False)
@@ -48,10 +54,26 @@ def test_the_key_is_written_nowhere(tmp_path):
         cli("connector:run", "nightly", ok=False)
         cli("connector:create", "broken", "", "klaviyo", "bad2", str(tmp_path / "fail.yml"))
         cli("connector:run", "broken", ok=False)
-        settings = json.dumps({"operation": "add", "list_identify_type": "name", "list_value": "sweep list",
-                               "base_url": url, "skip_invalid_records": True})
-        cli("query", "-d", "klaviyo", "--result-connection", "sweep", "--result-settings", settings,
-            "SELECT profile_email AS email FROM events WHERE profile_email IS NOT NULL LIMIT 20", ok=False)
+        settings = json.dumps(
+            {
+                "operation": "add",
+                "list_identify_type": "name",
+                "list_value": "sweep list",
+                "base_url": url,
+                "skip_invalid_records": True,
+            }
+        )
+        cli(
+            "query",
+            "-d",
+            "klaviyo",
+            "--result-connection",
+            "sweep",
+            "--result-settings",
+            settings,
+            "SELECT profile_email AS email FROM events WHERE profile_email IS NOT NULL LIMIT 20",
+            ok=False,
+        )
         for name in ("nightly", "broken"):
             cli("connector:show", name, ok=False)
             cli("connector:history", name, ok=False)
@@ -79,8 +101,13 @@ def test_exports_that_send_and_their_show_commands_write_the_key_nowhere(tmp_pat
     written: list[str] = []
 
     def cli(*args, ok=True):  # inline settings carry no key (refused on a command line): KLAVIYO_API_KEY does
-        done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "KLAVIYO_API_KEY": KEY})
+        done = subprocess.run(
+            [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "KLAVIYO_API_KEY": KEY},
+        )
         written.extend([done.stdout, done.stderr])
         if ok:
             assert done.returncode == 0, (args, done.stderr)
@@ -90,9 +117,16 @@ def test_exports_that_send_and_their_show_commands_write_the_key_nowhere(tmp_pat
     sql = "SELECT 'sweep' || i || '@example.org' AS email, 'S' || i AS first_name FROM range(20) t(i) ORDER BY i"
     with serve_app(app) as url:
         list_id = app.state.emulator.account.records["list"][0].id
-        settings = {"type": "klaviyo", "api_token": KEY, "base_url": url, "operation": "add",
-                    "list_identify_type": "id", "list_value": list_id, "wait_for_completion": True,
-                    "waiting_time_for_completion_millis": 300000}
+        settings = {
+            "type": "klaviyo",
+            "api_token": KEY,
+            "base_url": url,
+            "operation": "add",
+            "list_identify_type": "id",
+            "list_value": list_id,
+            "wait_for_completion": True,
+            "waiting_time_for_completion_millis": 300000,
+        }
         inline = {k: v for k, v in settings.items() if k != "api_token"}
         sent = cli("query", "--result-settings", json.dumps(inline), sql)
         assert "20 rows: 20 accepted" in sent.stdout, sent.stdout

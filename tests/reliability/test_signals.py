@@ -89,15 +89,19 @@ def stop_at_the_gate(proc: subprocess.Popen, gate: Gate, sig: int) -> tuple[int,
 
 def import_config(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "profiles.yml"
-    path.write_text(f"in:\n  type: klaviyo\n  data_source: profiles\n  api_token: {DEFAULT_API_KEY}\n  base_url: {url}\n"
-                    "  incremental: true\n  start_time: '2000-01-01T00:00:00'\nout:\n  mode: merge\n")
+    path.write_text(
+        f"in:\n  type: klaviyo\n  data_source: profiles\n  api_token: {DEFAULT_API_KEY}\n  base_url: {url}\n"
+        "  incremental: true\n  start_time: '2000-01-01T00:00:00'\nout:\n  mode: merge\n"
+    )
     return path
 
 
 def export_settings(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "export.yml"
-    path.write_text(f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
-                    "list_identify_type: name\nlist_value: Signals\nconcurrency: 1\n")
+    path.write_text(
+        f"type: klaviyo\napi_token: {DEFAULT_API_KEY}\nbase_url: {url}\noperation: add\n"
+        "list_identify_type: name\nlist_value: Signals\nconcurrency: 1\n"
+    )
     return path
 
 
@@ -130,8 +134,9 @@ def test_stopping_an_import_ends_it_killed_saying_nothing_was_committed(tmp_path
         [run] = wh.state.runs("klaviyo.profiles")
         fetched = run.rows_read  # pages of other windows may have arrived before the signal: 0..N, said the same way
         assert run.status == "killed" and run.rows_written == 0 and fetched % 50 == 0 and fetched < 350, run
-        assert f"nothing was committed: the {fetched} records fetched were discarded and the cursor did not move" \
-            in run.error, run.error
+        assert f"nothing was committed: the {fetched} records fetched were discarded and the cursor did not move" in run.error, (
+            run.error
+        )
         assert f"{fetched} records fetched, 0 written" in said and "nothing was committed" in said
         assert wh.state.cursor("klaviyo.profiles") is None and not wh.table_columns("klaviyo", "profiles")
         assert_committed_kept(wh)
@@ -156,9 +161,22 @@ def test_sigterm_during_an_export_ends_it_killed_saying_what_was_sent(tmp_path, 
 
 
 def _export_schedule(home: Path, tmp_path: Path, url: str) -> None:
-    done = subprocess.run(cli(home, "sched:create", "weekly", "0 7 * * 1", "-d", "klaviyo", "--result-settings",
-                              str(export_settings(tmp_path, url)), EXPORT_SQL), capture_output=True, text=True,
-                          timeout=WAIT)
+    done = subprocess.run(
+        cli(
+            home,
+            "sched:create",
+            "weekly",
+            "0 7 * * 1",
+            "-d",
+            "klaviyo",
+            "--result-settings",
+            str(export_settings(tmp_path, url)),
+            EXPORT_SQL,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -186,8 +204,12 @@ def test_sigterm_stops_the_scheduler_and_its_running_import_ends_killed(tmp_path
     gate, url = gated
     home = tmp_path / "home"
     committed_before(home)
-    done = subprocess.run(cli(home, "connector:create", "hourly", "@hourly", "klaviyo", "profiles",
-                              str(import_config(tmp_path, url))), capture_output=True, text=True, timeout=WAIT)
+    done = subprocess.run(
+        cli(home, "connector:create", "hourly", "@hourly", "klaviyo", "profiles", str(import_config(tmp_path, url))),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr
     with open_warehouse(home / "warehouse.duckdb") as wh:  # the last slot two hours ago: one is due
         wh.state.update_schedule("hourly", last_scheduled_for=datetime.now(timezone.utc) - timedelta(hours=2))
@@ -199,12 +221,15 @@ def test_sigterm_stops_the_scheduler_and_its_running_import_ends_killed(tmp_path
         assert job.status == "killed" and job.ended_at is not None, (job, said)
         assert "scheduler was shut down" in job.error or "SIGTERM" in job.error, job.error
         assert "nothing was committed" in job.error and job.rows_written == 0, job.error
-        assert not {k for k in wh.state.cursors() if k.endswith(":hourly")}  # none for it (import:hourly, or connector:hourly before)
+        assert not {
+            k for k in wh.state.cursors() if k.endswith(":hourly")
+        }  # none for it (import:hourly, or connector:hourly before)
         assert_committed_kept(wh)
     FIGURES["signal cases"] += 1
 
 
 # --- job:kill and stale pid files -------------------------------------------------------------
+
 
 def _running_job(home: Path, pid: int, proc: str | None) -> str:
     with open_warehouse(home / "warehouse.duckdb") as wh:
@@ -212,8 +237,14 @@ def _running_job(home: Path, pid: int, proc: str | None) -> str:
         wh.state.begin_job(run_id, "klaviyo.profiles", "import", pid=pid, host="here", triggered_by="manual")
     control = home / "jobs"
     control.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = {"run_id": run_id, "pid": pid, "schedule": None, "triggered_by": "manual", "kind": "import",
-            "started_at": "2026-01-01T00:00:00+00:00"}
+    info = {
+        "run_id": run_id,
+        "pid": pid,
+        "schedule": None,
+        "triggered_by": "manual",
+        "kind": "import",
+        "started_at": "2026-01-01T00:00:00+00:00",
+    }
     if proc is not None:
         info["proc"] = proc
     live_file(control, run_id).write_text(json.dumps(info))

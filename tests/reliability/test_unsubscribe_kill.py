@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
-from klaviyo_bridge.store.factory import open_warehouse
 
 from .export_ledger import PostLedger
 from .helpers import FIGURES, serve_app
 
-EMU = dict(seed=62, profiles=400, events=0, lists=2, segments=1, campaigns=1, templates=1, flows=1,
-           rate_limits=False, latency_ms=15)
+EMU = dict(
+    seed=62, profiles=400, events=0, lists=2, segments=1, campaigns=1, templates=1, flows=1, rate_limits=False, latency_ms=15
+)
 SQL = "SELECT email FROM people ORDER BY email"
 
 
@@ -51,8 +52,10 @@ def consent(app) -> dict[str, str]:
     emu.advance()
     state = emu.state
     rows = np.arange(state.base.count, dtype=np.int64)
-    return {state.base.email(int(r)): a["subscriptions"]["email"]["marketing"]["consent"]
-            for r, a in zip(rows, state.profile_attributes(rows, True, False))}
+    return {
+        state.base.email(int(r)): a["subscriptions"]["email"]["marketing"]["consent"]
+        for r, a in zip(rows, state.profile_attributes(rows, True, False))
+    }
 
 
 def members(app, list_id) -> set[str]:
@@ -62,14 +65,22 @@ def members(app, list_id) -> set[str]:
 
 
 def query_cmd(home: Path, url: str, list_id: str, resume: str | None = None) -> list[str]:
-    settings = {"type": "klaviyo", "api_token": DEFAULT_API_KEY, "base_url": url, "operation": "batch_consent",
-                "consent_type": "unsubscribed", "subscription_type": "email_marketing_only",
-                "list_value": list_id, "skip_invalid_records": True, "consent_settle_seconds": 0.2,
-                "retry_limit": 2, "concurrency": 4}
+    settings = {
+        "type": "klaviyo",
+        "api_token": DEFAULT_API_KEY,
+        "base_url": url,
+        "operation": "batch_consent",
+        "consent_type": "unsubscribed",
+        "subscription_type": "email_marketing_only",
+        "list_value": list_id,
+        "skip_invalid_records": True,
+        "consent_settle_seconds": 0.2,
+        "retry_limit": 2,
+        "concurrency": 4,
+    }
     conf = home.parent / f"{home.name}-settings.json"  # a file: a key on the command line is refused
     conf.write_text(json.dumps(settings))
-    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm",
-           "--result-settings", str(conf)]
+    cmd = [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "query", "-d", "crm", "--result-settings", str(conf)]
     return cmd + (["--resume", resume] if resume else []) + [SQL]
 
 
@@ -107,8 +118,9 @@ def test_kill_9_during_a_list_unsubscribe_then_resume_unsubscribes_nobody_global
             proc.wait(timeout=30)
             time.sleep(0.3)  # a request cut by the kill is handled (or not) by now
             run, _ = newest_run(home)
-            again = subprocess.run(query_cmd(home, url, list_id, resume=run.run_id if run else None),
-                                   capture_output=True, text=True, timeout=180)
+            again = subprocess.run(
+                query_cmd(home, url, list_id, resume=run.run_id if run else None), capture_output=True, text=True, timeout=180
+            )
             where = f"kill point {point} at {delay:.2f}s"
             assert again.returncode in (0, 3), f"{where}: {again.stderr}"
             run2, rows = newest_run(home)

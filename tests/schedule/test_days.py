@@ -19,15 +19,19 @@ def iso(expr: str, after: str, n: int) -> list[str]:
 
 # -- conflicting day fields -----------------------------------------------------------------
 
-@pytest.mark.parametrize("expr, ignored", [
-    ("0 0 1 * 1", "day of month"),        # the seed's example: Mondays (52/yr) beat the 1st (12/yr)
-    ("0 0 1-10 * 1", "day of week"),      # 120 days a year beat 52 Mondays
-    ("0 0 1-7 * 1", "day of week"),       # 84 > 52.18
-    ("0 0 1-4 * 1", "day of month"),      # 48 < 52.18
-    ("0 0 */5 * mon-fri", "day of month"),  # 72 < 260.9
-    ("0 0 1-28 * sat,sun", "day of week"),  # 336 > 104.4
-    ("0 0 29,30,31 feb,mar 1", "day of month"),  # feb: 0.2425, mar: 3 -> 3.24 < 8.6 Mondays
-])
+
+@pytest.mark.parametrize(
+    "expr, ignored",
+    [
+        ("0 0 1 * 1", "day of month"),  # the seed's example: Mondays (52/yr) beat the 1st (12/yr)
+        ("0 0 1-10 * 1", "day of week"),  # 120 days a year beat 52 Mondays
+        ("0 0 1-7 * 1", "day of week"),  # 84 > 52.18
+        ("0 0 1-4 * 1", "day of month"),  # 48 < 52.18
+        ("0 0 */5 * mon-fri", "day of month"),  # 72 < 260.9
+        ("0 0 1-28 * sat,sun", "day of week"),  # 336 > 104.4
+        ("0 0 29,30,31 feb,mar 1", "day of month"),  # feb: 0.2425, mar: 3 -> 3.24 < 8.6 Mondays
+    ],
+)
 def test_the_day_field_that_runs_more_often_wins(expr, ignored):
     assert CronSchedule.parse(expr).ignored_day_field == ignored
 
@@ -44,8 +48,7 @@ def test_a_tie_goes_to_day_of_week():
     # (January only) = 13 days.  Equal, so day of week is kept, as in the seed's example.
     expr = "0 0 1-4,31 jan,apr,jun 1"
     s = CronSchedule.parse(expr)
-    by_day, by_weekday = day_frequencies(frozenset({1, 2, 3, 4, 31}), frozenset({1}),
-                                         frozenset({1, 4, 6}))
+    by_day, by_weekday = day_frequencies(frozenset({1, 2, 3, 4, 31}), frozenset({1}), frozenset({1, 4, 6}))
     assert by_day == by_weekday == 13
     assert s.ignored_day_field == "day of month"
 
@@ -74,9 +77,13 @@ def test_describe_mentions_the_ignored_field():
 
 # -- month ends and leap years ----------------------------------------------------------------
 
+
 def test_31st_skips_months_with_30_days():
     assert iso("0 0 31 * *", "2024-01-31T12:00:00+00:00", 4) == [
-        "2024-03-31", "2024-05-31", "2024-07-31", "2024-08-31",
+        "2024-03-31",
+        "2024-05-31",
+        "2024-07-31",
+        "2024-08-31",
     ]
 
 
@@ -86,14 +93,19 @@ def test_30th_skips_february():
 
 def test_feb_29_runs_only_in_leap_years_and_not_in_2100():
     assert iso("0 0 29 feb *", "2023-01-01T00:00:00+00:00", 3) == [
-        "2024-02-29", "2028-02-29", "2032-02-29",
+        "2024-02-29",
+        "2028-02-29",
+        "2032-02-29",
     ]
     assert iso("0 0 29 2 *", "2096-03-01T00:00:00+00:00", 1) == ["2104-02-29"]
 
 
 def test_last_days_of_february_in_leap_and_common_years():
     assert iso("0 0 28-31 2 *", "2023-02-27T00:00:00+00:00", 4) == [
-        "2023-02-28", "2024-02-28", "2024-02-29", "2025-02-28",
+        "2023-02-28",
+        "2024-02-28",
+        "2024-02-29",
+        "2025-02-28",
     ]
 
 
@@ -109,9 +121,21 @@ def test_sunday_as_0_and_7_run_on_the_same_days():
 # -- same answers as croniter where the seed and classic cron agree -----------------------------
 
 CLASSIC = [
-    "0 * * * *", "0 0 * * *", "0 0 1 * *", "0 0 1-10 * *", "0 0 1,11,21 * *", "30 */2 1 * *",
-    "*/7 3-5 * * *", "15 10 * * mon-fri", "0 12 * jan,jul sun", "5,35 */6 13 * *",
-    "0 0 31 * *", "0 0 29 2 *", "59 23 * * 6", "1-20/5 0 2-31/10 * *", "0 0 * */1 0-6",
+    "0 * * * *",
+    "0 0 * * *",
+    "0 0 1 * *",
+    "0 0 1-10 * *",
+    "0 0 1,11,21 * *",
+    "30 */2 1 * *",
+    "*/7 3-5 * * *",
+    "15 10 * * mon-fri",
+    "0 12 * jan,jul sun",
+    "5,35 */6 13 * *",
+    "0 0 31 * *",
+    "0 0 29 2 *",
+    "59 23 * * 6",
+    "1-20/5 0 2-31/10 * *",
+    "0 0 * */1 0-6",
 ]
 
 

@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import uvicorn
 
-from klaviyo_emulator.app import create_app
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.schedule.scheduler import Scheduler
 from klaviyo_bridge.secrets import CredentialStore
 from klaviyo_bridge.store import open_warehouse
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .test_schedule_cli import Cli, write_config
 
@@ -63,15 +63,25 @@ def home(tmp_path):
         with wh.transaction() as s:
             s.execute("CREATE SCHEMA klaviyo_db")
             s.execute("CREATE TABLE klaviyo_db.customers (email VARCHAR, first_name VARCHAR)")
-            s.execute("INSERT INTO klaviyo_db.customers VALUES ('s1@example.com', 'Ann'), ('s2@example.com', 'Bob'), "
-                      "('s3@example.com', 'Cy')")
+            s.execute(
+                "INSERT INTO klaviyo_db.customers VALUES ('s1@example.com', 'Ann'), ('s2@example.com', 'Bob'), "
+                "('s3@example.com', 'Cy')"
+            )
     return home
 
 
 def write_settings(tmp_path, base_url, list_name, **extra):
-    lines = ["type: klaviyo", f"api_token: {KEY}", f"base_url: {base_url}", "operation: add",
-             "list_identify_type: name", f"list_value: {list_name}", "skip_invalid_records: true",
-             "wait_for_completion: true", "waiting_time_for_completion_millis: 300000"]
+    lines = [
+        "type: klaviyo",
+        f"api_token: {KEY}",
+        f"base_url: {base_url}",
+        "operation: add",
+        "list_identify_type: name",
+        f"list_value: {list_name}",
+        "skip_invalid_records: true",
+        "wait_for_completion: true",
+        "waiting_time_for_completion_millis: 300000",
+    ]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     path = tmp_path / f"{list_name.replace(' ', '_')}.yml"
     path.write_text("\n".join(lines) + "\n")
@@ -80,8 +90,7 @@ def write_settings(tmp_path, base_url, list_name, **extra):
 
 def scheduler_for(home, now, **kw):
     wh = open_warehouse(home.warehouse)
-    return wh, Scheduler(wh, CredentialStore(home.credentials), control_dir=home.root / "jobs",
-                         clock=lambda: now, **kw)
+    return wh, Scheduler(wh, CredentialStore(home.credentials), control_dir=home.root / "jobs", clock=lambda: now, **kw)
 
 
 def assert_key_never_leaked(cli, home):
@@ -92,11 +101,31 @@ def assert_key_never_leaked(cli, home):
 def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, home):
     base_url, app = emulator
     settings = write_settings(tmp_path, base_url, "Scheduled export")
-    out, _ = cli("sched:create", "nightly_export", "0 7 * * *", "-d", "klaviyo_db", "--result-settings", settings,
-                 "SELECT email, first_name FROM customers ORDER BY email", "--timezone", "Asia/Tokyo", "--delay", "30")
+    out, _ = cli(
+        "sched:create",
+        "nightly_export",
+        "0 7 * * *",
+        "-d",
+        "klaviyo_db",
+        "--result-settings",
+        settings,
+        "SELECT email, first_name FROM customers ORDER BY email",
+        "--timezone",
+        "Asia/Tokyo",
+        "--delay",
+        "30",
+    )
     assert "at 07:00 every day (Asia/Tokyo)" in out and "'sched:nightly_export'" in out
-    cli("connector:create", "daily_import", "10 0 * * *", "klaviyo_db", "profiles",
-        write_config(tmp_path, base_url, api_token=KEY), "--timezone", "Asia/Tokyo")
+    cli(
+        "connector:create",
+        "daily_import",
+        "10 0 * * *",
+        "klaviyo_db",
+        "profiles",
+        write_config(tmp_path, base_url, api_token=KEY),
+        "--timezone",
+        "Asia/Tokyo",
+    )
 
     out, _ = cli("sched:list")
     header = [c.strip() for c in out.splitlines()[1].strip("┃").split("┃")]
@@ -145,8 +174,19 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
     assert "updated (enabled)" in out
     cli("sched:update", "nightly_export", "--cron", "0 25 * * *", code=2)
     cli("sched:show", "daily_import", code=2)  # an import schedule is not an export schedule
-    cli("sched:create", "bad", "0 0 * * *", "-d", "klaviyo_db", "--result-settings", settings, "SELECT 1",
-        "--timezone", "PST", code=2)
+    cli(
+        "sched:create",
+        "bad",
+        "0 0 * * *",
+        "-d",
+        "klaviyo_db",
+        "--result-settings",
+        settings,
+        "SELECT 1",
+        "--timezone",
+        "PST",
+        code=2,
+    )
     cli("sched:delete", "nightly_export")
     out, _ = cli("auth:list")
     assert "sched:nightly_export" not in out
@@ -156,8 +196,16 @@ def test_import_and_export_schedules_each_run_twice(tmp_path, emulator, cli, hom
 def test_export_schedule_is_disabled_after_three_missing_column_failures(tmp_path, emulator, cli, home):
     base_url, _ = emulator
     settings = write_settings(tmp_path, base_url, "Never filled")
-    cli("sched:create", "broken", "0 * * * *", "-d", "klaviyo_db", "--result-settings", settings,
-        "SELECT first_name FROM customers")
+    cli(
+        "sched:create",
+        "broken",
+        "0 * * * *",
+        "-d",
+        "klaviyo_db",
+        "--result-settings",
+        settings,
+        "SELECT first_name FROM customers",
+    )
     start = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
     with open_warehouse(home.warehouse) as wh:
         wh.state.update_schedule("broken", last_scheduled_for=start)
@@ -171,8 +219,7 @@ def test_export_schedule_is_disabled_after_three_missing_column_failures(tmp_pat
             scheduler.wait()
             assert len(started) == (1 if hour < 4 else 0)  # disabled after the third
         assert [r.status for r in scheduler.results] == ["error"] * 3
-        assert all(r.error_class == "config" and "ExportError" in r.error and "email" in r.error
-                   for r in scheduler.results)
+        assert all(r.error_class == "config" and "ExportError" in r.error and "email" in r.error for r in scheduler.results)
         assert [r.disabled for r in scheduler.results] == [False, False, True]
     out, _ = cli("sched:list")
     assert "disabled: 3 configuration failures in a row" in out
@@ -255,14 +302,15 @@ def test_a_refused_schedule_leaves_no_key_behind(tmp_path):
     from klaviyo_bridge.errors import ConfigError, StoreError
     from klaviyo_bridge.schedule.saving import create_schedule
     from klaviyo_bridge.secrets import CredentialStore
-    from klaviyo_bridge.store.state import ScheduleRecord
     from klaviyo_bridge.store.factory import open_warehouse
+    from klaviyo_bridge.store.state import ScheduleRecord
 
     credentials = CredentialStore(tmp_path / "credentials.json")
     now = datetime(2026, 1, 1, 7, 0, tzinfo=UTC)  # a fixed instant: nothing here depends on the real time
     with open_warehouse(tmp_path / "w.duckdb") as wh:
-        record = ScheduleRecord("daily", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"},
-                                last_scheduled_for=now)
+        record = ScheduleRecord(
+            "daily", "export", "0 7 * * *", "UTC", 0, "db", None, {"query": "SELECT 1"}, last_scheduled_for=now
+        )
         create_schedule(wh, credentials, record, {"sched:daily": "pk_testonly_first"})
         with pytest.raises(ConfigError, match="already exists"):
             create_schedule(wh, credentials, record, {"sched:other": "pk_testonly_second"})

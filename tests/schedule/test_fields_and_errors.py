@@ -17,6 +17,7 @@ def fields(expr: str) -> tuple[list[int], ...]:
 
 # -- names --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("day", ["sun", "SUN", "Sun", "0", "7"])
 def test_sunday_by_name_any_case_and_as_0_or_7(day):
     assert fields(f"0 0 * * {day}")[4] == [0]
@@ -52,6 +53,7 @@ def test_named_values_run_on_the_right_days():
 
 # -- lists, ranges, steps ------------------------------------------------------------------
 
+
 def test_range_with_step_starts_at_the_range_start():
     assert fields("1-20/5 0 * * *")[0] == [1, 6, 11, 16]
     assert fields("0 0 2-31/10 * *")[2] == [2, 12, 22]
@@ -74,10 +76,18 @@ def test_list_mixing_values_steps_and_ranges():
 
 # -- presets -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset, same_as", [
-    ("@hourly", "0 * * * *"), ("@HOURLY", "0 * * * *"), ("@daily", "0 0 * * *"),
-    ("@monthly", "0 0 1 * *"), ("@daily (midnight)", "0 0 * * *"), ("@hourly (:00)", "0 * * * *"),
-])
+
+@pytest.mark.parametrize(
+    "preset, same_as",
+    [
+        ("@hourly", "0 * * * *"),
+        ("@HOURLY", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@daily (midnight)", "0 0 * * *"),
+        ("@hourly (:00)", "0 * * * *"),
+    ],
+)
 def test_presets_expand(preset, same_as):
     assert fields(preset) == fields(same_as)
     assert CronSchedule.parse(preset).expression == preset  # shown as typed
@@ -91,28 +101,32 @@ def test_presets_the_seed_does_not_list_are_rejected_with_the_alternatives(prese
 
 # -- errors point at the field --------------------------------------------------------------
 
-@pytest.mark.parametrize("expr, field, name, token, message", [
-    ("0 0 32 * *", 3, "day of month", "32", "cron field 3 (day of month) '32': out of range 1-31"),
-    ("60 0 * * *", 1, "minute", "60", "cron field 1 (minute) '60': out of range 0-59"),
-    ("0 24 * * *", 2, "hour", "24", "cron field 2 (hour) '24': out of range 0-23"),
-    ("0 0 0 * *", 3, "day of month", "0", "cron field 3 (day of month) '0': out of range 1-31"),
-    ("0 0 * 13 *", 4, "month", "13", "cron field 4 (month) '13': out of range 1-12"),
-    ("0 0 * * 8", 5, "day of week", "8", "cron field 5 (day of week) '8': out of range 0-6"),
-    ("0 0 * foo *", 4, "month", "foo", "cron field 4 (month) 'foo': unknown name; names are jan"),
-    ("0 0 * * monday", 5, "day of week", "monday", "cron field 5 (day of week) 'monday': unknown name"),
-    ("x 0 * * *", 1, "minute", "x", "cron field 1 (minute) 'x': not a number"),
-    ("0 0 1,,2 * *", 3, "day of month", "1,,2", "stray comma"),
-    ("0 0 1, * *", 3, "day of month", "1,", "stray comma"),
-    ("0 0 10-5 * *", 3, "day of month", "10-5", "range goes backwards"),
-    ("*/0 0 * * *", 1, "minute", "0", "step must be at least 1"),
-    ("*/x 0 * * *", 1, "minute", "x", "step must be a positive whole number"),
-    ("*/60 0 * * *", 1, "minute", "60", "step larger than the field's maximum 59"),
-    ("5/10 0 * * *", 1, "minute", "5/10", "a step needs '*' or a range"),
-    ("0 0 *,5 * *", 3, "day of month", "*", "'*' cannot be part of a list"),
-    ("0 0 1- * *", 3, "day of month", "1-", "missing value"),
-    ("0 0 -1 * *", 3, "day of month", "-1", "missing value"),
-    ("0 0 1.5 * *", 3, "day of month", "1.5", "not a number"),
-])
+
+@pytest.mark.parametrize(
+    "expr, field, name, token, message",
+    [
+        ("0 0 32 * *", 3, "day of month", "32", "cron field 3 (day of month) '32': out of range 1-31"),
+        ("60 0 * * *", 1, "minute", "60", "cron field 1 (minute) '60': out of range 0-59"),
+        ("0 24 * * *", 2, "hour", "24", "cron field 2 (hour) '24': out of range 0-23"),
+        ("0 0 0 * *", 3, "day of month", "0", "cron field 3 (day of month) '0': out of range 1-31"),
+        ("0 0 * 13 *", 4, "month", "13", "cron field 4 (month) '13': out of range 1-12"),
+        ("0 0 * * 8", 5, "day of week", "8", "cron field 5 (day of week) '8': out of range 0-6"),
+        ("0 0 * foo *", 4, "month", "foo", "cron field 4 (month) 'foo': unknown name; names are jan"),
+        ("0 0 * * monday", 5, "day of week", "monday", "cron field 5 (day of week) 'monday': unknown name"),
+        ("x 0 * * *", 1, "minute", "x", "cron field 1 (minute) 'x': not a number"),
+        ("0 0 1,,2 * *", 3, "day of month", "1,,2", "stray comma"),
+        ("0 0 1, * *", 3, "day of month", "1,", "stray comma"),
+        ("0 0 10-5 * *", 3, "day of month", "10-5", "range goes backwards"),
+        ("*/0 0 * * *", 1, "minute", "0", "step must be at least 1"),
+        ("*/x 0 * * *", 1, "minute", "x", "step must be a positive whole number"),
+        ("*/60 0 * * *", 1, "minute", "60", "step larger than the field's maximum 59"),
+        ("5/10 0 * * *", 1, "minute", "5/10", "a step needs '*' or a range"),
+        ("0 0 *,5 * *", 3, "day of month", "*", "'*' cannot be part of a list"),
+        ("0 0 1- * *", 3, "day of month", "1-", "missing value"),
+        ("0 0 -1 * *", 3, "day of month", "-1", "missing value"),
+        ("0 0 1.5 * *", 3, "day of month", "1.5", "not a number"),
+    ],
+)
 def test_field_errors_name_the_field_and_token(expr, field, name, token, message):
     with pytest.raises(CronSyntaxError) as caught:
         CronSchedule.parse(expr)
@@ -125,21 +139,24 @@ def test_field_errors_name_the_field_and_token(expr, field, name, token, message
 
 def test_error_column_points_into_the_expression():
     error = validate("0 0 1,40 * *")[0]
-    assert error.column == 6 and "0 0 1,40 * *"[error.column:].startswith("40")
+    assert error.column == 6 and "0 0 1,40 * *"[error.column :].startswith("40")
     error = validate("0 0 * jan-xyz *")[0]
-    assert "0 0 * jan-xyz *"[error.column:].startswith("xyz")
+    assert "0 0 * jan-xyz *"[error.column :].startswith("xyz")
 
 
-@pytest.mark.parametrize("expr, message", [
-    ("0 0 * *", "expected 5 fields"),
-    ("0 0 * * * *", "got 6"),
-    ("0  0 * * *", "single space (found two spaces)"),
-    ("0 0\t* * *", "single space between fields, not '\\t'"),
-    (" 0 0 * * *", "leading/trailing whitespace"),
-    ("0 0 * * * ", "leading/trailing whitespace"),
-    ("   ", "leading/trailing whitespace"),
-    ("Custom cron...", "needs an expression"),
-])
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("0 0 * *", "expected 5 fields"),
+        ("0 0 * * * *", "got 6"),
+        ("0  0 * * *", "single space (found two spaces)"),
+        ("0 0\t* * *", "single space between fields, not '\\t'"),
+        (" 0 0 * * *", "leading/trailing whitespace"),
+        ("0 0 * * * ", "leading/trailing whitespace"),
+        ("   ", "leading/trailing whitespace"),
+        ("Custom cron...", "needs an expression"),
+    ],
+)
 def test_structural_errors(expr, message):
     with pytest.raises(CronSyntaxError) as caught:
         CronSchedule.parse(expr)

@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_emulator.server import running_emulator
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.schedule.scheduler import Scheduler
 from klaviyo_bridge.secrets import CredentialStore
 from klaviyo_bridge.store import open_warehouse
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 
 KEY = EmulatorSettings().api_key
 UTC = timezone.utc
@@ -87,8 +87,18 @@ def test_an_import_schedule_resumes_from_a_cursor_stored_under_its_old_name(tmp_
 
 def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, cli):
     config = write_config(tmp_path, base_url, api_token=KEY)
-    out, _ = cli("connector:create", "daily_klaviyo_import", "10 0 * * *", "sample_db", "sample_table", config,
-                 "--timezone", "Asia/Tokyo", "--delay", "30")
+    out, _ = cli(
+        "connector:create",
+        "daily_klaviyo_import",
+        "10 0 * * *",
+        "sample_db",
+        "sample_table",
+        config,
+        "--timezone",
+        "Asia/Tokyo",
+        "--delay",
+        "30",
+    )
     assert "at 00:10 every day (Asia/Tokyo)" in out and "connector:daily_klaviyo_import" in out
 
     out, _ = cli("connector:list")
@@ -105,8 +115,12 @@ def test_import_schedule_runs_by_hand_and_by_the_scheduler(tmp_path, base_url, c
 
     home = Home(tmp_path / "home")
     with open_warehouse(home.warehouse) as wh:  # one scheduler tick on a fake clock: the slot of 2026-01-02
-        scheduler = Scheduler(wh, CredentialStore(home.credentials), control_dir=home.root / "jobs",
-                              clock=lambda: datetime(2026, 1, 2, 0, 11, tzinfo=UTC))
+        scheduler = Scheduler(
+            wh,
+            CredentialStore(home.credentials),
+            control_dir=home.root / "jobs",
+            clock=lambda: datetime(2026, 1, 2, 0, 11, tzinfo=UTC),
+        )
         wh.state.update_schedule("daily_klaviyo_import", last_scheduled_for=datetime(2026, 1, 1, tzinfo=UTC))
         assert len(scheduler.tick()) == 1
         scheduler.wait()

@@ -73,8 +73,11 @@ def creds(tmp_path):
 
 
 def add(wh, name="s", cron="10 0 * * *", tz="UTC", delay=0, base=datetime(2024, 1, 30, 12, tzinfo=UTC)):
-    wh.state.create_schedule(ScheduleRecord(name, "import", cron, tz, delay, "db", "t",
-                                            {"in": {"type": "klaviyo", "connection": "x"}}, last_scheduled_for=base))
+    wh.state.create_schedule(
+        ScheduleRecord(
+            name, "import", cron, tz, delay, "db", "t", {"in": {"type": "klaviyo", "connection": "x"}}, last_scheduled_for=base
+        )
+    )
 
 
 def drive(scheduler: Scheduler, clock: FakeWallClock, until: datetime, step: timedelta) -> None:
@@ -129,17 +132,22 @@ def test_dst_changes_in_new_york_run_once_a_day(wh, creds, kind):
     assert len(sleeps) < 20
     spring = sorted(j.scheduled_for for j in wh.state.jobs(schedule="spring"))
     assert [t.astimezone(UTC) for t in spring[:4]] == [
-        datetime(2024, 3, 8, 7, 30, tzinfo=UTC), datetime(2024, 3, 9, 7, 30, tzinfo=UTC),
+        datetime(2024, 3, 8, 7, 30, tzinfo=UTC),
+        datetime(2024, 3, 9, 7, 30, tzinfo=UTC),
         datetime(2024, 3, 10, 7, 0, tzinfo=UTC),  # 03:00 EDT, the end of the gap
-        datetime(2024, 3, 11, 6, 30, tzinfo=UTC)]  # 02:30 EDT
+        datetime(2024, 3, 11, 6, 30, tzinfo=UTC),
+    ]  # 02:30 EDT
     clock.now = datetime(2024, 11, 1, 12, tzinfo=UTC)
     wh.state.update_schedule("spring", enabled=False)
     drive(scheduler, clock, datetime(2024, 11, 5, 12, tzinfo=UTC), timedelta(minutes=50))
     fall = sorted(j.scheduled_for for j in wh.state.jobs(schedule="fall"))
     assert [t.astimezone(UTC) for t in fall] == [
         datetime(2024, 11, 1, 5, 30, tzinfo=UTC),  # missed before the clock jumped: runs once at the jump
-        datetime(2024, 11, 2, 5, 30, tzinfo=UTC), datetime(2024, 11, 3, 5, 30, tzinfo=UTC),  # EDT, once
-        datetime(2024, 11, 4, 6, 30, tzinfo=UTC), datetime(2024, 11, 5, 6, 30, tzinfo=UTC)]  # EST
+        datetime(2024, 11, 2, 5, 30, tzinfo=UTC),
+        datetime(2024, 11, 3, 5, 30, tzinfo=UTC),  # EDT, once
+        datetime(2024, 11, 4, 6, 30, tzinfo=UTC),
+        datetime(2024, 11, 5, 6, 30, tzinfo=UTC),
+    ]  # EST
 
 
 def test_restart_runs_missed_slots_once_and_never_twice(tmp_path, creds, kind):
@@ -238,10 +246,14 @@ def test_three_config_failures_disable_transient_ones_do_not(wh, creds, kind, tm
 
     def body(ctx):
         if ctx.spec.schedule == "bad":
-            raise AuthError("the API key was rejected", status=401) if len(kind.calls) % 2 else ConfigError("in.data_source: bad",
-                                                                                                        key="in.data_source")
-        raise [RetriesExhausted("failed after 5 attempts", attempts=5, last_error=OSError()),
-               ServerError("503", status=503)][len(kind.calls) % 2]
+            raise (
+                AuthError("the API key was rejected", status=401)
+                if len(kind.calls) % 2
+                else ConfigError("in.data_source: bad", key="in.data_source")
+            )
+        raise [RetriesExhausted("failed after 5 attempts", attempts=5, last_error=OSError()), ServerError("503", status=503)][
+            len(kind.calls) % 2
+        ]
 
     async def runner(ctx):
         kind.calls.append(ctx.now)

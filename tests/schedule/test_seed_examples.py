@@ -25,6 +25,7 @@ def runs(expr: str, after: str, n: int, tz: str = "UTC", delay: int = 0) -> list
 
 # -- 001: drop-down values ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("expr", ["@daily (midnight)", "@daily"])
 def test_daily_preset_runs_at_midnight_in_the_time_zone(expr):
     # "Run once a day at midnight (00:00 am) in the specified time zone."
@@ -57,6 +58,7 @@ def test_none_and_empty_mean_no_scheduled_run_time(expr):
 
 # -- 001: "Custom cron... Details", first table ----------------------------------------------
 
+
 def test_0_star_star_star_star_runs_once_an_hour():
     assert runs("0 * * * *", "2024-03-14T22:30:00+00:00", 3) == [
         "2024-03-14T23:00:00+00:00",
@@ -85,6 +87,7 @@ def test_monthly_runs_at_midnight_on_the_first_day_of_the_month(expr):
 
 
 # -- 001: field values table ------------------------------------------------------------------
+
 
 def test_wildcard_example_first_day_of_each_month():
     # '0 0 1 * *': "midnight (00:00) on the first day of each month" -- at the start instant
@@ -165,6 +168,7 @@ def test_the_seed_list_syntax_2_step_5_range_8_10():
 
 # -- 001: conflicting day fields --------------------------------------------------------------
 
+
 def test_conflicting_day_fields_follow_the_one_that_runs_more_often():
     # '0 0 1 * 1': the 1st of the month vs every Monday -- "The latter specification is
     # followed": every Monday at midnight, and the 1st (a Wednesday in May 2024) is ignored.
@@ -179,11 +183,10 @@ def test_conflicting_day_fields_follow_the_one_that_runs_more_often():
 
 # -- 004: connector:create "10 0 * * *", time zone, delay ------------------------------------
 
+
 def test_connector_create_example_runs_daily_at_0010_utc_by_default():
     # The history table shows the runs of "10 0 * * *" (UTC) on 2015-04-11 .. 2015-04-16.
-    assert runs("10 0 * * *", "2015-04-10T00:10:04+00:00", 6) == [
-        f"2015-04-{d}T00:10:00+00:00" for d in range(11, 17)
-    ]
+    assert runs("10 0 * * *", "2015-04-10T00:10:04+00:00", 6) == [f"2015-04-{d}T00:10:00+00:00" for d in range(11, 17)]
 
 
 def test_connector_create_in_asia_tokyo():

@@ -17,11 +17,20 @@ def iso(expr: str, tz: str, after: str, n: int, delay: int = 0) -> list[str]:
 
 # -- names ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("abbreviation, suggestion", [
-    ("PST", "America/Los_Angeles"), ("CST", "America/Chicago"), ("EST", "America/New_York"),
-    ("JST", "Asia/Tokyo"), ("pst", "America/Los_Angeles"), ("MST", "America/Denver"),
-    ("CET", "Europe/Berlin"), ("GMT", "Europe/London"),
-])
+
+@pytest.mark.parametrize(
+    "abbreviation, suggestion",
+    [
+        ("PST", "America/Los_Angeles"),
+        ("CST", "America/Chicago"),
+        ("EST", "America/New_York"),
+        ("JST", "Asia/Tokyo"),
+        ("pst", "America/Los_Angeles"),
+        ("MST", "America/Denver"),
+        ("CET", "Europe/Berlin"),
+        ("GMT", "Europe/London"),
+    ],
+)
 def test_abbreviations_are_rejected_with_an_iana_suggestion(abbreviation, suggestion):
     with pytest.raises(TimezoneError) as caught:
         CronSchedule.parse("10 0 * * *", timezone=abbreviation)
@@ -30,11 +39,19 @@ def test_abbreviations_are_rejected_with_an_iana_suggestion(abbreviation, sugges
     assert isinstance(caught.value, ScheduleError)
 
 
-@pytest.mark.parametrize("name, suggestion", [
-    ("asia/tokyo", "Asia/Tokyo"), ("Mars/Olympus_Mons", None), ("Japan", None),
-    ("+09:00", None), ("", "UTC"), ("utc", "UTC"), (" Asia/Tokyo", "Asia/Tokyo"),
-    ("EST5EDT", None),
-])
+@pytest.mark.parametrize(
+    "name, suggestion",
+    [
+        ("asia/tokyo", "Asia/Tokyo"),
+        ("Mars/Olympus_Mons", None),
+        ("Japan", None),
+        ("+09:00", None),
+        ("", "UTC"),
+        ("utc", "UTC"),
+        (" Asia/Tokyo", "Asia/Tokyo"),
+        ("EST5EDT", None),
+    ],
+)
 def test_other_non_iana_names_are_rejected(name, suggestion):
     with pytest.raises(TimezoneError) as caught:
         resolve_timezone(name)
@@ -42,8 +59,9 @@ def test_other_non_iana_names_are_rejected(name, suggestion):
     assert "IANA names only" in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["UTC", "Asia/Tokyo", "America/Los_Angeles", "Etc/UTC",
-                                  "Europe/Berlin", "America/Argentina/Buenos_Aires"])
+@pytest.mark.parametrize(
+    "name", ["UTC", "Asia/Tokyo", "America/Los_Angeles", "Etc/UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"]
+)
 def test_iana_names_are_accepted(name):
     assert str(resolve_timezone(name)) == name
 
@@ -60,6 +78,7 @@ def test_results_are_in_the_schedule_zone_whatever_the_zone_of_after():
 
 
 # -- spring forward: skipped local times run at the end of the gap ---------------------------
+
 
 def test_new_york_spring_forward_skipped_time_runs_at_0300_edt():
     # 2024-03-10: 02:00 EST jumps to 03:00 EDT.
@@ -106,6 +125,7 @@ def test_gap_at_midnight_runs_at_the_first_valid_instant():
 
 # -- fall back: repeated local times run once, at the first occurrence -----------------------
 
+
 def test_new_york_fall_back_repeated_time_runs_once_at_the_first_occurrence():
     # 2024-11-03: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
     assert iso("30 1 * * *", "America/New_York", "2024-11-02T12:00:00-04:00", 2) == [
@@ -135,6 +155,7 @@ def test_daily_job_keeps_its_wall_clock_time_across_dst():
 
 
 # -- delay is elapsed time, also across a DST change ------------------------------------------
+
 
 def test_delay_is_elapsed_time_across_the_gap():
     # Scheduled 01:30 EST; 3600 s later the wall clock reads 03:30 EDT.

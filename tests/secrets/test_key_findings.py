@@ -15,14 +15,13 @@ import pytest
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.home import Home
 from klaviyo_bridge.secrets import ApiKey, CredentialStore, redact_config
-from klaviyo_bridge.store.state import ScheduleRecord
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_bridge.store.state import ScheduleRecord
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 
 KEY = "pk_FINDINGSxKEYx0123456789abcdef"
-EMU = EmulatorSettings(seed=7, profiles=40, events=50, lists=2, rate_limits=False, api_key=KEY,
-                       job_profiles_per_second=1e9)
+EMU = EmulatorSettings(seed=7, profiles=40, events=50, lists=2, rate_limits=False, api_key=KEY, job_profiles_per_second=1e9)
 REAL = "pk_" + "0123456789abcdef" * 2 + "00"  # Klaviyo's shape (pk_ + 34 hex), built so no scanner flags it
 
 
@@ -33,15 +32,23 @@ def url():
 
 
 def cli(home, *args, env=None, stdin=None):
-    return subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, input=stdin,
-                          env={**os.environ, "KLAVIYO_API_KEY": "", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "klaviyo_bridge", "--home", str(home), "-vv", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+        env={**os.environ, "KLAVIYO_API_KEY": "", **(env or {})},
+    )
 
 
 def everything_under(home, *, database_files: bool = True) -> bytes:
     """Every file under HOME but the credentials file, and every state table dumped as text."""
-    blob = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file() and p.name != "credentials.json"
-                    and (database_files or ".duckdb" not in p.name))
+    blob = b"".join(
+        p.read_bytes()
+        for p in home.rglob("*")
+        if p.is_file() and p.name != "credentials.json" and (database_files or ".duckdb" not in p.name)
+    )
     wh = home / "warehouse.duckdb"
     if wh.exists():
         con = duckdb.connect(str(wh), read_only=True)
@@ -65,8 +72,9 @@ def test_no_space_after_colon_warning_never_shows_the_key(tmp_path, url):
     home = tmp_path / "home"
     seed_table(home)
     settings = tmp_path / "export.yml"
-    settings.write_text(f"type: klaviyo\napi_token:{KEY}\nbase_url: {url}\noperation: add\n"
-                        "list_identify_type: name\nlist_value: Colon\n")
+    settings.write_text(
+        f"type: klaviyo\napi_token:{KEY}\nbase_url: {url}\noperation: add\nlist_identify_type: name\nlist_value: Colon\n"
+    )
     done = cli(home, "query", "-d", "crm", "--result-settings", settings, "--dry-run", "SELECT email FROM customers")
     assert done.returncode == 0, done.stderr
     assert "line 2: api_token has no space after the colon" in done.stderr
@@ -74,15 +82,24 @@ def test_no_space_after_colon_warning_never_shows_the_key(tmp_path, url):
     assert KEY.encode() not in everything_under(home)
 
 
-@pytest.mark.parametrize("bad", [KEY[:10] + "\r\n" + KEY[10:], KEY + "\r\n", KEY[:8] + "\x00" + KEY[8:],
-                                 KEY[:8] + " " + KEY[8:]])
+@pytest.mark.parametrize("bad", [KEY[:10] + "\r\n" + KEY[10:], KEY + "\r\n", KEY[:8] + "\x00" + KEY[8:], KEY[:8] + " " + KEY[8:]])
 def test_a_key_with_control_characters_is_refused_before_anything_runs(tmp_path, url, bad):
     """Finding: a key with CR/LF was printed on retries and stored in export_row_ranges / batches."""
     home = tmp_path / "home"
     seed_table(home)
     settings = tmp_path / "export.yml"
-    settings.write_text(json.dumps({"type": "klaviyo", "api_token": bad, "base_url": url, "operation": "add",
-                                    "list_identify_type": "name", "list_value": "CRLF"}))
+    settings.write_text(
+        json.dumps(
+            {
+                "type": "klaviyo",
+                "api_token": bad,
+                "base_url": url,
+                "operation": "add",
+                "list_identify_type": "name",
+                "list_value": "CRLF",
+            }
+        )
+    )
     done = cli(home, "query", "-d", "crm", "--result-settings", settings, "SELECT email FROM customers")
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
@@ -122,10 +139,13 @@ def test_inline_json_settings_with_a_key_are_refused_with_a_pointer(tmp_path, ur
     """Finding: an inline JSON result setting put the key on the command line (``ps`` shows it)."""
     home = tmp_path / "home"
     seed_table(home)
-    inline = json.dumps({"api_token": KEY, "base_url": url, "operation": "add", "list_identify_type": "name",
-                         "list_value": "Inline"})
-    for args in (["query", "-d", "crm", "--result-settings", inline, "SELECT email FROM customers"],
-                 ["sched:create", "s", "", "-d", "crm", "--result-settings", inline, "SELECT email FROM customers"]):
+    inline = json.dumps(
+        {"api_token": KEY, "base_url": url, "operation": "add", "list_identify_type": "name", "list_value": "Inline"}
+    )
+    for args in (
+        ["query", "-d", "crm", "--result-settings", inline, "SELECT email FROM customers"],
+        ["sched:create", "s", "", "-d", "crm", "--result-settings", inline, "SELECT email FROM customers"],
+    ):
         done = cli(home, *args)
         out = done.stdout + done.stderr
         assert done.returncode == 2, out
@@ -135,12 +155,24 @@ def test_inline_json_settings_with_a_key_are_refused_with_a_pointer(tmp_path, ur
     assert ran.returncode == 2 and "may not be given on the command line" in ran.stderr and KEY not in ran.stderr
     # the ways that keep it off the command line work: the environment, and a saved authentication
     keyless = json.dumps({"base_url": url, "operation": "add", "list_identify_type": "name", "list_value": "Env"})
-    sent = cli(home, "query", "-d", "crm", "--result-settings", keyless, "SELECT email FROM customers",
-               env={"KLAVIYO_API_KEY": KEY})
+    sent = cli(
+        home, "query", "-d", "crm", "--result-settings", keyless, "SELECT email FROM customers", env={"KLAVIYO_API_KEY": KEY}
+    )
     assert sent.returncode == 0 and "5 rows: 5 submitted" in sent.stdout, sent.stderr
     assert cli(home, "auth:create", "acme", "--stdin", stdin=KEY + "\n").returncode == 0
-    saved = cli(home, "sched:create", "s", "", "-d", "crm", "--result-connection", "acme", "--result-settings",
-                keyless, "SELECT email FROM customers")
+    saved = cli(
+        home,
+        "sched:create",
+        "s",
+        "",
+        "-d",
+        "crm",
+        "--result-connection",
+        "acme",
+        "--result-settings",
+        keyless,
+        "SELECT email FROM customers",
+    )
     assert saved.returncode == 0, saved.stderr
     assert cli(home, "sched:run", "s").returncode == 0
     assert KEY.encode() not in everything_under(home)
@@ -167,10 +199,12 @@ def test_workflow_push_moves_a_key_in_export_variables_out_of_the_schedule(tmp_p
     seed_table(home)
     (tmp_path / "q.sql").write_text("SELECT email FROM customers")
     dig = tmp_path / "wf.dig"
-    dig.write_text(f"_export:\n  td:\n    database: crm\n  klaviyo:\n    key: {KEY}\n    base: {url}\n"
-                   "+send:\n  td>: q.sql\n  database: ${td.database}\n  result_settings:\n    type: klaviyo\n"
-                   "    api_token: ${klaviyo.key}\n    base_url: ${klaviyo.base}\n    operation: add\n"
-                   "    list_identify_type: name\n    list_value: Pushed\n")
+    dig.write_text(
+        f"_export:\n  td:\n    database: crm\n  klaviyo:\n    key: {KEY}\n    base: {url}\n"
+        "+send:\n  td>: q.sql\n  database: ${td.database}\n  result_settings:\n    type: klaviyo\n"
+        "    api_token: ${klaviyo.key}\n    base_url: ${klaviyo.base}\n    operation: add\n"
+        "    list_identify_type: name\n    list_value: Pushed\n"
+    )
     pushed = cli(home, "workflow", "push", dig)
     assert pushed.returncode == 0, pushed.stderr
     assert "saved as authentication 'workflow:wf'" in pushed.stdout and KEY not in pushed.stdout + pushed.stderr
@@ -184,19 +218,45 @@ def test_workflow_push_moves_a_key_in_export_variables_out_of_the_schedule(tmp_p
 def test_a_schedule_stored_with_a_key_by_an_older_version_is_migrated_and_never_shown(tmp_path, url):
     home = Home(tmp_path / "home").ensure()
     seed_table(home.root)
-    legacy_export = {"query": "SELECT email FROM customers", "result_settings": {
-        "type": "klaviyo", "api_token": KEY, "base_url": url, "operation": "add", "list_identify_type": "name",
-        "list_value": "Legacy"}}
-    legacy_workflow = {"workflow": {"name": "old", "files": {"q.sql": "SELECT email FROM customers"}, "document": {
-        "_export": {"klaviyo": {"apikey": KEY}}, "+a": {"td>": "q.sql", "database": "crm", "result_settings": {
-            "api_token": "${klaviyo.apikey}", "base_url": url, "operation": "add", "list_identify_type": "name",
-            "list_value": "LegacyWf"}}}}}
+    legacy_export = {
+        "query": "SELECT email FROM customers",
+        "result_settings": {
+            "type": "klaviyo",
+            "api_token": KEY,
+            "base_url": url,
+            "operation": "add",
+            "list_identify_type": "name",
+            "list_value": "Legacy",
+        },
+    }
+    legacy_workflow = {
+        "workflow": {
+            "name": "old",
+            "files": {"q.sql": "SELECT email FROM customers"},
+            "document": {
+                "_export": {"klaviyo": {"apikey": KEY}},
+                "+a": {
+                    "td>": "q.sql",
+                    "database": "crm",
+                    "result_settings": {
+                        "api_token": "${klaviyo.apikey}",
+                        "base_url": url,
+                        "operation": "add",
+                        "list_identify_type": "name",
+                        "list_value": "LegacyWf",
+                    },
+                },
+            },
+        }
+    }
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)  # a fixed instant: sched:run / workflow run run at once
     with open_warehouse(home.warehouse) as wh:  # written as an older version did
-        wh.state.create_schedule(ScheduleRecord("legacy", "export", "", "UTC", 0, "crm", None, legacy_export,
-                                                last_scheduled_for=now))
-        wh.state.create_schedule(ScheduleRecord("oldwf", "workflow", "", "UTC", 0, None, None, legacy_workflow,
-                                                last_scheduled_for=now))
+        wh.state.create_schedule(
+            ScheduleRecord("legacy", "export", "", "UTC", 0, "crm", None, legacy_export, last_scheduled_for=now)
+        )
+        wh.state.create_schedule(
+            ScheduleRecord("oldwf", "workflow", "", "UTC", 0, None, None, legacy_workflow, last_scheduled_for=now)
+        )
     assert KEY not in json.dumps(redact_config(legacy_workflow)) and KEY not in json.dumps(redact_config(legacy_export))
     shown = cli(home.root, "sched:show", "legacy")
     assert shown.returncode == 0 and KEY not in shown.stdout + shown.stderr

@@ -69,8 +69,13 @@ def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str
     port = free_port()
     argv = [sys.executable, "-m", "klaviyo_bridge", "--home", str(cli.home), "console", "--port", str(port)]
     cli.argv.append(argv)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=cli.env({"KLAVIYO_BASE_URL": base_url, "KLAVIYO_BRIDGE_CONSOLE_TOKEN": CONSOLE_TOKEN}))
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli.env({"KLAVIYO_BASE_URL": base_url, "KLAVIYO_BRIDGE_CONSOLE_TOKEN": CONSOLE_TOKEN}),
+    )
     pages: list[str] = []
     try:
         with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
@@ -95,8 +100,7 @@ def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str
                 response = http.get(path)
                 assert response.status_code == 200, (path, response.status_code, response.text[:300])
                 pages.append(response.text)
-                queue += [p for p in re.findall(r'href="(/(?:schedules|jobs)/[^"?#]+)"', response.text)
-                          if p not in seen]
+                queue += [p for p in re.findall(r'href="(/(?:schedules|jobs)/[^"?#]+)"', response.text) if p not in seen]
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
@@ -121,11 +125,16 @@ def test_every_verb_leaves_the_key_nowhere(tmp_path):
     work = tmp_path / "work"  # the user's own files (they may hold the key: the user put it there)
     work.mkdir()
     cli = Sweep(home)
-    with running_emulator(EmulatorSettings(**EMU, api_key=KEY)) as url, \
-            running_emulator(EmulatorSettings(**EMU, api_key=OTHER)) as other_url:
+    with (
+        running_emulator(EmulatorSettings(**EMU, api_key=KEY)) as url,
+        running_emulator(EmulatorSettings(**EMU, api_key=OTHER)) as other_url,
+    ):
         with open_warehouse(home / "warehouse.duckdb") as wh:  # created by the product: HOME made 0700
-            wh.write("crm", "customers", pa.table({"email": [f"s{i}@example.com" for i in range(8)] + ["bad"],
-                                                   "first_name": [f"S{i}" for i in range(9)]}))
+            wh.write(
+                "crm",
+                "customers",
+                pa.table({"email": [f"s{i}@example.com" for i in range(8)] + ["bad"], "first_name": [f"S{i}" for i in range(9)]}),
+            )
 
         # --- authentications ---------------------------------------------------------------------
         cli("auth:create", "sweep", "--stdin", stdin=KEY + "\n")
@@ -133,12 +142,16 @@ def test_every_verb_leaves_the_key_nowhere(tmp_path):
         cli("auth:list")
 
         # --- imports: one-off and scheduled ---------------------------------------------------------
-        (work / "saved.yml").write_text(f"in:\n  type: klaviyo\n  data_source: lists\n  connection: sweep\n"
-                                        f"  base_url: {url}\nout:\n  mode: replace\n")
-        (work / "inline.yml").write_text(f"in:\n  type: klaviyo\n  data_source: profiles\n  api_token: {KEY}\n"
-                                         f"  base_url: {url}\nout:\n  mode: replace\n")
-        (work / "wrong.yml").write_text(f"in:\n  type: klaviyo\n  data_source: lists\n  connection: sweep\n"
-                                        f"  base_url: {other_url}\n  retry_limit: 1\nout:\n  mode: replace\n")
+        (work / "saved.yml").write_text(
+            f"in:\n  type: klaviyo\n  data_source: lists\n  connection: sweep\n  base_url: {url}\nout:\n  mode: replace\n"
+        )
+        (work / "inline.yml").write_text(
+            f"in:\n  type: klaviyo\n  data_source: profiles\n  api_token: {KEY}\n  base_url: {url}\nout:\n  mode: replace\n"
+        )
+        (work / "wrong.yml").write_text(
+            f"in:\n  type: klaviyo\n  data_source: lists\n  connection: sweep\n"
+            f"  base_url: {other_url}\n  retry_limit: 1\nout:\n  mode: replace\n"
+        )
         cli("connector:preview", work / "saved.yml")
         cli("connector:preview", work / "inline.yml")
         cli("connector:issue", work / "saved.yml", "-d", "klaviyo", "-t", "lists")
@@ -153,24 +166,30 @@ def test_every_verb_leaves_the_key_nowhere(tmp_path):
         cli("connector:list")
 
         # --- exports: dry run, real, resume, from env ------------------------------------------------
-        (work / "export_saved.yml").write_text(f"type: klaviyo\nresult_connection: sweep\nbase_url: {url}\n"
-                                               "operation: add\nlist_identify_type: name\nlist_value: Sweep\n"
-                                               "skip_invalid_records: true\n")
-        (work / "export_inline.yml").write_text(f"type: klaviyo\napi_token:{KEY}\nbase_url: {url}\n"  # no space
-                                                "operation: add\nlist_identify_type: name\nlist_value: Sweep2\n"
-                                                "skip_invalid_records: true\nwait_for_completion: true\n"
-                                                "waiting_time_for_completion_millis: 300000\n")
+        (work / "export_saved.yml").write_text(
+            f"type: klaviyo\nresult_connection: sweep\nbase_url: {url}\n"
+            "operation: add\nlist_identify_type: name\nlist_value: Sweep\n"
+            "skip_invalid_records: true\n"
+        )
+        (work / "export_inline.yml").write_text(
+            f"type: klaviyo\napi_token:{KEY}\nbase_url: {url}\n"  # no space
+            "operation: add\nlist_identify_type: name\nlist_value: Sweep2\n"
+            "skip_invalid_records: true\nwait_for_completion: true\n"
+            "waiting_time_for_completion_millis: 300000\n"
+        )
         sql = "SELECT email, first_name FROM customers ORDER BY email"
         cli("query", "-d", "crm", "--result-settings", work / "export_saved.yml", "--dry-run", sql)
         sent = cli("query", "-d", "crm", "--result-settings", work / "export_inline.yml", sql)
         run_id = JOB_ID.search(sent.stdout).group(0)
         cli("query", "-d", "crm", "--result-settings", work / "export_inline.yml", "--resume", run_id, sql, ok=False)
-        keyless = json.dumps({"base_url": url, "operation": "add", "list_identify_type": "name", "list_value": "Env",
-                              "skip_invalid_records": True})
+        keyless = json.dumps(
+            {"base_url": url, "operation": "add", "list_identify_type": "name", "list_value": "Env", "skip_invalid_records": True}
+        )
         cli("query", "-d", "crm", "--result-settings", keyless, sql, env={"KLAVIYO_API_KEY": KEY})
         bad = json.dumps({"base_url": other_url, "operation": "add", "list_value": "nope", "retry_limit": 1})
-        assert cli("query", "-d", "crm", "--result-connection", "sweep", "--result-settings", bad, sql,
-                   ok=False).returncode == 1  # the other account rejects the key (401): the error names no key
+        assert (
+            cli("query", "-d", "crm", "--result-connection", "sweep", "--result-settings", bad, sql, ok=False).returncode == 1
+        )  # the other account rejects the key (401): the error names no key
 
         # --- export schedules --------------------------------------------------------------------------
         cli("sched:create", "exp", "", "-d", "crm", "--result-settings", work / "export_inline.yml", sql)
@@ -187,7 +206,8 @@ def test_every_verb_leaves_the_key_nowhere(tmp_path):
             f"_export:\n  td:\n    database: crm\n  klaviyo:\n    key: {KEY}\n    base: {url}\n"
             "+send:\n  td>: q.sql\n  database: ${td.database}\n  result_settings:\n    type: klaviyo\n"
             "    api_token: ${klaviyo.key}\n    base_url: ${klaviyo.base}\n    operation: add\n"
-            "    list_identify_type: name\n    list_value: Workflow\n")
+            "    list_identify_type: name\n    list_value: Workflow\n"
+        )
         cli("workflow", "push", work / "wf.dig")
         cli("workflow", "run", "wf")
         cli("workflow", "run", work / "wf.dig", "--dry-run")
@@ -211,7 +231,8 @@ def test_every_verb_leaves_the_key_nowhere(tmp_path):
 
         # --- the console, over HTTP -----------------------------------------------------------------------
         pages, console_cmdline, fetched = console_pages(
-            cli, url, ["/", "/authentications", "/sources", "/exports", "/schedules", "/jobs"])
+            cli, url, ["/", "/authentications", "/sources", "/exports", "/schedules", "/jobs"]
+        )
     assert fetched >= 12  # the index pages plus each schedule's and job's page
 
     # --- the search -------------------------------------------------------------------------------------------

@@ -35,8 +35,11 @@ def wh(engine, warehouse_url):
         warehouse = open_warehouse(warehouse_url)
     except StoreError as exc:
         if engine == "postgres":
-            pytest.fail(f"PostgreSQL at {PG_URL} is required for the store tests and is unreachable "
-                        f"(set KLAVIYO_BRIDGE_TEST_POSTGRES to point elsewhere): {exc}", pytrace=False)
+            pytest.fail(
+                f"PostgreSQL at {PG_URL} is required for the store tests and is unreachable "
+                f"(set KLAVIYO_BRIDGE_TEST_POSTGRES to point elsewhere): {exc}",
+                pytrace=False,
+            )
         raise
     yield warehouse
     warehouse.close()
@@ -57,6 +60,8 @@ def job() -> str:
 
 def rows(wh: Warehouse, db: str, table: str, order_by: str = "id") -> list[dict]:
     """Table contents as dicts, sorted, JSON columns as text."""
-    return pa.Table.from_batches(
-        list(wh.query_arrow(f"SELECT * FROM {quote(db)}.{quote(table)} ORDER BY {order_by}"))
-    ).to_pylist() if wh.table_columns(db, table) is not None else []
+    return (
+        pa.Table.from_batches(list(wh.query_arrow(f"SELECT * FROM {quote(db)}.{quote(table)} ORDER BY {order_by}"))).to_pylist()
+        if wh.table_columns(db, table) is not None
+        else []
+    )

@@ -77,9 +77,15 @@ def test_writers_of_different_tables_do_not_block(wh, db):
 def test_duckdb_file_held_by_another_process_is_a_clear_error(tmp_path):
     path = tmp_path / "busy.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
-         str(path)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreError, match=rf"is in use by another run \(pid {holder.pid}\)"):

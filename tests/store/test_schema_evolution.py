@@ -70,12 +70,14 @@ def test_columns_differing_only_by_case_are_refused(wh, db):
 def test_timestamps_round_trip_with_time_zone(wh, db):
     berlin = dt.datetime(2024, 3, 31, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))
     utc = dt.datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
-    table = pa.table({
-        "id": ["a", "b"],
-        "at": pa.array([berlin, utc], pa.timestamp("us", tz="Europe/Berlin")),
-        "naive": pa.array([dt.datetime(2024, 1, 1, 12), None], pa.timestamp("ms")),
-        "day": pa.array([dt.date(2024, 2, 29), None]),
-    })
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "at": pa.array([berlin, utc], pa.timestamp("us", tz="Europe/Berlin")),
+            "naive": pa.array([dt.datetime(2024, 1, 1, 12), None], pa.timestamp("ms")),
+            "day": pa.array([dt.date(2024, 2, 29), None]),
+        }
+    )
     wh.write(db, "e", table)
     assert wh.table_columns(db, "e")["at"] is Kind.TIMESTAMP
     got = rows(wh, db, "e")
@@ -95,9 +97,14 @@ def test_json_column_is_queryable(wh, db):
     props = pa.array(['{"value": 12.5, "items": [{"sku": "A"}], "source": "web"}', None], pa.json_())
     wh.write(db, "events", pa.table({"id": ["a", "b"], "event_properties": props}))
     assert wh.table_columns(db, "events")["event_properties"] is Kind.JSON
-    got = pa.Table.from_batches(list(wh.query_arrow(
-        f'SELECT id, event_properties->>\'source\' AS src, CAST(event_properties->>\'value\' AS DOUBLE PRECISION) '
-        f'AS v FROM "{db}".events ORDER BY id'))).to_pylist()
+    got = pa.Table.from_batches(
+        list(
+            wh.query_arrow(
+                f"SELECT id, event_properties->>'source' AS src, CAST(event_properties->>'value' AS DOUBLE PRECISION) "
+                f'AS v FROM "{db}".events ORDER BY id'
+            )
+        )
+    ).to_pylist()
     assert got == [{"id": "a", "src": "web", "v": 12.5}, {"id": "b", "src": None, "v": None}]
 
 

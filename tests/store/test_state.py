@@ -78,12 +78,16 @@ def test_export_batches_and_row_results(wh, job):
     wh.state.record_export_batch(f"{run}-1", run, "profile-bulk-import", "complete", klaviyo_job_id="kj-1")
     [batch] = wh.state.export_batches(run)
     assert (batch.status, batch.klaviyo_job_id, batch.row_count) == ("complete", "kj-1", 3)
-    results = pa.table({"row_index": [0, 1, 2], "outcome": ["accepted", "rejected", "skipped"],
-                        "reason": [None, "invalid email", "duplicate"]})
+    results = pa.table(
+        {"row_index": [0, 1, 2], "outcome": ["accepted", "rejected", "skipped"], "reason": [None, "invalid email", "duplicate"]}
+    )
     assert wh.state.record_export_rows(f"{run}-1", run, results) == 3
     got = wh.state.export_rows(run_id=run).to_pylist()
     assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == [
-        (0, "accepted", None), (1, "rejected", "invalid email"), (2, "skipped", "duplicate")]
+        (0, "accepted", None),
+        (1, "rejected", "invalid email"),
+        (2, "skipped", "duplicate"),
+    ]
     with pytest.raises(StoreError, match="outcomes"):
         wh.state.record_export_rows(f"{run}-1", run, pa.table({"row_index": [3], "outcome": ["maybe"]}))
 
@@ -93,16 +97,35 @@ def test_row_outcomes_are_stored_as_ranges_and_read_back_row_by_row(wh, job):
     reason, nulls and an unsorted input all come back exactly, one row each."""
     run = wh.state.start_run(job, "export")
     index = [7, 3, 4, 5, 6, 10, 11, 12, 13, 20, 21]
-    outcome = ["accepted", "accepted", "accepted", "rejected", "rejected", "accepted", "accepted", "skipped",
-               "skipped", "submitted", "submitted"]
+    outcome = [
+        "accepted",
+        "accepted",
+        "accepted",
+        "rejected",
+        "rejected",
+        "accepted",
+        "accepted",
+        "skipped",
+        "skipped",
+        "submitted",
+        "submitted",
+    ]
     reason = [None, None, None, "bad", "bad", None, None, "dup", "other", "no job", "no job"]
     results = pa.table({"row_index": index, "outcome": outcome, "reason": reason})
     assert wh.state.record_export_rows(f"{run}-1", run, results) == 11
-    stored = _select(wh, f"SELECT first_row, row_count, outcome, reason FROM _bridge.export_row_ranges "
-                         f"WHERE run_id = '{run}' ORDER BY first_row")
+    stored = _select(
+        wh,
+        f"SELECT first_row, row_count, outcome, reason FROM _bridge.export_row_ranges WHERE run_id = '{run}' ORDER BY first_row",
+    )
     assert stored == [
-        (3, 2, "accepted", None), (5, 2, "rejected", "bad"), (7, 1, "accepted", None), (10, 2, "accepted", None),
-        (12, 1, "skipped", "dup"), (13, 1, "skipped", "other"), (20, 2, "submitted", "no job")]
+        (3, 2, "accepted", None),
+        (5, 2, "rejected", "bad"),
+        (7, 1, "accepted", None),
+        (10, 2, "accepted", None),
+        (12, 1, "skipped", "dup"),
+        (13, 1, "skipped", "other"),
+        (20, 2, "submitted", "no job"),
+    ]
     got = wh.state.export_rows(run_id=run).to_pylist()
     assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == sorted(zip(index, outcome, reason))
 
@@ -112,16 +135,21 @@ def test_an_old_per_row_export_rows_table_moves_into_ranges(wh, job):
     run = wh.state.start_run(job, "export")
     with wh.transaction() as s:
         s.execute("DROP VIEW _bridge.export_rows")
-        s.execute("CREATE TABLE _bridge.export_rows (batch_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
-                  "row_index BIGINT NOT NULL, outcome VARCHAR NOT NULL, reason VARCHAR)")
-        s.execute(f"INSERT INTO _bridge.export_rows VALUES ('{run}-1', '{run}', 0, 'accepted', NULL), "
-                  f"('{run}-1', '{run}', 1, 'rejected', 'bad email')")
+        s.execute(
+            "CREATE TABLE _bridge.export_rows (batch_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+            "row_index BIGINT NOT NULL, outcome VARCHAR NOT NULL, reason VARCHAR)"
+        )
+        s.execute(
+            f"INSERT INTO _bridge.export_rows VALUES ('{run}-1', '{run}', 0, 'accepted', NULL), "
+            f"('{run}-1', '{run}', 1, 'rejected', 'bad email')"
+        )
     with wh.transaction() as s:
         create_state_tables(s)  # what opening the warehouse again runs
     got = wh.state.export_rows(run_id=run).to_pylist()
     assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == [(0, "accepted", None), (1, "rejected", "bad email")]
-    assert _select(wh, "SELECT table_type FROM information_schema.tables WHERE table_schema = '_bridge' "
-                       "AND table_name = 'export_rows'") == [("VIEW",)]
+    assert _select(
+        wh, "SELECT table_type FROM information_schema.tables WHERE table_schema = '_bridge' AND table_name = 'export_rows'"
+    ) == [("VIEW",)]
 
 
 def _select(wh, sql: str) -> list[tuple]:
@@ -139,14 +167,14 @@ def test_state_has_no_place_for_secrets(wh):
 def test_a_job_and_its_engine_share_one_record(wh, job):
     """``begin_job`` writes the run; the engine's ``start_run(begun=True)`` records on that row
     (no second record), and ``runs`` and ``jobs`` read the same record."""
-    wh.state.begin_job("r-" + job, job, "import", triggered_by="schedule", pid=42, host="here",
-                       database="klaviyo", table="events")
+    wh.state.begin_job(
+        "r-" + job, job, "import", triggered_by="schedule", pid=42, host="here", database="klaviyo", table="events"
+    )
     assert wh.state.start_run(job, "import", run_id="r-" + job, begun=True) == "r-" + job
     wh.state.finish_run("r-" + job, "success", rows_read=3, rows_written=3, counts={"pages": 1})
     [run] = wh.state.runs(job)
     assert run == wh.state.job("r-" + job) == wh.state.jobs(job=job)[0]
-    assert (run.triggered_by, run.pid, run.database, run.rows_written, run.counts) == (
-        "schedule", 42, "klaviyo", 3, {"pages": 1})
+    assert (run.triggered_by, run.pid, run.database, run.rows_written, run.counts) == ("schedule", 42, "klaviyo", 3, {"pages": 1})
     with pytest.raises(StoreError, match="was begun"):
         wh.state.start_run(job, "import", run_id="never-begun-" + job, begun=True)
     with pytest.raises(StoreError, match="was begun"):
@@ -165,11 +193,15 @@ def test_a_run_carries_its_error_as_data(wh, job):
     assert wh.state.job(run).error_detail is None
 
 
-OLD_RUNS = ("CREATE TABLE _bridge.runs (run_id VARCHAR PRIMARY KEY, job VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
-            "status VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ, rows_read BIGINT, "
-            "rows_written BIGINT, counts {json}, error VARCHAR)")
-OLD_ROW = ("INSERT INTO _bridge.runs VALUES ('old-1', 'klaviyo.events', 'import', 'succeeded', "
-           "'2024-05-01 10:00:00+00', '2024-05-01 10:01:00+00', 5, 5, '{{\"pages\": 1}}', NULL)")
+OLD_RUNS = (
+    "CREATE TABLE _bridge.runs (run_id VARCHAR PRIMARY KEY, job VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
+    "status VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ, rows_read BIGINT, "
+    "rows_written BIGINT, counts {json}, error VARCHAR)"
+)
+OLD_ROW = (
+    "INSERT INTO _bridge.runs VALUES ('old-1', 'klaviyo.events', 'import', 'succeeded', "
+    "'2024-05-01 10:00:00+00', '2024-05-01 10:01:00+00', 5, 5, '{{\"pages\": 1}}', NULL)"
+)
 
 
 def _check_old_state_reads(url: str) -> None:

@@ -17,8 +17,7 @@ def events(ids, values, **extra):
 def test_append_adds_rows_across_runs(wh, db):
     wh.write(db, "events", events(["a", "b"], [1, 2]), "append")
     wh.write(db, "events", [events(["c"], [3]).to_batches()[0], events(["a"], [4]).to_batches()[0]], "append")
-    assert [(r["id"], r["value"]) for r in rows(wh, db, "events", "id, value")] == [
-        ("a", 1), ("a", 4), ("b", 2), ("c", 3)]
+    assert [(r["id"], r["value"]) for r in rows(wh, db, "events", "id, value")] == [("a", 1), ("a", 4), ("b", 2), ("c", 3)]
 
 
 def test_replace_swaps_contents(wh, db):
@@ -46,8 +45,7 @@ def test_replace_with_zero_rows_and_declared_schema_creates_empty_table(wh, db):
 
 def test_replace_on_new_data_replaces_only_when_rows_arrived(wh, db):
     wh.write(db, "t", events(["a", "b"], [1, 2]), "replace_on_new_data")
-    wh.write(db, "t", events([], []).cast(pa.schema([("id", pa.string()), ("value", pa.int64())])),
-             "replace_on_new_data")
+    wh.write(db, "t", events([], []).cast(pa.schema([("id", pa.string()), ("value", pa.int64())])), "replace_on_new_data")
     assert [r["id"] for r in rows(wh, db, "t")] == ["a", "b"]
     wh.write(db, "t", events(["z"], [9]), "replace_on_new_data")
     assert [r["id"] for r in rows(wh, db, "t")] == ["z"]
@@ -84,8 +82,7 @@ def test_merge_composite_key(wh, db):
 def test_merge_keeps_columns_the_run_did_not_send(wh, db):
     wh.write(db, "p", events(["a"], [1], email=["a@x.io"]), "merge")
     wh.write(db, "p", events(["a", "b"], [2, 3]), "merge")
-    assert rows(wh, db, "p") == [{"id": "a", "value": 2, "email": "a@x.io"},
-                                 {"id": "b", "value": 3, "email": None}]
+    assert rows(wh, db, "p") == [{"id": "a", "value": 2, "email": "a@x.io"}, {"id": "b", "value": 3, "email": None}]
 
 
 def test_merge_rejects_missing_or_null_keys(wh, db):
@@ -126,8 +123,7 @@ def test_written_batches_are_not_held_until_commit(wh, db):
     with wh.writer(db, "events", "append") as writer:
         baseline = pa.total_allocated_bytes()
         for start in range(0, 60_000, 20_000):
-            batch = events([f"evt-{i:09d}-{'x' * 40}" for i in range(start, start + 20_000)],
-                           list(range(start, start + 20_000)))
+            batch = events([f"evt-{i:09d}-{'x' * 40}" for i in range(start, start + 20_000)], list(range(start, start + 20_000)))
             writer.write(batch)
             del batch
         gc.collect()
@@ -149,8 +145,9 @@ def test_duckdb_row_groups_stay_whole_for_inserts_of_many_chunks(tmp_path):
             writer.write(pa.Table.from_batches(data.slice(0, group).to_batches(max_chunksize=1000)))
             writer.write(pa.Table.from_batches(data.slice(group).to_batches(max_chunksize=1000)))
             writer.commit()
-        counts = pa.Table.from_batches(list(wh.query_arrow(
-            "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL")))
+        counts = pa.Table.from_batches(
+            list(wh.query_arrow("SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL"))
+        )
     assert counts.column("n").to_pylist() == [group, group]
 
 
@@ -167,6 +164,11 @@ def test_duckdb_inserts_of_part_row_groups_fill_whole_row_groups(tmp_path):
             for start in range(0, 2 * group, WRITE_ROWS):
                 writer.write(pa.Table.from_batches(data.slice(start, WRITE_ROWS).to_batches(max_chunksize=1000)))
             writer.commit()
-        counts = pa.Table.from_batches(list(wh.query_arrow(
-            "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL ORDER BY 1")))
+        counts = pa.Table.from_batches(
+            list(
+                wh.query_arrow(
+                    "SELECT row_group_id, max(count) AS n FROM pragma_storage_info('db.events') GROUP BY ALL ORDER BY 1"
+                )
+            )
+        )
     assert counts.column("n").to_pylist() == [group, group]

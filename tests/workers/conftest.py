@@ -36,8 +36,11 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_URL, autocommit=True)
     except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the worker tests and is unreachable "
-                    f"(set KLAVIYO_BRIDGE_TEST_POSTGRES to point elsewhere): {exc}", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL at {PG_URL} is required for the worker tests and is unreachable "
+            f"(set KLAVIYO_BRIDGE_TEST_POSTGRES to point elsewhere): {exc}",
+            pytrace=False,
+        )
     try:
         admin.execute(f'CREATE DATABASE "{name}"')
         yield _with_db(PG_URL, name)
@@ -71,9 +74,24 @@ class Pool:
             i = len(self.procs)
             log = open(self.logs / f"worker{i}.log", "wb")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "klaviyo_bridge", "--home", str(self.home), "-v", "worker",
-                 "--warehouse", self.url, "--name", f"w{i}", *extra],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                [
+                    sys.executable,
+                    "-m",
+                    "klaviyo_bridge",
+                    "--home",
+                    str(self.home),
+                    "-v",
+                    "worker",
+                    "--warehouse",
+                    self.url,
+                    "--name",
+                    f"w{i}",
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
             log.close()
             self.procs.append(proc)
             started.append(proc)

@@ -51,9 +51,18 @@ def test_retried_attempt_skips_a_slot_an_earlier_attempt_finished(klaviyo_emulat
         record = wh.state.schedule("s00")
         spec = spec_for(record)
         sql.link_attempt(conn, first_run, job_id, worker_id, 0)
-        wh.state.begin_job(first_run, spec.job, spec.kind, schedule="s00", scheduled_for=slot,
-                           triggered_by="schedule", pid=1, host=socket.gethostname(),
-                           database=record.database, table=record.table)
+        wh.state.begin_job(
+            first_run,
+            spec.job,
+            spec.kind,
+            schedule="s00",
+            scheduled_for=slot,
+            triggered_by="schedule",
+            pid=1,
+            host=socket.gethostname(),
+            database=record.database,
+            table=record.table,
+        )
         if first_attempt_ended:
             # ... and ran the slot to its end, but its heartbeat was late: judged stalled anyway.
             wh.state.end_job(first_run, "success", schedule="s00", rows_read=0, rows_written=0)
@@ -64,8 +73,9 @@ def test_retried_attempt_skips_a_slot_an_earlier_attempt_finished(klaviyo_emulat
 
     pool.start(1, *TINY)
     wait_for("the job taken over and ended", lambda: queue_empty(url), timeout=120)
-    runs = fetch(url, "SELECT run_id, status, triggered_by, error FROM _bridge.runs WHERE schedule = 's00' "
-                      "AND scheduled_for = %s", [slot])
+    runs = fetch(
+        url, "SELECT run_id, status, triggered_by, error FROM _bridge.runs WHERE schedule = 's00' AND scheduled_for = %s", [slot]
+    )
     by_id = {r[0]: r[1:] for r in runs}
     assert fetch(url, "SELECT status::text FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("succeeded",)]
     if first_attempt_ended:
@@ -77,5 +87,4 @@ def test_retried_attempt_skips_a_slot_an_earlier_attempt_finished(klaviyo_emulat
         assert by_id[first_run][0] == "error" and "interrupted" in by_id[first_run][2], runs
         (other,) = [v for k, v in by_id.items() if k != first_run]
         assert other[:2] == ("success", "recovery"), runs
-        assert fetch(url, "SELECT closed_by_attempt FROM _bridge.worker_runs WHERE run_id = %s",
-                     [first_run]) == [(1,)]
+        assert fetch(url, "SELECT closed_by_attempt FROM _bridge.worker_runs WHERE run_id = %s", [first_run]) == [(1,)]

@@ -52,11 +52,22 @@ def setup_schedules(home: Home, url: str, base_url: str, n: int = SCHEDULES, cro
     wh = open_warehouse(url)
     try:
         for i in range(n):
-            config = {"in": {"type": "klaviyo", "data_source": "profiles", "connection": f"acct{i % ACCOUNTS}",
-                             "base_url": base_url, "incremental": True, "start_time": START}, "out": {"mode": "merge"}}
-            wh.state.create_schedule(ScheduleRecord(f"s{i:02d}", "import", cron or cron_of(i), "UTC", 0, "klaviyo",
-                                                    f"t{i:02d}",
-                                                    config, last_scheduled_for=T0))
+            config = {
+                "in": {
+                    "type": "klaviyo",
+                    "data_source": "profiles",
+                    "connection": f"acct{i % ACCOUNTS}",
+                    "base_url": base_url,
+                    "incremental": True,
+                    "start_time": START,
+                },
+                "out": {"mode": "merge"},
+            }
+            wh.state.create_schedule(
+                ScheduleRecord(
+                    f"s{i:02d}", "import", cron or cron_of(i), "UTC", 0, "klaviyo", f"t{i:02d}", config, last_scheduled_for=T0
+                )
+            )
     finally:
         wh.close()
     prepare(url)
@@ -83,12 +94,15 @@ def queue_empty(url: str) -> bool:
 
 
 @pytest.mark.klaviyo_emulator(extra_api_keys=KEYS, rate_limits=False, profiles=PROFILES, events=0, lists=1)
-@pytest.mark.parametrize("n_workers, n_schedules", [
-    pytest.param(2, 6, marks=pytest.mark.timeout(300)),  # the default suite's: 20-45 s on a loaded 2-core machine
-    # The issue's scenario: each import run costs 1-2 s of CPU here (7 ADBC connects, windows), so 50
-    # runs on 2 shared cores take ~100 s: opt-in, `pytest -m workers`.
-    pytest.param(3, SCHEDULES, marks=[pytest.mark.workers, pytest.mark.timeout(900)]),
-])
+@pytest.mark.parametrize(
+    "n_workers, n_schedules",
+    [
+        pytest.param(2, 6, marks=pytest.mark.timeout(300)),  # the default suite's: 20-45 s on a loaded 2-core machine
+        # The issue's scenario: each import run costs 1-2 s of CPU here (7 ADBC connects, windows), so 50
+        # runs on 2 shared cores take ~100 s: opt-in, `pytest -m workers`.
+        pytest.param(3, SCHEDULES, marks=[pytest.mark.workers, pytest.mark.timeout(900)]),
+    ],
+)
 def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_workers, n_schedules):
     home = Home.resolve(pool.home)
     url = pool.url
@@ -101,32 +115,51 @@ def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_worker
     for minute, slot in enumerate(slots, 1):
         report = enqueue(url, credentials, slot + timedelta(seconds=30))
         assert not report.busy and not report.waiting
-        assert sorted(name for name, _, _ in report.enqueued) == [f"s{i:02d}" for i in range(n_schedules)
-                                                                  if i % 3 + 1 == minute]
+        assert sorted(name for name, _, _ in report.enqueued) == [f"s{i:02d}" for i in range(n_schedules) if i % 3 + 1 == minute]
         assert {s for _, s, _ in report.enqueued} == {slot}
         # Enqueueing the same time again finds nothing due: a slot is enqueued once.
         assert not enqueue(url, credentials, slot + timedelta(seconds=30)).enqueued
         if minute == 2:
             pids = [p.pid for p in workers]
-            running = wait_for("a run in progress", lambda: fetch(
-                url, "SELECT run_id, pid FROM _bridge.runs WHERE status = 'running' AND pid = ANY(%s) LIMIT 1", [pids]),
-                interval=0.01)
+            running = wait_for(
+                "a run in progress",
+                lambda: fetch(
+                    url, "SELECT run_id, pid FROM _bridge.runs WHERE status = 'running' AND pid = ANY(%s) LIMIT 1", [pids]
+                ),
+                interval=0.01,
+            )
             killed_run, index = running[0][0], pids.index(running[0][1])
             victim = workers[index]
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)
             # worker status: every worker with its heartbeat, the dead one's job still "doing" on it.
-            status = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(pool.home), "worker",
-                                     "--warehouse", url, "status", "--stalled-after", "600"],
-                                    capture_output=True, text=True, timeout=60)
+            status = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "klaviyo_bridge",
+                    "--home",
+                    str(pool.home),
+                    "worker",
+                    "--warehouse",
+                    url,
+                    "status",
+                    "--stalled-after",
+                    "600",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert status.returncode == 0, status.stderr
             assert f"{n_workers} worker(s)" in status.stdout and f"w{index} on" in status.stdout, status.stdout
             assert "last heartbeat" in status.stdout and "running s" in status.stdout, status.stdout
         wait_for(f"minute {minute}'s runs to finish", lambda: queue_empty(url), timeout=180)
 
     # Every due run happened exactly once: one success per (schedule, slot), nothing left running.
-    rows = fetch(url, "SELECT schedule, scheduled_for, status, triggered_by, run_id, error, started_at, ended_at, "
-                      "pid FROM _bridge.runs")
+    rows = fetch(
+        url, "SELECT schedule, scheduled_for, status, triggered_by, run_id, error, started_at, ended_at, pid FROM _bridge.runs"
+    )
     successes = Counter((r[0], r[1]) for r in rows if r[2] == "success")
     expected = {(f"s{i:02d}", slots[i % 3]) for i in range(n_schedules)}
     assert set(successes) == expected
@@ -140,8 +173,7 @@ def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_worker
     others = [r for r in rows if r[2] != "success" and r[4] != killed_run]
     assert all(r[8] == victim.pid and r[2] == "error" and "interrupted" in r[5] for r in others), others
     # procrastinate agrees: every job succeeded, one per slot.
-    assert dict(fetch(url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1")) == {
-        "succeeded": len(expected)}
+    assert dict(fetch(url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1")) == {"succeeded": len(expected)}
     # Merge mode: every table has each profile of its range once (the killed one's too).
     counts = {fetch(url, f'SELECT count(*), count(DISTINCT id) FROM klaviyo."t{i:02d}"')[0] for i in range(n_schedules)}
     assert len(counts) == 1 and next(iter(counts))[0] == next(iter(counts))[1] > 0
@@ -165,8 +197,21 @@ def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_worker
 
 
 def test_worker_refuses_duckdb(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(tmp_path / "h"), "worker",
-                           "--warehouse", str(tmp_path / "w.duckdb")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "klaviyo_bridge",
+            "--home",
+            str(tmp_path / "h"),
+            "worker",
+            "--warehouse",
+            str(tmp_path / "w.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "needs the state in PostgreSQL" in done.stderr and "klaviyo-bridge scheduler" in done.stderr
 
@@ -195,8 +240,7 @@ def test_racing_enqueuers_enqueue_each_slot_once(klaviyo_emulator, pool):
     # While a schedule's run is queued, its next slot waits (and is not lost: it stays due).
     later = enqueue(url, credentials, T0 + timedelta(minutes=21))
     assert not later.enqueued and len(later.waiting) == 20
-    assert {r[0] for r in fetch(url, "SELECT last_scheduled_for FROM _bridge.schedules")} == {
-        T0 + timedelta(minutes=15)}
+    assert {r[0] for r in fetch(url, "SELECT last_scheduled_for FROM _bridge.schedules")} == {T0 + timedelta(minutes=15)}
     # The job args name the schedule and slot; the lock names the account, never the key.
     args = fetch(url, "SELECT args->>'schedule', args->>'scheduled_for', lock FROM procrastinate_jobs")
     assert all(lock.startswith("account:") and "pk_" not in lock for _, _, lock in args)
@@ -204,8 +248,7 @@ def test_racing_enqueuers_enqueue_each_slot_once(klaviyo_emulator, pool):
     assert TASK == "klaviyo_bridge.run_schedule"
 
 
-@pytest.mark.klaviyo_emulator(extra_api_keys=KEYS, rate_limits=False, profiles=20, events=0, lists=1,
-                              latency_ms=1500)
+@pytest.mark.klaviyo_emulator(extra_api_keys=KEYS, rate_limits=False, profiles=20, events=0, lists=1, latency_ms=1500)
 def test_export_killed_after_a_batch_is_not_resent_blind(klaviyo_emulator, pool):
     """A worker killed while an export's batch is on the wire: the worker that takes the job over
     closes the dead attempt (error, interrupted) and does NOT send the batch again (consent is
@@ -220,20 +263,39 @@ def test_export_killed_after_a_batch_is_not_resent_blind(klaviyo_emulator, pool)
             s.execute("CREATE SCHEMA shop")
             s.execute("CREATE TABLE shop.customers (email TEXT)")
             s.execute("INSERT INTO shop.customers SELECT 'c' || g || '@example.com' FROM generate_series(1, 5) g")
-        settings = {"type": "klaviyo", "connection": "acct0", "base_url": klaviyo_emulator.base_url,
-                    "operation": "add", "list_identify_type": "name", "list_value": "Workers",
-                    "skip_invalid_records": True}
-        wh.state.create_schedule(ScheduleRecord("exp", "export", "1 * * * *", "UTC", 0, "shop", None,
-                                                {"query": "SELECT email FROM customers ORDER BY email",
-                                                 "result_settings": settings}, last_scheduled_for=T0))
+        settings = {
+            "type": "klaviyo",
+            "connection": "acct0",
+            "base_url": klaviyo_emulator.base_url,
+            "operation": "add",
+            "list_identify_type": "name",
+            "list_value": "Workers",
+            "skip_invalid_records": True,
+        }
+        wh.state.create_schedule(
+            ScheduleRecord(
+                "exp",
+                "export",
+                "1 * * * *",
+                "UTC",
+                0,
+                "shop",
+                None,
+                {"query": "SELECT email FROM customers ORDER BY email", "result_settings": settings},
+                last_scheduled_for=T0,
+            )
+        )
     finally:
         wh.close()
     prepare(url)
     workers = pool.start(2, *FAST)
     wait_for("workers registered", lambda: len(fetch(url, "SELECT 1 FROM _bridge.workers")) == 2)
     assert [n for n, _, _ in enqueue(url, credentials, T0 + timedelta(minutes=1, seconds=5)).enqueued] == ["exp"]
-    batch = wait_for("the export's first batch recorded", lambda: fetch(
-        url, "SELECT b.run_id, r.pid FROM _bridge.export_batches b JOIN _bridge.runs r USING (run_id)"), interval=0.01)
+    batch = wait_for(
+        "the export's first batch recorded",
+        lambda: fetch(url, "SELECT b.run_id, r.pid FROM _bridge.export_batches b JOIN _bridge.runs r USING (run_id)"),
+        interval=0.01,
+    )
     killed_run, pid = batch[0]
     victim = next(p for p in workers if p.pid == pid)
     os.kill(pid, signal.SIGKILL)

@@ -16,8 +16,9 @@ from .test_pool import FAST, fetch
 
 
 def cli(pool, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "klaviyo_bridge", "--home", str(pool.home), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "klaviyo_bridge", "--home", str(pool.home), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_scheduler_and_workers_refuse_each_other(pool, tmp_path):
@@ -42,9 +43,12 @@ def test_scheduler_and_workers_refuse_each_other(pool, tmp_path):
     # A scheduler running: a worker refuses to start (and registers nothing that stays).
     log_path = tmp_path / "scheduler.log"
     with open(log_path, "wb") as log:
-        scheduler = subprocess.Popen([sys.executable, "-m", "klaviyo_bridge", "--home", str(pool.home), "scheduler",
-                                      "--warehouse", url, "--poll", "0.2"], stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "klaviyo_bridge", "--home", str(pool.home), "scheduler", "--warehouse", url, "--poll", "0.2"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         wait_for("the scheduler started", lambda: b"scheduler started" in log_path.read_bytes())
         done = cli(pool, "worker", "--warehouse", url, *FAST)

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_emulator.server import running_emulator
 from klaviyo_bridge.store.factory import open_warehouse
+from klaviyo_emulator.server import running_emulator
 
 from .test_seed_workflows import ADD_SQL, EMU, SEED
 
@@ -34,8 +34,9 @@ def test_a_pushed_workflow_runs_now_by_name(tmp_path, emulator, monkeypatch, cap
         with wh.transaction() as s:
             s.execute("CREATE SCHEMA klaviyo_db")
             s.execute("CREATE TABLE klaviyo_db.your_table (email VARCHAR, col_a VARCHAR, col_b INTEGER, col_c VARCHAR)")
-            s.execute("INSERT INTO klaviyo_db.your_table VALUES ('p1@example.com', 'a', 1, NULL), "
-                      "('p2@example.com', 'b', 2, 'x')")
+            s.execute(
+                "INSERT INTO klaviyo_db.your_table VALUES ('p1@example.com', 'a', 1, NULL), ('p2@example.com', 'b', 2, 'x')"
+            )
     shutil.copy(SEED / "adding_profiles_by_list_name.dig", tmp_path / "nightly.dig")
     (tmp_path / "export_data.sql").write_text(ADD_SQL)
     assert run("--home", home, "workflow", "push", tmp_path / "nightly.dig") == 0

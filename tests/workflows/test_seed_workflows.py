@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 
 from klaviyo_bridge.cli import main
-from klaviyo_emulator.server import running_emulator
-from klaviyo_emulator.settings import EmulatorSettings
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_bridge.workflows import interpolate
+from klaviyo_emulator.server import running_emulator
+from klaviyo_emulator.settings import EmulatorSettings
 
 SEED = Path(__file__).parent / "seed"
 #: The seed's examples carry ``api_token: api_token``; this emulator accepts exactly that key.
-EMU = EmulatorSettings(seed=11, profiles=150, events=10, lists=2, segments=1, rate_limits=False,
-                       api_key="api_token", job_profiles_per_second=1e9)
+EMU = EmulatorSettings(
+    seed=11, profiles=150, events=10, lists=2, segments=1, rate_limits=False, api_key="api_token", job_profiles_per_second=1e9
+)
 ADD_SQL = "SELECT email, col_a, col_b, col_c\nFROM your_table;\n"  # the seed's example query
 REMOVE_SQL = "SELECT profile_id FROM your_table;\n"
 CONSENT_SQL = "SELECT email, phone_number FROM your_table;\n"
@@ -38,12 +39,16 @@ def project(tmp_path, emulator, monkeypatch):
     with open_warehouse(wh_path) as wh:
         with wh.transaction() as s:
             s.execute("CREATE SCHEMA klaviyo_db")
-            s.execute("CREATE TABLE klaviyo_db.your_table (profile_id VARCHAR, email VARCHAR, phone_number VARCHAR, "
-                      "col_a VARCHAR, col_b INTEGER, col_c VARCHAR)")
-            s.execute("INSERT INTO klaviyo_db.your_table VALUES "
-                      "(NULL, 'wf1@example.com', '+15005550010', 'a', 1, NULL), "
-                      "(NULL, 'wf2@example.com', '+15005550011', 'b', 2, 'x'), "
-                      "(NULL, 'wf3@example.com', NULL, 'c', 3, NULL)")
+            s.execute(
+                "CREATE TABLE klaviyo_db.your_table (profile_id VARCHAR, email VARCHAR, phone_number VARCHAR, "
+                "col_a VARCHAR, col_b INTEGER, col_c VARCHAR)"
+            )
+            s.execute(
+                "INSERT INTO klaviyo_db.your_table VALUES "
+                "(NULL, 'wf1@example.com', '+15005550010', 'a', 1, NULL), "
+                "(NULL, 'wf2@example.com', '+15005550011', 'b', 2, 'x'), "
+                "(NULL, 'wf3@example.com', NULL, 'c', 3, NULL)"
+            )
     return tmp_path, wh_path
 
 
@@ -52,8 +57,9 @@ def _run(project, name, sql, capsys, *extra):
     shutil.copy(SEED / f"{name}.dig", folder / f"{name}.dig")
     (folder / "export_data.sql").write_text(sql)
     try:
-        main(["--home", str(folder / "home"), "workflow", "run", str(folder / f"{name}.dig"),
-              "--warehouse", str(wh_path), *extra])
+        main(
+            ["--home", str(folder / "home"), "workflow", "run", str(folder / f"{name}.dig"), "--warehouse", str(wh_path), *extra]
+        )
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -70,8 +76,13 @@ def _last_run(wh_path):
 
 def test_every_seed_workflow_is_stored():
     assert sorted(p.stem for p in SEED.glob("*.dig")) == [
-        "adding_profiles_by_list_id", "adding_profiles_by_list_name", "removing_profiles_by_list_id",
-        "removing_profiles_by_list_name", "subscribing_profiles_by_list_name", "unsubscribing_profiles_by_list_id"]
+        "adding_profiles_by_list_id",
+        "adding_profiles_by_list_name",
+        "removing_profiles_by_list_id",
+        "removing_profiles_by_list_name",
+        "subscribing_profiles_by_list_name",
+        "unsubscribing_profiles_by_list_id",
+    ]
 
 
 def test_add_by_name_then_remove_by_name(project, capsys):
@@ -83,14 +94,18 @@ def test_add_by_name_then_remove_by_name(project, capsys):
     assert "3 accepted" in out and "created list 'name_value'" in out
     # the profile ids Klaviyo gave them, written back into the table, as a user would import them
     folder, wh_path = project
-    import httpx
     from urllib.parse import quote
+
+    import httpx
+
     base = __import__("os").environ["KLAVIYO_BASE_URL"]
     headers = {"Authorization": "Klaviyo-API-Key api_token", "revision": "2026-07-15"}
     with httpx.Client(base_url=base, headers=headers) as c:
         ids = {}
         for email in ("wf1@example.com", "wf2@example.com"):
-            ids[email] = c.get(f"/api/profiles?filter={quote(f'equals(email,{chr(39)}{email}{chr(39)})')}").json()["data"][0]["id"]
+            ids[email] = c.get(f"/api/profiles?filter={quote(f'equals(email,{chr(39)}{email}{chr(39)})')}").json()["data"][0][
+                "id"
+            ]
     with open_warehouse(wh_path) as wh:
         with wh.transaction() as s:
             for email, pid in ids.items():
@@ -101,17 +116,21 @@ def test_add_by_name_then_remove_by_name(project, capsys):
     assert code != 0 and "skip_invalid_records is false" in err
     assert "; hint: fix those rows in the query, or set skip_invalid_records: true" in err  # from the error's data
     assert outcomes.count("skipped") == 3
-    code, out, err = _run(project, "removing_profiles_by_list_name",
-                          "SELECT profile_id FROM your_table WHERE profile_id IS NOT NULL;\n", capsys)
+    code, out, err = _run(
+        project, "removing_profiles_by_list_name", "SELECT profile_id FROM your_table WHERE profile_id IS NOT NULL;\n", capsys
+    )
     assert code == 0, err
     assert _last_run(wh_path)[1] == ["accepted", "accepted"]
 
 
-@pytest.mark.parametrize("name,sql", [
-    ("adding_profiles_by_list_id", "SELECT email, col_a, col_b, col_c FROM your_table WHERE email LIKE '%@%';\n"),
-    ("removing_profiles_by_list_id", "SELECT 'no-such-profile' AS profile_id;\n"),
-    ("unsubscribing_profiles_by_list_id", CONSENT_SQL),
-])
+@pytest.mark.parametrize(
+    "name,sql",
+    [
+        ("adding_profiles_by_list_id", "SELECT email, col_a, col_b, col_c FROM your_table WHERE email LIKE '%@%';\n"),
+        ("removing_profiles_by_list_id", "SELECT 'no-such-profile' AS profile_id;\n"),
+        ("unsubscribing_profiles_by_list_id", CONSENT_SQL),
+    ],
+)
 def test_examples_naming_list_id_value_run_and_report_the_missing_list(project, capsys, name, sql):
     code, out, err = _run(project, name, sql, capsys)
     # the seed's placeholder list id does not exist: checked with one read before any row is read,
@@ -130,6 +149,7 @@ def test_examples_with_a_real_list_id(project, capsys):
     folder, _ = project
     list_id = None
     import httpx
+
     base = __import__("os").environ["KLAVIYO_BASE_URL"]
     with httpx.Client(base_url=base, headers={"Authorization": "Klaviyo-API-Key api_token", "revision": "2026-07-15"}) as c:
         list_id = c.get("/api/lists").json()["data"][0]["id"]
@@ -175,6 +195,9 @@ def test_dry_run_and_params(project, capsys):
 
 
 def test_interpolation_errors_name_the_variable():
-    assert interpolate({"d": "${td.database}", "x": "db=${td.database}"}, {"td": {"database": "k"}}, "t") == {"d": "k", "x": "db=k"}
+    assert interpolate({"d": "${td.database}", "x": "db=${td.database}"}, {"td": {"database": "k"}}, "t") == {
+        "d": "k",
+        "x": "db=k",
+    }
     with pytest.raises(ConfigError, match=r"\$\{td.nope\} is not defined"):
         interpolate("${td.nope}", {"td": {}}, "t")

@@ -126,8 +126,10 @@ def open_budget(url: str) -> SharedBudget | None:
             elif scheme in ("postgresql", "postgres"):
                 found = PostgresBudget(url)
             else:
-                raise ConfigError(f"{BUDGET_ENV} must be a redis:// or postgresql:// URL, or local "
-                                  f"(got a {scheme or 'bare'} value)", key=BUDGET_ENV)
+                raise ConfigError(
+                    f"{BUDGET_ENV} must be a redis:// or postgresql:// URL, or local (got a {scheme or 'bare'} value)",
+                    key=BUDGET_ENV,
+                )
             if not _budgets:
                 atexit.register(close_budgets)
             _budgets[url] = found

@@ -25,6 +25,8 @@ import httpx
 import msgspec
 import orjson
 
+from klaviyo_spec import Operation, default_base_url, operation
+
 from ..errors import (
     ApiError,
     AuthError,
@@ -40,14 +42,12 @@ from ..errors import (
     ServerError,
     TransportError,
 )
+from .budget import account_id, open_budget
 from .network import AsyncioTransport, environment_proxy
 from .query import Query
 from .ratelimit import RateLimiter, SharedBudget
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
-from klaviyo_spec import Operation, default_base_url, operation
-from .budget import open_budget
-from .budget import account_id
 
 log = logging.getLogger("klaviyo_bridge.api")
 
@@ -97,8 +97,7 @@ class KlaviyoClient:
         self._key = settings.api_key  # an ApiKey: masked everywhere but in the header below
         if limiter is None and limits is not None and sleep is asyncio.sleep:  # a fake sleep: a limiter of its own
             limiter = limits.limiter(settings.base_url, self._key)
-        self.limiter = limiter or \
-            RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN, probe=True)
+        self.limiter = limiter or RateLimiter(sleep=sleep, margin=CLIENT_WINDOW_MARGIN, probe=True)
         self.retry = retry or RetryPolicy(
             retry_limit=settings.retry_limit,
             initial_wait=settings.initial_retry_wait,
@@ -108,8 +107,7 @@ class KlaviyoClient:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self.stats = ClientStats()
         self._origin = _origin(settings.base_url)
-        http_limits = httpx.Limits(max_connections=settings.max_concurrency,
-                                   max_keepalive_connections=settings.max_concurrency)
+        http_limits = httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency)
         if transport is None and not environment_proxy(settings.base_url):
             transport = AsyncioTransport(limits=http_limits)  # cheaper reads of large pages than anyio's
         #: What carries the requests: the one given, ours, or None (httpx's own, for a proxy).
@@ -181,9 +179,7 @@ class KlaviyoClient:
         body = orjson.dumps(json) if json is not None else content
         return await self._send_with_retries(op, url, params, body, decode, retry_lost)
 
-    async def get_resource(
-        self, operation_id: str, resource_id: str, *, query: Query | None = None
-    ) -> dict[str, Any]:
+    async def get_resource(self, operation_id: str, resource_id: str, *, query: Query | None = None) -> dict[str, Any]:
         """GET one resource by id; returns the whole document (data + included)."""
         doc: dict[str, Any] | None = await self.request(operation_id, path_params={"id": resource_id}, query=query)
         assert doc is not None
@@ -203,8 +199,9 @@ class KlaviyoClient:
         Every page must carry a ``data`` array whose resources all have an ``id``, and no
         ``next`` link may lead back to a page already read: otherwise ``MalformedResponse``."""
         number = 0
-        async for doc, next_url in self._paginate(operation_id, split_page, query=query, path_params=path_params,
-                                                  params=params, start_url=start_url):
+        async for doc, next_url in self._paginate(
+            operation_id, split_page, query=query, path_params=path_params, params=params, start_url=start_url
+        ):
             number += 1
             yield Page(doc["data"], doc.get("included") or [], next_url, number)
 
@@ -252,14 +249,16 @@ class KlaviyoClient:
         the run with ``MalformedResponse`` instead of reading the same pages forever."""
         seen: set[str] = {_page_key(start_url or self._first_url(operation_id, path_params, query, params))}
         where = f"{operation_id}, page 1"
-        reply = await self.request(operation_id, path_params=path_params, query=query, params=params,
-                                   url=start_url, decode=_shape_checked(decode, where))
+        reply = await self.request(
+            operation_id, path_params=path_params, query=query, params=params, url=start_url, decode=_shape_checked(decode, where)
+        )
         number = 1
         while True:
             payload, next_url = reply if reply is not None else (None, None)
             if reply is None:
-                raise MalformedResponse(f"{where}: the answer had no body (expected a page with a 'data' array)",
-                                        operation=operation_id)
+                raise MalformedResponse(
+                    f"{where}: the answer had no body (expected a page with a 'data' array)", operation=operation_id
+                )
             yield payload, next_url
             if not next_url:
                 return
@@ -268,7 +267,9 @@ class KlaviyoClient:
                 raise MalformedResponse(
                     f"{operation_id}: the next link of page {number} leads back to a page already read "
                     f"({_redact_link(next_url)}); stopped instead of reading the same pages forever",
-                    operation=operation_id, url=_redact_link(next_url))
+                    operation=operation_id,
+                    url=_redact_link(next_url),
+                )
             seen.add(key)
             number += 1
             where = f"{operation_id}, page {number}"
@@ -276,8 +277,9 @@ class KlaviyoClient:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _first_url(self, operation_id: str, path_params: Mapping[str, str] | None, query: Query | None,
-                   params: list[tuple[str, str]] | None) -> str:
+    def _first_url(
+        self, operation_id: str, path_params: Mapping[str, str] | None, query: Query | None, params: list[tuple[str, str]] | None
+    ) -> str:
         """The URL ``request`` sends for a collection's first page (for the loop guard)."""
         op = operation(operation_id)
         all_params = [*(query.params() if query is not None else ()), *(params or [])]
@@ -291,8 +293,13 @@ class KlaviyoClient:
             raise InvalidRequest(f"refusing to follow a link to another host: {_origin(url)}")
 
     async def _send_with_retries(
-        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
-        decode: Decode | None = None, retry_lost: bool = True,
+        self,
+        op: Operation,
+        url: str,
+        params: list[tuple[str, str]] | None,
+        body: bytes | None,
+        decode: Decode | None = None,
+        retry_lost: bool = True,
     ) -> Any:
         retries = 0
         while True:
@@ -305,7 +312,10 @@ class KlaviyoClient:
                         raise NameResolutionError(
                             f"{err} after {retries + 1} attempts: check base_url (or KLAVIYO_BASE_URL; "
                             f"without it the host is the real {default_base_url()}) and this machine's "
-                            "network and DNS", host=err.host, method=err.method, operation=err.operation,
+                            "network and DNS",
+                            host=err.host,
+                            method=err.method,
+                            operation=err.operation,
                         ) from None
                     retries += 1
                     self.stats.retries += 1
@@ -319,21 +329,22 @@ class KlaviyoClient:
                         self.limiter.penalise(op.operation_id, err.retry_after, _tier(op, url, params))
                 if not self.retry.should_retry(err, retries):
                     raise RetriesExhausted(
-                        f"{op.operation_id} failed after {retries + 1} attempts "
-                        f"(retry_limit={self.retry.retry_limit}): {err}",
+                        f"{op.operation_id} failed after {retries + 1} attempts (retry_limit={self.retry.retry_limit}): {err}",
                         attempts=retries + 1,
                         last_error=err,
                     ) from err
                 wait = self.retry.wait_for(err, retries)
                 retries += 1
                 self.stats.retries += 1
-                log.warning(
-                    "%s: %s; retry %d/%d in %.1fs", op.operation_id, err, retries, self.retry.retry_limit, wait
-                )
+                log.warning("%s: %s; retry %d/%d in %.1fs", op.operation_id, err, retries, self.retry.retry_limit, wait)
                 await self._sleep(wait)
 
     async def _send_once(
-        self, op: Operation, url: str, params: list[tuple[str, str]] | None, body: bytes | None,
+        self,
+        op: Operation,
+        url: str,
+        params: list[tuple[str, str]] | None,
+        body: bytes | None,
         decode: Decode | None = None,
     ) -> Any:
         tier = _tier(op, url, params)
@@ -347,8 +358,9 @@ class KlaviyoClient:
             async with self._slots:
                 self.limiter.left_late(op.operation_id, tier, self.limiter.clock() - booked)
                 # A tuple: httpx's parameter type takes a list only of its wider value type.
-                response = await self._http.request(op.method, url, params=tuple(params) if params is not None else None,
-                                                    content=body, headers=headers)
+                response = await self._http.request(
+                    op.method, url, params=tuple(params) if params is not None else None, content=body, headers=headers
+                )
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
@@ -358,7 +370,9 @@ class KlaviyoClient:
                 host = urlsplit(self.settings.base_url).hostname or self.settings.base_url
                 raise NameResolutionError(
                     f"{op.method} {op.path}: cannot resolve host {host!r} ({_root_cause(exc)})",
-                    host=host, method=op.method, operation=op.operation_id,
+                    host=host,
+                    method=op.method,
+                    operation=op.operation_id,
                 ) from None
             err = TransportError(
                 f"{op.method} {op.path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
@@ -372,18 +386,20 @@ class KlaviyoClient:
         self.limiter.answered(op.operation_id, tier)
         _observe_rate_headers(self.limiter, op.operation_id, tier, response.headers)
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
-        log.debug(
-            "%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000
-        )
+        log.debug("%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000)
         if response.status_code < 300:
             if response.status_code == 204 or not response.content:
                 return None
             try:
                 return decode(response.content) if decode is not None else orjson.loads(response.content)
             except PageShapeError as exc:
-                raise MalformedResponse(f"{self._scrub(str(exc))} [{op.method} {_redact_link(str(response.url))}]",
-                                        status=response.status_code,
-                                        operation=op.operation_id, method=op.method, url=op.path) from None
+                raise MalformedResponse(
+                    f"{self._scrub(str(exc))} [{op.method} {_redact_link(str(response.url))}]",
+                    status=response.status_code,
+                    operation=op.operation_id,
+                    method=op.method,
+                    url=op.path,
+                ) from None
             except (ValueError, msgspec.DecodeError):
                 raise TransportError(
                     f"{op.method} {op.path}: response body was cut off or not JSON",
@@ -461,13 +477,19 @@ def check_page_records(data: Any) -> None:
     if data is _MISSING:
         raise PageShapeError("the page has no 'data' array (a page without it would be counted as empty)")
     if not isinstance(data, list):
-        raise PageShapeError(f"the page's 'data' is a JSON {type(data).__name__ if data is not None else 'null'}, "
-                             "not an array of resources")
+        raise PageShapeError(
+            f"the page's 'data' is a JSON {type(data).__name__ if data is not None else 'null'}, not an array of resources"
+        )
     for n, item in enumerate(data):
         ident = item.get("id") if isinstance(item, dict) else None
         if not isinstance(ident, str) or not ident:
-            what = "is not an object" if not isinstance(item, dict) else \
-                "has no 'id'" if ident is None else f"has an invalid id {str(ident)[:40]!r}"
+            what = (
+                "is not an object"
+                if not isinstance(item, dict)
+                else "has no 'id'"
+                if ident is None
+                else f"has an invalid id {str(ident)[:40]!r}"
+            )
             raise PageShapeError(f"record {n + 1} of the page {what} (it would be stored with a NULL id)")
 
 
@@ -477,6 +499,7 @@ def _shape_checked(decode: Callable[[bytes], Any], where: str) -> Callable[[byte
             return decode(body)
         except PageShapeError as exc:
             raise PageShapeError(f"{where}: {exc}") from None
+
     return run
 
 
@@ -490,8 +513,11 @@ def _redact_link(url: str, limit: int = 200) -> str:
     """A link for a message: never a key (Klaviyo keeps it in a header, but a hostile link may
     carry one in its query), and never longer than ``limit``."""
     parts = urlsplit(url)
-    query = "&".join(p if not any(s in p.lower() for s in ("key", "token", "secret", "pk_")) else
-                     p.split("=", 1)[0] + "=[redacted]" for p in parts.query.split("&") if p)
+    query = "&".join(
+        p if not any(s in p.lower() for s in ("key", "token", "secret", "pk_")) else p.split("=", 1)[0] + "=[redacted]"
+        for p in parts.query.split("&")
+        if p
+    )
     text = f"{parts.path}?{query}" if query else parts.path
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -524,7 +550,8 @@ class AccountLimits:
             found = self._limiters.get((origin, key))
             if found is None:
                 found = self._limiters[(origin, key)] = RateLimiter(
-                    margin=CLIENT_WINDOW_MARGIN, budget=self.budget, account=account_id(origin, key), probe=True)
+                    margin=CLIENT_WINDOW_MARGIN, budget=self.budget, account=account_id(origin, key), probe=True
+                )
             return found
 
 

@@ -299,8 +299,13 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
     ``transport=`` (``KlaviyoClient`` does when it is given none). ``limits`` as httpx's;
     ``verify``: True (the system's CAs, honouring ``SSL_CERT_FILE``), False, or an SSLContext."""
 
-    def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True,
-                 backend: AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits | None = None,
+        verify: ssl.SSLContext | bool = True,
+        backend: AsyncNetworkBackend | None = None,
+    ) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
         context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self.backend = backend or AsyncioBackend()
@@ -324,8 +329,12 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         with _httpx_errors():
             response = await self._pool.handle_async_request(core)
         assert isinstance(response.stream, AsyncIterable)
-        return httpx.Response(status_code=response.status, headers=response.headers,
-                              stream=_ResponseStream(response.stream), extensions=response.extensions)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         await self._pool.aclose()

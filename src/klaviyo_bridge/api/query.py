@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from ..errors import ConfigError
 from klaviyo_spec import Operation
+
+from ..errors import ConfigError
 
 
 def format_value(value: Any) -> str:
@@ -114,9 +115,7 @@ class Query:
         if op.filter_required and not self.filters:
             raise ConfigError(f"{where}: a filter is required", key="filter")
         if self.sort is not None and self.sort not in op.sorts:
-            raise ConfigError(
-                f"{where}: cannot sort by {self.sort!r}; allowed: {', '.join(op.sorts) or 'none'}", key="sort"
-            )
+            raise ConfigError(f"{where}: cannot sort by {self.sort!r}; allowed: {', '.join(op.sorts) or 'none'}", key="sort")
         if self.page_size is not None:
             top = op.page_size_max
             if top is None:

@@ -44,7 +44,6 @@ from typing import Protocol
 
 from klaviyo_spec import Operation, RateLimit, operation
 
-
 #: After a 429, a client's windows grow by this much, to at most MAX_MARGIN over the published length.
 MARGIN_STEP = 0.05
 MAX_MARGIN = 0.3

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 from ..errors import RateLimited, RetryableApiError
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
 _EXPECTED_RE = re.compile(r"Expected available in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)

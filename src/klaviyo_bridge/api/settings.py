@@ -20,8 +20,9 @@ from ..secrets import ApiKey
 from ..validation import KeyedValueError, config_error_from, known_keys
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "ClientSettings", "KeyedValueError", "config_error_from", "known_keys"]
-from klaviyo_spec import default_base_url, spec_revision
 from urllib.parse import urlsplit
+
+from klaviyo_spec import default_base_url, spec_revision
 
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 API_KEY_ENV = "KLAVIYO_API_KEY"
@@ -39,9 +40,7 @@ class ClientSettings(BaseModel):
 
     api_key: ApiKey = Field(validation_alias=AliasChoices("api_key", "api_token"))
     base_url: str = Field(default_factory=_env_base_url)
-    revision: str = Field(
-        default_factory=spec_revision, validation_alias=AliasChoices("revision", "revision_time")
-    )
+    revision: str = Field(default_factory=spec_revision, validation_alias=AliasChoices("revision", "revision_time"))
     retry_limit: int = Field(5, ge=1, le=7)
     initial_retry_wait: float = Field(1, ge=1, le=10)
     max_retry_wait: float = Field(300, ge=30, le=1800)

@@ -19,15 +19,15 @@ import click
 
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
-from .hints import error_lines
 from ..home import HOME_ENV, LEGACY_HOME, Home
 from ..memory import use_lean_arrow_pool
 from .api_cmd import api_command
 from .demo_cmd import demo_command
 from .emulator_cmd import emulator_command
 from .export_cmd import query_command
-from .workflow_cmd import workflow_command
+from .hints import error_lines
 from .imports_cmd import COMMANDS as IMPORT_COMMANDS
+from .workflow_cmd import workflow_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,7 +39,7 @@ from .imports_cmd import COMMANDS as IMPORT_COMMANDS
     type=click.Path(file_okay=False),
     default=None,
     help=f"Folder for state, saved keys and the embedded DuckDB warehouse (env {HOME_ENV}; default "
-         "$XDG_DATA_HOME/klaviyo-bridge, i.e. ~/.local/share/klaviyo-bridge).",
+    "$XDG_DATA_HOME/klaviyo-bridge, i.e. ~/.local/share/klaviyo-bridge).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
@@ -52,8 +52,11 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     ctx.obj = Home.resolve(home)
     legacy = Path(LEGACY_HOME).resolve()
     if home is None and legacy != ctx.obj.root and (legacy / "warehouse.duckdb").exists():
-        click.echo(f"warning: ./{LEGACY_HOME} here is not used (the default home is {ctx.obj.root}); "
-                   f"to keep using it: export {HOME_ENV}={legacy}", err=True)
+        click.echo(
+            f"warning: ./{LEGACY_HOME} here is not used (the default home is {ctx.obj.root}); "
+            f"to keep using it: export {HOME_ENV}={legacy}",
+            err=True,
+        )
 
 
 cli.add_command(emulator_command)

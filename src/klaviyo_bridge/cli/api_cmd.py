@@ -11,14 +11,14 @@ from typing import Any
 import click
 import orjson
 
+from klaviyo_spec import operation
+
 from ..api.client import KlaviyoClient
 from ..api.query import Query
 from ..api.settings import API_KEY_ENV, ClientSettings
-from klaviyo_spec import operation
 from ..errors import ConfigError
-from ..secrets import CredentialStore
 from ..home import Home
-from ..secrets import ApiKey
+from ..secrets import ApiKey, CredentialStore
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, Sequence[str]]:
@@ -43,7 +43,9 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, Sequence[str]]:
 @click.option("--limit", type=int, default=None, help="Stop after this many records.")
 @click.option("--base-url", envvar="KLAVIYO_BASE_URL", help="API base URL (env KLAVIYO_BASE_URL).")
 @click.option("--revision", help="API revision YYYY-MM-DD (default: the spec's).")
-@click.option("--auth", "auth", metavar="NAME", help="Use the saved authentication NAME (auth:create) instead of KLAVIYO_API_KEY.")
+@click.option(
+    "--auth", "auth", metavar="NAME", help="Use the saved authentication NAME (auth:create) instead of KLAVIYO_API_KEY."
+)
 @click.pass_obj
 def api_command(
     home: Home,
@@ -71,8 +73,10 @@ def api_command(
     else:
         key = os.environ.get(API_KEY_ENV)
     if not key:
-        raise ConfigError(f"set {API_KEY_ENV} to the private API key, or give --auth NAME of a saved "
-                          "authentication (auth:create NAME); a key is not accepted on the command line")
+        raise ConfigError(
+            f"set {API_KEY_ENV} to the private API key, or give --auth NAME of a saved "
+            "authentication (auth:create NAME); a key is not accepted on the command line"
+        )
     try:
         op = operation(operation_id)
     except KeyError as exc:

@@ -24,8 +24,7 @@ def credential_store(home: Home) -> CredentialStore:
 @click.option("--from-env", "env_var", metavar="VAR", help="Read the key from environment variable VAR.")
 @click.option("--replace", is_flag=True, help="Overwrite an authentication of the same name.")
 @click.pass_obj
-def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool, env_var: str | None,
-                replace: bool) -> None:
+def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool, env_var: str | None, replace: bool) -> None:
     """Save a Klaviyo private API key under NAME (HOME/credentials.json, mode 0600).
 
     The key is read from a hidden prompt, from stdin (--stdin) or from an
@@ -34,8 +33,9 @@ def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool,
     """
     check_name(name)
     if extra:
-        raise ConfigError("auth:create takes only NAME: the key is never read from the command line"
-                          " (use the prompt, --stdin or --from-env VAR)")
+        raise ConfigError(
+            "auth:create takes only NAME: the key is never read from the command line (use the prompt, --stdin or --from-env VAR)"
+        )
     if from_stdin and env_var:
         raise ConfigError("give --stdin or --from-env, not both")
     if env_var:
@@ -50,8 +50,10 @@ def auth_create(home: Home, name: str, extra: tuple[str, ...], from_stdin: bool,
     store.save(name, key, replace=replace)
     click.echo(f"Saved authentication {name!r} ({store.get(name)}) in {store.path}")
 
-    next_step(f"use it with 'connection: {name}' under in: of an import config (connector:preview CONFIG), "
-              f"'result_connection: {name}' in export settings, or api OPERATION --auth {name}")
+    next_step(
+        f"use it with 'connection: {name}' under in: of an import config (connector:preview CONFIG), "
+        f"'result_connection: {name}' in export settings, or api OPERATION --auth {name}"
+    )
 
 
 @click.command("auth:list")

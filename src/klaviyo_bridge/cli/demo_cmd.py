@@ -14,12 +14,12 @@ from rich.table import Table
 from ..api.client import AccountLimits, KlaviyoClient
 from ..api.query import Query
 from ..api.settings import ClientSettings
+from ..config import parse_import_config
 from ..exports.job import export_query, report_lines
 from ..exports.settings import parse_export_settings
-from ..store.factory import open_warehouse
-from ..config import parse_import_config
-from ..imports.runner import run_import
 from ..home import Home
+from ..imports.runner import run_import
+from ..store.factory import open_warehouse
 
 
 @click.command("demo")
@@ -48,8 +48,10 @@ def demo_command(home: Home, profiles: int, events: int, lists: int, seed: int) 
     # step's client starts where the previous one left off, so the demo stays inside the limits.
     limits = AccountLimits()
     with running_emulator(emu) as base_url:
-        console.print(f"[bold]1.[/] Emulator up at {base_url} in {time.perf_counter() - started:.1f}s "
-                      f"({profiles} profiles, {events} events, {lists} lists)")
+        console.print(
+            f"[bold]1.[/] Emulator up at {base_url} in {time.perf_counter() - started:.1f}s "
+            f"({profiles} profiles, {events} events, {lists} lists)"
+        )
         settings = ClientSettings(api_key=emu.api_key, base_url=base_url)
         asyncio.run(_read_account(console, settings, limits))
         _import_into_duckdb(console, home, emu.api_key, base_url, limits)
@@ -59,14 +61,23 @@ def demo_command(home: Home, profiles: int, events: int, lists: int, seed: int) 
 def _export_back(console: Console, home: Home, api_key: str, base_url: str, limits: AccountLimits) -> None:
     """Query the warehouse and add the result to a Klaviyo list (created by name), as a seed export does."""
 
-    settings = parse_export_settings({
-        "type": "klaviyo", "api_token": api_key, "base_url": base_url, "operation": "add",
-        "list_identify_type": "name", "list_value": "Demo: most engaged", "wait_for_completion": True,
-        "skip_invalid_records": True,
-    })
-    sql = ("SELECT p.email, p.first_name, p.last_name, count(*) AS opens FROM demo.events e "
-           "JOIN demo.profiles p ON p.id = e.profile_id WHERE e.metric_name = 'Opened Email' "
-           "GROUP BY ALL ORDER BY opens DESC, p.email LIMIT 250")
+    settings = parse_export_settings(
+        {
+            "type": "klaviyo",
+            "api_token": api_key,
+            "base_url": base_url,
+            "operation": "add",
+            "list_identify_type": "name",
+            "list_value": "Demo: most engaged",
+            "wait_for_completion": True,
+            "skip_invalid_records": True,
+        }
+    )
+    sql = (
+        "SELECT p.email, p.first_name, p.last_name, count(*) AS opens FROM demo.events e "
+        "JOIN demo.profiles p ON p.id = e.profile_id WHERE e.metric_name = 'Opened Email' "
+        "GROUP BY ALL ORDER BY opens DESC, p.email LIMIT 250"
+    )
     with open_warehouse(home.ensure().warehouse, lock_timeout=30) as wh:
         console.print("[bold]6.[/] Export back: the 250 profiles with most opens -> list 'Demo: most engaged'")
         console.print(f"   {sql}")
@@ -80,8 +91,12 @@ def _export_back(console: Console, home: Home, api_key: str, base_url: str, limi
 
 async def _count_members(settings: ClientSettings, list_id: str, limits: AccountLimits) -> int:
     async with KlaviyoClient(settings, limits=limits) as client:
-        return sum([len(page.data) async for page in client.pages(
-            "get_profiles_for_list", path_params={"id": list_id}, query=Query(page_size=100))])
+        return sum(
+            [
+                len(page.data)
+                async for page in client.pages("get_profiles_for_list", path_params={"id": list_id}, query=Query(page_size=100))
+            ]
+        )
 
 
 def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: str, limits: AccountLimits) -> None:
@@ -89,15 +104,20 @@ def _import_into_duckdb(console: Console, home: Home, api_key: str, base_url: st
     with open_warehouse(path, lock_timeout=30) as wh:
         console.print(f"[bold]5.[/] Import into DuckDB ({path}), merge on id:")
         for source in ("profiles", "events"):
-            config = parse_import_config({
-                "in": {"type": "klaviyo", "data_source": source, "api_token": api_key, "base_url": base_url},
-                "out": {"mode": "merge"},
-            })
+            config = parse_import_config(
+                {
+                    "in": {"type": "klaviyo", "data_source": source, "api_token": api_key, "base_url": base_url},
+                    "out": {"mode": "merge"},
+                }
+            )
             result = asyncio.run(run_import(config, wh, "demo", source, limits=limits))
             console.print("   " + result.summary())
-        top = next(wh.query_arrow(
-            "SELECT metric_name, count(*) AS events, count(DISTINCT profile_id) AS profiles "
-            "FROM demo.events GROUP BY metric_name ORDER BY events DESC, metric_name LIMIT 8"))
+        top = next(
+            wh.query_arrow(
+                "SELECT metric_name, count(*) AS events, count(DISTINCT profile_id) AS profiles "
+                "FROM demo.events GROUP BY metric_name ORDER BY events DESC, metric_name LIMIT 8"
+            )
+        )
         table = Table(title="SQL on the warehouse: top metrics in demo.events")
         for name in top.schema.names:
             table.add_column(name)
@@ -140,10 +160,17 @@ async def _read_account(console: Console, settings: ClientSettings, limits: Acco
             table.add_column(col)
         for p in sample:
             a = p["attributes"]
-            table.add_row(p["id"], a.get("email") or "", a.get("phone_number") or "", a.get("first_name") or "",
-                          (a.get("created") or "")[:19])
+            table.add_row(
+                p["id"],
+                a.get("email") or "",
+                a.get("phone_number") or "",
+                a.get("first_name") or "",
+                (a.get("created") or "")[:19],
+            )
         console.print("[bold]3.[/] Profiles (first 5 by created):")
         console.print(table)
         s = client.stats
-        console.print(f"[bold]4.[/] {s.requests} requests, {s.retries} retries, {s.throttled} throttled (429), "
-                      f"{s.rate_wait_seconds:.1f}s waited for rate-limit slots.")
+        console.print(
+            f"[bold]4.[/] {s.requests} requests, {s.retries} retries, {s.throttled} throttled (429), "
+            f"{s.rate_wait_seconds:.1f}s waited for rate-limit slots."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -14,19 +15,18 @@ from rich.table import Table
 from .. import aio
 from ..api.budget import budget_url
 from ..api.client import AccountLimits
+from ..api.settings import API_KEY_ENV, BASE_URL_ENV
 from ..config import ImportConfig, load_yaml, parse_import_config, read_text_bounded
 from ..errors import BridgeError, ConfigError
 from ..home import Home
 from ..imports.metrics import UnknownMetric
 from ..imports.replicate import QLIK_TABLES, replicate_configs
 from ..imports.runner import ImportResult, preview_rows, run_import
-from ..store.warehouse import Warehouse
+from ..secrets import CredentialStore, resolve_connection
 from ..store.factory import open_warehouse
+from ..store.warehouse import Warehouse
 from .hints import next_step
 from .progress import ImportProgress
-from ..secrets import CredentialStore, resolve_connection
-import os
-from ..api.settings import API_KEY_ENV, BASE_URL_ENV
 
 #: Narrowest readable column of the preview table; with more columns than fit, rows print one column a line.
 PREVIEW_MIN_COLUMN = 14
@@ -48,8 +48,14 @@ def open_target(home: Home, url: str | None) -> Warehouse:
     return open_warehouse(url or home.ensure().warehouse, lock_timeout=30)
 
 
-def run_one(config: ImportConfig, warehouse: Warehouse, database: str, table: str, job: str | None = None,
-            limits: AccountLimits | None = None) -> ImportResult:
+def run_one(
+    config: ImportConfig,
+    warehouse: Warehouse,
+    database: str,
+    table: str,
+    job: str | None = None,
+    limits: AccountLimits | None = None,
+) -> ImportResult:
     with ImportProgress(f"{config.source.data_source} -> {database}.{table}") as progress:
         return aio.run(run_import(config, warehouse, database, table, job=job, on_batch=progress, limits=limits))
 
@@ -122,8 +128,10 @@ def issue_command(home: Home, config_file: str, database: str, table: str, wareh
             raise
     click.echo(result.summary())
     where = f" --warehouse {warehouse_url}" if warehouse_url else ""
-    next_step(f"look at it: klaviyo-bridge tables{where} -d {database}",
-              f'klaviyo-bridge sql{where} "SELECT * FROM {database}.{table} LIMIT 10"')
+    next_step(
+        f"look at it: klaviyo-bridge tables{where} -d {database}",
+        f'klaviyo-bridge sql{where} "SELECT * FROM {database}.{table} LIMIT 10"',
+    )
 
 
 def _last_run_id(wh: Warehouse, job: str) -> str | None:
@@ -141,24 +149,42 @@ def _say_what_was_committed(wh: Warehouse, job: str, before: str | None) -> None
         click.echo(f"{job}: stopped before the import began: nothing was committed", err=True)
         return
     run = runs[0]
-    click.echo(f"{job}: job {run.run_id} {run.status}: {run.rows_read or 0} records fetched, "
-               f"{run.rows_written or 0} written. {run.error or ''}", err=True)
+    click.echo(
+        f"{job}: job {run.run_id} {run.status}: {run.rows_read or 0} records fetched, "
+        f"{run.rows_written or 0} written. {run.error or ''}",
+        err=True,
+    )
 
 
 @click.command("replicate")
 @click.option("--database", "-d", required=True, help="Target database (a schema in the warehouse).")
 @click.option("--start-date", required=True, help="First day to sync on the first run (YYYY-MM-DD, UTC).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="YAML with the connection settings under in: (api_token, base_url, ...). "
-                   "Default: KLAVIYO_API_KEY and KLAVIYO_BASE_URL from the environment.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML with the connection settings under in: (api_token, base_url, ...). "
+    "Default: KLAVIYO_API_KEY and KLAVIYO_BASE_URL from the environment.",
+)
 @click.option("--tables", help=f"Comma-separated subset of: {', '.join(QLIK_TABLES)}.")
-@click.option("--metrics", "metrics", help='Only the per-metric tables of these metrics, comma-separated '
-              '(e.g. "Opened Email,Clicked Email"; "Name (Integration)" picks one of two same-named metrics); '
-              "also in.metrics of --config.")
+@click.option(
+    "--metrics",
+    "metrics",
+    help="Only the per-metric tables of these metrics, comma-separated "
+    '(e.g. "Opened Email,Clicked Email"; "Name (Integration)" picks one of two same-named metrics); '
+    "also in.metrics of --config.",
+)
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @click.pass_obj
-def replicate_command(home: Home, database: str, start_date: str, config_file: str | None, tables: str | None,
-                      warehouse_url: str | None, metrics: str | None = None) -> None:
+def replicate_command(
+    home: Home,
+    database: str,
+    start_date: str,
+    config_file: str | None,
+    tables: str | None,
+    warehouse_url: str | None,
+    metrics: str | None = None,
+) -> None:
     """Sync every Qlik-style table (one per event metric, plus campaigns, lists and
     global exclusions) incrementally, merging on the primary key."""
     try:
@@ -174,8 +200,9 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
     with open_target(home, warehouse_url) as wh, ImportProgress(f"replicate -> {database}") as progress:
         limits = AccountLimits.at(budget_url(warehouse_url))  # one budget for every stream of the account
         done, total, skipped, failed = aio.run(_replicate(configs, wh, database, progress, limits))
-    tail = "".join(f"; {label} {len(names)}: {', '.join(names)}" for label, names in
-                   (("skipped", skipped), ("failed", failed)) if names)
+    tail = "".join(
+        f"; {label} {len(names)}: {', '.join(names)}" for label, names in (("skipped", skipped), ("failed", failed)) if names
+    )
     click.echo(f"replicated {done} tables, {total} rows{tail}")
     if failed:
         raise click.exceptions.Exit(1)
@@ -187,8 +214,9 @@ def replicate_command(home: Home, database: str, start_date: str, config_file: s
 REPLICATE_AT_ONCE = 4
 
 
-async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: str,
-                     progress: ImportProgress, limits: AccountLimits) -> tuple[int, int, list[str], list[str]]:
+async def _replicate(
+    configs: dict[str, ImportConfig], wh: Warehouse, database: str, progress: ImportProgress, limits: AccountLimits
+) -> tuple[int, int, list[str], list[str]]:
     """Import every table, ``REPLICATE_AT_ONCE`` at a time; (tables done, rows, skipped, failed)."""
     slots = asyncio.Semaphore(REPLICATE_AT_ONCE)
     done, total = 0, 0
@@ -202,8 +230,9 @@ async def _replicate(configs: dict[str, ImportConfig], wh: Warehouse, database: 
         nonlocal done, total
         async with slots:
             try:
-                result = await run_import(config, wh, database, name, job=f"replicate:{database}.{name}",
-                                          on_batch=counted, limits=limits)
+                result = await run_import(
+                    config, wh, database, name, job=f"replicate:{database}.{name}", on_batch=counted, limits=limits
+                )
             except UnknownMetric:
                 # An account that never sent SMS has no "Received SMS" metric: nothing to copy.
                 skipped.append(name)

@@ -1,6 +1,5 @@
 """Jobs and the scheduler daemon: ``job:list/show/kill`` and ``scheduler``. Only parses and prints."""
 
-
 from __future__ import annotations
 
 import csv
@@ -19,14 +18,14 @@ from .auth_cmd import credential_store
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from .schedule_common import (
-    _open,
-    _control_dir,
     _console,
-    _fmt_time,
+    _control_dir,
     _fmt_seconds,
-    warehouse_option,
+    _fmt_time,
     _job_table,
+    _open,
     _open_quick,
+    warehouse_option,
 )
 
 
@@ -46,8 +45,12 @@ def job_list(home: Home, schedule: str | None, status: str | None, limit: int, w
 
 @click.command("job:show")
 @click.argument("job_id")
-@click.option("--rows", "show_rows", is_flag=True,
-              help="An export's per-row outcomes as CSV: row number, identifier (email, phone, ...), outcome, reason.")
+@click.option(
+    "--rows",
+    "show_rows",
+    is_flag=True,
+    help="An export's per-row outcomes as CSV: row number, identifier (email, phone, ...), outcome, reason.",
+)
 @click.option("--outcome", help="With --rows: only rows with this outcome (accepted, rejected, skipped, ...).")
 @warehouse_option
 @click.pass_obj
@@ -65,19 +68,35 @@ def job_show(home: Home, job_id: str, show_rows: bool, outcome: str | None, ware
             if outcome is None or r["outcome"] == outcome:
                 out.writerow([r["row_index"] + 1, r["identifier"] or "", r["outcome"], r["reason"] or ""])
         return
-    rows = [("Job ID", j.run_id), ("Kind", j.kind), ("Job", j.job), ("Schedule", j.schedule or ""),
-            ("Triggered by", j.triggered_by or ""), ("Status", j.status),
-            ("Scheduled for", _fmt_time(j.scheduled_for)), ("Started at", _fmt_time(j.started_at)),
-            ("Ended at", _fmt_time(j.ended_at)), ("Duration", _fmt_seconds(j.duration)),
-            ("Database", j.database or ""), ("Table", j.table or ""),
-            ("Records read", "" if j.rows_read is None else j.rows_read),
-            ("Records written", "" if j.rows_written is None else j.rows_written),
-            ("Counts", ", ".join(f"{k}={v}" for k, v in j.counts.items())), ("PID", j.pid or ""),
-            ("Host", j.host or ""), ("Kill requested", "yes" if j.cancel_requested else ""),
-            ("Error", j.error or "")]
+    rows = [
+        ("Job ID", j.run_id),
+        ("Kind", j.kind),
+        ("Job", j.job),
+        ("Schedule", j.schedule or ""),
+        ("Triggered by", j.triggered_by or ""),
+        ("Status", j.status),
+        ("Scheduled for", _fmt_time(j.scheduled_for)),
+        ("Started at", _fmt_time(j.started_at)),
+        ("Ended at", _fmt_time(j.ended_at)),
+        ("Duration", _fmt_seconds(j.duration)),
+        ("Database", j.database or ""),
+        ("Table", j.table or ""),
+        ("Records read", "" if j.rows_read is None else j.rows_read),
+        ("Records written", "" if j.rows_written is None else j.rows_written),
+        ("Counts", ", ".join(f"{k}={v}" for k, v in j.counts.items())),
+        ("PID", j.pid or ""),
+        ("Host", j.host or ""),
+        ("Kill requested", "yes" if j.cancel_requested else ""),
+        ("Error", j.error or ""),
+    ]
     detail = j.error_detail or {}
-    rows += [("Error code", detail.get("code") or ""), ("Error field", detail.get("field") or ""),
-             ("Error row", detail.get("row") or ""), ("Hint", detail.get("hint") or ""), ("Note", j.note or "")]
+    rows += [
+        ("Error code", detail.get("code") or ""),
+        ("Error field", detail.get("field") or ""),
+        ("Error row", detail.get("row") or ""),
+        ("Hint", detail.get("hint") or ""),
+        ("Note", j.note or ""),
+    ]
     for label, value in rows:
         if value != "" or label in ("Status", "Error"):
             click.echo(f"{label:<15}: {value}")
@@ -111,17 +130,32 @@ def job_kill(home: Home, job_id: str, warehouse_url: str | None) -> None:
 
 # --- scheduler -----------------------------------------------------------------------------
 @click.command("scheduler")
-@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(1),
-              help="Disable a schedule after this many configuration failures in a row.")
-@click.option("--notify-command", metavar="CMD",
-              help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.")
-@click.option("--poll", "poll_seconds", default=30.0, show_default=True, type=click.FloatRange(0.1),
-              help="Longest sleep between checks, in seconds.")
+@click.option(
+    "--max-failures",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Disable a schedule after this many configuration failures in a row.",
+)
+@click.option(
+    "--notify-command",
+    metavar="CMD",
+    help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.",
+)
+@click.option(
+    "--poll",
+    "poll_seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Longest sleep between checks, in seconds.",
+)
 @click.option("--once", is_flag=True, help="Check once, run what is due, wait for it, and exit.")
 @warehouse_option
 @click.pass_obj
-def scheduler_command(home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool,
-                      warehouse_url: str | None) -> None:
+def scheduler_command(
+    home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool, warehouse_url: str | None
+) -> None:
     """Run due schedules, in the foreground, until stopped (Ctrl-C / SIGTERM).
 
     A slot missed while the scheduler was down runs once on start (not once per
@@ -139,10 +173,17 @@ def scheduler_command(home: Home, max_failures: int, notify_command: str | None,
             guard.close()
 
 
-def _scheduler(home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool,
-               warehouse_url: str | None) -> None:
-    scheduler = Scheduler(lambda: _open(home, warehouse_url), credential_store(home), max_failures=max_failures,
-                          notify_command=notify_command, control_dir=_control_dir(home), poll_seconds=poll_seconds)
+def _scheduler(
+    home: Home, max_failures: int, notify_command: str | None, poll_seconds: float, once: bool, warehouse_url: str | None
+) -> None:
+    scheduler = Scheduler(
+        lambda: _open(home, warehouse_url),
+        credential_store(home),
+        max_failures=max_failures,
+        notify_command=notify_command,
+        control_dir=_control_dir(home),
+        poll_seconds=poll_seconds,
+    )
     if once:
         try:
             started = scheduler.tick()
@@ -152,8 +193,7 @@ def _scheduler(home: Home, max_failures: int, notify_command: str | None, poll_s
             raise
         scheduler.release_if_idle()
         for result in scheduler.results:
-            click.echo(f"{result.schedule}: job {result.run_id} {result.status}"
-                       + (f": {result.error}" if result.error else ""))
+            click.echo(f"{result.schedule}: job {result.run_id} {result.status}" + (f": {result.error}" if result.error else ""))
         if not started:
             click.echo("nothing due")
         return

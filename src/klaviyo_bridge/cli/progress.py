@@ -61,8 +61,13 @@ def _live_console(console: Console | None) -> Console | None:
 class _Display:
     """A transient rich Progress on a terminal, or plain log lines; stopped once by ``close()``."""
 
-    def __init__(self, logger: logging.Logger, console: Console | None, clock: Callable[[], float],
-                 emit: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        console: Console | None,
+        clock: Callable[[], float],
+        emit: Callable[[str], None] | None = None,
+    ) -> None:
         self.log = logger
         self.emit = emit or _plain_line
         self.clock = clock
@@ -72,8 +77,14 @@ class _Display:
         self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
         if self.console is not None:
             own_stderr = console is None
-            self.bar = Progress(*self.columns(), console=self.console, transient=True, get_time=clock,
-                                redirect_stdout=own_stderr, redirect_stderr=own_stderr)
+            self.bar = Progress(
+                *self.columns(),
+                console=self.console,
+                transient=True,
+                get_time=clock,
+                redirect_stdout=own_stderr,
+                redirect_stderr=own_stderr,
+            )
             self.add_tasks(self.bar)
             real_stderr = sys.stderr
             self.bar.start()
@@ -126,16 +137,21 @@ class ImportProgress(_Display):
     """Records, pages, rate and elapsed time of one import; the windows fetched out of those planned
     (an import's only total known up front) drive the bar and its ETA."""
 
-    def __init__(self, label: str, *, console: Console | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, label: str, *, console: Console | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.label = label
         self.rows = self.pages = 0
         self.windows_done = self.windows = 0
         super().__init__(logging.getLogger("klaviyo_bridge.imports"), console, clock)
 
     def columns(self) -> tuple[Any, ...]:
-        return (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
-                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), EtaColumn())
+        return (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            EtaColumn(),
+        )
 
     def add_tasks(self, bar: Progress) -> None:
         self.task = bar.add_task(self.label, total=None, counts=self.counts())
@@ -162,8 +178,12 @@ class ImportProgress(_Display):
             self.windows_done, self.windows = max(self.windows_done, windows[0]), windows[1]
         if self.bar is not None:
             known = self.windows > 1
-            self.bar.update(self.task, completed=self.windows_done if known else self.rows,
-                            total=self.windows if known else None, counts=self.counts())
+            self.bar.update(
+                self.task,
+                completed=self.windows_done if known else self.rows,
+                total=self.windows if known else None,
+                counts=self.counts(),
+            )
         else:
             self.maybe_log(lambda: f"{self.label}: {self.counts()}{self.eta_text()}")
 
@@ -171,15 +191,22 @@ class ImportProgress(_Display):
 class ExportProgress(_Display):
     """Rows validated, batches and rows sent, batches completed (out of those sent) of one export."""
 
-    def __init__(self, label: str = "export", *, console: Console | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, label: str = "export", *, console: Console | None = None, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.label = label
         self.validated = self.sent_rows = self.sent_batches = self.done_rows = self.done_batches = 0
         super().__init__(logging.getLogger("klaviyo_bridge.exports"), console, clock)
 
     def columns(self) -> tuple[Any, ...]:
-        return (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(bar_width=20),
-                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), EtaColumn())
+        return (
+            SpinnerColumn(),
+            TextColumn("{task.description:<10}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            EtaColumn(),
+        )
 
     def add_tasks(self, bar: Progress) -> None:
         self.t_validated = bar.add_task("validated", total=None, counts=self.validated_text())
@@ -201,9 +228,11 @@ class ExportProgress(_Display):
         return f"{self.done_batches:,}/{self.to_complete():,} batches, {self.done_rows:,} rows"
 
     def line(self) -> str:
-        return (f"{self.label}: {self.validated:,} rows validated; {self.sent_batches:,} batches sent "
-                f"({self.sent_rows:,} rows, {self.rate(self.sent_rows)} rows/s); "
-                f"{self.done_batches:,}/{self.to_complete():,} batches completed")
+        return (
+            f"{self.label}: {self.validated:,} rows validated; {self.sent_batches:,} batches sent "
+            f"({self.sent_rows:,} rows, {self.rate(self.sent_rows)} rows/s); "
+            f"{self.done_batches:,}/{self.to_complete():,} batches completed"
+        )
 
     def __call__(self, what: str, rows: int) -> None:
         if what == "validated":
@@ -219,7 +248,6 @@ class ExportProgress(_Display):
         if self.bar is not None:
             self.bar.update(self.t_validated, completed=self.validated, counts=self.validated_text())
             self.bar.update(self.t_sent, completed=self.sent_rows, counts=self.sent_text())
-            self.bar.update(self.t_done, completed=self.done_batches, total=self.to_complete() or None,
-                            counts=self.done_text())
+            self.bar.update(self.t_done, completed=self.done_batches, total=self.to_complete() or None, counts=self.done_text())
         else:
             self.maybe_log(self.line)

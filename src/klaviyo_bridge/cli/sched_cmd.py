@@ -1,6 +1,5 @@
 """Export schedules: ``sched:create/list/show/history/update/delete/run``. Only parses and prints."""
 
-
 from __future__ import annotations
 
 import logging
@@ -18,15 +17,13 @@ from .auth_cmd import credential_store
 from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
+from ..documents import read_text_bounded
+from ..exports.job import load_result_settings, read_sql
+from ..exports.settings import parse_settings_text
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
 from . import schedule_common as common
 from .schedule_common import run_pushed, schedule_verb
-from ..documents import read_text_bounded
-from ..exports.job import load_result_settings
-from ..exports.settings import parse_settings_text
-from ..exports.job import read_sql
-
 
 # --- sched:* (export schedules) -----------------------------------------------------------------
 QUERY_WIDTH = 60
@@ -44,8 +41,9 @@ def _short(sql: str, width: int = QUERY_WIDTH) -> str:
     return one if len(one) <= width else one[: width - 1] + "…"
 
 
-def _load_result_settings(name: str, spec: str, connection: str | None,
-                          credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
+def _load_result_settings(
+    name: str, spec: str, connection: str | None, credentials: CredentialStore
+) -> tuple[dict[str, Any], str | None]:
     """Read and validate --result-settings (file or inline JSON); return the mapping to store, with
     an inline key replaced by ``result_connection: sched:NAME``, and the key to save under that name."""
     if spec.lstrip().startswith("{"):
@@ -54,8 +52,10 @@ def _load_result_settings(name: str, spec: str, connection: str | None,
         try:
             text = read_text_bounded(spec, "result settings")
         except OSError as exc:
-            raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
-                              "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
+            raise ConfigError(
+                f"cannot read result settings {spec}: {exc.strerror} "
+                '(give a YAML file or inline JSON like \'{"operation": "add", ...}\')'
+            ) from None
         data, warnings = parse_settings_text(text, spec)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
@@ -84,18 +84,40 @@ def _read_query(query: str | None, query_file: str | None) -> str:
     return sql
 
 
-@schedule_verb("sched:create",
+@schedule_verb(
+    "sched:create",
     click.argument("cron"),
     click.argument("query", required=False),
-    click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False),
-                  help="Read the SQL from a file (stored at create time)."),
+    click.option(
+        "-f",
+        "--file",
+        "query_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Read the SQL from a file (stored at create time).",
+    ),
     click.option("-d", "--database", required=True, help="Database (schema) the query's unqualified table names refer to."),
-    click.option("--result-settings", "result_settings", required=True,
-                  help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key)."),
+    click.option(
+        "--result-settings",
+        "result_settings",
+        required=True,
+        help="Export settings: a YAML/JSON file with the seed's keys, or inline JSON (which may not carry the key).",
+    ),
     click.option("--result-connection", "connection", help="Saved authentication to use (auth:create NAME)."),
-    common.timing_options)
-def sched_create(home: Home, name: str, cron: str, query: str | None, query_file: str | None, database: str,
-                 result_settings: str, connection: str | None, tz: str, delay: int, warehouse_url: str | None) -> None:
+    common.timing_options,
+)
+def sched_create(
+    home: Home,
+    name: str,
+    cron: str,
+    query: str | None,
+    query_file: str | None,
+    database: str,
+    result_settings: str,
+    connection: str | None,
+    tz: str,
+    delay: int,
+    warehouse_url: str | None,
+) -> None:
     """Save an export schedule: run QUERY (or -f FILE) on DATABASE at CRON times and export the result.
 
     \b
@@ -112,20 +134,39 @@ def sched_create(home: Home, name: str, cron: str, query: str | None, query_file
     credentials = credential_store(home)
     settings, key = _load_result_settings(name, result_settings, connection, credentials)
     now = datetime.now(timezone.utc)
-    record = ScheduleRecord(name, "export", cron, tz, delay, database, None,
-                            {"query": sql, "result_settings": settings}, last_scheduled_for=now)
+    record = ScheduleRecord(
+        name, "export", cron, tz, delay, database, None, {"query": sql, "result_settings": settings}, last_scheduled_for=now
+    )
     common.save_new(home, warehouse_url, credentials, record, f"sched:{name}", key, "sched:update or sched:delete it")
-    common.say_created(f"Export schedule {name!r}", schedule, now, "none (runs only by hand: sched:run)",
-                       key and f"The result settings' api_token was saved as authentication 'sched:{name}'.",
-                       "sched", name)
+    common.say_created(
+        f"Export schedule {name!r}",
+        schedule,
+        now,
+        "none (runs only by hand: sched:run)",
+        key and f"The result settings' api_token was saved as authentication 'sched:{name}'.",
+        "sched",
+        name,
+    )
 
 
 @schedule_verb("sched:list", named=False)
 def sched_list(home: Home, warehouse_url: str | None) -> None:
     """List export schedules: Name, Cron, Timezone, Delay, Database, Query (shortened), Status."""
-    common.list_table(home, warehouse_url, "export", ("Name", "Cron", "Timezone", "Delay", "Database", "Query", "Status"),
-               lambda r: (r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "",
-                          _short(str(r.config.get("query", ""))), r.status))
+    common.list_table(
+        home,
+        warehouse_url,
+        "export",
+        ("Name", "Cron", "Timezone", "Delay", "Database", "Query", "Status"),
+        lambda r: (
+            r.name,
+            r.cron,
+            r.timezone,
+            str(r.delay_seconds),
+            r.database or "",
+            _short(str(r.config.get("query", ""))),
+            r.status,
+        ),
+    )
 
 
 @schedule_verb("sched:show")
@@ -133,10 +174,18 @@ def sched_show(home: Home, name: str, warehouse_url: str | None) -> None:
     """Show export schedule NAME: timing, query, result settings (keys redacted), next run."""
     with common._open(home, warehouse_url) as wh:
         r = _get_export(wh, name)
-    rows = [("Name", r.name), ("Cron", r.cron), ("Timezone", r.timezone), ("Delay", r.delay_seconds),
-            ("Database", r.database), ("Status", r.status), ("Failures", r.consecutive_failures),
-            ("Next run", common._next_run(r, datetime.now(timezone.utc)).replace("connector:run", "sched:run")),
-            ("Last slot", common._fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
+    rows = [
+        ("Name", r.name),
+        ("Cron", r.cron),
+        ("Timezone", r.timezone),
+        ("Delay", r.delay_seconds),
+        ("Database", r.database),
+        ("Status", r.status),
+        ("Failures", r.consecutive_failures),
+        ("Next run", common._next_run(r, datetime.now(timezone.utc)).replace("connector:run", "sched:run")),
+        ("Last slot", common._fmt_time(r.last_scheduled_for)),
+        ("Last job", r.last_run_id or ""),
+    ]
     common.echo_rows(rows)
     click.echo("Query    :")
     click.echo("".join(f"  {line}\n" for line in str(r.config.get("query", "")).splitlines()), nl=False)
@@ -150,16 +199,31 @@ def sched_history(home: Home, name: str, limit: int, warehouse_url: str | None) 
     common.history(home, warehouse_url, name, limit, _get_export)
 
 
-@schedule_verb("sched:update", common.update_timing_options,
+@schedule_verb(
+    "sched:update",
+    common.update_timing_options,
     click.option("-d", "--database", help="New database."),
     click.option("--query", help="New SQL."),
     click.option("-f", "--file", "query_file", type=click.Path(exists=True, dir_okay=False), help="New SQL from a file."),
     click.option("--result-settings", "result_settings", help="New export settings (file or inline JSON)."),
     click.option("--result-connection", "connection", help="With --result-settings: saved authentication to use."),
-    common.enable_options("sched:run"))
-def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay: int | None, database: str | None,
-                 query: str | None, query_file: str | None, result_settings: str | None, connection: str | None,
-                 enable: bool, disable: bool, warehouse_url: str | None) -> None:
+    common.enable_options("sched:run"),
+)
+def sched_update(
+    home: Home,
+    name: str,
+    cron: str | None,
+    tz: str | None,
+    delay: int | None,
+    database: str | None,
+    query: str | None,
+    query_file: str | None,
+    result_settings: str | None,
+    connection: str | None,
+    enable: bool,
+    disable: bool,
+    warehouse_url: str | None,
+) -> None:
     """Change export schedule NAME. A new cron/time zone/delay, or --enable, counts slots from now on."""
     common.check_enable(enable, disable)
     if connection and not result_settings:
@@ -186,8 +250,10 @@ def sched_update(home: Home, name: str, cron: str | None, tz: str | None, delay:
             r = wh.state.update_schedule(name, **changes)
     if key:
         click.echo(f"The result settings' api_token was saved as authentication 'sched:{name}'.")
-    click.echo(f"Export schedule {name!r} updated ({r.status}); next run: "
-               f"{common._next_run(r, now).replace('connector:run', 'sched:run')}")
+    click.echo(
+        f"Export schedule {name!r} updated ({r.status}); next run: "
+        f"{common._next_run(r, now).replace('connector:run', 'sched:run')}"
+    )
 
 
 @schedule_verb("sched:delete")
@@ -211,8 +277,10 @@ def sched_run(home: Home, name: str, time: str | None, warehouse_url: str | None
     as_of = common.parse_as_of(time, "2024-06-01T07:00:00+09:00")
     result, job = common.run_now(home, warehouse_url, name, _get_export, lambda r: f": {r.database} -> Klaviyo", as_of)
     counts = ", ".join(f"{v} {k}" for k, v in (job.counts if job else {}).items() if isinstance(v, int))
-    line = (f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
-            f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s")
+    line = (
+        f"job {result.run_id} {result.status}: {result.rows or 0} records exported"
+        f"{f' ({counts})' if counts else ''} in {(result.ended_at - result.started_at).total_seconds():.1f}s"
+    )
     if result.status != "success":
         raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)

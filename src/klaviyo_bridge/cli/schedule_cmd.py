@@ -1,7 +1,6 @@
 """Import schedules in the seed's words: ``connector:create/list/show/history/update/delete/run``,
 ``cron:next``. Only parses and prints; job and export-schedule verbs live in jobs_cmd/sched_cmd."""
 
-
 from __future__ import annotations
 
 import logging
@@ -46,10 +45,17 @@ from .schedule_common import (
 
 
 # --- connector:* -------------------------------------------------------------------------
-@schedule_verb("connector:create", click.argument("cron"), click.argument("database"), click.argument("table"),
-               click.argument("config_file", type=click.Path(exists=True, dir_okay=False)), timing_options)
-def connector_create(home: Home, name: str, cron: str, database: str, table: str, config_file: str, tz: str,
-                     delay: int, warehouse_url: str | None) -> None:
+@schedule_verb(
+    "connector:create",
+    click.argument("cron"),
+    click.argument("database"),
+    click.argument("table"),
+    click.argument("config_file", type=click.Path(exists=True, dir_okay=False)),
+    timing_options,
+)
+def connector_create(
+    home: Home, name: str, cron: str, database: str, table: str, config_file: str, tz: str, delay: int, warehouse_url: str | None
+) -> None:
     """Save an import schedule: run CONFIG_FILE into DATABASE.TABLE at CRON times.
 
     CRON is five fields ("10 0 * * *"), @hourly, @daily, @monthly, or "" for a
@@ -62,19 +68,36 @@ def connector_create(home: Home, name: str, cron: str, database: str, table: str
     credentials = credential_store(home)
     config, key = _load_config(name, config_file, credentials)
     now = datetime.now(timezone.utc)
-    save_new(home, warehouse_url, credentials,
-             ScheduleRecord(name, "import", cron, tz, delay, database, table, config, last_scheduled_for=now),
-             f"connector:{name}", key, "connector:update or connector:delete it")
-    say_created(f"Schedule {name!r}", schedule, now, "none (runs only by hand)",
-                key and f"The config's api_token was saved as authentication 'connector:{name}'.", "connector", name)
+    save_new(
+        home,
+        warehouse_url,
+        credentials,
+        ScheduleRecord(name, "import", cron, tz, delay, database, table, config, last_scheduled_for=now),
+        f"connector:{name}",
+        key,
+        "connector:update or connector:delete it",
+    )
+    say_created(
+        f"Schedule {name!r}",
+        schedule,
+        now,
+        "none (runs only by hand)",
+        key and f"The config's api_token was saved as authentication 'connector:{name}'.",
+        "connector",
+        name,
+    )
 
 
 @schedule_verb("connector:list", named=False)
 def connector_list(home: Home, warehouse_url: str | None) -> None:
     """List import schedules: Name, Cron, Timezone, Delay, Database, Table, Status."""
-    list_table(home, warehouse_url, "import", ("Name", "Cron", "Timezone", "Delay", "Database", "Table", "Status"),
-               lambda r: (r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "", r.table or "",
-                          r.status))
+    list_table(
+        home,
+        warehouse_url,
+        "import",
+        ("Name", "Cron", "Timezone", "Delay", "Database", "Table", "Status"),
+        lambda r: (r.name, r.cron, r.timezone, str(r.delay_seconds), r.database or "", r.table or "", r.status),
+    )
 
 
 @schedule_verb("connector:show")
@@ -82,10 +105,19 @@ def connector_show(home: Home, name: str, warehouse_url: str | None) -> None:
     """Show the settings of schedule NAME (keys redacted) and its next run time."""
     with _open(home, warehouse_url) as wh:
         r = _get_schedule(wh, name)
-    rows = [("Name", r.name), ("Cron", r.cron), ("Timezone", r.timezone), ("Delay", r.delay_seconds),
-            ("Database", r.database), ("Table", r.table), ("Status", r.status),
-            ("Failures", r.consecutive_failures), ("Next run", _next_run(r, datetime.now(timezone.utc))),
-            ("Last slot", _fmt_time(r.last_scheduled_for)), ("Last job", r.last_run_id or "")]
+    rows = [
+        ("Name", r.name),
+        ("Cron", r.cron),
+        ("Timezone", r.timezone),
+        ("Delay", r.delay_seconds),
+        ("Database", r.database),
+        ("Table", r.table),
+        ("Status", r.status),
+        ("Failures", r.consecutive_failures),
+        ("Next run", _next_run(r, datetime.now(timezone.utc))),
+        ("Last slot", _fmt_time(r.last_scheduled_for)),
+        ("Last job", r.last_run_id or ""),
+    ]
     echo_rows(rows)
     click.echo("Config   :")
     echo_yaml(r.config)
@@ -97,14 +129,27 @@ def connector_history(home: Home, name: str, limit: int, warehouse_url: str | No
     history(home, warehouse_url, name, limit, _get_schedule)
 
 
-@schedule_verb("connector:update", update_timing_options, click.option("--database", help="New target database."),
-               click.option("--table", help="New target table."),
-               click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                            help="New config file."),
-               enable_options("connector:run"))
-def connector_update(home: Home, name: str, cron: str | None, tz: str | None, delay: int | None,
-                     database: str | None, table: str | None, config_file: str | None, enable: bool,
-                     disable: bool, warehouse_url: str | None) -> None:
+@schedule_verb(
+    "connector:update",
+    update_timing_options,
+    click.option("--database", help="New target database."),
+    click.option("--table", help="New target table."),
+    click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="New config file."),
+    enable_options("connector:run"),
+)
+def connector_update(
+    home: Home,
+    name: str,
+    cron: str | None,
+    tz: str | None,
+    delay: int | None,
+    database: str | None,
+    table: str | None,
+    config_file: str | None,
+    enable: bool,
+    disable: bool,
+    warehouse_url: str | None,
+) -> None:
     """Change schedule NAME. A new cron/time zone/delay, or --enable, counts slots from now on."""
     check_enable(enable, disable)
     now = datetime.now(timezone.utc)
@@ -139,15 +184,18 @@ def connector_run(home: Home, name: str, time: str | None, warehouse_url: str | 
     TIME is the import's "now": an incremental import reads up to it.
     """
     as_of = parse_as_of(time, "2024-06-01T00:10:00+09:00")
-    result, _ = run_now(home, warehouse_url, name, _get_schedule,
-                        lambda r: f" -> {r.database}.{r.table}", as_of)
-    line = (f"job {result.run_id} {result.status}: {result.rows or 0} records into {result.database}.{result.table}"
-            f" in {(result.ended_at - result.started_at).total_seconds():.1f}s")
+    result, _ = run_now(home, warehouse_url, name, _get_schedule, lambda r: f" -> {r.database}.{r.table}", as_of)
+    line = (
+        f"job {result.run_id} {result.status}: {result.rows or 0} records into {result.database}.{result.table}"
+        f" in {(result.ended_at - result.started_at).total_seconds():.1f}s"
+    )
     if result.status != "success":
         raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
-    next_step(f"its history: klaviyo-bridge connector:history {name}",
-              f'the rows: klaviyo-bridge sql "SELECT * FROM {result.database}.{result.table} LIMIT 10"')
+    next_step(
+        f"its history: klaviyo-bridge connector:history {name}",
+        f'the rows: klaviyo-bridge sql "SELECT * FROM {result.database}.{result.table} LIMIT 10"',
+    )
 
 
 # --- cron:next -----------------------------------------------------------------------------
@@ -177,5 +225,15 @@ def cron_next(expression: str, tz: str, start: str | None, delay: int, count: in
 from .jobs_cmd import COMMANDS as JOB_COMMANDS  # noqa: E402
 from .sched_cmd import COMMANDS as EXPORT_COMMANDS  # noqa: E402
 
-COMMANDS = (connector_create, connector_list, connector_show, connector_history, connector_update, connector_delete,
-            connector_run, cron_next, *JOB_COMMANDS, *EXPORT_COMMANDS)
+COMMANDS = (
+    connector_create,
+    connector_list,
+    connector_show,
+    connector_history,
+    connector_update,
+    connector_delete,
+    connector_run,
+    cron_next,
+    *JOB_COMMANDS,
+    *EXPORT_COMMANDS,
+)

@@ -1,13 +1,12 @@
 """Helpers shared by the schedule and job commands (formatting, options, config loading)."""
 
-
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import uuid
 from collections.abc import Callable
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,20 +17,19 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_yaml, parse_import_config, parse_time, read_text_bounded
-from ..jobs import JobResult, cancel_local, execute_job
-from ..schedule.scheduler import job_label, spec_for
-from ..secrets import redact_config
 from ..errors import BridgeError, ConfigError, JobFailed, StoreError
 from ..home import Home
+from ..jobs import JobResult, cancel_local, execute_job
 from ..schedule.cron import CronSchedule
-from ..secrets import CredentialStore, has_saved_connection, resolve_connection
-from ..store.state import JobRecord, ScheduleRecord
-from ..store.warehouse import Warehouse
-from ..store.factory import open_warehouse
-from .auth_cmd import credential_store
-from .hints import next_step
 from ..schedule.naming import checked_schedule
 from ..schedule.saving import create_schedule, migrate_stored_keys
+from ..schedule.scheduler import job_label, spec_for
+from ..secrets import CredentialStore, has_saved_connection, redact_config, resolve_connection
+from ..store.factory import open_warehouse
+from ..store.state import JobRecord, ScheduleRecord
+from ..store.warehouse import Warehouse
+from .auth_cmd import credential_store
+from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
@@ -71,10 +69,6 @@ def warehouse_option(f: _Command) -> _Command:
     return click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)(f)
 
 
-
-
-
-
 def _load_config(name: str, path: str, credentials: CredentialStore) -> tuple[dict[str, Any], str | None]:
     """Read and validate CONFIG; return it with any inline key replaced by ``connection:``
     and the key to save under ``connector:NAME`` (None when the config names a saved one)."""
@@ -91,8 +85,6 @@ def _load_config(name: str, path: str, credentials: CredentialStore) -> tuple[di
     if key:
         source["connection"] = f"connector:{name}"
     return data, key
-
-
 
 
 def _get_schedule(wh: Warehouse, name: str) -> ScheduleRecord:
@@ -119,8 +111,16 @@ def _job_table(jobs: list[JobRecord], *, with_schedule: bool = False) -> Table:
         out.add_column(column, overflow="fold")
     for j in jobs:
         records = j.rows_written if j.rows_written is not None else j.rows_read
-        row = [j.run_id, j.status, "" if records is None else str(records), j.database or "", j.table or "",
-               _fmt_seconds(j.duration), _fmt_time(j.started_at), _fmt_time(j.scheduled_for)]
+        row = [
+            j.run_id,
+            j.status,
+            "" if records is None else str(records),
+            j.database or "",
+            j.table or "",
+            _fmt_seconds(j.duration),
+            _fmt_time(j.started_at),
+            _fmt_time(j.scheduled_for),
+        ]
         if with_schedule:
             row[1:1] = [j.kind, j.job]
         out.add_row(*row)
@@ -169,8 +169,14 @@ def parse_as_of(time: str | None, example: str) -> datetime | None:
         raise ConfigError(f"TIME must be an ISO 8601 time such as {example}, got {time!r}", key="time") from None
 
 
-def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[Warehouse, str], ScheduleRecord],
-            describe: Callable[[ScheduleRecord], str], as_of: datetime | None) -> tuple[JobResult, JobRecord | None]:
+def run_now(
+    home: Home,
+    warehouse_url: str | None,
+    name: str,
+    get: Callable[[Warehouse, str], ScheduleRecord],
+    describe: Callable[[ScheduleRecord], str],
+    as_of: datetime | None,
+) -> tuple[JobResult, JobRecord | None]:
     """Run a saved schedule once in this process (SIGTERM cancels it); returns (result, job record)."""
     credentials = credential_store(home)
     run_id = uuid.uuid4().hex
@@ -180,8 +186,15 @@ def run_now(home: Home, warehouse_url: str | None, name: str, get: Callable[[War
             record = get(wh, name)
             try:
                 click.echo(f"job {run_id} started ({job_label(record)}{describe(record)})", err=True)
-                result = execute_job(spec_for(record), wh, credentials, now=as_of, triggered_by="manual",
-                                     control_dir=_control_dir(home), run_id=run_id)
+                result = execute_job(
+                    spec_for(record),
+                    wh,
+                    credentials,
+                    now=as_of,
+                    triggered_by="manual",
+                    control_dir=_control_dir(home),
+                    run_id=run_id,
+                )
             except (KeyboardInterrupt, RuntimeError) as exc:
                 if not isinstance(exc, KeyboardInterrupt) and "interrupted" not in str(exc).lower():
                     raise
@@ -211,8 +224,9 @@ def _say_what_was_committed(wh: Warehouse, run_id: str) -> None:
     click.echo(line, err=True)
 
 
-def delete_saved(home: Home, warehouse_url: str | None, name: str,
-                 get: Callable[[Warehouse, str], ScheduleRecord], auth: str) -> None:
+def delete_saved(
+    home: Home, warehouse_url: str | None, name: str, get: Callable[[Warehouse, str], ScheduleRecord], auth: str
+) -> None:
     """Delete a schedule (its job history stays) and the authentication saved for it."""
     with _open(home, warehouse_url) as wh:
         get(wh, name)
@@ -222,11 +236,17 @@ def delete_saved(home: Home, warehouse_url: str | None, name: str,
 
 def timing_options(f: _Command) -> _Command:
     """``-t/--timezone`` and ``--delay`` of a *:create verb."""
-    f = click.option("--delay", default=0, show_default=True, type=click.IntRange(0),
-                     help="Seconds to wait after each scheduled time.")(f)
-    return click.option("-t", "--timezone", "tz", default="UTC", show_default=True,
-                        help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are "
-                             "rejected).")(f)
+    f = click.option(
+        "--delay", default=0, show_default=True, type=click.IntRange(0), help="Seconds to wait after each scheduled time."
+    )(f)
+    return click.option(
+        "-t",
+        "--timezone",
+        "tz",
+        default="UTC",
+        show_default=True,
+        help="IANA time zone of the cron fields, e.g. Asia/Tokyo (abbreviations like PST are rejected).",
+    )(f)
 
 
 def limit_option(f: _Command) -> _Command:
@@ -246,21 +266,28 @@ def enable_options(run_verb: str) -> Callable[[_Command], _Command]:
 
     def decorate(f: _Command) -> _Command:
         f = click.option("--disable", is_flag=True, help=f"Disable the schedule ({run_verb} still works).")(f)
-        return click.option("--enable", is_flag=True,
-                            help="Re-enable a disabled schedule (resets its failure count).")(f)
+        return click.option("--enable", is_flag=True, help="Re-enable a disabled schedule (resets its failure count).")(f)
 
     return decorate
 
 
-def save_new(home: Home, warehouse_url: str | None, credentials: CredentialStore, record: ScheduleRecord,
-             auth: str, key: str | None, hint: str) -> None:
+def save_new(
+    home: Home,
+    warehouse_url: str | None,
+    credentials: CredentialStore,
+    record: ScheduleRecord,
+    auth: str,
+    key: str | None,
+    hint: str,
+) -> None:
     """Save a new schedule, with KEY (if any) saved as authentication AUTH."""
     with _open(home, warehouse_url) as wh:
         create_schedule(wh, credentials, record, {auth: key} if key else {}, hint=hint)
 
 
-def list_table(home: Home, warehouse_url: str | None, kind: str, columns: tuple[str, ...],
-               row: Callable[[ScheduleRecord], tuple[str, ...]]) -> None:
+def list_table(
+    home: Home, warehouse_url: str | None, kind: str, columns: tuple[str, ...], row: Callable[[ScheduleRecord], tuple[str, ...]]
+) -> None:
     """Print the schedules of KIND as a table (for *:list)."""
     with _open(home, warehouse_url) as wh:
         records = wh.state.schedules(kind)
@@ -278,8 +305,9 @@ def echo_rows(rows: list[tuple[str, Any]]) -> None:
         click.echo(f"{label:<9}: {value}")
 
 
-def history(home: Home, warehouse_url: str | None, name: str, limit: int,
-            get: Callable[[Warehouse, str], ScheduleRecord]) -> None:
+def history(
+    home: Home, warehouse_url: str | None, name: str, limit: int, get: Callable[[Warehouse, str], ScheduleRecord]
+) -> None:
     """The jobs of schedule NAME, newest first (for *:history)."""
     with _open(home, warehouse_url) as wh:
         record = get(wh, name)
@@ -292,28 +320,33 @@ def check_enable(enable: bool, disable: bool) -> None:
         raise ConfigError("give --enable or --disable, not both")
 
 
-def common_changes(r: ScheduleRecord, cron: str | None, tz: str | None, delay: int | None, database: str | None,
-                   enable: bool, disable: bool, now: datetime) -> dict[str, Any]:
+def common_changes(
+    r: ScheduleRecord,
+    cron: str | None,
+    tz: str | None,
+    delay: int | None,
+    database: str | None,
+    enable: bool,
+    disable: bool,
+    now: datetime,
+) -> dict[str, Any]:
     """The changes of the options every *:update has: a new cron/time zone/delay (checked) or
     --enable count slots from NOW on; --database, --disable."""
     changes: dict[str, Any] = {}
     if cron is not None or tz is not None or delay is not None:
-        new = (r.cron if cron is None else cron, r.timezone if tz is None else tz,
-               r.delay_seconds if delay is None else delay)
+        new = (r.cron if cron is None else cron, r.timezone if tz is None else tz, r.delay_seconds if delay is None else delay)
         checked_schedule(*new)
         changes.update(cron=new[0], timezone=new[1], delay_seconds=new[2], last_scheduled_for=now)
     if database:
         changes["target_database"] = database
     if enable:
-        changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0,
-                       last_scheduled_for=now)
+        changes.update(enabled=True, disabled_reason=None, disabled_at=None, consecutive_failures=0, last_scheduled_for=now)
     if disable:
         changes.update(enabled=False, disabled_reason="disabled by hand", disabled_at=now)
     return changes
 
 
-def schedule_verb(verb: str, *params: Callable[[Any], Any],
-                  named: bool = True) -> Callable[[Callable[..., Any]], click.Command]:
+def schedule_verb(verb: str, *params: Callable[[Any], Any], named: bool = True) -> Callable[[Callable[..., Any]], click.Command]:
     """A schedule verb: ``click.command(VERB)``, the NAME argument (if NAMED), PARAMS in order,
     ``--warehouse``, and the Home as first argument."""
 
@@ -328,16 +361,20 @@ def schedule_verb(verb: str, *params: Callable[[Any], Any],
     return decorate
 
 
-def say_created(what: str, schedule: CronSchedule, now: datetime, by_hand: str, key_note: str | None,
-                verbs: str, name: str) -> None:
+def say_created(
+    what: str, schedule: CronSchedule, now: datetime, by_hand: str, key_note: str | None, verbs: str, name: str
+) -> None:
     """What *:create says: WHAT created, its timing and next run (BY_HAND: the words for none), KEY_NOTE
     (where an inline key was saved, if one was) and the next steps with the VERBS:run/history."""
     run = schedule.next_run(now)
     click.echo(f"{what} created: {schedule.describe()}; next run: {run.isoformat() if run else by_hand}")
     if key_note:
         click.echo(key_note)
-    next_step(f"run it now: klaviyo-bridge {verbs}:run {name}", f"its jobs: klaviyo-bridge {verbs}:history {name}",
-              "run it on its schedule: klaviyo-bridge scheduler (keep it running)")
+    next_step(
+        f"run it now: klaviyo-bridge {verbs}:run {name}",
+        f"its jobs: klaviyo-bridge {verbs}:history {name}",
+        "run it on its schedule: klaviyo-bridge scheduler (keep it running)",
+    )
 
 
 def get_pushed(wh: Warehouse, name: str) -> ScheduleRecord:
@@ -352,8 +389,10 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
     """Run the stored copy of pushed workflow NAME now, in this process, recorded in its history."""
     result, job = run_now(home, warehouse_url, name, get_pushed, lambda r: "", None)
     read, written = (job.rows_read, job.rows_written) if job else (None, None)
-    line = (f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
-            f"{(result.ended_at - result.started_at).total_seconds():.1f}s")
+    line = (
+        f"job {result.run_id} {result.status}: {read or 0} rows read, {written or 0} records exported in "
+        f"{(result.ended_at - result.started_at).total_seconds():.1f}s"
+    )
     if result.status != "success":
         raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..exports.source import query_source
 from ..home import Home
 from ..store.factory import open_warehouse
 from ..typenames import friendly_type
-from ..exports.source import query_source
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 FORMATS = ("table", "csv", "json")
@@ -81,8 +81,7 @@ class _Printer:
             elif self.fmt == "csv":
                 self.writer.writerow([_text(row[n]) for n in names])
             else:
-                sys.stdout.buffer.write(orjson.dumps(row, default=_json_default,
-                                                     option=orjson.OPT_NON_STR_KEYS) + b"\n")
+                sys.stdout.buffer.write(orjson.dumps(row, default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
 
     def finish(self) -> None:
         if self.fmt == "table":
@@ -97,8 +96,14 @@ _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _format_option(f: _Command) -> _Command:
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                        help="table on screen, CSV (with a header), or JSON lines (one object per row).")(f)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="table on screen, CSV (with a header), or JSON lines (one object per row).",
+    )(f)
 
 
 @click.command("tables")
@@ -113,11 +118,9 @@ def tables_command(home: Home, database: str | None, warehouse_url: str | None, 
     """
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         found = [t for t in wh.user_tables() if database is None or t[0] == database]
-    schema = pa.schema([("database", pa.string()), ("table", pa.string()), ("columns", pa.int64()),
-                        ("rows", pa.int64())])
+    schema = pa.schema([("database", pa.string()), ("table", pa.string()), ("columns", pa.int64()), ("rows", pa.int64())])
     printer = _Printer(fmt, schema, None)
-    printer.add(pa.RecordBatch.from_pylist(
-        [dict(zip(schema.names, t)) for t in found], schema=schema))
+    printer.add(pa.RecordBatch.from_pylist([dict(zip(schema.names, t)) for t in found], schema=schema))
     if fmt == "table":
         _console().print(printer.table)
         if not found:
@@ -125,8 +128,11 @@ def tables_command(home: Home, database: str | None, warehouse_url: str | None, 
             click.echo(f"No tables{where} yet: import some with connector:issue CONFIG -d DATABASE -t TABLE", err=True)
         else:
             first = found[0]
-            click.echo(f"({len(found)} table{'s' if len(found) != 1 else ''}; look inside one with: klaviyo-bridge sql "
-                       f"\"SELECT * FROM {first[0]}.{first[1]} LIMIT 10\")", err=True)
+            click.echo(
+                f"({len(found)} table{'s' if len(found) != 1 else ''}; look inside one with: klaviyo-bridge sql "
+                f'"SELECT * FROM {first[0]}.{first[1]} LIMIT 10")',
+                err=True,
+            )
     else:
         printer.finish()
 
@@ -137,11 +143,23 @@ def tables_command(home: Home, database: str | None, warehouse_url: str | None, 
 @click.option("-d", "--database", help="Database (schema) that unqualified table names refer to.")
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @_format_option
-@click.option("--max-rows", default=SCREEN_ROWS, show_default=True, type=click.IntRange(1),
-              help="Rows shown in the screen table (csv and json print every row).")
+@click.option(
+    "--max-rows",
+    default=SCREEN_ROWS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows shown in the screen table (csv and json print every row).",
+)
 @click.pass_obj
-def sql_command(home: Home, query: str | None, query_file: str | None, database: str | None,
-                warehouse_url: str | None, fmt: str, max_rows: int) -> None:
+def sql_command(
+    home: Home,
+    query: str | None,
+    query_file: str | None,
+    database: str | None,
+    warehouse_url: str | None,
+    fmt: str,
+    max_rows: int,
+) -> None:
     """Run QUERY (or -f FILE) on the warehouse and print the rows.
 
     \b
@@ -154,8 +172,7 @@ def sql_command(home: Home, query: str | None, query_file: str | None, database:
         with open(query_file) as fh:
             query = fh.read()
     if not query or not query.strip():
-        raise ConfigError('give the SQL to run, e.g. klaviyo-bridge sql "SELECT * FROM klaviyo.lists LIMIT 10"',
-                          key="query")
+        raise ConfigError('give the SQL to run, e.g. klaviyo-bridge sql "SELECT * FROM klaviyo.lists LIMIT 10"', key="query")
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         schema, stream = query_source(wh, query, database)()
         printer = _Printer(fmt, schema, max_rows)

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 import click
 
 from ..home import Home
+from ..store import workers as sql
+from ..store.factory import open_warehouse
 from ..workers import EnqueueReport, WorkerOptions, enqueue_due, pool_status, prepare, require_postgres, run_worker
 from .auth_cmd import credential_store
 from .schedule_common import _control_dir, _fmt_time, parse_as_of
-from ..store.factory import open_warehouse
-from ..store import workers as sql
 
 WAREHOUSE_HELP = "The PostgreSQL state: postgresql://USER@HOST:PORT/DB."
 
@@ -24,24 +24,67 @@ def _url(url: str | None) -> str:
 @click.group("worker", invoke_without_command=True)
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
 @click.option("--name", help="This worker's name in `worker status` (default HOST:PID).")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1),
-              help="Jobs this worker runs at once (each on a different account).")
-@click.option("--no-schedules", is_flag=True,
-              help="Only run queued jobs; do not enqueue due schedules (another worker or `worker enqueue` does).")
-@click.option("--poll", "poll_seconds", default=5.0, show_default=True, type=click.FloatRange(0.05),
-              help="Seconds between looks for due schedules, stalled jobs and (without NOTIFY) new jobs.")
-@click.option("--heartbeat", "heartbeat_seconds", default=10.0, show_default=True, type=click.FloatRange(0.05),
-              help="Seconds between this worker's heartbeats.")
-@click.option("--stalled-after", "stalled_seconds", default=30.0, show_default=True, type=click.FloatRange(0.1),
-              help="A worker silent this long is dead: its running job is queued again for another worker.")
-@click.option("--max-failures", default=3, show_default=True, type=click.IntRange(1),
-              help="Disable a schedule after this many configuration failures in a row.")
-@click.option("--notify-command", metavar="CMD",
-              help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.")
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Jobs this worker runs at once (each on a different account).",
+)
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Only run queued jobs; do not enqueue due schedules (another worker or `worker enqueue` does).",
+)
+@click.option(
+    "--poll",
+    "poll_seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between looks for due schedules, stalled jobs and (without NOTIFY) new jobs.",
+)
+@click.option(
+    "--heartbeat",
+    "heartbeat_seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between this worker's heartbeats.",
+)
+@click.option(
+    "--stalled-after",
+    "stalled_seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="A worker silent this long is dead: its running job is queued again for another worker.",
+)
+@click.option(
+    "--max-failures",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Disable a schedule after this many configuration failures in a row.",
+)
+@click.option(
+    "--notify-command",
+    metavar="CMD",
+    help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.",
+)
 @click.pass_context
-def worker_command(ctx: click.Context, warehouse_url: str | None, name: str | None, concurrency: int,
-                   no_schedules: bool, poll_seconds: float, heartbeat_seconds: float, stalled_seconds: float,
-                   max_failures: int, notify_command: str | None) -> None:
+def worker_command(
+    ctx: click.Context,
+    warehouse_url: str | None,
+    name: str | None,
+    concurrency: int,
+    no_schedules: bool,
+    poll_seconds: float,
+    heartbeat_seconds: float,
+    stalled_seconds: float,
+    max_failures: int,
+    notify_command: str | None,
+) -> None:
     """Run one worker of a pool on the PostgreSQL state, until Ctrl-C / SIGTERM.
 
     Start it on as many machines as you like (docs/workers.md): each due run is
@@ -55,20 +98,34 @@ def worker_command(ctx: click.Context, warehouse_url: str | None, name: str | No
         return
     home: Home = ctx.obj
     url = _url(warehouse_url)
-    options = WorkerOptions(name=name, concurrency=concurrency, enqueue=not no_schedules, poll_seconds=poll_seconds,
-                            heartbeat_seconds=heartbeat_seconds, stalled_seconds=stalled_seconds,
-                            max_failures=max_failures, notify_command=notify_command)
+    options = WorkerOptions(
+        name=name,
+        concurrency=concurrency,
+        enqueue=not no_schedules,
+        poll_seconds=poll_seconds,
+        heartbeat_seconds=heartbeat_seconds,
+        stalled_seconds=stalled_seconds,
+        max_failures=max_failures,
+        notify_command=notify_command,
+    )
 
     def ready(worker_id: int) -> None:
-        click.echo(f"worker {worker_id} started (pid {__import__('os').getpid()}); Ctrl-C to stop "
-                   "(running jobs finish first)", err=True)
+        click.echo(
+            f"worker {worker_id} started (pid {__import__('os').getpid()}); Ctrl-C to stop (running jobs finish first)", err=True
+        )
 
     run_worker(url, credential_store(home), options, control_dir=_control_dir(home), on_ready=ready)
 
 
 @worker_command.command("status")
-@click.option("--stalled-after", "stalled_seconds", default=30.0, show_default=True, type=click.FloatRange(0.1),
-              help="Heartbeats older than this are shown as stalled.")
+@click.option(
+    "--stalled-after",
+    "stalled_seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Heartbeats older than this are shown as stalled.",
+)
 @click.pass_context
 def worker_status(ctx: click.Context, stalled_seconds: float) -> None:
     """Workers with their heartbeats, the jobs they run, and the queue's counts."""
@@ -78,13 +135,17 @@ def worker_status(ctx: click.Context, stalled_seconds: float) -> None:
     for job in status.running:
         by_worker.setdefault(job.worker_id, []).append(
             f"{job.schedule} slot {job.scheduled_for} (job {job.job_id}, attempt {job.attempts + 1}"
-            + (f", run {job.run_id}" if job.run_id else "") + ")")
+            + (f", run {job.run_id}" if job.run_id else "")
+            + ")"
+        )
     click.echo(f"{len(status.workers)} worker(s)")
     for w in status.workers:
         state = "STALLED" if w.heartbeat_age > stalled_seconds else "alive"
         who = f"{w.name} on {w.host} pid {w.pid}" if w.name else "(not registered by klaviyo-bridge)"
-        click.echo(f"  worker {w.worker_id}: {who}, {state}, last heartbeat {_fmt_time(w.last_heartbeat)} "
-                   f"({w.heartbeat_age:.1f}s ago), concurrency {w.concurrency or '?'}")
+        click.echo(
+            f"  worker {w.worker_id}: {who}, {state}, last heartbeat {_fmt_time(w.last_heartbeat)} "
+            f"({w.heartbeat_age:.1f}s ago), concurrency {w.concurrency or '?'}"
+        )
         for line in by_worker.pop(w.worker_id, []):
             click.echo(f"    running {line}")
     for line in (line for lines in by_worker.values() for line in lines):

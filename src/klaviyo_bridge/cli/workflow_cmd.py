@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 
 from ..errors import ConfigError
+from ..exports.settings import KEY_POINTER
 from ..home import Home
+from ..schedule.cron import CronSchedule
+from ..schedule.naming import check_schedule_name as _check_name
+from ..schedule.workflow_push import snapshot
 from ..store.factory import open_warehouse
 from ..store.state import ScheduleRecord
 from ..workflows import run_workflow
-from ..exports.settings import KEY_POINTER
-from datetime import datetime, timezone
-from ..schedule.cron import CronSchedule
 from .auth_cmd import credential_store
-from ..schedule.naming import check_schedule_name as _check_name
-from rich.table import Table
 from .schedule_common import _console, run_pushed
-from ..schedule.workflow_push import snapshot
 
 WAREHOUSE_HELP = "Warehouse: a DuckDB path, duckdb:///path or postgresql://... (default: HOME/warehouse.duckdb)."
 
@@ -32,8 +32,14 @@ def workflow_command() -> None:
 @workflow_command.command("run")
 @click.argument("dig_file", metavar="DIG_FILE|NAME")
 @click.option("--warehouse", "warehouse_url", help=WAREHOUSE_HELP)
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Set a variable before _export (dotted keys: td.database=klaviyo_db).")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a variable before _export (dotted keys: td.database=klaviyo_db).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate every task and show counts and sample payloads; send nothing.")
 @click.pass_obj
 def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tuple[str, ...], dry_run: bool) -> None:
@@ -46,8 +52,11 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
         key, sep, value = item.partition("=")
         leaf_name = key.rsplit(".", 1)[-1].strip().lower()
         if leaf_name in ("api_token", "api_key") or value.strip().startswith("pk_") or item.strip().startswith("pk_"):
-            raise ConfigError(f"--param {key if sep else '(value)'}: an API key may not be given on the command line "
-                              f"(any user on this machine can read it); {KEY_POINTER}", key="param")
+            raise ConfigError(
+                f"--param {key if sep else '(value)'}: an API key may not be given on the command line "
+                f"(any user on this machine can read it); {KEY_POINTER}",
+                key="param",
+            )
     if not Path(dig_file).is_file():
         if Path(dig_file).suffix == ".dig" or "/" in dig_file:
             raise ConfigError(f"no such file: {dig_file}", key="dig_file")
@@ -67,8 +76,9 @@ def run_command(home: Home, dig_file: str, warehouse_url: str | None, params: tu
         node[leaf] = value
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
-        run_workflow(dig_file, wh, params=variables, credentials_path=home.credentials, dry_run=dry_run,
-                     warn=warn, echo=click.echo)
+        run_workflow(
+            dig_file, wh, params=variables, credentials_path=home.credentials, dry_run=dry_run, warn=warn, echo=click.echo
+        )
 
 
 @workflow_command.command("push")
@@ -93,25 +103,36 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
     credentials = credential_store(home)
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
     pushed = snapshot(dig_file, name, credentials, warn=warn)
-    cron, tz, delay = (pushed.schedule.cron, pushed.schedule.timezone, pushed.schedule.delay_seconds) \
-        if pushed.schedule else ("", "UTC", 0)
+    cron, tz, delay = (
+        (pushed.schedule.cron, pushed.schedule.timezone, pushed.schedule.delay_seconds) if pushed.schedule else ("", "UTC", 0)
+    )
     now = datetime.now(timezone.utc)
     with open_warehouse(warehouse_url or home.ensure().warehouse, lock_timeout=30) as wh:
         existing = wh.state.schedule(name)
         if existing is not None and existing.kind != "workflow":
-            raise ConfigError(f"schedule {name!r} exists and is an {existing.kind} schedule; "
-                              "give the workflow another --name", key="name")
+            raise ConfigError(
+                f"schedule {name!r} exists and is an {existing.kind} schedule; give the workflow another --name", key="name"
+            )
         for auth, key in pushed.keys.items():
             credentials.save(auth, key, replace=True)
         if existing is None:
-            wh.state.create_schedule(ScheduleRecord(name, "workflow", cron, tz, delay, None, None, pushed.config,
-                                                    last_scheduled_for=now))
+            wh.state.create_schedule(
+                ScheduleRecord(name, "workflow", cron, tz, delay, None, None, pushed.config, last_scheduled_for=now)
+            )
             verb = "pushed"
         else:
             changes: dict[str, Any] = {"config": pushed.config}
             if (cron, tz, delay) != (existing.cron, existing.timezone, existing.delay_seconds) or not existing.enabled:
-                changes.update(cron=cron, timezone=tz, delay_seconds=delay, last_scheduled_for=now, enabled=True,
-                               disabled_reason=None, disabled_at=None, consecutive_failures=0)
+                changes.update(
+                    cron=cron,
+                    timezone=tz,
+                    delay_seconds=delay,
+                    last_scheduled_for=now,
+                    enabled=True,
+                    disabled_reason=None,
+                    disabled_at=None,
+                    consecutive_failures=0,
+                )
             wh.state.update_schedule(name, **changes)
             verb = "pushed again (stored copy replaced)"
         new_record = ScheduleRecord(name, "workflow", cron, tz, delay, None, None, pushed.config)
@@ -120,9 +141,14 @@ def push_command(home: Home, dig_file: str, name: str | None, warehouse_url: str
     schedule = CronSchedule.parse(cron, tz, delay)
     run = schedule.next_run(now)
     files = pushed.config["workflow"]["files"]
-    click.echo(f"Workflow {name!r} {verb} with {len(files)} SQL file(s): "
-               + (f"{schedule.describe()} ({pushed.schedule.source}); next run: {run.isoformat() if run else 'none'}"
-                  if pushed.schedule else "no schedule: block, so it runs only by hand"))
+    click.echo(
+        f"Workflow {name!r} {verb} with {len(files)} SQL file(s): "
+        + (
+            f"{schedule.describe()} ({pushed.schedule.source}); next run: {run.isoformat() if run else 'none'}"
+            if pushed.schedule
+            else "no schedule: block, so it runs only by hand"
+        )
+    )
     for auth in pushed.keys:
         click.echo(f"An inline api_token was saved as authentication {auth!r}.")
     for task in pushed.dropped:
@@ -160,8 +186,15 @@ def list_command(home: Home, warehouse_url: str | None) -> None:
         out.add_column(column, overflow="fold")
     for r in records:
         stored = r.config.get("workflow") or {}
-        out.add_row(r.name, r.cron, r.timezone, str(r.delay_seconds), str(stored.get("source", "")),
-                    str(stored.get("pushed_at", "")), r.status)
+        out.add_row(
+            r.name,
+            r.cron,
+            r.timezone,
+            str(r.delay_seconds),
+            str(stored.get("source", "")),
+            str(stored.get("pushed_at", "")),
+            r.status,
+        )
     _console().print(out)
 
 

@@ -50,9 +50,9 @@ from ..errors import ConfigError, StoreError
 from ..home import Home
 from ..jobs import JobSpec, cancel_local, execute_job
 from ..secrets import CredentialStore
+from ..store.factory import open_warehouse
 from ..store.sandbox import read_duckdb, read_postgres
 from ..store.warehouse import Warehouse
-from ..store.factory import open_warehouse
 from ..typenames import friendly_type
 
 TOKEN_ENV = "KLAVIYO_BRIDGE_CONSOLE_TOKEN"
@@ -67,8 +67,10 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
@@ -93,8 +95,11 @@ def check_bind(host: str, token: str | None) -> None:
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(f"the console token must be at least {MIN_TOKEN_LENGTH} characters", key="token")
     if not is_loopback(host) and not token:
-        raise ConfigError(f"refusing to bind the console to {host}: anything but 127.0.0.1 needs an access token "
-                          f"(set {TOKEN_ENV} or --token-file; at least {MIN_TOKEN_LENGTH} characters)", key="host")
+        raise ConfigError(
+            f"refusing to bind the console to {host}: anything but 127.0.0.1 needs an access token "
+            f"(set {TOKEN_ENV} or --token-file; at least {MIN_TOKEN_LENGTH} characters)",
+            key="host",
+        )
 
 
 @dataclass
@@ -117,8 +122,9 @@ class ConsoleConfig:
 class LoginLimiter:
     """At most ``LOGIN_FAILURES`` failed logins per client address per ``LOGIN_WINDOW_SECONDS``."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, failures: int = LOGIN_FAILURES,
-                 window: float = LOGIN_WINDOW_SECONDS) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW_SECONDS
+    ) -> None:
         self.clock = clock
         self.failures = failures
         self.window = window
@@ -200,7 +206,8 @@ class WarehouseHolder:
                 raise StoreError(
                     "the warehouse is busy with a running job: console queries run on a read-only copy of the "
                     "DuckDB connection, which DuckDB opens only while no job holds the file; try again when the "
-                    "job ends (or use PostgreSQL to query while jobs run)")
+                    "job ends (or use PostgreSQL to query while jobs run)"
+                )
             self._exclusive = True
         try:
             yield
@@ -219,8 +226,7 @@ class WarehouseHolder:
                     return read_postgres(dsn, wh.url, sql, database, max_rows=max_rows, timeout=self.query_timeout)
                 path = self._duckdb_path = wh.path  # type: ignore[attr-defined]
         with self.exclusive():
-            return read_duckdb(path, sql, database, max_rows=max_rows, lock_timeout=self.lock_timeout,
-                               timeout=self.query_timeout)
+            return read_duckdb(path, sql, database, max_rows=max_rows, lock_timeout=self.lock_timeout, timeout=self.query_timeout)
 
 
 class ConsoleJobs:
@@ -243,8 +249,7 @@ class ConsoleJobs:
                     # the user's SQL runs in the console's sandbox; the export then writes state as usual
                     spec = replace(spec, result=self.holder.read_query(spec.config["query"], spec.database))
                 with self.holder.use() as wh:
-                    execute_job(spec, wh, self.credentials, triggered_by="console", control_dir=self.control_dir,
-                                run_id=run_id)
+                    execute_job(spec, wh, self.credentials, triggered_by="console", control_dir=self.control_dir, run_id=run_id)
             except (StoreError, ConfigError) as exc:  # e.g. the schedule is already running
                 self.start_errors[run_id] = str(exc)
             except BaseException as exc:  # noqa: BLE001 - reported on the job page
@@ -306,7 +311,7 @@ class Console:
 
     def new_session(self) -> str:
         if len(self.sessions) >= MAX_SESSIONS:  # drop the oldest half
-            for sid, _ in sorted(self.sessions.items(), key=lambda kv: kv[1])[:MAX_SESSIONS // 2]:
+            for sid, _ in sorted(self.sessions.items(), key=lambda kv: kv[1])[: MAX_SESSIONS // 2]:
                 self.sessions.pop(sid, None)
         sid = pysecrets.token_urlsafe(32)
         self.sessions[sid] = time.time()
@@ -424,9 +429,10 @@ class SecurityMiddleware:
             await send(message)
 
         host = _host_name(_header(scope, b"host") or "")
-        if (console.host_check and host and host not in LOOPBACK_NAMES and not is_loopback(host)):
+        if console.host_check and host and host not in LOOPBACK_NAMES and not is_loopback(host):
             await PlainTextResponse("unknown host (the console answers on 127.0.0.1 only)", 421)(
-                scope, receive, send_with_headers)
+                scope, receive, send_with_headers
+            )
             return
         path = scope.get("path", "")
         signed_in = console.session_ok(cookies.get(SESSION_COOKIE))
@@ -437,8 +443,7 @@ class SecurityMiddleware:
                 client = client_of(scope)
                 wait = console.limiter.blocked(client)
                 if wait:
-                    response = PlainTextResponse(too_many_message(wait), 429,
-                                                 headers={"retry-after": str(int(wait + 0.999))})
+                    response = PlainTextResponse(too_many_message(wait), 429, headers={"retry-after": str(int(wait + 0.999))})
                 elif console.token_ok(bearer[7:].strip()):
                     console.limiter.succeeded(client)
                     signed_in = True
@@ -448,8 +453,9 @@ class SecurityMiddleware:
             else:
                 method = scope.get("method", "GET")
                 if path.endswith((".json", ".csv")) or path.startswith("/api/") or method != "GET":
-                    response = PlainTextResponse("login required: open the URL the console printed at start, "
-                                                 "or send Authorization: Bearer TOKEN", 401)
+                    response = PlainTextResponse(
+                        "login required: open the URL the console printed at start, or send Authorization: Bearer TOKEN", 401
+                    )
                 elif path == "/":
                     response = RedirectResponse("/login", 303)
                 else:  # back to this page after signing in
@@ -462,13 +468,16 @@ class SecurityMiddleware:
 
 
 def too_many_message(wait: float) -> str:
-    return (f"too many failed logins from this address ({LOGIN_FAILURES} a minute): "
-            f"wait {int(wait + 0.999)} seconds and try again")
+    return f"too many failed logins from this address ({LOGIN_FAILURES} a minute): wait {int(wait + 0.999)} seconds and try again"
 
 
 def _templates() -> Environment:
-    env = Environment(loader=PackageLoader("klaviyo_bridge.console", "templates"),
-                      autoescape=select_autoescape(["html", "svg"]), trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("klaviyo_bridge.console", "templates"),
+        autoescape=select_autoescape(["html", "svg"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["json_text"] = _json_text
     env.filters["friendly_type"] = friendly_type
     return env

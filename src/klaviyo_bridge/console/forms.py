@@ -11,16 +11,29 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from ..schedule.naming import check_schedule_name as _check_name
 from ..errors import BridgeError, ConfigError
 from ..schedule.cron import CronSchedule
+from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import schedule_settings
 
 #: The seed console's drop-down: (value, label). "" = None (runs only by hand).
-PRESETS = (("", "None (run by hand)"), ("@hourly", "@hourly (:00)"), ("@daily", "@daily (midnight)"),
-           ("@monthly", "@monthly"), ("custom", "Custom cron…"))
-COMMON_ZONES = ("UTC", "America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Paris",
-                "Asia/Tokyo", "Asia/Singapore", "Australia/Sydney")
+PRESETS = (
+    ("", "None (run by hand)"),
+    ("@hourly", "@hourly (:00)"),
+    ("@daily", "@daily (midnight)"),
+    ("@monthly", "@monthly"),
+    ("custom", "Custom cron…"),
+)
+COMMON_ZONES = (
+    "UTC",
+    "America/Los_Angeles",
+    "America/New_York",
+    "Europe/London",
+    "Europe/Paris",
+    "Asia/Tokyo",
+    "Asia/Singapore",
+    "Australia/Sydney",
+)
 
 
 #: The schedule errors' fields -> this form's field names.
@@ -39,9 +52,12 @@ class ScheduleInput:
 
     @classmethod
     def from_form(cls, form: FormData) -> "ScheduleInput":
-        return cls(preset=str(form.get("preset") or ""), cron=str(form.get("cron") or "").strip(),
-                   timezone=str(form.get("schedule_timezone") or "UTC").strip() or "UTC",
-                   delay=str(form.get("delay") or "0").strip() or "0")
+        return cls(
+            preset=str(form.get("preset") or ""),
+            cron=str(form.get("cron") or "").strip(),
+            timezone=str(form.get("schedule_timezone") or "UTC").strip() or "UTC",
+            delay=str(form.get("delay") or "0").strip() or "0",
+        )
 
     @property
     def expression(self) -> str:
@@ -99,4 +115,3 @@ def text(form: FormData, name: str, default: str = "") -> str:
 
 def without_empty(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v not in (None, "", [], False)}
-

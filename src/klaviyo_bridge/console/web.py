@@ -17,14 +17,19 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from ..errors import BridgeError, ConfigError
 from ..schedule.saving import create_schedule
 from ..store.state import ScheduleRecord
-from .forms import ScheduleInput, field_messages, text
 from .app import CSRF_FIELD, CSRF_HEADER, Console, _host_name
+from .forms import ScheduleInput, field_messages, text
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-NAV = (("auth", "/authentications", "Authentications"), ("sources", "/sources", "Sources"),
-       ("exports", "/exports", "Exports"), ("schedules", "/schedules", "Schedules"), ("jobs", "/jobs", "Jobs"))
+NAV = (
+    ("auth", "/authentications", "Authentications"),
+    ("sources", "/sources", "Sources"),
+    ("exports", "/exports", "Exports"),
+    ("schedules", "/schedules", "Schedules"),
+    ("jobs", "/jobs", "Jobs"),
+)
 
 
 def console_of(request: Request) -> Console:
@@ -36,16 +41,24 @@ def csrf_token(request: Request) -> str:
     return console_of(request).csrf_for(request.scope["state"]["csrf_seed"])
 
 
-def render(request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None,
-           **context: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> HTMLResponse:
     console = console_of(request)
     flash = None
     key = request.query_params.get("flash")
     if key:
         flash = console.flashes.pop(key, None)
     html = console.templates.get_template(template).render(
-        request=request, csrf_token=csrf_token(request), csrf_field=CSRF_FIELD, nav=NAV, flash=flash,
-        config=console.config, signed_in=request.scope["state"].get("signed_in", False), **context)
+        request=request,
+        csrf_token=csrf_token(request),
+        csrf_field=CSRF_FIELD,
+        nav=NAV,
+        flash=flash,
+        config=console.config,
+        signed_in=request.scope["state"].get("signed_in", False),
+        **context,
+    )
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
@@ -88,15 +101,32 @@ def as_bool(form: FormData, name: str) -> bool:
     return form.get(name) in ("on", "true", "1", "yes")
 
 
-async def save_new_schedule(request: Request, name: str, kind: str, schedule: ScheduleInput, database: str | None,
-                            table: str | None, config: dict[str, Any]) -> tuple[ScheduleRecord, str | None]:
+async def save_new_schedule(
+    request: Request,
+    name: str,
+    kind: str,
+    schedule: ScheduleInput,
+    database: str | None,
+    table: str | None,
+    config: dict[str, Any],
+) -> tuple[ScheduleRecord, str | None]:
     """Save a new schedule from a form; (the record, why it was not saved or None)."""
-    record = ScheduleRecord(name, kind, schedule.expression, schedule.timezone, schedule.delay_seconds, database, table,
-                            config, last_scheduled_for=datetime.now(timezone.utc))
+    record = ScheduleRecord(
+        name,
+        kind,
+        schedule.expression,
+        schedule.timezone,
+        schedule.delay_seconds,
+        database,
+        table,
+        config,
+        last_scheduled_for=datetime.now(timezone.utc),
+    )
 
     def save() -> None:
         with console_of(request).holder.use() as wh:
             create_schedule(wh, None, record, hint="pick another name")
+
     try:
         await blocking(save)
     except ConfigError as exc:
@@ -104,8 +134,9 @@ async def save_new_schedule(request: Request, name: str, kind: str, schedule: Sc
     return record, None
 
 
-async def schedule_form(request: Request, default_action: str,
-                        values_of: Callable[[FormData], dict[str, Any]]) -> tuple[FormData, str, dict[str, Any], ScheduleInput]:
+async def schedule_form(
+    request: Request, default_action: str, values_of: Callable[[FormData], dict[str, Any]]
+) -> tuple[FormData, str, dict[str, Any], ScheduleInput]:
     """A POSTed schedule form (CSRF-checked): (form, its action, its values, its checked schedule)."""
     form = await checked_form(request)
     schedule = ScheduleInput.from_form(form)
@@ -116,9 +147,13 @@ async def schedule_form(request: Request, default_action: str,
 _Parsed = TypeVar("_Parsed")
 
 
-def validate_form(request: Request, values: dict[str, Any], build: Callable[[dict[str, Any], str | None], dict[str, Any]],
-                  parse: Callable[[Console, dict[str, Any]], _Parsed], map_errors: Callable[[ConfigError], dict[str, str]],
-                  ) -> tuple[dict[str, Any], _Parsed | None, dict[str, str]]:
+def validate_form(
+    request: Request,
+    values: dict[str, Any],
+    build: Callable[[dict[str, Any], str | None], dict[str, Any]],
+    parse: Callable[[Console, dict[str, Any]], _Parsed],
+    map_errors: Callable[[ConfigError], dict[str, str]],
+) -> tuple[dict[str, Any], _Parsed | None, dict[str, str]]:
     """BUILD the settings from the form's VALUES and PARSE them with the library if the form names a saved
     authentication; (settings, parsed or None, field errors)."""
     console = console_of(request)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ..api.settings import API_KEY_ENV
 from ..documents import read_text_bounded
 from ..errors import ConfigError
 from ..secrets import ApiKey
@@ -23,13 +25,17 @@ from ..store.warehouse import Warehouse
 from .runner import ExportResult, run_export
 from .settings import ExportSettings, parse_export_settings, parse_settings_text, resolve_result_connection
 from .source import query_source
-import os
-from ..api.settings import API_KEY_ENV
 
 
-def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | None = None,
-                         credentials_path: Path | None = None, warn: Callable[[str], None] | None = None,
-                         overrides: Mapping[str, Any] | None = None, env_key: bool = False) -> ExportSettings:
+def load_result_settings(
+    spec: str | Mapping[str, Any],
+    *,
+    connection: str | None = None,
+    credentials_path: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env_key: bool = False,
+) -> ExportSettings:
     """A settings file path, inline JSON/YAML text, or a mapping -> validated ExportSettings.
 
     Inline JSON text (a command-line argument) may not carry a key. With ``env_key``, settings
@@ -45,16 +51,17 @@ def load_result_settings(spec: str | Mapping[str, Any], *, connection: str | Non
             try:
                 text = read_text_bounded(path, "result settings")
             except OSError as exc:
-                raise ConfigError(f"cannot read result settings {spec}: {exc.strerror} "
-                                  "(give a YAML file or inline JSON like '{\"operation\": \"add\", ...}')") from None
+                raise ConfigError(
+                    f"cannot read result settings {spec}: {exc.strerror} "
+                    '(give a YAML file or inline JSON like \'{"operation": "add", ...}\')'
+                ) from None
             origin = str(path)
         data, warnings = parse_settings_text(text, origin, command_line=origin == "--result-settings")
     for w in warnings:
         if warn:
             warn(w)
     data.update(overrides or {})
-    if env_key and not connection and not any(data.get(k) for k in ("api_token", "api_key", "result_connection",
-                                                                      "connection")):
+    if env_key and not connection and not any(data.get(k) for k in ("api_token", "api_key", "result_connection", "connection")):
         if os.environ.get(API_KEY_ENV):
             data["api_token"] = ApiKey.parse(os.environ[API_KEY_ENV], field=API_KEY_ENV)
     data = resolve_result_connection(data, connection, credentials_path, warn)
@@ -72,9 +79,20 @@ def read_sql(query: str | None, query_file: str | None) -> str:
     return query or ""
 
 
-def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database: str | None = None,
-                 job: str = "query", dry_run: bool = False, resume: str | None = None, run_id: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, table: Any = None, **kw: Any) -> ExportResult:
+def export_query(
+    wh: Warehouse,
+    sql: str,
+    settings: ExportSettings,
+    *,
+    database: str | None = None,
+    job: str = "query",
+    dry_run: bool = False,
+    resume: str | None = None,
+    run_id: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    table: Any = None,
+    **kw: Any,
+) -> ExportResult:
     """Run ``sql`` on the warehouse (``database`` as default schema) and export the result.
 
     ``table``: the query's result already read (an Arrow table; the console reads it in its sandbox),
@@ -83,18 +101,37 @@ def export_query(wh: Warehouse, sql: str, settings: ExportSettings, *, database:
     if resume is not None and run_id is not None:
         raise ConfigError("resume a run, or record on a begun one: not both", key="run_id")
     source = table if table is not None else query_source(wh, sql, database)
-    return asyncio.run(run_export(wh, source, settings, job=job, dry_run=dry_run, run_id=resume or run_id,
-                                  resume=resume is not None, begun=run_id is not None, query=sql,
-                                  transport=transport, **kw))
+    return asyncio.run(
+        run_export(
+            wh,
+            source,
+            settings,
+            job=job,
+            dry_run=dry_run,
+            run_id=resume or run_id,
+            resume=resume is not None,
+            begun=run_id is not None,
+            query=sql,
+            transport=transport,
+            **kw,
+        )
+    )
 
 
 def report_lines(result: ExportResult, settings: ExportSettings) -> list[str]:
     lines = [f"warning: {w}" for w in result.warnings]
     if result.dry_run:
-        lines.append(f"dry run: {result.summary.total:,} rows: {result.would_send:,} would be sent in "
-                     f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid"
-                     + ("" if not result.invalid else " (skipped)" if settings.skip_invalid_records
-                        else " (the job would fail: skip_invalid_records is false)"))
+        lines.append(
+            f"dry run: {result.summary.total:,} rows: {result.would_send:,} would be sent in "
+            f"{result.batches} batch(es) ({settings.operation}), {result.invalid:,} invalid"
+            + (
+                ""
+                if not result.invalid
+                else " (skipped)"
+                if settings.skip_invalid_records
+                else " (the job would fail: skip_invalid_records is false)"
+            )
+        )
         for row, reason in getattr(result, "invalid_rows", [])[:10]:
             lines.append(f"  invalid row {row + 1}: {reason}")
         for sample in result.samples:

@@ -32,8 +32,9 @@ class JobWatcher:
     """Answers ``wait(job_id, deadline)`` with the job's attributes once it has finished, or
     None when the deadline comes first (the caller reports its rows as submitted)."""
 
-    def __init__(self, client: KlaviyoClient, sleep: Callable[[float], Awaitable[None]],
-                 clock: Callable[[], float], first_wait: float) -> None:
+    def __init__(
+        self, client: KlaviyoClient, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float], first_wait: float
+    ) -> None:
         self.client, self.sleep, self.clock = client, sleep, clock
         self.floor = first_wait
         self.round_wait = first_wait
@@ -60,8 +61,9 @@ class JobWatcher:
                 await self.sleep(max(0.0, min(self.round_wait, first_deadline - self.clock())))
                 finished = await self._round()
                 # Sooner while jobs finish between rounds, later (up to 15 s) while none do.
-                self.round_wait = (max(self.floor, self.round_wait * 0.8) if finished
-                                   else min(self.round_wait * 1.5, MAX_ROUND_WAIT))
+                self.round_wait = (
+                    max(self.floor, self.round_wait * 0.8) if finished else min(self.round_wait * 1.5, MAX_ROUND_WAIT)
+                )
         except Exception as exc:  # a failed poll fails every job waiting on it
             self._fail_waiters(exc)
         except asyncio.CancelledError:
@@ -97,8 +99,7 @@ class JobWatcher:
         return 0
 
     async def _newest_jobs(self) -> dict[str, dict[str, Any]]:
-        doc = await self.client.request("get_bulk_import_profiles_jobs",
-                                        params=[("sort", "-created_at"), ("page[size]", "100")])
+        doc = await self.client.request("get_bulk_import_profiles_jobs", params=[("sort", "-created_at"), ("page[size]", "100")])
         return {item["id"]: item.get("attributes") or {} for item in (doc or {}).get("data") or []}
 
     async def _one_job(self, job_id: str) -> dict[str, Any]:

@@ -127,8 +127,7 @@ class ExportResult:
         if self.status != "success" or not (c.get("rejected") or c.get("unconfirmed")):
             return None
         parts = [f"{c[k]:,} {k}" for k in ("rejected", "unconfirmed") if c.get(k)]
-        return (f"{' and '.join(parts)} row(s): see job:show {self.run_id} --rows "
-                f"(exit code {EXIT_PARTIAL})")
+        return f"{' and '.join(parts)} row(s): see job:show {self.run_id} --rows (exit code {EXIT_PARTIAL})"
 
 
 def _rows_table(index: np.ndarray, outcome: str | list[str], reasons: Sequence[str | None] | str | None) -> pa.Table:
@@ -137,8 +136,7 @@ def _rows_table(index: np.ndarray, outcome: str | list[str], reasons: Sequence[s
         reason_arr = pa.repeat(pa.scalar(reasons, pa.string()), n)
     else:
         reason_arr = pa.array(reasons, pa.string())
-    outcome_arr = pa.repeat(pa.scalar(outcome, pa.string()), n) if isinstance(outcome, str) else pa.array(outcome,
-                                                                                                          pa.string())
+    outcome_arr = pa.repeat(pa.scalar(outcome, pa.string()), n) if isinstance(outcome, str) else pa.array(outcome, pa.string())
     return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": outcome_arr, "reason": reason_arr})
 
 
@@ -196,8 +194,7 @@ def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str
     if before.get("query") != now.get("query"):
         out.append("the query text")
     if before.get("columns") != now.get("columns"):
-        out.append(f"the query's columns ({', '.join(before.get('columns') or [])} -> "
-                   f"{', '.join(now.get('columns') or [])})")
+        out.append(f"the query's columns ({', '.join(before.get('columns') or [])} -> {', '.join(now.get('columns') or [])})")
     if before.get("operation") != now.get("operation"):
         out.append(f"the operation ({before.get('operation')} -> {now.get('operation')})")
     if before.get("destination") != now.get("destination"):
@@ -223,9 +220,17 @@ class _Batch:
 class _Sender:
     """Sends batches of one operation and records every row's outcome."""
 
-    def __init__(self, wh: Warehouse, op: Operation, run_id: str, client: KlaviyoClient,
-                 sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float],
-                 poll_initial: float, progress: Callable[[str, int], None] | None) -> None:
+    def __init__(
+        self,
+        wh: Warehouse,
+        op: Operation,
+        run_id: str,
+        client: KlaviyoClient,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+        poll_initial: float,
+        progress: Callable[[str, int], None] | None,
+    ) -> None:
         self.wh, self.op, self.settings, self.run_id, self.client = wh, op, op.settings, run_id, client
         self.sleep, self.clock = sleep, clock
         self.jobs = JobWatcher(client, sleep, clock, poll_initial)
@@ -256,8 +261,12 @@ class _Sender:
     # --- one batch -----------------------------------------------------------------------
     async def post(self, items: Payloads) -> str | None:
         op = self.op
-        doc = await self.client.request(op.endpoint.operation_id, path_params=op.path_params(self.list_id),
-                                        content=op.body(items, self.list_id), retry_lost=not op.consent)
+        doc = await self.client.request(
+            op.endpoint.operation_id,
+            path_params=op.path_params(self.list_id),
+            content=op.body(items, self.list_id),
+            retry_lost=not op.consent,
+        )
         return (doc or {}).get("data", {}).get("id") if doc else None
 
     async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
@@ -308,8 +317,11 @@ class _Sender:
                 # Only the rows that went out (kept by the check before sending, saved with the
                 # batch) can have been applied; the others were never sent and are checked afresh.
                 sent_rows = await self.record(st.export_plan, self.run_id, f"sent:{batch.batch_id}")
-                went = (np.isin(index, np.asarray(sent_rows, dtype=index.dtype)) if sent_rows is not None
-                        else np.ones(len(index), dtype=bool))
+                went = (
+                    np.isin(index, np.asarray(sent_rows, dtype=index.dtype))
+                    if sent_rows is not None
+                    else np.ones(len(index), dtype=bool)
+                )
                 s_index, s_items, confirmed = await self._settle(index[went], items.filter(went))
                 done.append(confirmed)
                 if len(s_items) and not op.may_resend_unapplied():
@@ -325,15 +337,21 @@ class _Sender:
         if len(items):
             if op.consent:  # which rows go out, for a resume that finds this batch's answer unclear
                 await self.record(st.save_export_plan, self.run_id, f"sent:{batch.batch_id}", index.tolist())
-            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sending",
-                              row_count=len(batch.index), fingerprint=batch.fingerprint)
+            await self.record(
+                st.record_export_batch,
+                batch.batch_id,
+                self.run_id,
+                op_id,
+                "sending",
+                row_count=len(batch.index),
+                fingerprint=batch.fingerprint,
+            )
             self.attempted += len(items)
             for a, b in plan_batches(items.sizes(), op.endpoint):
                 table, job = await self._post(batch, index[a:b], items[a:b])
                 done.append(table)
                 job_id = job or job_id
-            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent",
-                              klaviyo_job_id=job_id)
+            await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent", klaviyo_job_id=job_id)
             self.progress("sent", len(index))
         return _concat(done), job_id
 
@@ -352,8 +370,11 @@ class _Sender:
         if pre is None:
             return index, items
         keep = np.array([o == "send" for o in pre.outcome], dtype=bool)
-        done.append(_rows_table(index[~keep], [o for o, k in zip(pre.outcome, keep) if not k],
-                                [r for r, k in zip(pre.reason, keep) if not k]))
+        done.append(
+            _rows_table(
+                index[~keep], [o for o, k in zip(pre.outcome, keep) if not k], [r for r, k in zip(pre.reason, keep) if not k]
+            )
+        )
         return index[keep], items.filter(keep)
 
     async def _post(self, batch: _Batch, index: np.ndarray, items: Payloads) -> tuple[pa.Table, str | None]:
@@ -382,10 +403,13 @@ class _Sender:
                 if not op.consent:
                     raise
                 # Unclear: Klaviyo may have applied it. Read back after the settle time.
-                await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "unclear",
-                                  error=str(err)[:2000])
-                log.warning("%s: unclear answer (%s); reading Klaviyo back in %.0f s before anything is resent",
-                            batch.batch_id, err, self.settings.consent_settle_seconds)
+                await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "unclear", error=str(err)[:2000])
+                log.warning(
+                    "%s: unclear answer (%s); reading Klaviyo back in %.0f s before anything is resent",
+                    batch.batch_id,
+                    err,
+                    self.settings.consent_settle_seconds,
+                )
                 index, items, confirmed = await self._settle(index, items)
                 done.append(confirmed)
                 attempts += 1
@@ -402,11 +426,14 @@ class _Sender:
     def _unconfirmed_reason(self, attempts: int, err: BaseException | None) -> str:
         why = f" ({err})" if err is not None else ""
         if not self.op.may_resend_unapplied():
-            return (f"Klaviyo's answer was unclear{why} and, {self.settings.consent_settle_seconds:g} s later, "
-                    "reading it back does not show the change; not sent again (a late first request plus a resend "
-                    "could unsubscribe it from all marketing): run the export again to retry")
-        return (f"Klaviyo's answer was unclear {attempts} time(s){why} and reading it back does not show the "
-                "change; not sent again")
+            return (
+                f"Klaviyo's answer was unclear{why} and, {self.settings.consent_settle_seconds:g} s later, "
+                "reading it back does not show the change; not sent again (a late first request plus a resend "
+                "could unsubscribe it from all marketing): run the export again to retry"
+            )
+        return (
+            f"Klaviyo's answer was unclear {attempts} time(s){why} and reading it back does not show the change; not sent again"
+        )
 
     async def _settle(self, index: np.ndarray, items: Payloads) -> tuple[np.ndarray, Payloads, pa.Table]:
         """Wait the settle time, read Klaviyo back: (rows still to send, their items, confirmed rows)."""
@@ -414,8 +441,9 @@ class _Sender:
         try:
             applied = await self.op.confirm(self.ctx, items)
         except (ApiError, RetriesExhausted) as err:
-            table = _rows_table(index, "unconfirmed", f"Klaviyo's answer was unclear and reading it back failed "
-                                                      f"({err}); not sent again")
+            table = _rows_table(
+                index, "unconfirmed", f"Klaviyo's answer was unclear and reading it back failed ({err}); not sent again"
+            )
             return index[:0], items[:0], table
         table = _rows_table(index[applied], "accepted", CONFIRMED_REASON)
         return index[~applied], items.filter(~applied), table
@@ -425,17 +453,26 @@ class _Sender:
         if op.endpoint.operation_id == "bulk_import_profiles":
             if self.settings.wait_for_completion and job_id:
                 return await self.outcomes_of_job(job_id, index, items)
-            return _rows_table(index, "submitted",
-                               f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)")
+            return _rows_table(
+                index, "submitted", f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)"
+            )
         return _rows_table(index, op.sent_outcome, op.sent_reason)
 
     async def _finish(self, batch: _Batch, table: pa.Table, job_id: str | None) -> None:
         outcome = table.column("outcome")
         rejected = pc.sum(pc.equal(outcome, "rejected")).as_py() or 0
         failed_job = table.num_rows > 0 and rejected == table.num_rows
-        await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
-                          self.op.endpoint.operation_id, "failed" if failed_job else "done", table,
-                          klaviyo_job_id=job_id, fingerprint=batch.fingerprint, row_count=len(batch.index))
+        await self.record(
+            self.wh.state.finish_export_batch,
+            batch.batch_id,
+            self.run_id,
+            self.op.endpoint.operation_id,
+            "failed" if failed_job else "done",
+            table,
+            klaviyo_job_id=job_id,
+            fingerprint=batch.fingerprint,
+            row_count=len(batch.index),
+        )
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
@@ -444,29 +481,47 @@ class _Sender:
 
     async def _fail(self, batch: _Batch, index: np.ndarray, message: str) -> None:
         self.failed += 1
-        await self.record(self.wh.state.finish_export_batch, batch.batch_id, self.run_id,
-                          self.op.endpoint.operation_id, "failed", _rows_table(index, "rejected", message),
-                          error=message[:2000], fingerprint=batch.fingerprint, row_count=len(batch.index))
+        await self.record(
+            self.wh.state.finish_export_batch,
+            batch.batch_id,
+            self.run_id,
+            self.op.endpoint.operation_id,
+            "failed",
+            _rows_table(index, "rejected", message),
+            error=message[:2000],
+            fingerprint=batch.fingerprint,
+            row_count=len(batch.index),
+        )
         if self.settings.stop_on_batch_failure:
             self.stop = True
 
     async def finish_held(self, batch_id: str, table: pa.Table) -> None:
         """Rows the operation held back: their outcome and a ``done`` batch in one transaction."""
-        await self.record(self.wh.state.finish_export_batch, batch_id, self.run_id, HELD, "done", table,
-                          row_count=table.num_rows)
+        await self.record(self.wh.state.finish_export_batch, batch_id, self.run_id, HELD, "done", table, row_count=table.num_rows)
 
     async def _not_sent(self, batch: _Batch, reason: str) -> None:
         st = self.wh.state
-        await self.record(st.finish_export_batch, batch.batch_id, self.run_id, self.op.endpoint.operation_id,
-                          "not_sent", _rows_table(batch.index, "skipped", reason), row_count=len(batch.index),
-                          fingerprint=batch.fingerprint)  # rows and status in one transaction
+        await self.record(
+            st.finish_export_batch,
+            batch.batch_id,
+            self.run_id,
+            self.op.endpoint.operation_id,
+            "not_sent",
+            _rows_table(batch.index, "skipped", reason),
+            row_count=len(batch.index),
+            fingerprint=batch.fingerprint,
+        )  # rows and status in one transaction
 
     # --- bulk import jobs ----------------------------------------------------------------
     async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
         status, attrs = await self.jobs.wait(job_id, self.clock() + self.settings.wait_seconds)
         if attrs is None:
-            return _rows_table(index, "submitted", f"bulk import job {job_id} still {status} when the waiting "
-                               f"time ({self.settings.waiting_time_for_completion_millis} ms) ended")
+            return _rows_table(
+                index,
+                "submitted",
+                f"bulk import job {job_id} still {status} when the waiting "
+                f"time ({self.settings.waiting_time_for_completion_millis} ms) ended",
+            )
         if status != "complete":
             return _rows_table(index, "rejected", f"bulk import job {job_id} ended {status}")
         if attrs.get("failed_count") == 0:
@@ -492,11 +547,17 @@ class _Sender:
                 if pos is not None and reasons[pos] is None:
                     reasons[pos] = f"rejected by Klaviyo: {message}"
         outcomes = ["accepted" if r is None else "rejected" for r in reasons]
-        return pa.table({"row_index": pa.array(index, pa.int64()), "outcome": pa.array(outcomes, pa.string()),
-                         "reason": pa.array(reasons, pa.string())})
+        return pa.table(
+            {
+                "row_index": pa.array(index, pa.int64()),
+                "outcome": pa.array(outcomes, pa.string()),
+                "reason": pa.array(reasons, pa.string()),
+            }
+        )
 
 
 # --- the destination -------------------------------------------------------------------------
+
 
 async def _lists(client: KlaviyoClient, params: list[tuple[str, str]]) -> AsyncIterator[dict[str, Any]]:
     async for item in client.records("get_lists", params=params):
@@ -514,13 +575,16 @@ async def find_list(client: KlaviyoClient, settings: ExportSettings) -> str | No
         try:
             await client.request("get_list", path_params={"id": settings.list_value})
         except NotFound:
-            raise ExportError(f"list {settings.list_value!r} does not exist in this Klaviyo account "
-                              "(list_identify_type: id); check list_value") from None
+            raise ExportError(
+                f"list {settings.list_value!r} does not exist in this Klaviyo account (list_identify_type: id); check list_value"
+            ) from None
         return settings.list_value
     found = [item["id"] async for item in _lists(client, [("filter", f"equals(name,{format_value(settings.list_value)})")])]
     if len(found) > 1:
-        raise ExportError(f"list name {settings.list_value!r} is ambiguous: {len(found)} lists have it "
-                          f"({', '.join(found[:5])}); use list_identify_type: id")
+        raise ExportError(
+            f"list name {settings.list_value!r} is ambiguous: {len(found)} lists have it "
+            f"({', '.join(found[:5])}); use list_identify_type: id"
+        )
     return found[0] if found else None
 
 
@@ -539,8 +603,14 @@ async def create_list(client: KlaviyoClient, op: Operation, warnings: list[str])
 class _ListLock:
     """One writer per list: held from before the first batch until the run ends."""
 
-    def __init__(self, wh: Warehouse, settings: ExportSettings, run_id: str,
-                 sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        wh: Warehouse,
+        settings: ExportSettings,
+        run_id: str,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
         self.wh, self.settings, self.run_id, self.sleep, self.clock = wh, settings, run_id, sleep, clock
         self.lock: NamedLock | None = None
 
@@ -554,12 +624,18 @@ class _ListLock:
             holder = await asyncio.to_thread(lock.holder) or {}
             who = ", ".join(f"{k} {v}" for k, v in holder.items()) or "another process"
             if self.clock() >= deadline:
-                raise ExportBusy(f"list {list_id} is being written by another export ({who}) and stayed busy for "
-                                 f"list_lock_timeout_seconds ({self.settings.list_lock_timeout_seconds:g} s); "
-                                 "nothing was sent")
+                raise ExportBusy(
+                    f"list {list_id} is being written by another export ({who}) and stayed busy for "
+                    f"list_lock_timeout_seconds ({self.settings.list_lock_timeout_seconds:g} s); "
+                    "nothing was sent"
+                )
             if not said:
-                log.warning("waiting for another export writing to list %s (%s); giving up after %g s",
-                            list_id, who, self.settings.list_lock_timeout_seconds)
+                log.warning(
+                    "waiting for another export writing to list %s (%s); giving up after %g s",
+                    list_id,
+                    who,
+                    self.settings.list_lock_timeout_seconds,
+                )
                 said = True
             await self.sleep(0.5)
         self.lock = lock
@@ -572,11 +648,14 @@ class _ListLock:
 
 # --- the input -------------------------------------------------------------------------------
 
+
 def _invalid_message(counts: "_Counts", limit: int = 5) -> str:
     shown = "; ".join(f"row {int(i) + 1}: {r}" for i, r in counts.invalid_rows[:limit])
     more = counts.invalid - limit
-    return (f"{counts.invalid} invalid row(s) and skip_invalid_records is false; nothing was sent. "
-            f"{shown}{f'; and {more} more' if more > 0 else ''}")
+    return (
+        f"{counts.invalid} invalid row(s) and skip_invalid_records is false; nothing was sent. "
+        f"{shown}{f'; and {more} more' if more > 0 else ''}"
+    )
 
 
 def sample_payloads(prepared: Prepared, n: int = 3) -> list[Any]:
@@ -608,10 +687,10 @@ def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
     for col in batch.columns:
         t = col.type
         if pa.types.is_string(t) or pa.types.is_binary(t):
-            offsets: np.ndarray = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1]
+            offsets: np.ndarray = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + n + 1]
             sizes += np.diff(offsets)
         elif pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-            offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset:col.offset + n + 1]
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset : col.offset + n + 1]
             sizes += np.diff(offsets)
         else:
             try:
@@ -621,8 +700,13 @@ def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
     return sizes
 
 
-def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CHUNK_ROWS,
-            first: int = FIRST_CHUNK_ROWS, max_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+def _chunks(
+    batches: Iterator[pa.RecordBatch],
+    schema: pa.Schema,
+    rows: int = CHUNK_ROWS,
+    first: int = FIRST_CHUNK_ROWS,
+    max_bytes: int = CHUNK_BYTES,
+) -> Iterator[pa.Table]:
     """Chunks of at most ``rows`` rows and ``max_bytes`` bytes, cut at the same rows whatever the
     reader's batch sizes (so batch fingerprints are the same on resume)."""
     pending: list[pa.RecordBatch] = []
@@ -636,7 +720,7 @@ def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CH
         start = 0
         while start < batch.num_rows:
             room = size - count
-            cum = np.cumsum(sizes[start:start + room])
+            cum = np.cumsum(sizes[start : start + room])
             fit = int(np.searchsorted(cum, max_bytes - used, side="right"))
             if fit == 0 and count == 0:
                 fit = 1  # one row larger than a chunk: a chunk of its own
@@ -653,9 +737,9 @@ def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int = CH
         yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
 
 
-def _prepared_chunks(source: Source, op: Operation,
-                     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None,
-                     first_row: int = 0) -> Iterator[tuple[int, Prepared]]:
+def _prepared_chunks(
+    source: Source, op: Operation, opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None, first_row: int = 0
+) -> Iterator[tuple[int, Prepared]]:
     """(offset of the chunk in the input, the chunk prepared with input-wide row indexes)."""
     schema, batches = opened or _open(source)
     op.check_columns(schema)  # before anything: missing column -> no run, nothing sent
@@ -692,11 +776,17 @@ class _Planner:
 
     def add(self, offset: int, p: Prepared) -> list[tuple[np.ndarray, Payloads, str]]:
         if len(p.row_index):
-            ids = p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist() \
-                if p.identity is not None else [None] * len(p.row_index)
+            ids = (
+                p.identity.take(pa.array(p.row_index - offset, pa.int64())).to_pylist()
+                if p.identity is not None
+                else [None] * len(p.row_index)
+            )
             self.index = np.concatenate([self.index, p.row_index])
-            self.items = p.items if self.items is None or not len(self.items) else \
-                Payloads(pa.concat_arrays([self.items.array, p.items.array]))
+            self.items = (
+                p.items
+                if self.items is None or not len(self.items)
+                else Payloads(pa.concat_arrays([self.items.array, p.items.array]))
+            )
             self.ids += ids
         return self._cut(final=False)
 
@@ -709,15 +799,15 @@ class _Planner:
         slices = plan_batches(self.items.sizes(), self.endpoint)
         if not final and slices and slices[-1][1] - slices[-1][0] < self.endpoint.max_items:
             slices = slices[:-1]  # not full: wait for more rows
-        out = [(self.index[a:b], self.items[a:b], batch_fingerprint(self.ids[a:b], self.index[a:b]))
-               for a, b in slices]
+        out = [(self.index[a:b], self.items[a:b], batch_fingerprint(self.ids[a:b], self.index[a:b])) for a, b in slices]
         done = slices[-1][1] if slices else 0
         self.index, self.items, self.ids = self.index[done:], self.items[done:], self.ids[done:]
         return out
 
 
-async def _validate_all(source: Source, op: Operation,
-                        opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None) -> tuple[_Counts, list[Any]]:
+async def _validate_all(
+    source: Source, op: Operation, opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None
+) -> tuple[_Counts, list[Any]]:
     """A pass over the whole input (dry run; strict mode; resume): counts, samples, batch fingerprints."""
     samples: list[Any] = []
     counts = _Counts()
@@ -754,6 +844,7 @@ def _close(opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None) -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------
+
 
 async def run_export(
     wh: Warehouse,
@@ -835,16 +926,29 @@ async def run_export(
             await _refuse_invalid(wh, op, table, run_id, pre, states, resume)
         run_ctx = RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=resume)
         await op.begin(run_ctx)  # may stop the run here, nothing sent
-        rows_read, valid, invalid, seq, warnings = await _pipeline(wh, op, ex, table, opened, run_id, states, resume,
-                                                                  lock, warnings)
+        rows_read, valid, invalid, seq, warnings = await _pipeline(
+            wh, op, ex, table, opened, run_id, states, resume, lock, warnings
+        )
         phases = [(0, rows_read)]
         for k, (follow, follow_rows) in enumerate(op.followups()):
             if ex.fatal is not None or ex.stop:
                 break
             ex.op = follow
             first = rows_read
-            r, vd, inv, sq, warnings = await _pipeline(wh, follow, ex, follow_rows, None, run_id, states, resume, lock,
-                                                       warnings, first_row=first, prefix=f"{run_id}-f{k + 1}")
+            r, vd, inv, sq, warnings = await _pipeline(
+                wh,
+                follow,
+                ex,
+                follow_rows,
+                None,
+                run_id,
+                states,
+                resume,
+                lock,
+                warnings,
+                first_row=first,
+                prefix=f"{run_id}-f{k + 1}",
+            )
             rows_read, valid, invalid, seq = rows_read + r, valid + vd, invalid + inv, seq + sq
             phases.append((first, rows_read))
         ex.op = op
@@ -857,18 +961,33 @@ async def run_export(
         run_ctx.phase_counts = [st.export_outcome_counts(run_id, a, b) for a, b in phases]
         if status == "success":
             await op.end(run_ctx)
-        st.finish_run(run_id, status, rows_read=rows_read,
-                      rows_written=c.get("accepted", 0) + c.get("submitted", 0), counts=c, error=error)
-        result = ExportResult(run_id, summary, list_id=ex.list_id, batches=seq, failed_batches=ex.failed,
-                              resent=ex.resent, skipped_on_resume=ex.skipped_on_resume, warnings=warnings,
-                              would_send=valid, invalid=invalid, seconds=time.perf_counter() - started,
-                              requests=client.stats.requests, status=status, error=error,
-                              details=op.report(run_ctx))
+        st.finish_run(
+            run_id, status, rows_read=rows_read, rows_written=c.get("accepted", 0) + c.get("submitted", 0), counts=c, error=error
+        )
+        result = ExportResult(
+            run_id,
+            summary,
+            list_id=ex.list_id,
+            batches=seq,
+            failed_batches=ex.failed,
+            resent=ex.resent,
+            skipped_on_resume=ex.skipped_on_resume,
+            warnings=warnings,
+            would_send=valid,
+            invalid=invalid,
+            seconds=time.perf_counter() - started,
+            requests=client.stats.requests,
+            status=status,
+            error=error,
+            details=op.report(run_ctx),
+        )
         if status != "success":
             raise ExportFailed(f"export run {run_id} failed: {error}", result=result)
         if op.consent:
-            warnings.append("subscription changes: Klaviyo's subscription endpoints return no job to poll; "
-                            "sent rows are 'submitted' (202) without confirmation")
+            warnings.append(
+                "subscription changes: Klaviyo's subscription endpoints return no job to poll; "
+                "sent rows are 'submitted' (202) without confirmation"
+            )
         return result
     except ExportFailed:
         raise
@@ -877,14 +996,18 @@ async def run_export(
         if run_started and run_id is not None:  # (a started run has its id)
             try:
                 summary = export_summary(wh, run_id)
-                killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or \
-                    type(exc).__name__ == "JobCancelled"
+                killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or type(exc).__name__ == "JobCancelled"
                 total = rows_read or (pre.rows if pre else 0)
                 if killed:
                     message = killed_message(summary.counts, total, run_id)
-                wh.state.finish_run(run_id, "killed" if killed else "error",
-                                    rows_read=total, counts=summary.counts, error=message[:2000],
-                                    error_detail=None if killed else {**error_dict(exc), "message": message[:2000]})
+                wh.state.finish_run(
+                    run_id,
+                    "killed" if killed else "error",
+                    rows_read=total,
+                    counts=summary.counts,
+                    error=message[:2000],
+                    error_detail=None if killed else {**error_dict(exc), "message": message[:2000]},
+                )
             except Exception:  # pragma: no cover - keep the original error
                 log.exception("could not record the failed run")
         raise
@@ -902,13 +1025,20 @@ def killed_message(counts: Mapping[str, int], total: int, run_id: str) -> str:
     settled = sum(done.values())
     said = ", ".join(f"{v} {k}" for k, v in done.items()) or "none"
     rest = max(total - settled, 0)
-    return (f"stopped before the end: of {total} rows, {settled} have an outcome ({said}); the other {rest} were "
-            f"not sent (klaviyo-bridge query ... --resume {run_id} sends only those)")
+    return (
+        f"stopped before the end: of {total} rows, {settled} have an outcome ({said}); the other {rest} were "
+        f"not sent (klaviyo-bridge query ... --resume {run_id} sends only those)"
+    )
 
 
-async def _dry_run(table: Source, op: Operation, started: float, client: KlaviyoClient | None = None,
-                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                   clock: Callable[[], float] = time.monotonic) -> ExportResult:
+async def _dry_run(
+    table: Source,
+    op: Operation,
+    started: float,
+    client: KlaviyoClient | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ExportResult:
     """Validate and count; with ``client`` (an operation that decides from Klaviyo's state, such as
     mirror) the destination is resolved and the operation's ``begin`` reads it, changing nothing."""
     opened = await asyncio.to_thread(_open, table)
@@ -924,16 +1054,27 @@ async def _dry_run(table: Source, op: Operation, started: float, client: Klaviyo
         ctx = RunContext(client, list_id, sleep, clock, dry_run=True)
         await op.begin(ctx)
         details = op.report(ctx)
-    summary = ExportSummary(run_id="(dry run)", total=counts.rows,
-                            counts={"would_send": counts.valid, "invalid": counts.invalid})
-    return ExportResult("(dry run)", summary, list_id=list_id, batches=counts.batches, warnings=counts.warnings,
-                        dry_run=True, samples=samples, would_send=counts.valid, invalid=counts.invalid,
-                        seconds=time.perf_counter() - started, invalid_rows=counts.invalid_rows,
-                        requests=client.stats.requests if client is not None else 0, details=details)
+    summary = ExportSummary(run_id="(dry run)", total=counts.rows, counts={"would_send": counts.valid, "invalid": counts.invalid})
+    return ExportResult(
+        "(dry run)",
+        summary,
+        list_id=list_id,
+        batches=counts.batches,
+        warnings=counts.warnings,
+        dry_run=True,
+        samples=samples,
+        would_send=counts.valid,
+        invalid=counts.invalid,
+        seconds=time.perf_counter() - started,
+        invalid_rows=counts.invalid_rows,
+        requests=client.stats.requests if client is not None else 0,
+        details=details,
+    )
 
 
-def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
-            pre: _Counts | None, op: Operation) -> tuple[dict[str, dict[str, Any]], str]:
+def _resume(
+    st: Any, run_id: str | None, fingerprint: dict[str, Any], pre: _Counts | None, op: Operation
+) -> tuple[dict[str, dict[str, Any]], str]:
     """Reopen a run for ``--resume``, refusing a changed query, settings or input.
 
     Returns the earlier attempt's batch states, keyed by batch fingerprint."""
@@ -946,32 +1087,37 @@ def _resume(st: Any, run_id: str | None, fingerprint: dict[str, Any],
         st.save_export_fingerprint(run_id, fingerprint)
         before = fingerprint
     if before is None:
-        raise ExportError(f"run {run_id} cannot be resumed: it has no export fingerprint (it was not an export, "
-                          "or an older version started it); start a new run")
+        raise ExportError(
+            f"run {run_id} cannot be resumed: it has no export fingerprint (it was not an export, "
+            "or an older version started it); start a new run"
+        )
     changed = fingerprint_changes(before, fingerprint)
     if changed:
-        raise ExportError(f"run {run_id} cannot be resumed: {'; '.join(changed)} changed since it started. "
-                          "Resume with the same query and settings, or start a new run")
+        raise ExportError(
+            f"run {run_id} cannot be resumed: {'; '.join(changed)} changed since it started. "
+            "Resume with the same query and settings, or start a new run"
+        )
     planned = set(pre.fingerprints if pre else [])
     states: dict[str, dict[str, Any]] = {}
     for b in batches:
         if b.operation in ("validation", HELD) or b.fingerprint is None:
-            states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
-                                  "batch_id": b.batch_id}
+            states[b.batch_id] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count, "batch_id": b.batch_id}
             continue
         if b.fingerprint not in planned and b.operation == op.endpoint.operation_id:
             # (batches of a follow-up, such as a mirror's removals, come from the run's stored plan)
-            raise ExportError(f"run {run_id} cannot be resumed: the query's rows differ from the first attempt "
-                              f"(batch {b.batch_id}, {b.row_count} rows, status {b.status}, is not in the result "
-                              "any more; give the query an ORDER BY and unchanged data, or start a new run)")
-        states[b.fingerprint] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count,
-                                 "batch_id": b.batch_id}
+            raise ExportError(
+                f"run {run_id} cannot be resumed: the query's rows differ from the first attempt "
+                f"(batch {b.batch_id}, {b.row_count} rows, status {b.status}, is not in the result "
+                "any more; give the query an ORDER BY and unchanged data, or start a new run)"
+            )
+        states[b.fingerprint] = {"status": b.status, "job": b.klaviyo_job_id, "rows": b.row_count, "batch_id": b.batch_id}
     st.reopen_run(run_id)
     return states, run_id
 
 
-async def _refuse_invalid(wh: Warehouse, op: Operation, table: Source, run_id: str, pre: _Counts,
-                          states: dict[str, dict[str, Any]], resume: bool) -> None:
+async def _refuse_invalid(
+    wh: Warehouse, op: Operation, table: Source, run_id: str, pre: _Counts, states: dict[str, dict[str, Any]], resume: bool
+) -> None:
     st = wh.state
     invalid_id = f"{run_id}-invalid"
     if invalid_id not in states:
@@ -981,12 +1127,18 @@ async def _refuse_invalid(wh: Warehouse, op: Operation, table: Source, run_id: s
         async for offset, p in _aiter(_prepared_chunks(table, op)):
             _store_identifiers(st, run_id, offset, p)
             st.record_export_rows(invalid_id, run_id, _rows_table(p.skipped_index, "skipped", p.skipped_reason))
-            st.record_export_rows(f"{run_id}-unsent", run_id, _rows_table(
-                p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"))
+            st.record_export_rows(
+                f"{run_id}-unsent",
+                run_id,
+                _rows_table(p.row_index, "skipped", "not sent: other rows are invalid and skip_invalid_records is false"),
+            )
         st.record_export_batch(invalid_id, run_id, "validation", "not_sent", row_count=pre.invalid)
-    raise ExportError(_invalid_message(pre), row=int(pre.invalid_rows[0][0]) + 1 if pre.invalid_rows else None,
-                      hint="fix those rows in the query, or set skip_invalid_records: true to send the others",
-                      problems=[Problem(str(reason), row=int(i) + 1) for i, reason in pre.invalid_rows[:100]])
+    raise ExportError(
+        _invalid_message(pre),
+        row=int(pre.invalid_rows[0][0]) + 1 if pre.invalid_rows else None,
+        hint="fix those rows in the query, or set skip_invalid_records: true to send the others",
+        problems=[Problem(str(reason), row=int(i) + 1) for i, reason in pre.invalid_rows[:100]],
+    )
 
 
 def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
@@ -994,11 +1146,21 @@ def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
         st.record_export_identifiers(run_id, offset, p.identity.to_pylist())
 
 
-async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
-                    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None, run_id: str,
-                    states: dict[str, dict[str, Any]], resume: bool, lock: _ListLock,
-                    warnings: list[str], *, first_row: int = 0,
-                    prefix: str | None = None) -> tuple[int, int, int, int, list[str]]:
+async def _pipeline(
+    wh: Warehouse,
+    op: Operation,
+    ex: _Sender,
+    table: Source,
+    opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None,
+    run_id: str,
+    states: dict[str, dict[str, Any]],
+    resume: bool,
+    lock: _ListLock,
+    warnings: list[str],
+    *,
+    first_row: int = 0,
+    prefix: str | None = None,
+) -> tuple[int, int, int, int, list[str]]:
     """Read, validate and send chunk by chunk; a bounded number of batches is held at a time.
 
     ``first_row``: the input's first row number (a follow-up's rows come after the input's);
@@ -1070,10 +1232,13 @@ async def _pipeline(wh: Warehouse, op: Operation, ex: _Sender, table: Source,
             if bid not in states:
                 if resume:
                     await ex.record(_forget_rows, wh, bid)
-                await ex.record(st.record_export_rows, bid, run_id, _rows_table(
-                    p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]))
-                await ex.record(st.record_export_batch, bid, run_id, "validation", "done",
-                                row_count=len(p.skipped_index))
+                await ex.record(
+                    st.record_export_rows,
+                    bid,
+                    run_id,
+                    _rows_table(p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]),
+                )
+                await ex.record(st.record_export_batch, bid, run_id, "validation", "done", row_count=len(p.skipped_index))
         plan = planner.add(offset, p)
         del p
         await dispatch(plan)
@@ -1093,8 +1258,7 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
     c = summary.counts
     ok = c.get("accepted", 0) + c.get("submitted", 0)
     if ex.stop and ex.failed:
-        return "error", (f"{ex.failed} batch(es) failed and stop_on_batch_failure is true "
-                         "(see job:show --rows)")
+        return "error", (f"{ex.failed} batch(es) failed and stop_on_batch_failure is true (see job:show --rows)")
     if rows_read and not valid:
         return "error", f"none of the {rows_read:,} row(s) is valid: nothing was sent (see job:show --rows)"
     if ex.attempted and not ok:

@@ -24,8 +24,8 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from ..api.settings import ClientSettings
-from ..errors import ConfigError
 from ..documents import load_json_document, load_yaml
+from ..errors import ConfigError
 from ..secrets import CredentialStore
 from ..validation import KeyedValueError, config_error_from, known_keys
 
@@ -55,9 +55,9 @@ class ExportSettings(ClientSettings):
     list_identify_type: Literal["id", "name"] = "id"
     list_value: str | None = None
     consent_type: Literal["subscribed", "unsubscribed"] = "subscribed"
-    subscription_type: Literal[
-        "all_marketing", "email_marketing_only", "sms_marketing_only", "sms_marketing_transactional"
-    ] | None = None
+    subscription_type: (
+        Literal["all_marketing", "email_marketing_only", "sms_marketing_only", "sms_marketing_transactional"] | None
+    ) = None
     historical_consent: bool = False
     skip_invalid_records: bool = False
     stop_on_batch_failure: bool = False
@@ -90,8 +90,11 @@ class ExportSettings(ClientSettings):
         if self.operation in LIST_OPERATIONS and not self.list_value:
             raise bad("list_value", f"operation {self.operation} needs list_value (the list's {self.list_identify_type})")
         if self.operation in ("upsert", "track_events") and self.list_value:
-            raise bad("list_value", f"operation {self.operation} writes to no list: remove list_value "
-                      "(to add the profiles to a list, use operation add)")
+            raise bad(
+                "list_value",
+                f"operation {self.operation} writes to no list: remove list_value "
+                "(to add the profiles to a list, use operation add)",
+            )
         try:
             self.removal_limit(0)  # checks the form of max_removals
         except ValueError as exc:
@@ -101,20 +104,27 @@ class ExportSettings(ClientSettings):
         except ValueError as exc:
             raise bad("backfill_older_than", str(exc)) from None
         if self.operation != "mirror" and (self.allow_empty or self.max_removals != "10%"):
-            raise bad("allow_empty" if self.allow_empty else "max_removals",
-                      "max_removals and allow_empty apply to operation mirror only")
+            raise bad(
+                "allow_empty" if self.allow_empty else "max_removals",
+                "max_removals and allow_empty apply to operation mirror only",
+            )
         if self.operation != "track_events" and self.backfill_older_than != "24h":
             raise bad("backfill_older_than", "backfill_older_than applies to operation track_events only")
         if self.operation == "batch_consent":
             if self.subscription_type is None:
-                raise bad("subscription_type", "operation batch_consent needs subscription_type "
-                          f"(one of {', '.join(SUBSCRIPTION_TYPES)})")
+                raise bad(
+                    "subscription_type",
+                    f"operation batch_consent needs subscription_type (one of {', '.join(SUBSCRIPTION_TYPES)})",
+                )
             if self.historical_consent and self.consent_type != "subscribed":
                 raise bad("historical_consent", "historical_consent applies to consent_type subscribed only")
         if self.unsubscribe_non_members_globally and not (
-                self.operation == "batch_consent" and self.consent_type == "unsubscribed" and self.list_value):
-            raise bad("unsubscribe_non_members_globally", "unsubscribe_non_members_globally applies to batch_consent "
-                      "with consent_type unsubscribed and a list only")
+            self.operation == "batch_consent" and self.consent_type == "unsubscribed" and self.list_value
+        ):
+            raise bad(
+                "unsubscribe_non_members_globally",
+                "unsubscribe_non_members_globally applies to batch_consent with consent_type unsubscribed and a list only",
+            )
         if self.list_value is not None and not str(self.list_value).strip():
             raise bad("list_value", "list_value is empty")
         return self
@@ -126,7 +136,7 @@ class ExportSettings(ClientSettings):
         """The most removals ``max_removals`` allows for a list of ``members`` (rounded down)."""
         value = self.max_removals
         if isinstance(value, bool):
-            raise ValueError("max_removals is a count (500) or a percentage of the list (\"10%\")")
+            raise ValueError('max_removals is a count (500) or a percentage of the list ("10%")')
         if isinstance(value, int):
             if value < 0:
                 raise ValueError(f"max_removals must be 0 or more, got {value}")
@@ -140,7 +150,7 @@ class ExportSettings(ClientSettings):
             return int(members * share / 100)
         if text.strip().isdigit():
             return int(text.strip())
-        raise ValueError(f"max_removals {text!r} is neither a count (500) nor a percentage (\"10%\")")
+        raise ValueError(f'max_removals {text!r} is neither a count (500) nor a percentage ("10%")')
 
     @property
     def backfill_after_seconds(self) -> float | None:
@@ -150,8 +160,9 @@ class ExportSettings(ClientSettings):
             return None
         m = _DURATION.match(text)
         if not m:
-            raise ValueError(f"backfill_older_than {self.backfill_older_than!r}: give hours or days, e.g. \"24h\" "
-                             "or \"7d\", or \"never\"")
+            raise ValueError(
+                f'backfill_older_than {self.backfill_older_than!r}: give hours or days, e.g. "24h" or "7d", or "never"'
+            )
         return float(m.group(1)) * (3600 if m.group(2) == "h" else 86400)
 
     @property
@@ -176,11 +187,13 @@ def lenient_yaml(text: str, origin: str, known: set[str]) -> tuple[str, list[str
         if m and m.group(2) in known:
             fixed = f"{m.group(1)}{m.group(2)}: {m.group(3)}"
             if m.group(2) in SECRET_SETTING_KEYS:  # the value is a key: name the line, never show it
-                warnings.append(f"{origin}, line {number}: {m.group(2)} has no space after the colon; "
-                                f"read as '{m.group(2)}: <the key>'")
+                warnings.append(
+                    f"{origin}, line {number}: {m.group(2)} has no space after the colon; read as '{m.group(2)}: <the key>'"
+                )
             else:
-                warnings.append(f"{origin}, line {number}: {line.strip()!r} has no space after the colon; "
-                                f"read as {fixed.strip()!r}")
+                warnings.append(
+                    f"{origin}, line {number}: {line.strip()!r} has no space after the colon; read as {fixed.strip()!r}"
+                )
             line = fixed
         lines.append(line)
     return "\n".join(lines) + ("\n" if text.endswith("\n") else ""), warnings
@@ -190,8 +203,9 @@ def setting_keys() -> set[str]:
     return set(known_keys(ExportSettings)) | {"result_connection", "connection"}
 
 
-def parse_settings_text(text: str, origin: str = "result settings", *,
-                        command_line: bool = False) -> tuple[dict[str, Any], list[str]]:
+def parse_settings_text(
+    text: str, origin: str = "result settings", *, command_line: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """YAML or inline JSON text -> (mapping, warnings). ``command_line``: the text is an argument
     (inline JSON), where a key is refused."""
     stripped = text.strip()
@@ -206,9 +220,11 @@ def parse_settings_text(text: str, origin: str = "result settings", *,
     return load_yaml(fixed, origin), warnings
 
 
-KEY_POINTER = ("save it once with 'klaviyo-bridge auth:create NAME' (it asks for the key, or reads "
-               "--stdin / --from-env VAR) and give result_connection: NAME, set KLAVIYO_API_KEY, or put "
-               "api_token in a settings file only you can read")
+KEY_POINTER = (
+    "save it once with 'klaviyo-bridge auth:create NAME' (it asks for the key, or reads "
+    "--stdin / --from-env VAR) and give result_connection: NAME, set KLAVIYO_API_KEY, or put "
+    "api_token in a settings file only you can read"
+)
 
 
 def refuse_command_line_key(data: dict[str, Any], origin: str) -> None:
@@ -216,8 +232,11 @@ def refuse_command_line_key(data: dict[str, Any], origin: str) -> None:
     a key there is refused (not echoed), with where to put it instead."""
     present = [k for k in SECRET_SETTING_KEYS if k in data]
     if present:
-        raise ConfigError(f"{origin}: inline settings on the command line may not carry {present[0]} (any user "
-                          f"on this machine can read a command line); {KEY_POINTER}", key=present[0])
+        raise ConfigError(
+            f"{origin}: inline settings on the command line may not carry {present[0]} (any user "
+            f"on this machine can read a command line); {KEY_POINTER}",
+            key=present[0],
+        )
 
 
 def parse_export_settings(data: dict[str, Any], origin: str = "result settings") -> ExportSettings:
@@ -228,8 +247,9 @@ def parse_export_settings(data: dict[str, Any], origin: str = "result settings")
         raise config_error_from(exc, ExportSettings, origin) from None
 
 
-def resolve_result_connection(data: dict[str, Any], connection: str | None, credentials_path: Any,
-                              warn: Any = None) -> dict[str, Any]:
+def resolve_result_connection(
+    data: dict[str, Any], connection: str | None, credentials_path: Any, warn: Any = None
+) -> dict[str, Any]:
     """Fill ``api_token`` from a saved authentication named by ``result_connection``.
 
     A saved authentication, when it exists, wins over an inline ``api_token`` (the seed's examples
@@ -258,9 +278,11 @@ def resolve_result_connection(data: dict[str, Any], connection: str | None, cred
         out["api_token"] = key
         return out
     if not (out.get("api_token") or out.get("api_key")):
-        raise ConfigError(f"result_connection {name!r} is not a saved authentication "
-                          "(create it with: klaviyo-bridge auth:create NAME) and no api_token is given",
-                          key="result_connection")
+        raise ConfigError(
+            f"result_connection {name!r} is not a saved authentication "
+            "(create it with: klaviyo-bridge auth:create NAME) and no api_token is given",
+            key="result_connection",
+        )
     if warn:
         warn(f"result_connection {name!r} is not saved; using the inline api_token")
     return out

@@ -24,8 +24,9 @@ def _clean(sql: str) -> str:
     return sql
 
 
-def query_source(wh: Warehouse, sql: str, database: str | None = None, *,
-                 batch_size: int = BATCH_ROWS) -> Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
+def query_source(
+    wh: Warehouse, sql: str, database: str | None = None, *, batch_size: int = BATCH_ROWS
+) -> Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
     """A source for ``run_export``: each call runs the query and streams its Arrow batches.
 
     Only a few batches are in memory at a time; the session closes when the stream ends.

@@ -32,8 +32,13 @@ def export_summary(wh: Warehouse, run_id: str, *, reasons: int = 5) -> ExportSum
     st = wh.state
     counts = {o: 0 for o in ROW_OUTCOMES}
     counts.update(st.export_outcome_counts(run_id))
-    return ExportSummary(run_id, sum(counts.values()), {k: v for k, v in counts.items() if v},
-                         st.export_batch_counts(run_id), st.export_top_reasons(run_id, reasons))
+    return ExportSummary(
+        run_id,
+        sum(counts.values()),
+        {k: v for k, v in counts.items() if v},
+        st.export_batch_counts(run_id),
+        st.export_top_reasons(run_id, reasons),
+    )
 
 
 def export_row_results(wh: Warehouse, run_id: str) -> pa.Table:

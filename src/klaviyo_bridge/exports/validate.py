@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import phonenumbers
-from phonenumbers.phonemetadata import PhoneMetadata, PhoneNumberDesc
 import pyarrow as pa
 import pyarrow.compute as pc
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+from phonenumbers.phonemetadata import PhoneMetadata, PhoneNumberDesc
 
 from ..errors import ExportError
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 #: local@domain.tld, unicode allowed (IDN domains, non-ASCII local parts), no spaces,
 #: no display names or brackets, a dot in the domain, a TLD of 2+ characters.
@@ -41,8 +41,11 @@ def require_columns(table_schema: pa.Schema, required: Sequence[str], operation:
     names = table_schema.names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ExportError(f"the query returned the column {twice[0]!r} {names.count(twice[0])} times; give each column "
-                          f"one name (SELECT ... AS {twice[0]}_2)", column=twice[0])
+        raise ExportError(
+            f"the query returned the column {twice[0]!r} {names.count(twice[0])} times; give each column "
+            f"one name (SELECT ... AS {twice[0]}_2)",
+            column=twice[0],
+        )
     present = [c for c in required if c in names]
     missing = [c for c in required if c not in names]
     if (any_of and not present) or (not any_of and missing):
@@ -117,8 +120,18 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str | 
 
 
 #: The most common types first: a number matched by one is not tried against the rest.
-_NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "voip", "personal_number", "pager",
-                 "uan", "voicemail")
+_NUMBER_TYPES = (
+    "fixed_line",
+    "mobile",
+    "toll_free",
+    "premium_rate",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 
 

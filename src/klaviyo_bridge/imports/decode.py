@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import TIMESTAMP, Column, arrow_schema, as_json
 from ..api.client import Page, split_page
+from .columns import TIMESTAMP, Column, arrow_schema, as_json
 from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, attach_included, to_batch
 
 Marks = dict[str, Any]
@@ -97,19 +97,26 @@ class PageDecoder:
             resource_fields.append(("attributes", Optional[_struct_for(attribute_paths, "Attributes")], None))
         if self.relations:
             # Only the relationships some column reads (events also carry attributions and links).
-            relationships = msgspec.defstruct("Relationships", [(r, Optional[Relationship], None) for r in self.relations], gc=False)
+            relationships = msgspec.defstruct(
+                "Relationships", [(r, Optional[Relationship], None) for r in self.relations], gc=False
+            )
             resource_fields.append(("relationships", Optional[relationships], None))
         resource = msgspec.defstruct("Resource", resource_fields, gc=False)
         # types.GenericAlias(list, (t,)) is list[t] for a type made at run time
         doc_fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-            ("data", types.GenericAlias(list, (resource,))), ("links", Optional[Links], None)]
-        related_attrs = sorted({c.path[2] for c in self.columns
-                                if c.path[0].startswith("_") and len(c.path) == 3 and c.path[1] == "attributes"})
+            ("data", types.GenericAlias(list, (resource,))),
+            ("links", Optional[Links], None),
+        ]
+        related_attrs = sorted(
+            {c.path[2] for c in self.columns if c.path[0].startswith("_") and len(c.path) == 3 and c.path[1] == "attributes"}
+        )
         if related_attrs:
             # Only the attributes some column reads, typed loosely (Any): a profile's email or a
             # metric's name. Decoding them into a small Struct skips building a dict per resource.
             attrs = msgspec.defstruct("IncludedAttributes", [(a, Any, None) for a in related_attrs], gc=False)
-            included = msgspec.defstruct("Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)], gc=False)
+            included = msgspec.defstruct(
+                "Included", [("type", str), ("id", str), ("attributes", Optional[attrs], None)], gc=False
+            )
             doc_fields.append(("included", types.GenericAlias(list, (included,)), []))
         #: decodes into the run-time "Document" Struct: its fields are known only here, hence Any
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(msgspec.defstruct("Document", doc_fields))
@@ -173,8 +180,11 @@ class PageDecoder:
         batch = to_batch(page.data, self.columns)
         if EXTRA_ATTRIBUTES in batch.schema.names and not self._warned:
             self._warned.add(EXTRA_ATTRIBUTES)  # shared by the per-task clones: once per run
-            log.warning("records carry attributes the API spec does not declare; they are kept as JSON in the "
-                        "%r column (pages with them take the slower generic decoding)", EXTRA_ATTRIBUTES)
+            log.warning(
+                "records carry attributes the API spec does not declare; they are kept as JSON in the "
+                "%r column (pages with them take the slower generic decoding)",
+                EXTRA_ATTRIBUTES,
+            )
         return batch, page.next_url
 
 

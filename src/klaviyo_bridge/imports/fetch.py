@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..api.client import KlaviyoClient
-from ..errors import MalformedResponse
 from ..api.query import Condition, Query
+from ..errors import MalformedResponse
 from .columns import Column
 from .decode import PageDecoder
 from .flatten import attach_included, to_batch  # noqa: F401 (attach_included: re-exported)
@@ -186,9 +186,11 @@ async def fetch_per_id(
             doc = await client.request(stream.operation_id, path_params={"id": event_id})
         data = doc.get("data", doc) if isinstance(doc, dict) else doc
         if data is not None and (not isinstance(data, dict) or not data.get("id")):
-            raise MalformedResponse(f"{stream.operation_id} for event {event_id}: the answer has no resource "
-                                    "with an id in 'data' (it would be stored as an empty row)",
-                                    operation=stream.operation_id)
+            raise MalformedResponse(
+                f"{stream.operation_id} for event {event_id}: the answer has no resource "
+                "with an id in 'data' (it would be stored as an empty row)",
+                operation=stream.operation_id,
+            )
         record = dict(data or {})
         record["_event_id"] = event_id
         return record

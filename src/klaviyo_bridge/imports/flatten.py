@@ -66,8 +66,9 @@ def _timestamps(values: list[Any], column: str, ids: Sequence[Any]) -> pa.Array:
         try:
             parsed.append(_parse_timestamp(str(value)))
         except ValueError:
-            raise FlattenError(f"column {column!r} of record {rid!r}: {value!r} is not an ISO 8601 datetime",
-                               field=str(column)) from None
+            raise FlattenError(
+                f"column {column!r} of record {rid!r}: {value!r} is not an ISO 8601 datetime", field=str(column)
+            ) from None
     return pa.array(parsed, TIMESTAMP)
 
 
@@ -80,13 +81,16 @@ def _typed(values: list[Any], col: Column, ids: Sequence[Any]) -> pa.Array:
         return pa.array(values, col.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         if pa.types.is_string(col.type):
-            return pa.array([None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values], pa.string())
+            return pa.array(
+                [None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values], pa.string()
+            )
         for value, rid in zip(values, ids):
             try:
                 pa.array([value], col.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                raise FlattenError(f"column {col.name!r} of record {rid!r}: {value!r} is not {col.type}",
-                                   field=col.name) from None
+                raise FlattenError(
+                    f"column {col.name!r} of record {rid!r}: {value!r} is not {col.type}", field=col.name
+                ) from None
         raise
 
 

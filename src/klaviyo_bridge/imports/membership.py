@@ -56,8 +56,7 @@ def _group_key(s: Stream) -> str:
 
 async def member_count(client: KlaviyoClient, s: Stream, group: str) -> int | None:
     operation, kind = ONE[_group_key(s)]
-    doc = await client.request(operation, path_params={"id": group},
-                               query=Query(additional_fields={kind: ["profile_count"]}))
+    doc = await client.request(operation, path_params={"id": group}, query=Query(additional_fields={kind: ["profile_count"]}))
     count = (((doc or {}).get("data") or {}).get("attributes") or {}).get("profile_count")
     return count if isinstance(count, int) else None
 
@@ -71,10 +70,21 @@ async def group_ids(client: KlaviyoClient, s: Stream, config: ImportConfig) -> t
     return [record["id"] async for record in client.records(operation)], True
 
 
-async def run_membership(client: KlaviyoClient, s: Stream, config: ImportConfig, warehouse: Warehouse, database: str,
-                         table: str, job: str, now: datetime, concurrency: int, window_count: int,
-                         on_batch: Callable[..., None] | None, result: MembershipResult,
-                         windows_for: WindowsFor) -> None:
+async def run_membership(
+    client: KlaviyoClient,
+    s: Stream,
+    config: ImportConfig,
+    warehouse: Warehouse,
+    database: str,
+    table: str,
+    job: str,
+    now: datetime,
+    concurrency: int,
+    window_count: int,
+    on_batch: Callable[..., None] | None,
+    result: MembershipResult,
+    windows_for: WindowsFor,
+) -> None:
     groups, every_group = await group_ids(client, s, config)
     columns = s.columns()
     with MembershipWriter(warehouse, database, table, _group_key(s)) as writer:
@@ -84,15 +94,21 @@ async def run_membership(client: KlaviyoClient, s: Stream, config: ImportConfig,
             parts = window_count if count is None else max(1, min(window_count, count // MEMBERS_PER_WINDOW))
             windows = await windows_for(client, s, "joined_group_at", None, None, now, parts, path)
             tasks = plan_tasks(s, time_field="joined_group_at" if windows else None, windows=windows)
-            fetcher = Fetcher(client, s, columns, time_column="joined_at", path_params=path,
-                              concurrency=concurrency, marks={"_parent_id": group})
+            fetcher = Fetcher(
+                client,
+                s,
+                columns,
+                time_column="joined_at",
+                path_params=path,
+                concurrency=concurrency,
+                marks={"_parent_id": group},
+            )
             async for batch in fetcher.batches(tasks):
                 await asyncio.to_thread(writer.write, batch)
                 result.rows += batch.num_rows
                 if on_batch:
                     on_batch(batch.num_rows, fetcher.stats.pages, (fetcher.stats.tasks_done, fetcher.stats.tasks))
             result.pages += fetcher.stats.pages
-        changes = await asyncio.to_thread(writer.commit, groups, now, every_group=every_group,
-                                          cursors={job: now.isoformat()})
+        changes = await asyncio.to_thread(writer.commit, groups, now, every_group=every_group, cursors={job: now.isoformat()})
     result.committed = True
     result.joined, result.left = changes.joined, changes.left

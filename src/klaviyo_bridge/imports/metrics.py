@@ -69,16 +69,21 @@ def _resolve_one(choice: MetricChoice, metrics: list[Metric], key: str) -> Metri
         if len(named) == 1:
             return named[0]
         if same:
-            raise ConfigError(f"{key}: metric {choice.name!r} exists, but not from integration "
-                              f"{choice.integration!r}; it comes from: {', '.join(sorted(m.integration for m in same))}",
-                              key=key)
+            raise ConfigError(
+                f"{key}: metric {choice.name!r} exists, but not from integration "
+                f"{choice.integration!r}; it comes from: {', '.join(sorted(m.integration for m in same))}",
+                key=key,
+            )
     else:
         if len(same) == 1:
             return same[0]
         if len(same) > 1:
             options = ", ".join(f'"{m.label()}"' for m in same)
-            raise ConfigError(f"{key}: {len(same)} metrics are named {choice.name!r}, from different integrations; "
-                              f"say which: {options} (or {{name: {choice.name}, integration: ...}})", key=key)
+            raise ConfigError(
+                f"{key}: {len(same)} metrics are named {choice.name!r}, from different integrations; "
+                f"say which: {options} (or {{name: {choice.name}, integration: ...}})",
+                key=key,
+            )
         by_id = [m for m in metrics if m.id == choice.name]  # a plain string may be an id
         if by_id:
             return by_id[0]
@@ -88,8 +93,11 @@ def _resolve_one(choice: MetricChoice, metrics: list[Metric], key: str) -> Metri
     labels = sorted({m.name for m in metrics} | {m.label() for m in metrics})
     close = difflib.get_close_matches(choice.label(), labels, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise UnknownMetric(f"{key}: metric {choice.label()!r} not found in the account{hint}; it has: "
-                      f"{', '.join(sorted({m.label() for m in metrics}))}", key=key)
+    raise UnknownMetric(
+        f"{key}: metric {choice.label()!r} not found in the account{hint}; it has: "
+        f"{', '.join(sorted({m.label() for m in metrics}))}",
+        key=key,
+    )
 
 
 async def resolve_ids(client: KlaviyoClient, choices: list[MetricChoice], key: str = "metrics") -> list[Metric]:

@@ -6,13 +6,12 @@ fetch what is new and never duplicate rows.
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 from typing import Any
 
-from ..config import ImportConfig, parse_import_config
+from ..config import ImportConfig, metric_choice, parse_import_config
 from ..errors import ConfigError
-from ..config import metric_choice
-import difflib
 
 #: Qlik table name -> Klaviyo metric name (None: a non-event data source of the same name).
 QLIK_TABLES: dict[str, str | None] = {
@@ -86,7 +85,10 @@ def _wanted_metrics(value: Any) -> dict[str, Any] | None:
         if choice.name not in known:
             close = difflib.get_close_matches(choice.name or choice.id or "", sorted(known), n=2, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            raise ConfigError(f"metrics: {choice.label()!r} has no replication table{hint}; the tables' metrics are: "
-                              f"{', '.join(sorted(known))}", key="metrics")
+            raise ConfigError(
+                f"metrics: {choice.label()!r} has no replication table{hint}; the tables' metrics are: "
+                f"{', '.join(sorted(known))}",
+                key="metrics",
+            )
         out[choice.name] = choice.label()  # "Name (Integration)" when one was given
     return out

@@ -34,7 +34,8 @@ from .fetch import Fetcher, fetch_per_id, plan_tasks
 from .membership import group_ids, run_membership
 from .metrics import resolve_ids
 from .partition import Window, split
-from .streams import PROFILE_ID_COLUMNS, PROFILE_IDS, Stream, stream as stream_named
+from .streams import PROFILE_ID_COLUMNS, PROFILE_IDS, Stream
+from .streams import stream as stream_named
 
 log = logging.getLogger("klaviyo_bridge.imports")
 
@@ -103,8 +104,10 @@ def stopped_message(exc: BaseException, result: ImportResult) -> str:
     what = "stopped (Ctrl-C or a kill)" if interrupted else (str(exc) or type(exc).__name__)
     if result.committed:
         return f"{what}, after the commit: all {result.rows} records were written"
-    return (f"{what}; nothing was committed: the {max(result.rows, result.fetched)} records fetched were discarded "
-            "and the cursor did not move, so the next run starts where the last successful one ended")
+    return (
+        f"{what}; nothing was committed: the {max(result.rows, result.fetched)} records fetched were discarded "
+        "and the cursor did not move, so the next run starts where the last successful one ended"
+    )
 
 
 def effective_stream(config: ImportConfig) -> Stream:
@@ -208,25 +211,43 @@ async def run_import(
     result.run_id = state.start_run(job, "import", run_id=run_id, begun=run_id is not None)
     started = time.perf_counter()
     try:
-        await _run(config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result,
-                   windows, sleep, limits)
+        await _run(
+            config, s, warehouse, database, table, job, now, transport, concurrency, on_batch, result, windows, sleep, limits
+        )
     except BaseException as exc:
         result.seconds = time.perf_counter() - started
         stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
         message = stopped_message(exc, result)[:2000]
-        state.finish_run(result.run_id, "killed" if stopped else "error", rows_read=max(result.rows, result.fetched),
-                         rows_written=result.rows if result.committed else 0, error=message,
-                         error_detail=None if stopped else {**error_dict(exc), "message": message})
+        state.finish_run(
+            result.run_id,
+            "killed" if stopped else "error",
+            rows_read=max(result.rows, result.fetched),
+            rows_written=result.rows if result.committed else 0,
+            error=message,
+            error_detail=None if stopped else {**error_dict(exc), "message": message},
+        )
         raise
     result.seconds = time.perf_counter() - started
     state.finish_run(result.run_id, "success", rows_read=result.rows, rows_written=result.rows)
     return result
 
 
-async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: str, table: str, job: str,
-               now: datetime, transport: httpx.AsyncBaseTransport | None, concurrency: int,
-               on_batch: Callable[..., None] | None, result: ImportResult, window_count: int | None,
-               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, limits: AccountLimits | None = None) -> None:
+async def _run(
+    config: ImportConfig,
+    s: Stream,
+    warehouse: Warehouse,
+    database: str,
+    table: str,
+    job: str,
+    now: datetime,
+    transport: httpx.AsyncBaseTransport | None,
+    concurrency: int,
+    on_batch: Callable[..., None] | None,
+    result: ImportResult,
+    window_count: int | None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    limits: AccountLimits | None = None,
+) -> None:
     source, target = config.source, config.target
     columns = s.columns(related=not source.skip_related_object)
     path_params: dict[str, str] = {}
@@ -240,25 +261,45 @@ async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: 
         if s.membership:
             result.end = now
 
-            async def windows_for(client: KlaviyoClient, s: Stream, api_field: str | None, lo: datetime | None,
-                                  hi: datetime | None, now: datetime, count: int, path: dict[str, str]) -> list[Window]:
-                return await _windows(client, s, api_field, lo, hi, now, count, path,
-                                      shortest=None if window_count else MIN_WINDOW)
+            async def windows_for(
+                client: KlaviyoClient,
+                s: Stream,
+                api_field: str | None,
+                lo: datetime | None,
+                hi: datetime | None,
+                now: datetime,
+                count: int,
+                path: dict[str, str],
+            ) -> list[Window]:
+                return await _windows(
+                    client, s, api_field, lo, hi, now, count, path, shortest=None if window_count else MIN_WINDOW
+                )
 
-            await run_membership(client, s, config, warehouse, database, table, job, now, concurrency,
-                                 window_count or concurrency * WINDOWS_PER_WORKER, on_batch, result, windows_for)
+            await run_membership(
+                client,
+                s,
+                config,
+                warehouse,
+                database,
+                table,
+                job,
+                now,
+                concurrency,
+                window_count or concurrency * WINDOWS_PER_WORKER,
+                on_batch,
+                result,
+                windows_for,
+            )
             st = client.stats
             result.requests, result.retries, result.throttled = st.requests, st.retries, st.throttled
             return
         s = await with_metrics(client, s, config)
         # Event imports re-read a lookback window: in append mode an event already stored is not
         # added again (merge mode updates it).
-        writer_cm = warehouse.writer(database, table, target.mode, primary_key=primary_key,
-                                     skip_existing=s.events)
+        writer_cm = warehouse.writer(database, table, target.mode, primary_key=primary_key, skip_existing=s.events)
         with writer_cm as writer:
             if s.per_event_id:
-                batch = with_partition(await fetch_per_id(client, s, columns, source.event_ids, concurrency),
-                                       partition_key)
+                batch = with_partition(await fetch_per_id(client, s, columns, source.event_ids, concurrency), partition_key)
                 await asyncio.to_thread(writer.write, batch)
                 result.rows, result.pages = batch.num_rows, len(source.event_ids)
                 await asyncio.to_thread(writer.commit)
@@ -273,13 +314,14 @@ async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: 
                     tasks = []  # nothing new since the last run: no request at all
                 else:
                     count = window_count or concurrency * WINDOWS_PER_WORKER
-                    windows = await _windows(client, s, api_field, lo, hi, now, count, path_params,
-                                             shortest=None if window_count else MIN_WINDOW)
-                    tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows,
-                                       extra_conditions=extra)
+                    windows = await _windows(
+                        client, s, api_field, lo, hi, now, count, path_params, shortest=None if window_count else MIN_WINDOW
+                    )
+                    tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)
                 time_col = _time_column(columns, api_field) if api_field else None
-                fetcher = Fetcher(client, s, columns, time_column=time_col, path_params=path_params,
-                                  concurrency=concurrency, marks=marks)
+                fetcher = Fetcher(
+                    client, s, columns, time_column=time_col, path_params=path_params, concurrency=concurrency, marks=marks
+                )
                 pending: list[pa.RecordBatch] = []
                 pending_rows = 0
                 writing: asyncio.Future[None] | None = None  # at most one insert in flight, in a thread
@@ -314,8 +356,7 @@ async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: 
                         if pending_rows >= WRITE_ROWS:
                             await flush()
                         if on_batch:
-                            on_batch(batch.num_rows, fetcher.stats.pages,
-                                     (fetcher.stats.tasks_done, fetcher.stats.tasks))
+                            on_batch(batch.num_rows, fetcher.stats.pages, (fetcher.stats.tasks_done, fetcher.stats.tasks))
                     await flush(last=True)
                     await drain()
                 finally:
@@ -339,8 +380,9 @@ async def _run(config: ImportConfig, s: Stream, warehouse: Warehouse, database: 
 def not_deleted(batch: pa.RecordBatch) -> pa.RecordBatch:
     """A fetched profile exists: ``deleted`` false, ``deleted_at`` NULL (a merge resets them)."""
     n = batch.num_rows
-    return (batch.append_column("deleted", pa.array([False] * n, pa.bool_()))
-            .append_column("deleted_at", pa.nulls(n, pa.timestamp("us", tz="UTC"))))
+    return batch.append_column("deleted", pa.array([False] * n, pa.bool_())).append_column(
+        "deleted_at", pa.nulls(n, pa.timestamp("us", tz="UTC"))
+    )
 
 
 async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: int, window_count: int | None) -> pa.Array:
@@ -348,8 +390,7 @@ async def sweep_profile_ids(client: KlaviyoClient, now: datetime, concurrency: i
     an id that stopped appearing). One request per 100 profiles, windows fetched side by side."""
     s = PROFILE_IDS
     count = window_count or concurrency * WINDOWS_PER_WORKER
-    windows = await _windows(client, s, "created", None, None, now, count, {},
-                             shortest=None if window_count else MIN_WINDOW)
+    windows = await _windows(client, s, "created", None, None, now, count, {}, shortest=None if window_count else MIN_WINDOW)
     tasks = plan_tasks(s, time_field="created" if windows else None, windows=windows)
     fetcher = Fetcher(client, s, PROFILE_ID_COLUMNS, time_column="created", concurrency=concurrency)
     ids = [batch.column("id") async for batch in fetcher.batches(tasks)]
@@ -407,9 +448,17 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(timezone.utc) if moment is not None else None
 
 
-async def _windows(client: KlaviyoClient, s: Stream, api_field: str | None, lo: datetime | None, hi: datetime | None,
-                   now: datetime, count: int, path_params: dict[str, str],
-                   shortest: timedelta | None = None) -> list[Window]:
+async def _windows(
+    client: KlaviyoClient,
+    s: Stream,
+    api_field: str | None,
+    lo: datetime | None,
+    hi: datetime | None,
+    now: datetime,
+    count: int,
+    path_params: dict[str, str],
+    shortest: timedelta | None = None,
+) -> list[Window]:
     """Up to ``count`` time windows to fetch side by side, none shorter than ``shortest``;
     [] means no time filter at all."""
     if api_field is None:
@@ -427,9 +476,7 @@ async def _windows(client: KlaviyoClient, s: Stream, api_field: str | None, lo: 
     return split(a, b, count, open_start=lo is None, open_end=hi is None)
 
 
-async def preview_rows(
-    config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None
-) -> pa.Table:
+async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None) -> pa.Table:
     """The first ``rows`` rows the import would write (one page, no windows, nothing stored)."""
     source = config.source
     s = effective_stream(config)
@@ -453,9 +500,17 @@ async def preview_rows(
         api_field = s.time_fields.get(field_name) if field_name else None
         lo, hi = (t.astimezone(timezone.utc) if t is not None else None for t in (source.start_time, source.end_time))
         windows = [Window(lo, hi)] if api_field and (lo or hi) else []
-        fetcher = Fetcher(client, s, columns, path_params=path_params, concurrency=1, marks=marks,
-                          time_column=_time_column(columns, api_field) if windows and api_field else None)
+        fetcher = Fetcher(
+            client,
+            s,
+            columns,
+            path_params=path_params,
+            concurrency=1,
+            marks=marks,
+            time_column=_time_column(columns, api_field) if windows and api_field else None,
+        )
         task = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)[0]
-        batch, _ = await client.request(s.operation_id, query=fetcher._query(task), path_params=path_params,
-                                        decode=fetcher.decoder_for(task))
+        batch, _ = await client.request(
+            s.operation_id, query=fetcher._query(task), path_params=path_params, decode=fetcher.decoder_for(task)
+        )
         return pa.Table.from_batches([fetcher.trim(batch, task)]).slice(0, rows)

@@ -7,19 +7,19 @@ says what differs. Names are the seed's ``data_source`` values plus ours
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TypedDict
 
 import pyarrow as pa
 
-from datetime import datetime, timezone
+from klaviyo_spec import Operation, operation
 
 from ..api.query import Condition, equals, greater_or_equal
-from klaviyo_spec import Operation, operation
+from ..errors import ConfigError
 from .columns import Column, operation_resource, resource_columns
 from .suppression import DERIVED_COLUMNS
-from ..errors import ConfigError
-import difflib
 
 ADDITIONAL_PREFIXES = ("predictive_analytics", "subscriptions")
 
@@ -70,8 +70,11 @@ class Stream:
 
     def columns(self, *, related: bool = True) -> list[Column]:
         if self.membership:
-            return [_related(self.membership, "_parent_id"), _related("profile_id", "id"),
-                    _related("joined_at", "attributes", "joined_group_at", kind=pa.timestamp("us", tz="UTC"))]
+            return [
+                _related(self.membership, "_parent_id"),
+                _related("profile_id", "id"),
+                _related("joined_at", "attributes", "joined_group_at", kind=pa.timestamp("us", tz="UTC")),
+            ]
         keep_additional = set(self.additional_fields.get("profile", ()))
         omit = tuple(p for p in ADDITIONAL_PREFIXES if p not in keep_additional)
         cols = resource_columns(operation_resource(self.operation_id), omit=omit, types=self.column_types)
@@ -129,10 +132,21 @@ STREAMS: dict[str, Stream] = {
         Stream("metrics", "get_metrics", column_types=METRIC_TIME_TYPES),
         Stream("events", "get_events", **EVENT_STREAM_OPTIONS),
         Stream("metric_events", "get_events", **EVENT_STREAM_OPTIONS),
-        Stream("event_metrics", "get_metric_for_event", per_event_id=True, column_types=METRIC_TIME_TYPES,
-               extra_columns=(_related("event_id", "_event_id"),), primary_key=("event_id",)),
-        Stream("event_profiles", "get_profile_for_event", per_event_id=True,
-               extra_columns=(_related("event_id", "_event_id"),), primary_key=("event_id",)),
+        Stream(
+            "event_metrics",
+            "get_metric_for_event",
+            per_event_id=True,
+            column_types=METRIC_TIME_TYPES,
+            extra_columns=(_related("event_id", "_event_id"),),
+            primary_key=("event_id",),
+        ),
+        Stream(
+            "event_profiles",
+            "get_profile_for_event",
+            per_event_id=True,
+            extra_columns=(_related("event_id", "_event_id"),),
+            primary_key=("event_id",),
+        ),
         Stream("templates", "get_templates", time_fields=CREATED_UPDATED, default_time_field="updated"),
         Stream(
             "campaigns",
@@ -147,23 +161,57 @@ STREAMS: dict[str, Stream] = {
             extra_columns=(_related("channel", "_channel"),),
         ),
         Stream("lists", "get_lists", time_fields=CREATED_UPDATED, default_time_field="updated"),
-        Stream("profiles_in_list", "get_profiles_for_list", id_setting="list_id",
-               extra_columns=(_related("list_id", "_parent_id"),), primary_key=("list_id", "id")),
+        Stream(
+            "profiles_in_list",
+            "get_profiles_for_list",
+            id_setting="list_id",
+            extra_columns=(_related("list_id", "_parent_id"),),
+            primary_key=("list_id", "id"),
+        ),
         # Subscriptions come with every profile: suppressed / suppressed_at are derived from them
-        Stream("profiles", "get_profiles", time_fields=CREATED_UPDATED, default_time_field="updated", partition=True,
-               additional_fields={"profile": ("subscriptions",)}, suppression=True),
+        Stream(
+            "profiles",
+            "get_profiles",
+            time_fields=CREATED_UPDATED,
+            default_time_field="updated",
+            partition=True,
+            additional_fields={"profile": ("subscriptions",)},
+            suppression=True,
+        ),
         Stream("segments", "get_segments", time_fields=CREATED_UPDATED, default_time_field="updated"),
-        Stream("profiles_in_segment", "get_profiles_for_segment", id_setting="segment_id",
-               extra_columns=(_related("segment_id", "_parent_id"),), primary_key=("segment_id", "id")),
+        Stream(
+            "profiles_in_segment",
+            "get_profiles_for_segment",
+            id_setting="segment_id",
+            extra_columns=(_related("segment_id", "_parent_id"),),
+            primary_key=("segment_id", "id"),
+        ),
         # Klaviyo's get_flows leaves archived flows out unless filtered for: both, as for campaigns.
-        Stream("flows", "get_flows", time_fields=CREATED_UPDATED, default_time_field="updated",
-               variants=((equals("archived", False),), (equals("archived", True),))),
+        Stream(
+            "flows",
+            "get_flows",
+            time_fields=CREATED_UPDATED,
+            default_time_field="updated",
+            variants=((equals("archived", False),), (equals("archived", True),)),
+        ),
         # Membership with history: every run reads the groups' members (only joined_group_at) and
         # records joins and departures; windows over joined_group_at fetch a big list concurrently.
-        Stream("list_memberships", "get_profiles_for_list", membership="list_id", partition=True,
-               fields={"profile": ("joined_group_at",)}, primary_key=("list_id", "profile_id", "joined_at")),
-        Stream("segment_memberships", "get_profiles_for_segment", membership="segment_id", partition=True,
-               fields={"profile": ("joined_group_at",)}, primary_key=("segment_id", "profile_id", "joined_at")),
+        Stream(
+            "list_memberships",
+            "get_profiles_for_list",
+            membership="list_id",
+            partition=True,
+            fields={"profile": ("joined_group_at",)},
+            primary_key=("list_id", "profile_id", "joined_at"),
+        ),
+        Stream(
+            "segment_memberships",
+            "get_profiles_for_segment",
+            membership="segment_id",
+            partition=True,
+            fields={"profile": ("joined_group_at",)},
+            primary_key=("segment_id", "profile_id", "joined_at"),
+        ),
         Stream(
             "global_exclusions",
             "get_profiles",
@@ -180,9 +228,18 @@ STREAMS: dict[str, Stream] = {
 
 #: Every profile id, as cheaply as the API allows (100 a page, only ``created``), windows over
 #: ``created`` fetched side by side: the sweep that finds deleted profiles (``detect_deleted``).
-PROFILE_IDS = Stream("profile_ids", "get_profiles", time_fields={"created": "created"}, partition=True,
-                     fields={"profile": ("created",)}, sparse=True)
-PROFILE_ID_COLUMNS = [Column("id", ("id",), pa.string()), Column("created", ("attributes", "created"), pa.timestamp("us", tz="UTC"))]
+PROFILE_IDS = Stream(
+    "profile_ids",
+    "get_profiles",
+    time_fields={"created": "created"},
+    partition=True,
+    fields={"profile": ("created",)},
+    sparse=True,
+)
+PROFILE_ID_COLUMNS = [
+    Column("id", ("id",), pa.string()),
+    Column("created", ("attributes", "created"), pa.timestamp("us", tz="UTC")),
+]
 
 
 def stream(name: str) -> Stream:

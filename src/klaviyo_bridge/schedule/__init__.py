@@ -8,5 +8,4 @@ from klaviyo_bridge.schedule.cron import PRESETS, CronSchedule, Fire, validate
 from klaviyo_bridge.schedule.fields import CronSyntaxError
 from klaviyo_bridge.schedule.timezones import TimezoneError, resolve_timezone
 
-__all__ = ["CronSchedule", "CronSyntaxError", "Fire", "PRESETS", "TimezoneError",
-           "resolve_timezone", "validate"]
+__all__ = ["CronSchedule", "CronSyntaxError", "Fire", "PRESETS", "TimezoneError", "resolve_timezone", "validate"]

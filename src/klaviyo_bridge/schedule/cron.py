@@ -57,6 +57,7 @@ from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from klaviyo_bridge.errors import ScheduleError
+from klaviyo_bridge.schedule.describe import describe
 from klaviyo_bridge.schedule.fields import (
     DAY_NAMES,
     FIELDS,
@@ -65,7 +66,6 @@ from klaviyo_bridge.schedule.fields import (
     parse_field,
 )
 from klaviyo_bridge.schedule.timezones import UTC, resolve_local, resolve_timezone
-from klaviyo_bridge.schedule.describe import describe
 
 #: Preset names (lower case) and the five-field expression each stands for.
 PRESETS: dict[str, str] = {
@@ -106,8 +106,7 @@ def _month_length(month: int) -> Fraction:
     return Fraction(28) + _FEB_29 if month == 2 else Fraction(_MONTH_DAYS[month])
 
 
-def day_frequencies(days: frozenset[int], weekdays: frozenset[int],
-                    months: frozenset[int]) -> tuple[Fraction, Fraction]:
+def day_frequencies(days: frozenset[int], weekdays: frozenset[int], months: frozenset[int]) -> tuple[Fraction, Fraction]:
     """Average matching days per year for (day of month, day of week), within ``months``."""
     by_month_day = sum((_day_weight(d, m) for m in months for d in days), Fraction(0))
     by_weekday = Fraction(len(weekdays), 7) * sum((_month_length(m) for m in months), Fraction(0))
@@ -134,22 +133,18 @@ def _split(expression: str) -> list[tuple[str, int]]:
     """Split on single spaces; return (text, column) per field or raise CronSyntaxError."""
 
     def fail(message: str, column: int | None = None) -> CronSyntaxError:
-        return CronSyntaxError(f"cron expression '{expression}': {message}",
-                               expression=expression, column=column)
+        return CronSyntaxError(f"cron expression '{expression}': {message}", expression=expression, column=column)
 
     if expression != expression.strip():
-        raise fail("remove the leading/trailing whitespace", 0 if expression[:1].isspace()
-                   else len(expression.rstrip()))
+        raise fail("remove the leading/trailing whitespace", 0 if expression[:1].isspace() else len(expression.rstrip()))
     for column, char in enumerate(expression):
         if char.isspace() and char != " ":
             raise fail(f"use a single space between fields, not {char!r}", column)
     if "  " in expression:
-        raise fail("fields must be separated by a single space (found two spaces)",
-                   expression.index("  "))
+        raise fail("fields must be separated by a single space (found two spaces)", expression.index("  "))
     texts = expression.split(" ")
     if len(texts) != 5:
-        raise fail(f"expected 5 fields (minute hour day-of-month month day-of-week),"
-                   f" got {len(texts)}")
+        raise fail(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(texts)}")
     fields, column = [], 0
     for text in texts:
         fields.append((text, column))
@@ -179,12 +174,16 @@ def _expand_preset(expression: str) -> str | None:
         preset = PRESETS.get(expression.lower())
         if preset is None:
             raise CronSyntaxError(
-                f"unknown preset '{expression}': use @hourly, @daily, @monthly or five fields"
-                " such as '0 0 * * 0'", expression=expression, token=expression, column=0)
+                f"unknown preset '{expression}': use @hourly, @daily, @monthly or five fields such as '0 0 * * 0'",
+                expression=expression,
+                token=expression,
+                column=0,
+            )
         return preset
     if expression.lower().startswith("custom cron"):
-        raise CronSyntaxError("'Custom cron...' needs an expression: five fields such as"
-                              " '10 0 * * *'", expression=expression, column=0)
+        raise CronSyntaxError(
+            "'Custom cron...' needs an expression: five fields such as '10 0 * * *'", expression=expression, column=0
+        )
     return expression
 
 
@@ -241,8 +240,9 @@ class CronSchedule:
         return cls._from_values(expression, text, values, timezone, delay)
 
     @classmethod
-    def _from_values(cls, expression: str, text: str, values: list[frozenset[int] | None], timezone: str,
-                     delay: int) -> "CronSchedule":
+    def _from_values(
+        cls, expression: str, text: str, values: list[frozenset[int] | None], timezone: str, delay: int
+    ) -> "CronSchedule":
         """``values``: the five fields of ``_parse_fields`` when it found no error (none is None)."""
         parsed = [value for value in values if value is not None]
         minutes, hours, days, months, weekdays = parsed
@@ -259,12 +259,14 @@ class CronSchedule:
         if days != FIELDS[2].full and not any(_day_weight(d, m) for d in days for m in months):
             field_text = text.split(" ")
             raise CronSyntaxError(
-                f"cron field 3 (day of month) '{field_text[2]}': never occurs in month(s)"
-                f" '{field_text[3]}' in '{text}'", expression=expression, field=3,
-                field_name="day of month", token=field_text[2],
-                column=len(field_text[0]) + len(field_text[1]) + 2)
-        return cls(expression, timezone, delay, minutes, hours, days, months, weekdays,
-                   ignored, zone=resolve_timezone(timezone))
+                f"cron field 3 (day of month) '{field_text[2]}': never occurs in month(s) '{field_text[3]}' in '{text}'",
+                expression=expression,
+                field=3,
+                field_name="day of month",
+                token=field_text[2],
+                column=len(field_text[0]) + len(field_text[1]) + 2,
+            )
+        return cls(expression, timezone, delay, minutes, hours, days, months, weekdays, ignored, zone=resolve_timezone(timezone))
 
     # -- questions ---------------------------------------------------------------------
 
@@ -275,8 +277,7 @@ class CronSchedule:
 
     def matches_day(self, day: date) -> bool:
         """Whether the schedule fires (at some time) on this local calendar day."""
-        return (day.month in self.months and day.day in self.days_of_month
-                and (day.weekday() + 1) % 7 in self.days_of_week)
+        return day.month in self.months and day.day in self.days_of_month and (day.weekday() + 1) % 7 in self.days_of_week
 
     def _walk(self, after_utc: datetime) -> Iterator[datetime]:
         """Scheduled instants strictly after ``after_utc``, in order, forever."""
@@ -288,8 +289,7 @@ class CronSchedule:
             if self.matches_day(day):
                 empty = 0
                 for hour, minute in times:
-                    local = resolve_local(datetime(day.year, day.month, day.day, hour, minute),
-                                          self.zone)
+                    local = resolve_local(datetime(day.year, day.month, day.day, hour, minute), self.zone)
                     instant = local.astimezone(UTC)
                     if instant > last:  # equal instants: skipped times folded into one
                         last = instant
@@ -335,5 +335,4 @@ class CronSchedule:
         return describe(self)
 
 
-__all__ = ["CronSchedule", "Fire", "PRESETS", "validate", "day_frequencies",
-           "DAY_NAMES", "MONTH_NAMES"]
+__all__ = ["CronSchedule", "Fire", "PRESETS", "validate", "day_frequencies", "DAY_NAMES", "MONTH_NAMES"]

@@ -105,8 +105,7 @@ class _FieldParser:
     def fail(self, token: str, problem: str, offset: int = 0) -> CronSyntaxError:
         spec = self.spec
         return CronSyntaxError(
-            f"cron field {spec.number} ({spec.name}) '{token}': {problem}"
-            f" in '{self.expression}'",
+            f"cron field {spec.number} ({spec.name}) '{token}': {problem} in '{self.expression}'",
             expression=self.expression,
             field=spec.number,
             field_name=spec.name,

@@ -22,8 +22,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 def check_schedule_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise ConfigError(f"schedule name {name!r} is invalid: use letters, digits, '_', '.', '-' (up to 100)",
-                          key="name")
+        raise ConfigError(f"schedule name {name!r} is invalid: use letters, digits, '_', '.', '-' (up to 100)", key="name")
     return name
 
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
 from ..errors import ConfigError
-from ..secrets import CredentialStore
+from ..secrets import TOKEN_KEYS, ApiKey, CredentialStore
 from ..store.state import ScheduleRecord
 from ..store.warehouse import Warehouse
 from .workflow_push import move_keys
-import copy
-import json
-from ..secrets import TOKEN_KEYS, ApiKey
 
 
-def create_schedule(wh: Warehouse, credentials: CredentialStore | None, record: ScheduleRecord,
-                    keys: dict[str, str] | None = None, *, hint: str = "update or delete it") -> None:
+def create_schedule(
+    wh: Warehouse,
+    credentials: CredentialStore | None,
+    record: ScheduleRecord,
+    keys: dict[str, str] | None = None,
+    *,
+    hint: str = "update or delete it",
+) -> None:
     """Store ``record`` and move ``keys`` (authentication name -> key) into the credential store.
 
     Keys never go into the warehouse: a schedule's settings name a saved authentication. If
@@ -64,8 +70,14 @@ def migrate_stored_keys(wh: Warehouse, credentials: CredentialStore) -> list[str
                 stored = config.get("workflow") or {}
                 doc = stored.get("document")
                 if isinstance(doc, dict):
-                    moved, _ = move_keys(doc, str(stored.get("name") or record.name), record.name, credentials,
-                                         stored.get("files") or {}, f"workflow {record.name}")
+                    moved, _ = move_keys(
+                        doc,
+                        str(stored.get("name") or record.name),
+                        record.name,
+                        credentials,
+                        stored.get("files") or {},
+                        f"workflow {record.name}",
+                    )
         except ConfigError:
             continue
         if json.dumps(config, sort_keys=True, default=str) == json.dumps(record.config, sort_keys=True, default=str):

@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -43,7 +44,6 @@ from ..secrets import CredentialStore
 from ..store.state import ScheduleRecord, StateStore
 from ..store.warehouse import Warehouse
 from .cron import CronSchedule, Fire
-import uuid
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 
@@ -52,8 +52,14 @@ log = logging.getLogger("klaviyo_bridge.scheduler")
 #: ``spec_for`` names them as the job's earlier names and an import resumes from such a cursor.
 LEGACY_LABEL_PREFIX = {"import": "connector", "export": "sched"}
 #: Windows tried, smallest first, to find the latest missed slot without walking every slot.
-_SPANS = (timedelta(minutes=2), timedelta(hours=3), timedelta(days=3), timedelta(days=40),
-          timedelta(days=400), timedelta(days=3700))
+_SPANS = (
+    timedelta(minutes=2),
+    timedelta(hours=3),
+    timedelta(days=3),
+    timedelta(days=40),
+    timedelta(days=400),
+    timedelta(days=3700),
+)
 _ONE_US = timedelta(microseconds=1)
 
 
@@ -71,8 +77,15 @@ def legacy_labels(record: ScheduleRecord) -> tuple[str, ...]:
 
 
 def spec_for(record: ScheduleRecord) -> JobSpec:
-    return JobSpec(record.kind, job_label(record), record.config, record.database, record.table, record.name,
-                   earlier_jobs=legacy_labels(record))
+    return JobSpec(
+        record.kind,
+        job_label(record),
+        record.config,
+        record.database,
+        record.table,
+        record.name,
+        earlier_jobs=legacy_labels(record),
+    )
 
 
 def latest_due(schedule: CronSchedule, after: datetime, now: datetime) -> Fire | None:
@@ -113,10 +126,18 @@ class _Running:
 class Scheduler:
     """Starts due schedules in worker threads; ``tick`` is one pass, ``run_forever`` the loop."""
 
-    def __init__(self, warehouse: Warehouse | Callable[[], Warehouse], credentials: CredentialStore, *,
-                 clock: Callable[[], datetime] | None = None, sleep: Callable[[float], None] | None = None,
-                 max_failures: int = 3, notify_command: str | None = None, control_dir: Path | None = None,
-                 poll_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        warehouse: Warehouse | Callable[[], Warehouse],
+        credentials: CredentialStore,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        max_failures: int = 3,
+        notify_command: str | None = None,
+        control_dir: Path | None = None,
+        poll_seconds: float = 30.0,
+    ) -> None:
         if max_failures < 1:
             raise ScheduleError("max failures must be at least 1")
         # A factory lets run_forever close the warehouse between ticks when no job runs, so other
@@ -214,17 +235,24 @@ class Scheduler:
         triggered_by = "recovery" if record.name in self._retry else "schedule"
         self._retry.discard(record.name)
         done = threading.Event()
-        thread = threading.Thread(target=self._run, name=f"job-{record.name}", daemon=True,
-                                  args=(record, run_id, scheduled_for, triggered_by, done))
+        thread = threading.Thread(
+            target=self._run, name=f"job-{record.name}", daemon=True, args=(record, run_id, scheduled_for, triggered_by, done)
+        )
         with self._lock:
             self._running[record.name] = _Running(run_id, thread, scheduled_for, done)
-        log.info("started %s (job %s, slot %s%s)", job_label(record), run_id, scheduled_for.isoformat(),
-                 ", again after an interruption" if triggered_by == "recovery" else "")
+        log.info(
+            "started %s (job %s, slot %s%s)",
+            job_label(record),
+            run_id,
+            scheduled_for.isoformat(),
+            ", again after an interruption" if triggered_by == "recovery" else "",
+        )
         thread.start()
         return run_id
 
-    def _run(self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str,
-             done: threading.Event | None = None) -> None:
+    def _run(
+        self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str, done: threading.Event | None = None
+    ) -> None:
         try:
             self._run_job(record, run_id, scheduled_for, triggered_by)
         finally:
@@ -233,9 +261,17 @@ class Scheduler:
 
     def _run_job(self, record: ScheduleRecord, run_id: str, scheduled_for: datetime, triggered_by: str) -> None:
         try:
-            result = execute_job(spec_for(record), self.warehouse, self.credentials, now=scheduled_for,
-                                 scheduled_for=scheduled_for, triggered_by=triggered_by,
-                                 control_dir=self.control_dir, max_failures=self.max_failures, run_id=run_id)
+            result = execute_job(
+                spec_for(record),
+                self.warehouse,
+                self.credentials,
+                now=scheduled_for,
+                scheduled_for=scheduled_for,
+                triggered_by=triggered_by,
+                control_dir=self.control_dir,
+                max_failures=self.max_failures,
+                run_id=run_id,
+            )
         except StoreError as exc:  # e.g. another process is running this schedule right now
             log.warning("schedule %s not started: %s", record.name, exc)
             with self._lock:
@@ -250,9 +286,15 @@ class Scheduler:
             # Stopped with the scheduler, not by a user: run the slot again after the restart.
             self.state.update_schedule(record.name, last_scheduled_for=scheduled_for - _ONE_US)
         seconds = (result.ended_at - result.started_at).total_seconds()
-        log.info("ended %s (job %s): %s, %s records in %.1fs%s", job_label(record), run_id, result.status,
-                 result.rows if result.rows is not None else 0, seconds,
-                 f": {result.error}" if result.error else "")
+        log.info(
+            "ended %s (job %s): %s, %s records in %.1fs%s",
+            job_label(record),
+            run_id,
+            result.status,
+            result.rows if result.rows is not None else 0,
+            seconds,
+            f": {result.error}" if result.error else "",
+        )
         with self._lock:
             self.results.append(result)
             self._running.pop(record.name, None)
@@ -273,12 +315,19 @@ class Scheduler:
                 continue
             if pid_alive(job.pid) and not (job.pid == os.getpid() and not is_live_here(job.run_id)):
                 continue
-            self.state.end_job(job.run_id, "error", error=f"interrupted: the process running it (pid {job.pid})"
-                               " stopped before the job ended",
-                               note="interrupted; its slot runs again once" if job.triggered_by == "schedule" else None)
+            self.state.end_job(
+                job.run_id,
+                "error",
+                error=f"interrupted: the process running it (pid {job.pid}) stopped before the job ended",
+                note="interrupted; its slot runs again once" if job.triggered_by == "schedule" else None,
+            )
             record = self.state.schedule(job.schedule) if job.schedule else None
-            if (record is not None and job.triggered_by == "schedule" and job.scheduled_for is not None
-                    and record.last_run_id == job.run_id):
+            if (
+                record is not None
+                and job.triggered_by == "schedule"
+                and job.scheduled_for is not None
+                and record.last_run_id == job.run_id
+            ):
                 self.state.update_schedule(record.name, last_scheduled_for=job.scheduled_for - _ONE_US)
                 self._retry.add(record.name)
             log.warning("job %s (%s) was interrupted; marked error", job.run_id, job.schedule or job.job)

@@ -28,18 +28,38 @@ UTC = timezone.utc
 
 #: Common abbreviations and the IANA zone people usually mean by them.
 ABBREVIATIONS: dict[str, str] = {
-    "PST": "America/Los_Angeles", "PDT": "America/Los_Angeles", "PT": "America/Los_Angeles",
-    "MST": "America/Denver", "MDT": "America/Denver", "MT": "America/Denver",
-    "CST": "America/Chicago", "CDT": "America/Chicago", "CT": "America/Chicago",
-    "EST": "America/New_York", "EDT": "America/New_York", "ET": "America/New_York",
-    "AKST": "America/Anchorage", "HST": "Pacific/Honolulu",
-    "GMT": "Europe/London", "BST": "Europe/London", "WET": "Europe/Lisbon",
-    "CET": "Europe/Berlin", "CEST": "Europe/Berlin", "MET": "Europe/Berlin",
-    "EET": "Europe/Athens", "MSK": "Europe/Moscow",
-    "IST": "Asia/Kolkata", "JST": "Asia/Tokyo", "KST": "Asia/Seoul",
-    "HKT": "Asia/Hong_Kong", "SGT": "Asia/Singapore",
-    "AEST": "Australia/Sydney", "AEDT": "Australia/Sydney",
-    "NZST": "Pacific/Auckland", "NZDT": "Pacific/Auckland", "BRT": "America/Sao_Paulo",
+    "PST": "America/Los_Angeles",
+    "PDT": "America/Los_Angeles",
+    "PT": "America/Los_Angeles",
+    "MST": "America/Denver",
+    "MDT": "America/Denver",
+    "MT": "America/Denver",
+    "CST": "America/Chicago",
+    "CDT": "America/Chicago",
+    "CT": "America/Chicago",
+    "EST": "America/New_York",
+    "EDT": "America/New_York",
+    "ET": "America/New_York",
+    "AKST": "America/Anchorage",
+    "HST": "Pacific/Honolulu",
+    "GMT": "Europe/London",
+    "BST": "Europe/London",
+    "WET": "Europe/Lisbon",
+    "CET": "Europe/Berlin",
+    "CEST": "Europe/Berlin",
+    "MET": "Europe/Berlin",
+    "EET": "Europe/Athens",
+    "MSK": "Europe/Moscow",
+    "IST": "Asia/Kolkata",
+    "JST": "Asia/Tokyo",
+    "KST": "Asia/Seoul",
+    "HKT": "Asia/Hong_Kong",
+    "SGT": "Asia/Singapore",
+    "AEST": "Australia/Sydney",
+    "AEDT": "Australia/Sydney",
+    "NZST": "Pacific/Auckland",
+    "NZDT": "Pacific/Auckland",
+    "BRT": "America/Sao_Paulo",
 }
 
 
@@ -50,8 +70,9 @@ class TimezoneError(ScheduleError):
     """
 
     def __init__(self, message: str, *, timezone: str, suggestion: str | None = None) -> None:
-        super().__init__(message, field="timezone",
-                         hint=f"use {suggestion}" if suggestion else "use an IANA name such as Europe/Berlin")
+        super().__init__(
+            message, field="timezone", hint=f"use {suggestion}" if suggestion else "use an IANA name such as Europe/Berlin"
+        )
         self.timezone = timezone
         self.suggestion = suggestion
 
@@ -64,8 +85,7 @@ def _available() -> dict[str, str]:
 def _reject(name: str, why: str, suggestion: str | None) -> TimezoneError:
     hint = f"use {suggestion}" if suggestion else "use an IANA name such as Europe/Berlin"
     return TimezoneError(
-        f"time zone '{name}': {why}; {hint} (IANA names only, as in Asia/Tokyo or"
-        " America/Los_Angeles)",
+        f"time zone '{name}': {why}; {hint} (IANA names only, as in Asia/Tokyo or America/Los_Angeles)",
         timezone=name,
         suggestion=suggestion,
     )
@@ -80,8 +100,9 @@ def resolve_timezone(name: str) -> zoneinfo.ZoneInfo:
         raise _reject(name, "remove the surrounding spaces", name.strip())
     upper = name.upper()
     if upper in ABBREVIATIONS:
-        raise _reject(name, "abbreviations are not supported (they are ambiguous and"
-                      " ignore daylight saving time)", ABBREVIATIONS[upper])
+        raise _reject(
+            name, "abbreviations are not supported (they are ambiguous and ignore daylight saving time)", ABBREVIATIONS[upper]
+        )
     if name == "UTC":
         return zoneinfo.ZoneInfo("UTC")
     if "/" not in name:
@@ -92,8 +113,7 @@ def resolve_timezone(name: str) -> zoneinfo.ZoneInfo:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         pass
     suggestion = _available().get(name.lower())
-    raise _reject(name, "unknown time zone" + (" (names are case-sensitive)" if suggestion else ""),
-                  suggestion)
+    raise _reject(name, "unknown time zone" + (" (names are case-sensitive)" if suggestion else ""), suggestion)
 
 
 def _exists(local: datetime) -> bool:

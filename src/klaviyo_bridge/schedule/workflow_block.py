@@ -91,13 +91,14 @@ def parse_schedule(doc: Mapping[str, Any], origin: str = "workflow") -> Workflow
     operators = [k for k in block if str(k).endswith(">")]
     if len(operators) != 1 or operators[0] not in OPERATORS:
         found = ", ".join(map(str, operators)) or "none"
-        raise ConfigError(f"{origin}: schedule needs exactly one of {', '.join(OPERATORS)} (found: {found})",
-                          key="schedule")
+        raise ConfigError(f"{origin}: schedule needs exactly one of {', '.join(OPERATORS)} (found: {found})", key="schedule")
     for key, value in options.items():
         if key == "skip_on_overtime" and value in (True, False):
             continue  # runs of one schedule never overlap here; an overtime slot runs once, later
-        raise ConfigError(f"{origin}: schedule option {key!r} is not supported "
-                          "(supported: one operator, and skip_on_overtime)", key=f"schedule.{key}")
+        raise ConfigError(
+            f"{origin}: schedule option {key!r} is not supported (supported: one operator, and skip_on_overtime)",
+            key=f"schedule.{key}",
+        )
     op = operators[0]
     value = block[op]
     where = f"{origin}: schedule.{op}"

@@ -46,8 +46,7 @@ def _literal_key(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip()) and "${" not in value
 
 
-def _collect_files(group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str,
-                   files: dict[str, str]) -> None:
+def _collect_files(group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str, files: dict[str, str]) -> None:
     """Read every td> file the tasks name (interpolated as the runner does), relative to the .dig."""
     if isinstance(group.get("_export"), Mapping):
         variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
@@ -154,8 +153,11 @@ def _find_values(node: Any, keys: list[ApiKey], where: str, secret_name: bool = 
             found += _find_values(v, keys, f"{where}{i}.", secret_name)
     elif isinstance(node, str):
         value = node.strip()
-        if (any(k.occurs_in(node) for k in keys) or KLAVIYO_KEY_RE.match(value)
-                or (secret_name and value.startswith("pk_") and "${" not in value)):
+        if (
+            any(k.occurs_in(node) for k in keys)
+            or KLAVIYO_KEY_RE.match(value)
+            or (secret_name and value.startswith("pk_") and "${" not in value)
+        ):
             found.append(where.rstrip("."))
     return found
 
@@ -176,8 +178,7 @@ def _find_keys(node: Any, where: str) -> list[str]:
     return found
 
 
-def snapshot(path: str | Path, name: str, credentials: CredentialStore, *,
-             warn: Any = None) -> PushedWorkflow:
+def snapshot(path: str | Path, name: str, credentials: CredentialStore, *, warn: Any = None) -> PushedWorkflow:
     """Load, validate and copy a workflow for pushing (raises ConfigError on any problem)."""
     p = Path(path)
     doc = copy.deepcopy(load_workflow(p, warn))
@@ -188,16 +189,22 @@ def snapshot(path: str | Path, name: str, credentials: CredentialStore, *,
     _collect_files(doc, {}, p.parent, p.stem, files)
 
     keys, dropped = move_keys(doc, p.stem, name, credentials, files, str(p))
-    config = {"workflow": {
-        "name": p.stem, "document": doc, "files": files, "source": str(p.resolve()),
-        "sha256": hashlib.sha256(json.dumps([doc, files], sort_keys=True, default=str).encode()).hexdigest(),
-        "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }}
+    config = {
+        "workflow": {
+            "name": p.stem,
+            "document": doc,
+            "files": files,
+            "source": str(p.resolve()),
+            "sha256": hashlib.sha256(json.dumps([doc, files], sort_keys=True, default=str).encode()).hexdigest(),
+            "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    }
     return PushedWorkflow(name, schedule, config, keys, dropped)
 
 
-def move_keys(doc: dict[str, Any], stem: str, name: str, credentials: CredentialStore, files: Mapping[str, str],
-              where: str) -> tuple[dict[str, ApiKey], list[str]]:
+def move_keys(
+    doc: dict[str, Any], stem: str, name: str, credentials: CredentialStore, files: Mapping[str, str], where: str
+) -> tuple[dict[str, ApiKey], list[str]]:
     """Take every key out of a workflow document, in place: returns (authentication name -> key to
     save, tasks whose saved result_connection makes their inline key moot). Raises ConfigError
     (naming places, never the key) when a key would be left in the document."""
@@ -237,9 +244,11 @@ def move_keys(doc: dict[str, Any], stem: str, name: str, credentials: Credential
     left = _find_keys(doc, "") + _find_uses(doc, key_vars, "") + _find_values(doc, list(keys), "")
     left += [f"{relative} (a td> file)" for relative, text in files.items() if any(k.occurs_in(text) for k in keys)]
     if left:
-        raise ConfigError(f"{where}: an API key is written at {', '.join(left[:5])} (not shown); a pushed workflow "
-                          "stores no key. Save it with 'klaviyo-bridge auth:create NAME' and give the task "
-                          "result_connection: NAME (or api_token: ${var} from an _export block, which push "
-                          "moves into the saved authentications)", key=left[0])
+        raise ConfigError(
+            f"{where}: an API key is written at {', '.join(left[:5])} (not shown); a pushed workflow "
+            "stores no key. Save it with 'klaviyo-bridge auth:create NAME' and give the task "
+            "result_connection: NAME (or api_token: ${var} from an _export block, which push "
+            "moves into the saved authentications)",
+            key=left[0],
+        )
     return {v: k for k, v in keys.items()}, dropped
-

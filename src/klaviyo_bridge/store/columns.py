@@ -67,13 +67,13 @@ def kind_of(arrow_type: pa.DataType, *, table: str, column: str) -> Kind | None:
         return Kind.TIMESTAMP
     if pa.types.is_date(t):
         return Kind.DATE
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) \
-            or pa.types.is_binary_view(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t):
         return Kind.BINARY
     raise SchemaConflict(
         f"{table}.{column}: Arrow type {t} is not supported; send open-ended values as JSON "
         "strings (pa.json_()) and numbers as int/float",
-        table=table, column=column,
+        table=table,
+        column=column,
     )
 
 
@@ -110,7 +110,8 @@ def normalise(batch: pa.RecordBatch, *, table: str) -> NormalisedBatch:
         if folded in seen:
             raise SchemaConflict(
                 f"{table}: columns {seen[folded]!r} and {name!r} differ only by case",
-                table=table, column=name,
+                table=table,
+                column=name,
             )
         seen[folded] = name
         kind = kind_of(column.type, table=table, column=name)
@@ -130,7 +131,8 @@ def normalise(batch: pa.RecordBatch, *, table: str) -> NormalisedBatch:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SchemaConflict(
                     f"{table}.{name}: cannot store {column.type} as {kind.value} without losing data: {exc}",
-                    table=table, column=name,
+                    table=table,
+                    column=name,
                 ) from exc
         names.append(name)
         arrays.append(column)
@@ -161,7 +163,8 @@ def widen(old: Kind, new: Kind, *, table: str, column: str) -> Kind:
         raise SchemaConflict(
             f"{table}.{column}: column holds {old.value} but this run sent {new.value}; "
             "binary data cannot be widened without loss (rename the column or rebuild the table)",
-            table=table, column=column,
+            table=table,
+            column=column,
         )
     return Kind.TEXT
 

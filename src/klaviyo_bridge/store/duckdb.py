@@ -43,8 +43,18 @@ _SQL_TYPES = {
     Kind.DATE: "DATE",
     Kind.BINARY: "BLOB",
 }
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                  "UINTEGER", "UBIGINT", "UHUGEINT"}
+_INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
 _FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
 
 _table_locks: dict[tuple[str, str, str], threading.Lock] = {}
@@ -147,8 +157,9 @@ class DuckDBSession(Session):
             self._lock = None
 
     def use_schema(self, database: str) -> None:
-        found = self.fetch("SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
-                           [CATALOG, database])
+        found = self.fetch(
+            "SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2", [CATALOG, database]
+        )
         if not found[0][0]:
             raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
         self.execute(f"USE {CATALOG}.{quote(database)}")
@@ -180,7 +191,8 @@ class DuckDBSession(Session):
         if not rows:
             exists = self._con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                "AND lower(schema_name) = lower($1) AND lower(table_name) = lower($2)", [database, table]
+                "AND lower(schema_name) = lower($1) AND lower(table_name) = lower($2)",
+                [database, table],
             ).fetchone()
             return {} if exists and exists[0] else None
         return {name: _kind_of_sql(type_name) for name, type_name in rows}
@@ -189,8 +201,7 @@ class DuckDBSession(Session):
         return _SQL_TYPES[kind]
 
     @_converting_errors
-    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
-                     kinds: dict[str, Kind]) -> None:
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str], kinds: dict[str, Kind]) -> None:
         """Insert through DuckDB's replacement scan of a local variable, not ``register``: a view
         registered and dropped inside a transaction keeps its Arrow data alive until the commit,
         so a 1M-event import held every batch (~0.5 GB per million rows) until the end.
@@ -198,8 +209,11 @@ class DuckDBSession(Session):
         The data goes in as one chunk: DuckDB scans a many-chunk table (an import's pages) on
         several threads and leaves a part-filled row group per thread, which the next checkpoint
         rewrites (1.5 s for 900k events, and a file of 245 MB instead of 138 MB)."""
-        _bridge_arrow_batch = (batch.combine_chunks() if isinstance(batch, pa.Table)  # noqa: F841
-                               else pa.Table.from_batches([batch]))
+        _bridge_arrow_batch = (
+            batch.combine_chunks()
+            if isinstance(batch, pa.Table)  # noqa: F841
+            else pa.Table.from_batches([batch])
+        )
         targets = ", ".join(quote(columns[n]) for n in batch.schema.names)
         values = ", ".join(self.cast(quote(n), kinds[columns[n]]) for n in batch.schema.names)
         self._con.execute(f"INSERT INTO {dest} ({targets}) SELECT {values} FROM _bridge_arrow_batch")
@@ -207,8 +221,7 @@ class DuckDBSession(Session):
     @_converting_errors
     def create_stage(self, name: str, columns: dict[str, Kind], with_sequence: bool) -> str:
         stage = f"temp.main.{quote(name)}"
-        self._con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} "
-                          f"({stage_columns_sql(self, columns, with_sequence)})")
+        self._con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} ({stage_columns_sql(self, columns, with_sequence)})")
         return stage
 
     @_converting_errors
@@ -222,12 +235,13 @@ class DuckDBSession(Session):
         self._con.execute(f"DELETE FROM {target}")
 
     @_converting_errors
-    def merge(self, target: str, stage: str, columns: list[str], keys: list[str],
-              update_columns: list[str]) -> None:
+    def merge(self, target: str, stage: str, columns: list[str], keys: list[str], update_columns: list[str]) -> None:
         cols = ", ".join(quote(c) for c in columns)
         partition = ", ".join(quote(k) for k in keys)
-        latest = (f"SELECT {cols} FROM {stage} QUALIFY row_number() OVER "
-                  f"(PARTITION BY {partition} ORDER BY {quote(SEQUENCE_COLUMN)} DESC) = 1")
+        latest = (
+            f"SELECT {cols} FROM {stage} QUALIFY row_number() OVER "
+            f"(PARTITION BY {partition} ORDER BY {quote(SEQUENCE_COLUMN)} DESC) = 1"
+        )
         on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
         sql = f"MERGE INTO {target} AS t USING ({latest}) AS s ON ({on}) "
         if update_columns:
@@ -298,7 +312,7 @@ def _holder(pid: int) -> str:
     # "python -m klaviyo_bridge ..." / ".../bin/klaviyo-bridge ..." read as the command a user typed
     for i, word in enumerate(words):
         if word.endswith("klaviyo-bridge") or word == "klaviyo_bridge":
-            words = ["klaviyo-bridge", *words[i + 1:]]
+            words = ["klaviyo-bridge", *words[i + 1 :]]
             break
     else:
         words[:1] = [os.path.basename(words[0])] if words else []
@@ -338,11 +352,18 @@ class DuckDBWarehouse(Warehouse):
                     raise StoreError(
                         f"warehouse {self.path} is in use by another run {who}; gave up after "
                         f"{lock_timeout:.0f}s. Wait for it to finish, or use PostgreSQL (--warehouse "
-                        "postgresql://...) to run commands side by side") from exc
+                        "postgresql://...) to run commands side by side"
+                    ) from exc
                 if said is None or now - said >= LOCK_NOTICE_EVERY:
                     # Only one process can open a DuckDB file: say what we wait for, not nothing.
-                    log.warning("waiting for the DuckDB warehouse %s: it is in use by another run %s (%.0fs waited, giving up "
-                                "after %.0fs)", self.path, who, now - started, lock_timeout)
+                    log.warning(
+                        "waiting for the DuckDB warehouse %s: it is in use by another run %s (%.0fs waited, giving up "
+                        "after %.0fs)",
+                        self.path,
+                        who,
+                        now - started,
+                        lock_timeout,
+                    )
                     said = now
                 time.sleep(0.1)
             except duckdb.Error as exc:

@@ -69,8 +69,7 @@ class Session(ABC):
 
     # --- bulk data -----------------------------------------------------------------------
     @abstractmethod
-    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
-                     kinds: dict[str, Kind]) -> None:
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str], kinds: dict[str, Kind]) -> None:
         """Bulk-insert ``batch`` (or a table of same-schema chunks) into table ``dest``;
         ``columns`` maps batch names to dest names."""
 
@@ -92,8 +91,7 @@ class Session(ABC):
         """Anything the merge statement needs on the target (PostgreSQL: a unique index)."""
 
     @abstractmethod
-    def merge(self, target: str, stage: str, columns: list[str], keys: list[str],
-              update_columns: list[str]) -> None:
+    def merge(self, target: str, stage: str, columns: list[str], keys: list[str], update_columns: list[str]) -> None:
         """Upsert the stage's rows into ``target`` on ``keys``; the last duplicate of a key wins."""
 
     # --- DDL both engines spell the same way ---------------------------------------------
@@ -109,9 +107,7 @@ class Session(ABC):
 
     def widen_column(self, target: str, name: str, kind: Kind) -> None:
         col = quote(name)
-        self.execute(
-            f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {self.sql_type(kind)} USING {self.cast(col, kind)}"
-        )
+        self.execute(f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {self.sql_type(kind)} USING {self.cast(col, kind)}")
 
 
 def stage_columns_sql(session: Session, columns: dict[str, Kind], with_sequence: bool) -> str:

@@ -23,8 +23,7 @@ def check_object_name(name: str, what: str) -> str:
     """Return ``name`` if it is a safe database/table name, else raise ConfigError."""
     if not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
         raise ConfigError(
-            f"invalid {what} name {name!r}: use letters, digits, '_' and '-', "
-            "starting with a letter or '_'",
+            f"invalid {what} name {name!r}: use letters, digits, '_' and '-', starting with a letter or '_'",
             key=what,
         )
     if len(name.encode()) > MAX_IDENTIFIER_BYTES:

@@ -110,7 +110,9 @@ class AdvisoryLock(NamedLock):
             rows = session.fetch(
                 "SELECT l.pid, a.application_name FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.granted AND "
-                "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0) LIMIT 1", [self.name])
+                "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0) LIMIT 1",
+                [self.name],
+            )
         except Exception:  # noqa: BLE001 - who holds it is a courtesy in a message
             return None
         finally:

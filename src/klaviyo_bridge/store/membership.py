@@ -43,22 +43,27 @@ class MembershipChanges:
 class MembershipWriter(WriteSession):
     """One run's snapshot of some groups' members, applied at ``commit``."""
 
-    def __init__(self, warehouse: Warehouse, database: str, table: str, group_column: str, *,
-                 lock_timeout: float = 0.0) -> None:
+    def __init__(self, warehouse: Warehouse, database: str, table: str, group_column: str, *, lock_timeout: float = 0.0) -> None:
         super().__init__(warehouse, database, table, lock_timeout=lock_timeout)
         check_object_name(table + CURRENT_SUFFIX, "table")
         self.group = group_column
         self.history = qualified(database, table)
         self.current = qualified(database, table + CURRENT_SUFFIX)
-        self.history_columns = {group_column: Kind.TEXT, "profile_id": Kind.TEXT, "joined_at": Kind.TIMESTAMP,
-                                "left_at": Kind.TIMESTAMP}
+        self.history_columns = {
+            group_column: Kind.TEXT,
+            "profile_id": Kind.TEXT,
+            "joined_at": Kind.TIMESTAMP,
+            "left_at": Kind.TIMESTAMP,
+        }
         self.current_columns = {group_column: Kind.TEXT, "profile_id": Kind.TEXT, "joined_at": Kind.TIMESTAMP}
         self._stage = ""
         self.rows = 0
 
     def _prepare(self, s: Session) -> None:
-        for name, target, columns in ((self.table, self.history, self.history_columns),
-                                      (self.table + CURRENT_SUFFIX, self.current, self.current_columns)):
+        for name, target, columns in (
+            (self.table, self.history, self.history_columns),
+            (self.table + CURRENT_SUFFIX, self.current, self.current_columns),
+        ):
             existing = s.table_columns(self.database, name)
             if existing is None:
                 s.create_table(target, columns)
@@ -66,8 +71,10 @@ class MembershipWriter(WriteSession):
             folded = {c.casefold() for c in existing}
             missing = [c for c in columns if c.casefold() not in folded]
             if missing:
-                raise StoreError(f"{self.database}.{name} exists without the membership columns "
-                                 f"{', '.join(missing)}: choose another table for the membership history")
+                raise StoreError(
+                    f"{self.database}.{name} exists without the membership columns "
+                    f"{', '.join(missing)}: choose another table for the membership history"
+                )
         s.lookup_index(self.database, self.table, [self.group, "profile_id"])
         self._stage = s.create_stage("_bridge_members", self.current_columns, False)
 
@@ -79,8 +86,9 @@ class MembershipWriter(WriteSession):
         self.session.insert_batch(self._stage, batch, names, self.current_columns)
         self.rows += batch.num_rows
 
-    def commit(self, groups: Sequence[str], observed_at: datetime, *, every_group: bool,
-               cursors: Mapping[str, str] | None = None) -> MembershipChanges:
+    def commit(
+        self, groups: Sequence[str], observed_at: datetime, *, every_group: bool, cursors: Mapping[str, str] | None = None
+    ) -> MembershipChanges:
         """Apply the snapshot of ``groups`` (complete for each of them) taken at ``observed_at``.
         ``every_group``: the snapshot covers every group of the account, so open rows of groups
         that no longer exist close too."""
@@ -98,22 +106,33 @@ class MembershipWriter(WriteSession):
             in_scope = "TRUE" if every_group else f"h.{g} IN (SELECT {g} FROM {chosen})"
             changes.members = int(s.fetch(f"SELECT count(*) FROM {snap}")[0][0])
             # left and came back between runs: the old row ends at the new join
-            changes.left += int(s.fetch(
-                f"SELECT count(*) FROM {h} AS h JOIN {snap} AS m ON m.{g} = h.{g} AND m.profile_id = h.profile_id "
-                f"WHERE h.left_at IS NULL AND h.joined_at IS DISTINCT FROM m.joined_at")[0][0])
-            s.execute(f"UPDATE {h} SET left_at = m.joined_at FROM {snap} AS m WHERE m.{g} = {h}.{g} "
-                      f"AND m.profile_id = {h}.profile_id AND {h}.left_at IS NULL "
-                      f"AND {h}.joined_at IS DISTINCT FROM m.joined_at")
+            changes.left += int(
+                s.fetch(
+                    f"SELECT count(*) FROM {h} AS h JOIN {snap} AS m ON m.{g} = h.{g} AND m.profile_id = h.profile_id "
+                    f"WHERE h.left_at IS NULL AND h.joined_at IS DISTINCT FROM m.joined_at"
+                )[0][0]
+            )
+            s.execute(
+                f"UPDATE {h} SET left_at = m.joined_at FROM {snap} AS m WHERE m.{g} = {h}.{g} "
+                f"AND m.profile_id = {h}.profile_id AND {h}.left_at IS NULL "
+                f"AND {h}.joined_at IS DISTINCT FROM m.joined_at"
+            )
             # gone: ends at this snapshot
-            gone = (f"h.left_at IS NULL AND {in_scope} AND NOT EXISTS (SELECT 1 FROM {snap} AS m "
-                    f"WHERE m.{g} = h.{g} AND m.profile_id = h.profile_id)")
+            gone = (
+                f"h.left_at IS NULL AND {in_scope} AND NOT EXISTS (SELECT 1 FROM {snap} AS m "
+                f"WHERE m.{g} = h.{g} AND m.profile_id = h.profile_id)"
+            )
             changes.left += int(s.fetch(f"SELECT count(*) FROM {h} AS h WHERE {gone}")[0][0])
             s.execute(f"UPDATE {h} AS h SET left_at = {at} WHERE {gone}")
             # joined (first time, or again)
-            new = (f"FROM {snap} AS m WHERE NOT EXISTS (SELECT 1 FROM {h} AS h WHERE h.{g} = m.{g} "
-                   f"AND h.profile_id = m.profile_id AND h.left_at IS NULL)")
+            new = (
+                f"FROM {snap} AS m WHERE NOT EXISTS (SELECT 1 FROM {h} AS h WHERE h.{g} = m.{g} "
+                f"AND h.profile_id = m.profile_id AND h.left_at IS NULL)"
+            )
             changes.joined = int(s.fetch(f"SELECT count(*) {new}")[0][0])
-            s.execute(f"INSERT INTO {h} ({g}, profile_id, joined_at, left_at) SELECT m.{g}, m.profile_id, m.joined_at, NULL {new}")
+            s.execute(
+                f"INSERT INTO {h} ({g}, profile_id, joined_at, left_at) SELECT m.{g}, m.profile_id, m.joined_at, NULL {new}"
+            )
             if every_group:
                 s.clear_table(c)
             else:

@@ -23,8 +23,8 @@ from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
 from .locks import AdvisoryLock
-from .warehouse import Warehouse
 from .state import create_state_tables
+from .warehouse import Warehouse
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -40,10 +40,19 @@ _SQL_TYPES = {
     Kind.BINARY: "BYTEA",
 }
 _KIND_OF_SQL = {
-    "boolean": Kind.BOOLEAN, "smallint": Kind.INTEGER, "integer": Kind.INTEGER, "bigint": Kind.INTEGER,
-    "real": Kind.FLOAT, "double precision": Kind.FLOAT, "numeric": Kind.FLOAT,
-    "json": Kind.JSON, "jsonb": Kind.JSON, "timestamp with time zone": Kind.TIMESTAMP,
-    "timestamp without time zone": Kind.TIMESTAMP, "date": Kind.DATE, "bytea": Kind.BINARY,
+    "boolean": Kind.BOOLEAN,
+    "smallint": Kind.INTEGER,
+    "integer": Kind.INTEGER,
+    "bigint": Kind.INTEGER,
+    "real": Kind.FLOAT,
+    "double precision": Kind.FLOAT,
+    "numeric": Kind.FLOAT,
+    "json": Kind.JSON,
+    "jsonb": Kind.JSON,
+    "timestamp with time zone": Kind.TIMESTAMP,
+    "timestamp without time zone": Kind.TIMESTAMP,
+    "date": Kind.DATE,
+    "bytea": Kind.BINARY,
 }
 _LANDING = "_bridge_landing"
 _STATE_INIT_LOCK = 0x6B6C62  # advisory lock id serialising CREATE ... IF NOT EXISTS of state tables
@@ -108,13 +117,13 @@ class PostgresSession(Session):
     def lock_table(self, database: str, table: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            self._cur.execute("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                              [f"klaviyo-bridge:{database}.{table}"])
+            self._cur.execute("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", [f"klaviyo-bridge:{database}.{table}"])
             if self._cur.fetchone()[0]:
                 return
             if time.monotonic() >= deadline:
-                raise StoreError(f"table {database}.{table} is being written by another run "
-                                 f"(PostgreSQL advisory lock held on {self.where})")
+                raise StoreError(
+                    f"table {database}.{table} is being written by another run (PostgreSQL advisory lock held on {self.where})"
+                )
             time.sleep(0.05)
 
     def create_schema(self, database: str) -> None:
@@ -157,10 +166,13 @@ class PostgresSession(Session):
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
         rows = self.fetch(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position", [database, table])
+            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            [database, table],
+        )
         if not rows:
-            exists = self.fetch("SELECT count(*) FROM information_schema.tables "
-                                "WHERE table_schema = $1 AND table_name = $2", [database, table])
+            exists = self.fetch(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2", [database, table]
+            )
             return {} if exists[0][0] else None
         return {name: _KIND_OF_SQL.get(type_name, Kind.TEXT) for name, type_name in rows}
 
@@ -168,8 +180,7 @@ class PostgresSession(Session):
         return _SQL_TYPES[kind]
 
     @_converting_errors
-    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str],
-                     kinds: dict[str, Kind]) -> None:
+    def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str], kinds: dict[str, Kind]) -> None:
         if batch.num_columns == 0:
             return
         self._cur.adbc_ingest(_LANDING, batch, mode="replace", temporary=True)
@@ -198,8 +209,9 @@ class PostgresSession(Session):
     def lookup_index(self, database: str, table: str, columns: list[str]) -> None:
         digest = hashlib.sha1("\x00".join(columns).encode()).hexdigest()[:8]
         cols = ", ".join(quote(c) for c in columns)
-        self._cur.execute(f"CREATE INDEX IF NOT EXISTS {quote(f'{table[:40]}__ix_{digest}')} "
-                          f"ON {quote(database)}.{quote(table)} ({cols})")
+        self._cur.execute(
+            f"CREATE INDEX IF NOT EXISTS {quote(f'{table[:40]}__ix_{digest}')} ON {quote(database)}.{quote(table)} ({cols})"
+        )
 
     @_converting_errors
     def prepare_merge(self, database: str, table: str, keys: list[str]) -> None:
@@ -208,19 +220,21 @@ class PostgresSession(Session):
         index = f"{table[:40]}__key_{digest}"
         cols = ", ".join(quote(k) for k in keys)
         try:
-            self._cur.execute(
-                f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(index)} ON {quote(database)}.{quote(table)} ({cols})")
+            self._cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(index)} ON {quote(database)}.{quote(table)} ({cols})")
         except adbc_driver_manager.Error as exc:
-            raise StoreError(f"cannot merge into {database}.{table} on ({', '.join(keys)}): the table already "
-                             f"holds duplicate keys, so no unique index can be built ({exc})") from exc
+            raise StoreError(
+                f"cannot merge into {database}.{table} on ({', '.join(keys)}): the table already "
+                f"holds duplicate keys, so no unique index can be built ({exc})"
+            ) from exc
 
     @_converting_errors
-    def merge(self, target: str, stage: str, columns: list[str], keys: list[str],
-              update_columns: list[str]) -> None:
+    def merge(self, target: str, stage: str, columns: list[str], keys: list[str], update_columns: list[str]) -> None:
         cols = ", ".join(quote(c) for c in columns)
         key_cols = ", ".join(quote(k) for k in keys)
-        sql = (f"INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({key_cols}) {cols} FROM {stage} "
-               f"ORDER BY {key_cols}, {quote(SEQUENCE_COLUMN)} DESC ON CONFLICT ({key_cols}) ")
+        sql = (
+            f"INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({key_cols}) {cols} FROM {stage} "
+            f"ORDER BY {key_cols}, {quote(SEQUENCE_COLUMN)} DESC ON CONFLICT ({key_cols}) "
+        )
         if update_columns:
             sql += "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update_columns)
         else:

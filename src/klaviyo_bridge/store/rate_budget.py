@@ -11,8 +11,8 @@ returns the seconds to wait. Slots older than the longest window are deleted as 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
@@ -80,8 +80,9 @@ class PostgresBudget:
         seconds = "{" + ",".join(repr(float(t)) for _, t in windows) + "}"
         with self._lock:
             try:
-                self._cur.execute(f"SELECT {S}.rate_reserve($1, $2::int[], $3::float8[], $4)",
-                                  [bucket, counts, seconds, float(not_before)])
+                self._cur.execute(
+                    f"SELECT {S}.rate_reserve($1, $2::int[], $3::float8[], $4)", [bucket, counts, seconds, float(not_before)]
+                )
                 return float(self._cur.fetchone()[0])
             except adbc_driver_manager.Error as exc:
                 raise StoreError(f"rate budget {self.name}: {exc}") from None

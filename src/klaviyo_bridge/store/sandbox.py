@@ -34,13 +34,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import adbc_driver_manager
+import duckdb
 import pyarrow as pa
 
 from ..errors import ConfigError, StoreError
-from .identifiers import check_object_name, quote
-import duckdb
 from .duckdb import CATALOG, DEFAULT_MEMORY_LIMIT
-import adbc_driver_manager
+from .identifiers import check_object_name, quote
 from .postgres import PostgresSession
 
 READ_ONLY = "the console runs read-only queries"
@@ -69,7 +69,7 @@ def _strip_comments(sql: str) -> str:
             text = text.split("\n", 1)[1] if "\n" in text else ""
         elif text.startswith("/*"):
             end = text.find("*/")
-            text = text[end + 2:] if end >= 0 else ""
+            text = text[end + 2 :] if end >= 0 else ""
         elif text.startswith("("):
             text = text[1:]
         else:
@@ -127,16 +127,24 @@ def _duckdb_error(exc: BaseException, path: Path) -> Exception:
     return StoreError(f"DuckDB {path}: {message}")
 
 
-
-def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: int | None = None,
-                lock_timeout: float = 0.0, timeout: float = 60.0, batch_size: int = 4096) -> pa.Table:
+def read_duckdb(
+    path: Path,
+    sql: str,
+    database: str | None = None,
+    *,
+    max_rows: int | None = None,
+    lock_timeout: float = 0.0,
+    timeout: float = 60.0,
+    batch_size: int = 4096,
+) -> pa.Table:
     """Run ``sql`` on the DuckDB file at ``path`` in the sandbox; its first ``max_rows`` rows as Arrow."""
     sql = _clean(sql)
     if database:
         check_object_name(database, "database")
     limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
-    con = duckdb.connect(":memory:", config={"memory_limit": limit, "autoinstall_known_extensions": False,
-                                            "autoload_known_extensions": False})
+    con = duckdb.connect(
+        ":memory:", config={"memory_limit": limit, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
     timer = None
     try:
         try:  # refused before anything is opened: the answer does not depend on the warehouse
@@ -157,8 +165,9 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
         con.execute(f"USE {CATALOG}")
         con.execute("SET TimeZone = 'UTC'")
         if database:
-            found = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
-                                [CATALOG, database]).fetchone()
+            found = con.execute(
+                "SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2", [CATALOG, database]
+            ).fetchone()
             if not found or not found[0]:
                 raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
             con.execute(f"USE {CATALOG}.{quote(database)}")
@@ -175,8 +184,9 @@ def read_duckdb(path: Path, sql: str, database: str | None = None, *, max_rows: 
         except (duckdb.InterruptException, RuntimeError) as exc:
             if isinstance(exc, duckdb.InterruptException) or "interrupt" in str(exc).lower():
                 if timeout and time.monotonic() - started >= timeout * 0.9:
-                    raise QueryTimeout(f"the query ran longer than {timeout:g}s, the console's limit "
-                                       f"(--query-timeout); {USE_CLI}") from None
+                    raise QueryTimeout(
+                        f"the query ran longer than {timeout:g}s, the console's limit (--query-timeout); {USE_CLI}"
+                    ) from None
                 raise KeyboardInterrupt from None
             raise
         except duckdb.Error as exc:
@@ -199,8 +209,9 @@ def check_postgres_sql(sql: str) -> str:
     return sql
 
 
-def read_postgres(dsn: str, where: str, sql: str, database: str | None = None, *, max_rows: int | None = None,
-                  timeout: float = 60.0) -> pa.Table:
+def read_postgres(
+    dsn: str, where: str, sql: str, database: str | None = None, *, max_rows: int | None = None, timeout: float = 60.0
+) -> pa.Table:
     """Run ``sql`` on PostgreSQL in a READ ONLY transaction with a statement timeout, rolled back."""
     sql = check_postgres_sql(sql)
     if database:
@@ -210,8 +221,7 @@ def read_postgres(dsn: str, where: str, sql: str, database: str | None = None, *
         session.execute("SET TRANSACTION READ ONLY")  # first statement of the (implicit) transaction
         session.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
         if database:
-            found = session.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
-                                  [database])
+            found = session.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [database])
             if not found[0][0]:
                 raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
             session.execute(f"SET LOCAL search_path TO {quote(database)}, public")
@@ -232,6 +242,5 @@ def _postgres_error(exc: BaseException, where: str, timeout: float) -> Exception
     if "read-only transaction" in message:
         return QueryRefused(f"writing is not allowed ({message})")
     if "statement timeout" in message:
-        return QueryTimeout(f"the query ran longer than {timeout:g}s, the console's limit (--query-timeout); "
-                            f"{USE_CLI}")
+        return QueryTimeout(f"the query ran longer than {timeout:g}s, the console's limit (--query-timeout); {USE_CLI}")
     return StoreError(f"PostgreSQL {where}: {message}")

@@ -19,18 +19,25 @@ from ..errors import StoreError, error_from_text
 from .columns import Kind
 from .engine import Session
 from .identifiers import STATE_SCHEMA
-from .state_common import RUN_KINDS, S, JobRecord, _opt_int
-
+from .state_common import RUN_KINDS, JobRecord, S, _opt_int
 
 JOB_STATUSES = ("running", "success", "error", "killed")
 
 
 def _job_columns(session: Session) -> dict[str, str]:
     t = session.sql_type
-    return {"schedule": t(Kind.TEXT), "scheduled_for": t(Kind.TIMESTAMP), "pid": t(Kind.INTEGER),
-            "host": t(Kind.TEXT), "triggered_by": t(Kind.TEXT), "target_database": t(Kind.TEXT),
-            "target_table": t(Kind.TEXT), "cancel_requested": t(Kind.BOOLEAN), "note": t(Kind.TEXT),
-            "error_detail": t(Kind.JSON)}
+    return {
+        "schedule": t(Kind.TEXT),
+        "scheduled_for": t(Kind.TIMESTAMP),
+        "pid": t(Kind.INTEGER),
+        "host": t(Kind.TEXT),
+        "triggered_by": t(Kind.TEXT),
+        "target_database": t(Kind.TEXT),
+        "target_table": t(Kind.TEXT),
+        "cancel_requested": t(Kind.BOOLEAN),
+        "note": t(Kind.TEXT),
+        "error_detail": t(Kind.JSON),
+    }
 
 
 def _schedule_ddl(session: Session) -> str:
@@ -77,31 +84,93 @@ class ScheduleRecord:
         return "enabled" if self.enabled else f"disabled: {self.disabled_reason or 'by hand'}"
 
 
-_SCHEDULE_COLUMNS = ("name, kind, cron, timezone, delay_seconds, target_database, target_table, config, enabled, "
-                     "disabled_reason, disabled_at, consecutive_failures, last_scheduled_for, last_run_id, "
-                     "created_at, updated_at")
-_JOB_COLUMNS = ("run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, CAST(counts AS VARCHAR), "
-                "error, schedule, scheduled_for, pid, host, triggered_by, target_database, target_table, "
-                "cancel_requested, note, CAST(error_detail AS VARCHAR)")
-_SCHEDULE_FIELDS = {"cron": Kind.TEXT, "timezone": Kind.TEXT, "delay_seconds": Kind.INTEGER,
-                    "target_database": Kind.TEXT, "target_table": Kind.TEXT, "config": Kind.TEXT,
-                    "enabled": Kind.BOOLEAN, "disabled_reason": Kind.TEXT, "disabled_at": Kind.TIMESTAMP,
-                    "consecutive_failures": Kind.INTEGER, "last_scheduled_for": Kind.TIMESTAMP}
+_SCHEDULE_COLUMNS = (
+    "name, kind, cron, timezone, delay_seconds, target_database, target_table, config, enabled, "
+    "disabled_reason, disabled_at, consecutive_failures, last_scheduled_for, last_run_id, "
+    "created_at, updated_at"
+)
+_JOB_COLUMNS = (
+    "run_id, job, kind, status, started_at, ended_at, rows_read, rows_written, CAST(counts AS VARCHAR), "
+    "error, schedule, scheduled_for, pid, host, triggered_by, target_database, target_table, "
+    "cancel_requested, note, CAST(error_detail AS VARCHAR)"
+)
+_SCHEDULE_FIELDS = {
+    "cron": Kind.TEXT,
+    "timezone": Kind.TEXT,
+    "delay_seconds": Kind.INTEGER,
+    "target_database": Kind.TEXT,
+    "target_table": Kind.TEXT,
+    "config": Kind.TEXT,
+    "enabled": Kind.BOOLEAN,
+    "disabled_reason": Kind.TEXT,
+    "disabled_at": Kind.TIMESTAMP,
+    "consecutive_failures": Kind.INTEGER,
+    "last_scheduled_for": Kind.TIMESTAMP,
+}
 
 
 def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
-    (name, kind, cron, tz, delay, database, table, config, enabled, reason, disabled_at, failures,
-     last, last_run, created, updated) = row
-    return ScheduleRecord(name, kind, cron, tz, int(delay), database, table, json.loads(config), bool(enabled),
-                          reason, disabled_at, int(failures), last, last_run, created, updated)
+    (
+        name,
+        kind,
+        cron,
+        tz,
+        delay,
+        database,
+        table,
+        config,
+        enabled,
+        reason,
+        disabled_at,
+        failures,
+        last,
+        last_run,
+        created,
+        updated,
+    ) = row
+    return ScheduleRecord(
+        name,
+        kind,
+        cron,
+        tz,
+        int(delay),
+        database,
+        table,
+        json.loads(config),
+        bool(enabled),
+        reason,
+        disabled_at,
+        int(failures),
+        last,
+        last_run,
+        created,
+        updated,
+    )
 
 
 def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                     counts=json.loads(row[8]) if row[8] else {}, error=row[9], schedule=row[10],
-                     scheduled_for=row[11], pid=None if row[12] is None else int(row[12]), host=row[13],
-                     triggered_by=row[14], database=row[15], table=row[16], cancel_requested=bool(row[17]),
-                     note=row[18], error_detail=_detail_of(row[19], row[9], row[3]))
+    return JobRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        counts=json.loads(row[8]) if row[8] else {},
+        error=row[9],
+        schedule=row[10],
+        scheduled_for=row[11],
+        pid=None if row[12] is None else int(row[12]),
+        host=row[13],
+        triggered_by=row[14],
+        database=row[15],
+        table=row[16],
+        cancel_requested=bool(row[17]),
+        note=row[18],
+        error_detail=_detail_of(row[19], row[9], row[3]),
+    )
 
 
 def _detail_of(stored: str | None, error: str | None, status: str) -> dict[str, Any] | None:
@@ -124,8 +193,7 @@ def _schedule_update(name: str, changes: Mapping[str, Any]) -> tuple[str, list[A
         elif kind is Kind.TIMESTAMP:
             value = _iso(value)
         params.append(value)
-        cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN",
-                Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
+        cast = {Kind.TEXT: "VARCHAR", Kind.INTEGER: "BIGINT", Kind.BOOLEAN: "BOOLEAN", Kind.TIMESTAMP: "TIMESTAMPTZ"}[kind]
         sets.append(f"{column} = CAST(${len(params)} AS {cast})")
     if not sets:
         return None
@@ -165,10 +233,22 @@ class _ScheduleStateMixin:
                 "CAST($6 AS VARCHAR), CAST($7 AS VARCHAR), $8, CAST($9 AS BOOLEAN), CAST($10 AS VARCHAR), "
                 "CAST($11 AS TIMESTAMPTZ), CAST($12 AS BIGINT), CAST($13 AS TIMESTAMPTZ), CAST(NULL AS VARCHAR), "
                 "now(), now())",
-                [record.name, record.kind, record.cron, record.timezone, int(record.delay_seconds), record.database,
-                 record.table, json.dumps(record.config, sort_keys=True), bool(record.enabled),
-                 record.disabled_reason, _iso(record.disabled_at), int(record.consecutive_failures),
-                 _iso(record.last_scheduled_for)])
+                [
+                    record.name,
+                    record.kind,
+                    record.cron,
+                    record.timezone,
+                    int(record.delay_seconds),
+                    record.database,
+                    record.table,
+                    json.dumps(record.config, sort_keys=True),
+                    bool(record.enabled),
+                    record.disabled_reason,
+                    _iso(record.disabled_at),
+                    int(record.consecutive_failures),
+                    _iso(record.last_scheduled_for),
+                ],
+            )
 
     def schedule(self, name: str) -> ScheduleRecord | None:
         with self._transaction() as s:
@@ -203,9 +283,20 @@ class _ScheduleStateMixin:
         return bool(found)
 
     # --- jobs ----------------------------------------------------------------------------
-    def begin_job(self, run_id: str, job: str, kind: str, *, schedule: str | None = None,
-                  scheduled_for: datetime | None = None, triggered_by: str | None = "manual", pid: int | None = None,
-                  host: str | None = None, database: str | None = None, table: str | None = None) -> None:
+    def begin_job(
+        self,
+        run_id: str,
+        job: str,
+        kind: str,
+        *,
+        schedule: str | None = None,
+        scheduled_for: datetime | None = None,
+        triggered_by: str | None = "manual",
+        pid: int | None = None,
+        host: str | None = None,
+        database: str | None = None,
+        table: str | None = None,
+    ) -> None:
         """Record a starting run; for a scheduled run also move the schedule's ``last_scheduled_for``,
         in the SAME transaction, so a crash can neither lose the record nor run the slot twice.
 
@@ -224,17 +315,29 @@ class _ScheduleStateMixin:
                 "triggered_by, target_database, target_table, cancel_requested) VALUES ($1, $2, $3, 'running', now(), "
                 "CAST($4 AS VARCHAR), CAST($5 AS TIMESTAMPTZ), CAST($6 AS BIGINT), CAST($7 AS VARCHAR), CAST($8 AS VARCHAR), "
                 "CAST($9 AS VARCHAR), CAST($10 AS VARCHAR), false)",
-                [run_id, job, kind, schedule, _iso(scheduled_for), pid, host, triggered_by, database, table])
+                [run_id, job, kind, schedule, _iso(scheduled_for), pid, host, triggered_by, database, table],
+            )
             if schedule is not None and triggered_by != "manual" and scheduled_for is not None:
-                s.execute(f"UPDATE {S}.schedules SET last_scheduled_for = CAST($2 AS TIMESTAMPTZ), last_run_id = $3 "
-                          "WHERE name = $1", [schedule, _iso(scheduled_for), run_id])
+                s.execute(
+                    f"UPDATE {S}.schedules SET last_scheduled_for = CAST($2 AS TIMESTAMPTZ), last_run_id = $3 WHERE name = $1",
+                    [schedule, _iso(scheduled_for), run_id],
+                )
             elif schedule is not None:
                 s.execute(f"UPDATE {S}.schedules SET last_run_id = $2 WHERE name = $1", [schedule, run_id])
 
-    def end_job(self, run_id: str, status: str, *, error: str | None = None, note: str | None = None,
-                rows_read: int | None = None, rows_written: int | None = None,
-                schedule_changes: Mapping[str, Any] | None = None, schedule: str | None = None,
-                error_detail: Mapping[str, Any] | None = None) -> None:
+    def end_job(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        rows_read: int | None = None,
+        rows_written: int | None = None,
+        schedule_changes: Mapping[str, Any] | None = None,
+        schedule: str | None = None,
+        error_detail: Mapping[str, Any] | None = None,
+    ) -> None:
         """Close a job (whatever the engine already recorded) and update its schedule, atomically.
 
         ``error_detail``: the failure as data (code, message, field, row, hint), beside ``error``."""
@@ -246,7 +349,8 @@ class _ScheduleStateMixin:
                 "note = CAST($4 AS VARCHAR), rows_read = coalesce(CAST($5 AS BIGINT), rows_read), "
                 "rows_written = coalesce(CAST($6 AS BIGINT), rows_written), "
                 f"error_detail = CAST($7 AS {s.sql_type(Kind.JSON)}) WHERE run_id = $1",
-                [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)])
+                [run_id, status, error, note, _opt_int(rows_read), _opt_int(rows_written), _detail_json(error_detail)],
+            )
             if schedule is not None and schedule_changes:
                 update = _schedule_update(schedule, schedule_changes)
                 if update is not None:
@@ -262,8 +366,9 @@ class _ScheduleStateMixin:
                     raise StoreError(f"job id prefix {run_id!r} is ambiguous; give more characters")
         return _job_from_row(rows[0]) if rows else None
 
-    def jobs(self, *, job: str | None = None, schedule: str | None = None, status: str | None = None,
-             limit: int = 50) -> list[JobRecord]:
+    def jobs(
+        self, *, job: str | None = None, schedule: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
         """Most recent first; ``job`` is the history label (``klaviyo.events``), ``schedule`` a schedule's name."""
         conditions, params = [], []
         for column, value in (("job", job), ("schedule", schedule), ("status", status)):
@@ -272,21 +377,19 @@ class _ScheduleStateMixin:
                 conditions.append(f"{column} = ${len(params)}")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._transaction() as s:
-            rows = s.fetch(f"SELECT {_JOB_COLUMNS} FROM {S}.runs {where} "
-                           f"ORDER BY started_at DESC, run_id LIMIT {int(limit)}", params)
+            rows = s.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM {S}.runs {where} ORDER BY started_at DESC, run_id LIMIT {int(limit)}", params
+            )
         return [_job_from_row(r) for r in rows]
 
     def request_cancel(self, run_id: str) -> bool:
         """Flag a running job to stop; False when it is not running."""
         with self._transaction() as s:
             running = s.fetch(f"SELECT count(*) FROM {S}.runs WHERE run_id = $1 AND status = 'running'", [run_id])
-            s.execute(f"UPDATE {S}.runs SET cancel_requested = true WHERE run_id = $1 AND status = 'running'",
-                      [run_id])
+            s.execute(f"UPDATE {S}.runs SET cancel_requested = true WHERE run_id = $1 AND status = 'running'", [run_id])
         return bool(running[0][0])
 
     def cancel_requested(self, run_id: str) -> bool:
         with self._transaction() as s:
             rows = s.fetch(f"SELECT cancel_requested FROM {S}.runs WHERE run_id = $1", [run_id])
         return bool(rows and rows[0][0])
-
-

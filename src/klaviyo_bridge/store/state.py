@@ -29,14 +29,25 @@ if TYPE_CHECKING:
 
 from .state_common import (  # re-exported ("X as X"): callers import them from here
     OLD_STATUS_WORDS as OLD_STATUS_WORDS,
+)
+from .state_common import (
     ROW_OUTCOMES as ROW_OUTCOMES,
+)
+from .state_common import (
     RUN_KINDS as RUN_KINDS,
+)
+from .state_common import (
     RUN_STATUSES as RUN_STATUSES,
-    S as S,
+)
+from .state_common import (
     JobRecord as JobRecord,
+)
+from .state_common import (
+    S as S,
+)
+from .state_common import (
     _opt_int as _opt_int,
 )
-
 
 #: What a list snapshot keeps of each member.
 SNAPSHOT_COLUMNS = ("profile_id", "email", "phone_number", "external_id")
@@ -104,17 +115,19 @@ def _widen_outcomes(session: Session) -> None:
     """Warehouses made before ``unconfirmed`` existed check outcomes against the older list: rebuild
     that check (PostgreSQL: swap the constraint; DuckDB cannot alter one: copy the table)."""
     if session.sql_type(Kind.JSON).upper() == "JSONB":
-        rows = session.fetch("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c' "
-                             "AND conrelid = to_regclass($1)", [f"{STATE_SCHEMA}.export_row_ranges"])
+        rows = session.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c' AND conrelid = to_regclass($1)",
+            [f"{STATE_SCHEMA}.export_row_ranges"],
+        )
         for name, definition in rows:
             if "outcome" in definition and "unconfirmed" not in definition:
                 outcomes = ", ".join(f"'{o}'" for o in ROW_OUTCOMES)
                 session.execute(f'ALTER TABLE {S}.export_row_ranges DROP CONSTRAINT "{name}"')
-                session.execute(f"ALTER TABLE {S}.export_row_ranges ADD CONSTRAINT {name} "
-                                f"CHECK (outcome IN ({outcomes}))")
+                session.execute(f"ALTER TABLE {S}.export_row_ranges ADD CONSTRAINT {name} CHECK (outcome IN ({outcomes}))")
         return
-    rows = session.fetch("SELECT sql FROM duckdb_tables() WHERE schema_name = $1 AND table_name = 'export_row_ranges'",
-                         [STATE_SCHEMA])
+    rows = session.fetch(
+        "SELECT sql FROM duckdb_tables() WHERE schema_name = $1 AND table_name = 'export_row_ranges'", [STATE_SCHEMA]
+    )
     if not rows or "unconfirmed" in (rows[0][0] or ""):
         return
     session.execute(f"DROP VIEW IF EXISTS {S}.export_rows")
@@ -138,18 +151,23 @@ def _migrate_status_words(session: Session) -> None:
 def _create_export_rows_view(session: Session) -> None:
     """The ``export_rows`` view, made once. Warehouses written before row ranges have a table of
     that name (one row per input row): its rows move into ``export_row_ranges`` first."""
-    found = session.fetch("SELECT table_type FROM information_schema.tables WHERE table_schema = $1 "
-                          "AND table_name = 'export_rows'", [STATE_SCHEMA])
+    found = session.fetch(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'export_rows'", [STATE_SCHEMA]
+    )
     kind = found[0][0] if found else None
     if kind == "VIEW":
         return
     if kind is not None:
-        session.execute(f"INSERT INTO {S}.export_row_ranges (batch_id, run_id, first_row, row_count, outcome, "
-                        f"reason) SELECT batch_id, run_id, row_index, 1, outcome, reason FROM {S}.export_rows")
+        session.execute(
+            f"INSERT INTO {S}.export_row_ranges (batch_id, run_id, first_row, row_count, outcome, "
+            f"reason) SELECT batch_id, run_id, row_index, 1, outcome, reason FROM {S}.export_rows"
+        )
         session.execute(f"DROP TABLE {S}.export_rows")
-    session.execute(f"CREATE VIEW {S}.export_rows AS SELECT r.batch_id, r.run_id, g.row_index, r.outcome, r.reason "
-                    f"FROM {S}.export_row_ranges r, "
-                    "generate_series(r.first_row, r.first_row + r.row_count - 1) AS g(row_index)")
+    session.execute(
+        f"CREATE VIEW {S}.export_rows AS SELECT r.batch_id, r.run_id, g.row_index, r.outcome, r.reason "
+        f"FROM {S}.export_row_ranges r, "
+        "generate_series(r.first_row, r.first_row + r.row_count - 1) AS g(row_index)"
+    )
 
 
 def save_cursors(session: Session, cursors: Mapping[str, str]) -> None:
@@ -166,10 +184,20 @@ def save_cursors(session: Session, cursors: Mapping[str, str]) -> None:
 
 from .schedule_state import (  # noqa: E402  re-exported ("X as X"): callers import them from here
     _JOB_COLUMNS as _JOB_COLUMNS,
+)
+from .schedule_state import (
     ScheduleRecord as ScheduleRecord,
+)
+from .schedule_state import (
     _detail_json as _detail_json,
+)
+from .schedule_state import (
     _job_from_row as _job_from_row,
+)
+from .schedule_state import (
     _ScheduleStateMixin as _ScheduleStateMixin,
+)
+from .schedule_state import (
     create_schedule_tables as create_schedule_tables,
 )
 
@@ -233,9 +261,17 @@ class StateStore(_ScheduleStateMixin):
         self.begin_job(run_id, job, kind, triggered_by=None)
         return run_id
 
-    def finish_run(self, run_id: str, status: str, *, rows_read: int | None = None,
-                   rows_written: int | None = None, counts: Mapping[str, Any] | None = None,
-                   error: str | None = None, error_detail: Mapping[str, Any] | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        rows_read: int | None = None,
+        rows_written: int | None = None,
+        counts: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        error_detail: Mapping[str, Any] | None = None,
+    ) -> None:
         """The engine's account of its run: status, counts and error (as text, and as data in
         ``error_detail``: code, message, field, row, hint)."""
         if status not in RUN_STATUSES[1:]:
@@ -249,8 +285,15 @@ class StateStore(_ScheduleStateMixin):
                 f"UPDATE {S}.runs SET status = $2, ended_at = now(), rows_read = CAST($3 AS BIGINT), "
                 f"rows_written = CAST($4 AS BIGINT), counts = CAST($5 AS {js}), "
                 f"error = CAST($6 AS VARCHAR), error_detail = CAST($7 AS {js}) WHERE run_id = $1",
-                [run_id, status, _opt_int(rows_read), _opt_int(rows_written),
-                 json.dumps(dict(counts or {})), error, _detail_json(error_detail)],
+                [
+                    run_id,
+                    status,
+                    _opt_int(rows_read),
+                    _opt_int(rows_written),
+                    json.dumps(dict(counts or {})),
+                    error,
+                    _detail_json(error_detail),
+                ],
             )
 
     def reopen_run(self, run_id: str) -> JobRecord:
@@ -259,8 +302,10 @@ class StateStore(_ScheduleStateMixin):
         if before is None:
             raise StoreError(f"no run {run_id!r} in the job history")
         with self._transaction() as s:
-            s.execute(f"UPDATE {S}.runs SET status = 'running', ended_at = NULL, error = NULL, "
-                      "error_detail = NULL WHERE run_id = $1", [run_id])
+            s.execute(
+                f"UPDATE {S}.runs SET status = 'running', ended_at = NULL, error = NULL, error_detail = NULL WHERE run_id = $1",
+                [run_id],
+            )
         return before
 
     def _run(self, run_id: str) -> JobRecord | None:
@@ -281,20 +326,30 @@ class StateStore(_ScheduleStateMixin):
         return found[0] if found else None
 
     # --- exports -------------------------------------------------------------------------
-    def record_export_batch(self, batch_id: str, run_id: str, operation: str, status: str, *,
-                            klaviyo_job_id: str | None = None, row_count: int | None = None,
-                            error: str | None = None, fingerprint: str | None = None) -> None:
+    def record_export_batch(
+        self,
+        batch_id: str,
+        run_id: str,
+        operation: str,
+        status: str,
+        *,
+        klaviyo_job_id: str | None = None,
+        row_count: int | None = None,
+        error: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         """Insert or update one submitted batch (its status moves as the Klaviyo job runs)."""
         with self._transaction() as s:
-            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error,
-                                 fingerprint)
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error, fingerprint)
 
     def save_export_fingerprint(self, run_id: str, fingerprint: Mapping[str, Any]) -> None:
         """What a ``--resume`` of this run must find unchanged (never a key)."""
         with self._transaction() as s:
             s.execute(f"DELETE FROM {S}.export_runs WHERE run_id = $1", [run_id])
-            s.execute(f"INSERT INTO {S}.export_runs (run_id, fingerprint) VALUES ($1, $2)",
-                      [run_id, json.dumps(dict(fingerprint), sort_keys=True)])
+            s.execute(
+                f"INSERT INTO {S}.export_runs (run_id, fingerprint) VALUES ($1, $2)",
+                [run_id, json.dumps(dict(fingerprint), sort_keys=True)],
+            )
 
     def export_fingerprint(self, run_id: str) -> dict[str, Any] | None:
         with self._transaction() as s:
@@ -304,10 +359,13 @@ class StateStore(_ScheduleStateMixin):
     def record_export_identifiers(self, run_id: str, first_row: int, identifiers: list[str | None]) -> None:
         """The identifiers of input rows ``first_row ...`` (replacing what an earlier attempt stored)."""
         with self._transaction() as s:
-            s.execute(f"DELETE FROM {S}.export_row_ids WHERE run_id = $1 AND first_row = CAST($2 AS BIGINT)",
-                      [run_id, int(first_row)])
-            s.execute(f"INSERT INTO {S}.export_row_ids (run_id, first_row, identifiers) "
-                      "VALUES ($1, CAST($2 AS BIGINT), $3)", [run_id, int(first_row), json.dumps(identifiers)])
+            s.execute(
+                f"DELETE FROM {S}.export_row_ids WHERE run_id = $1 AND first_row = CAST($2 AS BIGINT)", [run_id, int(first_row)]
+            )
+            s.execute(
+                f"INSERT INTO {S}.export_row_ids (run_id, first_row, identifiers) VALUES ($1, CAST($2 AS BIGINT), $3)",
+                [run_id, int(first_row), json.dumps(identifiers)],
+            )
 
     def export_identifiers(self, run_id: str) -> dict[int, str | None]:
         """Row index -> identifier for every row of the run whose identifiers were stored."""
@@ -321,8 +379,7 @@ class StateStore(_ScheduleStateMixin):
 
     def export_outcome_counts(self, run_id: str, first_row: int = 0, end_row: int | None = None) -> dict[str, int]:
         """Rows per outcome among rows ``first_row ..< end_row`` of a run (ranges never straddle a batch)."""
-        sql = (f"SELECT outcome, sum(row_count) FROM {S}.export_row_ranges WHERE run_id = $1 "
-               "AND first_row >= CAST($2 AS BIGINT)")
+        sql = f"SELECT outcome, sum(row_count) FROM {S}.export_row_ranges WHERE run_id = $1 AND first_row >= CAST($2 AS BIGINT)"
         params: list[Any] = [run_id, int(first_row)]
         if end_row is not None:
             sql += " AND first_row < CAST($3 AS BIGINT)"
@@ -334,8 +391,7 @@ class StateStore(_ScheduleStateMixin):
     def export_batch_counts(self, run_id: str) -> dict[str, int]:
         """Batches of a run per status."""
         with self._transaction() as s:
-            rows = s.fetch(f"SELECT status, count(*) FROM {S}.export_batches WHERE run_id = $1 GROUP BY status",
-                           [run_id])
+            rows = s.fetch(f"SELECT status, count(*) FROM {S}.export_batches WHERE run_id = $1 GROUP BY status", [run_id])
         return {status: int(n) for status, n in rows}
 
     def export_top_reasons(self, run_id: str, limit: int = 5) -> list[tuple[str, str, int]]:
@@ -344,7 +400,9 @@ class StateStore(_ScheduleStateMixin):
             rows = s.fetch(
                 f"SELECT outcome, reason, sum(row_count) AS n FROM {S}.export_row_ranges WHERE run_id = $1 "
                 "AND reason IS NOT NULL AND outcome IN ('rejected', 'skipped', 'unconfirmed') "
-                f"GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(limit)}", [run_id])
+                f"GROUP BY outcome, reason ORDER BY n DESC, reason LIMIT {int(limit)}",
+                [run_id],
+            )
         return [(outcome, reason, int(n)) for outcome, reason, n in rows]
 
     def forget_export_rows(self, batch_id: str) -> None:
@@ -357,16 +415,14 @@ class StateStore(_ScheduleStateMixin):
         """What a run decided before sending (JSON), for a --resume of it to reuse."""
         with self._transaction() as s:
             s.execute(f"DELETE FROM {S}.export_plans WHERE run_id = $1 AND name = $2", [run_id, name])
-            s.execute(f"INSERT INTO {S}.export_plans (run_id, name, body) VALUES ($1, $2, $3)",
-                      [run_id, name, json.dumps(body)])
+            s.execute(f"INSERT INTO {S}.export_plans (run_id, name, body) VALUES ($1, $2, $3)", [run_id, name, json.dumps(body)])
 
     def export_plan(self, run_id: str, name: str) -> Any:
         with self._transaction() as s:
             rows = s.fetch(f"SELECT body FROM {S}.export_plans WHERE run_id = $1 AND name = $2", [run_id, name])
         return json.loads(rows[0][0]) if rows else None
 
-    def save_list_snapshot(self, destination: str, members: pa.Table, newest_joined: str | None,
-                           run_id: str | None) -> None:
+    def save_list_snapshot(self, destination: str, members: pa.Table, newest_joined: str | None, run_id: str | None) -> None:
         """Replace the stored members of ``destination`` (profile_id, email, phone_number, external_id)
         in one transaction: a reader sees the old snapshot or the new one."""
         kinds = {c: Kind.TEXT for c in SNAPSHOT_COLUMNS}
@@ -378,35 +434,47 @@ class StateStore(_ScheduleStateMixin):
             s.execute(f"DELETE FROM {S}.list_snapshot_meta WHERE destination = $1", [destination])
             for batch in table.to_batches(max_chunksize=100_000):
                 s.insert_batch(f"{S}.list_snapshots", batch, {c: c for c in kinds}, kinds)
-            s.execute(f"INSERT INTO {S}.list_snapshot_meta (destination, newest_joined, members, run_id, saved_at) "
-                      "VALUES ($1, $2, CAST($3 AS BIGINT), $4, now())",
-                      [destination, newest_joined, table.num_rows, run_id])
+            s.execute(
+                f"INSERT INTO {S}.list_snapshot_meta (destination, newest_joined, members, run_id, saved_at) "
+                "VALUES ($1, $2, CAST($3 AS BIGINT), $4, now())",
+                [destination, newest_joined, table.num_rows, run_id],
+            )
 
     def list_snapshot(self, destination: str) -> tuple[dict[str, Any], pa.Table] | None:
         """(meta: newest_joined, members, run_id; the members), or None when none is stored."""
         with self._transaction() as s:
-            meta = s.fetch(f"SELECT newest_joined, members, run_id FROM {S}.list_snapshot_meta "
-                           "WHERE destination = $1", [destination])
+            meta = s.fetch(
+                f"SELECT newest_joined, members, run_id FROM {S}.list_snapshot_meta WHERE destination = $1", [destination]
+            )
         if not meta:
             return None
         cols = ", ".join(SNAPSHOT_COLUMNS)
-        batches = list(self._warehouse.query_arrow(
-            f"SELECT {cols} FROM {S}.list_snapshots WHERE destination = $1", [destination]))
+        batches = list(
+            self._warehouse.query_arrow(f"SELECT {cols} FROM {S}.list_snapshots WHERE destination = $1", [destination])
+        )
         schema = pa.schema([(c, pa.string()) for c in SNAPSHOT_COLUMNS])
         table = pa.Table.from_batches(batches).cast(schema) if batches and batches[0].num_columns else schema.empty_table()
         newest, members, run_id = meta[0]
         return {"newest_joined": newest, "members": int(members), "run_id": run_id}, table
 
-    def finish_export_batch(self, batch_id: str, run_id: str, operation: str, status: str,
-                            results: pa.Table | pa.RecordBatch, *, klaviyo_job_id: str | None = None,
-                            error: str | None = None, fingerprint: str | None = None,
-                            row_count: int | None = None) -> int:
+    def finish_export_batch(
+        self,
+        batch_id: str,
+        run_id: str,
+        operation: str,
+        status: str,
+        results: pa.Table | pa.RecordBatch,
+        *,
+        klaviyo_job_id: str | None = None,
+        error: str | None = None,
+        fingerprint: str | None = None,
+        row_count: int | None = None,
+    ) -> int:
         """A batch's row outcomes and its final status in one transaction: a crash leaves both or neither."""
         table = _export_rows_table(batch_id, run_id, results)
         with self._transaction() as s:
             _insert_export_rows(s, table)
-            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error,
-                                 fingerprint)
+            _upsert_export_batch(s, batch_id, run_id, operation, status, klaviyo_job_id, row_count, error, fingerprint)
         return int(results.num_rows)
 
     def export_batches(self, run_id: str) -> list[ExportBatchRecord]:
@@ -414,7 +482,9 @@ class StateStore(_ScheduleStateMixin):
             rows = s.fetch(
                 f"SELECT batch_id, run_id, operation, status, klaviyo_job_id, row_count, created_at, "
                 f"updated_at, error, fingerprint FROM {S}.export_batches WHERE run_id = $1 "
-                "ORDER BY created_at, batch_id", [run_id])
+                "ORDER BY created_at, batch_id",
+                [run_id],
+            )
         return [ExportBatchRecord(*row) for row in rows]
 
     def record_export_rows(self, batch_id: str, run_id: str, results: pa.Table | pa.RecordBatch) -> int:
@@ -428,23 +498,41 @@ class StateStore(_ScheduleStateMixin):
         if (batch_id is None) == (run_id is None):
             raise StoreError("pass exactly one of batch_id or run_id")
         column, value = ("batch_id", batch_id) if batch_id is not None else ("run_id", run_id)
-        batches = list(self._warehouse.query_arrow(
-            f"SELECT batch_id, run_id, row_index, outcome, reason FROM {S}.export_rows "
-            f"WHERE {column} = $1 ORDER BY batch_id, row_index", [value]))
-        schema = pa.schema([("batch_id", pa.string()), ("run_id", pa.string()), ("row_index", pa.int64()),
-                            ("outcome", pa.string()), ("reason", pa.string())])
+        batches = list(
+            self._warehouse.query_arrow(
+                f"SELECT batch_id, run_id, row_index, outcome, reason FROM {S}.export_rows "
+                f"WHERE {column} = $1 ORDER BY batch_id, row_index",
+                [value],
+            )
+        )
+        schema = pa.schema(
+            [
+                ("batch_id", pa.string()),
+                ("run_id", pa.string()),
+                ("row_index", pa.int64()),
+                ("outcome", pa.string()),
+                ("reason", pa.string()),
+            ]
+        )
         table = pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
         runs: set[str] = set(table.column("run_id").to_pylist()) if batch_id is not None else {str(run_id)}
         names: dict[tuple[str, int], str | None] = {}
         for run in runs:
             names.update({(run, i): ident for i, ident in self.export_identifiers(run).items()})
-        identifiers = [names.get((r, i)) for r, i in zip(table.column("run_id").to_pylist(),
-                                                         table.column("row_index").to_pylist())]
+        identifiers = [
+            names.get((r, i)) for r, i in zip(table.column("run_id").to_pylist(), table.column("row_index").to_pylist())
+        ]
         return table.append_column("identifier", pa.array(identifiers, pa.string()))
 
 
-_RANGE_KINDS = {"batch_id": Kind.TEXT, "run_id": Kind.TEXT, "first_row": Kind.INTEGER, "row_count": Kind.INTEGER,
-                "outcome": Kind.TEXT, "reason": Kind.TEXT}
+_RANGE_KINDS = {
+    "batch_id": Kind.TEXT,
+    "run_id": Kind.TEXT,
+    "first_row": Kind.INTEGER,
+    "row_count": Kind.INTEGER,
+    "outcome": Kind.TEXT,
+    "reason": Kind.TEXT,
+}
 
 
 def _export_rows_table(batch_id: str, run_id: str, results: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -460,8 +548,7 @@ def _export_rows_table(batch_id: str, run_id: str, results: pa.Table | pa.Record
     bad = set(outcome.unique().to_pylist()) - set(ROW_OUTCOMES)
     if bad:
         raise StoreError(f"export row outcomes must be one of {ROW_OUTCOMES}, got {sorted(map(str, bad))}")
-    reason = (results.column("reason").cast(pa.string()).combine_chunks() if "reason" in names
-              else pa.nulls(n, pa.string()))
+    reason = results.column("reason").cast(pa.string()).combine_chunks() if "reason" in names else pa.nulls(n, pa.string())
     index = results.column("row_index").cast(pa.int64()).to_numpy()
     order = np.argsort(index, kind="stable")
     index = index[order]
@@ -469,14 +556,16 @@ def _export_rows_table(batch_id: str, run_id: str, results: pa.Table | pa.Record
     changes = (np.diff(index) != 1) | (np.diff(outcome_code) != 0) | (np.diff(reason_code) != 0)
     starts = np.flatnonzero(np.concatenate([[True], changes])) if n else np.zeros(0, np.int64)
     firsts = pa.array(order[starts], pa.int64())
-    return pa.table({
-        "batch_id": pa.array([batch_id] * len(starts), pa.string()),
-        "run_id": pa.array([run_id] * len(starts), pa.string()),
-        "first_row": pa.array(index[starts], pa.int64()),
-        "row_count": pa.array(np.diff(np.append(starts, n)), pa.int64()),
-        "outcome": outcome.take(firsts),
-        "reason": reason.take(firsts),
-    })
+    return pa.table(
+        {
+            "batch_id": pa.array([batch_id] * len(starts), pa.string()),
+            "run_id": pa.array([run_id] * len(starts), pa.string()),
+            "first_row": pa.array(index[starts], pa.int64()),
+            "row_count": pa.array(np.diff(np.append(starts, n)), pa.int64()),
+            "outcome": outcome.take(firsts),
+            "reason": reason.take(firsts),
+        }
+    )
 
 
 def _codes(values: pa.Array) -> np.ndarray:
@@ -491,19 +580,30 @@ def _insert_export_rows(s: Session, table: pa.Table) -> None:
         s.insert_batch(f"{S}.export_row_ranges", batch, {c: c for c in _RANGE_KINDS}, _RANGE_KINDS)
 
 
-def _upsert_export_batch(s: Session, batch_id: str, run_id: str, operation: str, status: str, klaviyo_job_id: str | None,
-                         row_count: int | None, error: str | None, fingerprint: str | None = None) -> None:
+def _upsert_export_batch(
+    s: Session,
+    batch_id: str,
+    run_id: str,
+    operation: str,
+    status: str,
+    klaviyo_job_id: str | None,
+    row_count: int | None,
+    error: str | None,
+    fingerprint: str | None = None,
+) -> None:
     """An UPDATE, or an INSERT when the batch is new: in DuckDB either costs a third of an
     INSERT .. ON CONFLICT, and every batch of an export is written three times."""
     updated = s.fetch(
         f"UPDATE {S}.export_batches SET status = $2, klaviyo_job_id = coalesce(CAST($3 AS VARCHAR), klaviyo_job_id), "
         "row_count = coalesce(CAST($4 AS BIGINT), row_count), updated_at = now(), error = CAST($5 AS VARCHAR), "
         "fingerprint = coalesce(CAST($6 AS VARCHAR), fingerprint) WHERE batch_id = $1 RETURNING batch_id",
-        [batch_id, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint])
+        [batch_id, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint],
+    )
     if updated:
         return
     s.execute(
         f"INSERT INTO {S}.export_batches (batch_id, run_id, operation, status, klaviyo_job_id, "
         "row_count, created_at, updated_at, error, fingerprint) VALUES ($1, $2, $3, $4, CAST($5 AS VARCHAR), "
         "CAST($6 AS BIGINT), now(), now(), CAST($7 AS VARCHAR), CAST($8 AS VARCHAR))",
-        [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint])
+        [batch_id, run_id, operation, status, klaviyo_job_id, _opt_int(row_count), error, fingerprint],
+    )

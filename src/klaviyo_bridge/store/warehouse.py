@@ -16,9 +16,9 @@ apply the mode at commit, so readers keep seeing the old rows until the new ones
 from __future__ import annotations
 
 import enum
-from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Self
 
@@ -29,8 +29,8 @@ from ..errors import ConfigError, StoreError
 from . import state as state_tables
 from .columns import SEQUENCE_COLUMN, Kind, NormalisedBatch, normalise, plan_evolution, resolve_names, schema_kinds
 from .engine import Session
-from .locks import NamedLock
 from .identifiers import STATE_SCHEMA, check_object_name, check_user_database, qualified, quote
+from .locks import NamedLock
 
 
 class WriteMode(str, enum.Enum):
@@ -105,12 +105,27 @@ class Warehouse(ABC):
 
         ``skip_existing`` (append only): rows whose ``primary_key`` the table already holds are
         left out, the rows already there untouched (event imports re-reading a lookback window)."""
-        return TableWriter(self, database, table, WriteMode.parse(mode), primary_key=primary_key,
-                           schema=schema, lock_timeout=lock_timeout, skip_existing=skip_existing)
+        return TableWriter(
+            self,
+            database,
+            table,
+            WriteMode.parse(mode),
+            primary_key=primary_key,
+            schema=schema,
+            lock_timeout=lock_timeout,
+            skip_existing=skip_existing,
+        )
 
-    def write(self, database: str, table: str, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
-              mode: WriteMode | str = WriteMode.APPEND, *, cursors: Mapping[str, str] | None = None,
-              **options: Any) -> int:
+    def write(
+        self,
+        database: str,
+        table: str,
+        data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+        mode: WriteMode | str = WriteMode.APPEND,
+        *,
+        cursors: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> int:
         """One-shot convenience: a whole run in one call; returns rows written."""
         with self.writer(database, table, mode, **options) as w:
             if isinstance(data, (pa.Table, pa.RecordBatch)):
@@ -177,9 +192,13 @@ class Warehouse(ABC):
                 "AND c.table_name = t.table_name) FROM information_schema.tables t "
                 "WHERE t.table_catalog = current_database() AND t.table_type = 'BASE TABLE' "
                 "AND t.table_schema NOT IN ('information_schema', 'pg_catalog', 'pg_toast', $1) "
-                "AND t.table_schema NOT LIKE 'pg_temp%' ORDER BY 1, 2", [STATE_SCHEMA])
-            return [(db, table, int(ncols), int(session.fetch(f"SELECT count(*) FROM {qualified(db, table)}")[0][0]))
-                    for db, table, ncols in rows]
+                "AND t.table_schema NOT LIKE 'pg_temp%' ORDER BY 1, 2",
+                [STATE_SCHEMA],
+            )
+            return [
+                (db, table, int(ncols), int(session.fetch(f"SELECT count(*) FROM {qualified(db, table)}")[0][0]))
+                for db, table, ncols in rows
+            ]
         finally:
             session.close()
 
@@ -188,8 +207,9 @@ class Warehouse(ABC):
         and ``_bridge`` left out (the console's table picker). Cheap: no row counts."""
         excluded = ", ".join(f"'{s}'" for s in ("information_schema", "pg_catalog", "pg_toast", STATE_SCHEMA))
         out: list[tuple[str, str]] = []
-        for batch in self.query_arrow("SELECT table_schema, table_name FROM information_schema.tables "
-                                      f"WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"):
+        for batch in self.query_arrow(
+            f"SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ({excluded}) ORDER BY 1, 2"
+        ):
             out += list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
         return out
 
@@ -317,9 +337,18 @@ class WriteSession:
 class TableWriter(WriteSession):
     """One run's writes to one table, applied atomically (with cursor updates) at ``commit``."""
 
-    def __init__(self, warehouse: Warehouse, database: str, table: str, mode: WriteMode, *,
-                 primary_key: str | Sequence[str], schema: pa.Schema | None, lock_timeout: float,
-                 skip_existing: bool = False) -> None:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        database: str,
+        table: str,
+        mode: WriteMode,
+        *,
+        primary_key: str | Sequence[str],
+        schema: pa.Schema | None,
+        lock_timeout: float,
+        skip_existing: bool = False,
+    ) -> None:
         super().__init__(warehouse, database, table, lock_timeout=lock_timeout)
         self.mode = mode
         self.primary_key = [primary_key] if isinstance(primary_key, str) else list(primary_key)
@@ -341,8 +370,7 @@ class TableWriter(WriteSession):
     def _prepare(self, session: Session) -> None:
         self._target_columns = session.table_columns(self.database, self.table)
         self._columns = dict(self._target_columns or {})
-        if self._skip_existing and self._target_columns is not None and session.fetch(
-                f"SELECT 1 FROM {self._target} LIMIT 1"):
+        if self._skip_existing and self._target_columns is not None and session.fetch(f"SELECT 1 FROM {self._target} LIMIT 1"):
             # Into an empty or new table every row is new: a plain insert. Otherwise rows are
             # staged and only keys the table lacks go in at commit.
             self.mode, self._insert_only = WriteMode.MERGE, True
@@ -375,8 +403,7 @@ class TableWriter(WriteSession):
             for normalised in run:
                 self._check_keys(normalised.batch)
         self._evolve(run[0].kinds)
-        data: pa.RecordBatch | pa.Table = (
-            run[0].batch if len(run) == 1 else pa.Table.from_batches([n.batch for n in run]))
+        data: pa.RecordBatch | pa.Table = run[0].batch if len(run) == 1 else pa.Table.from_batches([n.batch for n in run])
         if data.num_rows == 0:
             return
         names = resolve_names(self._columns, list(run[0].kinds))
@@ -388,8 +415,7 @@ class TableWriter(WriteSession):
                 sequence = pa.array(np.arange(self.rows, self.rows + data.num_rows, dtype=np.int64))
                 data = data.append_column(SEQUENCE_COLUMN, sequence)
                 names = {**names, SEQUENCE_COLUMN: SEQUENCE_COLUMN}
-            session.insert_batch(self._ensure_stage(), data, names,
-                                 {**self._columns, SEQUENCE_COLUMN: Kind.INTEGER})
+            session.insert_batch(self._ensure_stage(), data, names, {**self._columns, SEQUENCE_COLUMN: Kind.INTEGER})
         self.rows += data.num_rows
 
     def _check_keys(self, batch: pa.RecordBatch) -> None:
@@ -432,8 +458,7 @@ class TableWriter(WriteSession):
 
     def _ensure_stage(self) -> str:
         if self._stage is None:
-            self._stage = self.session.create_stage(
-                "_bridge_stage", self._columns, self.mode is WriteMode.MERGE)
+            self._stage = self.session.create_stage("_bridge_stage", self._columns, self.mode is WriteMode.MERGE)
         return self._stage
 
     def mark_absent(self, key: str, present: pa.Array, flag: str, at_column: str, at: datetime) -> None:
@@ -461,8 +486,7 @@ class TableWriter(WriteSession):
     def commit(self, cursors: Mapping[str, str] | None = None) -> int:
         """Apply the mode, store ``cursors`` (job/stream -> value) and commit, all at once."""
         with self._committing(cursors) as session:
-            replaces = self.mode is WriteMode.REPLACE or (
-                self.mode is WriteMode.REPLACE_ON_NEW_DATA and self.rows > 0)
+            replaces = self.mode is WriteMode.REPLACE or (self.mode is WriteMode.REPLACE_ON_NEW_DATA and self.rows > 0)
             if replaces or (self.mode is WriteMode.MERGE and self.rows > 0) or self._target_columns is None:
                 self._sync_target()
             if replaces and self._target_columns is not None:

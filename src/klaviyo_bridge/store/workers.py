@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from procrastinate.schema import SchemaManager
 
 from ..errors import StoreError
 from .identifiers import STATE_SCHEMA
 from .postgres import redact_url
-from procrastinate.schema import SchemaManager
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
@@ -81,22 +81,25 @@ class EnqueueSession:
     def pending_schedules(self, task_name: str) -> set[str]:
         """Schedules with a run queued or running: their next slot waits (missed slots run once)."""
         rows = self._conn.execute(
-            "SELECT DISTINCT args->>'schedule' FROM procrastinate_jobs "
-            "WHERE task_name = %s AND status IN ('todo', 'doing')", [task_name]).fetchall()
+            "SELECT DISTINCT args->>'schedule' FROM procrastinate_jobs WHERE task_name = %s AND status IN ('todo', 'doing')",
+            [task_name],
+        ).fetchall()
         return {r[0] for r in rows if r[0]}
 
     def advance(self, schedule: str, old: datetime, new: datetime) -> bool:
         """Move ``last_scheduled_for`` from ``old`` to ``new``; False when someone moved it first."""
         cur = self._conn.execute(
-            f"UPDATE {S}.schedules SET last_scheduled_for = %s WHERE name = %s AND last_scheduled_for = %s "
-            "AND enabled", [new, schedule, old])
+            f"UPDATE {S}.schedules SET last_scheduled_for = %s WHERE name = %s AND last_scheduled_for = %s AND enabled",
+            [new, schedule, old],
+        )
         return cur.rowcount == 1
 
-    def defer(self, *, queue: str, task_name: str, lock: str | None, queueing_lock: str | None,
-              args: dict[str, Any]) -> int:
+    def defer(self, *, queue: str, task_name: str, lock: str | None, queueing_lock: str | None, args: dict[str, Any]) -> int:
         row = self._conn.execute(
             "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, %s, %s, %s::jsonb, NULL)"
-            "::procrastinate_job_to_defer_v1]))", [queue, task_name, lock, queueing_lock, json.dumps(args)]).fetchone()
+            "::procrastinate_job_to_defer_v1]))",
+            [queue, task_name, lock, queueing_lock, json.dumps(args)],
+        ).fetchone()
         if row is None:  # pragma: no cover - the function always returns the id
             raise StoreError("procrastinate did not return a job id")
         return int(row[0])
@@ -115,27 +118,31 @@ def stalled_jobs(conn: psycopg.Connection[Any], task_name: str, seconds_since_he
     rows = conn.execute(
         "SELECT j.id FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
         "WHERE j.status = 'doing' AND j.task_name = %s AND (j.worker_id IS NULL OR "
-        "w.last_heartbeat < now() - make_interval(secs => %s))", [task_name, seconds_since_heartbeat]).fetchall()
+        "w.last_heartbeat < now() - make_interval(secs => %s))",
+        [task_name, seconds_since_heartbeat],
+    ).fetchall()
     return [int(r[0]) for r in rows]
 
 
 # --- workers and attempts ----------------------------------------------------------------------
-def register_worker(conn: psycopg.Connection[Any], worker_id: int, name: str, host: str, pid: int,
-                    concurrency: int) -> None:
-    conn.execute(f"INSERT INTO {S}.workers (worker_id, name, host, pid, concurrency) VALUES (%s, %s, %s, %s, %s) "
-                 "ON CONFLICT (worker_id) DO UPDATE SET name = EXCLUDED.name, host = EXCLUDED.host, "
-                 "pid = EXCLUDED.pid, concurrency = EXCLUDED.concurrency",
-                 [worker_id, name, host, pid, concurrency])
+def register_worker(conn: psycopg.Connection[Any], worker_id: int, name: str, host: str, pid: int, concurrency: int) -> None:
+    conn.execute(
+        f"INSERT INTO {S}.workers (worker_id, name, host, pid, concurrency) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (worker_id) DO UPDATE SET name = EXCLUDED.name, host = EXCLUDED.host, "
+        "pid = EXCLUDED.pid, concurrency = EXCLUDED.concurrency",
+        [worker_id, name, host, pid, concurrency],
+    )
 
 
 def unregister_worker(conn: psycopg.Connection[Any], worker_id: int) -> None:
     conn.execute(f"DELETE FROM {S}.workers WHERE worker_id = %s", [worker_id])
 
 
-def link_attempt(conn: psycopg.Connection[Any], run_id: str, job_id: int, worker_id: int | None,
-                 attempt: int) -> None:
-    conn.execute(f"INSERT INTO {S}.worker_runs (run_id, job_id, worker_id, attempt) VALUES (%s, %s, %s, %s)",
-                 [run_id, job_id, worker_id, attempt])
+def link_attempt(conn: psycopg.Connection[Any], run_id: str, job_id: int, worker_id: int | None, attempt: int) -> None:
+    conn.execute(
+        f"INSERT INTO {S}.worker_runs (run_id, job_id, worker_id, attempt) VALUES (%s, %s, %s, %s)",
+        [run_id, job_id, worker_id, attempt],
+    )
 
 
 def mark_taken_over(conn: psycopg.Connection[Any], run_id: str, by_attempt: int) -> None:
@@ -168,9 +175,14 @@ def attempts(conn: psycopg.Connection[Any], job_id: int) -> list[Attempt]:
         f"FROM {S}.worker_runs a LEFT JOIN {S}.runs r ON r.run_id = a.run_id "
         f"LEFT JOIN {S}.workers w ON w.worker_id = a.worker_id "
         f"LEFT JOIN procrastinate_workers p ON p.id = a.worker_id WHERE a.job_id = %s ORDER BY a.attempt, a.started_at",
-        [job_id]).fetchall()
-    return [Attempt(r[0], r[1], int(r[2]), r[3], r[4], r[5], None if r[6] is None else float(r[6]),
-                    None if r[7] is None else int(r[7])) for r in rows]
+        [job_id],
+    ).fetchall()
+    return [
+        Attempt(
+            r[0], r[1], int(r[2]), r[3], r[4], r[5], None if r[6] is None else float(r[6]), None if r[7] is None else int(r[7])
+        )
+        for r in rows
+    ]
 
 
 def batches_sent(conn: psycopg.Connection[Any], run_id: str) -> int:
@@ -192,7 +204,9 @@ def scheduler_holders(conn: psycopg.Connection[Any]) -> list[tuple[int, str | No
         "SELECT l.pid, host(a.client_addr), a.application_name FROM pg_locks l "
         "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
         "l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND "
-        "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)", [SCHEDULER_LOCK]).fetchall()
+        "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)",
+        [SCHEDULER_LOCK],
+    ).fetchall()
     return [(int(r[0]), r[1], r[2]) for r in rows]
 
 
@@ -233,9 +247,21 @@ def worker_rows(conn: psycopg.Connection[Any]) -> list[WorkerRow]:
     rows = conn.execute(
         f"SELECT p.id, w.name, w.host, w.pid, w.concurrency, w.started_at, p.last_heartbeat, "
         f"extract(epoch FROM now() - p.last_heartbeat)::float8 FROM procrastinate_workers p "
-        f"LEFT JOIN {S}.workers w ON w.worker_id = p.id ORDER BY p.id").fetchall()
-    return [WorkerRow(int(r[0]), r[1], r[2], None if r[3] is None else int(r[3]),
-                      None if r[4] is None else int(r[4]), r[5], r[6], float(r[7])) for r in rows]
+        f"LEFT JOIN {S}.workers w ON w.worker_id = p.id ORDER BY p.id"
+    ).fetchall()
+    return [
+        WorkerRow(
+            int(r[0]),
+            r[1],
+            r[2],
+            None if r[3] is None else int(r[3]),
+            None if r[4] is None else int(r[4]),
+            r[5],
+            r[6],
+            float(r[7]),
+        )
+        for r in rows
+    ]
 
 
 def job_rows(conn: psycopg.Connection[Any], task_name: str, statuses: tuple[str, ...]) -> list[JobRow]:
@@ -244,12 +270,13 @@ def job_rows(conn: psycopg.Connection[Any], task_name: str, statuses: tuple[str,
         f"j.worker_id, (SELECT a.run_id FROM {S}.worker_runs a WHERE a.job_id = j.id "
         f"ORDER BY a.attempt DESC, a.started_at DESC LIMIT 1) "
         f"FROM procrastinate_jobs j WHERE j.task_name = %s AND j.status::text = ANY(%s) ORDER BY j.id",
-        [task_name, list(statuses)]).fetchall()
-    return [JobRow(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), None if r[6] is None else int(r[6]), r[7])
-            for r in rows]
+        [task_name, list(statuses)],
+    ).fetchall()
+    return [JobRow(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), None if r[6] is None else int(r[6]), r[7]) for r in rows]
 
 
 def job_counts(conn: psycopg.Connection[Any], task_name: str) -> dict[str, int]:
-    rows = conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs WHERE task_name = %s GROUP BY 1",
-                        [task_name]).fetchall()
+    rows = conn.execute(
+        "SELECT status::text, count(*) FROM procrastinate_jobs WHERE task_name = %s GROUP BY 1", [task_name]
+    ).fetchall()
     return {r[0]: int(r[1]) for r in rows}

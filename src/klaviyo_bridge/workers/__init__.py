@@ -36,16 +36,16 @@ from typing import Any
 
 import procrastinate
 from procrastinate.job_context import JobContext
+from procrastinate.worker import Worker
 
 from ..errors import BridgeError, ConfigError, StoreError
 from ..jobs import cancel_local, execute_job, notify
 from ..schedule.scheduler import Scheduler, spec_for
 from ..secrets import ApiKey, CredentialStore, resolve_connection
 from ..store import workers as sql
-from ..store.schedule_state import ScheduleRecord
 from ..store.factory import open_warehouse
+from ..store.schedule_state import ScheduleRecord
 from ..store.warehouse import Warehouse
-from procrastinate.worker import Worker
 
 log = logging.getLogger("klaviyo_bridge.workers")
 
@@ -67,9 +67,11 @@ def is_postgres_url(url: str | None) -> bool:
 
 def require_postgres(url: str | None) -> str:
     if url is None or not is_postgres_url(url):
-        raise ConfigError("klaviyo-bridge worker needs the state in PostgreSQL (--warehouse postgresql://...); "
-                          "with the embedded DuckDB warehouse run `klaviyo-bridge scheduler` (one process) instead",
-                          key="warehouse")
+        raise ConfigError(
+            "klaviyo-bridge worker needs the state in PostgreSQL (--warehouse postgresql://...); "
+            "with the embedded DuckDB warehouse run `klaviyo-bridge scheduler` (one process) instead",
+            key="warehouse",
+        )
     return url
 
 
@@ -124,9 +126,13 @@ def enqueue_due(warehouse: Warehouse, credentials: CredentialStore, conn: Any, n
             assert record.last_scheduled_for is not None  # due() skips schedules without one
             if not tx.advance(record.name, record.last_scheduled_for, slot):
                 continue  # changed since due() read it (updated, disabled): the next pass sees it
-            job_id = tx.defer(queue=QUEUE, task_name=TASK, lock=account_lock(record, credentials),
-                              queueing_lock=f"slot:{record.name}:{slot.isoformat()}",
-                              args={"schedule": record.name, "scheduled_for": slot.isoformat()})
+            job_id = tx.defer(
+                queue=QUEUE,
+                task_name=TASK,
+                lock=account_lock(record, credentials),
+                queueing_lock=f"slot:{record.name}:{slot.isoformat()}",
+                args={"schedule": record.name, "scheduled_for": slot.isoformat()},
+            )
             report.enqueued.append((record.name, slot, job_id))
     for name, slot, job_id in report.enqueued:
         log.info("enqueued %s slot %s (job %s)", name, slot.isoformat(), job_id)
@@ -201,47 +207,83 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
             # Judged stalled while its worker was only late, an earlier attempt ran the slot to its
             # end: the slot is done (whatever its status says); running it again would be a second run.
             a = finished[-1]
-            log.warning("job %s: slot %s of %s already done by attempt %s (run %s, %s); attempt %s skips it",
-                        job_id, scheduled_for, schedule, a.attempt + 1, a.run_id, a.status, attempt + 1)
+            log.warning(
+                "job %s: slot %s of %s already done by attempt %s (run %s, %s); attempt %s skips it",
+                job_id,
+                scheduled_for,
+                schedule,
+                a.attempt + 1,
+                a.run_id,
+                a.status,
+                attempt + 1,
+            )
             return f"skipped: already done by attempt {a.attempt + 1} (run {a.run_id}, {a.status})"
         for a in earlier:
             if a.status == "running":
                 who = a.worker or f"worker {a.worker_id}"
-                state.end_job(a.run_id, "error", error=f"interrupted: {who} stopped sending heartbeats before the "
-                              "job ended; nothing after its last commit was written",
-                              note=f"taken over by attempt {attempt + 1} (procrastinate job {job_id})")
+                state.end_job(
+                    a.run_id,
+                    "error",
+                    error=f"interrupted: {who} stopped sending heartbeats before the "
+                    "job ended; nothing after its last commit was written",
+                    note=f"taken over by attempt {attempt + 1} (procrastinate job {job_id})",
+                )
                 sql.mark_taken_over(conn, a.run_id, attempt)
         record = state.schedule(schedule)
         if record is None or not record.enabled:
-            log.info("job %s: schedule %s is %s; nothing run", job_id, schedule,
-                     "gone" if record is None else "disabled")
+            log.info("job %s: schedule %s is %s; nothing run", job_id, schedule, "gone" if record is None else "disabled")
             return "skipped"
         run_id = uuid.uuid4().hex
         # Consent writes may have gone out from a dead attempt: never resend them blind. An export
         # that recorded batches is resumed by hand (the resume reads the list back first); a
         # workflow's export tasks record runs of their own, so any dead workflow attempt counts.
-        sent = [a.run_id for a in earlier if a.status is not None and (
-            a.kind == "workflow" or (a.kind == "export" and sql.batches_sent(conn, a.run_id)))]
+        sent = [
+            a.run_id
+            for a in earlier
+            if a.status is not None and (a.kind == "workflow" or (a.kind == "export" and sql.batches_sent(conn, a.run_id)))
+        ]
         sql.link_attempt(conn, run_id, job_id, worker_id, attempt)
     finally:
         conn.close()
     triggered_by = "recovery" if attempt else "schedule"
     if sent:
         spec = spec_for(record)
-        how = (f"check its export runs (klaviyo-bridge job:show {sent[-1]}), then run it by hand"
-               if record.kind == "workflow" else
-               f"resume it, which checks before resending: klaviyo-bridge query ... --resume {sent[-1]}")
-        state.begin_job(run_id, spec.job, spec.kind, schedule=record.name, scheduled_for=slot,
-                        triggered_by=triggered_by, pid=os.getpid(), host=socket.gethostname(),
-                        database=record.database, table=record.table)
-        state.end_job(run_id, "error", schedule=record.name,
-                      error=f"not rerun: the interrupted attempt (run {sent[-1]}) may have sent consent or list "
-                            f"writes; {how}")
+        how = (
+            f"check its export runs (klaviyo-bridge job:show {sent[-1]}), then run it by hand"
+            if record.kind == "workflow"
+            else f"resume it, which checks before resending: klaviyo-bridge query ... --resume {sent[-1]}"
+        )
+        state.begin_job(
+            run_id,
+            spec.job,
+            spec.kind,
+            schedule=record.name,
+            scheduled_for=slot,
+            triggered_by=triggered_by,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            database=record.database,
+            table=record.table,
+        )
+        state.end_job(
+            run_id,
+            "error",
+            schedule=record.name,
+            error=f"not rerun: the interrupted attempt (run {sent[-1]}) may have sent consent or list writes; {how}",
+        )
         return "error"
     try:
-        result = execute_job(spec_for(record), rt.warehouse, rt.credentials, now=slot, scheduled_for=slot,
-                             triggered_by=triggered_by, control_dir=rt.control_dir, max_failures=rt.max_failures,
-                             run_id=run_id)
+        result = execute_job(
+            spec_for(record),
+            rt.warehouse,
+            rt.credentials,
+            now=slot,
+            scheduled_for=slot,
+            triggered_by=triggered_by,
+            control_dir=rt.control_dir,
+            max_failures=rt.max_failures,
+            run_id=run_id,
+        )
     except StoreError as exc:  # another process has a running record of this schedule
         raise ScheduleBusy(str(exc)) from None
     log.info("ended %s (job %s, run %s): %s", schedule, job_id, run_id, result.status)
@@ -251,11 +293,13 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
 
 
 def make_app(url: str) -> procrastinate.App:
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=url.replace("postgres://", "postgresql://", 1)))
-    app.task(name=TASK, queue=QUEUE, pass_context=True,
-             retry=procrastinate.RetryStrategy(max_attempts=BUSY_RETRIES, wait=BUSY_WAIT_SECONDS,
-                                               retry_exceptions={ScheduleBusy}))(run_schedule)
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url.replace("postgres://", "postgresql://", 1)))
+    app.task(
+        name=TASK,
+        queue=QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(max_attempts=BUSY_RETRIES, wait=BUSY_WAIT_SECONDS, retry_exceptions={ScheduleBusy}),
+    )(run_schedule)
     return app
 
 
@@ -288,9 +332,11 @@ def refuse_scheduler(conn: Any) -> str | None:
         return None
     pid, addr, _app = holders[0]
     where = f" from {addr}" if addr else ""
-    return (f"a `klaviyo-bridge scheduler` runs on this state (PostgreSQL backend pid {pid}{where}); the scheduler "
-            "and workers never run on one state at once (a slot could run twice): stop the scheduler first, "
-            "or keep using it instead of workers")
+    return (
+        f"a `klaviyo-bridge scheduler` runs on this state (PostgreSQL backend pid {pid}{where}); the scheduler "
+        "and workers never run on one state at once (a slot could run twice): stop the scheduler first, "
+        "or keep using it instead of workers"
+    )
 
 
 def guard_scheduler(url: str, stalled_seconds: float = 30.0) -> Any:
@@ -309,16 +355,25 @@ def guard_scheduler(url: str, stalled_seconds: float = 30.0) -> Any:
     if live:
         conn.close()
         names = ", ".join(f"{w.name or w.worker_id}" + (f" on {w.host}" if w.host else "") for w in live[:5])
-        raise ConfigError(f"{len(live)} live worker(s) run on this state ({names}): the scheduler and workers never "
-                          "run on one state at once (a slot could run twice). See them with "
-                          "`klaviyo-bridge worker --warehouse URL status`; stop them first, or let the workers run "
-                          "the schedules instead of the scheduler", key="warehouse")
+        raise ConfigError(
+            f"{len(live)} live worker(s) run on this state ({names}): the scheduler and workers never "
+            "run on one state at once (a slot could run twice). See them with "
+            "`klaviyo-bridge worker --warehouse URL status`; stop them first, or let the workers run "
+            "the schedules instead of the scheduler",
+            key="warehouse",
+        )
     return conn
 
 
-def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *, control_dir: Path | None = None,
-               clock: Callable[[], datetime] | None = None,
-               on_ready: Callable[[int], None] | None = None) -> None:
+def run_worker(
+    url: str,
+    credentials: CredentialStore,
+    options: WorkerOptions,
+    *,
+    control_dir: Path | None = None,
+    clock: Callable[[], datetime] | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
     """Run one worker until SIGINT/SIGTERM (running jobs finish first)."""
     global _RUNTIME
     require_postgres(url)
@@ -332,8 +387,9 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
             conn.close()
         if refused:
             raise ConfigError(refused, key="warehouse")
-        _RUNTIME = Runtime(url, warehouse, credentials, control_dir, options.max_failures, options.notify_command,
-                           options.stalled_seconds)
+        _RUNTIME = Runtime(
+            url, warehouse, credentials, control_dir, options.max_failures, options.notify_command, options.stalled_seconds
+        )
         asyncio.run(_serve(url, _RUNTIME, options, clock or (lambda: datetime.now(timezone.utc)), on_ready))
         if _RUNTIME.refused:
             raise ConfigError(_RUNTIME.refused, key="warehouse")
@@ -342,15 +398,21 @@ def run_worker(url: str, credentials: CredentialStore, options: WorkerOptions, *
         warehouse.close()
 
 
-async def _serve(url: str, rt: Runtime, options: WorkerOptions, clock: Callable[[], datetime],
-                 on_ready: Callable[[int], None] | None) -> None:
+async def _serve(
+    url: str, rt: Runtime, options: WorkerOptions, clock: Callable[[], datetime], on_ready: Callable[[int], None] | None
+) -> None:
     app = make_app(url)
     name = options.name or f"{socket.gethostname()}:{os.getpid()}"
     async with app.open_async():
-        worker = Worker(app, queues=[QUEUE], name=name, concurrency=options.concurrency,
-                        fetch_job_polling_interval=options.poll_seconds,
-                        update_heartbeat_interval=options.heartbeat_seconds,
-                        stalled_worker_timeout=options.stalled_seconds)
+        worker = Worker(
+            app,
+            queues=[QUEUE],
+            name=name,
+            concurrency=options.concurrency,
+            fetch_job_polling_interval=options.poll_seconds,
+            update_heartbeat_interval=options.heartbeat_seconds,
+            stalled_worker_timeout=options.stalled_seconds,
+        )
         rt.worker = worker
         house = asyncio.create_task(_housekeeping(worker, rt, options, name, clock, on_ready))
         try:
@@ -371,16 +433,23 @@ def _unregister(rt: Runtime, worker_id: int) -> None:
         conn.close()
 
 
-async def _housekeeping(worker: Any, rt: Runtime, options: WorkerOptions, name: str,
-                        clock: Callable[[], datetime], on_ready: Callable[[int], None] | None) -> None:
+async def _housekeeping(
+    worker: Any,
+    rt: Runtime,
+    options: WorkerOptions,
+    name: str,
+    clock: Callable[[], datetime],
+    on_ready: Callable[[int], None] | None,
+) -> None:
     """Say who this worker is; then, every poll, requeue stalled jobs and enqueue due slots."""
     while worker.worker_id is None:
         await asyncio.sleep(0.05)
     worker_id = rt.worker_id = int(worker.worker_id)
     conn = await asyncio.to_thread(rt.connect)
     try:
-        await asyncio.to_thread(sql.register_worker, conn, worker_id, name, socket.gethostname(), os.getpid(),
-                                options.concurrency)
+        await asyncio.to_thread(
+            sql.register_worker, conn, worker_id, name, socket.gethostname(), os.getpid(), options.concurrency
+        )
         # A scheduler that started between our first check and this registration did not see us.
         refused = await asyncio.to_thread(refuse_scheduler, conn)
         if refused:
@@ -420,7 +489,8 @@ def pool_status(url: str, stalled_seconds: float = 30.0) -> PoolStatus:
     conn = sql.connect(require_postgres(url))
     try:
         sql.ensure_schema(conn)
-        return PoolStatus(sql.worker_rows(conn), sql.job_rows(conn, TASK, ("doing",)), sql.job_counts(conn, TASK),
-                          stalled_seconds)
+        return PoolStatus(
+            sql.worker_rows(conn), sql.job_rows(conn, TASK, ("doing",)), sql.job_counts(conn, TASK), stalled_seconds
+        )
     finally:
         conn.close()

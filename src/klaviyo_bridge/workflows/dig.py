@@ -113,8 +113,9 @@ class WorkflowRunner:
         doc = load_workflow(p, self.warn)
         return self.run_document(doc, p.stem, params, folder=p.parent)
 
-    def run_document(self, doc: Mapping[str, Any], name: str, params: Mapping[str, Any] | None = None,
-                     folder: Path | None = None) -> list[TaskResult]:
+    def run_document(
+        self, doc: Mapping[str, Any], name: str, params: Mapping[str, Any] | None = None, folder: Path | None = None
+    ) -> list[TaskResult]:
         """Run an already-parsed workflow (e.g. the copy ``workflow push`` stored)."""
         variables = _merge({}, params or {})
         results: list[TaskResult] = []
@@ -124,8 +125,7 @@ class WorkflowRunner:
     def _read_sql(self, name: str, folder: Path, relative: str) -> str:
         if self.files is not None:
             if relative not in self.files:
-                raise ConfigError(f"{name}: {relative} was not stored when the workflow was pushed "
-                                  "(push it again)", key="td>")
+                raise ConfigError(f"{name}: {relative} was not stored when the workflow was pushed (push it again)", key="td>")
             return self.files[relative]
         sql_file = folder / relative
         try:
@@ -133,8 +133,9 @@ class WorkflowRunner:
         except OSError as exc:
             raise ConfigError(f"{name}: cannot read {sql_file}: {exc.strerror}", key="td>") from None
 
-    def _run_group(self, group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str,
-                   results: list[TaskResult]) -> None:
+    def _run_group(
+        self, group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str, results: list[TaskResult]
+    ) -> None:
         if isinstance(group.get("_export"), Mapping):
             variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
         for key, body in group.items():
@@ -154,12 +155,14 @@ class WorkflowRunner:
             variables = _merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
         operators = [k for k in body if k.endswith(">")]
         if operators != ["td>"]:
-            raise ConfigError(f"{name}: only the td> operator is supported here (found: {', '.join(operators) or 'none'})",
-                              key=name)
+            raise ConfigError(
+                f"{name}: only the td> operator is supported here (found: {', '.join(operators) or 'none'})", key=name
+            )
         unknown = sorted(set(k for k in body if not k.startswith("+")) - TASK_KEYS)
         if unknown:
-            raise ConfigError(f"{name}: unknown task key(s) {', '.join(unknown)} (known: {', '.join(sorted(TASK_KEYS))})",
-                              key=unknown[0])
+            raise ConfigError(
+                f"{name}: unknown task key(s) {', '.join(unknown)} (known: {', '.join(sorted(TASK_KEYS))})", key=unknown[0]
+            )
         task = interpolate({k: v for k, v in body.items() if k != "_export"}, variables, name)
         sql = self._read_sql(name, folder, str(task["td>"]))
         database = task.get("database")
@@ -173,10 +176,22 @@ class WorkflowRunner:
         else:
             if not isinstance(task["result_settings"], Mapping):
                 raise ConfigError(f"{name}: result_settings must be a mapping", key="result_settings")
-            settings = load_result_settings(task["result_settings"], connection=task.get("result_connection"),
-                                            credentials_path=self.credentials_path, warn=self.warn)
-            export = export_query(self.warehouse, sql, settings, database=database, job=name, dry_run=self.dry_run,
-                                  transport=self.transport, **self.export_options)
+            settings = load_result_settings(
+                task["result_settings"],
+                connection=task.get("result_connection"),
+                credentials_path=self.credentials_path,
+                warn=self.warn,
+            )
+            export = export_query(
+                self.warehouse,
+                sql,
+                settings,
+                database=database,
+                job=name,
+                dry_run=self.dry_run,
+                transport=self.transport,
+                **self.export_options,
+            )
             result.export = export
             result.rows = export.summary.total
             result.lines += [f"{name}: {line}" for line in report_lines(export, settings)]

@@ -24,7 +24,7 @@ def _rebase(node):
     if isinstance(node, list):
         return [_rebase(value) for value in node]
     if isinstance(node, str) and node.startswith(KLAVIYO):
-        return BASE + node[len(KLAVIYO):]
+        return BASE + node[len(KLAVIYO) :]
     return node
 
 

@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loopback_only  # noqa: E402,F401
-
 from klaviyo_api import KlaviyoAPI  # noqa: E402
 from openapi_client.exceptions import ApiException  # noqa: E402
 
@@ -46,11 +45,19 @@ def inventory(base):
             path_params = dict(re.findall(r"_path_params\['(\w+)'\] = (\w+)", serializer))
             bodies = [b for b in re.findall(r"_body_params = (\w+)", serializer) if b != "None"]
             signature = inspect.signature(function)
-            required = [p for p, v in signature.parameters.items()
-                        if p != "self" and v.default is inspect.Parameter.empty]
-            out.append({"group": group, "method": name, "http": method, "path": path, "path_params": path_params,
-                        "body_param": bodies[0] if bodies else None, "required": required,
-                        "params": [p for p in signature.parameters if p != "self" and not p.startswith("_")]})
+            required = [p for p, v in signature.parameters.items() if p != "self" and v.default is inspect.Parameter.empty]
+            out.append(
+                {
+                    "group": group,
+                    "method": name,
+                    "http": method,
+                    "path": path,
+                    "path_params": path_params,
+                    "body_param": bodies[0] if bodies else None,
+                    "required": required,
+                    "params": [p for p in signature.parameters if p != "self" and not p.startswith("_")],
+                }
+            )
     return {"revision": KlaviyoAPI._REVISION, "methods": out}
 
 

@@ -25,8 +25,16 @@ async def page(request: Request, errors: dict[str, str] | None = None, name: str
         problem = None
     except ConfigError as exc:  # e.g. a credentials file others can read
         entries, problem = [], str(exc)
-    return render(request, "authentications.html", active="auth", entries=entries, errors=errors or {},
-                  name=name, problem=problem, status=status)
+    return render(
+        request,
+        "authentications.html",
+        active="auth",
+        entries=entries,
+        errors=errors or {},
+        name=name,
+        problem=problem,
+        status=status,
+    )
 
 
 async def create(request: Request) -> Response:

@@ -25,14 +25,27 @@ from ..web import as_bool, blocking, console_of, field_errors, redirect, render,
 
 PREVIEW_ROWS = 100
 DEFAULT_SQL = "SELECT email, first_name, last_name FROM profiles LIMIT 100"
-SETTING_FIELDS = ("operation", "list_identify_type", "list_value", "consent_type", "subscription_type",
-                  "waiting_time_for_completion_millis", "default_phone_region", "max_removals",
-                  "backfill_older_than")
+SETTING_FIELDS = (
+    "operation",
+    "list_identify_type",
+    "list_value",
+    "consent_type",
+    "subscription_type",
+    "waiting_time_for_completion_millis",
+    "default_phone_region",
+    "max_removals",
+    "backfill_older_than",
+)
 FLAGS = ("historical_consent", "skip_invalid_records", "stop_on_batch_failure", "wait_for_completion", "allow_empty")
 #: Fields that belong to one operation only: sent when that operation is chosen.
-ONLY_FOR = {"max_removals": "mirror", "allow_empty": "mirror", "backfill_older_than": "track_events",
-            "consent_type": "batch_consent", "subscription_type": "batch_consent",
-            "historical_consent": "batch_consent"}
+ONLY_FOR = {
+    "max_removals": "mirror",
+    "allow_empty": "mirror",
+    "backfill_older_than": "track_events",
+    "consent_type": "batch_consent",
+    "subscription_type": "batch_consent",
+    "historical_consent": "batch_consent",
+}
 NO_LIST = ("upsert", "track_events")
 
 
@@ -65,13 +78,14 @@ def result_settings(values: dict[str, Any], base_url: str | None) -> dict[str, A
 _FIELD_OF = {"result_connection": "connection", "api_token": "connection"}  # the form field of a settings key
 
 
-def validate(
-    request: Request, values: dict[str, Any]
-) -> tuple[dict[str, Any], ExportSettings | None, dict[str, str]]:
+def validate(request: Request, values: dict[str, Any]) -> tuple[dict[str, Any], ExportSettings | None, dict[str, str]]:
     data, settings, errors = validate_form(
-        request, values, result_settings,
+        request,
+        values,
+        result_settings,
         lambda console, data: load_result_settings(dict(data), credentials_path=console.credentials.path),
-        lambda exc: {_FIELD_OF.get(key, key): message for key, message in field_errors(exc).items()})
+        lambda exc: {_FIELD_OF.get(key, key): message for key, message in field_errors(exc).items()},
+    )
     if not values["sql"].strip():
         errors["sql"] = "the query is empty"
     if values.get("database"):
@@ -82,24 +96,44 @@ def validate(
     return data, settings, errors
 
 
-def _page(request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *,
-          status: int = 200, **extra: Any) -> Response:
+def _page(
+    request: Request, values: dict[str, Any], schedule: ScheduleInput, errors: dict[str, str], *, status: int = 200, **extra: Any
+) -> Response:
     console = console_of(request)
     try:
         with console.holder.use() as wh:
             tables = wh.table_names()
     except BridgeError:
         tables = []
-    return render(request, "exports.html", active="exports", v=values, s=schedule, errors={**schedule.errors, **errors},
-                  connections=[e["name"] for e in console.credentials.list()], operations=OPERATIONS,
-                  subscription_types=SUBSCRIPTION_TYPES, presets=PRESETS, zones=COMMON_ZONES, tables=tables,
-                  status=status, **extra)
+    return render(
+        request,
+        "exports.html",
+        active="exports",
+        v=values,
+        s=schedule,
+        errors={**schedule.errors, **errors},
+        connections=[e["name"] for e in console.credentials.list()],
+        operations=OPERATIONS,
+        subscription_types=SUBSCRIPTION_TYPES,
+        presets=PRESETS,
+        zones=COMMON_ZONES,
+        tables=tables,
+        status=status,
+        **extra,
+    )
 
 
 async def index(request: Request) -> Response:
-    values = {"sql": DEFAULT_SQL, "database": "klaviyo", "operation": "add", "list_identify_type": "name",
-              "list_value": "", "skip_invalid_records": True, "wait_for_completion": True,
-              "waiting_time_for_completion_millis": "300000"}
+    values = {
+        "sql": DEFAULT_SQL,
+        "database": "klaviyo",
+        "operation": "add",
+        "list_identify_type": "name",
+        "list_value": "",
+        "skip_invalid_records": True,
+        "wait_for_completion": True,
+        "waiting_time_for_completion_millis": "300000",
+    }
     schedule = ScheduleInput()
     schedule.check()
     return await blocking(_page, request, values, schedule, {})
@@ -118,8 +152,7 @@ def _read(request: Request, sql: str, database: str | None) -> pa.Table:
 def _dry_run(request: Request, sql: str, settings: ExportSettings, database: str | None) -> ExportResult:
     table = _read(request, sql, database)
     with console_of(request).holder.use() as wh:
-        return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True,
-                            table=table)
+        return export_query(wh, sql, settings, database=database or None, job="console:dry-run", dry_run=True, table=table)
 
 
 async def submit(request: Request) -> Response:
@@ -133,8 +166,9 @@ async def submit(request: Request) -> Response:
                 result = await blocking(_preview, request, values["sql"], values["database"])
             except BridgeError as exc:
                 error = str(exc)
-        return await blocking(_page, request, values, schedule, errors, query_result=result, query_error=error,
-                              status=400 if errors else 200)
+        return await blocking(
+            _page, request, values, schedule, errors, query_result=result, query_error=error, status=400 if errors else 200
+        )
     if action == "runs":
         return await blocking(_page, request, values, schedule, {})
     data, settings, errors = await blocking(validate, request, values)
@@ -148,26 +182,34 @@ async def submit(request: Request) -> Response:
         except BridgeError as exc:
             dry, error = None, str(exc)
             status = 400 if isinstance(exc, QueryRefused) else 200
-        return await blocking(_page, request, values, schedule, {}, dry=dry, dry_error=error, status=status,
-                              invalid_rows=list(getattr(dry, "invalid_rows", []) or [])[:50])
+        return await blocking(
+            _page,
+            request,
+            values,
+            schedule,
+            {},
+            dry=dry,
+            dry_error=error,
+            status=status,
+            invalid_rows=list(getattr(dry, "invalid_rows", []) or [])[:50],
+        )
     config = {"query": values["sql"].strip(), "result_settings": data}
     if action in ("run", "schedule"):
         # The query runs in the sandbox first: a refused one is shown here, never run or saved.
         try:
-            result = await blocking(_read if action == "run" else _preview, request, values["sql"],
-                                    values["database"])
+            result = await blocking(_read if action == "run" else _preview, request, values["sql"], values["database"])
         except BridgeError as exc:
             return await blocking(_page, request, values, schedule, {}, query_error=str(exc), status=400)
     if action == "run":
-        run_id = console.jobs.start(JobSpec("export", "console:export", config, values["database"] or None,
-                                            result=result))
+        run_id = console.jobs.start(JobSpec("export", "console:export", config, values["database"] or None, result=result))
         return redirect(request, f"/jobs/{run_id}", "Export started.")
     # action == "schedule"
     problem = name_error(values["name"])
     if problem or schedule.errors:
         return await blocking(_page, request, values, schedule, {"name": problem} if problem else {}, status=400)
-    record, refused = await save_new_schedule(request, values["name"], "export", schedule, values["database"] or None,
-                                              None, config)
+    record, refused = await save_new_schedule(
+        request, values["name"], "export", schedule, values["database"] or None, None, config
+    )
     if refused:
         return await blocking(_page, request, values, schedule, {"name": refused}, status=400)
     if as_bool(form, "run_after_save"):

@@ -40,9 +40,18 @@ async def index(request: Request) -> Response:
             jobs = wh.state.jobs(schedule=schedule, status=status, limit=200)
             names = [r.name for r in wh.state.schedules()]
         return [j for j in jobs if kind is None or j.kind == kind], names
+
     jobs, names = await blocking(load)
-    return render(request, "jobs.html", active="jobs", jobs=jobs, schedules=names, statuses=STATUSES, kinds=KINDS,
-                  f={"schedule": schedule or "", "status": status or "", "kind": kind or ""})
+    return render(
+        request,
+        "jobs.html",
+        active="jobs",
+        jobs=jobs,
+        schedules=names,
+        statuses=STATUSES,
+        kinds=KINDS,
+        f={"schedule": schedule or "", "status": status or "", "kind": kind or ""},
+    )
 
 
 def filtered_rows(table: pa.Table, outcome: str | None, text: str | None) -> pa.Table:
@@ -64,8 +73,7 @@ def _int(text: str | None, default: int) -> int:
 
 def _load_job(request: Request, run_id: str) -> dict[str, Any]:
     console = console_of(request)
-    out: dict[str, Any] = {"job": None, "summary": None, "rows": None, "total_rows": 0, "chart": None,
-                           "history": []}
+    out: dict[str, Any] = {"job": None, "summary": None, "rows": None, "total_rows": 0, "chart": None, "history": []}
     with console.holder.use() as wh:
         try:
             job: JobRecord | None = wh.state.job(run_id)
@@ -76,15 +84,19 @@ def _load_job(request: Request, run_id: str) -> dict[str, Any]:
             return out
         if job.kind == "export":
             out["summary"] = export_summary(wh, job.run_id)
-            rows = filtered_rows(export_row_results(wh, job.run_id), request.query_params.get("outcome"),
-                                 request.query_params.get("q"))
+            rows = filtered_rows(
+                export_row_results(wh, job.run_id), request.query_params.get("outcome"), request.query_params.get("q")
+            )
             out["total_rows"] = rows.num_rows
             pages = max(1, -(-rows.num_rows // ROWS_PER_PAGE))
             page = min(max(_int(request.query_params.get("page"), 1), 1), pages)
             out["page"], out["pages"] = page, pages
             out["first_row"] = (page - 1) * ROWS_PER_PAGE
-            out["rows"] = rows.slice(out["first_row"], ROWS_PER_PAGE).select(
-                ["row_index", "identifier", "outcome", "reason", "batch_id"]).to_pylist()
+            out["rows"] = (
+                rows.slice(out["first_row"], ROWS_PER_PAGE)
+                .select(["row_index", "identifier", "outcome", "reason", "batch_id"])
+                .to_pylist()
+            )
         if job.schedule:
             out["history"] = wh.state.jobs(schedule=job.schedule, limit=30)
             out["chart"] = chart(out["history"])
@@ -102,9 +114,17 @@ async def detail(request: Request) -> Response:
             return render(request, "job_starting.html", active="jobs", run_id=run_id, error=error)
         return render(request, "not_found.html", what=f"job {run_id!r}", status=404)
     live = job.status == "running" or console.jobs.alive(job.run_id)
-    return render(request, "job.html", active="jobs", j=job, outcomes=OUTCOMES, per_page=ROWS_PER_PAGE, live=live,
-                  f={"outcome": request.query_params.get("outcome", ""), "q": request.query_params.get("q", "")},
-                  **data)
+    return render(
+        request,
+        "job.html",
+        active="jobs",
+        j=job,
+        outcomes=OUTCOMES,
+        per_page=ROWS_PER_PAGE,
+        live=live,
+        f={"outcome": request.query_params.get("outcome", ""), "q": request.query_params.get("q", "")},
+        **data,
+    )
 
 
 async def progress(request: Request) -> Response:
@@ -120,11 +140,20 @@ async def progress(request: Request) -> Response:
             if job is not None and job.kind == "export" and job.status == "running":
                 rows = wh.state.export_rows(run_id=job.run_id).num_rows
             return job, rows
+
     job, rows = await blocking(load)
     if job is None:
         error = console.jobs.start_errors.get(run_id)
-        return JSONResponse({"run_id": run_id, "status": "failed to start" if error else "starting",
-                             "done": bool(error), "elapsed_seconds": 0.0, "rows": None, "error": error})
+        return JSONResponse(
+            {
+                "run_id": run_id,
+                "status": "failed to start" if error else "starting",
+                "done": bool(error),
+                "elapsed_seconds": 0.0,
+                "rows": None,
+                "error": error,
+            }
+        )
     if rows is None:
         rows = job.rows_written if job.rows_written is not None else job.rows_read
     ended = job.ended_at.timestamp() if job.ended_at else time.time()
@@ -132,10 +161,20 @@ async def progress(request: Request) -> Response:
     # import first says "error", then "killed"): a job started here is done when its thread is.
     finishing = console.jobs.alive(job.run_id)
     status = "running" if finishing and job.status != "running" else job.status
-    return JSONResponse({"run_id": job.run_id, "status": status, "done": status != "running",
-                         "elapsed_seconds": max(ended - job.started_at.timestamp(), 0.0), "rows": rows,
-                         "rows_read": job.rows_read, "rows_written": job.rows_written, "error": job.error,
-                         "error_detail": job.error_detail, "cancel_requested": job.cancel_requested})
+    return JSONResponse(
+        {
+            "run_id": job.run_id,
+            "status": status,
+            "done": status != "running",
+            "elapsed_seconds": max(ended - job.started_at.timestamp(), 0.0),
+            "rows": rows,
+            "rows_read": job.rows_read,
+            "rows_written": job.rows_written,
+            "error": job.error,
+            "error_detail": job.error_detail,
+            "cancel_requested": job.cancel_requested,
+        }
+    )
 
 
 async def cancel(request: Request) -> Response:
@@ -149,6 +188,7 @@ async def cancel(request: Request) -> Response:
             if job is None or job.status != "running":
                 return None
             return request_kill(job.run_id, control_dir=console.control_dir, state=wh.state)
+
     done = await blocking(kill)
     if done is None:
         return redirect(request, f"/jobs/{run_id}", "The job is not running.", "error")
@@ -163,8 +203,10 @@ async def rows_csv(request: Request) -> Response:
             job = wh.state.job(run_id)
             if job is None or job.kind != "export":
                 return None, None
-            return job, filtered_rows(export_row_results(wh, job.run_id), request.query_params.get("outcome"),
-                                      request.query_params.get("q"))
+            return job, filtered_rows(
+                export_row_results(wh, job.run_id), request.query_params.get("outcome"), request.query_params.get("q")
+            )
+
     job, table = await blocking(load)
     if job is None or table is None:
         return Response("no export job with that id", 404, media_type="text/plain")
@@ -172,10 +214,21 @@ async def rows_csv(request: Request) -> Response:
     writer = csv.writer(buf)
     writer.writerow(["row_number", "row_index", "identifier", "outcome", "reason", "batch_id"])
     for row in table.to_pylist():
-        writer.writerow([row["row_index"] + 1, row["row_index"], row["identifier"] or "", row["outcome"],
-                         row["reason"] or "", row["batch_id"]])
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"content-disposition": f'attachment; filename="export-{job.run_id}.csv"'})
+        writer.writerow(
+            [
+                row["row_index"] + 1,
+                row["row_index"],
+                row["identifier"] or "",
+                row["outcome"],
+                row["reason"] or "",
+                row["batch_id"],
+            ]
+        )
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="export-{job.run_id}.csv"'},
+    )
 
 
 ROUTES = [

@@ -30,8 +30,15 @@ def _attempt(request: Request, supplied: str, target: str) -> Response:
     client = client_of(request.scope)
     wait = console.limiter.blocked(client)
     if wait:
-        return render(request, "login.html", active="login", error=too_many_message(wait), status=429,
-                      next=target, headers={"retry-after": str(int(wait + 0.999))})
+        return render(
+            request,
+            "login.html",
+            active="login",
+            error=too_many_message(wait),
+            status=429,
+            next=target,
+            headers={"retry-after": str(int(wait + 0.999))},
+        )
     if console.token_ok(supplied):
         console.limiter.succeeded(client)
         return _signed_in(request, target)

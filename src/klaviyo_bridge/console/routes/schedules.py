@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ...secrets import redact_config as _redacted
 from ...errors import ScheduleError, StoreError
 from ...schedule.cron import CronSchedule
 from ...schedule.scheduler import job_label, spec_for
+from ...secrets import redact_config as _redacted
 from ...store.state import JobRecord, ScheduleRecord
 from ..forms import COMMON_ZONES, PRESETS, ScheduleInput, schedule_errors
 from ..web import blocking, checked_form, console_of, redirect, render
@@ -44,17 +44,35 @@ def chart(jobs: list[JobRecord], width: int = 560, height: int = 140) -> dict[st
     bars = []
     for i, (job, value) in enumerate(zip(runs, values)):
         h = (base - 10) * value / top
-        bars.append({"x": round(pad + i * slot + 2, 1), "y": round(base - h, 1), "w": round(min(max(slot - 4, 2), 40), 1),
-                     "h": round(h, 1), "value": value, "status": job.status, "run_id": job.run_id,
-                     "label": job.started_at.strftime("%m-%d %H:%M")})
-    return {"width": width, "height": height, "bars": bars, "max": top, "base": base, "pad": pad,
-            "first": bars[0]["label"] if bars else "", "last": bars[-1]["label"] if bars else ""}
+        bars.append(
+            {
+                "x": round(pad + i * slot + 2, 1),
+                "y": round(base - h, 1),
+                "w": round(min(max(slot - 4, 2), 40), 1),
+                "h": round(h, 1),
+                "value": value,
+                "status": job.status,
+                "run_id": job.run_id,
+                "label": job.started_at.strftime("%m-%d %H:%M"),
+            }
+        )
+    return {
+        "width": width,
+        "height": height,
+        "bars": bars,
+        "max": top,
+        "base": base,
+        "pad": pad,
+        "first": bars[0]["label"] if bars else "",
+        "last": bars[-1]["label"] if bars else "",
+    }
 
 
 async def index(request: Request) -> Response:
     def load() -> list[ScheduleRecord]:
         with console_of(request).holder.use() as wh:
             return wh.state.schedules()
+
     records = await blocking(load)
     rows = [{"r": r, "label": job_label(r), "runs": next_runs(r)} for r in records]
     return render(request, "schedules.html", active="schedules", rows=rows)
@@ -66,18 +84,35 @@ async def detail(request: Request, schedule_input: ScheduleInput | None = None, 
     def load() -> tuple[ScheduleRecord | None, list[JobRecord]]:
         with console_of(request).holder.use() as wh:
             return wh.state.schedule(name), wh.state.jobs(schedule=name, limit=30)
+
     record, jobs = await blocking(load)
     if record is None:
         return render(request, "not_found.html", what=f"schedule {name!r}", status=404)
     if schedule_input is None:
         preset = record.cron if record.cron in ("", "@hourly", "@daily", "@monthly") else "custom"
-        schedule_input = ScheduleInput(preset=preset, cron=record.cron if preset == "custom" else "",
-                                       timezone=record.timezone, delay=str(record.delay_seconds))
+        schedule_input = ScheduleInput(
+            preset=preset,
+            cron=record.cron if preset == "custom" else "",
+            timezone=record.timezone,
+            delay=str(record.delay_seconds),
+        )
         schedule_input.check()
-    return render(request, "schedule.html", active="schedules", r=record, label=job_label(record),
-                  shown_config=_redacted(record.config), runs=next_runs(record),
-                  jobs=jobs, chart=chart(jobs), s=schedule_input, errors=schedule_input.errors, presets=PRESETS,
-                  zones=COMMON_ZONES, status=status)
+    return render(
+        request,
+        "schedule.html",
+        active="schedules",
+        r=record,
+        label=job_label(record),
+        shown_config=_redacted(record.config),
+        runs=next_runs(record),
+        jobs=jobs,
+        chart=chart(jobs),
+        s=schedule_input,
+        errors=schedule_input.errors,
+        presets=PRESETS,
+        zones=COMMON_ZONES,
+        status=status,
+    )
 
 
 def _change(request: Request, name: str, **changes: Any) -> ScheduleRecord | None:
@@ -91,22 +126,29 @@ async def enable(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
     now = datetime.now(timezone.utc)  # as connector:update --enable: slots count from now on
-    done = await blocking(_change, request, name, enabled=True, disabled_reason=None, disabled_at=None,
-                          consecutive_failures=0, last_scheduled_for=now)
+    done = await blocking(
+        _change,
+        request,
+        name,
+        enabled=True,
+        disabled_reason=None,
+        disabled_at=None,
+        consecutive_failures=0,
+        last_scheduled_for=now,
+    )
     back = request.query_params.get("back") == "detail"
     url = f"/schedules/{name}" if back else "/schedules"
-    return redirect(request, url, f"Schedule {name!r} enabled." if done else f"No schedule {name!r}.",
-                    "ok" if done else "error")
+    return redirect(request, url, f"Schedule {name!r} enabled." if done else f"No schedule {name!r}.", "ok" if done else "error")
 
 
 async def disable(request: Request) -> Response:
     await checked_form(request)
     name = request.path_params["name"]
-    done = await blocking(_change, request, name, enabled=False, disabled_reason="disabled by hand",
-                          disabled_at=datetime.now(timezone.utc))
+    done = await blocking(
+        _change, request, name, enabled=False, disabled_reason="disabled by hand", disabled_at=datetime.now(timezone.utc)
+    )
     url = f"/schedules/{name}" if request.query_params.get("back") == "detail" else "/schedules"
-    return redirect(request, url, f"Schedule {name!r} disabled." if done else f"No schedule {name!r}.",
-                    "ok" if done else "error")
+    return redirect(request, url, f"Schedule {name!r} disabled." if done else f"No schedule {name!r}.", "ok" if done else "error")
 
 
 async def update(request: Request) -> Response:
@@ -115,10 +157,21 @@ async def update(request: Request) -> Response:
     s = ScheduleInput.from_form(form)
     if not s.check() or form.get("action") == "runs":
         return await detail(request, s, status=400 if s.errors else 200)
-    done = await blocking(_change, request, name, cron=s.expression, timezone=s.timezone,
-                          delay_seconds=s.delay_seconds, last_scheduled_for=datetime.now(timezone.utc))
-    return redirect(request, f"/schedules/{name}", f"Schedule {name!r} updated." if done else f"No schedule {name!r}.",
-                    "ok" if done else "error")
+    done = await blocking(
+        _change,
+        request,
+        name,
+        cron=s.expression,
+        timezone=s.timezone,
+        delay_seconds=s.delay_seconds,
+        last_scheduled_for=datetime.now(timezone.utc),
+    )
+    return redirect(
+        request,
+        f"/schedules/{name}",
+        f"Schedule {name!r} updated." if done else f"No schedule {name!r}.",
+        "ok" if done else "error",
+    )
 
 
 async def run_now(request: Request) -> Response:
@@ -129,6 +182,7 @@ async def run_now(request: Request) -> Response:
     def load() -> ScheduleRecord | None:
         with console.holder.use() as wh:
             return wh.state.schedule(name)
+
     record = await blocking(load)
     if record is None:
         return redirect(request, "/schedules", f"No schedule {name!r}.", "error")
@@ -143,12 +197,17 @@ async def delete(request: Request) -> Response:
     def drop() -> bool:
         with console_of(request).holder.use() as wh:
             return wh.state.delete_schedule(name)
+
     try:
         done = await blocking(drop)
     except StoreError as exc:
         return redirect(request, f"/schedules/{name}", str(exc), "error")
-    return redirect(request, "/schedules", f"Deleted schedule {name!r} (its job history stays)." if done
-                    else f"No schedule {name!r}.", "ok" if done else "error")
+    return redirect(
+        request,
+        "/schedules",
+        f"Deleted schedule {name!r} (its job history stays)." if done else f"No schedule {name!r}.",
+        "ok" if done else "error",
+    )
 
 
 async def cron_next(request: Request) -> Response:
@@ -161,8 +220,13 @@ async def cron_next(request: Request) -> Response:
     schedule = CronSchedule.parse(expression, tz, int(delay))
     zone = ZoneInfo(tz)
     runs = [t.astimezone(zone) for t in schedule.next_runs(datetime.now(timezone.utc), 5)]
-    return JSONResponse({"runs": [t.strftime("%Y-%m-%d %H:%M:%S %Z (%z)") for t in runs],
-                         "iso": [t.isoformat() for t in runs], "describe": schedule.describe()})
+    return JSONResponse(
+        {
+            "runs": [t.strftime("%Y-%m-%d %H:%M:%S %Z (%z)") for t in runs],
+            "iso": [t.isoformat() for t in runs],
+            "describe": schedule.describe(),
+        }
+    )
 
 
 ROUTES = [

@@ -16,8 +16,23 @@ from .mirror import Mirror, MirrorRemove
 from .remove import RemoveFromList
 from .upsert import Upsert
 
-__all__ = ["AddToList", "BatchContext", "Operation", "Outcomes", "Mirror", "MirrorRemove", "Prepared", "RemoveFromList", "RunContext", "Subscribe",
-           "TrackEvents", "Unsubscribe", "UnsubscribeFromList", "Upsert", "operation_for"]
+__all__ = [
+    "AddToList",
+    "BatchContext",
+    "Operation",
+    "Outcomes",
+    "Mirror",
+    "MirrorRemove",
+    "Prepared",
+    "RemoveFromList",
+    "RunContext",
+    "Subscribe",
+    "TrackEvents",
+    "Unsubscribe",
+    "UnsubscribeFromList",
+    "Upsert",
+    "operation_for",
+]
 
 
 def operation_for(settings: ExportSettings) -> Operation:

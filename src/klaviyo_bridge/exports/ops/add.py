@@ -18,14 +18,11 @@ import pyarrow.compute as pc
 from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads, build_profiles
-from .base import MAX_PROFILE_BYTES, Operation, Prepared, default, finish, identity_of, valid_only_duplicates, \
-    value_problems
+from .base import MAX_PROFILE_BYTES, Operation, Prepared, default, finish, identity_of, valid_only_duplicates, value_problems
 
 #: Profile attributes Klaviyo knows (ProfileUpsertQueryResourceObject); anything else is a custom property.
-PROFILE_FIELDS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization",
-                  "locale", "title", "image")
-LOCATION_FIELDS = ("address1", "address2", "city", "country", "latitude", "longitude", "region", "zip",
-                   "timezone", "ip")
+PROFILE_FIELDS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title", "image")
+LOCATION_FIELDS = ("address1", "address2", "city", "country", "latitude", "longitude", "region", "zip", "timezone", "ip")
 ADD_IDENTIFIERS = ("email", "phone_number", "external_id")
 #: Columns the add operation reads for itself and does not send as properties.
 ADD_NOT_SENT = ("profile_id",)
@@ -79,8 +76,10 @@ def prepare_add(table: pa.Table, settings: Any, seen: v.SeenValues | None = None
     warnings = []
     skipped_cols = [c for c in ADD_NOT_SENT if c in names]
     if skipped_cols:
-        warnings.append(f"column(s) {', '.join(skipped_cols)} are not sent by 'add' "
-                        "(Klaviyo matches profiles on email, phone_number or external_id)")
+        warnings.append(
+            f"column(s) {', '.join(skipped_cols)} are not sent by 'add' "
+            "(Klaviyo matches profiles on email, phone_number or external_id)"
+        )
 
     def build(index: np.ndarray) -> tuple[Payloads, list[tuple[int, int]]]:
         take = pa.array(index, pa.int64())

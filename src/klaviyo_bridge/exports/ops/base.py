@@ -217,6 +217,7 @@ _ITEMS = b'"\x00items\x00"'
 
 # --- shared helpers ------------------------------------------------------------------------------
 
+
 def reasons_to_numpy(reasons: pa.Array) -> np.ndarray:
     valid: np.ndarray = pc.is_valid(reasons).to_numpy(zero_copy_only=False)
     return valid
@@ -241,8 +242,7 @@ def finish(reasons: pa.Array, build: Any, warnings: list[str], identity: pa.Arra
         order = np.argsort(np.concatenate([bad_index, np.array(extra_index, dtype=np.int64)]), kind="stable")
         bad_index = np.concatenate([bad_index, np.array(extra_index, dtype=np.int64)])[order]
         skipped_reason = [(skipped_reason + extra_reason)[i] for i in order]
-    return Prepared(good_index.astype(np.int64), items, bad_index.astype(np.int64), skipped_reason, warnings,
-                    identity)
+    return Prepared(good_index.astype(np.int64), items, bad_index.astype(np.int64), skipped_reason, warnings, identity)
 
 
 def utc_time(value: Any, label: str) -> tuple[datetime | None, str | None]:
@@ -314,13 +314,18 @@ def value_problems(table: pa.Table, columns: list[str]) -> pa.Array:
             finite = pc.is_finite(col)
             bad = pc.and_(pc.is_valid(col), pc.invert(finite))
             if pc.any(bad).as_py():
-                reasons = v._reason_where(bad, f"column {name!r} is NaN or infinite, which Klaviyo cannot store "
-                                          "(use NULL for no value)", reasons)
+                reasons = v._reason_where(
+                    bad, f"column {name!r} is NaN or infinite, which Klaviyo cannot store (use NULL for no value)", reasons
+                )
         elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
             bad = pc.is_valid(col)
             if pc.any(bad).as_py():
-                reasons = v._reason_where(bad, f"column {name!r} is binary (BLOB); Klaviyo takes text, numbers, "
-                                          f"booleans and times: convert it in the query (e.g. hex({name}))", reasons)
+                reasons = v._reason_where(
+                    bad,
+                    f"column {name!r} is binary (BLOB); Klaviyo takes text, numbers, "
+                    f"booleans and times: convert it in the query (e.g. hex({name}))",
+                    reasons,
+                )
     return reasons
 
 

@@ -29,9 +29,18 @@ from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads
 from ..settings import CHANNELS
-from .base import utc_time
-from .base import BatchContext, Operation, Outcomes, Prepared, dumps, finish, identity_of, take_py, \
-    valid_only_duplicates
+from .base import (
+    BatchContext,
+    Operation,
+    Outcomes,
+    Prepared,
+    dumps,
+    finish,
+    identity_of,
+    take_py,
+    utc_time,
+    valid_only_duplicates,
+)
 
 NO_JOB_REASON = "Klaviyo's subscription endpoints return no job to poll; submitted (202) without confirmation"
 #: Values one ``any(field, [...])`` filter carries at most.
@@ -62,8 +71,9 @@ def check_consent_times(column: pa.Array, now: datetime) -> v.Checked:
     index = pc.index_in(column, value_set=distinct)
     values = pc.take(pa.array(parsed, pa.string()), index)
     reasons = pc.take(pa.array(why, pa.string()), index)
-    reasons = v._reason_where(pc.invert(valid), "consent_at is empty (historical consent needs it)",
-                              reasons if n else pa.nulls(0, pa.string()))
+    reasons = v._reason_where(
+        pc.invert(valid), "consent_at is empty (historical consent needs it)", reasons if n else pa.nulls(0, pa.string())
+    )
     return v.Checked(values, reasons)
 
 
@@ -101,8 +111,11 @@ class _Consent(Operation):
         if self.settings.historical_consent and "consent_at" not in schema.names:
             near = [n for n in schema.names if n.lower() == "consent_at"]
             hint = f" (found {near[0]!r}: column names are case-sensitive)" if near else ""
-            raise ExportError(f"operation 'batch_consent' with historical_consent needs a column consent_at{hint}; "
-                              f"the query returned: {', '.join(schema.names)}", column="consent_at")
+            raise ExportError(
+                f"operation 'batch_consent' with historical_consent needs a column consent_at{hint}; "
+                f"the query returned: {', '.join(schema.names)}",
+                column="consent_at",
+            )
 
     def prepare(self, table: pa.Table, seen: v.SeenValues, now: datetime | None = None) -> Prepared:
         settings = self.settings
@@ -118,8 +131,9 @@ class _Consent(Operation):
             email = chk.values
             own.append(chk.reasons)
         if wants_sms and "phone_number" in names:
-            chk = v.check_phones(table.column("phone_number"), required=not wants_email,
-                                 default_region=settings.default_phone_region)
+            chk = v.check_phones(
+                table.column("phone_number"), required=not wants_email, default_region=settings.default_phone_region
+            )
             phone = chk.values
             own.append(chk.reasons)
         if email is not None and phone is not None:
@@ -173,15 +187,18 @@ class _Consent(Operation):
         attrs: dict[str, Any] = {"profiles": {"data": items}}
         if subscribe and self.settings.historical_consent:
             attrs["historical_import"] = True
-        data = {"type": "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job",
-                "attributes": attrs}
+        data = {
+            "type": "profile-subscription-bulk-create-job" if subscribe else "profile-subscription-bulk-delete-job",
+            "attributes": attrs,
+        }
         if list_id:
             data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
         return {"data": data}
 
     # --- reading Klaviyo back --------------------------------------------------------------
-    async def profiles(self, ctx: BatchContext, keys: list[ProfileKey], *,
-                       in_list: bool = False, subscriptions: bool = False) -> dict[ProfileKey, dict[str, Any]]:
+    async def profiles(
+        self, ctx: BatchContext, keys: list[ProfileKey], *, in_list: bool = False, subscriptions: bool = False
+    ) -> dict[ProfileKey, dict[str, Any]]:
         """The profiles named by ``keys`` (in the list only, with ``in_list``), by (field, value)."""
         wanted: dict[str, list[str]] = {}
         for field, value in keys:
@@ -191,14 +208,12 @@ class _Consent(Operation):
         for field, values in wanted.items():
             values = sorted(set(values))
             for start in range(0, len(values), FILTER_VALUES):
-                part = values[start:start + FILTER_VALUES]
+                part = values[start : start + FILTER_VALUES]
                 fields = [field] if not subscriptions else [field, "subscriptions"]
                 extra: dict[str, list[str]] = {"profile": ["subscriptions"]} if subscriptions else {}
-                query = Query(filters=(any_of(field, part),), page_size=100, fields={"profile": fields},
-                              additional_fields=extra)
+                query = Query(filters=(any_of(field, part),), page_size=100, fields={"profile": fields}, additional_fields=extra)
                 if in_list:
-                    records = ctx.client.records("get_profiles_for_list", path_params={"id": ctx.the_list()},
-                                                 query=query)
+                    records = ctx.client.records("get_profiles_for_list", path_params={"id": ctx.the_list()}, query=query)
                 else:
                     records = ctx.client.records("get_profiles", query=query)
                 async for profile in records:
@@ -258,8 +273,7 @@ class Unsubscribe(_Consent):
         if not super().shows(attrs, want):
             return False
         if any(ch == "email" for ch, _ in self.channels) and attrs and attrs.get("email") is not None:
-            supp = ((((attrs.get("subscriptions") or {}).get("email") or {}).get("marketing") or {})
-                    .get("suppression") or [])
+            supp = (((attrs.get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get("suppression") or []
             return any(s.get("reason") == "UNSUBSCRIBE" for s in supp)
         return True
 
@@ -275,11 +289,15 @@ class UnsubscribeFromList(Unsubscribe):
     def warnings(self) -> list[str]:
         out = super().warnings()
         if self.settings.unsubscribe_non_members_globally:
-            out.append("unsubscribe_non_members_globally is true: profiles NOT in the list will be unsubscribed "
-                       "from ALL email/SMS marketing by Klaviyo, not only from this list")
+            out.append(
+                "unsubscribe_non_members_globally is true: profiles NOT in the list will be unsubscribed "
+                "from ALL email/SMS marketing by Klaviyo, not only from this list"
+            )
         else:
-            out.append("unsubscribing with a list: only the list's current members are sent; the others are "
-                       "skipped (Klaviyo would unsubscribe them from all marketing)")
+            out.append(
+                "unsubscribing with a list: only the list's current members are sent; the others are "
+                "skipped (Klaviyo would unsubscribe them from all marketing)"
+            )
         return out
 
     async def presend(self, ctx: BatchContext, items: Payloads) -> Outcomes | None:
@@ -297,8 +315,10 @@ class UnsubscribeFromList(Unsubscribe):
             else:
                 skipped += 1
                 outcome.append("skipped")
-                reason.append(f"not a member of list {ctx.list_id}: Klaviyo would unsubscribe it from all marketing "
-                              "(set unsubscribe_non_members_globally: true to send it anyway)")
+                reason.append(
+                    f"not a member of list {ctx.list_id}: Klaviyo would unsubscribe it from all marketing "
+                    "(set unsubscribe_non_members_globally: true to send it anyway)"
+                )
         return Outcomes(outcome, reason) if skipped else None
 
     def may_resend_unapplied(self) -> bool:
@@ -322,8 +342,9 @@ class UnsubscribeFromList(Unsubscribe):
             if attrs is None:
                 continue
             if wants_email and k[0] == "email":
-                supp = ((((attrs.get("subscriptions") or {}).get("email") or {}).get("marketing") or {})
-                        .get("list_suppressions") or [])
+                supp = (((attrs.get("subscriptions") or {}).get("email") or {}).get("marketing") or {}).get(
+                    "list_suppressions"
+                ) or []
                 out[i] = any(s.get("list_id") == ctx.list_id for s in supp)
             else:
                 out[i] = True

@@ -36,8 +36,7 @@ from ...errors import ExportError
 from .. import validate as v
 from ..batching import Endpoint
 from ..payloads import Payloads
-from .base import utc_time
-from .base import Operation, Prepared, finish, identity_of, valid_only_duplicates, value_problems
+from .base import Operation, Prepared, finish, identity_of, utc_time, valid_only_duplicates, value_problems
 
 EVENT_IDENTIFIERS = ("email", "phone_number", "external_id", "profile_id")
 #: Columns the operation reads for itself; the others become event properties.
@@ -97,8 +96,7 @@ def _text(column: pa.Array) -> pa.Array:
 
 
 def _row_hash(row: tuple[Any, ...]) -> str:
-    return hashlib.blake2b(orjson.dumps(row, default=_default, option=orjson.OPT_NON_STR_KEYS),
-                           digest_size=16).hexdigest()
+    return hashlib.blake2b(orjson.dumps(row, default=_default, option=orjson.OPT_NON_STR_KEYS), digest_size=16).hexdigest()
 
 
 class TrackEvents(Operation):
@@ -115,28 +113,44 @@ class TrackEvents(Operation):
             if col not in names:
                 near = [n for n in names if n.lower() == col]
                 hint = f" (found {near[0]!r}: column names are case-sensitive)" if near else ""
-                raise ExportError(f"operation 'track_events' needs a column {col}{hint}; the query returned: "
-                                  f"{', '.join(names)}", column=col)
+                raise ExportError(
+                    f"operation 'track_events' needs a column {col}{hint}; the query returned: {', '.join(names)}", column=col
+                )
         if not any(c in names for c in EVENT_IDENTIFIERS):
-            raise ExportError("operation 'track_events' needs a profile identifier column: email, phone_number, "
-                              f"external_id or profile_id; the query returned: {', '.join(names)}", column="email")
+            raise ExportError(
+                "operation 'track_events' needs a profile identifier column: email, phone_number, "
+                f"external_id or profile_id; the query returned: {', '.join(names)}",
+                column="email",
+            )
         t = schema.field("time").type
-        if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_string(t)
-                or pa.types.is_large_string(t) or pa.types.is_null(t)):
-            raise ExportError(f"operation 'track_events': column 'time' must be a timestamp or ISO 8601 text, "
-                              f"the query returned {t}", column="time")
+        if not (
+            pa.types.is_timestamp(t)
+            or pa.types.is_date(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_null(t)
+        ):
+            raise ExportError(
+                f"operation 'track_events': column 'time' must be a timestamp or ISO 8601 text, the query returned {t}",
+                column="time",
+            )
         if "value" in names:
             t = schema.field("value").type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
-                    or pa.types.is_null(t) or pa.types.is_string(t)):
-                raise ExportError(f"operation 'track_events': column 'value' must be a number, the query returned {t}",
-                                  column="value")
+            if not (
+                pa.types.is_integer(t)
+                or pa.types.is_floating(t)
+                or pa.types.is_decimal(t)
+                or pa.types.is_null(t)
+                or pa.types.is_string(t)
+            ):
+                raise ExportError(
+                    f"operation 'track_events': column 'value' must be a number, the query returned {t}", column="value"
+                )
 
     def warnings(self) -> list[str]:
         after = self.settings.backfill_after_seconds
         if after is None:
-            return ["backfill_older_than is never: old events are sent without Klaviyo's backfill flag and may "
-                    "trigger flows"]
+            return ["backfill_older_than is never: old events are sent without Klaviyo's backfill flag and may trigger flows"]
         return []
 
     def prepare(self, table: pa.Table, seen: v.SeenValues, now: datetime | None = None) -> Prepared:
@@ -151,8 +165,7 @@ class TrackEvents(Operation):
             ident["email"] = chk.values
             own.append(chk.reasons)
         if "phone_number" in names:
-            chk = v.check_phones(table.column("phone_number"), required=False,
-                                 default_region=settings.default_phone_region)
+            chk = v.check_phones(table.column("phone_number"), required=False, default_region=settings.default_phone_region)
             ident["phone_number"] = chk.values
             own.append(chk.reasons)
         for col in ("external_id", "profile_id"):
@@ -160,8 +173,7 @@ class TrackEvents(Operation):
                 ident[col] = _text(table.column(col))
         present = list(ident)
         nothing = pc.and_(*[pc.is_null(ident[c]) for c in present]) if len(present) > 1 else pc.is_null(ident[present[0]])
-        own.append(v._reason_where(nothing, f"no profile identifier: {' / '.join(present)} all empty",
-                                   pa.nulls(n, pa.string())))
+        own.append(v._reason_where(nothing, f"no profile identifier: {' / '.join(present)} all empty", pa.nulls(n, pa.string())))
         metric = v.check_required_text(table.column("metric_name"), "metric_name")
         own.append(metric.reasons)
         seconds, time_reasons = _times(table.column("time"))
@@ -177,11 +189,13 @@ class TrackEvents(Operation):
                 time_reasons[i] = f"column 'time': {_iso(s)} is more than a year in the future (Klaviyo refuses it)"
             elif after is not None and now_s - s > after:
                 if lacks_backfill:
-                    time_reasons[i] = (f"column 'time': {_iso(s)} is older than backfill_older_than "
-                                       f"({settings.backfill_older_than}) and needs Klaviyo's backfill flag, which "
-                                       f"revision {settings.revision} lacks (it is in {BACKFILL_REVISION}): set "
-                                       f"revision: {BACKFILL_REVISION}, or backfill_older_than: never to send it "
-                                       "without the flag (flows may then fire on it)")
+                    time_reasons[i] = (
+                        f"column 'time': {_iso(s)} is older than backfill_older_than "
+                        f"({settings.backfill_older_than}) and needs Klaviyo's backfill flag, which "
+                        f"revision {settings.revision} lacks (it is in {BACKFILL_REVISION}): set "
+                        f"revision: {BACKFILL_REVISION}, or backfill_older_than: never to send it "
+                        "without the flag (flows may then fire on it)"
+                    )
                 else:
                     backfill[i] = True
         own.append(pa.array(time_reasons, pa.string()))
@@ -205,8 +219,10 @@ class TrackEvents(Operation):
             own.append(pa.array(reasons_v, pa.string()))
         props = [c for c in names if c not in RESERVED]
         if len(props) > MAX_PROPERTIES:
-            raise ExportError(f"operation 'track_events': {len(props)} property columns; Klaviyo takes at most "
-                              f"{MAX_PROPERTIES} properties per event")
+            raise ExportError(
+                f"operation 'track_events': {len(props)} property columns; Klaviyo takes at most "
+                f"{MAX_PROPERTIES} properties per event"
+            )
         own.append(value_problems(table, props + (["value_currency"] if "value_currency" in names else [])))
         for c in props:
             col = table.column(c)
@@ -214,16 +230,20 @@ class TrackEvents(Operation):
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 big = pc.greater(pc.binary_length(col), MAX_STRING_BYTES)
                 if pc.any(big).as_py():
-                    own.append(v._reason_where(big, f"column {c!r} holds more than 100 KB, the most Klaviyo "
-                                               "accepts in one string", pa.nulls(n, pa.string())))
+                    own.append(
+                        v._reason_where(
+                            big,
+                            f"column {c!r} holds more than 100 KB, the most Klaviyo accepts in one string",
+                            pa.nulls(n, pa.string()),
+                        )
+                    )
         reasons = v.combine(*own)
         # unique_id: the column's value, else a stable hash of the whole row
         given = _text(table.column("unique_id")).to_pylist() if "unique_id" in names else [None] * n
         rows = list(zip(*(table.column(c).to_pylist() for c in names))) if n else []
         unique = [u if u is not None else _row_hash(r) for u, r in zip(given, rows)]
         identity = identity_of(table, EVENT_IDENTIFIERS)
-        key = pc.binary_join_element_wise(pc.fill_null(identity, ""), metric.values, pa.array(unique, pa.string()),
-                                          "\x00")
+        key = pc.binary_join_element_wise(pc.fill_null(identity, ""), metric.values, pa.array(unique, pa.string()), "\x00")
         reasons = valid_only_duplicates(seen, key, "event (same profile, metric_name and unique_id)", reasons)
         metrics = metric.values.to_pylist()
         idents = {c: a.to_pylist() for c, a in ident.items()}
@@ -241,17 +261,30 @@ class TrackEvents(Operation):
                     profile["id"] = idents["profile_id"][i]
                 properties = {c: col[i] for c, col in prop_cols if col[i] is not None}
                 attrs: dict[str, Any] = {
-                    "properties": properties, "time": _iso(seconds[i]), "unique_id": unique[i],
-                    "metric": {"data": {"type": "metric", "attributes": {"name": metrics[i]}}}}
+                    "properties": properties,
+                    "time": _iso(seconds[i]),
+                    "unique_id": unique[i],
+                    "metric": {"data": {"type": "metric", "attributes": {"name": metrics[i]}}},
+                }
                 if values[i] is not None:
                     attrs["value"] = values[i]
                 if currency is not None and currency[i] is not None:
                     attrs["value_currency"] = currency[i]
                 if backfill[i]:
                     attrs["backfill"] = True
-                items.append(orjson.dumps({"type": "event-bulk-create", "attributes": {
-                    "profile": {"data": profile}, "events": {"data": [{"type": "event", "attributes": attrs}]}}},
-                    default=_default, option=orjson.OPT_NON_STR_KEYS))
+                items.append(
+                    orjson.dumps(
+                        {
+                            "type": "event-bulk-create",
+                            "attributes": {
+                                "profile": {"data": profile},
+                                "events": {"data": [{"type": "event", "attributes": attrs}]},
+                            },
+                        },
+                        default=_default,
+                        option=orjson.OPT_NON_STR_KEYS,
+                    )
+                )
             return Payloads.of(items), []
 
         return finish(reasons, build, self.warnings(), identity)

@@ -72,8 +72,7 @@ def _in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     if not len(value_set):
         return np.zeros(len(values), dtype=bool)
-    found: np.ndarray = pc.fill_null(pc.is_in(values, value_set=value_set, skip_nulls=True), False).to_numpy(
-        zero_copy_only=False)
+    found: np.ndarray = pc.fill_null(pc.is_in(values, value_set=value_set, skip_nulls=True), False).to_numpy(zero_copy_only=False)
     return found
 
 
@@ -98,8 +97,7 @@ class MirrorRemove(RemoveFromList):
         def build(index: np.ndarray) -> tuple[Payloads, list[tuple[int, int]]]:
             return Payloads.of([dumps({"type": "profile", "id": pid}) for pid in take_py(chk.values, index)]), []
 
-        return finish(chk.reasons, build, [], identity_of(table, ("email", "phone_number", "external_id",
-                                                                  "profile_id")))
+        return finish(chk.reasons, build, [], identity_of(table, ("email", "phone_number", "external_id", "profile_id")))
 
 
 class Mirror(Operation):
@@ -135,8 +133,9 @@ class Mirror(Operation):
         p = prepare_add(table, self.settings, seen)
         ids = {c: _norm(c, table.column(c)) for c in MEMBER_FIELDS if c in table.schema.names}
         if "phone_number" in ids:  # also the E.164 form Klaviyo stores
-            cleaned = v.check_phones(table.column("phone_number"), required=False,
-                                     default_region=self.settings.default_phone_region).values
+            cleaned = v.check_phones(
+                table.column("phone_number"), required=False, default_region=self.settings.default_phone_region
+            ).values
             ids["phone_e164"] = cleaned
         p.extra["mirror_ids"] = ids
         return p
@@ -170,8 +169,7 @@ class Mirror(Operation):
             windows = [(greater_or_equal("joined_group_at", since),)]
         else:
             windows = await self._windows(ctx, fields)
-        parts = await asyncio.gather(*(self._read_window(ctx, Query(filters=f, page_size=100, fields=fields))
-                                       for f in windows))
+        parts = await asyncio.gather(*(self._read_window(ctx, Query(filters=f, page_size=100, fields=fields)) for f in windows))
         cols: dict[str, list[str | None]] = {"profile_id": [], **{c: [] for c in MEMBER_FIELDS}}
         newest = None
         for part, part_newest in parts:
@@ -181,16 +179,20 @@ class Mirror(Operation):
                 newest = part_newest
         table = pa.table({c: pa.array(vals, pa.string()) for c, vals in cols.items()})
         if since is None and table.num_rows:  # windows meet at their edges: a member read twice counts once
-            table = table.group_by("profile_id", use_threads=False).aggregate(
-                [(c, "first") for c in MEMBER_FIELDS]).rename_columns(["profile_id", *MEMBER_FIELDS])
+            table = (
+                table.group_by("profile_id", use_threads=False)
+                .aggregate([(c, "first") for c in MEMBER_FIELDS])
+                .rename_columns(["profile_id", *MEMBER_FIELDS])
+            )
         return table, newest
 
     async def _windows(self, ctx: BatchContext, fields: dict[str, list[str]]) -> list[tuple[Condition, ...]]:
         """joined_group_at windows covering the list: from its earliest to its newest member."""
         ends = []
         for sort in ("joined_group_at", "-joined_group_at"):
-            doc = await ctx.client.request("get_profiles_for_list", path_params={"id": ctx.the_list()},
-                                           query=Query(sort=sort, page_size=1, fields=fields))
+            doc = await ctx.client.request(
+                "get_profiles_for_list", path_params={"id": ctx.the_list()}, query=Query(sort=sort, page_size=1, fields=fields)
+            )
             data = (doc or {}).get("data") or []
             if not data:
                 return [()]
@@ -221,8 +223,9 @@ class Mirror(Operation):
         return cols, newest
 
     async def _count(self, ctx: BatchContext) -> int | None:
-        doc = await ctx.client.request("get_list", path_params={"id": ctx.the_list()},
-                                       params=[("additional-fields[list]", "profile_count")])
+        doc = await ctx.client.request(
+            "get_list", path_params={"id": ctx.the_list()}, params=[("additional-fields[list]", "profile_count")]
+        )
         return (((doc or {}).get("data") or {}).get("attributes") or {}).get("profile_count")
 
     def destination(self, ctx: BatchContext) -> str:
@@ -239,12 +242,16 @@ class Mirror(Operation):
             union = pa.concat_tables([old.filter(pa.array(keep)), fresh.select(old.schema.names)])
             count = await self._count(ctx)
             if count == union.num_rows:
-                self.read_mode = (f"snapshot of run {snap[0]['run_id']} plus {fresh.num_rows:,} member(s) who joined "
-                                  f"since {snap[0]['newest_joined']}; profile_count {count:,} agrees")
+                self.read_mode = (
+                    f"snapshot of run {snap[0]['run_id']} plus {fresh.num_rows:,} member(s) who joined "
+                    f"since {snap[0]['newest_joined']}; profile_count {count:,} agrees"
+                )
                 self.newest_joined = max(filter(None, [newest, snap[0]["newest_joined"]]))
                 return union
-            self.read_mode = (f"every member (the snapshot plus new joins makes {union.num_rows:,}, the list's "
-                              f"profile_count is {count}: someone left or changed in Klaviyo)")
+            self.read_mode = (
+                f"every member (the snapshot plus new joins makes {union.num_rows:,}, the list's "
+                f"profile_count is {count}: someone left or changed in Klaviyo)"
+            )
         else:
             self.read_mode = "every member (no snapshot from an earlier run)"
         members, self.newest_joined = await self._read(ctx, None)
@@ -295,22 +302,32 @@ class Mirror(Operation):
             plan["member_runs"] = _runs(self.member_rows)
             plan["rows"] = n
             ctx.state.save_export_plan(ctx.run_id, PLAN, plan)
-        log.info("mirror of list %s: %s; %d to add, %d already members, %d to remove", ctx.list_id, self.read_mode,
-                 adds, int((valid & is_member).sum()), departed.num_rows)
+        log.info(
+            "mirror of list %s: %s; %d to add, %d already members, %d to remove",
+            ctx.list_id,
+            self.read_mode,
+            adds,
+            int((valid & is_member).sum()),
+            departed.num_rows,
+        )
 
     def _check(self, members: int, removals: int, rows: int) -> str | None:
         s = self.settings
         if rows == 0 and members and not s.allow_empty:
-            return (f"the query returned no rows: mirror would remove all {members:,} members of list {self.list_id}. "
-                    "Nothing was sent; set allow_empty: true to empty the list")
+            return (
+                f"the query returned no rows: mirror would remove all {members:,} members of list {self.list_id}. "
+                "Nothing was sent; set allow_empty: true to empty the list"
+            )
         if rows == 0 and s.allow_empty:
             return None
         limit = s.removal_limit(members)
         if removals > limit:
             share = 100 * removals / members if members else 100.0
-            return (f"mirror would remove {removals:,} of the {members:,} members of list {self.list_id} ({share:.1f}%), "
-                    f"more than max_removals {s.max_removals} ({limit:,}); nothing was sent. Check the query, or raise "
-                    "max_removals (a count, or a share like \"25%\")")
+            return (
+                f"mirror would remove {removals:,} of the {members:,} members of list {self.list_id} ({share:.1f}%), "
+                f"more than max_removals {s.max_removals} ({limit:,}); nothing was sent. Check the query, or raise "
+                'max_removals (a count, or a share like "25%")'
+            )
         return None
 
     async def restore(self, ctx: RunContext) -> None:
@@ -369,9 +386,11 @@ class Mirror(Operation):
         member_valid = int(self.member_rows.sum()) if len(self.member_rows) else 0
         lines = []
         if ctx is not None and ctx.dry_run:
-            lines.append(f"mirror of list {self.list_id or self.settings.list_value}: {m:,} members now ({self.read_mode}); "
-                         f"{self.input_rows:,} rows: would add {max(0, valid - member_valid):,}, "
-                         f"{member_valid:,} already members, would remove {d:,}")
+            lines.append(
+                f"mirror of list {self.list_id or self.settings.list_value}: {m:,} members now ({self.read_mode}); "
+                f"{self.input_rows:,} rows: would add {max(0, valid - member_valid):,}, "
+                f"{member_valid:,} already members, would remove {d:,}"
+            )
             if self.refusal:
                 lines.append(f"mirror would stop: {self.refusal}")
             for ident in self.samples_add[:SAMPLE]:
@@ -385,9 +404,11 @@ class Mirror(Operation):
         main = counts[0] if counts else {}
         rem = counts[1] if len(counts) > 1 else {}
         added = main.get("accepted", 0) + main.get("submitted", 0)
-        lines.append(f"mirror of list {self.list_id}: {added:,} added, {self.already:,} already members, "
-                     f"{rem.get('accepted', 0):,} removed, {main.get('rejected', 0) + rem.get('rejected', 0):,} rejected "
-                     f"(members read: {self.read_mode})")
+        lines.append(
+            f"mirror of list {self.list_id}: {added:,} added, {self.already:,} already members, "
+            f"{rem.get('accepted', 0):,} removed, {main.get('rejected', 0) + rem.get('rejected', 0):,} rejected "
+            f"(members read: {self.read_mode})"
+        )
         return lines
 
 
