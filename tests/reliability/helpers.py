@@ -36,7 +36,8 @@ def fast_client_class(read_timeout: float | None = None, waits: list | None = No
         def __init__(self, settings, **kw):
             if read_timeout is not None:
                 settings = settings.model_copy(update={"read_timeout": read_timeout})
-            kw.setdefault("sleep", fast_sleep)
+            if kw.get("sleep") in (None, asyncio.sleep):  # the engines hand on their default, the real sleep
+                kw["sleep"] = fast_sleep
             super().__init__(settings, **kw)
 
     return FastClient
