@@ -25,6 +25,7 @@ from .schedule_common import (
     _job_table,
     _open,
     _open_quick,
+    failure_options,
     warehouse_option,
 )
 
@@ -130,18 +131,7 @@ def job_kill(home: Home, job_id: str, warehouse_url: str | None) -> None:
 
 # --- scheduler -----------------------------------------------------------------------------
 @click.command("scheduler")
-@click.option(
-    "--max-failures",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Disable a schedule after this many configuration failures in a row.",
-)
-@click.option(
-    "--notify-command",
-    metavar="CMD",
-    help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.",
-)
+@failure_options
 @click.option(
     "--poll",
     "poll_seconds",

@@ -397,3 +397,20 @@ def run_pushed(home: Home, warehouse_url: str | None, name: str) -> None:
         raise JobFailed(f"{line}: {result.error}", run_id=result.run_id, error=result.error_detail)
     click.echo(line)
     click.echo(f"History: klaviyo-bridge job:list --schedule {name}")
+
+
+def failure_options(command: _Command) -> _Command:
+    """``--max-failures`` and ``--notify-command``: what the embedded scheduler and a pool worker
+    do when jobs fail (same words, same defaults in both)."""
+    command = click.option(
+        "--notify-command",
+        metavar="CMD",
+        help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.",
+    )(command)
+    return click.option(
+        "--max-failures",
+        default=3,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Disable a schedule after this many configuration failures in a row.",
+    )(command)

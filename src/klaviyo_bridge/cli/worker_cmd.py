@@ -12,7 +12,7 @@ from ..store import workers as sql
 from ..store.factory import open_warehouse
 from ..workers import EnqueueReport, WorkerOptions, enqueue_due, pool_status, prepare, require_postgres, run_worker
 from .auth_cmd import credential_store
-from .schedule_common import _control_dir, _fmt_time, parse_as_of
+from .schedule_common import _control_dir, _fmt_time, failure_options, parse_as_of
 
 WAREHOUSE_HELP = "The PostgreSQL state: postgresql://USER@HOST:PORT/DB."
 
@@ -60,18 +60,7 @@ def _url(url: str | None) -> str:
     type=click.FloatRange(0.1),
     help="A worker silent this long is dead: its running job is queued again for another worker.",
 )
-@click.option(
-    "--max-failures",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Disable a schedule after this many configuration failures in a row.",
-)
-@click.option(
-    "--notify-command",
-    metavar="CMD",
-    help="Shell command run with the job summary as JSON on stdin when a job fails or a schedule is disabled.",
-)
+@failure_options
 @click.pass_context
 def worker_command(
     ctx: click.Context,
