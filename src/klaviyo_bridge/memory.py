@@ -9,8 +9,12 @@ with ``use_lean_arrow_pool()``. An ``ARROW_DEFAULT_MEMORY_POOL`` set by the user
 glibc's malloc raises its mmap threshold to the size of the largest mmapped block freed (up to
 32 MB): after the first request body of a few MB is freed, every later body, response and
 DuckDB/orjson buffer of that size comes from the heap, whose freed holes are seldom handed back.
-A fixed threshold (glibc's initial 128 KiB) keeps large blocks in their own mappings, returned to
-the system on ``free``: a 1M-row export peaked 20-50 MB lower (docs/benchmarks.md). A
+A fixed threshold keeps blocks over it in their own mappings, returned to the system on
+``free``: a 1M-row export peaked 20-50 MB lower (docs/benchmarks.md). Not glibc's initial
+128 KiB: an import copies each ~2 MB page several times on its way in (socket chunks, the HTTP
+parser, the body), and with every such copy in a fresh mapping the kernel's page faults and
+unmaps cost a 1M-event import 8-10 CPU-seconds of 12 (1.6x its wall time); at 4 MiB the import
+is as fast as with glibc's default and the export as small as at 128 KiB. A
 ``MALLOC_MMAP_THRESHOLD_`` (or ``MALLOC_TRIM_THRESHOLD_``) set by the user wins.
 """
 
@@ -22,9 +26,9 @@ import platform
 
 import pyarrow as pa
 
-#: mallopt(3) parameter number (malloc.h) and the value: glibc's initial threshold.
+#: mallopt(3) parameter number (malloc.h) and the value (see above).
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024
 
 _malloc_done = False
 

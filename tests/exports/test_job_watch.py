@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
 import pyarrow as pa
 import pytest
@@ -71,3 +74,44 @@ async def test_jobs_still_running_when_the_waiting_time_ends_are_reported_as_sub
     assert outs == ["submitted"] * 5
     assert "still queued when the waiting time (300000 ms) ended" in reasons[0]
     assert 300 <= now[0] < 320  # it gave up at the deadline, not a long backoff later
+
+
+async def test_waiting_for_a_job_does_not_hold_a_sending_slot(wh):
+    """With one sending slot, the next batches go out while the first job is still running:
+    the wait for a bulk import job happens outside the slots (it held them before: 10 POSTs a
+    second's burst went out 8 at a time)."""
+    app = make_app(job_queued_seconds=10_000)  # no job finishes while we wait
+    now = [0.0]
+    posts: list[float] = []
+
+    all_sent = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds >= 0.5 and not all_sent.is_set():
+            # a wait for the jobs: time stands still until the other batches are out (a bound
+            # on real time only for the failure, where they would never go while this waits)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_sent.wait(), 20)
+        now[0] += max(seconds, 1.0)
+
+    async def recording(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            posts.append(now[0])
+            if len(posts) == 3:
+                all_sent.set()
+        await app(scope, receive, send)
+
+    s = settings(
+        operation="add",
+        list_identify_type="id",
+        list_value=app.state.emulator.account.records["list"][0].id,
+        skip_invalid_records=True,
+        wait_for_completion=True,
+        waiting_time_for_completion_millis=300_000,
+        concurrency=1,
+    )
+    table = pa.table({"email": [f"s{i}@example.com" for i in range(25_000)]})  # 3 jobs of at most 10,000
+    result = await export(wh, table, s, recording, sleep=sleep, clock=lambda: now[0])
+    assert len(posts) == 3 and max(posts) < 300  # all sent before the first wait could end
+    _, outs, _ = outcomes(wh, result.run_id)
+    assert outs == ["submitted"] * 25_000

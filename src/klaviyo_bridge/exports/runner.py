@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import httpx
 import numpy as np
@@ -217,6 +217,10 @@ class _Batch:
     state: dict[str, Any] | None
 
 
+#: A bulk import job to wait for: (job id, its rows' input indexes, their payloads).
+_JobWait: TypeAlias = tuple[str, np.ndarray, Payloads]
+
+
 class _Sender:
     """Sends batches of one operation and records every row's outcome."""
 
@@ -284,12 +288,28 @@ class _Sender:
             table = await self.sent_outcomes(job_id, index, None)
             await self._finish(batch, table, job_id)
             return
+        jobs: list[_JobWait] = []
         async with sem:
             if self.stop:
                 await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
                 return
             try:
-                table, job_id = await self._deliver(batch, unclear=bool(state and state["status"] in UNCLEAR_BATCH_STATES))
+                table, job_id = await self._deliver(
+                    batch, unclear=bool(state and state["status"] in UNCLEAR_BATCH_STATES), jobs=jobs
+                )
+            except AuthError as err:
+                self.fatal = err
+                self.stop = True
+                await self._fail(batch, index, str(err))
+                return
+            except (ApiError, RetriesExhausted) as err:
+                await self._fail(batch, index, str(err))
+                return
+        if jobs:
+            # Outside the sending slots: waiting for a bulk import job must not keep the next
+            # batches from going out (it held 8 slots of 10 per second's POSTs).
+            try:
+                table = _concat([table, *[await self.outcomes_of_job(*job) for job in jobs]])
             except AuthError as err:
                 self.fatal = err
                 self.stop = True
@@ -300,8 +320,9 @@ class _Sender:
                 return
         await self._finish(batch, table, job_id)
 
-    async def _deliver(self, batch: _Batch, *, unclear: bool) -> tuple[pa.Table, str | None]:
+    async def _deliver(self, batch: _Batch, *, unclear: bool, jobs: list[_JobWait]) -> tuple[pa.Table, str | None]:
         """Send one batch as its operation allows; the row outcomes and the Klaviyo job id.
+        Bulk import jobs to wait for go to ``jobs`` (their rows' outcomes come from the job).
 
         A batch is checked (``presend``) as a whole, then sent in requests within the endpoint's
         limits: an operation that checks membership plans larger batches (``check_items``) so
@@ -348,7 +369,7 @@ class _Sender:
             )
             self.attempted += len(items)
             for a, b in plan_batches(items.sizes(), op.endpoint):
-                table, job = await self._post(batch, index[a:b], items[a:b])
+                table, job = await self._post(batch, index[a:b], items[a:b], jobs)
                 done.append(table)
                 job_id = job or job_id
             await self.record(st.record_export_batch, batch.batch_id, self.run_id, op_id, "sent", klaviyo_job_id=job_id)
@@ -377,8 +398,9 @@ class _Sender:
         )
         return index[keep], items.filter(keep)
 
-    async def _post(self, batch: _Batch, index: np.ndarray, items: Payloads) -> tuple[pa.Table, str | None]:
-        """One request (and, for a consent write, what an unclear answer to it leads to)."""
+    async def _post(self, batch: _Batch, index: np.ndarray, items: Payloads, jobs: list[_JobWait]) -> tuple[pa.Table, str | None]:
+        """One request (and, for a consent write, what an unclear answer to it leads to); a bulk
+        import job to wait for goes to ``jobs``."""
         op, st, op_id = self.op, self.wh.state, self.op.endpoint.operation_id
         done: list[pa.Table] = []
         attempts = 0
@@ -419,7 +441,10 @@ class _Sender:
                     done.append(_rows_table(index, "unconfirmed", self._unconfirmed_reason(attempts, err)))
                     index, items = index[:0], items[:0]
                 continue
-            done.append(await self.sent_outcomes(job_id, index, items))
+            if self._waits_for_job(job_id):
+                jobs.append((job_id, index, items))
+            else:
+                done.append(await self.sent_outcomes(job_id, index, items))
             break
         return _concat(done), job_id
 
@@ -448,11 +473,15 @@ class _Sender:
         table = _rows_table(index[applied], "accepted", CONFIRMED_REASON)
         return index[~applied], items.filter(~applied), table
 
+    def _waits_for_job(self, job_id: str | None) -> TypeGuard[str]:
+        """The rows' outcomes come from a bulk import job this run waits for."""
+        return self.op.endpoint.operation_id == "bulk_import_profiles" and self.settings.wait_for_completion and bool(job_id)
+
     async def sent_outcomes(self, job_id: str | None, index: np.ndarray, items: Payloads | None) -> pa.Table:
         op = self.op
+        if self._waits_for_job(job_id):
+            return await self.outcomes_of_job(job_id, index, items)
         if op.endpoint.operation_id == "bulk_import_profiles":
-            if self.settings.wait_for_completion and job_id:
-                return await self.outcomes_of_job(job_id, index, items)
             return _rows_table(
                 index, "submitted", f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)"
             )
