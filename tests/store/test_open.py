@@ -68,3 +68,51 @@ def test_database_named_like_the_duckdb_file(tmp_path):
     with open_warehouse(tmp_path / "klaviyo.duckdb") as wh:
         wh.write("klaviyo", "lists", pa.table({"id": ["a", "b"]}))
         assert wh.table_arrow("klaviyo", "lists").num_rows == 2
+
+
+def _memory_limit_mib(session) -> float:
+    (text,) = session.fetch("SELECT current_setting('memory_limit')")[0]
+    number, unit = text.split()
+    return float(number) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def test_duckdb_holds_a_smaller_pool_only_while_every_open_session_appends(tmp_path, monkeypatch):
+    """An import in append mode need not keep every page it wrote cached (~150 MB of a 1M-event
+    import's peak): the pool shrinks while only appending sessions are open, and anything else
+    (a merge beside it, a query, the commit's check for deleted profiles) gets the whole limit."""
+    import pyarrow as pa
+
+    monkeypatch.delenv("KLAVIYO_BRIDGE_DUCKDB_MEMORY", raising=False)
+    with open_warehouse(tmp_path / "w.duckdb") as wh:
+        with wh.transaction() as s:
+            full = _memory_limit_mib(s)
+        assert full > 400  # DEFAULT_MEMORY_LIMIT, 512 MB
+        with wh.writer("raw", "events", "append") as appender:
+            appender.write(pa.table({"id": ["e1", "e2"]}))
+            lean = _memory_limit_mib(appender.session)
+            assert 60 <= lean < full / 2
+            with wh.writer("raw", "profiles", "merge", primary_key="id") as merger:  # opened beside it
+                assert _memory_limit_mib(merger.session) == full
+                merger.write(pa.table({"id": ["p1"]}))
+                merger.commit()
+            assert _memory_limit_mib(appender.session) == lean  # the merge closed: lean again
+            with wh.transaction() as s:  # a query: the whole pool while it is open
+                assert _memory_limit_mib(s) == full
+            appender.commit()
+        with wh.transaction() as s:
+            assert _memory_limit_mib(s) == full and s.fetch("SELECT count(*) FROM raw.events")[0][0] == 2
+        with wh.writer("raw", "profiles", "append") as appender:
+            appender.write(pa.table({"id": ["p2"]}))
+            appender.mark_absent("id", pa.array(["p2"]), "deleted", "deleted_at", __import__("datetime").datetime.now())
+            assert _memory_limit_mib(appender.session) == full  # the commit compares the whole table
+            appender.commit()
+
+
+def test_a_memory_limit_the_user_set_is_kept_while_appending(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    monkeypatch.setenv("KLAVIYO_BRIDGE_DUCKDB_MEMORY", "300MB")
+    with open_warehouse(tmp_path / "w.duckdb") as wh, wh.writer("raw", "events", "append") as appender:
+        appender.write(pa.table({"id": ["e1"]}))
+        assert 280 < _memory_limit_mib(appender.session) < 290  # 300 MB = 286.1 MiB
+        appender.commit()

@@ -111,12 +111,17 @@ def _converting_errors(
 
 
 class DuckDBSession(Session):
-    def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path, memory: "_MemoryLimit | None" = None) -> None:
         self.path = path
         self._con = connection
         self._lock: threading.Lock | None = None
         self._in_transaction = False
+        self._memory = memory
+        self._lean = False
+        self._closed = False
         self.execute("SET TimeZone = 'UTC'")
+        if memory is not None:
+            memory.opened(self)
 
     @_converting_errors
     def begin(self) -> None:
@@ -140,7 +145,15 @@ class DuckDBSession(Session):
 
     def close(self) -> None:
         self.release_locks()
+        if not self._closed and self._memory is not None:
+            self._memory.closed(self)
+        self._closed = True
         self._con.close()
+
+    def appending(self, only: bool = True) -> None:
+        if self._memory is not None and only != self._lean:
+            self._lean = only
+            self._memory.lean(self, only)
 
     def lock_table(self, database: str, table: str, timeout: float) -> None:
         key = (str(self.path), database.casefold(), table.casefold())
@@ -189,12 +202,13 @@ class DuckDBSession(Session):
             [database, table],
         ).fetchall()
         if not rows:
+            # fetchall, not fetchone: a result left unfinished refuses the session's next query
             exists = self._con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                 "AND lower(schema_name) = lower($1) AND lower(table_name) = lower($2)",
                 [database, table],
-            ).fetchone()
-            return {} if exists and exists[0] else None
+            ).fetchall()
+            return {} if exists and exists[0][0] else None
         return {name: _kind_of_sql(type_name) for name, type_name in rows}
 
     def sql_type(self, kind: Kind) -> str:
@@ -283,11 +297,60 @@ CATALOG = "_bridge_warehouse"
 #: 1M-event import peaked near 1 GB; a bridge process should stay small. Override with
 #: KLAVIYO_BRIDGE_DUCKDB_MEMORY (any DuckDB size, e.g. "2GB").
 DEFAULT_MEMORY_LIMIT = "512MB"
+#: While every open session of a warehouse only appends (an import in append mode; see
+#: ``Session.appends_only``), the pool is held to this much per DuckDB thread (at least 64 MB):
+#: an append's row groups are written to the file as they fill, and caching them all cost a
+#: 1M-event import ~150 MB of its peak for nothing (docs/benchmarks.md). A merge, a stage or a
+#: query opening beside it gets the whole limit back at once. Not when the user set
+#: KLAVIYO_BRIDGE_DUCKDB_MEMORY: their limit is kept throughout.
+APPEND_MEMORY_PER_THREAD_MB = 32
+
+
+class _MemoryLimit:
+    """One warehouse's DuckDB memory limit: lowered while only appending sessions are open."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, full: str, lean: str | None) -> None:
+        self._con = con.cursor()  # its own: the warehouse's connection may be busy in another thread
+        self._full, self._lean_limit = full, lean
+        self._open: set[int] = set()
+        self._lean: set[int] = set()
+        self._guard = threading.Lock()
+        self._lowered = False
+
+    def opened(self, session: DuckDBSession) -> None:
+        with self._guard:
+            self._open.add(id(session))
+            self._apply()
+
+    def lean(self, session: DuckDBSession, only: bool) -> None:
+        with self._guard:
+            (self._lean.add if only else self._lean.discard)(id(session))
+            self._apply()
+
+    def closed(self, session: DuckDBSession) -> None:
+        with self._guard:
+            self._open.discard(id(session))
+            self._lean.discard(id(session))
+            self._apply()
+
+    def _apply(self) -> None:
+        lower = self._lean_limit is not None and bool(self._lean) and self._lean == self._open
+        if lower != self._lowered:
+            self._con.execute(f"SET memory_limit = '{self._lean_limit if lower else self._full}'")
+            self._lowered = lower
+
+
+def _append_limit(con: duckdb.DuckDBPyConnection) -> str | None:
+    if os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY"):
+        return None
+    ((threads,),) = con.execute("SELECT current_setting('threads')").fetchall()
+    return f"{max(64, APPEND_MEMORY_PER_THREAD_MB * int(threads))}MB"
 
 
 def _attach(path: Path) -> duckdb.DuckDBPyConnection:
     limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
-    con = duckdb.connect(":memory:", config={"memory_limit": limit})
+    # What does not fit spills next to the warehouse (private, like it), not into ./.tmp.
+    con = duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": f"{path}.tmp"})
     try:
         with private_files():  # a new warehouse file is created 0600, never readable by others for a moment
             con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {CATALOG}")
@@ -330,6 +393,9 @@ class DuckDBWarehouse(Warehouse):
         for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
             make_private(file, what)  # an older one made 0644: tightened, with a notice
         self._con: duckdb.DuckDBPyConnection | None = self._connect(lock_timeout)
+        self._memory = _MemoryLimit(
+            self._con, os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT), _append_limit(self._con)
+        )
         self._init_state()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
@@ -374,7 +440,7 @@ class DuckDBWarehouse(Warehouse):
             raise StoreError(f"warehouse {self.path} is closed")
         cursor = self._con.cursor()
         cursor.execute(f"USE {CATALOG}")
-        return DuckDBSession(cursor, self.path)
+        return DuckDBSession(cursor, self.path, self._memory)
 
     def named_lock(self, name: str) -> FileLock:
         return FileLock(self.path.parent / (self.path.name + ".locks"), name)

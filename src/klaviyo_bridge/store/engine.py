@@ -40,6 +40,11 @@ class Session(ABC):
     def release_locks(self) -> None:
         """Drop locks not tied to the transaction (PostgreSQL's go away at commit/rollback)."""
 
+    def appending(self, only: bool = True) -> None:
+        """``only``: from now on this session only appends rows to a table (no stage, no merge,
+        no query) until it closes or says otherwise. An engine that caches every page it writes
+        may keep fewer of them meanwhile (DuckDB: ``store/duckdb.py``, ``APPEND_MEMORY_PER_THREAD_MB``)."""
+
     # --- statements ----------------------------------------------------------------------
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...

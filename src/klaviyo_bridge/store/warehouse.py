@@ -376,6 +376,8 @@ class TableWriter(WriteSession):
             self.mode, self._insert_only = WriteMode.MERGE, True
         if self._declared is not None:
             self._evolve(schema_kinds(self._declared, table=self._label))
+        if self.mode is WriteMode.APPEND:
+            session.appending()  # straight into the table: the engine need not cache what it wrote
 
     # --- writing -------------------------------------------------------------------------
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
@@ -465,6 +467,7 @@ class TableWriter(WriteSession):
         """At commit, rows whose ``key`` is not in ``present`` get ``flag`` = TRUE and
         ``at_column`` = ``at`` (once: rows already flagged keep their time). For profiles
         deleted in Klaviyo, which the API shows only as absences."""
+        self.session.appending(False)  # the commit now compares the table with ``present``
         self._absent = (key, present, flag, at_column, at)
 
     def _apply_absent(self, session: Session) -> None:
