@@ -29,6 +29,7 @@ from klaviyo_bridge import aio
 from klaviyo_bridge.config import parse_import_config
 from klaviyo_bridge.imports.runner import run_import
 from klaviyo_bridge.imports.streams import stream
+from klaviyo_bridge.memory import use_lean_arrow_pool
 from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.settings import DEFAULT_API_KEY
 
@@ -93,6 +94,7 @@ def main() -> None:
         "file); the table bench.<source> is dropped first",
     )
     args = ap.parse_args()
+    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses its allocators
     profiles = args.profiles or max(1000, args.events // 10)
     expected = args.events if args.source == "events" else profiles
     with emulator_process(
