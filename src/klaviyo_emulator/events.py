@@ -426,7 +426,7 @@ class EventTable:
     def _shapes(self, rows: np.ndarray) -> np.ndarray:
         """Each row's event_properties format, as a number into ``_shape_list`` (-1: not packable)."""
         keys = np.column_stack([self.metric[rows], self.choices(rows)])
-        if not len(rows) or keys[:, 1].max() >= 1 << 20 or keys[:, 2:].max() >= 1 << 8:
+        if not len(rows) or not _packable(keys):
             return np.full(len(rows), -1, dtype=np.int32)
         packed = (keys << _SHIFTS).sum(axis=1)
         distinct, inverse = np.unique(packed, return_inverse=True)
@@ -441,30 +441,37 @@ class EventTable:
 
     def _properties_json(self, rows: np.ndarray) -> list[bytes]:
         keys = np.column_stack([self.metric[rows], self.choices(rows)])
-        packed = (keys << _SHIFTS).sum(axis=1) if keys[:, 1].max() < 1 << 20 and keys[:, 2:].max() < 1 << 8 else None
-        keys = keys.tolist() if packed is None else packed.tolist()
+        # unpacked keys as tuples: a list is no dict key (the formats cache)
+        shape_keys: list[int] | list[tuple[int, ...]] = (
+            (keys << _SHIFTS).sum(axis=1).tolist() if _packable(keys) else [tuple(k) for k in keys.tolist()]
+        )
         known, shape = self._formats.get, self._format
-        formats = [known(k) or shape(k) for k in keys]
+        formats = [known(k) or shape(k) for k in shape_keys]
         numbers = self.numbers(rows).astype("S12")
         messages = np.strings.add(b"01J", np.strings.zfill(numbers, 12)).tolist()
         order_ids = np.strings.add(b"#", (rows + 1000).astype("S21")).tolist()
         return [fmt % args for fmt, args in zip(formats, zip(messages, order_ids, numbers.tolist()))]
 
-    def _format(self, key: int | list[int]) -> bytes:
+    def _format(self, key: int | tuple[int, ...]) -> bytes:
         """The ``bytes %`` format of one shape, taking (message, order id, event id).
 
         ``key`` is (metric, *choices), packed into one int when they fit ``_SHIFTS``.
         """
         metric, *c = [(key >> int(s)) & m for s, m in zip(_SHIFTS, _MASKS)] if isinstance(key, int) else key
         raw = orjson.dumps(self._properties(metric, c, EVENT_ID, MESSAGE, ORDER_ID))
-        fmt = self._formats[key if isinstance(key, int) else tuple(key)] = _percent_format(
-            raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)]
-        )
+        fmt = self._formats[key] = _percent_format(raw, [s.encode() for s in (MESSAGE, ORDER_ID, EVENT_ID)])
         return fmt
 
 
 #: Bit offsets packing (metric, *choices) into one int: the first choice gets 20 bits, the rest 8.
 _SHIFTS = np.array([56, 36, 28, 20, 12, 4], dtype=np.int64)
+
+
+def _packable(keys: np.ndarray) -> bool:
+    """Every (metric, *choices) row fits ``_SHIFTS`` (a million campaigns would not)."""
+    return bool(keys[:, 1].max() < 1 << 20 and keys[:, 2:].max() < 1 << 8)
+
+
 _MASKS = (0xFF, 0xFFFFF, 0xFF, 0xFF, 0xFF, 0xFF)
 #: Placeholders for the per-row strings of event_properties (private-use characters).
 MESSAGE, ORDER_ID, EVENT_ID = "\ue010", "\ue011", "\ue012"

@@ -71,3 +71,14 @@ def test_empty_pages(emulator):
     r = renderer(emulator, "get_events", [("include", "profile"), ("fields[profile]", "email,phone_number,external_id")])
     none = np.array([], dtype=np.int64)
     assert events_page(r, none) == b"" and profiles_page(r, none, extras=False) == b""
+
+
+def test_properties_json_without_packed_keys_equals_dicts(monkeypatch):
+    """Choices too large to pack into one int (a million campaigns) take the tuple-keyed path:
+    same JSON (a list key there failed: unhashable)."""
+    import klaviyo_emulator.events as events_module
+
+    monkeypatch.setattr(events_module, "_packable", lambda keys: False)
+    events = Emulator(EmulatorSettings(seed=5, profiles=50, events=3000, rate_limits=False, lists=3, campaigns=5)).account.events
+    rows = np.arange(events.count, dtype=np.int64)
+    assert events.properties_json(rows) == [orjson.dumps(a["event_properties"]) for a in events.attributes_for(rows)]
