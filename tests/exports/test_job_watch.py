@@ -23,6 +23,19 @@ def wh(tmp_path):
         yield w
 
 
+def waiting_add(app, **keys):
+    """``add`` to the emulator's first list, waiting up to 300 s for each bulk import job."""
+    return settings(
+        operation="add",
+        list_identify_type="id",
+        list_value=app.state.emulator.account.records["list"][0].id,
+        skip_invalid_records=True,
+        wait_for_completion=True,
+        waiting_time_for_completion_millis=300_000,
+        **keys,
+    )
+
+
 def _import_body(email: str) -> dict:
     profile = {"type": "profile", "attributes": {"email": email}}
     return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [profile]}}}}
@@ -60,14 +73,7 @@ async def test_jobs_still_running_when_the_waiting_time_ends_are_reported_as_sub
     async def sleep(seconds: float) -> None:
         now[0] += max(seconds, 1.0)
 
-    s = settings(
-        operation="add",
-        list_identify_type="id",
-        list_value=app.state.emulator.account.records["list"][0].id,
-        skip_invalid_records=True,
-        wait_for_completion=True,
-        waiting_time_for_completion_millis=300_000,
-    )
+    s = waiting_add(app)
     table = pa.table({"email": [f"w{i}@example.com" for i in range(5)]})
     result = await export(wh, table, s, app, sleep=sleep, clock=lambda: now[0])
     _, outs, reasons = outcomes(wh, result.run_id)
@@ -101,15 +107,7 @@ async def test_waiting_for_a_job_does_not_hold_a_sending_slot(wh):
                 all_sent.set()
         await app(scope, receive, send)
 
-    s = settings(
-        operation="add",
-        list_identify_type="id",
-        list_value=app.state.emulator.account.records["list"][0].id,
-        skip_invalid_records=True,
-        wait_for_completion=True,
-        waiting_time_for_completion_millis=300_000,
-        concurrency=1,
-    )
+    s = waiting_add(app, concurrency=1)
     table = pa.table({"email": [f"s{i}@example.com" for i in range(25_000)]})  # 3 jobs of at most 10,000
     result = await export(wh, table, s, recording, sleep=sleep, clock=lambda: now[0])
     assert len(posts) == 3 and max(posts) < 300  # all sent before the first wait could end

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypeGuard, TypeVar
 
 import httpx
 import numpy as np
@@ -217,6 +217,8 @@ class _Batch:
     state: dict[str, Any] | None
 
 
+_T = TypeVar("_T")
+
 #: A bulk import job to wait for: (job id, its rows' input indexes, their payloads).
 _JobWait: TypeAlias = tuple[str, np.ndarray, Payloads]
 
@@ -293,32 +295,34 @@ class _Sender:
             if self.stop:
                 await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
                 return
-            try:
-                table, job_id = await self._deliver(
-                    batch, unclear=bool(state and state["status"] in UNCLEAR_BATCH_STATES), jobs=jobs
-                )
-            except AuthError as err:
-                self.fatal = err
-                self.stop = True
-                await self._fail(batch, index, str(err))
+            unclear = bool(state and state["status"] in UNCLEAR_BATCH_STATES)
+            delivered = await self._or_failed(batch, self._deliver(batch, unclear=unclear, jobs=jobs))
+            if delivered is None:
                 return
-            except (ApiError, RetriesExhausted) as err:
-                await self._fail(batch, index, str(err))
-                return
+            table, job_id = delivered
         if jobs:
             # Outside the sending slots: waiting for a bulk import job must not keep the next
             # batches from going out (it held 8 slots of 10 per second's POSTs).
-            try:
-                table = _concat([table, *[await self.outcomes_of_job(*job) for job in jobs]])
-            except AuthError as err:
-                self.fatal = err
-                self.stop = True
-                await self._fail(batch, index, str(err))
+            waited = await self._or_failed(batch, self._job_outcomes(jobs))
+            if waited is None:
                 return
-            except (ApiError, RetriesExhausted) as err:
-                await self._fail(batch, index, str(err))
-                return
+            table = _concat([table, *waited])
         await self._finish(batch, table, job_id)
+
+    async def _or_failed(self, batch: _Batch, work: Awaitable[_T]) -> _T | None:
+        """``work``'s result; None once its failure is the batch's (a rejected key stops the run)."""
+        try:
+            return await work
+        except AuthError as err:
+            self.fatal = err
+            self.stop = True
+            await self._fail(batch, batch.index, str(err))
+        except (ApiError, RetriesExhausted) as err:
+            await self._fail(batch, batch.index, str(err))
+        return None
+
+    async def _job_outcomes(self, jobs: list[_JobWait]) -> list[pa.Table]:
+        return [await self.outcomes_of_job(*job) for job in jobs]
 
     async def _deliver(self, batch: _Batch, *, unclear: bool, jobs: list[_JobWait]) -> tuple[pa.Table, str | None]:
         """Send one batch as its operation allows; the row outcomes and the Klaviyo job id.
