@@ -96,6 +96,10 @@ def test_duckdb_holds_a_smaller_pool_only_while_every_open_session_appends(tmp_p
                 merger.write(pa.table({"id": ["p1"]}))
                 merger.commit()
             assert _memory_limit_mib(appender.session) == lean  # the merge closed: lean again
+            with wh.writer("raw", "clicks", "append") as second:  # two appends: a share each
+                second.write(pa.table({"id": ["c1"]}))
+                assert _memory_limit_mib(second.session) == 2 * lean
+                second.commit()
             with wh.transaction() as s:  # a query: the whole pool while it is open
                 assert _memory_limit_mib(s) == full
             appender.commit()

@@ -296,12 +296,14 @@ CATALOG = "_bridge_warehouse"
 #: DuckDB's buffer pool defaults to 80% of RAM and keeps every written page cached, so a
 #: 1M-event import peaked near 1 GB; a bridge process should stay small. Override with
 #: KLAVIYO_BRIDGE_DUCKDB_MEMORY (any DuckDB size, e.g. "2GB").
-DEFAULT_MEMORY_LIMIT = "512MB"
+DEFAULT_MEMORY_MB = 512
+DEFAULT_MEMORY_LIMIT = f"{DEFAULT_MEMORY_MB}MB"
 #: While every open session of a warehouse only appends (an import in append mode; see
-#: ``Session.appends_only``), the pool is held to this much per DuckDB thread (at least 64 MB):
-#: an append's row groups are written to the file as they fill, and caching them all cost a
-#: 1M-event import ~150 MB of its peak for nothing (docs/benchmarks.md). A merge, a stage or a
-#: query opening beside it gets the whole limit back at once. Not when the user set
+#: ``Session.appending``), the pool is held to this much per DuckDB thread (at least 64 MB) for
+#: each such session, up to the whole limit: an append's row groups are written to the file as
+#: they fill, and caching them all cost a 1M-event import ~150 MB of its peak for nothing
+#: (docs/benchmarks.md); below 64 MB it spilled to its temporary file. A merge, a stage or a query
+#: opening beside it gets the whole limit back at once. Not when the user set
 #: KLAVIYO_BRIDGE_DUCKDB_MEMORY: their limit is kept throughout.
 APPEND_MEMORY_PER_THREAD_MB = 32
 
@@ -309,13 +311,17 @@ APPEND_MEMORY_PER_THREAD_MB = 32
 class _MemoryLimit:
     """One warehouse's DuckDB memory limit: lowered while only appending sessions are open."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, full: str, lean: str | None) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self._con = con.cursor()  # its own: the warehouse's connection may be busy in another thread
-        self._full, self._lean_limit = full, lean
+        self._full = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
+        self._per_session_mb: int | None = None  # None: never lowered (the user chose the limit)
+        if not os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY"):
+            ((threads,),) = self._con.execute("SELECT current_setting('threads')").fetchall()
+            self._per_session_mb = max(64, APPEND_MEMORY_PER_THREAD_MB * int(threads))
         self._open: set[int] = set()
         self._lean: set[int] = set()
         self._guard = threading.Lock()
-        self._lowered = False
+        self._set = self._full
 
     def opened(self, session: DuckDBSession) -> None:
         with self._guard:
@@ -334,17 +340,12 @@ class _MemoryLimit:
             self._apply()
 
     def _apply(self) -> None:
-        lower = self._lean_limit is not None and bool(self._lean) and self._lean == self._open
-        if lower != self._lowered:
-            self._con.execute(f"SET memory_limit = '{self._lean_limit if lower else self._full}'")
-            self._lowered = lower
-
-
-def _append_limit(con: duckdb.DuckDBPyConnection) -> str | None:
-    if os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY"):
-        return None
-    ((threads,),) = con.execute("SELECT current_setting('threads')").fetchall()
-    return f"{max(64, APPEND_MEMORY_PER_THREAD_MB * int(threads))}MB"
+        limit = self._full
+        if self._per_session_mb is not None and self._lean and self._lean == self._open:
+            limit = f"{min(DEFAULT_MEMORY_MB, self._per_session_mb * len(self._lean))}MB"
+        if limit != self._set:
+            self._con.execute(f"SET memory_limit = '{limit}'")
+            self._set = limit
 
 
 def _attach(path: Path) -> duckdb.DuckDBPyConnection:
@@ -393,9 +394,7 @@ class DuckDBWarehouse(Warehouse):
         for file, what in ((self.path, "warehouse"), (Path(f"{self.path}.wal"), "warehouse write-ahead log")):
             make_private(file, what)  # an older one made 0644: tightened, with a notice
         self._con: duckdb.DuckDBPyConnection | None = self._connect(lock_timeout)
-        self._memory = _MemoryLimit(
-            self._con, os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT), _append_limit(self._con)
-        )
+        self._memory = _MemoryLimit(self._con)
         self._init_state()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
