@@ -344,7 +344,10 @@ class _MemoryLimit:
         if self._per_session_mb is not None and self._lean and self._lean == self._open:
             limit = f"{min(DEFAULT_MEMORY_MB, self._per_session_mb * len(self._lean))}MB"
         if limit != self._set:
-            self._con.execute(f"SET memory_limit = '{limit}'")
+            try:
+                self._con.execute(f"SET memory_limit = '{limit}'")
+            except duckdb.Error:
+                return  # the warehouse was closed first (a stream closed late): no pool to size
             self._set = limit
 
 
