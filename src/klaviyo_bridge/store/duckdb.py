@@ -306,6 +306,17 @@ DEFAULT_MEMORY_LIMIT = f"{DEFAULT_MEMORY_MB}MB"
 #: opening beside it gets the whole limit back at once. Not when the user set
 #: KLAVIYO_BRIDGE_DUCKDB_MEMORY: their limit is kept throughout.
 APPEND_MEMORY_PER_THREAD_MB = 32
+MEMORY_SETTING = "KLAVIYO_BRIDGE_DUCKDB_MEMORY"
+
+
+def user_memory_limit() -> str | None:
+    """The DuckDB memory limit the user set (``KLAVIYO_BRIDGE_DUCKDB_MEMORY``), or None."""
+    return os.environ.get(MEMORY_SETTING) or None
+
+
+def memory_limit() -> str:
+    """The limit a new DuckDB instance of ours starts with: the user's, else ``DEFAULT_MEMORY_LIMIT``."""
+    return user_memory_limit() or DEFAULT_MEMORY_LIMIT
 
 
 class _MemoryLimit:
@@ -313,9 +324,9 @@ class _MemoryLimit:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self._con = con.cursor()  # its own: the warehouse's connection may be busy in another thread
-        self._full = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
+        self._full = memory_limit()
         self._per_session_mb: int | None = None  # None: never lowered (the user chose the limit)
-        if not os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY"):
+        if user_memory_limit() is None:
             ((threads,),) = self._con.execute("SELECT current_setting('threads')").fetchall()
             self._per_session_mb = max(64, APPEND_MEMORY_PER_THREAD_MB * int(threads))
         self._open: set[int] = set()
@@ -352,7 +363,7 @@ class _MemoryLimit:
 
 
 def _attach(path: Path) -> duckdb.DuckDBPyConnection:
-    limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
+    limit = memory_limit()
     # What does not fit spills next to the warehouse (private, like it), not into ./.tmp.
     con = duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": f"{path}.tmp"})
     try:

@@ -26,7 +26,6 @@ waits for that); another process holding the file is waited for up to ``lock_tim
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -39,7 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import ConfigError, StoreError
-from .duckdb import CATALOG, DEFAULT_MEMORY_LIMIT
+from .duckdb import CATALOG, memory_limit
 from .identifiers import check_object_name, quote
 from .postgres import PostgresSession
 
@@ -141,9 +140,9 @@ def read_duckdb(
     sql = _clean(sql)
     if database:
         check_object_name(database, "database")
-    limit = os.environ.get("KLAVIYO_BRIDGE_DUCKDB_MEMORY", DEFAULT_MEMORY_LIMIT)
     con = duckdb.connect(
-        ":memory:", config={"memory_limit": limit, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        ":memory:",
+        config={"memory_limit": memory_limit(), "autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
     timer = None
     try:
