@@ -2,7 +2,7 @@
 """Export throughput: ``add`` of N generated rows from DuckDB to a list, against the emulator.
 
     python benchmarks/export_profiles.py --rows 1000000 [--latency-ms 150] [--job-speed 1000000]
-                                         [--distinct-phones 0] [--concurrency N]
+                                         [--distinct-phones 0] [--concurrency 8]
 
 N rows (email, first_name, last_name, phone_number and two custom columns) are generated
 with SQL (generate_series) into a DuckDB file by a child process, so the generation does
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--job-speed", type=float, default=1_000_000.0, help="emulator job profiles per second")
     ap.add_argument("--distinct-phones", type=int, default=0, help="0 = every row has its own phone number")
-    ap.add_argument("--concurrency", type=int, default=None, help="default: the export setting's default")
+    ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
     use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     n = args.rows
@@ -138,8 +138,8 @@ def main() -> None:
                     "skip_invalid_records": True,
                     "wait_for_completion": True,
                     "waiting_time_for_completion_millis": 300_000,
+                    "concurrency": args.concurrency,
                 }
-                | ({"concurrency": args.concurrency} if args.concurrency else {})
             )
             print(
                 f"add {n:,} rows (generated in {gen:.1f}s) to list {list_id}; emulator latency {args.latency_ms} ms, "

@@ -348,13 +348,15 @@ class KlaviyoClient:
         decode: Decode | None = None,
     ) -> Any:
         tier = _tier(op, url, params)
-        booking = await self.limiter.book(op, tier)
-        self.stats.rate_wait_seconds += booking.waited
+        booked = self.limiter.clock()
+        waited = await self.limiter.acquire(op, tier)
+        self.stats.rate_wait_seconds += waited
+        booked += waited
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
         try:
             async with self._slots:
-                self.stats.rate_wait_seconds += await self.limiter.depart(op.operation_id, tier, booking)
+                self.limiter.left_late(op.operation_id, tier, self.limiter.clock() - booked)
                 # A tuple: httpx's parameter type takes a list only of its wider value type.
                 response = await self._http.request(
                     op.method, url, params=tuple(params) if params is not None else None, content=body, headers=headers

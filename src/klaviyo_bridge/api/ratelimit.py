@@ -7,13 +7,11 @@ steady window (per minute) and sometimes a daily cap (``x-klaviyo-ratelimit``).
 windows. Reservations are FIFO, so concurrent callers queue fairly instead of
 stampeding. The same class serves both sides:
 
-* the client awaits ``RateLimiter.book(op)`` (sleeps until its slot), with each
+* the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot), with each
   window lengthened by a small margin: requests reach the server with jitter, and a
   client that plans to the exact edge of a window earns 429s (measured: 70 of 700). A
-  request that leaves late (a busy event loop, a wait for a connection) has its slot moved
-  to the real time, and ``depart`` holds back a request planned from it until the windows
-  hold for the times requests really left, so the jitter the margin must absorb is the
-  server's alone;
+  caller that wakes late (a busy event loop) has its slot moved to the real time, so the
+  jitter the margin must absorb is the server's alone;
 * the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
 
 Adaptive pacing (``RateLimiter.observe``): every counted answer carries ``RateLimit-Limit``,
@@ -42,7 +40,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from klaviyo_spec import Operation, RateLimit, operation
@@ -66,15 +63,6 @@ SHARE_SECONDS = 2.0
 
 class Clock(Protocol):
     def __call__(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class Booking:
-    """A granted slot: the seconds waited for it, and its time (``local``: in this limiter's log)."""
-
-    waited: float
-    at: float
-    local: bool
 
 
 class WindowLimiter:
@@ -123,31 +111,15 @@ class WindowLimiter:
         self._log.append(at)
         return at - now
 
-    def correct(self, planned: float, actual: float) -> bool:
+    def correct(self, planned: float, actual: float) -> None:
         """A slot booked for ``planned`` was used at ``actual`` (the caller woke late: a busy event
-        loop). Later slots are counted from when the request really left, as the server sees it.
-        False when the slot is no longer in the log (no later slot depends on it)."""
+        loop). Later slots are counted from when the request really left, as the server sees it."""
         log = self._log
         try:
             log.remove(planned)
         except ValueError:
-            return False
+            return  # already out of the log: no later slot depends on it
         log.insert(bisect.bisect_right(log, actual), actual)
-        return True
-
-    def recheck(self, at: float) -> float:
-        """Seconds a request whose slot (in the log) is ``at`` must still wait for every window to
-        hold, counting the slots before it as they were really used (``correct``): one planned
-        from a request that then left late may otherwise reach the server too soon after it."""
-        log = self._log
-        wait = self._blocked_until - at
-        upto = bisect.bisect_right(log, at)  # slots up to and including this one
-        for count, seconds in self.windows:
-            since = bisect.bisect_right(log, at - seconds)
-            excess = upto - since - count
-            if excess > 0:
-                wait = max(wait, log[since + excess - 1] + seconds - at)
-        return wait
 
     def try_acquire(self, now: float) -> float | None:
         """Take a slot now if one is free; else return seconds until one is (and book nothing)."""
@@ -275,13 +247,8 @@ class RateLimiter:
 
     async def acquire(self, op: Operation | str, tier: str = "") -> float:
         """Wait for a slot of ``op`` (in ``tier``); returns the seconds waited."""
-        return (await self.book(op, tier)).waited
-
-    async def book(self, op: Operation | str, tier: str = "") -> Booking:
-        """Wait for a slot of ``op`` (in ``tier``); the booking to hand to ``depart`` when the
-        request really leaves."""
         if not self.enabled:
-            return Booking(0.0, self.clock(), local=False)
+            return 0.0
         op_id = op if isinstance(op, str) else op.operation_id
         waited = 0.0
         if self.probe:
@@ -299,44 +266,14 @@ class RateLimiter:
                 limiter.note(now + delay)  # our own share, for what a 429 teaches
             if delay > 0:
                 await self.sleep(delay)
-            return Booking(delay + waited, now + delay, local=False)
-        at = now + delay
+            return delay + waited
         if delay > 0:
             await self.sleep(delay)
-            late = self.clock() - at
+            late = self.clock() - (now + delay)
             if late > LATE_WAKE_SECONDS:
                 with self._lock:
-                    if limiter.correct(at, at + late):
-                        at += late
-        return Booking(delay + waited, at, local=True)
-
-    async def depart(self, operation_id: str, tier: str, booking: Booking) -> float:
-        """The request booked as ``booking`` leaves now (after a wait for a connection, say); returns
-        the seconds it must still wait.
-
-        A request that leaves later than its slot counts from when it really leaves, and one whose
-        slot was planned from an earlier request that itself left late waits until the windows
-        hold for the times the requests really left: lateness delays the requests it concerns,
-        once, instead of lengthening every later window (with a shared budget, whose log is not
-        ours, it still does that: ``left_late``)."""
-        if not self.enabled:
-            return 0.0
-        if not booking.local:
-            self.left_late(operation_id, tier, self.clock() - booking.at)
-            return 0.0
-        waited, at = 0.0, booking.at
-        while True:
-            with self._lock:
-                limiter, now = self.limiter(operation_id, tier), self.clock()
-                if now - at > LATE_WAKE_SECONDS:
-                    if not limiter.correct(at, now):
-                        return waited  # out of the log already: no window can still count it
-                    at = now
-                wait = limiter.recheck(at)
-            if wait <= 0:
-                return waited
-            await self.sleep(wait)
-            waited += wait
+                    limiter.correct(now + delay, now + delay + late)
+        return delay + waited
 
     async def _probe(self, op_id: str, tier: str) -> float:
         """Until an answer has told a tier's limit (the account's may be lower than published,
@@ -361,8 +298,7 @@ class RateLimiter:
                 self.limiter(operation_id, tier).known = True
 
     def left_late(self, operation_id: str, tier: str, late: float) -> None:
-        """With a shared budget (see ``depart``):
-        a request left ``late`` seconds after its slot (a busy event loop, a loaded machine,
+        """A request left ``late`` seconds after its slot (a busy event loop, a loaded machine,
         a wait for a connection): the slots already booked were planned without it, so it may
         land closer to them than the windows allow. Keep every window at least that much longer
         than published from now on (up to ``MAX_MARGIN``): lateness within the margin never

@@ -73,7 +73,6 @@ from .batching import plan_batches
 from .jobwatch import JobWatcher
 from .ops import BatchContext, Operation, Prepared, RunContext, operation_for
 from .payloads import Payloads
-from .readahead import ReadAhead
 from .settings import ExportSettings
 from .summary import ExportSummary, export_summary
 from .validate import SeenValues
@@ -921,7 +920,6 @@ async def run_export(
         finally:
             await client.aclose()
     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None
-    ahead: ReadAhead[tuple[int, Prepared]] | None = None
     run_started = False
     lock = _ListLock(wh, settings, run_id or "", sleep, clock)
     ex: _Sender | None = None
@@ -934,10 +932,7 @@ async def run_export(
     try:
         opened = await asyncio.to_thread(_open, table)
         op.check_columns(opened[0])  # missing column -> nothing sent, no request made
-        if settings.skip_invalid_records and not resume and not op.reads_input_first:
-            # The rows are read once, to send: their preparation overlaps the list check.
-            ahead = ReadAhead(_prepared_chunks(table, op, opened))
-        list_id = await find_list(client, settings)  # before a row is sent
+        list_id = await find_list(client, settings)  # before a row is read
         fingerprint = run_fingerprint(settings, query, opened[0])
         if resume:
             await op.restore(RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=True))
@@ -965,7 +960,7 @@ async def run_export(
         run_ctx = RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=resume)
         await op.begin(run_ctx)  # may stop the run here, nothing sent
         rows_read, valid, invalid, seq, warnings = await _pipeline(
-            wh, op, ex, table, opened, run_id, states, resume, lock, warnings, ahead=ahead
+            wh, op, ex, table, opened, run_id, states, resume, lock, warnings
         )
         phases = [(0, rows_read)]
         for k, (follow, follow_rows) in enumerate(op.followups()):
@@ -1050,8 +1045,6 @@ async def run_export(
                 log.exception("could not record the failed run")
         raise
     finally:
-        if ahead is not None:
-            await ahead.aclose()  # its thread no longer reads the query's result
         _close(opened)
         lock.release()
         await client.aclose()
@@ -1200,13 +1193,11 @@ async def _pipeline(
     *,
     first_row: int = 0,
     prefix: str | None = None,
-    ahead: ReadAhead[tuple[int, Prepared]] | None = None,
 ) -> tuple[int, int, int, int, list[str]]:
     """Read, validate and send chunk by chunk; a bounded number of batches is held at a time.
 
     ``first_row``: the input's first row number (a follow-up's rows come after the input's);
-    ``prefix``: of its batch ids (default: the run id); ``ahead``: the input's chunks, already
-    being prepared (else they are read from ``opened``, or ``table`` opened again)."""
+    ``prefix``: of its batch ids (default: the run id)."""
     prefix = prefix or run_id
     st, settings = wh.state, op.settings
     sem = asyncio.Semaphore(settings.concurrency)
@@ -1252,46 +1243,42 @@ async def _pipeline(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    chunks = ahead or ReadAhead(_prepared_chunks(table, op, opened, first_row))
-    try:
-        async for offset, p in chunks:
-            p = op.hold_back(p)
-            if not warnings and p.warnings:
-                warnings = list(p.warnings)
-            rows_read += p.total
-            valid += len(p.items) + len(p.held_index)
-            invalid += len(p.skipped_index)
-            ex.progress("validated", p.total)
-            await ex.record(_store_identifiers, st, run_id, offset, p)
-            if len(p.held_index):
-                bid = f"{prefix}-held-{held_seq:05d}"
-                held_seq += 1
-                if bid not in states:
-                    if resume:
-                        await ex.record(_forget_rows, wh, bid)
-                    await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
-            if len(p.skipped_index):
-                bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
-                invalid_seq += 1
-                if bid not in states:
-                    if resume:
-                        await ex.record(_forget_rows, wh, bid)
-                    await ex.record(
-                        st.record_export_rows,
-                        bid,
-                        run_id,
-                        _rows_table(p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]),
-                    )
-                    await ex.record(st.record_export_batch, bid, run_id, "validation", "done", row_count=len(p.skipped_index))
-            plan = planner.add(offset, p)
-            del p
-            await dispatch(plan)
-            if errors:
-                break
-        if not errors:
-            await dispatch(planner.flush())
-    finally:
-        await chunks.aclose()  # (after an error: its thread stops reading)
+    async for offset, p in _aiter(_prepared_chunks(table, op, opened, first_row)):
+        p = op.hold_back(p)
+        if not warnings and p.warnings:
+            warnings = list(p.warnings)
+        rows_read += p.total
+        valid += len(p.items) + len(p.held_index)
+        invalid += len(p.skipped_index)
+        ex.progress("validated", p.total)
+        await ex.record(_store_identifiers, st, run_id, offset, p)
+        if len(p.held_index):
+            bid = f"{prefix}-held-{held_seq:05d}"
+            held_seq += 1
+            if bid not in states:
+                if resume:
+                    await ex.record(_forget_rows, wh, bid)
+                await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
+        if len(p.skipped_index):
+            bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
+            invalid_seq += 1
+            if bid not in states:
+                if resume:
+                    await ex.record(_forget_rows, wh, bid)
+                await ex.record(
+                    st.record_export_rows,
+                    bid,
+                    run_id,
+                    _rows_table(p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]),
+                )
+                await ex.record(st.record_export_batch, bid, run_id, "validation", "done", row_count=len(p.skipped_index))
+        plan = planner.add(offset, p)
+        del p
+        await dispatch(plan)
+        if errors:
+            break
+    if not errors:
+        await dispatch(planner.flush())
     if tasks:
         await asyncio.gather(*list(tasks))
     if errors:

@@ -65,9 +65,8 @@ class ExportSettings(ClientSettings):
     waiting_time_for_completion_millis: int = Field(3_600_000, ge=MIN_WAIT_MS, le=MAX_WAIT_MS)
     #: Region for phone numbers written without +country code (e.g. "US"); None = E.164 only.
     default_phone_region: str | None = None
-    #: Batches in flight at once (the shared rate limiter still paces every request). 10: the
-    #: burst of the bulk endpoints (10 requests a second); fewer cannot send a second's burst at once.
-    concurrency: int = Field(10, ge=1, le=64)
+    #: Batches in flight at once (the shared rate limiter still paces every request).
+    concurrency: int = Field(8, ge=1, le=64)
     #: Unsubscribe with a list: also send profiles that are not in the list, which Klaviyo then
     #: unsubscribes from ALL marketing. Off by default: non-members are skipped with a reason.
     unsubscribe_non_members_globally: bool = False
