@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.api.network import READ_BYTES, AsyncioStream, AsyncioTransport
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, AsyncioStream, AsyncioTransport
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
+from klaviyo_spec import RateLimit
 
 from .scripted import KEY, Sleeps
 
@@ -182,16 +183,20 @@ async def test_a_connection_the_server_closed_is_not_reused():
     assert len(doc["data"]) == 3 and server.connections == 2 and retries == 0
 
 
-async def test_keep_alive_connections_are_reused():
-    body = big_page(3)
+def answering(times: int, body: bytes) -> Handler:
+    """A handler that answers ``times`` requests on its connection with ``body``."""
 
-    async def many(reader, writer):
-        for _ in range(3):
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(times):
             await read_request(reader)
             writer.write(head(len(body)) + body)
             await writer.drain()
 
-    server = Server(many)
+    return answer
+
+
+async def test_keep_alive_connections_are_reused():
+    server = Server(answering(3, big_page(3)))
     async with server as base, client_at(base) as client:
         for _ in range(3):
             await client.request("get_lists")
@@ -247,3 +252,42 @@ async def test_an_answered_page_is_freed_without_waiting_for_the_garbage_collect
             assert responses() == before
         finally:
             gc.enable()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class _SlowConnect(AsyncioBackend):
+    """Each connection takes ``seconds`` of the limiter's clock (a slow handshake, a busy machine)."""
+
+    def __init__(self, clock: _Clock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    async def connect_tcp(self, *args, **kwargs):
+        self.clock.now += self.seconds
+        return await super().connect_tcp(*args, **kwargs)
+
+
+async def test_a_request_counts_from_when_its_headers_went_out():
+    """One get_lists a second. The first request left the limiter at 0, but its connection took
+    0.3 s: the server counts it at 0.3, so the second request waits until 1.3 (not 1.0)."""
+    clock = _Clock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
+    transport = AsyncioTransport(backend=_SlowConnect(clock, 0.3))
+    async with Server(answering(2, big_page(1))) as base:
+        settings = ClientSettings(api_key=KEY, base_url=base)
+        async with KlaviyoClient(settings, transport=transport, limiter=limiter, sleep=Sleeps()) as client:
+            await client.request("get_lists")
+            await client.request("get_lists")
+    assert clock.slept == [pytest.approx(1.0)]
+    assert clock.now == pytest.approx(1.3)

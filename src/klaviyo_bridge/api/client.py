@@ -45,7 +45,7 @@ from ..errors import (
 from .budget import account_id, open_budget
 from .network import AsyncioTransport, environment_proxy
 from .query import Query
-from .ratelimit import RateLimiter, SharedBudget
+from .ratelimit import Departure, RateLimiter, SharedBudget
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 from .settings import ClientSettings
 
@@ -348,18 +348,22 @@ class KlaviyoClient:
         decode: Decode | None = None,
     ) -> Any:
         tier = _tier(op, url, params)
-        booked = self.limiter.clock()
-        waited = await self.limiter.acquire(op, tier)
-        self.stats.rate_wait_seconds += waited
-        booked += waited
+        booking = await self.limiter.book(op, tier)
+        self.stats.rate_wait_seconds += booking.waited
         headers = {"Content-Type": JSON_API} if body is not None else None
         started = time.perf_counter()
         try:
             async with self._slots:
-                self.limiter.left_late(op.operation_id, tier, self.limiter.clock() - booked)
+                departure = await self.limiter.depart(op.operation_id, tier, booking)
+                self.stats.rate_wait_seconds += departure.waited
                 # A tuple: httpx's parameter type takes a list only of its wider value type.
                 response = await self._http.request(
-                    op.method, url, params=tuple(params) if params is not None else None, content=body, headers=headers
+                    op.method,
+                    url,
+                    params=tuple(params) if params is not None else None,
+                    content=body,
+                    headers=headers,
+                    extensions={"trace": _WireTrace(self.limiter, op.operation_id, tier, departure)},
                 )
         except httpx.TimeoutException as exc:
             raise TransportError(
@@ -442,6 +446,20 @@ class KlaviyoClient:
 
 #: What an answered response's stream becomes (see ``_unbind``).
 _READ = httpx.ByteStream(b"")
+
+
+class _WireTrace:
+    """httpcore's ``trace`` extension for one request: tells the limiter when the request's
+    headers start to go out, which is when the server will count it (see ``RateLimiter.on_wire``)."""
+
+    __slots__ = ("limiter", "operation_id", "tier", "departure")
+
+    def __init__(self, limiter: RateLimiter, operation_id: str, tier: str, departure: Departure) -> None:
+        self.limiter, self.operation_id, self.tier, self.departure = limiter, operation_id, tier, departure
+
+    async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.endswith("send_request_headers.started"):
+            self.limiter.on_wire(self.operation_id, self.tier, self.departure)
 
 
 def _unbind(response: httpx.Response) -> None:

@@ -7,11 +7,13 @@ steady window (per minute) and sometimes a daily cap (``x-klaviyo-ratelimit``).
 windows. Reservations are FIFO, so concurrent callers queue fairly instead of
 stampeding. The same class serves both sides:
 
-* the client awaits ``RateLimiter.acquire(op)`` (sleeps until its slot), with each
+* the client awaits ``RateLimiter.book(op)`` (sleeps until its slot), with each
   window lengthened by a small margin: requests reach the server with jitter, and a
   client that plans to the exact edge of a window earns 429s (measured: 70 of 700). A
-  caller that wakes late (a busy event loop) has its slot moved to the real time, so the
-  jitter the margin must absorb is the server's alone;
+  request that leaves late (a busy event loop, a wait for a connection) has its slot moved
+  to the real time, and ``depart`` holds back a request planned from it until the windows
+  hold for the times requests really left, so the jitter the margin must absorb is the
+  server's alone;
 * the emulator calls ``try_acquire`` and answers 429 + Retry-After when refused.
 
 Adaptive pacing (``RateLimiter.observe``): every counted answer carries ``RateLimit-Limit``,
@@ -40,6 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from klaviyo_spec import Operation, RateLimit, operation
@@ -65,6 +68,26 @@ class Clock(Protocol):
     def __call__(self) -> float: ...
 
 
+@dataclass(frozen=True)
+class Booking:
+    """A granted slot: the seconds waited for it, and its time (``local``: in this limiter's log)."""
+
+    waited: float
+    at: float
+    local: bool
+
+
+@dataclass(frozen=True)
+class Departure:
+    """A request leaving: the seconds it still waited, its time in the log of planned slots
+    (``slot``) and in the log of times requests really left (``sent``)."""
+
+    waited: float
+    slot: float
+    sent: float
+    local: bool
+
+
 class WindowLimiter:
     """Sliding-window log for one operation: N requests per T seconds, for each window."""
 
@@ -86,6 +109,8 @@ class WindowLimiter:
         self.foreign_seen: deque[tuple[float, int]] = deque()
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
+        # When the requests really left (``depart``), in the order they did.
+        self._sent: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         self._blocked_until = float("-inf")
 
     @classmethod
@@ -97,7 +122,9 @@ class WindowLimiter:
 
     def earliest(self, now: float) -> float:
         """Earliest time >= now (and >= the last reservation) when a slot is free."""
-        log = self._log
+        return self._earliest(self._log, now)
+
+    def _earliest(self, log: deque[float], now: float) -> float:
         at = max(now, self._blocked_until, log[-1] if log else now)
         for count, seconds in self.windows:
             if len(log) >= count:
@@ -111,15 +138,25 @@ class WindowLimiter:
         self._log.append(at)
         return at - now
 
-    def correct(self, planned: float, actual: float) -> None:
+    def correct(self, planned: float, actual: float) -> bool:
         """A slot booked for ``planned`` was used at ``actual`` (the caller woke late: a busy event
-        loop). Later slots are counted from when the request really left, as the server sees it."""
-        log = self._log
-        try:
-            log.remove(planned)
-        except ValueError:
-            return  # already out of the log: no later slot depends on it
-        log.insert(bisect.bisect_right(log, actual), actual)
+        loop). Later slots are counted from when the request really left, as the server sees it.
+        False when the slot is no longer in the log (no later slot depends on it)."""
+        return _move(self._log, planned, actual)
+
+    def depart(self, now: float) -> float:
+        """A request leaves now: book its departure in the log of times requests really left, at
+        the earliest time >= now that keeps every window for them (returned). A slot planned
+        from a request that then left late (a wait for a connection, a busy event loop) may
+        otherwise reach the server too close to it; requests booked but still waiting for a
+        connection do not count yet."""
+        at = self._earliest(self._sent, now)
+        self._sent.append(at)
+        return at
+
+    def correct_sent(self, booked: float, actual: float) -> None:
+        """A departure booked for ``booked`` (``depart``) reached the wire at ``actual``."""
+        _move(self._sent, booked, actual)
 
     def try_acquire(self, now: float) -> float | None:
         """Take a slot now if one is free; else return seconds until one is (and book nothing)."""
@@ -162,6 +199,7 @@ class WindowLimiter:
         need = max(n for n, _ in self.windows)
         if need > (self._log.maxlen or 0):
             self._log = deque(self._log, maxlen=need)
+            self._sent = deque(self._sent, maxlen=need)
 
     def widen_to(self, margin: float) -> None:
         """Every window at least ``margin`` longer than published."""
@@ -172,6 +210,15 @@ class WindowLimiter:
         a 429 although the windows were kept means the server sees our requests closer together
         than we sent them (its arrival jitter), and each further 429 costs a second of waiting."""
         self.windows = tuple((n, min(t + seconds, base + most)) for (n, t), (_, base) in zip(self.windows, self._base))
+
+
+def _move(log: deque[float], old: float, new: float) -> bool:
+    try:
+        log.remove(old)
+    except ValueError:
+        return False
+    log.insert(bisect.bisect_right(log, new), new)
+    return True
 
 
 #: Seconds of Klaviyo's steady window (what ``RateLimit-*`` headers describe).
@@ -247,8 +294,13 @@ class RateLimiter:
 
     async def acquire(self, op: Operation | str, tier: str = "") -> float:
         """Wait for a slot of ``op`` (in ``tier``); returns the seconds waited."""
+        return (await self.book(op, tier)).waited
+
+    async def book(self, op: Operation | str, tier: str = "") -> Booking:
+        """Wait for a slot of ``op`` (in ``tier``); the booking to hand to ``depart`` when the
+        request really leaves."""
         if not self.enabled:
-            return 0.0
+            return Booking(0.0, self.clock(), local=False)
         op_id = op if isinstance(op, str) else op.operation_id
         waited = 0.0
         if self.probe:
@@ -266,14 +318,53 @@ class RateLimiter:
                 limiter.note(now + delay)  # our own share, for what a 429 teaches
             if delay > 0:
                 await self.sleep(delay)
-            return delay + waited
+            return Booking(delay + waited, now + delay, local=False)
+        at = now + delay
         if delay > 0:
             await self.sleep(delay)
-            late = self.clock() - (now + delay)
+            late = self.clock() - at
             if late > LATE_WAKE_SECONDS:
                 with self._lock:
-                    limiter.correct(now + delay, now + delay + late)
-        return delay + waited
+                    if limiter.correct(at, at + late):
+                        at += late
+        return Booking(delay + waited, at, local=True)
+
+    async def depart(self, operation_id: str, tier: str, booking: Booking) -> Departure:
+        """The request booked as ``booking`` leaves now (after a wait for a connection, say), or
+        as soon as every window holds for the times the requests before it really left: one
+        whose slot was planned from a request that then left late waits, once, for the request
+        it concerns, instead of every later window being lengthened (with a shared budget, whose
+        log is not ours, that is still what happens: ``left_late``). A request that leaves later
+        than its slot counts from when it leaves: later slots are planned from then. Hand the
+        departure to ``on_wire`` when the request reaches the wire."""
+        if not self.enabled:
+            return Departure(0.0, booking.at, booking.at, local=False)
+        if not booking.local:
+            self.left_late(operation_id, tier, self.clock() - booking.at)
+            return Departure(0.0, booking.at, booking.at, local=False)
+        with self._lock:
+            limiter, now = self.limiter(operation_id, tier), self.clock()
+            sent = limiter.depart(now)
+            slot = booking.at
+            if sent - slot > LATE_WAKE_SECONDS and limiter.correct(slot, sent):
+                slot = sent
+        wait = sent - now
+        if wait > LATE_WAKE_SECONDS:  # within wake-up jitter: leave now
+            await self.sleep(wait)
+            return Departure(wait, slot, sent, local=True)
+        return Departure(0.0, slot, sent, local=True)
+
+    def on_wire(self, operation_id: str, tier: str, departure: Departure) -> None:
+        """The request that departed as ``departure`` starts reaching the wire now: when that is
+        later than its departure (a busy event loop, a wait for the connection pool; measured up
+        to 144 ms with 32 connections), both logs count it from now, as the server will."""
+        if not (self.enabled and departure.local):
+            return
+        with self._lock:
+            limiter, now = self.limiter(operation_id, tier), self.clock()
+            if now - departure.sent > LATE_WAKE_SECONDS:
+                limiter.correct_sent(departure.sent, now)
+                limiter.correct(departure.slot, now)
 
     async def _probe(self, op_id: str, tier: str) -> float:
         """Until an answer has told a tier's limit (the account's may be lower than published,
@@ -298,7 +389,8 @@ class RateLimiter:
                 self.limiter(operation_id, tier).known = True
 
     def left_late(self, operation_id: str, tier: str, late: float) -> None:
-        """A request left ``late`` seconds after its slot (a busy event loop, a loaded machine,
+        """With a shared budget (see ``depart``):
+        a request left ``late`` seconds after its slot (a busy event loop, a loaded machine,
         a wait for a connection): the slots already booked were planned without it, so it may
         land closer to them than the windows allow. Keep every window at least that much longer
         than published from now on (up to ``MAX_MARGIN``): lateness within the margin never
