@@ -62,18 +62,46 @@ def render(
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
-def check_csrf(request: Request, supplied: str | None) -> None:
+#: The largest form body the console reads: its forms hold a query or a workflow at most. A larger
+#: one is refused (413) after no more than this much of it was read.
+MAX_FORM_BYTES = 4 * 1024 * 1024
+
+
+def check_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin and origin != "null":
         origin_host = _host_name(re.sub(r"^[a-z]+://", "", origin))
         if origin_host != _host_name(request.headers.get("host", "")):
             raise HTTPException(403, "cross-site request refused")
+
+
+def check_csrf(request: Request, supplied: str | None) -> None:
     if not supplied or not hmac.compare_digest(supplied, csrf_token(request)):
         raise HTTPException(403, "missing or invalid CSRF token: reload the page and try again")
 
 
+async def _read_body(request: Request, limit: int) -> None:
+    """Read the request's body, refusing (413) one larger than ``limit`` bytes as soon as that shows
+    (a declared ``Content-Length``, or the bytes received), so no body is held whole before it is judged."""
+    too_large = HTTPException(413, f"form too large: a form of the console holds at most {limit // (1 << 20)} MB")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # what ``request.form()`` parses (Starlette keeps a read body there)
+
+
 async def checked_form(request: Request) -> FormData:
-    """The POSTed form, after the CSRF check (403 otherwise)."""
+    """The POSTed form, after the CSRF check (403 otherwise). A cross-site request is refused
+    before its body is read, and a body over ``MAX_FORM_BYTES`` (413) before it is read whole."""
+    check_origin(request)
+    await _read_body(request, MAX_FORM_BYTES)
     form = await request.form()
     field = form.get(CSRF_FIELD)  # a str, or an UploadFile if a client sent a file under that name
     check_csrf(request, field if isinstance(field, str) and field else request.headers.get(CSRF_HEADER))
