@@ -20,6 +20,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ALLOWED: dict[tuple[str, str], str] = {
     ("klaviyo_bridge.aio", "uvloop"): "optional: not installed on Windows",
     ("klaviyo_bridge.api.budget", "redis"): "optional backend: only a redis:// rate budget loads it",
+    ("klaviyo_bridge.api.budget", "klaviyo_bridge.store.rate_budget"): "optional backend: the PostgreSQL driver "
+    "(ADBC, which loads pyarrow.dataset and parquet: ~11 MB of RSS, ~0.1 s) for a postgresql:// budget only",
+    ("klaviyo_bridge.store.factory", "klaviyo_bridge.store.postgres"): "optional backend: as above, for a "
+    "postgresql:// warehouse only",
     ("klaviyo_bridge.cli.console_cmd", "klaviyo_bridge.console"): "heavy: the web stack (starlette, jinja2, uvicorn, "
     "~0.25 s) loads for the console verb only",
     ("klaviyo_bridge.cli.console_cmd", "klaviyo_bridge.console.server"): "heavy: as above",

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_core import core_schema
 
@@ -334,6 +334,14 @@ def has_saved_connection(config: Mapping[str, Any]) -> str | None:
             if isinstance(name, str):
                 return name
     return None
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (a database's, a Redis server's), for messages and names."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def redact(text: str | None, secrets: "list[Any] | tuple[Any, ...]") -> str | None:

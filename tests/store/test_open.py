@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_bridge.errors import ConfigError, StoreError
+from klaviyo_bridge.secrets import redact_url
 from klaviyo_bridge.store import open_warehouse
 from klaviyo_bridge.store.duckdb import DuckDBWarehouse
-from klaviyo_bridge.store.postgres import redact_url
 
 
 def test_paths_and_duckdb_urls_open_duckdb(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ConfigError, TransportError
-from ..store.rate_budget import PostgresBudget
+from ..secrets import redact_url
 from .ratelimit import SharedBudget
 
 #: Environment variable naming a shared rate budget: redis://HOST:PORT[/DB], postgresql://..., or
@@ -65,13 +65,6 @@ def account_id(origin: str, key: Any) -> str:
     return hashlib.sha256(f"klaviyo-bridge-rate:{origin}:{secret}".encode()).hexdigest()[:24]
 
 
-def redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-
-
 class RedisBudget:
     """Slots booked in Redis by one Lua script call per request."""
 
@@ -79,8 +72,8 @@ class RedisBudget:
         try:  # deferred (tests/test_layers.py ALLOWED): only a redis:// budget needs it
             import redis
         except ImportError:  # pragma: no cover - redis is a dependency
-            raise ConfigError(f"{BUDGET_ENV}={redact(url)} needs the redis package (pip install redis)") from None
-        self.name = redact(url)
+            raise ConfigError(f"{BUDGET_ENV}={redact_url(url)} needs the redis package (pip install redis)") from None
+        self.name = redact_url(url)
         self._errors = (redis.RedisError, OSError)
         try:
             self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
@@ -124,6 +117,9 @@ def open_budget(url: str) -> SharedBudget | None:
             if scheme in ("redis", "rediss", "unix"):
                 found = RedisBudget(url)
             elif scheme in ("postgresql", "postgres"):
+                # deferred (tests/test_layers.py ALLOWED): the PostgreSQL driver, for this budget only
+                from ..store.rate_budget import PostgresBudget
+
                 found = PostgresBudget(url)
             else:
                 raise ConfigError(

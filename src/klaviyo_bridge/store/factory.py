@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .duckdb import DuckDBWarehouse
-from .postgres import PostgresWarehouse
 from .warehouse import Warehouse
 
 
@@ -43,6 +42,9 @@ def open_warehouse(url_or_path: str | Path, *, lock_timeout: float = 0.0) -> War
     """``path`` / ``duckdb:///path`` -> DuckDB file; ``postgresql://...`` -> PostgreSQL."""
     target = str(url_or_path)
     if target.startswith(("postgresql://", "postgres://")):
+        # deferred (tests/test_layers.py ALLOWED): the PostgreSQL driver, for a PostgreSQL warehouse only
+        from .postgres import PostgresWarehouse
+
         return PostgresWarehouse(target)
     if "://" in target and not target.startswith("duckdb://"):
         scheme = target.split("://", 1)[0]

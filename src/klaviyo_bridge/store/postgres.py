@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-import urllib.parse
 from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 import adbc_driver_manager
@@ -19,6 +18,7 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 
 from ..errors import ConfigError, StoreError
+from ..secrets import redact_url
 from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
@@ -56,15 +56,6 @@ _KIND_OF_SQL = {
 }
 _LANDING = "_bridge_landing"
 _STATE_INIT_LOCK = 0x6B6C62  # advisory lock id serialising CREATE ... IF NOT EXISTS of state tables
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _converting_errors(

@@ -18,8 +18,9 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
 
 from ..errors import ConfigError, StoreError
+from ..secrets import redact_url
 from .identifiers import STATE_SCHEMA
-from .postgres import _STATE_INIT_LOCK, redact_url
+from .postgres import _STATE_INIT_LOCK
 
 S = STATE_SCHEMA
 

@@ -27,8 +27,8 @@ import psycopg
 from procrastinate.schema import SchemaManager
 
 from ..errors import StoreError
+from ..secrets import redact_url
 from .identifiers import STATE_SCHEMA
-from .postgres import redact_url
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
