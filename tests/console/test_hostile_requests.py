@@ -179,45 +179,43 @@ async def test_an_oversized_body_without_a_length_is_refused_before_it_is_read_w
     """A chunked body (no Content-Length) is judged by the bytes received: the console stops
     reading once a form's limit is passed, instead of holding the whole body first."""
     await _saved_auth(client)
-    sent = 0
-
-    async def body():
-        nonlocal sent
-        for _ in range(64):  # 64 MB offered, 1 MB at a time
-            sent += 1
-            yield b"x" * (1 << 20)
-
+    body = _Offered(megabytes=64)
     r = await _post(
         client,
         "/login",
-        content=body(),
+        content=body,
         headers={"Content-Type": "application/x-www-form-urlencoded", "x-csrf-token": client.csrf or ""},
     )
     _no_500(r)
     assert r.status_code == 413, r.status_code
-    assert sent < 16, f"{sent} MB read before the refusal"
+    assert body.sent < 16, f"{body.sent} MB read before the refusal"
     await _still_saved(client)
 
 
 async def test_a_cross_site_post_is_refused_before_its_body_is_read(client):
     await _saved_auth(client)
-    sent = 0
-
-    async def body():
-        nonlocal sent
-        for _ in range(8):
-            sent += 1
-            yield b"x" * (1 << 20)
-
+    body = _Offered(megabytes=8)
     r = await _post(
         client,
         "/authentications/keep_me/delete",
-        content=body(),
+        content=body,
         headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
     )
     assert r.status_code == 403
-    assert sent <= 1, f"{sent} MB read before the refusal"
+    assert body.sent <= 1, f"{body.sent} MB read before the refusal"
     await _still_saved(client)
+
+
+class _Offered:
+    """A streamed body (no Content-Length) of ``megabytes`` MB, 1 MB a chunk; ``sent``: chunks taken."""
+
+    def __init__(self, megabytes: int) -> None:
+        self.megabytes, self.sent = megabytes, 0
+
+    async def __aiter__(self):
+        for _ in range(self.megabytes):
+            self.sent += 1
+            yield b"x" * (1 << 20)
 
 
 async def test_a_json_body_on_a_form_endpoint_is_refused(client):
