@@ -2,7 +2,7 @@
 """Export throughput: ``add`` of N generated rows from DuckDB to a list, against the emulator.
 
     python benchmarks/export_profiles.py --rows 1000000 [--latency-ms 150] [--job-speed 1000000]
-                                         [--distinct-phones 0] [--concurrency 8]
+                                         [--distinct-phones 0] [--concurrency 8] [--strict]
 
 N rows (email, first_name, last_name, phone_number and two custom columns) are generated
 with SQL (generate_series) into a DuckDB file by a child process, so the generation does
@@ -119,6 +119,11 @@ def main() -> None:
     ap.add_argument("--job-speed", type=float, default=1_000_000.0, help="emulator job profiles per second")
     ap.add_argument("--distinct-phones", type=int, default=0, help="0 = every row has its own phone number")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="skip_invalid_records: false (the setting's default): every row is validated before the first request",
+    )
     args = ap.parse_args()
     use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
     n = args.rows
@@ -135,7 +140,7 @@ def main() -> None:
                     "operation": "add",
                     "list_identify_type": "id",
                     "list_value": list_id,
-                    "skip_invalid_records": True,
+                    "skip_invalid_records": not args.strict,
                     "wait_for_completion": True,
                     "waiting_time_for_completion_millis": 300_000,
                     "concurrency": args.concurrency,
@@ -145,6 +150,7 @@ def main() -> None:
                 f"add {n:,} rows (generated in {gen:.1f}s) to list {list_id}; emulator latency {args.latency_ms} ms, "
                 f"spec rate limits on, jobs queued 0 s then {args.job_speed:,.0f} profiles/s; "
                 f"phones {'unique' if args.distinct_phones <= 0 else f'{args.distinct_phones:,} distinct'}"
+                f"{'; strict (a validation pass first)' if args.strict else ''}"
             )
             with open_warehouse(db) as wh:
                 cpu0, emu0 = _cpu_seconds(), cpu_seconds(emu.proc.pid)

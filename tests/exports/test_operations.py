@@ -76,6 +76,24 @@ async def test_add_skips_invalid_and_lands_in_the_list(wh, by, wait):
     assert attrs["first_name"] == "Ann" and attrs["location"]["city"] == "Oslo" and attrs["properties"] == {"tier": "gold"}
 
 
+async def test_strict_mode_finds_duplicates_across_chunks_prepared_on_two_threads(wh):
+    # 45,000 rows are three chunks (10k, 20k, 15k) validated on two threads before anything is
+    # sent; rows 41,000.. repeat the emails of rows 0.. (the first chunk): the later row is the
+    # duplicate, whichever thread got there first
+    emails = [f"u{i % 41_000}@example.com" for i in range(45_000)]
+    app = make_app()
+    list_id, _ = _list(app)
+    before = _members(app, list_id)
+    s = settings(operation="add", list_identify_type="id", list_value=list_id)
+    with pytest.raises(ExportError) as err:
+        await export(wh, pa.table({"email": emails}), s, app)
+    assert err.value.row == 41_001
+    assert [p.row for p in err.value.problems] == list(range(41_001, 41_001 + len(err.value.problems)))
+    assert all("duplicate email" in p.message for p in err.value.problems)
+    assert str(err.value).startswith("4000 invalid row(s)")
+    assert _members(app, list_id) == before  # strict: nothing sent
+
+
 async def test_add_by_new_name_creates_the_list_once(wh):
     app = make_app()
     s = settings(operation="add", list_identify_type="name", list_value="Brand New", skip_invalid_records=True)

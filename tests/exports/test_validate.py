@@ -1,5 +1,7 @@
 """Export rows are checked column-wise; every bad row gets a reason naming the column."""
 
+import threading
+
 import pyarrow as pa
 import pytest
 
@@ -74,6 +76,28 @@ def test_duplicates_across_chunks_and_inside_them():
     assert [r is not None for r in first.to_pylist()] == [False, False, False, True]
     assert [r is not None for r in second.to_pylist()] == [False, True, True, False, False]
     assert third.to_pylist() == ["bad", None]  # an earlier reason stays; "d" was seen but already has one
+
+
+def test_chunks_checked_on_threads_keep_the_first_row_in_input_order():
+    seen = v.SeenValues()
+    later: dict[str, pa.Array] = {}
+    # chunk 1's thread starts first: its lookup must wait for chunk 0's, or its "a" would be kept
+    # and chunk 0's "a" flagged; chunk 0 never checks phone_number, and its finish lets chunk 1's go
+    thread = threading.Thread(
+        target=lambda: later.update(
+            email=seen.in_order(1).check(pa.array(["b", "a"]), "email", pa.nulls(2, pa.string())),
+            phone=seen.in_order(1).check(pa.array(["+1", "+1"]), "phone_number", pa.nulls(2, pa.string())),
+        )
+    )
+    thread.start()
+    first = seen.in_order(0).check(pa.array(["a", "c"]), "email", pa.nulls(2, pa.string()))
+    seen.finish(0)
+    thread.join()
+    third = seen.in_order(2).check(pa.array(["c", "b", "z"]), "email", pa.nulls(3, pa.string()))
+    assert first.to_pylist() == [None, None]
+    assert [r is not None for r in later["email"].to_pylist()] == [False, True]
+    assert [r is not None for r in later["phone"].to_pylist()] == [False, True]
+    assert [r is not None for r in third.to_pylist()] == [True, True, False]
 
 
 def test_a_hash_collision_inside_a_chunk_is_not_a_duplicate(monkeypatch):

@@ -10,6 +10,7 @@ accounted for.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -276,10 +277,24 @@ class SeenValues:
     and whose value really is equal (compared, so a hash collision there never drops a row);
     a row whose hash an earlier chunk had is a repeat of that chunk's row (there a collision would
     drop a row: about 3 chances in 10^8 for a million distinct values).
+
+    Chunks may be prepared on several threads: ``in_order(k)`` is chunk ``k``'s view, whose
+    ``check`` does the chunk's own part at once and the lookup in (and merge into) the earlier
+    chunks' values only after every chunk before ``k`` has checked that identifier or
+    ``finish``-ed, so "the first row is kept" means the first in the input, as on one thread.
     """
 
-    def __init__(self) -> None:
-        self._seen: dict[str, np.ndarray] = {}
+    def __init__(self, _shared: _Seen | None = None, _chunk: int | None = None) -> None:
+        self._shared = _shared or _Seen()
+        self._chunk = _chunk
+
+    def in_order(self, chunk: int) -> SeenValues:
+        """Chunk ``chunk``'s view (chunks are numbered 0, 1, ... in input order)."""
+        return SeenValues(self._shared, chunk)
+
+    def finish(self, chunk: int) -> None:
+        """Chunk ``chunk`` checks nothing more (call it whether or not its preparation succeeded)."""
+        self._shared.finish(chunk)
 
     def check(self, values: pa.Array, name: str, reasons: pa.Array) -> pa.Array:
         if isinstance(values, pa.ChunkedArray):
@@ -301,15 +316,49 @@ class SeenValues:
             if not pc.all(same).as_py():  # two values share a hash (about 1 in 10^10 chunks)
                 repeat = _repeats_exactly(present)[order]
         distinct = ordered[starts]
-        seen = self._seen.get(name, np.zeros(0, dtype=np.int64))
-        pos = np.searchsorted(seen, distinct)
-        earlier = seen[np.minimum(pos, len(seen) - 1)] == distinct if len(seen) else np.zeros(len(distinct), bool)
+        earlier = self._shared.merge(name, self._chunk, distinct)
         duplicate = np.zeros(len(values), dtype=bool)
         duplicate[rows[order[repeat | earlier[group]]]] = True
-        self._seen[name] = np.insert(seen, pos[~earlier], distinct[~earlier])
         if not duplicate.any():
             return reasons
         return _reason_where(pa.array(duplicate), f"duplicate {name} (an earlier row has the same value)", reasons)
+
+
+class _Seen:
+    """The hashes every chunk has checked, per identifier, and whose turn it is to look them up."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, np.ndarray] = {}
+        self._cond = threading.Condition()
+        self._finished: set[int] = set()
+        self._checked: dict[str, set[int]] = {}
+        self._next: dict[str, int] = {}  # per identifier: the first chunk that has not checked it
+
+    def merge(self, name: str, chunk: int | None, distinct: np.ndarray) -> np.ndarray:
+        """Which of a chunk's distinct hashes earlier chunks had; then add the others."""
+        with self._cond:
+            if chunk is not None:
+                self._cond.wait_for(lambda: self._turn(name) >= chunk)
+            seen = self._seen.get(name, np.zeros(0, dtype=np.int64))
+            pos = np.searchsorted(seen, distinct)
+            earlier = seen[np.minimum(pos, len(seen) - 1)] == distinct if len(seen) else np.zeros(len(distinct), bool)
+            self._seen[name] = np.insert(seen, pos[~earlier], distinct[~earlier])
+            if chunk is not None:
+                self._checked.setdefault(name, set()).add(chunk)
+                self._cond.notify_all()
+            return earlier
+
+    def finish(self, chunk: int) -> None:
+        with self._cond:
+            self._finished.add(chunk)
+            self._cond.notify_all()
+
+    def _turn(self, name: str) -> int:
+        n, checked = self._next.get(name, 0), self._checked.get(name, set())
+        while n in checked or n in self._finished:
+            n += 1
+        self._next[name] = n
+        return n
 
 
 def combine(*reasons: pa.Array) -> pa.Array:
