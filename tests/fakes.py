@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
+from typing import Any
 
 
 class FakeClock:
@@ -35,6 +38,38 @@ class FakeClock:
         if self.sleep_advances:
             self.now += max(0.0, seconds)
             await asyncio.sleep(0)
+
+
+class VirtualClock:
+    """Virtual seconds for concurrent sleepers: each ``sleep`` waits until ``run`` moves the
+    clock to its wake time, earliest first, once every task has gone as far as it can."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._seq, fut))
+        await fut
+
+    async def run(self, work: Awaitable[Any]) -> Any:
+        """Await ``work``, moving virtual time whenever nothing else can run."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            for _ in range(20):  # let every ready task reach its next sleep
+                await asyncio.sleep(0)
+            if task.done() or not self._sleepers:
+                continue
+            wake, _, fut = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            fut.set_result(None)
+        return task.result()
 
 
 class FakeWallClock:

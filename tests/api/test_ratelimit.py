@@ -9,6 +9,7 @@ from klaviyo_bridge.api.ratelimit import RateLimiter, WindowLimiter
 from klaviyo_spec import RateLimit, operation
 
 from ..fakes import FakeClock as _SharedFakeClock
+from ..fakes import VirtualClock
 
 
 def FakeClock() -> _SharedFakeClock:  # noqa: N802 - time moves only when a test moves it; sleeps are recorded
@@ -231,3 +232,57 @@ async def test_requests_booked_but_still_waiting_for_a_connection_do_not_hold_ba
     assert not f_left.done()
     await clock.to(1.5)
     assert (await f_left).waited == pytest.approx(0.5)
+
+
+async def test_requests_queued_under_a_lowered_burst_go_sooner_once_it_grows_back():
+    """Another user of the key had most of the burst: 20 requests queue at 1 a second. When the
+    answers show the burst free again (after 1 s), the queued ones are planned again under it,
+    instead of keeping the slots booked under the burst of 1 (the later of two importers on one
+    key crawled at 1/s that way)."""
+    clock = VirtualClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(10, 600)}, probe=True)
+    lim = limiter.limiter("get_lists")
+    lim.known = True
+    lim.adapt((1, 600))
+    granted: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire("get_lists")
+        granted.append(clock.now)
+
+    async def burst_grows_back() -> None:
+        await clock.sleep(1.0)
+        lim.adapt((10, 600))
+
+    await clock.run(asyncio.gather(burst_grows_back(), *(one() for _ in range(20))))
+    assert len(granted) == 20
+    assert granted[:2] == [0.0, 1.0]  # one a second while the burst was 1
+    assert max_in_window(granted, 1.0) <= 10  # the grown windows are kept...
+    assert max(granted) <= 3.0  # ...and used: 20 s if the slots booked under a burst of 1 held
+
+
+async def test_two_users_of_a_key_move_to_an_even_split_of_the_burst():
+    """Two clients on one key, each pacing from the answers' headers only: the one that started
+    2 s later begins at a small share of the recent traffic and is not held there (a share
+    alone kept it at 1 request/s beside 17); they end near an even split, never together over
+    the burst."""
+    clock = FakeClock()
+    first, later = (RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(22, 10_000)}) for _ in "ab")
+    sent = {id(first): 0, id(later): 0}
+    history = []
+    for second in range(16):
+        users = [first, later] if second >= 2 else [first]
+        for user in users:
+            clock.now = 1000.0 + second
+            for _ in range(user.limiter("get_lists").windows[0][0]):
+                assert await user.acquire("get_lists") == 0.0  # its own windows hold for this second
+                sent[id(user)] += 1
+        clock.now = 1000.0 + second + 0.5
+        for user in users:
+            user.observe("get_lists", "", 10_000, 10_000 - sum(sent.values()), 60)
+        a, b = (u.limiter("get_lists").windows[0][0] for u in (first, later))
+        history.append((a, b))
+        if second >= 2:
+            assert a + b <= 22, history
+    assert history[2][1] <= 6, history  # the later one starts at about its share of the traffic
+    assert abs(history[-1][0] - history[-1][1]) <= 2 and history[-1][1] >= 8, history
