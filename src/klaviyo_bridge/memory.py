@@ -23,8 +23,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: mallopt(3) parameter number (malloc.h) and the value (see above).
 _M_MMAP_THRESHOLD = -3
@@ -38,6 +40,10 @@ def lean_arrow_pool() -> pa.MemoryPool | None:
     default: the user chose one (``ARROW_DEFAULT_MEMORY_POOL``), or this build has no jemalloc."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return None
+    # Deferred (tests/test_layers.py ALLOWED): the CLI fixes malloc before any verb, and loads
+    # Arrow only with the verbs that use it.
+    import pyarrow as pa
+
     try:
         return pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
@@ -49,7 +55,11 @@ def use_lean_arrow_pool() -> None:
     (``use_lean_malloc``). For process entry points only."""
     use_lean_malloc()
     pool = lean_arrow_pool()
-    if pool is not None and pa.default_memory_pool().backend_name != pool.backend_name:
+    if pool is None:
+        return
+    import pyarrow as pa  # deferred, as above
+
+    if pa.default_memory_pool().backend_name != pool.backend_name:
         pa.set_memory_pool(pool)
 
 

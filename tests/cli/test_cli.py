@@ -2,16 +2,21 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
-from klaviyo_bridge.cli import cli, main
+import klaviyo_bridge.cli as cli_package
+from klaviyo_bridge.cli import VERBS, cli, main, verb_commands
 from klaviyo_bridge.home import Home
 
 
 def all_commands(group: click.Group, prefix=()):
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, f"{(*prefix, name)} is listed but does not load"
         yield (*prefix, name), cmd
         if isinstance(cmd, click.Group):
             yield from all_commands(cmd, (*prefix, name))
@@ -26,7 +31,39 @@ def test_every_command_has_help(path, capsys):
     out = capsys.readouterr().out
     assert "Usage:" in out
     if path:
-        assert cli.commands[path[0]].help, f"{path} has no help text"
+        assert cli.get_command(click.Context(cli), path[0]).help, f"{path} has no help text"
+
+
+def test_every_verb_module_is_in_the_table_and_every_verb_in_its_module():
+    """VERBS names each verb's module; each module's COMMANDS holds exactly the verbs named there."""
+    by_module: dict[str, set[str]] = {}
+    for verb, module in VERBS.items():
+        by_module.setdefault(module, set()).add(verb)
+    for module, verbs in by_module.items():
+        assert set(verb_commands(module)) == verbs, module
+    modules = {p.stem for p in Path(cli_package.__file__).parent.glob("*_cmd.py")}
+    assert modules == set(by_module), "a *_cmd.py module whose verbs are not in VERBS (or the reverse)"
+
+
+@pytest.mark.parametrize(
+    "argv, absent",
+    [
+        (["--version"], ("pyarrow", "duckdb", "httpx", "procrastinate")),
+        (["auth:list"], ("pyarrow", "duckdb", "httpx", "procrastinate")),
+        (["connector:issue", "--help"], ("procrastinate", "starlette")),
+    ],
+)
+def test_a_verb_loads_only_what_it_needs(argv, absent, tmp_path):
+    """Start-up: the verbs' modules load on use, so a light verb starts in a fraction of a second."""
+    code = (
+        "import sys\nfrom klaviyo_bridge.cli import main\n"
+        f"try:\n    main({['--home', str(tmp_path / 'home'), *argv]!r})\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split("\n")[-2].split())
+    assert "click" in loaded and not loaded & set(absent), sorted(loaded & set(absent))
 
 
 def test_our_errors_print_one_line_and_exit_nonzero(monkeypatch, capsys):

@@ -8,6 +8,7 @@ else (a bug) is one line too, exit 70, with the traceback only under ``-vv``.
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import signal
 import sys
@@ -20,17 +21,73 @@ import click
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
 from ..home import HOME_ENV, LEGACY_HOME, Home
-from ..memory import use_lean_arrow_pool
-from .api_cmd import api_command
-from .demo_cmd import demo_command
-from .emulator_cmd import emulator_command
-from .export_cmd import query_command
+from ..memory import use_lean_arrow_pool, use_lean_malloc
 from .hints import error_lines
-from .imports_cmd import COMMANDS as IMPORT_COMMANDS
-from .workflow_cmd import workflow_command
+
+#: Each verb's module in this package (its ``COMMANDS``). A verb's module, and what it needs,
+#: loads when the verb runs, not at every start: ``auth:list`` loads neither Arrow, DuckDB nor
+#: the worker engine (docs/cli.md, "Start-up"). ``--help`` loads them all for their help lines.
+VERBS: dict[str, str] = {
+    "api": "api_cmd",
+    "auth:create": "auth_cmd",
+    "auth:delete": "auth_cmd",
+    "auth:list": "auth_cmd",
+    "connector:create": "schedule_cmd",
+    "connector:delete": "schedule_cmd",
+    "connector:history": "schedule_cmd",
+    "connector:issue": "imports_cmd",
+    "connector:list": "schedule_cmd",
+    "connector:preview": "imports_cmd",
+    "connector:run": "schedule_cmd",
+    "connector:show": "schedule_cmd",
+    "connector:update": "schedule_cmd",
+    "console": "console_cmd",
+    "cron:next": "schedule_cmd",
+    "demo": "demo_cmd",
+    "emulator": "emulator_cmd",
+    "job:kill": "jobs_cmd",
+    "job:list": "jobs_cmd",
+    "job:show": "jobs_cmd",
+    "query": "export_cmd",
+    "replicate": "imports_cmd",
+    "sched:create": "sched_cmd",
+    "sched:delete": "sched_cmd",
+    "sched:history": "sched_cmd",
+    "sched:list": "sched_cmd",
+    "sched:run": "sched_cmd",
+    "sched:show": "sched_cmd",
+    "sched:update": "sched_cmd",
+    "scheduler": "jobs_cmd",
+    "sql": "warehouse_cmd",
+    "tables": "warehouse_cmd",
+    "worker": "worker_cmd",
+    "workflow": "workflow_cmd",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def verb_commands(module: str) -> dict[str, click.Command]:
+    """The commands a verb module declares (its ``COMMANDS``), by name; loads the module."""
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    return {command.name or "": command for command in loaded.COMMANDS}
+
+
+class _Verbs(click.Group):
+    """A group whose verbs load on first use (``VERBS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*VERBS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = VERBS.get(cmd_name)
+        if module is None:
+            return super().get_command(ctx, cmd_name)
+        command = verb_commands(module).get(cmd_name)
+        if "pyarrow" in sys.modules:  # this verb works with Arrow: its allocator, chosen before it does
+            use_lean_arrow_pool()
+        return command
+
+
+@click.group(cls=_Verbs, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="klaviyo-bridge")
 @click.option(
     "--home",
@@ -59,34 +116,6 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
         )
 
 
-cli.add_command(emulator_command)
-cli.add_command(demo_command)
-cli.add_command(api_command)
-cli.add_command(query_command)
-cli.add_command(workflow_command)
-for _command in IMPORT_COMMANDS:
-    cli.add_command(_command)
-
-from .auth_cmd import COMMANDS as AUTH_COMMANDS  # noqa: E402
-from .schedule_cmd import COMMANDS as SCHEDULE_COMMANDS  # noqa: E402
-
-for _command in (*AUTH_COMMANDS, *SCHEDULE_COMMANDS):
-    cli.add_command(_command)
-
-from .console_cmd import console_command  # noqa: E402
-from .warehouse_cmd import COMMANDS as WAREHOUSE_COMMANDS  # noqa: E402
-
-for _command in WAREHOUSE_COMMANDS:
-    cli.add_command(_command)
-
-cli.add_command(console_command)
-
-from .worker_cmd import COMMANDS as WORKER_COMMANDS  # noqa: E402
-
-for _command in WORKER_COMMANDS:
-    cli.add_command(_command)
-
-
 _terminated = False
 
 
@@ -106,7 +135,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the single error handler."""
     global _terminated
-    use_lean_arrow_pool()  # the process's Arrow allocator: chosen here, never by an engine (memory.py)
+    use_lean_malloc()  # the process's allocators: chosen here, never by an engine (memory.py); Arrow's
+    # pool once a verb that uses Arrow has loaded it (_Verbs.get_command)
     _terminated = False
     previous = None
     if threading.current_thread() is threading.main_thread():

@@ -123,3 +123,6 @@ async def _print_records(
             count += 1
             if limit is not None and count >= limit:
                 break
+
+
+COMMANDS = (api_command,)

@@ -9,6 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..home import Home
+from ..memory import use_lean_arrow_pool
 
 
 def _read_token_file(path: str) -> str:
@@ -109,6 +110,7 @@ def console_command(
     from ..console import ConsoleConfig, check_bind
     from ..console.server import create_app, serve_app
 
+    use_lean_arrow_pool()  # the console runs imports and exports in this process (memory.py)
     if token_file:
         token = _read_token_file(token_file)
     if bool(tls_cert) != bool(tls_key):
@@ -145,3 +147,6 @@ def console_command(
             err=True,
         )
     serve_app(app, config)
+
+
+COMMANDS = (console_command,)

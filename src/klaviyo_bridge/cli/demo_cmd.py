@@ -174,3 +174,6 @@ async def _read_account(console: Console, settings: ClientSettings, limits: Acco
             f"[bold]4.[/] {s.requests} requests, {s.retries} retries, {s.throttled} throttled (429), "
             f"{s.rate_wait_seconds:.1f}s waited for rate-limit slots."
         )
+
+
+COMMANDS = (demo_command,)

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from klaviyo_emulator.cli import emulator_command
 
-__all__ = ["emulator_command"]
+__all__ = ["COMMANDS", "emulator_command"]
+
+COMMANDS = (emulator_command,)

@@ -74,3 +74,6 @@ def query_command(
         )
     if result.exit_code:
         sys.exit(result.exit_code)  # 3: rows were rejected or unconfirmed (docs/exports.md: exit codes)
+
+
+COMMANDS = (query_command,)

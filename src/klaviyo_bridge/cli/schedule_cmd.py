@@ -222,9 +222,6 @@ def cron_next(expression: str, tz: str, start: str | None, delay: int, count: in
         click.echo(run.isoformat())
 
 
-from .jobs_cmd import COMMANDS as JOB_COMMANDS  # noqa: E402
-from .sched_cmd import COMMANDS as EXPORT_COMMANDS  # noqa: E402
-
 COMMANDS = (
     connector_create,
     connector_list,
@@ -234,6 +231,4 @@ COMMANDS = (
     connector_delete,
     connector_run,
     cron_next,
-    *JOB_COMMANDS,
-    *EXPORT_COMMANDS,
 )

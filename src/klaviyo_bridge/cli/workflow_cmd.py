@@ -213,3 +213,6 @@ def delete_command(home: Home, name: str, warehouse_url: str | None) -> None:
     for auth in set(_workflow_auths(record)):
         credentials.delete(auth, missing_ok=True)
     click.echo(f"Deleted workflow {name!r}")
+
+
+COMMANDS = (workflow_command,)
