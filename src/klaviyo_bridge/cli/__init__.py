@@ -57,7 +57,7 @@ VERBS: dict[str, str] = {
     "sched:run": "sched_cmd",
     "sched:show": "sched_cmd",
     "sched:update": "sched_cmd",
-    "scheduler": "jobs_cmd",
+    "scheduler": "scheduler_cmd",
     "sql": "warehouse_cmd",
     "tables": "warehouse_cmd",
     "worker": "worker_cmd",
