@@ -94,15 +94,9 @@ def queue_empty(url: str) -> bool:
 
 
 @pytest.mark.klaviyo_emulator(extra_api_keys=KEYS, rate_limits=False, profiles=PROFILES, events=0, lists=1)
-@pytest.mark.parametrize(
-    "n_workers, n_schedules",
-    [
-        pytest.param(2, 6, marks=pytest.mark.timeout(300)),  # the default suite's: 20-45 s on a loaded 2-core machine
-        # The scenario: each import run costs 1-2 s of CPU here (7 ADBC connects, windows), so 50
-        # runs on 2 shared cores take ~100 s: opt-in, `pytest -m workers`.
-        pytest.param(3, SCHEDULES, marks=[pytest.mark.workers, pytest.mark.timeout(900)]),
-    ],
-)
+# The scenario: each import run costs 1-2 s of CPU here (7 ADBC connects, windows), so 50 runs
+# take 65-75 s on 2 cores, beside the rest of the suite (pytest -n auto).
+@pytest.mark.parametrize("n_workers, n_schedules", [pytest.param(3, SCHEDULES, marks=pytest.mark.timeout(900))])
 def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_workers, n_schedules):
     home = Home.resolve(pool.home)
     url = pool.url
