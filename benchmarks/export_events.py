@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--count-events", action="store_true", help="read every event back to count them (slow)")
     args = ap.parse_args()
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses Arrow's allocator
     n = args.events
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"

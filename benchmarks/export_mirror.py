@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=150)
     ap.add_argument("--first-run", action="store_true", help="also time a mirror with no snapshot (reads every member)")
     args = ap.parse_args()
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses Arrow's allocator
     t0 = time.perf_counter()
     profiles, list_id, result_emails, snapshot, newest, k = account(args.members, args.churn)
     setup = time.perf_counter() - t0

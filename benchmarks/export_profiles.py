@@ -125,7 +125,7 @@ def main() -> None:
         help="skip_invalid_records: false (the setting's default): every row is validated before the first request",
     )
     args = ap.parse_args()
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses Arrow's allocator
     n = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "warehouse.duckdb"

@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--latency-ms", type=int, default=150)
     args = ap.parse_args()
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses Arrow's allocator
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses Arrow's allocator
     profiles = max(2 * args.rows, 10_000) * 2
     list_id, emails, n_members = rows_for(profiles, args.rows)
     n = len(emails)

@@ -94,7 +94,7 @@ def main() -> None:
         "file); the table bench.<source> is dropped first",
     )
     args = ap.parse_args()
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses its allocators
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses its allocators
     profiles = args.profiles or max(1000, args.events // 10)
     expected = args.events if args.source == "events" else profiles
     with emulator_process(

@@ -126,7 +126,7 @@ def side_import(base: str, db: str) -> dict:
     from klaviyo_bridge.memory import use_lean_arrow_pool
     from klaviyo_bridge.store.factory import open_warehouse
 
-    use_lean_arrow_pool()  # as klaviyo-bridge's main does: the process chooses its allocators
+    use_lean_arrow_pool()  # as the klaviyo-bridge command does: the process chooses its allocators
     config = parse_import_config(
         {
             "in": {"data_source": "events", "api_token": DEFAULT_API_KEY, "base_url": base, "skip_related_object": False},

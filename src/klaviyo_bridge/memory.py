@@ -3,8 +3,10 @@
 Exports build many short-lived Arrow arrays a chunk at a time; with Arrow's default pool
 (mimalloc) a 1M-row export peaked about 25 MB higher than with jemalloc, which hands freed
 pages back sooner. Arrow's default pool is process-wide, so the engines never set it: the
-process entry points do (``klaviyo-bridge``'s ``main``, the benchmarks standing in for it), once,
-with ``use_lean_arrow_pool()``. An ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins.
+process entry points do, once, with ``use_lean_arrow_pool()``: the ``klaviyo-bridge`` command once
+a verb that uses Arrow has loaded it (``cli/__init__.py``; its ``main`` fixes malloc, below, for
+every verb), the console verb after loading the web app, the benchmarks standing in for them.
+An ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins.
 
 glibc's malloc raises its mmap threshold to the size of the largest mmapped block freed (up to
 32 MB): after the first request body of a few MB is freed, every later body, response and

@@ -1,5 +1,6 @@
 """The CLI: help on every command, one-line errors, the home folder."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,41 @@ def test_a_legacy_home_in_the_current_folder_is_named_not_used(monkeypatch, tmp_
         pass
     err = capsys.readouterr().err
     assert "./.klaviyo-bridge here is not used" in err and f"KLAVIYO_BRIDGE_HOME={tmp_path / '.klaviyo-bridge'}" in err
+
+
+def test_a_mistyped_verb_gets_suggestions(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["job:lis"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "No such command 'job:lis'. Did you mean 'job:list'" in err and "'job:kill'?" in err
+
+
+@pytest.mark.parametrize("verbose", [[], ["-vv"]])
+def test_a_verb_that_cannot_load_is_one_line_or_a_traceback_under_vv(verbose, tmp_path):
+    """A verb's module loads before the group's options take effect: -vv still shows the traceback."""
+    code = (
+        "import sys\nsys.modules['procrastinate'] = None  # a broken install\n"
+        f"from klaviyo_bridge.cli import main\nmain({['--home', str(tmp_path), *verbose, 'worker', 'status']!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if verbose:
+        assert done.returncode == 1 and "Traceback" in done.stderr and "procrastinate" in done.stderr, done.stderr
+    else:
+        assert done.returncode == 70 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("internal error: ModuleNotFoundError") and "-vv" in done.stderr, done.stderr
+
+
+def test_a_verb_that_uses_arrow_runs_on_the_lean_pool(tmp_path):
+    """The process chooses Arrow's allocator (memory.py) once a verb that uses Arrow has loaded it."""
+    code = (
+        "from klaviyo_bridge.cli import main\n"
+        f"try:\n    main({['--home', str(tmp_path), 'sql', 'SELECT 1 AS x']!r})\nexcept SystemExit as exc:\n    assert not exc.code\n"
+        "import pyarrow as pa\nfrom klaviyo_bridge.memory import lean_arrow_pool\n"
+        "lean = lean_arrow_pool()\nprint('POOL', pa.default_memory_pool().backend_name, lean.backend_name if lean else '-')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    used, lean = done.stdout.split("POOL ", 1)[1].split()
+    assert lean == "-" or used == lean, done.stdout

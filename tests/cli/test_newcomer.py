@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -265,7 +268,17 @@ HOLD = (
 )
 
 
-def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(tmp_path):
+@pytest.fixture
+def short_tmp():
+    folder = Path(tempfile.mkdtemp(prefix="kb-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_waiting_for_the_duckdb_file_says_for_what_and_which_process(short_tmp):
+    # a short folder: the message cuts the holder's command line at 200 characters, and pytest's
+    # own temporary paths (longer under pytest-xdist) would push --pretend-scheduler past that
+    tmp_path = short_tmp
     home = tmp_path / "home"
     home.mkdir(mode=0o700)  # a wider folder gets tightened, with a notice on the first line
     (tmp_path / "hold.py").write_text(HOLD)

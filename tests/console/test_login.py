@@ -155,10 +155,8 @@ def test_token_file_must_be_private(home, tmp_path, monkeypatch):
     assert exc.value.code == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _port_of(url: str) -> int:
+    return int(re.match(r"https?://127\.0\.0\.1:(\d+)/", url).group(1))
 
 
 def _start_console(home: Path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -193,10 +191,10 @@ def _wait_up(url: str, **kw) -> None:
 
 
 def test_cli_prints_a_login_url_once_and_the_token_is_not_in_ps(tmp_path):
-    port = _free_port()
-    proc, url = _start_console(tmp_path / "home", "--port", str(port))
+    proc, url = _start_console(tmp_path / "home", "--port", "0")
+    port = _port_of(url)  # the one the system chose, in the URL it printed
     try:
-        assert url.startswith(f"http://127.0.0.1:{port}/login?token=")
+        assert url.startswith(f"http://127.0.0.1:{port}/login?token=") and port > 0
         token = url.split("token=", 1)[1]
         assert token not in Path(f"/proc/{proc.pid}/cmdline").read_text()
         _wait_up(f"http://127.0.0.1:{port}/static/console.css")
@@ -232,8 +230,8 @@ def test_cli_serves_tls_with_a_secure_cookie(tmp_path):
         check=True,
         capture_output=True,
     )
-    port = _free_port()
-    proc, url = _start_console(tmp_path / "home", "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key))
+    proc, url = _start_console(tmp_path / "home", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+    port = _port_of(url)
     try:
         assert url.startswith(f"https://127.0.0.1:{port}/login?token=")
         _wait_up(f"https://127.0.0.1:{port}/static/console.css", verify=False)
@@ -244,3 +242,20 @@ def test_cli_serves_tls_with_a_secure_cookie(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_port_in_use_is_a_one_line_error_before_any_url_is_printed(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_BRIDGE_CONSOLE_TOKEN"}
+        done = subprocess.run(
+            [sys.executable, "-m", "klaviyo_bridge", "--home", str(tmp_path / "home"), "console", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -21,6 +22,23 @@ def full(request) -> bool:
     except ValueError:
         flag = False
     return bool(flag) or os.environ.get("RELIABILITY_FULL") == "1"
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each test process counts its own figures: hand them to the controller."""
+    from .helpers import FIGURES
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability_figures"] = json.dumps(dict(FIGURES))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """(pytest-xdist, in the controller) add a finished test process's figures to the summary's."""
+    from .helpers import FIGURES
+
+    FIGURES.update(json.loads(getattr(node, "workeroutput", {}).get("reliability_figures", "{}")))
 
 
 def pytest_terminal_summary(terminalreporter):

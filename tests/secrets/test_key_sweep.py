@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -57,17 +56,10 @@ class Sweep:
         return done
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str], str, int]:
     """Start ``klaviyo-bridge console`` as a process, fetch ``paths`` (and the pages they link to
     under /schedules/ and /jobs/), return (pages' HTML, the process's command line, page count)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "klaviyo_bridge", "--home", str(cli.home), "console", "--port", str(port)]
+    argv = [sys.executable, "-m", "klaviyo_bridge", "--home", str(cli.home), "console", "--port", "0"]
     cli.argv.append(argv)
     proc = subprocess.Popen(
         argv,
@@ -77,10 +69,15 @@ def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str
         env=cli.env({"KLAVIYO_BASE_URL": base_url, "KLAVIYO_BRIDGE_CONSOLE_TOKEN": CONSOLE_TOKEN}),
     )
     pages: list[str] = []
+    first = ""
     try:
         with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
             cmdline = fh.read().replace(b"\0", b" ").decode()
-        url = f"http://127.0.0.1:{port}"
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "klaviyo-bridge console on http://127.0.0.1:PORT/ ...": the port it chose
+        found = re.search(r"console on (http://127\.0\.0\.1:\d+)/", first)
+        assert found, first
+        url = found.group(1)
         with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as http:
             for _ in range(600):  # wait until it listens (bounded; no timing is asserted)
                 try:
@@ -104,7 +101,7 @@ def console_pages(cli: Sweep, base_url: str, paths: list[str]) -> tuple[list[str
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-        cli.outputs.append(("console", out))
+        cli.outputs.append(("console", first + out))
     return pages, cmdline, len(seen)
 
 

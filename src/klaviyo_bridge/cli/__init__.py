@@ -7,6 +7,7 @@ else (a bug) is one line too, exit 70, with the traceback only under ``-vv``.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import logging
@@ -76,6 +77,19 @@ class _Verbs(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*VERBS, *self.commands})
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and not ctx.resilient_parsing and self.get_command(ctx, name) is None:
+            # click's own suggestions come from ``self.commands``, which holds no lazy verb
+            close = difflib.get_close_matches(name, self.list_commands(ctx))
+            hint = (
+                f" Did you mean {', '.join(map(repr, close[:-1]))}{' or ' if len(close) > 1 else ''}{close[-1]!r}?"
+                if close
+                else ""
+            )
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module = VERBS.get(cmd_name)
@@ -148,6 +162,22 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _debugging(argv: list[str] | None) -> bool:
+    """-vv (given before the verb) or debug logging already on: show tracebacks. Read from the
+    arguments too, since a verb's module loads before the group's callback sets up logging."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return True
+    args, count = iter(sys.argv[1:] if argv is None else argv), 0
+    for arg in args:
+        if arg == "--home":
+            next(args, None)  # its value
+        elif not arg.startswith("-"):
+            break  # the verb
+        elif arg == "--verbose" or (not arg.startswith("--") and set(arg[1:]) == {"v"}):
+            count += 1 if arg == "--verbose" else len(arg) - 1
+    return count >= 2
+
+
 def _main(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="klaviyo-bridge", standalone_mode=False)
@@ -173,7 +203,7 @@ def _main(argv: list[str] | None) -> None:
     except OSError as exc:
         reason = disk_full_reason(f"{exc.strerror}") if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None
         if reason is None:
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
+            if _debugging(argv):
                 raise
             click.echo(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", err=True)
             sys.exit(1)
@@ -186,7 +216,7 @@ def _main(argv: list[str] | None) -> None:
             # DuckDB's answer to a Ctrl-C that landed inside it: the user's Ctrl-C, not a bug
             click.echo("Terminated." if _terminated else "Interrupted.", err=True)
             sys.exit(143 if _terminated else 130)
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
+        if _debugging(argv):
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", err=True)
         sys.exit(70)

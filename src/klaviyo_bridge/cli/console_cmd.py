@@ -108,7 +108,7 @@ def console_command(
     """
     # Deferred (tests/test_layers.py ALLOWED): the web stack loads for this verb only.
     from ..console import ConsoleConfig, check_bind
-    from ..console.server import create_app, serve_app
+    from ..console.server import create_app, listen, serve_app
 
     use_lean_arrow_pool()  # the console runs imports and exports in this process (memory.py)
     if token_file:
@@ -129,11 +129,13 @@ def console_command(
         trusted_proxies=tuple(trusted_proxies),
         query_timeout=query_timeout,
     )
+    sock = listen(config)  # bound first: with --port 0 the URLs below carry the port the system chose
     app = create_app(config)
     console = app.state.console
     scheme = "https" if tls_cert else "http"
     click.echo(
-        f"klaviyo-bridge console on {scheme}://{'[' + host + ']' if ':' in host else host}:{port}/ (Ctrl-C to stop)", err=True
+        f"klaviyo-bridge console on {scheme}://{'[' + host + ']' if ':' in host else host}:{config.port}/ (Ctrl-C to stop)",
+        err=True,
     )
     if token:
         click.echo("sign in with the access token you set", err=True)
@@ -146,7 +148,7 @@ def console_command(
             "network unencrypted; use --tls-cert/--tls-key or a TLS reverse proxy (docs/console.md)",
             err=True,
         )
-    serve_app(app, config)
+    serve_app(app, config, sock)
 
 
 COMMANDS = (console_command,)

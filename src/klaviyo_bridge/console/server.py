@@ -3,6 +3,7 @@ pages of ``routes/`` (which use those parts, so the assembly lives apart from th
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from ..errors import ConfigError
 from ..secrets import CredentialStore
 from .app import Console, ConsoleConfig, ConsoleJobs, SecurityMiddleware, WarehouseHolder, _templates, check_bind
 from .routes import ROUTES
@@ -45,22 +47,38 @@ def create_app(config: ConsoleConfig, *, clock: Callable[[], float] | None = Non
 
 def serve(config: ConsoleConfig) -> None:
     """Serve until interrupted (``klaviyo-bridge console``)."""
+    sock = listen(config)
+    serve_app(create_app(config), config, sock)
 
-    app = create_app(config)
-    serve_app(app, config)
+
+def listen(config: ConsoleConfig) -> socket.socket:
+    """The console's listening socket, bound before its address is printed: with port 0 the system
+    picks a free port, and ``config.port`` (so the printed URL) becomes that port."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", key="port") from None
+    config.port = sock.getsockname()[1]
+    return sock
 
 
-def serve_app(app: Starlette, config: ConsoleConfig, announce: Callable[[str], None] | None = None) -> None:
-    if announce:
-        announce(app.state.console.login_url)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,  # handled in create_app, for trusted proxies only
-        ssl_certfile=config.tls_cert,
-        ssl_keyfile=config.tls_key,
+def serve_app(app: Starlette, config: ConsoleConfig, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` on ``sock`` (from ``listen``), or on the config's host and port."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # handled in create_app, for trusted proxies only
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
+        )
     )
+    server.run(sockets=[sock] if sock is not None else None)
