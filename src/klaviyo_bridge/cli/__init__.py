@@ -80,6 +80,8 @@ class _Verbs(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
+        if name in VERBS:  # loaded once, here (click's resolve_command would look it up again)
+            return name, self.get_command(ctx, name), args[1:]
         if name and not name.startswith("-") and not ctx.resilient_parsing and self.get_command(ctx, name) is None:
             # click's own suggestions come from ``self.commands``, which holds no lazy verb
             close = difflib.get_close_matches(name, self.list_commands(ctx))
