@@ -38,7 +38,7 @@ def test_every_command_has_help(path, capsys):
 def test_every_verb_module_is_in_the_table_and_every_verb_in_its_module():
     """VERBS names each verb's module; each module's COMMANDS holds exactly the verbs named there."""
     by_module: dict[str, set[str]] = {}
-    for verb, module in VERBS.items():
+    for verb, (module, _) in VERBS.items():
         by_module.setdefault(module, set()).add(verb)
     for module, verbs in by_module.items():
         assert set(verb_commands(module)) == verbs, module
@@ -46,10 +46,21 @@ def test_every_verb_module_is_in_the_table_and_every_verb_in_its_module():
     assert modules == set(by_module), "a *_cmd.py module whose verbs are not in VERBS (or the reverse)"
 
 
+@pytest.mark.parametrize("limit", [20, 45, 80, 10_000])
+def test_the_tables_help_lines_are_the_commands_own(limit):
+    """``--help`` lists the verbs from VERBS without loading them: each line as click would make it
+    from the command itself, at any terminal width."""
+    for verb, (module, summary) in VERBS.items():
+        command = verb_commands(module)[verb]
+        assert not command.hidden
+        assert click.utils.make_default_short_help(summary, limit) == command.get_short_help_str(limit), verb
+
+
 @pytest.mark.parametrize(
     "argv, absent",
     [
         (["--version"], ("pyarrow", "duckdb", "httpx", "procrastinate")),
+        (["--help"], ("pyarrow", "duckdb", "httpx", "procrastinate", "rich", "yaml")),
         (["auth:list"], ("pyarrow", "duckdb", "httpx", "procrastinate")),
         (["connector:issue", "--help"], ("procrastinate", "starlette")),
     ],

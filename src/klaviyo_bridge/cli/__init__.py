@@ -16,8 +16,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 import click
+from click.utils import make_default_short_help
 
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
@@ -25,44 +27,74 @@ from ..home import HOME_ENV, LEGACY_HOME, Home
 from ..memory import use_lean_arrow_pool, use_lean_malloc
 from .hints import error_lines
 
-#: Each verb's module in this package (its ``COMMANDS``). A verb's module, and what it needs,
-#: loads when the verb runs, not at every start: ``auth:list`` loads neither Arrow, DuckDB nor
-#: the worker engine (docs/cli.md, "Start-up"). ``--help`` loads them all for their help lines.
-VERBS: dict[str, str] = {
-    "api": "api_cmd",
-    "auth:create": "auth_cmd",
-    "auth:delete": "auth_cmd",
-    "auth:list": "auth_cmd",
-    "connector:create": "schedule_cmd",
-    "connector:delete": "schedule_cmd",
-    "connector:history": "schedule_cmd",
-    "connector:issue": "imports_cmd",
-    "connector:list": "schedule_cmd",
-    "connector:preview": "imports_cmd",
-    "connector:run": "schedule_cmd",
-    "connector:show": "schedule_cmd",
-    "connector:update": "schedule_cmd",
-    "console": "console_cmd",
-    "cron:next": "schedule_cmd",
-    "demo": "demo_cmd",
-    "emulator": "emulator_cmd",
-    "job:kill": "jobs_cmd",
-    "job:list": "jobs_cmd",
-    "job:show": "jobs_cmd",
-    "query": "export_cmd",
-    "replicate": "imports_cmd",
-    "sched:create": "sched_cmd",
-    "sched:delete": "sched_cmd",
-    "sched:history": "sched_cmd",
-    "sched:list": "sched_cmd",
-    "sched:run": "sched_cmd",
-    "sched:show": "sched_cmd",
-    "sched:update": "sched_cmd",
-    "scheduler": "scheduler_cmd",
-    "sql": "warehouse_cmd",
-    "tables": "warehouse_cmd",
-    "worker": "worker_cmd",
-    "workflow": "workflow_cmd",
+
+class Verb(NamedTuple):
+    module: str  #: the module in this package that declares it (in its ``COMMANDS``)
+    summary: str  #: its help line for ``--help`` (the command's first sentence)
+
+
+#: Each verb: its module in this package (its ``COMMANDS``) and its help line. A verb's module, and
+#: what it needs, loads when the verb runs, not at every start: ``auth:list`` loads neither Arrow,
+#: DuckDB nor the worker engine, and ``--help`` lists the verbs from here without loading any
+#: (docs/cli.md, "Start-up"; tests/cli/test_cli.py checks each line against the command's own help).
+VERBS: dict[str, Verb] = {
+    "api": Verb("api_cmd", "Print the records of OPERATION_ID (e.g. get_lists, get_profiles) as JSON lines."),
+    "auth:create": Verb("auth_cmd", "Save a Klaviyo private API key under NAME (HOME/credentials.json, mode 0600)."),
+    "auth:delete": Verb("auth_cmd", "Delete the saved authentication NAME."),
+    "auth:list": Verb("auth_cmd", "List saved authentications: names and a masked hint of each key (never the key)."),
+    "connector:create": Verb("schedule_cmd", "Save an import schedule: run CONFIG_FILE into DATABASE.TABLE at CRON times."),
+    "connector:delete": Verb(
+        "schedule_cmd", "Delete schedule NAME (its job history stays; its connector:NAME authentication goes)."
+    ),
+    "connector:history": Verb("schedule_cmd", "Jobs of schedule NAME, newest first (details: job:show JOB_ID)."),
+    "connector:issue": Verb("imports_cmd", "Run the import in CONFIG_FILE once, now, into DATABASE.TABLE, and print a summary."),
+    "connector:list": Verb("schedule_cmd", "List import schedules: Name, Cron, Timezone, Delay, Database, Table, Status."),
+    "connector:preview": Verb("imports_cmd", "Show the first rows CONFIG_FILE would import, with name:type headers."),
+    "connector:run": Verb("schedule_cmd", "Run schedule NAME now, as if it were TIME (ISO 8601; default: now)."),
+    "connector:show": Verb("schedule_cmd", "Show the settings of schedule NAME (keys redacted) and its next run time."),
+    "connector:update": Verb("schedule_cmd", "Change schedule NAME."),
+    "console": Verb("console_cmd", "Serve the web console: authentications, import sources, exports, schedules and jobs."),
+    "cron:next": Verb("schedule_cmd", "Print the next run times of EXPRESSION, one ISO 8601 time with offset per line."),
+    "demo": Verb(
+        "demo_cmd",
+        "Start an emulator on 127.0.0.1, read its lists and profiles through the client, import profiles and events "
+        "into the DuckDB warehouse, query them, and export a query result back to a Klaviyo list "
+        "(emulator -> import -> DuckDB -> export back).",
+    ),
+    "emulator": Verb("emulator_cmd", "Run the Klaviyo emulator in the foreground (Ctrl-C stops it)."),
+    "job:kill": Verb(
+        "jobs_cmd", "Stop running job JOB_ID (cooperatively: it stops at its next await and is recorded as killed)."
+    ),
+    "job:list": Verb("jobs_cmd", "Recent jobs of every kind, newest first."),
+    "job:show": Verb(
+        "jobs_cmd", "Status, timings, counts and error of job JOB_ID (a unique prefix of at least 6 characters works)."
+    ),
+    "query": Verb(
+        "export_cmd", "Run QUERY on the warehouse and export the result to Klaviyo (add / remove_profiles / batch_consent)."
+    ),
+    "replicate": Verb(
+        "imports_cmd",
+        "Sync every Qlik-style table (one per event metric, plus campaigns, lists and global exclusions) "
+        "incrementally, merging on the primary key.",
+    ),
+    "sched:create": Verb(
+        "sched_cmd", "Save an export schedule: run QUERY (or -f FILE) on DATABASE at CRON times and export the result."
+    ),
+    "sched:delete": Verb("sched_cmd", "Delete export schedule NAME (its job history stays; its sched:NAME authentication goes)."),
+    "sched:history": Verb(
+        "sched_cmd", "Jobs of export schedule NAME, newest first (Records = rows accepted or submitted; job:show JOB_ID)."
+    ),
+    "sched:list": Verb("sched_cmd", "List export schedules: Name, Cron, Timezone, Delay, Database, Query (shortened), Status."),
+    "sched:run": Verb(
+        "sched_cmd", "Run export schedule NAME now, as if it were TIME (ISO 8601; default: now; recorded with the job)."
+    ),
+    "sched:show": Verb("sched_cmd", "Show export schedule NAME: timing, query, result settings (keys redacted), next run."),
+    "sched:update": Verb("sched_cmd", "Change export schedule NAME."),
+    "scheduler": Verb("scheduler_cmd", "Run due schedules, in the foreground, until stopped (Ctrl-C / SIGTERM)."),
+    "sql": Verb("warehouse_cmd", "Run QUERY (or -f FILE) on the warehouse and print the rows."),
+    "tables": Verb("warehouse_cmd", "List the warehouse's tables: database, table, columns, rows."),
+    "worker": Verb("worker_cmd", "Run one worker of a pool on the PostgreSQL state, until Ctrl-C / SIGTERM."),
+    "workflow": Verb("workflow_cmd", "Run workflow (.dig) files: td> query tasks that export their results to Klaviyo."),
 }
 
 
@@ -93,11 +125,22 @@ class _Verbs(click.Group):
             raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
         return super().resolve_command(ctx, args)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, with the verbs' help lines from ``VERBS``: ``--help`` loads no verb's module."""
+        rows = [(name, VERBS[name].summary) for name in self.list_commands(ctx) if name in VERBS]
+        rows += [
+            (name, command.short_help or command.help or "") for name, command in self.commands.items() if not command.hidden
+        ]
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted((name, make_default_short_help(text, limit)) for name, text in rows))
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = VERBS.get(cmd_name)
-        if module is None:
+        verb = VERBS.get(cmd_name)
+        if verb is None:
             return super().get_command(ctx, cmd_name)
-        command = verb_commands(module).get(cmd_name)
+        command = verb_commands(verb.module).get(cmd_name)
         if "pyarrow" in sys.modules:  # this verb works with Arrow: its allocator, chosen before it does
             use_lean_arrow_pool()
         return command
