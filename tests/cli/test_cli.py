@@ -9,7 +9,7 @@ import click
 import pytest
 
 import klaviyo_bridge.cli as cli_package
-from klaviyo_bridge.cli import VERBS, cli, main, verb_commands
+from klaviyo_bridge.cli import VERBS, cli, help_line, main, verb_commands
 from klaviyo_bridge.home import Home
 
 
@@ -53,7 +53,7 @@ def test_the_tables_help_lines_are_the_commands_own(limit):
     for verb, (module, summary) in VERBS.items():
         command = verb_commands(module)[verb]
         assert not command.hidden
-        assert click.utils.make_default_short_help(summary, limit) == command.get_short_help_str(limit), verb
+        assert help_line(summary, limit) == command.get_short_help_str(limit), verb
 
 
 @pytest.mark.parametrize(

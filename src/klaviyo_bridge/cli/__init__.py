@@ -19,7 +19,6 @@ from types import FrameType
 from typing import NamedTuple
 
 import click
-from click.utils import make_default_short_help
 
 from .. import __version__
 from ..errors import BridgeError, disk_full_message, disk_full_reason
@@ -98,6 +97,11 @@ VERBS: dict[str, Verb] = {
 }
 
 
+def help_line(summary: str, limit: int) -> str:
+    """``summary`` shortened for ``--help`` as click shortens a command's own help text."""
+    return click.Command(None, help=summary).get_short_help_str(limit)
+
+
 def verb_commands(module: str) -> dict[str, click.Command]:
     """The commands a verb module declares (its ``COMMANDS``), by name; loads the module."""
     loaded = importlib.import_module(f"{__name__}.{module}")
@@ -127,14 +131,19 @@ class _Verbs(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """As click's, with the verbs' help lines from ``VERBS``: ``--help`` loads no verb's module."""
-        rows = [(name, VERBS[name].summary) for name in self.list_commands(ctx) if name in VERBS]
-        rows += [
-            (name, command.short_help or command.help or "") for name, command in self.commands.items() if not command.hidden
-        ]
-        if rows:
-            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
-            with formatter.section("Commands"):
-                formatter.write_dl(sorted((name, make_default_short_help(text, limit)) for name, text in rows))
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(map(len, names))
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            verb, command = VERBS.get(name), self.commands.get(name)
+            if verb is not None:
+                rows.append((name, help_line(verb.summary, limit)))
+            elif command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         verb = VERBS.get(cmd_name)
