@@ -76,10 +76,16 @@ class Warehouse(ABC):
             yield session
             session.commit()
         except BaseException:
-            session.rollback()
+            try:
+                session.rollback()
+            finally:
+                session.close()
             raise
-        finally:
-            session.close()
+        self._finished(session)
+
+    def _finished(self, session: Session) -> None:
+        """``session`` ended a transaction cleanly (committed): close it, or keep it for the next one."""
+        session.close()
 
     def named_lock(self, name: str) -> "NamedLock":
         """A lock every user of this state store sees (see ``store/locks.py``)."""

@@ -1,0 +1,124 @@
+"""PostgreSQL state calls reuse a connection an earlier state call committed on (ADBC's connect
+costs ~30 ms); a connection that carried anything else, failed, or sat idle too long is not reused."""
+
+from __future__ import annotations
+
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from klaviyo_bridge.store import open_warehouse
+from klaviyo_bridge.store import postgres as pg
+from klaviyo_bridge.store.identifiers import quote
+
+from .conftest import PG_URL
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(pg.PostgresWarehouse, "clock", fake)
+    return fake
+
+
+@pytest.fixture
+def pgwh(clock):
+    wh = open_warehouse(PG_URL)
+    yield wh
+    wh.close()
+
+
+def backend(wh) -> int:
+    with wh.transaction() as s:
+        return int(s.fetch("SELECT pg_backend_pid()")[0][0])
+
+
+def test_state_calls_share_one_connection_until_the_warehouse_closes(pgwh):
+    first = backend(pgwh)
+    assert backend(pgwh) == first and backend(pgwh) == first
+    pgwh.close()
+    with open_warehouse(PG_URL) as other:
+        with other.transaction() as s:  # the closed warehouse's connection is gone from the server
+            alive = s.fetch("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", [first])[0][0]
+    assert alive == 0
+    assert backend(pgwh) != first  # a closed warehouse still works: on a new connection
+
+
+def test_a_failed_transaction_is_never_reused(pgwh):
+    first = backend(pgwh)
+    with pytest.raises(Exception):
+        with pgwh.transaction() as s:
+            assert int(s.fetch("SELECT pg_backend_pid()")[0][0]) == first
+            s.execute("SELECT * FROM no_such_table_here")
+    assert backend(pgwh) != first
+
+
+def test_an_idle_connection_is_reused_only_while_fresh(pgwh, clock):
+    first = backend(pgwh)
+    clock.now += pg.IDLE_SECONDS - 1
+    assert backend(pgwh) == first
+    clock.now += pg.IDLE_SECONDS + 1
+    assert backend(pgwh) != first
+
+
+def test_concurrent_state_calls_get_connections_of_their_own(pgwh):
+    with pgwh.transaction() as a, pgwh.transaction() as b:
+        pa_, pb = (int(s.fetch("SELECT pg_backend_pid()")[0][0]) for s in (a, b))
+    assert pa_ != pb
+    kept = {backend(pgwh) for _ in range(3)}
+    assert kept <= {pa_, pb}  # both went back for the next calls
+
+
+def test_a_writers_connection_and_its_temporary_tables_are_not_handed_on(pgwh):
+    """A merge stages its rows in a temporary table on the writer's connection; a state call
+    after the run must not land on that connection (its temporary tables, its session)."""
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    try:
+        with pgwh.writer(db, "people", "merge") as w:
+            writer_pid = int(w.session.fetch("SELECT pg_backend_pid()")[0][0])
+            w.write(pa.table({"id": ["a", "b"], "n": [1, 2]}))
+            w.commit()
+        after = {backend(pgwh) for _ in range(3)}
+        assert writer_pid not in after
+        with pgwh.transaction() as s:
+            temp = s.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0]
+        assert temp == 0
+    finally:
+        with pgwh.transaction() as s:
+            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+
+
+def test_a_query_streams_search_path_stays_with_its_connection(pgwh):
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    try:
+        pgwh.write(db, "people", pa.table({"id": ["a"], "n": [1]}))
+        stream = pgwh.stream_query("SELECT * FROM people", db)
+        assert [b.num_rows for b in stream] == [1]
+        for _ in range(3):
+            with pgwh.transaction() as s:
+                assert s.fetch("SELECT current_setting('search_path')")[0][0] == '"$user", public'
+    finally:
+        with pgwh.transaction() as s:
+            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+
+
+def test_a_released_named_lock_is_free_for_everyone(pgwh):
+    """Locks hold their own connection and close it on release: never kept with the lock held."""
+    lock = pgwh.named_lock(f"list:test:{uuid.uuid4().hex}")
+    assert lock.try_acquire({"run_id": "r1"})
+    lock.release()
+    for _ in range(3):
+        backend(pgwh)
+    with open_warehouse(PG_URL) as other:
+        again = other.named_lock(lock.name.removeprefix("klaviyo-bridge:lock:"))
+        assert again.try_acquire({"run_id": "r2"})
+        again.release()
