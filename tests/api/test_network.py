@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -291,3 +293,48 @@ async def test_a_request_counts_from_when_its_headers_went_out():
             await client.request("get_lists")
     assert clock.slept == [pytest.approx(1.0)]
     assert clock.now == pytest.approx(1.3)
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_clients_share_one_tls_context_per_ca_setting(tmp_path, monkeypatch):
+    """Loading the CAs costs ~20 ms: every client of a process shares the context, and a changed
+    SSL_CERT_FILE still takes effect (a server only that file trusts is reachable then, not before)."""
+    cert, key = _self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            writer.write(head(2) + b"{}")
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with server:
+        first, second = AsyncioTransport(), AsyncioTransport()
+        assert first.ssl_context is second.ssl_context
+        async with httpx.AsyncClient(transport=first) as client:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(url)
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        trusting = AsyncioTransport()
+        assert trusting.ssl_context is not first.ssl_context
+        async with httpx.AsyncClient(transport=trusting) as client:
+            assert (await client.get(url)).json() == {}

@@ -11,9 +11,11 @@ httpcore exceptions the rest of httpx maps are the same as with the default back
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import socket
 import ssl
+import threading
 import urllib.parse
 import urllib.request
 from collections import deque
@@ -307,7 +309,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         backend: AsyncNetworkBackend | None = None,
     ) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        #: the TLS context its connections use (by default one per process and CA setting: ``shared_ssl_context``)
+        self.ssl_context = context = verify if isinstance(verify, ssl.SSLContext) else shared_ssl_context(verify)
         self.backend = backend or AsyncioBackend()
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
@@ -338,6 +341,22 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+_CONTEXTS: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def shared_ssl_context(verify: bool) -> ssl.SSLContext:
+    """httpx's TLS context for ``verify``, made once per process and CA setting (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``): loading the CAs takes ~20 ms, which a worker or scheduler paid for every run's
+    client. A context only verifies and is never changed after this, so clients can share it."""
+    key = (verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _CONTEXTS[key] = httpx.create_ssl_context(verify=verify)
+        return context
 
 
 def environment_proxy(url: str) -> bool:
