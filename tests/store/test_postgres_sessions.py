@@ -1,5 +1,6 @@
 """PostgreSQL state calls reuse a connection an earlier state call committed on (ADBC's connect
-costs ~30 ms); a connection that carried anything else, failed, or sat idle too long is not reused."""
+costs ~30 ms), and a writer one whose stages it dropped; a connection that failed, held a lock or a
+query stream's search path, or sat idle too long is not reused."""
 
 from __future__ import annotations
 
@@ -78,20 +79,36 @@ def test_concurrent_state_calls_get_connections_of_their_own(pgwh):
     assert kept <= {pa_, pb}  # both went back for the next calls
 
 
-def test_a_writers_connection_and_its_temporary_tables_are_not_handed_on(pgwh):
-    """A merge stages its rows in a temporary table on the writer's connection; a state call
-    after the run must not land on that connection (its temporary tables, its session)."""
+def test_a_writers_connection_is_handed_on_without_its_stages(pgwh):
+    """A merge stages its rows in a temporary table on the writer's connection; once the run has
+    committed, the connection goes to the next state call or writer with its stages dropped."""
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    try:
+        writers = []
+        for n in (1, 2):  # the same stage name again: it would exist still if it had not been dropped
+            with pgwh.writer(db, "people", "merge") as w:
+                writers.append(int(w.session.fetch("SELECT pg_backend_pid()")[0][0]))
+                w.write(pa.table({"id": ["a", "b"], "n": [n, n]}))
+                w.commit()
+        assert writers[0] == writers[1]
+        with pgwh.transaction() as s:
+            assert int(s.fetch("SELECT pg_backend_pid()")[0][0]) == writers[0]
+            temp = s.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0]
+            assert temp == 0
+            assert int(s.fetch(f"SELECT sum(n) FROM {quote(db)}.people")[0][0]) == 4
+    finally:
+        with pgwh.transaction() as s:
+            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+
+
+def test_a_writer_that_did_not_commit_gives_its_connection_to_no_one(pgwh):
     db = f"t_{uuid.uuid4().hex[:10]}"
     try:
         with pgwh.writer(db, "people", "merge") as w:
             writer_pid = int(w.session.fetch("SELECT pg_backend_pid()")[0][0])
-            w.write(pa.table({"id": ["a", "b"], "n": [1, 2]}))
-            w.commit()
-        after = {backend(pgwh) for _ in range(3)}
-        assert writer_pid not in after
-        with pgwh.transaction() as s:
-            temp = s.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0]
-        assert temp == 0
+            w.write(pa.table({"id": ["a"], "n": [1]}))  # and no commit: rolled back at the end
+        assert writer_pid not in {backend(pgwh) for _ in range(3)}
+        assert pgwh.table_columns(db, "people") is None
     finally:
         with pgwh.transaction() as s:
             s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")

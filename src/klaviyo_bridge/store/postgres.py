@@ -88,6 +88,18 @@ class PostgresSession(Session):
     def begin(self) -> None:
         """ADBC opens a transaction implicitly (autocommit is off)."""
 
+    def scrub(self) -> bool:
+        """Leave nothing of a writer's use behind (its stages, a schema search path), so a state
+        call can have this connection; False when that could not be done (then close it)."""
+        try:
+            self._con.rollback()
+            self._cur.execute("DISCARD TEMP")
+            self._cur.execute("RESET search_path")
+            self._con.commit()
+        except adbc_driver_manager.Error:
+            return False
+        return True
+
     @_converting_errors
     def commit(self) -> None:
         self._con.commit()
@@ -242,11 +254,13 @@ IDLE_SECONDS = 10.0
 
 
 class PostgresWarehouse(Warehouse):
-    """A PostgreSQL database; each writer, stream or lock gets its own connection, and a state
-    call (``transaction``) one that an earlier state call committed on, if one is kept.
+    """A PostgreSQL database; each writer, stream or lock gets a connection of its own, and a state
+    call (``transaction``) or writer one that an earlier state call or writer committed on, if one
+    is kept.
 
-    Only connections whose transaction committed are kept: a writer's (temporary tables, session
-    locks), a query stream's (its ``search_path``) and a lock's never are, nor one that failed."""
+    Only connections whose transaction committed are kept, a writer's once its stages are dropped
+    (``PostgresSession.scrub``); a query stream's (its ``search_path``) and a lock's (a session
+    lock) never are, nor one that failed."""
 
     #: the clock idle connections are aged by (a test gives a fake one)
     clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -276,7 +290,10 @@ class PostgresWarehouse(Warehouse):
             session.close()
         return kept if kept is not None else PostgresSession(self._dsn, self.url)
 
-    def _finished(self, session: Session) -> None:
+    def _finished(self, session: Session, *, scrub: bool = False) -> None:
+        if scrub and not (isinstance(session, PostgresSession) and session.scrub()):
+            session.close()
+            return
         with self._idle_lock:
             if len(self._idle) < IDLE_SESSIONS:
                 self._idle.append((self.clock(), session))

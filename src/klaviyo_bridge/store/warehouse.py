@@ -83,8 +83,9 @@ class Warehouse(ABC):
             raise
         self._finished(session)
 
-    def _finished(self, session: Session) -> None:
-        """``session`` ended a transaction cleanly (committed): close it, or keep it for the next one."""
+    def _finished(self, session: Session, *, scrub: bool = False) -> None:
+        """``session`` ended a transaction cleanly (committed): close it, or keep it for the next
+        state call. ``scrub``: it may have left session state behind (a writer's stages)."""
         session.close()
 
     def named_lock(self, name: str) -> "NamedLock":
@@ -337,7 +338,7 @@ class WriteSession:
             raise
         self._done = True
         session.release_locks()
-        session.close()
+        self._warehouse._finished(session, scrub=True)
 
 
 class TableWriter(WriteSession):
