@@ -38,6 +38,15 @@ def pgwh(clock):
     wh.close()
 
 
+@pytest.fixture
+def pgdb(pgwh):
+    """A schema of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield name
+    with pgwh.transaction() as s:
+        s.execute(f"DROP SCHEMA IF EXISTS {quote(name)} CASCADE")
+
+
 def backend(wh) -> int:
     with wh.transaction() as s:
         return int(s.fetch("SELECT pg_backend_pid()")[0][0])
@@ -79,53 +88,38 @@ def test_concurrent_state_calls_get_connections_of_their_own(pgwh):
     assert kept <= {pa_, pb}  # both went back for the next calls
 
 
-def test_a_writers_connection_is_handed_on_without_its_stages(pgwh):
+def test_a_writers_connection_is_handed_on_without_its_stages(pgwh, pgdb):
     """A merge stages its rows in a temporary table on the writer's connection; once the run has
     committed, the connection goes to the next state call or writer with its stages dropped."""
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    try:
-        writers = []
-        for n in (1, 2):  # the same stage name again: it would exist still if it had not been dropped
-            with pgwh.writer(db, "people", "merge") as w:
-                writers.append(int(w.session.fetch("SELECT pg_backend_pid()")[0][0]))
-                w.write(pa.table({"id": ["a", "b"], "n": [n, n]}))
-                w.commit()
-        assert writers[0] == writers[1]
-        with pgwh.transaction() as s:
-            assert int(s.fetch("SELECT pg_backend_pid()")[0][0]) == writers[0]
-            temp = s.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0]
-            assert temp == 0
-            assert int(s.fetch(f"SELECT sum(n) FROM {quote(db)}.people")[0][0]) == 4
-    finally:
-        with pgwh.transaction() as s:
-            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+    writers = []
+    for n in (1, 2):  # the same stage name again: it would exist still if it had not been dropped
+        with pgwh.writer(pgdb, "people", "merge") as w:
+            writers.append(int(w.session.fetch("SELECT pg_backend_pid()")[0][0]))
+            w.write(pa.table({"id": ["a", "b"], "n": [n, n]}))
+            w.commit()
+    assert writers[0] == writers[1]
+    with pgwh.transaction() as s:
+        assert int(s.fetch("SELECT pg_backend_pid()")[0][0]) == writers[0]
+        temp = s.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0]
+        assert temp == 0
+        assert int(s.fetch(f"SELECT sum(n) FROM {quote(pgdb)}.people")[0][0]) == 4
 
 
-def test_a_writer_that_did_not_commit_gives_its_connection_to_no_one(pgwh):
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    try:
-        with pgwh.writer(db, "people", "merge") as w:
-            writer_pid = int(w.session.fetch("SELECT pg_backend_pid()")[0][0])
-            w.write(pa.table({"id": ["a"], "n": [1]}))  # and no commit: rolled back at the end
-        assert writer_pid not in {backend(pgwh) for _ in range(3)}
-        assert pgwh.table_columns(db, "people") is None
-    finally:
-        with pgwh.transaction() as s:
-            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+def test_a_writer_that_did_not_commit_gives_its_connection_to_no_one(pgwh, pgdb):
+    with pgwh.writer(pgdb, "people", "merge") as w:
+        writer_pid = int(w.session.fetch("SELECT pg_backend_pid()")[0][0])
+        w.write(pa.table({"id": ["a"], "n": [1]}))  # and no commit: rolled back at the end
+    assert writer_pid not in {backend(pgwh) for _ in range(3)}
+    assert pgwh.table_columns(pgdb, "people") is None
 
 
-def test_a_query_streams_search_path_stays_with_its_connection(pgwh):
-    db = f"t_{uuid.uuid4().hex[:10]}"
-    try:
-        pgwh.write(db, "people", pa.table({"id": ["a"], "n": [1]}))
-        stream = pgwh.stream_query("SELECT * FROM people", db)
-        assert [b.num_rows for b in stream] == [1]
-        for _ in range(3):
-            with pgwh.transaction() as s:
-                assert s.fetch("SELECT current_setting('search_path')")[0][0] == '"$user", public'
-    finally:
+def test_a_query_streams_search_path_stays_with_its_connection(pgwh, pgdb):
+    pgwh.write(pgdb, "people", pa.table({"id": ["a"], "n": [1]}))
+    stream = pgwh.stream_query("SELECT * FROM people", pgdb)
+    assert [b.num_rows for b in stream] == [1]
+    for _ in range(3):
         with pgwh.transaction() as s:
-            s.execute(f"DROP SCHEMA IF EXISTS {quote(db)} CASCADE")
+            assert s.fetch("SELECT current_setting('search_path')")[0][0] == '"$user", public'
 
 
 def test_a_released_named_lock_is_free_for_everyone(pgwh):
