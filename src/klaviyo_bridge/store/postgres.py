@@ -246,8 +246,8 @@ class PostgresSession(Session):
         self._cur.execute(sql)
 
 
-#: Connections a warehouse keeps for its next state calls (ADBC's connect costs ~30 ms, ~23 of
-#: them CPU: 4-7 per import run were a third of a small run's time)...
+#: Connections a warehouse keeps for its next state calls and writers (ADBC's connect costs ~30 ms,
+#: ~23 of them CPU: 4-7 per import run were a third of a small run's time)...
 IDLE_SESSIONS = 4
 #: ...for at most this many seconds unused (then a new connection: the server may have dropped it).
 IDLE_SECONDS = 10.0
