@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -295,7 +297,8 @@ async def test_a_request_counts_from_when_its_headers_went_out():
     assert clock.now == pytest.approx(1.3)
 
 
-def _self_signed(folder) -> tuple[str, str]:
+def _self_signed(folder: Path) -> tuple[str, str]:
+    folder.mkdir(exist_ok=True)
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
@@ -338,3 +341,8 @@ async def test_clients_share_one_tls_context_per_ca_setting(tmp_path, monkeypatc
         assert trusting.ssl_context is not first.ssl_context
         async with httpx.AsyncClient(transport=trusting) as client:
             assert (await client.get(url)).json() == {}
+        assert AsyncioTransport().ssl_context is trusting.ssl_context
+        other_cert, _ = _self_signed(tmp_path / "renewed")  # the same file rewritten in place: read again
+        Path(cert).write_bytes(Path(other_cert).read_bytes())
+        os.utime(cert, ns=(os.stat(cert).st_atime_ns, os.stat(cert).st_mtime_ns + 10**9))
+        assert AsyncioTransport().ssl_context is not trusting.ssl_context

@@ -1,6 +1,7 @@
-"""PostgreSQL state calls reuse a connection an earlier state call committed on (ADBC's connect
-costs ~30 ms), and a writer one whose stages it dropped; a connection that failed, held a lock or a
-query stream's search path, or sat idle too long is not reused."""
+"""PostgreSQL state calls and writers reuse a connection an earlier one committed on (ADBC's connect
+costs ~30 ms), reset first if it held more than a transaction (temporary tables, settings); a
+connection that failed, held a lock or a query stream's search path, sat idle too long, or that the
+server closed is not handed on."""
 
 from __future__ import annotations
 
@@ -133,3 +134,64 @@ def test_a_released_named_lock_is_free_for_everyone(pgwh):
         again = other.named_lock(lock.name.removeprefix("klaviyo-bridge:lock:"))
         assert again.try_acquire({"run_id": "r2"})
         again.release()
+
+
+def temp_tables(session) -> int:
+    return int(session.fetch("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")[0][0])
+
+
+def test_a_state_calls_landing_table_is_gone_before_the_connection_is_handed_on(pgwh):
+    """Rows reach PostgreSQL through a temporary landing table: the next user of the connection (a
+    user's query, another schedule's run) must not find the last rows there."""
+    destination = f"list:test:{uuid.uuid4().hex}"
+    members = pa.table({"profile_id": ["p1"], "email": ["secret@example.com"], "phone_number": [None], "external_id": [None]})
+    first = backend(pgwh)
+    try:
+        pgwh.state.save_list_snapshot(destination, members, None, None)
+        with pgwh.transaction() as s:
+            assert int(s.fetch("SELECT pg_backend_pid()")[0][0]) == first
+            assert temp_tables(s) == 0
+            assert s.fetch("SELECT current_setting('TimeZone')")[0][0] == "UTC"
+    finally:
+        with pgwh.transaction() as s:
+            s.execute("DELETE FROM _bridge.list_snapshots WHERE destination = $1", [destination])
+            s.execute("DELETE FROM _bridge.list_snapshot_meta WHERE destination = $1", [destination])
+
+
+def terminate(*pids: int) -> None:
+    with open_warehouse(PG_URL) as other, other.transaction() as s:
+        for pid in pids:
+            s.fetch("SELECT pg_terminate_backend($1::int, 10000)", [pid])  # waits until it has ended
+
+
+def test_connections_the_server_closed_are_not_handed_on(pgwh, clock):
+    """A restart, a failover or idle_session_timeout closes kept connections: one unused for a
+    while is asked first; and the first failure on one drops the others kept with it."""
+    with pgwh.transaction() as a, pgwh.transaction() as b:
+        pids = [int(s.fetch("SELECT pg_backend_pid()")[0][0]) for s in (a, b)]
+    terminate(*pids)
+    clock.now += pg.CHECK_AFTER_SECONDS + 0.5
+    assert backend(pgwh) not in pids  # asked, found closed: a new connection, no error
+    with pgwh.transaction() as a, pgwh.transaction() as b:
+        pids = [int(s.fetch("SELECT pg_backend_pid()")[0][0]) for s in (a, b)]
+    terminate(*pids)  # and used again at once, before the check is due
+    with pytest.raises(Exception, match="terminating connection"):
+        backend(pgwh)
+    assert backend(pgwh) not in pids  # the other one was dropped with it
+
+
+def test_connections_unused_too_long_are_closed_not_only_skipped(pgwh, clock):
+    with pgwh.transaction() as a, pgwh.transaction() as b, pgwh.transaction() as c:
+        old = [int(s.fetch("SELECT pg_backend_pid()")[0][0]) for s in (a, b, c)]
+    for _ in range(3):  # a busy process: one call at a time keeps one connection warm
+        clock.now += pg.IDLE_SECONDS / 2 + 1
+        backend(pgwh)
+    with open_warehouse(PG_URL) as other, other.transaction() as s:
+        alive = s.fetch("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", ["{" + ",".join(map(str, old)) + "}"])
+    assert int(alive[0][0]) <= 1
+
+
+def test_after_close_connections_are_closed_after_use(pgwh):
+    pgwh.close()
+    first = backend(pgwh)
+    assert backend(pgwh) != first

@@ -343,15 +343,28 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         await self._pool.aclose()
 
 
-_CONTEXTS: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
+_CONTEXTS: dict[tuple[bool, tuple[str, int] | None, tuple[str, int] | None], ssl.SSLContext] = {}
 _CONTEXTS_LOCK = threading.Lock()
+
+
+def _ca_source(variable: str) -> tuple[str, int] | None:
+    """The CA file or folder the environment names, with its modification time (a bundle
+    rewritten in place is read again)."""
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        return path, os.stat(path).st_mtime_ns
+    except OSError:
+        return path, 0
 
 
 def shared_ssl_context(verify: bool) -> ssl.SSLContext:
     """httpx's TLS context for ``verify``, made once per process and CA setting (``SSL_CERT_FILE``,
-    ``SSL_CERT_DIR``): loading the CAs takes ~20 ms, which a worker or scheduler paid for every run's
-    client. A context only verifies and is never changed after this, so clients can share it."""
-    key = (verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    ``SSL_CERT_DIR`` and their modification times): loading the CAs takes ~20 ms, which a worker or
+    scheduler paid for every run's client. Nothing loads certificates into it afterwards (httpcore
+    sets the same ALPN protocol on each connect), so clients can share it."""
+    key = (verify, _ca_source("SSL_CERT_FILE"), _ca_source("SSL_CERT_DIR"))
     with _CONTEXTS_LOCK:
         context = _CONTEXTS.get(key)
         if context is None:

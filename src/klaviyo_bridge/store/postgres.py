@@ -82,6 +82,9 @@ class PostgresSession(Session):
         except adbc_driver_manager.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL {where}: {exc}") from exc
         self._cur = self._con.cursor()
+        #: The session holds state beyond its transaction (temporary tables: the landing table,
+        #: stages; a search path): ``scrub`` before anyone else may have this connection.
+        self.dirty = False
         self.execute("SET TIME ZONE 'UTC'")
         self.commit()
 
@@ -89,12 +92,25 @@ class PostgresSession(Session):
         """ADBC opens a transaction implicitly (autocommit is off)."""
 
     def scrub(self) -> bool:
-        """Leave nothing of a writer's use behind (its stages, a schema search path), so a state
-        call can have this connection; False when that could not be done (then close it)."""
+        """Leave nothing of this session's use behind (temporary tables, settings, session locks),
+        so the next state call or writer can have the connection as if new; False when that could
+        not be done (then close it)."""
         try:
             self._con.rollback()
-            self._cur.execute("DISCARD TEMP")
-            self._cur.execute("RESET search_path")
+            for statement in ("DISCARD TEMP", "RESET ALL", "SET TIME ZONE 'UTC'", "SELECT pg_advisory_unlock_all()"):
+                self._cur.execute(statement)
+            self._con.commit()
+        except adbc_driver_manager.Error:
+            return False
+        self.dirty = False
+        return True
+
+    def alive(self) -> bool:
+        """Whether the server still answers on this connection (it may have closed it: a restart,
+        a failover, ``idle_session_timeout``)."""
+        try:
+            self._cur.execute("SELECT 1")
+            self._cur.fetchall()
             self._con.commit()
         except adbc_driver_manager.Error:
             return False
@@ -143,6 +159,7 @@ class PostgresSession(Session):
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
 
     def use_schema(self, database: str) -> None:
+        self.dirty = True
         found = self.fetch("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [database])
         if not found[0][0]:
             raise ConfigError(f"database {database!r} does not exist in the warehouse", key="database")
@@ -185,6 +202,7 @@ class PostgresSession(Session):
 
     @_converting_errors
     def insert_batch(self, dest: str, batch: pa.RecordBatch | pa.Table, columns: dict[str, str], kinds: dict[str, Kind]) -> None:
+        self.dirty = True
         if batch.num_columns == 0:
             return
         self._cur.adbc_ingest(_LANDING, batch, mode="replace", temporary=True)
@@ -194,6 +212,7 @@ class PostgresSession(Session):
 
     @_converting_errors
     def create_stage(self, name: str, columns: dict[str, Kind], with_sequence: bool) -> str:
+        self.dirty = True
         self._cur.execute(f"DROP TABLE IF EXISTS pg_temp.{quote(name)}")
         self._cur.execute(f"CREATE TEMP TABLE {quote(name)} ({stage_columns_sql(self, columns, with_sequence)})")
         return f"pg_temp.{quote(name)}"
@@ -249,8 +268,11 @@ class PostgresSession(Session):
 #: Connections a warehouse keeps for its next state calls and writers (ADBC's connect costs ~30 ms,
 #: ~23 of them CPU: 4-7 per import run were a third of a small run's time)...
 IDLE_SESSIONS = 4
-#: ...for at most this many seconds unused (then a new connection: the server may have dropped it).
+#: ...for at most this many seconds unused...
 IDLE_SECONDS = 10.0
+#: ...and one unused for longer than this is asked ``SELECT 1`` before it is handed on (the server may
+#: have closed it: then every kept one is dropped and a new connection made).
+CHECK_AFTER_SECONDS = 1.0
 
 
 class PostgresWarehouse(Warehouse):
@@ -258,9 +280,9 @@ class PostgresWarehouse(Warehouse):
     call (``transaction``) or writer one that an earlier state call or writer committed on, if one
     is kept.
 
-    Only connections whose transaction committed are kept, a writer's once its stages are dropped
-    (``PostgresSession.scrub``); a query stream's (its ``search_path``) and a lock's (a session
-    lock) never are, nor one that failed."""
+    Only connections whose transaction committed are kept, those that held more than a transaction
+    (temporary tables, a search path) once ``PostgresSession.scrub`` has reset them; a query
+    stream's and a lock's never are, nor one that failed, nor any after ``close``."""
 
     #: the clock idle connections are aged by (a test gives a fake one)
     clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -268,8 +290,10 @@ class PostgresWarehouse(Warehouse):
     def __init__(self, url: str) -> None:
         self._dsn = url.replace("postgres://", "postgresql://", 1)
         self.url = redact_url(self._dsn)
-        self._idle: list[tuple[float, Session]] = []
+        #: kept connections, oldest first, with the time each was put back
+        self._idle: list[tuple[float, PostgresSession]] = []
         self._idle_lock = threading.Lock()
+        self._closed = False
         # Fails loudly now if the server is unreachable; the lock serialises concurrent first runs.
         with self.transaction() as session:
             session.execute(f"SELECT pg_advisory_xact_lock({_STATE_INIT_LOCK})")
@@ -277,31 +301,53 @@ class PostgresWarehouse(Warehouse):
             create_state_tables(session)
 
     def _open_session(self) -> Session:
-        stale: list[Session] = []
-        kept: Session | None = None
         with self._idle_lock:
-            while self._idle and kept is None:
-                since, session = self._idle.pop()
-                if self.clock() - since <= IDLE_SECONDS:
-                    kept = session
-                else:
-                    stale.append(session)
-        for session in stale:
+            drop = self._expired()
+            since, kept = self._idle.pop() if self._idle else (0.0, None)
+        if kept is not None and self.clock() - since > CHECK_AFTER_SECONDS and not kept.alive():
+            drop.append(kept)
+            kept = None
+            with self._idle_lock:  # the server dropped it: the others are likely gone too
+                drop += [session for _, session in self._idle]
+                self._idle.clear()
+        for session in drop:
             session.close()
         return kept if kept is not None else PostgresSession(self._dsn, self.url)
 
-    def _finished(self, session: Session, *, scrub: bool = False) -> None:
-        if scrub and not (isinstance(session, PostgresSession) and session.scrub()):
+    def _finished(self, session: Session) -> None:
+        if not isinstance(session, PostgresSession) or (session.dirty and not session.scrub()):
             session.close()
             return
         with self._idle_lock:
-            if len(self._idle) < IDLE_SESSIONS:
+            drop = self._expired()
+            keep = not self._closed and len(self._idle) < IDLE_SESSIONS
+            if keep:
                 self._idle.append((self.clock(), session))
-                return
+        for stale in drop if keep else [*drop, session]:
+            stale.close()
+
+    def _failed(self, session: Session) -> None:
+        """Close it; if the server no longer answers on it, drop the kept ones too (a restart or a
+        failover cut them all: the next calls get new connections instead of failing in turn)."""
+        if isinstance(session, PostgresSession) and not session.alive():
+            with self._idle_lock:
+                idle, self._idle = self._idle, []
+            for _, kept in idle:
+                kept.close()
         session.close()
 
+    def _expired(self) -> list[PostgresSession]:
+        """Take the kept connections unused for more than IDLE_SECONDS out (under the lock)."""
+        cutoff = self.clock() - IDLE_SECONDS
+        n = next((i for i, (since, _) in enumerate(self._idle) if since >= cutoff), len(self._idle))
+        expired = [session for _, session in self._idle[:n]]
+        del self._idle[:n]
+        return expired
+
     def close(self) -> None:
+        """Close the kept connections; later calls still work, on connections closed after use."""
         with self._idle_lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for _, session in idle:
             session.close()

@@ -79,13 +79,17 @@ class Warehouse(ABC):
             try:
                 session.rollback()
             finally:
-                session.close()
+                self._failed(session)
             raise
         self._finished(session)
 
-    def _finished(self, session: Session, *, scrub: bool = False) -> None:
+    def _finished(self, session: Session) -> None:
         """``session`` ended a transaction cleanly (committed): close it, or keep it for the next
-        state call. ``scrub``: it may have left session state behind (a writer's stages)."""
+        state call or writer."""
+        session.close()
+
+    def _failed(self, session: Session) -> None:
+        """``session``'s transaction failed (and was rolled back): close it."""
         session.close()
 
     def named_lock(self, name: str) -> "NamedLock":
@@ -315,7 +319,7 @@ class WriteSession:
             self._session.rollback()
         finally:
             self._session.release_locks()
-            self._session.close()
+            self._warehouse._failed(self._session)
 
     @property
     def session(self) -> Session:
@@ -338,7 +342,7 @@ class WriteSession:
             raise
         self._done = True
         session.release_locks()
-        self._warehouse._finished(session, scrub=True)
+        self._warehouse._finished(session)
 
 
 class TableWriter(WriteSession):
