@@ -133,6 +133,8 @@ def test_row_outcomes_are_stored_as_ranges_and_read_back_row_by_row(wh, job):
 def test_an_old_per_row_export_rows_table_moves_into_ranges(wh, job):
     """Warehouses from before row ranges have a table export_rows; opening them again keeps its rows."""
     run = wh.state.start_run(job, "export")
+    # One transaction: the PostgreSQL state is shared by the tests running beside this one, which
+    # must never see the old table (their own opening would migrate it under them).
     with wh.transaction() as s:
         s.execute("DROP VIEW _bridge.export_rows")
         s.execute(
@@ -143,7 +145,6 @@ def test_an_old_per_row_export_rows_table_moves_into_ranges(wh, job):
             f"INSERT INTO _bridge.export_rows VALUES ('{run}-1', '{run}', 0, 'accepted', NULL), "
             f"('{run}-1', '{run}', 1, 'rejected', 'bad email')"
         )
-    with wh.transaction() as s:
         create_state_tables(s)  # what opening the warehouse again runs
     got = wh.state.export_rows(run_id=run).to_pylist()
     assert [(r["row_index"], r["outcome"], r["reason"]) for r in got] == [(0, "accepted", None), (1, "rejected", "bad email")]

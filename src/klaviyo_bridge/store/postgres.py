@@ -304,14 +304,20 @@ class PostgresWarehouse(Warehouse):
         with self._idle_lock:
             drop = self._expired()
             since, kept = self._idle.pop() if self._idle else (0.0, None)
-        if kept is not None and self.clock() - since > CHECK_AFTER_SECONDS and not kept.alive():
-            drop.append(kept)
-            kept = None
-            with self._idle_lock:  # the server dropped it: the others are likely gone too
-                drop += [session for _, session in self._idle]
-                self._idle.clear()
-        for session in drop:
-            session.close()
+        try:
+            if kept is not None and self.clock() - since > CHECK_AFTER_SECONDS and not kept.alive():
+                drop.append(kept)
+                kept = None
+                with self._idle_lock:  # the server dropped it: the others are likely gone too
+                    drop += [session for _, session in self._idle]
+                    self._idle.clear()
+        except BaseException:  # interrupted while asking: close it too
+            if kept is not None:
+                drop.append(kept)
+            raise
+        finally:
+            for session in drop:
+                session.close()
         return kept if kept is not None else PostgresSession(self._dsn, self.url)
 
     def _finished(self, session: Session) -> None:
@@ -328,13 +334,17 @@ class PostgresWarehouse(Warehouse):
 
     def _failed(self, session: Session) -> None:
         """Close it; if the server no longer answers on it, drop the kept ones too (a restart or a
-        failover cut them all: the next calls get new connections instead of failing in turn)."""
-        if isinstance(session, PostgresSession) and not session.alive():
-            with self._idle_lock:
-                idle, self._idle = self._idle, []
-            for _, kept in idle:
-                kept.close()
-        session.close()
+        failover cut them all: the next calls get new connections instead of failing in turn). A
+        statement that failed (bad SQL, a constraint) leaves the connection answering."""
+        try:
+            session.rollback()  # a failed statement leaves the transaction aborted, not the connection
+            if isinstance(session, PostgresSession) and not session.alive():
+                with self._idle_lock:
+                    idle, self._idle = self._idle, []
+                for _, kept in idle:
+                    kept.close()
+        finally:
+            session.close()
 
     def _expired(self) -> list[PostgresSession]:
         """Take the kept connections unused for more than IDLE_SECONDS out (under the lock)."""

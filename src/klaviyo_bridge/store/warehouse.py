@@ -166,8 +166,13 @@ class Warehouse(ABC):
                 yield batch
             if not yielded:
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-        finally:
+        except Exception:
+            self._failed(session)
+            raise
+        except BaseException:  # GeneratorExit: the reader stopped early; or an interrupt
             session.close()
+            raise
+        session.close()
 
     def stream_query(self, sql: str, database: str | None = None, *, batch_size: int = 65_536) -> "QueryStream":
         """Run a user's query (``database`` as its default schema) and stream its Arrow batches;
@@ -180,7 +185,7 @@ class Warehouse(ABC):
                 session.use_schema(database)
             reader = session.stream(sql, (), batch_size)
         except BaseException:
-            session.close()
+            self._failed(session)
             raise
         return QueryStream(session, reader)
 
@@ -206,12 +211,15 @@ class Warehouse(ABC):
                 "AND t.table_schema NOT LIKE 'pg_temp%' ORDER BY 1, 2",
                 [STATE_SCHEMA],
             )
-            return [
+            counted = [
                 (db, table, int(ncols), int(session.fetch(f"SELECT count(*) FROM {qualified(db, table)}")[0][0]))
                 for db, table, ncols in rows
             ]
-        finally:
-            session.close()
+        except BaseException:
+            self._failed(session)
+            raise
+        session.close()
+        return counted
 
     def table_names(self) -> list[tuple[str, str]]:
         """(database, table) of every table and view a user's query may read, sorted; the catalogues
@@ -227,9 +235,12 @@ class Warehouse(ABC):
     def table_columns(self, database: str, table: str) -> dict[str, Kind] | None:
         session = self._open_session()
         try:
-            return session.table_columns(database, table)
-        finally:
-            session.close()
+            columns = session.table_columns(database, table)
+        except BaseException:
+            self._failed(session)
+            raise
+        session.close()
+        return columns
 
     @property
     def state(self) -> "state_tables.StateStore":
