@@ -217,3 +217,16 @@ def test_a_failed_statement_keeps_the_other_connections(pgwh):
     with pytest.raises(StoreError):
         list(pgwh.stream_query("SELECT * FROM no_such_table_here"))
     assert backend(pgwh) in kept
+
+
+def test_a_held_named_lock_waits_idle_not_in_a_transaction(pgwh):
+    """A server's idle_in_transaction_session_timeout ends connections idle in a transaction, and
+    with it the one-writer-per-list lock: the lock's connection must wait outside one."""
+    lock = pgwh.named_lock(f"list:test:{uuid.uuid4().hex}")
+    assert lock.try_acquire({"run_id": "r1"})
+    try:
+        pid = lock.holder()["postgres_pid"]
+        with pgwh.transaction() as s:
+            assert s.fetch("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid])[0][0] == "idle"
+    finally:
+        lock.release()

@@ -89,6 +89,9 @@ class AdvisoryLock(NamedLock):
         session = self._open_session()
         try:
             got = session.fetch("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [self.name])[0][0]
+            # The lock is the session's, not the transaction's: end the transaction, so the
+            # connection waits "idle", which idle_in_transaction_session_timeout does not end.
+            session.commit()
         except BaseException:
             session.close()
             raise
