@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -151,6 +153,28 @@ def test_an_old_per_row_export_rows_table_moves_into_ranges(wh, job):
     assert _select(
         wh, "SELECT table_type FROM information_schema.tables WHERE table_schema = '_bridge' AND table_name = 'export_rows'"
     ) == [("VIEW",)]
+
+
+def test_export_identifiers_are_stored_compressed_and_old_plain_ones_still_read(wh, job):
+    """A chunk's identifiers are kept compressed (they sat in DuckDB's buffer pool for the whole
+    run); short chunks, and chunks stored by older versions as plain JSON, read back the same."""
+    run = wh.state.start_run(job, "export")
+    many = [f"email:user{i}@example.com" if i % 7 else None for i in range(5_000)]
+    wh.state.record_export_identifiers(run, 0, many)
+    wh.state.record_export_identifiers(run, 5_000, ["phone:+442030000000"])
+    with wh.transaction() as s:  # as an older version stored them
+        s.execute(f"INSERT INTO _bridge.export_row_ids VALUES ('{run}', 5001, '[\"external_id:x-1\", null]')")
+    stored = dict(_select(wh, f"SELECT first_row, identifiers FROM _bridge.export_row_ids WHERE run_id = '{run}'"))
+    assert stored[0].startswith("zlib:")
+    assert len(stored[0]) * 4 < len(json.dumps(many))
+    assert stored[5_000] == '["phone:+442030000000"]'
+    got = wh.state.export_identifiers(run)
+    assert [got[i] for i in range(5_000)] == many
+    assert (got[5_000], got[5_001], got[5_002]) == ("phone:+442030000000", "external_id:x-1", None)
+    assert len(got) == 5_003
+    wh.state.record_export_identifiers(run, 0, many[:3])  # a retried chunk replaces its row
+    again = wh.state.export_identifiers(run)
+    assert [again[i] for i in range(3)] == many[:3] and 3 not in again and again[5_001] == "external_id:x-1"
 
 
 def _select(wh, sql: str) -> list[tuple]:
