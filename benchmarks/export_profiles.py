@@ -30,6 +30,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import klaviyo_bridge  # noqa: F401  # first, as in the klaviyo-bridge command: httpx then loads without its CLI
+
+# isort: split
 import httpx
 from _emulator_process import cpu_seconds, free_port
 from client_rate_limit import bound_seconds

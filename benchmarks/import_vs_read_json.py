@@ -43,6 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import klaviyo_bridge  # noqa: F401  # first, as in the klaviyo-bridge command: httpx then loads without its CLI
+
+# isort: split
 import httpx
 from _emulator_process import PIDS, cpu_seconds, emulator_process
 

@@ -7,6 +7,7 @@ import json
 import os
 import ssl
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -346,3 +347,15 @@ async def test_clients_share_one_tls_context_per_ca_setting(tmp_path, monkeypatc
         Path(cert).write_bytes(Path(other_cert).read_bytes())
         os.utime(cert, ns=(os.stat(cert).st_atime_ns, os.stat(cert).st_mtime_ns + 10**9))
         assert AsyncioTransport().ssl_context is not trusting.ssl_context
+
+
+def test_the_library_loads_httpx_without_its_command_line_client():
+    """httpx imports its CLI (click, rich, pygments) when they are installed; the bridge never
+    runs it, and a process that only uses the library does not carry it."""
+    code = (
+        "import sys\nimport klaviyo_bridge.api.client\n"
+        "print(' '.join(sorted(m for m in ('click', 'rich', 'pygments', 'httpx') if m in sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["httpx"]
