@@ -24,6 +24,7 @@ from .columns import SEQUENCE_COLUMN, Kind
 from .engine import Session, stage_columns_sql
 from .identifiers import quote
 from .locks import AdvisoryLock
+from .pgconn import libpq_url
 from .state import create_state_tables
 from .warehouse import Warehouse
 
@@ -288,8 +289,8 @@ class PostgresWarehouse(Warehouse):
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, url: str) -> None:
-        self._dsn = url.replace("postgres://", "postgresql://", 1)
-        self.url = redact_url(self._dsn)
+        self.url = redact_url(url.replace("postgres://", "postgresql://", 1))
+        self._dsn = libpq_url(url)
         #: kept connections, oldest first, with the time each was put back
         self._idle: list[tuple[float, PostgresSession]] = []
         self._idle_lock = threading.Lock()

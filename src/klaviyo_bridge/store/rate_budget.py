@@ -20,6 +20,7 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 from ..errors import ConfigError, StoreError
 from ..secrets import redact_url
 from .identifiers import STATE_SCHEMA
+from .pgconn import libpq_url
 from .postgres import _STATE_INIT_LOCK
 
 S = STATE_SCHEMA
@@ -66,7 +67,7 @@ class PostgresBudget:
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rate-budget")
         try:
-            self._con = adbc_pg.connect(url, autocommit=True)
+            self._con = adbc_pg.connect(libpq_url(url), autocommit=True)
             self._cur = self._con.cursor()
             self._cur.execute("BEGIN")
             self._cur.execute(f"SELECT pg_advisory_xact_lock({_STATE_INIT_LOCK})")

@@ -29,6 +29,7 @@ from procrastinate.schema import SchemaManager
 from ..errors import StoreError
 from ..secrets import redact_url
 from .identifiers import STATE_SCHEMA
+from .pgconn import libpq_url
 
 S = STATE_SCHEMA
 ENQUEUER_LOCK = "klaviyo-bridge:worker:enqueuer"
@@ -53,11 +54,10 @@ _OUR_TABLES = (
 
 def connect(url: str) -> psycopg.Connection[Any]:
     """A psycopg connection to the state database (errors name the server, never a password)."""
-    dsn = url.replace("postgres://", "postgresql://", 1)
     try:
-        return psycopg.connect(dsn, autocommit=True)
+        return psycopg.connect(libpq_url(url), autocommit=True)
     except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to {redact_url(dsn)}: {str(exc).strip()}") from None
+        raise StoreError(f"cannot connect to {redact_url(url)}: {str(exc).strip()}") from None
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:

@@ -44,6 +44,7 @@ from ..schedule.scheduler import Scheduler, spec_for
 from ..secrets import ApiKey, CredentialStore, resolve_connection
 from ..store import workers as sql
 from ..store.factory import open_warehouse
+from ..store.pgconn import libpq_url
 from ..store.schedule_state import ScheduleRecord
 from ..store.warehouse import Warehouse
 
@@ -293,7 +294,7 @@ def run_schedule(context: JobContext, schedule: str, scheduled_for: str) -> str:
 
 
 def make_app(url: str) -> procrastinate.App:
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url.replace("postgres://", "postgresql://", 1)))
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=libpq_url(url)))
     app.task(
         name=TASK,
         queue=QUEUE,
