@@ -2,12 +2,15 @@
 
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 
 from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
+from klaviyo_emulator.app import create_app
+from klaviyo_emulator.settings import EmulatorSettings
 
 from .conftest import EMU, make_config
 
@@ -345,3 +348,20 @@ async def test_open_ended_objects_are_stored_as_json(transport, warehouse):
     assert warehouse.table_columns("klaviyo", "old_events")["event_properties"] is Kind.TEXT
     rows = warehouse.table_arrow("klaviyo", "old_events")
     assert rows.num_rows == result.rows == EMU.events and rows.column("event_properties").null_count == 0
+
+
+async def test_a_quiet_accounts_first_run_fetches_in_one_window(warehouse):
+    """The first run learns the oldest record from one page sorted ascending; when that page holds
+    every record, one window fetches them: 2 requests, not one per default window (there were 64)."""
+    quiet = httpx.ASGITransport(app=create_app(EmulatorSettings(seed=5, profiles=26, events=40, lists=1, rate_limits=False)))
+    result = await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=quiet, now=NOW)
+    assert result.rows == warehouse.table_arrow("klaviyo", "profiles").num_rows == 26
+    assert result.requests == 2
+
+
+async def test_a_busy_accounts_first_run_still_fetches_windows_side_by_side(transport, warehouse):
+    """1,234 profiles do not fit the first page (100): the range is split, every record lands once."""
+    result = await run_import(make_config("profiles"), warehouse, "klaviyo", "profiles", transport=transport, now=NOW)
+    ids = warehouse.table_arrow("klaviyo", "profiles").column("id").to_pylist()
+    assert result.rows == len(ids) == len(set(ids)) == EMU.profiles
+    assert result.requests > 1 + -(-EMU.profiles // 100)  # more than one sequence of full pages: windows

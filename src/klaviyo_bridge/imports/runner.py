@@ -153,19 +153,24 @@ def _time_column(columns: list[Column], api_field: str) -> str | None:
     return None
 
 
-async def _earliest(client: KlaviyoClient, s: Stream, api_field: str, path_params: dict[str, str]) -> datetime | None:
-    """Oldest value of the time field (one 1-record request sorted ascending), to bound a full load."""
+async def _earliest(
+    client: KlaviyoClient, s: Stream, api_field: str, path_params: dict[str, str]
+) -> tuple[datetime | None, bool]:
+    """Oldest value of the time field, to bound a full load, from one request sorted ascending;
+    and whether that request's page held every record (a stream of one request sequence whose
+    first page has no next link): then one window fetches it all, not one request per window."""
     if api_field not in s.op.sorts:
-        return None
+        return None, False
     for variant in s.variants[:1]:
-        query = Query(filters=(*s.fixed_filters, *variant), sort=api_field, page_size=1 if s.op.page_size_max else None)
+        query = Query(filters=(*s.fixed_filters, *variant), sort=api_field, page_size=s.page_size())
         doc = await client.request(s.operation_id, query=query, path_params=path_params)
         data = (doc or {}).get("data") or []
+        whole = len(s.variants) == 1 and not ((doc or {}).get("links") or {}).get("next")
         if data:
             value = (data[0].get("attributes") or {}).get(api_field)
             if value:
-                return parse_time(value)
-    return None
+                return parse_time(value), whole
+    return None, False
 
 
 async def with_metrics(client: KlaviyoClient, s: Stream, config: ImportConfig) -> Stream:
@@ -467,12 +472,14 @@ async def _windows(
     windowable = "less-than" in ops and ("greater-or-equal" in ops or "greater-than" in ops)
     if not (windowable and s.partition):
         return [Window(lo, hi)] if (lo or hi) else []
-    a = lo or await _earliest(client, s, api_field, path_params)
+    a, whole = (lo, False) if lo else await _earliest(client, s, api_field, path_params)
     b = hi or now
     if a is None or a >= b:
         return [Window(lo, hi)] if (lo or hi) else []
     if shortest is not None:
         count = max(1, min(count, (b - a) // shortest))
+    if whole and shortest is not None:
+        count = 1  # the first run of a quiet account: everything came in one page
     return split(a, b, count, open_start=lo is None, open_end=hi is None)
 
 
