@@ -365,3 +365,26 @@ async def test_a_busy_accounts_first_run_still_fetches_windows_side_by_side(tran
     ids = warehouse.table_arrow("klaviyo", "profiles").column("id").to_pylist()
     assert result.rows == len(ids) == len(set(ids)) == EMU.profiles
     assert result.requests > 1 + -(-EMU.profiles // 100)  # more than one sequence of full pages: windows
+
+
+async def test_a_quiet_accounts_run_over_a_long_range_fetches_in_one_window(warehouse):
+    """A run with a start (here ``start_time`` four months back, 64 default windows) first reads one
+    page over the whole range; it holds every event, so one window fetches them: 2 requests."""
+    quiet = httpx.ASGITransport(app=create_app(EmulatorSettings(seed=5, profiles=26, events=40, lists=1, rate_limits=False)))
+    cfg = make_config("events", incremental=True, start_time="2025-09-01T00:00:00Z")
+    result = await run_import(cfg, warehouse, "klaviyo", "events", transport=quiet, now=NOW)
+    everything = await all_records(
+        quiet,
+        "get_events",
+        query=q.Query(page_size=1000, filters=(q.greater_or_equal("datetime", datetime(2025, 9, 1, tzinfo=timezone.utc)),)),
+    )
+    assert result.rows == warehouse.table_arrow("klaviyo", "events").num_rows == len(everything) > 0
+    assert result.requests == 2
+
+
+async def test_a_busy_accounts_run_over_a_long_range_still_fetches_windows(transport, warehouse):
+    cfg = make_config("events", incremental=True, start_time="2025-06-01T00:00:00Z")
+    result = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=NOW)
+    ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
+    assert result.rows == len(ids) == len(set(ids)) > 1000  # more than the probe's one page
+    assert result.requests > 1 + 16  # the probe, then the windows
