@@ -1,6 +1,6 @@
-"""Every PostgreSQL connection of ours probes a silent server and gives up on it in about a minute
-(libpq leaves both to the system: 2 hours before the first keepalive, ~15 minutes of
-retransmission), unless the URL says otherwise. Read from the connections' own sockets."""
+"""Every PostgreSQL connection of ours probes a silent server after 30 s idle and gives up on it in
+about a minute (libpq leaves it to the system: 2 hours before the first keepalive), unless the URL
+says otherwise. Read from the connections' own sockets."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .conftest import PG_URL
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads socket options through /proc")
 
-DEFAULT = (1, 30, 10, 3, 60000)
+DEFAULT = (1, 30, 10, 3, 0)  # no TCP_USER_TIMEOUT: a write to a slow reader is not cut off
 
 
 def pg_sockets() -> dict[int, tuple[int, ...]]:
@@ -66,6 +66,7 @@ def test_state_and_warehouse_connections_give_up_on_a_silent_server():
 def test_settings_in_the_url_win():
     sep = "&" if "?" in PG_URL else "?"
     assert warehouse_settings(f"{PG_URL}{sep}keepalives_idle=7&tcp_user_timeout=5000") == (1, 7, 10, 3, 5000)
+    assert warehouse_settings(f"{PG_URL}{sep}keepalives=0")[0] == 0
 
 
 def test_worker_and_rate_budget_connections_too():
@@ -82,9 +83,27 @@ def test_worker_and_rate_budget_connections_too():
 
 
 def test_the_url_keeps_what_it_had():
-    url = libpq_url("postgres://u:p%40ss@db.example:6543/klaviyo?sslmode=require&keepalives_count=9")
-    assert url.startswith("postgresql://u:p%40ss@db.example:6543/klaviyo?sslmode=require&keepalives_count=9&")
-    assert "keepalives_count=3" not in url and "keepalives_idle=30" in url and "tcp_user_timeout=60000" in url
+    """Appended, never re-encoded: values with escapes, a URL without a host, an empty query."""
+    url = libpq_url("postgres://u:p%40ss@db.example:6543/klaviyo?options=-c%20statement_timeout%3D5000&keepalives_count=9")
+    assert url == (
+        "postgresql://u:p%40ss@db.example:6543/klaviyo?options=-c%20statement_timeout%3D5000&keepalives_count=9"
+        "&keepalives=1&keepalives_idle=30&keepalives_interval=10"
+    )
+    assert libpq_url("postgresql:///test?host=/var/run/postgresql") == (
+        "postgresql:///test?host=/var/run/postgresql&keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3"
+    )
+    assert libpq_url("postgresql://") == "postgresql://?keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3"
+    assert (
+        libpq_url("postgresql://h/db?")
+        == "postgresql://h/db?keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3"
+    )
+    assert libpq_url("postgresql://h/db?keepalives=0") == "postgresql://h/db?keepalives=0"
+
+
+def test_a_statement_option_in_the_url_still_reaches_the_server():
+    sep = "&" if "?" in PG_URL else "?"
+    with open_warehouse(f"{PG_URL}{sep}options=-c%20statement_timeout%3D4321") as wh, wh.transaction() as s:
+        assert s.fetch("SELECT current_setting('statement_timeout')")[0][0] == "4321ms"
 
 
 def test_the_task_engines_connections_too():
