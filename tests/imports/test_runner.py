@@ -367,9 +367,9 @@ async def test_a_busy_accounts_first_run_still_fetches_windows_side_by_side(tran
     assert result.requests > 1 + -(-EMU.profiles // 100)  # more than one sequence of full pages: windows
 
 
-async def test_a_quiet_accounts_run_over_a_long_range_fetches_in_one_window(warehouse):
-    """A run with a start (here ``start_time`` four months back, 64 default windows) first reads one
-    page over the whole range; it holds every event, so one window fetches them: 2 requests."""
+async def test_a_quiet_accounts_run_over_a_long_range_is_one_request(warehouse):
+    """A run with a start (here ``start_time`` four months back: 64 default windows) first reads
+    one page over the whole range; it holds every event, so that page is the run: 1 request."""
     quiet = httpx.ASGITransport(app=create_app(EmulatorSettings(seed=5, profiles=26, events=40, lists=1, rate_limits=False)))
     cfg = make_config("events", incremental=True, start_time="2025-09-01T00:00:00Z")
     result = await run_import(cfg, warehouse, "klaviyo", "events", transport=quiet, now=NOW)
@@ -379,12 +379,37 @@ async def test_a_quiet_accounts_run_over_a_long_range_fetches_in_one_window(ware
         query=q.Query(page_size=1000, filters=(q.greater_or_equal("datetime", datetime(2025, 9, 1, tzinfo=timezone.utc)),)),
     )
     assert result.rows == warehouse.table_arrow("klaviyo", "events").num_rows == len(everything) > 0
-    assert result.requests == 2
+    assert result.requests == 1
+    # an hour later (12 windows of 5 minutes): one request again, and the cursor moves on
+    later = await run_import(cfg, warehouse, "klaviyo", "events", transport=quiet, now=NOW + timedelta(hours=1))
+    assert later.requests == 1
+    end = NOW + timedelta(hours=1) - SAFETY_MARGIN
+    assert warehouse.state.cursor("klaviyo.events") == end.isoformat()
+    upto = await all_records(
+        quiet,
+        "get_events",
+        query=q.Query(
+            page_size=1000,
+            filters=(q.greater_or_equal("datetime", datetime(2025, 9, 1, tzinfo=timezone.utc)), q.less_than("datetime", end)),
+        ),
+    )
+    ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
+    assert sorted(ids) == sorted(r["id"] for r in upto)
 
 
 async def test_a_busy_accounts_run_over_a_long_range_still_fetches_windows(transport, warehouse):
     cfg = make_config("events", incremental=True, start_time="2025-06-01T00:00:00Z")
     result = await run_import(cfg, warehouse, "klaviyo", "events", transport=transport, now=NOW)
     ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
-    assert result.rows == len(ids) == len(set(ids)) > 1000  # more than the probe's one page
-    assert result.requests > 1 + 16  # the probe, then the windows
+    assert result.rows == len(ids) == len(set(ids)) > 1000  # more than the first page holds
+    assert result.requests > 1 + 16  # the first page over the whole range, then the windows
+
+
+async def test_a_small_group_is_read_without_looking_for_its_oldest_member(account, warehouse):
+    """A group small enough for one window is read in one sequence: the group list, each group's
+    member count and its member pages, no request for where its members start (one a group before)."""
+    _, small = account
+    result = await run_import(make_config("list_memberships"), warehouse, "klaviyo", "members", transport=small, now=NOW)
+    groups = warehouse.table_arrow("klaviyo", "members").column("list_id").unique().to_pylist()
+    assert result.rows > 0 and len(groups) == 3
+    assert result.requests == 1 + len(groups) + result.pages

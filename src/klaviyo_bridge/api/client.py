@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlsplit
@@ -222,6 +222,23 @@ class KlaviyoClient:
         async for payload, _ in self._paginate(operation_id, decode, query=query, path_params=path_params):
             yield payload
 
+    async def first_page_if_only(
+        self,
+        operation_id: str,
+        decode: Callable[[bytes], tuple[Any, str | None]],
+        *,
+        query: Query | None = None,
+        path_params: Mapping[str, str] | None = None,
+    ) -> tuple[bool, Any]:
+        """(True, the payload) when the first page (one request) is the collection's only page;
+        (False, None) when it has a next link."""
+        pages = self._paginate(operation_id, decode, query=query, path_params=path_params)
+        try:
+            payload, next_url = await anext(pages)
+        finally:
+            await pages.aclose()
+        return (False, None) if next_url else (True, payload)
+
     async def records(
         self,
         operation_id: str,
@@ -244,7 +261,7 @@ class KlaviyoClient:
         path_params: Mapping[str, str] | None = None,
         params: list[tuple[str, str]] | None = None,
         start_url: str | None = None,
-    ) -> AsyncIterator[tuple[Any, str | None]]:
+    ) -> AsyncGenerator[tuple[Any, str | None], None]:
         """The one loop that follows ``links.next`` (every paginator above goes through it).
 
         A ``next`` link already followed (a page pointing at itself, or any longer cycle) stops

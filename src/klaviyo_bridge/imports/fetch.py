@@ -129,8 +129,24 @@ class Fetcher:
             if batch.num_rows:
                 await out.put(batch)
 
-    async def batches(self, tasks: Sequence[Task]) -> AsyncIterator[pa.RecordBatch]:
-        """Yield batches as pages arrive; the first task error cancels the rest and is raised."""
+    async def batches(self, tasks: Sequence[Task], *, whole: Task | None = None) -> AsyncIterator[pa.RecordBatch]:
+        """Yield batches as pages arrive; the first task error cancels the rest and is raised.
+
+        ``whole``: one task over all of ``tasks``' range, tried first: when its first page is its
+        only page, that page is the result and ``tasks`` are not run (a quiet account's run is one
+        request, not one per window); otherwise the page is dropped and the tasks run."""
+        if whole is not None:
+            only, payload = await self.client.first_page_if_only(
+                self.stream.operation_id, self.decoder_for(whole), query=self._query(whole), path_params=self.path_params
+            )
+            self.stats.pages += 1
+            if only:
+                self.stats.tasks = self.stats.tasks_done = 1
+                batch = self.trim(payload, whole)
+                self.stats.records += batch.num_rows
+                if batch.num_rows:
+                    yield batch
+                return
         self.stats.tasks = len(tasks)
         todo: asyncio.Queue[Task] = asyncio.Queue()
         for task in tasks:

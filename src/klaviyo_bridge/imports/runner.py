@@ -30,10 +30,10 @@ from ..config import ImportConfig, parse_time
 from ..errors import ConfigError, error_dict
 from ..store.warehouse import Warehouse
 from .columns import Column
-from .fetch import Fetcher, fetch_per_id, plan_tasks
+from .fetch import Fetcher, Task, fetch_per_id, plan_tasks
 from .membership import group_ids, run_membership
 from .metrics import resolve_ids
-from .partition import Window, split, window_filter
+from .partition import Window, split
 from .streams import PROFILE_ID_COLUMNS, PROFILE_IDS, Stream
 from .streams import stream as stream_named
 
@@ -47,11 +47,6 @@ WINDOWS_PER_WORKER = 4
 #: The default split never makes windows shorter than this: each window costs at least one
 #: request, so an hourly incremental run of a quiet account sent 64 requests for one page.
 MIN_WINDOW = timedelta(minutes=5)
-#: A run with a start (``start_time`` or a cursor) split into more default windows than this
-#: first reads one page over its whole range: when that page holds every record (a quiet account),
-#: one window fetches them (2 requests, not up to 64). More windows than the default 16 in flight
-#: take several rounds anyway, so the extra request costs a busy account little.
-PROBE_ABOVE_WINDOWS = 16
 #: Pages are written to the warehouse in inserts of whole multiples of this many rows, the last
 #: insert taking the rest. Each insert has a fixed cost (measured on DuckDB: 1M rows took 3.9 s
 #: in 1,000-row inserts, 1.4 s in 10,000-row ones), and every row waiting for an insert, or in
@@ -167,7 +162,13 @@ async def _earliest(
     if api_field not in s.op.sorts:
         return None, False
     for variant in s.variants[:1]:
-        query = Query(filters=(*s.fixed_filters, *variant), sort=api_field, page_size=s.page_size())
+        query = Query(
+            filters=(*s.fixed_filters, *variant),
+            sort=api_field,
+            page_size=s.page_size(),
+            # the few attributes the run reads (a membership's joined_group_at), not whole profiles
+            fields={k: list(v) for k, v in s.fields.items()} if s.membership or s.sparse else {},
+        )
         doc = await client.request(s.operation_id, query=query, path_params=path_params)
         data = (doc or {}).get("data") or []
         whole = len(s.variants) == 1 and not ((doc or {}).get("links") or {}).get("next")
@@ -320,6 +321,7 @@ async def _run(
                 api_field = s.time_fields.get(field_name) if field_name else None
                 lo, hi = _bounds(config, job, warehouse, now)
                 result.start, result.end = lo, hi
+                whole: Task | None = None
                 if lo is not None and hi is not None and lo >= hi:
                     tasks = []  # nothing new since the last run: no request at all
                 else:
@@ -328,6 +330,11 @@ async def _run(
                         client, s, api_field, lo, hi, now, count, path_params, shortest=None if window_count else MIN_WINDOW
                     )
                     tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)
+                    if len(windows) > 1 and len(tasks) == len(windows):  # one request sequence per window
+                        # Tried first: a quiet account's run is its first page (docs/imports.md).
+                        (whole,) = plan_tasks(
+                            s, time_field=api_field, windows=[Window(windows[0].start, windows[-1].end)], extra_conditions=extra
+                        )
                 time_col = _time_column(columns, api_field) if api_field else None
                 fetcher = Fetcher(
                     client, s, columns, time_column=time_col, path_params=path_params, concurrency=concurrency, marks=marks
@@ -357,7 +364,7 @@ async def _run(
                         writing = asyncio.ensure_future(asyncio.to_thread(writer.write, rows.slice(0, cut)))
 
                 try:
-                    async for batch in _counted(fetcher.batches(tasks), fetcher, result):
+                    async for batch in _counted(fetcher.batches(tasks, whole=whole), fetcher, result):
                         if source.detect_deleted:
                             batch = not_deleted(batch)
                         pending.append(with_partition(batch, partition_key))
@@ -475,7 +482,7 @@ async def _windows(
         return []
     ops = s.time_filter_ops(api_field)
     windowable = "less-than" in ops and ("greater-or-equal" in ops or "greater-than" in ops)
-    if not (windowable and s.partition):
+    if not (windowable and s.partition) or count <= 1:  # one window: where the records start does not matter
         return [Window(lo, hi)] if (lo or hi) else []
     a, whole = (lo, False) if lo else await _earliest(client, s, api_field, path_params)
     b = hi or now
@@ -483,22 +490,9 @@ async def _windows(
         return [Window(lo, hi)] if (lo or hi) else []
     if shortest is not None:
         count = max(1, min(count, (b - a) // shortest))
-        if lo is not None and count > PROBE_ABOVE_WINDOWS:
-            whole = await _one_page(client, s, api_field, Window(lo, b), path_params)
         if whole:
-            count = 1  # a quiet account: everything came in one page
+            count = 1  # a quiet account's first run: everything came in one page
     return split(a, b, count, open_start=lo is None, open_end=hi is None)
-
-
-async def _one_page(client: KlaviyoClient, s: Stream, api_field: str, window: Window, path_params: dict[str, str]) -> bool:
-    """Whether one page holds every record of ``window`` (one request; a stream of one request
-    sequence only)."""
-    if len(s.variants) != 1:
-        return False
-    wf = window_filter(api_field, window, s.time_filter_ops(api_field))  # widened, if at all: a superset
-    query = Query(filters=(*s.fixed_filters, *s.variants[0], *wf.conditions), page_size=s.page_size())
-    doc = await client.request(s.operation_id, query=query, path_params=path_params)
-    return not ((doc or {}).get("links") or {}).get("next")
 
 
 async def preview_rows(config: ImportConfig, rows: int = 10, *, transport: httpx.AsyncBaseTransport | None = None) -> pa.Table:
