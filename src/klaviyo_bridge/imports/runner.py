@@ -330,9 +330,10 @@ async def _run(
                         client, s, api_field, lo, hi, now, count, path_params, shortest=None if window_count else MIN_WINDOW
                     )
                     tasks = plan_tasks(s, time_field=api_field if windows else None, windows=windows, extra_conditions=extra)
-                    if lo is not None and len(windows) > 1 and len(tasks) == len(windows):
+                    if lo is not None and not window_count and len(windows) > 1 and len(tasks) == len(windows):
                         # Tried first: a quiet account's run is its first page (docs/imports.md).
-                        # Without a start, the oldest-record page has already shown there is more.
+                        # Without a start, the oldest-record page has already shown there is more;
+                        # windows the caller counted are all read, as asked.
                         (whole,) = plan_tasks(
                             s, time_field=api_field, windows=[Window(windows[0].start, windows[-1].end)], extra_conditions=extra
                         )
