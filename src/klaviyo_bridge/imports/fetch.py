@@ -139,8 +139,8 @@ class Fetcher:
             only, payload = await self.client.first_page_if_only(
                 self.stream.operation_id, self.decoder_for(whole), query=self._query(whole), path_params=self.path_params
             )
-            self.stats.pages += 1
-            if only:
+            if only:  # (a page dropped is a request, not a page of the run's: as the oldest-record one)
+                self.stats.pages += 1
                 self.stats.tasks = self.stats.tasks_done = 1
                 batch = self.trim(payload, whole)
                 self.stats.records += batch.num_rows
