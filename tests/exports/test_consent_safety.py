@@ -541,3 +541,25 @@ def test_wide_rows_stream_in_byte_bounded_chunks_and_oversize_rows_name_their_si
     assert result.would_send == 1199 and result.invalid == 1
     assert "120,0" in result.invalid_rows[0][1] and "100 KB" in result.invalid_rows[0][1]
     assert len(chunks) >= 2 and max(chunks) <= runner.CHUNK_BYTES + 200_000
+
+
+async def test_a_batch_sent_before_a_kill_reports_the_rows_it_held_back_as_skipped_not_submitted(wh):
+    """Killed after a list unsubscribe went out and before its outcomes were stored: the resume
+    reports the members sent as submitted and the non-members the check held back as skipped
+    (they were never sent), sends nothing again and unsubscribes nobody from all marketing."""
+    clock = FakeClock()
+    app = make(clock, faults="storm=get_accounts:503:1s")  # (faults on: the emulator counts requests)
+    list_id, members, others = people(app)
+    table = pa.table({"email": members + others})
+    watch = Consent(app, members + others)
+    first = await export(wh, table, unsubscribe(list_id), app, clock, run_id="run-k")
+    sent = posts(app)
+    with wh.transaction() as s:  # as a kill between "sent" and the outcomes leaves it
+        s.execute("DELETE FROM _bridge.export_row_ranges WHERE run_id = 'run-k'")
+        s.execute("UPDATE _bridge.export_batches SET status = 'sent' WHERE run_id = 'run-k'")
+    again = await export(wh, table, unsubscribe(list_id), app, clock, run_id="run-k", resume=True)
+    got = outcomes_by_email(wh, again.run_id)
+    assert first.run_id == again.run_id and posts(app) == sent
+    assert [got[e][0] for e in members] == ["submitted"] * 5
+    assert all(got[e][0] == "skipped" and f"not a member of list {list_id}" in got[e][1] for e in others), got
+    assert watch.globally_unsubscribed() == []

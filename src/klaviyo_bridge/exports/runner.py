@@ -91,6 +91,9 @@ _ROW_POINTER = re.compile(r"^/data/(?:attributes/[^/]+/data/)?(\d+)(?:/|$)")
 #: Exit code of a run that ended ``success`` with rows rejected or unconfirmed.
 EXIT_PARTIAL = 3
 CONFIRMED_REASON = "confirmed by reading Klaviyo back after an unclear answer"
+#: A row the check before sending held back when its batch was sent, that the check would send now
+#: (a resume records that batch's outcomes; it sends nothing).
+HELD_BACK_BEFORE = "not sent: the check before sending held it back when its batch was sent; run the export again to send it"
 
 
 @dataclass
@@ -277,7 +280,7 @@ class _Sender:
         return (doc or {}).get("data", {}).get("id") if doc else None
 
     async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
-        state, index = batch.state, batch.index
+        state = batch.state
         if state and state["status"] in FINAL_BATCH_STATES:
             self.skipped_on_resume += 1
             return
@@ -288,8 +291,7 @@ class _Sender:
             return
         if state and state["status"] == "sent":
             job_id = state.get("job")
-            table = await self.sent_outcomes(job_id, index, None)
-            await self._finish(batch, table, job_id)
+            await self._finish(batch, await self._sent_before(batch, job_id), job_id)
             return
         jobs: list[_JobWait] = []
         async with sem:
@@ -309,6 +311,23 @@ class _Sender:
                 return
             table = _concat([table, *waited])
         await self._finish(batch, table, job_id)
+
+    async def _sent_before(self, batch: _Batch, job_id: str | None) -> pa.Table:
+        """The outcomes of a batch an earlier attempt sent and did not record (it was stopped in
+        between). For a consent write only the rows saved with the batch went out; the check before
+        sending held the others back, and is asked again for their reasons. Nothing is sent here."""
+        index = batch.index
+        went = np.ones(len(index), dtype=bool)
+        if self.op.consent:
+            sent_rows = await self.record(self.wh.state.export_plan, self.run_id, f"sent:{batch.batch_id}")
+            if sent_rows is not None:
+                went = np.isin(index, np.asarray(sent_rows, dtype=index.dtype))
+        done = [await self.sent_outcomes(job_id, index[went], None)]
+        if not went.all():
+            kept, _ = await self._presend(index[~went], batch.items.filter(~went), done)
+            if len(kept):  # a member now, not when the batch was sent: not sent by a resume
+                done.append(_rows_table(kept, "skipped", HELD_BACK_BEFORE))
+        return _concat(done)
 
     async def _or_failed(self, batch: _Batch, work: Awaitable[_T]) -> _T | None:
         """``work``'s result; None once its failure is the batch's (a rejected key stops the run)."""
