@@ -23,6 +23,12 @@ async def all_records(transport, operation_id, **kw):
         return [r async for r in c.records(operation_id, **kw)]
 
 
+async def events_between(transport, start: datetime, end: datetime | None = None) -> list[dict]:
+    """The emulator's events with ``start <= datetime < end`` (no end: all after start)."""
+    bounds = (q.greater_or_equal("datetime", start), *((q.less_than("datetime", end),) if end else ()))
+    return await all_records(transport, "get_events", query=q.Query(page_size=1000, filters=bounds))
+
+
 @pytest.mark.parametrize(
     "data_source, operation_id, page_size",
     [
@@ -125,14 +131,7 @@ async def test_incremental_second_run_fetches_only_newer_records(transport, ware
     assert len(ids) == len(set(ids)) == first.rows + second.rows
     stamps = warehouse.table_arrow("klaviyo", "events").column("datetime").to_pylist()
     assert min(stamps) >= datetime(2025, 6, 1, tzinfo=timezone.utc)
-    everything = await all_records(
-        transport,
-        "get_events",
-        query=q.Query(
-            page_size=1000,
-            filters=(q.greater_or_equal("datetime", datetime(2025, 6, 1, tzinfo=timezone.utc)), q.less_than("datetime", NOW)),
-        ),
-    )
+    everything = await events_between(transport, datetime(2025, 6, 1, tzinfo=timezone.utc), NOW)
     assert len(ids) == len(everything)
     third = await run_import(cfg2, warehouse, "klaviyo", "events", transport=transport, now=later)
     assert third.rows == 0 and third.requests == 0
@@ -373,11 +372,7 @@ async def test_a_quiet_accounts_run_over_a_long_range_is_one_request(warehouse):
     quiet = httpx.ASGITransport(app=create_app(EmulatorSettings(seed=5, profiles=26, events=40, lists=1, rate_limits=False)))
     cfg = make_config("events", incremental=True, start_time="2025-09-01T00:00:00Z")
     result = await run_import(cfg, warehouse, "klaviyo", "events", transport=quiet, now=NOW)
-    everything = await all_records(
-        quiet,
-        "get_events",
-        query=q.Query(page_size=1000, filters=(q.greater_or_equal("datetime", datetime(2025, 9, 1, tzinfo=timezone.utc)),)),
-    )
+    everything = await events_between(quiet, datetime(2025, 9, 1, tzinfo=timezone.utc))
     assert result.rows == warehouse.table_arrow("klaviyo", "events").num_rows == len(everything) > 0
     assert result.requests == 1
     # an hour later (12 windows of 5 minutes): one request again, and the cursor moves on
@@ -385,14 +380,7 @@ async def test_a_quiet_accounts_run_over_a_long_range_is_one_request(warehouse):
     assert later.requests == 1
     end = NOW + timedelta(hours=1) - SAFETY_MARGIN
     assert warehouse.state.cursor("klaviyo.events") == end.isoformat()
-    upto = await all_records(
-        quiet,
-        "get_events",
-        query=q.Query(
-            page_size=1000,
-            filters=(q.greater_or_equal("datetime", datetime(2025, 9, 1, tzinfo=timezone.utc)), q.less_than("datetime", end)),
-        ),
-    )
+    upto = await events_between(quiet, datetime(2025, 9, 1, tzinfo=timezone.utc), end)
     ids = warehouse.table_arrow("klaviyo", "events").column("id").to_pylist()
     assert sorted(ids) == sorted(r["id"] for r in upto)
 
