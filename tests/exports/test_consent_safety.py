@@ -16,9 +16,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from klaviyo_bridge.api.client import KlaviyoClient
+from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.errors import AuthError, ExportBusy, ExportError, ExportFailed, RetriesExhausted
 from klaviyo_bridge.exports.job import export_query
-from klaviyo_bridge.exports.runner import CONFIRMED_REASON, EXIT_PARTIAL, run_export
+from klaviyo_bridge.exports.runner import CONFIRMED_REASON, EXIT_PARTIAL, HELD_BACK_BEFORE, run_export
 from klaviyo_bridge.exports.settings import parse_export_settings
 from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.app import create_app
@@ -543,10 +545,12 @@ def test_wide_rows_stream_in_byte_bounded_chunks_and_oversize_rows_name_their_si
     assert len(chunks) >= 2 and max(chunks) <= runner.CHUNK_BYTES + 200_000
 
 
-async def test_a_batch_sent_before_a_kill_reports_the_rows_it_held_back_as_skipped_not_submitted(wh):
+@pytest.mark.parametrize("joined_meanwhile", [False, True])
+async def test_a_batch_sent_before_a_kill_reports_the_rows_it_held_back_as_skipped_not_submitted(wh, joined_meanwhile):
     """Killed after a list unsubscribe went out and before its outcomes were stored: the resume
     reports the members sent as submitted and the non-members the check held back as skipped
-    (they were never sent), sends nothing again and unsubscribes nobody from all marketing."""
+    (they were never sent), sends nothing again and unsubscribes nobody from all marketing; a
+    non-member that joined the list since is not sent by the resume either (a rerun does that)."""
     clock = FakeClock()
     app = make(clock, faults="storm=get_accounts:503:1s")  # (faults on: the emulator counts requests)
     list_id, members, others = people(app)
@@ -557,9 +561,22 @@ async def test_a_batch_sent_before_a_kill_reports_the_rows_it_held_back_as_skipp
     with wh.transaction() as s:  # as a kill between "sent" and the outcomes leaves it
         s.execute("DELETE FROM _bridge.export_row_ranges WHERE run_id = 'run-k'")
         s.execute("UPDATE _bridge.export_batches SET status = 'sent' WHERE run_id = 'run-k'")
+    if joined_meanwhile:
+        state = app.state.emulator.state
+        joiner = state.profile_id(next(r for r in range(state.base.count) if state.base.email(r) == others[0]))
+        async with KlaviyoClient(
+            unsubscribe(list_id).client_settings(), transport=httpx.ASGITransport(app=app), limiter=RateLimiter(enabled=False)
+        ) as c:
+            await c.request(
+                "add_profiles_to_list", path_params={"id": list_id}, json={"data": [{"type": "profile", "id": joiner}]}
+            )
+        assert others[0] in members_now(app, list_id)
     again = await export(wh, table, unsubscribe(list_id), app, clock, run_id="run-k", resume=True)
     got = outcomes_by_email(wh, again.run_id)
     assert first.run_id == again.run_id and posts(app) == sent
     assert [got[e][0] for e in members] == ["submitted"] * 5
-    assert all(got[e][0] == "skipped" and f"not a member of list {list_id}" in got[e][1] for e in others), got
+    held = others[1:] if joined_meanwhile else others
+    assert all(got[e][0] == "skipped" and f"not a member of list {list_id}" in got[e][1] for e in held), got
+    if joined_meanwhile:
+        assert got[others[0]] == ("skipped", HELD_BACK_BEFORE) and others[0] in members_now(app, list_id)
     assert watch.globally_unsubscribed() == []
