@@ -63,6 +63,9 @@ def test_the_tables_help_lines_are_the_commands_own(limit):
         (["--help"], ("pyarrow", "duckdb", "httpx", "procrastinate", "rich", "yaml")),
         (["auth:list"], ("pyarrow", "duckdb", "httpx", "procrastinate")),
         (["connector:issue", "--help"], ("procrastinate", "starlette")),
+        # listing and showing runs and schedules: the state, not the engines (nor their HTTP client)
+        (["job:list"], ("httpx", "procrastinate", "starlette")),
+        (["connector:list"], ("httpx", "procrastinate", "starlette")),
     ],
 )
 def test_a_verb_loads_only_what_it_needs(argv, absent, tmp_path):

@@ -21,7 +21,8 @@ import pytest
 from rich.console import Console
 
 from klaviyo_bridge.cli.progress import ExportProgress, ImportProgress
-from klaviyo_bridge.jobs import JobCancelled, _stopper
+from klaviyo_bridge.jobs import JobCancelled
+from klaviyo_bridge.jobs.kinds import _stopper
 from klaviyo_bridge.store.factory import open_warehouse
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings

@@ -12,7 +12,7 @@ import pytest
 from klaviyo_bridge.cli import main
 from klaviyo_bridge.errors import ConfigError
 from klaviyo_bridge.store.factory import open_warehouse
-from klaviyo_bridge.workflows import interpolate
+from klaviyo_bridge.workflows.document import interpolate
 from klaviyo_emulator.server import running_emulator
 from klaviyo_emulator.settings import EmulatorSettings
 

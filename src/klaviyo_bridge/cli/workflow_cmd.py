@@ -17,7 +17,7 @@ from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.workflow_push import snapshot
 from ..store.factory import open_warehouse
 from ..store.state import ScheduleRecord
-from ..workflows import run_workflow
+from ..workflows.dig import run_workflow
 from .auth_cmd import credential_store
 from .schedule_common import _console, run_pushed
 

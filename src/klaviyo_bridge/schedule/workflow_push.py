@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..secrets import KLAVIYO_KEY_RE, ApiKey, CredentialStore
-from ..workflows.dig import _VAR, _merge, interpolate, load_workflow
+from ..workflows.document import VAR, interpolate, load_workflow, merge
 from .workflow_block import WorkflowSchedule, parse_schedule
 
 TOKEN_KEYS = ("api_token", "api_key")
@@ -49,7 +49,7 @@ def _literal_key(value: Any) -> bool:
 def _collect_files(group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str, files: dict[str, str]) -> None:
     """Read every td> file the tasks name (interpolated as the runner does), relative to the .dig."""
     if isinstance(group.get("_export"), Mapping):
-        variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
+        variables = merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
     for key, body in group.items():
         if not str(key).startswith("+") or not isinstance(body, Mapping):
             continue
@@ -61,7 +61,7 @@ def _collect_files(group: Mapping[str, Any], variables: dict[str, Any], folder: 
             continue
         local = variables
         if isinstance(body.get("_export"), Mapping):
-            local = _merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
+            local = merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
         relative = str(interpolate(body["td>"], local, name))
         path = folder / relative
         try:
@@ -77,9 +77,9 @@ def _tasks_with_variables(
     Bodies are the document's own dicts (as YAML loads them): ``move_keys`` edits them in place."""
     if isinstance(group.get("_export"), Mapping):
         try:
-            variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
+            variables = merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
         except ConfigError:
-            variables = _merge(variables, group["_export"])
+            variables = merge(variables, group["_export"])
     for key, body in group.items():
         if not str(key).startswith("+") or not isinstance(body, dict):
             continue
@@ -90,9 +90,9 @@ def _tasks_with_variables(
         local = variables
         if isinstance(body.get("_export"), Mapping):
             try:
-                local = _merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
+                local = merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
             except ConfigError:
-                local = _merge(variables, body["_export"])
+                local = merge(variables, body["_export"])
         yield name, body, local
 
 
@@ -136,7 +136,7 @@ def _find_uses(node: Any, dotted: set[str], where: str) -> list[str]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             found += _find_uses(v, dotted, f"{where}{i}.")
-    elif isinstance(node, str) and any(m.group(1) in dotted for m in _VAR.finditer(node)):
+    elif isinstance(node, str) and any(m.group(1) in dotted for m in VAR.finditer(node)):
         found.append(where.rstrip("."))
     return found
 
@@ -219,7 +219,7 @@ def move_keys(
         if not inline:
             continue
         raw = settings[inline[0]]
-        names = [m.group(1) for m in _VAR.finditer(raw)]
+        names = [m.group(1) for m in VAR.finditer(raw)]
         if names:
             try:
                 raw = interpolate(raw, variables, task)

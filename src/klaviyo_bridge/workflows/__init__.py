@@ -1,5 +1,5 @@
-"""Workflow files (Treasure Workflow ``.dig``) that run queries and export their results."""
+"""Workflow files (Treasure Workflow ``.dig``) that run queries and export their results.
 
-from .dig import TaskResult, WorkflowRunner, interpolate, load_workflow, run_workflow
-
-__all__ = ["TaskResult", "WorkflowRunner", "interpolate", "load_workflow", "run_workflow"]
+``document``: reading a workflow and its ``${...}`` variables (light); ``dig``: running its tasks
+(the export engine). This package loads neither until one is imported.
+"""

@@ -22,7 +22,6 @@ skipped silently.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,12 @@ from typing import Any
 
 import httpx
 
-from ..documents import load_yaml, read_text_bounded
 from ..errors import ConfigError
 from ..exports.job import export_query, load_result_settings, report_lines
 from ..exports.runner import ExportResult
-from ..exports.settings import lenient_yaml, setting_keys
 from ..exports.source import read_query
 from ..store.warehouse import Warehouse
-
-_VAR = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")
-TASK_KEYS = {"td>", "database", "result_connection", "result_settings", "_export", "query"}
+from .document import TASK_KEYS, interpolate, load_workflow, merge
 
 
 @dataclass
@@ -48,49 +43,6 @@ class TaskResult:
     rows: int | None = None
     export: ExportResult | None = None
     lines: list[str] = field(default_factory=list)
-
-
-def _lookup(variables: Mapping[str, Any], dotted: str, where: str) -> Any:
-    value: Any = variables
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise ConfigError(f"{where}: ${{{dotted}}} is not defined (define it under _export)", key=dotted)
-        value = value[part]
-    return value
-
-
-def interpolate(value: Any, variables: Mapping[str, Any], where: str) -> Any:
-    """Replace ``${a.b}`` in strings (recursively in mappings and lists)."""
-    if isinstance(value, str):
-        whole = _VAR.fullmatch(value.strip())
-        if whole:
-            return _lookup(variables, whole.group(1), where)
-        return _VAR.sub(lambda m: str(_lookup(variables, m.group(1), where)), value)
-    if isinstance(value, Mapping):
-        return {k: interpolate(v, variables, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, variables, where) for v in value]
-    return value
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in (extra or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(out.get(k), Mapping) and isinstance(v, Mapping) else v
-    return out
-
-
-def load_workflow(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        text = read_text_bounded(p, "workflow")
-    except OSError as exc:
-        raise ConfigError(f"cannot read workflow {p}: {exc.strerror}") from None
-    fixed, warnings = lenient_yaml(text, str(p), setting_keys())
-    for w in warnings:
-        if warn:
-            warn(w)
-    return load_yaml(fixed, str(p))
 
 
 @dataclass
@@ -117,7 +69,7 @@ class WorkflowRunner:
         self, doc: Mapping[str, Any], name: str, params: Mapping[str, Any] | None = None, folder: Path | None = None
     ) -> list[TaskResult]:
         """Run an already-parsed workflow (e.g. the copy ``workflow push`` stored)."""
-        variables = _merge({}, params or {})
+        variables = merge({}, params or {})
         results: list[TaskResult] = []
         self._run_group(doc, variables, folder or Path("."), name, results)
         return results
@@ -137,7 +89,7 @@ class WorkflowRunner:
         self, group: Mapping[str, Any], variables: dict[str, Any], folder: Path, prefix: str, results: list[TaskResult]
     ) -> None:
         if isinstance(group.get("_export"), Mapping):
-            variables = _merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
+            variables = merge(variables, interpolate(group["_export"], variables, f"{prefix}._export"))
         for key, body in group.items():
             if not key.startswith("+"):
                 continue
@@ -152,7 +104,7 @@ class WorkflowRunner:
 
     def _run_task(self, name: str, body: Mapping[str, Any], variables: dict[str, Any], folder: Path) -> TaskResult:
         if isinstance(body.get("_export"), Mapping):
-            variables = _merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
+            variables = merge(variables, interpolate(body["_export"], variables, f"{name}._export"))
         operators = [k for k in body if k.endswith(">")]
         if operators != ["td>"]:
             raise ConfigError(
