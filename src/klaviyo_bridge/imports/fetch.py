@@ -151,7 +151,10 @@ class Fetcher:
         todo: asyncio.Queue[Task] = asyncio.Queue()
         for task in tasks:
             todo.put_nowait(task)
-        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.concurrency * 2)  # pages, then the end marker
+        # Decoded pages waiting for the writer, then the end marker. A worker that finds it full
+        # holds its page and sends no request: pages decode faster than the writer inserts them on
+        # a fast link, and 2 per worker held 1M events ~10 MB higher than half a page per worker.
+        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(2, self.concurrency // 2))
         done_marker = object()
 
         async def worker() -> None:

@@ -54,7 +54,9 @@ MIN_WINDOW = timedelta(minutes=5)
 #: whole row group (122,880 rows), which the next checkpoint rewrote; DuckDB 2.0 appends into
 #: the open row group: on 300k events, quarter row groups made a 41 MB file where whole ones
 #: made 57 MB, used less CPU, and peaked ~50 MB lower (benchmarks/import_vs_read_json.py).
-WRITE_ROWS = 30_720
+#: An eighth of a row group: 1M events of ~2 KB (30 MB waiting per 15,360 rows) made the same
+#: 147 MB file with the same CPU as a quarter, and peaked ~10 MB lower.
+WRITE_ROWS = 15_360
 #: An event import's range ends this long before "now" (and its cursor with it): Klaviyo may
 #: return records stamped in the future (a sender's clock), and writes stamped a moment ago may
 #: not be readable yet. The next run starts there anyway, minus the lookback.
