@@ -172,3 +172,35 @@ def test_duckdb_inserts_of_part_row_groups_fill_whole_row_groups(tmp_path):
             )
         )
     assert counts.column("n").to_pylist() == [group, group]
+
+
+def test_duckdb_replace_writes_into_the_table_not_a_stage_in_memory(tmp_path):
+    """A replace run's rows go straight into the table (the old rows deleted in the run's
+    transaction), so DuckDB writes them to the file as row groups fill instead of holding the
+    whole run in an in-memory stage (150k profiles: 504 -> 283 MB peak); readers see the old rows
+    until the commit, and the replace is still all or nothing."""
+    from klaviyo_bridge.store import open_warehouse
+
+    def in_memory_tables(wh) -> int:
+        got = pa.Table.from_batches(
+            list(wh.query_arrow("SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"))
+        )
+        return sum(got.column(0).to_pylist())
+
+    def chunk(start: int, n: int) -> pa.Table:
+        return events([f"row-{i:09d}-{'x' * 80}" for i in range(start, start + n)], list(range(start, start + n)))
+
+    with open_warehouse(tmp_path / "w.duckdb") as wh:
+        wh.write("db", "t", events(["old"], [0]), "replace")
+        with wh.writer("db", "t", "replace") as writer:
+            for start in range(0, 600_000, 60_000):  # ~60 MB of rows
+                writer.write(chunk(start, 60_000))
+            held = in_memory_tables(wh)
+            assert [r["id"] for r in rows(wh, "db", "t")] == ["old"]
+            writer.commit()
+        assert held < 20 * 2**20, f"{held:,} bytes of the run held in memory before the commit"
+        assert len(rows(wh, "db", "t", "id")) == 600_000
+        with pytest.raises(RuntimeError), wh.writer("db", "t", "replace") as writer:
+            writer.write(chunk(0, 10))
+            raise RuntimeError("the run fails before its commit")
+        assert len(rows(wh, "db", "t", "id")) == 600_000  # rolled back: the old rows are all there

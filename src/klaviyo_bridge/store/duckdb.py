@@ -111,6 +111,8 @@ def _converting_errors(
 
 
 class DuckDBSession(Session):
+    replaces_in_place = True
+
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path, memory: "_MemoryLimit | None" = None) -> None:
         self.path = path
         self._con = connection

@@ -40,6 +40,12 @@ class Session(ABC):
     def release_locks(self) -> None:
         """Drop locks not tied to the transaction (PostgreSQL's go away at commit/rollback)."""
 
+    #: Whether a replace may empty the table inside the run's transaction and write the new rows
+    #: straight into it: readers keep seeing the old rows until the commit (DuckDB's MVCC), and no
+    #: stage holds the run. PostgreSQL empties with TRUNCATE, which would block readers for the
+    #: whole run: it stages, and swaps at the commit.
+    replaces_in_place: bool = False
+
     def appending(self, only: bool = True) -> None:
         """``only``: from now on this session only appends rows to a table (no stage, no merge,
         no query) until it closes or says otherwise. An engine that caches every page it writes

@@ -387,6 +387,10 @@ class TableWriter(WriteSession):
         self.marked_absent = 0
         self._skip_existing = skip_existing and mode is WriteMode.APPEND
         self._insert_only = False  # an append that leaves out keys the table has (merge, no updates)
+        #: A replace written straight into the table (``Session.replaces_in_place``), and whether
+        #: the old rows are deleted yet (at the first rows, in the run's transaction).
+        self._in_place = False
+        self._cleared = False
 
     # --- session lifecycle ---------------------------------------------------------------
     def _prepare(self, session: Session) -> None:
@@ -398,7 +402,9 @@ class TableWriter(WriteSession):
             self.mode, self._insert_only = WriteMode.MERGE, True
         if self._declared is not None:
             self._evolve(schema_kinds(self._declared, table=self._label))
-        if self.mode is WriteMode.APPEND:
+        replace = self.mode in (WriteMode.REPLACE, WriteMode.REPLACE_ON_NEW_DATA)
+        self._in_place = replace and session.replaces_in_place
+        if self.mode is WriteMode.APPEND or self._in_place:
             session.appending()  # straight into the table: the engine need not cache what it wrote
 
     # --- writing -------------------------------------------------------------------------
@@ -432,7 +438,9 @@ class TableWriter(WriteSession):
             return
         names = resolve_names(self._columns, list(run[0].kinds))
         self._present.update(names.values())
-        if self.mode is WriteMode.APPEND:
+        if self._in_place and not self._cleared:
+            self._clear()  # the first rows of a replace: the old ones go (seen by others until the commit)
+        if self.mode is WriteMode.APPEND or self._in_place:
             session.insert_batch(self._target, data, names, self._columns)
         else:
             if self.mode is WriteMode.MERGE:
@@ -457,7 +465,7 @@ class TableWriter(WriteSession):
             return
         self._columns.update(evolution.widened)
         self._columns.update(evolution.added)
-        if self.mode is WriteMode.APPEND:
+        if self.mode is WriteMode.APPEND or self._in_place:
             self._sync_target()
         elif self._stage is not None:
             for name, kind in evolution.added.items():
@@ -479,6 +487,13 @@ class TableWriter(WriteSession):
             for name, kind in evolution.widened.items():
                 session.widen_column(self._target, name, kind)
         self._target_columns = dict(self._columns)
+
+    def _clear(self) -> None:
+        """A replace in place: empty the table (when it exists) before its new rows go in."""
+        self._sync_target()
+        if self._target_columns is not None:
+            self.session.clear_table(self._target)
+        self._cleared = True
 
     def _ensure_stage(self) -> str:
         if self._stage is None:
@@ -514,7 +529,10 @@ class TableWriter(WriteSession):
             replaces = self.mode is WriteMode.REPLACE or (self.mode is WriteMode.REPLACE_ON_NEW_DATA and self.rows > 0)
             if replaces or (self.mode is WriteMode.MERGE and self.rows > 0) or self._target_columns is None:
                 self._sync_target()
-            if replaces and self._target_columns is not None:
+            if replaces and self._in_place:
+                if not self._cleared:
+                    self._clear()  # a replace that brought no rows empties the table
+            elif replaces and self._target_columns is not None:
                 if self._stage is not None:
                     session.replace_contents(self._target, self._stage, list(self._columns))
                 else:
