@@ -153,7 +153,7 @@ class Fetcher:
             todo.put_nowait(task)
         # Decoded pages waiting for the writer, then the end marker. A worker that finds it full
         # holds its page and sends no request: pages decode faster than the writer inserts them on
-        # a fast link, and 2 per worker held 1M events ~10 MB higher than half a page per worker.
+        # a fast link (1M events: a few MB less at the peak than 2 pages per worker).
         out: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(2, self.concurrency // 2))
         done_marker = object()
 
