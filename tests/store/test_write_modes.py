@@ -152,7 +152,7 @@ def test_duckdb_row_groups_stay_whole_for_inserts_of_many_chunks(tmp_path):
 
 
 def test_duckdb_inserts_of_part_row_groups_fill_whole_row_groups(tmp_path):
-    """The importer inserts a quarter row group at a time (imports/runner.py WRITE_ROWS): the
+    """The importer inserts an eighth of a row group at a time (imports/runner.py WRITE_ROWS): the
     inserts of one run fill the open row group instead of each leaving a part-filled one."""
     from klaviyo_bridge.imports.runner import WRITE_ROWS
     from klaviyo_bridge.store import open_warehouse
