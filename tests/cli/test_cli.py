@@ -66,6 +66,7 @@ def test_the_tables_help_lines_are_the_commands_own(limit):
         # listing and showing runs and schedules: the state, not the engines (nor their HTTP client)
         (["job:list"], ("httpx", "procrastinate", "starlette")),
         (["connector:list"], ("httpx", "procrastinate", "starlette")),
+        (["sched:list"], ("httpx", "procrastinate", "starlette")),
     ],
 )
 def test_a_verb_loads_only_what_it_needs(argv, absent, tmp_path):

@@ -7,7 +7,8 @@ import sys
 import click
 
 from ..errors import ExportFailed
-from ..exports.job import export_query, load_result_settings, read_sql, report_lines
+from ..exports.job import export_query, report_lines
+from ..exports.settings import load_result_settings, read_sql
 from ..home import Home
 from ..store.factory import open_warehouse
 from .hints import next_step

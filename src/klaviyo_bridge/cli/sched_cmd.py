@@ -18,8 +18,7 @@ from .hints import next_step
 
 log = logging.getLogger("klaviyo_bridge.scheduler")
 from ..documents import read_text_bounded
-from ..exports.job import load_result_settings, read_sql
-from ..exports.settings import parse_settings_text
+from ..exports.settings import load_result_settings, parse_settings_text, read_sql
 from ..schedule.naming import check_schedule_name as _check_name
 from ..schedule.naming import checked_schedule as _check_schedule
 from . import schedule_common as common

@@ -18,15 +18,18 @@ an unknown key written that way stays an error.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from ..api.settings import ClientSettings
-from ..documents import load_json_document, load_yaml
+from ..api.settings import API_KEY_ENV, ClientSettings
+from ..documents import load_json_document, load_yaml, read_text_bounded
 from ..errors import ConfigError
-from ..secrets import CredentialStore
+from ..secrets import ApiKey, CredentialStore
 from ..validation import KeyedValueError, config_error_from, known_keys
 
 OPERATIONS = ("add", "remove_profiles", "batch_consent", "mirror", "upsert", "track_events")
@@ -286,3 +289,55 @@ def resolve_result_connection(
     if warn:
         warn(f"result_connection {name!r} is not saved; using the inline api_token")
     return out
+
+
+def load_result_settings(
+    spec: str | Mapping[str, Any],
+    *,
+    connection: str | None = None,
+    credentials_path: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env_key: bool = False,
+) -> ExportSettings:
+    """A settings file path, inline JSON/YAML text, or a mapping -> validated ExportSettings.
+
+    Inline JSON text (a command-line argument) may not carry a key. With ``env_key``, settings
+    that name no key and no saved authentication take it from ``KLAVIYO_API_KEY``."""
+    warnings: list[str] = []
+    if isinstance(spec, Mapping):
+        data, origin = dict(spec), "result_settings"
+    else:
+        text = spec
+        origin = "--result-settings"
+        if not spec.lstrip().startswith("{"):
+            path = Path(spec)
+            try:
+                text = read_text_bounded(path, "result settings")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read result settings {spec}: {exc.strerror} "
+                    '(give a YAML file or inline JSON like \'{"operation": "add", ...}\')'
+                ) from None
+            origin = str(path)
+        data, warnings = parse_settings_text(text, origin, command_line=origin == "--result-settings")
+    for w in warnings:
+        if warn:
+            warn(w)
+    data.update(overrides or {})
+    if env_key and not connection and not any(data.get(k) for k in ("api_token", "api_key", "result_connection", "connection")):
+        if os.environ.get(API_KEY_ENV):
+            data["api_token"] = ApiKey.parse(os.environ[API_KEY_ENV], field=API_KEY_ENV)
+    data = resolve_result_connection(data, connection, credentials_path, warn)
+    return parse_export_settings(data, origin)
+
+
+def read_sql(query: str | None, query_file: str | None) -> str:
+    if bool(query) == bool(query_file):
+        raise ConfigError("give the SQL either as an argument or with -f FILE, not both (and not neither)", key="query")
+    if query_file:
+        try:
+            return Path(query_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read query file {query_file}: {exc.strerror}", key="query") from None
+    return query or ""

@@ -15,8 +15,8 @@ from typing import Any
 
 from ..config import parse_import_config
 from ..errors import ConfigError
-from ..exports.job import export_query, load_result_settings
-from ..exports.settings import ExportSettings
+from ..exports.job import export_query
+from ..exports.settings import ExportSettings, load_result_settings
 from ..imports.runner import run_import
 from ..secrets import ApiKey, CredentialStore, resolve_connection
 from ..store.state import StateStore

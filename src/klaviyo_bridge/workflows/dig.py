@@ -30,8 +30,9 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigError
-from ..exports.job import export_query, load_result_settings, report_lines
+from ..exports.job import export_query, report_lines
 from ..exports.runner import ExportResult
+from ..exports.settings import load_result_settings
 from ..exports.source import read_query
 from ..store.warehouse import Warehouse
 from .document import TASK_KEYS, interpolate, load_workflow, merge

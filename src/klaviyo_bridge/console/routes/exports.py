@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...errors import BridgeError, ConfigError
-from ...exports.job import export_query, load_result_settings
+from ...exports.job import export_query
 from ...exports.runner import ExportResult
-from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES, ExportSettings
+from ...exports.settings import OPERATIONS, SUBSCRIPTION_TYPES, ExportSettings, load_result_settings
 from ...jobs import JobSpec
 from ...schedule.scheduler import spec_for
 from ...store.identifiers import check_object_name
