@@ -204,3 +204,34 @@ def test_duckdb_replace_writes_into_the_table_not_a_stage_in_memory(tmp_path):
             writer.write(chunk(0, 10))
             raise RuntimeError("the run fails before its commit")
         assert len(rows(wh, "db", "t", "id")) == 600_000  # rolled back: the old rows are all there
+
+
+def test_replace_on_new_data_without_rows_leaves_the_table_as_it_was(wh, db):
+    """No rows: the table keeps its rows and its columns, even when the (empty) batches declared
+    new columns or wider types."""
+    wh.write(db, "t", events(["a"], [1]), "replace_on_new_data")
+    before = wh.table_columns(db, "t")
+    empty = pa.table({"id": pa.array([], pa.string()), "value": pa.array([], pa.float64()), "new": pa.array([], pa.string())})
+    wh.write(db, "t", empty, "replace_on_new_data")
+    assert wh.table_columns(db, "t") == before
+    assert [(r["id"], r["value"]) for r in rows(wh, db, "t")] == [("a", 1)]
+
+
+def test_duckdb_replace_of_a_table_with_an_index(tmp_path):
+    """A user's index on the table makes emptying it need memory: the delete runs under the
+    warehouse's whole memory limit (only the appends after it run under the lower one)."""
+    import duckdb
+
+    from klaviyo_bridge.store import open_warehouse
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    # 200k keys of 300 characters: emptying it under the appending limit (64 MB) ran out of memory
+    con.execute(
+        "CREATE SCHEMA db; CREATE TABLE db.t AS SELECT 'row-' || i || repeat('x', 300) AS id, i AS value FROM range(200000) r(i)"
+    )
+    con.execute("CREATE UNIQUE INDEX t_id ON db.t (id)")
+    con.close()
+    with open_warehouse(path) as wh:
+        wh.write("db", "t", events(["new"], [1]), "replace")
+        assert [(r["id"], r["value"]) for r in rows(wh, "db", "t")] == [("new", 1)]

@@ -404,7 +404,7 @@ class TableWriter(WriteSession):
             self._evolve(schema_kinds(self._declared, table=self._label))
         replace = self.mode in (WriteMode.REPLACE, WriteMode.REPLACE_ON_NEW_DATA)
         self._in_place = replace and session.replaces_in_place
-        if self.mode is WriteMode.APPEND or self._in_place:
+        if self.mode is WriteMode.APPEND:
             session.appending()  # straight into the table: the engine need not cache what it wrote
 
     # --- writing -------------------------------------------------------------------------
@@ -465,7 +465,7 @@ class TableWriter(WriteSession):
             return
         self._columns.update(evolution.widened)
         self._columns.update(evolution.added)
-        if self.mode is WriteMode.APPEND or self._in_place:
+        if self.mode is WriteMode.APPEND or (self._in_place and self._cleared):
             self._sync_target()
         elif self._stage is not None:
             for name, kind in evolution.added.items():
@@ -489,11 +489,16 @@ class TableWriter(WriteSession):
         self._target_columns = dict(self._columns)
 
     def _clear(self) -> None:
-        """A replace in place: empty the table (when it exists) before its new rows go in."""
-        self._sync_target()
+        """A replace in place: empty the table (when it exists), then give it the run's columns
+        (altering an empty table rewrites no rows). Only then does the session only append: the
+        delete may need the engine's whole memory (DuckDB, a table with an index of 1M rows)."""
+        session = self.session
         if self._target_columns is not None:
-            self.session.clear_table(self._target)
+            session.clear_table(self._target)
+        self._sync_target()
         self._cleared = True
+        if self._absent is None:
+            session.appending()
 
     def _ensure_stage(self) -> str:
         if self._stage is None:
