@@ -1,5 +1,6 @@
 """Imports from the emulator into DuckDB: exact counts and values, incremental, write modes."""
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -8,7 +9,10 @@ import pytest
 from klaviyo_bridge.api import query as q
 from klaviyo_bridge.api.client import KlaviyoClient
 from klaviyo_bridge.api.ratelimit import RateLimiter
+from klaviyo_bridge.imports.fetch import Fetcher, plan_tasks
+from klaviyo_bridge.imports.partition import Window
 from klaviyo_bridge.imports.runner import SAFETY_MARGIN, run_import
+from klaviyo_bridge.imports.streams import stream
 from klaviyo_emulator.app import create_app
 from klaviyo_emulator.settings import EmulatorSettings
 
@@ -401,3 +405,25 @@ async def test_a_small_group_is_read_without_looking_for_its_oldest_member(accou
     groups = warehouse.table_arrow("klaviyo", "members").column("list_id").unique().to_pylist()
     assert result.rows > 0 and len(groups) == 3
     assert result.requests == 1 + len(groups) + result.pages
+
+
+async def test_a_reader_that_stops_early_closes_the_fetch(transport):
+    """A reader that stops (a failed insert, a kill) with pages still queued closes the fetch at
+    once: its workers are cancelled and nothing is left waiting for room in the full queue."""
+    cfg = make_config("events")
+    s = stream("events")
+    windows = [Window(NOW - timedelta(days=d + 1), NOW - timedelta(days=d)) for d in range(365 * 2, 0, -73)]
+    async with KlaviyoClient(cfg.source.client_settings(), transport=transport, limiter=RateLimiter(enabled=False)) as client:
+        fetcher = Fetcher(client, s, s.columns(related=False), time_column="datetime", concurrency=2)
+        batches = fetcher.batches(plan_tasks(s, time_field="datetime", windows=windows))
+        await anext(batches)
+        for _ in range(500):  # the in-process emulator answers: the workers fill the queue and wait for room
+            await asyncio.sleep(0)
+        assert fetcher.stats.pages >= 4  # one read, two queued, more held by the waiting workers
+        closing = asyncio.ensure_future(batches.aclose())
+        for _ in range(100):
+            await asyncio.sleep(0)
+        done = closing.done()
+        closing.cancel()
+        assert done, "closing the fetch waited for room in the queue"
+        assert all(t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task())

@@ -172,10 +172,12 @@ class Fetcher:
                     for _ in range(min(self.concurrency, len(tasks))):
                         group.create_task(worker())
             except BaseExceptionGroup as group_error:
+                await out.put(done_marker)
                 # Surface the first real failure (our error types), not the group wrapper.
                 raise group_error.exceptions[0] from None
-            finally:
-                await out.put(done_marker)
+            # Cancelled (CancelledError passes through): the reader stopped and cancelled this;
+            # nobody takes an end marker, and waiting for room for it in a full queue never ended.
+            await out.put(done_marker)
 
         runner = asyncio.create_task(run_all())
         try:
