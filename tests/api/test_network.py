@@ -1,4 +1,6 @@
-"""The asyncio network backend over real sockets: split pages, cut-off bodies, timeouts, reuse."""
+"""The client's HTTP/1.1 transport over real sockets: split pages, cut-off bodies, framing, timeouts, reuse.
+
+Every test runs on asyncio's event loop and on uvloop's, which ``klaviyo-bridge`` runs on (conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.api.network import READ_BYTES, AsyncioBackend, AsyncioStream, AsyncioTransport
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioTransport, Connection
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
@@ -69,7 +71,7 @@ def big_page(records: int) -> bytes:
     return json.dumps({"data": data, "links": {"next": None}}).encode()
 
 
-async def test_the_client_reads_through_the_asyncio_backend():
+async def test_the_client_reads_through_its_own_transport():
     async with client_at("http://127.0.0.1:1") as client:
         assert isinstance(client.transport, AsyncioTransport)
 
@@ -167,7 +169,7 @@ async def test_requests_travel_on_asyncio_streams():
 
     async with Server(answer) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
         response = await http.get("/")
-    assert isinstance(response.extensions["network_stream"], AsyncioStream)
+    assert isinstance(response.extensions["network_stream"], Connection)
     assert response.content == body
 
 
@@ -272,15 +274,16 @@ class _Clock:
         self.now += seconds
 
 
-class _SlowConnect(AsyncioBackend):
+class _SlowConnect(AsyncioTransport):
     """Each connection takes ``seconds`` of the limiter's clock (a slow handshake, a busy machine)."""
 
     def __init__(self, clock: _Clock, seconds: float) -> None:
+        super().__init__()
         self.clock, self.seconds = clock, seconds
 
-    async def connect_tcp(self, *args, **kwargs):
+    async def connect(self, *args, **kwargs):
         self.clock.now += self.seconds
-        return await super().connect_tcp(*args, **kwargs)
+        return await super().connect(*args, **kwargs)
 
 
 async def test_a_request_counts_from_when_its_headers_went_out():
@@ -288,7 +291,7 @@ async def test_a_request_counts_from_when_its_headers_went_out():
     0.3 s: the server counts it at 0.3, so the second request waits until 1.3 (not 1.0)."""
     clock = _Clock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
-    transport = AsyncioTransport(backend=_SlowConnect(clock, 0.3))
+    transport = _SlowConnect(clock, 0.3)
     async with Server(answering(2, big_page(1))) as base:
         settings = ClientSettings(api_key=KEY, base_url=base)
         async with KlaviyoClient(settings, transport=transport, limiter=limiter, sleep=Sleeps()) as client:
@@ -359,3 +362,213 @@ def test_the_library_loads_httpx_without_its_command_line_client():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["httpx"]
+
+
+# -- framing and protocol edges, answered by scripted servers -----------------------------------
+
+
+def scripted(*answers: bytes, close: bool = False) -> Handler:
+    """Answer each request on the connection with the next bytes (closing after the last if ``close``)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(answer)
+            await writer.drain()
+        if not close:
+            await reader.read()  # keep the connection open until the client closes it
+
+    return serve
+
+
+def chunked(body: bytes, size: int, trailers: bytes = b"") -> bytes:
+    parts = [f"{len(body[i : i + size]):x};ext=1\r\n".encode() + body[i : i + size] + b"\r\n" for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n" + trailers + b"\r\n"
+
+
+async def test_a_chunked_body_arrives_whole_and_the_connection_is_reused():
+    body = big_page(2_000)
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 7_001, b"X-Trailer: yes\r\n")
+    server = Server(scripted(answer, answer))
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        first, second = await http.get("/"), await http.get("/")
+    assert first.content == body and second.content == body and server.connections == 1
+
+
+async def test_a_body_without_length_ends_with_the_connection():
+    body = big_page(50)
+    server = Server(scripted(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body, close=True))
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        response = await http.get("/")
+        assert response.content == body
+        assert (await http.get("/")).content == body  # a new connection: the first ended with its body
+    assert server.connections == 2
+
+
+async def test_interim_answers_are_skipped_and_empty_answers_have_no_body():
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    server = Server(
+        scripted(
+            interim + head(2) + b"{}",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",  # a HEAD's answer: the length of a body not sent
+            head(2) + b"[]",
+        )
+    )
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        assert (await http.get("/")).json() == {}
+        assert (await http.delete("/")).status_code == 204
+        assert (await http.head("/")).headers["content-length"] == "1000"
+        assert (await http.get("/")).json() == []
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["connection-close", "http-1.0"],
+)
+async def test_a_connection_the_answer_does_not_keep_alive_is_not_reused(answer):
+    server = Server(scripted(answer, answer))
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        assert (await http.get("/")).json() == {}
+        assert (await http.get("/")).json() == {}
+    assert server.connections == 2
+
+
+async def test_bytes_after_an_answer_keep_its_connection_out_of_the_pool():
+    server = Server(scripted(head(2) + b"{}" + b"HTTP/1.1 200 OK\r\n", head(2) + b"[]"), scripted(head(2) + b"[]"))
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        assert (await http.get("/")).json() == {}
+        await asyncio.sleep(0.05)  # the stray bytes reach the client
+        assert (await http.get("/")).json() == []  # read on a new connection, not as the stray answer
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"SPDY/3 200 OK\r\n\r\n", "status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
+        (b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n", "malformed header"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n{}", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n", "longer than its size"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n", "exceed"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "101"),
+    ],
+    ids=[
+        "protocol",
+        "status",
+        "header",
+        "folded",
+        "two-lengths",
+        "negative-length",
+        "chunk-size",
+        "chunk-overrun",
+        "huge-head",
+        "upgrade",
+    ],
+)
+async def test_a_malformed_answer_is_a_protocol_error_naming_what(answer, message):
+    async with (
+        Server(scripted(answer, close=True)) as base,
+        httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError, match=message):
+            await http.get("/")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Le", head(10) + b"{}", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}"],
+    ids=["nothing", "half-a-head", "short-body", "short-chunk"],
+)
+async def test_a_connection_closed_mid_answer_is_a_protocol_error(answer):
+    async with (
+        Server(scripted(answer, close=True)) as base,
+        httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get("/")
+
+
+async def test_a_header_value_with_a_line_break_is_never_sent():
+    server = Server(scripted(head(2) + b"{}"))
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            await http.get("/", headers={"X-Note": "a\r\nX-Injected: 1"})
+    assert server.connections == 0
+
+
+async def test_a_body_longer_than_one_piece_arrives_in_pieces(monkeypatch):
+    from klaviyo_bridge.api import network
+
+    monkeypatch.setattr(network, "PIECE_BYTES", 100_000)
+    body = big_page(2_000)
+    assert len(body) > 4 * network.PIECE_BYTES
+    async with (
+        Server(scripted(head(len(body)) + body)) as base,
+        httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http,
+    ):
+        async with http.stream("GET", "/") as response:
+            pieces = [piece async for piece in response.aiter_raw()]
+    assert b"".join(pieces) == body and max(map(len, pieces)) == 100_000
+
+
+async def test_a_server_that_stops_mid_body_times_out():
+    body = big_page(100)
+
+    async def stall(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body[:1000])
+        await writer.drain()
+        await reader.read()
+
+    async with Server(stall) as base, httpx.AsyncClient(base_url=base, timeout=0.2, transport=AsyncioTransport()) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get("/")
+
+
+async def test_the_pool_holds_at_most_the_connections_its_limits_allow():
+    body = big_page(5)
+    gate = asyncio.Event()
+    served = connected = most = 0
+
+    async def answer_after_gate(reader, writer):
+        nonlocal served, connected, most
+        connected += 1
+        most = max(most, connected)
+        try:
+            while True:
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                served += 1
+                await gate.wait()
+                writer.write(head(len(body)) + body)
+                await writer.drain()
+        finally:
+            connected -= 1
+
+    server = Server(answer_after_gate)
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport(limits=limits)) as http:
+        requests = [asyncio.ensure_future(http.get("/")) for _ in range(5)]
+        while served < 2:
+            await asyncio.sleep(0)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert served == 2  # the other three wait for a connection
+        gate.set()
+        assert all(r.status_code == 200 for r in await asyncio.gather(*requests))
+    assert most == 2  # never more at once; one kept alive between answers, the other closed

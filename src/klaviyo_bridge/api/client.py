@@ -111,7 +111,7 @@ class KlaviyoClient:
         self._origin = _origin(settings.base_url)
         http_limits = httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency)
         if transport is None and not environment_proxy(settings.base_url):
-            transport = AsyncioTransport(limits=http_limits)  # cheaper reads of large pages than anyio's
+            transport = AsyncioTransport(limits=http_limits)  # reads a page straight into its buffer (network.py)
         #: What carries the requests: the one given, ours, or None (httpx's own, for a proxy).
         self.transport = transport
         self._http = httpx.AsyncClient(
@@ -468,8 +468,9 @@ _READ = httpx.ByteStream(b"")
 
 
 class _WireTrace:
-    """httpcore's ``trace`` extension for one request: tells the limiter when the request's
-    headers start to go out, which is when the server will count it (see ``RateLimiter.on_wire``)."""
+    """The ``trace`` request extension (httpcore's; ``AsyncioTransport`` calls it the same way):
+    tells the limiter when the request's headers start to go out, which is when the server will
+    count it (see ``RateLimiter.on_wire``)."""
 
     __slots__ = ("limiter", "operation_id", "tier", "departure")
 

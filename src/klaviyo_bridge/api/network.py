@@ -1,11 +1,19 @@
-"""An httpcore network backend on plain asyncio transports, for cheaper reads of large pages.
+"""HTTP/1.1 for the API client on plain asyncio transports: a page is read straight into its buffer.
 
-httpx's default backend goes through anyio, which costs an ``anyio.fail_after`` cancel
-scope and a separate socket receive per 64 KiB read: an events page of ~2 MB is ~30
-reads, and that per-read overhead was the largest part of the bridge's CPU on an import.
-Here a read takes everything already received, as the transport delivered it (h11
-accepts any amount), under one asyncio timer instead of a cancel scope. Connect, TLS, timeouts and the
-httpcore exceptions the rest of httpx maps are the same as with the default backend.
+httpx's default stack (httpcore's pool, h11's parser, anyio's streams) copied an events page
+of ~2 MB four times on its way to ``response.content`` and spent ~3 ms of CPU a page doing
+it, against ~1 ms for a bare asyncio reader: for a million events, ~2 s of the import's one
+busy thread. Here the socket is read (``asyncio.BufferedProtocol``) straight into one
+``bytearray`` sized from the answer's ``Content-Length``, and httpx's join of the body is the
+only copy left.
+
+What it speaks: requests with their body in memory (what ``KlaviyoClient`` sends), answers
+framed by ``Content-Length``, by the chunked transfer coding or by the connection's end;
+interim (1xx) answers skipped; keep-alive connections reused only when nothing unexpected
+was received on them; TLS with the process's shared context (``shared_ssl_context``). Not
+HTTP/2, upgrades or proxies: when the environment names a proxy (``environment_proxy``),
+httpx's own transport carries the requests. Failures are httpx's exceptions, as its own
+transport raises them (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``, ...).
 """
 
 from __future__ import annotations
@@ -16,67 +24,80 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 import urllib.request
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httpcore
 import httpx
-from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
-#: Received bytes a connection holds before it stops reading the socket (until the next read).
+#: Received bytes a connection buffers (a chunked or close-delimited body) before it stops
+#: reading the socket until they are consumed.
 READ_BYTES = 1 << 20
+#: The largest single buffer a ``Content-Length`` body is read into (a longer one arrives in pieces).
+PIECE_BYTES = 16 << 20
+#: The status line and headers of an answer may take at most this much.
+HEAD_BYTES = 64 << 10
+#: Each read of a head, a chunk's size line or a small body goes through a buffer of this size.
+_SCRATCH_BYTES = 64 << 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NO_BODY_STATUSES = (204, 304)
 
-#: httpcore's socket option shapes (``socket.setsockopt`` arguments)
-SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
-
-#: httpcore's extra-info names -> asyncio's
-_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
-
-
-class _Receiver(asyncio.Protocol):
-    """Keeps received chunks as the transport delivers them (asyncio's StreamReader copies
-    each into one growing bytearray and copies again on read: two passes over every page)."""
+class Connection(asyncio.BufferedProtocol):
+    """One HTTP/1.1 connection. Received bytes land in ``_scratch`` and are appended to
+    ``buffer`` (heads, chunked bodies), or, while a ``Content-Length`` body is read, straight
+    into that body's buffer."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
-        self.size = 0
+        self.buffer = bytearray()
+        self.start = 0  # bytes of ``buffer`` already consumed
         self.eof = False
         self.error: BaseException | None = None
+        self.idle_since = 0.0
+        self._scratch = bytearray(_SCRATCH_BYTES)
+        self._piece: memoryview | None = None  # the body buffer being filled, if any
+        self._filled = 0
+        self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
-        self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- transport callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio types the argument as BaseTransport; create_connection and start_tls give a Transport
+        # asyncio types the argument as BaseTransport; create_connection gives a Transport
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size >= READ_BYTES and not self._reading_paused and self.transport is not None:
-            self._reading_paused = True  # a slow reader must not buffer a whole page twice
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        if self._piece is not None:
+            return self._piece[self._filled :]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._piece is not None:
+            self._filled += nbytes
+            if self._filled == len(self._piece):
+                self._piece = None  # full: later bytes go to the scratch buffer again
+                _wake(self._waiter)
+            return
+        self.buffer += memoryview(self._scratch)[:nbytes]
+        if len(self.buffer) - self.start >= READ_BYTES and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # a slow reader must not buffer a whole body
             self.transport.pause_reading()
-        _wake(self._read_waiter)
+        _wake(self._waiter)
 
     def eof_received(self) -> bool:
         self.eof = True
-        _wake(self._read_waiter)
+        _wake(self._waiter)
         return False  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
         self._writing_paused = False
-        _wake(self._read_waiter)
+        _wake(self._waiter)
         _wake(self._drain_waiter)
 
     def pause_writing(self) -> None:
@@ -86,40 +107,147 @@ class _Receiver(asyncio.Protocol):
         self._writing_paused = False
         _wake(self._drain_waiter)
 
-    # -- for the stream -----------------------------------------------------------------------
+    # -- for the transport --------------------------------------------------------------------
 
-    async def receive(self) -> bytes:
-        """The chunks received so far, joined (b"" at EOF); waits for at least one."""
-        while not self.chunks:
+    def reusable(self) -> bool:
+        """Open, idle and quiet: nothing received since its last answer, not even the end."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.eof or self.start < len(self.buffer):
+            return False
+        return not _readable(transport.get_extra_info("socket"))
+
+    def close(self) -> None:
+        self._piece = None
+        if self.transport is not None:
+            self.transport.close()
+
+    async def send(self, head: bytes, body: bytes, timeout: float | None) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.eof:
+            raise httpx.WriteError("the connection was closed before the request was sent")
+        try:
+            async with asyncio.timeout(timeout):
+                transport.write(head)
+                if body:
+                    transport.write(body)
+                while self._writing_paused:
+                    self._drain_waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._drain_waiter
+                    finally:
+                        self._drain_waiter = None
+        except TimeoutError:
+            raise httpx.WriteTimeout("timed out sending the request") from None
+        if self.error is not None:
+            raise httpx.WriteError(f"the connection failed while sending: {self.error}") from self.error
+
+    async def read_head(self, timeout: float | None) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+        """(HTTP version, status, reason, headers) of the next answer."""
+        searched = self.start
+        while True:
+            end = self.buffer.find(b"\r\n\r\n", searched)
+            if end >= 0 and end - self.start <= HEAD_BYTES:
+                break
+            if len(self.buffer) - self.start > HEAD_BYTES:
+                raise httpx.RemoteProtocolError(f"the answer's status line and headers exceed {HEAD_BYTES} bytes")
+            searched = max(self.start, len(self.buffer) - 3)
             if self.eof:
-                if self.error is not None:
-                    raise self.error
+                self._raise_if_failed()
+                if self.start == len(self.buffer):
+                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+                raise httpx.RemoteProtocolError("the server closed the connection in the middle of the answer's headers")
+            await self._wait(timeout)
+        head = bytes(self.buffer[self.start : end])
+        self._consumed(end + 4)
+        return _parse_head(head)
+
+    async def read_exact(self, size: int, timeout: float | None) -> bytearray:
+        """The next ``size`` bytes: what is buffered, the rest read straight into the result."""
+        piece = bytearray(size)
+        have = min(len(self.buffer) - self.start, size)
+        if have:
+            piece[:have] = memoryview(self.buffer)[self.start : self.start + have]
+            self._consumed(self.start + have)
+        if have == size:
+            return piece
+        self._piece, self._filled = memoryview(piece), have
+        self._resume_reading()
+        try:
+            while self._piece is not None:
+                if self.eof:
+                    self._raise_if_failed()
+                    raise httpx.RemoteProtocolError(
+                        f"peer closed connection without sending complete message body: received {self._filled} of {size} bytes"
+                    )
+                before = self._filled
+                try:
+                    await self._wait(timeout)
+                except httpx.ReadTimeout:
+                    if self._filled == before:  # nothing arrived for a whole read timeout
+                        raise
+        finally:
+            self._piece = None
+        return piece
+
+    async def read_line(self, timeout: float | None, limit: int = 4096) -> bytes:
+        """The next line (without its CRLF)."""
+        searched = self.start
+        while True:
+            end = self.buffer.find(b"\r\n", searched)
+            if end >= 0:
+                line = bytes(self.buffer[self.start : end])
+                self._consumed(end + 2)
+                return line
+            if len(self.buffer) - self.start > limit:
+                raise httpx.RemoteProtocolError(f"a line of the chunked body exceeds {limit} bytes")
+            searched = max(self.start, len(self.buffer) - 1)
+            if self.eof:
+                self._raise_if_failed()
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+            await self._wait(timeout)
+
+    async def read_available(self, timeout: float | None) -> bytes:
+        """Whatever is buffered, waiting for some; b"" once the server closed the connection."""
+        while self.start == len(self.buffer):
+            if self.eof:
+                self._raise_if_failed()
                 return b""
-            self._read_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._read_waiter
-            finally:
-                self._read_waiter = None
-        data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks.clear()
-        self.size = 0
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            await self._wait(timeout)
+        data = bytes(self.buffer[self.start :])
+        self._consumed(len(self.buffer))
         return data
 
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
-        while self._writing_paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._waiter
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out waiting for the server's answer") from None
+        finally:
+            self._waiter = None
+
+    def _consumed(self, upto: int) -> None:
+        if upto >= len(self.buffer):
+            self.buffer.clear()
+            self.start = 0
+        elif upto > READ_BYTES:
+            del self.buffer[:upto]
+            self.start = 0
+        else:
+            self.start = upto
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and len(self.buffer) - self.start < READ_BYTES:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _raise_if_failed(self) -> None:
         if self.error is not None:
-            raise self.error
-        if self.eof and (self.transport is None or self.transport.is_closing()):
-            raise ConnectionResetError("connection closed while writing")
+            raise httpx.ReadError(f"the connection failed: {self.error}") from self.error
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -127,114 +255,53 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
-class AsyncioStream(AsyncNetworkStream):
-    """One connection: an asyncio transport with a ``_Receiver`` protocol."""
-
-    def __init__(self, transport: asyncio.Transport, receiver: _Receiver) -> None:
-        self._transport = transport
-        self._receiver = receiver
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        """Everything received so far (about READ_BYTES at most, even if ``max_bytes`` is smaller)."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._receiver.receive()
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                if self._transport.is_closing():
-                    raise ConnectionResetError("connection closed")
-                self._transport.write(buffer)
-                await self._receiver.drain()
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        self._transport.close()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                tls = await loop.start_tls(self._transport, self._receiver, ssl_context, server_hostname=server_hostname)
-        except TimeoutError as exc:
-            await self.aclose()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:  # ssl.SSLError is an OSError
-            await self.aclose()
-            raise httpcore.ConnectError(str(exc)) from exc
-        if tls is None:
-            raise httpcore.ConnectError("TLS handshake did not complete")
-        self._receiver.transport = tls
-        return AsyncioStream(tls, self._receiver)
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # httpcore asks before reusing an idle keep-alive connection: readable means the
-            # server closed it (or sent something unexpected), so it must not be reused.
-            receiver = self._receiver
-            return bool(receiver.chunks) or receiver.eof or self._transport.is_closing() or _readable(self._extra("socket"))
-        name = _EXTRA_INFO.get(info)
-        return self._extra(name) if name else None
-
-    def _extra(self, name: str) -> Any:
-        try:
-            return self._transport.get_extra_info(name)
-        except AttributeError:  # a closed TLS transport has no protocol left to ask
-            return None
+def _parse_head(head: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError(f"the answer does not start with an HTTP/1.x status line: {lines[0][:100]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            raise httpx.RemoteProtocolError(f"the answer has a malformed header line: {line[:100]!r}")
+        headers.append((name, value.strip(b" \t")))
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
-class AsyncioBackend(AsyncNetworkBackend):
-    """Opens ``AsyncioStream`` connections (TCP; TLS is added by ``start_tls``)."""
+def _request_head(request: httpx.Request) -> bytes:
+    out = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
+            raise httpx.LocalProtocolError(f"header {name[:100]!r} holds a line break or a colon")
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> AsyncNetworkStream:
-        local = (local_address, 0) if local_address else None
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, receiver = await loop.create_connection(_Receiver, host, port, local_addr=local)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(transport, receiver)
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None
-    ) -> AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, receiver = await loop.create_unix_connection(_Receiver, path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return AsyncioStream(transport, receiver)
+def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int]:
+    """("none" | "length" | "chunked" | "close", the length for "length")."""
+    if method == "HEAD" or status in _NO_BODY_STATUSES:
+        return "none", 0
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            codings = value.lower().replace(b" ", b"").split(b",")
+            return ("chunked", 0) if codings[-1] == b"chunked" else ("close", 0)
+        if lower == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+    if not lengths:
+        return "close", 0
+    if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+        raise httpx.RemoteProtocolError(f"the answer's Content-Length is not one number: {sorted(lengths)!r}")
+    return "length", int(lengths.pop())
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+
+def _keeps_alive(version: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    if version != b"HTTP/1.1":
+        return False
+    return not any(n.lower() == b"connection" and b"close" in v.lower() for n, v in headers)
 
 
 def _readable(sock: socket.socket | None) -> bool:
@@ -249,98 +316,177 @@ def _readable(sock: socket.socket | None) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-#: httpcore's exceptions -> httpx's, as httpx's own transport maps them (most specific first).
-_HTTPX_ERRORS: dict[type[Exception], type[httpx.HTTPError]] = {
-    httpcore.ConnectTimeout: httpx.ConnectTimeout,
-    httpcore.ReadTimeout: httpx.ReadTimeout,
-    httpcore.WriteTimeout: httpx.WriteTimeout,
-    httpcore.PoolTimeout: httpx.PoolTimeout,
-    httpcore.TimeoutException: httpx.TimeoutException,
-    httpcore.ConnectError: httpx.ConnectError,
-    httpcore.ReadError: httpx.ReadError,
-    httpcore.WriteError: httpx.WriteError,
-    httpcore.NetworkError: httpx.NetworkError,
-    httpcore.ProxyError: httpx.ProxyError,
-    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
-    httpcore.LocalProtocolError: httpx.LocalProtocolError,
-    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
-    httpcore.ProtocolError: httpx.ProtocolError,
-}
+Origin = tuple[str, str, int]
 
 
-@contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        for kind in type(exc).__mro__:
-            mapped = _HTTPX_ERRORS.get(kind)
-            if mapped is not None:
-                raise mapped(str(exc)) from exc
-        raise
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
-            async for part in self._stream:
-                yield part
-
-    async def aclose(self) -> None:
-        close = getattr(self._stream, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class AsyncioTransport(httpx.AsyncBaseTransport):
-    """httpx's default transport (a pool of HTTP/1.1 connections, TLS) with reads on
-    ``AsyncioBackend``, built from httpcore's public API: give it to an ``httpx.AsyncClient`` as
-    ``transport=`` (``KlaviyoClient`` does when it is given none). ``limits`` as httpx's;
-    ``verify``: True (the system's CAs, honouring ``SSL_CERT_FILE``), False, or an SSLContext."""
+class _Body(httpx.AsyncByteStream):
+    """An answer's body, read from its connection as httpx asks; the connection goes back to
+    the pool once the body was read to its end, and is closed otherwise."""
 
     def __init__(
         self,
-        *,
-        limits: httpx.Limits | None = None,
-        verify: ssl.SSLContext | bool = True,
-        backend: AsyncNetworkBackend | None = None,
+        transport: AsyncioTransport,
+        origin: Origin,
+        conn: Connection,
+        framing: str,
+        length: int,
+        keep: bool,
+        timeout: float | None,
     ) -> None:
+        self._transport, self._origin, self._conn = transport, origin, conn
+        self._framing, self._length, self._keep, self._timeout = framing, length, keep, timeout
+        self._done = framing == "none"
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn, timeout = self._conn, self._timeout
+        if self._framing == "length":
+            remaining = self._length
+            while remaining:
+                piece = await conn.read_exact(min(remaining, PIECE_BYTES), timeout)
+                remaining -= len(piece)
+                # a bytearray: httpx joins the pieces into the response's bytes (the one copy)
+                yield piece  # type: ignore[misc]
+        elif self._framing == "chunked":
+            while True:
+                size_line = await conn.read_line(timeout)
+                try:
+                    size = int(size_line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise httpx.RemoteProtocolError(f"malformed chunk size line: {size_line[:100]!r}") from None
+                if size == 0:
+                    while await conn.read_line(timeout):  # trailers, up to the empty line
+                        pass
+                    break
+                yield await conn.read_exact(size, timeout)  # type: ignore[misc]
+                if await conn.read_line(timeout):
+                    raise httpx.RemoteProtocolError("a chunk of the body is longer than its size line says")
+        elif self._framing == "close":
+            self._keep = False
+            while data := await conn.read_available(timeout):
+                yield data
+        self._done = True
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport._release(self._origin, self._conn, self._done and self._keep)
+
+
+class AsyncioTransport(httpx.AsyncBaseTransport):
+    """A pool of HTTP/1.1 ``Connection``s for an ``httpx.AsyncClient`` (``transport=``;
+    ``KlaviyoClient`` uses one when it is given none). ``limits`` as httpx's; ``verify``: True
+    (the system's CAs, honouring ``SSL_CERT_FILE``), False, or an SSLContext."""
+
+    def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
         #: the TLS context its connections use (by default one per process and CA setting: ``shared_ssl_context``)
-        self.ssl_context = context = verify if isinstance(verify, ssl.SSLContext) else shared_ssl_context(verify)
-        self.backend = backend or AsyncioBackend()
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=self.backend,
-        )
+        self.ssl_context = verify if isinstance(verify, ssl.SSLContext) else shared_ssl_context(verify)
+        self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
+        self._max_idle = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._open: set[Connection] = set()
+
+    async def connect(self, origin: Origin, timeout: float | None) -> Connection:
+        """A new connection to ``origin`` (scheme, host, port)."""
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self.ssl_context if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    Connection, host, port, ssl=tls, server_hostname=host if tls is not None else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return conn
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _httpx_errors():
-            response = await self._pool.handle_async_request(core)
-        assert isinstance(response.stream, AsyncIterable)
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"the URL's scheme is not http or https: {url.scheme!r}")
+        origin: Origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+        head = _request_head(request)
+        body = await request.aread()
+        await self._acquire(timeouts.get("pool"))
+        conn: Connection | None = None
+        try:
+            conn = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
+            trace = request.extensions.get("trace")
+            if trace is not None:
+                await trace("http11.send_request_headers.started", {"request": request})
+            await conn.send(head, body, timeouts.get("write"))
+            version, status, reason, headers = await conn.read_head(read_timeout)
+            while 100 <= status < 200:
+                if status == 101:
+                    raise httpx.RemoteProtocolError("the server switched protocols (101), which this client does not speak")
+                version, status, reason, headers = await conn.read_head(read_timeout)
+            framing, length = _framing(request.method, status, headers)
+        except BaseException:
+            self._release(origin, conn, False)
+            raise
+        stream = _Body(self, origin, conn, framing, length, _keeps_alive(version, headers), read_timeout)
+        if framing == "none":
+            await stream.aclose()
         return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response.stream),
-            extensions=response.extensions,
+            status_code=status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": version, "reason_phrase": reason, "network_stream": conn},
         )
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for conn in self._open:
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
+
+    # -- the pool -----------------------------------------------------------------------------
+
+    async def _acquire(self, timeout: float | None) -> None:
+        if self._slots is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("timed out waiting for a free connection") from None
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
+        conn = await self.connect(origin, timeout)
+        self._open.add(conn)
+        return conn
+
+    def _reuse(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if (self._expiry is None or now - conn.idle_since < self._expiry) and conn.reusable():
+                return conn
+            self._forget(conn)
+        return None
+
+    def _release(self, origin: Origin, conn: Connection | None, keep: bool) -> None:
+        if self._slots is not None:
+            self._slots.release()
+        if conn is None:
+            return
+        idle = self._idle.setdefault(origin, [])
+        if keep and conn.reusable() and (self._max_idle is None or len(idle) < self._max_idle):
+            conn.idle_since = time.monotonic()
+            idle.append(conn)
+        else:
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        conn.close()
+        self._open.discard(conn)
 
 
 _CONTEXTS: dict[tuple[bool, tuple[str, int] | None, tuple[str, int] | None], ssl.SSLContext] = {}
