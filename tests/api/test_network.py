@@ -461,6 +461,10 @@ async def test_bytes_after_an_answer_keep_its_connection_out_of_the_pool():
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n{}", "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 16 + b"\r\n", "chunk size"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n", "longer than its size"),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n", "exceed"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "101"),
@@ -473,6 +477,10 @@ async def test_bytes_after_an_answer_keep_its_connection_out_of_the_pool():
         "two-lengths",
         "negative-length",
         "chunk-size",
+        "negative-chunk",
+        "0x-chunk",
+        "underscore-chunk",
+        "huge-chunk",
         "chunk-overrun",
         "huge-head",
         "upgrade",
@@ -572,3 +580,64 @@ async def test_the_pool_holds_at_most_the_connections_its_limits_allow():
         gate.set()
         assert all(r.status_code == 200 for r in await asyncio.gather(*requests))
     assert most == 2  # never more at once; one kept alive between answers, the other closed
+
+
+async def test_transfer_codings_over_several_header_lines_make_one_list():
+    body = big_page(300)
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 4096)
+    async with Server(scripted(answer)) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        assert (await http.get("/")).content == body
+
+
+async def test_a_streamed_request_body_is_sent_whole_with_its_length():
+    received: list[bytes] = []
+
+    async def record(reader, writer):
+        request = await read_request(reader)
+        length = int(request.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received.append(request)
+        received.append(await reader.readexactly(length))
+        writer.write(head(2) + b"{}")
+        await writer.drain()
+
+    async def pieces():
+        for part in (b"hello ", b"world"):
+            yield part
+
+    async with Server(record) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        assert (await http.post("/", content=pieces())).json() == {}
+    assert b"transfer-encoding" not in received[0].lower() and received[1] == b"hello world"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_large_bodies_arrive_whole_over_tls(tmp_path, framing):
+    """TLS delivers a body in records of ~16 KB; each framing reads several records per socket
+    read (asyncio's TLS reader once lost all but the first of them into a copy of the buffer)."""
+    cert, key = _self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    body = big_page(3_000)
+    answer = {
+        "length": head(len(body)) + body,
+        "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 100_000),
+        "close": b"HTTP/1.1 200 OK\r\n\r\n" + body,
+    }[framing]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(2):
+                await read_request(reader)
+                writer.write(answer)
+                await writer.drain()
+                if framing == "close":
+                    break
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with server, httpx.AsyncClient(transport=AsyncioTransport(verify=ssl.create_default_context(cafile=cert))) as http:
+        for _ in range(2):  # the second on a reused connection (or a new one after a close)
+            assert (await http.get(url)).content == body

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
 import socket
 import ssl
@@ -28,6 +29,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import httpx
 
@@ -42,12 +44,28 @@ HEAD_BYTES = 64 << 10
 _SCRATCH_BYTES = 64 << 10
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUSES = (204, 304)
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+
+
+class Answer(NamedTuple):
+    """An answer's status line and headers, and how its body is framed."""
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    framing: str  # "none" | "length" | "chunked" | "close"
+    length: int  # for "length"
 
 
 class Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection. Received bytes land in ``_scratch`` and are appended to
     ``buffer`` (heads, chunked bodies), or, while a ``Content-Length`` body is read, straight
-    into that body's buffer."""
+    into that body's buffer.
+
+    The answer's head is parsed here, as its bytes arrive, not by the task waiting for it: an
+    event loop reads a socket many times before that task runs (uvloop up to 32 reads of 64 KiB
+    a turn), and those reads must already go to the body's own buffer."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -56,9 +74,17 @@ class Connection(asyncio.BufferedProtocol):
         self.eof = False
         self.error: BaseException | None = None
         self.idle_since = 0.0
-        self._scratch = bytearray(_SCRATCH_BYTES)
+        # A memoryview, not the bytearray: asyncio's TLS reader fills one buffer with several
+        # records through ``buf[offset:]``, which for a bytearray is a copy (CPython gh-156275)
+        self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._piece: memoryview | None = None  # the body buffer being filled, if any
         self._filled = 0
+        self._armed: bytearray | None = None  # the body buffer ``take`` returns
+        self._progress_at = 0.0  # when the last bytes of it arrived
+        self._method = ""
+        self._awaiting = False  # a request was sent and its answer's head is not parsed yet
+        self._received = False  # some byte arrived since the request was sent
+        self._answer: Answer | httpx.RemoteProtocolError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -70,7 +96,7 @@ class Connection(asyncio.BufferedProtocol):
         # asyncio types the argument as BaseTransport; create_connection gives a Transport
         self.transport = transport  # type: ignore[assignment]
 
-    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+    def get_buffer(self, sizehint: int) -> memoryview:
         if self._piece is not None:
             return self._piece[self._filled :]
         return self._scratch
@@ -78,11 +104,15 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._piece is not None:
             self._filled += nbytes
+            self._progress_at = time.monotonic()
             if self._filled == len(self._piece):
                 self._piece = None  # full: later bytes go to the scratch buffer again
                 _wake(self._waiter)
             return
-        self.buffer += memoryview(self._scratch)[:nbytes]
+        self.buffer += self._scratch[:nbytes]
+        self._received = True
+        if self._awaiting:
+            self._parse_answer()
         if len(self.buffer) - self.start >= READ_BYTES and not self._reading_paused and self.transport is not None:
             self._reading_paused = True  # a slow reader must not buffer a whole body
             self.transport.pause_reading()
@@ -116,15 +146,20 @@ class Connection(asyncio.BufferedProtocol):
             return False
         return not _readable(transport.get_extra_info("socket"))
 
-    def close(self) -> None:
-        self._piece = None
+    def close(self, abort: bool = False) -> None:
+        """Close (``abort``: at once, without TLS's goodbye: for a connection dropped mid-answer)."""
+        self._piece = self._armed = None
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
-    async def send(self, head: bytes, body: bytes, timeout: float | None) -> None:
+    async def send(self, method: str, head: bytes, body: bytes, timeout: float | None) -> None:
         transport = self.transport
         if transport is None or transport.is_closing() or self.eof:
             raise httpx.WriteError("the connection was closed before the request was sent")
+        self._method, self._awaiting, self._received, self._answer = method, True, False, None
         try:
             async with asyncio.timeout(timeout):
                 transport.write(head)
@@ -141,53 +176,66 @@ class Connection(asyncio.BufferedProtocol):
         if self.error is not None:
             raise httpx.WriteError(f"the connection failed while sending: {self.error}") from self.error
 
-    async def read_head(self, timeout: float | None) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
-        """(HTTP version, status, reason, headers) of the next answer."""
-        searched = self.start
-        while True:
-            end = self.buffer.find(b"\r\n\r\n", searched)
-            if end >= 0 and end - self.start <= HEAD_BYTES:
-                break
-            if len(self.buffer) - self.start > HEAD_BYTES:
-                raise httpx.RemoteProtocolError(f"the answer's status line and headers exceed {HEAD_BYTES} bytes")
-            searched = max(self.start, len(self.buffer) - 3)
+    async def read_answer(self, timeout: float | None) -> Answer:
+        """The head of the answer to the request sent (interim 1xx answers skipped); a
+        ``Content-Length`` body is then already being read into its buffer (``take``)."""
+        while self._answer is None:
             if self.eof:
                 self._raise_if_failed()
-                if self.start == len(self.buffer):
+                if not self._received:
                     raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
                 raise httpx.RemoteProtocolError("the server closed the connection in the middle of the answer's headers")
             await self._wait(timeout)
-        head = bytes(self.buffer[self.start : end])
-        self._consumed(end + 4)
-        return _parse_head(head)
+        answer, self._answer = self._answer, None
+        if isinstance(answer, httpx.RemoteProtocolError):
+            raise answer
+        return answer
 
-    async def read_exact(self, size: int, timeout: float | None) -> bytearray:
-        """The next ``size`` bytes: what is buffered, the rest read straight into the result."""
-        piece = bytearray(size)
+    def arm(self, size: int) -> None:
+        """Read the next ``size`` bytes into a buffer of their own: what is buffered now, the
+        rest straight from the socket (``take`` waits for them)."""
+        piece = self._armed = bytearray(size)
         have = min(len(self.buffer) - self.start, size)
         if have:
             piece[:have] = memoryview(self.buffer)[self.start : self.start + have]
             self._consumed(self.start + have)
-        if have == size:
-            return piece
-        self._piece, self._filled = memoryview(piece), have
-        self._resume_reading()
+        if have < size:
+            self._piece, self._filled = memoryview(piece), have
+            self._progress_at = time.monotonic()
+            self._resume_reading()
+
+    @property
+    def armed(self) -> bool:
+        return self._armed is not None
+
+    async def take(self, timeout: float | None) -> bytearray:
+        """The buffer ``arm`` prepared, once full."""
         try:
             while self._piece is not None:
                 if self.eof:
                     self._raise_if_failed()
                     raise httpx.RemoteProtocolError(
-                        f"peer closed connection without sending complete message body: received {self._filled} of {size} bytes"
+                        f"peer closed connection without sending complete message body: received {self._filled} "
+                        f"of {len(self._piece)} bytes"
                     )
-                before = self._filled
+                # the read timeout counts from the last bytes received (a body arriving slowly is not late)
+                left = None if timeout is None else self._progress_at + timeout - time.monotonic()
+                if left is not None and left <= 0:
+                    raise httpx.ReadTimeout("timed out waiting for the rest of the server's answer")
                 try:
-                    await self._wait(timeout)
+                    await self._wait(left)
                 except httpx.ReadTimeout:
-                    if self._filled == before:  # nothing arrived for a whole read timeout
-                        raise
+                    pass  # some bytes may have arrived meanwhile: measured again above
         finally:
             self._piece = None
+        piece, self._armed = self._armed, None
+        assert piece is not None
         return piece
+
+    async def read_exact(self, size: int, timeout: float | None) -> bytearray:
+        """The next ``size`` bytes."""
+        self.arm(size)
+        return await self.take(timeout)
 
     async def read_line(self, timeout: float | None, limit: int = 4096) -> bytes:
         """The next line (without its CRLF)."""
@@ -218,6 +266,33 @@ class Connection(asyncio.BufferedProtocol):
         return data
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _parse_answer(self) -> None:
+        """Parse the awaited answer's head once it is all buffered (from a transport callback:
+        a malformed head is kept for ``read_answer`` to raise)."""
+        while self._awaiting:
+            end = self.buffer.find(b"\r\n\r\n", self.start)
+            if end < 0 or end - self.start > HEAD_BYTES:
+                if end >= 0 or len(self.buffer) - self.start > HEAD_BYTES:
+                    self._awaiting = False
+                    self._answer = httpx.RemoteProtocolError(f"the answer's status line and headers exceed {HEAD_BYTES} bytes")
+                return
+            head = bytes(self.buffer[self.start : end])
+            self._consumed(end + 4)
+            try:
+                version, status, reason, headers = _parse_head(head)
+                if 100 <= status < 200:
+                    if status == 101:
+                        raise httpx.RemoteProtocolError("the server switched protocols (101), which this client does not speak")
+                    continue  # an interim answer: the final one follows
+                framing, length = _framing(self._method, status, headers)
+            except httpx.RemoteProtocolError as exc:
+                self._awaiting, self._answer = False, exc
+                return
+            self._awaiting = False
+            self._answer = Answer(version, status, reason, headers, framing, length)
+            if framing == "length" and length:
+                self.arm(min(length, PIECE_BYTES))
 
     async def _wait(self, timeout: float | None) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
@@ -269,12 +344,19 @@ def _parse_head(head: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
-def _request_head(request: httpx.Request) -> bytes:
+def _request_head(request: httpx.Request, body: bytes) -> bytes:
+    """The request line and headers; a body httpx would stream (chunked) is sent whole, with its length."""
     out = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    streamed = False
     for name, value in request.headers.raw:
         if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
             raise httpx.LocalProtocolError(f"header {name[:100]!r} holds a line break or a colon")
+        if name.lower() == b"transfer-encoding":
+            streamed = True
+            continue
         out += (name, b": ", value, b"\r\n")
+    if streamed:
+        out.append(b"Content-Length: %d\r\n" % len(body))
     out.append(b"\r\n")
     return b"".join(out)
 
@@ -284,13 +366,15 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tu
     if method == "HEAD" or status in _NO_BODY_STATUSES:
         return "none", 0
     lengths: set[bytes] = set()
+    codings: list[bytes] = []
     for name, value in headers:
         lower = name.lower()
-        if lower == b"transfer-encoding":
-            codings = value.lower().replace(b" ", b"").split(b",")
-            return ("chunked", 0) if codings[-1] == b"chunked" else ("close", 0)
-        if lower == b"content-length":
+        if lower == b"transfer-encoding":  # several lines make one list (RFC 9110 5.3)
+            codings += (c.strip(b" \t") for c in value.lower().split(b","))
+        elif lower == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
+    if codings:  # over any Content-Length (RFC 9112 6.3)
+        return ("chunked", 0) if codings[-1] == b"chunked" else ("close", 0)
     if not lengths:
         return "close", 0
     if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
@@ -301,6 +385,9 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tu
 def _keeps_alive(version: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
     if version != b"HTTP/1.1":
         return False
+    names = {n.lower() for n, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return False  # framed by the first, but a sign of a confused server or proxy (RFC 9112 6.3)
     return not any(n.lower() == b"connection" and b"close" in v.lower() for n, v in headers)
 
 
@@ -343,22 +430,27 @@ class _Body(httpx.AsyncByteStream):
         if self._framing == "length":
             remaining = self._length
             while remaining:
-                piece = await conn.read_exact(min(remaining, PIECE_BYTES), timeout)
+                if not conn.armed:  # the first piece was armed with the head
+                    conn.arm(min(remaining, PIECE_BYTES))
+                piece = await conn.take(timeout)
                 remaining -= len(piece)
                 # a bytearray: httpx joins the pieces into the response's bytes (the one copy)
                 yield piece  # type: ignore[misc]
         elif self._framing == "chunked":
             while True:
                 size_line = await conn.read_line(timeout)
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise httpx.RemoteProtocolError(f"malformed chunk size line: {size_line[:100]!r}") from None
+                digits = size_line.split(b";", 1)[0].strip(b" \t")
+                if not _CHUNK_SIZE.fullmatch(digits):
+                    raise httpx.RemoteProtocolError(f"malformed chunk size line: {size_line[:100]!r}")
+                size = int(digits, 16)
                 if size == 0:
                     while await conn.read_line(timeout):  # trailers, up to the empty line
                         pass
                     break
-                yield await conn.read_exact(size, timeout)  # type: ignore[misc]
+                while size:
+                    piece = await conn.read_exact(min(size, PIECE_BYTES), timeout)
+                    size -= len(piece)
+                    yield piece  # type: ignore[misc]
                 if await conn.read_line(timeout):
                     raise httpx.RemoteProtocolError("a chunk of the body is longer than its size line says")
         elif self._framing == "close":
@@ -370,7 +462,7 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._transport._release(self._origin, self._conn, self._done and self._keep)
+            self._transport._release(self._origin, self._conn, self._done and self._keep, midway=not self._done)
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
@@ -411,8 +503,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         origin: Origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
-        head = _request_head(request)
         body = await request.aread()
+        head = _request_head(request, body)
         await self._acquire(timeouts.get("pool"))
         conn: Connection | None = None
         try:
@@ -420,24 +512,20 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             trace = request.extensions.get("trace")
             if trace is not None:
                 await trace("http11.send_request_headers.started", {"request": request})
-            await conn.send(head, body, timeouts.get("write"))
-            version, status, reason, headers = await conn.read_head(read_timeout)
-            while 100 <= status < 200:
-                if status == 101:
-                    raise httpx.RemoteProtocolError("the server switched protocols (101), which this client does not speak")
-                version, status, reason, headers = await conn.read_head(read_timeout)
-            framing, length = _framing(request.method, status, headers)
+            await conn.send(request.method, head, body, timeouts.get("write"))
+            answer = await conn.read_answer(read_timeout)
         except BaseException:
-            self._release(origin, conn, False)
+            self._release(origin, conn, False, midway=True)
             raise
-        stream = _Body(self, origin, conn, framing, length, _keeps_alive(version, headers), read_timeout)
-        if framing == "none":
+        keep = _keeps_alive(answer.version, answer.headers)
+        stream = _Body(self, origin, conn, answer.framing, answer.length, keep, read_timeout)
+        if answer.framing == "none":
             await stream.aclose()
         return httpx.Response(
-            status_code=status,
-            headers=headers,
+            status_code=answer.status,
+            headers=answer.headers,
             stream=stream,
-            extensions={"http_version": version, "reason_phrase": reason, "network_stream": conn},
+            extensions={"http_version": answer.version, "reason_phrase": answer.reason, "network_stream": conn},
         )
 
     async def aclose(self) -> None:
@@ -472,7 +560,9 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             self._forget(conn)
         return None
 
-    def _release(self, origin: Origin, conn: Connection | None, keep: bool) -> None:
+    def _release(self, origin: Origin, conn: Connection | None, keep: bool, midway: bool = False) -> None:
+        """A request is done with ``conn``: back to the pool if ``keep`` and it is quiet, else
+        closed (``midway``: in the middle of an answer, so at once)."""
         if self._slots is not None:
             self._slots.release()
         if conn is None:
@@ -482,10 +572,10 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
-            self._forget(conn)
+            self._forget(conn, midway)
 
-    def _forget(self, conn: Connection) -> None:
-        conn.close()
+    def _forget(self, conn: Connection, midway: bool = False) -> None:
+        conn.close(abort=midway)
         self._open.discard(conn)
 
 
@@ -508,8 +598,8 @@ def _ca_source(variable: str) -> tuple[str, int] | None:
 def shared_ssl_context(verify: bool) -> ssl.SSLContext:
     """httpx's TLS context for ``verify``, made once per process and CA setting (``SSL_CERT_FILE``,
     ``SSL_CERT_DIR`` and their modification times): loading the CAs takes ~20 ms, which a worker or
-    scheduler paid for every run's client. Nothing loads certificates into it afterwards (httpcore
-    sets the same ALPN protocol on each connect), so clients can share it."""
+    scheduler paid for every run's client. Nothing loads certificates into it afterwards nor sets
+    anything on it per connection, so clients can share it."""
     key = (verify, _ca_source("SSL_CERT_FILE"), _ca_source("SSL_CERT_DIR"))
     with _CONTEXTS_LOCK:
         context = _CONTEXTS.get(key)
