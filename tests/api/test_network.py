@@ -641,3 +641,18 @@ async def test_large_bodies_arrive_whole_over_tls(tmp_path, framing):
     async with server, httpx.AsyncClient(transport=AsyncioTransport(verify=ssl.create_default_context(cafile=cert))) as http:
         for _ in range(2):  # the second on a reused connection (or a new one after a close)
             assert (await http.get(url)).content == body
+
+
+async def test_a_compressed_page_is_decoded_for_the_client():
+    """Klaviyo compresses its answers: the transport hands httpx the bytes as sent, httpx
+    decodes them, and the client reads the page (chunked or with a length)."""
+    import gzip
+
+    body = big_page(2_000)
+    packed = gzip.compress(body)
+    with_length = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n\r\n".encode() + packed
+    in_chunks = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(packed, 8192)
+    async with Server(scripted(with_length, in_chunks)) as base, client_at(base) as client:
+        for _ in range(2):
+            doc = await client.request("get_lists")
+            assert len(doc["data"]) == 2_000 and doc["data"][-1]["id"] == "L1999"

@@ -376,7 +376,7 @@ class KlaviyoClient:
                 departure = await self.limiter.depart(op.operation_id, tier, booking)
                 self.stats.rate_wait_seconds += departure.waited
                 # A tuple: httpx's parameter type takes a list only of its wider value type.
-                response = await self._http.request(
+                request = self._http.build_request(
                     op.method,
                     url,
                     params=tuple(params) if params is not None else None,
@@ -384,6 +384,11 @@ class KlaviyoClient:
                     headers=headers,
                     extensions={"trace": _WireTrace(self.limiter, op.operation_id, tier, departure)},
                 )
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = await _body(response)
+                finally:
+                    await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
@@ -412,10 +417,10 @@ class KlaviyoClient:
         self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         log.debug("%s %s -> %d in %.0f ms", op.method, op.path, response.status_code, (time.perf_counter() - started) * 1000)
         if response.status_code < 300:
-            if response.status_code == 204 or not response.content:
+            if response.status_code == 204 or not content:
                 return None
             try:
-                return decode(response.content) if decode is not None else orjson.loads(response.content)
+                return decode(content) if decode is not None else orjson.loads(content)
             except PageShapeError as exc:
                 raise MalformedResponse(
                     f"{self._scrub(str(exc))} [{op.method} {_redact_link(str(response.url))}]",
@@ -430,11 +435,11 @@ class KlaviyoClient:
                     status=response.status_code,
                     operation=op.operation_id,
                 ) from None
-        raise self._error_for(op, response)
+        raise self._error_for(op, response, content)
 
-    def _error_for(self, op: Operation, response: httpx.Response) -> ApiError:
+    def _error_for(self, op: Operation, response: httpx.Response, content: bytes) -> ApiError:
         status = response.status_code
-        items = _error_items(status, response.content)
+        items = _error_items(status, content)
         first = items[0] if items else ErrorItem(status=status)
         what = first.detail or first.title or response.reason_phrase
         where = f"{op.method} {op.path}"
@@ -480,6 +485,14 @@ class _WireTrace:
     async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
         if name.endswith("send_request_headers.started"):
             self.limiter.on_wire(self.operation_id, self.tier, self.departure)
+
+
+async def _body(response: httpx.Response) -> bytes:
+    """The answer's body as the transport read it: a page arrives as one piece (a ``bytearray``
+    the socket was read into, which every decoder here reads like bytes), so it is decoded where
+    it landed instead of being copied once more into ``response.content``."""
+    pieces = [piece async for piece in response.aiter_bytes()]
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _unbind(response: httpx.Response) -> None:
