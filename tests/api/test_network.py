@@ -656,3 +656,23 @@ async def test_a_compressed_page_is_decoded_for_the_client():
         for _ in range(2):
             doc = await client.request("get_lists")
             assert len(doc["data"]) == 2_000 and doc["data"][-1]["id"] == "L1999"
+
+
+async def test_a_body_buffer_is_filled_again_only_once_nobody_reads_it():
+    pages = [big_page(300), json.dumps({"data": [{"type": "list", "id": "other"}] * 2000}).encode(), big_page(300)]
+    server = Server(scripted(*(head(len(p)) + p for p in pages)))
+
+    async def body(http: httpx.AsyncClient) -> bytearray:
+        async with http.stream("GET", "/") as response:
+            (piece,) = [piece async for piece in response.aiter_raw()]
+        return piece
+
+    async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        held = await body(http)
+        assert held == pages[0]
+        second = await body(http)  # read while the first is still held: another buffer
+        assert held == pages[0] and second == pages[1] and second is not held
+        first_buffer = id(held)
+        del held, second
+        third = await body(http)
+        assert third == pages[2] and id(third) == first_buffer  # let go of: filled again
