@@ -123,6 +123,29 @@ def test_edge_cases_match_the_generic_path():
     assert rows[7]["profile_external_id"] == "X2" and rows[0]["metric_name"] == "Placed Order"
 
 
+def test_related_rows_match_the_generic_path_without_includes_or_with_mixed_types():
+    """The rows' related ids are looked up among one type's included ids at once; a page that
+    includes nothing, and a relationship whose rows point at resources of two types, still
+    give what the dict path gives."""
+    columns = stream("events").columns(related=True)
+    data = [event("E1"), event("E2", profile="P2"), event("E3", profile=None)]
+    nothing_included = orjson.dumps({"data": data, "links": {"next": None}})
+    assert PageDecoder(columns)(nothing_included)[0].equals(generic(nothing_included, columns))
+    mixed = [*data, event("E4")]
+    mixed[3]["relationships"]["profile"] = {"data": {"type": "metric", "id": "P2"}}  # a profile slot naming a metric
+    included = [
+        {"type": "profile", "id": "P1", "attributes": {"email": "a@x.test"}},
+        {"type": "profile", "id": "P2", "attributes": {"email": "b@x.test"}},
+        {"type": "metric", "id": "P2", "attributes": {"name": "same id, other type"}},
+        {"type": "metric", "id": "M1", "attributes": {"name": "Placed Order"}},
+    ]
+    body = orjson.dumps({"data": mixed, "included": included, "links": {"next": None}})
+    batch = PageDecoder(columns)(body)[0]
+    assert batch.equals(generic(body, columns))
+    assert batch.column("profile_email").to_pylist() == ["a@x.test", "b@x.test", None, None]
+    assert batch.column("profile_id").to_pylist() == ["P1", "P2", None, "P2"]
+
+
 def test_a_related_value_of_the_wrong_type_names_the_row():
     import pyarrow as pa
 

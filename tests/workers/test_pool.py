@@ -89,6 +89,29 @@ def fetch(url: str, query: str, params: list | None = None) -> list[tuple]:
         return conn.execute(query, params or []).fetchall()
 
 
+def freeze_mid_run(url: str, pids: list[int]) -> tuple[str, int]:
+    """Stop (SIGSTOP) a worker while one of its runs is in progress: (that run, its pid).
+
+    A run seen running may finish before a signal lands (a run takes well under a second); once
+    the worker is stopped its runs cannot move, so one still running then is killed mid-run."""
+    while True:
+        ((run_id, pid),) = wait_for(
+            "a run in progress",
+            lambda: fetch(url, "SELECT run_id, pid FROM _bridge.runs WHERE status = 'running' AND pid = ANY(%s) LIMIT 1", [pids]),
+            interval=0.01,
+        )
+        os.kill(pid, signal.SIGSTOP)
+        wait_for("the worker stopped", lambda: _state(pid) in ("T", "t"), interval=0.01)
+        if fetch(url, "SELECT status FROM _bridge.runs WHERE run_id = %s", [run_id]) == [("running",)]:
+            return run_id, pid
+        os.kill(pid, signal.SIGCONT)  # it finished first: let it go on, and take another
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
 def queue_empty(url: str) -> bool:
     return not fetch(url, "SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing') LIMIT 1")
 
@@ -115,14 +138,8 @@ def test_workers_schedules_one_killed(klaviyo_emulator, pool, tmp_path, n_worker
         assert not enqueue(url, credentials, slot + timedelta(seconds=30)).enqueued
         if minute == 2:
             pids = [p.pid for p in workers]
-            running = wait_for(
-                "a run in progress",
-                lambda: fetch(
-                    url, "SELECT run_id, pid FROM _bridge.runs WHERE status = 'running' AND pid = ANY(%s) LIMIT 1", [pids]
-                ),
-                interval=0.01,
-            )
-            killed_run, index = running[0][0], pids.index(running[0][1])
+            killed_run, victim_pid = freeze_mid_run(url, pids)
+            index = pids.index(victim_pid)
             victim = workers[index]
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)

@@ -144,7 +144,7 @@ class PageDecoder:
         for col, getter in zip(self.columns, self._getters):
             if isinstance(getter, _MarkGetter):  # per-task constant (channel, parent id)
                 values = [self.marks.get(getter.key)] * len(rows)
-            elif isinstance(getter, _IncludedGetter):
+            elif isinstance(getter, (_IncludedGetter, _RefIdGetter)):
                 arrays.append(getter.array(col, lookups, ids))
                 continue
             else:
@@ -155,15 +155,14 @@ class PageDecoder:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _getter(self, col: Column) -> RowGetter | _MarkGetter:
+    def _getter(self, col: Column) -> RowGetter | _MarkGetter | _RefIdGetter:
         path = col.path
         if path == ("id",):
             return lambda rows, _: [r.id for r in rows]
         if path[0] == "attributes":
             return _attribute_getter(path[1:])
         if path[0] == "relationships" and path[2:] == ("data", "id"):
-            name = path[1]
-            return lambda rows, rel: [ref.id if ref is not None else None for ref in rel.refs(name)]
+            return _RefIdGetter(path[1])
         if path[0].startswith("_") and len(path) > 1:
             if len(path) != 3 or path[1] != "attributes":
                 raise ValueError(f"related columns read one attribute (_rel, attributes, name), not {path}")
@@ -254,6 +253,7 @@ class _PageRelations:
         self._refs: dict[str, list[Ref | None]] = {}
         self._relationships: list[Any] | None = None
         self._related: dict[str, tuple[list[Any], pa.Array]] = {}
+        self._ref_ids: dict[str, pa.Array] = {}
         self._by_key: dict[tuple[str, str], int] | None = None
 
     def refs(self, name: str) -> list[Ref | None]:
@@ -268,6 +268,13 @@ class _PageRelations:
             found = self._refs[name] = [x if isinstance(x, Ref) else None for x in data]
         return found
 
+    def ref_ids(self, name: str) -> pa.Array:
+        """Each row's related id under ``name`` (NULL when none), as one string array."""
+        found = self._ref_ids.get(name)
+        if found is None:
+            found = self._ref_ids[name] = pa.array([r.id if r is not None else None for r in self.refs(name)], pa.string())
+        return found
+
     def related(self, name: str) -> tuple[list[Any], pa.Array]:
         """The included resources' attributes, and per row the index of its related one (or NULL).
 
@@ -276,11 +283,23 @@ class _PageRelations:
         """
         found = self._related.get(name)
         if found is None:
-            if self._by_key is None:
-                self._by_key = {(i.type, i.id): n for n, i in enumerate(self.included)}
-            get = self._by_key.get
-            index = [get((ref.type, ref.id)) if ref is not None else None for ref in self.refs(name)]
-            found = self._related[name] = ([i.attributes for i in self.included], pa.array(index, pa.int32()))
+            refs = self.refs(name)
+            types = {r.type for r in refs if r is not None}
+            if len(types) == 1:
+                # One type (a to-one relationship of a plain resource): the rows' ids are looked up
+                # among that type's included ids by Arrow's hash join, not one dict lookup a row.
+                (kind,) = types
+                included = self.included
+                positions = [n for n, i in enumerate(included) if i.type == kind]
+                value_set = pa.array([included[n].id for n in positions], pa.string())
+                within = pc.index_in(self.ref_ids(name), value_set=value_set)
+                index = pa.array(positions, pa.int32()).take(within)
+            else:
+                if self._by_key is None:
+                    self._by_key = {(i.type, i.id): n for n, i in enumerate(self.included)}
+                get = self._by_key.get
+                index = pa.array([get((r.type, r.id)) if r is not None else None for r in refs], pa.int32())
+            found = self._related[name] = ([i.attributes for i in self.included], index)
         return found
 
     def related_attributes(self, name: str) -> list[Any]:
@@ -309,6 +328,18 @@ class _IncludedGetter:
     def __call__(self, rows: list[Any], rel: _PageRelations) -> list[Any]:
         key = self.key
         return [getattr(a, key) if a is not None else None for a in rel.related_attributes(self.name)]
+
+
+class _RefIdGetter:
+    """A column holding each row's related id (``relationships.metric.data.id``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def array(self, col: Column, rel: _PageRelations, ids: Sequence[Any]) -> pa.Array:
+        if pa.types.is_string(col.type):
+            return rel.ref_ids(self.name)
+        return _typed(rel.ref_ids(self.name).to_pylist(), col, ids)
 
 
 def _included_getter(name: str, attr_path: tuple[str, ...] | None) -> _IncludedGetter:
