@@ -670,9 +670,42 @@ async def test_a_body_buffer_is_filled_again_only_once_nobody_reads_it():
     async with server as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
         held = await body(http)
         assert held == pages[0]
-        second = await body(http)  # read while the first is still held: another buffer
-        assert held == pages[0] and second == pages[1] and second is not held
-        first_buffer = id(held)
-        del held, second
+        first_buffer, view = id(held), memoryview(held)[10:20]  # a view of it is a reader too
+        del held
+        second = await body(http)  # read while the first is still read: another buffer
+        assert bytes(view) == pages[0][10:20] and second == pages[1] and id(second) != first_buffer
+        view.release()
+        del view, second
         third = await body(http)
         assert third == pages[2] and id(third) == first_buffer  # let go of: filled again
+
+
+async def test_closing_the_transport_mid_body_is_a_read_error():
+    body = big_page(200)
+    started = asyncio.Event()
+
+    async def stall(reader, writer):
+        await read_request(reader)
+        writer.write(head(len(body)) + body[:5000])
+        await writer.drain()
+        started.set()
+        await reader.read()
+
+    transport = AsyncioTransport()
+    async with Server(stall) as base, httpx.AsyncClient(base_url=base, transport=transport) as http:
+        request = asyncio.ensure_future(http.get("/"))
+        await started.wait()
+        for _ in range(20):  # the head and the first bytes reach the client
+            await asyncio.sleep(0)
+        await transport.aclose()
+        with pytest.raises(httpx.ReadError, match="closed"):
+            await request
+
+
+async def test_a_compressed_body_that_does_not_decompress_is_a_transport_error():
+    garbled = b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10
+    answer = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(garbled)}\r\n\r\n".encode() + garbled
+    async with Server(scripted(answer, answer, close=True)) as base, client_at(base, retry_limit=1) as client:
+        with pytest.raises(RetriesExhausted) as info:
+            await client.request("get_lists")
+    assert isinstance(info.value.last_error, TransportError) and "could not be decoded" in str(info.value.last_error)

@@ -144,6 +144,12 @@ def test_related_rows_match_the_generic_path_without_includes_or_with_mixed_type
     assert batch.equals(generic(body, columns))
     assert batch.column("profile_email").to_pylist() == ["a@x.test", "b@x.test", None, None]
     assert batch.column("profile_id").to_pylist() == ["P1", "P2", None, "P2"]
+    # The same resource included twice (JSON:API forbids it): the last one counts, as in the dict path.
+    twice = orjson.dumps(
+        {"data": data, "included": [*included, {"type": "profile", "id": "P2", "attributes": {"email": "c@x.test"}}]}
+    )
+    batch = PageDecoder(columns)(twice)[0]
+    assert batch.equals(generic(twice, columns)) and batch.column("profile_email").to_pylist()[1] == "c@x.test"
 
 
 def test_a_related_value_of_the_wrong_type_names_the_row():

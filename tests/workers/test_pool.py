@@ -101,10 +101,15 @@ def freeze_mid_run(url: str, pids: list[int]) -> tuple[str, int]:
             interval=0.01,
         )
         os.kill(pid, signal.SIGSTOP)
-        wait_for("the worker stopped", lambda: _state(pid) in ("T", "t"), interval=0.01)
-        if fetch(url, "SELECT status FROM _bridge.runs WHERE run_id = %s", [run_id]) == [("running",)]:
+        still_running = False
+        try:
+            wait_for("the worker stopped", lambda: _state(pid) in ("T", "t"), interval=0.01)
+            still_running = fetch(url, "SELECT status FROM _bridge.runs WHERE run_id = %s", [run_id]) == [("running",)]
+        finally:
+            if not still_running:
+                os.kill(pid, signal.SIGCONT)  # it finished first (or the test failed): let it go on
+        if still_running:
             return run_id, pid
-        os.kill(pid, signal.SIGCONT)  # it finished first: let it go on, and take another
 
 
 def _state(pid: int) -> str:

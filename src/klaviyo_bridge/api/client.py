@@ -53,7 +53,9 @@ log = logging.getLogger("klaviyo_bridge.api")
 
 JSON_API = "application/vnd.api+json"
 USER_AGENT = "klaviyo-bridge/0.1"
-Decode = Callable[[bytes], Any]
+#: An answer's body as decoders get it: a page is the ``bytearray`` the socket was read into (``_body``).
+Body = bytes | bytearray
+Decode = Callable[[Body], Any]
 #: Seconds added to every rate-limit window on the client side, so arrival jitter at the
 #: server does not push a burst over the edge. Requests are counted when their headers go out
 #: (``_WireTrace``), so only the network's jitter is left to absorb: on loopback 0 s drew 429s
@@ -210,7 +212,7 @@ class KlaviyoClient:
     async def decoded_pages(
         self,
         operation_id: str,
-        decode: Callable[[bytes], tuple[Any, str | None]],
+        decode: Callable[[Body], tuple[Any, str | None]],
         *,
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
@@ -225,7 +227,7 @@ class KlaviyoClient:
     async def first_page_if_only(
         self,
         operation_id: str,
-        decode: Callable[[bytes], tuple[Any, str | None]],
+        decode: Callable[[Body], tuple[Any, str | None]],
         *,
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
@@ -255,7 +257,7 @@ class KlaviyoClient:
     async def _paginate(
         self,
         operation_id: str,
-        decode: Callable[[bytes], tuple[Any, str | None]],
+        decode: Callable[[Body], tuple[Any, str | None]],
         *,
         query: Query | None = None,
         path_params: Mapping[str, str] | None = None,
@@ -393,6 +395,14 @@ class KlaviyoClient:
             raise TransportError(
                 f"{op.method} {op.path}: timed out ({type(exc).__name__})", method=op.method, operation=op.operation_id
             ) from None
+        except httpx.DecodingError:
+            # A compressed body that does not decompress: cut off or garbled on the way, like a body
+            # that is not JSON (the request was answered, so a write may have been applied).
+            raise TransportError(
+                f"{op.method} {op.path}: the answer's compressed body could not be decoded",
+                method=op.method,
+                operation=op.operation_id,
+            ) from None
         except httpx.TransportError as exc:
             if _is_name_resolution_failure(exc):
                 host = urlsplit(self.settings.base_url).hostname or self.settings.base_url
@@ -437,7 +447,7 @@ class KlaviyoClient:
                 ) from None
         raise self._error_for(op, response, content)
 
-    def _error_for(self, op: Operation, response: httpx.Response, content: bytes) -> ApiError:
+    def _error_for(self, op: Operation, response: httpx.Response, content: Body) -> ApiError:
         status = response.status_code
         items = _error_items(status, content)
         first = items[0] if items else ErrorItem(status=status)
@@ -487,7 +497,7 @@ class _WireTrace:
             self.limiter.on_wire(self.operation_id, self.tier, self.departure)
 
 
-async def _body(response: httpx.Response) -> bytes:
+async def _body(response: httpx.Response) -> Body:
     """The answer's body as the transport read it: a page arrives as one piece (a ``bytearray``
     the socket was read into, which every decoder here reads like bytes), so it is decoded where
     it landed instead of being copied once more into ``response.content``."""
@@ -520,7 +530,7 @@ class PageShapeError(Exception):
     parses into the wrong shape would come back the same, so it is reported at once."""
 
 
-def split_page(body: bytes) -> tuple[dict[str, Any], str | None]:
+def split_page(body: Body) -> tuple[dict[str, Any], str | None]:
     """The generic page decoder: the document (shape checked) and its next link."""
     doc = orjson.loads(body)
     if not isinstance(doc, dict):
@@ -557,8 +567,8 @@ def check_page_records(data: Any) -> None:
             raise PageShapeError(f"record {n + 1} of the page {what} (it would be stored with a NULL id)")
 
 
-def _shape_checked(decode: Callable[[bytes], Any], where: str) -> Callable[[bytes], Any]:
-    def run(body: bytes) -> Any:
+def _shape_checked(decode: Decode, where: str) -> Decode:
+    def run(body: Body) -> Any:
         try:
             return decode(body)
         except PageShapeError as exc:
@@ -686,7 +696,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _error_items(status: int, content: bytes) -> tuple[ErrorItem, ...]:
+def _error_items(status: int, content: Body) -> tuple[ErrorItem, ...]:
     try:
         doc = orjson.loads(content)
     except orjson.JSONDecodeError:

@@ -55,15 +55,16 @@ class BodyBuffers:
     landed); a fresh 2 MB ``bytearray`` cost ~0.3 ms of zeroing and page faults a page, the
     copy into a warm one 0.05 ms. CPython's reference count tells when the last reader let go
     (a ``memoryview`` or a ``msgspec.Raw`` of it counts too), so a buffer still read is never
-    filled again. At most ``keep`` buffers are kept (a few pages' worth of memory)."""
+    filled again. At most ``keep`` buffers are kept (a few pages' worth of memory). Where the
+    count cannot be read that way (``_UNUSED_REFS`` is None), none is kept."""
 
     def __init__(self, keep: int = 4) -> None:
         self._kept: list[bytearray] = []
-        self._keep = keep if hasattr(sys, "getrefcount") else 0
+        self._keep = keep if _UNUSED_REFS is not None else 0
 
     def get(self, size: int) -> bytearray:
         for buffer in self._kept:
-            if sys.getrefcount(buffer) == _UNUSED_REFS:
+            if _refs(buffer) == _UNUSED_REFS:
                 have = len(buffer)
                 if size < have:
                     del buffer[size:]
@@ -76,8 +77,28 @@ class BodyBuffers:
         return buffer
 
 
-#: References to a kept buffer nobody reads: the list's, the loop's, ``getrefcount``'s argument.
-_UNUSED_REFS = 3
+def _refs(buffer: bytearray) -> int:
+    return sys.getrefcount(buffer)
+
+
+def _unused_refs() -> int | None:
+    """What ``_refs`` says of a kept buffer nobody else holds, measured the way ``get`` asks
+    (Python 3.11-3.13 count the call's argument, 3.14 borrows it); None unless one more holder
+    shows as exactly one more reference, or on a Python without reference counts."""
+    if not hasattr(sys, "getrefcount"):
+        return None
+    kept = [bytearray(1)]
+    for buffer in kept:
+        unused = _refs(buffer)
+        held = kept[0]
+        with_holder = _refs(buffer)
+        del held
+        return unused if with_holder == unused + 1 else None
+    return None
+
+
+#: References to a kept buffer nobody reads (the list's and the loop's, and on older Pythons the call's).
+_UNUSED_REFS = _unused_refs()
 
 
 class Answer(NamedTuple):
@@ -183,6 +204,7 @@ class Connection(asyncio.BufferedProtocol):
     def close(self, abort: bool = False) -> None:
         """Close (``abort``: at once, without TLS's goodbye: for a connection dropped mid-answer)."""
         self._piece = self._armed = None
+        _wake(self._waiter)
         if self.transport is not None:
             if abort:
                 self.transport.abort()
@@ -263,7 +285,9 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             self._piece = None
         piece, self._armed = self._armed, None
-        assert piece is not None
+        if piece is None:  # the connection was closed meanwhile (the pool closing)
+            self._raise_if_failed()
+            raise httpx.ReadError("the connection was closed while the answer's body was read")
         return piece
 
     async def read_exact(self, size: int, timeout: float | None) -> bytearray:

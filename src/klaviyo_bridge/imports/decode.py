@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..api.client import Page, split_page
+from ..api.client import Body, Page, split_page
 from .columns import TIMESTAMP, Column, arrow_schema, as_json
 from .flatten import EXTRA_ATTRIBUTES, FlattenError, _typed, attach_included, to_batch
 
@@ -129,7 +129,7 @@ class PageDecoder:
         clone.marks = {**self.marks, **marks}
         return clone
 
-    def __call__(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
+    def __call__(self, body: Body) -> tuple[pa.RecordBatch, str | None]:
         """Raises msgspec.DecodeError for malformed JSON (the client retries those)."""
         try:
             doc = self._decoder.decode(body)
@@ -170,7 +170,7 @@ class PageDecoder:
         key = path[0]
         return _MarkGetter(key)
 
-    def _fallback(self, body: bytes) -> tuple[pa.RecordBatch, str | None]:
+    def _fallback(self, body: Body) -> tuple[pa.RecordBatch, str | None]:
         doc, next_url = split_page(body)  # raises PageShapeError: no data array, a record without id
         page = Page(doc["data"], doc.get("included") or [], next_url, 0)
         attach_included(page)
@@ -289,11 +289,10 @@ class _PageRelations:
                 # One type (a to-one relationship of a plain resource): the rows' ids are looked up
                 # among that type's included ids by Arrow's hash join, not one dict lookup a row.
                 (kind,) = types
-                included = self.included
-                positions = [n for n, i in enumerate(included) if i.type == kind]
-                value_set = pa.array([included[n].id for n in positions], pa.string())
-                within = pc.index_in(self.ref_ids(name), value_set=value_set)
-                index = pa.array(positions, pa.int32()).take(within)
+                # id -> position; a resource included twice (JSON:API forbids it) keeps its last, as below
+                last = {i.id: n for n, i in enumerate(self.included) if i.type == kind}
+                within = pc.index_in(self.ref_ids(name), value_set=pa.array(list(last), pa.string()))
+                index = pa.array(list(last.values()), pa.int32()).take(within)
             else:
                 if self._by_key is None:
                     self._by_key = {(i.type, i.id): n for n, i in enumerate(self.included)}
