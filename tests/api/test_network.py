@@ -659,7 +659,8 @@ async def test_a_compressed_page_is_decoded_for_the_client():
 
 
 async def test_a_body_buffer_is_filled_again_only_once_nobody_reads_it():
-    pages = [big_page(300), json.dumps({"data": [{"type": "list", "id": "other"}] * 2000}).encode(), big_page(300)]
+    pages = [big_page(2_000), json.dumps({"data": [{"type": "list", "id": "other"}] * 10_000}).encode(), big_page(1_900)]
+    assert all(300_000 < len(p) < 1_000_000 for p in pages)  # page-sized buffers are the ones kept
     server = Server(scripted(*(head(len(p)) + p for p in pages)))
 
     async def body(http: httpx.AsyncClient) -> bytearray:

@@ -41,6 +41,9 @@ READ_BYTES = 1 << 20
 PIECE_BYTES = 16 << 20
 #: The status line and headers of an answer may take at most this much.
 HEAD_BYTES = 64 << 10
+#: The largest body buffer kept for reuse (``BodyBuffers``): an events page of 1,000 is ~2 MB.
+KEEP_BYTES = 4 << 20
+_SMALL_BYTES = 256 << 10
 #: Each read of a head, a chunk's size line or a small body goes through a buffer of this size.
 _SCRATCH_BYTES = 64 << 10
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -55,7 +58,9 @@ class BodyBuffers:
     landed); a fresh 2 MB ``bytearray`` cost ~0.3 ms of zeroing and page faults a page, the
     copy into a warm one 0.05 ms. CPython's reference count tells when the last reader let go
     (a ``memoryview`` or a ``msgspec.Raw`` of it counts too), so a buffer still read is never
-    filled again. At most ``keep`` buffers are kept (a few pages' worth of memory). Where the
+    filled again. At most ``keep`` buffers of at most ``KEEP_BYTES`` are kept (a few pages' worth
+    of memory; a larger body has a buffer of its own each time, and so has a small one, which
+    costs little and would shrink a page's buffer). Where the
     count cannot be read that way (``_UNUSED_REFS`` is None), none is kept."""
 
     def __init__(self, keep: int = 4) -> None:
@@ -63,6 +68,8 @@ class BodyBuffers:
         self._keep = keep if _UNUSED_REFS is not None else 0
 
     def get(self, size: int) -> bytearray:
+        if not _SMALL_BYTES <= size <= KEEP_BYTES:
+            return bytearray(size)
         for buffer in self._kept:
             if _refs(buffer) == _UNUSED_REFS:
                 have = len(buffer)
