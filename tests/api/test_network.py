@@ -710,3 +710,22 @@ async def test_a_compressed_body_that_does_not_decompress_is_a_transport_error()
         with pytest.raises(RetriesExhausted) as info:
             await client.request("get_lists")
     assert isinstance(info.value.last_error, TransportError) and "could not be decoded" in str(info.value.last_error)
+
+
+async def test_a_head_arriving_a_few_bytes_at_a_time_is_read_whole():
+    body = big_page(20)
+    answer = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + head(len(body), "X-Long: " + "y" * 3000 + "\r\n") + body
+
+    async def trickle(reader, writer):
+        await read_request(reader)
+        for i in range(0, 3200, 7):  # the heads in pieces of 7 bytes, each read on its own
+            writer.write(answer[i : min(i + 7, 3200)])
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(answer[3200:])
+        await writer.drain()
+        await reader.read()
+
+    async with Server(trickle) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
+        response = await http.get("/")
+    assert response.content == body and len(response.headers["x-long"]) == 3000

@@ -60,8 +60,8 @@ class BodyBuffers:
     (a ``memoryview`` or a ``msgspec.Raw`` of it counts too), so a buffer still read is never
     filled again. At most ``keep`` buffers of at most ``KEEP_BYTES`` are kept (a few pages' worth
     of memory; a larger body has a buffer of its own each time, and so has a small one, which
-    costs little and would shrink a page's buffer). Where the
-    count cannot be read that way (``_UNUSED_REFS`` is None), none is kept."""
+    costs little and would shrink a page's buffer). Where the count cannot be read that way
+    (``_UNUSED_REFS`` is None), none is kept."""
 
     def __init__(self, keep: int = 4) -> None:
         self._kept: list[bytearray] = []
@@ -147,6 +147,7 @@ class Connection(asyncio.BufferedProtocol):
         self._awaiting = False  # a request was sent and its answer's head is not parsed yet
         self._received = False  # some byte arrived since the request was sent
         self._answer: Answer | httpx.RemoteProtocolError | None = None
+        self._searched = 0  # ``buffer`` holds no head terminator before this offset
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -326,7 +327,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._raise_if_failed()
                 return b""
             await self._wait(timeout)
-        data = bytes(self.buffer[self.start :])
+        data = bytes(memoryview(self.buffer)[self.start :])  # one copy (a slice would be two)
         self._consumed(len(self.buffer))
         return data
 
@@ -336,11 +337,12 @@ class Connection(asyncio.BufferedProtocol):
         """Parse the awaited answer's head once it is all buffered (from a transport callback:
         a malformed head is kept for ``read_answer`` to raise)."""
         while self._awaiting:
-            end = self.buffer.find(b"\r\n\r\n", self.start)
+            end = self.buffer.find(b"\r\n\r\n", max(self.start, self._searched))
             if end < 0 or end - self.start > HEAD_BYTES:
                 if end >= 0 or len(self.buffer) - self.start > HEAD_BYTES:
                     self._awaiting = False
                     self._answer = httpx.RemoteProtocolError(f"the answer's status line and headers exceed {HEAD_BYTES} bytes")
+                self._searched = len(self.buffer) - 3  # a head arriving in pieces is searched once
                 return
             head = bytes(self.buffer[self.start : end])
             self._consumed(end + 4)
@@ -370,6 +372,7 @@ class Connection(asyncio.BufferedProtocol):
             self._waiter = None
 
     def _consumed(self, upto: int) -> None:
+        self._searched = 0
         if upto >= len(self.buffer):
             self.buffer.clear()
             self.start = 0
