@@ -3,6 +3,8 @@ consent, skip-invalid, stop-on-failure; row accounting that adds up; the emulato
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 import pytest
 
@@ -267,6 +269,29 @@ async def test_unknown_list_id_fails_before_the_query_and_is_recorded_as_error(w
     run = wh.state.runs()[0]
     assert run.status == "error" and "does not exist" in run.error
     assert wh.state.export_batches(run.run_id) == []  # nothing sent
+
+
+async def test_rows_prepared_while_the_list_is_looked_up_are_never_sent_to_a_missing_list(wh):
+    """The first chunks are prepared during the list lookup (on two threads): when the list is
+    missing, the run fails on it, no job is made, and no preparing thread is left behind."""
+    app = make_app()
+    with wh.transaction() as session:
+        session.execute(
+            "CREATE TABLE many AS SELECT 'p' || i || '@example.com' AS email, 'N' || i AS first_name FROM range(90000) t(i)"
+        )
+    s = settings(operation="add", list_value="NOLIST", skip_invalid_records=True)
+    with pytest.raises(ExportError, match="list 'NOLIST' does not exist"):
+        await export(wh, "SELECT * FROM many", s, app)
+    assert app.state.emulator.jobs.order == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("klaviyo-bridge-prepare")] == []
+    run = wh.state.runs()[0]
+    assert run.status == "error" and wh.state.export_batches(run.run_id) == []
+    list_id, _ = _list(app)
+    before = len(_members(app, list_id))
+    s = settings(operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True)
+    result = await export(wh, "SELECT * FROM many", s, app)
+    assert result.status == "success" and result.summary.counts == {"accepted": 90000}
+    assert len(_members(app, list_id)) == before + 90000
 
 
 @pytest.mark.parametrize(

@@ -723,9 +723,14 @@ CHUNK_BYTES = 32 * 1024 * 1024
 FIRST_CHUNK_ROWS = 10_000
 #: Chunks prepared at once by a pass over the whole input before anything is sent (strict
 #: mode, the default; dry runs; resume): 1M rows took 3.0-3.2 s on two threads, 4.7-6.8 s on one
-#: (two cores). The sending pass prepares on one thread: it stays ahead of Klaviyo's limits there,
-#: and a second thread bought no time and cost 25 MB (benchmarks/export_profiles.py).
+#: (two cores). The sending pass prepares its first ``RAMP_CHUNKS`` chunks so too, from before the
+#: list is looked up, then one chunk at a time: once the first window's requests are out it stays
+#: ahead of Klaviyo's limits on one thread, and a second thread all along cost 25 MB.
 PREPARE_THREADS = 2
+#: The first window of a 10-a-second tier (bulk imports): 10,000 + 5 x 20,000 rows. A sliding
+#: window repeats the spacing of its first requests: a first window spread over 0.8 s while its
+#: rows were prepared one chunk at a time put every later window's last request 0.6 s later.
+RAMP_CHUNKS = 6
 #: Source: an Arrow table, or a callable that opens the query and returns (schema, record batches);
 #: called once more for the sending pass when invalid rows must fail the job before anything is sent.
 Source: TypeAlias = "pa.Table | Callable[[], tuple[pa.Schema, Iterator[pa.RecordBatch]]]"
@@ -795,18 +800,27 @@ def _chunks(
         yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
 
 
+def _ahead(source: Source, op: Operation, opened: tuple[pa.Schema, Iterator[pa.RecordBatch]]) -> _Ahead:
+    """The sending pass's prepared chunks, the first ones on ``PREPARE_THREADS`` threads, started now."""
+    chunks = _Ahead(_prepared_chunks(source, op, opened, threads=PREPARE_THREADS, ramp=RAMP_CHUNKS))
+    chunks.start()
+    return chunks
+
+
 def _prepared_chunks(
     source: Source,
     op: Operation,
     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None,
     first_row: int = 0,
     threads: int = 1,
+    ramp: int | None = None,
 ) -> Iterator[tuple[int, Prepared]]:
     """(offset of the chunk in the input, the chunk prepared with input-wide row indexes), in input order.
 
     With ``threads`` > 1, that many chunks are prepared at once (Arrow's kernels release the
     GIL) and one more waits read; only the duplicate check takes the chunks in turn
-    (``SeenValues.in_order``), so every row gets the outcome it gets on one thread."""
+    (``SeenValues.in_order``), so every row gets the outcome it gets on one thread. With
+    ``ramp``, only the first ``ramp`` chunks are: the later ones are prepared when asked for."""
     schema, batches = opened or _open(source)
     op.check_columns(schema)  # before anything: missing column -> no run, nothing sent
     seen = SeenValues()
@@ -832,7 +846,7 @@ def _prepared_chunks(
                 for k, chunk in enumerate(_chunks(batches, schema)):
                     pending.append((k, pool.submit(prepare, k, offset, chunk)))
                     offset += chunk.num_rows
-                    if len(pending) > threads:
+                    while len(pending) > (threads if ramp is None or k + 1 < ramp else 0):
                         yield pending.popleft()[1].result()
                 while pending:
                     yield pending.popleft()[1].result()
@@ -976,6 +990,7 @@ async def run_export(
         finally:
             await client.aclose()
     opened: tuple[pa.Schema, Iterator[pa.RecordBatch]] | None = None
+    chunks: _Ahead | None = None
     run_started = False
     lock = _ListLock(wh, settings, run_id or "", sleep, clock)
     ex: _Sender | None = None
@@ -988,8 +1003,13 @@ async def run_export(
     try:
         opened = await asyncio.to_thread(_open, table)
         op.check_columns(opened[0])  # missing column -> nothing sent, no request made
-        list_id = await find_list(client, settings)  # before a row is read
-        fingerprint = run_fingerprint(settings, query, opened[0])
+        schema = opened[0]
+        if settings.skip_invalid_records and not resume and not op.reads_input_first:
+            # Sent as read: the first chunks are prepared while the list is looked up (nothing
+            # is sent before it is found).
+            chunks = _ahead(table, op, opened)
+        list_id = await find_list(client, settings)
+        fingerprint = run_fingerprint(settings, query, schema)
         if resume:
             await op.restore(RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=True))
         if not settings.skip_invalid_records or resume or op.reads_input_first:
@@ -1016,7 +1036,7 @@ async def run_export(
         run_ctx = RunContext(client, list_id, sleep, clock, state=st, run_id=run_id, resume=resume)
         await op.begin(run_ctx)  # may stop the run here, nothing sent
         rows_read, valid, invalid, seq, warnings = await _pipeline(
-            wh, op, ex, table, opened, run_id, states, resume, lock, warnings
+            wh, op, ex, table, opened, run_id, states, resume, lock, warnings, chunks=chunks
         )
         phases = [(0, rows_read)]
         for k, (follow, follow_rows) in enumerate(op.followups()):
@@ -1101,6 +1121,8 @@ async def run_export(
                 log.exception("could not record the failed run")
         raise
     finally:
+        if chunks is not None:
+            await chunks.aclose()
         _close(opened)
         lock.release()
         await client.aclose()
@@ -1249,11 +1271,13 @@ async def _pipeline(
     *,
     first_row: int = 0,
     prefix: str | None = None,
+    chunks: _Ahead | None = None,
 ) -> tuple[int, int, int, int, list[str]]:
     """Read, validate and send chunk by chunk; a bounded number of batches is held at a time.
 
     ``first_row``: the input's first row number (a follow-up's rows come after the input's);
-    ``prefix``: of its batch ids (default: the run id)."""
+    ``prefix``: of its batch ids (default: the run id); ``chunks``: the input's prepared chunks,
+    already started (``_ahead``)."""
     prefix = prefix or run_id
     st, settings = wh.state, op.settings
     sem = asyncio.Semaphore(settings.concurrency)
@@ -1299,7 +1323,7 @@ async def _pipeline(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async for offset, p in _aiter(_prepared_chunks(table, op, opened, first_row)):
+    async for offset, p in chunks or _aiter(_prepared_chunks(table, op, opened, first_row)):
         p = op.hold_back(p)
         if not warnings and p.warnings:
             warnings = list(p.warnings)
@@ -1357,6 +1381,43 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
         top = summary.top_reasons[0][1] if summary.top_reasons else "see job:show --rows"
         return "error", f"{ex.check_failed:,} row(s) were not sent and none was accepted ({top})"
     return "success", f"{ex.failed} batch(es) failed" if ex.failed else None
+
+
+class _Ahead:
+    """A CPU-bound generator iterated in a worker thread, its first item asked for at ``start()``
+    (before the run's first request: the list lookup's round trip and the preparation of the first
+    chunks overlap). ``aclose()`` waits for the thread before the generator's source is closed."""
+
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+        self._next: asyncio.Future[Any] | None = None
+
+    def start(self) -> None:
+        if self._next is None:
+            self._next = asyncio.ensure_future(asyncio.to_thread(next, self._it, _END))
+
+    def __aiter__(self) -> "_Ahead":
+        return self
+
+    async def __anext__(self) -> Any:
+        self.start()
+        assert self._next is not None
+        # Shielded: a cancelled run leaves the thread's step to ``aclose``, which waits for it.
+        got = await asyncio.shield(self._next)
+        self._next = None
+        if got is _END:
+            raise StopAsyncIteration
+        return got
+
+    async def aclose(self) -> None:
+        step, self._next = self._next, None
+        if step is not None:
+            await asyncio.wait([step])
+            if not step.cancelled():
+                step.exception()  # (a failed step's error is nobody's now)
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
 
 async def _aiter(it: Iterator[Any]) -> AsyncIterator[Any]:
