@@ -68,6 +68,7 @@ from ..errors import (
     TransportError,
     error_dict,
 )
+from ..memory import release_free_memory
 from ..store.locks import NamedLock
 from ..store.warehouse import Warehouse
 from .batching import plan_batches
@@ -526,6 +527,7 @@ class _Sender:
             fingerprint=batch.fingerprint,
             row_count=len(batch.index),
         )
+        self._recorder.submit(release_free_memory)  # after the batch is recorded (memory.py)
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
