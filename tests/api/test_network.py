@@ -5,11 +5,14 @@ Every test runs on asyncio's event loop and on uvloop's, which ``klaviyo-bridge`
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import httpx
 import pytest
 
 from klaviyo_bridge.api.client import KlaviyoClient
-from klaviyo_bridge.api.network import READ_BYTES, AsyncioTransport, Connection
+from klaviyo_bridge.api.network import READ_BYTES, AsyncioTransport, Connection, _interleaved
 from klaviyo_bridge.api.ratelimit import RateLimiter
 from klaviyo_bridge.api.settings import ClientSettings
 from klaviyo_bridge.errors import RetriesExhausted, TransportError
@@ -729,3 +732,95 @@ async def test_a_head_arriving_a_few_bytes_at_a_time_is_read_whole():
     async with Server(trickle) as base, httpx.AsyncClient(base_url=base, transport=AsyncioTransport()) as http:
         response = await http.get("/")
     assert response.content == body and len(response.headers["x-long"]) == 3000
+
+
+class _Resolving(AsyncioTransport):
+    """A transport whose host names resolve to ``addresses`` (the system's resolver stands aside)."""
+
+    def __init__(self, addresses: list, delay: float) -> None:
+        super().__init__()
+        self.addresses = addresses
+        self.happy_eyeballs_delay = delay
+
+    async def resolve(self, host: str, port: int) -> list:
+        return self.addresses
+
+
+def _unanswered() -> tuple[socket.socket, socket.socket]:
+    """A loopback address whose connects are never answered: a listener whose one-place accept
+    queue is already taken (the kernel drops further SYNs), and the connection taking it."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(0)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.connect(listener.getsockname())
+    return listener, taken
+
+
+async def test_an_address_that_never_answers_does_not_keep_the_next_from_being_tried():
+    """Before: the addresses went one by one, and one that never answered took the whole connect
+    timeout (the next was never tried). Now the next starts after the delay (0 here) and the first
+    to connect wins; the attempt left behind is closed, not left to the garbage collector."""
+    listener, taken = _unanswered()
+    try:
+        async with Server(answering(1, big_page(2))) as base:
+            port = int(base.rsplit(":", 1)[1])
+            transport = _Resolving([(socket.AF_INET, listener.getsockname()), (socket.AF_INET, ("127.0.0.1", port))], 0.0)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ResourceWarning)
+                async with httpx.AsyncClient(transport=transport, timeout=5) as http:
+                    response = await http.get(f"http://api.example.test:{port}/")
+                gc.collect()
+            assert response.status_code == 200 and len(response.json()["data"]) == 2
+            assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    finally:
+        taken.close()
+        listener.close()
+
+
+async def test_a_connect_timeout_closes_every_attempt_still_out():
+    first, taken_first = _unanswered()
+    second, taken_second = _unanswered()
+    try:
+        transport = _Resolving([(socket.AF_INET, first.getsockname()), (socket.AF_INET, second.getsockname())], 0.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, connect=0.2)) as http:
+                with pytest.raises(httpx.ConnectTimeout):
+                    await http.get("http://api.example.test/")
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    finally:
+        for s in (taken_first, first, taken_second, second):
+            s.close()
+
+
+async def test_an_address_that_refuses_hands_over_at_once_whatever_the_delay():
+    async with Server(read_request) as gone:
+        pass  # nothing listens there now: refused
+    refused = ("127.0.0.1", int(gone.rsplit(":", 1)[1]))
+    async with Server(answering(1, big_page(1))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        transport = _Resolving([(socket.AF_INET, refused), (socket.AF_INET, ("127.0.0.1", port))], 3600.0)
+        async with httpx.AsyncClient(transport=transport, timeout=5) as http:
+            response = await http.get(f"http://api.example.test:{port}/")
+    assert response.status_code == 200
+
+
+async def test_when_no_address_answers_the_error_names_them_all():
+    ports = []
+    for _ in range(2):
+        async with Server(read_request) as gone:
+            ports.append(int(gone.rsplit(":", 1)[1]))
+    transport = _Resolving([(socket.AF_INET, ("127.0.0.1", p)) for p in ports], 0.0)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as http:
+        with pytest.raises(httpx.ConnectError, match="no address of the host answered"):
+            await http.get("http://api.example.test/")
+
+
+def test_address_families_alternate_from_the_resolvers_first():
+    six = [(socket.AF_INET6, (f"::{i}", 443, 0, 0)) for i in (1, 2, 3)]
+    four = [(socket.AF_INET, (f"127.0.0.{i}", 443)) for i in (1, 2)]
+    assert _interleaved(six + four + six[:1]) == [six[0], four[0], six[1], four[1], six[2]]
+    assert _interleaved(four + six) == [four[0], six[0], four[1], six[1], six[2]]
+    assert _interleaved([]) == []

@@ -533,6 +533,94 @@ class _Body(httpx.AsyncByteStream):
             self._transport._release(self._origin, self._conn, self._done and self._keep, midway=not self._done)
 
 
+#: A host's address for ``happy_eyeballs``: (family, sockaddr) as getaddrinfo gives them.
+Address = tuple[int, tuple[object, ...]]
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
+def _interleaved(addresses: list[Address]) -> list[Address]:
+    """The resolver's order, families alternating from its first (RFC 8305 section 4): a host whose
+    IPv6 addresses do not answer reaches an IPv4 one next, not after every IPv6 one."""
+    unique = list(dict.fromkeys(addresses))
+    if not unique:
+        return []
+    first = unique[0][0]
+    mine = [a for a in unique if a[0] == first]
+    others = [a for a in unique if a[0] != first]
+    out: list[Address] = []
+    for i in range(max(len(mine), len(others))):
+        out.extend(a[i] for a in (mine, others) if i < len(a))
+    return out
+
+
+async def _connected(address: Address) -> socket.socket:
+    family, sockaddr = address
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):  # as create_connection's own sockets: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.get_running_loop().sock_connect(sock, sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def happy_eyeballs(addresses: list[Address], delay: float) -> socket.socket:
+    """A connected socket to the first of ``addresses`` that answers (RFC 8305): the next address
+    is tried when one fails, or after ``delay`` seconds while the earlier ones still connect; the
+    first to connect wins and the others are closed. create_connection's own attempts go one by
+    one (uvloop has no happy-eyeballs delay): an address that never answers took the whole
+    connect timeout, and the addresses after it were never tried."""
+    order = _interleaved(addresses)
+    if not order:
+        raise OSError("the host name resolved to no address")
+    if len(order) == 1:
+        return await _connected(order[0])
+    pending: set[asyncio.Task[socket.socket]] = set()
+    errors: list[OSError] = []
+    waiting = iter(order)
+    try:
+        while True:
+            nxt = next(waiting, None)
+            if nxt is not None:
+                pending.add(asyncio.ensure_future(_connected(nxt)))
+            if not pending:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=delay if nxt is not None else None, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                exc = task.exception()
+                if exc is None:
+                    winner = task.result()
+                    done.discard(task)
+                    await _close_all(pending | done)
+                    pending = set()
+                    return winner
+                if not isinstance(exc, OSError):
+                    raise exc
+                errors.append(exc)
+    finally:
+        await _close_all(pending)
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"no address of the host answered: {'; '.join(dict.fromkeys(str(e) for e in errors))}")
+
+
+async def _close_all(tasks: set[asyncio.Task[socket.socket]]) -> None:
+    """Cancel ``tasks`` and close what any of them connected meanwhile."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            sock = await task
+        except BaseException:  # noqa: BLE001 - cancelled or failed: its socket is closed already
+            continue
+        sock.close()
+
+
 class AsyncioTransport(httpx.AsyncBaseTransport):
     """A pool of HTTP/1.1 ``Connection``s for an ``httpx.AsyncClient`` (``transport=``;
     ``KlaviyoClient`` uses one when it is given none). ``limits`` as httpx's; ``verify``: True
@@ -548,22 +636,35 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[Connection]] = {}
         self._open: set[Connection] = set()
         self._buffers = BodyBuffers()
+        #: Seconds before the next address is tried while one is still connecting (RFC 8305's 250 ms).
+        self.happy_eyeballs_delay = HAPPY_EYEBALLS_DELAY
 
     async def connect(self, origin: Origin, timeout: float | None) -> Connection:
-        """A new connection to ``origin`` (scheme, host, port)."""
+        """A new connection to ``origin`` (scheme, host, port): its addresses tried as RFC 8305
+        says (``happy_eyeballs``), then TLS on the first socket that connected."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self._buffers), host, port, ssl=tls, server_hostname=host if tls is not None else None
-                )
+                sock = await happy_eyeballs(await self.resolve(host, port), self.happy_eyeballs_delay)
+                try:
+                    _, conn = await loop.create_connection(
+                        lambda: Connection(self._buffers), sock=sock, ssl=tls, server_hostname=host if tls is not None else None
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
             raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
         return conn
+
+    async def resolve(self, host: str, port: int) -> list[Address]:
+        """``host``'s addresses for a TCP connection, in the resolver's order."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
