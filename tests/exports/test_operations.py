@@ -3,16 +3,20 @@ consent, skip-invalid, stop-on-failure; row accounting that adds up; the emulato
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
+import httpx
 import pyarrow as pa
 import pytest
 
 from klaviyo_bridge.errors import ConfigError, ExportError, ExportFailed
+from klaviyo_bridge.exports.runner import run_export
 from klaviyo_bridge.exports.settings import parse_settings_text
+from klaviyo_bridge.exports.source import query_source
 from klaviyo_bridge.store.factory import open_warehouse
 
-from .helpers import export, make_app, outcomes, settings
+from .helpers import export, make_app, no_sleep, outcomes, settings
 
 
 @pytest.fixture
@@ -271,27 +275,157 @@ async def test_unknown_list_id_fails_before_the_query_and_is_recorded_as_error(w
     assert wh.state.export_batches(run.run_id) == []  # nothing sent
 
 
-async def test_rows_prepared_while_the_list_is_looked_up_are_never_sent_to_a_missing_list(wh):
-    """The first chunks are prepared during the list lookup (on two threads): when the list is
-    missing, the run fails on it, no job is made, and no preparing thread is left behind."""
-    app = make_app()
+def _preparing() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("klaviyo-bridge-prepare")]
+
+
+class _ListLookupAfterPreparing(httpx.AsyncBaseTransport):
+    """The emulator, with the list lookup answered only once chunks are being prepared on the pool
+    (what a lookup's round trip to Klaviyo overlaps); ``looking_up`` is set while it waits."""
+
+    def __init__(self, app) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.looking_up = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.startswith("/api/lists/"):
+            self.looking_up.set()
+            while not _preparing():
+                await asyncio.sleep(0)
+        return await self.inner.handle_async_request(request)
+
+
+def _many(wh, rows: int = 90_000) -> None:
     with wh.transaction() as session:
+        session.execute("CREATE SCHEMA IF NOT EXISTS crm")
         session.execute(
-            "CREATE TABLE many AS SELECT 'p' || i || '@example.com' AS email, 'N' || i AS first_name FROM range(90000) t(i)"
+            f"CREATE OR REPLACE TABLE crm.many AS SELECT 'p' || i || '@example.com' AS email, 'N' || i AS first_name "
+            f"FROM range({rows}) t(i)"
         )
+
+
+async def test_rows_prepared_while_the_list_is_looked_up_are_never_sent_to_a_missing_list(wh):
+    """The first chunks are prepared during the list lookup, on two threads, from the query's
+    stream: when the list is missing, the run fails on it, no job is made, and the preparing
+    threads are gone (out of the stream) before the run returns."""
+    app = make_app()
+    _many(wh)
     s = settings(operation="add", list_value="NOLIST", skip_invalid_records=True)
+    transport = _ListLookupAfterPreparing(app)
     with pytest.raises(ExportError, match="list 'NOLIST' does not exist"):
-        await export(wh, "SELECT * FROM many", s, app)
+        await run_export(wh, query_source(wh, "SELECT * FROM crm.many"), s, transport=transport, sleep=no_sleep)
+    assert _preparing() == []
     assert app.state.emulator.jobs.order == []
-    assert [t.name for t in threading.enumerate() if t.name.startswith("klaviyo-bridge-prepare")] == []
     run = wh.state.runs()[0]
     assert run.status == "error" and wh.state.export_batches(run.run_id) == []
+
+
+class _WatchedStream:
+    """A query's stream that tells whether it was closed, and whether while a batch was being read."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.reading, self.closed, self.closed_while_reading = stream, 0, False, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.reading += 1
+        try:
+            return next(self.stream)
+        finally:
+            self.reading -= 1
+
+    def close(self) -> None:
+        self.closed, self.closed_while_reading = True, self.reading > 0
+        self.stream.close()
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_run_stopped_during_the_list_lookup_leaves_no_thread_lock_or_stream(wh, cancels):
+    """Stopped (Ctrl-C, a worker's cancel) while the first chunks are being prepared, even when
+    stopped again while it waits for the preparing thread: the thread leaves the query's stream
+    before it is closed, the list's lock is released and nothing was sent."""
+    app = make_app()
+    _many(wh)
     list_id, _ = _list(app)
+    s = settings(operation="add", list_value=list_id, skip_invalid_records=True, list_lock_timeout_seconds=0)
+    transport = _ListLookupAfterPreparing(app)
+    streams = []
+
+    def source():
+        schema, stream = query_source(wh, "SELECT * FROM crm.many")()
+        streams.append(_WatchedStream(stream))
+        return schema, streams[-1]
+
+    run = asyncio.ensure_future(run_export(wh, source, s, transport=transport, sleep=no_sleep))
+    await transport.looking_up.wait()
+    run.cancel()
+    for _ in range(cancels - 1):
+        await asyncio.sleep(0)
+        run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _preparing() == []
+    assert streams[0].closed and not streams[0].closed_while_reading
+    assert app.state.emulator.jobs.order == []
+    assert wh.state.runs()[0].status == "killed"
     before = len(_members(app, list_id))
-    s = settings(operation="add", list_value=list_id, skip_invalid_records=True, wait_for_completion=True)
-    result = await export(wh, "SELECT * FROM many", s, app)
-    assert result.status == "success" and result.summary.counts == {"accepted": 90000}
-    assert len(_members(app, list_id)) == before + 90000
+    result = await export(wh, "SELECT * FROM crm.many", s, app)  # the lock is free: no wait, no timeout
+    assert result.summary.counts == {"submitted": 90_000} and len(_members(app, list_id)) == before + 90_000
+
+
+class _AnswersOnceFailed(httpx.AsyncBaseTransport):
+    """The emulator, whose answers to POSTs (the jobs made) come back only once ``failed`` is set."""
+
+    def __init__(self, app, failed: threading.Event) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.failed = failed
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST":
+            while not self.failed.is_set():
+                await asyncio.sleep(0)
+        return response
+
+
+async def test_a_query_failing_midway_fails_the_run_after_the_batches_already_out_are_recorded(wh):
+    """The warehouse stops the query at row 150,000 (a cast that fails there) while batches are
+    out (their answers come after the failure): they finish, and every row Klaviyo got a job for
+    has its outcome before the run is recorded as failed. (Before: the run ended at once, and
+    the batches out went on without their rows being recorded.)"""
+    app = make_app()
+    list_id, _ = _list(app)
+    sql = (
+        "SELECT 'q' || i || '@example.com' AS email, "
+        "CASE WHEN i = 150000 THEN CAST('not a number' AS INTEGER) ELSE i END AS points FROM range(200000) t(i)"
+    )
+    failed = threading.Event()
+
+    def source():
+        schema, batches = query_source(wh, sql)()
+
+        def read():
+            try:
+                yield from batches
+            except Exception:
+                failed.set()
+                raise
+            finally:
+                batches.close()
+
+        return schema, read()
+
+    s = settings(operation="add", list_value=list_id, skip_invalid_records=True)
+    with pytest.raises(Exception, match="not a number"):
+        await run_export(wh, source, s, transport=_AnswersOnceFailed(app, failed), sleep=no_sleep)
+    run = wh.state.runs()[0]
+    assert run.status == "error"
+    jobs = app.state.emulator.jobs.order
+    assert jobs, "batches were out when the query failed"
+    rows, outcome, _ = outcomes(wh, run.run_id)
+    assert outcome.count("submitted") == sum(job.total for job in jobs) and len(rows) == len(set(rows))
 
 
 @pytest.mark.parametrize(

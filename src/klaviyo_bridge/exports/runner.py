@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -527,7 +528,10 @@ class _Sender:
             fingerprint=batch.fingerprint,
             row_count=len(batch.index),
         )
-        self._recorder.submit(release_free_memory)  # after the batch is recorded (memory.py)
+        try:
+            self._recorder.submit(release_free_memory)  # after the batch is recorded (memory.py)
+        except RuntimeError:  # the run has closed its recorder (a batch finishing after a stop)
+            pass
         if failed_job:
             self.failed += 1
             if self.settings.stop_on_batch_failure:
@@ -804,7 +808,8 @@ def _chunks(
 
 def _ahead(source: Source, op: Operation, opened: tuple[pa.Schema, Iterator[pa.RecordBatch]]) -> _Ahead:
     """The sending pass's prepared chunks, the first ones on ``PREPARE_THREADS`` threads, started now."""
-    chunks = _Ahead(_prepared_chunks(source, op, opened, threads=PREPARE_THREADS, ramp=RAMP_CHUNKS))
+    stop = threading.Event()
+    chunks = _Ahead(_prepared_chunks(source, op, opened, threads=PREPARE_THREADS, ramp=RAMP_CHUNKS, stop=stop), stop)
     chunks.start()
     return chunks
 
@@ -816,13 +821,15 @@ def _prepared_chunks(
     first_row: int = 0,
     threads: int = 1,
     ramp: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, Prepared]]:
     """(offset of the chunk in the input, the chunk prepared with input-wide row indexes), in input order.
 
     With ``threads`` > 1, that many chunks are prepared at once (Arrow's kernels release the
     GIL) and one more waits read; only the duplicate check takes the chunks in turn
     (``SeenValues.in_order``), so every row gets the outcome it gets on one thread. With
-    ``ramp``, only the first ``ramp`` chunks are: the later ones are prepared when asked for."""
+    ``ramp``, only the first ``ramp`` chunks are: the later ones are prepared when asked for.
+    Once ``stop`` is set, no further chunk is read."""
     schema, batches = opened or _open(source)
     op.check_columns(schema)  # before anything: missing column -> no run, nothing sent
     seen = SeenValues()
@@ -846,6 +853,8 @@ def _prepared_chunks(
         with ThreadPoolExecutor(threads, thread_name_prefix="klaviyo-bridge-prepare") as pool:
             try:
                 for k, chunk in enumerate(_chunks(batches, schema)):
+                    if stop is not None and stop.is_set():
+                        return
                     pending.append((k, pool.submit(prepare, k, offset, chunk)))
                     offset += chunk.num_rows
                     while len(pending) > (threads if ramp is None or k + 1 < ramp else 0):
@@ -1123,13 +1132,15 @@ async def run_export(
                 log.exception("could not record the failed run")
         raise
     finally:
-        if chunks is not None:
-            await chunks.aclose()
-        _close(opened)
-        lock.release()
-        await client.aclose()
-        if ex is not None:
-            ex.close()
+        try:
+            if chunks is not None:
+                await chunks.aclose()  # (the thread is out of the source even when this is cancelled)
+        finally:
+            _close(opened)
+            lock.release()
+            await client.aclose()
+            if ex is not None:
+                ex.close()
 
 
 def killed_message(counts: Mapping[str, int], total: int, run_id: str) -> str:
@@ -1325,42 +1336,49 @@ async def _pipeline(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async for offset, p in chunks or _aiter(_prepared_chunks(table, op, opened, first_row)):
-        p = op.hold_back(p)
-        if not warnings and p.warnings:
-            warnings = list(p.warnings)
-        rows_read += p.total
-        valid += len(p.items) + len(p.held_index)
-        invalid += len(p.skipped_index)
-        ex.progress("validated", p.total)
-        await ex.record(_store_identifiers, st, run_id, offset, p)
-        if len(p.held_index):
-            bid = f"{prefix}-held-{held_seq:05d}"
-            held_seq += 1
-            if bid not in states:
-                if resume:
-                    await ex.record(_forget_rows, wh, bid)
-                await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
-        if len(p.skipped_index):
-            bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
-            invalid_seq += 1
-            if bid not in states:
-                if resume:
-                    await ex.record(_forget_rows, wh, bid)
-                await ex.record(
-                    st.record_export_rows,
-                    bid,
-                    run_id,
-                    _rows_table(p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]),
-                )
-                await ex.record(st.record_export_batch, bid, run_id, "validation", "done", row_count=len(p.skipped_index))
-        plan = planner.add(offset, p)
-        del p
-        await dispatch(plan)
-        if errors:
-            break
-    if not errors:
-        await dispatch(planner.flush())
+    try:
+        async for offset, p in chunks or _aiter(_prepared_chunks(table, op, opened, first_row)):
+            p = op.hold_back(p)
+            if not warnings and p.warnings:
+                warnings = list(p.warnings)
+            rows_read += p.total
+            valid += len(p.items) + len(p.held_index)
+            invalid += len(p.skipped_index)
+            ex.progress("validated", p.total)
+            await ex.record(_store_identifiers, st, run_id, offset, p)
+            if len(p.held_index):
+                bid = f"{prefix}-held-{held_seq:05d}"
+                held_seq += 1
+                if bid not in states:
+                    if resume:
+                        await ex.record(_forget_rows, wh, bid)
+                    await ex.finish_held(bid, _rows_table(p.held_index, "skipped", p.held_reason))
+            if len(p.skipped_index):
+                bid = invalid_id if invalid_seq == 0 else f"{invalid_id}-{invalid_seq:05d}"
+                invalid_seq += 1
+                if bid not in states:
+                    if resume:
+                        await ex.record(_forget_rows, wh, bid)
+                    await ex.record(
+                        st.record_export_rows,
+                        bid,
+                        run_id,
+                        _rows_table(p.skipped_index, "skipped", [f"invalid: {r}" for r in p.skipped_reason]),
+                    )
+                    await ex.record(st.record_export_batch, bid, run_id, "validation", "done", row_count=len(p.skipped_index))
+            plan = planner.add(offset, p)
+            del p
+            await dispatch(plan)
+            if errors:
+                break
+        if not errors:
+            await dispatch(planner.flush())
+    except Exception:
+        # (an error here, not a batch's: reading, preparing, the list) the batches already out
+        # finish and record their rows' outcomes before the run is marked failed
+        if tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+        raise
     if tasks:
         await asyncio.gather(*list(tasks))
     if errors:
@@ -1388,15 +1406,19 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
 class _Ahead:
     """A CPU-bound generator iterated in a worker thread, its first item asked for at ``start()``
     (before the run's first request: the list lookup's round trip and the preparation of the first
-    chunks overlap). ``aclose()`` waits for the thread before the generator's source is closed."""
+    chunks overlap). ``stop`` is set at ``aclose()``, which the generator checks between chunks;
+    ``aclose()`` returns (or passes a cancellation on) only once the thread has left the
+    generator, so its source can be closed after it."""
 
-    def __init__(self, it: Iterator[Any]) -> None:
+    def __init__(self, it: Iterator[Any], stop: threading.Event) -> None:
         self._it = it
+        self._stop = stop
         self._next: asyncio.Future[Any] | None = None
 
     def start(self) -> None:
         if self._next is None:
-            self._next = asyncio.ensure_future(asyncio.to_thread(next, self._it, _END))
+            # A plain future (not a Task): cancelling the tasks at shutdown leaves it to say when the thread is done.
+            self._next = asyncio.get_running_loop().run_in_executor(None, next, self._it, _END)
 
     def __aiter__(self) -> "_Ahead":
         return self
@@ -1412,14 +1434,23 @@ class _Ahead:
         return got
 
     async def aclose(self) -> None:
+        self._stop.set()
         step, self._next = self._next, None
-        if step is not None:
-            await asyncio.wait([step])
-            if not step.cancelled():
-                step.exception()  # (a failed step's error is nobody's now)
+        interrupted: BaseException | None = None
+        while step is not None and not step.done():
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError as exc:  # the thread must be out before the source closes
+                interrupted = exc
+            except Exception:  # noqa: BLE001 - a failed step's error is nobody's now
+                pass
+        if step is not None and not step.cancelled():
+            step.exception()  # (retrieved: no "never retrieved" warning)
         close = getattr(self._it, "close", None)
         if close is not None:
-            close()
+            close()  # (the generator stops its pool, whose running chunks end first)
+        if interrupted is not None:
+            raise interrupted
 
 
 async def _aiter(it: Iterator[Any]) -> AsyncIterator[Any]:
