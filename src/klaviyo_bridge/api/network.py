@@ -30,7 +30,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -554,13 +554,33 @@ def _interleaved(addresses: list[Address]) -> list[Address]:
 
 
 async def _connected(address: Address) -> socket.socket:
+    """A socket connected to ``address``: a non-blocking connect, then a wait for the socket to
+    be writable (as asyncio's ``sock_connect`` does; uvloop's drops an IPv6 address's scope id)."""
     family, sockaddr = address
+    loop = asyncio.get_running_loop()
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         if family in (socket.AF_INET, socket.AF_INET6):  # as create_connection's own sockets: no Nagle delay
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.get_running_loop().sock_connect(sock, sockaddr)
+        try:
+            sock.connect(sockaddr)
+        except (BlockingIOError, InterruptedError):
+            writable: asyncio.Future[None] = loop.create_future()
+            fd = sock.fileno()
+
+            def ready() -> None:
+                if not writable.done():
+                    writable.set_result(None)
+
+            loop.add_writer(fd, ready)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, f"Connect call failed {sockaddr} ({os.strerror(error)})")
     except BaseException:
         sock.close()
         raise
@@ -596,29 +616,38 @@ async def happy_eyeballs(addresses: list[Address], delay: float) -> socket.socke
                 if exc is None:
                     winner = task.result()
                     done.discard(task)
-                    await _close_all(pending | done)
+                    _close_all(pending | done)
                     pending = set()
                     return winner
                 if not isinstance(exc, OSError):
+                    _close_all(done)
                     raise exc
                 errors.append(exc)
     finally:
-        await _close_all(pending)
+        _close_all(pending)
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"no address of the host answered: {'; '.join(dict.fromkeys(str(e) for e in errors))}")
 
 
-async def _close_all(tasks: set[asyncio.Task[socket.socket]]) -> None:
-    """Cancel ``tasks`` and close what any of them connected meanwhile."""
+def _close_all(tasks: set[asyncio.Task[socket.socket]]) -> None:
+    """Cancel ``tasks`` and close what any of them connected, now or when it ends (never awaited
+    here: the caller's own cancellation must not be taken for theirs)."""
     for task in tasks:
-        task.cancel()
-    for task in tasks:
-        try:
-            sock = await task
-        except BaseException:  # noqa: BLE001 - cancelled or failed: its socket is closed already
-            continue
-        sock.close()
+        if task.done():
+            _close_result(task)
+        else:
+            task.cancel()
+            task.add_done_callback(_close_result)
+
+
+def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def _close_result(task: asyncio.Task[socket.socket]) -> None:
+    if not task.cancelled() and task.exception() is None:  # (a failure's socket is closed already)
+        task.result().close()
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
@@ -663,7 +692,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """``host``'s addresses for a TCP connection, in the resolver's order."""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # The system's resolver in a thread on every loop (uvloop's own drops IPv6 scope ids).
+        infos = await asyncio.get_running_loop().run_in_executor(None, _getaddrinfo, host, port)
         return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
