@@ -838,3 +838,11 @@ def test_address_families_alternate_from_the_resolvers_first():
     assert _interleaved(six + four + six[:1]) == [six[0], four[0], six[1], four[1], six[2]]
     assert _interleaved(four + six) == [four[0], six[0], four[1], six[1], six[2]]
     assert _interleaved([]) == []
+
+
+async def test_an_address_given_as_the_host_is_used_as_it_is():
+    transport = AsyncioTransport()
+    assert await transport.resolve("127.0.0.1", 8080) == [(socket.AF_INET, ("127.0.0.1", 8080))]
+    assert await transport.resolve("::1", 443) == [(socket.AF_INET6, ("::1", 443, 0, 0))]
+    named = await transport.resolve("localhost", 8080)  # /etc/hosts: no lookup leaves the machine
+    assert (socket.AF_INET, ("127.0.0.1", 8080)) in named

@@ -641,13 +641,24 @@ def _close_all(tasks: set[asyncio.Task[socket.socket]]) -> None:
             task.add_done_callback(_close_result)
 
 
-def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
-    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-
-
 def _close_result(task: asyncio.Task[socket.socket]) -> None:
     if not task.cancelled() and task.exception() is None:  # (a failure's socket is closed already)
         task.result().close()
+
+
+def _ip_literal(host: str, port: int) -> Address | None:
+    """``host`` as an IPv4 or (scope-less) IPv6 address, or None when it is a name to resolve."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return (family, (host, port)) if family == socket.AF_INET else (family, (host, port, 0, 0))
+    return None
+
+
+def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
@@ -692,8 +703,14 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """``host``'s addresses for a TCP connection, in the resolver's order."""
-        # The system's resolver in a thread on every loop (uvloop's own drops IPv6 scope ids).
-        infos = await asyncio.get_running_loop().run_in_executor(None, _getaddrinfo, host, port)
+        literal = _ip_literal(host, port)
+        if literal is not None:  # an address already (a local emulator's 127.0.0.1): no lookup, no thread
+            return [literal]
+        loop = asyncio.get_running_loop()
+        if "%" in host:  # a scoped IPv6 address (fe80::1%eth0): uvloop's resolver drops the scope
+            infos = await loop.run_in_executor(None, _getaddrinfo, host, port)
+        else:  # the loop's own resolver, as create_connection used (uvloop: libuv's threads, no Python thread)
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
