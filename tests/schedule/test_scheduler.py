@@ -316,6 +316,61 @@ def test_job_kill_cancels_a_running_job(wh, creds, kind, tmp_path):
     assert job.status == "killed" and job.error == "killed by job:kill" and job.ended_at is not None
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_wait_hears_a_signal_delivered_to_another_thread_while_a_job_runs(wh, creds, kind):
+    """``scheduler --once`` waits for its jobs in the main thread; a SIGTERM the kernel gives to
+    another thread is handled (by Python, in the main thread) while the job still runs."""
+    add(wh, cron="0 * * * *", base=datetime(2024, 1, 1, tzinfo=UTC))
+    kind.gate = threading.Event()
+    clock = FakeWallClock(datetime(2024, 1, 1, 1, tzinfo=UTC))
+    scheduler = Scheduler(wh, creds, clock=clock)
+    handled = threading.Event()
+    job_ran_when_handled: list[bool] = []
+
+    def handler(signum, frame):
+        job_ran_when_handled.append(not kind.gate.is_set())
+        handled.set()
+        raise _Interrupted
+
+    main = threading.main_thread().ident
+
+    def main_thread_in_scheduler_wait() -> bool:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("scheduler.py"):
+                return True
+            frame = frame.f_back
+        return False
+
+    def signal_another_thread() -> None:
+        for _ in range(1000):  # until the main thread is blocked in Scheduler.wait (at most 5 s)
+            if main_thread_in_scheduler_wait():
+                break
+            handled.wait(0.005)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # this thread, not the main one
+        handled.wait(5)  # without the sliced wait: heard only once the job ends (here: after 5 s)
+        kind.gate.set()
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        [run_id] = scheduler.tick()
+        assert kind.started.wait(5)
+        sender = threading.Thread(target=signal_another_thread)
+        sender.start()
+        with pytest.raises(_Interrupted):
+            scheduler.wait()
+        assert job_ran_when_handled == [True]
+    finally:
+        kind.gate.set()
+        signal.signal(signal.SIGUSR1, previous)
+        sender.join()
+        scheduler.wait()
+    assert wh.state.job(run_id).status == "success"
+
+
 def test_latest_due_finds_the_last_missed_slot_quickly(monkeypatch):
     every_minute = CronSchedule.parse("* * * * *")
     after = datetime(2023, 1, 1, tzinfo=UTC)

@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ _SPANS = (
     timedelta(days=3700),
 )
 _ONE_US = timedelta(microseconds=1)
+#: ``wait`` waits in slices this long: Python runs a signal's handler in the main thread only, and
+#: a SIGTERM the kernel hands to another thread (a job's, a resolver's) does not wake a main
+#: thread blocked in an untimed wait: ``scheduler --once`` then heard it only when its job ended.
+WAIT_SLICE_SECONDS = 0.2
 
 
 def job_label(record: ScheduleRecord) -> str:
@@ -348,7 +353,7 @@ class Scheduler:
     def wait(self, timeout: float | None = None) -> None:
         """Block until every job started so far has ended (for tests and shutdown)."""
         for running in list(self._running.values()):
-            running.done.wait(timeout)
+            _wait_in_slices(running.done, timeout)
             running.thread.join(1 if timeout is None else timeout)
         self._reap()
 
@@ -383,3 +388,15 @@ class Scheduler:
         self.wait(timeout)
         self._shutting_down = False
         self.release_if_idle()
+
+
+def _wait_in_slices(event: threading.Event, timeout: float | None) -> bool:
+    """``event.wait(timeout)``, woken every ``WAIT_SLICE_SECONDS`` so the main thread runs the
+    handlers of signals delivered to other threads meanwhile (a KeyboardInterrupt ends the wait)."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        part = WAIT_SLICE_SECONDS if end is None else min(WAIT_SLICE_SECONDS, end - time.monotonic())
+        if part <= 0:
+            return event.is_set()
+        if event.wait(part):
+            return True
