@@ -113,3 +113,27 @@ async def test_waiting_for_a_job_does_not_hold_a_sending_slot(wh):
     assert len(posts) == 3 and max(posts) < 300  # all sent before the first wait could end
     _, outs, _ = outcomes(wh, result.run_id)
     assert outs == ["submitted"] * 25_000
+
+
+async def test_the_last_jobs_are_polled_once_every_batch_is_answered_not_a_pause_later(wh):
+    """Rounds of polling pause between them (here 50 s, as if jobs had been slow); once every
+    batch has its answer, a round that leaves after the last job came is not waited for."""
+    app = make_app()  # the emulator's jobs finish at once
+    now = [0.0]
+    never = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds >= 50:  # a pause between rounds: time passes only if it is waited out
+            # (a bound on real time only for the failure, where nothing cuts the pause short)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(never.wait(), 20)
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    s = waiting_add(app, concurrency=2)
+    table = pa.table({"email": [f"p{i}@example.com" for i in range(25_000)]})  # 3 jobs of at most 10,000
+    result = await export(wh, table, s, app, sleep=sleep, clock=lambda: now[0], poll_initial=50.0)
+    _, outs, _ = outcomes(wh, result.run_id)
+    assert set(outs) == {"accepted"} and len(outs) == 25_000
+    assert result.status == "success" and result.exit_code == 0
+    assert now[0] < 50  # no pause waited out

@@ -40,15 +40,33 @@ class JobWatcher:
         self.round_wait = first_wait
         self._waiters: dict[str, _Waiter] = {}
         self._task: asyncio.Task[None] | None = None
+        #: A job was added since the last round's request left (that round cannot have seen it).
+        self._added_since_round = False
+        #: ``all_added`` was called: no job will be added until ``more_coming``.
+        self._all_added = False
+        self._wake = asyncio.Event()
 
     async def wait(self, job_id: str, deadline: float) -> tuple[str, dict[str, Any] | None]:
         """(last status seen, attributes when finished else None)."""
         waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
         self._waiters[job_id] = waiter
+        self._added_since_round = True
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._rounds())
         attrs = await waiter.future
         return waiter.status, attrs
+
+    def all_added(self) -> None:
+        """No more jobs will be waited for (every batch has its answer): when a job came after the
+        last round left, the next round leaves now instead of after its pause, so the run's end is
+        seen one round trip after its last job finished, not up to a pause later."""
+        self._all_added = True
+        self._wake.set()
+
+    def more_coming(self) -> None:
+        """Jobs will be added again (a follow-up phase): rounds keep their pauses."""
+        self._all_added = False
+        self._wake.clear()
 
     def close(self) -> None:
         if self._task is not None and not self._task.done():
@@ -58,7 +76,8 @@ class JobWatcher:
         try:
             while self._waiters:
                 first_deadline = min(w.deadline for w in self._waiters.values())
-                await self.sleep(max(0.0, min(self.round_wait, first_deadline - self.clock())))
+                await self._pause(max(0.0, min(self.round_wait, first_deadline - self.clock())))
+                self._added_since_round = False
                 finished = await self._round()
                 # Sooner while jobs finish between rounds, later (up to 15 s) while none do.
                 self.round_wait = (
@@ -69,6 +88,28 @@ class JobWatcher:
         except asyncio.CancelledError:
             self._fail_waiters(asyncio.CancelledError())
             raise
+
+    def _last_jobs_unseen(self) -> bool:
+        return self._all_added and self._added_since_round
+
+    async def _pause(self, seconds: float) -> None:
+        """``sleep(seconds)`` between rounds, cut short when ``all_added`` leaves a job unseen."""
+        if self._last_jobs_unseen():
+            return
+        if self._all_added or seconds <= 0:
+            await self.sleep(seconds)
+            return
+        started = self.clock()
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            woken.cancel()
+        if not sleeping.done() or sleeping.cancelled():
+            if not self._last_jobs_unseen():  # woken, but the last round saw every job: the rest of the pause
+                await self.sleep(max(0.0, seconds - (self.clock() - started)))
 
     def _fail_waiters(self, exc: BaseException) -> None:
         for waiter in self._waiters.values():

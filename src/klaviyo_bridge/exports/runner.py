@@ -255,6 +255,9 @@ class _Sender:
         self.check_failed = 0  # rows not sent because the check before sending could not be made
         self.list_id: str | None = None
         self.fatal: BaseException | None = None
+        #: Batches handed to ``send`` whose request has not been answered yet (or that were not sent).
+        self.posting = 0
+        self._input_done = False
         #: State writes (a DuckDB transaction each, a few ms) run here, one at a time and in order,
         #: instead of blocking the event loop while other batches' requests are in flight.
         self._recorder = ThreadPoolExecutor(1, thread_name_prefix="export-state")
@@ -281,30 +284,30 @@ class _Sender:
         )
         return (doc or {}).get("data", {}).get("id") if doc else None
 
+    def input_open(self) -> None:
+        """Batches are being read and handed to ``send`` (a phase begins)."""
+        self._input_done = False
+        self.jobs.more_coming()
+
+    def input_done(self) -> None:
+        """Every batch of the phase has been handed to ``send`` (``posting`` counted each one)."""
+        self._input_done = True
+        self._maybe_all_added()
+
+    def _maybe_all_added(self) -> None:
+        if self._input_done and self.posting == 0:
+            self.jobs.all_added()
+
     async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
-        state = batch.state
-        if state and state["status"] in FINAL_BATCH_STATES:
-            self.skipped_on_resume += 1
+        """Send one batch (counted in ``posting`` by the caller) and record its rows' outcomes."""
+        try:
+            sent = await self._send_request(batch, sem)
+        finally:
+            self.posting -= 1
+            self._maybe_all_added()
+        if sent is None:
             return
-        if state:
-            await self.record(_forget_rows, self.wh, batch.batch_id)  # not final: its rows are stored again below
-        if self.stop:
-            await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
-            return
-        if state and state["status"] == "sent":
-            job_id = state.get("job")
-            await self._finish(batch, await self._sent_before(batch, job_id), job_id)
-            return
-        jobs: list[_JobWait] = []
-        async with sem:
-            if self.stop:
-                await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
-                return
-            unclear = bool(state and state["status"] in UNCLEAR_BATCH_STATES)
-            delivered = await self._or_failed(batch, self._deliver(batch, unclear=unclear, jobs=jobs))
-            if delivered is None:
-                return
-            table, job_id = delivered
+        table, job_id, jobs = sent
         if jobs:
             # Outside the sending slots: waiting for a bulk import job must not keep the next
             # batches from going out (it held 8 slots of 10 per second's POSTs).
@@ -313,6 +316,34 @@ class _Sender:
                 return
             table = _concat([table, *waited])
         await self._finish(batch, table, job_id)
+
+    async def _send_request(self, batch: _Batch, sem: asyncio.Semaphore) -> tuple[pa.Table, str | None, list[_JobWait]] | None:
+        """The batch's request: (outcomes so far, job id, jobs to wait for), or None when the batch
+        was settled without one (final on resume, not sent, failed)."""
+        state = batch.state
+        if state and state["status"] in FINAL_BATCH_STATES:
+            self.skipped_on_resume += 1
+            return None
+        if state:
+            await self.record(_forget_rows, self.wh, batch.batch_id)  # not final: its rows are stored again below
+        if self.stop:
+            await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+            return None
+        if state and state["status"] == "sent":
+            job_id = state.get("job")
+            await self._finish(batch, await self._sent_before(batch, job_id), job_id)
+            return None
+        jobs: list[_JobWait] = []
+        async with sem:
+            if self.stop:
+                await self._not_sent(batch, "not sent: an earlier batch failed and stop_on_batch_failure is true")
+                return None
+            unclear = bool(state and state["status"] in UNCLEAR_BATCH_STATES)
+            delivered = await self._or_failed(batch, self._deliver(batch, unclear=unclear, jobs=jobs))
+            if delivered is None:
+                return None
+            table, job_id = delivered
+        return table, job_id, jobs
 
     async def _sent_before(self, batch: _Batch, job_id: str | None) -> pa.Table:
         """The outcomes of a batch an earlier attempt sent and did not record (it was stopped in
@@ -1332,10 +1363,12 @@ async def _pipeline(
             if errors:
                 break
             await held.acquire()
+            ex.posting += 1
             task = asyncio.ensure_future(one(_Batch(batch_id, index, items, fp, state)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    ex.input_open()
     try:
         async for offset, p in chunks or _aiter(_prepared_chunks(table, op, opened, first_row)):
             p = op.hold_back(p)
@@ -1373,9 +1406,11 @@ async def _pipeline(
                 break
         if not errors:
             await dispatch(planner.flush())
+        ex.input_done()
     except Exception:
         # (an error here, not a batch's: reading, preparing, the list) the batches already out
         # finish and record their rows' outcomes before the run is marked failed
+        ex.input_done()
         if tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
         raise
