@@ -376,50 +376,73 @@ async def test_a_run_stopped_during_the_list_lookup_leaves_no_thread_lock_or_str
 
 
 class _AnswersOnceFailed(httpx.AsyncBaseTransport):
-    """The emulator, whose answers to POSTs (the jobs made) come back only once ``failed`` is set."""
+    """The emulator, whose answers to POSTs (the jobs made) after the first come back only once
+    ``fail()`` was called (from the thread reading the query). The first is answered at once: the
+    client's first request to a rate tier is its probe, which the others wait for."""
 
-    def __init__(self, app, failed: threading.Event) -> None:
+    def __init__(self, app) -> None:
         self.inner = httpx.ASGITransport(app=app)
-        self.failed = failed
+        self.failed = threading.Event()
+        self._held: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._lock = threading.Lock()
+        self.posts = 0
+
+    def fail(self) -> None:
+        with self._lock:
+            self.failed.set()
+            for loop, future in self._held:
+                loop.call_soon_threadsafe(lambda f=future: f.done() or f.set_result(None))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
         if request.method == "POST":
-            while not self.failed.is_set():
-                await asyncio.sleep(0)
+            self.posts += 1
+            if self.posts == 1:
+                return response
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            with self._lock:
+                if self.failed.is_set():
+                    return response
+                self._held.append((loop, future))
+            await future
         return response
 
 
 async def test_a_query_failing_midway_fails_the_run_after_the_batches_already_out_are_recorded(wh):
-    """The warehouse stops the query at row 150,000 (a cast that fails there) while batches are
-    out (their answers come after the failure): they finish, and every row Klaviyo got a job for
-    has its outcome before the run is recorded as failed. (Before: the run ended at once, and
-    the batches out went on without their rows being recorded.)"""
+    """The warehouse's stream fails at row 150,000 while batches are out (their answers come
+    after the failure): they finish, and every row Klaviyo got a job for has its outcome before
+    the run is recorded as failed. (Before: the run ended at once, and the batches out went on
+    without their rows being recorded.) The failure is raised by the stream itself, after the rows
+    before it: DuckDB may compute a failing CAST ahead of the rows read, which raced the first POST."""
     app = make_app()
     list_id, _ = _list(app)
-    sql = (
-        "SELECT 'q' || i || '@example.com' AS email, "
-        "CASE WHEN i = 150000 THEN CAST('not a number' AS INTEGER) ELSE i END AS points FROM range(200000) t(i)"
-    )
-    failed = threading.Event()
+    sql = "SELECT 'q' || i || '@example.com' AS email, i AS points FROM range(200000) t(i)"
+    transport = _AnswersOnceFailed(app)
 
     def source():
         schema, batches = query_source(wh, sql)()
 
         def read():
+            rows = 0
             try:
-                yield from batches
+                for batch in batches:
+                    if rows + batch.num_rows > 150_000:
+                        raise RuntimeError("Conversion Error: Could not convert string 'not a number' to INT32")
+                    rows += batch.num_rows
+                    yield batch
             except Exception:
-                failed.set()
+                transport.fail()
                 raise
             finally:
                 batches.close()
 
         return schema, read()
 
-    s = settings(operation="add", list_value=list_id, skip_invalid_records=True)
+    # 16 in flight: up to 18 batches' payloads (180,000 rows) go out before any answer comes back
+    s = settings(operation="add", list_value=list_id, skip_invalid_records=True, concurrency=16)
     with pytest.raises(Exception, match="not a number"):
-        await run_export(wh, source, s, transport=_AnswersOnceFailed(app, failed), sleep=no_sleep)
+        await run_export(wh, source, s, transport=transport, sleep=no_sleep)
     run = wh.state.runs()[0]
     assert run.status == "error"
     jobs = app.state.emulator.jobs.order

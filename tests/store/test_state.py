@@ -177,6 +177,23 @@ def test_export_identifiers_are_stored_compressed_and_old_plain_ones_still_read(
     assert [again[i] for i in range(3)] == many[:3] and 3 not in again and again[5_001] == "external_id:x-1"
 
 
+def test_export_identifiers_of_a_range_of_rows_come_from_the_chunks_that_hold_them(wh, job):
+    """A batch's rows (a job's import errors name rows by email) are read from the chunks
+    covering them: the one that starts before the range, and those that start inside it."""
+    run = wh.state.start_run(job, "export")
+    other = wh.state.start_run(job, "export")
+    wh.state.record_export_identifiers(run, 0, [f"email:r{i}@example.com" for i in range(100)])
+    wh.state.record_export_identifiers(run, 100, [f"email:r{i}@example.com" for i in range(100, 250)])
+    wh.state.record_export_identifiers(run, 250, [f"phone:+4420300000{i:02d}" for i in range(50)])
+    wh.state.record_export_identifiers(other, 0, ["email:other@example.com"] * 400)
+    got = wh.state.export_identifiers(run, 90, 260)
+    assert sorted(got) == list(range(90, 260))
+    assert got[90] == "email:r90@example.com" and got[249] == "email:r249@example.com"
+    assert got[250] == "phone:+442030000000" and got[259] == "phone:+442030000009"
+    assert wh.state.export_identifiers(run, 120, 130) == {i: f"email:r{i}@example.com" for i in range(120, 130)}
+    assert wh.state.export_identifiers(run, 300, 400) == {}
+
+
 def _select(wh, sql: str) -> list[tuple]:
     with wh.transaction() as s:
         return s.fetch(sql)

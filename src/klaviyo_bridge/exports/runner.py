@@ -225,8 +225,15 @@ class _Batch:
 
 _T = TypeVar("_T")
 
-#: A bulk import job to wait for: (job id, its rows' input indexes, their payloads).
-_JobWait: TypeAlias = tuple[str, np.ndarray, Payloads]
+#: A bulk import job to wait for: (job id, its rows' input indexes). The payloads are not kept:
+#: an error that names no row is matched to one by the email stored with the run's identifiers.
+_JobWait: TypeAlias = tuple[str, np.ndarray]
+#: Batches out at once, from being handed to ``send`` to their rows' last outcome (most of them
+#: waiting for their bulk import jobs, holding only their rows' indexes). Under the 100 jobs one
+#: page of the newest jobs shows (``JobWatcher``): with jobs that take T seconds, up to 90/T
+#: batches a second go out (10/s, the endpoint's burst, up to T = 9 s).
+BATCHES_OUT = 90
+_NO_PAYLOADS = Payloads(pa.array([], pa.binary()))
 
 
 class _Sender:
@@ -298,13 +305,16 @@ class _Sender:
         if self._input_done and self.posting == 0:
             self.jobs.all_added()
 
-    async def send(self, batch: _Batch, sem: asyncio.Semaphore) -> None:
-        """Send one batch (counted in ``posting`` by the caller) and record its rows' outcomes."""
+    async def send(self, batch: _Batch, sem: asyncio.Semaphore, payload_done: Callable[[], None]) -> None:
+        """Send one batch (counted in ``posting`` by the caller) and record its rows' outcomes;
+        ``payload_done`` is called once its payloads are no longer needed (before any job wait)."""
         try:
             sent = await self._send_request(batch, sem)
         finally:
             self.posting -= 1
             self._maybe_all_added()
+            batch.items = _NO_PAYLOADS
+            payload_done()
         if sent is None:
             return
         table, job_id, jobs = sent
@@ -375,7 +385,7 @@ class _Sender:
         return None
 
     async def _job_outcomes(self, jobs: list[_JobWait]) -> list[pa.Table]:
-        return [await self.outcomes_of_job(*job) for job in jobs]
+        return [await self.outcomes_of_job(job_id, index) for job_id, index in jobs]
 
     async def _deliver(self, batch: _Batch, *, unclear: bool, jobs: list[_JobWait]) -> tuple[pa.Table, str | None]:
         """Send one batch as its operation allows; the row outcomes and the Klaviyo job id.
@@ -499,7 +509,7 @@ class _Sender:
                     index, items = index[:0], items[:0]
                 continue
             if self._waits_for_job(job_id):
-                jobs.append((job_id, index, items))
+                jobs.append((job_id, index))
             else:
                 done.append(await self.sent_outcomes(job_id, index, items))
             break
@@ -537,7 +547,7 @@ class _Sender:
     async def sent_outcomes(self, job_id: str | None, index: np.ndarray, items: Payloads | None) -> pa.Table:
         op = self.op
         if self._waits_for_job(job_id):
-            return await self.outcomes_of_job(job_id, index, items)
+            return await self.outcomes_of_job(job_id, index)
         if op.endpoint.operation_id == "bulk_import_profiles":
             return _rows_table(
                 index, "submitted", f"bulk import job {job_id} submitted; not waited for (wait_for_completion: false)"
@@ -603,7 +613,7 @@ class _Sender:
         )  # rows and status in one transaction
 
     # --- bulk import jobs ----------------------------------------------------------------
-    async def outcomes_of_job(self, job_id: str, index: np.ndarray, items: Payloads | None) -> pa.Table:
+    async def outcomes_of_job(self, job_id: str, index: np.ndarray) -> pa.Table:
         status, attrs = await self.jobs.wait(job_id, self.clock() + self.settings.wait_seconds)
         if attrs is None:
             return _rows_table(
@@ -627,13 +637,9 @@ class _Sender:
                 pos = int(m.group(1)) if m else None
                 if pos is None or pos >= len(index):
                     email = ((a.get("original_payload") or {}).get("attributes") or {}).get("email")
-                    if by_email is None and items is not None:
-                        by_email = {}
-                        for i, it in enumerate(items):
-                            e = orjson.loads(it).get("attributes", {}).get("email")
-                            if e:
-                                by_email[e] = i
-                    pos = (by_email or {}).get(email) if isinstance(email, str) else None
+                    if by_email is None and isinstance(email, str):
+                        by_email = await self.record(_positions_by_email, self.wh.state, self.run_id, index)
+                    pos = (by_email or {}).get(email.strip().lower()) if isinstance(email, str) else None
                 if pos is not None and reasons[pos] is None:
                     reasons[pos] = f"rejected by Klaviyo: {message}"
         outcomes = ["accepted" if r is None else "rejected" for r in reasons]
@@ -1296,6 +1302,20 @@ async def _refuse_invalid(
     )
 
 
+def _positions_by_email(st: Any, run_id: str, index: np.ndarray) -> dict[str, int]:
+    """Email (lower case) -> position in ``index`` of the rows identified by their email, from
+    the identifiers stored with the run (``_store_identifiers``)."""
+    if not len(index):
+        return {}
+    stored = st.export_identifiers(run_id, int(index.min()), int(index.max()) + 1)
+    out: dict[str, int] = {}
+    for pos, row in enumerate(index.tolist()):
+        ident = stored.get(row)
+        if ident and ident.startswith("email:"):
+            out.setdefault(ident[len("email:") :].strip().lower(), pos)
+    return out
+
+
 def _store_identifiers(st: Any, run_id: str, offset: int, p: Prepared) -> None:
     if p.identity is not None and len(p.identity):
         st.record_export_identifiers(run_id, offset, p.identity.to_pylist())
@@ -1325,19 +1345,26 @@ async def _pipeline(
     prefix = prefix or run_id
     st, settings = wh.state, op.settings
     sem = asyncio.Semaphore(settings.concurrency)
-    #: Batches whose payloads are held (being sent, or waiting for their job): bounds memory.
-    held = asyncio.Semaphore(max(2 * settings.concurrency, 8))
+    #: Batches whose payloads are held (until their request is answered): bounds memory. A bulk
+    #: import's batches are large (up to 10,000 profiles) and leave at most 10 a second: two ready
+    #: beyond those in flight keep up (measured: 314-322 MB for 1M rows instead of 329-335 MB with
+    #: 16, the same wall); smaller, faster batches keep more ready while the next chunk is prepared.
+    big = op.endpoint.operation_id == "bulk_import_profiles"
+    held = asyncio.Semaphore(settings.concurrency + 2 if big else max(2 * settings.concurrency, 8))
+    out = asyncio.Semaphore(BATCHES_OUT)
     tasks: set[asyncio.Future[None]] = set()
     errors: list[BaseException] = []
     used_ids = {s["batch_id"] for s in states.values()}
 
     async def one(batch: _Batch) -> None:
+        payload_done = _Once(held.release)
         try:
-            await ex.send(batch, sem)
+            await ex.send(batch, sem, payload_done)
         except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
             errors.append(exc)
         finally:
-            held.release()
+            payload_done()
+            out.release()
 
     rows_read = valid = invalid = seq = 0
     invalid_seq = 0
@@ -1362,6 +1389,7 @@ async def _pipeline(
             seq += 1
             if errors:
                 break
+            await out.acquire()
             await held.acquire()
             ex.posting += 1
             task = asyncio.ensure_future(one(_Batch(batch_id, index, items, fp, state)))
@@ -1436,6 +1464,18 @@ def _status(summary: ExportSummary, ex: _Sender, rows_read: int, valid: int) -> 
         top = summary.top_reasons[0][1] if summary.top_reasons else "see job:show --rows"
         return "error", f"{ex.check_failed:,} row(s) were not sent and none was accepted ({top})"
     return "success", f"{ex.failed} batch(es) failed" if ex.failed else None
+
+
+class _Once:
+    """Calls ``fn`` the first time it is called, never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
 
 
 class _Ahead:

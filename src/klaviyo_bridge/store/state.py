@@ -396,14 +396,27 @@ class StateStore(_ScheduleStateMixin):
                 [run_id, int(first_row), pack_identifiers(identifiers)],
             )
 
-    def export_identifiers(self, run_id: str) -> dict[int, str | None]:
-        """Row index -> identifier for every row of the run whose identifiers were stored."""
+    def export_identifiers(self, run_id: str, first_row: int = 0, end_row: int | None = None) -> dict[int, str | None]:
+        """Row index -> identifier for every row of the run whose identifiers were stored, or of
+        rows ``first_row ..< end_row`` (read from the chunks that hold them)."""
         with self._transaction() as s:
-            rows = s.fetch(f"SELECT first_row, identifiers FROM {S}.export_row_ids WHERE run_id = $1", [run_id])
+            if end_row is None and first_row == 0:
+                rows = s.fetch(f"SELECT first_row, identifiers FROM {S}.export_row_ids WHERE run_id = $1", [run_id])
+            else:
+                # the chunk that starts at or before first_row, and every chunk starting before end_row
+                rows = s.fetch(
+                    f"""SELECT first_row, identifiers FROM {S}.export_row_ids
+                        WHERE run_id = $1 AND first_row < CAST($3 AS BIGINT) AND first_row >= COALESCE(
+                            (SELECT max(first_row) FROM {S}.export_row_ids
+                             WHERE run_id = $1 AND first_row <= CAST($2 AS BIGINT)), 0)""",
+                    [run_id, int(first_row), int(end_row) if end_row is not None else 2**62],
+                )
+        end = 2**62 if end_row is None else end_row
         out: dict[int, str | None] = {}
         for first, text in rows:
             for i, ident in enumerate(unpack_identifiers(text)):
-                out[int(first) + i] = ident
+                if first_row <= int(first) + i < end:
+                    out[int(first) + i] = ident
         return out
 
     def export_outcome_counts(self, run_id: str, first_row: int = 0, end_row: int | None = None) -> dict[str, int]:
