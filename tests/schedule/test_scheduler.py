@@ -354,11 +354,11 @@ def test_wait_hears_a_signal_delivered_to_another_thread_while_a_job_runs(wh, cr
         handled.wait(5)  # without the sliced wait: heard only once the job ends (here: after 5 s)
         kind.gate.set()
 
+    sender = threading.Thread(target=signal_another_thread)
     previous = signal.signal(signal.SIGUSR1, handler)
     try:
         [run_id] = scheduler.tick()
         assert kind.started.wait(5)
-        sender = threading.Thread(target=signal_another_thread)
         sender.start()
         with pytest.raises(_Interrupted):
             scheduler.wait()
@@ -366,7 +366,8 @@ def test_wait_hears_a_signal_delivered_to_another_thread_while_a_job_runs(wh, cr
     finally:
         kind.gate.set()
         signal.signal(signal.SIGUSR1, previous)
-        sender.join()
+        if sender.ident is not None:
+            sender.join()
         scheduler.wait()
     assert wh.state.job(run_id).status == "success"
 

@@ -3,8 +3,9 @@
 An export of a million rows makes a hundred jobs at up to ten a second, and the per-job GET
 shares a 10/s, 150/min limit: polled one by one, the last jobs queued behind each other's
 polls. ``get_bulk_import_profiles_jobs`` sorted newest first shows up to 100 jobs a page, so a
-round answers for every job of this export that is still in flight (they are the newest).
-A job missing from that page (other jobs created since, by another client) is read by its id.
+round usually answers for every job of this export that is still in flight (they are the newest).
+When some are missing (another export or client made jobs since), the round reads the next pages,
+up to ``max_pages`` in all, and only a job still missing then is read by its id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ..api.client import KlaviyoClient
 FINISHED = ("complete", "cancelled", "failed")
 #: The most a round waits when no job has finished for a while (Klaviyo's jobs can take minutes).
 MAX_ROUND_WAIT = 15.0
+#: Pages of the newest jobs a round reads at most before reading the missing jobs one by one.
+MAX_PAGES = 3
 
 
 @dataclass
@@ -33,9 +36,15 @@ class JobWatcher:
     None when the deadline comes first (the caller reports its rows as submitted)."""
 
     def __init__(
-        self, client: KlaviyoClient, sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float], first_wait: float
+        self,
+        client: KlaviyoClient,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+        first_wait: float,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.client, self.sleep, self.clock = client, sleep, clock
+        self.max_pages = max_pages
         self.floor = first_wait
         self.round_wait = first_wait
         self._waiters: dict[str, _Waiter] = {}
@@ -107,6 +116,8 @@ class JobWatcher:
         finally:
             sleeping.cancel()
             woken.cancel()
+        if sleeping.done() and not sleeping.cancelled():
+            sleeping.result()  # a sleep that failed fails the round, as it did before
         if not sleeping.done() or sleeping.cancelled():
             if not self._last_jobs_unseen():  # woken, but the last round saw every job: the rest of the pause
                 await self.sleep(max(0.0, seconds - (self.clock() - started)))
@@ -140,8 +151,18 @@ class JobWatcher:
         return 0
 
     async def _newest_jobs(self) -> dict[str, dict[str, Any]]:
-        doc = await self.client.request("get_bulk_import_profiles_jobs", params=[("sort", "-created_at"), ("page[size]", "100")])
-        return {item["id"]: item.get("attributes") or {} for item in (doc or {}).get("data") or []}
+        """The newest jobs, a page at a time until every waited-for job is among them (at most
+        ``max_pages`` pages)."""
+        found: dict[str, dict[str, Any]] = {}
+        pages = self.client.pages("get_bulk_import_profiles_jobs", params=[("sort", "-created_at"), ("page[size]", "100")])
+        try:
+            async for page in pages:
+                found.update((item["id"], item.get("attributes") or {}) for item in page.data)
+                if page.number >= self.max_pages or all(job_id in found for job_id in self._waiters):
+                    break
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+        return found
 
     async def _one_job(self, job_id: str) -> dict[str, Any]:
         doc = await self.client.request("get_bulk_import_profiles_job", path_params={"job_id": job_id})

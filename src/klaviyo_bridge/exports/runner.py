@@ -341,6 +341,8 @@ class _Sender:
             return None
         if state and state["status"] == "sent":
             job_id = state.get("job")
+            if self._waits_for_job(job_id) and not self.op.consent:
+                return _concat([]), job_id, [(job_id, batch.index)]  # waited for once its payloads are let go
             await self._finish(batch, await self._sent_before(batch, job_id), job_id)
             return None
         jobs: list[_JobWait] = []
@@ -639,7 +641,7 @@ class _Sender:
                     email = ((a.get("original_payload") or {}).get("attributes") or {}).get("email")
                     if by_email is None and isinstance(email, str):
                         by_email = await self.record(_positions_by_email, self.wh.state, self.run_id, index)
-                    pos = (by_email or {}).get(email.strip().lower()) if isinstance(email, str) else None
+                    pos = (by_email or {}).get(_email_key(email)) if isinstance(email, str) else None
                 if pos is not None and reasons[pos] is None:
                     reasons[pos] = f"rejected by Klaviyo: {message}"
         outcomes = ["accepted" if r is None else "rejected" for r in reasons]
@@ -1302,17 +1304,28 @@ async def _refuse_invalid(
     )
 
 
+def _email_key(email: str) -> str:
+    """An email as the payloads carry it: trimmed, lower-cased by Arrow (``validate.check_emails``;
+    Python's ``str.lower`` differs for a few non-ASCII letters)."""
+    return str(pc.utf8_lower(pc.utf8_trim_whitespace(pa.scalar(email, pa.string()))).as_py())
+
+
 def _positions_by_email(st: Any, run_id: str, index: np.ndarray) -> dict[str, int]:
-    """Email (lower case) -> position in ``index`` of the rows identified by their email, from
-    the identifiers stored with the run (``_store_identifiers``)."""
+    """Email (as ``_email_key`` makes it) -> position in ``index`` of the rows identified by their
+    email, from the identifiers stored with the run (``_store_identifiers``)."""
     if not len(index):
         return {}
     stored = st.export_identifiers(run_id, int(index.min()), int(index.max()) + 1)
-    out: dict[str, int] = {}
+    positions, emails = [], []
     for pos, row in enumerate(index.tolist()):
         ident = stored.get(row)
         if ident and ident.startswith("email:"):
-            out.setdefault(ident[len("email:") :].strip().lower(), pos)
+            positions.append(pos)
+            emails.append(ident[len("email:") :])
+    keys = pc.utf8_lower(pc.utf8_trim_whitespace(pa.array(emails, pa.string()))).to_pylist()
+    out: dict[str, int] = {}
+    for pos, key in zip(positions, keys):
+        out.setdefault(key, pos)
     return out
 
 
