@@ -229,10 +229,10 @@ _T = TypeVar("_T")
 #: an error that names no row is matched to one by the email stored with the run's identifiers.
 _JobWait: TypeAlias = tuple[str, np.ndarray]
 #: Batches out at once, from being handed to ``send`` to their rows' last outcome (most of them
-#: waiting for their bulk import jobs, holding only their rows' indexes). Under the 100 jobs one
-#: page of the newest jobs shows (``JobWatcher``): with jobs that take T seconds, up to 90/T
-#: batches a second go out (10/s, the endpoint's burst, up to T = 9 s).
-BATCHES_OUT = 90
+#: waiting for their bulk import jobs, holding only their rows' indexes: ~80 KB each). Two pages of
+#: the newest jobs show them (``JobWatcher`` reads up to three): with jobs that take T seconds, up
+#: to 200/T batches a second go out (10/s, the endpoint's burst, up to T = 20 s).
+BATCHES_OUT = 200
 _NO_PAYLOADS = Payloads(pa.array([], pa.binary()))
 
 
