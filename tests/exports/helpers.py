@@ -15,7 +15,8 @@ from klaviyo_emulator.settings import DEFAULT_API_KEY, EmulatorSettings
 BASE = "http://emulator.test"
 
 
-def make_app(**overrides):
+def make_app(monotonic=None, **overrides):
+    """The emulator in process (``monotonic``: its clock for jobs and delays; default the real one)."""
     settings = dict(
         seed=7,
         profiles=200,
@@ -29,7 +30,7 @@ def make_app(**overrides):
         job_profiles_per_second=1e9,
     )
     settings.update(overrides)
-    return create_app(EmulatorSettings(**settings))
+    return create_app(EmulatorSettings(**settings), clock=monotonic)
 
 
 def settings(**keys):

@@ -237,3 +237,56 @@ async def test_job_errors_reach_their_rows_by_pointer_or_by_the_email_stored_wit
     assert outs == ["rejected", "accepted", "rejected", "accepted", "rejected"]
     assert [reasons[i] for i in (0, 2, 4)] == [f"rejected by Klaviyo: {w}" for w in ("first", "second", "third")]
     assert result.exit_code == 3  # success with rows rejected
+
+
+async def test_a_run_stopped_while_its_jobs_run_says_which_rows_were_sent(wh):
+    """Stopped while every batch waits for its job, the run is ``killed`` and its message counts
+    those rows as sent with their outcome not known yet, not as "not sent"; a resume then reads
+    the jobs and sends nothing again."""
+    emulator_now = [0.0]
+    app = make_app(monotonic=lambda: emulator_now[0], job_queued_seconds=10_000)
+    now = [0.0]
+    posts: list[int] = []
+    all_sent, stop = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds >= 0.5:  # a pause between rounds of polling: time stands still until every batch is out
+            with contextlib.suppress(TimeoutError):  # (a bound on real time only for the failure)
+                await asyncio.wait_for(all_sent.wait(), 10)
+            stop.set()
+            await asyncio.Event().wait()  # cancelled with the run
+        now[0] += seconds
+
+    async def recording(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            posts.append(1)
+        await app(scope, receive, send)
+        if len(posts) == 3:
+            all_sent.set()
+
+    s = waiting_add(app)
+    table = pa.table({"email": [f"k{i}@example.com" for i in range(25_000)]})  # 3 jobs
+    task = asyncio.ensure_future(export(wh, table, s, recording, sleep=sleep, clock=lambda: now[0]))
+    await stop.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = wh.state.runs()
+    assert run.status == "killed"
+    said = run.error
+    assert said.startswith("stopped before the end: of 25000 rows, 0 have an outcome (none); "), said
+    # the third batch's answer may not have been recorded when the run stopped
+    assert ("25000 were sent and their outcome is not known yet; the other 0 were not sent" in said) or (
+        "20000 were sent and their outcome is not known yet; 5000 were being sent when it stopped; the other 0" in said
+    ), said
+    assert f"--resume {run.run_id} reads back" in said
+    states = [b.status for b in wh.state.export_batches(run.run_id)]
+    emulator_now[0] = 20_000.0  # the jobs sent have ended
+
+    async def later(seconds: float) -> None:
+        emulator_now[0] += seconds
+
+    again = await export(wh, table, s, recording, sleep=later, clock=lambda: emulator_now[0], run_id=run.run_id, resume=True)
+    assert len(posts) == 3 + states.count("sending")  # a batch recorded as sent is not sent again
+    _, outs, _ = outcomes(wh, again.run_id)
+    assert len(outs) == 25_000 and outs[: 10_000 * states.count("sent")] == ["accepted"] * 10_000 * states.count("sent")

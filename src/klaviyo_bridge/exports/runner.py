@@ -264,6 +264,8 @@ class _Sender:
         self.fatal: BaseException | None = None
         #: Batches handed to ``send`` whose request has not been answered yet (or that were not sent).
         self.posting = 0
+        #: Input rows read so far, over every phase (what a stopped run says it had read).
+        self.rows_seen = 0
         self._input_done = False
         #: State writes (a DuckDB transaction each, a few ms) run here, one at a time and in order,
         #: instead of blocking the event loop while other batches' requests are in flight.
@@ -1156,9 +1158,9 @@ async def run_export(
             try:
                 summary = export_summary(wh, run_id)
                 killed = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or type(exc).__name__ == "JobCancelled"
-                total = rows_read or (pre.rows if pre else 0)
+                total = rows_read or (pre.rows if pre else 0) or (ex.rows_seen if ex is not None else 0)
                 if killed:
-                    message = killed_message(summary.counts, total, run_id)
+                    message = killed_message(summary.counts, total, run_id, wh.state.export_batches(run_id))
                 wh.state.finish_run(
                     run_id,
                     "killed" if killed else "error",
@@ -1182,15 +1184,29 @@ async def run_export(
                 ex.close()
 
 
-def killed_message(counts: Mapping[str, int], total: int, run_id: str) -> str:
-    """What a stopped export had done: the rows with an outcome (sent or not), the rows never sent."""
+def killed_message(counts: Mapping[str, int], total: int, run_id: str, batches: Sequence[Any] = ()) -> str:
+    """What a stopped export had done: the rows with an outcome (sent or not); the rows sent whose
+    outcome was not known yet (their batch ``sent``: a bulk import job running); the rows whose
+    request was out or unclear (``sending``, ``unclear``); the rows never sent. ``batches``: the
+    run's batch records (``StateStore.export_batches``)."""
     done = {k: v for k, v in counts.items() if v}
     settled = sum(done.values())
     said = ", ".join(f"{v} {k}" for k, v in done.items()) or "none"
-    rest = max(total - settled, 0)
-    return (
-        f"stopped before the end: of {total} rows, {settled} have an outcome ({said}); the other {rest} were "
-        f"not sent (klaviyo-bridge query ... --resume {run_id} sends only those)"
+    left = max(total - settled, 0)
+    awaiting = min(sum(b.row_count or 0 for b in batches if b.status == "sent"), left)
+    doubt = min(sum(b.row_count or 0 for b in batches if b.status in UNCLEAR_BATCH_STATES), left - awaiting)
+    rest = left - awaiting - doubt
+    parts = [f"stopped before the end: of {total} rows, {settled} have an outcome ({said})"]
+    if awaiting:
+        parts.append(f"{awaiting} were sent and their outcome is not known yet")
+    if doubt:
+        parts.append(f"{doubt} were being sent when it stopped")
+    if not (awaiting or doubt):
+        return f"{parts[0]}; the other {rest} were not sent (klaviyo-bridge query ... --resume {run_id} sends only those)"
+    parts.append(f"the other {rest} were not sent")
+    return "; ".join(parts) + (
+        f" (klaviyo-bridge query ... --resume {run_id} reads back what may have been sent before sending anything again,"
+        " and sends only what was not)"
     )
 
 
@@ -1416,6 +1432,7 @@ async def _pipeline(
             if not warnings and p.warnings:
                 warnings = list(p.warnings)
             rows_read += p.total
+            ex.rows_seen += p.total
             valid += len(p.items) + len(p.held_index)
             invalid += len(p.skipped_index)
             ex.progress("validated", p.total)
