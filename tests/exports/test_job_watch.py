@@ -97,39 +97,6 @@ async def test_jobs_still_running_when_the_waiting_time_ends_are_reported_as_sub
     assert 300 <= now[0] < 320  # it gave up at the deadline, not a long backoff later
 
 
-async def test_waiting_for_a_job_does_not_hold_a_sending_slot(wh):
-    """With one sending slot, the next batches go out while the first job is still running:
-    the wait for a bulk import job happens outside the slots (it held them before: 10 POSTs a
-    second's burst went out 8 at a time)."""
-    app = make_app(job_queued_seconds=10_000)  # no job finishes while we wait
-    now = [0.0]
-    posts: list[float] = []
-
-    all_sent = asyncio.Event()
-
-    async def sleep(seconds: float) -> None:
-        if seconds >= 0.5 and not all_sent.is_set():
-            # a wait for the jobs: time stands still until the other batches are out (a bound
-            # on real time only for the failure, where they would never go while this waits)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_sent.wait(), 20)
-        now[0] += max(seconds, 1.0)
-
-    async def recording(scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            posts.append(now[0])
-            if len(posts) == 3:
-                all_sent.set()
-        await app(scope, receive, send)
-
-    s = waiting_add(app, concurrency=1)
-    table = pa.table({"email": [f"s{i}@example.com" for i in range(25_000)]})  # 3 jobs of at most 10,000
-    result = await export(wh, table, s, recording, sleep=sleep, clock=lambda: now[0])
-    assert len(posts) == 3 and max(posts) < 300  # all sent before the first wait could end
-    _, outs, _ = outcomes(wh, result.run_id)
-    assert outs == ["submitted"] * 25_000
-
-
 async def test_the_last_jobs_are_polled_once_every_batch_is_answered_not_a_pause_later(wh):
     """Rounds of polling pause between them (here 50 s, as if jobs had been slow); once every
     batch has its answer, a round that leaves after the last job came is not waited for."""
@@ -155,9 +122,10 @@ async def test_the_last_jobs_are_polled_once_every_batch_is_answered_not_a_pause
 
 
 async def test_batches_waiting_for_slow_jobs_leave_the_next_ones_free_to_go(wh):
-    """A batch waiting for its bulk import job holds no payload and no place among the batches
-    being sent: with one sending slot (three payloads held), all ten batches go out while
-    every job is still queued. (Before: a batch held its place until its job ended, so slow jobs
+    """A batch waiting for its bulk import job holds no sending slot, no payload and no place
+    among the batches being sent: with one sending slot (three payloads held), all ten batches go
+    out while every job is still queued. (The wait once held the slots: a second's burst of 10
+    POSTs went out 8 at a time.) (Before: a batch held its place until its job ended, so slow jobs
     capped sending at 16 batches per job's duration: 48 s instead of 15.6 s for 1M rows with 5 s jobs.)"""
     app = make_app(job_queued_seconds=10_000)  # no job finishes while we wait
     now = [0.0]
