@@ -643,7 +643,7 @@ class _Sender:
                     email = ((a.get("original_payload") or {}).get("attributes") or {}).get("email")
                     if by_email is None and isinstance(email, str):
                         by_email = await self.record(_positions_by_email, self.wh.state, self.run_id, index)
-                    pos = (by_email or {}).get(_email_key(email)) if isinstance(email, str) else None
+                    pos = (by_email or {}).get(_email_keys([email])[0]) if isinstance(email, str) else None
                 if pos is not None and reasons[pos] is None:
                     reasons[pos] = f"rejected by Klaviyo: {message}"
         outcomes = ["accepted" if r is None else "rejected" for r in reasons]
@@ -1320,14 +1320,14 @@ async def _refuse_invalid(
     )
 
 
-def _email_key(email: str) -> str:
-    """An email as the payloads carry it: trimmed, lower-cased by Arrow (``validate.check_emails``;
+def _email_keys(emails: list[str]) -> list[str]:
+    """Emails as the payloads carry them: trimmed, lower-cased by Arrow (``validate.check_emails``;
     Python's ``str.lower`` differs for a few non-ASCII letters)."""
-    return str(pc.utf8_lower(pc.utf8_trim_whitespace(pa.scalar(email, pa.string()))).as_py())
+    return [str(k) for k in pc.utf8_lower(pc.utf8_trim_whitespace(pa.array(emails, pa.string()))).to_pylist()]
 
 
 def _positions_by_email(st: Any, run_id: str, index: np.ndarray) -> dict[str, int]:
-    """Email (as ``_email_key`` makes it) -> position in ``index`` of the rows identified by their
+    """Email (as ``_email_keys`` makes it) -> position in ``index`` of the rows identified by their
     email, from the identifiers stored with the run (``_store_identifiers``)."""
     if not len(index):
         return {}
@@ -1338,9 +1338,8 @@ def _positions_by_email(st: Any, run_id: str, index: np.ndarray) -> dict[str, in
         if ident and ident.startswith("email:"):
             positions.append(pos)
             emails.append(ident[len("email:") :])
-    keys = pc.utf8_lower(pc.utf8_trim_whitespace(pa.array(emails, pa.string()))).to_pylist()
     out: dict[str, int] = {}
-    for pos, key in zip(positions, keys):
+    for pos, key in zip(positions, _email_keys(emails)):
         out.setdefault(key, pos)
     return out
 
