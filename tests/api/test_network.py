@@ -354,6 +354,23 @@ async def test_clients_share_one_tls_context_per_ca_setting(tmp_path, monkeypatc
         assert AsyncioTransport().ssl_context is not trusting.ssl_context
 
 
+async def test_a_client_that_only_speaks_plain_http_never_loads_the_tls_certificates(tmp_path, monkeypatch):
+    """Loading the CAs takes 20-35 ms, paid before a run's first request: a client of the emulator
+    (http://) has no use for them."""
+
+    def loading(*args: object, **kwargs: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context was made for a plain HTTP client")
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "new-ca-setting.pem"))  # not one made before
+    monkeypatch.setattr(httpx, "create_ssl_context", loading)
+    server = Server(answering(2, big_page(2)))
+    async with server as base, client_at(base) as client:
+        for _ in range(2):
+            await client.request("get_lists")
+    with pytest.raises(AssertionError, match="TLS context"):
+        AsyncioTransport().ssl_context  # noqa: B018 - the property makes it, here on purpose
+
+
 def test_the_library_loads_httpx_without_its_command_line_client():
     """httpx imports its CLI (click, rich, pygments) when they are installed; the bridge never
     runs it, and a process that only uses the library does not carry it."""

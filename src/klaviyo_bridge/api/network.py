@@ -668,8 +668,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-        #: the TLS context its connections use (by default one per process and CA setting: ``shared_ssl_context``)
-        self.ssl_context = verify if isinstance(verify, ssl.SSLContext) else shared_ssl_context(verify)
+        self._verify = verify
+        self._ssl_context = verify if isinstance(verify, ssl.SSLContext) else None
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._max_idle = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
@@ -678,6 +678,15 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         self._buffers = BodyBuffers()
         #: Seconds before the next address is tried while one is still connecting (RFC 8305's 250 ms).
         self.happy_eyeballs_delay = HAPPY_EYEBALLS_DELAY
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context its connections use: ``verify``'s, else (by default one per process and CA
+        setting: ``shared_ssl_context``) made at the first use, so a transport that only speaks plain
+        HTTP (the emulator) never loads the CAs: 20-35 ms before a run's first request."""
+        if self._ssl_context is None:
+            self._ssl_context = shared_ssl_context(bool(self._verify))
+        return self._ssl_context
 
     async def connect(self, origin: Origin, timeout: float | None) -> Connection:
         """A new connection to ``origin`` (scheme, host, port): its addresses tried as RFC 8305
