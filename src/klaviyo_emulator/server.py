@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +23,20 @@ from .settings import EmulatorSettings
 #: busy client (an import inserting into its warehouse) still held, and its next request on one
 #: met "Server disconnected without sending a response" (a retry). Klaviyo keeps them longer.
 KEEP_ALIVE_SECONDS = 75
+#: With rate limits on, the event loop stamps each request's arrival (``arrival.py``) while the
+#: state worker thread decodes and applies bulk imports: at Python's default switch interval
+#: (5 ms) a loop waiting for the GIL stamped requests up to 64 ms late on a loaded 2-core machine,
+#: so two bulk imports sent 1.043 s apart counted as 1.002 s apart, and a client keeping Klaviyo's
+#: windows with a 30 ms margin drew 429s Klaviyo's gateway would not send. At 1 ms: 11-29 ms at
+#: most (docs/benchmarks.md). It costs page throughput (more hand-overs of the GIL), so not with
+#: limits off, where no stamp is read. Set by ``serve``, which owns its process.
+LIMITS_SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``)."""
+    """Serve until interrupted (the CLI's ``klaviyo-bridge emulator``), in this process."""
+    if settings.rate_limits:
+        sys.setswitchinterval(LIMITS_SWITCH_INTERVAL_SECONDS)
     uvicorn.run(
         create_app(settings),
         host=host,
