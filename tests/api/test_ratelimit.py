@@ -136,6 +136,40 @@ async def test_each_server_429_widens_the_client_windows_up_to_a_limit():
     assert server.limiter("get_lists").windows[0] == (1, 1.0)
 
 
+async def test_a_lone_clients_first_429_widens_its_windows_and_only_a_second_lowers_its_burst():
+    """Alone on the key (no other user's requests in the headers), a 429 although the windows
+    were kept is taken first for arrival jitter: the windows widen and the burst stays (lowering
+    it too cost a fifth of an export's sending for 10 s). Another 429 within
+    ``REPEAT_429_SECONDS`` lowers the burst to about what the server allowed in that second."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(10, 1000)}, margin=0.03)
+    lim = limiter.limiter("get_lists")
+    for second in range(3):
+        clock.now = 100.0 + second * 1.1
+        for _ in range(10):
+            assert await limiter.acquire("get_lists") == 0.0
+        limiter.observe("get_lists", "", 1000, 1000 - 10 * (second + 1), 60)  # the server counted ours only
+    limiter.penalise("get_lists", 1)
+    assert lim.windows[0] == (10, pytest.approx(1.08))  # wider, the burst kept
+    clock.now += 10.0
+    for _ in range(10):
+        await limiter.acquire("get_lists")
+    limiter.penalise("get_lists", 1)
+    assert lim.windows[0][0] == 8  # again within 30 s: 80% of the 10 sent in the last second
+
+
+async def test_a_429_while_another_user_shares_the_key_lowers_the_burst_at_once():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(10, 1000)}, margin=0.03)
+    clock.now = 100.0
+    for _ in range(5):
+        await limiter.acquire("get_lists")
+    limiter.observe("get_lists", "", 1000, 1000 - 5 - 5, 60)  # 5 requests of someone else
+    burst = limiter.limiter("get_lists").windows[0][0]
+    limiter.penalise("get_lists", 1)
+    assert limiter.limiter("get_lists").windows[0][0] < burst
+
+
 def test_server_counts_a_request_when_it_arrived_not_when_its_handler_ran():
     clock = FakeClock()
     server = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(1, 100)})
