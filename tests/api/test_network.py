@@ -369,6 +369,8 @@ async def test_a_client_that_only_speaks_plain_http_never_loads_the_tls_certific
             await client.request("get_lists")
     with pytest.raises(AssertionError, match="TLS context"):
         AsyncioTransport().ssl_context  # noqa: B018 - the property makes it, here on purpose
+    with pytest.raises(AssertionError, match="TLS context"):
+        client_at("https://a.klaviyo.example")  # for https it is made with the client: a bad CA setting fails before any work
 
 
 def test_the_library_loads_httpx_without_its_command_line_client():

@@ -151,11 +151,27 @@ async def test_a_lone_clients_first_429_widens_its_windows_and_only_a_second_low
         limiter.observe("get_lists", "", 1000, 1000 - 10 * (second + 1), 60)  # the server counted ours only
     limiter.penalise("get_lists", 1)
     assert lim.windows[0] == (10, pytest.approx(1.08))  # wider, the burst kept
-    clock.now += 10.0
+    limiter.penalise("get_lists", 1)  # answered together with it: the same 429, not a second
+    assert lim.windows[0] == (10, pytest.approx(1.08))
+    clock.now += 31.5  # more than 30 s after its hold (1 s) ended: a first again
+    limiter.penalise("get_lists", 5)
+    assert lim.windows[0] == (10, pytest.approx(1.13))
+    clock.now += 33.0  # 33 s after that 429, 28 s after its hold (5 s) ended
     for _ in range(10):
         await limiter.acquire("get_lists")
     limiter.penalise("get_lists", 1)
-    assert lim.windows[0][0] == 8  # again within 30 s: 80% of the 10 sent in the last second
+    assert lim.windows[0][0] == 8  # a second: 80% of the 10 sent in the last second
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3], ids=["no margin", "windows already at their widest"])
+async def test_a_lone_clients_first_429_lowers_its_burst_when_its_windows_cannot_widen(margin):
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep, limits={"get_lists": RateLimit(10, 1000)}, margin=margin)
+    clock.now = 100.0
+    for _ in range(10):
+        await limiter.acquire("get_lists")
+    limiter.penalise("get_lists", 1)
+    assert limiter.limiter("get_lists").windows[0][0] == 8
 
 
 async def test_a_429_while_another_user_shares_the_key_lowers_the_burst_at_once():
@@ -166,6 +182,7 @@ async def test_a_429_while_another_user_shares_the_key_lowers_the_burst_at_once(
         await limiter.acquire("get_lists")
     limiter.observe("get_lists", "", 1000, 1000 - 5 - 5, 60)  # 5 requests of someone else
     burst = limiter.limiter("get_lists").windows[0][0]
+    clock.now += 10.0  # the answer that showed them is 10 s old: they are still in the server's minute
     limiter.penalise("get_lists", 1)
     assert limiter.limiter("get_lists").windows[0][0] < burst
 

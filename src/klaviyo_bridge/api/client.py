@@ -114,6 +114,8 @@ class KlaviyoClient:
         http_limits = httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency)
         if transport is None and not environment_proxy(settings.base_url):
             transport = AsyncioTransport(limits=http_limits)  # reads a page straight into its buffer (network.py)
+            if settings.base_url.lower().startswith("https:"):
+                transport.ssl_context  # noqa: B018 - made now: a bad CA setting fails here, before any work
         #: What carries the requests: the one given, ours, or None (httpx's own, for a proxy).
         self.transport = transport
         self._http = httpx.AsyncClient(

@@ -683,9 +683,13 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context its connections use: ``verify``'s, else (by default one per process and CA
         setting: ``shared_ssl_context``) made at the first use, so a transport that only speaks plain
-        HTTP (the emulator) never loads the CAs: 20-35 ms before a run's first request."""
+        HTTP (the emulator) never loads the CAs: 20-35 ms before a run's first request.
+        ``KlaviyoClient`` asks for it when it is built for an https base URL, so a bad CA setting
+        fails there, before any work."""
         if self._ssl_context is None:
-            self._ssl_context = shared_ssl_context(bool(self._verify))
+            verify = self._verify
+            assert not isinstance(verify, ssl.SSLContext)  # (that one is kept from the start)
+            self._ssl_context = shared_ssl_context(verify)
         return self._ssl_context
 
     async def connect(self, origin: Origin, timeout: float | None) -> Connection:

@@ -56,8 +56,8 @@ MAX_MARGIN = 0.3
 BURST_BACKOFF = 0.8
 #: ...and grows back by one every this many seconds without a 429.
 BURST_REGROW_SECONDS = 5.0
-#: A lone client's 429 lowers the burst only if another came within this long: the first is taken
-#: as arrival jitter, which the widened windows absorb (see ``RateLimiter.penalise``).
+#: A lone client's 429 lowers the burst only if another came within this long after the first's
+#: hold: the first is taken as arrival jitter, which the wider windows absorb (``RateLimiter.penalise``).
 REPEAT_429_SECONDS = 30.0
 #: Before a tier's limit is known, the others wait this long at most for the first request's answer...
 PROBE_SECONDS = 5.0
@@ -119,8 +119,8 @@ class WindowLimiter:
         self.probing_since: float | None = None
         #: (when, requests of other users in the server's steady window) from recent answers.
         self.foreign_seen: deque[tuple[float, int]] = deque()
-        #: When the server last answered 429 (``RateLimiter.penalise``), None before any.
-        self.throttled_at: float | None = None
+        #: When the hold of the server's last 429 ended (``RateLimiter.penalise``), None before any.
+        self.throttled_until: float | None = None
         # Granted slot times, non-decreasing; long enough for the largest count.
         self._log: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
         # When the requests really left (``depart``), in the order they did.
@@ -524,23 +524,24 @@ class RateLimiter:
         operation's requests further apart from now on (up to ``MAX_MARGIN``). With adaptive
         pacing, a 429 although our windows were kept also lowers the burst: the server allowed
         about what we sent in the last second, and no header tells the burst limit. Not the first
-        429 of a client the headers show alone on the key (no other user's requests seen lately,
-        no shared budget): two requests that arrived closer than they left (the network, a busy
-        server) draw it too, and the widened windows are the cure; lowering the burst as well cost
-        a fifth of the sending for 10 s (docs/benchmarks.md). A second one within
-        ``REPEAT_429_SECONDS`` lowers it."""
+        429 of a client the headers show alone on the key (the last answer of the past minute
+        counted no other user's requests; no shared budget) while its windows could still widen
+        (a margin, not yet at ``MAX_MARGIN``): two requests that arrived closer than they left (the
+        network, a busy server) draw it too, and the wider windows are the cure; lowering the
+        burst as well cost a fifth of the sending for 10 s (docs/benchmarks.md). A second one
+        within ``REPEAT_429_SECONDS`` of the end of the first's hold lowers it."""
         if self.enabled and seconds > 0:
             with self._lock:
                 limiter, now = self.limiter(operation_id, tier), self.clock()
                 if limiter.blocked_until <= now:  # once for 429s answered together
+                    before = limiter.windows
                     if self.margin > 0:
                         limiter.widen(MARGIN_STEP, MAX_MARGIN)
-                    alone = self.budget is None and not any(
-                        foreign for at, foreign in limiter.foreign_seen if now - at <= SHARE_SECONDS
-                    )
-                    first = limiter.throttled_at is None or now - limiter.throttled_at > REPEAT_429_SECONDS
-                    limiter.throttled_at = now
-                    if self.adaptive and not (alone and first and self.margin > 0):
+                    seen = limiter.foreign_seen
+                    alone = self.budget is None and not (seen and seen[-1][1] > 0 and now - seen[-1][0] <= STEADY_SECONDS)
+                    first = limiter.throttled_until is None or now - limiter.throttled_until > REPEAT_429_SECONDS
+                    limiter.throttled_until = now + seconds
+                    if self.adaptive and not (alone and first and limiter.windows != before):
                         current = min(limiter.windows[0][0], self._learned_burst(limiter, now))
                         if self.budget is None:
                             burst_seconds = limiter.windows[0][1]
